@@ -1,0 +1,75 @@
+//! # techub-guest-macros
+//!
+//! The `#[handler]` attribute of `techub-guest` (re-exported there; depend on
+//! `techub-guest`, not on this crate).
+//!
+//! # Layout
+//! - `handler`: parses `queue = "..", routing_keys = [..]` and expands to the
+//!   component's `handler` export.
+
+use proc_macro::TokenStream;
+use quote::quote;
+use syn::{parse_macro_input, ItemFn, LitStr};
+
+/// See `techub_guest::handler`.
+#[proc_macro_attribute]
+pub fn handler(args: TokenStream, item: TokenStream) -> TokenStream {
+    let mut queue: Option<LitStr> = None;
+    let mut routing_keys: Vec<LitStr> = Vec::new();
+    let parser = syn::meta::parser(|meta| {
+        if meta.path.is_ident("queue") {
+            queue = Some(meta.value()?.parse()?);
+            Ok(())
+        } else if meta.path.is_ident("routing_keys") {
+            let value = meta.value()?;
+            let content;
+            syn::bracketed!(content in value);
+            let keys = content.parse_terminated(|p| p.parse::<LitStr>(), syn::Token![,])?;
+            routing_keys.extend(keys);
+            Ok(())
+        } else {
+            Err(meta.error("expected `queue = \"...\"` or `routing_keys = [\"...\"]`"))
+        }
+    });
+    parse_macro_input!(args with parser);
+    let function = parse_macro_input!(item as ItemFn);
+
+    let Some(queue) = queue else {
+        return syn::Error::new_spanned(&function.sig, "#[handler] needs `queue = \"...\"`")
+            .to_compile_error()
+            .into();
+    };
+    if routing_keys.is_empty() {
+        return syn::Error::new_spanned(
+            &function.sig,
+            "#[handler] needs `routing_keys = [\"...\"]` with at least one key",
+        )
+        .to_compile_error()
+        .into();
+    }
+    let name = &function.sig.ident;
+
+    quote! {
+        #function
+
+        #[doc(hidden)]
+        struct __TechubPlugin;
+
+        impl ::techub_guest::__private::exported::Guest for __TechubPlugin {
+            fn subscriptions() -> ::std::vec::Vec<::techub_guest::__private::exported::Subscription> {
+                ::std::vec![::techub_guest::message::subscription(#queue, &[#(#routing_keys),*])]
+            }
+
+            fn handle(
+                delivery: ::techub_guest::__private::exported::Delivery,
+            ) -> ::techub_guest::__private::exported::Outcome {
+                ::techub_guest::__private::IntoOutcome::into_outcome(
+                    #name(::techub_guest::Message::from_delivery(delivery)),
+                )
+            }
+        }
+
+        ::techub_guest::wit::export!(__TechubPlugin with_types_in ::techub_guest::wit);
+    }
+    .into()
+}

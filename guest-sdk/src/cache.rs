@@ -1,0 +1,286 @@
+//! The shared, domain-aware cache.
+//!
+//! Entries live in domains declared in `host.toml` (seeded with the specification's 14,
+//! available here as [`Domain`] constants). Every entry expires; without an explicit TTL
+//! it gets its domain's.
+
+use crate::wit::techub::platform::cache as wit;
+use crate::Failure;
+use serde::{de::DeserializeOwned, Serialize};
+
+/// A cache domain name. The constants are the seed's `CacheDomain`; an operator may
+/// declare more in `host.toml`, reachable with [`Domain::new`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Domain(&'static str);
+
+impl Domain {
+    /// Permissions (15 min).
+    pub const PERMISSIONS: Domain = Domain("permissions");
+    /// Users (30 min).
+    pub const USERS: Domain = Domain("users");
+    /// Products (1 h).
+    pub const PRODUCTS: Domain = Domain("products");
+    /// Categories (2 h).
+    pub const CATEGORIES: Domain = Domain("categories");
+    /// Sessions (24 h).
+    pub const SESSIONS: Domain = Domain("sessions");
+    /// Carts (7 days).
+    pub const CART: Domain = Domain("cart");
+    /// Inventory (5 min).
+    pub const INVENTORY: Domain = Domain("inventory");
+    /// Pricing.
+    pub const PRICING: Domain = Domain("pricing");
+    /// Orders.
+    pub const ORDERS: Domain = Domain("orders");
+    /// Settings.
+    pub const SETTINGS: Domain = Domain("settings");
+    /// Brands.
+    pub const BRANDS: Domain = Domain("brands");
+    /// Coupons.
+    pub const COUPONS: Domain = Domain("coupons");
+    /// Reviews.
+    pub const REVIEWS: Domain = Domain("reviews");
+    /// Wishlists.
+    pub const WISHLIST: Domain = Domain("wishlist");
+
+    /// A domain declared in `host.toml` beyond the seed's.
+    pub const fn new(name: &'static str) -> Self {
+        Domain(name)
+    }
+    /// The domain's name.
+    pub const fn name(self) -> &'static str {
+        self.0
+    }
+}
+
+impl AsRef<str> for Domain {
+    fn as_ref(&self) -> &str {
+        self.0
+    }
+}
+
+/// Eviction weight in the embedded in-process cache (Redis ignores it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Priority {
+    /// Evicted first.
+    Low,
+    /// The default.
+    #[default]
+    Medium,
+    /// Kept over low and medium.
+    High,
+    /// Evicted last.
+    Critical,
+}
+
+/// How to write an entry.
+#[derive(Debug, Clone, Default)]
+pub struct EntryOptions {
+    ttl_seconds: Option<u32>,
+    tags: Vec<String>,
+    priority: Priority,
+}
+
+impl EntryOptions {
+    /// Lifetime in seconds instead of the domain's TTL.
+    pub fn ttl_seconds(mut self, seconds: u32) -> Self {
+        self.ttl_seconds = Some(seconds);
+        self
+    }
+    /// Files the entry under a tag, for [`invalidate_tag`].
+    pub fn tag(mut self, tag: impl AsRef<str>) -> Self {
+        self.tags.push(tag.as_ref().to_string());
+        self
+    }
+    /// Eviction weight in the embedded cache.
+    pub fn priority(mut self, priority: Priority) -> Self {
+        self.priority = priority;
+        self
+    }
+
+    fn to_wit(&self) -> wit::EntryOptions {
+        wit::EntryOptions {
+            ttl_seconds: self.ttl_seconds,
+            tags: self.tags.clone(),
+            priority: match self.priority {
+                Priority::Low => wit::Priority::Low,
+                Priority::Medium => wit::Priority::Medium,
+                Priority::High => wit::Priority::High,
+                Priority::Critical => wit::Priority::Critical,
+            },
+        }
+    }
+}
+
+/// Hit and miss counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Stats {
+    /// Reads that found an entry.
+    pub hits: u64,
+    /// Reads that found nothing.
+    pub misses: u64,
+    /// Entries written.
+    pub sets: u64,
+    /// Entries removed.
+    pub deletes: u64,
+}
+
+/// Why a cache call failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CacheError {
+    /// The key or tag is empty, too long or has a control character.
+    #[error("invalid cache key: {0}")]
+    InvalidKey(String),
+    /// The value exceeds the entry limit (bytes).
+    #[error("cache value larger than the limit of {0} bytes")]
+    ValueTooLarge(u64),
+    /// The domain is not declared or not granted to this plugin.
+    #[error("unknown or ungranted cache domain: {0}")]
+    UnknownDomain(String),
+    /// A bulk call named more keys than the limit.
+    #[error("more keys than the bulk limit of {0}")]
+    TooManyKeys(u32),
+    /// Another argument is out of range.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// A quota of this invocation is used up.
+    #[error("quota exceeded: {0}")]
+    QuotaExceeded(String),
+    /// The backend is unreachable or timed out.
+    #[error("cache unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl From<wit::CacheError> for CacheError {
+    fn from(error: wit::CacheError) -> Self {
+        match error {
+            wit::CacheError::InvalidKey(m) => Self::InvalidKey(m),
+            wit::CacheError::ValueTooLarge(n) => Self::ValueTooLarge(n),
+            wit::CacheError::UnknownDomain(m) => Self::UnknownDomain(m),
+            wit::CacheError::TooManyKeys(n) => Self::TooManyKeys(n),
+            wit::CacheError::InvalidArgument(m) => Self::InvalidArgument(m),
+            wit::CacheError::QuotaExceeded(m) => Self::QuotaExceeded(m),
+            wit::CacheError::Unavailable(m) => Self::Unavailable(m),
+        }
+    }
+}
+
+impl From<CacheError> for Failure {
+    fn from(error: CacheError) -> Self {
+        match error {
+            CacheError::Unavailable(_) | CacheError::QuotaExceeded(_) => Failure::retry(error),
+            _ => Failure::reject(error),
+        }
+    }
+}
+
+/// Reads an entry; `None` when absent or expired.
+pub fn get(domain: impl AsRef<str>, key: impl AsRef<str>) -> Result<Option<Vec<u8>>, CacheError> {
+    Ok(wit::get(domain.as_ref(), key.as_ref())?)
+}
+
+/// Reads an entry and parses it as JSON; an entry that does not parse is a
+/// [`CacheError::InvalidArgument`].
+pub fn get_json<T: DeserializeOwned>(
+    domain: impl AsRef<str>,
+    key: impl AsRef<str>,
+) -> Result<Option<T>, CacheError> {
+    get(domain, key)?
+        .map(|bytes| serde_json::from_slice(&bytes))
+        .transpose()
+        .map_err(|e| CacheError::InvalidArgument(format!("cached value is not the expected JSON: {e}")))
+}
+
+/// Writes an entry.
+pub fn set(
+    domain: impl AsRef<str>,
+    key: impl AsRef<str>,
+    value: impl AsRef<[u8]>,
+    options: &EntryOptions,
+) -> Result<(), CacheError> {
+    Ok(wit::set(domain.as_ref(), key.as_ref(), value.as_ref(), &options.to_wit())?)
+}
+
+/// Writes an entry as JSON.
+pub fn set_json<T: Serialize + ?Sized>(
+    domain: impl AsRef<str>,
+    key: impl AsRef<str>,
+    value: &T,
+    options: &EntryOptions,
+) -> Result<(), CacheError> {
+    let bytes = serde_json::to_vec(value)
+        .map_err(|e| CacheError::InvalidArgument(format!("value does not serialize: {e}")))?;
+    set(domain, key, bytes, options)
+}
+
+/// Removes an entry; `true` when there was one.
+pub fn delete(domain: impl AsRef<str>, key: impl AsRef<str>) -> Result<bool, CacheError> {
+    Ok(wit::delete(domain.as_ref(), key.as_ref())?)
+}
+
+/// Whether an unexpired entry exists.
+pub fn exists(domain: impl AsRef<str>, key: impl AsRef<str>) -> Result<bool, CacheError> {
+    Ok(wit::exists(domain.as_ref(), key.as_ref())?)
+}
+
+/// Reads many entries in one round trip, in the order of `keys`.
+pub fn get_many<K: AsRef<str>>(
+    domain: impl AsRef<str>,
+    keys: &[K],
+) -> Result<Vec<Option<Vec<u8>>>, CacheError> {
+    let keys: Vec<String> = keys.iter().map(|k| k.as_ref().to_string()).collect();
+    Ok(wit::get_many(domain.as_ref(), &keys)?)
+}
+
+/// Writes many entries in one round trip, all with the same options.
+pub fn set_many(
+    domain: impl AsRef<str>,
+    entries: &[(String, Vec<u8>)],
+    options: &EntryOptions,
+) -> Result<(), CacheError> {
+    Ok(wit::set_many(domain.as_ref(), entries, &options.to_wit())?)
+}
+
+/// Removes every entry filed under `tag` in `domain`, or in every granted domain when
+/// `domain` is `None`. Returns how many were removed.
+pub fn invalidate_tag(domain: Option<Domain>, tag: impl AsRef<str>) -> Result<u64, CacheError> {
+    Ok(wit::invalidate_tag(domain.map(|d| d.name()), tag.as_ref())?)
+}
+
+/// Removes every entry of `domain` whose key matches the glob `pattern`.
+pub fn invalidate_pattern(domain: impl AsRef<str>, pattern: impl AsRef<str>) -> Result<u64, CacheError> {
+    Ok(wit::invalidate_pattern(domain.as_ref(), pattern.as_ref())?)
+}
+
+/// Counters of `domain`, or of all granted domains summed.
+pub fn stats(domain: Option<Domain>) -> Result<Stats, CacheError> {
+    let s = wit::stats(domain.map(|d| d.name()))?;
+    Ok(Stats { hits: s.hits, misses: s.misses, sets: s.sets, deletes: s.deletes })
+}
+
+/// The configured default TTL of `domain`, in seconds.
+pub fn domain_ttl(domain: impl AsRef<str>) -> Result<u32, CacheError> {
+    Ok(wit::domain_ttl(domain.as_ref())?)
+}
+
+/// Cache-aside: returns the cached JSON value of `key`, or computes it with `load`,
+/// caches it and returns it. A cache that is unavailable is read past, not fatal.
+pub fn get_or_load<T, E>(
+    domain: Domain,
+    key: impl AsRef<str>,
+    options: &EntryOptions,
+    load: impl FnOnce() -> Result<T, E>,
+) -> Result<T, E>
+where
+    T: Serialize + DeserializeOwned,
+{
+    let key = key.as_ref();
+    if let Ok(Some(hit)) = get_json::<T>(domain, key) {
+        return Ok(hit);
+    }
+    let value = load()?;
+    // A failed write only costs the next reader a miss.
+    let _ = set_json(domain, key, &value, options);
+    Ok(value)
+}

@@ -1,0 +1,81 @@
+//! # techub-guest: write TecHub plugins in Rust
+//!
+//! A plugin is a WebAssembly component that consumes messages. It declares its queue
+//! with the [`handler`] attribute and reaches the platform through the modules below;
+//! the host runs every message in a fresh instance under the plugin's quotas.
+//!
+//! ```ignore
+//! use techub_guest::prelude::*;
+//!
+//! #[handler(queue = "notification", routing_keys = ["user.created"])]
+//! fn on_user_created(message: Message) -> Result<(), Failure> {
+//!     let user: serde_json::Value = message.json()?;
+//!     cache::set_json(Domain::USERS, "42", &user, &EntryOptions::default())?;
+//!     Ok(())
+//! }
+//! ```
+//!
+//! Build with `cargo build --release --target wasm32-wasip2` and drop the `.wasm` into
+//! the host's plugins directory.
+//!
+//! # Layout
+//! - [`handler`]: the attribute macro that exports your function.
+//! - [`message`]: [`Message`] (a delivery), [`Outcome`] and [`Failure`].
+//! - [`cache`]: the shared domain cache ([`cache::Domain`] has the seed's 14 domains).
+//! - [`store`]: Redis data structures in the plugin's own namespace.
+//! - [`lock`]: distributed locks whose [`lock::Lease`] releases on drop.
+//! - [`messaging`]: publishing events to `techub.main`.
+//! - [`log`] and [`config`]: the host's log, and this plugin's settings.
+//! - `wit` (hidden): the generated bindings; use the modules above instead.
+#![deny(missing_docs)]
+
+// The generated bindings name this crate by its absolute path, from inside it too.
+extern crate self as techub_guest;
+
+pub mod cache;
+pub mod config;
+pub mod lock;
+pub mod log;
+pub mod message;
+pub mod messaging;
+pub mod store;
+
+pub use message::{Failure, Message, Outcome};
+/// Exports a function as the plugin's message handler and declares its subscription.
+///
+/// `#[handler(queue = "order", routing_keys = ["order.created", "order.*.paid"])]` on a
+/// `fn(Message) -> R`, where `R` is [`Outcome`] or `Result<(), E>` with `E:
+/// Into<Failure>` (every SDK error converts: unavailable backends become retries, bad
+/// input becomes a rejection). A panic in the handler traps the instance, which the host
+/// counts as a retry.
+pub use techub_guest_macros::handler;
+
+/// The usual imports of a plugin.
+pub mod prelude {
+    pub use crate::cache::{self, Domain, EntryOptions};
+    pub use crate::lock::{self, LockOptions};
+    pub use crate::messaging::{self, Priority, PublishOptions};
+    pub use crate::{config, handler, log, store};
+    pub use crate::{Failure, Message, Outcome};
+}
+
+#[doc(hidden)]
+pub mod wit {
+    #![allow(missing_docs, reason = "generated code; documented by the wrappers")]
+    wit_bindgen::generate!({
+        world: "plugin",
+        path: "../wit",
+        pub_export_macro: true,
+        default_bindings_module: "::techub_guest::wit",
+        runtime_path: "::techub_guest::__private::wit_bindgen::rt",
+        generate_all,
+    });
+}
+
+/// Used by the code the [`handler`] macro expands to; not part of the API.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::message::IntoOutcome;
+    pub use crate::wit::exports::techub::platform::handler as exported;
+    pub use wit_bindgen;
+}

@@ -1,0 +1,32 @@
+//! Logging into the host's log, tagged with the plugin's name.
+//!
+//! Plain `println!`/`eprintln!` also reach the host's log, one record per line.
+
+use crate::wit::techub::platform::log as wit;
+
+fn write(level: wit::Level, message: &str, fields: &[(&str, &str)]) {
+    let fields: Vec<(String, String)> =
+        fields.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    wit::write(level, message, &fields);
+}
+
+/// A debug record.
+pub fn debug(message: impl AsRef<str>) {
+    write(wit::Level::Debug, message.as_ref(), &[]);
+}
+/// An info record.
+pub fn info(message: impl AsRef<str>) {
+    write(wit::Level::Info, message.as_ref(), &[]);
+}
+/// A warning.
+pub fn warn(message: impl AsRef<str>) {
+    write(wit::Level::Warn, message.as_ref(), &[]);
+}
+/// An error record.
+pub fn error(message: impl AsRef<str>) {
+    write(wit::Level::Error, message.as_ref(), &[]);
+}
+/// An info record with key/value fields.
+pub fn info_with(message: impl AsRef<str>, fields: &[(&str, &str)]) {
+    write(wit::Level::Info, message.as_ref(), fields);
+}

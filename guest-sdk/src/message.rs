@@ -1,0 +1,174 @@
+//! A delivered message and what the handler makes of it.
+
+use crate::wit::exports::techub::platform::handler as exported;
+use serde::de::DeserializeOwned;
+use std::fmt;
+
+pub use crate::messaging::Priority;
+
+/// One message delivered to the plugin.
+#[derive(Debug, Clone)]
+pub struct Message {
+    inner: exported::Delivery,
+}
+
+impl Message {
+    #[doc(hidden)]
+    pub fn from_delivery(inner: exported::Delivery) -> Self {
+        Self { inner }
+    }
+
+    /// Message id; the same on every attempt, so it can key idempotency.
+    pub fn id(&self) -> &str {
+        &self.inner.id
+    }
+    /// The queue type it came through.
+    pub fn queue(&self) -> &str {
+        &self.inner.queue
+    }
+    /// The routing key it was published with.
+    pub fn routing_key(&self) -> &str {
+        &self.inner.routing_key
+    }
+    /// The raw body.
+    pub fn payload(&self) -> &[u8] {
+        &self.inner.payload
+    }
+    /// The body as UTF-8 text; a [`Failure::Reject`] when it is not.
+    pub fn text(&self) -> Result<&str, Failure> {
+        std::str::from_utf8(&self.inner.payload)
+            .map_err(|e| Failure::Reject(format!("payload is not UTF-8: {e}")))
+    }
+    /// The body parsed as JSON; a [`Failure::Reject`] when it does not parse, since
+    /// retrying a malformed message cannot help.
+    pub fn json<T: DeserializeOwned>(&self) -> Result<T, Failure> {
+        serde_json::from_slice(&self.inner.payload)
+            .map_err(|e| Failure::Reject(format!("payload is not the expected JSON: {e}")))
+    }
+    /// An application header.
+    pub fn header(&self, name: impl AsRef<str>) -> Option<&str> {
+        let name = name.as_ref();
+        self.inner.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+    /// Every application header.
+    pub fn headers(&self) -> &[(String, String)] {
+        &self.inner.headers
+    }
+    /// Correlation id, if the publisher set one.
+    pub fn correlation_id(&self) -> Option<&str> {
+        self.inner.correlation_id.as_deref()
+    }
+    /// Reply-to routing key, if the publisher set one.
+    pub fn reply_to(&self) -> Option<&str> {
+        self.inner.reply_to.as_deref()
+    }
+    /// Priority it was published with.
+    pub fn priority(&self) -> Priority {
+        Priority::from_wit(self.inner.priority)
+    }
+    /// When it was first published, in milliseconds since the Unix epoch.
+    pub fn published_at_ms(&self) -> u64 {
+        self.inner.published_at_ms
+    }
+    /// 1 on the first delivery, 2 on the first retry, and so on.
+    pub fn attempt(&self) -> u32 {
+        self.inner.attempt
+    }
+    /// Whether the handler may have seen this message before.
+    pub fn redelivered(&self) -> bool {
+        self.inner.redelivered
+    }
+}
+
+/// What became of a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Done: acknowledge it.
+    Ok,
+    /// Try again after the queue's backoff; dead-letter with this reason when the
+    /// retries are spent.
+    Retry(String),
+    /// Can never succeed: dead-letter now with this reason.
+    Reject(String),
+}
+
+/// Why a handler did not finish a message; `?` converts every SDK error into one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// A passing failure (a backend is unavailable, a lock is contended): retry later.
+    Retry(String),
+    /// A permanent failure (malformed input, a refused key): dead-letter now.
+    Reject(String),
+}
+
+impl Failure {
+    /// A passing failure.
+    pub fn retry(reason: impl fmt::Display) -> Self {
+        Self::Retry(reason.to_string())
+    }
+    /// A permanent failure.
+    pub fn reject(reason: impl fmt::Display) -> Self {
+        Self::Reject(reason.to_string())
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Retry(reason) => write!(f, "retry: {reason}"),
+            Self::Reject(reason) => write!(f, "reject: {reason}"),
+        }
+    }
+}
+
+impl std::error::Error for Failure {}
+
+impl From<serde_json::Error> for Failure {
+    fn from(error: serde_json::Error) -> Self {
+        Self::Reject(format!("JSON: {error}"))
+    }
+}
+
+impl From<Failure> for Outcome {
+    fn from(failure: Failure) -> Self {
+        match failure {
+            Failure::Retry(reason) => Outcome::Retry(reason),
+            Failure::Reject(reason) => Outcome::Reject(reason),
+        }
+    }
+}
+
+/// What a handler function may return.
+#[doc(hidden)]
+pub trait IntoOutcome {
+    fn into_outcome(self) -> exported::Outcome;
+}
+
+impl IntoOutcome for Outcome {
+    fn into_outcome(self) -> exported::Outcome {
+        match self {
+            Outcome::Ok => exported::Outcome::Ok,
+            Outcome::Retry(reason) => exported::Outcome::Retry(reason),
+            Outcome::Reject(reason) => exported::Outcome::Reject(reason),
+        }
+    }
+}
+
+impl<E: Into<Failure>> IntoOutcome for Result<(), E> {
+    fn into_outcome(self) -> exported::Outcome {
+        match self {
+            Ok(()) => Outcome::Ok,
+            Err(error) => Outcome::from(error.into()),
+        }
+        .into_outcome()
+    }
+}
+
+/// Builds the exported subscription list; used by the [`handler`](crate::handler) macro.
+#[doc(hidden)]
+pub fn subscription(queue: &str, routing_keys: &[&str]) -> exported::Subscription {
+    exported::Subscription {
+        queue: queue.to_string(),
+        routing_keys: routing_keys.iter().map(|k| k.to_string()).collect(),
+    }
+}

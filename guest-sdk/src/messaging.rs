@@ -1,0 +1,223 @@
+//! Publishing events to the topic exchange `techub.main`.
+
+use crate::wit::techub::platform::messaging as wit;
+use crate::{Failure, Message};
+use serde::Serialize;
+
+/// The seed's `MessagePriority`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, PartialOrd, Ord)]
+pub enum Priority {
+    /// 1
+    Low,
+    /// 5, the default.
+    #[default]
+    Normal,
+    /// 8
+    High,
+    /// 10
+    Urgent,
+}
+
+impl Priority {
+    pub(crate) fn from_wit(priority: wit::Priority) -> Self {
+        match priority {
+            wit::Priority::Low => Self::Low,
+            wit::Priority::Normal => Self::Normal,
+            wit::Priority::High => Self::High,
+            wit::Priority::Urgent => Self::Urgent,
+        }
+    }
+    fn to_wit(self) -> wit::Priority {
+        match self {
+            Self::Low => wit::Priority::Low,
+            Self::Normal => wit::Priority::Normal,
+            Self::High => wit::Priority::High,
+            Self::Urgent => wit::Priority::Urgent,
+        }
+    }
+}
+
+/// The seed's `MessageStatus`, as tracked by the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageStatus {
+    /// Published, not yet delivered.
+    Pending,
+    /// A handler is running.
+    Processing,
+    /// Handled.
+    Completed,
+    /// Failed for good.
+    Failed,
+    /// Waiting for another attempt.
+    Retrying,
+    /// In the dead-letter queue.
+    DeadLetter,
+}
+
+/// Why a publish failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PublishError {
+    /// The routing key is empty, too long or has an empty word.
+    #[error("invalid routing key: {0}")]
+    InvalidRoutingKey(String),
+    /// `host.toml` does not grant this routing key to the plugin.
+    #[error("routing key not permitted: {0}")]
+    NotPermitted(String),
+    /// The payload exceeds the message limit (bytes).
+    #[error("payload larger than the limit of {0} bytes")]
+    PayloadTooLarge(u64),
+    /// An option is out of range.
+    #[error("invalid publish options: {0}")]
+    InvalidOptions(String),
+    /// The publish quota of this invocation is used up.
+    #[error("quota exceeded: {0}")]
+    QuotaExceeded(String),
+    /// The broker is unreachable or did not confirm in time.
+    #[error("broker unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl From<wit::MessagingError> for PublishError {
+    fn from(error: wit::MessagingError) -> Self {
+        match error {
+            wit::MessagingError::InvalidRoutingKey(m) => Self::InvalidRoutingKey(m),
+            wit::MessagingError::NotPermitted(m) => Self::NotPermitted(m),
+            wit::MessagingError::PayloadTooLarge(n) => Self::PayloadTooLarge(n),
+            wit::MessagingError::InvalidOptions(m) => Self::InvalidOptions(m),
+            wit::MessagingError::QuotaExceeded(m) => Self::QuotaExceeded(m),
+            wit::MessagingError::Unavailable(m) => Self::Unavailable(m),
+        }
+    }
+}
+
+impl From<PublishError> for Failure {
+    fn from(error: PublishError) -> Self {
+        match error {
+            PublishError::Unavailable(_) | PublishError::QuotaExceeded(_) => Failure::retry(error),
+            _ => Failure::reject(error),
+        }
+    }
+}
+
+/// How to publish; by default persistent, normal priority, no expiry or delay.
+#[derive(Debug, Clone)]
+pub struct PublishOptions {
+    priority: Priority,
+    persistent: bool,
+    expiration_ms: Option<u64>,
+    delay_ms: Option<u64>,
+    correlation_id: Option<String>,
+    reply_to: Option<String>,
+    headers: Vec<(String, String)>,
+    message_id: Option<String>,
+}
+
+impl Default for PublishOptions {
+    fn default() -> Self {
+        Self {
+            priority: Priority::Normal,
+            persistent: true,
+            expiration_ms: None,
+            delay_ms: None,
+            correlation_id: None,
+            reply_to: None,
+            headers: Vec::new(),
+            message_id: None,
+        }
+    }
+}
+
+impl PublishOptions {
+    /// Queue priority.
+    pub fn priority(mut self, priority: Priority) -> Self {
+        self.priority = priority;
+        self
+    }
+    /// Keep the message in memory only (the seed's `NON_PERSISTENT`).
+    pub fn transient(mut self) -> Self {
+        self.persistent = false;
+        self
+    }
+    /// Drop the message if not delivered within `ms`.
+    pub fn expiration_ms(mut self, ms: u64) -> Self {
+        self.expiration_ms = Some(ms);
+        self
+    }
+    /// Deliver no earlier than `ms` from now.
+    pub fn delay_ms(mut self, ms: u64) -> Self {
+        self.delay_ms = Some(ms);
+        self
+    }
+    /// Sets the correlation id.
+    pub fn correlation_id(mut self, id: impl AsRef<str>) -> Self {
+        self.correlation_id = Some(id.as_ref().to_string());
+        self
+    }
+    /// Continues the conversation of `message`: its correlation id, or its id when it
+    /// has none.
+    pub fn follows(self, message: &Message) -> Self {
+        let id = message.correlation_id().unwrap_or(message.id()).to_string();
+        self.correlation_id(id)
+    }
+    /// Sets the reply-to routing key.
+    pub fn reply_to(mut self, routing_key: impl AsRef<str>) -> Self {
+        self.reply_to = Some(routing_key.as_ref().to_string());
+        self
+    }
+    /// Adds an application header.
+    pub fn header(mut self, name: impl AsRef<str>, value: impl AsRef<str>) -> Self {
+        self.headers.push((name.as_ref().to_string(), value.as_ref().to_string()));
+        self
+    }
+    /// Sets the message id, for idempotent re-publishing.
+    pub fn message_id(mut self, id: impl AsRef<str>) -> Self {
+        self.message_id = Some(id.as_ref().to_string());
+        self
+    }
+    fn to_wit(&self) -> wit::PublishOptions {
+        wit::PublishOptions {
+            priority: self.priority.to_wit(),
+            persistent: self.persistent,
+            expiration_ms: self.expiration_ms,
+            delay_ms: self.delay_ms,
+            correlation_id: self.correlation_id.clone(),
+            reply_to: self.reply_to.clone(),
+            headers: self.headers.clone(),
+            message_id: self.message_id.clone(),
+        }
+    }
+}
+
+/// Publishes `payload` with `routing_key`; returns the message id once the broker
+/// confirmed it.
+pub fn publish(
+    routing_key: impl AsRef<str>,
+    payload: impl AsRef<[u8]>,
+    options: &PublishOptions,
+) -> Result<String, PublishError> {
+    Ok(wit::publish(routing_key.as_ref(), payload.as_ref(), &options.to_wit())?)
+}
+
+/// Publishes `value` as JSON.
+pub fn publish_json<T: Serialize + ?Sized>(
+    routing_key: impl AsRef<str>,
+    value: &T,
+    options: &PublishOptions,
+) -> Result<String, PublishError> {
+    let payload = serde_json::to_vec(value)
+        .map_err(|e| PublishError::InvalidOptions(format!("value does not serialize: {e}")))?;
+    publish(routing_key, payload, options)
+}
+
+/// What the host knows of a message.
+pub fn status(message_id: impl AsRef<str>) -> Option<MessageStatus> {
+    wit::status(message_id.as_ref()).map(|s| match s {
+        wit::MessageStatus::Pending => MessageStatus::Pending,
+        wit::MessageStatus::Processing => MessageStatus::Processing,
+        wit::MessageStatus::Completed => MessageStatus::Completed,
+        wit::MessageStatus::Failed => MessageStatus::Failed,
+        wit::MessageStatus::Retrying => MessageStatus::Retrying,
+        wit::MessageStatus::DeadLetter => MessageStatus::DeadLetter,
+    })
+}

@@ -1,0 +1,257 @@
+//! Redis data structures in the plugin's own namespace.
+//!
+//! Keys are the plugin's alone: the host files them under `techub:store:<plugin>:`.
+
+use crate::wit::techub::platform::store as wit;
+use crate::Failure;
+
+pub use wit::ListEnd;
+
+/// Why a store call failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The key is empty, too long or has a control character.
+    #[error("invalid key: {0}")]
+    InvalidKey(String),
+    /// The value exceeds the value limit (bytes).
+    #[error("value larger than the limit of {0} bytes")]
+    ValueTooLarge(u64),
+    /// The key holds another type, or an increment met a non-integer.
+    #[error("wrong type for this operation")]
+    WrongType,
+    /// An increment would overflow.
+    #[error("increment would overflow")]
+    Overflow,
+    /// An argument is out of range.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// A quota of this invocation is used up.
+    #[error("quota exceeded: {0}")]
+    QuotaExceeded(String),
+    /// The backend is unreachable or timed out.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl From<wit::StoreError> for StoreError {
+    fn from(error: wit::StoreError) -> Self {
+        match error {
+            wit::StoreError::InvalidKey(m) => Self::InvalidKey(m),
+            wit::StoreError::ValueTooLarge(n) => Self::ValueTooLarge(n),
+            wit::StoreError::WrongType => Self::WrongType,
+            wit::StoreError::Overflow => Self::Overflow,
+            wit::StoreError::InvalidArgument(m) => Self::InvalidArgument(m),
+            wit::StoreError::QuotaExceeded(m) => Self::QuotaExceeded(m),
+            wit::StoreError::Unavailable(m) => Self::Unavailable(m),
+        }
+    }
+}
+
+impl From<StoreError> for Failure {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::Unavailable(_) | StoreError::QuotaExceeded(_) => Failure::retry(error),
+            _ => Failure::reject(error),
+        }
+    }
+}
+
+/// The remaining lifetime of a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ttl {
+    /// The key does not exist.
+    Missing,
+    /// The key never expires.
+    Persistent,
+    /// The key expires in this many milliseconds.
+    ExpiresInMs(u64),
+}
+
+/// How [`set_with`] writes.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SetOptions {
+    ttl_ms: Option<u64>,
+    condition: Condition,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+enum Condition {
+    #[default]
+    Always,
+    IfAbsent,
+    IfPresent,
+}
+
+impl SetOptions {
+    /// Expire the key after `ms` milliseconds.
+    pub fn ttl_ms(mut self, ms: u64) -> Self {
+        self.ttl_ms = Some(ms);
+        self
+    }
+    /// Write only if the key does not exist (`NX`).
+    pub fn if_absent(mut self) -> Self {
+        self.condition = Condition::IfAbsent;
+        self
+    }
+    /// Write only if the key exists (`XX`).
+    pub fn if_present(mut self) -> Self {
+        self.condition = Condition::IfPresent;
+        self
+    }
+    fn to_wit(self) -> wit::SetOptions {
+        wit::SetOptions {
+            ttl_ms: self.ttl_ms,
+            condition: match self.condition {
+                Condition::Always => wit::SetCondition::Always,
+                Condition::IfAbsent => wit::SetCondition::IfAbsent,
+                Condition::IfPresent => wit::SetCondition::IfPresent,
+            },
+        }
+    }
+}
+
+fn owned<K: AsRef<str>>(keys: &[K]) -> Vec<String> {
+    keys.iter().map(|k| k.as_ref().to_string()).collect()
+}
+
+/// Reads a string value.
+pub fn get(key: impl AsRef<str>) -> Result<Option<Vec<u8>>, StoreError> {
+    Ok(wit::get(key.as_ref())?)
+}
+/// Writes a string value with no TTL.
+pub fn set(key: impl AsRef<str>, value: impl AsRef<[u8]>) -> Result<(), StoreError> {
+    set_with(key, value, SetOptions::default()).map(|_| ())
+}
+/// Writes a string value; `false` when the condition prevented the write.
+pub fn set_with(key: impl AsRef<str>, value: impl AsRef<[u8]>, options: SetOptions) -> Result<bool, StoreError> {
+    Ok(wit::set(key.as_ref(), value.as_ref(), options.to_wit())?)
+}
+/// Deletes keys; returns how many existed.
+pub fn delete<K: AsRef<str>>(keys: &[K]) -> Result<u32, StoreError> {
+    Ok(wit::delete(&owned(keys))?)
+}
+/// Whether the key exists.
+pub fn exists(key: impl AsRef<str>) -> Result<bool, StoreError> {
+    Ok(wit::exists(key.as_ref())?)
+}
+/// Sets a key's lifetime; `false` when the key does not exist.
+pub fn expire(key: impl AsRef<str>, ttl_ms: u64) -> Result<bool, StoreError> {
+    Ok(wit::expire(key.as_ref(), ttl_ms)?)
+}
+/// Removes a key's lifetime.
+pub fn persist(key: impl AsRef<str>) -> Result<bool, StoreError> {
+    Ok(wit::persist(key.as_ref())?)
+}
+/// The remaining lifetime of a key.
+pub fn ttl(key: impl AsRef<str>) -> Result<Ttl, StoreError> {
+    Ok(match wit::ttl(key.as_ref())? {
+        wit::KeyTtl::Missing => Ttl::Missing,
+        wit::KeyTtl::Persistent => Ttl::Persistent,
+        wit::KeyTtl::ExpiresInMs(ms) => Ttl::ExpiresInMs(ms),
+    })
+}
+/// Adds `delta` to an integer value (a missing key counts as 0); returns the new value.
+pub fn incr_by(key: impl AsRef<str>, delta: i64) -> Result<i64, StoreError> {
+    Ok(wit::incr_by(key.as_ref(), delta)?)
+}
+/// Adds 1.
+pub fn incr(key: impl AsRef<str>) -> Result<i64, StoreError> {
+    incr_by(key, 1)
+}
+/// Subtracts 1.
+pub fn decr(key: impl AsRef<str>) -> Result<i64, StoreError> {
+    incr_by(key, -1)
+}
+/// Reads one field of a hash.
+pub fn hash_get(key: impl AsRef<str>, field: impl AsRef<str>) -> Result<Option<Vec<u8>>, StoreError> {
+    Ok(wit::hash_get(key.as_ref(), field.as_ref())?)
+}
+/// Writes fields of a hash; returns how many are new.
+pub fn hash_set(key: impl AsRef<str>, fields: &[(String, Vec<u8>)]) -> Result<u32, StoreError> {
+    Ok(wit::hash_set(key.as_ref(), fields)?)
+}
+/// Every field of a hash.
+pub fn hash_get_all(key: impl AsRef<str>) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+    Ok(wit::hash_get_all(key.as_ref())?)
+}
+/// Deletes fields of a hash; returns how many existed.
+pub fn hash_delete<F: AsRef<str>>(key: impl AsRef<str>, fields: &[F]) -> Result<u32, StoreError> {
+    Ok(wit::hash_delete(key.as_ref(), &owned(fields))?)
+}
+/// Adds `delta` to an integer field; returns the new value.
+pub fn hash_incr_by(key: impl AsRef<str>, field: impl AsRef<str>, delta: i64) -> Result<i64, StoreError> {
+    Ok(wit::hash_incr_by(key.as_ref(), field.as_ref(), delta)?)
+}
+/// Pushes values onto one end of a list; returns the new length.
+pub fn list_push(key: impl AsRef<str>, end: ListEnd, values: &[Vec<u8>]) -> Result<u32, StoreError> {
+    Ok(wit::list_push(key.as_ref(), end, values)?)
+}
+/// Pops up to `count` values from one end of a list.
+pub fn list_pop(key: impl AsRef<str>, end: ListEnd, count: u32) -> Result<Vec<Vec<u8>>, StoreError> {
+    Ok(wit::list_pop(key.as_ref(), end, count)?)
+}
+/// Values from `start` to `stop` inclusive; negative indexes count from the end.
+pub fn list_range(key: impl AsRef<str>, start: i64, stop: i64) -> Result<Vec<Vec<u8>>, StoreError> {
+    Ok(wit::list_range(key.as_ref(), start, stop)?)
+}
+/// The length of a list.
+pub fn list_len(key: impl AsRef<str>) -> Result<u32, StoreError> {
+    Ok(wit::list_len(key.as_ref())?)
+}
+/// Adds members to a set; returns how many were new.
+pub fn set_add(key: impl AsRef<str>, members: &[Vec<u8>]) -> Result<u32, StoreError> {
+    Ok(wit::set_add(key.as_ref(), members)?)
+}
+/// Removes members from a set; returns how many were there.
+pub fn set_remove(key: impl AsRef<str>, members: &[Vec<u8>]) -> Result<u32, StoreError> {
+    Ok(wit::set_remove(key.as_ref(), members)?)
+}
+/// Every member of a set.
+pub fn set_members(key: impl AsRef<str>) -> Result<Vec<Vec<u8>>, StoreError> {
+    Ok(wit::set_members(key.as_ref())?)
+}
+/// Whether `member` is in the set.
+pub fn set_contains(key: impl AsRef<str>, member: impl AsRef<[u8]>) -> Result<bool, StoreError> {
+    Ok(wit::set_contains(key.as_ref(), member.as_ref())?)
+}
+/// Every key matching the glob `pattern`, collected page by page with `SCAN`.
+pub fn scan_all(pattern: impl AsRef<str>) -> Result<Vec<String>, StoreError> {
+    let mut keys = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let page = wit::scan(pattern.as_ref(), cursor.as_deref(), 100)?;
+        keys.extend(page.keys);
+        match page.cursor {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    keys.sort();
+    keys.dedup();
+    Ok(keys)
+}
+/// Deletes every key matching the glob `pattern`; returns how many.
+pub fn delete_matching(pattern: impl AsRef<str>) -> Result<u64, StoreError> {
+    Ok(wit::delete_matching(pattern.as_ref())?)
+}
+
+/// Runs `work` at most once per `id` (e.g. a message id) within `ttl_ms`: the first
+/// caller claims the id with `SET NX` and runs; later callers get `Ok(false)` and skip.
+/// Deliveries are at-least-once, so handlers with side effects use this.
+pub fn once<E: From<StoreError>>(
+    id: impl AsRef<str>,
+    ttl_ms: u64,
+    work: impl FnOnce() -> Result<(), E>,
+) -> Result<bool, E> {
+    let key = format!("once:{}", id.as_ref());
+    if !set_with(&key, b"1", SetOptions::default().ttl_ms(ttl_ms).if_absent())? {
+        return Ok(false);
+    }
+    if let Err(error) = work() {
+        // Let a retry claim the id again.
+        let _ = delete(&[key]);
+        return Err(error);
+    }
+    Ok(true)
+}

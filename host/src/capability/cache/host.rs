@@ -1,0 +1,195 @@
+//! The WIT `cache` interface: grants, validation, quotas and stats over a backend.
+
+use super::{CacheWrite, DomainStats};
+use crate::bindings::techub::platform::cache::{CacheError, DomainStats as WitStats, EntryOptions, Host};
+use crate::capability::{check_name, glob, BackendError};
+use crate::runtime::PluginState;
+use std::time::Duration;
+
+type Result<T> = std::result::Result<T, CacheError>;
+
+impl From<BackendError> for CacheError {
+    fn from(error: BackendError) -> Self {
+        match error {
+            BackendError::InvalidArgument(m) => CacheError::InvalidArgument(m),
+            other => CacheError::Unavailable(other.to_string()),
+        }
+    }
+}
+
+impl PluginState {
+    /// Charges a call and resolves a granted domain to its TTL.
+    fn cache_domain(&mut self, domain: &str) -> Result<u32> {
+        self.charge_call().map_err(CacheError::QuotaExceeded)?;
+        self.plugin
+            .cache_domains
+            .get(domain)
+            .copied()
+            .ok_or_else(|| CacheError::UnknownDomain(domain.to_string()))
+    }
+
+    fn cache_key(&self, key: &str) -> Result<()> {
+        check_name(key, self.plugin.config.host.max_key_length)
+            .map_err(|m| CacheError::InvalidKey(format!("key {m}")))
+    }
+
+    fn cache_write(&self, domain_ttl: u32, options: EntryOptions) -> Result<CacheWrite> {
+        let cache = &self.plugin.config.cache;
+        if options.ttl_seconds == Some(0) {
+            return Err(CacheError::InvalidArgument("ttl-seconds must not be 0; use delete".into()));
+        }
+        if options.tags.len() > cache.max_tags as usize {
+            return Err(CacheError::InvalidArgument(format!("more than {} tags", cache.max_tags)));
+        }
+        for tag in &options.tags {
+            check_name(tag, self.plugin.config.host.max_key_length)
+                .map_err(|m| CacheError::InvalidKey(format!("tag {m}")))?;
+        }
+        Ok(CacheWrite {
+            ttl: Duration::from_secs(options.ttl_seconds.unwrap_or(domain_ttl).into()),
+            tags: options.tags,
+            priority: options.priority,
+        })
+    }
+
+    fn check_value(&self, value: &[u8]) -> Result<()> {
+        let max = self.plugin.config.cache.max_entry_bytes;
+        if value.len() > max {
+            return Err(CacheError::ValueTooLarge(max as u64));
+        }
+        Ok(())
+    }
+
+    fn check_bulk(&self, count: usize) -> Result<()> {
+        let max = self.plugin.config.cache.max_bulk_keys;
+        if count > max as usize {
+            return Err(CacheError::TooManyKeys(max));
+        }
+        Ok(())
+    }
+
+    async fn cache_get_many(&mut self, domain: String, keys: Vec<String>) -> Result<Vec<Option<Vec<u8>>>> {
+        self.cache_domain(&domain)?;
+        self.check_bulk(keys.len())?;
+        for key in &keys {
+            self.cache_key(key)?;
+        }
+        let services = self.plugin.services.clone();
+        let values = services.cache.get_many(&domain, &keys).await?;
+        let hits = values.iter().filter(|v| v.is_some()).count() as u64;
+        services.cache_stats.record(&domain, |s| {
+            s.hits += hits;
+            s.misses += values.len() as u64 - hits;
+        });
+        Ok(values)
+    }
+
+    async fn cache_set_many(&mut self, domain: String, entries: Vec<(String, Vec<u8>)>, options: EntryOptions) -> Result<()> {
+        let ttl = self.cache_domain(&domain)?;
+        self.check_bulk(entries.len())?;
+        for (key, value) in &entries {
+            self.cache_key(key)?;
+            self.check_value(value)?;
+        }
+        let write = self.cache_write(ttl, options)?;
+        let services = self.plugin.services.clone();
+        services.cache.set_many(&domain, &entries, &write).await?;
+        services.cache_stats.record(&domain, |s| s.sets += entries.len() as u64);
+        Ok(())
+    }
+
+    /// The domains a call names: one, or with `None` every granted domain.
+    fn cache_domains_of(&mut self, domain: Option<String>) -> Result<Vec<String>> {
+        match domain {
+            Some(domain) => {
+                self.cache_domain(&domain)?;
+                Ok(vec![domain])
+            }
+            None => {
+                self.charge_call().map_err(CacheError::QuotaExceeded)?;
+                Ok(self.plugin.cache_domains.keys().cloned().collect())
+            }
+        }
+    }
+}
+
+impl Host for PluginState {
+    async fn get(&mut self, domain: String, key: String) -> wasmtime::Result<Result<Option<Vec<u8>>>> {
+        Ok(self.cache_get_many(domain, vec![key]).await.map(|mut v| v.pop().flatten()))
+    }
+
+    async fn set(&mut self, domain: String, key: String, value: Vec<u8>, options: EntryOptions) -> wasmtime::Result<Result<()>> {
+        Ok(self.cache_set_many(domain, vec![(key, value)], options).await)
+    }
+
+    async fn delete(&mut self, domain: String, key: String) -> wasmtime::Result<Result<bool>> {
+        let result = async {
+            self.cache_domain(&domain)?;
+            self.cache_key(&key)?;
+            let services = self.plugin.services.clone();
+            let existed = services.cache.delete(&domain, &key).await?;
+            services.cache_stats.record(&domain, |s| s.deletes += u64::from(existed));
+            Ok(existed)
+        };
+        Ok(result.await)
+    }
+
+    async fn exists(&mut self, domain: String, key: String) -> wasmtime::Result<Result<bool>> {
+        let result = async {
+            self.cache_domain(&domain)?;
+            self.cache_key(&key)?;
+            Ok(self.plugin.services.cache.exists(&domain, &key).await?)
+        };
+        Ok(result.await)
+    }
+
+    async fn get_many(&mut self, domain: String, keys: Vec<String>) -> wasmtime::Result<Result<Vec<Option<Vec<u8>>>>> {
+        Ok(self.cache_get_many(domain, keys).await)
+    }
+
+    async fn set_many(&mut self, domain: String, entries: Vec<(String, Vec<u8>)>, options: EntryOptions) -> wasmtime::Result<Result<()>> {
+        Ok(self.cache_set_many(domain, entries, options).await)
+    }
+
+    async fn invalidate_tag(&mut self, domain: Option<String>, tag: String) -> wasmtime::Result<Result<u64>> {
+        let result = async {
+            let domains = self.cache_domains_of(domain)?;
+            check_name(&tag, self.plugin.config.host.max_key_length)
+                .map_err(|m| CacheError::InvalidKey(format!("tag {m}")))?;
+            let services = self.plugin.services.clone();
+            let mut removed = 0;
+            for domain in domains {
+                let n = services.cache.invalidate_tag(&domain, &tag).await?;
+                services.cache_stats.record(&domain, |s| s.deletes += n);
+                removed += n;
+            }
+            Ok(removed)
+        };
+        Ok(result.await)
+    }
+
+    async fn invalidate_pattern(&mut self, domain: String, pattern: String) -> wasmtime::Result<Result<u64>> {
+        let result = async {
+            self.cache_domain(&domain)?;
+            glob::validate(&pattern).map_err(CacheError::InvalidArgument)?;
+            let services = self.plugin.services.clone();
+            let n = services.cache.invalidate_pattern(&domain, &pattern).await?;
+            services.cache_stats.record(&domain, |s| s.deletes += n);
+            Ok(n)
+        };
+        Ok(result.await)
+    }
+
+    async fn stats(&mut self, domain: Option<String>) -> wasmtime::Result<Result<WitStats>> {
+        let result = self.cache_domains_of(domain).map(|domains| {
+            let DomainStats { hits, misses, sets, deletes } =
+                self.plugin.services.cache_stats.sum(domains.iter().map(String::as_str));
+            WitStats { hits, misses, sets, deletes }
+        });
+        Ok(result)
+    }
+
+    async fn domain_ttl(&mut self, domain: String) -> wasmtime::Result<Result<u32>> {
+        Ok(self.cache_domain(&domain))
+    }
+}

@@ -1,0 +1,14 @@
+//! `config`: the plugin's own settings from `host.toml`.
+
+use crate::bindings::techub::platform::config::Host;
+use crate::runtime::PluginState;
+
+impl Host for PluginState {
+    async fn get(&mut self, key: String) -> wasmtime::Result<Option<String>> {
+        Ok(self.plugin.settings.get(&key).cloned())
+    }
+
+    async fn get_all(&mut self) -> wasmtime::Result<Vec<(String, String)>> {
+        Ok(self.plugin.settings.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+    }
+}

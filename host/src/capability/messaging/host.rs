@@ -1,0 +1,110 @@
+//! The WIT `messaging` interface: grants, validation and quotas over the broker.
+
+use super::routing::validate_routing_key;
+use super::{now_ms, Envelope, MessageStatus};
+use crate::bindings::techub::platform::messaging::{Host, MessagingError, Priority, PublishOptions};
+use crate::runtime::PluginState;
+use std::time::Duration;
+
+type Result<T> = std::result::Result<T, MessagingError>;
+
+/// Longest delay a publish may ask for (24 h, the dead-letter retention).
+const MAX_DELAY_MS: u64 = 86_400_000;
+/// Most application headers on one message.
+const MAX_HEADERS: usize = 64;
+
+/// The wire priority of the seed's `MessagePriority`.
+pub fn priority_level(priority: Priority) -> u8 {
+    match priority {
+        Priority::Low => 1,
+        Priority::Normal => 5,
+        Priority::High => 8,
+        Priority::Urgent => 10,
+    }
+}
+
+/// The seed's `MessagePriority` nearest to a wire priority.
+pub fn priority_of_level(level: u8) -> Priority {
+    match level {
+        0..=2 => Priority::Low,
+        3..=6 => Priority::Normal,
+        7..=8 => Priority::High,
+        _ => Priority::Urgent,
+    }
+}
+
+impl PluginState {
+    async fn publish_message(&mut self, routing_key: String, payload: Vec<u8>, options: PublishOptions) -> Result<String> {
+        self.charge_call().map_err(MessagingError::QuotaExceeded)?;
+        let max_publishes = self.plugin.limits.max_publishes;
+        if self.usage.publishes >= max_publishes {
+            return Err(MessagingError::QuotaExceeded(format!("more than {max_publishes} publishes for one message")));
+        }
+        validate_routing_key(&routing_key).map_err(MessagingError::InvalidRoutingKey)?;
+        if !self.plugin.publish.iter().any(|grant| grant.matches(&routing_key)) {
+            return Err(MessagingError::NotPermitted(format!("{routing_key} is not granted to plugin {}", self.plugin.name)));
+        }
+        let max = self.plugin.config.host.max_message_bytes;
+        if payload.len() > max {
+            return Err(MessagingError::PayloadTooLarge(max as u64));
+        }
+        check_options(&options)?;
+        let id = options.message_id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let envelope = Envelope {
+            id: id.clone(),
+            routing_key,
+            payload,
+            headers: options.headers,
+            correlation_id: options.correlation_id,
+            reply_to: options.reply_to,
+            priority: priority_level(options.priority),
+            persistent: options.persistent,
+            expiration_ms: options.expiration_ms,
+            published_at_ms: now_ms(),
+            attempt: 1,
+        };
+        let services = self.plugin.services.clone();
+        let timeout = Duration::from_millis(self.plugin.config.amqp.confirm_timeout_ms);
+        let delay = options.delay_ms.map(Duration::from_millis);
+        match tokio::time::timeout(timeout, services.broker.publish(envelope, delay)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => return Err(MessagingError::Unavailable(error.to_string())),
+            Err(_) => return Err(MessagingError::Unavailable(format!("no confirm within {} ms", timeout.as_millis()))),
+        }
+        self.usage.publishes += 1;
+        services.tracker.set(&id, MessageStatus::Pending);
+        Ok(id)
+    }
+}
+
+fn check_options(options: &PublishOptions) -> Result<()> {
+    let bad = |m: String| Err(MessagingError::InvalidOptions(m));
+    if options.headers.len() > MAX_HEADERS {
+        return bad(format!("more than {MAX_HEADERS} headers"));
+    }
+    if let Some((name, _)) = options.headers.iter().find(|(name, _)| name.to_ascii_lowercase().starts_with("x-techub-")) {
+        return bad(format!("header {name:?}: names starting with x-techub- are the host's"));
+    }
+    if options.delay_ms.is_some_and(|d| d > MAX_DELAY_MS) {
+        return bad(format!("delay-ms is more than {MAX_DELAY_MS}"));
+    }
+    if options.expiration_ms == Some(0) {
+        return bad("expiration-ms must not be 0".into());
+    }
+    if let Some(id) = &options.message_id {
+        if id.is_empty() || id.len() > 255 {
+            return bad("message-id must be 1 to 255 bytes".into());
+        }
+    }
+    Ok(())
+}
+
+impl Host for PluginState {
+    async fn publish(&mut self, routing_key: String, payload: Vec<u8>, options: PublishOptions) -> wasmtime::Result<Result<String>> {
+        Ok(self.publish_message(routing_key, payload, options).await)
+    }
+
+    async fn status(&mut self, message_id: String) -> wasmtime::Result<Option<MessageStatus>> {
+        Ok(self.plugin.services.tracker.get(&message_id))
+    }
+}

@@ -1,0 +1,268 @@
+//! The embedded broker: AMQP topic routing, priority queues, prefetch windows, delayed
+//! and retried deliveries, and a bounded dead-letter queue, all in process.
+//!
+//! Semantics follow the RabbitMQ backend: higher priority first and FIFO within a
+//! priority; an expired message is dead-lettered when it reaches the head; a delivery
+//! dropped unsettled is requeued as redelivered.
+
+use super::routing::TopicPattern;
+use super::{Broker, Consumer, DeadLetter, Delivery, Envelope, QueueSpec};
+use crate::capability::{BackendError, BackendResult};
+use crate::config::DeadLetterConfig;
+use std::cmp::Ordering;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+
+struct Queued {
+    priority: u8,
+    seq: u64,
+    envelope: Envelope,
+    redelivered: bool,
+}
+
+impl PartialEq for Queued {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+impl Eq for Queued {}
+impl PartialOrd for Queued {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Queued {
+    fn cmp(&self, other: &Self) -> Ordering {
+        // Max-heap: higher priority first, then lower sequence (older) first.
+        self.priority.cmp(&other.priority).then_with(|| other.seq.cmp(&self.seq))
+    }
+}
+
+#[derive(Default)]
+struct Queue {
+    bindings: Vec<TopicPattern>,
+    messages: BinaryHeap<Queued>,
+    notify: Arc<Notify>,
+}
+
+struct DeadEntry {
+    letter: DeadLetter,
+    at: Instant,
+}
+
+#[derive(Default)]
+struct State {
+    queues: HashMap<String, Queue>,
+    dead: VecDeque<DeadEntry>,
+    seq: u64,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    dead_letter: DeadLetterConfig,
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn enqueue(&self, queue: &str, envelope: Envelope, redelivered: bool) {
+        let mut state = self.lock();
+        state.seq += 1;
+        let seq = state.seq;
+        if let Some(q) = state.queues.get_mut(queue) {
+            q.messages.push(Queued { priority: envelope.priority, seq, envelope, redelivered });
+            q.notify.notify_one();
+        }
+    }
+
+    fn route(&self, envelope: Envelope) {
+        let targets: Vec<String> = self
+            .lock()
+            .queues
+            .iter()
+            .filter(|(_, q)| q.bindings.iter().any(|b| b.matches(&envelope.routing_key)))
+            .map(|(name, _)| name.clone())
+            .collect();
+        for queue in targets {
+            self.enqueue(&queue, envelope.clone(), false);
+        }
+    }
+
+    fn bury(&self, queue: &str, envelope: Envelope, reason: &str) {
+        let mut state = self.lock();
+        let now = Instant::now();
+        let ttl = Duration::from_millis(self.dead_letter.ttl_ms);
+        while state.dead.front().is_some_and(|d| now.duration_since(d.at) >= ttl) {
+            state.dead.pop_front();
+        }
+        // The seed's max length drops the oldest, as RabbitMQ's default overflow does.
+        while state.dead.len() >= self.dead_letter.max_length as usize {
+            state.dead.pop_front();
+        }
+        let letter = DeadLetter { envelope, queue: queue.to_string(), reason: reason.to_string() };
+        state.dead.push_back(DeadEntry { letter, at: now });
+    }
+
+    /// Pops the next live message of `queue`, dead-lettering expired ones on the way.
+    fn pop(&self, queue: &str) -> Option<Queued> {
+        loop {
+            let next = self.lock().queues.get_mut(queue)?.messages.pop()?;
+            let expired = next.envelope.expiration_ms.is_some_and(|ttl| {
+                super::now_ms() >= next.envelope.published_at_ms.saturating_add(ttl)
+            });
+            if !expired {
+                return Some(next);
+            }
+            self.bury(queue, next.envelope, "expired");
+        }
+    }
+}
+
+/// In-process broker.
+#[derive(Clone)]
+pub struct MemoryBroker {
+    shared: Arc<Shared>,
+}
+
+impl MemoryBroker {
+    /// A broker whose dead-letter queue follows `dead_letter`.
+    pub fn new(dead_letter: DeadLetterConfig) -> Self {
+        Self { shared: Arc::new(Shared { state: Mutex::default(), dead_letter }) }
+    }
+}
+
+#[async_trait::async_trait]
+impl Broker for MemoryBroker {
+    async fn publish(&self, envelope: Envelope, delay: Option<Duration>) -> BackendResult<()> {
+        match delay {
+            Some(delay) if !delay.is_zero() => {
+                let shared = self.shared.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    shared.route(envelope);
+                });
+            }
+            _ => self.shared.route(envelope),
+        }
+        Ok(())
+    }
+
+    async fn declare_queue(&self, spec: &QueueSpec) -> BackendResult<()> {
+        let bindings = spec
+            .bindings
+            .iter()
+            .map(|b| TopicPattern::parse(b).map_err(BackendError::InvalidArgument))
+            .collect::<BackendResult<Vec<_>>>()?;
+        let mut state = self.shared.lock();
+        let queue = state.queues.entry(spec.name.clone()).or_default();
+        for binding in bindings {
+            if !queue.bindings.contains(&binding) {
+                queue.bindings.push(binding);
+            }
+        }
+        Ok(())
+    }
+
+    async fn consume(&self, queue: &str, prefetch: u16) -> BackendResult<Box<dyn Consumer>> {
+        let notify = match self.shared.lock().queues.get(queue) {
+            Some(q) => q.notify.clone(),
+            None => return Err(BackendError::InvalidArgument(format!("queue {queue:?} is not declared"))),
+        };
+        Ok(Box::new(MemoryConsumer {
+            shared: self.shared.clone(),
+            queue: queue.to_string(),
+            notify,
+            window: Arc::new(Semaphore::new(prefetch.max(1).into())),
+        }))
+    }
+
+    async fn dead_letters(&self, limit: usize) -> BackendResult<Vec<DeadLetter>> {
+        Ok(self.shared.lock().dead.iter().take(limit).map(|d| d.letter.clone()).collect())
+    }
+}
+
+struct MemoryConsumer {
+    shared: Arc<Shared>,
+    queue: String,
+    notify: Arc<Notify>,
+    window: Arc<Semaphore>,
+}
+
+#[async_trait::async_trait]
+impl Consumer for MemoryConsumer {
+    async fn next(&mut self) -> Option<Box<dyn Delivery>> {
+        let permit = self.window.clone().acquire_owned().await.ok()?;
+        loop {
+            if let Some(queued) = self.shared.pop(&self.queue) {
+                return Some(Box::new(MemoryDelivery {
+                    shared: self.shared.clone(),
+                    queue: self.queue.clone(),
+                    queued: Some(queued),
+                    _permit: permit,
+                }));
+            }
+            // `notify_one` stores a permit when nobody waits, so a message enqueued
+            // between `pop` and here is not missed.
+            self.notify.notified().await;
+        }
+    }
+}
+
+struct MemoryDelivery {
+    shared: Arc<Shared>,
+    queue: String,
+    queued: Option<Queued>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl MemoryDelivery {
+    fn take(&mut self) -> Queued {
+        self.queued.take().expect("a delivery is settled once: settling consumes it")
+    }
+}
+
+#[async_trait::async_trait]
+impl Delivery for MemoryDelivery {
+    fn envelope(&self) -> &Envelope {
+        &self.queued.as_ref().expect("unsettled until consumed").envelope
+    }
+
+    fn redelivered(&self) -> bool {
+        self.queued.as_ref().is_some_and(|q| q.redelivered)
+    }
+
+    async fn ack(mut self: Box<Self>) -> BackendResult<()> {
+        self.take();
+        Ok(())
+    }
+
+    async fn retry(mut self: Box<Self>, delay: Duration) -> BackendResult<()> {
+        let mut envelope = self.take().envelope;
+        envelope.attempt += 1;
+        let shared = self.shared.clone();
+        let queue = self.queue.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            shared.enqueue(&queue, envelope, false);
+        });
+        Ok(())
+    }
+
+    async fn dead_letter(mut self: Box<Self>, reason: &str) -> BackendResult<()> {
+        let envelope = self.take().envelope;
+        self.shared.bury(&self.queue, envelope, reason);
+        Ok(())
+    }
+}
+
+impl Drop for MemoryDelivery {
+    fn drop(&mut self) {
+        if let Some(queued) = self.queued.take() {
+            self.shared.enqueue(&self.queue, queued.envelope, true);
+        }
+    }
+}

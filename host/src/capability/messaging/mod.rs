@@ -1,0 +1,126 @@
+//! `messaging`: publishing to the topic exchange, and the broker the dispatcher
+//! consumes from.
+//!
+//! A [`Broker`] routes [`Envelope`]s by topic to queues, delivers them to one consumer
+//! per queue with a prefetch window, and settles each [`Delivery`] one of three ways:
+//! ack, retry after a delay (to the same queue only, attempt + 1) or dead-letter.
+
+mod host;
+pub mod memory;
+pub mod routing;
+mod tracker;
+
+use super::BackendResult;
+use std::time::Duration;
+
+pub use crate::bindings::techub::platform::messaging::MessageStatus;
+pub use host::{priority_level, priority_of_level};
+pub use tracker::MessageTracker;
+
+/// Name of the main topic exchange (seed).
+pub const MAIN_EXCHANGE: &str = "techub.main";
+/// Name of the dead-letter exchange (seed).
+pub const DEAD_LETTER_EXCHANGE: &str = "techub.dlx";
+/// Name of the dead-letter queue (seed).
+pub const DEAD_LETTER_QUEUE: &str = "dead.letter.queue";
+/// Header carrying the attempt number of a retried message.
+pub const ATTEMPT_HEADER: &str = "x-techub-attempt";
+/// Header carrying why a message was dead-lettered.
+pub const DEATH_REASON_HEADER: &str = "x-techub-death-reason";
+/// Header carrying the queue a message was dead-lettered from.
+pub const DEATH_QUEUE_HEADER: &str = "x-techub-death-queue";
+
+/// A message with its metadata, as the broker carries it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Envelope {
+    /// Message id (stable across retries).
+    pub id: String,
+    /// Routing key it was published with.
+    pub routing_key: String,
+    /// Body.
+    pub payload: Vec<u8>,
+    /// Application headers (without the host's `x-techub-*`).
+    pub headers: Vec<(String, String)>,
+    /// Correlation id.
+    pub correlation_id: Option<String>,
+    /// Reply-to routing key.
+    pub reply_to: Option<String>,
+    /// AMQP priority, 0 to 10.
+    pub priority: u8,
+    /// Written to disk by the broker.
+    pub persistent: bool,
+    /// Dropped (dead-lettered) if not delivered within this many ms of publishing.
+    pub expiration_ms: Option<u64>,
+    /// When first published, in ms since the Unix epoch.
+    pub published_at_ms: u64,
+    /// 1 on first delivery; incremented by each retry.
+    pub attempt: u32,
+}
+
+/// A queue to declare: bound to [`MAIN_EXCHANGE`] with `bindings`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueueSpec {
+    /// Queue name.
+    pub name: String,
+    /// Routing-key patterns.
+    pub bindings: Vec<String>,
+    /// Survives a broker restart.
+    pub durable: bool,
+}
+
+/// A message parked in the dead-letter queue.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeadLetter {
+    /// The message.
+    pub envelope: Envelope,
+    /// The queue it died in.
+    pub queue: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// A message broker with a topic exchange, per-queue consumers and a dead-letter queue.
+#[async_trait::async_trait]
+pub trait Broker: Send + Sync {
+    /// Routes `envelope` to every queue bound to its routing key, after `delay` if any;
+    /// returns once the broker has it (publisher confirm).
+    async fn publish(&self, envelope: Envelope, delay: Option<Duration>) -> BackendResult<()>;
+    /// Declares a queue and its bindings, idempotently.
+    async fn declare_queue(&self, spec: &QueueSpec) -> BackendResult<()>;
+    /// Starts consuming `queue` with at most `prefetch` unsettled deliveries.
+    async fn consume(&self, queue: &str, prefetch: u16) -> BackendResult<Box<dyn Consumer>>;
+    /// Up to `limit` dead letters, oldest first, without removing them.
+    async fn dead_letters(&self, limit: usize) -> BackendResult<Vec<DeadLetter>>;
+}
+
+/// The deliveries of one queue.
+#[async_trait::async_trait]
+pub trait Consumer: Send {
+    /// The next delivery; waits while the prefetch window is full or the queue empty.
+    /// `None` once the consumer is closed (the broker went away).
+    async fn next(&mut self) -> Option<Box<dyn Delivery>>;
+}
+
+/// One delivered message, to be settled exactly once. Dropping it unsettled puts it
+/// back in the queue as redelivered.
+#[async_trait::async_trait]
+pub trait Delivery: Send {
+    /// The message.
+    fn envelope(&self) -> &Envelope;
+    /// Whether the broker delivered it before (e.g. to a host that died).
+    fn redelivered(&self) -> bool;
+    /// Done: remove it.
+    async fn ack(self: Box<Self>) -> BackendResult<()>;
+    /// Deliver it again to this queue only, after `delay`, with `attempt + 1`.
+    async fn retry(self: Box<Self>, delay: Duration) -> BackendResult<()>;
+    /// Park it in the dead-letter queue with `reason`.
+    async fn dead_letter(self: Box<Self>, reason: &str) -> BackendResult<()>;
+}
+
+/// The current time in ms since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,64 @@
+//! The four capabilities plugins import, plus `log` and `config`.
+//!
+//! Each capability has a directory: `mod.rs` with its backend trait, `host.rs` with the
+//! WIT `Host` impl (validation, namespacing, quotas), and one file per backend.
+
+pub mod cache;
+pub mod config;
+pub mod glob;
+pub mod lock;
+pub mod log;
+pub mod messaging;
+pub mod store;
+
+use std::sync::Arc;
+
+/// A failure of a backend, before it is mapped onto an interface's WIT error.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BackendError {
+    /// The service is unreachable, failed, or did not answer in time.
+    #[error("backend unavailable: {0}")]
+    Unavailable(String),
+    /// The key holds another data type, or the value is not an integer.
+    #[error("wrong type")]
+    WrongType,
+    /// An increment would overflow.
+    #[error("overflow")]
+    Overflow,
+    /// An argument the backend refused (e.g. a malformed pattern).
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+}
+
+/// Shorthand for backend results.
+pub type BackendResult<T> = Result<T, BackendError>;
+
+/// The backends and shared state every plugin instance reaches through its imports.
+pub struct Services {
+    /// The cache backend.
+    pub cache: Arc<dyn cache::CacheBackend>,
+    /// Hit/miss counters per domain, kept by the host for every backend alike.
+    pub cache_stats: cache::CacheStats,
+    /// The store backend.
+    pub store: Arc<dyn store::StoreBackend>,
+    /// The lock backend.
+    pub locks: Arc<dyn lock::LockBackend>,
+    /// The message broker.
+    pub broker: Arc<dyn messaging::Broker>,
+    /// Status per message id.
+    pub tracker: messaging::MessageTracker,
+}
+
+/// Why a name (key, tag, lock name) was refused; shared by the capabilities.
+pub(crate) fn check_name(name: &str, max_len: usize) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("must not be empty".to_string());
+    }
+    if name.len() > max_len {
+        return Err(format!("is {} bytes, more than the limit of {max_len}", name.len()));
+    }
+    if name.chars().any(char::is_control) {
+        return Err("must not contain control characters".to_string());
+    }
+    Ok(())
+}

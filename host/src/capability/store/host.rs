@@ -1,0 +1,311 @@
+//! The WIT `store` interface: namespacing, validation and quotas over a backend.
+
+use crate::bindings::techub::platform::store::{Host, KeyTtl, ListEnd, ScanPage, SetOptions, StoreError};
+use crate::capability::{check_name, glob, BackendError};
+use crate::runtime::PluginState;
+use super::StoreBackend;
+use std::sync::Arc;
+use std::time::Duration;
+
+type Result<T> = std::result::Result<T, StoreError>;
+
+/// Most keys or members one call may name; bounds the work of a single host call.
+const MAX_ITEMS_PER_CALL: usize = 1000;
+/// Most keys one `scan` page examines.
+const MAX_SCAN_COUNT: u32 = 1000;
+
+impl From<BackendError> for StoreError {
+    fn from(error: BackendError) -> Self {
+        match error {
+            BackendError::Unavailable(m) => StoreError::Unavailable(m),
+            BackendError::WrongType => StoreError::WrongType,
+            BackendError::Overflow => StoreError::Overflow,
+            BackendError::InvalidArgument(m) => StoreError::InvalidArgument(m),
+        }
+    }
+}
+
+fn nonzero_ttl(ms: u64) -> Result<Duration> {
+    if ms == 0 {
+        return Err(StoreError::InvalidArgument("ttl-ms must not be 0".into()));
+    }
+    Ok(Duration::from_millis(ms))
+}
+
+impl PluginState {
+    /// Charges a call and returns the namespaced form of `key`.
+    fn store_key(&mut self, key: &str) -> Result<String> {
+        self.charge_call().map_err(StoreError::QuotaExceeded)?;
+        self.namespaced(key)
+    }
+
+    /// Charges a call; the backend and the namespaced key.
+    fn store_op(&mut self, key: &str) -> Result<(Arc<dyn StoreBackend>, String)> {
+        let key = self.store_key(key)?;
+        Ok((self.plugin.services.store.clone(), key))
+    }
+
+    fn namespaced(&self, key: &str) -> Result<String> {
+        check_name(key, self.plugin.config.host.max_key_length)
+            .map_err(|m| StoreError::InvalidKey(format!("key {m}")))?;
+        Ok(format!("{}{key}", self.plugin.store_prefix))
+    }
+
+    fn check_items(&self, count: usize) -> Result<()> {
+        if count > MAX_ITEMS_PER_CALL {
+            return Err(StoreError::InvalidArgument(format!("more than {MAX_ITEMS_PER_CALL} items in one call")));
+        }
+        Ok(())
+    }
+
+    fn check_values<'a>(&self, values: impl IntoIterator<Item = &'a [u8]>) -> Result<()> {
+        let max = self.plugin.config.redis.max_value_bytes;
+        for value in values {
+            if value.len() > max {
+                return Err(StoreError::ValueTooLarge(max as u64));
+            }
+        }
+        Ok(())
+    }
+
+    /// The glob that matches the guest's `pattern` inside its namespace only.
+    fn namespaced_pattern(&mut self, pattern: &str) -> Result<String> {
+        self.charge_call().map_err(StoreError::QuotaExceeded)?;
+        glob::validate(pattern).map_err(StoreError::InvalidArgument)?;
+        Ok(format!("{}{pattern}", glob::escape(&self.plugin.store_prefix)))
+    }
+
+    fn strip(&self, keys: Vec<String>) -> Vec<String> {
+        let prefix = &self.plugin.store_prefix;
+        keys.into_iter().filter_map(|k| k.strip_prefix(prefix.as_str()).map(str::to_string)).collect()
+    }
+}
+
+impl Host for PluginState {
+    async fn get(&mut self, key: String) -> wasmtime::Result<Result<Option<Vec<u8>>>> {
+        let result = async {
+            let (store, key) = self.store_op(&key)?;
+            Ok(store.get(&key).await?)
+        };
+        Ok(result.await)
+    }
+
+    async fn set(&mut self, key: String, value: Vec<u8>, options: SetOptions) -> wasmtime::Result<Result<bool>> {
+        let result = async {
+            let key = self.store_key(&key)?;
+            self.check_values([value.as_slice()])?;
+            let ttl = options.ttl_ms.map(nonzero_ttl).transpose()?;
+            Ok(self.plugin.services.store.set(&key, &value, ttl, options.condition).await?)
+        };
+        Ok(result.await)
+    }
+
+    async fn delete(&mut self, keys: Vec<String>) -> wasmtime::Result<Result<u32>> {
+        let result = async {
+            self.charge_call().map_err(StoreError::QuotaExceeded)?;
+            self.check_items(keys.len())?;
+            let keys = keys.iter().map(|k| self.namespaced(k)).collect::<Result<Vec<_>>>()?;
+            Ok(self.plugin.services.store.delete(&keys).await?)
+        };
+        Ok(result.await)
+    }
+
+    async fn exists(&mut self, key: String) -> wasmtime::Result<Result<bool>> {
+        let result = async {
+            let (store, key) = self.store_op(&key)?;
+            Ok(store.exists(&key).await?)
+        };
+        Ok(result.await)
+    }
+
+    async fn expire(&mut self, key: String, ttl_ms: u64) -> wasmtime::Result<Result<bool>> {
+        let result = async {
+            let key = self.store_key(&key)?;
+            Ok(self.plugin.services.store.expire(&key, nonzero_ttl(ttl_ms)?).await?)
+        };
+        Ok(result.await)
+    }
+
+    async fn persist(&mut self, key: String) -> wasmtime::Result<Result<bool>> {
+        let result = async {
+            let (store, key) = self.store_op(&key)?;
+            Ok(store.persist(&key).await?)
+        };
+        Ok(result.await)
+    }
+
+    async fn ttl(&mut self, key: String) -> wasmtime::Result<Result<KeyTtl>> {
+        let result = async {
+            let (store, key) = self.store_op(&key)?;
+            Ok(store.ttl(&key).await?)
+        };
+        Ok(result.await)
+    }
+
+    async fn incr_by(&mut self, key: String, delta: i64) -> wasmtime::Result<Result<i64>> {
+        let result = async {
+            let (store, key) = self.store_op(&key)?;
+            Ok(store.incr_by(&key, delta).await?)
+        };
+        Ok(result.await)
+    }
+
+    async fn hash_get(&mut self, key: String, field: String) -> wasmtime::Result<Result<Option<Vec<u8>>>> {
+        let result = async {
+            let (store, key) = self.store_op(&key)?;
+            Ok(store.hash_get(&key, &field).await?)
+        };
+        Ok(result.await)
+    }
+
+    async fn hash_set(&mut self, key: String, fields: Vec<(String, Vec<u8>)>) -> wasmtime::Result<Result<u32>> {
+        let result = async {
+            let key = self.store_key(&key)?;
+            self.check_items(fields.len())?;
+            self.check_values(fields.iter().map(|(_, v)| v.as_slice()))?;
+            if fields.is_empty() {
+                return Err(StoreError::InvalidArgument("hash-set needs at least one field".into()));
+            }
+            Ok(self.plugin.services.store.hash_set(&key, &fields).await?)
+        };
+        Ok(result.await)
+    }
+
+    async fn hash_get_all(&mut self, key: String) -> wasmtime::Result<Result<Vec<(String, Vec<u8>)>>> {
+        let result = async {
+            let (store, key) = self.store_op(&key)?;
+            Ok(store.hash_get_all(&key).await?)
+        };
+        Ok(result.await)
+    }
+
+    async fn hash_delete(&mut self, key: String, fields: Vec<String>) -> wasmtime::Result<Result<u32>> {
+        let result = async {
+            let key = self.store_key(&key)?;
+            self.check_items(fields.len())?;
+            Ok(self.plugin.services.store.hash_delete(&key, &fields).await?)
+        };
+        Ok(result.await)
+    }
+
+    async fn hash_incr_by(&mut self, key: String, field: String, delta: i64) -> wasmtime::Result<Result<i64>> {
+        let result = async {
+            let (store, key) = self.store_op(&key)?;
+            Ok(store.hash_incr_by(&key, &field, delta).await?)
+        };
+        Ok(result.await)
+    }
+
+    async fn list_push(&mut self, key: String, end: ListEnd, values: Vec<Vec<u8>>) -> wasmtime::Result<Result<u32>> {
+        let result = async {
+            let key = self.store_key(&key)?;
+            self.check_items(values.len())?;
+            self.check_values(values.iter().map(Vec::as_slice))?;
+            if values.is_empty() {
+                return Err(StoreError::InvalidArgument("list-push needs at least one value".into()));
+            }
+            Ok(self.plugin.services.store.list_push(&key, end, &values).await?)
+        };
+        Ok(result.await)
+    }
+
+    async fn list_pop(&mut self, key: String, end: ListEnd, count: u32) -> wasmtime::Result<Result<Vec<Vec<u8>>>> {
+        let result = async {
+            let key = self.store_key(&key)?;
+            if count == 0 {
+                return Err(StoreError::InvalidArgument("count must be at least 1".into()));
+            }
+            self.check_items(count as usize)?;
+            Ok(self.plugin.services.store.list_pop(&key, end, count).await?)
+        };
+        Ok(result.await)
+    }
+
+    async fn list_range(&mut self, key: String, start: i64, stop: i64) -> wasmtime::Result<Result<Vec<Vec<u8>>>> {
+        let result = async {
+            let (store, key) = self.store_op(&key)?;
+            Ok(store.list_range(&key, start, stop).await?)
+        };
+        Ok(result.await)
+    }
+
+    async fn list_len(&mut self, key: String) -> wasmtime::Result<Result<u32>> {
+        let result = async {
+            let (store, key) = self.store_op(&key)?;
+            Ok(store.list_len(&key).await?)
+        };
+        Ok(result.await)
+    }
+
+    async fn set_add(&mut self, key: String, members: Vec<Vec<u8>>) -> wasmtime::Result<Result<u32>> {
+        let result = async {
+            let key = self.store_key(&key)?;
+            self.check_items(members.len())?;
+            self.check_values(members.iter().map(Vec::as_slice))?;
+            if members.is_empty() {
+                return Err(StoreError::InvalidArgument("set-add needs at least one member".into()));
+            }
+            Ok(self.plugin.services.store.set_add(&key, &members).await?)
+        };
+        Ok(result.await)
+    }
+
+    async fn set_remove(&mut self, key: String, members: Vec<Vec<u8>>) -> wasmtime::Result<Result<u32>> {
+        let result = async {
+            let key = self.store_key(&key)?;
+            self.check_items(members.len())?;
+            if members.is_empty() {
+                return Ok(0);
+            }
+            Ok(self.plugin.services.store.set_remove(&key, &members).await?)
+        };
+        Ok(result.await)
+    }
+
+    async fn set_members(&mut self, key: String) -> wasmtime::Result<Result<Vec<Vec<u8>>>> {
+        let result = async {
+            let (store, key) = self.store_op(&key)?;
+            Ok(store.set_members(&key).await?)
+        };
+        Ok(result.await)
+    }
+
+    async fn set_contains(&mut self, key: String, member: Vec<u8>) -> wasmtime::Result<Result<bool>> {
+        let result = async {
+            let (store, key) = self.store_op(&key)?;
+            Ok(store.set_contains(&key, &member).await?)
+        };
+        Ok(result.await)
+    }
+
+    async fn scan(&mut self, pattern: String, cursor: Option<String>, count: u32) -> wasmtime::Result<Result<ScanPage>> {
+        let result = async {
+            let pattern = self.namespaced_pattern(&pattern)?;
+            let count = count.clamp(1, MAX_SCAN_COUNT);
+            let (keys, cursor) = self.plugin.services.store.scan(&pattern, cursor.as_deref(), count).await?;
+            Ok(ScanPage { keys: self.strip(keys), cursor })
+        };
+        Ok(result.await)
+    }
+
+    async fn delete_matching(&mut self, pattern: String) -> wasmtime::Result<Result<u64>> {
+        let result = async {
+            let pattern = self.namespaced_pattern(&pattern)?;
+            let store = self.plugin.services.store.clone();
+            let mut deleted = 0u64;
+            let mut cursor: Option<String> = None;
+            loop {
+                let (keys, next) = store.scan(&pattern, cursor.as_deref(), MAX_SCAN_COUNT).await?;
+                if !keys.is_empty() {
+                    deleted += u64::from(store.delete(&keys).await?);
+                }
+                match next {
+                    Some(next) => cursor = Some(next),
+                    None => break,
+                }
+            }
+            Ok(deleted)
+        };
+        Ok(result.await)
+    }
+}

@@ -1,0 +1,318 @@
+//! The embedded store: an in-process keyspace with Redis semantics (types, TTLs,
+//! empty aggregates vanish, `WRONGTYPE`, integer overflow).
+
+use super::{KeyTtl, ListEnd, SetCondition, StoreBackend};
+use crate::capability::{glob, BackendError, BackendResult};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::ops::Bound;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+enum Value {
+    String(Vec<u8>),
+    Hash(HashMap<String, Vec<u8>>),
+    List(VecDeque<Vec<u8>>),
+    Set(BTreeSet<Vec<u8>>),
+}
+
+struct Slot {
+    value: Value,
+    expires_at: Option<Instant>,
+}
+
+/// In-process store backend.
+#[derive(Default)]
+pub struct MemoryStore {
+    keys: Mutex<BTreeMap<String, Slot>>,
+}
+
+type Keys = BTreeMap<String, Slot>;
+
+impl MemoryStore {
+    /// An empty keyspace.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut Keys, Instant) -> BackendResult<T>) -> BackendResult<T> {
+        let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+        f(&mut keys, Instant::now())
+    }
+}
+
+/// The live slot of `key`, dropping it if expired.
+fn live<'a>(keys: &'a mut Keys, key: &str, now: Instant) -> Option<&'a mut Slot> {
+    if keys.get(key).is_some_and(|s| s.expires_at.is_some_and(|t| t <= now)) {
+        keys.remove(key);
+    }
+    keys.get_mut(key)
+}
+
+/// Reads an aggregate of the expected type, or `WrongType`.
+macro_rules! typed {
+    ($keys:expr, $key:expr, $now:expr, $variant:ident) => {
+        match live($keys, $key, $now) {
+            None => None,
+            Some(Slot { value: Value::$variant(v), .. }) => Some(v),
+            Some(_) => return Err(BackendError::WrongType),
+        }
+    };
+}
+
+/// Gets or creates an aggregate of the expected type.
+macro_rules! typed_or_insert {
+    ($keys:expr, $key:expr, $now:expr, $variant:ident) => {{
+        if live($keys, $key, $now).is_none() {
+            $keys.insert($key.to_string(), Slot { value: Value::$variant(Default::default()), expires_at: None });
+        }
+        match $keys.get_mut($key) {
+            Some(Slot { value: Value::$variant(v), .. }) => v,
+            _ => return Err(BackendError::WrongType),
+        }
+    }};
+}
+
+/// Removes `key` if its aggregate became empty, as Redis does.
+fn drop_if_empty(keys: &mut Keys, key: &str) {
+    let empty = match keys.get(key).map(|s| &s.value) {
+        Some(Value::Hash(h)) => h.is_empty(),
+        Some(Value::List(l)) => l.is_empty(),
+        Some(Value::Set(s)) => s.is_empty(),
+        _ => false,
+    };
+    if empty {
+        keys.remove(key);
+    }
+}
+
+fn parse_int(bytes: &[u8]) -> BackendResult<i64> {
+    std::str::from_utf8(bytes).ok().and_then(|s| s.parse().ok()).ok_or(BackendError::WrongType)
+}
+
+fn add(current: i64, delta: i64) -> BackendResult<i64> {
+    current.checked_add(delta).ok_or(BackendError::Overflow)
+}
+
+fn deadline(now: Instant, ttl: Duration) -> Instant {
+    now.checked_add(ttl).unwrap_or(now + Duration::from_secs(100 * 365 * 86_400))
+}
+
+#[async_trait::async_trait]
+impl StoreBackend for MemoryStore {
+    async fn get(&self, key: &str) -> BackendResult<Option<Vec<u8>>> {
+        self.with(|keys, now| Ok(typed!(keys, key, now, String).cloned()))
+    }
+
+    async fn set(&self, key: &str, value: &[u8], ttl: Option<Duration>, condition: SetCondition) -> BackendResult<bool> {
+        self.with(|keys, now| {
+            let exists = live(keys, key, now).is_some();
+            let write = match condition {
+                SetCondition::Always => true,
+                SetCondition::IfAbsent => !exists,
+                SetCondition::IfPresent => exists,
+            };
+            if write {
+                let expires_at = ttl.map(|ttl| deadline(now, ttl));
+                keys.insert(key.to_string(), Slot { value: Value::String(value.to_vec()), expires_at });
+            }
+            Ok(write)
+        })
+    }
+
+    async fn delete(&self, to_delete: &[String]) -> BackendResult<u32> {
+        self.with(|keys, now| {
+            let mut n = 0;
+            for key in to_delete {
+                if live(keys, key, now).is_some() {
+                    keys.remove(key);
+                    n += 1;
+                }
+            }
+            Ok(n)
+        })
+    }
+
+    async fn exists(&self, key: &str) -> BackendResult<bool> {
+        self.with(|keys, now| Ok(live(keys, key, now).is_some()))
+    }
+
+    async fn expire(&self, key: &str, ttl: Duration) -> BackendResult<bool> {
+        self.with(|keys, now| {
+            Ok(live(keys, key, now).map(|slot| slot.expires_at = Some(deadline(now, ttl))).is_some())
+        })
+    }
+
+    async fn persist(&self, key: &str) -> BackendResult<bool> {
+        self.with(|keys, now| Ok(live(keys, key, now).is_some_and(|slot| slot.expires_at.take().is_some())))
+    }
+
+    async fn ttl(&self, key: &str) -> BackendResult<KeyTtl> {
+        self.with(|keys, now| {
+            Ok(match live(keys, key, now) {
+                None => KeyTtl::Missing,
+                Some(Slot { expires_at: None, .. }) => KeyTtl::Persistent,
+                Some(Slot { expires_at: Some(t), .. }) => KeyTtl::ExpiresInMs(t.duration_since(now).as_millis() as u64),
+            })
+        })
+    }
+
+    async fn incr_by(&self, key: &str, delta: i64) -> BackendResult<i64> {
+        self.with(|keys, now| {
+            let current = match typed!(keys, key, now, String) {
+                Some(bytes) => parse_int(bytes)?,
+                None => 0,
+            };
+            let next = add(current, delta)?;
+            match live(keys, key, now) {
+                Some(slot) => slot.value = Value::String(next.to_string().into_bytes()),
+                None => {
+                    keys.insert(key.to_string(), Slot { value: Value::String(next.to_string().into_bytes()), expires_at: None });
+                }
+            }
+            Ok(next)
+        })
+    }
+
+    async fn hash_get(&self, key: &str, field: &str) -> BackendResult<Option<Vec<u8>>> {
+        self.with(|keys, now| Ok(typed!(keys, key, now, Hash).and_then(|h| h.get(field).cloned())))
+    }
+
+    async fn hash_set(&self, key: &str, fields: &[(String, Vec<u8>)]) -> BackendResult<u32> {
+        self.with(|keys, now| {
+            let hash = typed_or_insert!(keys, key, now, Hash);
+            Ok(fields.iter().filter(|(f, v)| hash.insert(f.clone(), v.clone()).is_none()).count() as u32)
+        })
+    }
+
+    async fn hash_get_all(&self, key: &str) -> BackendResult<Vec<(String, Vec<u8>)>> {
+        self.with(|keys, now| {
+            let mut all: Vec<_> = typed!(keys, key, now, Hash)
+                .map(|h| h.iter().map(|(f, v)| (f.clone(), v.clone())).collect())
+                .unwrap_or_default();
+            all.sort();
+            Ok(all)
+        })
+    }
+
+    async fn hash_delete(&self, key: &str, fields: &[String]) -> BackendResult<u32> {
+        self.with(|keys, now| {
+            let n = match typed!(keys, key, now, Hash) {
+                Some(hash) => fields.iter().filter(|f| hash.remove(*f).is_some()).count() as u32,
+                None => 0,
+            };
+            drop_if_empty(keys, key);
+            Ok(n)
+        })
+    }
+
+    async fn hash_incr_by(&self, key: &str, field: &str, delta: i64) -> BackendResult<i64> {
+        self.with(|keys, now| {
+            let hash = typed_or_insert!(keys, key, now, Hash);
+            let current = hash.get(field).map(|v| parse_int(v)).transpose()?.unwrap_or(0);
+            let next = add(current, delta)?;
+            hash.insert(field.to_string(), next.to_string().into_bytes());
+            Ok(next)
+        })
+    }
+
+    async fn list_push(&self, key: &str, end: ListEnd, values: &[Vec<u8>]) -> BackendResult<u32> {
+        self.with(|keys, now| {
+            let list = typed_or_insert!(keys, key, now, List);
+            for v in values {
+                match end {
+                    ListEnd::Front => list.push_front(v.clone()),
+                    ListEnd::Back => list.push_back(v.clone()),
+                }
+            }
+            Ok(list.len() as u32)
+        })
+    }
+
+    async fn list_pop(&self, key: &str, end: ListEnd, count: u32) -> BackendResult<Vec<Vec<u8>>> {
+        self.with(|keys, now| {
+            let mut out = Vec::new();
+            if let Some(list) = typed!(keys, key, now, List) {
+                for _ in 0..count {
+                    let popped = match end {
+                        ListEnd::Front => list.pop_front(),
+                        ListEnd::Back => list.pop_back(),
+                    };
+                    match popped {
+                        Some(v) => out.push(v),
+                        None => break,
+                    }
+                }
+            }
+            drop_if_empty(keys, key);
+            Ok(out)
+        })
+    }
+
+    async fn list_range(&self, key: &str, start: i64, stop: i64) -> BackendResult<Vec<Vec<u8>>> {
+        self.with(|keys, now| {
+            let Some(list) = typed!(keys, key, now, List) else { return Ok(Vec::new()) };
+            let len = list.len() as i64;
+            let norm = |i: i64| if i < 0 { (len + i).max(0) } else { i };
+            let (start, stop) = (norm(start), norm(stop).min(len - 1));
+            if start > stop || start >= len {
+                return Ok(Vec::new());
+            }
+            Ok(list.range(start as usize..=stop as usize).cloned().collect())
+        })
+    }
+
+    async fn list_len(&self, key: &str) -> BackendResult<u32> {
+        self.with(|keys, now| Ok(typed!(keys, key, now, List).map_or(0, |l| l.len() as u32)))
+    }
+
+    async fn set_add(&self, key: &str, members: &[Vec<u8>]) -> BackendResult<u32> {
+        self.with(|keys, now| {
+            let set = typed_or_insert!(keys, key, now, Set);
+            Ok(members.iter().filter(|m| set.insert((*m).clone())).count() as u32)
+        })
+    }
+
+    async fn set_remove(&self, key: &str, members: &[Vec<u8>]) -> BackendResult<u32> {
+        self.with(|keys, now| {
+            let n = match typed!(keys, key, now, Set) {
+                Some(set) => members.iter().filter(|m| set.remove(*m)).count() as u32,
+                None => 0,
+            };
+            drop_if_empty(keys, key);
+            Ok(n)
+        })
+    }
+
+    async fn set_members(&self, key: &str) -> BackendResult<Vec<Vec<u8>>> {
+        self.with(|keys, now| Ok(typed!(keys, key, now, Set).map(|s| s.iter().cloned().collect()).unwrap_or_default()))
+    }
+
+    async fn set_contains(&self, key: &str, member: &[u8]) -> BackendResult<bool> {
+        self.with(|keys, now| Ok(typed!(keys, key, now, Set).is_some_and(|s| s.contains(member))))
+    }
+
+    async fn scan(&self, pattern: &str, cursor: Option<&str>, count: u32) -> BackendResult<(Vec<String>, Option<String>)> {
+        self.with(|keys, now| {
+            // The cursor is the last key examined: keys are ordered, so every key
+            // present for the whole scan is returned exactly once. Only keys under the
+            // pattern's literal prefix (the plugin's namespace) are examined.
+            let prefix = glob::literal_prefix(pattern);
+            let start = match cursor {
+                Some(after) => Bound::Excluded(after.to_string()),
+                None => Bound::Included(prefix.clone()),
+            };
+            let mut found = Vec::new();
+            let mut last = None;
+            let mut range = keys.range((start, Bound::Unbounded)).take_while(|(k, _)| k.starts_with(&prefix));
+            for (key, slot) in range.by_ref().take(count.max(1) as usize) {
+                last = Some(key.clone());
+                let expired = slot.expires_at.is_some_and(|t| t <= now);
+                if !expired && glob::matches(pattern, key) {
+                    found.push(key.clone());
+                }
+            }
+            let more = range.next().is_some();
+            Ok((found, if more { last } else { None }))
+        })
+    }
+}

@@ -1,0 +1,63 @@
+//! `store`: Redis data structures in each plugin's own namespace.
+//!
+//! A [`StoreBackend`] is a Redis-like keyspace on *full* keys; the host layer
+//! (`host.rs`) prefixes every guest key with `<key_prefix>store:<plugin>:` and strips it
+//! from scan results, so a backend knows nothing of plugins and a guest key cannot
+//! leave its namespace.
+
+mod host;
+pub mod memory;
+
+use super::BackendResult;
+use std::time::Duration;
+
+pub use crate::bindings::techub::platform::store::{KeyTtl, ListEnd, SetCondition};
+
+/// A Redis-like keyspace.
+#[async_trait::async_trait]
+pub trait StoreBackend: Send + Sync {
+    /// `GET`.
+    async fn get(&self, key: &str) -> BackendResult<Option<Vec<u8>>>;
+    /// `SET` with optional `PX` and `NX`/`XX`; whether it wrote.
+    async fn set(&self, key: &str, value: &[u8], ttl: Option<Duration>, condition: SetCondition) -> BackendResult<bool>;
+    /// `DEL`; how many existed.
+    async fn delete(&self, keys: &[String]) -> BackendResult<u32>;
+    /// `EXISTS`.
+    async fn exists(&self, key: &str) -> BackendResult<bool>;
+    /// `PEXPIRE`; whether the key exists.
+    async fn expire(&self, key: &str, ttl: Duration) -> BackendResult<bool>;
+    /// `PERSIST`; whether a TTL was removed.
+    async fn persist(&self, key: &str) -> BackendResult<bool>;
+    /// `PTTL`.
+    async fn ttl(&self, key: &str) -> BackendResult<KeyTtl>;
+    /// `INCRBY`.
+    async fn incr_by(&self, key: &str, delta: i64) -> BackendResult<i64>;
+    /// `HGET`.
+    async fn hash_get(&self, key: &str, field: &str) -> BackendResult<Option<Vec<u8>>>;
+    /// `HSET`; how many fields are new.
+    async fn hash_set(&self, key: &str, fields: &[(String, Vec<u8>)]) -> BackendResult<u32>;
+    /// `HGETALL`, sorted by field.
+    async fn hash_get_all(&self, key: &str) -> BackendResult<Vec<(String, Vec<u8>)>>;
+    /// `HDEL`; how many existed.
+    async fn hash_delete(&self, key: &str, fields: &[String]) -> BackendResult<u32>;
+    /// `HINCRBY`.
+    async fn hash_incr_by(&self, key: &str, field: &str, delta: i64) -> BackendResult<i64>;
+    /// `LPUSH`/`RPUSH`; the new length.
+    async fn list_push(&self, key: &str, end: ListEnd, values: &[Vec<u8>]) -> BackendResult<u32>;
+    /// `LPOP`/`RPOP` with a count.
+    async fn list_pop(&self, key: &str, end: ListEnd, count: u32) -> BackendResult<Vec<Vec<u8>>>;
+    /// `LRANGE`.
+    async fn list_range(&self, key: &str, start: i64, stop: i64) -> BackendResult<Vec<Vec<u8>>>;
+    /// `LLEN`.
+    async fn list_len(&self, key: &str) -> BackendResult<u32>;
+    /// `SADD`; how many are new.
+    async fn set_add(&self, key: &str, members: &[Vec<u8>]) -> BackendResult<u32>;
+    /// `SREM`; how many were there.
+    async fn set_remove(&self, key: &str, members: &[Vec<u8>]) -> BackendResult<u32>;
+    /// `SMEMBERS`, sorted.
+    async fn set_members(&self, key: &str) -> BackendResult<Vec<Vec<u8>>>;
+    /// `SISMEMBER`.
+    async fn set_contains(&self, key: &str, member: &[u8]) -> BackendResult<bool>;
+    /// One `SCAN` page over keys matching the glob `pattern`; `None` cursor when done.
+    async fn scan(&self, pattern: &str, cursor: Option<&str>, count: u32) -> BackendResult<(Vec<String>, Option<String>)>;
+}

@@ -1,0 +1,342 @@
+//! `host.toml`: the typed configuration, its seed defaults and its validation.
+//!
+//! Every field has a default taken from the specification (`defaults.rs`), so an empty
+//! file is a valid configuration: the host on its embedded backends. Unknown fields are
+//! errors (a typo must not silently fall back to a default), and every range check
+//! names the field it failed on.
+
+mod defaults;
+mod validate;
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+pub use validate::{validate_name, ConfigError};
+
+/// The whole of `host.toml`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct HostConfig {
+    /// Where plugins are loaded from, and the admin endpoint.
+    pub host: HostSection,
+    /// Per-invocation limits every plugin gets unless `[plugins.<name>]` overrides them.
+    pub limits: Limits,
+    /// Which backend serves each capability.
+    pub backends: Backends,
+    /// The Redis connection (used when a capability selects `redis`).
+    pub redis: RedisConfig,
+    /// The RabbitMQ connection (used when messaging selects `amqp`).
+    pub amqp: AmqpConfig,
+    /// Cache domains and limits.
+    pub cache: CacheConfig,
+    /// Queue types (the seed's `QueueType`) and their retry policy.
+    pub queues: BTreeMap<String, QueuePolicy>,
+    /// The dead-letter queue.
+    pub dead_letter: DeadLetterConfig,
+    /// Lock limits.
+    pub lock: LockConfig,
+    /// Grants, settings and limit overrides per plugin, keyed by plugin name.
+    pub plugins: BTreeMap<String, PluginConfig>,
+}
+
+/// `[host]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct HostSection {
+    /// Directory scanned for `*.wasm` plugins; relative to the config file.
+    pub plugins_dir: PathBuf,
+    /// Address of the admin HTTP endpoint (health, metrics, publish).
+    pub admin_addr: String,
+    /// Prefix of every key the host writes (seed: `techub:`).
+    pub key_prefix: String,
+    /// Maximum number of plugin instances alive at once, across plugins; sizes the
+    /// pooling allocator.
+    pub max_instances: u32,
+    /// Largest accepted key or lock name, in bytes (seed: 512).
+    pub max_key_length: usize,
+    /// Largest accepted message payload, in bytes.
+    pub max_message_bytes: usize,
+    /// Where compiled components are cached (`.cwasm`); relative to the config file.
+    /// Empty disables the cache.
+    pub compile_cache_dir: PathBuf,
+}
+
+/// Per-invocation limits (`[limits]`, and overrides in `[plugins.<name>]`).
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Linear memory a plugin instance may grow to, in MiB.
+    pub memory_mib: u32,
+    /// CPU time of wasm code per message, in milliseconds (epoch-based, ~10 ms grain).
+    pub cpu_ms: u32,
+    /// Wall-clock time per message, including time spent in host calls, in ms.
+    pub timeout_ms: u32,
+    /// Host calls (cache, store, lock, messaging) per message.
+    pub max_host_calls: u32,
+    /// Messages published per message handled.
+    pub max_publishes: u32,
+    /// Leases held at once by one instance.
+    pub max_leases: u32,
+    /// Bytes of stdout/stderr kept per message; the rest is dropped.
+    pub max_output_bytes: u32,
+    /// Messages of one plugin handled concurrently (its share of the pool).
+    pub concurrency: u32,
+}
+
+/// A partial override of [`Limits`] for one plugin.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitOverrides {
+    /// See [`Limits::memory_mib`].
+    pub memory_mib: Option<u32>,
+    /// See [`Limits::cpu_ms`].
+    pub cpu_ms: Option<u32>,
+    /// See [`Limits::timeout_ms`].
+    pub timeout_ms: Option<u32>,
+    /// See [`Limits::max_host_calls`].
+    pub max_host_calls: Option<u32>,
+    /// See [`Limits::max_publishes`].
+    pub max_publishes: Option<u32>,
+    /// See [`Limits::max_leases`].
+    pub max_leases: Option<u32>,
+    /// See [`Limits::max_output_bytes`].
+    pub max_output_bytes: Option<u32>,
+    /// See [`Limits::concurrency`].
+    pub concurrency: Option<u32>,
+}
+
+/// Backend selection for the key-value capabilities.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum KvBackend {
+    /// In-process memory (the embedded default).
+    #[default]
+    Memory,
+    /// Redis at `[redis].url`.
+    Redis,
+}
+
+/// Backend selection for messaging.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum BrokerBackend {
+    /// The in-process broker (the embedded default).
+    #[default]
+    Memory,
+    /// RabbitMQ at `[amqp].url`.
+    Amqp,
+}
+
+/// `[backends]`.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Backends {
+    /// Backend of `cache`.
+    pub cache: KvBackend,
+    /// Backend of `store`.
+    pub store: KvBackend,
+    /// Backend of `lock`.
+    pub lock: KvBackend,
+    /// Backend of `messaging`.
+    pub messaging: BrokerBackend,
+}
+
+/// `[redis]`: the seed's connection constants.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisConfig {
+    /// `redis://host:port/db`.
+    pub url: String,
+    /// Attempts after a failed command (seed: 3).
+    pub max_retries: u32,
+    /// Wait between attempts, in ms (seed: 100).
+    pub retry_delay_ms: u64,
+    /// Connect timeout, in ms (seed: 10 000).
+    pub connection_timeout_ms: u64,
+    /// A command that takes longer fails with `unavailable` (seed: 5 000).
+    pub command_timeout_ms: u64,
+    /// Commands slower than this are logged and counted (seed: 100).
+    pub slow_command_ms: u64,
+    /// Largest accepted value, in bytes (seed: 10 MB).
+    pub max_value_bytes: usize,
+}
+
+/// `[amqp]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AmqpConfig {
+    /// `amqp://user:pass@host:port/vhost`.
+    pub url: String,
+    /// Unacknowledged deliveries per consumer (seed: 1 to 100).
+    pub prefetch: u16,
+    /// How long a publish waits for the broker's confirm, in ms.
+    pub confirm_timeout_ms: u64,
+    /// Connect timeout, in ms.
+    pub connection_timeout_ms: u64,
+}
+
+/// `[cache]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct CacheConfig {
+    /// Largest entry, in bytes (seed: 5 MB).
+    pub max_entry_bytes: usize,
+    /// Most keys in one bulk call (seed: 1000).
+    pub max_bulk_keys: u32,
+    /// Most tags on one entry.
+    pub max_tags: u32,
+    /// Memory budget of the embedded cache, in MiB; lower priorities are evicted first.
+    pub memory_budget_mib: u64,
+    /// Domain name → default TTL in seconds (seeded with the 14 `CacheDomain`s).
+    pub domains: BTreeMap<String, u32>,
+}
+
+/// The priority a queue type's messages default to.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum QueuePriority {
+    /// 1
+    Low,
+    /// 5
+    #[default]
+    Normal,
+    /// 8
+    High,
+    /// 10
+    Urgent,
+}
+
+impl QueuePriority {
+    /// The AMQP priority (the seed's 1/5/8/10).
+    pub fn level(self) -> u8 {
+        match self {
+            Self::Low => 1,
+            Self::Normal => 5,
+            Self::High => 8,
+            Self::Urgent => 10,
+        }
+    }
+}
+
+/// `[queues.<type>]`: the seed's queue configuration and `RetryConfig`.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct QueuePolicy {
+    /// Whether the queue survives a broker restart.
+    pub durable: bool,
+    /// Retries after the first attempt before dead-lettering (1 to 10).
+    pub max_retries: u32,
+    /// Delay before the first retry, in ms (at least 100).
+    pub retry_delay_ms: u64,
+    /// Each further retry waits this much longer (1.0 to 10.0).
+    pub backoff_multiplier: f64,
+    /// Upper bound of the retry delay, in ms (at least 1000).
+    pub max_retry_delay_ms: u64,
+    /// Default priority of the queue's messages.
+    pub priority: QueuePriority,
+}
+
+impl QueuePolicy {
+    /// The delay before attempt `attempt + 1`, given that `attempt` failed (1-based).
+    pub fn retry_delay(&self, attempt: u32) -> std::time::Duration {
+        let exponent = attempt.saturating_sub(1).min(30) as i32;
+        let delay = self.retry_delay_ms as f64 * self.backoff_multiplier.powi(exponent);
+        std::time::Duration::from_millis(delay.min(self.max_retry_delay_ms as f64) as u64)
+    }
+}
+
+/// `[dead_letter]`.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct DeadLetterConfig {
+    /// How long a dead letter is kept, in ms (seed: 24 h).
+    pub ttl_ms: u64,
+    /// Most dead letters kept; the oldest go first (seed: 10 000).
+    pub max_length: u32,
+}
+
+/// `[lock]`: the seed's lock constants.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LockConfig {
+    /// Largest lease TTL, in ms (seed: 300 s).
+    pub max_ttl_ms: u32,
+    /// Most retries of one acquire (seed: 10).
+    pub max_retries: u32,
+}
+
+/// `[plugins.<name>]`.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct PluginConfig {
+    /// Cache domains the plugin may use.
+    pub cache_domains: Vec<String>,
+    /// Routing-key patterns the plugin may publish to (`*` and `#` as in AMQP).
+    pub publish: Vec<String>,
+    /// Free-form settings the plugin reads through `config`.
+    pub settings: BTreeMap<String, String>,
+    /// Limit overrides.
+    pub limits: LimitOverrides,
+    /// Set to `false` to keep the plugin unloaded.
+    pub enabled: Option<bool>,
+}
+
+impl HostConfig {
+    /// Parses and validates `host.toml` text. Relative paths stay relative; see
+    /// [`HostConfig::load`] to resolve them against the file.
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        let config: HostConfig =
+            toml::from_str(text).map_err(|e| ConfigError::Syntax(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Reads, parses and validates a config file; relative paths in it are resolved
+    /// against the file's directory.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        let mut config = Self::parse(&text).map_err(|e| e.in_file(path))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        config.resolve_paths(base);
+        Ok(config)
+    }
+
+    /// Makes relative paths absolute against `base`.
+    pub fn resolve_paths(&mut self, base: &Path) {
+        for dir in [&mut self.host.plugins_dir, &mut self.host.compile_cache_dir] {
+            if !dir.as_os_str().is_empty() && dir.is_relative() {
+                *dir = base.join(&*dir);
+            }
+        }
+    }
+
+    /// The effective limits of `plugin`: its overrides over `[limits]`.
+    pub fn limits_of(&self, plugin: &str) -> Limits {
+        let mut limits = self.limits;
+        if let Some(o) = self.plugins.get(plugin).map(|p| p.limits) {
+            limits.memory_mib = o.memory_mib.unwrap_or(limits.memory_mib);
+            limits.cpu_ms = o.cpu_ms.unwrap_or(limits.cpu_ms);
+            limits.timeout_ms = o.timeout_ms.unwrap_or(limits.timeout_ms);
+            limits.max_host_calls = o.max_host_calls.unwrap_or(limits.max_host_calls);
+            limits.max_publishes = o.max_publishes.unwrap_or(limits.max_publishes);
+            limits.max_leases = o.max_leases.unwrap_or(limits.max_leases);
+            limits.max_output_bytes = o.max_output_bytes.unwrap_or(limits.max_output_bytes);
+            limits.concurrency = o.concurrency.unwrap_or(limits.concurrency);
+        }
+        limits
+    }
+
+    /// The largest memory limit any plugin may have, which sizes the pool's slots.
+    pub fn max_memory_mib(&self) -> u32 {
+        self.plugins
+            .keys()
+            .map(|name| self.limits_of(name).memory_mib)
+            .chain([self.limits.memory_mib])
+            .max()
+            .unwrap_or(self.limits.memory_mib)
+    }
+}

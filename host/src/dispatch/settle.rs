@@ -1,0 +1,47 @@
+//! What happens to a delivery after its handler: the seed's retry policy.
+
+use super::Worker;
+use crate::bindings::Outcome;
+use crate::capability::messaging::{Delivery, Envelope, MessageStatus};
+use crate::runtime::InvocationError;
+
+/// Acks, retries or dead-letters `delivery` by the handler's result. If the broker
+/// fails to settle it, the delivery stays unacknowledged and the broker redelivers it.
+pub(super) async fn settle(worker: &Worker, delivery: Box<dyn Delivery>, envelope: &Envelope, result: Result<Outcome, InvocationError>) {
+    let plugin = &worker.plugin.name;
+    let tracker = &worker.services.tracker;
+    let (settled, status) = match result {
+        Ok(Outcome::Ok) => (delivery.ack().await, MessageStatus::Completed),
+        Ok(Outcome::Reject(reason)) => {
+            tracing::warn!(%plugin, id = %envelope.id, %reason, "rejected; dead-lettering");
+            (delivery.dead_letter(&format!("rejected: {reason}")).await, MessageStatus::DeadLetter)
+        }
+        Ok(Outcome::Retry(reason)) => retry_or_bury(worker, delivery, envelope, &reason).await,
+        Err(failure) => {
+            tracing::warn!(%plugin, id = %envelope.id, attempt = envelope.attempt, %failure, "handler failed");
+            retry_or_bury(worker, delivery, envelope, &failure.to_string()).await
+        }
+    };
+    match settled {
+        Ok(()) => tracker.set(&envelope.id, status),
+        Err(error) => tracing::error!(%plugin, id = %envelope.id, %error, "could not settle the delivery; the broker will redeliver it"),
+    }
+}
+
+async fn retry_or_bury(
+    worker: &Worker,
+    delivery: Box<dyn Delivery>,
+    envelope: &Envelope,
+    reason: &str,
+) -> (Result<(), crate::capability::BackendError>, MessageStatus) {
+    let retries_done = envelope.attempt.saturating_sub(1);
+    if retries_done < worker.policy.max_retries {
+        let delay = worker.policy.retry_delay(envelope.attempt);
+        tracing::info!(plugin = %worker.plugin.name, id = %envelope.id, attempt = envelope.attempt, delay_ms = delay.as_millis() as u64, %reason, "retrying");
+        (delivery.retry(delay).await, MessageStatus::Retrying)
+    } else {
+        let reason = format!("retries exhausted after {} attempts: {reason}", envelope.attempt);
+        tracing::warn!(plugin = %worker.plugin.name, id = %envelope.id, %reason, "dead-lettering");
+        (delivery.dead_letter(&reason).await, MessageStatus::DeadLetter)
+    }
+}

@@ -1,0 +1,30 @@
+//! # techub-host: runs TecHub business consumers as sandboxed WebAssembly components
+//!
+//! Plugins are components of the `techub:platform/plugin` world (see `wit/`). The host
+//! loads them from a directory, subscribes each to its queues, and runs every message
+//! through a fresh instance under per-plugin limits, giving it cache, store, locks and
+//! messaging over the backends `host.toml` selects.
+//!
+//! # Layout
+//! - [`config`]: `host.toml` schema, the specification's defaults, validation.
+//! - [`bindings`]: the one `bindgen!` of the world.
+//! - [`runtime`]: engine (pooling allocator, epochs), compilation, per-message
+//!   instances and their limits, captured guest output.
+//! - [`capability`]: one directory per imported interface: backend trait, WIT `Host`
+//!   impl, memory backend (and the Redis/RabbitMQ ones).
+//! - [`plugins`]: loading `.wasm` files; each plugin's grants and namespaces.
+//! - [`dispatch`]: consumers feeding handlers; ack, retry, dead-letter.
+//! - [`platform`]: everything above, started together.
+//! - [`admin`]: the HTTP endpoint: health, plugins, publish, dead letters.
+
+pub mod admin;
+pub mod bindings;
+pub mod capability;
+pub mod config;
+pub mod dispatch;
+pub mod platform;
+pub mod plugins;
+pub mod runtime;
+
+pub use config::HostConfig;
+pub use platform::Platform;

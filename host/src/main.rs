@@ -1,0 +1,105 @@
+//! `techub-host`: run the platform, or publish a message to a running one.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::sync::Arc;
+use techub_host::{HostConfig, Platform};
+
+#[derive(Parser)]
+#[command(name = "techub-host", version, about = "Runs TecHub plugins (WebAssembly components)")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs the host with a config file.
+    Run {
+        /// The configuration.
+        #[arg(long, default_value = "host.toml")]
+        config: PathBuf,
+    },
+    /// Publishes a message through a running host's admin endpoint.
+    Publish {
+        /// Routing key, e.g. `user.created`.
+        routing_key: String,
+        /// Body, e.g. a JSON document.
+        payload: String,
+        /// The admin endpoint of the running host.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        admin: String,
+        /// low, normal, high or urgent.
+        #[arg(long, default_value = "normal")]
+        priority: String,
+    },
+    /// Checks a config file and prints the effective configuration.
+    Check {
+        /// The configuration.
+        #[arg(long, default_value = "host.toml")]
+        config: PathBuf,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .init();
+    match Cli::parse().command {
+        Command::Run { config } => run(config).await,
+        Command::Publish { routing_key, payload, admin, priority } => publish(&admin, &routing_key, payload, &priority).await,
+        Command::Check { config } => {
+            let config = HostConfig::load(&config)?;
+            println!("{config:#?}");
+            Ok(())
+        }
+    }
+}
+
+async fn run(path: PathBuf) -> anyhow::Result<()> {
+    let config = HostConfig::load(&path)?;
+    let admin_addr = config.host.admin_addr.clone();
+    let platform = Arc::new(Platform::start(config).await?);
+    let listener = tokio::net::TcpListener::bind(&admin_addr)
+        .await
+        .with_context(|| format!("could not listen on host.admin_addr {admin_addr}"))?;
+    println!("techub-host: {} plugin(s) loaded, {} failed; admin on http://{admin_addr}", platform.plugins.len(), platform.load_errors.len());
+    for plugin in &platform.plugins {
+        for s in &plugin.subscriptions {
+            println!("  {} consumes {} via {:?}", plugin.name, s.queue, s.routing_keys);
+        }
+    }
+    println!("publish a message:  cargo run -p techub-host -- publish user.created '{{\"id\":\"42\",\"email\":\"ada@example.com\",\"name\":\"Ada\"}}'");
+    println!("            or:     curl -X POST http://{admin_addr}/publish/user.created -d '{{\"id\":\"42\",\"email\":\"ada@example.com\",\"name\":\"Ada\"}}'");
+    let app = techub_host::admin::router(platform.clone());
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await
+        .context("admin endpoint failed")?;
+    Ok(())
+}
+
+async fn publish(admin: &str, routing_key: &str, payload: String, priority: &str) -> anyhow::Result<()> {
+    // A minimal HTTP/1.1 request: the host's admin endpoint is local, and pulling an
+    // HTTP client stack into the binary for one POST is not worth it.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(admin)
+        .await
+        .with_context(|| format!("could not reach the host's admin endpoint at {admin}; is `cargo xtask run` running?"))?;
+    let request = format!(
+        "POST /publish/{routing_key}?priority={priority} HTTP/1.1\r\nHost: {admin}\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{payload}",
+        payload.len()
+    );
+    stream.write_all(request.as_bytes()).await?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await?;
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let status = head.lines().next().unwrap_or_default();
+    println!("{status}\n{body}");
+    anyhow::ensure!(status.contains(" 202 "), "publish failed");
+    Ok(())
+}

@@ -1,0 +1,56 @@
+//! What the host knows of one plugin while it runs: its name, grants, settings, limits
+//! and the namespaces its keys live in. Built from `host.toml` at load (and reload).
+
+use crate::capability::messaging::routing::TopicPattern;
+use crate::capability::Services;
+use crate::config::{HostConfig, Limits};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// One plugin's grants, limits and namespaces.
+pub struct PluginContext {
+    /// The plugin's name (its file stem).
+    pub name: String,
+    /// Its effective per-message limits.
+    pub limits: Limits,
+    /// Cache domain → default TTL in seconds, for the granted domains only.
+    pub cache_domains: BTreeMap<String, u32>,
+    /// Routing-key patterns it may publish to.
+    pub publish: Vec<TopicPattern>,
+    /// Its settings.
+    pub settings: BTreeMap<String, String>,
+    /// Prefix of its `store` keys: `<key_prefix>store:<name>:`.
+    pub store_prefix: String,
+    /// Prefix of its lock names: `<key_prefix>lock:<name>:`.
+    pub lock_prefix: String,
+    /// The configuration it was built from.
+    pub config: Arc<HostConfig>,
+    /// The backends.
+    pub services: Arc<Services>,
+}
+
+impl PluginContext {
+    /// The context of `name` under `config`.
+    pub fn new(name: &str, config: Arc<HostConfig>, services: Arc<Services>) -> Self {
+        let plugin = config.plugins.get(name).cloned().unwrap_or_default();
+        let cache_domains = plugin
+            .cache_domains
+            .iter()
+            .filter_map(|d| config.cache.domains.get(d).map(|ttl| (d.clone(), *ttl)))
+            .collect();
+        // Patterns were validated with the config; an invalid one cannot reach here.
+        let publish = plugin.publish.iter().filter_map(|p| TopicPattern::parse(p).ok()).collect();
+        let prefix = &config.host.key_prefix;
+        Self {
+            name: name.to_string(),
+            limits: config.limits_of(name),
+            cache_domains,
+            publish,
+            settings: plugin.settings,
+            store_prefix: format!("{prefix}store:{name}:"),
+            lock_prefix: format!("{prefix}lock:{name}:"),
+            config: config.clone(),
+            services,
+        }
+    }
+}

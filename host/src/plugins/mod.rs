@@ -1,0 +1,134 @@
+//! Plugins: finding `.wasm` files, turning them into ready-to-instantiate plugins, and
+//! the context each runs with.
+
+mod context;
+
+pub use context::PluginContext;
+
+use crate::bindings::{PluginPre, Subscription};
+use crate::capability::messaging::routing::validate_pattern;
+use crate::capability::Services;
+use crate::config::{validate_name, HostConfig};
+use crate::runtime::{InvocationError, PluginState, Runtime};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// A compiled, linked plugin with its subscriptions.
+pub struct LoadedPlugin {
+    /// Its name (the file stem).
+    pub name: String,
+    /// The file it came from.
+    pub path: PathBuf,
+    /// Grants, limits and namespaces.
+    pub context: Arc<PluginContext>,
+    /// Ready to instantiate, once per message.
+    pub pre: PluginPre<PluginState>,
+    /// The queues it consumes.
+    pub subscriptions: Vec<Subscription>,
+}
+
+/// Why a plugin file was not loaded. The other plugins load regardless.
+#[derive(Debug, thiserror::Error)]
+pub enum PluginError {
+    /// The file name does not make a valid plugin name.
+    #[error("{path}: the file name must be <name>.wasm with a name of a-z, 0-9, - and _")]
+    BadName {
+        /// The file.
+        path: String,
+    },
+    /// Not a component of the right world.
+    #[error(transparent)]
+    Load(#[from] crate::runtime::LoadError),
+    /// `subscriptions` failed.
+    #[error("{path}: asking for its subscriptions failed: {source}")]
+    Subscriptions {
+        /// The file.
+        path: String,
+        /// Why.
+        source: InvocationError,
+    },
+    /// A subscription names an undeclared queue type or a malformed routing pattern.
+    #[error("{path}: {message}")]
+    BadSubscription {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// The plugin name of a `.wasm` path, if it is one.
+pub fn plugin_name(path: &Path) -> Option<String> {
+    if path.extension()? != "wasm" {
+        return None;
+    }
+    let stem = path.file_stem()?.to_str()?.to_string();
+    validate_name(&stem).then_some(stem)
+}
+
+/// Loads one plugin file.
+pub async fn load_plugin(
+    runtime: &Runtime,
+    path: &Path,
+    config: Arc<HostConfig>,
+    services: Arc<Services>,
+) -> Result<LoadedPlugin, PluginError> {
+    let shown = path.display().to_string();
+    let name = plugin_name(path).ok_or_else(|| PluginError::BadName { path: shown.clone() })?;
+    let bytes = tokio::fs::read(path)
+        .await
+        .map_err(|e| crate::runtime::LoadError::Read { path: shown.clone(), message: e.to_string() })?;
+    let pre = runtime.prepare(path, bytes).await?;
+    let context = Arc::new(PluginContext::new(&name, config.clone(), services));
+    let subscriptions = runtime
+        .subscriptions(&pre, context.clone())
+        .await
+        .map_err(|source| PluginError::Subscriptions { path: shown.clone(), source })?;
+    for subscription in &subscriptions {
+        let bad = |message: String| PluginError::BadSubscription { path: shown.clone(), message };
+        if !config.queues.contains_key(&subscription.queue) {
+            return Err(bad(format!("subscribes to queue type {:?}, which [queues] does not declare", subscription.queue)));
+        }
+        if subscription.routing_keys.is_empty() {
+            return Err(bad(format!("subscription to {:?} binds no routing key", subscription.queue)));
+        }
+        for key in &subscription.routing_keys {
+            validate_pattern(key).map_err(bad)?;
+        }
+    }
+    Ok(LoadedPlugin { name, path: path.to_path_buf(), context, pre, subscriptions })
+}
+
+/// Loads every `*.wasm` in `dir`, in name order. Returns the plugins that loaded and,
+/// separately, why each other file did not.
+pub async fn load_dir(
+    runtime: &Runtime,
+    dir: &Path,
+    config: Arc<HostConfig>,
+    services: Arc<Services>,
+) -> std::io::Result<(Vec<LoadedPlugin>, Vec<PluginError>)> {
+    let mut paths = Vec::new();
+    let mut entries = tokio::fs::read_dir(dir).await?;
+    while let Some(entry) = entries.next_entry().await? {
+        let path = entry.path();
+        if path.extension().is_some_and(|e| e == "wasm") {
+            paths.push(path);
+        }
+    }
+    paths.sort();
+    let (mut loaded, mut failed) = (Vec::new(), Vec::new());
+    for path in paths {
+        let enabled = plugin_name(&path)
+            .and_then(|name| config.plugins.get(&name).and_then(|p| p.enabled))
+            .unwrap_or(true);
+        if !enabled {
+            tracing::info!(path = %path.display(), "plugin disabled in host.toml; not loaded");
+            continue;
+        }
+        match load_plugin(runtime, &path, config.clone(), services.clone()).await {
+            Ok(plugin) => loaded.push(plugin),
+            Err(error) => failed.push(error),
+        }
+    }
+    Ok((loaded, failed))
+}

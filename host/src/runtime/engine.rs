@@ -1,0 +1,126 @@
+//! The engine, the linker, the epoch ticker and component compilation.
+
+use super::state::PluginState;
+use crate::bindings::{Plugin, PluginPre};
+use crate::config::HostConfig;
+use anyhow::Context;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+/// How often the epoch advances: the grain of CPU limits and of yielding.
+pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Compiles and instantiates plugins.
+pub struct Runtime {
+    pub(crate) engine: Engine,
+    linker: Linker<PluginState>,
+    ticker_stop: Arc<AtomicBool>,
+}
+
+/// Why a `.wasm` file could not become a plugin.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The file could not be read.
+    #[error("could not read {path}: {message}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The OS error.
+        message: String,
+    },
+    /// The bytes are not a valid WebAssembly component (e.g. a core module, or garbage).
+    #[error("{path} is not a valid WebAssembly component: {message}")]
+    Invalid {
+        /// The file.
+        path: String,
+        /// wasmtime's reason.
+        message: String,
+    },
+    /// The component does not fit the `techub:platform/plugin` world.
+    #[error("{path} does not implement the techub:platform/plugin world: {message}")]
+    WrongWorld {
+        /// The file.
+        path: String,
+        /// The missing or mistyped import/export.
+        message: String,
+    },
+}
+
+impl Runtime {
+    /// An engine sized for `config` (pool slots, memory per slot).
+    pub fn new(config: &HostConfig) -> anyhow::Result<Self> {
+        let max_memory = config.max_memory_mib() as usize * 1024 * 1024;
+        let instances = config.host.max_instances;
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_component_instances(instances)
+            // A Rust wasip2 component holds its module plus a few adapter shims.
+            .total_core_instances(instances * 8)
+            .total_memories(instances * 2)
+            .total_tables(instances * 4)
+            .total_stacks(instances)
+            .max_memory_size(max_memory)
+            .max_core_instances_per_component(16)
+            .max_memories_per_component(4)
+            .max_tables_per_component(8)
+            .max_component_instance_size(1 << 20)
+            .max_core_instance_size(1 << 20);
+
+        let mut wasm = Config::new();
+        wasm.epoch_interruption(true)
+            .wasm_component_model(true)
+            .concurrency_support(false)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&wasm).map_err(|e| anyhow::anyhow!("could not create the wasmtime engine: {e:#}"))?;
+
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| anyhow::anyhow!("could not link WASI: {e:#}"))?;
+        Plugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
+            .map_err(|e| anyhow::anyhow!("could not link the techub imports: {e:#}"))?;
+
+        let ticker_stop = Arc::new(AtomicBool::new(false));
+        let (weak, stop) = (engine.weak(), ticker_stop.clone());
+        std::thread::Builder::new()
+            .name("techub-epoch".into())
+            .spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    match weak.upgrade() {
+                        Some(engine) => engine.increment_epoch(),
+                        None => break,
+                    }
+                }
+            })
+            .context("could not start the epoch ticker")?;
+
+        Ok(Self { engine, linker, ticker_stop })
+    }
+
+    /// Compiles `bytes` (on a blocking thread: compilation takes tens of ms and must not
+    /// stall the async runtime) and links it against the world.
+    pub async fn prepare(&self, path: &Path, bytes: Vec<u8>) -> Result<PluginPre<PluginState>, LoadError> {
+        let shown = path.display().to_string();
+        if !bytes.starts_with(b"\0asm") {
+            return Err(LoadError::Invalid { path: shown, message: "no WebAssembly magic number".into() });
+        }
+        let engine = self.engine.clone();
+        let component = tokio::task::spawn_blocking(move || Component::from_binary(&engine, &bytes))
+            .await
+            .map_err(|e| LoadError::Invalid { path: shown.clone(), message: format!("compilation task failed: {e}") })?
+            .map_err(|e| LoadError::Invalid { path: shown.clone(), message: format!("{e:#}") })?;
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| LoadError::WrongWorld { path: shown.clone(), message: format!("{e:#}") })?;
+        PluginPre::new(pre).map_err(|e| LoadError::WrongWorld { path: shown, message: format!("{e:#}") })
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.ticker_stop.store(true, Ordering::Relaxed);
+    }
+}

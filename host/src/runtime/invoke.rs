@@ -1,0 +1,154 @@
+//! One message through one fresh instance: store, limits, instantiate, call, clean up.
+
+use super::engine::Runtime;
+use super::state::{PluginState, Usage};
+use crate::bindings::{Delivery, Outcome, PluginPre, Subscription};
+use crate::plugins::PluginContext;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use wasmtime::{CallHook, Store, UpdateDeadline};
+
+/// Why an invocation did not return an outcome. Each counts as a retry.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvocationError {
+    /// The guest ran longer than `limits.cpu_ms`.
+    #[error("CPU limit of {0} ms exceeded")]
+    CpuLimit(u32),
+    /// The message took longer than `limits.timeout_ms`, host calls included.
+    #[error("timeout of {0} ms exceeded")]
+    Timeout(u32),
+    /// The guest trapped (panic, unreachable, out of bounds, failed memory growth...).
+    #[error("plugin trapped: {0}")]
+    Trap(String),
+}
+
+/// What an invocation did, for logs and metrics.
+#[derive(Debug, Clone)]
+pub struct InvocationReport {
+    /// The outcome, or why there was none.
+    pub result: Result<Outcome, InvocationError>,
+    /// Wall time of the whole invocation.
+    pub elapsed: Duration,
+    /// Time spent in host calls.
+    pub host_time: Duration,
+    /// Quotas used.
+    pub usage: Usage,
+}
+
+/// Time accounting of one invocation, kept in the store so hooks can reach it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Clock {
+    started: Instant,
+    host_time: Duration,
+    entered_host: Option<Instant>,
+}
+
+impl Clock {
+    fn guest_time(&self) -> Duration {
+        self.started.elapsed().saturating_sub(self.host_time)
+    }
+}
+
+/// Marker error the epoch callback raises, to tell a CPU-limit trap from others.
+#[derive(Debug)]
+struct CpuLimitExceeded;
+
+impl std::fmt::Display for CpuLimitExceeded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CPU limit exceeded")
+    }
+}
+
+impl std::error::Error for CpuLimitExceeded {}
+
+impl Runtime {
+    fn new_store(&self, context: Arc<PluginContext>) -> Store<PluginState> {
+        let cpu_budget = Duration::from_millis(context.limits.cpu_ms.into());
+        let mut store = Store::new(&self.engine, PluginState::new(context));
+        store.limiter(|state| &mut state.limits);
+        // Check every tick: guest time is wall time minus time in host calls, so a
+        // plugin waiting on Redis is not charged CPU. Between checks, yield to the
+        // executor so that a busy plugin cannot starve the others on this thread.
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |ctx| {
+            if ctx.data().clock.guest_time() >= cpu_budget {
+                return Err(wasmtime::Error::new(CpuLimitExceeded));
+            }
+            Ok(UpdateDeadline::Yield(1))
+        });
+        store.call_hook(|mut ctx, hook| {
+            let clock = &mut ctx.data_mut().clock;
+            match hook {
+                CallHook::CallingHost => clock.entered_host = Some(Instant::now()),
+                CallHook::ReturningFromHost => {
+                    if let Some(entered) = clock.entered_host.take() {
+                        clock.host_time += entered.elapsed();
+                    }
+                }
+                CallHook::CallingWasm | CallHook::ReturningFromWasm => {}
+            }
+            Ok(())
+        });
+        store
+    }
+
+    /// Runs `delivery` through a fresh instance of the plugin.
+    pub async fn invoke(&self, pre: &PluginPre<PluginState>, context: Arc<PluginContext>, delivery: &Delivery) -> InvocationReport {
+        let limits = context.limits;
+        let mut store = self.new_store(context);
+        let call = async {
+            let plugin = pre.instantiate_async(&mut store).await?;
+            plugin.techub_platform_handler().call_handle(&mut store, delivery).await
+        };
+        let timeout = Duration::from_millis(limits.timeout_ms.into());
+        let result = match tokio::time::timeout(timeout, call).await {
+            Ok(Ok(outcome)) => Ok(outcome),
+            Ok(Err(error)) => Err(classify(error, limits.cpu_ms)),
+            Err(_) => Err(InvocationError::Timeout(limits.timeout_ms)),
+        };
+        finish(store, result).await
+    }
+
+    /// Asks a plugin for its subscriptions, in a fresh instance under its limits.
+    pub async fn subscriptions(&self, pre: &PluginPre<PluginState>, context: Arc<PluginContext>) -> Result<Vec<Subscription>, InvocationError> {
+        let limits = context.limits;
+        let mut store = self.new_store(context);
+        let call = async {
+            let plugin = pre.instantiate_async(&mut store).await?;
+            plugin.techub_platform_handler().call_subscriptions(&mut store).await
+        };
+        let timeout = Duration::from_millis(limits.timeout_ms.into());
+        let result = match tokio::time::timeout(timeout, call).await {
+            Ok(Ok(subscriptions)) => Ok(subscriptions),
+            Ok(Err(error)) => Err(classify(error, limits.cpu_ms)),
+            Err(_) => Err(InvocationError::Timeout(limits.timeout_ms)),
+        };
+        let report = finish(store, Ok(Outcome::Ok)).await;
+        drop(report);
+        result
+    }
+}
+
+/// Any `Err` from a call is the guest's failure (a memory-limit failure is not even a
+/// `Trap`); only the CPU limit is told apart.
+fn classify(error: wasmtime::Error, cpu_ms: u32) -> InvocationError {
+    if error.downcast_ref::<CpuLimitExceeded>().is_some() {
+        return InvocationError::CpuLimit(cpu_ms);
+    }
+    InvocationError::Trap(format!("{error:#}"))
+}
+
+/// Releases what the instance held, flushes its output and reports.
+async fn finish(mut store: Store<PluginState>, result: Result<Outcome, InvocationError>) -> InvocationReport {
+    let state = store.data_mut();
+    state.release_leases().await;
+    state.output.flush_to_log(&state.plugin.name);
+    let clock = state.clock;
+    InvocationReport { result, elapsed: clock.started.elapsed(), host_time: clock.host_time, usage: state.usage }
+}
+
+impl Clock {
+    pub(crate) fn start() -> Self {
+        Self { started: Instant::now(), host_time: Duration::ZERO, entered_host: None }
+    }
+}
