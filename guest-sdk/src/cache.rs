@@ -4,9 +4,9 @@
 //! available here as [`Domain`] constants). Every entry expires; without an explicit TTL
 //! it gets its domain's.
 
-use crate::wit::techub::platform::cache as wit;
 use crate::Failure;
-use serde::{de::DeserializeOwned, Serialize};
+use crate::wit::techub::platform::cache as wit;
+use serde::{Serialize, de::DeserializeOwned};
 
 /// A cache domain name. The constants are the seed's `CacheDomain`; an operator may
 /// declare more in `host.toml`, reachable with [`Domain::new`].
@@ -189,7 +189,9 @@ pub fn get_json<T: DeserializeOwned>(
     get(domain, key)?
         .map(|bytes| serde_json::from_slice(&bytes))
         .transpose()
-        .map_err(|e| CacheError::InvalidArgument(format!("cached value is not the expected JSON: {e}")))
+        .map_err(|e| {
+            CacheError::InvalidArgument(format!("cached value is not the expected JSON: {e}"))
+        })
 }
 
 /// Writes an entry.
@@ -199,7 +201,12 @@ pub fn set(
     value: impl AsRef<[u8]>,
     options: &EntryOptions,
 ) -> Result<(), CacheError> {
-    Ok(wit::set(domain.as_ref(), key.as_ref(), value.as_ref(), &options.to_wit())?)
+    Ok(wit::set(
+        domain.as_ref(),
+        key.as_ref(),
+        value.as_ref(),
+        &options.to_wit(),
+    )?)
 }
 
 /// Writes an entry as JSON.
@@ -249,14 +256,22 @@ pub fn invalidate_tag(domain: Option<Domain>, tag: impl AsRef<str>) -> Result<u6
 }
 
 /// Removes every entry of `domain` whose key matches the glob `pattern`.
-pub fn invalidate_pattern(domain: impl AsRef<str>, pattern: impl AsRef<str>) -> Result<u64, CacheError> {
+pub fn invalidate_pattern(
+    domain: impl AsRef<str>,
+    pattern: impl AsRef<str>,
+) -> Result<u64, CacheError> {
     Ok(wit::invalidate_pattern(domain.as_ref(), pattern.as_ref())?)
 }
 
 /// Counters of `domain`, or of all granted domains summed.
 pub fn stats(domain: Option<Domain>) -> Result<Stats, CacheError> {
     let s = wit::stats(domain.map(|d| d.name()))?;
-    Ok(Stats { hits: s.hits, misses: s.misses, sets: s.sets, deletes: s.deletes })
+    Ok(Stats {
+        hits: s.hits,
+        misses: s.misses,
+        sets: s.sets,
+        deletes: s.deletes,
+    })
 }
 
 /// The configured default TTL of `domain`, in seconds.

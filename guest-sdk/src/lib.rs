@@ -55,8 +55,8 @@ pub mod prelude {
     pub use crate::cache::{self, Domain, EntryOptions};
     pub use crate::lock::{self, LockOptions};
     pub use crate::messaging::{self, Priority, PublishOptions};
-    pub use crate::{config, handler, log, store};
     pub use crate::{Failure, Message, Outcome};
+    pub use crate::{config, handler, log, store};
 }
 
 #[doc(hidden)]

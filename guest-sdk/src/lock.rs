@@ -1,7 +1,7 @@
 //! Distributed locks whose lease is released when dropped.
 
-use crate::wit::techub::platform::lock as wit;
 use crate::Failure;
+use crate::wit::techub::platform::lock as wit;
 
 /// Why a lock call failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -62,7 +62,11 @@ pub struct LockOptions {
 
 impl Default for LockOptions {
     fn default() -> Self {
-        Self { ttl_ms: 30_000, max_retries: 3, retry_delay_ms: 50 }
+        Self {
+            ttl_ms: 30_000,
+            max_retries: 3,
+            retry_delay_ms: 50,
+        }
     }
 }
 
@@ -118,7 +122,9 @@ pub fn acquire(name: impl AsRef<str>, options: LockOptions) -> Result<Lease, Loc
         max_retries: options.max_retries,
         retry_delay_ms: options.retry_delay_ms,
     };
-    Ok(Lease { inner: wit::acquire(name.as_ref(), options)? })
+    Ok(Lease {
+        inner: wit::acquire(name.as_ref(), options)?,
+    })
 }
 
 /// Runs `work` while holding the lock `name`, and releases it afterwards.

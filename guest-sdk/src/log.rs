@@ -5,8 +5,10 @@
 use crate::wit::techub::platform::log as wit;
 
 fn write(level: wit::Level, message: &str, fields: &[(&str, &str)]) {
-    let fields: Vec<(String, String)> =
-        fields.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let fields: Vec<(String, String)> = fields
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
     wit::write(level, message, &fields);
 }
 

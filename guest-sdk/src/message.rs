@@ -48,7 +48,11 @@ impl Message {
     /// An application header.
     pub fn header(&self, name: impl AsRef<str>) -> Option<&str> {
         let name = name.as_ref();
-        self.inner.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.inner
+            .headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
     /// Every application header.
     pub fn headers(&self) -> &[(String, String)] {

@@ -167,7 +167,8 @@ impl PublishOptions {
     }
     /// Adds an application header.
     pub fn header(mut self, name: impl AsRef<str>, value: impl AsRef<str>) -> Self {
-        self.headers.push((name.as_ref().to_string(), value.as_ref().to_string()));
+        self.headers
+            .push((name.as_ref().to_string(), value.as_ref().to_string()));
         self
     }
     /// Sets the message id, for idempotent re-publishing.
@@ -196,7 +197,11 @@ pub fn publish(
     payload: impl AsRef<[u8]>,
     options: &PublishOptions,
 ) -> Result<String, PublishError> {
-    Ok(wit::publish(routing_key.as_ref(), payload.as_ref(), &options.to_wit())?)
+    Ok(wit::publish(
+        routing_key.as_ref(),
+        payload.as_ref(),
+        &options.to_wit(),
+    )?)
 }
 
 /// Publishes `value` as JSON.

@@ -2,8 +2,8 @@
 //!
 //! Keys are the plugin's alone: the host files them under `techub:store:<plugin>:`.
 
-use crate::wit::techub::platform::store as wit;
 use crate::Failure;
+use crate::wit::techub::platform::store as wit;
 
 pub use wit::ListEnd;
 
@@ -124,7 +124,11 @@ pub fn set(key: impl AsRef<str>, value: impl AsRef<[u8]>) -> Result<(), StoreErr
     set_with(key, value, SetOptions::default()).map(|_| ())
 }
 /// Writes a string value; `false` when the condition prevented the write.
-pub fn set_with(key: impl AsRef<str>, value: impl AsRef<[u8]>, options: SetOptions) -> Result<bool, StoreError> {
+pub fn set_with(
+    key: impl AsRef<str>,
+    value: impl AsRef<[u8]>,
+    options: SetOptions,
+) -> Result<bool, StoreError> {
     Ok(wit::set(key.as_ref(), value.as_ref(), options.to_wit())?)
 }
 /// Deletes keys; returns how many existed.
@@ -164,7 +168,10 @@ pub fn decr(key: impl AsRef<str>) -> Result<i64, StoreError> {
     incr_by(key, -1)
 }
 /// Reads one field of a hash.
-pub fn hash_get(key: impl AsRef<str>, field: impl AsRef<str>) -> Result<Option<Vec<u8>>, StoreError> {
+pub fn hash_get(
+    key: impl AsRef<str>,
+    field: impl AsRef<str>,
+) -> Result<Option<Vec<u8>>, StoreError> {
     Ok(wit::hash_get(key.as_ref(), field.as_ref())?)
 }
 /// Writes fields of a hash; returns how many are new.
@@ -180,15 +187,27 @@ pub fn hash_delete<F: AsRef<str>>(key: impl AsRef<str>, fields: &[F]) -> Result<
     Ok(wit::hash_delete(key.as_ref(), &owned(fields))?)
 }
 /// Adds `delta` to an integer field; returns the new value.
-pub fn hash_incr_by(key: impl AsRef<str>, field: impl AsRef<str>, delta: i64) -> Result<i64, StoreError> {
+pub fn hash_incr_by(
+    key: impl AsRef<str>,
+    field: impl AsRef<str>,
+    delta: i64,
+) -> Result<i64, StoreError> {
     Ok(wit::hash_incr_by(key.as_ref(), field.as_ref(), delta)?)
 }
 /// Pushes values onto one end of a list; returns the new length.
-pub fn list_push(key: impl AsRef<str>, end: ListEnd, values: &[Vec<u8>]) -> Result<u32, StoreError> {
+pub fn list_push(
+    key: impl AsRef<str>,
+    end: ListEnd,
+    values: &[Vec<u8>],
+) -> Result<u32, StoreError> {
     Ok(wit::list_push(key.as_ref(), end, values)?)
 }
 /// Pops up to `count` values from one end of a list.
-pub fn list_pop(key: impl AsRef<str>, end: ListEnd, count: u32) -> Result<Vec<Vec<u8>>, StoreError> {
+pub fn list_pop(
+    key: impl AsRef<str>,
+    end: ListEnd,
+    count: u32,
+) -> Result<Vec<Vec<u8>>, StoreError> {
     Ok(wit::list_pop(key.as_ref(), end, count)?)
 }
 /// Values from `start` to `stop` inclusive; negative indexes count from the end.

@@ -1,15 +1,15 @@
 //! The admin HTTP endpoint: health, readiness, loaded plugins, operator publish and
 //! the dead-letter queue.
 
-use crate::bindings::techub::platform::messaging::Priority;
 use crate::Platform;
+use crate::bindings::techub::platform::messaging::Priority;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use std::sync::Arc;
 
 /// The admin routes over a running platform.
@@ -25,8 +25,17 @@ pub fn router(platform: Arc<Platform>) -> Router {
 
 async fn readyz(State(platform): State<Arc<Platform>>) -> (StatusCode, Json<Value>) {
     let ready = !platform.plugins.is_empty() || platform.load_errors.is_empty();
-    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (status, Json(json!({ "plugins": platform.plugins.len(), "load_errors": platform.load_errors.len() })))
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        Json(
+            json!({ "plugins": platform.plugins.len(), "load_errors": platform.load_errors.len() }),
+        ),
+    )
 }
 
 async fn plugins(State(platform): State<Arc<Platform>>) -> Json<Value> {
@@ -61,11 +70,22 @@ async fn publish(
         Some("low") => Priority::Low,
         Some("high") => Priority::High,
         Some("urgent") => Priority::Urgent,
-        Some(other) => return (StatusCode::BAD_REQUEST, Json(json!({ "error": format!("unknown priority {other:?}") }))),
+        Some(other) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                Json(json!({ "error": format!("unknown priority {other:?}") })),
+            );
+        }
     };
-    match platform.publish(&routing_key, body.to_vec(), priority).await {
+    match platform
+        .publish(&routing_key, body.to_vec(), priority)
+        .await
+    {
         Ok(id) => (StatusCode::ACCEPTED, Json(json!({ "id": id }))),
-        Err(error) => (StatusCode::BAD_REQUEST, Json(json!({ "error": format!("{error:#}") }))),
+        Err(error) => (
+            StatusCode::BAD_REQUEST,
+            Json(json!({ "error": format!("{error:#}") })),
+        ),
     }
 }
 
@@ -87,6 +107,9 @@ async fn dead_letters(State(platform): State<Arc<Platform>>) -> (StatusCode, Jso
                 .collect();
             (StatusCode::OK, Json(json!({ "dead_letters": letters })))
         }
-        Err(error) => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "error": error.to_string() }))),
+        Err(error) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "error": error.to_string() })),
+        ),
     }
 }

@@ -7,7 +7,11 @@ use std::sync::Arc;
 use techub_host::{HostConfig, Platform};
 
 #[derive(Parser)]
-#[command(name = "techub-host", version, about = "Runs TecHub plugins (WebAssembly components)")]
+#[command(
+    name = "techub-host",
+    version,
+    about = "Runs TecHub plugins (WebAssembly components)"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -45,11 +49,18 @@ enum Command {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
         .init();
     match Cli::parse().command {
         Command::Run { config } => run(config).await,
-        Command::Publish { routing_key, payload, admin, priority } => publish(&admin, &routing_key, payload, &priority).await,
+        Command::Publish {
+            routing_key,
+            payload,
+            admin,
+            priority,
+        } => publish(&admin, &routing_key, payload, &priority).await,
         Command::Check { config } => {
             let config = HostConfig::load(&config)?;
             println!("{config:#?}");
@@ -65,14 +76,25 @@ async fn run(path: PathBuf) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(&admin_addr)
         .await
         .with_context(|| format!("could not listen on host.admin_addr {admin_addr}"))?;
-    println!("techub-host: {} plugin(s) loaded, {} failed; admin on http://{admin_addr}", platform.plugins.len(), platform.load_errors.len());
+    println!(
+        "techub-host: {} plugin(s) loaded, {} failed; admin on http://{admin_addr}",
+        platform.plugins.len(),
+        platform.load_errors.len()
+    );
     for plugin in &platform.plugins {
         for s in &plugin.subscriptions {
-            println!("  {} consumes {} via {:?}", plugin.name, s.queue, s.routing_keys);
+            println!(
+                "  {} consumes {} via {:?}",
+                plugin.name, s.queue, s.routing_keys
+            );
         }
     }
-    println!("publish a message:  cargo run -p techub-host -- publish user.created '{{\"id\":\"42\",\"email\":\"ada@example.com\",\"name\":\"Ada\"}}'");
-    println!("            or:     curl -X POST http://{admin_addr}/publish/user.created -d '{{\"id\":\"42\",\"email\":\"ada@example.com\",\"name\":\"Ada\"}}'");
+    println!(
+        "publish a message:  cargo run -p techub-host -- publish user.created '{{\"id\":\"42\",\"email\":\"ada@example.com\",\"name\":\"Ada\"}}'"
+    );
+    println!(
+        "            or:     curl -X POST http://{admin_addr}/publish/user.created -d '{{\"id\":\"42\",\"email\":\"ada@example.com\",\"name\":\"Ada\"}}'"
+    );
     let app = techub_host::admin::router(platform.clone());
     axum::serve(listener, app)
         .with_graceful_shutdown(async {
@@ -83,7 +105,12 @@ async fn run(path: PathBuf) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn publish(admin: &str, routing_key: &str, payload: String, priority: &str) -> anyhow::Result<()> {
+async fn publish(
+    admin: &str,
+    routing_key: &str,
+    payload: String,
+    priority: &str,
+) -> anyhow::Result<()> {
     // A minimal HTTP/1.1 request: the host's admin endpoint is local, and pulling an
     // HTTP client stack into the binary for one POST is not worth it.
     use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -1,15 +1,17 @@
 //! The running platform: backends selected by `host.toml`, the runtime, the loaded
 //! plugins and their consumers. `main` and the end-to-end tests both start this.
 
-use crate::capability::cache::memory::MemoryCache;
+use crate::capability::Services;
 use crate::capability::cache::CacheStats;
+use crate::capability::cache::memory::MemoryCache;
 use crate::capability::lock::memory::MemoryLocks;
 use crate::capability::messaging::memory::MemoryBroker;
-use crate::capability::messaging::{now_ms, priority_level, Envelope, MessageStatus, MessageTracker};
+use crate::capability::messaging::{
+    Envelope, MessageStatus, MessageTracker, now_ms, priority_level,
+};
 use crate::capability::store::memory::MemoryStore;
-use crate::capability::Services;
 use crate::config::{BrokerBackend, HostConfig, KvBackend};
-use crate::plugins::{load_dir, LoadedPlugin, PluginError};
+use crate::plugins::{LoadedPlugin, PluginError, load_dir};
 use crate::runtime::Runtime;
 use anyhow::Context;
 use std::sync::Arc;
@@ -36,22 +38,39 @@ pub struct Platform {
 /// Connects the backends `config` selects.
 pub async fn connect_services(config: &HostConfig) -> anyhow::Result<Services> {
     let cache: Arc<dyn crate::capability::cache::CacheBackend> = match config.backends.cache {
-        KvBackend::Memory => Arc::new(MemoryCache::new((config.cache.memory_budget_mib * 1024 * 1024) as usize)),
-        KvBackend::Redis => anyhow::bail!("backends.cache = \"redis\" is not available in this build"),
+        KvBackend::Memory => Arc::new(MemoryCache::new(
+            (config.cache.memory_budget_mib * 1024 * 1024) as usize,
+        )),
+        KvBackend::Redis => {
+            anyhow::bail!("backends.cache = \"redis\" is not available in this build")
+        }
     };
     let store: Arc<dyn crate::capability::store::StoreBackend> = match config.backends.store {
         KvBackend::Memory => Arc::new(MemoryStore::new()),
-        KvBackend::Redis => anyhow::bail!("backends.store = \"redis\" is not available in this build"),
+        KvBackend::Redis => {
+            anyhow::bail!("backends.store = \"redis\" is not available in this build")
+        }
     };
     let locks: Arc<dyn crate::capability::lock::LockBackend> = match config.backends.lock {
         KvBackend::Memory => Arc::new(MemoryLocks::new()),
-        KvBackend::Redis => anyhow::bail!("backends.lock = \"redis\" is not available in this build"),
+        KvBackend::Redis => {
+            anyhow::bail!("backends.lock = \"redis\" is not available in this build")
+        }
     };
     let broker: Arc<dyn crate::capability::messaging::Broker> = match config.backends.messaging {
         BrokerBackend::Memory => Arc::new(MemoryBroker::new(config.dead_letter)),
-        BrokerBackend::Amqp => anyhow::bail!("backends.messaging = \"amqp\" is not available in this build"),
+        BrokerBackend::Amqp => {
+            anyhow::bail!("backends.messaging = \"amqp\" is not available in this build")
+        }
     };
-    Ok(Services { cache, cache_stats: CacheStats::default(), store, locks, broker, tracker: MessageTracker::new(TRACKED_MESSAGES) })
+    Ok(Services {
+        cache,
+        cache_stats: CacheStats::default(),
+        store,
+        locks,
+        broker,
+        tracker: MessageTracker::new(TRACKED_MESSAGES),
+    })
 }
 
 impl Platform {
@@ -73,16 +92,34 @@ impl Platform {
             let plugin = Arc::new(plugin);
             tracing::info!(plugin = %plugin.name, path = %plugin.path.display(),
                 subscriptions = ?plugin.subscriptions.iter().map(|s| (&s.queue, &s.routing_keys)).collect::<Vec<_>>(), "plugin loaded");
-            tasks.extend(crate::dispatch::start(runtime.clone(), services.clone(), plugin.clone()).await?);
+            tasks.extend(
+                crate::dispatch::start(runtime.clone(), services.clone(), plugin.clone()).await?,
+            );
             plugins.push(plugin);
         }
-        Ok(Self { config, runtime, services, plugins, load_errors, tasks })
+        Ok(Self {
+            config,
+            runtime,
+            services,
+            plugins,
+            load_errors,
+            tasks,
+        })
     }
 
     /// Publishes a message as the operator (no grant applies); returns its id.
-    pub async fn publish(&self, routing_key: &str, payload: Vec<u8>, priority: crate::bindings::techub::platform::messaging::Priority) -> anyhow::Result<String> {
-        crate::capability::messaging::routing::validate_routing_key(routing_key).map_err(anyhow::Error::msg)?;
-        anyhow::ensure!(payload.len() <= self.config.host.max_message_bytes, "payload larger than host.max_message_bytes");
+    pub async fn publish(
+        &self,
+        routing_key: &str,
+        payload: Vec<u8>,
+        priority: crate::bindings::techub::platform::messaging::Priority,
+    ) -> anyhow::Result<String> {
+        crate::capability::messaging::routing::validate_routing_key(routing_key)
+            .map_err(anyhow::Error::msg)?;
+        anyhow::ensure!(
+            payload.len() <= self.config.host.max_message_bytes,
+            "payload larger than host.max_message_bytes"
+        );
         let id = uuid::Uuid::new_v4().to_string();
         let envelope = Envelope {
             id: id.clone(),
@@ -97,8 +134,12 @@ impl Platform {
             published_at_ms: now_ms(),
             attempt: 1,
         };
-        self.services.broker.publish(envelope, None).await.context("could not publish")?;
+        // Pending before the publish: a fast consumer may otherwise mark it done first.
         self.services.tracker.set(&id, MessageStatus::Pending);
+        if let Err(error) = self.services.broker.publish(envelope, None).await {
+            self.services.tracker.forget(&id);
+            return Err(error).context("could not publish");
+        }
         Ok(id)
     }
 }

@@ -1,1 +1,127 @@
+//! # techub-tests: helpers of the end-to-end and conformance suites
+//!
+//! The suites (`tests/suite/`) run real plugins built from `plugins/` (`cargo xtask
+//! test` builds them first) against the embedded backends and against the real Redis
+//! and RabbitMQ of this machine. Nothing here is a mock.
+//!
+//! # Layout
+//! - [`fixture`]: paths of built plugins; a plugins directory for one test.
+//! - [`config`]: a host configuration for tests (fast retries, small pool).
+//! - [`wait_for`]: polling with a deadline, for asynchronous outcomes.
+//! - `bin/bench.rs`: the benchmarks (`cargo xtask bench`).
 
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use techub_host::config::{HostConfig, PluginConfig, QueuePolicy};
+
+/// The built `.wasm` of a plugin crate (`user_notifications`, `fixture_trap`, ...).
+///
+/// # Panics
+/// When it was not built, with the command that builds it.
+pub fn fixture(crate_name: &str) -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ is inside the repository");
+    let path = root
+        .join("target/wasm32-wasip2/release")
+        .join(format!("{crate_name}.wasm"));
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo xtask build-plugins` (or `cargo xtask test`)",
+        path.display()
+    );
+    path
+}
+
+/// A temporary plugins directory holding copies of built plugins under given names.
+pub struct PluginDir {
+    dir: tempfile::TempDir,
+}
+
+impl PluginDir {
+    /// Copies each `(plugin name, crate name)` into a new directory.
+    pub fn with(plugins: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        for (name, crate_name) in plugins {
+            std::fs::copy(fixture(crate_name), dir.path().join(format!("{name}.wasm")))
+                .expect("copy a plugin");
+        }
+        Self { dir }
+    }
+
+    /// Writes a file with arbitrary bytes (for malformed plugins).
+    pub fn write(&self, file: &str, bytes: &[u8]) {
+        std::fs::write(self.dir.path().join(file), bytes).expect("write a file");
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+/// A configuration for tests: plugins from `dir`, a small pool, and every queue type
+/// retrying twice after 100 ms so that retry paths finish quickly.
+pub fn config(dir: &PluginDir) -> HostConfig {
+    let mut config = HostConfig::default();
+    config.host.plugins_dir = dir.path().to_path_buf();
+    config.host.max_instances = 64;
+    for policy in config.queues.values_mut() {
+        *policy = QueuePolicy {
+            max_retries: 2,
+            retry_delay_ms: 100,
+            backoff_multiplier: 1.0,
+            max_retry_delay_ms: 1_000,
+            ..*policy
+        };
+    }
+    config
+}
+
+/// Grants a plugin cache domains and publish patterns.
+pub fn grant<'c>(
+    config: &'c mut HostConfig,
+    plugin: &str,
+    cache_domains: &[&str],
+    publish: &[&str],
+) -> &'c mut PluginConfig {
+    let entry = config.plugins.entry(plugin.to_string()).or_default();
+    entry.cache_domains = cache_domains.iter().map(|s| s.to_string()).collect();
+    entry.publish = publish.iter().map(|s| s.to_string()).collect();
+    entry
+}
+
+/// Polls `check` every 20 ms until it returns `Some`, or panics after `limit` with
+/// `what` (so a hung test names what it waited for).
+pub async fn wait_for<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A unique name for this test run, so tests can share services and re-run.
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
+}
+
+/// Turns on the host's log for a test run (`RUST_LOG` picks the level).
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_test_writer()
+        .try_init();
+}

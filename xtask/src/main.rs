@@ -1,1 +1,133 @@
-fn main() {}
+//! # xtask: the project's commands
+//!
+//! `cargo xtask run | test | bench | build-plugins | lint`. Each installs what it
+//! needs (the `wasm32-wasip2` target, Redis and RabbitMQ when missing) and starts what
+//! it needs, so that a fresh machine needs nothing but Rust.
+//!
+//! # Layout
+//! - `main.rs`: the commands.
+//! - `services.rs`: finding, installing and starting Redis and RabbitMQ.
+//! - `plugins.rs`: the wasm target and the plugin builds.
+
+mod plugins;
+mod services;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+#[derive(Parser)]
+#[command(name = "xtask")]
+struct Cli {
+    #[command(subcommand)]
+    command: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Builds the plugins and the host, and runs the host on the embedded backends
+    /// with the example plugins (config: host.toml).
+    Run {
+        /// Another config file.
+        #[arg(long, default_value = "host.toml")]
+        config: PathBuf,
+    },
+    /// Runs every test of the workspace against real Redis and RabbitMQ (started if
+    /// needed) and real plugins (built first).
+    Test {
+        /// Extra arguments for `cargo test` (e.g. a test name filter).
+        #[arg(trailing_var_arg = true)]
+        args: Vec<String>,
+    },
+    /// Runs the benchmarks (release build); each prints its ratio to a native baseline.
+    Bench {
+        /// Extra arguments for the bench binary (e.g. a benchmark name).
+        #[arg(trailing_var_arg = true)]
+        args: Vec<String>,
+    },
+    /// Builds every plugin for wasm32-wasip2 and copies the examples to plugins/dist.
+    BuildPlugins,
+    /// `cargo fmt --check` and `cargo clippy -D warnings` over both workspaces.
+    Lint,
+}
+
+fn main() -> Result<()> {
+    let root = workspace_root()?;
+    std::env::set_current_dir(&root)?;
+    match Cli::parse().command {
+        Task::Run { config } => {
+            plugins::build(&root)?;
+            run(Command::new("cargo")
+                .args(["run", "-p", "techub-host", "--", "run", "--config"])
+                .arg(&config))
+        }
+        Task::Test { args } => {
+            plugins::build(&root)?;
+            services::ensure_redis()?;
+            services::ensure_rabbitmq()?;
+            run(Command::new("cargo")
+                .args(["test", "--workspace"])
+                .args(&args))
+        }
+        Task::Bench { args } => {
+            plugins::build(&root)?;
+            services::ensure_redis()?;
+            services::ensure_rabbitmq()?;
+            run(Command::new("cargo")
+                .args([
+                    "run",
+                    "--release",
+                    "-p",
+                    "techub-tests",
+                    "--bin",
+                    "bench",
+                    "--",
+                ])
+                .args(&args))
+        }
+        Task::BuildPlugins => plugins::build(&root),
+        Task::Lint => {
+            plugins::ensure_wasm_target()?;
+            run(Command::new("cargo").args(["fmt", "--all", "--", "--check"]))?;
+            run(Command::new("cargo").args([
+                "fmt",
+                "--all",
+                "--manifest-path",
+                "plugins/Cargo.toml",
+                "--",
+                "--check",
+            ]))?;
+            run(Command::new("cargo").args([
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ]))?;
+            run(Command::new("cargo")
+                .current_dir(root.join("plugins"))
+                .args(["clippy", "--release", "--", "-D", "warnings"]))
+        }
+    }
+}
+
+/// Runs a command, failing with its exit status.
+pub(crate) fn run(command: &mut Command) -> Result<()> {
+    let status = command
+        .status()
+        .with_context(|| format!("could not start {command:?}"))?;
+    if !status.success() {
+        bail!("{command:?} failed with {status}");
+    }
+    Ok(())
+}
+
+fn workspace_root() -> Result<PathBuf> {
+    let manifest_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    Ok(manifest_dir
+        .parent()
+        .unwrap_or(Path::new("."))
+        .to_path_buf())
+}

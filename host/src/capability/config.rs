@@ -9,6 +9,11 @@ impl Host for PluginState {
     }
 
     async fn get_all(&mut self) -> wasmtime::Result<Vec<(String, String)>> {
-        Ok(self.plugin.settings.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+        Ok(self
+            .plugin
+            .settings
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect())
     }
 }

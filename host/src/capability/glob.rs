@@ -27,15 +27,13 @@ fn match_bytes(mut p: &[u8], mut t: &[u8]) -> bool {
                     continue;
                 }
                 b'[' if !t.is_empty() => {
-                    if let Some((matched, after)) = match_class(rest, t[0]) {
-                        if matched {
-                            p = after;
-                            t = &t[1..];
-                            continue;
-                        }
+                    if let Some((true, after)) = match_class(rest, t[0]) {
+                        p = after;
+                        t = &t[1..];
+                        continue;
                     }
                 }
-                b'\\' if rest.len() >= 1 && !t.is_empty() && rest[0] == t[0] => {
+                b'\\' if !rest.is_empty() && !t.is_empty() && rest[0] == t[0] => {
                     p = &rest[1..];
                     t = &t[1..];
                     continue;
@@ -195,7 +193,10 @@ mod tests {
 
     #[test]
     fn literal_prefix_stops_at_the_first_glob_character() {
-        assert_eq!(literal_prefix("techub:store:a:user*"), "techub:store:a:user");
+        assert_eq!(
+            literal_prefix("techub:store:a:user*"),
+            "techub:store:a:user"
+        );
         assert_eq!(literal_prefix("a\\*b?c"), "a*b");
         assert_eq!(literal_prefix("*"), "");
     }

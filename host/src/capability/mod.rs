@@ -55,7 +55,10 @@ pub(crate) fn check_name(name: &str, max_len: usize) -> Result<(), String> {
         return Err("must not be empty".to_string());
     }
     if name.len() > max_len {
-        return Err(format!("is {} bytes, more than the limit of {max_len}", name.len()));
+        return Err(format!(
+            "is {} bytes, more than the limit of {max_len}",
+            name.len()
+        ));
     }
     if name.chars().any(char::is_control) {
         return Err("must not contain control characters".to_string());

@@ -31,7 +31,7 @@ impl Default for HostSection {
             max_instances: 256,
             max_key_length: 512,
             max_message_bytes: MIB,
-            compile_cache_dir: PathBuf::new(),
+            pooling: true,
         }
     }
 }
@@ -155,12 +155,18 @@ fn seed_queues() -> BTreeMap<String, QueuePolicy> {
 
 impl Default for DeadLetterConfig {
     fn default() -> Self {
-        Self { ttl_ms: 86_400_000, max_length: 10_000 }
+        Self {
+            ttl_ms: 86_400_000,
+            max_length: 10_000,
+        }
     }
 }
 
 impl Default for LockConfig {
     fn default() -> Self {
-        Self { max_ttl_ms: 300_000, max_retries: 10 }
+        Self {
+            max_ttl_ms: 300_000,
+            max_retries: 10,
+        }
     }
 }

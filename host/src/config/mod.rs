@@ -12,7 +12,7 @@ use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-pub use validate::{validate_name, ConfigError};
+pub use validate::{ConfigError, validate_name};
 
 /// The whole of `host.toml`.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -57,9 +57,9 @@ pub struct HostSection {
     pub max_key_length: usize,
     /// Largest accepted message payload, in bytes.
     pub max_message_bytes: usize,
-    /// Where compiled components are cached (`.cwasm`); relative to the config file.
-    /// Empty disables the cache.
-    pub compile_cache_dir: PathBuf,
+    /// Use the pooling instance allocator (fast instantiation, memory reserved up
+    /// front); `false` allocates each instance on demand.
+    pub pooling: bool,
 }
 
 /// Per-invocation limits (`[limits]`, and overrides in `[plugins.<name>]`).
@@ -307,10 +307,8 @@ impl HostConfig {
 
     /// Makes relative paths absolute against `base`.
     pub fn resolve_paths(&mut self, base: &Path) {
-        for dir in [&mut self.host.plugins_dir, &mut self.host.compile_cache_dir] {
-            if !dir.as_os_str().is_empty() && dir.is_relative() {
-                *dir = base.join(&*dir);
-            }
+        if self.host.plugins_dir.is_relative() {
+            self.host.plugins_dir = base.join(&self.host.plugins_dir);
         }
     }
 

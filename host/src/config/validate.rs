@@ -37,7 +37,10 @@ pub enum ConfigError {
 
 impl ConfigError {
     pub(super) fn in_file(self, path: &Path) -> Self {
-        Self::InFile { path: path.to_path_buf(), source: Box::new(self) }
+        Self::InFile {
+            path: path.to_path_buf(),
+            source: Box::new(self),
+        }
     }
 }
 
@@ -57,7 +60,10 @@ fn check<T: PartialOrd + Display>(
 }
 
 fn invalid(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid { field: field.into(), message: message.into() }
+    ConfigError::Invalid {
+        field: field.into(),
+        message: message.into(),
+    }
 }
 
 /// Whether `name` is a valid plugin, domain or queue name.
@@ -67,7 +73,9 @@ fn invalid(field: impl Into<String>, message: impl Into<String>) -> ConfigError 
 pub fn validate_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
 }
 
 impl HostConfig {
@@ -76,22 +84,46 @@ impl HostConfig {
         let h = &self.host;
         check("host.max_instances", h.max_instances, 1, 100_000)?;
         check("host.max_key_length", h.max_key_length, 16, 64 * 1024)?;
-        check("host.max_message_bytes", h.max_message_bytes, 1, 128 * 1024 * 1024)?;
-        if h.key_prefix.is_empty() || h.key_prefix.bytes().any(|b| b.is_ascii_control() || b"*?[]\\".contains(&b)) {
-            return Err(invalid("host.key_prefix", "must be non-empty, without control or glob characters"));
+        check(
+            "host.max_message_bytes",
+            h.max_message_bytes,
+            1,
+            128 * 1024 * 1024,
+        )?;
+        if h.key_prefix.is_empty()
+            || h.key_prefix
+                .bytes()
+                .any(|b| b.is_ascii_control() || b"*?[]\\".contains(&b))
+        {
+            return Err(invalid(
+                "host.key_prefix",
+                "must be non-empty, without control or glob characters",
+            ));
         }
         if h.admin_addr.parse::<std::net::SocketAddr>().is_err() {
-            return Err(invalid("host.admin_addr", format!("is not an address like 127.0.0.1:8080: {:?}", h.admin_addr)));
+            return Err(invalid(
+                "host.admin_addr",
+                format!("is not an address like 127.0.0.1:8080: {:?}", h.admin_addr),
+            ));
         }
         self.limits.validate("limits")?;
         for (name, plugin) in &self.plugins {
             if !validate_name(name) {
-                return Err(invalid(format!("plugins.{name}"), "plugin names use a-z, 0-9, - and _ (at most 64)"));
+                return Err(invalid(
+                    format!("plugins.{name}"),
+                    "plugin names use a-z, 0-9, - and _ (at most 64)",
+                ));
             }
-            self.limits_of(name).validate(&format!("plugins.{name}.limits"))?;
+            self.limits_of(name)
+                .validate(&format!("plugins.{name}.limits"))?;
             for domain in &plugin.cache_domains {
                 if !self.cache.domains.contains_key(domain) {
-                    return Err(invalid(format!("plugins.{name}.cache_domains"), format!("names the undeclared domain {domain:?}; declare it in [cache.domains]")));
+                    return Err(invalid(
+                        format!("plugins.{name}.cache_domains"),
+                        format!(
+                            "names the undeclared domain {domain:?}; declare it in [cache.domains]"
+                        ),
+                    ));
                 }
             }
             for pattern in &plugin.publish {
@@ -100,45 +132,100 @@ impl HostConfig {
             }
         }
         let r = &self.redis;
-        if !r.url.starts_with("redis://") && !r.url.starts_with("rediss://") && !r.url.starts_with("unix://") {
-            return Err(invalid("redis.url", format!("must start with redis://, got {:?}", r.url)));
+        if !r.url.starts_with("redis://")
+            && !r.url.starts_with("rediss://")
+            && !r.url.starts_with("unix://")
+        {
+            return Err(invalid(
+                "redis.url",
+                format!("must start with redis://, got {:?}", r.url),
+            ));
         }
         check("redis.max_retries", r.max_retries, 0, 10)?;
         check("redis.retry_delay_ms", r.retry_delay_ms, 0, 60_000)?;
-        check("redis.connection_timeout_ms", r.connection_timeout_ms, 1, 600_000)?;
+        check(
+            "redis.connection_timeout_ms",
+            r.connection_timeout_ms,
+            1,
+            600_000,
+        )?;
         check("redis.command_timeout_ms", r.command_timeout_ms, 1, 600_000)?;
         check("redis.slow_command_ms", r.slow_command_ms, 1, 600_000)?;
-        check("redis.max_value_bytes", r.max_value_bytes, 1, 512 * 1024 * 1024)?;
+        check(
+            "redis.max_value_bytes",
+            r.max_value_bytes,
+            1,
+            512 * 1024 * 1024,
+        )?;
         let a = &self.amqp;
         if !a.url.starts_with("amqp://") && !a.url.starts_with("amqps://") {
-            return Err(invalid("amqp.url", format!("must start with amqp://, got {:?}", a.url)));
+            return Err(invalid(
+                "amqp.url",
+                format!("must start with amqp://, got {:?}", a.url),
+            ));
         }
         check("amqp.prefetch", a.prefetch, 1, 100)?;
         check("amqp.confirm_timeout_ms", a.confirm_timeout_ms, 1, 600_000)?;
-        check("amqp.connection_timeout_ms", a.connection_timeout_ms, 1, 600_000)?;
+        check(
+            "amqp.connection_timeout_ms",
+            a.connection_timeout_ms,
+            1,
+            600_000,
+        )?;
         let c = &self.cache;
-        check("cache.max_entry_bytes", c.max_entry_bytes, 1, 512 * 1024 * 1024)?;
+        check(
+            "cache.max_entry_bytes",
+            c.max_entry_bytes,
+            1,
+            512 * 1024 * 1024,
+        )?;
         check("cache.max_bulk_keys", c.max_bulk_keys, 1, 100_000)?;
         check("cache.max_tags", c.max_tags, 0, 1_000)?;
         check("cache.memory_budget_mib", c.memory_budget_mib, 1, 1 << 20)?;
         for (domain, ttl) in &c.domains {
             if !validate_name(domain) {
-                return Err(invalid(format!("cache.domains.{domain}"), "domain names use a-z, 0-9, - and _"));
+                return Err(invalid(
+                    format!("cache.domains.{domain}"),
+                    "domain names use a-z, 0-9, - and _",
+                ));
             }
             check(format!("cache.domains.{domain}"), *ttl, 1, 365 * 86_400)?;
         }
         for (queue, policy) in &self.queues {
             if !validate_name(queue) {
-                return Err(invalid(format!("queues.{queue}"), "queue names use a-z, 0-9, - and _"));
+                return Err(invalid(
+                    format!("queues.{queue}"),
+                    "queue names use a-z, 0-9, - and _",
+                ));
             }
             let f = |field: &str| format!("queues.{queue}.{field}");
             check(f("max_retries"), policy.max_retries, 1, 10)?;
             check(f("retry_delay_ms"), policy.retry_delay_ms, 100, 86_400_000)?;
-            check(f("backoff_multiplier"), policy.backoff_multiplier, 1.0, 10.0)?;
-            check(f("max_retry_delay_ms"), policy.max_retry_delay_ms, 1_000, 86_400_000)?;
+            check(
+                f("backoff_multiplier"),
+                policy.backoff_multiplier,
+                1.0,
+                10.0,
+            )?;
+            check(
+                f("max_retry_delay_ms"),
+                policy.max_retry_delay_ms,
+                1_000,
+                86_400_000,
+            )?;
         }
-        check("dead_letter.ttl_ms", self.dead_letter.ttl_ms, 1_000, 30 * 86_400_000)?;
-        check("dead_letter.max_length", self.dead_letter.max_length, 1, 10_000_000)?;
+        check(
+            "dead_letter.ttl_ms",
+            self.dead_letter.ttl_ms,
+            1_000,
+            30 * 86_400_000,
+        )?;
+        check(
+            "dead_letter.max_length",
+            self.dead_letter.max_length,
+            1,
+            10_000_000,
+        )?;
         check("lock.max_ttl_ms", self.lock.max_ttl_ms, 1, 300_000)?;
         check("lock.max_retries", self.lock.max_retries, 0, 10)?;
         Ok(())
@@ -154,7 +241,12 @@ impl Limits {
         check(f("max_host_calls"), self.max_host_calls, 1, 10_000_000)?;
         check(f("max_publishes"), self.max_publishes, 0, 1_000_000)?;
         check(f("max_leases"), self.max_leases, 0, 1_000)?;
-        check(f("max_output_bytes"), self.max_output_bytes, 0, 64 * 1024 * 1024)?;
+        check(
+            f("max_output_bytes"),
+            self.max_output_bytes,
+            0,
+            64 * 1024 * 1024,
+        )?;
         check(f("concurrency"), self.concurrency, 1, 10_000)?;
         Ok(())
     }
@@ -177,35 +269,54 @@ mod tests {
 
     #[test]
     fn unknown_field_is_named() {
-        let err = HostConfig::parse("[redis]\nurll = \"x\"\n").unwrap_err().to_string();
+        let err = HostConfig::parse("[redis]\nurll = \"x\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("urll"), "{err}");
     }
 
     #[test]
     fn out_of_range_field_is_named() {
-        let err = HostConfig::parse("[queues.email]\nmax_retries = 11\n").unwrap_err().to_string();
+        let err = HostConfig::parse("[queues.email]\nmax_retries = 11\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("queues.email.max_retries"), "{err}");
-        let err = HostConfig::parse("[amqp]\nprefetch = 0\n").unwrap_err().to_string();
+        let err = HostConfig::parse("[amqp]\nprefetch = 0\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("amqp.prefetch"), "{err}");
     }
 
     #[test]
     fn plugin_grant_of_undeclared_domain_is_refused() {
-        let err = HostConfig::parse("[plugins.a]\ncache_domains = [\"nope\"]\n").unwrap_err().to_string();
-        assert!(err.contains("plugins.a.cache_domains") && err.contains("nope"), "{err}");
+        let err = HostConfig::parse("[plugins.a]\ncache_domains = [\"nope\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("plugins.a.cache_domains") && err.contains("nope"),
+            "{err}"
+        );
     }
 
     #[test]
     fn plugin_limits_override_the_defaults() {
         let config = HostConfig::parse("[plugins.a.limits]\ncpu_ms = 50\n").unwrap();
         assert_eq!(config.limits_of("a").cpu_ms, 50);
-        assert_eq!(config.limits_of("a").memory_mib, Limits::default().memory_mib);
+        assert_eq!(
+            config.limits_of("a").memory_mib,
+            Limits::default().memory_mib
+        );
         assert_eq!(config.limits_of("b").cpu_ms, Limits::default().cpu_ms);
     }
 
     #[test]
     fn retry_delay_grows_and_is_capped() {
-        let policy = QueuePolicy { retry_delay_ms: 100, backoff_multiplier: 2.0, max_retry_delay_ms: 1_000, ..QueuePolicy::default() };
+        let policy = QueuePolicy {
+            retry_delay_ms: 100,
+            backoff_multiplier: 2.0,
+            max_retry_delay_ms: 1_000,
+            ..QueuePolicy::default()
+        };
         assert_eq!(policy.retry_delay(1).as_millis(), 100);
         assert_eq!(policy.retry_delay(2).as_millis(), 200);
         assert_eq!(policy.retry_delay(3).as_millis(), 400);

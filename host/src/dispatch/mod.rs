@@ -8,8 +8,8 @@
 mod settle;
 
 use crate::bindings::Delivery as WitDelivery;
-use crate::capability::messaging::{Delivery, Envelope, MessageStatus, QueueSpec};
 use crate::capability::Services;
+use crate::capability::messaging::{Delivery, Envelope, MessageStatus, QueueSpec};
 use crate::config::QueuePolicy;
 use crate::plugins::LoadedPlugin;
 use crate::runtime::Runtime;
@@ -22,7 +22,11 @@ pub fn queue_name(queue_type: &str, plugin: &str) -> String {
 }
 
 /// Declares the plugin's queues and starts one consumer task per subscription.
-pub async fn start(runtime: Arc<Runtime>, services: Arc<Services>, plugin: Arc<LoadedPlugin>) -> anyhow::Result<Vec<JoinHandle<()>>> {
+pub async fn start(
+    runtime: Arc<Runtime>,
+    services: Arc<Services>,
+    plugin: Arc<LoadedPlugin>,
+) -> anyhow::Result<Vec<JoinHandle<()>>> {
     let mut tasks = Vec::new();
     for subscription in &plugin.subscriptions {
         let policy = plugin
@@ -31,13 +35,19 @@ pub async fn start(runtime: Arc<Runtime>, services: Arc<Services>, plugin: Arc<L
             .queues
             .get(&subscription.queue)
             .copied()
-            .ok_or_else(|| anyhow::anyhow!("queue type {:?} is not declared", subscription.queue))?;
+            .ok_or_else(|| {
+                anyhow::anyhow!("queue type {:?} is not declared", subscription.queue)
+            })?;
         let spec = QueueSpec {
             name: queue_name(&subscription.queue, &plugin.name),
             bindings: subscription.routing_keys.clone(),
             durable: policy.durable,
         };
-        services.broker.declare_queue(&spec).await.map_err(|e| anyhow::anyhow!("could not declare queue {}: {e}", spec.name))?;
+        services
+            .broker
+            .declare_queue(&spec)
+            .await
+            .map_err(|e| anyhow::anyhow!("could not declare queue {}: {e}", spec.name))?;
         let prefetch = u16::try_from(plugin.context.limits.concurrency).unwrap_or(u16::MAX);
         let mut consumer = services
             .broker
@@ -45,7 +55,13 @@ pub async fn start(runtime: Arc<Runtime>, services: Arc<Services>, plugin: Arc<L
             .await
             .map_err(|e| anyhow::anyhow!("could not consume queue {}: {e}", spec.name))?;
         tracing::info!(plugin = %plugin.name, queue = %spec.name, bindings = ?spec.bindings, "consuming");
-        let worker = Worker { runtime: runtime.clone(), services: services.clone(), plugin: plugin.clone(), queue_type: subscription.queue.clone(), policy };
+        let worker = Worker {
+            runtime: runtime.clone(),
+            services: services.clone(),
+            plugin: plugin.clone(),
+            queue_type: subscription.queue.clone(),
+            policy,
+        };
         tasks.push(tokio::spawn(async move {
             let worker = Arc::new(worker);
             while let Some(delivery) = consumer.next().await {
@@ -71,9 +87,14 @@ struct Worker {
 impl Worker {
     async fn handle(&self, delivery: Box<dyn Delivery>) {
         let envelope = delivery.envelope().clone();
-        self.services.tracker.set(&envelope.id, MessageStatus::Processing);
+        self.services
+            .tracker
+            .set(&envelope.id, MessageStatus::Processing);
         let message = to_wit(&envelope, &self.queue_type, delivery.redelivered());
-        let report = self.runtime.invoke(&self.plugin.pre, self.plugin.context.clone(), &message).await;
+        let report = self
+            .runtime
+            .invoke(&self.plugin.pre, self.plugin.context.clone(), &message)
+            .await;
         tracing::debug!(plugin = %self.plugin.name, id = %envelope.id, attempt = envelope.attempt,
             elapsed_us = report.elapsed.as_micros() as u64, host_us = report.host_time.as_micros() as u64, result = ?report.result, "handled");
         settle::settle(self, delivery, &envelope, report.result).await;

@@ -7,14 +7,22 @@ use crate::runtime::InvocationError;
 
 /// Acks, retries or dead-letters `delivery` by the handler's result. If the broker
 /// fails to settle it, the delivery stays unacknowledged and the broker redelivers it.
-pub(super) async fn settle(worker: &Worker, delivery: Box<dyn Delivery>, envelope: &Envelope, result: Result<Outcome, InvocationError>) {
+pub(super) async fn settle(
+    worker: &Worker,
+    delivery: Box<dyn Delivery>,
+    envelope: &Envelope,
+    result: Result<Outcome, InvocationError>,
+) {
     let plugin = &worker.plugin.name;
     let tracker = &worker.services.tracker;
     let (settled, status) = match result {
         Ok(Outcome::Ok) => (delivery.ack().await, MessageStatus::Completed),
         Ok(Outcome::Reject(reason)) => {
             tracing::warn!(%plugin, id = %envelope.id, %reason, "rejected; dead-lettering");
-            (delivery.dead_letter(&format!("rejected: {reason}")).await, MessageStatus::DeadLetter)
+            (
+                delivery.dead_letter(&format!("rejected: {reason}")).await,
+                MessageStatus::DeadLetter,
+            )
         }
         Ok(Outcome::Retry(reason)) => retry_or_bury(worker, delivery, envelope, &reason).await,
         Err(failure) => {
@@ -24,7 +32,9 @@ pub(super) async fn settle(worker: &Worker, delivery: Box<dyn Delivery>, envelop
     };
     match settled {
         Ok(()) => tracker.set(&envelope.id, status),
-        Err(error) => tracing::error!(%plugin, id = %envelope.id, %error, "could not settle the delivery; the broker will redeliver it"),
+        Err(error) => {
+            tracing::error!(%plugin, id = %envelope.id, %error, "could not settle the delivery; the broker will redeliver it")
+        }
     }
 }
 
@@ -40,8 +50,14 @@ async fn retry_or_bury(
         tracing::info!(plugin = %worker.plugin.name, id = %envelope.id, attempt = envelope.attempt, delay_ms = delay.as_millis() as u64, %reason, "retrying");
         (delivery.retry(delay).await, MessageStatus::Retrying)
     } else {
-        let reason = format!("retries exhausted after {} attempts: {reason}", envelope.attempt);
+        let reason = format!(
+            "retries exhausted after {} attempts: {reason}",
+            envelope.attempt
+        );
         tracing::warn!(plugin = %worker.plugin.name, id = %envelope.id, %reason, "dead-lettering");
-        (delivery.dead_letter(&reason).await, MessageStatus::DeadLetter)
+        (
+            delivery.dead_letter(&reason).await,
+            MessageStatus::DeadLetter,
+        )
     }
 }

@@ -1,8 +1,8 @@
 //! What the host knows of one plugin while it runs: its name, grants, settings, limits
 //! and the namespaces its keys live in. Built from `host.toml` at load (and reload).
 
-use crate::capability::messaging::routing::TopicPattern;
 use crate::capability::Services;
+use crate::capability::messaging::routing::TopicPattern;
 use crate::config::{HostConfig, Limits};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -39,7 +39,11 @@ impl PluginContext {
             .filter_map(|d| config.cache.domains.get(d).map(|ttl| (d.clone(), *ttl)))
             .collect();
         // Patterns were validated with the config; an invalid one cannot reach here.
-        let publish = plugin.publish.iter().filter_map(|p| TopicPattern::parse(p).ok()).collect();
+        let publish = plugin
+            .publish
+            .iter()
+            .filter_map(|p| TopicPattern::parse(p).ok())
+            .collect();
         let prefix = &config.host.key_prefix;
         Self {
             name: name.to_string(),

@@ -6,9 +6,9 @@ mod context;
 pub use context::PluginContext;
 
 use crate::bindings::{PluginPre, Subscription};
-use crate::capability::messaging::routing::validate_pattern;
 use crate::capability::Services;
-use crate::config::{validate_name, HostConfig};
+use crate::capability::messaging::routing::validate_pattern;
+use crate::config::{HostConfig, validate_name};
 use crate::runtime::{InvocationError, PluginState, Runtime};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -74,29 +74,52 @@ pub async fn load_plugin(
     services: Arc<Services>,
 ) -> Result<LoadedPlugin, PluginError> {
     let shown = path.display().to_string();
-    let name = plugin_name(path).ok_or_else(|| PluginError::BadName { path: shown.clone() })?;
+    let name = plugin_name(path).ok_or_else(|| PluginError::BadName {
+        path: shown.clone(),
+    })?;
     let bytes = tokio::fs::read(path)
         .await
-        .map_err(|e| crate::runtime::LoadError::Read { path: shown.clone(), message: e.to_string() })?;
+        .map_err(|e| crate::runtime::LoadError::Read {
+            path: shown.clone(),
+            message: e.to_string(),
+        })?;
     let pre = runtime.prepare(path, bytes).await?;
     let context = Arc::new(PluginContext::new(&name, config.clone(), services));
     let subscriptions = runtime
         .subscriptions(&pre, context.clone())
         .await
-        .map_err(|source| PluginError::Subscriptions { path: shown.clone(), source })?;
+        .map_err(|source| PluginError::Subscriptions {
+            path: shown.clone(),
+            source,
+        })?;
     for subscription in &subscriptions {
-        let bad = |message: String| PluginError::BadSubscription { path: shown.clone(), message };
+        let bad = |message: String| PluginError::BadSubscription {
+            path: shown.clone(),
+            message,
+        };
         if !config.queues.contains_key(&subscription.queue) {
-            return Err(bad(format!("subscribes to queue type {:?}, which [queues] does not declare", subscription.queue)));
+            return Err(bad(format!(
+                "subscribes to queue type {:?}, which [queues] does not declare",
+                subscription.queue
+            )));
         }
         if subscription.routing_keys.is_empty() {
-            return Err(bad(format!("subscription to {:?} binds no routing key", subscription.queue)));
+            return Err(bad(format!(
+                "subscription to {:?} binds no routing key",
+                subscription.queue
+            )));
         }
         for key in &subscription.routing_keys {
             validate_pattern(key).map_err(bad)?;
         }
     }
-    Ok(LoadedPlugin { name, path: path.to_path_buf(), context, pre, subscriptions })
+    Ok(LoadedPlugin {
+        name,
+        path: path.to_path_buf(),
+        context,
+        pre,
+        subscriptions,
+    })
 }
 
 /// Loads every `*.wasm` in `dir`, in name order. Returns the plugins that loaded and,

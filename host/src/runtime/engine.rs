@@ -5,8 +5,8 @@ use crate::bindings::{Plugin, PluginPre};
 use crate::config::HostConfig;
 use anyhow::Context;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
@@ -73,11 +73,17 @@ impl Runtime {
         wasm.epoch_interruption(true)
             .wasm_component_model(true)
             .concurrency_support(false)
-            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-        let engine = Engine::new(&wasm).map_err(|e| anyhow::anyhow!("could not create the wasmtime engine: {e:#}"))?;
+            .allocation_strategy(if config.host.pooling {
+                InstanceAllocationStrategy::Pooling(pool)
+            } else {
+                InstanceAllocationStrategy::OnDemand
+            });
+        let engine = Engine::new(&wasm)
+            .map_err(|e| anyhow::anyhow!("could not create the wasmtime engine: {e:#}"))?;
 
         let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| anyhow::anyhow!("could not link WASI: {e:#}"))?;
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+            .map_err(|e| anyhow::anyhow!("could not link WASI: {e:#}"))?;
         Plugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
             .map_err(|e| anyhow::anyhow!("could not link the techub imports: {e:#}"))?;
 
@@ -96,26 +102,50 @@ impl Runtime {
             })
             .context("could not start the epoch ticker")?;
 
-        Ok(Self { engine, linker, ticker_stop })
+        Ok(Self {
+            engine,
+            linker,
+            ticker_stop,
+        })
     }
 
     /// Compiles `bytes` (on a blocking thread: compilation takes tens of ms and must not
     /// stall the async runtime) and links it against the world.
-    pub async fn prepare(&self, path: &Path, bytes: Vec<u8>) -> Result<PluginPre<PluginState>, LoadError> {
+    pub async fn prepare(
+        &self,
+        path: &Path,
+        bytes: Vec<u8>,
+    ) -> Result<PluginPre<PluginState>, LoadError> {
         let shown = path.display().to_string();
         if !bytes.starts_with(b"\0asm") {
-            return Err(LoadError::Invalid { path: shown, message: "no WebAssembly magic number".into() });
+            return Err(LoadError::Invalid {
+                path: shown,
+                message: "no WebAssembly magic number".into(),
+            });
         }
         let engine = self.engine.clone();
-        let component = tokio::task::spawn_blocking(move || Component::from_binary(&engine, &bytes))
-            .await
-            .map_err(|e| LoadError::Invalid { path: shown.clone(), message: format!("compilation task failed: {e}") })?
-            .map_err(|e| LoadError::Invalid { path: shown.clone(), message: format!("{e:#}") })?;
+        let component =
+            tokio::task::spawn_blocking(move || Component::from_binary(&engine, &bytes))
+                .await
+                .map_err(|e| LoadError::Invalid {
+                    path: shown.clone(),
+                    message: format!("compilation task failed: {e}"),
+                })?
+                .map_err(|e| LoadError::Invalid {
+                    path: shown.clone(),
+                    message: format!("{e:#}"),
+                })?;
         let pre = self
             .linker
             .instantiate_pre(&component)
-            .map_err(|e| LoadError::WrongWorld { path: shown.clone(), message: format!("{e:#}") })?;
-        PluginPre::new(pre).map_err(|e| LoadError::WrongWorld { path: shown, message: format!("{e:#}") })
+            .map_err(|e| LoadError::WrongWorld {
+                path: shown.clone(),
+                message: format!("{e:#}"),
+            })?;
+        PluginPre::new(pre).map_err(|e| LoadError::WrongWorld {
+            path: shown,
+            message: format!("{e:#}"),
+        })
     }
 }
 

@@ -93,12 +93,20 @@ impl Runtime {
     }
 
     /// Runs `delivery` through a fresh instance of the plugin.
-    pub async fn invoke(&self, pre: &PluginPre<PluginState>, context: Arc<PluginContext>, delivery: &Delivery) -> InvocationReport {
+    pub async fn invoke(
+        &self,
+        pre: &PluginPre<PluginState>,
+        context: Arc<PluginContext>,
+        delivery: &Delivery,
+    ) -> InvocationReport {
         let limits = context.limits;
         let mut store = self.new_store(context);
         let call = async {
             let plugin = pre.instantiate_async(&mut store).await?;
-            plugin.techub_platform_handler().call_handle(&mut store, delivery).await
+            plugin
+                .techub_platform_handler()
+                .call_handle(&mut store, delivery)
+                .await
         };
         let timeout = Duration::from_millis(limits.timeout_ms.into());
         let result = match tokio::time::timeout(timeout, call).await {
@@ -110,12 +118,19 @@ impl Runtime {
     }
 
     /// Asks a plugin for its subscriptions, in a fresh instance under its limits.
-    pub async fn subscriptions(&self, pre: &PluginPre<PluginState>, context: Arc<PluginContext>) -> Result<Vec<Subscription>, InvocationError> {
+    pub async fn subscriptions(
+        &self,
+        pre: &PluginPre<PluginState>,
+        context: Arc<PluginContext>,
+    ) -> Result<Vec<Subscription>, InvocationError> {
         let limits = context.limits;
         let mut store = self.new_store(context);
         let call = async {
             let plugin = pre.instantiate_async(&mut store).await?;
-            plugin.techub_platform_handler().call_subscriptions(&mut store).await
+            plugin
+                .techub_platform_handler()
+                .call_subscriptions(&mut store)
+                .await
         };
         let timeout = Duration::from_millis(limits.timeout_ms.into());
         let result = match tokio::time::timeout(timeout, call).await {
@@ -135,20 +150,48 @@ fn classify(error: wasmtime::Error, cpu_ms: u32) -> InvocationError {
     if error.downcast_ref::<CpuLimitExceeded>().is_some() {
         return InvocationError::CpuLimit(cpu_ms);
     }
-    InvocationError::Trap(format!("{error:#}"))
+    tracing::debug!(
+        error = format!("{error:#}"),
+        "guest failure with its wasm backtrace"
+    );
+    InvocationError::Trap(error.root_cause().to_string())
 }
 
+/// Most bytes of a trapped guest's stderr kept in the failure reason.
+const STDERR_IN_REASON: usize = 1024;
+
 /// Releases what the instance held, flushes its output and reports.
-async fn finish(mut store: Store<PluginState>, result: Result<Outcome, InvocationError>) -> InvocationReport {
+async fn finish(
+    mut store: Store<PluginState>,
+    mut result: Result<Outcome, InvocationError>,
+) -> InvocationReport {
     let state = store.data_mut();
     state.release_leases().await;
+    // A Rust guest's panic message reaches only its stderr: put it in the reason, where
+    // the operator looks (the dead letter, the logs).
+    if let Err(InvocationError::Trap(reason)) = &mut result {
+        let stderr = state.output.stderr_tail(STDERR_IN_REASON);
+        if !stderr.is_empty() {
+            reason.push_str("; stderr: ");
+            reason.push_str(&stderr);
+        }
+    }
     state.output.flush_to_log(&state.plugin.name);
     let clock = state.clock;
-    InvocationReport { result, elapsed: clock.started.elapsed(), host_time: clock.host_time, usage: state.usage }
+    InvocationReport {
+        result,
+        elapsed: clock.started.elapsed(),
+        host_time: clock.host_time,
+        usage: state.usage,
+    }
 }
 
 impl Clock {
     pub(crate) fn start() -> Self {
-        Self { started: Instant::now(), host_time: Duration::ZERO, entered_host: None }
+        Self {
+            started: Instant::now(),
+            host_time: Duration::ZERO,
+            entered_host: None,
+        }
     }
 }

@@ -25,12 +25,18 @@ pub struct GuestOutput {
 impl GuestOutput {
     /// Keeps at most `cap` bytes across stdout and stderr.
     pub fn new(cap: usize) -> Self {
-        Self { buffer: Arc::default(), cap }
+        Self {
+            buffer: Arc::default(),
+            cap,
+        }
     }
 
     /// A WASI stream writing into this capture.
     pub fn stream(&self, which: &'static str) -> CaptureStream {
-        CaptureStream { output: self.clone(), stderr: which == "stderr" }
+        CaptureStream {
+            output: self.clone(),
+            stderr: which == "stderr",
+        }
     }
 
     fn append(&self, stderr: bool, bytes: &[u8]) {
@@ -43,13 +49,31 @@ impl GuestOutput {
         target.extend_from_slice(&bytes[..kept]);
     }
 
+    /// The last `max` bytes of stderr, as one trimmed line.
+    pub fn stderr_tail(&self, max: usize) -> String {
+        let b = self.buffer.lock().unwrap_or_else(|e| e.into_inner());
+        let start = b.stderr.len().saturating_sub(max);
+        let text = String::from_utf8_lossy(&b.stderr[start..]);
+        text.lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with("note: run with `RUST_BACKTRACE"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
     /// Writes what was captured to the log, tagged with `plugin`, and clears it.
     pub fn flush_to_log(&self, plugin: &str) {
         let mut b = self.buffer.lock().unwrap_or_else(|e| e.into_inner());
-        for line in String::from_utf8_lossy(&b.stdout).lines().filter(|l| !l.is_empty()) {
+        for line in String::from_utf8_lossy(&b.stdout)
+            .lines()
+            .filter(|l| !l.is_empty())
+        {
             tracing::info!(target: "plugin", plugin, stream = "stdout", "{line}");
         }
-        for line in String::from_utf8_lossy(&b.stderr).lines().filter(|l| !l.is_empty()) {
+        for line in String::from_utf8_lossy(&b.stderr)
+            .lines()
+            .filter(|l| !l.is_empty())
+        {
             tracing::warn!(target: "plugin", plugin, stream = "stderr", "{line}");
         }
         if b.dropped > 0 {
@@ -73,11 +97,17 @@ impl IsTerminal for CaptureStream {
 
 impl StdoutStream for CaptureStream {
     fn p2_stream(&self) -> Box<dyn OutputStream> {
-        Box::new(CaptureStream { output: self.output.clone(), stderr: self.stderr })
+        Box::new(CaptureStream {
+            output: self.output.clone(),
+            stderr: self.stderr,
+        })
     }
 
     fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
-        Box::new(CaptureWriter { output: self.output.clone(), stderr: self.stderr })
+        Box::new(CaptureWriter {
+            output: self.output.clone(),
+            stderr: self.stderr,
+        })
     }
 }
 
@@ -113,10 +143,16 @@ impl tokio::io::AsyncWrite for CaptureWriter {
         self.output.append(self.stderr, buf);
         std::task::Poll::Ready(Ok(buf.len()))
     }
-    fn poll_flush(self: std::pin::Pin<&mut Self>, _: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
         std::task::Poll::Ready(Ok(()))
     }
-    fn poll_shutdown(self: std::pin::Pin<&mut Self>, _: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
         std::task::Poll::Ready(Ok(()))
     }
 }

@@ -1,1 +1,4 @@
+//! The end-to-end and conformance suites, in one binary so that wasmtime links once.
 
+mod e2e_embedded;
+mod hostile;

@@ -1,8 +1,10 @@
 //! The WIT `cache` interface: grants, validation, quotas and stats over a backend.
 
 use super::{CacheWrite, DomainStats};
-use crate::bindings::techub::platform::cache::{CacheError, DomainStats as WitStats, EntryOptions, Host};
-use crate::capability::{check_name, glob, BackendError};
+use crate::bindings::techub::platform::cache::{
+    CacheError, DomainStats as WitStats, EntryOptions, Host,
+};
+use crate::capability::{BackendError, check_name, glob};
 use crate::runtime::PluginState;
 use std::time::Duration;
 
@@ -36,10 +38,15 @@ impl PluginState {
     fn cache_write(&self, domain_ttl: u32, options: EntryOptions) -> Result<CacheWrite> {
         let cache = &self.plugin.config.cache;
         if options.ttl_seconds == Some(0) {
-            return Err(CacheError::InvalidArgument("ttl-seconds must not be 0; use delete".into()));
+            return Err(CacheError::InvalidArgument(
+                "ttl-seconds must not be 0; use delete".into(),
+            ));
         }
         if options.tags.len() > cache.max_tags as usize {
-            return Err(CacheError::InvalidArgument(format!("more than {} tags", cache.max_tags)));
+            return Err(CacheError::InvalidArgument(format!(
+                "more than {} tags",
+                cache.max_tags
+            )));
         }
         for tag in &options.tags {
             check_name(tag, self.plugin.config.host.max_key_length)
@@ -68,7 +75,11 @@ impl PluginState {
         Ok(())
     }
 
-    async fn cache_get_many(&mut self, domain: String, keys: Vec<String>) -> Result<Vec<Option<Vec<u8>>>> {
+    async fn cache_get_many(
+        &mut self,
+        domain: String,
+        keys: Vec<String>,
+    ) -> Result<Vec<Option<Vec<u8>>>> {
         self.cache_domain(&domain)?;
         self.check_bulk(keys.len())?;
         for key in &keys {
@@ -84,7 +95,12 @@ impl PluginState {
         Ok(values)
     }
 
-    async fn cache_set_many(&mut self, domain: String, entries: Vec<(String, Vec<u8>)>, options: EntryOptions) -> Result<()> {
+    async fn cache_set_many(
+        &mut self,
+        domain: String,
+        entries: Vec<(String, Vec<u8>)>,
+        options: EntryOptions,
+    ) -> Result<()> {
         let ttl = self.cache_domain(&domain)?;
         self.check_bulk(entries.len())?;
         for (key, value) in &entries {
@@ -94,7 +110,9 @@ impl PluginState {
         let write = self.cache_write(ttl, options)?;
         let services = self.plugin.services.clone();
         services.cache.set_many(&domain, &entries, &write).await?;
-        services.cache_stats.record(&domain, |s| s.sets += entries.len() as u64);
+        services
+            .cache_stats
+            .record(&domain, |s| s.sets += entries.len() as u64);
         Ok(())
     }
 
@@ -114,12 +132,27 @@ impl PluginState {
 }
 
 impl Host for PluginState {
-    async fn get(&mut self, domain: String, key: String) -> wasmtime::Result<Result<Option<Vec<u8>>>> {
-        Ok(self.cache_get_many(domain, vec![key]).await.map(|mut v| v.pop().flatten()))
+    async fn get(
+        &mut self,
+        domain: String,
+        key: String,
+    ) -> wasmtime::Result<Result<Option<Vec<u8>>>> {
+        Ok(self
+            .cache_get_many(domain, vec![key])
+            .await
+            .map(|mut v| v.pop().flatten()))
     }
 
-    async fn set(&mut self, domain: String, key: String, value: Vec<u8>, options: EntryOptions) -> wasmtime::Result<Result<()>> {
-        Ok(self.cache_set_many(domain, vec![(key, value)], options).await)
+    async fn set(
+        &mut self,
+        domain: String,
+        key: String,
+        value: Vec<u8>,
+        options: EntryOptions,
+    ) -> wasmtime::Result<Result<()>> {
+        Ok(self
+            .cache_set_many(domain, vec![(key, value)], options)
+            .await)
     }
 
     async fn delete(&mut self, domain: String, key: String) -> wasmtime::Result<Result<bool>> {
@@ -128,7 +161,9 @@ impl Host for PluginState {
             self.cache_key(&key)?;
             let services = self.plugin.services.clone();
             let existed = services.cache.delete(&domain, &key).await?;
-            services.cache_stats.record(&domain, |s| s.deletes += u64::from(existed));
+            services
+                .cache_stats
+                .record(&domain, |s| s.deletes += u64::from(existed));
             Ok(existed)
         };
         Ok(result.await)
@@ -143,15 +178,28 @@ impl Host for PluginState {
         Ok(result.await)
     }
 
-    async fn get_many(&mut self, domain: String, keys: Vec<String>) -> wasmtime::Result<Result<Vec<Option<Vec<u8>>>>> {
+    async fn get_many(
+        &mut self,
+        domain: String,
+        keys: Vec<String>,
+    ) -> wasmtime::Result<Result<Vec<Option<Vec<u8>>>>> {
         Ok(self.cache_get_many(domain, keys).await)
     }
 
-    async fn set_many(&mut self, domain: String, entries: Vec<(String, Vec<u8>)>, options: EntryOptions) -> wasmtime::Result<Result<()>> {
+    async fn set_many(
+        &mut self,
+        domain: String,
+        entries: Vec<(String, Vec<u8>)>,
+        options: EntryOptions,
+    ) -> wasmtime::Result<Result<()>> {
         Ok(self.cache_set_many(domain, entries, options).await)
     }
 
-    async fn invalidate_tag(&mut self, domain: Option<String>, tag: String) -> wasmtime::Result<Result<u64>> {
+    async fn invalidate_tag(
+        &mut self,
+        domain: Option<String>,
+        tag: String,
+    ) -> wasmtime::Result<Result<u64>> {
         let result = async {
             let domains = self.cache_domains_of(domain)?;
             check_name(&tag, self.plugin.config.host.max_key_length)
@@ -168,7 +216,11 @@ impl Host for PluginState {
         Ok(result.await)
     }
 
-    async fn invalidate_pattern(&mut self, domain: String, pattern: String) -> wasmtime::Result<Result<u64>> {
+    async fn invalidate_pattern(
+        &mut self,
+        domain: String,
+        pattern: String,
+    ) -> wasmtime::Result<Result<u64>> {
         let result = async {
             self.cache_domain(&domain)?;
             glob::validate(&pattern).map_err(CacheError::InvalidArgument)?;
@@ -182,9 +234,22 @@ impl Host for PluginState {
 
     async fn stats(&mut self, domain: Option<String>) -> wasmtime::Result<Result<WitStats>> {
         let result = self.cache_domains_of(domain).map(|domains| {
-            let DomainStats { hits, misses, sets, deletes } =
-                self.plugin.services.cache_stats.sum(domains.iter().map(String::as_str));
-            WitStats { hits, misses, sets, deletes }
+            let DomainStats {
+                hits,
+                misses,
+                sets,
+                deletes,
+            } = self
+                .plugin
+                .services
+                .cache_stats
+                .sum(domains.iter().map(String::as_str));
+            WitStats {
+                hits,
+                misses,
+                sets,
+                deletes,
+            }
         });
         Ok(result)
     }

@@ -4,7 +4,7 @@
 //! oldest first.
 
 use super::{CacheBackend, CacheWrite, Priority};
-use crate::capability::{glob, BackendResult};
+use crate::capability::{BackendResult, glob};
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -39,7 +39,10 @@ pub struct MemoryCache {
 impl MemoryCache {
     /// A cache that keeps at most about `budget_bytes` of keys and values.
     pub fn new(budget_bytes: usize) -> Self {
-        Self { state: Mutex::new(State::default()), budget_bytes }
+        Self {
+            state: Mutex::new(State::default()),
+            budget_bytes,
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -62,8 +65,12 @@ fn priority_rank(p: Priority) -> u8 {
 
 impl State {
     fn remove(&mut self, domain: &str, key: &str) -> bool {
-        let Some(d) = self.domains.get_mut(domain) else { return false };
-        let Some(entry) = d.entries.remove(key) else { return false };
+        let Some(d) = self.domains.get_mut(domain) else {
+            return false;
+        };
+        let Some(entry) = d.entries.remove(key) else {
+            return false;
+        };
         self.bytes = self.bytes.saturating_sub(weight(key, &entry));
         for tag in &entry.tags {
             if let Some(keys) = d.tags.get_mut(tag) {
@@ -95,7 +102,13 @@ impl State {
             .iter()
             .flat_map(|(d, dom)| {
                 dom.entries.iter().map(move |(k, e)| {
-                    (e.expires_at > now, e.priority, e.written, d.clone(), k.clone())
+                    (
+                        e.expires_at > now,
+                        e.priority,
+                        e.written,
+                        d.clone(),
+                        k.clone(),
+                    )
                 })
             })
             .collect();
@@ -114,12 +127,22 @@ impl CacheBackend for MemoryCache {
     async fn get_many(&self, domain: &str, keys: &[String]) -> BackendResult<Vec<Option<Vec<u8>>>> {
         let now = Instant::now();
         let mut state = self.lock();
-        Ok(keys.iter().map(|k| state.live(domain, k, now).map(|e| e.value.clone())).collect())
+        Ok(keys
+            .iter()
+            .map(|k| state.live(domain, k, now).map(|e| e.value.clone()))
+            .collect())
     }
 
-    async fn set_many(&self, domain: &str, entries: &[(String, Vec<u8>)], write: &CacheWrite) -> BackendResult<()> {
+    async fn set_many(
+        &self,
+        domain: &str,
+        entries: &[(String, Vec<u8>)],
+        write: &CacheWrite,
+    ) -> BackendResult<()> {
         let now = Instant::now();
-        let expires_at = now.checked_add(write.ttl).unwrap_or(now + Duration::from_secs(365 * 86_400));
+        let expires_at = now
+            .checked_add(write.ttl)
+            .unwrap_or(now + Duration::from_secs(365 * 86_400));
         let mut state = self.lock();
         for (key, value) in entries {
             state.remove(domain, key);
@@ -177,7 +200,13 @@ impl CacheBackend for MemoryCache {
         let keys: Vec<String> = state
             .domains
             .get(domain)
-            .map(|d| d.entries.keys().filter(|k| glob::matches(pattern, k)).cloned().collect())
+            .map(|d| {
+                d.entries
+                    .keys()
+                    .filter(|k| glob::matches(pattern, k))
+                    .cloned()
+                    .collect()
+            })
             .unwrap_or_default();
         let mut removed = 0;
         for key in keys {

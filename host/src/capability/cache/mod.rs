@@ -30,7 +30,12 @@ pub trait CacheBackend: Send + Sync {
     /// Values of `keys`, in order; `None` for absent or expired entries.
     async fn get_many(&self, domain: &str, keys: &[String]) -> BackendResult<Vec<Option<Vec<u8>>>>;
     /// Writes entries, replacing previous ones (and their tag filings).
-    async fn set_many(&self, domain: &str, entries: &[(String, Vec<u8>)], write: &CacheWrite) -> BackendResult<()>;
+    async fn set_many(
+        &self,
+        domain: &str,
+        entries: &[(String, Vec<u8>)],
+        write: &CacheWrite,
+    ) -> BackendResult<()>;
     /// Removes an entry; whether it existed.
     async fn delete(&self, domain: &str, key: &str) -> BackendResult<bool>;
     /// Whether an unexpired entry exists.

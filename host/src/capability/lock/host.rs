@@ -1,8 +1,10 @@
 //! The WIT `lock` interface: validation, retries, quotas and lease bookkeeping.
 
 use super::LeaseState;
-use crate::bindings::techub::platform::lock::{Host, HostLease, LockError, LockOptions, LockStatus};
-use crate::capability::{check_name, BackendError};
+use crate::bindings::techub::platform::lock::{
+    Host, HostLease, LockError, LockOptions, LockStatus,
+};
+use crate::capability::{BackendError, check_name};
 use crate::runtime::PluginState;
 use std::time::{Duration, Instant};
 use wasmtime::component::Resource;
@@ -20,24 +22,36 @@ impl PluginState {
         let limits = &self.plugin.config.lock;
         let bad = |m: String| Err(LockError::InvalidOptions(m));
         if options.ttl_ms == 0 || options.ttl_ms > limits.max_ttl_ms {
-            return bad(format!("ttl-ms must be 1 to {}, got {}", limits.max_ttl_ms, options.ttl_ms));
+            return bad(format!(
+                "ttl-ms must be 1 to {}, got {}",
+                limits.max_ttl_ms, options.ttl_ms
+            ));
         }
         if options.max_retries > limits.max_retries {
-            return bad(format!("max-retries must be 0 to {}, got {}", limits.max_retries, options.max_retries));
+            return bad(format!(
+                "max-retries must be 0 to {}, got {}",
+                limits.max_retries, options.max_retries
+            ));
         }
         if !(10..=1000).contains(&options.retry_delay_ms) {
-            return bad(format!("retry-delay-ms must be 10 to 1000, got {}", options.retry_delay_ms));
+            return bad(format!(
+                "retry-delay-ms must be 10 to 1000, got {}",
+                options.retry_delay_ms
+            ));
         }
         Ok(())
     }
 
     async fn lock_acquire(&mut self, name: String, options: LockOptions) -> Result<LeaseState> {
         self.charge_call().map_err(LockError::QuotaExceeded)?;
-        check_name(&name, self.plugin.config.host.max_key_length).map_err(|m| LockError::InvalidName(format!("name {m}")))?;
+        check_name(&name, self.plugin.config.host.max_key_length)
+            .map_err(|m| LockError::InvalidName(format!("name {m}")))?;
         self.check_lock_options(&options)?;
         let max_leases = self.plugin.limits.max_leases;
         if self.usage.leases >= max_leases {
-            return Err(LockError::QuotaExceeded(format!("holds {max_leases} leases already")));
+            return Err(LockError::QuotaExceeded(format!(
+                "holds {max_leases} leases already"
+            )));
         }
         let key = format!("{}{name}", self.plugin.lock_prefix);
         let token = uuid::Uuid::new_v4().to_string();
@@ -50,7 +64,14 @@ impl PluginState {
             let started = Instant::now();
             if let Some(fence) = locks.try_acquire(&key, &token, ttl).await? {
                 self.usage.leases += 1;
-                return Ok(LeaseState { name, key, token, fence, expires_at: started + ttl, released: false });
+                return Ok(LeaseState {
+                    name,
+                    key,
+                    token,
+                    fence,
+                    expires_at: started + ttl,
+                    released: false,
+                });
             }
         }
         Err(LockError::Contended)
@@ -76,7 +97,11 @@ impl PluginState {
 }
 
 impl Host for PluginState {
-    async fn acquire(&mut self, name: String, options: LockOptions) -> wasmtime::Result<Result<Resource<LeaseState>>> {
+    async fn acquire(
+        &mut self,
+        name: String,
+        options: LockOptions,
+    ) -> wasmtime::Result<Result<Resource<LeaseState>>> {
         match self.lock_acquire(name, options).await {
             Ok(lease) => {
                 let (key, token) = (lease.key.clone(), lease.token.clone());
@@ -109,13 +134,19 @@ impl HostLease for PluginState {
         })
     }
 
-    async fn extend(&mut self, lease: Resource<LeaseState>, ttl_ms: u32) -> wasmtime::Result<Result<()>> {
+    async fn extend(
+        &mut self,
+        lease: Resource<LeaseState>,
+        ttl_ms: u32,
+    ) -> wasmtime::Result<Result<()>> {
         if let Err(e) = self.charge_call() {
             return Ok(Err(LockError::QuotaExceeded(e)));
         }
         let max = self.plugin.config.lock.max_ttl_ms;
         if ttl_ms == 0 || ttl_ms > max {
-            return Ok(Err(LockError::InvalidOptions(format!("ttl-ms must be 1 to {max}, got {ttl_ms}"))));
+            return Ok(Err(LockError::InvalidOptions(format!(
+                "ttl-ms must be 1 to {max}, got {ttl_ms}"
+            ))));
         }
         let (key, token, released) = {
             let l = self.table.get(&lease)?;
@@ -148,7 +179,7 @@ impl HostLease for PluginState {
             return Ok(Err(LockError::Expired));
         }
         let result = self.plugin.services.locks.release(&key, &token).await;
-        if !matches!(result, Err(_)) {
+        if result.is_ok() {
             self.table.get_mut(&lease)?.released = true;
             self.forget_lease(&token);
         }
@@ -164,7 +195,12 @@ impl HostLease for PluginState {
         if !lease.released {
             self.forget_lease(&lease.token);
             // An error here leaves the key to expire by its TTL, which is the contract.
-            let _ = self.plugin.services.locks.release(&lease.key, &lease.token).await;
+            let _ = self
+                .plugin
+                .services
+                .locks
+                .release(&lease.key, &lease.token)
+                .await;
         }
         Ok(())
     }

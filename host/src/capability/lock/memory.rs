@@ -34,12 +34,18 @@ impl MemoryLocks {
 
 #[async_trait::async_trait]
 impl LockBackend for MemoryLocks {
-    async fn try_acquire(&self, key: &str, token: &str, ttl: Duration) -> BackendResult<Option<u64>> {
+    async fn try_acquire(
+        &self,
+        key: &str,
+        token: &str,
+        ttl: Duration,
+    ) -> BackendResult<Option<u64>> {
         Ok(self.with(|t, now| {
             if t.held.contains_key(key) {
                 return None;
             }
-            t.held.insert(key.to_string(), (token.to_string(), now + ttl));
+            t.held
+                .insert(key.to_string(), (token.to_string(), now + ttl));
             let fence = t.fences.entry(key.to_string()).or_default();
             *fence += 1;
             Some(*fence)

@@ -16,7 +16,12 @@ use std::time::{Duration, Instant};
 pub trait LockBackend: Send + Sync {
     /// Grants `key` to `token` for `ttl` if nobody holds it; the new fencing token, or
     /// `None` when it is held.
-    async fn try_acquire(&self, key: &str, token: &str, ttl: Duration) -> BackendResult<Option<u64>>;
+    async fn try_acquire(
+        &self,
+        key: &str,
+        token: &str,
+        ttl: Duration,
+    ) -> BackendResult<Option<u64>>;
     /// Releases `key` if `token` holds it; whether it did.
     async fn release(&self, key: &str, token: &str) -> BackendResult<bool>;
     /// Sets the TTL of `key` to `ttl` if `token` holds it; whether it did.

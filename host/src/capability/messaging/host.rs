@@ -1,8 +1,10 @@
 //! The WIT `messaging` interface: grants, validation and quotas over the broker.
 
 use super::routing::validate_routing_key;
-use super::{now_ms, Envelope, MessageStatus};
-use crate::bindings::techub::platform::messaging::{Host, MessagingError, Priority, PublishOptions};
+use super::{Envelope, MessageStatus, now_ms};
+use crate::bindings::techub::platform::messaging::{
+    Host, MessagingError, Priority, PublishOptions,
+};
 use crate::runtime::PluginState;
 use std::time::Duration;
 
@@ -34,22 +36,40 @@ pub fn priority_of_level(level: u8) -> Priority {
 }
 
 impl PluginState {
-    async fn publish_message(&mut self, routing_key: String, payload: Vec<u8>, options: PublishOptions) -> Result<String> {
+    async fn publish_message(
+        &mut self,
+        routing_key: String,
+        payload: Vec<u8>,
+        options: PublishOptions,
+    ) -> Result<String> {
         self.charge_call().map_err(MessagingError::QuotaExceeded)?;
         let max_publishes = self.plugin.limits.max_publishes;
         if self.usage.publishes >= max_publishes {
-            return Err(MessagingError::QuotaExceeded(format!("more than {max_publishes} publishes for one message")));
+            return Err(MessagingError::QuotaExceeded(format!(
+                "more than {max_publishes} publishes for one message"
+            )));
         }
         validate_routing_key(&routing_key).map_err(MessagingError::InvalidRoutingKey)?;
-        if !self.plugin.publish.iter().any(|grant| grant.matches(&routing_key)) {
-            return Err(MessagingError::NotPermitted(format!("{routing_key} is not granted to plugin {}", self.plugin.name)));
+        if !self
+            .plugin
+            .publish
+            .iter()
+            .any(|grant| grant.matches(&routing_key))
+        {
+            return Err(MessagingError::NotPermitted(format!(
+                "{routing_key} is not granted to plugin {}",
+                self.plugin.name
+            )));
         }
         let max = self.plugin.config.host.max_message_bytes;
         if payload.len() > max {
             return Err(MessagingError::PayloadTooLarge(max as u64));
         }
         check_options(&options)?;
-        let id = options.message_id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let id = options
+            .message_id
+            .clone()
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         let envelope = Envelope {
             id: id.clone(),
             routing_key,
@@ -66,13 +86,19 @@ impl PluginState {
         let services = self.plugin.services.clone();
         let timeout = Duration::from_millis(self.plugin.config.amqp.confirm_timeout_ms);
         let delay = options.delay_ms.map(Duration::from_millis);
-        match tokio::time::timeout(timeout, services.broker.publish(envelope, delay)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => return Err(MessagingError::Unavailable(error.to_string())),
-            Err(_) => return Err(MessagingError::Unavailable(format!("no confirm within {} ms", timeout.as_millis()))),
+        // Pending before the publish: a fast consumer may otherwise mark it done first.
+        services.tracker.set(&id, MessageStatus::Pending);
+        let failure =
+            match tokio::time::timeout(timeout, services.broker.publish(envelope, delay)).await {
+                Ok(Ok(())) => None,
+                Ok(Err(error)) => Some(error.to_string()),
+                Err(_) => Some(format!("no confirm within {} ms", timeout.as_millis())),
+            };
+        if let Some(failure) = failure {
+            services.tracker.forget(&id);
+            return Err(MessagingError::Unavailable(failure));
         }
         self.usage.publishes += 1;
-        services.tracker.set(&id, MessageStatus::Pending);
         Ok(id)
     }
 }
@@ -82,8 +108,14 @@ fn check_options(options: &PublishOptions) -> Result<()> {
     if options.headers.len() > MAX_HEADERS {
         return bad(format!("more than {MAX_HEADERS} headers"));
     }
-    if let Some((name, _)) = options.headers.iter().find(|(name, _)| name.to_ascii_lowercase().starts_with("x-techub-")) {
-        return bad(format!("header {name:?}: names starting with x-techub- are the host's"));
+    if let Some((name, _)) = options
+        .headers
+        .iter()
+        .find(|(name, _)| name.to_ascii_lowercase().starts_with("x-techub-"))
+    {
+        return bad(format!(
+            "header {name:?}: names starting with x-techub- are the host's"
+        ));
     }
     if options.delay_ms.is_some_and(|d| d > MAX_DELAY_MS) {
         return bad(format!("delay-ms is more than {MAX_DELAY_MS}"));
@@ -91,16 +123,21 @@ fn check_options(options: &PublishOptions) -> Result<()> {
     if options.expiration_ms == Some(0) {
         return bad("expiration-ms must not be 0".into());
     }
-    if let Some(id) = &options.message_id {
-        if id.is_empty() || id.len() > 255 {
-            return bad("message-id must be 1 to 255 bytes".into());
-        }
+    if let Some(id) = &options.message_id
+        && (id.is_empty() || id.len() > 255)
+    {
+        return bad("message-id must be 1 to 255 bytes".into());
     }
     Ok(())
 }
 
 impl Host for PluginState {
-    async fn publish(&mut self, routing_key: String, payload: Vec<u8>, options: PublishOptions) -> wasmtime::Result<Result<String>> {
+    async fn publish(
+        &mut self,
+        routing_key: String,
+        payload: Vec<u8>,
+        options: PublishOptions,
+    ) -> wasmtime::Result<Result<String>> {
         Ok(self.publish_message(routing_key, payload, options).await)
     }
 

@@ -36,7 +36,9 @@ impl PartialOrd for Queued {
 impl Ord for Queued {
     fn cmp(&self, other: &Self) -> Ordering {
         // Max-heap: higher priority first, then lower sequence (older) first.
-        self.priority.cmp(&other.priority).then_with(|| other.seq.cmp(&self.seq))
+        self.priority
+            .cmp(&other.priority)
+            .then_with(|| other.seq.cmp(&self.seq))
     }
 }
 
@@ -74,7 +76,12 @@ impl Shared {
         state.seq += 1;
         let seq = state.seq;
         if let Some(q) = state.queues.get_mut(queue) {
-            q.messages.push(Queued { priority: envelope.priority, seq, envelope, redelivered });
+            q.messages.push(Queued {
+                priority: envelope.priority,
+                seq,
+                envelope,
+                redelivered,
+            });
             q.notify.notify_one();
         }
     }
@@ -96,14 +103,22 @@ impl Shared {
         let mut state = self.lock();
         let now = Instant::now();
         let ttl = Duration::from_millis(self.dead_letter.ttl_ms);
-        while state.dead.front().is_some_and(|d| now.duration_since(d.at) >= ttl) {
+        while state
+            .dead
+            .front()
+            .is_some_and(|d| now.duration_since(d.at) >= ttl)
+        {
             state.dead.pop_front();
         }
         // The seed's max length drops the oldest, as RabbitMQ's default overflow does.
         while state.dead.len() >= self.dead_letter.max_length as usize {
             state.dead.pop_front();
         }
-        let letter = DeadLetter { envelope, queue: queue.to_string(), reason: reason.to_string() };
+        let letter = DeadLetter {
+            envelope,
+            queue: queue.to_string(),
+            reason: reason.to_string(),
+        };
         state.dead.push_back(DeadEntry { letter, at: now });
     }
 
@@ -131,7 +146,12 @@ pub struct MemoryBroker {
 impl MemoryBroker {
     /// A broker whose dead-letter queue follows `dead_letter`.
     pub fn new(dead_letter: DeadLetterConfig) -> Self {
-        Self { shared: Arc::new(Shared { state: Mutex::default(), dead_letter }) }
+        Self {
+            shared: Arc::new(Shared {
+                state: Mutex::default(),
+                dead_letter,
+            }),
+        }
     }
 }
 
@@ -170,7 +190,11 @@ impl Broker for MemoryBroker {
     async fn consume(&self, queue: &str, prefetch: u16) -> BackendResult<Box<dyn Consumer>> {
         let notify = match self.shared.lock().queues.get(queue) {
             Some(q) => q.notify.clone(),
-            None => return Err(BackendError::InvalidArgument(format!("queue {queue:?} is not declared"))),
+            None => {
+                return Err(BackendError::InvalidArgument(format!(
+                    "queue {queue:?} is not declared"
+                )));
+            }
         };
         Ok(Box::new(MemoryConsumer {
             shared: self.shared.clone(),
@@ -181,7 +205,14 @@ impl Broker for MemoryBroker {
     }
 
     async fn dead_letters(&self, limit: usize) -> BackendResult<Vec<DeadLetter>> {
-        Ok(self.shared.lock().dead.iter().take(limit).map(|d| d.letter.clone()).collect())
+        Ok(self
+            .shared
+            .lock()
+            .dead
+            .iter()
+            .take(limit)
+            .map(|d| d.letter.clone())
+            .collect())
     }
 }
 
@@ -221,14 +252,20 @@ struct MemoryDelivery {
 
 impl MemoryDelivery {
     fn take(&mut self) -> Queued {
-        self.queued.take().expect("a delivery is settled once: settling consumes it")
+        self.queued
+            .take()
+            .expect("a delivery is settled once: settling consumes it")
     }
 }
 
 #[async_trait::async_trait]
 impl Delivery for MemoryDelivery {
     fn envelope(&self) -> &Envelope {
-        &self.queued.as_ref().expect("unsettled until consumed").envelope
+        &self
+            .queued
+            .as_ref()
+            .expect("unsettled until consumed")
+            .envelope
     }
 
     fn redelivered(&self) -> bool {

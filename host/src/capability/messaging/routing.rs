@@ -10,13 +10,17 @@ pub fn validate_routing_key(key: &str) -> Result<(), String> {
         return Err("routing key must not be empty".into());
     }
     if key.len() > MAX_ROUTING_KEY_BYTES {
-        return Err(format!("routing key is longer than {MAX_ROUTING_KEY_BYTES} bytes"));
+        return Err(format!(
+            "routing key is longer than {MAX_ROUTING_KEY_BYTES} bytes"
+        ));
     }
     if key.split('.').any(str::is_empty) {
         return Err(format!("routing key {key:?} has an empty word"));
     }
     if key.contains(['*', '#']) || key.chars().any(char::is_control) {
-        return Err(format!("routing key {key:?} contains `*`, `#` or a control character"));
+        return Err(format!(
+            "routing key {key:?} contains `*`, `#` or a control character"
+        ));
     }
     Ok(())
 }
@@ -24,14 +28,18 @@ pub fn validate_routing_key(key: &str) -> Result<(), String> {
 /// Checks a binding or grant pattern.
 pub fn validate_pattern(pattern: &str) -> Result<(), String> {
     if pattern.is_empty() || pattern.len() > MAX_ROUTING_KEY_BYTES {
-        return Err(format!("pattern {pattern:?} must be 1 to {MAX_ROUTING_KEY_BYTES} bytes"));
+        return Err(format!(
+            "pattern {pattern:?} must be 1 to {MAX_ROUTING_KEY_BYTES} bytes"
+        ));
     }
     for word in pattern.split('.') {
         if word.is_empty() {
             return Err(format!("pattern {pattern:?} has an empty word"));
         }
         if word.len() > 1 && word.contains(['*', '#']) {
-            return Err(format!("pattern {pattern:?}: `*` and `#` must be whole words"));
+            return Err(format!(
+                "pattern {pattern:?}: `*` and `#` must be whole words"
+            ));
         }
     }
     Ok(())
@@ -48,7 +56,10 @@ impl TopicPattern {
     /// Parses and validates `pattern`.
     pub fn parse(pattern: &str) -> Result<Self, String> {
         validate_pattern(pattern)?;
-        Ok(Self { words: pattern.split('.').map(str::to_string).collect(), text: pattern.to_string() })
+        Ok(Self {
+            words: pattern.split('.').map(str::to_string).collect(),
+            text: pattern.to_string(),
+        })
     }
 
     /// The pattern as written.

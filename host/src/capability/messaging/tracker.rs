@@ -19,7 +19,13 @@ pub struct MessageTracker {
 impl MessageTracker {
     /// Remembers at most `capacity` messages.
     pub fn new(capacity: usize) -> Self {
-        Self { inner: Mutex::new(Inner { status: HashMap::new(), order: VecDeque::new() }), capacity }
+        Self {
+            inner: Mutex::new(Inner {
+                status: HashMap::new(),
+                order: VecDeque::new(),
+            }),
+            capacity,
+        }
     }
 
     /// Records the status of `id`.
@@ -35,8 +41,21 @@ impl MessageTracker {
         }
     }
 
+    /// Forgets `id` (its publish failed).
+    pub fn forget(&self, id: &str) {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if inner.status.remove(id).is_some() {
+            inner.order.retain(|known| known != id);
+        }
+    }
+
     /// The status of `id`, if remembered.
     pub fn get(&self, id: &str) -> Option<MessageStatus> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner()).status.get(id).copied()
+        self.inner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .status
+            .get(id)
+            .copied()
     }
 }

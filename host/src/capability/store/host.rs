@@ -1,9 +1,11 @@
 //! The WIT `store` interface: namespacing, validation and quotas over a backend.
 
-use crate::bindings::techub::platform::store::{Host, KeyTtl, ListEnd, ScanPage, SetOptions, StoreError};
-use crate::capability::{check_name, glob, BackendError};
-use crate::runtime::PluginState;
 use super::StoreBackend;
+use crate::bindings::techub::platform::store::{
+    Host, KeyTtl, ListEnd, ScanPage, SetOptions, StoreError,
+};
+use crate::capability::{BackendError, check_name, glob};
+use crate::runtime::PluginState;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -53,7 +55,9 @@ impl PluginState {
 
     fn check_items(&self, count: usize) -> Result<()> {
         if count > MAX_ITEMS_PER_CALL {
-            return Err(StoreError::InvalidArgument(format!("more than {MAX_ITEMS_PER_CALL} items in one call")));
+            return Err(StoreError::InvalidArgument(format!(
+                "more than {MAX_ITEMS_PER_CALL} items in one call"
+            )));
         }
         Ok(())
     }
@@ -72,12 +76,17 @@ impl PluginState {
     fn namespaced_pattern(&mut self, pattern: &str) -> Result<String> {
         self.charge_call().map_err(StoreError::QuotaExceeded)?;
         glob::validate(pattern).map_err(StoreError::InvalidArgument)?;
-        Ok(format!("{}{pattern}", glob::escape(&self.plugin.store_prefix)))
+        Ok(format!(
+            "{}{pattern}",
+            glob::escape(&self.plugin.store_prefix)
+        ))
     }
 
     fn strip(&self, keys: Vec<String>) -> Vec<String> {
         let prefix = &self.plugin.store_prefix;
-        keys.into_iter().filter_map(|k| k.strip_prefix(prefix.as_str()).map(str::to_string)).collect()
+        keys.into_iter()
+            .filter_map(|k| k.strip_prefix(prefix.as_str()).map(str::to_string))
+            .collect()
     }
 }
 
@@ -90,12 +99,22 @@ impl Host for PluginState {
         Ok(result.await)
     }
 
-    async fn set(&mut self, key: String, value: Vec<u8>, options: SetOptions) -> wasmtime::Result<Result<bool>> {
+    async fn set(
+        &mut self,
+        key: String,
+        value: Vec<u8>,
+        options: SetOptions,
+    ) -> wasmtime::Result<Result<bool>> {
         let result = async {
             let key = self.store_key(&key)?;
             self.check_values([value.as_slice()])?;
             let ttl = options.ttl_ms.map(nonzero_ttl).transpose()?;
-            Ok(self.plugin.services.store.set(&key, &value, ttl, options.condition).await?)
+            Ok(self
+                .plugin
+                .services
+                .store
+                .set(&key, &value, ttl, options.condition)
+                .await?)
         };
         Ok(result.await)
     }
@@ -104,7 +123,10 @@ impl Host for PluginState {
         let result = async {
             self.charge_call().map_err(StoreError::QuotaExceeded)?;
             self.check_items(keys.len())?;
-            let keys = keys.iter().map(|k| self.namespaced(k)).collect::<Result<Vec<_>>>()?;
+            let keys = keys
+                .iter()
+                .map(|k| self.namespaced(k))
+                .collect::<Result<Vec<_>>>()?;
             Ok(self.plugin.services.store.delete(&keys).await?)
         };
         Ok(result.await)
@@ -121,7 +143,12 @@ impl Host for PluginState {
     async fn expire(&mut self, key: String, ttl_ms: u64) -> wasmtime::Result<Result<bool>> {
         let result = async {
             let key = self.store_key(&key)?;
-            Ok(self.plugin.services.store.expire(&key, nonzero_ttl(ttl_ms)?).await?)
+            Ok(self
+                .plugin
+                .services
+                .store
+                .expire(&key, nonzero_ttl(ttl_ms)?)
+                .await?)
         };
         Ok(result.await)
     }
@@ -150,7 +177,11 @@ impl Host for PluginState {
         Ok(result.await)
     }
 
-    async fn hash_get(&mut self, key: String, field: String) -> wasmtime::Result<Result<Option<Vec<u8>>>> {
+    async fn hash_get(
+        &mut self,
+        key: String,
+        field: String,
+    ) -> wasmtime::Result<Result<Option<Vec<u8>>>> {
         let result = async {
             let (store, key) = self.store_op(&key)?;
             Ok(store.hash_get(&key, &field).await?)
@@ -158,20 +189,29 @@ impl Host for PluginState {
         Ok(result.await)
     }
 
-    async fn hash_set(&mut self, key: String, fields: Vec<(String, Vec<u8>)>) -> wasmtime::Result<Result<u32>> {
+    async fn hash_set(
+        &mut self,
+        key: String,
+        fields: Vec<(String, Vec<u8>)>,
+    ) -> wasmtime::Result<Result<u32>> {
         let result = async {
             let key = self.store_key(&key)?;
             self.check_items(fields.len())?;
             self.check_values(fields.iter().map(|(_, v)| v.as_slice()))?;
             if fields.is_empty() {
-                return Err(StoreError::InvalidArgument("hash-set needs at least one field".into()));
+                return Err(StoreError::InvalidArgument(
+                    "hash-set needs at least one field".into(),
+                ));
             }
             Ok(self.plugin.services.store.hash_set(&key, &fields).await?)
         };
         Ok(result.await)
     }
 
-    async fn hash_get_all(&mut self, key: String) -> wasmtime::Result<Result<Vec<(String, Vec<u8>)>>> {
+    async fn hash_get_all(
+        &mut self,
+        key: String,
+    ) -> wasmtime::Result<Result<Vec<(String, Vec<u8>)>>> {
         let result = async {
             let (store, key) = self.store_op(&key)?;
             Ok(store.hash_get_all(&key).await?)
@@ -179,16 +219,30 @@ impl Host for PluginState {
         Ok(result.await)
     }
 
-    async fn hash_delete(&mut self, key: String, fields: Vec<String>) -> wasmtime::Result<Result<u32>> {
+    async fn hash_delete(
+        &mut self,
+        key: String,
+        fields: Vec<String>,
+    ) -> wasmtime::Result<Result<u32>> {
         let result = async {
             let key = self.store_key(&key)?;
             self.check_items(fields.len())?;
-            Ok(self.plugin.services.store.hash_delete(&key, &fields).await?)
+            Ok(self
+                .plugin
+                .services
+                .store
+                .hash_delete(&key, &fields)
+                .await?)
         };
         Ok(result.await)
     }
 
-    async fn hash_incr_by(&mut self, key: String, field: String, delta: i64) -> wasmtime::Result<Result<i64>> {
+    async fn hash_incr_by(
+        &mut self,
+        key: String,
+        field: String,
+        delta: i64,
+    ) -> wasmtime::Result<Result<i64>> {
         let result = async {
             let (store, key) = self.store_op(&key)?;
             Ok(store.hash_incr_by(&key, &field, delta).await?)
@@ -196,32 +250,61 @@ impl Host for PluginState {
         Ok(result.await)
     }
 
-    async fn list_push(&mut self, key: String, end: ListEnd, values: Vec<Vec<u8>>) -> wasmtime::Result<Result<u32>> {
+    async fn list_push(
+        &mut self,
+        key: String,
+        end: ListEnd,
+        values: Vec<Vec<u8>>,
+    ) -> wasmtime::Result<Result<u32>> {
         let result = async {
             let key = self.store_key(&key)?;
             self.check_items(values.len())?;
             self.check_values(values.iter().map(Vec::as_slice))?;
             if values.is_empty() {
-                return Err(StoreError::InvalidArgument("list-push needs at least one value".into()));
+                return Err(StoreError::InvalidArgument(
+                    "list-push needs at least one value".into(),
+                ));
             }
-            Ok(self.plugin.services.store.list_push(&key, end, &values).await?)
+            Ok(self
+                .plugin
+                .services
+                .store
+                .list_push(&key, end, &values)
+                .await?)
         };
         Ok(result.await)
     }
 
-    async fn list_pop(&mut self, key: String, end: ListEnd, count: u32) -> wasmtime::Result<Result<Vec<Vec<u8>>>> {
+    async fn list_pop(
+        &mut self,
+        key: String,
+        end: ListEnd,
+        count: u32,
+    ) -> wasmtime::Result<Result<Vec<Vec<u8>>>> {
         let result = async {
             let key = self.store_key(&key)?;
             if count == 0 {
-                return Err(StoreError::InvalidArgument("count must be at least 1".into()));
+                return Err(StoreError::InvalidArgument(
+                    "count must be at least 1".into(),
+                ));
             }
             self.check_items(count as usize)?;
-            Ok(self.plugin.services.store.list_pop(&key, end, count).await?)
+            Ok(self
+                .plugin
+                .services
+                .store
+                .list_pop(&key, end, count)
+                .await?)
         };
         Ok(result.await)
     }
 
-    async fn list_range(&mut self, key: String, start: i64, stop: i64) -> wasmtime::Result<Result<Vec<Vec<u8>>>> {
+    async fn list_range(
+        &mut self,
+        key: String,
+        start: i64,
+        stop: i64,
+    ) -> wasmtime::Result<Result<Vec<Vec<u8>>>> {
         let result = async {
             let (store, key) = self.store_op(&key)?;
             Ok(store.list_range(&key, start, stop).await?)
@@ -237,27 +320,42 @@ impl Host for PluginState {
         Ok(result.await)
     }
 
-    async fn set_add(&mut self, key: String, members: Vec<Vec<u8>>) -> wasmtime::Result<Result<u32>> {
+    async fn set_add(
+        &mut self,
+        key: String,
+        members: Vec<Vec<u8>>,
+    ) -> wasmtime::Result<Result<u32>> {
         let result = async {
             let key = self.store_key(&key)?;
             self.check_items(members.len())?;
             self.check_values(members.iter().map(Vec::as_slice))?;
             if members.is_empty() {
-                return Err(StoreError::InvalidArgument("set-add needs at least one member".into()));
+                return Err(StoreError::InvalidArgument(
+                    "set-add needs at least one member".into(),
+                ));
             }
             Ok(self.plugin.services.store.set_add(&key, &members).await?)
         };
         Ok(result.await)
     }
 
-    async fn set_remove(&mut self, key: String, members: Vec<Vec<u8>>) -> wasmtime::Result<Result<u32>> {
+    async fn set_remove(
+        &mut self,
+        key: String,
+        members: Vec<Vec<u8>>,
+    ) -> wasmtime::Result<Result<u32>> {
         let result = async {
             let key = self.store_key(&key)?;
             self.check_items(members.len())?;
             if members.is_empty() {
                 return Ok(0);
             }
-            Ok(self.plugin.services.store.set_remove(&key, &members).await?)
+            Ok(self
+                .plugin
+                .services
+                .store
+                .set_remove(&key, &members)
+                .await?)
         };
         Ok(result.await)
     }
@@ -270,7 +368,11 @@ impl Host for PluginState {
         Ok(result.await)
     }
 
-    async fn set_contains(&mut self, key: String, member: Vec<u8>) -> wasmtime::Result<Result<bool>> {
+    async fn set_contains(
+        &mut self,
+        key: String,
+        member: Vec<u8>,
+    ) -> wasmtime::Result<Result<bool>> {
         let result = async {
             let (store, key) = self.store_op(&key)?;
             Ok(store.set_contains(&key, &member).await?)
@@ -278,12 +380,25 @@ impl Host for PluginState {
         Ok(result.await)
     }
 
-    async fn scan(&mut self, pattern: String, cursor: Option<String>, count: u32) -> wasmtime::Result<Result<ScanPage>> {
+    async fn scan(
+        &mut self,
+        pattern: String,
+        cursor: Option<String>,
+        count: u32,
+    ) -> wasmtime::Result<Result<ScanPage>> {
         let result = async {
             let pattern = self.namespaced_pattern(&pattern)?;
             let count = count.clamp(1, MAX_SCAN_COUNT);
-            let (keys, cursor) = self.plugin.services.store.scan(&pattern, cursor.as_deref(), count).await?;
-            Ok(ScanPage { keys: self.strip(keys), cursor })
+            let (keys, cursor) = self
+                .plugin
+                .services
+                .store
+                .scan(&pattern, cursor.as_deref(), count)
+                .await?;
+            Ok(ScanPage {
+                keys: self.strip(keys),
+                cursor,
+            })
         };
         Ok(result.await)
     }
@@ -295,7 +410,9 @@ impl Host for PluginState {
             let mut deleted = 0u64;
             let mut cursor: Option<String> = None;
             loop {
-                let (keys, next) = store.scan(&pattern, cursor.as_deref(), MAX_SCAN_COUNT).await?;
+                let (keys, next) = store
+                    .scan(&pattern, cursor.as_deref(), MAX_SCAN_COUNT)
+                    .await?;
                 if !keys.is_empty() {
                     deleted += u64::from(store.delete(&keys).await?);
                 }

@@ -2,7 +2,7 @@
 //! empty aggregates vanish, `WRONGTYPE`, integer overflow).
 
 use super::{KeyTtl, ListEnd, SetCondition, StoreBackend};
-use crate::capability::{glob, BackendError, BackendResult};
+use crate::capability::{BackendError, BackendResult, glob};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::ops::Bound;
 use std::sync::Mutex;
@@ -42,7 +42,10 @@ impl MemoryStore {
 
 /// The live slot of `key`, dropping it if expired.
 fn live<'a>(keys: &'a mut Keys, key: &str, now: Instant) -> Option<&'a mut Slot> {
-    if keys.get(key).is_some_and(|s| s.expires_at.is_some_and(|t| t <= now)) {
+    if keys
+        .get(key)
+        .is_some_and(|s| s.expires_at.is_some_and(|t| t <= now))
+    {
         keys.remove(key);
     }
     keys.get_mut(key)
@@ -53,7 +56,10 @@ macro_rules! typed {
     ($keys:expr, $key:expr, $now:expr, $variant:ident) => {
         match live($keys, $key, $now) {
             None => None,
-            Some(Slot { value: Value::$variant(v), .. }) => Some(v),
+            Some(Slot {
+                value: Value::$variant(v),
+                ..
+            }) => Some(v),
             Some(_) => return Err(BackendError::WrongType),
         }
     };
@@ -63,10 +69,19 @@ macro_rules! typed {
 macro_rules! typed_or_insert {
     ($keys:expr, $key:expr, $now:expr, $variant:ident) => {{
         if live($keys, $key, $now).is_none() {
-            $keys.insert($key.to_string(), Slot { value: Value::$variant(Default::default()), expires_at: None });
+            $keys.insert(
+                $key.to_string(),
+                Slot {
+                    value: Value::$variant(Default::default()),
+                    expires_at: None,
+                },
+            );
         }
         match $keys.get_mut($key) {
-            Some(Slot { value: Value::$variant(v), .. }) => v,
+            Some(Slot {
+                value: Value::$variant(v),
+                ..
+            }) => v,
             _ => return Err(BackendError::WrongType),
         }
     }};
@@ -86,7 +101,10 @@ fn drop_if_empty(keys: &mut Keys, key: &str) {
 }
 
 fn parse_int(bytes: &[u8]) -> BackendResult<i64> {
-    std::str::from_utf8(bytes).ok().and_then(|s| s.parse().ok()).ok_or(BackendError::WrongType)
+    std::str::from_utf8(bytes)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .ok_or(BackendError::WrongType)
 }
 
 fn add(current: i64, delta: i64) -> BackendResult<i64> {
@@ -94,7 +112,8 @@ fn add(current: i64, delta: i64) -> BackendResult<i64> {
 }
 
 fn deadline(now: Instant, ttl: Duration) -> Instant {
-    now.checked_add(ttl).unwrap_or(now + Duration::from_secs(100 * 365 * 86_400))
+    now.checked_add(ttl)
+        .unwrap_or(now + Duration::from_secs(100 * 365 * 86_400))
 }
 
 #[async_trait::async_trait]
@@ -103,7 +122,13 @@ impl StoreBackend for MemoryStore {
         self.with(|keys, now| Ok(typed!(keys, key, now, String).cloned()))
     }
 
-    async fn set(&self, key: &str, value: &[u8], ttl: Option<Duration>, condition: SetCondition) -> BackendResult<bool> {
+    async fn set(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl: Option<Duration>,
+        condition: SetCondition,
+    ) -> BackendResult<bool> {
         self.with(|keys, now| {
             let exists = live(keys, key, now).is_some();
             let write = match condition {
@@ -113,7 +138,13 @@ impl StoreBackend for MemoryStore {
             };
             if write {
                 let expires_at = ttl.map(|ttl| deadline(now, ttl));
-                keys.insert(key.to_string(), Slot { value: Value::String(value.to_vec()), expires_at });
+                keys.insert(
+                    key.to_string(),
+                    Slot {
+                        value: Value::String(value.to_vec()),
+                        expires_at,
+                    },
+                );
             }
             Ok(write)
         })
@@ -138,20 +169,29 @@ impl StoreBackend for MemoryStore {
 
     async fn expire(&self, key: &str, ttl: Duration) -> BackendResult<bool> {
         self.with(|keys, now| {
-            Ok(live(keys, key, now).map(|slot| slot.expires_at = Some(deadline(now, ttl))).is_some())
+            Ok(live(keys, key, now)
+                .map(|slot| slot.expires_at = Some(deadline(now, ttl)))
+                .is_some())
         })
     }
 
     async fn persist(&self, key: &str) -> BackendResult<bool> {
-        self.with(|keys, now| Ok(live(keys, key, now).is_some_and(|slot| slot.expires_at.take().is_some())))
+        self.with(|keys, now| {
+            Ok(live(keys, key, now).is_some_and(|slot| slot.expires_at.take().is_some()))
+        })
     }
 
     async fn ttl(&self, key: &str) -> BackendResult<KeyTtl> {
         self.with(|keys, now| {
             Ok(match live(keys, key, now) {
                 None => KeyTtl::Missing,
-                Some(Slot { expires_at: None, .. }) => KeyTtl::Persistent,
-                Some(Slot { expires_at: Some(t), .. }) => KeyTtl::ExpiresInMs(t.duration_since(now).as_millis() as u64),
+                Some(Slot {
+                    expires_at: None, ..
+                }) => KeyTtl::Persistent,
+                Some(Slot {
+                    expires_at: Some(t),
+                    ..
+                }) => KeyTtl::ExpiresInMs(t.duration_since(now).as_millis() as u64),
             })
         })
     }
@@ -166,7 +206,13 @@ impl StoreBackend for MemoryStore {
             match live(keys, key, now) {
                 Some(slot) => slot.value = Value::String(next.to_string().into_bytes()),
                 None => {
-                    keys.insert(key.to_string(), Slot { value: Value::String(next.to_string().into_bytes()), expires_at: None });
+                    keys.insert(
+                        key.to_string(),
+                        Slot {
+                            value: Value::String(next.to_string().into_bytes()),
+                            expires_at: None,
+                        },
+                    );
                 }
             }
             Ok(next)
@@ -180,7 +226,10 @@ impl StoreBackend for MemoryStore {
     async fn hash_set(&self, key: &str, fields: &[(String, Vec<u8>)]) -> BackendResult<u32> {
         self.with(|keys, now| {
             let hash = typed_or_insert!(keys, key, now, Hash);
-            Ok(fields.iter().filter(|(f, v)| hash.insert(f.clone(), v.clone()).is_none()).count() as u32)
+            Ok(fields
+                .iter()
+                .filter(|(f, v)| hash.insert(f.clone(), v.clone()).is_none())
+                .count() as u32)
         })
     }
 
@@ -208,7 +257,11 @@ impl StoreBackend for MemoryStore {
     async fn hash_incr_by(&self, key: &str, field: &str, delta: i64) -> BackendResult<i64> {
         self.with(|keys, now| {
             let hash = typed_or_insert!(keys, key, now, Hash);
-            let current = hash.get(field).map(|v| parse_int(v)).transpose()?.unwrap_or(0);
+            let current = hash
+                .get(field)
+                .map(|v| parse_int(v))
+                .transpose()?
+                .unwrap_or(0);
             let next = add(current, delta)?;
             hash.insert(field.to_string(), next.to_string().into_bytes());
             Ok(next)
@@ -250,14 +303,19 @@ impl StoreBackend for MemoryStore {
 
     async fn list_range(&self, key: &str, start: i64, stop: i64) -> BackendResult<Vec<Vec<u8>>> {
         self.with(|keys, now| {
-            let Some(list) = typed!(keys, key, now, List) else { return Ok(Vec::new()) };
+            let Some(list) = typed!(keys, key, now, List) else {
+                return Ok(Vec::new());
+            };
             let len = list.len() as i64;
             let norm = |i: i64| if i < 0 { (len + i).max(0) } else { i };
             let (start, stop) = (norm(start), norm(stop).min(len - 1));
             if start > stop || start >= len {
                 return Ok(Vec::new());
             }
-            Ok(list.range(start as usize..=stop as usize).cloned().collect())
+            Ok(list
+                .range(start as usize..=stop as usize)
+                .cloned()
+                .collect())
         })
     }
 
@@ -284,14 +342,23 @@ impl StoreBackend for MemoryStore {
     }
 
     async fn set_members(&self, key: &str) -> BackendResult<Vec<Vec<u8>>> {
-        self.with(|keys, now| Ok(typed!(keys, key, now, Set).map(|s| s.iter().cloned().collect()).unwrap_or_default()))
+        self.with(|keys, now| {
+            Ok(typed!(keys, key, now, Set)
+                .map(|s| s.iter().cloned().collect())
+                .unwrap_or_default())
+        })
     }
 
     async fn set_contains(&self, key: &str, member: &[u8]) -> BackendResult<bool> {
         self.with(|keys, now| Ok(typed!(keys, key, now, Set).is_some_and(|s| s.contains(member))))
     }
 
-    async fn scan(&self, pattern: &str, cursor: Option<&str>, count: u32) -> BackendResult<(Vec<String>, Option<String>)> {
+    async fn scan(
+        &self,
+        pattern: &str,
+        cursor: Option<&str>,
+        count: u32,
+    ) -> BackendResult<(Vec<String>, Option<String>)> {
         self.with(|keys, now| {
             // The cursor is the last key examined: keys are ordered, so every key
             // present for the whole scan is returned exactly once. Only keys under the
@@ -303,7 +370,9 @@ impl StoreBackend for MemoryStore {
             };
             let mut found = Vec::new();
             let mut last = None;
-            let mut range = keys.range((start, Bound::Unbounded)).take_while(|(k, _)| k.starts_with(&prefix));
+            let mut range = keys
+                .range((start, Bound::Unbounded))
+                .take_while(|(k, _)| k.starts_with(&prefix));
             for (key, slot) in range.by_ref().take(count.max(1) as usize) {
                 last = Some(key.clone());
                 let expired = slot.expires_at.is_some_and(|t| t <= now);

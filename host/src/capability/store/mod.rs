@@ -19,7 +19,13 @@ pub trait StoreBackend: Send + Sync {
     /// `GET`.
     async fn get(&self, key: &str) -> BackendResult<Option<Vec<u8>>>;
     /// `SET` with optional `PX` and `NX`/`XX`; whether it wrote.
-    async fn set(&self, key: &str, value: &[u8], ttl: Option<Duration>, condition: SetCondition) -> BackendResult<bool>;
+    async fn set(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl: Option<Duration>,
+        condition: SetCondition,
+    ) -> BackendResult<bool>;
     /// `DEL`; how many existed.
     async fn delete(&self, keys: &[String]) -> BackendResult<u32>;
     /// `EXISTS`.
@@ -59,5 +65,10 @@ pub trait StoreBackend: Send + Sync {
     /// `SISMEMBER`.
     async fn set_contains(&self, key: &str, member: &[u8]) -> BackendResult<bool>;
     /// One `SCAN` page over keys matching the glob `pattern`; `None` cursor when done.
-    async fn scan(&self, pattern: &str, cursor: Option<&str>, count: u32) -> BackendResult<(Vec<String>, Option<String>)>;
+    async fn scan(
+        &self,
+        pattern: &str,
+        cursor: Option<&str>,
+        count: u32,
+    ) -> BackendResult<(Vec<String>, Option<String>)>;
 }

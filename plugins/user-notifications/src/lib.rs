@@ -1,0 +1,55 @@
+//! Welcomes new users (the seed's `user.created` → `notification.email` flow).
+//!
+//! On `user.created` it caches the user's profile in the `users` domain, tagged with
+//! the user, and publishes a `notification.email` asking for the welcome email,
+//! correlated with the event. The sender address is a setting in `host.toml`.
+
+use serde::{Deserialize, Serialize};
+use techub_guest::prelude::*;
+
+#[derive(Debug, Deserialize, Serialize)]
+struct UserCreated {
+    id: String,
+    email: String,
+    name: String,
+}
+
+#[derive(Debug, Serialize)]
+struct EmailRequest<'a> {
+    template: &'a str,
+    to: &'a str,
+    from: String,
+    name: &'a str,
+    user_id: &'a str,
+}
+
+#[handler(queue = "notification", routing_keys = ["user.created"])]
+fn welcome(message: Message) -> Result<(), Failure> {
+    let user: UserCreated = message.json()?;
+    if user.id.is_empty() || !user.email.contains('@') {
+        return Err(Failure::reject(format!(
+            "user {:?} has no usable id or email",
+            user.id
+        )));
+    }
+    let options = EntryOptions::default().tag(format!("user:{}", user.id));
+    cache::set_json(Domain::USERS, &user.id, &user, &options)?;
+
+    let email = EmailRequest {
+        template: "welcome",
+        to: &user.email,
+        from: config::get_or("sender", "noreply@techub.example"),
+        name: &user.name,
+        user_id: &user.id,
+    };
+    let id = messaging::publish_json(
+        "notification.email",
+        &email,
+        &PublishOptions::default().follows(&message),
+    )?;
+    log::info_with(
+        "welcome email requested",
+        &[("user", &user.id), ("message", &id)],
+    );
+    Ok(())
+}

@@ -1,0 +1,310 @@
+//! End to end on the embedded backends: real plugins, real messages, real failures.
+
+use serde_json::{Value, json};
+use std::time::Duration;
+use techub_host::Platform;
+use techub_host::bindings::techub::platform::messaging::Priority;
+use techub_host::capability::messaging::{DeadLetter, QueueSpec};
+use techub_tests::{PluginDir, config, grant, init_tracing, unique, wait_for};
+
+const LIMIT: Duration = Duration::from_secs(20);
+
+/// The dead letter of message `id`, once there is one.
+pub async fn dead_letter_of(platform: &Platform, id: &str) -> DeadLetter {
+    wait_for(
+        LIMIT,
+        &format!("message {id} to be dead-lettered"),
+        || async {
+            let letters = platform
+                .services
+                .broker
+                .dead_letters(10_000)
+                .await
+                .expect("dead letters");
+            letters.into_iter().find(|d| d.envelope.id == id)
+        },
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn user_created_is_cached_and_followed_by_an_email_request() {
+    init_tracing();
+    let dir = PluginDir::with(&[("user-notifications", "user_notifications")]);
+    let mut config = config(&dir);
+    grant(
+        &mut config,
+        "user-notifications",
+        &["users"],
+        &["notification.*"],
+    )
+    .settings
+    .insert("sender".into(), "hello@techub.test".into());
+    let platform = Platform::start(config).await.expect("host starts");
+    assert_eq!(
+        platform.plugins.len(),
+        1,
+        "load errors: {:?}",
+        platform.load_errors
+    );
+
+    let sink = unique("sink");
+    let broker = &platform.services.broker;
+    broker
+        .declare_queue(&QueueSpec {
+            name: sink.clone(),
+            bindings: vec!["notification.email".into()],
+            durable: false,
+        })
+        .await
+        .unwrap();
+    let mut emails = broker.consume(&sink, 10).await.unwrap();
+
+    let user = json!({ "id": "u-42", "email": "ada@example.com", "name": "Ada" });
+    let id = platform
+        .publish(
+            "user.created",
+            user.to_string().into_bytes(),
+            Priority::Normal,
+        )
+        .await
+        .unwrap();
+
+    let cached = wait_for(LIMIT, "the user to be cached", || async {
+        platform
+            .services
+            .cache
+            .get_many("users", &["u-42".to_string()])
+            .await
+            .unwrap()
+            .pop()
+            .flatten()
+    })
+    .await;
+    assert_eq!(serde_json::from_slice::<Value>(&cached).unwrap(), user);
+
+    let email = tokio::time::timeout(LIMIT, emails.next())
+        .await
+        .expect("an email request")
+        .expect("consumer open");
+    let request: Value = serde_json::from_slice(&email.envelope().payload).unwrap();
+    assert_eq!(request["to"], "ada@example.com");
+    assert_eq!(
+        request["from"], "hello@techub.test",
+        "the sender comes from the plugin's settings"
+    );
+    assert_eq!(
+        email.envelope().correlation_id.as_deref(),
+        Some(id.as_str()),
+        "the follow-up is correlated with the event"
+    );
+    email.ack().await.unwrap();
+
+    let status = wait_for(LIMIT, "the message to complete", || async {
+        platform
+            .services
+            .tracker
+            .get(&id)
+            .filter(|s| *s == techub_host::capability::messaging::MessageStatus::Completed)
+    })
+    .await;
+    assert_eq!(
+        status,
+        techub_host::capability::messaging::MessageStatus::Completed
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn malformed_message_is_rejected_to_the_dead_letter_queue() {
+    init_tracing();
+    let dir = PluginDir::with(&[("user-notifications", "user_notifications")]);
+    let mut config = config(&dir);
+    grant(
+        &mut config,
+        "user-notifications",
+        &["users"],
+        &["notification.*"],
+    );
+    let platform = Platform::start(config).await.unwrap();
+    let id = platform
+        .publish("user.created", b"not json".to_vec(), Priority::Normal)
+        .await
+        .unwrap();
+    let letter = dead_letter_of(&platform, &id).await;
+    assert!(letter.reason.starts_with("rejected:"), "{}", letter.reason);
+    assert_eq!(letter.envelope.attempt, 1, "a rejection is not retried");
+    assert_eq!(letter.queue, "notification.user-notifications");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn trapping_plugin_is_retried_then_dead_lettered_while_others_keep_serving() {
+    init_tracing();
+    let dir = PluginDir::with(&[
+        ("trap", "fixture_trap"),
+        ("user-notifications", "user_notifications"),
+    ]);
+    let mut config = config(&dir);
+    grant(
+        &mut config,
+        "user-notifications",
+        &["users"],
+        &["notification.*"],
+    );
+    let platform = Platform::start(config).await.unwrap();
+    assert_eq!(
+        platform.plugins.len(),
+        2,
+        "load errors: {:?}",
+        platform.load_errors
+    );
+
+    let id = platform
+        .publish("fixture.trap.now", b"{}".to_vec(), Priority::Normal)
+        .await
+        .unwrap();
+    let letter = dead_letter_of(&platform, &id).await;
+    assert_eq!(
+        letter.envelope.attempt, 3,
+        "first attempt plus max_retries = 2"
+    );
+    assert!(
+        letter.reason.contains("retries exhausted") && letter.reason.contains("trapped"),
+        "{}",
+        letter.reason
+    );
+    assert!(
+        letter.reason.contains("fixture trap on attempt 3"),
+        "the panic message is kept: {}",
+        letter.reason
+    );
+
+    let user = json!({ "id": "after-trap", "email": "a@b.c", "name": "A" });
+    platform
+        .publish(
+            "user.created",
+            user.to_string().into_bytes(),
+            Priority::Normal,
+        )
+        .await
+        .unwrap();
+    wait_for(LIMIT, "the other plugin to keep serving", || async {
+        platform
+            .services
+            .cache
+            .get_many("users", &["after-trap".to_string()])
+            .await
+            .unwrap()
+            .pop()
+            .flatten()
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn infinite_loop_is_stopped_by_the_cpu_limit() {
+    init_tracing();
+    let dir = PluginDir::with(&[("spin", "fixture_spin")]);
+    let mut config = config(&dir);
+    config
+        .plugins
+        .entry("spin".into())
+        .or_default()
+        .limits
+        .cpu_ms = Some(50);
+    config.queues.get_mut("email").unwrap().max_retries = 1;
+    let platform = Platform::start(config).await.unwrap();
+    let id = platform
+        .publish("fixture.spin.forever", b"{}".to_vec(), Priority::Normal)
+        .await
+        .unwrap();
+    let letter = dead_letter_of(&platform, &id).await;
+    assert!(
+        letter.reason.contains("CPU limit of 50 ms exceeded"),
+        "{}",
+        letter.reason
+    );
+    assert_eq!(letter.envelope.attempt, 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn malformed_and_wrong_world_files_are_reported_and_the_others_load() {
+    init_tracing();
+    let dir = PluginDir::with(&[
+        ("user-notifications", "user_notifications"),
+        ("other-world", "fixture_wrong_world"),
+    ]);
+    dir.write("garbage.wasm", b"this is not wasm at all");
+    dir.write("core-module.wasm", b"\0asm\x01\0\0\0");
+    dir.write("Bad Name.wasm", b"\0asm\x01\0\0\0");
+    dir.write("notes.txt", b"ignored: not a .wasm file");
+    let mut config = config(&dir);
+    grant(
+        &mut config,
+        "user-notifications",
+        &["users"],
+        &["notification.*"],
+    );
+    let platform = Platform::start(config)
+        .await
+        .expect("bad plugins do not stop the host");
+
+    assert_eq!(
+        platform
+            .plugins
+            .iter()
+            .map(|p| p.name.as_str())
+            .collect::<Vec<_>>(),
+        ["user-notifications"]
+    );
+    let errors: Vec<String> = platform.load_errors.iter().map(|e| e.to_string()).collect();
+    assert_eq!(errors.len(), 4, "{errors:#?}");
+    let about = |file: &str| {
+        errors
+            .iter()
+            .find(|e| e.contains(file))
+            .unwrap_or_else(|| panic!("no error names {file}: {errors:#?}"))
+            .clone()
+    };
+    assert!(about("garbage.wasm").contains("not a valid WebAssembly component"));
+    assert!(about("core-module.wasm").contains("not a valid WebAssembly component"));
+    assert!(
+        about("other-world.wasm").contains("does not implement the techub:platform/plugin world")
+    );
+    assert!(about("Bad Name.wasm").contains("file name"));
+
+    let user = json!({ "id": "still-here", "email": "a@b.c", "name": "A" });
+    platform
+        .publish(
+            "user.created",
+            user.to_string().into_bytes(),
+            Priority::Normal,
+        )
+        .await
+        .unwrap();
+    wait_for(LIMIT, "the good plugin to serve", || async {
+        platform
+            .services
+            .cache
+            .get_many("users", &["still-here".to_string()])
+            .await
+            .unwrap()
+            .pop()
+            .flatten()
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn plugin_subscribing_to_an_undeclared_queue_type_is_refused_by_name() {
+    init_tracing();
+    let dir = PluginDir::with(&[("noop", "fixture_noop")]);
+    let mut config = config(&dir);
+    config.queues.remove("analytics");
+    let platform = Platform::start(config).await.unwrap();
+    assert!(platform.plugins.is_empty());
+    let error = platform.load_errors[0].to_string();
+    assert!(
+        error.contains("noop.wasm") && error.contains("\"analytics\""),
+        "{error}"
+    );
+}

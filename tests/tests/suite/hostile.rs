@@ -1,0 +1,131 @@
+//! A hostile plugin against the host's limits: each misbehaviour gets a typed error or
+//! a contained trap, and the host carries on.
+
+use crate::e2e_embedded::dead_letter_of;
+use std::time::Duration;
+use techub_host::Platform;
+use techub_host::bindings::techub::platform::messaging::Priority;
+use techub_host::config::HostConfig;
+use techub_tests::{PluginDir, config, grant, init_tracing};
+
+async fn hostile_platform(adjust: impl FnOnce(&mut HostConfig)) -> (Platform, PluginDir) {
+    init_tracing();
+    let dir = PluginDir::with(&[("hostile", "fixture_hostile")]);
+    let mut config = config(&dir);
+    grant(&mut config, "hostile", &["users"], &["fixture.sink.#"]);
+    config.queues.get_mut("webhook").unwrap().max_retries = 1;
+    adjust(&mut config);
+    let platform = Platform::start(config).await.unwrap();
+    assert_eq!(
+        platform.plugins.len(),
+        1,
+        "load errors: {:?}",
+        platform.load_errors
+    );
+    (platform, dir)
+}
+
+/// Sends the hostile plugin `action` and returns the reason its message died with.
+async fn provoke(platform: &Platform, action: &str) -> String {
+    let id = platform
+        .publish(
+            &format!("fixture.hostile.{action}"),
+            b"{}".to_vec(),
+            Priority::Normal,
+        )
+        .await
+        .unwrap();
+    dead_letter_of(platform, &id).await.reason
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn allocating_past_the_memory_limit_traps_only_that_instance() {
+    let (platform, _dir) = hostile_platform(|c| {
+        c.plugins.get_mut("hostile").unwrap().limits.memory_mib = Some(16);
+    })
+    .await;
+    let reason = provoke(&platform, "allocate").await;
+    assert!(
+        reason.contains("retries exhausted") && reason.contains("trapped"),
+        "{reason}"
+    );
+    // The host is fine and the plugin serves the next message.
+    let reason = provoke(&platform, "ungranted").await;
+    assert!(reason.contains("UnknownDomain"), "{reason}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn flooding_publishes_hits_the_publish_quota() {
+    let (platform, _dir) = hostile_platform(|c| {
+        c.plugins.get_mut("hostile").unwrap().limits.max_publishes = Some(5);
+    })
+    .await;
+    let reason = provoke(&platform, "flood").await;
+    assert!(
+        reason.contains("published 5 then quota exceeded"),
+        "{reason}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn keys_cannot_escape_the_namespace_and_oversize_keys_are_refused() {
+    let (platform, _dir) = hostile_platform(|_| {}).await;
+    // Another plugin's key, in the same backend.
+    platform
+        .services
+        .store
+        .set(
+            "techub:store:other:secret",
+            b"s",
+            None,
+            techub_host::capability::store::SetCondition::Always,
+        )
+        .await
+        .unwrap();
+    let reason = provoke(&platform, "escape").await;
+    assert!(
+        reason.starts_with("rejected: Ok(()),Ok(()),Err(InvalidKey"),
+        "{reason}"
+    );
+    assert!(
+        reason.ends_with("scan=Ok(0)"),
+        "the scan sees only the plugin's own keys: {reason}"
+    );
+    let reason = provoke(&platform, "big-key").await;
+    assert!(
+        reason.contains("InvalidKey") && reason.contains("more than the limit of 512"),
+        "{reason}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ungranted_cache_domain_is_a_typed_error() {
+    let (platform, _dir) = hostile_platform(|_| {}).await;
+    let reason = provoke(&platform, "ungranted").await;
+    assert_eq!(reason, "rejected: Err(UnknownDomain(\"pricing\"))");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn chatty_output_is_capped_without_failing_the_message() {
+    let (platform, _dir) = hostile_platform(|_| {}).await;
+    let reason = provoke(&platform, "shout").await;
+    assert_eq!(reason, "rejected: shouted");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn lease_is_released_when_plugin_traps() {
+    let (platform, _dir) = hostile_platform(|_| {}).await;
+    let reason = provoke(&platform, "hold-lock").await;
+    assert!(
+        reason.contains("trapping while holding the lock (token Some("),
+        "{reason}"
+    );
+    // The lease had a 60 s TTL; it is free now because the host released it.
+    let fence = platform
+        .services
+        .locks
+        .try_acquire("techub:lock:hostile:held", "test", Duration::from_secs(1))
+        .await
+        .unwrap();
+    assert!(fence.is_some(), "the trapped instance's lease was released");
+}

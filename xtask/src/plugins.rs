@@ -1,0 +1,45 @@
+//! The `wasm32-wasip2` target and the plugin builds.
+
+use crate::run;
+use anyhow::{Context, Result};
+use std::path::Path;
+use std::process::Command;
+
+/// The example plugins copied to `plugins/dist` for `cargo xtask run`.
+const EXAMPLES: &[&str] = &["user_notifications", "order_processor"];
+
+/// Installs the wasm target if rustup lacks it.
+pub fn ensure_wasm_target() -> Result<()> {
+    let installed = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output()
+        .context("could not run rustup; install Rust with rustup (https://rustup.rs)")?;
+    if !String::from_utf8_lossy(&installed.stdout)
+        .lines()
+        .any(|l| l.trim() == "wasm32-wasip2")
+    {
+        eprintln!("xtask: installing the wasm32-wasip2 target");
+        run(Command::new("rustup").args(["target", "add", "wasm32-wasip2"]))?;
+    }
+    Ok(())
+}
+
+/// Builds every plugin (examples and test fixtures) in release mode and copies the
+/// examples into `plugins/dist` under their plugin names.
+pub fn build(root: &Path) -> Result<()> {
+    ensure_wasm_target()?;
+    // The plugins workspace's own .cargo/config.toml picks the target, so run there.
+    run(Command::new("cargo")
+        .current_dir(root.join("plugins"))
+        .args(["build", "--release"]))?;
+    let out = root.join("target/wasm32-wasip2/release");
+    let dist = root.join("plugins/dist");
+    std::fs::create_dir_all(&dist)?;
+    for example in EXAMPLES {
+        let from = out.join(format!("{example}.wasm"));
+        let to = dist.join(format!("{}.wasm", example.replace('_', "-")));
+        std::fs::copy(&from, &to)
+            .with_context(|| format!("could not copy {} to {}", from.display(), to.display()))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,85 @@
+//! Redis and RabbitMQ for the tests: found running, or installed and started.
+
+use crate::run;
+use anyhow::{Result, bail};
+use std::net::{SocketAddr, TcpStream};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const REDIS: &str = "127.0.0.1:6379";
+const RABBITMQ: &str = "127.0.0.1:5672";
+
+fn reachable(addr: &str) -> bool {
+    let addr: SocketAddr = addr.parse().expect("a literal socket address");
+    TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_ok()
+}
+
+fn wait_for(addr: &str, what: &str, limit: Duration) -> Result<()> {
+    let started = Instant::now();
+    while started.elapsed() < limit {
+        if reachable(addr) {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    bail!(
+        "{what} did not come up on {addr} within {} s",
+        limit.as_secs()
+    )
+}
+
+fn installed(binary: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {binary}")])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+fn apt_install(package: &str) -> Result<()> {
+    eprintln!("xtask: installing {package} with apt-get");
+    run(Command::new("apt-get").arg("update").arg("-qq"))?;
+    run(Command::new("apt-get")
+        .args(["install", "-y", "-qq", package])
+        .env("DEBIAN_FRONTEND", "noninteractive"))
+}
+
+/// Makes sure Redis answers on 127.0.0.1:6379.
+pub fn ensure_redis() -> Result<()> {
+    if reachable(REDIS) {
+        return Ok(());
+    }
+    if !installed("redis-server") {
+        apt_install("redis-server")?;
+    }
+    eprintln!("xtask: starting redis-server on {REDIS}");
+    run(Command::new("redis-server").args([
+        "--daemonize",
+        "yes",
+        "--bind",
+        "127.0.0.1",
+        "--port",
+        "6379",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+    ]))?;
+    wait_for(REDIS, "Redis", Duration::from_secs(30))
+}
+
+/// Makes sure RabbitMQ answers on 127.0.0.1:5672.
+pub fn ensure_rabbitmq() -> Result<()> {
+    if reachable(RABBITMQ) {
+        return Ok(());
+    }
+    if !installed("rabbitmq-server") {
+        apt_install("rabbitmq-server")?;
+    }
+    eprintln!("xtask: starting rabbitmq-server on {RABBITMQ}");
+    run(Command::new("rabbitmq-server").arg("-detached"))?;
+    // `await_startup` waits for the node; the port check confirms the listener.
+    let _ = Command::new("rabbitmqctl")
+        .args(["--timeout", "120", "await_startup"])
+        .status();
+    wait_for(RABBITMQ, "RabbitMQ", Duration::from_secs(120))
+}
