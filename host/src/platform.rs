@@ -2,14 +2,21 @@
 //! plugins and their consumers. `main` and the end-to-end tests both start this.
 
 use crate::capability::Services;
-use crate::capability::cache::CacheStats;
 use crate::capability::cache::memory::MemoryCache;
+use crate::capability::cache::redis::RedisCache;
+use crate::capability::cache::{CacheBackend, CacheStats};
+use crate::capability::lock::LockBackend;
 use crate::capability::lock::memory::MemoryLocks;
+use crate::capability::lock::redis::RedisLocks;
+use crate::capability::messaging::amqp::AmqpBroker;
 use crate::capability::messaging::memory::MemoryBroker;
 use crate::capability::messaging::{
-    Envelope, MessageStatus, MessageTracker, now_ms, priority_level,
+    Broker, Envelope, MessageStatus, MessageTracker, now_ms, priority_level,
 };
+use crate::capability::redis_client::RedisClient;
+use crate::capability::store::StoreBackend;
 use crate::capability::store::memory::MemoryStore;
+use crate::capability::store::redis::RedisStore;
 use crate::config::{BrokerBackend, HostConfig, KvBackend};
 use crate::plugins::{LoadedPlugin, PluginError, load_dir};
 use crate::runtime::Runtime;
@@ -35,32 +42,42 @@ pub struct Platform {
     tasks: Vec<JoinHandle<()>>,
 }
 
-/// Connects the backends `config` selects.
+/// Connects the backends `config` selects; a connection failure names the URL.
 pub async fn connect_services(config: &HostConfig) -> anyhow::Result<Services> {
-    let cache: Arc<dyn crate::capability::cache::CacheBackend> = match config.backends.cache {
+    let uses_redis = [
+        config.backends.cache,
+        config.backends.store,
+        config.backends.lock,
+    ]
+    .contains(&KvBackend::Redis);
+    let redis = match uses_redis {
+        true => Some(RedisClient::connect(&config.redis).await?),
+        false => None,
+    };
+    let redis = || {
+        redis
+            .clone()
+            .expect("connected above when a capability selects redis")
+    };
+    let prefix = &config.host.key_prefix;
+    let cache: Arc<dyn CacheBackend> = match config.backends.cache {
         KvBackend::Memory => Arc::new(MemoryCache::new(
             (config.cache.memory_budget_mib * 1024 * 1024) as usize,
         )),
-        KvBackend::Redis => {
-            anyhow::bail!("backends.cache = \"redis\" is not available in this build")
-        }
+        KvBackend::Redis => Arc::new(RedisCache::new(redis(), prefix)),
     };
-    let store: Arc<dyn crate::capability::store::StoreBackend> = match config.backends.store {
+    let store: Arc<dyn StoreBackend> = match config.backends.store {
         KvBackend::Memory => Arc::new(MemoryStore::new()),
-        KvBackend::Redis => {
-            anyhow::bail!("backends.store = \"redis\" is not available in this build")
-        }
+        KvBackend::Redis => Arc::new(RedisStore::new(redis())),
     };
-    let locks: Arc<dyn crate::capability::lock::LockBackend> = match config.backends.lock {
+    let locks: Arc<dyn LockBackend> = match config.backends.lock {
         KvBackend::Memory => Arc::new(MemoryLocks::new()),
-        KvBackend::Redis => {
-            anyhow::bail!("backends.lock = \"redis\" is not available in this build")
-        }
+        KvBackend::Redis => Arc::new(RedisLocks::new(redis())),
     };
-    let broker: Arc<dyn crate::capability::messaging::Broker> = match config.backends.messaging {
+    let broker: Arc<dyn Broker> = match config.backends.messaging {
         BrokerBackend::Memory => Arc::new(MemoryBroker::new(config.dead_letter)),
         BrokerBackend::Amqp => {
-            anyhow::bail!("backends.messaging = \"amqp\" is not available in this build")
+            Arc::new(AmqpBroker::connect(&config.amqp, config.dead_letter).await?)
         }
     };
     Ok(Services {

@@ -125,3 +125,36 @@ pub fn init_tracing() {
         .with_test_writer()
         .try_init();
 }
+
+/// Services on this machine, for the suites that need the real ones.
+pub mod services {
+    use techub_host::capability::redis_client::RedisClient;
+    use techub_host::config::{AmqpConfig, RedisConfig};
+
+    /// A connection to the shared Redis, or a panic saying how to start it.
+    pub async fn redis() -> RedisClient {
+        RedisClient::connect(&RedisConfig::default()).await.unwrap_or_else(|e| {
+            panic!("Redis must run on 127.0.0.1:6379 ({e:#}); start it with `redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save \"\" --appendonly no` or run `cargo xtask test`")
+        })
+    }
+
+    /// An AMQP configuration whose exchanges and dead-letter queue are unique to this
+    /// test, so tests neither see each other's messages nor need cleanup.
+    pub fn amqp_config() -> AmqpConfig {
+        let tag = crate::unique("t");
+        AmqpConfig {
+            main_exchange: format!("{tag}.main"),
+            dead_letter_exchange: format!("{tag}.dlx"),
+            dead_letter_queue: format!("{tag}.dead"),
+            delayed_exchange: format!("{tag}.delayed"),
+            ..AmqpConfig::default()
+        }
+    }
+
+    /// The panic message when RabbitMQ is down.
+    pub fn rabbitmq_hint(error: &anyhow::Error) -> String {
+        format!(
+            "RabbitMQ must run on 127.0.0.1:5672 with guest/guest ({error:#}); start it with `rabbitmq-server -detached && rabbitmqctl await_startup` or run `cargo xtask test`"
+        )
+    }
+}

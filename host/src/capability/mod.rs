@@ -9,6 +9,7 @@ pub mod glob;
 pub mod lock;
 pub mod log;
 pub mod messaging;
+pub mod redis_client;
 pub mod store;
 
 use std::sync::Arc;

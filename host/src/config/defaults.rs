@@ -72,6 +72,10 @@ impl Default for AmqpConfig {
             prefetch: 10,
             confirm_timeout_ms: 5_000,
             connection_timeout_ms: 10_000,
+            main_exchange: "techub.main".to_string(),
+            dead_letter_exchange: "techub.dlx".to_string(),
+            dead_letter_queue: "dead.letter.queue".to_string(),
+            delayed_exchange: "techub.delayed".to_string(),
         }
     }
 }

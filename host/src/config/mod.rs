@@ -174,6 +174,14 @@ pub struct AmqpConfig {
     pub confirm_timeout_ms: u64,
     /// Connect timeout, in ms.
     pub connection_timeout_ms: u64,
+    /// The topic exchange every publish goes to (seed: `techub.main`).
+    pub main_exchange: String,
+    /// The dead-letter exchange (seed: `techub.dlx`).
+    pub dead_letter_exchange: String,
+    /// The dead-letter queue (seed: `dead.letter.queue`).
+    pub dead_letter_queue: String,
+    /// The headers exchange of delayed publishes (seed: `techub.delayed`).
+    pub delayed_exchange: String,
 }
 
 /// `[cache]`.

@@ -1,4 +1,5 @@
 //! The end-to-end and conformance suites, in one binary so that wasmtime links once.
 
+mod conformance;
 mod e2e_embedded;
 mod hostile;

@@ -5,6 +5,7 @@
 
 mod host;
 pub mod memory;
+pub mod redis;
 
 use super::BackendResult;
 use std::collections::HashMap;

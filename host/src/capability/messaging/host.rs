@@ -120,6 +120,11 @@ fn check_options(options: &PublishOptions) -> Result<()> {
     if options.delay_ms.is_some_and(|d| d > MAX_DELAY_MS) {
         return bad(format!("delay-ms is more than {MAX_DELAY_MS}"));
     }
+    if options.expiration_ms.is_some() && options.delay_ms.is_some() {
+        // RabbitMQ counts a message's TTL from when it enters a queue, so a TTL would
+        // run out in the delay queue and deliver the message early.
+        return bad("expiration-ms and delay-ms cannot be combined".into());
+    }
     if options.expiration_ms == Some(0) {
         return bad("expiration-ms must not be 0".into());
     }

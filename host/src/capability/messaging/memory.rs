@@ -280,6 +280,8 @@ impl Delivery for MemoryDelivery {
     async fn retry(mut self: Box<Self>, delay: Duration) -> BackendResult<()> {
         let mut envelope = self.take().envelope;
         envelope.attempt += 1;
+        // Expiration bounds the first delivery; a retry is the host's own decision.
+        envelope.expiration_ms = None;
         let shared = self.shared.clone();
         let queue = self.queue.clone();
         tokio::spawn(async move {

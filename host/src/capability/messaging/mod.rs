@@ -5,6 +5,7 @@
 //! per queue with a prefetch window, and settles each [`Delivery`] one of three ways:
 //! ack, retry after a delay (to the same queue only, attempt + 1) or dead-letter.
 
+pub mod amqp;
 mod host;
 pub mod memory;
 pub mod routing;
@@ -17,12 +18,6 @@ pub use crate::bindings::techub::platform::messaging::MessageStatus;
 pub use host::{priority_level, priority_of_level};
 pub use tracker::MessageTracker;
 
-/// Name of the main topic exchange (seed).
-pub const MAIN_EXCHANGE: &str = "techub.main";
-/// Name of the dead-letter exchange (seed).
-pub const DEAD_LETTER_EXCHANGE: &str = "techub.dlx";
-/// Name of the dead-letter queue (seed).
-pub const DEAD_LETTER_QUEUE: &str = "dead.letter.queue";
 /// Header carrying the attempt number of a retried message.
 pub const ATTEMPT_HEADER: &str = "x-techub-attempt";
 /// Header carrying why a message was dead-lettered.
@@ -57,7 +52,7 @@ pub struct Envelope {
     pub attempt: u32,
 }
 
-/// A queue to declare: bound to [`MAIN_EXCHANGE`] with `bindings`.
+/// A queue to declare: bound to the main exchange with `bindings`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct QueueSpec {
     /// Queue name.

@@ -7,6 +7,7 @@
 
 mod host;
 pub mod memory;
+pub mod redis;
 
 use super::BackendResult;
 use std::time::Duration;

@@ -1,0 +1,139 @@
+//! Consuming a queue: deliveries with manual ack, settled by ack, retry or dead letter.
+
+use super::{AmqpBroker, convert, unavailable};
+use crate::capability::BackendResult;
+use crate::capability::messaging::{Consumer, Delivery, Envelope};
+use futures::StreamExt;
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions};
+use lapin::types::FieldTable;
+use lapin::{Acker, Channel};
+use std::time::Duration;
+
+pub(super) struct AmqpConsumer {
+    broker: AmqpBroker,
+    queue: String,
+    stream: lapin::Consumer,
+    // Kept so the channel (and its unacked deliveries) lives as long as the consumer.
+    _channel: Channel,
+}
+
+impl AmqpConsumer {
+    pub(super) async fn start(
+        broker: AmqpBroker,
+        channel: Channel,
+        queue: &str,
+    ) -> BackendResult<Self> {
+        let tag = format!("techub-{}", uuid::Uuid::new_v4().simple());
+        let stream = channel
+            .basic_consume(
+                queue.into(),
+                tag.as_str().into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(|e| unavailable(&broker.shared.url, &format!("consume {queue}"), e))?;
+        Ok(Self {
+            broker,
+            queue: queue.to_string(),
+            stream,
+            _channel: channel,
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl Consumer for AmqpConsumer {
+    async fn next(&mut self) -> Option<Box<dyn Delivery>> {
+        match self.stream.next().await? {
+            Ok(delivery) => {
+                let envelope =
+                    convert::envelope(&delivery.routing_key, &delivery.properties, delivery.data);
+                Some(Box::new(AmqpDelivery {
+                    broker: self.broker.clone(),
+                    queue: self.queue.clone(),
+                    envelope,
+                    redelivered: delivery.redelivered,
+                    acker: Some(delivery.acker),
+                }))
+            }
+            Err(error) => {
+                tracing::error!(queue = %self.queue, %error, "consumer failed");
+                None
+            }
+        }
+    }
+}
+
+struct AmqpDelivery {
+    broker: AmqpBroker,
+    queue: String,
+    envelope: Envelope,
+    redelivered: bool,
+    acker: Option<Acker>,
+}
+
+impl AmqpDelivery {
+    async fn ack(&mut self) -> BackendResult<()> {
+        let url = &self.broker.shared.url;
+        let acker = self
+            .acker
+            .take()
+            .expect("a delivery is settled once: settling consumes it");
+        acker
+            .ack(BasicAckOptions::default())
+            .await
+            .map_err(|e| unavailable(url, "ack", e))?;
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl Delivery for AmqpDelivery {
+    fn envelope(&self) -> &Envelope {
+        &self.envelope
+    }
+
+    fn redelivered(&self) -> bool {
+        self.redelivered
+    }
+
+    async fn ack(mut self: Box<Self>) -> BackendResult<()> {
+        AmqpDelivery::ack(&mut self).await
+    }
+
+    async fn retry(mut self: Box<Self>, delay: Duration) -> BackendResult<()> {
+        let mut next = self.envelope.clone();
+        next.attempt += 1;
+        next.expiration_ms = None;
+        // Confirmed copy first, then ack: a crash in between duplicates, never loses.
+        self.broker.send_retry(&self.queue, &next, delay).await?;
+        AmqpDelivery::ack(&mut self).await
+    }
+
+    async fn dead_letter(mut self: Box<Self>, reason: &str) -> BackendResult<()> {
+        self.broker
+            .send_dead_letter(&self.queue, &self.envelope, reason)
+            .await?;
+        AmqpDelivery::ack(&mut self).await
+    }
+}
+
+impl Drop for AmqpDelivery {
+    fn drop(&mut self) {
+        // Unsettled (e.g. settling failed): hand it back to the broker now rather than
+        // when the channel closes.
+        if let Some(acker) = self.acker.take()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(async move {
+                let _ = acker
+                    .nack(BasicNackOptions {
+                        requeue: true,
+                        ..BasicNackOptions::default()
+                    })
+                    .await;
+            });
+        }
+    }
+}

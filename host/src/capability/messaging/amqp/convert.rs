@@ -1,0 +1,137 @@
+//! [`Envelope`] ⇄ AMQP properties and headers.
+
+use crate::capability::messaging::{ATTEMPT_HEADER, Envelope, now_ms};
+use lapin::BasicProperties;
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+
+/// Header carrying the original publish time in ms (AMQP timestamps are seconds).
+const PUBLISHED_HEADER: &str = "x-techub-published-at-ms";
+
+/// Properties of `envelope`, plus `extra` host headers.
+pub fn properties(envelope: &Envelope, extra: &[(&str, String)]) -> BasicProperties {
+    let mut headers = FieldTable::default();
+    for (name, value) in &envelope.headers {
+        headers.insert(
+            name.as_str().into(),
+            AMQPValue::LongString(LongString::from(value.as_str())),
+        );
+    }
+    headers.insert(
+        ATTEMPT_HEADER.into(),
+        AMQPValue::LongLongInt(envelope.attempt.into()),
+    );
+    headers.insert(
+        PUBLISHED_HEADER.into(),
+        AMQPValue::LongLongInt(envelope.published_at_ms as i64),
+    );
+    for (name, value) in extra {
+        headers.insert(
+            (*name).into(),
+            AMQPValue::LongString(LongString::from(value.as_str())),
+        );
+    }
+    let mut props = BasicProperties::default()
+        .with_message_id(envelope.id.as_str().into())
+        .with_priority(envelope.priority)
+        .with_delivery_mode(if envelope.persistent { 2 } else { 1 })
+        .with_timestamp(envelope.published_at_ms / 1000)
+        .with_content_type("application/octet-stream".into())
+        .with_headers(headers);
+    if let Some(id) = &envelope.correlation_id {
+        props = props.with_correlation_id(id.as_str().into());
+    }
+    if let Some(reply_to) = &envelope.reply_to {
+        props = props.with_reply_to(reply_to.as_str().into());
+    }
+    if let Some(ms) = envelope.expiration_ms {
+        props = props.with_expiration(ms.to_string().into());
+    }
+    props
+}
+
+fn text(value: &AMQPValue) -> Option<String> {
+    match value {
+        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+        AMQPValue::ShortString(s) => Some(s.as_str().to_string()),
+        AMQPValue::LongLongInt(n) => Some(n.to_string()),
+        AMQPValue::LongInt(n) => Some(n.to_string()),
+        AMQPValue::LongUInt(n) => Some(n.to_string()),
+        AMQPValue::Boolean(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+fn number(value: &AMQPValue) -> Option<u64> {
+    match value {
+        AMQPValue::LongLongInt(n) => u64::try_from(*n).ok(),
+        AMQPValue::LongInt(n) => u64::try_from(*n).ok(),
+        AMQPValue::LongUInt(n) => Some((*n).into()),
+        AMQPValue::ShortUInt(n) => Some((*n).into()),
+        other => text(other)?.parse().ok(),
+    }
+}
+
+/// A host header's value as text.
+pub fn header(props: &BasicProperties, name: &str) -> Option<String> {
+    props.headers().as_ref()?.inner().get(name).and_then(text)
+}
+
+/// The envelope of a delivered message. Messages from other producers may lack our
+/// headers: the id falls back to a new one and the attempt to 1.
+pub fn envelope(routing_key: &ShortString, props: &BasicProperties, payload: Vec<u8>) -> Envelope {
+    let mut headers = Vec::new();
+    let (mut attempt, mut published_at_ms) = (1, None);
+    if let Some(table) = props.headers() {
+        for (name, value) in table.inner() {
+            match name.as_str() {
+                ATTEMPT_HEADER => {
+                    attempt = number(value)
+                        .and_then(|n| u32::try_from(n).ok())
+                        .unwrap_or(1)
+                }
+                PUBLISHED_HEADER => published_at_ms = number(value),
+                n if n.starts_with("x-") => {}
+                n => {
+                    if let Some(v) = text(value) {
+                        headers.push((n.to_string(), v));
+                    }
+                }
+            }
+        }
+    }
+    Envelope {
+        id: props.message_id().as_ref().map_or_else(
+            || uuid::Uuid::new_v4().to_string(),
+            |s| s.as_str().to_string(),
+        ),
+        routing_key: routing_key.as_str().to_string(),
+        payload,
+        headers,
+        correlation_id: props
+            .correlation_id()
+            .as_ref()
+            .map(|s| s.as_str().to_string()),
+        reply_to: props.reply_to().as_ref().map(|s| s.as_str().to_string()),
+        priority: props.priority().unwrap_or(5),
+        persistent: props.delivery_mode().unwrap_or(2) == 2,
+        expiration_ms: None,
+        published_at_ms: published_at_ms
+            .or_else(|| props.timestamp().map(|s| s * 1000))
+            .unwrap_or_else(now_ms),
+        attempt,
+    }
+}
+
+/// A queue-arguments table.
+pub fn table(entries: &[(&str, AMQPValue)]) -> FieldTable {
+    let mut table = FieldTable::default();
+    for (name, value) in entries {
+        table.insert((*name).into(), value.clone());
+    }
+    table
+}
+
+/// A string argument.
+pub fn string(value: &str) -> AMQPValue {
+    AMQPValue::LongString(LongString::from(value))
+}

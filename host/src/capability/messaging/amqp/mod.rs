@@ -1,0 +1,445 @@
+//! The broker on RabbitMQ.
+//!
+//! Topology, declared idempotently at start (names from `[amqp]`, seed defaults):
+//! - `techub.main` (topic): every publish; plugin queues bind to it.
+//! - `techub.dlx` (topic) → `dead.letter.queue` (bound `dlx.#`, 24 h TTL, 10 000 max):
+//!   rejected and exhausted messages, and messages that expire in a plugin queue.
+//! - `techub.delayed` (headers) → `techub.delayed.<ms>` queues whose TTL dead-letters
+//!   into `techub.main` with the original routing key: delayed publishes (Debian's
+//!   RabbitMQ has no delayed-message plugin).
+//! - `<queue>.retry.<ms>`: a TTL queue per queue and delay that dead-letters straight
+//!   back to `<queue>` through the default exchange, so a retry reaches only the
+//!   plugin that failed.
+//!
+//! Every publish waits for the broker's confirm; settling a delivery publishes its
+//! retry or dead letter (confirmed) before acking it, so no outcome loses a message.
+
+mod consumer;
+mod convert;
+
+use super::{Broker, Consumer, DeadLetter, Envelope, QueueSpec};
+use crate::capability::{BackendError, BackendResult};
+use crate::config::{AmqpConfig, DeadLetterConfig};
+use anyhow::Context;
+use convert::{string, table};
+use lapin::options::{
+    BasicGetOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
+    ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Header that routes a delayed publish to its delay queue.
+const DELAY_HEADER: &str = "x-techub-delay-ms";
+/// Unused delay and retry queues delete themselves after this long.
+const IDLE_QUEUE_EXPIRY_MS: u64 = 3_600_000;
+
+pub(crate) struct Shared {
+    connection: Connection,
+    publisher: Channel,
+    url: String,
+    confirm_timeout: Duration,
+    declared: Mutex<HashSet<String>>,
+    names: AmqpConfig,
+}
+
+/// Broker on a RabbitMQ server.
+#[derive(Clone)]
+pub struct AmqpBroker {
+    shared: Arc<Shared>,
+}
+
+fn unavailable(url: &str, what: &str, error: impl std::fmt::Display) -> BackendError {
+    BackendError::Unavailable(format!("RabbitMQ at {url}: could not {what}: {error}"))
+}
+
+/// The URL without its password, for messages and logs.
+fn redacted(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let credentials = &url[scheme + 3..at];
+            let user = credentials.split(':').next().unwrap_or_default();
+            format!("{}{user}:***{}", &url[..scheme + 3], &url[at..])
+        }
+        _ => url.to_string(),
+    }
+}
+
+impl AmqpBroker {
+    /// Connects, enables publisher confirms and declares the fixed topology.
+    pub async fn connect(
+        config: &AmqpConfig,
+        dead_letter: DeadLetterConfig,
+    ) -> anyhow::Result<Self> {
+        let url = redacted(&config.url);
+        let timeout = Duration::from_millis(config.connection_timeout_ms);
+        let connection = tokio::time::timeout(
+            timeout,
+            Connection::connect(&config.url, ConnectionProperties::default()),
+        )
+        .await
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "could not connect to RabbitMQ at {url}: no answer within {} ms",
+                timeout.as_millis()
+            )
+        })?
+        .with_context(|| format!("could not connect to RabbitMQ at {url}"))?;
+        let publisher = connection
+            .create_channel()
+            .await
+            .with_context(|| format!("could not open a channel on {url}"))?;
+        publisher
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .context("could not enable publisher confirms")?;
+        let broker = Self {
+            shared: Arc::new(Shared {
+                connection,
+                publisher,
+                url,
+                confirm_timeout: Duration::from_millis(config.confirm_timeout_ms),
+                declared: Mutex::default(),
+                names: config.clone(),
+            }),
+        };
+        broker
+            .declare_topology(dead_letter)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        Ok(broker)
+    }
+
+    async fn declare_topology(&self, dead_letter: DeadLetterConfig) -> BackendResult<()> {
+        let ch = &self.shared.publisher;
+        let url = &self.shared.url;
+        let n = &self.shared.names;
+        let durable = ExchangeDeclareOptions {
+            durable: true,
+            ..ExchangeDeclareOptions::default()
+        };
+        for (name, kind) in [
+            (&n.main_exchange, ExchangeKind::Topic),
+            (&n.dead_letter_exchange, ExchangeKind::Topic),
+            (&n.delayed_exchange, ExchangeKind::Headers),
+        ] {
+            ch.exchange_declare(name.as_str().into(), kind, durable, FieldTable::default())
+                .await
+                .map_err(|e| unavailable(url, &format!("declare exchange {name}"), e))?;
+        }
+        let args = table(&[
+            (
+                "x-message-ttl",
+                AMQPValue::LongLongInt(dead_letter.ttl_ms as i64),
+            ),
+            (
+                "x-max-length",
+                AMQPValue::LongLongInt(dead_letter.max_length.into()),
+            ),
+        ]);
+        ch.queue_declare(
+            n.dead_letter_queue.as_str().into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..QueueDeclareOptions::default()
+            },
+            args,
+        )
+        .await
+        .map_err(|e| unavailable(url, "declare the dead-letter queue", e))?;
+        ch.queue_bind(
+            n.dead_letter_queue.as_str().into(),
+            n.dead_letter_exchange.as_str().into(),
+            "dlx.#".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .map_err(|e| unavailable(url, "bind the dead-letter queue", e))?;
+        Ok(())
+    }
+
+    /// Declares `name` with `args` once per host run (declaring is idempotent, but a
+    /// round trip per retry would be wasted).
+    async fn declare_once(
+        &self,
+        name: &str,
+        args: FieldTable,
+        bind: Option<(&str, FieldTable)>,
+    ) -> BackendResult<()> {
+        if self
+            .shared
+            .declared
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(name)
+        {
+            return Ok(());
+        }
+        let url = &self.shared.url;
+        let ch = &self.shared.publisher;
+        ch.queue_declare(
+            name.into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..QueueDeclareOptions::default()
+            },
+            args,
+        )
+        .await
+        .map_err(|e| unavailable(url, &format!("declare queue {name}"), e))?;
+        if let Some((exchange, binding)) = bind {
+            ch.queue_bind(
+                name.into(),
+                exchange.into(),
+                "".into(),
+                QueueBindOptions::default(),
+                binding,
+            )
+            .await
+            .map_err(|e| unavailable(url, &format!("bind queue {name}"), e))?;
+        }
+        self.shared
+            .declared
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.to_string());
+        Ok(())
+    }
+
+    /// Publishes and waits for the broker's confirm.
+    pub(crate) async fn send(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        payload: &[u8],
+        props: BasicProperties,
+    ) -> BackendResult<()> {
+        let shared = &self.shared;
+        let confirm = async {
+            let pending = shared
+                .publisher
+                .basic_publish(
+                    exchange.into(),
+                    routing_key.into(),
+                    BasicPublishOptions::default(),
+                    payload,
+                    props,
+                )
+                .await
+                .map_err(|e| unavailable(&shared.url, "publish", e))?;
+            let confirmation = pending
+                .await
+                .map_err(|e| unavailable(&shared.url, "confirm a publish", e))?;
+            if confirmation.is_nack() {
+                return Err(unavailable(
+                    &shared.url,
+                    "publish",
+                    "the broker refused the message (nack)",
+                ));
+            }
+            Ok(())
+        };
+        tokio::time::timeout(shared.confirm_timeout, confirm)
+            .await
+            .unwrap_or_else(|_| {
+                Err(unavailable(
+                    &shared.url,
+                    "publish",
+                    format!(
+                        "no confirm within {} ms",
+                        shared.confirm_timeout.as_millis()
+                    ),
+                ))
+            })
+    }
+
+    /// Sends `envelope` to `queue` again after `delay`, through its retry queue.
+    pub(crate) async fn send_retry(
+        &self,
+        queue: &str,
+        envelope: &Envelope,
+        delay: Duration,
+    ) -> BackendResult<()> {
+        let delay_ms = (delay.as_millis() as u64).max(1);
+        let retry_queue = format!("{queue}.retry.{delay_ms}");
+        let args = table(&[
+            ("x-message-ttl", AMQPValue::LongLongInt(delay_ms as i64)),
+            ("x-dead-letter-exchange", string("")),
+            ("x-dead-letter-routing-key", string(queue)),
+            (
+                "x-expires",
+                AMQPValue::LongLongInt((delay_ms + IDLE_QUEUE_EXPIRY_MS) as i64),
+            ),
+        ]);
+        self.declare_once(&retry_queue, args, None).await?;
+        self.send(
+            "",
+            &retry_queue,
+            &envelope.payload,
+            convert::properties(envelope, &[]),
+        )
+        .await
+    }
+
+    /// Parks `envelope` in the dead-letter queue.
+    pub(crate) async fn send_dead_letter(
+        &self,
+        queue: &str,
+        envelope: &Envelope,
+        reason: &str,
+    ) -> BackendResult<()> {
+        let extra = [
+            (super::DEATH_REASON_HEADER, reason.to_string()),
+            (super::DEATH_QUEUE_HEADER, queue.to_string()),
+        ];
+        self.send(
+            &self.shared.names.dead_letter_exchange,
+            &format!("dlx.{queue}"),
+            &envelope.payload,
+            convert::properties(envelope, &extra),
+        )
+        .await
+    }
+}
+
+#[async_trait::async_trait]
+impl Broker for AmqpBroker {
+    async fn publish(&self, envelope: Envelope, delay: Option<Duration>) -> BackendResult<()> {
+        let names = &self.shared.names;
+        match delay.map(|d| (d.as_millis() as u64).max(1)) {
+            None => {
+                self.send(
+                    &names.main_exchange,
+                    &envelope.routing_key,
+                    &envelope.payload,
+                    convert::properties(&envelope, &[]),
+                )
+                .await
+            }
+            Some(delay_ms) => {
+                let delay_queue = format!("{}.{delay_ms}", names.delayed_exchange);
+                let args = table(&[
+                    ("x-message-ttl", AMQPValue::LongLongInt(delay_ms as i64)),
+                    ("x-dead-letter-exchange", string(&names.main_exchange)),
+                    (
+                        "x-expires",
+                        AMQPValue::LongLongInt((delay_ms + IDLE_QUEUE_EXPIRY_MS) as i64),
+                    ),
+                ]);
+                let binding = table(&[
+                    ("x-match", string("all")),
+                    (DELAY_HEADER, string(&delay_ms.to_string())),
+                ]);
+                self.declare_once(&delay_queue, args, Some((&names.delayed_exchange, binding)))
+                    .await?;
+                let props = convert::properties(&envelope, &[(DELAY_HEADER, delay_ms.to_string())]);
+                self.send(
+                    &names.delayed_exchange,
+                    &envelope.routing_key,
+                    &envelope.payload,
+                    props,
+                )
+                .await
+            }
+        }
+    }
+
+    async fn declare_queue(&self, spec: &QueueSpec) -> BackendResult<()> {
+        let url = &self.shared.url;
+        let ch = &self.shared.publisher;
+        // Expired messages dead-letter like rejected ones; priorities 0..=10 (the seed's).
+        let args = table(&[
+            ("x-max-priority", AMQPValue::ShortShortUInt(10)),
+            (
+                "x-dead-letter-exchange",
+                string(&self.shared.names.dead_letter_exchange),
+            ),
+            (
+                "x-dead-letter-routing-key",
+                string(&format!("dlx.{}", spec.name)),
+            ),
+        ]);
+        ch.queue_declare(
+            spec.name.as_str().into(),
+            QueueDeclareOptions {
+                durable: spec.durable,
+                ..QueueDeclareOptions::default()
+            },
+            args,
+        )
+        .await
+        .map_err(|e| unavailable(url, &format!("declare queue {}", spec.name), e))?;
+        for binding in &spec.bindings {
+            ch.queue_bind(
+                spec.name.as_str().into(),
+                self.shared.names.main_exchange.as_str().into(),
+                binding.as_str().into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(|e| unavailable(url, &format!("bind queue {} to {binding}", spec.name), e))?;
+        }
+        Ok(())
+    }
+
+    async fn consume(&self, queue: &str, prefetch: u16) -> BackendResult<Box<dyn Consumer>> {
+        let url = &self.shared.url;
+        let channel = self
+            .shared
+            .connection
+            .create_channel()
+            .await
+            .map_err(|e| unavailable(url, "open a channel", e))?;
+        channel
+            .basic_qos(prefetch.max(1), BasicQosOptions::default())
+            .await
+            .map_err(|e| unavailable(url, "set the prefetch", e))?;
+        Ok(Box::new(
+            consumer::AmqpConsumer::start(self.clone(), channel, queue).await?,
+        ))
+    }
+
+    async fn dead_letters(&self, limit: usize) -> BackendResult<Vec<DeadLetter>> {
+        // Peek: get without ack on a channel of its own, then close it, which puts every
+        // message back where it was.
+        let url = &self.shared.url;
+        let channel = self
+            .shared
+            .connection
+            .create_channel()
+            .await
+            .map_err(|e| unavailable(url, "open a channel", e))?;
+        let mut letters = Vec::new();
+        while letters.len() < limit {
+            let got = channel
+                .basic_get(
+                    self.shared.names.dead_letter_queue.as_str().into(),
+                    BasicGetOptions { no_ack: false },
+                )
+                .await
+                .map_err(|e| unavailable(url, "read the dead-letter queue", e))?;
+            let Some(message) = got else { break };
+            let delivery = &message.delivery;
+            let props = &delivery.properties;
+            letters.push(DeadLetter {
+                envelope: convert::envelope(&delivery.routing_key, props, delivery.data.clone()),
+                queue: convert::header(props, super::DEATH_QUEUE_HEADER).unwrap_or_else(|| {
+                    delivery
+                        .routing_key
+                        .as_str()
+                        .trim_start_matches("dlx.")
+                        .to_string()
+                }),
+                reason: convert::header(props, super::DEATH_REASON_HEADER)
+                    .unwrap_or_else(|| "expired or dead-lettered by the broker".to_string()),
+            });
+        }
+        let _ = channel.close(200, "peek done".into()).await;
+        Ok(letters)
+    }
+}

@@ -1,0 +1,143 @@
+//! The one Redis connection the Redis backends share: a `ConnectionManager`
+//! (multiplexed, reconnecting, cloned per call), the seed's retry policy, the command
+//! timeout, slow-command accounting, and error mapping onto [`BackendError`].
+
+use super::{BackendError, BackendResult};
+use crate::config::RedisConfig;
+use anyhow::Context;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// A shared, cheap-to-clone Redis client.
+#[derive(Clone)]
+pub struct RedisClient {
+    conn: ConnectionManager,
+    url: Arc<str>,
+    command_timeout: Duration,
+    retries: u32,
+    retry_delay: Duration,
+    slow: Duration,
+    slow_commands: Arc<AtomicU64>,
+}
+
+/// Whether a failed command may run again: only when it is idempotent, because a
+/// dropped connection does not tell whether the server executed it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    /// Reads and writes that give the same result twice (GET, SET, DEL, EXPIRE...).
+    Idempotent,
+    /// Counters, pushes and pops: at most once.
+    Never,
+}
+
+impl RedisClient {
+    /// Connects to `config.url`, failing with an error naming the URL.
+    pub async fn connect(config: &RedisConfig) -> anyhow::Result<Self> {
+        let url = config.url.as_str();
+        let client =
+            redis::Client::open(url).with_context(|| format!("invalid redis.url {url:?}"))?;
+        let connect_timeout = Duration::from_millis(config.connection_timeout_ms);
+        let command_timeout = Duration::from_millis(config.command_timeout_ms);
+        let manager_config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(connect_timeout))
+            .set_response_timeout(Some(command_timeout))
+            .set_number_of_retries(config.max_retries as usize)
+            .set_min_delay(Duration::from_millis(config.retry_delay_ms.max(1)));
+        let conn = tokio::time::timeout(
+            connect_timeout,
+            ConnectionManager::new_with_config(client, manager_config),
+        )
+        .await
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "could not connect to Redis at {url}: no answer within {} ms",
+                connect_timeout.as_millis()
+            )
+        })?
+        .with_context(|| format!("could not connect to Redis at {url}"))?;
+        Ok(Self {
+            conn,
+            url: url.into(),
+            command_timeout,
+            retries: config.max_retries,
+            retry_delay: Duration::from_millis(config.retry_delay_ms),
+            slow: Duration::from_millis(config.slow_command_ms),
+            slow_commands: Arc::default(),
+        })
+    }
+
+    /// Commands slower than `redis.slow_command_ms` so far.
+    pub fn slow_commands(&self) -> u64 {
+        self.slow_commands.load(Ordering::Relaxed)
+    }
+
+    /// Runs `command` on a clone of the connection, retrying connection failures as
+    /// `retry` allows, and failing with `Unavailable` once the command timeout has
+    /// passed in all.
+    pub async fn run<T, F, Fut>(
+        &self,
+        op: &'static str,
+        retry: Retry,
+        command: F,
+    ) -> BackendResult<T>
+    where
+        F: Fn(ConnectionManager) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        let started = Instant::now();
+        let attempts = async {
+            let mut attempt = 0;
+            loop {
+                match command(self.conn.clone()).await {
+                    Ok(value) => return Ok(value),
+                    Err(error) => {
+                        let transient = error.is_io_error()
+                            || error.is_connection_dropped()
+                            || error.is_connection_refusal()
+                            || error.is_timeout();
+                        if retry == Retry::Idempotent && transient && attempt < self.retries {
+                            attempt += 1;
+                            tokio::time::sleep(self.retry_delay).await;
+                            continue;
+                        }
+                        return Err(map_error(&self.url, op, error));
+                    }
+                }
+            }
+        };
+        let result = match tokio::time::timeout(self.command_timeout, attempts).await {
+            Ok(result) => result,
+            Err(_) => Err(BackendError::Unavailable(format!(
+                "Redis at {} did not answer {op} within {} ms",
+                self.url,
+                self.command_timeout.as_millis()
+            ))),
+        };
+        let elapsed = started.elapsed();
+        if elapsed >= self.slow {
+            self.slow_commands.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                op,
+                elapsed_ms = elapsed.as_millis() as u64,
+                "slow Redis command"
+            );
+        }
+        result
+    }
+}
+
+/// Server errors the guest can act on become their own cases; the rest is
+/// `Unavailable`.
+fn map_error(url: &str, op: &str, error: redis::RedisError) -> BackendError {
+    let text = error.to_string();
+    if error.code() == Some("WRONGTYPE") || text.contains("not an integer") {
+        return BackendError::WrongType;
+    }
+    if text.contains("overflow") {
+        return BackendError::Overflow;
+    }
+    BackendError::Unavailable(format!("Redis at {url} failed {op}: {text}"))
+}
