@@ -158,3 +158,56 @@ pub mod services {
         )
     }
 }
+
+/// A Redis server of this test's own, on a free port, killed on drop; for tests that
+/// take Redis away (the shared one is never stopped).
+pub struct OwnRedis {
+    child: std::process::Child,
+    /// Its port.
+    pub port: u16,
+}
+
+impl OwnRedis {
+    /// Starts `redis-server` on a free port and waits until it answers.
+    pub async fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("a free port")
+            .local_addr()
+            .expect("an address")
+            .port();
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (apt-get install redis-server, or run `cargo xtask test`)");
+        let server = Self { child, port };
+        wait_for(
+            Duration::from_secs(10),
+            "the test's own redis-server to answer",
+            || async {
+                tokio::net::TcpStream::connect(("127.0.0.1", port))
+                    .await
+                    .ok()
+            },
+        )
+        .await;
+        server
+    }
+
+    /// Its URL.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

@@ -2,4 +2,5 @@
 
 mod conformance;
 mod e2e_embedded;
+mod e2e_services;
 mod hostile;
