@@ -1,1 +1,387 @@
-fn main() {}
+//! Benchmarks (`cargo xtask bench [name]`): each prints the platform's number beside a
+//! native baseline measured in the same run, and their ratio, because this machine is
+//! shared and noisy. Names: `instantiate`, `cache-get`, `messages`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use techub_host::Platform;
+use techub_host::bindings::techub::platform::messaging::Priority;
+use techub_host::bindings::{Delivery, Outcome};
+use techub_host::capability::cache::redis::RedisCache;
+use techub_host::capability::cache::{CacheBackend, CacheWrite};
+use techub_host::capability::messaging::amqp::AmqpBroker;
+use techub_host::capability::messaging::{Broker, MessageStatus, QueueSpec};
+use techub_host::config::{BrokerBackend, HostConfig, KvBackend};
+use techub_host::platform::connect_services;
+use techub_host::plugins::load_plugin;
+use techub_host::runtime::Runtime;
+use techub_tests::{PluginDir, config, grant, services, unique};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let only = std::env::args().nth(1);
+    let run = |name: &str| only.as_deref().is_none_or(|o| o == name);
+    if run("instantiate") {
+        instantiate().await?;
+    }
+    if run("cache-get") {
+        cache_get().await?;
+    }
+    if run("messages") {
+        messages().await?;
+    }
+    Ok(())
+}
+
+fn delivery(payload: &[u8]) -> Delivery {
+    Delivery {
+        id: "bench".into(),
+        queue: "analytics".into(),
+        routing_key: "fixture.bench".into(),
+        payload: payload.to_vec(),
+        headers: vec![],
+        correlation_id: None,
+        reply_to: None,
+        priority: Priority::Normal,
+        published_at_ms: 0,
+        attempt: 1,
+        redelivered: false,
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+/// New store + instantiate from `InstancePre` + one `handle` call + drop, for a no-op
+/// plugin, with the pooling allocator and on demand.
+async fn instantiate() -> anyhow::Result<()> {
+    const CALLS: usize = 10_000;
+    let dir = PluginDir::with(&[("noop", "fixture_noop")]);
+    let message = delivery(b"{}");
+    let mut p50s = Vec::new();
+    for pooling in [true, false] {
+        let mut config = config(&dir);
+        config.host.pooling = pooling;
+        let config = Arc::new(config);
+        let services = Arc::new(connect_services(&config).await?);
+        let runtime = Runtime::new(&config)?;
+        let plugin = load_plugin(
+            &runtime,
+            &dir.path().join("noop.wasm"),
+            config.clone(),
+            services,
+        )
+        .await?;
+        for _ in 0..500 {
+            runtime
+                .invoke(&plugin.pre, plugin.context.clone(), &message)
+                .await;
+        }
+        let mut times = Vec::with_capacity(CALLS);
+        for _ in 0..CALLS {
+            let started = Instant::now();
+            let report = runtime
+                .invoke(&plugin.pre, plugin.context.clone(), &message)
+                .await;
+            times.push(started.elapsed());
+            anyhow::ensure!(
+                matches!(report.result, Ok(Outcome::Ok)),
+                "noop failed: {:?}",
+                report.result
+            );
+        }
+        times.sort();
+        let (p50, p99) = (percentile(&times, 0.5), percentile(&times, 0.99));
+        println!(
+            "instantiate+call ({}): p50 {:?}  p99 {:?}  over {CALLS} calls",
+            if pooling { "pooling" } else { "on-demand" },
+            p50,
+            p99
+        );
+        p50s.push(p50);
+    }
+    println!(
+        "instantiate+call: pooling / on-demand p50 ratio = {:.2}",
+        p50s[0].as_secs_f64() / p50s[1].as_secs_f64()
+    );
+    Ok(())
+}
+
+/// 10,000 cache gets against Redis: from a plugin (through the host import) and from
+/// plain redis-rs in this process, with the same concurrency.
+async fn cache_get() -> anyhow::Result<()> {
+    const GETS: u32 = 10_000;
+    let dir = PluginDir::with(&[("cache-reader", "fixture_cache_reader")]);
+    let mut config = config(&dir);
+    config.backends.cache = KvBackend::Redis;
+    config.host.key_prefix = format!("{}:", unique("techub-bench"));
+    let limits = &mut config
+        .plugins
+        .entry("cache-reader".into())
+        .or_default()
+        .limits;
+    limits.max_host_calls = Some(GETS + 10);
+    limits.timeout_ms = Some(120_000);
+    grant(&mut config, "cache-reader", &["users"], &[]);
+    let config = Arc::new(config);
+    let services = Arc::new(connect_services(&config).await?);
+    let entries: Vec<(String, Vec<u8>)> = (0..100)
+        .map(|i| (format!("bench:{i}"), vec![b'x'; 256]))
+        .collect();
+    let write = CacheWrite {
+        ttl: Duration::from_secs(600),
+        tags: vec![],
+        priority: techub_host::capability::cache::Priority::Medium,
+    };
+    services
+        .cache
+        .set_many("users", &entries, &write)
+        .await
+        .map_err(anyhow::Error::msg)?;
+    let runtime = Arc::new(Runtime::new(&config)?);
+    let plugin = Arc::new(
+        load_plugin(
+            &runtime,
+            &dir.path().join("cache-reader.wasm"),
+            config.clone(),
+            services,
+        )
+        .await?,
+    );
+    let redis = services::redis().await;
+    let native = Arc::new(RedisCache::new(redis.clone(), &config.host.key_prefix));
+    let raw = redis::Client::open(config.redis.url.as_str())?
+        .get_connection_manager()
+        .await?;
+
+    // The first round warms connections and code paths and is not printed.
+    for (round, concurrency) in [(0, 8u32), (1, 1), (2, 8)] {
+        let per_task = GETS / concurrency;
+        // Plugin: `concurrency` messages at once, each doing its share of the gets.
+        let started = Instant::now();
+        let tasks: Vec<_> = (0..concurrency)
+            .map(|_| {
+                let (runtime, plugin) = (runtime.clone(), plugin.clone());
+                tokio::spawn(async move {
+                    runtime
+                        .invoke(
+                            &plugin.pre,
+                            plugin.context.clone(),
+                            &delivery(per_task.to_string().as_bytes()),
+                        )
+                        .await
+                })
+            })
+            .collect();
+        for task in tasks {
+            let report = task.await?;
+            anyhow::ensure!(
+                matches!(report.result, Ok(Outcome::Ok)),
+                "cache-reader failed: {:?}",
+                report.result
+            );
+        }
+        let wasm = GETS as f64 / started.elapsed().as_secs_f64();
+
+        // Native: plain redis-rs GETs of the same keys with the same concurrency.
+        let prefix = config.host.key_prefix.clone();
+        let started = Instant::now();
+        let tasks: Vec<_> = (0..concurrency)
+            .map(|_| {
+                let (mut conn, prefix) = (raw.clone(), prefix.clone());
+                tokio::spawn(async move {
+                    for i in 0..per_task {
+                        let value: Option<Vec<u8>> = redis::cmd("GET")
+                            .arg(format!("{prefix}cache:users:bench:{}", i % 100))
+                            .query_async(&mut conn)
+                            .await?;
+                        anyhow::ensure!(value.is_some(), "missing bench key");
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await??;
+        }
+        let baseline = GETS as f64 / started.elapsed().as_secs_f64();
+
+        // The host's backend called natively (no wasm): isolates the guest boundary.
+        let started = Instant::now();
+        let tasks: Vec<_> = (0..concurrency)
+            .map(|_| {
+                let native = native.clone();
+                tokio::spawn(async move {
+                    for i in 0..per_task {
+                        native
+                            .get_many("users", &[format!("bench:{}", i % 100)])
+                            .await
+                            .map_err(anyhow::Error::msg)?;
+                    }
+                    anyhow::Ok(())
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await??;
+        }
+        let backend = GETS as f64 / started.elapsed().as_secs_f64();
+        if round == 0 {
+            continue;
+        }
+        println!(
+            "cache get x{GETS}, concurrency {concurrency}: plugin {wasm:.0} ops/s, native redis-rs {baseline:.0} ops/s, host backend without wasm {backend:.0} ops/s; plugin/native = {:.2}",
+            wasm / baseline
+        );
+    }
+    Ok(())
+}
+
+/// Messages/s through the example plugin from RabbitMQ, against a native consumer (the
+/// same lapin channel setup: same prefetch, manual ack) doing the same work per message:
+/// parse the JSON, write the cache entry to Redis, publish the follow-up with a confirm.
+async fn messages() -> anyhow::Result<()> {
+    const MESSAGES: usize = 2_000;
+    const PREFETCH: u16 = 16;
+    let plugin_name = unique("user-notifications");
+    let dir = PluginDir::with(&[(&plugin_name, "user_notifications")]);
+    let mut config: HostConfig = config(&dir);
+    config.backends.cache = KvBackend::Redis;
+    config.backends.messaging = BrokerBackend::Amqp;
+    config.host.key_prefix = format!("{}:", unique("techub-bench"));
+    config.amqp = services::amqp_config();
+    grant(&mut config, &plugin_name, &["users"], &["notification.*"])
+        .limits
+        .concurrency = Some(PREFETCH.into());
+    let body = |i: usize| {
+        serde_json::json!({ "id": format!("u{i}"), "email": "a@b.c", "name": "A" })
+            .to_string()
+            .into_bytes()
+    };
+
+    // Both runs publish from a task of their own, concurrently with consuming.
+    let publish_all = |publisher: AmqpBroker, routing_key: &'static str, ids: Vec<String>| {
+        tokio::spawn(async move {
+            for (i, id) in ids.into_iter().enumerate() {
+                let mut e = envelope(routing_key, body(i));
+                e.id = id;
+                publisher
+                    .publish(e, None)
+                    .await
+                    .map_err(anyhow::Error::msg)?;
+            }
+            anyhow::Ok(())
+        })
+    };
+
+    // Through the platform.
+    let platform = Platform::start(config.clone()).await?;
+    let publisher = AmqpBroker::connect(&config.amqp, config.dead_letter).await?;
+    let ids: Vec<String> = (0..MESSAGES)
+        .map(|i| format!("p{i}-{}", unique("m")))
+        .collect();
+    let started = Instant::now();
+    let publishing = publish_all(publisher.clone(), "user.created", ids.clone());
+    while !ids
+        .iter()
+        .all(|id| platform.services.tracker.get(id) == Some(MessageStatus::Completed))
+    {
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(300),
+            "platform did not finish"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    publishing.await??;
+    let wasm = MESSAGES as f64 / started.elapsed().as_secs_f64();
+    drop(platform);
+
+    // Native consumer, same broker setup and work.
+    let broker = AmqpBroker::connect(&config.amqp, config.dead_letter).await?;
+    let cache = RedisCache::new(services::redis().await, &config.host.key_prefix);
+    let queue = unique("native");
+    broker
+        .declare_queue(&QueueSpec {
+            name: queue.clone(),
+            bindings: vec!["native.created".into()],
+            durable: true,
+        })
+        .await
+        .map_err(anyhow::Error::msg)?;
+    let mut consumer = broker
+        .consume(&queue, PREFETCH)
+        .await
+        .map_err(anyhow::Error::msg)?;
+    let started = Instant::now();
+    let publishing = publish_all(
+        publisher,
+        "native.created",
+        (0..MESSAGES).map(|i| format!("n{i}")).collect(),
+    );
+    let cache = Arc::new(cache);
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
+    let write = CacheWrite {
+        ttl: Duration::from_secs(1800),
+        tags: vec![],
+        priority: techub_host::capability::cache::Priority::Medium,
+    };
+    let mut received = 0;
+    while received < MESSAGES {
+        let Some(delivery) = consumer.next().await else {
+            anyhow::bail!("consumer closed")
+        };
+        received += 1;
+        let (cache, broker, write, done) = (
+            cache.clone(),
+            broker.clone(),
+            write.clone(),
+            done_tx.clone(),
+        );
+        tokio::spawn(async move {
+            let user: serde_json::Value =
+                serde_json::from_slice(&delivery.envelope().payload).expect("bench JSON");
+            let id = user["id"].as_str().unwrap_or_default().to_string();
+            cache
+                .set_many(
+                    "users",
+                    &[(id, delivery.envelope().payload.clone())],
+                    &write,
+                )
+                .await
+                .expect("cache write");
+            broker
+                .publish(envelope("notification.email", b"{}".to_vec()), None)
+                .await
+                .expect("follow-up");
+            delivery.ack().await.expect("ack");
+            let _ = done.send(());
+        });
+    }
+    for _ in 0..MESSAGES {
+        done_rx.recv().await;
+    }
+    publishing.await??;
+    let native = MESSAGES as f64 / started.elapsed().as_secs_f64();
+    println!(
+        "messages x{MESSAGES}, prefetch {PREFETCH}: plugin {wasm:.0} msg/s, native consumer {native:.0} msg/s; plugin/native = {:.2}",
+        wasm / native
+    );
+    Ok(())
+}
+
+fn envelope(routing_key: &str, payload: Vec<u8>) -> techub_host::capability::messaging::Envelope {
+    techub_host::capability::messaging::Envelope {
+        id: uuid::Uuid::new_v4().to_string(),
+        routing_key: routing_key.to_string(),
+        payload,
+        headers: vec![],
+        correlation_id: None,
+        reply_to: None,
+        priority: 5,
+        persistent: true,
+        expiration_ms: None,
+        published_at_ms: techub_host::capability::messaging::now_ms(),
+        attempt: 1,
+    }
+}

@@ -70,7 +70,11 @@ impl CacheStats {
     /// Applies `update` to the counters of `domain`.
     pub fn record(&self, domain: &str, update: impl FnOnce(&mut DomainStats)) {
         let mut map = self.by_domain.lock().unwrap_or_else(|e| e.into_inner());
-        update(map.entry(domain.to_string()).or_default());
+        // Every cache call lands here: allocate the domain's name only the first time.
+        match map.get_mut(domain) {
+            Some(stats) => update(stats),
+            None => update(map.entry(domain.to_string()).or_default()),
+        }
     }
 
     /// Counters of the given domains, summed.
