@@ -24,9 +24,9 @@ pub enum InvocationError {
 
 /// What an invocation did, for logs and metrics.
 #[derive(Debug, Clone)]
-pub struct InvocationReport {
-    /// The outcome, or why there was none.
-    pub result: Result<Outcome, InvocationError>,
+pub struct InvocationReport<T = Outcome> {
+    /// The answer (for `handle`, the outcome), or why there was none.
+    pub result: Result<T, InvocationError>,
     /// Wall time of the whole invocation.
     pub elapsed: Duration,
     /// Time spent in host calls.
@@ -99,22 +99,17 @@ impl Runtime {
         context: Arc<PluginContext>,
         delivery: &Delivery,
     ) -> InvocationReport {
-        let limits = context.limits;
-        let mut store = self.new_store(context);
-        let call = async {
-            let plugin = pre.instantiate_async(&mut store).await?;
-            plugin
-                .techub_platform_handler()
-                .call_handle(&mut store, delivery)
-                .await
-        };
-        let timeout = Duration::from_millis(limits.timeout_ms.into());
-        let result = match tokio::time::timeout(timeout, call).await {
-            Ok(Ok(outcome)) => Ok(outcome),
-            Ok(Err(error)) => Err(classify(error, limits.cpu_ms)),
-            Err(_) => Err(InvocationError::Timeout(limits.timeout_ms)),
-        };
-        finish(store, result).await
+        let report = self.run(pre, context, Some(delivery)).await;
+        let result = report.result.map(|answer| match answer {
+            Answer::Outcome(outcome) => outcome,
+            Answer::Subscriptions(_) => unreachable!("handle answers with an outcome"),
+        });
+        InvocationReport {
+            result,
+            elapsed: report.elapsed,
+            host_time: report.host_time,
+            usage: report.usage,
+        }
     }
 
     /// Asks a plugin for its subscriptions, in a fresh instance under its limits.
@@ -123,25 +118,72 @@ impl Runtime {
         pre: &PluginPre<PluginState>,
         context: Arc<PluginContext>,
     ) -> Result<Vec<Subscription>, InvocationError> {
+        self.run(pre, context, None)
+            .await
+            .result
+            .map(|answer| match answer {
+                Answer::Subscriptions(subscriptions) => subscriptions,
+                Answer::Outcome(_) => unreachable!("subscriptions answers with a list"),
+            })
+    }
+
+    /// One fresh instance, one export call (`handle` with a delivery, `subscriptions`
+    /// without), under the plugin's limits; then cleanup.
+    async fn run(
+        &self,
+        pre: &PluginPre<PluginState>,
+        context: Arc<PluginContext>,
+        delivery: Option<&Delivery>,
+    ) -> InvocationReport<Answer> {
         let limits = context.limits;
         let mut store = self.new_store(context);
         let call = async {
             let plugin = pre.instantiate_async(&mut store).await?;
-            plugin
-                .techub_platform_handler()
-                .call_subscriptions(&mut store)
-                .await
+            let handler = plugin.techub_platform_handler();
+            match delivery {
+                Some(delivery) => handler
+                    .call_handle(&mut store, delivery)
+                    .await
+                    .map(Answer::Outcome),
+                None => handler
+                    .call_subscriptions(&mut store)
+                    .await
+                    .map(Answer::Subscriptions),
+            }
         };
         let timeout = Duration::from_millis(limits.timeout_ms.into());
-        let result = match tokio::time::timeout(timeout, call).await {
-            Ok(Ok(subscriptions)) => Ok(subscriptions),
+        let mut result = match tokio::time::timeout(timeout, call).await {
+            Ok(Ok(answer)) => Ok(answer),
             Ok(Err(error)) => Err(classify(error, limits.cpu_ms)),
             Err(_) => Err(InvocationError::Timeout(limits.timeout_ms)),
         };
-        let report = finish(store, Ok(Outcome::Ok)).await;
-        drop(report);
-        result
+        let state = store.data_mut();
+        state.release_leases().await;
+        // A Rust guest's panic message reaches only its stderr: put it in the reason,
+        // where the operator looks (the dead letter, the logs).
+        if let Err(InvocationError::Trap(reason)) = &mut result {
+            let stderr = state.output.stderr_tail(STDERR_IN_REASON);
+            if !stderr.is_empty() {
+                reason.push_str("; stderr: ");
+                reason.push_str(&stderr);
+            }
+        }
+        state.output.flush_to_log(&state.plugin.name);
+        let clock = state.clock;
+        InvocationReport {
+            result,
+            elapsed: clock.started.elapsed(),
+            host_time: clock.host_time,
+            usage: state.usage,
+        }
     }
+}
+
+/// What an export call answered.
+#[derive(Debug)]
+enum Answer {
+    Outcome(Outcome),
+    Subscriptions(Vec<Subscription>),
 }
 
 /// Any `Err` from a call is the guest's failure (a memory-limit failure is not even a
@@ -159,32 +201,6 @@ fn classify(error: wasmtime::Error, cpu_ms: u32) -> InvocationError {
 
 /// Most bytes of a trapped guest's stderr kept in the failure reason.
 const STDERR_IN_REASON: usize = 1024;
-
-/// Releases what the instance held, flushes its output and reports.
-async fn finish(
-    mut store: Store<PluginState>,
-    mut result: Result<Outcome, InvocationError>,
-) -> InvocationReport {
-    let state = store.data_mut();
-    state.release_leases().await;
-    // A Rust guest's panic message reaches only its stderr: put it in the reason, where
-    // the operator looks (the dead letter, the logs).
-    if let Err(InvocationError::Trap(reason)) = &mut result {
-        let stderr = state.output.stderr_tail(STDERR_IN_REASON);
-        if !stderr.is_empty() {
-            reason.push_str("; stderr: ");
-            reason.push_str(&stderr);
-        }
-    }
-    state.output.flush_to_log(&state.plugin.name);
-    let clock = state.clock;
-    InvocationReport {
-        result,
-        elapsed: clock.started.elapsed(),
-        host_time: clock.host_time,
-        usage: state.usage,
-    }
-}
 
 impl Clock {
     pub(crate) fn start() -> Self {
