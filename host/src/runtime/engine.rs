@@ -19,6 +19,9 @@ pub struct Runtime {
     pub(crate) engine: Engine,
     linker: Linker<PluginState>,
     ticker_stop: Arc<AtomicBool>,
+    /// One permit per pool slot: an invocation waits for a slot instead of failing
+    /// when every plugin's concurrency together exceeds `host.max_instances`.
+    pub(crate) slots: Arc<tokio::sync::Semaphore>,
 }
 
 /// Why a `.wasm` file could not become a plugin.
@@ -102,10 +105,12 @@ impl Runtime {
             })
             .context("could not start the epoch ticker")?;
 
+        let slots = Arc::new(tokio::sync::Semaphore::new(instances as usize));
         Ok(Self {
             engine,
             linker,
             ticker_stop,
+            slots,
         })
     }
 

@@ -136,6 +136,12 @@ impl Runtime {
         delivery: Option<&Delivery>,
     ) -> InvocationReport<Answer> {
         let limits = context.limits;
+        // The semaphore is never closed, so acquiring cannot fail.
+        let _slot = self
+            .slots
+            .acquire()
+            .await
+            .expect("the slot semaphore is never closed");
         let mut store = self.new_store(context);
         let call = async {
             let plugin = pre.instantiate_async(&mut store).await?;

@@ -225,3 +225,69 @@ async fn redis_dropping_at_run_time_is_a_typed_retry_not_a_hang() {
         "{result:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rabbitmq_dropping_at_run_time_fails_publishes_fast_and_keeps_the_host_up() {
+    init_tracing();
+    let proxy = techub_tests::TcpProxy::start("127.0.0.1:5672").await;
+    let plugin = unique("user-notifications");
+    let dir = PluginDir::with(&[(&plugin, "user_notifications")]);
+    let mut config = config(&dir);
+    grant(&mut config, &plugin, &["users"], &["notification.*"]);
+    config.backends.messaging = BrokerBackend::Amqp;
+    config.amqp = services::amqp_config();
+    config.amqp.url = format!("amqp://guest:guest@127.0.0.1:{}/%2f", proxy.port);
+    config.amqp.confirm_timeout_ms = 1_000;
+    let platform = start(config).await;
+    let user = json!({ "id": "before", "email": "a@b.c", "name": "A" });
+    platform
+        .publish(
+            "user.created",
+            user.to_string().into_bytes(),
+            Priority::Normal,
+        )
+        .await
+        .expect("publishes while up");
+    wait_for(
+        LIMIT,
+        "the message before the drop to be handled",
+        || async {
+            platform
+                .services
+                .cache
+                .get_many("users", &["before".into()])
+                .await
+                .unwrap()
+                .pop()
+                .flatten()
+        },
+    )
+    .await;
+
+    proxy.cut();
+    let result = tokio::time::timeout(
+        Duration::from_secs(10),
+        platform.publish("user.created", b"{}".to_vec(), Priority::Normal),
+    )
+    .await;
+    let error = format!(
+        "{:#}",
+        result
+            .expect("a publish does not hang when the broker is gone")
+            .expect_err("and it fails")
+    );
+    assert!(
+        error.contains("RabbitMQ at amqp://guest:***@127.0.0.1"),
+        "the error names the broker: {error}"
+    );
+    // The host and its embedded capabilities still serve.
+    assert!(
+        platform
+            .services
+            .cache
+            .get_many("users", &["before".into()])
+            .await
+            .unwrap()[0]
+            .is_some()
+    );
+}
