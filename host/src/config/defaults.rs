@@ -46,7 +46,7 @@ impl Default for Limits {
             max_publishes: 100,
             max_leases: 16,
             max_output_bytes: 64 * 1024,
-            concurrency: 16,
+            prefetch: 10,
         }
     }
 }
@@ -69,7 +69,6 @@ impl Default for AmqpConfig {
     fn default() -> Self {
         Self {
             url: "amqp://guest:guest@127.0.0.1:5672/%2f".to_string(),
-            prefetch: 10,
             confirm_timeout_ms: 5_000,
             connection_timeout_ms: 10_000,
             main_exchange: "techub.main".to_string(),

@@ -80,8 +80,9 @@ pub struct Limits {
     pub max_leases: u32,
     /// Bytes of stdout/stderr kept per message; the rest is dropped.
     pub max_output_bytes: u32,
-    /// Messages of one plugin handled concurrently (its share of the pool).
-    pub concurrency: u32,
+    /// Unacknowledged deliveries per consumer, i.e. messages of one plugin handled at
+    /// once (the seed's prefetch, 1 to 100).
+    pub prefetch: u16,
 }
 
 /// A partial override of [`Limits`] for one plugin.
@@ -102,8 +103,8 @@ pub struct LimitOverrides {
     pub max_leases: Option<u32>,
     /// See [`Limits::max_output_bytes`].
     pub max_output_bytes: Option<u32>,
-    /// See [`Limits::concurrency`].
-    pub concurrency: Option<u32>,
+    /// See [`Limits::prefetch`].
+    pub prefetch: Option<u16>,
 }
 
 /// Backend selection for the key-value capabilities.
@@ -168,8 +169,6 @@ pub struct RedisConfig {
 pub struct AmqpConfig {
     /// `amqp://user:pass@host:port/vhost`.
     pub url: String,
-    /// Unacknowledged deliveries per consumer (seed: 1 to 100).
-    pub prefetch: u16,
     /// How long a publish waits for the broker's confirm, in ms.
     pub confirm_timeout_ms: u64,
     /// Connect timeout, in ms.
@@ -331,7 +330,7 @@ impl HostConfig {
             limits.max_publishes = o.max_publishes.unwrap_or(limits.max_publishes);
             limits.max_leases = o.max_leases.unwrap_or(limits.max_leases);
             limits.max_output_bytes = o.max_output_bytes.unwrap_or(limits.max_output_bytes);
-            limits.concurrency = o.concurrency.unwrap_or(limits.concurrency);
+            limits.prefetch = o.prefetch.unwrap_or(limits.prefetch);
         }
         limits
     }

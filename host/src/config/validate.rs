@@ -164,7 +164,6 @@ impl HostConfig {
                 format!("must start with amqp://, got {:?}", a.url),
             ));
         }
-        check("amqp.prefetch", a.prefetch, 1, 100)?;
         check("amqp.confirm_timeout_ms", a.confirm_timeout_ms, 1, 600_000)?;
         check(
             "amqp.connection_timeout_ms",
@@ -247,7 +246,7 @@ impl Limits {
             0,
             64 * 1024 * 1024,
         )?;
-        check(f("concurrency"), self.concurrency, 1, 10_000)?;
+        check(f("prefetch"), self.prefetch, 1, 100)?;
         Ok(())
     }
 }
@@ -281,10 +280,10 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("queues.email.max_retries"), "{err}");
-        let err = HostConfig::parse("[amqp]\nprefetch = 0\n")
+        let err = HostConfig::parse("[limits]\nprefetch = 0\n")
             .unwrap_err()
             .to_string();
-        assert!(err.contains("amqp.prefetch"), "{err}");
+        assert!(err.contains("limits.prefetch"), "{err}");
     }
 
     #[test]

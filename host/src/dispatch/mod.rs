@@ -48,7 +48,7 @@ pub async fn start(
             .declare_queue(&spec)
             .await
             .map_err(|e| anyhow::anyhow!("could not declare queue {}: {e}", spec.name))?;
-        let prefetch = u16::try_from(plugin.context.limits.concurrency).unwrap_or(u16::MAX);
+        let prefetch = plugin.context.limits.prefetch;
         let mut consumer = services
             .broker
             .consume(&spec.name, prefetch)

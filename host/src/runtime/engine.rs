@@ -20,7 +20,7 @@ pub struct Runtime {
     linker: Linker<PluginState>,
     ticker_stop: Arc<AtomicBool>,
     /// One permit per pool slot: an invocation waits for a slot instead of failing
-    /// when every plugin's concurrency together exceeds `host.max_instances`.
+    /// when the plugins' prefetch windows together exceed `host.max_instances`.
     pub(crate) slots: Arc<tokio::sync::Semaphore>,
 }
 

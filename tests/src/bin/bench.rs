@@ -253,7 +253,7 @@ async fn messages() -> anyhow::Result<()> {
     config.amqp = services::amqp_config();
     grant(&mut config, &plugin_name, &["users"], &["notification.*"])
         .limits
-        .concurrency = Some(PREFETCH.into());
+        .prefetch = Some(PREFETCH);
     let body = |i: usize| {
         serde_json::json!({ "id": format!("u{i}"), "email": "a@b.c", "name": "A" })
             .to_string()

@@ -315,16 +315,36 @@ async fn messages_wait_for_a_pool_slot_instead_of_failing() {
     let dir = PluginDir::with(&[("noop", "fixture_noop")]);
     let mut config = config(&dir);
     config.host.max_instances = 2;
-    config.plugins.entry("noop".into()).or_default().limits.concurrency = Some(16);
+    config
+        .plugins
+        .entry("noop".into())
+        .or_default()
+        .limits
+        .prefetch = Some(16);
     let platform = Platform::start(config).await.unwrap();
     let mut ids = Vec::new();
     for _ in 0..50 {
-        ids.push(platform.publish("fixture.noop.x", b"{}".to_vec(), Priority::Normal).await.unwrap());
+        ids.push(
+            platform
+                .publish("fixture.noop.x", b"{}".to_vec(), Priority::Normal)
+                .await
+                .unwrap(),
+        );
     }
     let completed = Some(techub_host::capability::messaging::MessageStatus::Completed);
     wait_for(LIMIT, "all 50 messages through 2 pool slots", || async {
-        ids.iter().all(|id| platform.services.tracker.get(id) == completed).then_some(())
+        ids.iter()
+            .all(|id| platform.services.tracker.get(id) == completed)
+            .then_some(())
     })
     .await;
-    assert!(platform.services.broker.dead_letters(100).await.unwrap().is_empty());
+    assert!(
+        platform
+            .services
+            .broker
+            .dead_letters(100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
