@@ -176,3 +176,106 @@ pub fn subscription(queue: &str, routing_keys: &[&str]) -> exported::Subscriptio
         routing_keys: routing_keys.iter().map(|k| k.to_string()).collect(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::CacheError;
+    use crate::lock::LockError;
+    use crate::messaging::PublishError;
+    use crate::store::StoreError;
+
+    fn message(payload: &[u8]) -> Message {
+        Message::from_delivery(exported::Delivery {
+            id: "m1".into(),
+            queue: "email".into(),
+            routing_key: "user.created".into(),
+            payload: payload.to_vec(),
+            headers: vec![("tenant".into(), "t1".into())],
+            correlation_id: None,
+            reply_to: None,
+            priority: crate::wit::techub::platform::messaging::Priority::High,
+            published_at_ms: 1,
+            attempt: 2,
+            redelivered: true,
+        })
+    }
+
+    #[test]
+    fn passing_failures_retry_and_permanent_ones_reject() {
+        assert!(matches!(
+            Failure::from(CacheError::Unavailable("x".into())),
+            Failure::Retry(_)
+        ));
+        assert!(matches!(
+            Failure::from(CacheError::InvalidKey("x".into())),
+            Failure::Reject(_)
+        ));
+        assert!(matches!(
+            Failure::from(StoreError::QuotaExceeded("x".into())),
+            Failure::Retry(_)
+        ));
+        assert!(matches!(
+            Failure::from(StoreError::WrongType),
+            Failure::Reject(_)
+        ));
+        assert!(matches!(
+            Failure::from(LockError::Contended),
+            Failure::Retry(_)
+        ));
+        assert!(matches!(
+            Failure::from(LockError::InvalidOptions("x".into())),
+            Failure::Reject(_)
+        ));
+        assert!(matches!(
+            Failure::from(PublishError::Unavailable("x".into())),
+            Failure::Retry(_)
+        ));
+        assert!(matches!(
+            Failure::from(PublishError::NotPermitted("x".into())),
+            Failure::Reject(_)
+        ));
+    }
+
+    #[test]
+    fn handler_results_become_outcomes() {
+        assert!(matches!(
+            Ok::<(), Failure>(()).into_outcome(),
+            exported::Outcome::Ok
+        ));
+        assert!(
+            matches!(Err::<(), _>(Failure::retry("later")).into_outcome(), exported::Outcome::Retry(r) if r == "later")
+        );
+        assert!(
+            matches!(Outcome::Reject("bad".into()).into_outcome(), exported::Outcome::Reject(r) if r == "bad")
+        );
+    }
+
+    #[test]
+    fn malformed_json_is_a_rejection_with_the_reason() {
+        let failure = message(b"nope").json::<serde_json::Value>().unwrap_err();
+        assert!(
+            matches!(&failure, Failure::Reject(reason) if reason.contains("not the expected JSON")),
+            "{failure}"
+        );
+        assert_eq!(
+            message(br#"{"a":1}"#).json::<serde_json::Value>().unwrap()["a"],
+            1
+        );
+    }
+
+    #[test]
+    fn message_exposes_its_delivery() {
+        let m = message(b"hi");
+        assert_eq!(
+            (m.id(), m.queue(), m.routing_key(), m.text().unwrap()),
+            ("m1", "email", "user.created", "hi")
+        );
+        assert_eq!(
+            (m.attempt(), m.redelivered(), m.priority()),
+            (2, true, Priority::High)
+        );
+        assert_eq!(m.header("tenant"), Some("t1"));
+        assert_eq!(m.header("missing"), None);
+    }
+}
