@@ -1,6 +1,10 @@
-//! Processes `order.created`: reserves stock per item under a per-product lock, once
-//! per order (deliveries are at-least-once), caches the order, and publishes
-//! `inventory.updated` for each item, or `order.cancelled` when stock is short.
+//! Keeps stock and reserves it for orders (the seed's order and inventory events).
+//!
+//! - `inventory.restocked` `{product, quantity}` adds to the product's stock.
+//! - `order.created` `{id, items: [{product, quantity}]}` reserves every item under a
+//!   per-product lock, once per order (deliveries are at-least-once), caches the order
+//!   and publishes `inventory.updated` per item; when an item is short it releases what
+//!   it reserved and publishes `order.cancelled` instead.
 
 use serde::{Deserialize, Serialize};
 use techub_guest::lock::with_lock;
@@ -18,39 +22,84 @@ struct OrderCreated {
     items: Vec<Item>,
 }
 
-#[handler(queue = "order", routing_keys = ["order.created"])]
+#[handler(queue = "order", routing_keys = ["order.created", "inventory.restocked"])]
 fn process(message: Message) -> Result<(), Failure> {
-    let order: OrderCreated = message.json()?;
+    match message.routing_key() {
+        "inventory.restocked" => restock(message.json()?),
+        _ => place(&message, message.json()?),
+    }
+}
+
+fn stock_key(product: &str) -> String {
+    format!("stock:{product}")
+}
+
+fn restock(item: Item) -> Result<(), Failure> {
+    if item.quantity <= 0 {
+        return Err(Failure::reject(format!(
+            "restock of {} by {}",
+            item.product, item.quantity
+        )));
+    }
+    store::incr_by(stock_key(&item.product), item.quantity)?;
+    Ok(())
+}
+
+/// Takes `quantity` of `product` if there is enough; whether it did.
+fn reserve(item: &Item) -> Result<bool, Failure> {
+    with_lock(
+        format!("product:{}", item.product),
+        LockOptions::default(),
+        |_lease| {
+            let key = stock_key(&item.product);
+            let available = store::get(&key)?
+                .and_then(|v| String::from_utf8(v).ok()?.parse::<i64>().ok())
+                .unwrap_or(0);
+            if available < item.quantity {
+                return Ok(false);
+            }
+            store::incr_by(&key, -item.quantity)?;
+            Ok(true)
+        },
+    )
+}
+
+fn place(message: &Message, order: OrderCreated) -> Result<(), Failure> {
+    if order.items.iter().any(|i| i.quantity <= 0) {
+        return Err(Failure::reject(format!(
+            "order {} has a non-positive quantity",
+            order.id
+        )));
+    }
     let follow = PublishOptions::default()
-        .follows(&message)
+        .follows(message)
         .priority(Priority::High);
     store::once(
         format!("order:{}", order.id),
         86_400_000,
         || -> Result<(), Failure> {
+            let mut reserved: Vec<&Item> = Vec::new();
             for item in &order.items {
-                let reserved = with_lock(
-                    format!("product:{}", item.product),
-                    LockOptions::default(),
-                    |_lease| {
-                        let key = format!("stock:{}", item.product);
-                        let left = store::incr_by(&key, -item.quantity)?;
-                        if left < 0 {
-                            store::incr_by(&key, item.quantity)?;
-                            return Ok::<_, Failure>(false);
-                        }
-                        Ok(true)
-                    },
-                )?;
-                if !reserved {
+                if !reserve(item)? {
+                    for taken in reserved {
+                        store::incr_by(stock_key(&taken.product), taken.quantity)?;
+                    }
                     let reason = serde_json::json!({ "order": order.id, "reason": "out of stock", "product": item.product });
                     messaging::publish_json("order.cancelled", &reason, &follow)?;
                     return Ok(());
                 }
+                reserved.push(item);
+            }
+            for item in &order.items {
                 let event = serde_json::json!({ "product": item.product, "reserved": item.quantity, "order": order.id });
                 messaging::publish_json("inventory.updated", &event, &follow)?;
             }
-            cache::set_json(Domain::ORDERS, &order.id, &order, &EntryOptions::default())?;
+            cache::set_json(
+                Domain::ORDERS,
+                &order.id,
+                &order,
+                &EntryOptions::default().tag(format!("order:{}", order.id)),
+            )?;
             Ok(())
         },
     )?;

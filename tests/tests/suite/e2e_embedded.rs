@@ -348,3 +348,109 @@ async fn messages_wait_for_a_pool_slot_instead_of_failing() {
             .is_empty()
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn orders_reserve_stock_once_under_a_lock_and_cancel_when_short() {
+    init_tracing();
+    let dir = PluginDir::with(&[("order-processor", "order_processor")]);
+    let mut config = config(&dir);
+    grant(
+        &mut config,
+        "order-processor",
+        &["orders"],
+        &["inventory.*", "order.cancelled"],
+    );
+    let platform = Platform::start(config).await.unwrap();
+    let broker = &platform.services.broker;
+    let sink = unique("sink");
+    broker
+        .declare_queue(&QueueSpec {
+            name: sink.clone(),
+            bindings: vec!["inventory.updated".into(), "order.cancelled".into()],
+            durable: false,
+        })
+        .await
+        .unwrap();
+    let mut events = broker.consume(&sink, 10).await.unwrap();
+    let stock = |platform: &Platform| {
+        let store = platform.services.store.clone();
+        async move {
+            store
+                .get("techub:store:order-processor:stock:p1")
+                .await
+                .unwrap()
+                .map(|v| String::from_utf8(v).unwrap())
+        }
+    };
+
+    platform
+        .publish(
+            "inventory.restocked",
+            json!({ "product": "p1", "quantity": 5 })
+                .to_string()
+                .into_bytes(),
+            Priority::Normal,
+        )
+        .await
+        .unwrap();
+    wait_for(LIMIT, "the restock", || async {
+        stock(&platform).await.filter(|s| s == "5")
+    })
+    .await;
+
+    // The same order delivered twice reserves once.
+    let order = json!({ "id": "o-1", "items": [{ "product": "p1", "quantity": 2 }] })
+        .to_string()
+        .into_bytes();
+    let first = platform
+        .publish("order.created", order.clone(), Priority::Normal)
+        .await
+        .unwrap();
+    platform
+        .publish("order.created", order, Priority::Normal)
+        .await
+        .unwrap();
+    let event = tokio::time::timeout(LIMIT, events.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(event.envelope().routing_key, "inventory.updated");
+    assert_eq!(
+        serde_json::from_slice::<Value>(&event.envelope().payload).unwrap()["reserved"],
+        2
+    );
+    assert_eq!(
+        event.envelope().correlation_id.as_deref(),
+        Some(first.as_str())
+    );
+    event.ack().await.unwrap();
+
+    // Too much: cancelled, and the stock is untouched.
+    let big = json!({ "id": "o-2", "items": [{ "product": "p1", "quantity": 9 }] })
+        .to_string()
+        .into_bytes();
+    platform
+        .publish("order.created", big, Priority::Normal)
+        .await
+        .unwrap();
+    let event = tokio::time::timeout(LIMIT, events.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        event.envelope().routing_key,
+        "order.cancelled",
+        "the duplicate of o-1 published nothing"
+    );
+    event.ack().await.unwrap();
+    assert_eq!(stock(&platform).await.as_deref(), Some("3"));
+    let cached = platform
+        .services
+        .cache
+        .get_many("orders", &["o-1".into()])
+        .await
+        .unwrap()
+        .pop()
+        .flatten();
+    assert!(cached.is_some(), "the placed order is cached");
+}
