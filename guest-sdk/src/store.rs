@@ -5,7 +5,23 @@
 use crate::Failure;
 use crate::wit::techub::platform::store as wit;
 
-pub use wit::ListEnd;
+/// Which end of a list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListEnd {
+    /// The head (Redis `L...`).
+    Front,
+    /// The tail (Redis `R...`).
+    Back,
+}
+
+impl ListEnd {
+    fn to_wit(self) -> wit::ListEnd {
+        match self {
+            Self::Front => wit::ListEnd::Front,
+            Self::Back => wit::ListEnd::Back,
+        }
+    }
+}
 
 /// Why a store call failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -200,7 +216,7 @@ pub fn list_push(
     end: ListEnd,
     values: &[Vec<u8>],
 ) -> Result<u32, StoreError> {
-    Ok(wit::list_push(key.as_ref(), end, values)?)
+    Ok(wit::list_push(key.as_ref(), end.to_wit(), values)?)
 }
 /// Pops up to `count` values from one end of a list.
 pub fn list_pop(
@@ -208,7 +224,7 @@ pub fn list_pop(
     end: ListEnd,
     count: u32,
 ) -> Result<Vec<Vec<u8>>, StoreError> {
-    Ok(wit::list_pop(key.as_ref(), end, count)?)
+    Ok(wit::list_pop(key.as_ref(), end.to_wit(), count)?)
 }
 /// Values from `start` to `stop` inclusive; negative indexes count from the end.
 pub fn list_range(key: impl AsRef<str>, start: i64, stop: i64) -> Result<Vec<Vec<u8>>, StoreError> {

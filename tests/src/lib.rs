@@ -213,11 +213,11 @@ impl Drop for OwnRedis {
 }
 
 /// A TCP proxy in front of a real service, so a test can take the service away from
-/// the host (`cut`) without stopping the shared server.
+/// the host (`cut`) and give it back (`restore`) without touching the shared server.
 pub struct TcpProxy {
     /// The port the host connects to.
     pub port: u16,
-    cut: tokio::sync::watch::Sender<bool>,
+    blocked: tokio::sync::watch::Sender<bool>,
     accept: tokio::task::JoinHandle<()>,
 }
 
@@ -228,33 +228,45 @@ impl TcpProxy {
             .await
             .expect("a free port");
         let port = listener.local_addr().expect("an address").port();
-        let (cut, cut_rx) = tokio::sync::watch::channel(false);
+        let (blocked, blocked_rx) = tokio::sync::watch::channel(false);
         let accept = tokio::spawn(async move {
             while let Ok((mut inbound, _)) = listener.accept().await {
-                let mut cut_rx = cut_rx.clone();
+                let mut blocked_rx = blocked_rx.clone();
+                if *blocked_rx.borrow() {
+                    continue; // dropping `inbound` refuses the connection
+                }
                 tokio::spawn(async move {
                     let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await else {
                         return;
                     };
                     tokio::select! {
                         _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
-                        _ = cut_rx.wait_for(|cut| *cut) => {}
+                        _ = blocked_rx.wait_for(|blocked| *blocked) => {}
                     }
                 });
             }
         });
-        Self { port, cut, accept }
+        Self {
+            port,
+            blocked,
+            accept,
+        }
     }
 
-    /// Drops every connection and refuses new ones.
+    /// Drops every connection and refuses new ones until [`TcpProxy::restore`].
     pub fn cut(&self) {
-        self.accept.abort();
-        let _ = self.cut.send(true);
+        let _ = self.blocked.send(true);
+    }
+
+    /// Accepts connections again.
+    pub fn restore(&self) {
+        let _ = self.blocked.send(false);
     }
 }
 
 impl Drop for TcpProxy {
     fn drop(&mut self) {
         self.cut();
+        self.accept.abort();
     }
 }

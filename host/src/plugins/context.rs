@@ -23,6 +23,8 @@ pub struct PluginContext {
     pub store_prefix: String,
     /// Prefix of its lock names: `<key_prefix>lock:<name>:`.
     pub lock_prefix: String,
+    /// The fencing counter of its locks: `<key_prefix>lock-fence:<name>`.
+    pub lock_fence: String,
     /// The configuration it was built from.
     pub config: Arc<HostConfig>,
     /// The backends.
@@ -53,6 +55,7 @@ impl PluginContext {
             settings: plugin.settings,
             store_prefix: format!("{prefix}store:{name}:"),
             lock_prefix: format!("{prefix}lock:{name}:"),
+            lock_fence: format!("{prefix}lock-fence:{name}"),
             config: config.clone(),
             services,
         }

@@ -2,8 +2,8 @@
 //!
 //! - `inventory.restocked` `{product, quantity}` adds to the product's stock.
 //! - `order.created` `{id, items: [{product, quantity}]}` reserves every item under a
-//!   per-product lock, once per order (deliveries are at-least-once), caches the order
-//!   and publishes `inventory.updated` per item; when an item is short it releases what
+//!   per-product lock, once per order (deliveries are at-least-once), caches the order,
+//!   then publishes `inventory.updated` per item; when an item is short it releases what
 //!   it reserved and publishes `order.cancelled` instead.
 
 use serde::{Deserialize, Serialize};
@@ -90,16 +90,17 @@ fn place(message: &Message, order: OrderCreated) -> Result<(), Failure> {
                 }
                 reserved.push(item);
             }
-            for item in &order.items {
-                let event = serde_json::json!({ "product": item.product, "reserved": item.quantity, "order": order.id });
-                messaging::publish_json("inventory.updated", &event, &follow)?;
-            }
+            // State first, then the announcement: whoever reacts to the event finds it.
             cache::set_json(
                 Domain::ORDERS,
                 &order.id,
                 &order,
                 &EntryOptions::default().tag(format!("order:{}", order.id)),
             )?;
+            for item in &order.items {
+                let event = serde_json::json!({ "product": item.product, "reserved": item.quantity, "order": order.id });
+                messaging::publish_json("inventory.updated", &event, &follow)?;
+            }
             Ok(())
         },
     )?;

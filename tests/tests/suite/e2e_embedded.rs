@@ -406,7 +406,7 @@ async fn orders_reserve_stock_once_under_a_lock_and_cancel_when_short() {
         .publish("order.created", order.clone(), Priority::Normal)
         .await
         .unwrap();
-    platform
+    let second = platform
         .publish("order.created", order, Priority::Normal)
         .await
         .unwrap();
@@ -419,9 +419,11 @@ async fn orders_reserve_stock_once_under_a_lock_and_cancel_when_short() {
         serde_json::from_slice::<Value>(&event.envelope().payload).unwrap()["reserved"],
         2
     );
-    assert_eq!(
-        event.envelope().correlation_id.as_deref(),
-        Some(first.as_str())
+    // Both copies run concurrently; whichever claims the order first answers it.
+    let correlation = event.envelope().correlation_id.clone().unwrap_or_default();
+    assert!(
+        correlation == first || correlation == second,
+        "{correlation}"
     );
     event.ack().await.unwrap();
 

@@ -227,7 +227,7 @@ async fn redis_dropping_at_run_time_is_a_typed_retry_not_a_hang() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn rabbitmq_dropping_at_run_time_fails_publishes_fast_and_keeps_the_host_up() {
+async fn rabbitmq_dropping_at_run_time_fails_publishes_fast_and_the_host_recovers() {
     init_tracing();
     let proxy = techub_tests::TcpProxy::start("127.0.0.1:5672").await;
     let plugin = unique("user-notifications");

@@ -124,7 +124,12 @@ async fn lease_is_released_when_plugin_traps() {
     let fence = platform
         .services
         .locks
-        .try_acquire("techub:lock:hostile:held", "test", Duration::from_secs(1))
+        .try_acquire(
+            "techub:lock:hostile:held",
+            "techub:lock-fence:hostile",
+            "test",
+            Duration::from_secs(1),
+        )
         .await
         .unwrap();
     assert!(fence.is_some(), "the trapped instance's lease was released");

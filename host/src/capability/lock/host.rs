@@ -62,7 +62,10 @@ impl PluginState {
                 tokio::time::sleep(Duration::from_millis(options.retry_delay_ms.into())).await;
             }
             let started = Instant::now();
-            if let Some(fence) = locks.try_acquire(&key, &token, ttl).await? {
+            if let Some(fence) = locks
+                .try_acquire(&key, &self.plugin.lock_fence, &token, ttl)
+                .await?
+            {
                 self.usage.leases += 1;
                 return Ok(LeaseState {
                     name,

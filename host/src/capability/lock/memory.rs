@@ -37,6 +37,7 @@ impl LockBackend for MemoryLocks {
     async fn try_acquire(
         &self,
         key: &str,
+        fence: &str,
         token: &str,
         ttl: Duration,
     ) -> BackendResult<Option<u64>> {
@@ -46,7 +47,7 @@ impl LockBackend for MemoryLocks {
             }
             t.held
                 .insert(key.to_string(), (token.to_string(), now + ttl));
-            let fence = t.fences.entry(key.to_string()).or_default();
+            let fence = t.fences.entry(fence.to_string()).or_default();
             *fence += 1;
             Some(*fence)
         }))

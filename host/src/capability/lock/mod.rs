@@ -16,10 +16,13 @@ use std::time::{Duration, Instant};
 #[async_trait::async_trait]
 pub trait LockBackend: Send + Sync {
     /// Grants `key` to `token` for `ttl` if nobody holds it; the new fencing token, or
-    /// `None` when it is held.
+    /// `None` when it is held. Fencing tokens come from the counter `fence`, which the
+    /// host shares among all locks of a plugin: tokens still grow for every lock, and
+    /// the counters stay one per plugin instead of one per lock name ever used.
     async fn try_acquire(
         &self,
         key: &str,
+        fence: &str,
         token: &str,
         ttl: Duration,
     ) -> BackendResult<Option<u64>>;

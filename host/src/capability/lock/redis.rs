@@ -55,32 +55,26 @@ impl RedisLocks {
     }
 }
 
-/// The fencing counter of a lock key. Lock names cannot contain control characters,
-/// so no name can collide with this key.
-fn fence_key(key: &str) -> String {
-    format!("{key}\u{1f}fence")
-}
-
 #[async_trait::async_trait]
 impl LockBackend for RedisLocks {
     async fn try_acquire(
         &self,
         key: &str,
+        fence: &str,
         token: &str,
         ttl: Duration,
     ) -> BackendResult<Option<u64>> {
-        let fence_key = fence_key(key);
         let ttl_ms = (ttl.as_millis() as u64).max(1);
         // Not retried: a lost reply may hide a grant; the lease then expires by its TTL.
-        let fence: i64 = self
+        let granted: i64 = self
             .redis
             .run("lock acquire", Retry::Never, |mut c| {
                 let mut invocation = ACQUIRE.prepare_invoke();
-                invocation.key(key).key(&fence_key).arg(token).arg(ttl_ms);
+                invocation.key(key).key(fence).arg(token).arg(ttl_ms);
                 async move { invocation.invoke_async(&mut c).await }
             })
             .await?;
-        Ok((fence > 0).then_some(fence as u64))
+        Ok((granted > 0).then_some(granted as u64))
     }
 
     async fn release(&self, key: &str, token: &str) -> BackendResult<bool> {

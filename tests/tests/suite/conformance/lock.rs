@@ -7,14 +7,16 @@ use techub_host::capability::lock::redis::RedisLocks;
 use techub_tests::{services, unique};
 
 async fn locks_conform(locks: &dyn LockBackend, key: &str) {
+    let fence = format!("{key}-fence");
+    let other = format!("{key}-other");
     let ttl = Duration::from_secs(30);
     let first = locks
-        .try_acquire(key, "a", ttl)
+        .try_acquire(key, &fence, "a", ttl)
         .await
         .unwrap()
         .expect("a free lock is granted");
     assert_eq!(
-        locks.try_acquire(key, "b", ttl).await.unwrap(),
+        locks.try_acquire(key, &fence, "b", ttl).await.unwrap(),
         None,
         "a held lock is not granted"
     );
@@ -31,7 +33,7 @@ async fn locks_conform(locks: &dyn LockBackend, key: &str) {
     assert!(!locks.release(key, "a").await.unwrap(), "released once");
 
     let second = locks
-        .try_acquire(key, "b", Duration::from_millis(150))
+        .try_acquire(key, &fence, "b", Duration::from_millis(150))
         .await
         .unwrap()
         .expect("free again");
@@ -42,7 +44,7 @@ async fn locks_conform(locks: &dyn LockBackend, key: &str) {
         "an expired lease cannot be extended"
     );
     let third = locks
-        .try_acquire(key, "c", ttl)
+        .try_acquire(key, &fence, "c", ttl)
         .await
         .unwrap()
         .expect("an expired lease frees the lock");
@@ -52,6 +54,22 @@ async fn locks_conform(locks: &dyn LockBackend, key: &str) {
         "the expired holder cannot release the new one"
     );
     assert!(locks.release(key, "c").await.unwrap());
+
+    // Another lock of the same plugin draws from the same counter: held independently,
+    // and its tokens are larger still.
+    let fourth = locks
+        .try_acquire(&other, &fence, "d", ttl)
+        .await
+        .unwrap()
+        .expect("another name is free");
+    assert!(fourth > third);
+    let fifth = locks
+        .try_acquire(key, &fence, "e", ttl)
+        .await
+        .unwrap()
+        .expect("both held at once");
+    assert!(fifth > fourth);
+    assert!(locks.release(&other, "d").await.unwrap() && locks.release(key, "e").await.unwrap());
 }
 
 #[tokio::test]
@@ -69,12 +87,13 @@ async fn redis_locks_conform() {
 async fn redis_lock_is_exclusive_under_contention() {
     let locks = std::sync::Arc::new(RedisLocks::new(services::redis().await));
     let key = format!("{}:lock:contended", unique("techub-test"));
+    let fence = format!("{key}-fence");
     let attempts: Vec<_> = (0..20)
         .map(|i| {
-            let (locks, key) = (locks.clone(), key.clone());
+            let (locks, key, fence) = (locks.clone(), key.clone(), fence.clone());
             tokio::spawn(async move {
                 locks
-                    .try_acquire(&key, &format!("t{i}"), Duration::from_secs(30))
+                    .try_acquire(&key, &fence, &format!("t{i}"), Duration::from_secs(30))
                     .await
                     .unwrap()
             })

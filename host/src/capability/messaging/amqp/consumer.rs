@@ -13,8 +13,9 @@ pub(super) struct AmqpConsumer {
     broker: AmqpBroker,
     queue: String,
     stream: lapin::Consumer,
-    // Kept so the channel (and its unacked deliveries) lives as long as the consumer.
-    _channel: Channel,
+    // Kept so the channel (and its unacked deliveries) lives as long as the consumer,
+    // and to wait on its recovery.
+    channel: Channel,
 }
 
 impl AmqpConsumer {
@@ -37,7 +38,7 @@ impl AmqpConsumer {
             broker,
             queue: queue.to_string(),
             stream,
-            _channel: channel,
+            channel,
         })
     }
 }
@@ -45,23 +46,33 @@ impl AmqpConsumer {
 #[async_trait::async_trait]
 impl Consumer for AmqpConsumer {
     async fn next(&mut self) -> Option<Box<dyn Delivery>> {
-        match self.stream.next().await? {
-            Ok(delivery) => {
-                let envelope =
-                    convert::envelope(&delivery.routing_key, &delivery.properties, delivery.data);
-                Some(Box::new(AmqpDelivery {
-                    broker: self.broker.clone(),
-                    queue: self.queue.clone(),
-                    envelope,
-                    redelivered: delivery.redelivered,
-                    acker: Some(delivery.acker),
-                }))
-            }
-            Err(error) => {
-                tracing::error!(queue = %self.queue, %error, "consumer failed");
-                None
+        loop {
+            match self.stream.next().await? {
+                Ok(delivery) => return Some(self.wrap(delivery)),
+                Err(error) => {
+                    tracing::warn!(queue = %self.queue, %error, "consumer interrupted; waiting for the connection to recover");
+                    if let Err(error) = self.channel.wait_for_recovery(error).await {
+                        tracing::error!(queue = %self.queue, %error, "consumer lost for good");
+                        return None;
+                    }
+                    tracing::info!(queue = %self.queue, "consumer recovered");
+                }
             }
         }
+    }
+}
+
+impl AmqpConsumer {
+    fn wrap(&self, delivery: lapin::message::Delivery) -> Box<dyn Delivery> {
+        let envelope =
+            convert::envelope(&delivery.routing_key, &delivery.properties, delivery.data);
+        Box::new(AmqpDelivery {
+            broker: self.broker.clone(),
+            queue: self.queue.clone(),
+            envelope,
+            redelivered: delivery.redelivered,
+            acker: Some(delivery.acker),
+        })
     }
 }
 

@@ -13,6 +13,11 @@
 //!
 //! Every publish waits for the broker's confirm; settling a delivery publishes its
 //! retry or dead letter (confirmed) before acking it, so no outcome loses a message.
+//!
+//! When the connection drops, publishes fail at once with `Unavailable` (the guest
+//! retries its message later) while lapin reconnects and replays the topology; the
+//! consumers wait for that recovery and carry on. Deliveries unsettled at the drop
+//! are redelivered by the broker.
 
 mod consumer;
 mod convert;
@@ -76,18 +81,27 @@ impl AmqpBroker {
     ) -> anyhow::Result<Self> {
         let url = redacted(&config.url);
         let timeout = Duration::from_millis(config.connection_timeout_ms);
-        let connection = tokio::time::timeout(
-            timeout,
-            Connection::connect(&config.url, ConnectionProperties::default()),
-        )
-        .await
-        .map_err(|_| {
-            anyhow::anyhow!(
-                "could not connect to RabbitMQ at {url}: no answer within {} ms",
-                timeout.as_millis()
-            )
-        })?
-        .with_context(|| format!("could not connect to RabbitMQ at {url}"))?;
+        // lapin reconnects by itself after a network failure and replays the topology
+        // (exchanges, queues, bindings, QoS, consumers); retry forever, at most 5 s apart.
+        let properties = ConnectionProperties::default()
+            .enable_auto_recover()
+            .configure_backoff(|backoff| {
+                backoff
+                    .with_min_delay(Duration::from_millis(100))
+                    .with_max_delay(Duration::from_secs(5))
+                    .with_max_times(usize::MAX)
+                    .with_jitter()
+            });
+        let connection =
+            tokio::time::timeout(timeout, Connection::connect(&config.url, properties))
+                .await
+                .map_err(|_| {
+                    anyhow::anyhow!(
+                        "could not connect to RabbitMQ at {url}: no answer within {} ms",
+                        timeout.as_millis()
+                    )
+                })?
+                .with_context(|| format!("could not connect to RabbitMQ at {url}"))?;
         let publisher = connection
             .create_channel()
             .await
