@@ -67,11 +67,39 @@ pub fn ensure_redis() -> Result<()> {
     wait_for(REDIS, "Redis", Duration::from_secs(30))
 }
 
-/// Makes sure RabbitMQ answers on 127.0.0.1:5672.
+/// Makes sure RabbitMQ answers on 127.0.0.1:5672, and that queues the tests leave
+/// behind expire.
 pub fn ensure_rabbitmq() -> Result<()> {
-    if reachable(RABBITMQ) {
-        return Ok(());
+    if !reachable(RABBITMQ) {
+        start_rabbitmq()?;
     }
+    expire_test_queues();
+    Ok(())
+}
+
+/// Tests name their queues with a unique 32-hex suffix so that they can run in
+/// parallel and re-run without cleanup; this policy has the broker delete such queues
+/// after 10 idle minutes, so that re-runs do not pile them up.
+fn expire_test_queues() {
+    let status = Command::new("rabbitmqctl")
+        .args([
+            "set_policy",
+            "--apply-to",
+            "queues",
+            "techub-test-queues",
+            "-[0-9a-f]{32}",
+            r#"{"expires":600000}"#,
+        ])
+        .stdout(std::process::Stdio::null())
+        .status();
+    if !status.is_ok_and(|s| s.success()) {
+        eprintln!(
+            "xtask: could not set the expiry policy for test queues; leftover test queues will stay"
+        );
+    }
+}
+
+fn start_rabbitmq() -> Result<()> {
     if !installed("rabbitmq-server") {
         apt_install("rabbitmq-server")?;
     }
