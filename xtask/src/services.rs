@@ -87,7 +87,7 @@ fn expire_test_queues() {
             "--apply-to",
             "queues",
             "techub-test-queues",
-            "-[0-9a-f]{32}",
+            "[-][0-9a-f]{32}",
             r#"{"expires":600000}"#,
         ])
         .stdout(std::process::Stdio::null())
