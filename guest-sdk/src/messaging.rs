@@ -46,7 +46,7 @@ pub enum MessageStatus {
     Processing,
     /// Handled.
     Completed,
-    /// Failed for good.
+    /// Handled, but the outcome could not be recorded; the broker delivers it again.
     Failed,
     /// Waiting for another attempt.
     Retrying,

@@ -38,6 +38,18 @@ enum Command {
         #[arg(long, default_value = "normal")]
         priority: String,
     },
+    /// Prints what a running host loaded, and why the other plugin files failed.
+    Plugins {
+        /// The admin endpoint of the running host.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        admin: String,
+    },
+    /// Prints the dead-letter queue of a running host.
+    DeadLetters {
+        /// The admin endpoint of the running host.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        admin: String,
+    },
     /// Checks a config file and prints the effective configuration.
     Check {
         /// The configuration.
@@ -61,6 +73,8 @@ async fn main() -> anyhow::Result<()> {
             admin,
             priority,
         } => publish(&admin, &routing_key, payload, &priority).await,
+        Command::Plugins { admin } => show(&admin, "/plugins").await,
+        Command::DeadLetters { admin } => show(&admin, "/dead-letters").await,
         Command::Check { config } => {
             let config = HostConfig::load(&config)?;
             println!("{config:#?}");
@@ -111,22 +125,30 @@ async fn publish(
     payload: String,
     priority: &str,
 ) -> anyhow::Result<()> {
-    // A minimal HTTP/1.1 request: the host's admin endpoint is local, and pulling an
-    // HTTP client stack into the binary for one POST is not worth it.
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(admin)
-        .await
-        .with_context(|| format!("could not reach the host's admin endpoint at {admin}; is `cargo xtask run` running?"))?;
-    let request = format!(
-        "POST /publish/{routing_key}?priority={priority} HTTP/1.1\r\nHost: {admin}\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{payload}",
-        payload.len()
-    );
-    stream.write_all(request.as_bytes()).await?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await?;
-    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
-    let status = head.lines().next().unwrap_or_default();
+    let (status, body) = techub_host::admin::client::publish(
+        admin,
+        routing_key,
+        payload.into_bytes(),
+        priority,
+    )
+    .await
+    .with_context(|| {
+        format!(
+            "could not publish through the admin endpoint at {admin}; is `cargo xtask run` running?"
+        )
+    })?;
     println!("{status}\n{body}");
-    anyhow::ensure!(status.contains(" 202 "), "publish failed");
+    anyhow::ensure!(status == 202, "publish failed");
+    Ok(())
+}
+
+async fn show(admin: &str, path: &str) -> anyhow::Result<()> {
+    let (status, body) = techub_host::admin::client::get(admin, path)
+        .await
+        .with_context(|| {
+            format!("could not reach the admin endpoint at {admin}; is the host running?")
+        })?;
+    println!("{body}");
+    anyhow::ensure!(status == 200, "the admin endpoint answered {status}");
     Ok(())
 }

@@ -33,6 +33,7 @@ pub(super) async fn settle(
     match settled {
         Ok(()) => tracker.set(&envelope.id, status),
         Err(error) => {
+            tracker.set(&envelope.id, MessageStatus::Failed);
             tracing::error!(%plugin, id = %envelope.id, %error, "could not settle the delivery; the broker will redeliver it")
         }
     }

@@ -1,5 +1,6 @@
 //! The end-to-end and conformance suites, in one binary so that wasmtime links once.
 
+mod admin;
 mod conformance;
 mod e2e_embedded;
 mod e2e_services;

@@ -1,5 +1,7 @@
 //! The admin HTTP endpoint: health, readiness, loaded plugins, operator publish and
-//! the dead-letter queue.
+//! the dead-letter queue; and (`client`) the client side `techub-host publish` uses.
+
+pub mod client;
 
 use crate::Platform;
 use crate::bindings::techub::platform::messaging::Priority;

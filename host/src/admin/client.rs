@@ -1,0 +1,76 @@
+//! The admin endpoint's client: `techub-host publish` and the tests use it.
+
+use anyhow::Context;
+use http_body_util::{BodyExt, Full};
+
+/// POSTs `payload` to `/publish/{routing_key}` of the admin endpoint at `admin`
+/// (`host:port`); the HTTP status and the body of the answer.
+pub async fn publish(
+    admin: &str,
+    routing_key: &str,
+    payload: Vec<u8>,
+    priority: &str,
+) -> anyhow::Result<(u16, String)> {
+    let stream = tokio::net::TcpStream::connect(admin)
+        .await
+        .context("could not connect")?;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .context("could not speak HTTP to the admin endpoint")?;
+    tokio::spawn(connection);
+    let request = hyper::Request::post(format!("/publish/{routing_key}?priority={priority}"))
+        .header(hyper::header::HOST, admin)
+        .header(hyper::header::CONTENT_TYPE, "application/octet-stream")
+        .body(Full::new(bytes::Bytes::from(payload)))
+        .context("the routing key or priority does not fit in a URL")?;
+    let response = sender
+        .send_request(request)
+        .await
+        .context("the admin endpoint did not answer")?;
+    let status = response.status().as_u16();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .context("could not read the answer")?
+        .to_bytes();
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+/// GETs `path` of the admin endpoint at `admin`; the HTTP status and the body.
+pub async fn get(admin: &str, path: &str) -> anyhow::Result<(u16, String)> {
+    let request = hyper::Request::get(path)
+        .header(hyper::header::HOST, admin)
+        .body(Full::new(bytes::Bytes::new()))
+        .context("the path does not fit in a URL")?;
+    send(admin, request).await
+}
+
+/// One request on a connection of its own (the admin endpoint is local and rarely
+/// called: no pool is worth having).
+async fn send(
+    admin: &str,
+    request: hyper::Request<Full<bytes::Bytes>>,
+) -> anyhow::Result<(u16, String)> {
+    let stream = tokio::net::TcpStream::connect(admin)
+        .await
+        .context("could not connect")?;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .context("could not speak HTTP to the admin endpoint")?;
+    tokio::spawn(connection);
+    let response = sender
+        .send_request(request)
+        .await
+        .context("the admin endpoint did not answer")?;
+    let status = response.status().as_u16();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .context("could not read the answer")?
+        .to_bytes();
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}

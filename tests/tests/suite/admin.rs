@@ -1,0 +1,109 @@
+//! The admin endpoint, through the same client `techub-host publish` uses.
+
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::time::Duration;
+use techub_host::Platform;
+use techub_host::admin::client;
+use techub_tests::{PluginDir, config, grant, init_tracing, wait_for};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn operators_publish_and_inspect_through_the_admin_endpoint() {
+    init_tracing();
+    let dir = PluginDir::with(&[("user-notifications", "user_notifications")]);
+    dir.write("broken.wasm", b"nope");
+    let mut config = config(&dir);
+    grant(
+        &mut config,
+        "user-notifications",
+        &["users"],
+        &["notification.*"],
+    );
+    let platform = Arc::new(Platform::start(config).await.unwrap());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let admin = listener.local_addr().unwrap().to_string();
+    tokio::spawn(axum::serve(listener, techub_host::admin::router(platform.clone())).into_future());
+
+    assert_eq!(
+        client::get(&admin, "/healthz").await.unwrap(),
+        (200, "ok".to_string())
+    );
+
+    let (status, body) = client::get(&admin, "/plugins").await.unwrap();
+    let plugins: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(plugins["loaded"][0]["name"], "user-notifications");
+    assert_eq!(
+        plugins["loaded"][0]["subscriptions"][0]["routing_keys"][0],
+        "user.created"
+    );
+    assert!(
+        plugins["failed"][0]
+            .as_str()
+            .unwrap()
+            .contains("broken.wasm"),
+        "{plugins}"
+    );
+
+    let user = json!({ "id": "via-admin", "email": "a@b.c", "name": "A" });
+    let (status, body) = client::publish(
+        &admin,
+        "user.created",
+        user.to_string().into_bytes(),
+        "urgent",
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 202, "{body}");
+    wait_for(
+        Duration::from_secs(20),
+        "the published message to be handled",
+        || async {
+            platform
+                .services
+                .cache
+                .get_many("users", &["via-admin".into()])
+                .await
+                .unwrap()
+                .pop()
+                .flatten()
+        },
+    )
+    .await;
+
+    let (status, body) = client::publish(&admin, "user..created", b"{}".to_vec(), "normal")
+        .await
+        .unwrap();
+    assert_eq!(status, 400);
+    assert!(body.contains("empty word"), "{body}");
+    let (status, body) = client::publish(&admin, "user.created", b"{}".to_vec(), "whenever")
+        .await
+        .unwrap();
+    assert_eq!(status, 400);
+    assert!(body.contains("unknown priority"), "{body}");
+
+    let (_, body) = client::publish(&admin, "user.created", b"not json".to_vec(), "normal")
+        .await
+        .unwrap();
+    let id = serde_json::from_str::<Value>(&body).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let letter = wait_for(
+        Duration::from_secs(20),
+        "the dead letter to show",
+        || async {
+            let (_, body) = client::get(&admin, "/dead-letters").await.unwrap();
+            let letters: Value = serde_json::from_str(&body).unwrap();
+            letters["dead_letters"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|l| l["id"] == id.as_str())
+                .cloned()
+        },
+    )
+    .await;
+    assert_eq!(letter["payload"], "not json");
+    assert!(letter["reason"].as_str().unwrap().starts_with("rejected:"));
+}
