@@ -134,3 +134,29 @@ async fn lease_is_released_when_plugin_traps() {
         .unwrap();
     assert!(fence.is_some(), "the trapped instance's lease was released");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn time_waiting_in_host_calls_is_not_charged_as_cpu() {
+    let (platform, _dir) = hostile_platform(|c| {
+        c.plugins.get_mut("hostile").unwrap().limits.cpu_ms = Some(50);
+    })
+    .await;
+    // Someone else holds the lock, so the plugin waits ~500 ms in `acquire`.
+    platform
+        .services
+        .locks
+        .try_acquire(
+            "techub:lock:hostile:busy",
+            "techub:lock-fence:hostile",
+            "other",
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap()
+        .expect("the lock is free");
+    let reason = provoke(&platform, "wait-lock").await;
+    assert_eq!(
+        reason, "rejected: Err(Contended)",
+        "500 ms in the host is not 50 ms of CPU"
+    );
+}
