@@ -11,11 +11,12 @@
 //! - [`runtime`]: engine (pooling allocator, epochs), compilation, per-message
 //!   instances and their limits, captured guest output.
 //! - [`capability`]: one directory per imported interface: backend trait, WIT `Host`
-//!   impl, memory backend (and the Redis/RabbitMQ ones).
+//!   impl, the memory backend, and the Redis (`redis_client`) or RabbitMQ ones.
 //! - [`plugins`]: loading `.wasm` files; each plugin's grants and namespaces.
 //! - [`dispatch`]: consumers feeding handlers; ack, retry, dead-letter.
 //! - [`platform`]: everything above, started together.
-//! - [`admin`]: the HTTP endpoint: health, plugins, publish, dead letters.
+//! - [`admin`]: the HTTP endpoint (health, plugins, publish, dead letters) and the
+//!   client the `techub-host` subcommands use.
 
 pub mod admin;
 pub mod bindings;
