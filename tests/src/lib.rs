@@ -270,3 +270,23 @@ impl Drop for TcpProxy {
         self.accept.abort();
     }
 }
+
+/// Waits until `key` is in `domain` of the platform's cache (at most 20 s); its value.
+pub async fn cached(platform: &techub_host::Platform, domain: &str, key: &str) -> Vec<u8> {
+    let keys = [key.to_string()];
+    wait_for(
+        Duration::from_secs(20),
+        &format!("{domain}/{key} to be cached"),
+        || async {
+            platform
+                .services
+                .cache
+                .get_many(domain, &keys)
+                .await
+                .expect("the cache answers")
+                .pop()
+                .flatten()
+        },
+    )
+    .await
+}

@@ -11,31 +11,12 @@ pub async fn publish(
     payload: Vec<u8>,
     priority: &str,
 ) -> anyhow::Result<(u16, String)> {
-    let stream = tokio::net::TcpStream::connect(admin)
-        .await
-        .context("could not connect")?;
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .context("could not speak HTTP to the admin endpoint")?;
-    tokio::spawn(connection);
     let request = hyper::Request::post(format!("/publish/{routing_key}?priority={priority}"))
         .header(hyper::header::HOST, admin)
         .header(hyper::header::CONTENT_TYPE, "application/octet-stream")
         .body(Full::new(bytes::Bytes::from(payload)))
         .context("the routing key or priority does not fit in a URL")?;
-    let response = sender
-        .send_request(request)
-        .await
-        .context("the admin endpoint did not answer")?;
-    let status = response.status().as_u16();
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .context("could not read the answer")?
-        .to_bytes();
-    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+    send(admin, request).await
 }
 
 /// GETs `path` of the admin endpoint at `admin`; the HTTP status and the body.

@@ -5,7 +5,7 @@ use std::time::Duration;
 use techub_host::Platform;
 use techub_host::bindings::techub::platform::messaging::Priority;
 use techub_host::capability::messaging::{DeadLetter, QueueSpec};
-use techub_tests::{PluginDir, config, grant, init_tracing, unique, wait_for};
+use techub_tests::{PluginDir, cached, config, grant, init_tracing, unique, wait_for};
 
 const LIMIT: Duration = Duration::from_secs(20);
 
@@ -70,17 +70,7 @@ async fn user_created_is_cached_and_followed_by_an_email_request() {
         .await
         .unwrap();
 
-    let cached = wait_for(LIMIT, "the user to be cached", || async {
-        platform
-            .services
-            .cache
-            .get_many("users", &["u-42".to_string()])
-            .await
-            .unwrap()
-            .pop()
-            .flatten()
-    })
-    .await;
+    let cached = cached(&platform, "users", "u-42").await;
     assert_eq!(serde_json::from_slice::<Value>(&cached).unwrap(), user);
 
     let email = tokio::time::timeout(LIMIT, emails.next())
@@ -187,17 +177,7 @@ async fn trapping_plugin_is_retried_then_dead_lettered_while_others_keep_serving
         )
         .await
         .unwrap();
-    wait_for(LIMIT, "the other plugin to keep serving", || async {
-        platform
-            .services
-            .cache
-            .get_many("users", &["after-trap".to_string()])
-            .await
-            .unwrap()
-            .pop()
-            .flatten()
-    })
-    .await;
+    cached(&platform, "users", "after-trap").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -281,17 +261,7 @@ async fn malformed_and_wrong_world_files_are_reported_and_the_others_load() {
         )
         .await
         .unwrap();
-    wait_for(LIMIT, "the good plugin to serve", || async {
-        platform
-            .services
-            .cache
-            .get_many("users", &["still-here".to_string()])
-            .await
-            .unwrap()
-            .pop()
-            .flatten()
-    })
-    .await;
+    cached(&platform, "users", "still-here").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
