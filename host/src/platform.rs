@@ -97,7 +97,7 @@ impl Platform {
         let services = Arc::new(connect_services(&config).await?);
         let runtime = Arc::new(Runtime::new(&config)?);
         let dir = &config.host.plugins_dir;
-        let (loaded, load_errors) = load_dir(&runtime, dir, config.clone(), services.clone())
+        let (loaded, mut load_errors) = load_dir(&runtime, dir, config.clone(), services.clone())
             .await
             .with_context(|| format!("could not read the plugins directory {}", dir.display()))?;
         for error in &load_errors {
@@ -109,9 +109,18 @@ impl Platform {
             let plugin = Arc::new(plugin);
             tracing::info!(plugin = %plugin.name, path = %plugin.path.display(),
                 subscriptions = ?plugin.subscriptions.iter().map(|s| (&s.queue, &s.routing_keys)).collect::<Vec<_>>(), "plugin loaded");
-            tasks.extend(
-                crate::dispatch::start(runtime.clone(), services.clone(), plugin.clone()).await?,
-            );
+            match crate::dispatch::start(runtime.clone(), services.clone(), plugin.clone()).await {
+                Ok(consumers) => tasks.extend(consumers),
+                Err(error) => {
+                    let error = PluginError::Subscribe {
+                        plugin: plugin.name.clone(),
+                        message: format!("{error:#}"),
+                    };
+                    tracing::error!(%error, "plugin not loaded");
+                    load_errors.push(error);
+                    continue;
+                }
+            }
             plugins.push(plugin);
         }
         Ok(Self {

@@ -151,6 +151,23 @@ pub mod services {
         }
     }
 
+    /// Deletes a queue behind the host's back, as the broker does when one expires.
+    pub async fn delete_queue(name: &str) {
+        use lapin::options::QueueDeleteOptions;
+        let connection = lapin::Connection::connect(
+            &AmqpConfig::default().url,
+            lapin::ConnectionProperties::default(),
+        )
+        .await
+        .expect("RabbitMQ answers");
+        let channel = connection.create_channel().await.expect("a channel");
+        channel
+            .queue_delete(name.into(), QueueDeleteOptions::default())
+            .await
+            .expect("queue deleted");
+        let _ = connection.close(200, "done".into()).await;
+    }
+
     /// The panic message when RabbitMQ is down.
     pub fn rabbitmq_hint(error: &anyhow::Error) -> String {
         format!(

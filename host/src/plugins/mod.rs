@@ -47,6 +47,15 @@ pub enum PluginError {
         /// Why.
         source: InvocationError,
     },
+    /// Its queues could not be declared or consumed (e.g. a queue exists on the broker
+    /// with other arguments).
+    #[error("plugin {plugin}: could not subscribe: {message}")]
+    Subscribe {
+        /// The plugin.
+        plugin: String,
+        /// Why.
+        message: String,
+    },
     /// A subscription names an undeclared queue type or a malformed routing pattern.
     #[error("{path}: {message}")]
     BadSubscription {

@@ -291,3 +291,60 @@ async fn rabbitmq_dropping_at_run_time_fails_publishes_fast_and_the_host_recover
             .is_some()
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_queue_with_other_arguments_refuses_only_its_plugin() {
+    init_tracing();
+    let (trap, users) = (unique("trap"), unique("user-notifications"));
+    let dir = PluginDir::with(&[(&trap, "fixture_trap"), (&users, "user_notifications")]);
+    let mut config = on_services(&dir);
+    grant(&mut config, &users, &["users"], &["notification.*"]);
+    // Someone declared the trap plugin's queue differently (not durable, no arguments).
+    let connection =
+        lapin::Connection::connect(&config.amqp.url, lapin::ConnectionProperties::default())
+            .await
+            .unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    let queue = format!("email.{trap}");
+    channel
+        .queue_declare(
+            queue.as_str().into(),
+            lapin::options::QueueDeclareOptions::default(),
+            lapin::types::FieldTable::default(),
+        )
+        .await
+        .unwrap();
+
+    let platform = start(config).await;
+    assert_eq!(
+        platform
+            .plugins
+            .iter()
+            .map(|p| p.name.clone())
+            .collect::<Vec<_>>(),
+        vec![users.clone()]
+    );
+    let error = platform.load_errors[0].to_string();
+    assert!(
+        error.contains(&trap) && error.contains(&queue) && error.contains("PRECONDITION_FAILED"),
+        "{error}"
+    );
+
+    // Publishing was not taken down by the refused declaration.
+    let user = json!({ "id": "u-1", "email": "a@b.c", "name": "A" });
+    platform
+        .publish(
+            "user.created",
+            user.to_string().into_bytes(),
+            Priority::Normal,
+        )
+        .await
+        .unwrap();
+    techub_tests::cached(&platform, "users", "u-1").await;
+    let _ = channel
+        .queue_delete(
+            queue.as_str().into(),
+            lapin::options::QueueDeleteOptions::default(),
+        )
+        .await;
+}

@@ -200,3 +200,73 @@ async fn amqp_broker_conforms() {
     broker_conforms(&broker).await;
     priorities_are_honoured(&broker).await;
 }
+
+#[tokio::test]
+async fn amqp_retry_survives_its_retry_queue_expiring() {
+    let broker = amqp().await;
+    let topic = unique("gone");
+    let queue = format!("{topic}.q");
+    let spec = QueueSpec {
+        name: queue.clone(),
+        bindings: vec![format!("{topic}.#")],
+        durable: true,
+    };
+    broker.declare_queue(&spec).await.unwrap();
+    let mut consumer = broker.consume(&queue, 10).await.unwrap();
+    broker
+        .publish(envelope(&format!("{topic}.x"), "m"), None)
+        .await
+        .unwrap();
+    next(&mut consumer)
+        .await
+        .retry(Duration::from_millis(100))
+        .await
+        .unwrap();
+    let again = next(&mut consumer).await;
+    assert_eq!(again.envelope().attempt, 2);
+
+    // The idle retry queue expires; the host declared it before and does not know.
+    services::delete_queue(&format!("{queue}.retry.100")).await;
+    again.retry(Duration::from_millis(100)).await.unwrap();
+    let third = next(&mut consumer).await;
+    assert_eq!(third.envelope().attempt, 3, "the retry was not dropped");
+    third.ack().await.unwrap();
+}
+
+#[tokio::test]
+async fn amqp_delayed_publish_survives_its_delay_queue_expiring() {
+    let config = services::amqp_config();
+    let broker = AmqpBroker::connect(&config, dead_letter_config())
+        .await
+        .unwrap_or_else(|e| panic!("{}", services::rabbitmq_hint(&e)));
+    let topic = unique("later");
+    let queue = format!("{topic}.q");
+    broker
+        .declare_queue(&QueueSpec {
+            name: queue.clone(),
+            bindings: vec![format!("{topic}.#")],
+            durable: true,
+        })
+        .await
+        .unwrap();
+    let mut consumer = broker.consume(&queue, 10).await.unwrap();
+    broker
+        .publish(
+            envelope(&format!("{topic}.a"), "1"),
+            Some(Duration::from_millis(100)),
+        )
+        .await
+        .unwrap();
+    next(&mut consumer).await.ack().await.unwrap();
+    services::delete_queue(&format!("{}.100", config.delayed_exchange)).await;
+    broker
+        .publish(
+            envelope(&format!("{topic}.b"), "2"),
+            Some(Duration::from_millis(100)),
+        )
+        .await
+        .unwrap();
+    let got = next(&mut consumer).await;
+    assert_eq!(got.envelope().payload, b"2");
+    got.ack().await.unwrap();
+}

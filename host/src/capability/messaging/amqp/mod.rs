@@ -42,6 +42,13 @@ const DELAY_HEADER: &str = "x-techub-delay-ms";
 /// Unused delay and retry queues delete themselves after this long.
 const IDLE_QUEUE_EXPIRY_MS: u64 = 3_600_000;
 
+/// A queue the host declares on demand, with its arguments and binding.
+struct Declared<'a> {
+    name: &'a str,
+    args: FieldTable,
+    bind: Option<(&'a str, FieldTable)>,
+}
+
 pub(crate) struct Shared {
     connection: Connection,
     publisher: Channel,
@@ -194,7 +201,7 @@ impl AmqpBroker {
             return Ok(());
         }
         let url = &self.shared.url;
-        let ch = &self.shared.publisher;
+        let ch = &self.declaring_channel().await?;
         ch.queue_declare(
             name.into(),
             QueueDeclareOptions {
@@ -216,6 +223,7 @@ impl AmqpBroker {
             .await
             .map_err(|e| unavailable(url, &format!("bind queue {name}"), e))?;
         }
+        let _ = ch.close(200, "declared".into()).await;
         self.shared
             .declared
             .lock()
@@ -224,25 +232,36 @@ impl AmqpBroker {
         Ok(())
     }
 
-    /// Publishes and waits for the broker's confirm.
+    /// A short-lived channel for declarations.
+    async fn declaring_channel(&self) -> BackendResult<Channel> {
+        let url = &self.shared.url;
+        self.shared
+            .connection
+            .create_channel()
+            .await
+            .map_err(|e| unavailable(url, "open a channel", e))
+    }
+
+    /// Publishes and waits for the broker's confirm. With `mandatory`, a message that
+    /// no queue takes comes back, and the answer is `false`; without, it is dropped (a
+    /// topic publish nobody subscribes to), and the answer is `true`.
     pub(crate) async fn send(
         &self,
         exchange: &str,
         routing_key: &str,
         payload: &[u8],
         props: BasicProperties,
-    ) -> BackendResult<()> {
+        mandatory: bool,
+    ) -> BackendResult<bool> {
         let shared = &self.shared;
+        let options = BasicPublishOptions {
+            mandatory,
+            ..BasicPublishOptions::default()
+        };
         let confirm = async {
             let pending = shared
                 .publisher
-                .basic_publish(
-                    exchange.into(),
-                    routing_key.into(),
-                    BasicPublishOptions::default(),
-                    payload,
-                    props,
-                )
+                .basic_publish(exchange.into(), routing_key.into(), options, payload, props)
                 .await
                 .map_err(|e| unavailable(&shared.url, "publish", e))?;
             let confirmation = pending
@@ -255,7 +274,7 @@ impl AmqpBroker {
                     "the broker refused the message (nack)",
                 ));
             }
-            Ok(())
+            Ok(confirmation.take_message().is_none())
         };
         tokio::time::timeout(shared.confirm_timeout, confirm)
             .await
@@ -269,6 +288,40 @@ impl AmqpBroker {
                     ),
                 ))
             })
+    }
+
+    /// Publishes to a queue the host declares on demand (retry and delay queues), as
+    /// mandatory: if the queue is gone (they expire when idle), it is declared again and
+    /// the message sent once more, so that a retry or a delayed message is never
+    /// dropped for want of its queue.
+    async fn send_via(
+        &self,
+        queue: &Declared<'_>,
+        exchange: &str,
+        routing_key: &str,
+        payload: &[u8],
+        props: BasicProperties,
+    ) -> BackendResult<()> {
+        for _ in 0..2 {
+            self.declare_once(queue.name, queue.args.clone(), queue.bind.clone())
+                .await?;
+            if self
+                .send(exchange, routing_key, payload, props.clone(), true)
+                .await?
+            {
+                return Ok(());
+            }
+            self.shared
+                .declared
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(queue.name);
+        }
+        Err(unavailable(
+            &self.shared.url,
+            &format!("route to {}", queue.name),
+            "the broker returned the message",
+        ))
     }
 
     /// Sends `envelope` to `queue` again after `delay`, through its retry queue.
@@ -289,8 +342,13 @@ impl AmqpBroker {
                 AMQPValue::LongLongInt((delay_ms + IDLE_QUEUE_EXPIRY_MS) as i64),
             ),
         ]);
-        self.declare_once(&retry_queue, args, None).await?;
-        self.send(
+        let declared = Declared {
+            name: &retry_queue,
+            args,
+            bind: None,
+        };
+        self.send_via(
+            &declared,
             "",
             &retry_queue,
             &envelope.payload,
@@ -310,13 +368,25 @@ impl AmqpBroker {
             (super::DEATH_REASON_HEADER, reason.to_string()),
             (super::DEATH_QUEUE_HEADER, queue.to_string()),
         ];
-        self.send(
-            &self.shared.names.dead_letter_exchange,
-            &format!("dlx.{queue}"),
-            &envelope.payload,
-            convert::properties(envelope, &extra),
-        )
-        .await
+        // Mandatory: if the dead-letter queue is gone, the delivery stays unsettled and
+        // comes back, rather than being acked into nowhere.
+        let routed = self
+            .send(
+                &self.shared.names.dead_letter_exchange,
+                &format!("dlx.{queue}"),
+                &envelope.payload,
+                convert::properties(envelope, &extra),
+                true,
+            )
+            .await?;
+        if !routed {
+            return Err(unavailable(
+                &self.shared.url,
+                "dead-letter",
+                "no dead-letter queue took the message",
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -326,13 +396,16 @@ impl Broker for AmqpBroker {
         let names = &self.shared.names;
         match delay.map(|d| (d.as_millis() as u64).max(1)) {
             None => {
+                let props = convert::properties(&envelope, &[]);
                 self.send(
                     &names.main_exchange,
                     &envelope.routing_key,
                     &envelope.payload,
-                    convert::properties(&envelope, &[]),
+                    props,
+                    false,
                 )
                 .await
+                .map(drop)
             }
             Some(delay_ms) => {
                 let delay_queue = format!("{}.{delay_ms}", names.delayed_exchange);
@@ -348,10 +421,14 @@ impl Broker for AmqpBroker {
                     ("x-match", string("all")),
                     (DELAY_HEADER, string(&delay_ms.to_string())),
                 ]);
-                self.declare_once(&delay_queue, args, Some((&names.delayed_exchange, binding)))
-                    .await?;
+                let declared = Declared {
+                    name: &delay_queue,
+                    args,
+                    bind: Some((&names.delayed_exchange, binding)),
+                };
                 let props = convert::properties(&envelope, &[(DELAY_HEADER, delay_ms.to_string())]);
-                self.send(
+                self.send_via(
+                    &declared,
                     &names.delayed_exchange,
                     &envelope.routing_key,
                     &envelope.payload,
@@ -364,7 +441,9 @@ impl Broker for AmqpBroker {
 
     async fn declare_queue(&self, spec: &QueueSpec) -> BackendResult<()> {
         let url = &self.shared.url;
-        let ch = &self.shared.publisher;
+        // A channel of its own: a refused declaration (say, a queue that exists with
+        // other arguments) closes the channel, and must not take publishing down.
+        let ch = &self.declaring_channel().await?;
         // Expired messages dead-letter like rejected ones; priorities 0..=10 (the seed's).
         let args = table(&[
             ("x-max-priority", AMQPValue::ShortShortUInt(10)),
@@ -398,6 +477,7 @@ impl Broker for AmqpBroker {
             .await
             .map_err(|e| unavailable(url, &format!("bind queue {} to {binding}", spec.name), e))?;
         }
+        let _ = ch.close(200, "declared".into()).await;
         Ok(())
     }
 
