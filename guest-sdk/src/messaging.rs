@@ -165,7 +165,7 @@ impl PublishOptions {
         self.reply_to = Some(routing_key.as_ref().to_string());
         self
     }
-    /// Adds an application header.
+    /// Adds an application header (names starting with `x-` are refused).
     pub fn header(mut self, name: impl AsRef<str>, value: impl AsRef<str>) -> Self {
         self.headers
             .push((name.as_ref().to_string(), value.as_ref().to_string()));

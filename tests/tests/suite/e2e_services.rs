@@ -348,3 +348,27 @@ async fn a_queue_with_other_arguments_refuses_only_its_plugin() {
         )
         .await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn malformed_publish_options_never_reach_rabbitmq() {
+    init_tracing();
+    let plugin = unique("hostile");
+    let dir = PluginDir::with(&[(&plugin, "fixture_hostile")]);
+    let mut config = on_services(&dir);
+    grant(&mut config, &plugin, &[], &["fixture.sink.#"]);
+    config.queues.get_mut("webhook").unwrap().max_retries = 1;
+    let platform = start(config).await;
+    let id = platform
+        .publish(
+            "fixture.hostile.bad-options",
+            b"{}".to_vec(),
+            Priority::Normal,
+        )
+        .await
+        .unwrap();
+    let letter = dead_letter_of(&platform, &id).await;
+    assert_eq!(
+        letter.reason, "rejected: refused 6 of 6; then Ok(\"published\")",
+        "and the publishing channel survived"
+    );
+}

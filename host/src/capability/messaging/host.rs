@@ -14,6 +14,12 @@ type Result<T> = std::result::Result<T, MessagingError>;
 const MAX_DELAY_MS: u64 = 86_400_000;
 /// Most application headers on one message.
 const MAX_HEADERS: usize = 64;
+/// Longest AMQP short string: header names, ids, reply-to.
+const MAX_SHORT_STRING: usize = 255;
+/// Longest header value.
+const MAX_HEADER_VALUE: usize = 4096;
+/// Longest expiration RabbitMQ accepts (2^32 - 1 ms, about 49 days).
+const MAX_EXPIRATION_MS: u64 = u32::MAX as u64;
 
 /// The wire priority of the seed's `MessagePriority`.
 pub fn priority_level(priority: Priority) -> u8 {
@@ -103,19 +109,30 @@ impl PluginState {
     }
 }
 
+/// Checks what the guest controls against what AMQP can carry. Anything that reaches
+/// the broker malformed (a short string over 255 bytes, an expiration over 2^32 - 1)
+/// would close the host's publishing channel, so it stops here.
 fn check_options(options: &PublishOptions) -> Result<()> {
     let bad = |m: String| Err(MessagingError::InvalidOptions(m));
     if options.headers.len() > MAX_HEADERS {
         return bad(format!("more than {MAX_HEADERS} headers"));
     }
-    if let Some((name, _)) = options
-        .headers
-        .iter()
-        .find(|(name, _)| name.to_ascii_lowercase().starts_with("x-techub-"))
-    {
-        return bad(format!(
-            "header {name:?}: names starting with x-techub- are the host's"
-        ));
+    for (name, value) in &options.headers {
+        if name.is_empty() || name.len() > MAX_SHORT_STRING || name.chars().any(char::is_control) {
+            return bad(format!(
+                "header name {name:?} must be 1 to {MAX_SHORT_STRING} bytes without control characters"
+            ));
+        }
+        if name.to_ascii_lowercase().starts_with("x-") {
+            return bad(format!(
+                "header {name:?}: names starting with x- are the broker's and the host's"
+            ));
+        }
+        if value.len() > MAX_HEADER_VALUE {
+            return bad(format!(
+                "header {name:?} is longer than {MAX_HEADER_VALUE} bytes"
+            ));
+        }
     }
     if options.delay_ms.is_some_and(|d| d > MAX_DELAY_MS) {
         return bad(format!("delay-ms is more than {MAX_DELAY_MS}"));
@@ -125,13 +142,22 @@ fn check_options(options: &PublishOptions) -> Result<()> {
         // run out in the delay queue and deliver the message early.
         return bad("expiration-ms and delay-ms cannot be combined".into());
     }
-    if options.expiration_ms == Some(0) {
-        return bad("expiration-ms must not be 0".into());
-    }
-    if let Some(id) = &options.message_id
-        && (id.is_empty() || id.len() > 255)
+    if options
+        .expiration_ms
+        .is_some_and(|ms| ms == 0 || ms > MAX_EXPIRATION_MS)
     {
-        return bad("message-id must be 1 to 255 bytes".into());
+        return bad(format!("expiration-ms must be 1 to {MAX_EXPIRATION_MS}"));
+    }
+    for (field, value) in [
+        ("message-id", &options.message_id),
+        ("correlation-id", &options.correlation_id),
+        ("reply-to", &options.reply_to),
+    ] {
+        if let Some(value) = value
+            && (value.is_empty() || value.len() > MAX_SHORT_STRING)
+        {
+            return bad(format!("{field} must be 1 to {MAX_SHORT_STRING} bytes"));
+        }
     }
     Ok(())
 }

@@ -27,9 +27,15 @@ impl From<BackendError> for StoreError {
     }
 }
 
+/// Longest TTL: ten years. Redis refuses an expiry that overflows its clock, so the
+/// bound keeps both backends answering the same.
+const MAX_TTL_MS: u64 = 10 * 365 * 86_400_000;
+
 fn nonzero_ttl(ms: u64) -> Result<Duration> {
-    if ms == 0 {
-        return Err(StoreError::InvalidArgument("ttl-ms must not be 0".into()));
+    if ms == 0 || ms > MAX_TTL_MS {
+        return Err(StoreError::InvalidArgument(format!(
+            "ttl-ms must be 1 to {MAX_TTL_MS}, got {ms}"
+        )));
     }
     Ok(Duration::from_millis(ms))
 }
