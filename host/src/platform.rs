@@ -67,7 +67,9 @@ pub async fn connect_services(config: &HostConfig) -> anyhow::Result<Services> {
         KvBackend::Redis => Arc::new(RedisCache::new(redis(), prefix)),
     };
     let store: Arc<dyn StoreBackend> = match config.backends.store {
-        KvBackend::Memory => Arc::new(MemoryStore::new()),
+        KvBackend::Memory => Arc::new(MemoryStore::new(
+            (config.store.memory_budget_mib * 1024 * 1024) as usize,
+        )),
         KvBackend::Redis => Arc::new(RedisStore::new(redis())),
     };
     let locks: Arc<dyn LockBackend> = match config.backends.lock {

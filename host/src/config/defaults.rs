@@ -14,6 +14,7 @@ impl Default for HostConfig {
             redis: RedisConfig::default(),
             amqp: AmqpConfig::default(),
             cache: CacheConfig::default(),
+            store: StoreConfig::default(),
             queues: seed_queues(),
             dead_letter: DeadLetterConfig::default(),
             lock: LockConfig::default(),
@@ -154,6 +155,14 @@ fn seed_queues() -> BTreeMap<String, QueuePolicy> {
     .into_iter()
     .map(|(name, policy)| (name.to_string(), policy))
     .collect()
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            memory_budget_mib: 256,
+        }
+    }
 }
 
 impl Default for DeadLetterConfig {

@@ -30,6 +30,8 @@ pub struct HostConfig {
     pub amqp: AmqpConfig,
     /// Cache domains and limits.
     pub cache: CacheConfig,
+    /// The embedded store.
+    pub store: StoreConfig,
     /// Queue types (the seed's `QueueType`) and their retry policy.
     pub queues: BTreeMap<String, QueuePolicy>,
     /// The dead-letter queue.
@@ -197,6 +199,15 @@ pub struct CacheConfig {
     pub memory_budget_mib: u64,
     /// Domain name → default TTL in seconds (seeded with the 14 `CacheDomain`s).
     pub domains: BTreeMap<String, u32>,
+}
+
+/// `[store]`.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// Memory budget of the embedded store, in MiB; writes past it fail with
+    /// `unavailable` (as Redis does under `maxmemory` with `noeviction`).
+    pub memory_budget_mib: u64,
 }
 
 /// The priority a queue type's messages default to.

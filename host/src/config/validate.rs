@@ -181,6 +181,12 @@ impl HostConfig {
         check("cache.max_bulk_keys", c.max_bulk_keys, 1, 100_000)?;
         check("cache.max_tags", c.max_tags, 0, 1_000)?;
         check("cache.memory_budget_mib", c.memory_budget_mib, 1, 1 << 20)?;
+        check(
+            "store.memory_budget_mib",
+            self.store.memory_budget_mib,
+            1,
+            1 << 20,
+        )?;
         for (domain, ttl) in &c.domains {
             if !validate_name(domain) {
                 return Err(invalid(

@@ -20,24 +20,81 @@ struct Slot {
     expires_at: Option<Instant>,
 }
 
-/// In-process store backend.
-#[derive(Default)]
+/// In-process store backend, holding at most its memory budget: a write past it fails
+/// with `Unavailable`, as Redis answers OOM under `maxmemory` with `noeviction`.
 pub struct MemoryStore {
-    keys: Mutex<BTreeMap<String, Slot>>,
+    inner: Mutex<Inner>,
+    budget_bytes: usize,
+}
+
+#[derive(Default)]
+struct Inner {
+    keys: BTreeMap<String, Slot>,
+    bytes: usize,
 }
 
 type Keys = BTreeMap<String, Slot>;
 
 impl MemoryStore {
-    /// An empty keyspace.
-    pub fn new() -> Self {
-        Self::default()
+    /// An empty keyspace that holds at most about `budget_bytes` of keys and values.
+    pub fn new(budget_bytes: usize) -> Self {
+        Self {
+            inner: Mutex::default(),
+            budget_bytes,
+        }
     }
 
-    fn with<T>(&self, f: impl FnOnce(&mut Keys, Instant) -> BackendResult<T>) -> BackendResult<T> {
-        let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
-        f(&mut keys, Instant::now())
+    /// Runs `f` on the keyspace. `touched` are the keys `f` may change (their weight is
+    /// re-counted), `incoming` the bytes it may add (refused past the budget).
+    fn with<T>(
+        &self,
+        touched: &[&str],
+        incoming: usize,
+        f: impl FnOnce(&mut Keys, Instant) -> BackendResult<T>,
+    ) -> BackendResult<T> {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        if incoming > 0 && inner.bytes + incoming > self.budget_bytes {
+            inner.sweep_expired(now);
+            if inner.bytes + incoming > self.budget_bytes {
+                return Err(BackendError::Unavailable(format!(
+                    "the embedded store is full ({} of {} bytes; see store.memory_budget_mib)",
+                    inner.bytes, self.budget_bytes
+                )));
+            }
+        }
+        let weigh = |keys: &Keys| {
+            touched
+                .iter()
+                .map(|k| keys.get(*k).map_or(0, |slot| weight(k, slot)))
+                .sum::<usize>()
+        };
+        let before = weigh(&inner.keys);
+        let result = f(&mut inner.keys, now);
+        let after = weigh(&inner.keys);
+        inner.bytes = (inner.bytes + after).saturating_sub(before);
+        result
     }
+}
+
+impl Inner {
+    fn sweep_expired(&mut self, now: Instant) {
+        self.keys
+            .retain(|_, slot| slot.expires_at.is_none_or(|t| t > now));
+        self.bytes = self.keys.iter().map(|(k, slot)| weight(k, slot)).sum();
+    }
+}
+
+/// Approximate bytes a key holds, with a per-item overhead.
+fn weight(key: &str, slot: &Slot) -> usize {
+    key.len()
+        + 48
+        + match &slot.value {
+            Value::String(v) => v.len(),
+            Value::Hash(h) => h.iter().map(|(f, v)| f.len() + v.len() + 32).sum(),
+            Value::List(l) => l.iter().map(|v| v.len() + 16).sum(),
+            Value::Set(s) => s.iter().map(|v| v.len() + 16).sum(),
+        }
 }
 
 /// The live slot of `key`, dropping it if expired.
@@ -119,7 +176,9 @@ fn deadline(now: Instant, ttl: Duration) -> Instant {
 #[async_trait::async_trait]
 impl StoreBackend for MemoryStore {
     async fn get(&self, key: &str) -> BackendResult<Option<Vec<u8>>> {
-        self.with(|keys, now| Ok(typed!(keys, key, now, String).cloned()))
+        self.with(&[key], 0, |keys, now| {
+            Ok(typed!(keys, key, now, String).cloned())
+        })
     }
 
     async fn set(
@@ -129,7 +188,7 @@ impl StoreBackend for MemoryStore {
         ttl: Option<Duration>,
         condition: SetCondition,
     ) -> BackendResult<bool> {
-        self.with(|keys, now| {
+        self.with(&[key], key.len() + value.len(), |keys, now| {
             let exists = live(keys, key, now).is_some();
             let write = match condition {
                 SetCondition::Always => true,
@@ -151,7 +210,8 @@ impl StoreBackend for MemoryStore {
     }
 
     async fn delete(&self, to_delete: &[String]) -> BackendResult<u32> {
-        self.with(|keys, now| {
+        let touched: Vec<&str> = to_delete.iter().map(String::as_str).collect();
+        self.with(&touched, 0, |keys, now| {
             let mut n = 0;
             for key in to_delete {
                 if live(keys, key, now).is_some() {
@@ -164,11 +224,11 @@ impl StoreBackend for MemoryStore {
     }
 
     async fn exists(&self, key: &str) -> BackendResult<bool> {
-        self.with(|keys, now| Ok(live(keys, key, now).is_some()))
+        self.with(&[key], 0, |keys, now| Ok(live(keys, key, now).is_some()))
     }
 
     async fn expire(&self, key: &str, ttl: Duration) -> BackendResult<bool> {
-        self.with(|keys, now| {
+        self.with(&[key], 0, |keys, now| {
             Ok(live(keys, key, now)
                 .map(|slot| slot.expires_at = Some(deadline(now, ttl)))
                 .is_some())
@@ -176,13 +236,13 @@ impl StoreBackend for MemoryStore {
     }
 
     async fn persist(&self, key: &str) -> BackendResult<bool> {
-        self.with(|keys, now| {
+        self.with(&[key], 0, |keys, now| {
             Ok(live(keys, key, now).is_some_and(|slot| slot.expires_at.take().is_some()))
         })
     }
 
     async fn ttl(&self, key: &str) -> BackendResult<KeyTtl> {
-        self.with(|keys, now| {
+        self.with(&[key], 0, |keys, now| {
             Ok(match live(keys, key, now) {
                 None => KeyTtl::Missing,
                 Some(Slot {
@@ -197,7 +257,7 @@ impl StoreBackend for MemoryStore {
     }
 
     async fn incr_by(&self, key: &str, delta: i64) -> BackendResult<i64> {
-        self.with(|keys, now| {
+        self.with(&[key], key.len() + 24, |keys, now| {
             let current = match typed!(keys, key, now, String) {
                 Some(bytes) => parse_int(bytes)?,
                 None => 0,
@@ -220,21 +280,27 @@ impl StoreBackend for MemoryStore {
     }
 
     async fn hash_get(&self, key: &str, field: &str) -> BackendResult<Option<Vec<u8>>> {
-        self.with(|keys, now| Ok(typed!(keys, key, now, Hash).and_then(|h| h.get(field).cloned())))
-    }
-
-    async fn hash_set(&self, key: &str, fields: &[(String, Vec<u8>)]) -> BackendResult<u32> {
-        self.with(|keys, now| {
-            let hash = typed_or_insert!(keys, key, now, Hash);
-            Ok(fields
-                .iter()
-                .filter(|(f, v)| hash.insert(f.clone(), v.clone()).is_none())
-                .count() as u32)
+        self.with(&[key], 0, |keys, now| {
+            Ok(typed!(keys, key, now, Hash).and_then(|h| h.get(field).cloned()))
         })
     }
 
+    async fn hash_set(&self, key: &str, fields: &[(String, Vec<u8>)]) -> BackendResult<u32> {
+        self.with(
+            &[key],
+            key.len() + fields.iter().map(|(f, v)| f.len() + v.len()).sum::<usize>(),
+            |keys, now| {
+                let hash = typed_or_insert!(keys, key, now, Hash);
+                Ok(fields
+                    .iter()
+                    .filter(|(f, v)| hash.insert(f.clone(), v.clone()).is_none())
+                    .count() as u32)
+            },
+        )
+    }
+
     async fn hash_get_all(&self, key: &str) -> BackendResult<Vec<(String, Vec<u8>)>> {
-        self.with(|keys, now| {
+        self.with(&[key], 0, |keys, now| {
             let mut all: Vec<_> = typed!(keys, key, now, Hash)
                 .map(|h| h.iter().map(|(f, v)| (f.clone(), v.clone())).collect())
                 .unwrap_or_default();
@@ -244,7 +310,7 @@ impl StoreBackend for MemoryStore {
     }
 
     async fn hash_delete(&self, key: &str, fields: &[String]) -> BackendResult<u32> {
-        self.with(|keys, now| {
+        self.with(&[key], 0, |keys, now| {
             let n = match typed!(keys, key, now, Hash) {
                 Some(hash) => fields.iter().filter(|f| hash.remove(*f).is_some()).count() as u32,
                 None => 0,
@@ -255,7 +321,7 @@ impl StoreBackend for MemoryStore {
     }
 
     async fn hash_incr_by(&self, key: &str, field: &str, delta: i64) -> BackendResult<i64> {
-        self.with(|keys, now| {
+        self.with(&[key], key.len() + field.len() + 24, |keys, now| {
             let hash = typed_or_insert!(keys, key, now, Hash);
             let current = hash
                 .get(field)
@@ -269,20 +335,24 @@ impl StoreBackend for MemoryStore {
     }
 
     async fn list_push(&self, key: &str, end: ListEnd, values: &[Vec<u8>]) -> BackendResult<u32> {
-        self.with(|keys, now| {
-            let list = typed_or_insert!(keys, key, now, List);
-            for v in values {
-                match end {
-                    ListEnd::Front => list.push_front(v.clone()),
-                    ListEnd::Back => list.push_back(v.clone()),
+        self.with(
+            &[key],
+            key.len() + values.iter().map(Vec::len).sum::<usize>(),
+            |keys, now| {
+                let list = typed_or_insert!(keys, key, now, List);
+                for v in values {
+                    match end {
+                        ListEnd::Front => list.push_front(v.clone()),
+                        ListEnd::Back => list.push_back(v.clone()),
+                    }
                 }
-            }
-            Ok(list.len() as u32)
-        })
+                Ok(list.len() as u32)
+            },
+        )
     }
 
     async fn list_pop(&self, key: &str, end: ListEnd, count: u32) -> BackendResult<Vec<Vec<u8>>> {
-        self.with(|keys, now| {
+        self.with(&[key], 0, |keys, now| {
             let mut out = Vec::new();
             if let Some(list) = typed!(keys, key, now, List) {
                 for _ in 0..count {
@@ -302,7 +372,7 @@ impl StoreBackend for MemoryStore {
     }
 
     async fn list_range(&self, key: &str, start: i64, stop: i64) -> BackendResult<Vec<Vec<u8>>> {
-        self.with(|keys, now| {
+        self.with(&[key], 0, |keys, now| {
             let Some(list) = typed!(keys, key, now, List) else {
                 return Ok(Vec::new());
             };
@@ -320,18 +390,24 @@ impl StoreBackend for MemoryStore {
     }
 
     async fn list_len(&self, key: &str) -> BackendResult<u32> {
-        self.with(|keys, now| Ok(typed!(keys, key, now, List).map_or(0, |l| l.len() as u32)))
-    }
-
-    async fn set_add(&self, key: &str, members: &[Vec<u8>]) -> BackendResult<u32> {
-        self.with(|keys, now| {
-            let set = typed_or_insert!(keys, key, now, Set);
-            Ok(members.iter().filter(|m| set.insert((*m).clone())).count() as u32)
+        self.with(&[key], 0, |keys, now| {
+            Ok(typed!(keys, key, now, List).map_or(0, |l| l.len() as u32))
         })
     }
 
+    async fn set_add(&self, key: &str, members: &[Vec<u8>]) -> BackendResult<u32> {
+        self.with(
+            &[key],
+            key.len() + members.iter().map(Vec::len).sum::<usize>(),
+            |keys, now| {
+                let set = typed_or_insert!(keys, key, now, Set);
+                Ok(members.iter().filter(|m| set.insert((*m).clone())).count() as u32)
+            },
+        )
+    }
+
     async fn set_remove(&self, key: &str, members: &[Vec<u8>]) -> BackendResult<u32> {
-        self.with(|keys, now| {
+        self.with(&[key], 0, |keys, now| {
             let n = match typed!(keys, key, now, Set) {
                 Some(set) => members.iter().filter(|m| set.remove(*m)).count() as u32,
                 None => 0,
@@ -342,7 +418,7 @@ impl StoreBackend for MemoryStore {
     }
 
     async fn set_members(&self, key: &str) -> BackendResult<Vec<Vec<u8>>> {
-        self.with(|keys, now| {
+        self.with(&[key], 0, |keys, now| {
             Ok(typed!(keys, key, now, Set)
                 .map(|s| s.iter().cloned().collect())
                 .unwrap_or_default())
@@ -350,7 +426,9 @@ impl StoreBackend for MemoryStore {
     }
 
     async fn set_contains(&self, key: &str, member: &[u8]) -> BackendResult<bool> {
-        self.with(|keys, now| Ok(typed!(keys, key, now, Set).is_some_and(|s| s.contains(member))))
+        self.with(&[key], 0, |keys, now| {
+            Ok(typed!(keys, key, now, Set).is_some_and(|s| s.contains(member)))
+        })
     }
 
     async fn scan(
@@ -359,7 +437,7 @@ impl StoreBackend for MemoryStore {
         cursor: Option<&str>,
         count: u32,
     ) -> BackendResult<(Vec<String>, Option<String>)> {
-        self.with(|keys, now| {
+        self.with(&[], 0, |keys, now| {
             // The cursor is the last key examined: keys are ordered, so every key
             // present for the whole scan is returned exactly once. Only keys under the
             // pattern's literal prefix (the plugin's namespace) are examined.

@@ -274,11 +274,54 @@ async fn store_conforms(store: &dyn StoreBackend, ns: &str) {
 
 #[tokio::test]
 async fn memory_store_conforms() {
-    store_conforms(&MemoryStore::new(), "techub:store:conformance:").await;
+    store_conforms(&MemoryStore::new(256 << 20), "techub:store:conformance:").await;
 }
 
 #[tokio::test]
 async fn redis_store_conforms() {
     let ns = format!("{}:store:", unique("techub-test"));
     store_conforms(&RedisStore::new(services::redis().await), &ns).await;
+}
+
+#[tokio::test]
+async fn memory_store_refuses_writes_past_its_budget_and_frees_on_delete() {
+    let store = MemoryStore::new(64 * 1024);
+    let value = vec![7u8; 16 * 1024];
+    let mut written = 0;
+    let error = loop {
+        match store
+            .set(&format!("k{written}"), &value, None, SetCondition::Always)
+            .await
+        {
+            Ok(_) => written += 1,
+            Err(error) => break error,
+        }
+        assert!(written < 100, "the budget holds");
+    };
+    assert!(
+        matches!(&error, BackendError::Unavailable(m) if m.contains("store.memory_budget_mib")),
+        "{error:?}"
+    );
+    assert_eq!(
+        written, 3,
+        "three 16 KiB values (with their keys) fit in 64 KiB, a fourth does not"
+    );
+    // Reads still work, and deleting makes room again.
+    assert_eq!(store.get("k0").await.unwrap(), Some(value.clone()));
+    assert_eq!(store.delete(&["k0".to_string()]).await.unwrap(), 1);
+    assert!(
+        store
+            .set("again", &value, None, SetCondition::Always)
+            .await
+            .is_ok()
+    );
+    // Expired keys are swept to make room.
+    store.expire("k1", Duration::from_millis(50)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        store
+            .set("after-expiry", &value, None, SetCondition::Always)
+            .await
+            .is_ok()
+    );
 }
