@@ -21,13 +21,27 @@ pub fn queue_name(queue_type: &str, plugin: &str) -> String {
     format!("{queue_type}.{plugin}")
 }
 
-/// Declares the plugin's queues and starts one consumer task per subscription.
+/// Declares the plugin's queues and starts one consumer task per subscription; on an
+/// error, the consumers already started are stopped again.
 pub async fn start(
     runtime: Arc<Runtime>,
     services: Arc<Services>,
     plugin: Arc<LoadedPlugin>,
 ) -> anyhow::Result<Vec<JoinHandle<()>>> {
     let mut tasks = Vec::new();
+    if let Err(error) = start_each(runtime, services, plugin, &mut tasks).await {
+        tasks.iter().for_each(JoinHandle::abort);
+        return Err(error);
+    }
+    Ok(tasks)
+}
+
+async fn start_each(
+    runtime: Arc<Runtime>,
+    services: Arc<Services>,
+    plugin: Arc<LoadedPlugin>,
+    tasks: &mut Vec<JoinHandle<()>>,
+) -> anyhow::Result<()> {
     for subscription in &plugin.subscriptions {
         let policy = plugin
             .context
@@ -72,7 +86,7 @@ pub async fn start(
             tracing::warn!(plugin = %worker.plugin.name, "consumer closed");
         }));
     }
-    Ok(tasks)
+    Ok(())
 }
 
 /// Everything one subscription's deliveries need.
