@@ -92,11 +92,14 @@ impl State {
         self.domains.get(domain)?.entries.get(key)
     }
 
-    /// Evicts until the budget holds: expired entries first, then by priority and age.
+    /// Evicts once over the budget: expired entries first, then by priority and age,
+    /// down to 90% of the budget, so that the sort is paid once per tenth of the budget
+    /// rather than on every write near the limit.
     fn evict(&mut self, budget: usize, now: Instant) {
         if self.bytes <= budget {
             return;
         }
+        let target = budget / 10 * 9;
         let mut candidates: Vec<(bool, u8, u64, String, String)> = self
             .domains
             .iter()
@@ -114,7 +117,7 @@ impl State {
             .collect();
         candidates.sort();
         for (_, _, _, domain, key) in candidates {
-            if self.bytes <= budget {
+            if self.bytes <= target {
                 break;
             }
             self.remove(&domain, &key);
