@@ -18,9 +18,15 @@
 //! retries its message later) while lapin reconnects and replays the topology; the
 //! consumers wait for that recovery and carry on. Deliveries unsettled at the drop
 //! are redelivered by the broker.
+//!
+//! Files: `mod.rs` (connection and the `Broker` impl), `topology.rs` (declarations),
+//! `publish.rs` (confirmed and mandatory publishes), `consumer.rs` (deliveries and
+//! settling), `convert.rs` (envelope ⇄ AMQP properties).
 
 mod consumer;
 mod convert;
+mod publish;
+mod topology;
 
 use super::{Broker, Consumer, DeadLetter, Envelope, QueueSpec};
 use crate::capability::{BackendError, BackendResult};
@@ -28,11 +34,10 @@ use crate::config::{AmqpConfig, DeadLetterConfig};
 use anyhow::Context;
 use convert::{string, table};
 use lapin::options::{
-    BasicGetOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
-    ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+    BasicGetOptions, BasicQosOptions, ConfirmSelectOptions, QueueBindOptions, QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+use lapin::{Channel, Connection, ConnectionProperties};
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -132,261 +137,6 @@ impl AmqpBroker {
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         Ok(broker)
-    }
-
-    async fn declare_topology(&self, dead_letter: DeadLetterConfig) -> BackendResult<()> {
-        let ch = &self.shared.publisher;
-        let url = &self.shared.url;
-        let n = &self.shared.names;
-        let durable = ExchangeDeclareOptions {
-            durable: true,
-            ..ExchangeDeclareOptions::default()
-        };
-        for (name, kind) in [
-            (&n.main_exchange, ExchangeKind::Topic),
-            (&n.dead_letter_exchange, ExchangeKind::Topic),
-            (&n.delayed_exchange, ExchangeKind::Headers),
-        ] {
-            ch.exchange_declare(name.as_str().into(), kind, durable, FieldTable::default())
-                .await
-                .map_err(|e| unavailable(url, &format!("declare exchange {name}"), e))?;
-        }
-        let args = table(&[
-            (
-                "x-message-ttl",
-                AMQPValue::LongLongInt(dead_letter.ttl_ms as i64),
-            ),
-            (
-                "x-max-length",
-                AMQPValue::LongLongInt(dead_letter.max_length.into()),
-            ),
-        ]);
-        ch.queue_declare(
-            n.dead_letter_queue.as_str().into(),
-            QueueDeclareOptions {
-                durable: true,
-                ..QueueDeclareOptions::default()
-            },
-            args,
-        )
-        .await
-        .map_err(|e| unavailable(url, "declare the dead-letter queue", e))?;
-        ch.queue_bind(
-            n.dead_letter_queue.as_str().into(),
-            n.dead_letter_exchange.as_str().into(),
-            "dlx.#".into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .map_err(|e| unavailable(url, "bind the dead-letter queue", e))?;
-        Ok(())
-    }
-
-    /// Declares `name` with `args` once per host run (declaring is idempotent, but a
-    /// round trip per retry would be wasted).
-    async fn declare_once(
-        &self,
-        name: &str,
-        args: FieldTable,
-        bind: Option<(&str, FieldTable)>,
-    ) -> BackendResult<()> {
-        if self
-            .shared
-            .declared
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains(name)
-        {
-            return Ok(());
-        }
-        let url = &self.shared.url;
-        let ch = &self.declaring_channel().await?;
-        ch.queue_declare(
-            name.into(),
-            QueueDeclareOptions {
-                durable: true,
-                ..QueueDeclareOptions::default()
-            },
-            args,
-        )
-        .await
-        .map_err(|e| unavailable(url, &format!("declare queue {name}"), e))?;
-        if let Some((exchange, binding)) = bind {
-            ch.queue_bind(
-                name.into(),
-                exchange.into(),
-                "".into(),
-                QueueBindOptions::default(),
-                binding,
-            )
-            .await
-            .map_err(|e| unavailable(url, &format!("bind queue {name}"), e))?;
-        }
-        let _ = ch.close(200, "declared".into()).await;
-        self.shared
-            .declared
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(name.to_string());
-        Ok(())
-    }
-
-    /// A short-lived channel for declarations.
-    async fn declaring_channel(&self) -> BackendResult<Channel> {
-        let url = &self.shared.url;
-        self.shared
-            .connection
-            .create_channel()
-            .await
-            .map_err(|e| unavailable(url, "open a channel", e))
-    }
-
-    /// Publishes and waits for the broker's confirm. With `mandatory`, a message that
-    /// no queue takes comes back, and the answer is `false`; without, it is dropped (a
-    /// topic publish nobody subscribes to), and the answer is `true`.
-    pub(crate) async fn send(
-        &self,
-        exchange: &str,
-        routing_key: &str,
-        payload: &[u8],
-        props: BasicProperties,
-        mandatory: bool,
-    ) -> BackendResult<bool> {
-        let shared = &self.shared;
-        let options = BasicPublishOptions {
-            mandatory,
-            ..BasicPublishOptions::default()
-        };
-        let confirm = async {
-            let pending = shared
-                .publisher
-                .basic_publish(exchange.into(), routing_key.into(), options, payload, props)
-                .await
-                .map_err(|e| unavailable(&shared.url, "publish", e))?;
-            let confirmation = pending
-                .await
-                .map_err(|e| unavailable(&shared.url, "confirm a publish", e))?;
-            if confirmation.is_nack() {
-                return Err(unavailable(
-                    &shared.url,
-                    "publish",
-                    "the broker refused the message (nack)",
-                ));
-            }
-            Ok(confirmation.take_message().is_none())
-        };
-        tokio::time::timeout(shared.confirm_timeout, confirm)
-            .await
-            .unwrap_or_else(|_| {
-                Err(unavailable(
-                    &shared.url,
-                    "publish",
-                    format!(
-                        "no confirm within {} ms",
-                        shared.confirm_timeout.as_millis()
-                    ),
-                ))
-            })
-    }
-
-    /// Publishes to a queue the host declares on demand (retry and delay queues), as
-    /// mandatory: if the queue is gone (they expire when idle), it is declared again and
-    /// the message sent once more, so that a retry or a delayed message is never
-    /// dropped for want of its queue.
-    async fn send_via(
-        &self,
-        queue: &Declared<'_>,
-        exchange: &str,
-        routing_key: &str,
-        payload: &[u8],
-        props: BasicProperties,
-    ) -> BackendResult<()> {
-        for _ in 0..2 {
-            self.declare_once(queue.name, queue.args.clone(), queue.bind.clone())
-                .await?;
-            if self
-                .send(exchange, routing_key, payload, props.clone(), true)
-                .await?
-            {
-                return Ok(());
-            }
-            self.shared
-                .declared
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(queue.name);
-        }
-        Err(unavailable(
-            &self.shared.url,
-            &format!("route to {}", queue.name),
-            "the broker returned the message",
-        ))
-    }
-
-    /// Sends `envelope` to `queue` again after `delay`, through its retry queue.
-    pub(crate) async fn send_retry(
-        &self,
-        queue: &str,
-        envelope: &Envelope,
-        delay: Duration,
-    ) -> BackendResult<()> {
-        let delay_ms = (delay.as_millis() as u64).max(1);
-        let retry_queue = format!("{queue}.retry.{delay_ms}");
-        let args = table(&[
-            ("x-message-ttl", AMQPValue::LongLongInt(delay_ms as i64)),
-            ("x-dead-letter-exchange", string("")),
-            ("x-dead-letter-routing-key", string(queue)),
-            (
-                "x-expires",
-                AMQPValue::LongLongInt((delay_ms + IDLE_QUEUE_EXPIRY_MS) as i64),
-            ),
-        ]);
-        let declared = Declared {
-            name: &retry_queue,
-            args,
-            bind: None,
-        };
-        self.send_via(
-            &declared,
-            "",
-            &retry_queue,
-            &envelope.payload,
-            convert::properties(envelope, &[]),
-        )
-        .await
-    }
-
-    /// Parks `envelope` in the dead-letter queue.
-    pub(crate) async fn send_dead_letter(
-        &self,
-        queue: &str,
-        envelope: &Envelope,
-        reason: &str,
-    ) -> BackendResult<()> {
-        let extra = [
-            (super::DEATH_REASON_HEADER, reason.to_string()),
-            (super::DEATH_QUEUE_HEADER, queue.to_string()),
-        ];
-        // Mandatory: if the dead-letter queue is gone, the delivery stays unsettled and
-        // comes back, rather than being acked into nowhere.
-        let routed = self
-            .send(
-                &self.shared.names.dead_letter_exchange,
-                &format!("dlx.{queue}"),
-                &envelope.payload,
-                convert::properties(envelope, &extra),
-                true,
-            )
-            .await?;
-        if !routed {
-            return Err(unavailable(
-                &self.shared.url,
-                "dead-letter",
-                "no dead-letter queue took the message",
-            ));
-        }
-        Ok(())
     }
 }
 

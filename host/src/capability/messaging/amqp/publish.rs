@@ -1,0 +1,166 @@
+//! Publishing: every message waits for the broker's confirm; retries, delays and dead
+//! letters are mandatory, so a missing queue is noticed instead of dropping them.
+
+use super::convert::{self, string, table};
+use super::{AmqpBroker, Declared, IDLE_QUEUE_EXPIRY_MS, unavailable};
+use crate::capability::BackendResult;
+use crate::capability::messaging::Envelope;
+use lapin::BasicProperties;
+use lapin::options::BasicPublishOptions;
+use lapin::types::AMQPValue;
+use std::time::Duration;
+
+impl AmqpBroker {
+    /// Publishes and waits for the broker's confirm. With `mandatory`, a message that
+    /// no queue takes comes back, and the answer is `false`; without, it is dropped (a
+    /// topic publish nobody subscribes to), and the answer is `true`.
+    pub(crate) async fn send(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        payload: &[u8],
+        props: BasicProperties,
+        mandatory: bool,
+    ) -> BackendResult<bool> {
+        let shared = &self.shared;
+        let options = BasicPublishOptions {
+            mandatory,
+            ..BasicPublishOptions::default()
+        };
+        let confirm = async {
+            let pending = shared
+                .publisher
+                .basic_publish(exchange.into(), routing_key.into(), options, payload, props)
+                .await
+                .map_err(|e| unavailable(&shared.url, "publish", e))?;
+            let confirmation = pending
+                .await
+                .map_err(|e| unavailable(&shared.url, "confirm a publish", e))?;
+            if confirmation.is_nack() {
+                return Err(unavailable(
+                    &shared.url,
+                    "publish",
+                    "the broker refused the message (nack)",
+                ));
+            }
+            Ok(confirmation.take_message().is_none())
+        };
+        tokio::time::timeout(shared.confirm_timeout, confirm)
+            .await
+            .unwrap_or_else(|_| {
+                Err(unavailable(
+                    &shared.url,
+                    "publish",
+                    format!(
+                        "no confirm within {} ms",
+                        shared.confirm_timeout.as_millis()
+                    ),
+                ))
+            })
+    }
+
+    /// Publishes to a queue the host declares on demand (retry and delay queues), as
+    /// mandatory: if the queue is gone (they expire when idle), it is declared again and
+    /// the message sent once more, so that a retry or a delayed message is never
+    /// dropped for want of its queue.
+    pub(super) async fn send_via(
+        &self,
+        queue: &Declared<'_>,
+        exchange: &str,
+        routing_key: &str,
+        payload: &[u8],
+        props: BasicProperties,
+    ) -> BackendResult<()> {
+        for _ in 0..2 {
+            self.declare_once(queue.name, queue.args.clone(), queue.bind.clone())
+                .await?;
+            if self
+                .send(exchange, routing_key, payload, props.clone(), true)
+                .await?
+            {
+                return Ok(());
+            }
+            self.shared
+                .declared
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(queue.name);
+        }
+        Err(unavailable(
+            &self.shared.url,
+            &format!("route to {}", queue.name),
+            "the broker returned the message",
+        ))
+    }
+
+    /// Sends `envelope` to `queue` again after `delay`, through its retry queue.
+    pub(crate) async fn send_retry(
+        &self,
+        queue: &str,
+        envelope: &Envelope,
+        delay: Duration,
+    ) -> BackendResult<()> {
+        let delay_ms = (delay.as_millis() as u64).max(1);
+        let retry_queue = format!("{queue}.retry.{delay_ms}");
+        let args = table(&[
+            ("x-message-ttl", AMQPValue::LongLongInt(delay_ms as i64)),
+            ("x-dead-letter-exchange", string("")),
+            ("x-dead-letter-routing-key", string(queue)),
+            (
+                "x-expires",
+                AMQPValue::LongLongInt((delay_ms + IDLE_QUEUE_EXPIRY_MS) as i64),
+            ),
+        ]);
+        let declared = Declared {
+            name: &retry_queue,
+            args,
+            bind: None,
+        };
+        self.send_via(
+            &declared,
+            "",
+            &retry_queue,
+            &envelope.payload,
+            convert::properties(envelope, &[]),
+        )
+        .await
+    }
+
+    /// Parks `envelope` in the dead-letter queue.
+    pub(crate) async fn send_dead_letter(
+        &self,
+        queue: &str,
+        envelope: &Envelope,
+        reason: &str,
+    ) -> BackendResult<()> {
+        let extra = [
+            (
+                crate::capability::messaging::DEATH_REASON_HEADER,
+                reason.to_string(),
+            ),
+            (
+                crate::capability::messaging::DEATH_QUEUE_HEADER,
+                queue.to_string(),
+            ),
+        ];
+        // Mandatory: if the dead-letter queue is gone, the delivery stays unsettled and
+        // comes back, rather than being acked into nowhere.
+        let routed = self
+            .send(
+                &self.shared.names.dead_letter_exchange,
+                &format!("dlx.{queue}"),
+                &envelope.payload,
+                convert::properties(envelope, &extra),
+                true,
+            )
+            .await?;
+        if !routed {
+            return Err(unavailable(
+                &self.shared.url,
+                "dead-letter",
+                "no dead-letter queue took the message",
+            ));
+        }
+        Ok(())
+    }
+}
