@@ -5,6 +5,22 @@ use crate::bindings::Outcome;
 use crate::capability::messaging::{Delivery, Envelope, MessageStatus};
 use crate::runtime::InvocationError;
 
+/// Longest failure reason kept: it travels as a header of the dead letter (one AMQP
+/// frame) and into the log, and a plugin chooses its length.
+const MAX_REASON_BYTES: usize = 1024;
+
+/// `reason` cut to [`MAX_REASON_BYTES`] at a character boundary.
+fn bounded(reason: &str) -> String {
+    if reason.len() <= MAX_REASON_BYTES {
+        return reason.to_string();
+    }
+    let cut = (0..=MAX_REASON_BYTES)
+        .rev()
+        .find(|i| reason.is_char_boundary(*i))
+        .unwrap_or(0);
+    format!("{}… ({} bytes cut)", &reason[..cut], reason.len() - cut)
+}
+
 /// Acks, retries or dead-letters `delivery` by the handler's result. If the broker
 /// fails to settle it, the delivery stays unacknowledged and the broker redelivers it.
 pub(super) async fn settle(
@@ -18,16 +34,19 @@ pub(super) async fn settle(
     let (settled, status) = match result {
         Ok(Outcome::Ok) => (delivery.ack().await, MessageStatus::Completed),
         Ok(Outcome::Reject(reason)) => {
+            let reason = bounded(&reason);
             tracing::warn!(%plugin, id = %envelope.id, %reason, "rejected; dead-lettering");
             (
                 delivery.dead_letter(&format!("rejected: {reason}")).await,
                 MessageStatus::DeadLetter,
             )
         }
-        Ok(Outcome::Retry(reason)) => retry_or_bury(worker, delivery, envelope, &reason).await,
+        Ok(Outcome::Retry(reason)) => {
+            retry_or_bury(worker, delivery, envelope, &bounded(&reason)).await
+        }
         Err(failure) => {
             tracing::warn!(%plugin, id = %envelope.id, attempt = envelope.attempt, %failure, "handler failed");
-            retry_or_bury(worker, delivery, envelope, &failure.to_string()).await
+            retry_or_bury(worker, delivery, envelope, &bounded(&failure.to_string())).await
         }
     };
     match settled {

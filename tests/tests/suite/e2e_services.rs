@@ -373,7 +373,51 @@ async fn malformed_publish_options_never_reach_rabbitmq() {
         .unwrap();
     let letter = dead_letter_of(&platform, &id).await;
     assert_eq!(
-        letter.reason, "rejected: refused 6 of 6; then Ok(\"published\")",
+        letter.reason, "rejected: refused 7 of 7; then Ok(\"published\")",
         "and the publishing channel survived"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_huge_failure_reason_is_cut_before_it_reaches_rabbitmq() {
+    init_tracing();
+    let plugin = unique("hostile");
+    let dir = PluginDir::with(&[(&plugin, "fixture_hostile")]);
+    let mut config = on_services(&dir);
+    grant(&mut config, &plugin, &[], &["fixture.sink.#"]);
+    let platform = start(config).await;
+    let id = platform
+        .publish(
+            "fixture.hostile.huge-reject",
+            b"{}".to_vec(),
+            Priority::Normal,
+        )
+        .await
+        .unwrap();
+    let letter = dead_letter_of(&platform, &id).await;
+    assert!(
+        letter.reason.starts_with("rejected: xxx"),
+        "{}",
+        &letter.reason[..40]
+    );
+    assert!(
+        letter.reason.len() < 1_200 && letter.reason.ends_with("bytes cut)"),
+        "{} bytes",
+        letter.reason.len()
+    );
+    // The connection survived: the next message goes through as usual.
+    let next = platform
+        .publish(
+            "fixture.hostile.ungranted",
+            b"{}".to_vec(),
+            Priority::Normal,
+        )
+        .await
+        .unwrap();
+    assert!(
+        dead_letter_of(&platform, &next)
+            .await
+            .reason
+            .contains("UnknownDomain")
     );
 }

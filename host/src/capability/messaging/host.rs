@@ -18,6 +18,9 @@ const MAX_HEADERS: usize = 64;
 const MAX_SHORT_STRING: usize = 255;
 /// Longest header value.
 const MAX_HEADER_VALUE: usize = 4096;
+/// Most bytes of all header names and values together: AMQP properties travel in one
+/// frame (128 KiB by default), with room left for the host's own headers.
+const MAX_HEADER_BYTES: usize = 16 * 1024;
 /// Longest expiration RabbitMQ accepts (2^32 - 1 ms, about 49 days).
 const MAX_EXPIRATION_MS: u64 = u32::MAX as u64;
 
@@ -133,6 +136,12 @@ fn check_options(options: &PublishOptions) -> Result<()> {
                 "header {name:?} is longer than {MAX_HEADER_VALUE} bytes"
             ));
         }
+    }
+    let header_bytes: usize = options.headers.iter().map(|(n, v)| n.len() + v.len()).sum();
+    if header_bytes > MAX_HEADER_BYTES {
+        return bad(format!(
+            "headers take {header_bytes} bytes, more than {MAX_HEADER_BYTES}"
+        ));
     }
     if options.delay_ms.is_some_and(|d| d > MAX_DELAY_MS) {
         return bad(format!("delay-ms is more than {MAX_DELAY_MS}"));
