@@ -1,9 +1,11 @@
 //! `log`: guest records into the host's log, tagged with the plugin's name.
 
+use super::truncate;
 use crate::bindings::techub::platform::log::{Host, Level};
 use crate::runtime::PluginState;
 
-/// Longest message kept; the rest is cut so that a plugin cannot flood the log.
+/// Longest message, and longest fields, kept: the rest is cut so that a plugin cannot
+/// flood the log.
 const MAX_MESSAGE_BYTES: usize = 8 * 1024;
 
 impl Host for PluginState {
@@ -13,21 +15,20 @@ impl Host for PluginState {
         message: String,
         fields: Vec<(String, String)>,
     ) -> wasmtime::Result<()> {
+        // Records count as host calls: past the quota they are dropped, not an error.
+        if self.charge_call().is_err() {
+            return Ok(());
+        }
         let plugin = self.plugin.name.as_str();
         let mut message = message;
-        if message.len() > MAX_MESSAGE_BYTES {
-            let cut = (0..=MAX_MESSAGE_BYTES)
-                .rev()
-                .find(|i| message.is_char_boundary(*i))
-                .unwrap_or(0);
-            message.truncate(cut);
-        }
-        let fields = fields
+        truncate(&mut message, MAX_MESSAGE_BYTES);
+        let mut fields = fields
             .iter()
             .take(32)
             .map(|(k, v)| format!("{k}={v}"))
             .collect::<Vec<_>>()
             .join(" ");
+        truncate(&mut fields, MAX_MESSAGE_BYTES);
         match level {
             Level::Trace => tracing::trace!(target: "plugin", plugin, %fields, "{message}"),
             Level::Debug => tracing::debug!(target: "plugin", plugin, %fields, "{message}"),

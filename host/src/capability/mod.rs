@@ -50,6 +50,21 @@ pub struct Services {
     pub tracker: messaging::MessageTracker,
 }
 
+/// Cuts `text` to at most `max` bytes at a character boundary; how many bytes it cut.
+/// For strings a plugin chooses the length of, on their way into logs and headers.
+pub(crate) fn truncate(text: &mut String, max: usize) -> usize {
+    if text.len() <= max {
+        return 0;
+    }
+    let cut = (0..=max)
+        .rev()
+        .find(|i| text.is_char_boundary(*i))
+        .unwrap_or(0);
+    let removed = text.len() - cut;
+    text.truncate(cut);
+    removed
+}
+
 /// Why a name (key, tag, lock name) was refused; shared by the capabilities.
 pub(crate) fn check_name(name: &str, max_len: usize) -> Result<(), String> {
     if name.is_empty() {

@@ -3,6 +3,7 @@
 use super::Worker;
 use crate::bindings::Outcome;
 use crate::capability::messaging::{Delivery, Envelope, MessageStatus};
+use crate::capability::truncate;
 use crate::runtime::InvocationError;
 
 /// Longest failure reason kept: it travels as a header of the dead letter (one AMQP
@@ -11,14 +12,12 @@ const MAX_REASON_BYTES: usize = 1024;
 
 /// `reason` cut to [`MAX_REASON_BYTES`] at a character boundary.
 fn bounded(reason: &str) -> String {
-    if reason.len() <= MAX_REASON_BYTES {
-        return reason.to_string();
+    let mut reason = reason.to_string();
+    let cut = truncate(&mut reason, MAX_REASON_BYTES);
+    if cut > 0 {
+        reason.push_str(&format!("… ({cut} bytes cut)"));
     }
-    let cut = (0..=MAX_REASON_BYTES)
-        .rev()
-        .find(|i| reason.is_char_boundary(*i))
-        .unwrap_or(0);
-    format!("{}… ({} bytes cut)", &reason[..cut], reason.len() - cut)
+    reason
 }
 
 /// Acks, retries or dead-letters `delivery` by the handler's result. If the broker
