@@ -13,6 +13,12 @@ use crate::runtime::{InvocationError, PluginState, Runtime};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+/// Most subscriptions one plugin may declare: each is a queue on the broker, which a
+/// plugin must not be able to flood.
+const MAX_SUBSCRIPTIONS: usize = 16;
+/// Most routing keys one subscription may bind.
+const MAX_BINDINGS: usize = 64;
+
 /// A compiled, linked plugin with its subscriptions.
 pub struct LoadedPlugin {
     /// Its name (the file stem).
@@ -101,11 +107,28 @@ pub async fn load_plugin(
             path: shown.clone(),
             source,
         })?;
+    if subscriptions.len() > MAX_SUBSCRIPTIONS {
+        let message = format!(
+            "declares {} subscriptions, more than {MAX_SUBSCRIPTIONS}",
+            subscriptions.len()
+        );
+        return Err(PluginError::BadSubscription {
+            path: shown,
+            message,
+        });
+    }
     for subscription in &subscriptions {
         let bad = |message: String| PluginError::BadSubscription {
             path: shown.clone(),
             message,
         };
+        if subscription.routing_keys.len() > MAX_BINDINGS {
+            let count = subscription.routing_keys.len();
+            return Err(bad(format!(
+                "binds {count} routing keys to {:?}, more than {MAX_BINDINGS}",
+                subscription.queue
+            )));
+        }
         if !config.queues.contains_key(&subscription.queue) {
             return Err(bad(format!(
                 "subscribes to queue type {:?}, which [queues] does not declare",

@@ -426,3 +426,23 @@ async fn orders_reserve_stock_once_under_a_lock_and_cancel_when_short() {
         .flatten();
     assert!(cached.is_some(), "the placed order is cached");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_plugin_cannot_flood_the_broker_with_bindings() {
+    init_tracing();
+    let dir = PluginDir::with(&[("many", "fixture_many_bindings"), ("noop", "fixture_noop")]);
+    let platform = Platform::start(config(&dir)).await.unwrap();
+    assert_eq!(
+        platform
+            .plugins
+            .iter()
+            .map(|p| p.name.as_str())
+            .collect::<Vec<_>>(),
+        ["noop"]
+    );
+    let error = platform.load_errors[0].to_string();
+    assert!(
+        error.contains("many.wasm") && error.contains("binds 65 routing keys"),
+        "{error}"
+    );
+}
