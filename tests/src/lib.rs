@@ -307,3 +307,25 @@ pub async fn cached(platform: &techub_host::Platform, domain: &str, key: &str) -
     )
     .await
 }
+
+/// A consumer of a fresh queue bound to `bindings` on the platform's broker, to watch
+/// what plugins publish.
+pub async fn sink(
+    platform: &techub_host::Platform,
+    bindings: &[&str],
+) -> Box<dyn techub_host::capability::messaging::Consumer> {
+    let spec = techub_host::capability::messaging::QueueSpec {
+        name: unique("sink"),
+        bindings: bindings.iter().map(|b| b.to_string()).collect(),
+        durable: false,
+    };
+    let broker = &platform.services.broker;
+    broker
+        .declare_queue(&spec)
+        .await
+        .expect("the sink queue is declared");
+    broker
+        .consume(&spec.name, 10)
+        .await
+        .expect("the sink queue is consumed")
+}

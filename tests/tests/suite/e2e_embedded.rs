@@ -4,8 +4,8 @@ use serde_json::{Value, json};
 use std::time::Duration;
 use techub_host::Platform;
 use techub_host::bindings::techub::platform::messaging::Priority;
-use techub_host::capability::messaging::{DeadLetter, QueueSpec};
-use techub_tests::{PluginDir, cached, config, grant, init_tracing, unique, wait_for};
+use techub_host::capability::messaging::DeadLetter;
+use techub_tests::{PluginDir, cached, config, grant, init_tracing, sink, wait_for};
 
 const LIMIT: Duration = Duration::from_secs(20);
 
@@ -48,17 +48,7 @@ async fn user_created_is_cached_and_followed_by_an_email_request() {
         platform.load_errors
     );
 
-    let sink = unique("sink");
-    let broker = &platform.services.broker;
-    broker
-        .declare_queue(&QueueSpec {
-            name: sink.clone(),
-            bindings: vec!["notification.email".into()],
-            durable: false,
-        })
-        .await
-        .unwrap();
-    let mut emails = broker.consume(&sink, 10).await.unwrap();
+    let mut emails = sink(&platform, &["notification.email"]).await;
 
     let user = json!({ "id": "u-42", "email": "ada@example.com", "name": "Ada" });
     let id = platform
@@ -331,17 +321,7 @@ async fn orders_reserve_stock_once_under_a_lock_and_cancel_when_short() {
         &["inventory.*", "order.cancelled"],
     );
     let platform = Platform::start(config).await.unwrap();
-    let broker = &platform.services.broker;
-    let sink = unique("sink");
-    broker
-        .declare_queue(&QueueSpec {
-            name: sink.clone(),
-            bindings: vec!["inventory.updated".into(), "order.cancelled".into()],
-            durable: false,
-        })
-        .await
-        .unwrap();
-    let mut events = broker.consume(&sink, 10).await.unwrap();
+    let mut events = sink(&platform, &["inventory.updated", "order.cancelled"]).await;
     let stock = |platform: &Platform| {
         let store = platform.services.store.clone();
         async move {

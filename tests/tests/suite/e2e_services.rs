@@ -7,9 +7,10 @@ use serde_json::{Value, json};
 use std::time::Duration;
 use techub_host::Platform;
 use techub_host::bindings::techub::platform::messaging::Priority;
-use techub_host::capability::messaging::QueueSpec;
 use techub_host::config::{BrokerBackend, HostConfig, KvBackend};
-use techub_tests::{OwnRedis, PluginDir, config, grant, init_tracing, services, unique, wait_for};
+use techub_tests::{
+    OwnRedis, PluginDir, config, grant, init_tracing, services, sink, unique, wait_for,
+};
 
 const LIMIT: Duration = Duration::from_secs(20);
 
@@ -48,17 +49,7 @@ async fn example_plugin_handles_rabbitmq_messages_and_writes_redis() {
         platform.load_errors
     );
 
-    let sink = format!("{plugin}.sink");
-    let broker = &platform.services.broker;
-    broker
-        .declare_queue(&QueueSpec {
-            name: sink.clone(),
-            bindings: vec!["notification.email".into()],
-            durable: false,
-        })
-        .await
-        .unwrap();
-    let mut emails = broker.consume(&sink, 10).await.unwrap();
+    let mut emails = sink(&platform, &["notification.email"]).await;
 
     let user = json!({ "id": "u-7", "email": "grace@example.com", "name": "Grace" });
     let id = platform
