@@ -34,7 +34,7 @@ pub struct Envelope {
     pub routing_key: String,
     /// Body.
     pub payload: Vec<u8>,
-    /// Application headers (without the host's `x-techub-*`).
+    /// Application headers (never the broker's or the host's `x-*` ones).
     pub headers: Vec<(String, String)>,
     /// Correlation id.
     pub correlation_id: Option<String>,
