@@ -329,3 +329,13 @@ pub async fn sink(
         .await
         .expect("the sink queue is consumed")
 }
+
+/// Publishes `user.created` for the user `id` as the operator; the message id.
+pub async fn publish_user(platform: &techub_host::Platform, id: &str) -> String {
+    let user = serde_json::json!({ "id": id, "email": format!("{id}@example.com"), "name": id });
+    let priority = techub_host::bindings::techub::platform::messaging::Priority::Normal;
+    platform
+        .publish("user.created", user.to_string().into_bytes(), priority)
+        .await
+        .expect("the operator publishes")
+}

@@ -5,7 +5,7 @@ use std::time::Duration;
 use techub_host::Platform;
 use techub_host::bindings::techub::platform::messaging::Priority;
 use techub_host::capability::messaging::DeadLetter;
-use techub_tests::{PluginDir, cached, config, grant, init_tracing, sink, wait_for};
+use techub_tests::{PluginDir, cached, config, grant, init_tracing, publish_user, sink, wait_for};
 
 const LIMIT: Duration = Duration::from_secs(20);
 
@@ -158,15 +158,7 @@ async fn trapping_plugin_is_retried_then_dead_lettered_while_others_keep_serving
         letter.reason
     );
 
-    let user = json!({ "id": "after-trap", "email": "a@b.c", "name": "A" });
-    platform
-        .publish(
-            "user.created",
-            user.to_string().into_bytes(),
-            Priority::Normal,
-        )
-        .await
-        .unwrap();
+    publish_user(&platform, "after-trap").await;
     cached(&platform, "users", "after-trap").await;
 }
 
@@ -242,15 +234,7 @@ async fn malformed_and_wrong_world_files_are_reported_and_the_others_load() {
     );
     assert!(about("Bad Name.wasm").contains("file name"));
 
-    let user = json!({ "id": "still-here", "email": "a@b.c", "name": "A" });
-    platform
-        .publish(
-            "user.created",
-            user.to_string().into_bytes(),
-            Priority::Normal,
-        )
-        .await
-        .unwrap();
+    publish_user(&platform, "still-here").await;
     cached(&platform, "users", "still-here").await;
 }
 

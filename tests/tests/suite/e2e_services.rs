@@ -9,7 +9,8 @@ use techub_host::Platform;
 use techub_host::bindings::techub::platform::messaging::Priority;
 use techub_host::config::{BrokerBackend, HostConfig, KvBackend};
 use techub_tests::{
-    OwnRedis, PluginDir, config, grant, init_tracing, services, sink, unique, wait_for,
+    OwnRedis, PluginDir, config, grant, init_tracing, publish_user, services, sink, unique,
+    wait_for,
 };
 
 const LIMIT: Duration = Duration::from_secs(20);
@@ -327,15 +328,7 @@ async fn a_queue_with_other_arguments_refuses_only_its_plugin() {
     );
 
     // Publishing was not taken down by the refused declaration.
-    let user = json!({ "id": "u-1", "email": "a@b.c", "name": "A" });
-    platform
-        .publish(
-            "user.created",
-            user.to_string().into_bytes(),
-            Priority::Normal,
-        )
-        .await
-        .unwrap();
+    publish_user(&platform, "u-1").await;
     techub_tests::cached(&platform, "users", "u-1").await;
     let _ = channel
         .queue_delete(

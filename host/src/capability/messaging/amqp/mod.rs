@@ -193,7 +193,7 @@ impl Broker for AmqpBroker {
         let url = &self.shared.url;
         // A channel of its own: a refused declaration (say, a queue that exists with
         // other arguments) closes the channel, and must not take publishing down.
-        let ch = &self.declaring_channel().await?;
+        let ch = &self.open_channel().await?;
         // Expired messages dead-letter like rejected ones; priorities 0..=10 (the seed's).
         let args = table(&[
             ("x-max-priority", AMQPValue::ShortShortUInt(10)),
@@ -233,12 +233,7 @@ impl Broker for AmqpBroker {
 
     async fn consume(&self, queue: &str, prefetch: u16) -> BackendResult<Box<dyn Consumer>> {
         let url = &self.shared.url;
-        let channel = self
-            .shared
-            .connection
-            .create_channel()
-            .await
-            .map_err(|e| unavailable(url, "open a channel", e))?;
+        let channel = self.open_channel().await?;
         channel
             .basic_qos(prefetch.max(1), BasicQosOptions::default())
             .await
@@ -252,12 +247,7 @@ impl Broker for AmqpBroker {
         // Peek: get without ack on a channel of its own, then close it, which puts every
         // message back where it was.
         let url = &self.shared.url;
-        let channel = self
-            .shared
-            .connection
-            .create_channel()
-            .await
-            .map_err(|e| unavailable(url, "open a channel", e))?;
+        let channel = self.open_channel().await?;
         let mut letters = Vec::new();
         while letters.len() < limit {
             let got = channel

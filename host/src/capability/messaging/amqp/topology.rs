@@ -81,7 +81,7 @@ impl AmqpBroker {
             return Ok(());
         }
         let url = &self.shared.url;
-        let ch = &self.declaring_channel().await?;
+        let ch = &self.open_channel().await?;
         ch.queue_declare(
             name.into(),
             QueueDeclareOptions {
@@ -112,8 +112,9 @@ impl AmqpBroker {
         Ok(())
     }
 
-    /// A short-lived channel for declarations.
-    pub(super) async fn declaring_channel(&self) -> BackendResult<Channel> {
+    /// A channel of its own (declarations, consumers, peeks), apart from the one the
+    /// host publishes on.
+    pub(super) async fn open_channel(&self) -> BackendResult<Channel> {
         let url = &self.shared.url;
         self.shared
             .connection
