@@ -62,9 +62,10 @@ pub struct LockOptions {
 
 impl Default for LockOptions {
     fn default() -> Self {
+        // The specification's lock constants.
         Self {
             ttl_ms: 30_000,
-            max_retries: 3,
+            max_retries: 10,
             retry_delay_ms: 50,
         }
     }

@@ -100,10 +100,11 @@ impl From<PublishError> for Failure {
     }
 }
 
-/// How to publish; by default persistent, normal priority, no expiry or delay.
+/// How to publish; by default persistent, no expiry or delay, and the priority of the
+/// queue types that consume the routing key (`[queues.<type>].priority`).
 #[derive(Debug, Clone)]
 pub struct PublishOptions {
-    priority: Priority,
+    priority: Option<Priority>,
     persistent: bool,
     expiration_ms: Option<u64>,
     delay_ms: Option<u64>,
@@ -116,7 +117,7 @@ pub struct PublishOptions {
 impl Default for PublishOptions {
     fn default() -> Self {
         Self {
-            priority: Priority::Normal,
+            priority: None,
             persistent: true,
             expiration_ms: None,
             delay_ms: None,
@@ -129,9 +130,9 @@ impl Default for PublishOptions {
 }
 
 impl PublishOptions {
-    /// Queue priority.
+    /// Queue priority, instead of the consuming queue types' default.
     pub fn priority(mut self, priority: Priority) -> Self {
-        self.priority = priority;
+        self.priority = Some(priority);
         self
     }
     /// Keep the message in memory only (the seed's `NON_PERSISTENT`).
@@ -178,7 +179,7 @@ impl PublishOptions {
     }
     fn to_wit(&self) -> wit::PublishOptions {
         wit::PublishOptions {
-            priority: self.priority.to_wit(),
+            priority: self.priority.map(Priority::to_wit),
             persistent: self.persistent,
             expiration_ms: self.expiration_ms,
             delay_ms: self.delay_ms,

@@ -271,20 +271,33 @@ pub fn delete_matching(pattern: impl AsRef<str>) -> Result<u64, StoreError> {
     Ok(wit::delete_matching(pattern.as_ref())?)
 }
 
-/// Runs `work` at most once per `id` (e.g. a message id) within `ttl_ms`: the first
-/// caller claims the id with `SET NX` and runs; later callers get `Ok(false)` and skip.
-/// Deliveries are at-least-once, so handlers with side effects use this.
+/// Claims `key` for this invocation if nobody holds it (see [`once`]); whether it did.
+/// The claim stays only if the handler ends with `Ok`; otherwise the host deletes it.
+pub fn claim(key: impl AsRef<str>, ttl_ms: u64) -> Result<bool, StoreError> {
+    Ok(wit::claim(key.as_ref(), ttl_ms)?)
+}
+
+/// Runs `work` once per `id` (e.g. a message id) within `ttl_ms`, counting only runs
+/// whose message was handled successfully.
+///
+/// The first caller claims the id and runs `work`; later callers get `Ok(false)` and
+/// skip it. The claim holds only if the handler then returns `Ok`: if it returns a
+/// failure, panics, or runs out of CPU or time, the host deletes the claim and the
+/// retry runs `work` again. So `work` runs at least once per acknowledged message and
+/// is skipped only when an earlier delivery of the same message completed; a failure
+/// *after* `work` (in the same handler) makes it run again, so keep what it does
+/// idempotent or put it last.
 pub fn once<E: From<StoreError>>(
     id: impl AsRef<str>,
     ttl_ms: u64,
     work: impl FnOnce() -> Result<(), E>,
 ) -> Result<bool, E> {
     let key = format!("once:{}", id.as_ref());
-    if !set_with(&key, b"1", SetOptions::default().ttl_ms(ttl_ms).if_absent())? {
+    if !claim(&key, ttl_ms)? {
         return Ok(false);
     }
     if let Err(error) = work() {
-        // Let a retry claim the id again.
+        // Let a retry claim the id again, even if the handler swallows this error.
         let _ = delete(&[key]);
         return Err(error);
     }

@@ -31,24 +31,22 @@ enum Command {
         routing_key: String,
         /// Body, e.g. a JSON document.
         payload: String,
-        /// The admin endpoint of the running host.
-        #[arg(long, default_value = "127.0.0.1:8080")]
-        admin: String,
-        /// low, normal, high or urgent.
-        #[arg(long, default_value = "normal")]
+        #[command(flatten)]
+        admin: Admin,
+        /// low, normal, high or urgent; by default the priority of the queue types
+        /// that consume the routing key.
+        #[arg(long, default_value = "")]
         priority: String,
     },
     /// Prints what a running host loaded, and why the other plugin files failed.
     Plugins {
-        /// The admin endpoint of the running host.
-        #[arg(long, default_value = "127.0.0.1:8080")]
-        admin: String,
+        #[command(flatten)]
+        admin: Admin,
     },
     /// Prints the dead-letter queue of a running host.
     DeadLetters {
-        /// The admin endpoint of the running host.
-        #[arg(long, default_value = "127.0.0.1:8080")]
-        admin: String,
+        #[command(flatten)]
+        admin: Admin,
     },
     /// Checks a config file and prints the effective configuration.
     Check {
@@ -56,6 +54,17 @@ enum Command {
         #[arg(long, default_value = "host.toml")]
         config: PathBuf,
     },
+}
+
+/// Where a running host's admin endpoint is, and its token.
+#[derive(clap::Args)]
+struct Admin {
+    /// The admin endpoint of the running host.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    admin: String,
+    /// Its bearer token, if it requires one.
+    #[arg(long, env = "TECHUB_ADMIN_TOKEN", hide_env_values = true)]
+    token: Option<String>,
 }
 
 #[tokio::main]
@@ -77,7 +86,12 @@ async fn main() -> anyhow::Result<()> {
         Command::DeadLetters { admin } => show(&admin, "/dead-letters").await,
         Command::Check { config } => {
             let config = HostConfig::load(&config)?;
-            println!("{config:#?}");
+            // The effective configuration (the seed's defaults merged in), secrets hidden.
+            println!("{:#?}", techub_host::config::redacted(&config));
+            let files = techub_host::plugins::plugin_files(&config.host.plugins_dir);
+            for warning in config.unknown_plugin_sections(&files) {
+                eprintln!("warning: {warning}");
+            }
             Ok(())
         }
     }
@@ -85,11 +99,13 @@ async fn main() -> anyhow::Result<()> {
 
 async fn run(path: PathBuf) -> anyhow::Result<()> {
     let config = HostConfig::load(&path)?;
+    let token = config.admin_token()?;
     let admin_addr = config.host.admin_addr.clone();
-    let platform = Arc::new(Platform::start(config).await?);
+    // Bind first: a port conflict must stop the host before it consumes any message.
     let listener = tokio::net::TcpListener::bind(&admin_addr)
         .await
         .with_context(|| format!("could not listen on host.admin_addr {admin_addr}"))?;
+    let platform = Arc::new(Platform::start(config).await?);
     println!(
         "techub-host: {} plugin(s) loaded, {} failed; admin on http://{admin_addr}",
         platform.plugins.len(),
@@ -109,7 +125,7 @@ async fn run(path: PathBuf) -> anyhow::Result<()> {
     println!(
         "            or:     curl -X POST http://{admin_addr}/publish/user.created -d '{{\"id\":\"42\",\"email\":\"ada@example.com\",\"name\":\"Ada\"}}'"
     );
-    let app = techub_host::admin::router(platform.clone());
+    let app = techub_host::admin::router(platform.clone(), token);
     axum::serve(listener, app)
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;
@@ -120,13 +136,14 @@ async fn run(path: PathBuf) -> anyhow::Result<()> {
 }
 
 async fn publish(
-    admin: &str,
+    admin: &Admin,
     routing_key: &str,
     payload: String,
     priority: &str,
 ) -> anyhow::Result<()> {
     let (status, body) = techub_host::admin::client::publish(
-        admin,
+        &admin.admin,
+        admin.token.as_deref(),
         routing_key,
         payload.into_bytes(),
         priority,
@@ -134,7 +151,8 @@ async fn publish(
     .await
     .with_context(|| {
         format!(
-            "could not publish through the admin endpoint at {admin}; is `cargo xtask run` running?"
+            "could not publish through the admin endpoint at {}; is `cargo xtask run` running?",
+            admin.admin
         )
     })?;
     println!("{status}\n{body}");
@@ -142,12 +160,16 @@ async fn publish(
     Ok(())
 }
 
-async fn show(admin: &str, path: &str) -> anyhow::Result<()> {
-    let (status, body) = techub_host::admin::client::get(admin, path)
-        .await
-        .with_context(|| {
-            format!("could not reach the admin endpoint at {admin}; is the host running?")
-        })?;
+async fn show(admin: &Admin, path: &str) -> anyhow::Result<()> {
+    let (status, body) =
+        techub_host::admin::client::get(&admin.admin, admin.token.as_deref(), path)
+            .await
+            .with_context(|| {
+                format!(
+                    "could not reach the admin endpoint at {}; is the host running?",
+                    admin.admin
+                )
+            })?;
     println!("{body}");
     anyhow::ensure!(status == 200, "the admin endpoint answered {status}");
     Ok(())

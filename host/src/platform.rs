@@ -11,7 +11,7 @@ use crate::capability::lock::redis::RedisLocks;
 use crate::capability::messaging::amqp::AmqpBroker;
 use crate::capability::messaging::memory::MemoryBroker;
 use crate::capability::messaging::{
-    Broker, Envelope, MessageStatus, MessageTracker, now_ms, priority_level,
+    Broker, DefaultPriorities, Envelope, MessageTracker, now_ms, priority_level,
 };
 use crate::capability::redis_client::RedisClient;
 use crate::capability::store::StoreBackend;
@@ -54,6 +54,7 @@ pub async fn connect_services(config: &HostConfig) -> anyhow::Result<Services> {
         true => Some(RedisClient::connect(&config.redis).await?),
         false => None,
     };
+    let redis_client = redis.clone();
     let redis = || {
         redis
             .clone()
@@ -79,7 +80,7 @@ pub async fn connect_services(config: &HostConfig) -> anyhow::Result<Services> {
     let broker: Arc<dyn Broker> = match config.backends.messaging {
         BrokerBackend::Memory => Arc::new(MemoryBroker::new(config.dead_letter)),
         BrokerBackend::Amqp => {
-            Arc::new(AmqpBroker::connect(&config.amqp, config.dead_letter).await?)
+            Arc::new(AmqpBroker::connect(&config.amqp, config.dead_letter, config.messaging).await?)
         }
     };
     Ok(Services {
@@ -89,6 +90,8 @@ pub async fn connect_services(config: &HostConfig) -> anyhow::Result<Services> {
         locks,
         broker,
         tracker: MessageTracker::new(TRACKED_MESSAGES),
+        priorities: DefaultPriorities::default(),
+        redis: redis_client,
     })
 }
 
@@ -112,7 +115,12 @@ impl Platform {
             tracing::info!(plugin = %plugin.name, path = %plugin.path.display(),
                 subscriptions = ?plugin.subscriptions.iter().map(|s| (&s.queue, &s.routing_keys)).collect::<Vec<_>>(), "plugin loaded");
             match crate::dispatch::start(runtime.clone(), services.clone(), plugin.clone()).await {
-                Ok(consumers) => tasks.extend(consumers),
+                Ok(consumers) => {
+                    tasks.extend(consumers);
+                    services
+                        .priorities
+                        .set_plugin(&plugin.name, default_priorities(&config, &plugin));
+                }
                 Err(error) => {
                     let error = PluginError::Subscribe {
                         plugin: plugin.name.clone(),
@@ -125,6 +133,19 @@ impl Platform {
             }
             plugins.push(plugin);
         }
+        let names: Vec<String> = plugins
+            .iter()
+            .map(|p: &Arc<LoadedPlugin>| p.name.clone())
+            .chain(crate::plugins::plugin_files(dir))
+            .collect();
+        let subscribed = plugins
+            .iter()
+            .flat_map(|p| p.subscriptions.iter().map(|s| s.queue.as_str()));
+        let mut warnings = config.unknown_plugin_sections(&names);
+        warnings.extend(config.unused_queue_types(subscribed));
+        for warning in warnings {
+            tracing::warn!("host.toml: {warning}");
+        }
         Ok(Self {
             config,
             runtime,
@@ -135,12 +156,13 @@ impl Platform {
         })
     }
 
-    /// Publishes a message as the operator (no grant applies); returns its id.
+    /// Publishes a message as the operator (no grant applies); returns its id. Without
+    /// a priority it takes the default of the queue types that bind the routing key.
     pub async fn publish(
         &self,
         routing_key: &str,
         payload: Vec<u8>,
-        priority: crate::bindings::techub::platform::messaging::Priority,
+        priority: Option<crate::bindings::techub::platform::messaging::Priority>,
     ) -> anyhow::Result<String> {
         crate::capability::messaging::routing::validate_routing_key(routing_key)
             .map_err(anyhow::Error::msg)?;
@@ -156,20 +178,43 @@ impl Platform {
             headers: Vec::new(),
             correlation_id: None,
             reply_to: None,
-            priority: priority_level(priority),
+            priority: priority
+                .map_or_else(|| self.services.priorities.of(routing_key), priority_level),
             persistent: true,
             expiration_ms: None,
             published_at_ms: now_ms(),
             attempt: 1,
         };
         // Pending before the publish: a fast consumer may otherwise mark it done first.
-        self.services.tracker.set(&id, MessageStatus::Pending);
+        self.services.tracker.published(&id, None);
         if let Err(error) = self.services.broker.publish(envelope, None).await {
             self.services.tracker.forget(&id);
             return Err(error).context("could not publish");
         }
         Ok(id)
     }
+}
+
+/// What `plugin`'s subscriptions bind, each with its queue type's priority.
+fn default_priorities(
+    config: &HostConfig,
+    plugin: &LoadedPlugin,
+) -> Vec<(crate::capability::messaging::routing::TopicPattern, u8)> {
+    plugin
+        .subscriptions
+        .iter()
+        .flat_map(|s| {
+            let level = config
+                .queues
+                .get(&s.queue)
+                .map_or(5, |q| q.priority.level());
+            s.routing_keys.iter().filter_map(move |key| {
+                crate::capability::messaging::routing::TopicPattern::parse(key)
+                    .ok()
+                    .map(|pattern| (pattern, level))
+            })
+        })
+        .collect()
 }
 
 impl Drop for Platform {

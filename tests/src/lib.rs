@@ -58,14 +58,31 @@ impl PluginDir {
     pub fn path(&self) -> &Path {
         self.dir.path()
     }
+
+    /// The plugin names of the `.wasm` files in it now.
+    pub fn names(&self) -> Vec<String> {
+        std::fs::read_dir(self.dir.path())
+            .expect("the plugins directory is readable")
+            .filter_map(|e| {
+                let path = e.ok()?.path();
+                (path.extension()? == "wasm")
+                    .then(|| path.file_stem()?.to_str().map(String::from))?
+            })
+            .collect()
+    }
 }
 
 /// A configuration for tests: plugins from `dir`, a small pool, and every queue type
-/// retrying twice after 100 ms so that retry paths finish quickly.
+/// retrying twice after 100 ms so that retry paths finish quickly. Each plugin copied
+/// into `dir` may subscribe to any routing key (`subscribe = ["#"]`): the suites test
+/// other things; the subscription grant has tests of its own that narrow it.
 pub fn config(dir: &PluginDir) -> HostConfig {
     let mut config = HostConfig::default();
     config.host.plugins_dir = dir.path().to_path_buf();
     config.host.max_instances = 64;
+    for name in dir.names() {
+        config.plugins.entry(name).or_default().subscribe = vec!["#".to_string()];
+    }
     for policy in config.queues.values_mut() {
         *policy = QueuePolicy {
             max_retries: 2,
@@ -86,6 +103,9 @@ pub fn grant<'c>(
     publish: &[&str],
 ) -> &'c mut PluginConfig {
     let entry = config.plugins.entry(plugin.to_string()).or_default();
+    if entry.subscribe.is_empty() {
+        entry.subscribe = vec!["#".to_string()];
+    }
     entry.cache_domains = cache_domains.iter().map(|s| s.to_string()).collect();
     entry.publish = publish.iter().map(|s| s.to_string()).collect();
     entry
@@ -138,8 +158,8 @@ pub mod services {
         })
     }
 
-    /// An AMQP configuration whose exchanges and dead-letter queue are unique to this
-    /// test, so tests neither see each other's messages nor need cleanup.
+    /// An AMQP configuration whose exchanges, queue prefix and dead-letter queue are
+    /// unique to this test, so tests neither see each other's messages nor need cleanup.
     pub fn amqp_config() -> AmqpConfig {
         let tag = crate::unique("t");
         AmqpConfig {
@@ -147,6 +167,7 @@ pub mod services {
             dead_letter_exchange: format!("{tag}.dlx"),
             dead_letter_queue: format!("{tag}.dead"),
             delayed_exchange: format!("{tag}.delayed"),
+            queue_prefix: format!("{tag}."),
             ..AmqpConfig::default()
         }
     }
@@ -187,6 +208,11 @@ pub struct OwnRedis {
 impl OwnRedis {
     /// Starts `redis-server` on a free port and waits until it answers.
     pub async fn start() -> Self {
+        Self::start_with(&[]).await
+    }
+
+    /// Starts `redis-server` with extra arguments (e.g. `--requirepass`).
+    pub async fn start_with(extra: &[&str]) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .expect("a free port")
             .local_addr()
@@ -194,6 +220,7 @@ impl OwnRedis {
             .port();
         let child = std::process::Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(extra)
             .stdout(std::process::Stdio::null())
             .spawn()
             .expect("redis-server must be installed (apt-get install redis-server, or run `cargo xtask test`)");
@@ -335,7 +362,11 @@ pub async fn publish_user(platform: &techub_host::Platform, id: &str) -> String 
     let user = serde_json::json!({ "id": id, "email": format!("{id}@example.com"), "name": id });
     let priority = techub_host::bindings::techub::platform::messaging::Priority::Normal;
     platform
-        .publish("user.created", user.to_string().into_bytes(), priority)
+        .publish(
+            "user.created",
+            user.to_string().into_bytes(),
+            Some(priority),
+        )
         .await
         .expect("the operator publishes")
 }

@@ -4,28 +4,43 @@ use anyhow::Context;
 use http_body_util::{BodyExt, Full};
 
 /// POSTs `payload` to `/publish/{routing_key}` of the admin endpoint at `admin`
-/// (`host:port`); the HTTP status and the body of the answer.
+/// (`host:port`); the HTTP status and the body of the answer. An empty `priority`
+/// lets the queue types that bind the key decide.
 pub async fn publish(
     admin: &str,
+    token: Option<&str>,
     routing_key: &str,
     payload: Vec<u8>,
     priority: &str,
 ) -> anyhow::Result<(u16, String)> {
-    let request = hyper::Request::post(format!("/publish/{routing_key}?priority={priority}"))
-        .header(hyper::header::HOST, admin)
-        .header(hyper::header::CONTENT_TYPE, "application/octet-stream")
-        .body(Full::new(bytes::Bytes::from(payload)))
-        .context("the routing key or priority does not fit in a URL")?;
+    let request = authorized(
+        hyper::Request::post(format!("/publish/{routing_key}?priority={priority}")),
+        token,
+    )
+    .header(hyper::header::HOST, admin)
+    .header(hyper::header::CONTENT_TYPE, "application/octet-stream")
+    .body(Full::new(bytes::Bytes::from(payload)))
+    .context("the routing key or priority does not fit in a URL")?;
     send(admin, request).await
 }
 
 /// GETs `path` of the admin endpoint at `admin`; the HTTP status and the body.
-pub async fn get(admin: &str, path: &str) -> anyhow::Result<(u16, String)> {
-    let request = hyper::Request::get(path)
+pub async fn get(admin: &str, token: Option<&str>, path: &str) -> anyhow::Result<(u16, String)> {
+    let request = authorized(hyper::Request::get(path), token)
         .header(hyper::header::HOST, admin)
         .body(Full::new(bytes::Bytes::new()))
         .context("the path does not fit in a URL")?;
     send(admin, request).await
+}
+
+fn authorized(
+    request: hyper::http::request::Builder,
+    token: Option<&str>,
+) -> hyper::http::request::Builder {
+    match token {
+        Some(token) => request.header(hyper::header::AUTHORIZATION, format!("Bearer {token}")),
+        None => request,
+    }
 }
 
 /// One request on a connection of its own (the admin endpoint is local and rarely

@@ -1,42 +1,116 @@
 //! The admin HTTP endpoint: health, readiness, loaded plugins, operator publish and
 //! the dead-letter queue; and (`client`) the client side `techub-host publish` uses.
+//!
+//! Every route but `/healthz` requires `Authorization: Bearer <token>` when a token is
+//! configured (`host.admin_token_env` or `host.admin_token`); the host refuses to start
+//! on a non-loopback address without one, because `/publish` publishes as the operator.
+//! Request bodies are bounded by `host.max_message_bytes` (413 beyond).
 
 pub mod client;
 
 use crate::Platform;
 use crate::bindings::techub::platform::messaging::Priority;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::sync::Arc;
+use std::time::Duration;
 
-/// The admin routes over a running platform.
-pub fn router(platform: Arc<Platform>) -> Router {
-    Router::new()
-        .route("/healthz", get(|| async { "ok" }))
+/// How long `/readyz` waits for a dependency (a Redis `PING`).
+const READINESS_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The admin routes over a running platform; with `token`, every route but
+/// `/healthz` requires it as a bearer token.
+pub fn router(platform: Arc<Platform>, token: Option<String>) -> Router {
+    let body_limit = platform.config.host.max_message_bytes;
+    let guarded = Router::new()
         .route("/readyz", get(readyz))
         .route("/plugins", get(plugins))
         .route("/publish/{routing_key}", post(publish))
         .route("/dead-letters", get(dead_letters))
+        .layer(middleware::from_fn_with_state(
+            Arc::new(token),
+            require_token,
+        ))
+        .layer(DefaultBodyLimit::max(body_limit));
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .merge(guarded)
         .with_state(platform)
 }
 
+async fn require_token(
+    State(token): State<Arc<Option<String>>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let Some(expected) = token.as_deref() else {
+        return next.run(request).await;
+    };
+    let given = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match given {
+        Some(given) if constant_time_eq(given.as_bytes(), expected.as_bytes()) => {
+            next.run(request).await
+        }
+        _ => (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            Json(json!({ "error": "a bearer token is required (Authorization: Bearer <token>)" })),
+        )
+            .into_response(),
+    }
+}
+
+/// Compares without stopping at the first difference, so that the time taken does not
+/// tell how much of a guessed token was right.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Ready when every dependency answers: Redis (`PING`) when a capability uses it, the
+/// broker's connection, and at least one plugin serving (or none that failed: an
+/// empty plugins directory is a valid deployment). 503 names what is down.
 async fn readyz(State(platform): State<Arc<Platform>>) -> (StatusCode, Json<Value>) {
-    let ready = !platform.plugins.is_empty() || platform.load_errors.is_empty();
-    let status = if ready {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
+    let mut down = Vec::new();
+    if let Some(redis) = &platform.services.redis
+        && let Err(reason) = redis.ping(READINESS_TIMEOUT).await
+    {
+        down.push(reason);
+    }
+    if let Err(reason) = platform.services.broker.health() {
+        down.push(reason);
+    }
+    if platform.plugins.is_empty() && !platform.load_errors.is_empty() {
+        down.push(format!(
+            "no plugin is serving: {} failed to load",
+            platform.load_errors.len()
+        ));
+    }
+    let status = match down.is_empty() {
+        true => StatusCode::OK,
+        false => StatusCode::SERVICE_UNAVAILABLE,
     };
     (
         status,
-        Json(
-            json!({ "plugins": platform.plugins.len(), "load_errors": platform.load_errors.len() }),
-        ),
+        Json(json!({
+            "ready": down.is_empty(),
+            "down": down,
+            "plugins": platform.plugins.len(),
+            "load_errors": platform.load_errors.len(),
+        })),
     )
 }
 
@@ -68,10 +142,12 @@ async fn publish(
     body: Bytes,
 ) -> (StatusCode, Json<Value>) {
     let priority = match query.priority.as_deref() {
-        None | Some("normal") => Priority::Normal,
-        Some("low") => Priority::Low,
-        Some("high") => Priority::High,
-        Some("urgent") => Priority::Urgent,
+        // No priority: the queue types that bind the key decide.
+        None | Some("") | Some("default") => None,
+        Some("normal") => Some(Priority::Normal),
+        Some("low") => Some(Priority::Low),
+        Some("high") => Some(Priority::High),
+        Some("urgent") => Some(Priority::Urgent),
         Some(other) => {
             return (
                 StatusCode::BAD_REQUEST,
@@ -92,7 +168,8 @@ async fn publish(
 }
 
 async fn dead_letters(State(platform): State<Arc<Platform>>) -> (StatusCode, Json<Value>) {
-    match platform.services.broker.dead_letters(100).await {
+    let broker = &platform.services.broker;
+    match broker.dead_letters(100).await {
         Ok(letters) => {
             let letters: Vec<Value> = letters
                 .iter()
@@ -107,11 +184,29 @@ async fn dead_letters(State(platform): State<Arc<Platform>>) -> (StatusCode, Jso
                     })
                 })
                 .collect();
-            (StatusCode::OK, Json(json!({ "dead_letters": letters })))
+            (
+                StatusCode::OK,
+                Json(json!({
+                    "dead_letters": letters,
+                    "refused_when_full": broker.dead_letters_refused(),
+                })),
+            )
         }
         Err(error) => (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(json!({ "error": error.to_string() })),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::constant_time_eq;
+
+    #[test]
+    fn tokens_compare_whole() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"abcd"));
     }
 }

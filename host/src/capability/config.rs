@@ -5,10 +5,12 @@ use crate::runtime::PluginState;
 
 impl Host for PluginState {
     async fn get(&mut self, key: String) -> wasmtime::Result<Option<String>> {
+        self.charge_or_trap()?;
         Ok(self.plugin.settings.get(&key).cloned())
     }
 
     async fn get_all(&mut self) -> wasmtime::Result<Vec<(String, String)>> {
+        self.charge_or_trap()?;
         Ok(self
             .plugin
             .settings

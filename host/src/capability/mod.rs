@@ -31,6 +31,14 @@ pub enum BackendError {
     InvalidArgument(String),
 }
 
+/// What a guest is told when a backend of `capability` fails: what failed and that a
+/// retry may help, never the detail. The detail (which may name a server, or carry a
+/// URL) goes to the host's log, with any password already redacted by the client.
+pub(crate) fn unavailable_for_guest(capability: &'static str, detail: &str) -> String {
+    tracing::warn!(capability, %detail, "backend unavailable");
+    format!("{capability} backend unavailable (failed or did not answer in time); retry later")
+}
+
 /// Shorthand for backend results.
 pub type BackendResult<T> = Result<T, BackendError>;
 
@@ -46,8 +54,12 @@ pub struct Services {
     pub locks: Arc<dyn lock::LockBackend>,
     /// The message broker.
     pub broker: Arc<dyn messaging::Broker>,
-    /// Status per message id.
+    /// Status per message and queue.
     pub tracker: messaging::MessageTracker,
+    /// The priority of publishes that name none, from the queue types that bind them.
+    pub priorities: messaging::DefaultPriorities,
+    /// The Redis connection, when a capability uses Redis (for readiness).
+    pub redis: Option<redis_client::RedisClient>,
 }
 
 /// Cuts `text` to at most `max` bytes at a character boundary; how many bytes it cut.

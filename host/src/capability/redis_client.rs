@@ -4,7 +4,6 @@
 
 use super::{BackendError, BackendResult};
 use crate::config::RedisConfig;
-use anyhow::Context;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use std::future::Future;
 use std::sync::Arc;
@@ -36,9 +35,11 @@ pub enum Retry {
 impl RedisClient {
     /// Connects to `config.url`, failing with an error naming the URL.
     pub async fn connect(config: &RedisConfig) -> anyhow::Result<Self> {
-        let url = config.url.as_str();
-        let client =
-            redis::Client::open(url).with_context(|| format!("invalid redis.url {url:?}"))?;
+        // Only the redacted form is kept: it goes into errors and logs.
+        let url = crate::config::redact_url(&config.url);
+        let url = url.as_str();
+        let client = redis::Client::open(config.url.as_str())
+            .map_err(|e| anyhow::anyhow!("invalid redis.url {url:?}: {:?}", e.kind()))?;
         let connect_timeout = Duration::from_millis(config.connection_timeout_ms);
         let command_timeout = Duration::from_millis(config.command_timeout_ms);
         let manager_config = ConnectionManagerConfig::new()
@@ -57,7 +58,12 @@ impl RedisClient {
                 connect_timeout.as_millis()
             )
         })?
-        .with_context(|| format!("could not connect to Redis at {url}"))?;
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "could not connect to Redis at {url}: {}",
+                scrub(&e, &config.url)
+            )
+        })?;
         Ok(Self {
             conn,
             url: url.into(),
@@ -67,6 +73,22 @@ impl RedisClient {
             slow: Duration::from_millis(config.slow_command_ms),
             slow_commands: Arc::default(),
         })
+    }
+
+    /// `PING`, answered within `within`; the reason when not.
+    pub async fn ping(&self, within: Duration) -> Result<(), String> {
+        let mut conn = self.conn.clone();
+        let command = redis::cmd("PING");
+        let ping = command.query_async::<String>(&mut conn);
+        match tokio::time::timeout(within, ping).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(error)) => Err(format!("Redis at {} failed PING: {error}", self.url)),
+            Err(_) => Err(format!(
+                "Redis at {} did not answer PING within {} ms",
+                self.url,
+                within.as_millis()
+            )),
+        }
     }
 
     /// Commands slower than `redis.slow_command_ms` so far.
@@ -140,4 +162,12 @@ fn map_error(url: &str, op: &str, error: redis::RedisError) -> BackendError {
         return BackendError::Overflow;
     }
     BackendError::Unavailable(format!("Redis at {url} failed {op}: {text}"))
+}
+
+/// A connection error's text with the raw URL (should the client ever quote it)
+/// replaced by its redacted form.
+fn scrub(error: &redis::RedisError, raw_url: &str) -> String {
+    error
+        .to_string()
+        .replace(raw_url, &crate::config::redact_url(raw_url))
 }

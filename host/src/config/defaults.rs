@@ -15,6 +15,7 @@ impl Default for HostConfig {
             amqp: AmqpConfig::default(),
             cache: CacheConfig::default(),
             store: StoreConfig::default(),
+            messaging: MessagingConfig::default(),
             queues: seed_queues(),
             dead_letter: DeadLetterConfig::default(),
             lock: LockConfig::default(),
@@ -33,6 +34,8 @@ impl Default for HostSection {
             max_key_length: 512,
             max_message_bytes: MIB,
             pooling: true,
+            admin_token: None,
+            admin_token_env: None,
         }
     }
 }
@@ -61,7 +64,6 @@ impl Default for RedisConfig {
             connection_timeout_ms: 10_000,
             command_timeout_ms: 5_000,
             slow_command_ms: 100,
-            max_value_bytes: 10 * MIB,
         }
     }
 }
@@ -70,12 +72,12 @@ impl Default for AmqpConfig {
     fn default() -> Self {
         Self {
             url: "amqp://guest:guest@127.0.0.1:5672/%2f".to_string(),
-            confirm_timeout_ms: 5_000,
             connection_timeout_ms: 10_000,
             main_exchange: "techub.main".to_string(),
             dead_letter_exchange: "techub.dlx".to_string(),
             dead_letter_queue: "dead.letter.queue".to_string(),
             delayed_exchange: "techub.delayed".to_string(),
+            queue_prefix: "techub.".to_string(),
         }
     }
 }
@@ -95,7 +97,7 @@ impl Default for CacheConfig {
 /// The seed's 14 `CacheDomain`s. The seed gives TTLs for seven; the rest get the
 /// seed's `medium` default TTL (30 min), except `pricing` and `coupons`, which follow
 /// `inventory` (5 min) because stale prices are costly.
-fn seed_domains() -> BTreeMap<String, u32> {
+pub(super) fn seed_domains() -> BTreeMap<String, u32> {
     [
         ("permissions", 900),
         ("users", 1_800),
@@ -132,7 +134,7 @@ impl Default for QueuePolicy {
 
 /// The seed's 10 `QueueType`s; the six it configures keep its values, the other four
 /// get the defaults.
-fn seed_queues() -> BTreeMap<String, QueuePolicy> {
+pub(super) fn seed_queues() -> BTreeMap<String, QueuePolicy> {
     let q = |max_retries, retry_delay_ms, priority| QueuePolicy {
         max_retries,
         retry_delay_ms,
@@ -161,6 +163,15 @@ impl Default for StoreConfig {
     fn default() -> Self {
         Self {
             memory_budget_mib: 256,
+            max_value_bytes: 10 * MIB,
+        }
+    }
+}
+
+impl Default for MessagingConfig {
+    fn default() -> Self {
+        Self {
+            confirm_timeout_ms: 5_000,
         }
     }
 }

@@ -6,13 +6,16 @@
 //! names the field it failed on.
 
 mod defaults;
+mod merge;
+mod redact;
 mod validate;
 
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-pub use validate::{ConfigError, validate_name};
+pub use redact::{redact_url, redacted};
+pub use validate::{ConfigError, MIN_LOCK_TTL_MS, validate_name};
 
 /// The whole of `host.toml`.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -30,9 +33,14 @@ pub struct HostConfig {
     pub amqp: AmqpConfig,
     /// Cache domains and limits.
     pub cache: CacheConfig,
-    /// The embedded store.
+    /// Store limits, and the embedded store's budget.
     pub store: StoreConfig,
-    /// Queue types (the seed's `QueueType`) and their retry policy.
+    /// Messaging limits, whichever broker serves them.
+    pub messaging: MessagingConfig,
+    /// Queue types (the seed's `QueueType`) and their retry policy. A `[queues.<type>]`
+    /// section overrides the fields it names and keeps the seed's values for the rest;
+    /// a new name starts from the generic defaults.
+    #[serde(deserialize_with = "merge::queues")]
     pub queues: BTreeMap<String, QueuePolicy>,
     /// The dead-letter queue.
     pub dead_letter: DeadLetterConfig,
@@ -62,6 +70,11 @@ pub struct HostSection {
     /// Use the pooling instance allocator (fast instantiation, memory reserved up
     /// front); `false` allocates each instance on demand.
     pub pooling: bool,
+    /// Bearer token the admin endpoint requires (all routes but `/healthz`). Prefer
+    /// `admin_token_env`, which keeps it out of the file.
+    pub admin_token: Option<String>,
+    /// Name of an environment variable holding the admin token (read at start).
+    pub admin_token_env: Option<String>,
 }
 
 /// Per-invocation limits (`[limits]`, and overrides in `[plugins.<name>]`).
@@ -161,8 +174,6 @@ pub struct RedisConfig {
     pub command_timeout_ms: u64,
     /// Commands slower than this are logged and counted (seed: 100).
     pub slow_command_ms: u64,
-    /// Largest accepted value, in bytes (seed: 10 MB).
-    pub max_value_bytes: usize,
 }
 
 /// `[amqp]`.
@@ -171,8 +182,6 @@ pub struct RedisConfig {
 pub struct AmqpConfig {
     /// `amqp://user:pass@host:port/vhost`.
     pub url: String,
-    /// How long a publish waits for the broker's confirm, in ms.
-    pub confirm_timeout_ms: u64,
     /// Connect timeout, in ms.
     pub connection_timeout_ms: u64,
     /// The topic exchange every publish goes to (seed: `techub.main`).
@@ -183,6 +192,9 @@ pub struct AmqpConfig {
     pub dead_letter_queue: String,
     /// The headers exchange of delayed publishes (seed: `techub.delayed`).
     pub delayed_exchange: String,
+    /// Prefix of every queue the host declares (plugin, retry and delay queues), so
+    /// that two deployments on one vhost never share a queue (default `techub.`).
+    pub queue_prefix: String,
 }
 
 /// `[cache]`.
@@ -197,7 +209,9 @@ pub struct CacheConfig {
     pub max_tags: u32,
     /// Memory budget of the embedded cache, in MiB; lower priorities are evicted first.
     pub memory_budget_mib: u64,
-    /// Domain name → default TTL in seconds (seeded with the 14 `CacheDomain`s).
+    /// Domain name → default TTL in seconds (seeded with the 14 `CacheDomain`s; a
+    /// `[cache.domains]` table adds to them and overrides the TTLs it names).
+    #[serde(deserialize_with = "merge::domains")]
     pub domains: BTreeMap<String, u32>,
 }
 
@@ -208,6 +222,17 @@ pub struct StoreConfig {
     /// Memory budget of the embedded store, in MiB; writes past it fail with
     /// `unavailable` (as Redis does under `maxmemory` with `noeviction`).
     pub memory_budget_mib: u64,
+    /// Largest accepted value, in bytes (seed: 10 MB), on every backend.
+    pub max_value_bytes: usize,
+}
+
+/// `[messaging]`.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct MessagingConfig {
+    /// How long a publish waits for the broker to take the message (its confirm, on
+    /// RabbitMQ), in ms; past it the guest gets `unavailable`.
+    pub confirm_timeout_ms: u64,
 }
 
 /// The priority a queue type's messages default to.
@@ -278,7 +303,7 @@ pub struct DeadLetterConfig {
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct LockConfig {
-    /// Largest lease TTL, in ms (seed: 300 s).
+    /// Largest lease TTL, in ms (seed: 300 s; the smallest is always 1 s).
     pub max_ttl_ms: u32,
     /// Most retries of one acquire (seed: 10).
     pub max_retries: u32,
@@ -292,6 +317,10 @@ pub struct PluginConfig {
     pub cache_domains: Vec<String>,
     /// Routing-key patterns the plugin may publish to (`*` and `#` as in AMQP).
     pub publish: Vec<String>,
+    /// Routing-key patterns the plugin may subscribe to: each routing key its
+    /// subscriptions bind must be covered by one of them (`order.*` covers
+    /// `order.created`, `#` covers everything). None granted: it may bind nothing.
+    pub subscribe: Vec<String>,
     /// Free-form settings the plugin reads through `config`.
     pub settings: BTreeMap<String, String>,
     /// Limit overrides.
@@ -304,8 +333,12 @@ impl HostConfig {
     /// Parses and validates `host.toml` text. Relative paths stay relative; see
     /// [`HostConfig::load`] to resolve them against the file.
     pub fn parse(text: &str) -> Result<Self, ConfigError> {
-        let config: HostConfig =
+        let table: toml::Table =
             toml::from_str(text).map_err(|e| ConfigError::Syntax(e.to_string()))?;
+        merge::refuse_moved_fields(&table)?;
+        let config: HostConfig = table
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Syntax(e.to_string()))?;
         config.validate()?;
         Ok(config)
     }
@@ -344,6 +377,54 @@ impl HostConfig {
             limits.prefetch = o.prefetch.unwrap_or(limits.prefetch);
         }
         limits
+    }
+
+    /// The admin token: `host.admin_token`, or the environment variable that
+    /// `host.admin_token_env` names (which must then be set and non-empty).
+    pub fn admin_token(&self) -> Result<Option<String>, ConfigError> {
+        if let Some(variable) = &self.host.admin_token_env {
+            return match std::env::var(variable) {
+                Ok(token) if token.len() >= 16 => Ok(Some(token)),
+                _ => Err(ConfigError::Invalid {
+                    field: "host.admin_token_env".into(),
+                    message: format!(
+                        "names {variable}, which must be set to a token of at least 16 characters"
+                    ),
+                }),
+            };
+        }
+        Ok(self.host.admin_token.clone())
+    }
+
+    /// `[plugins.<name>]` sections that name no plugin among `plugin_names` (the files
+    /// of the plugins directory): likely a typo, so warned about.
+    pub fn unknown_plugin_sections(&self, plugin_names: &[String]) -> Vec<String> {
+        self.plugins
+            .keys()
+            .filter(|name| !plugin_names.contains(name))
+            .map(|name| {
+                format!(
+                    "[plugins.{name}] names no plugin file {name}.wasm in the plugins directory"
+                )
+            })
+            .collect()
+    }
+
+    /// Queue types that are not the specification's and that nothing among
+    /// `subscribed` consumes: likely a typo of a seed type, so warned about.
+    pub fn unused_queue_types<'a>(
+        &self,
+        subscribed: impl IntoIterator<Item = &'a str>,
+    ) -> Vec<String> {
+        let subscribed: std::collections::BTreeSet<&str> = subscribed.into_iter().collect();
+        let seed = defaults::seed_queues();
+        self.queues
+            .keys()
+            .filter(|q| !seed.contains_key(*q) && !subscribed.contains(q.as_str()))
+            .map(|q| {
+                format!("[queues.{q}] is not a seed queue type and no plugin subscribes to it")
+            })
+            .collect()
     }
 
     /// The largest memory limit any plugin may have, which sizes the pool's slots.

@@ -66,6 +66,17 @@ fn invalid(field: impl Into<String>, message: impl Into<String>) -> ConfigError 
     }
 }
 
+/// The shortest lease a plugin may ask for (the specification's 1 s).
+pub const MIN_LOCK_TTL_MS: u32 = 1_000;
+
+fn valid_queue_prefix(prefix: &str) -> bool {
+    !prefix.is_empty()
+        && prefix.len() <= 64
+        && prefix
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+}
+
 /// Whether `name` is a valid plugin, domain or queue name.
 ///
 /// Plugin, domain and queue names become parts of keys and queue names: keep them to
@@ -100,10 +111,25 @@ impl HostConfig {
                 "must be non-empty, without control or glob characters",
             ));
         }
-        if h.admin_addr.parse::<std::net::SocketAddr>().is_err() {
+        let Ok(admin) = h.admin_addr.parse::<std::net::SocketAddr>() else {
             return Err(invalid(
                 "host.admin_addr",
                 format!("is not an address like 127.0.0.1:8080: {:?}", h.admin_addr),
+            ));
+        };
+        if h.admin_token.as_deref().is_some_and(|t| t.len() < 16) {
+            return Err(invalid(
+                "host.admin_token",
+                "must be at least 16 characters",
+            ));
+        }
+        if !admin.ip().is_loopback() && h.admin_token.is_none() && h.admin_token_env.is_none() {
+            // The endpoint publishes as the operator: off this machine it needs a token.
+            return Err(invalid(
+                "host.admin_addr",
+                format!(
+                    "{admin} is not a loopback address: set host.admin_token_env (or host.admin_token) so the endpoint requires a bearer token"
+                ),
             ));
         }
         self.limits.validate("limits")?;
@@ -130,6 +156,10 @@ impl HostConfig {
                 crate::capability::messaging::routing::validate_pattern(pattern)
                     .map_err(|e| invalid(format!("plugins.{name}.publish"), e))?;
             }
+            for pattern in &plugin.subscribe {
+                crate::capability::messaging::routing::validate_pattern(pattern)
+                    .map_err(|e| invalid(format!("plugins.{name}.subscribe"), e))?;
+            }
         }
         let r = &self.redis;
         if !r.url.starts_with("redis://")
@@ -138,7 +168,7 @@ impl HostConfig {
         {
             return Err(invalid(
                 "redis.url",
-                format!("must start with redis://, got {:?}", r.url),
+                format!("must start with redis://, got {:?}", redact_url(&r.url)),
             ));
         }
         check("redis.max_retries", r.max_retries, 0, 10)?;
@@ -151,20 +181,26 @@ impl HostConfig {
         )?;
         check("redis.command_timeout_ms", r.command_timeout_ms, 1, 600_000)?;
         check("redis.slow_command_ms", r.slow_command_ms, 1, 600_000)?;
-        check(
-            "redis.max_value_bytes",
-            r.max_value_bytes,
-            1,
-            512 * 1024 * 1024,
-        )?;
+
         let a = &self.amqp;
         if !a.url.starts_with("amqp://") && !a.url.starts_with("amqps://") {
             return Err(invalid(
                 "amqp.url",
-                format!("must start with amqp://, got {:?}", a.url),
+                format!("must start with amqp://, got {:?}", redact_url(&a.url)),
             ));
         }
-        check("amqp.confirm_timeout_ms", a.confirm_timeout_ms, 1, 600_000)?;
+        if !valid_queue_prefix(&a.queue_prefix) {
+            return Err(invalid(
+                "amqp.queue_prefix",
+                "must be 1 to 64 characters of a-z, 0-9, '.', '-' and '_'",
+            ));
+        }
+        check(
+            "messaging.confirm_timeout_ms",
+            self.messaging.confirm_timeout_ms,
+            1,
+            600_000,
+        )?;
         check(
             "amqp.connection_timeout_ms",
             a.connection_timeout_ms,
@@ -186,6 +222,12 @@ impl HostConfig {
             self.store.memory_budget_mib,
             1,
             1 << 20,
+        )?;
+        check(
+            "store.max_value_bytes",
+            self.store.max_value_bytes,
+            1,
+            512 * 1024 * 1024,
         )?;
         for (domain, ttl) in &c.domains {
             if !validate_name(domain) {
@@ -231,7 +273,12 @@ impl HostConfig {
             1,
             10_000_000,
         )?;
-        check("lock.max_ttl_ms", self.lock.max_ttl_ms, 1, 300_000)?;
+        check(
+            "lock.max_ttl_ms",
+            self.lock.max_ttl_ms,
+            MIN_LOCK_TTL_MS,
+            300_000,
+        )?;
         check("lock.max_retries", self.lock.max_retries, 0, 10)?;
         Ok(())
     }
@@ -312,6 +359,85 @@ mod tests {
             Limits::default().memory_mib
         );
         assert_eq!(config.limits_of("b").cpu_ms, Limits::default().cpu_ms);
+    }
+
+    #[test]
+    fn a_partial_domains_table_keeps_the_other_seed_domains() {
+        let config = HostConfig::parse("[cache.domains]\nusers = 60\nextra = 5\n").unwrap();
+        assert_eq!(config.cache.domains.len(), 15);
+        assert_eq!(config.cache.domains["users"], 60);
+        assert_eq!(config.cache.domains["cart"], 604_800);
+    }
+
+    #[test]
+    fn a_partial_queue_section_keeps_the_rest_of_its_seed_policy() {
+        let config = HostConfig::parse("[queues.payment]\nmax_retries = 2\n").unwrap();
+        assert_eq!(config.queues.len(), 10);
+        let payment = config.queues["payment"];
+        assert_eq!(payment.max_retries, 2);
+        assert_eq!(
+            payment.priority,
+            QueuePriority::Urgent,
+            "seed priority kept"
+        );
+        assert_eq!(payment.retry_delay_ms, 5_000, "seed delay kept");
+        let config = HostConfig::parse("[queues.fresh]\npriority = \"low\"\n").unwrap();
+        assert_eq!(config.queues.len(), 11);
+        assert_eq!(
+            config.queues["fresh"].max_retries,
+            QueuePolicy::default().max_retries
+        );
+        let err = HostConfig::parse("[queues.email]\nmax_retrys = 2\n").unwrap_err();
+        assert!(err.to_string().contains("max_retrys"), "{err}");
+    }
+
+    #[test]
+    fn moved_fields_are_refused_with_their_new_name() {
+        let err = HostConfig::parse("[redis]\nmax_value_bytes = 10\n").unwrap_err();
+        assert!(
+            err.to_string().contains("redis.max_value_bytes")
+                && err.to_string().contains("store.max_value_bytes"),
+            "{err}"
+        );
+        let err = HostConfig::parse("[amqp]\nconfirm_timeout_ms = 10\n").unwrap_err();
+        assert!(
+            err.to_string().contains("messaging.confirm_timeout_ms"),
+            "{err}"
+        );
+        let config = HostConfig::parse(
+            "[store]\nmax_value_bytes = 10\n[messaging]\nconfirm_timeout_ms = 10\n",
+        )
+        .unwrap();
+        assert_eq!(config.store.max_value_bytes, 10);
+        assert_eq!(config.messaging.confirm_timeout_ms, 10);
+    }
+
+    #[test]
+    fn lock_ttl_bound_follows_the_specification() {
+        let err = HostConfig::parse("[lock]\nmax_ttl_ms = 999\n").unwrap_err();
+        assert!(err.to_string().contains("lock.max_ttl_ms"), "{err}");
+        let err = HostConfig::parse("[lock]\nmax_ttl_ms = 300001\n").unwrap_err();
+        assert!(err.to_string().contains("lock.max_ttl_ms"), "{err}");
+    }
+
+    #[test]
+    fn a_public_admin_address_needs_a_token() {
+        let err = HostConfig::parse("[host]\nadmin_addr = \"0.0.0.0:8080\"\n").unwrap_err();
+        assert!(
+            err.to_string().contains("host.admin_addr") && err.to_string().contains("token"),
+            "{err}"
+        );
+        HostConfig::parse("[host]\nadmin_addr = \"0.0.0.0:8080\"\nadmin_token_env = \"T\"\n")
+            .unwrap();
+        HostConfig::parse("[host]\nadmin_addr = \"[::1]:8080\"\n").unwrap();
+        let err = HostConfig::parse("[host]\nadmin_token = \"short\"\n").unwrap_err();
+        assert!(err.to_string().contains("host.admin_token"), "{err}");
+    }
+
+    #[test]
+    fn a_bad_url_is_named_without_its_password() {
+        let err = HostConfig::parse("[redis]\nurl = \"http://:hunter2@h\"\n").unwrap_err();
+        assert!(!err.to_string().contains("hunter2"), "{err}");
     }
 
     #[test]

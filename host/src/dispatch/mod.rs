@@ -1,8 +1,9 @@
 //! Consumers: queue → plugin handler → ack, retry with backoff, or dead-letter.
 //!
-//! Each subscription of each plugin gets its own queue, `<queue-type>.<plugin>`, bound
-//! to `techub.main` with the subscription's routing keys, so that plugins never steal
-//! each other's messages and a retry reaches only the plugin that failed. A delivery
+//! Each subscription of each plugin gets its own queue, `<prefix><queue-type>.<plugin>`
+//! (prefix: `[amqp] queue_prefix`), bound to `techub.main` with the subscription's
+//! routing keys, so that plugins never steal each other's messages, a retry reaches
+//! only the plugin that failed, and two deployments on one broker never share a queue. A delivery
 //! is settled only after its handler returned (or failed): at-least-once end to end.
 
 mod settle;
@@ -17,8 +18,8 @@ use std::sync::Arc;
 use tokio::task::JoinHandle;
 
 /// The queue name of `plugin`'s subscription to `queue_type`.
-pub fn queue_name(queue_type: &str, plugin: &str) -> String {
-    format!("{queue_type}.{plugin}")
+pub fn queue_name(prefix: &str, queue_type: &str, plugin: &str) -> String {
+    format!("{prefix}{queue_type}.{plugin}")
 }
 
 /// Declares the plugin's queues and starts one consumer task per subscription; on an
@@ -53,7 +54,11 @@ async fn start_each(
                 anyhow::anyhow!("queue type {:?} is not declared", subscription.queue)
             })?;
         let spec = QueueSpec {
-            name: queue_name(&subscription.queue, &plugin.name),
+            name: queue_name(
+                &plugin.context.config.amqp.queue_prefix,
+                &subscription.queue,
+                &plugin.name,
+            ),
             bindings: subscription.routing_keys.clone(),
             durable: policy.durable,
         };
@@ -74,6 +79,7 @@ async fn start_each(
             services: services.clone(),
             plugin: plugin.clone(),
             queue_type: subscription.queue.clone(),
+            queue: spec.name.clone(),
             policy,
         };
         tasks.push(tokio::spawn(async move {
@@ -95,23 +101,36 @@ struct Worker {
     services: Arc<Services>,
     plugin: Arc<LoadedPlugin>,
     queue_type: String,
+    queue: String,
     policy: QueuePolicy,
 }
 
 impl Worker {
     async fn handle(&self, delivery: Box<dyn Delivery>) {
         let envelope = delivery.envelope().clone();
-        self.services
-            .tracker
-            .set(&envelope.id, MessageStatus::Processing);
+        self.track(&envelope.id, MessageStatus::Processing);
         let message = to_wit(&envelope, &self.queue_type, delivery.redelivered());
         let report = self
             .runtime
-            .invoke(&self.plugin.pre, self.plugin.context.clone(), &message)
+            .invoke(
+                &self.plugin.pre,
+                self.plugin.context.clone(),
+                &message,
+                self.policy.priority.level(),
+            )
             .await;
         tracing::debug!(plugin = %self.plugin.name, id = %envelope.id, attempt = envelope.attempt,
             elapsed_us = report.elapsed.as_micros() as u64, host_us = report.host_time.as_micros() as u64, result = ?report.result, "handled");
         settle::settle(self, delivery, &envelope, report.result).await;
+    }
+}
+
+impl Worker {
+    /// Records the status of message `id` in this worker's queue.
+    fn track(&self, id: &str, status: MessageStatus) {
+        self.services
+            .tracker
+            .delivered(id, &self.queue, &self.plugin.name, status);
     }
 }
 

@@ -29,7 +29,6 @@ pub(super) async fn settle(
     result: Result<Outcome, InvocationError>,
 ) {
     let plugin = &worker.plugin.name;
-    let tracker = &worker.services.tracker;
     let (settled, status) = match result {
         Ok(Outcome::Ok) => (delivery.ack().await, MessageStatus::Completed),
         Ok(Outcome::Reject(reason)) => {
@@ -49,9 +48,9 @@ pub(super) async fn settle(
         }
     };
     match settled {
-        Ok(()) => tracker.set(&envelope.id, status),
+        Ok(()) => worker.track(&envelope.id, status),
         Err(error) => {
-            tracker.set(&envelope.id, MessageStatus::Failed);
+            worker.track(&envelope.id, MessageStatus::Failed);
             tracing::error!(%plugin, id = %envelope.id, %error, "could not settle the delivery; the broker will redeliver it")
         }
     }

@@ -17,6 +17,8 @@ pub struct PluginContext {
     pub cache_domains: BTreeMap<String, u32>,
     /// Routing-key patterns it may publish to.
     pub publish: Vec<TopicPattern>,
+    /// Routing-key patterns its subscriptions may bind.
+    pub subscribe: Vec<TopicPattern>,
     /// Its settings.
     pub settings: BTreeMap<String, String>,
     /// Prefix of its `store` keys: `<key_prefix>store:<name>:`.
@@ -41,17 +43,20 @@ impl PluginContext {
             .filter_map(|d| config.cache.domains.get(d).map(|ttl| (d.clone(), *ttl)))
             .collect();
         // Patterns were validated with the config; an invalid one cannot reach here.
-        let publish = plugin
-            .publish
-            .iter()
-            .filter_map(|p| TopicPattern::parse(p).ok())
-            .collect();
+        let patterns = |list: &[String]| {
+            list.iter()
+                .filter_map(|p| TopicPattern::parse(p).ok())
+                .collect::<Vec<_>>()
+        };
+        let publish = patterns(&plugin.publish);
+        let subscribe = patterns(&plugin.subscribe);
         let prefix = &config.host.key_prefix;
         Self {
             name: name.to_string(),
             limits: config.limits_of(name),
             cache_domains,
             publish,
+            subscribe,
             settings: plugin.settings,
             store_prefix: format!("{prefix}store:{name}:"),
             lock_prefix: format!("{prefix}lock:{name}:"),

@@ -7,7 +7,7 @@ pub use context::PluginContext;
 
 use crate::bindings::{PluginPre, Subscription};
 use crate::capability::Services;
-use crate::capability::messaging::routing::validate_pattern;
+use crate::capability::messaging::routing::{TopicPattern, validate_pattern};
 use crate::config::{HostConfig, validate_name};
 use crate::runtime::{InvocationError, PluginState, Runtime};
 use std::path::{Path, PathBuf};
@@ -81,6 +81,17 @@ pub fn plugin_name(path: &Path) -> Option<String> {
     validate_name(&stem).then_some(stem)
 }
 
+/// The plugin names of the `.wasm` files in `dir` (none when it cannot be read).
+pub fn plugin_files(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| plugin_name(&e.ok()?.path()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Loads one plugin file.
 pub async fn load_plugin(
     runtime: &Runtime,
@@ -143,6 +154,13 @@ pub async fn load_plugin(
         }
         for key in &subscription.routing_keys {
             validate_pattern(key).map_err(bad)?;
+            let binding = TopicPattern::parse(key).map_err(bad)?;
+            if !context.subscribe.iter().any(|grant| grant.covers(&binding)) {
+                return Err(bad(format!(
+                    "binds {key:?} to {:?}, which no pattern of [plugins.{name}].subscribe grants",
+                    subscription.queue
+                )));
+            }
         }
     }
     Ok(LoadedPlugin {

@@ -19,9 +19,9 @@ pub struct Runtime {
     pub(crate) engine: Engine,
     linker: Linker<PluginState>,
     ticker_stop: Arc<AtomicBool>,
-    /// One permit per pool slot: an invocation waits for a slot instead of failing
+    /// The pool's slots: an invocation waits for one, by priority, instead of failing
     /// when the plugins' prefetch windows together exceed `host.max_instances`.
-    pub(crate) slots: Arc<tokio::sync::Semaphore>,
+    pub(crate) slots: super::Slots,
 }
 
 /// Why a `.wasm` file could not become a plugin.
@@ -105,7 +105,7 @@ impl Runtime {
             })
             .context("could not start the epoch ticker")?;
 
-        let slots = Arc::new(tokio::sync::Semaphore::new(instances as usize));
+        let slots = super::Slots::new(instances as usize);
         Ok(Self {
             engine,
             linker,

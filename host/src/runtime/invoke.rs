@@ -1,10 +1,14 @@
 //! One message through one fresh instance: store, limits, instantiate, call, clean up.
 
 use super::engine::Runtime;
+use super::output::OutputCounts;
 use super::state::{PluginState, Usage};
 use crate::bindings::{Delivery, Outcome, PluginPre, Subscription};
 use crate::plugins::PluginContext;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use wasmtime::{CallHook, Store, UpdateDeadline};
 
@@ -33,19 +37,40 @@ pub struct InvocationReport<T = Outcome> {
     pub host_time: Duration,
     /// Quotas used.
     pub usage: Usage,
+    /// Guest output kept and dropped (past `limits.max_output_bytes`).
+    pub output: OutputCounts,
 }
 
 /// Time accounting of one invocation, kept in the store so hooks can reach it.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct Clock {
     started: Instant,
     host_time: Duration,
     entered_host: Option<Instant>,
+    /// Nanoseconds spent parked after an epoch yield, waiting for the executor to poll
+    /// the instance again: not the guest's CPU either (a busy or stalled executor must
+    /// not be charged to the plugin). Shared with the yield futures.
+    parked: Arc<AtomicU64>,
 }
 
 impl Clock {
+    /// Wall time minus time in host calls and time parked: the guest's own running time.
     fn guest_time(&self) -> Duration {
-        self.started.elapsed().saturating_sub(self.host_time)
+        let parked = Duration::from_nanos(self.parked.load(Ordering::Relaxed));
+        self.started
+            .elapsed()
+            .saturating_sub(self.host_time)
+            .saturating_sub(parked)
+    }
+
+    /// A yield to the executor that records how long the instance stayed parked.
+    fn parked_yield(&self) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        let parked = self.parked.clone();
+        Box::pin(async move {
+            let at = Instant::now();
+            tokio::task::yield_now().await;
+            parked.fetch_add(at.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        })
     }
 }
 
@@ -71,10 +96,11 @@ impl Runtime {
         // executor so that a busy plugin cannot starve the others on this thread.
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(move |ctx| {
-            if ctx.data().clock.guest_time() >= cpu_budget {
+            let clock = &ctx.data().clock;
+            if clock.guest_time() >= cpu_budget {
                 return Err(wasmtime::Error::new(CpuLimitExceeded));
             }
-            Ok(UpdateDeadline::Yield(1))
+            Ok(UpdateDeadline::YieldCustom(1, clock.parked_yield()))
         });
         store.call_hook(|mut ctx, hook| {
             let clock = &mut ctx.data_mut().clock;
@@ -92,14 +118,16 @@ impl Runtime {
         store
     }
 
-    /// Runs `delivery` through a fresh instance of the plugin.
+    /// Runs `delivery` through a fresh instance of the plugin; waiting for a pool slot
+    /// behind invocations of a higher `priority` (the queue type's, 1 to 10).
     pub async fn invoke(
         &self,
         pre: &PluginPre<PluginState>,
         context: Arc<PluginContext>,
         delivery: &Delivery,
+        priority: u8,
     ) -> InvocationReport {
-        let report = self.run(pre, context, Some(delivery)).await;
+        let report = self.run(pre, context, Some(delivery), priority).await;
         let result = report.result.map(|answer| match answer {
             Answer::Outcome(outcome) => outcome,
             Answer::Subscriptions(_) => unreachable!("handle answers with an outcome"),
@@ -109,6 +137,7 @@ impl Runtime {
             elapsed: report.elapsed,
             host_time: report.host_time,
             usage: report.usage,
+            output: report.output,
         }
     }
 
@@ -118,7 +147,8 @@ impl Runtime {
         pre: &PluginPre<PluginState>,
         context: Arc<PluginContext>,
     ) -> Result<Vec<Subscription>, InvocationError> {
-        self.run(pre, context, None)
+        // Loading goes before messages: it is rare, and a plugin waits on it to serve.
+        self.run(pre, context, None, u8::MAX)
             .await
             .result
             .map(|answer| match answer {
@@ -134,14 +164,10 @@ impl Runtime {
         pre: &PluginPre<PluginState>,
         context: Arc<PluginContext>,
         delivery: Option<&Delivery>,
+        priority: u8,
     ) -> InvocationReport<Answer> {
         let limits = context.limits;
-        // The semaphore is never closed, so acquiring cannot fail.
-        let _slot = self
-            .slots
-            .acquire()
-            .await
-            .expect("the slot semaphore is never closed");
+        let _slot = self.slots.acquire(priority).await;
         let mut store = self.new_store(context);
         let call = async {
             let plugin = pre.instantiate_async(&mut store).await?;
@@ -165,6 +191,11 @@ impl Runtime {
         };
         let state = store.data_mut();
         state.release_leases().await;
+        // A claim holds only for an invocation that ended `ok`.
+        match &result {
+            Ok(Answer::Outcome(Outcome::Ok)) => state.keep_claims(),
+            _ => state.release_claims().await,
+        }
         // A Rust guest's panic message reaches only its stderr: put it in the reason,
         // where the operator looks (the dead letter, the logs).
         if let Err(InvocationError::Trap(reason)) = &mut result {
@@ -174,13 +205,15 @@ impl Runtime {
                 reason.push_str(&stderr);
             }
         }
+        let output = state.output.counts();
         state.output.flush_to_log(&state.plugin.name);
-        let clock = state.clock;
+        let clock = state.clock.clone();
         InvocationReport {
             result,
             elapsed: clock.started.elapsed(),
             host_time: clock.host_time,
             usage: state.usage,
+            output,
         }
     }
 }
@@ -214,6 +247,7 @@ impl Clock {
             started: Instant::now(),
             host_time: Duration::ZERO,
             entered_host: None,
+            parked: Arc::default(),
         }
     }
 }

@@ -5,8 +5,11 @@
 mod engine;
 mod invoke;
 mod output;
+mod slots;
 mod state;
 
 pub use engine::{LoadError, Runtime};
 pub use invoke::{InvocationError, InvocationReport};
+pub use output::OutputCounts;
+pub use slots::{Slot, Slots};
 pub use state::{PluginState, Usage};

@@ -15,6 +15,15 @@ struct Buffer {
     dropped: usize,
 }
 
+/// How much of an instance's output was kept, and how much dropped past the cap.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct OutputCounts {
+    /// Bytes kept (written to the log).
+    pub kept: usize,
+    /// Bytes dropped.
+    pub dropped: usize,
+}
+
 /// The captured output of one instance.
 #[derive(Clone)]
 pub struct GuestOutput {
@@ -47,6 +56,15 @@ impl GuestOutput {
         b.dropped += bytes.len() - kept;
         let target = if stderr { &mut b.stderr } else { &mut b.stdout };
         target.extend_from_slice(&bytes[..kept]);
+    }
+
+    /// Bytes kept and bytes dropped past the cap, so far.
+    pub fn counts(&self) -> OutputCounts {
+        let b = self.buffer.lock().unwrap_or_else(|e| e.into_inner());
+        OutputCounts {
+            kept: b.kept,
+            dropped: b.dropped,
+        }
     }
 
     /// The last `max` bytes of stderr, as one trimmed line.

@@ -30,6 +30,9 @@ pub struct PluginState {
     pub(crate) table: ResourceTable,
     /// Leases not yet released: token → namespaced key.
     pub(crate) held_leases: HashMap<String, String>,
+    /// Namespaced keys of the `store.claim`s this invocation made; deleted unless it
+    /// ends `ok`.
+    pub(crate) claims: Vec<String>,
     /// Guest and host time of this invocation.
     pub(crate) clock: Clock,
     wasi: WasiCtx,
@@ -63,6 +66,7 @@ impl PluginState {
             output,
             table: ResourceTable::new(),
             held_leases: HashMap::new(),
+            claims: Vec::new(),
             clock: Clock::start(),
             wasi,
         }
@@ -76,6 +80,29 @@ impl PluginState {
             return Err(format!("more than {max} host calls for one message"));
         }
         Ok(())
+    }
+
+    /// Counts one host call of an import that has no error to return: past the
+    /// quota, the instance traps (a runaway plugin, stopped like one over its CPU).
+    pub(crate) fn charge_or_trap(&mut self) -> wasmtime::Result<()> {
+        self.charge_call().map_err(wasmtime::Error::msg)
+    }
+
+    /// Deletes the claims of an invocation that did not end `ok`, so that a retry
+    /// can claim again (and so do the work the failed attempt did not finish).
+    pub(crate) async fn release_claims(&mut self) {
+        let claims = std::mem::take(&mut self.claims);
+        if claims.is_empty() {
+            return;
+        }
+        if let Err(error) = self.plugin.services.store.delete(&claims).await {
+            tracing::warn!(plugin = %self.plugin.name, %error, "could not release the claims of a failed invocation; they expire by their TTL");
+        }
+    }
+
+    /// Drops what the invocation claimed without releasing it (it ended `ok`).
+    pub(crate) fn keep_claims(&mut self) {
+        self.claims.clear();
     }
 }
 

@@ -5,6 +5,12 @@
 //!   per-product lock, once per order (deliveries are at-least-once), caches the order,
 //!   then publishes `inventory.updated` per item; when an item is short it releases what
 //!   it reserved and publishes `order.cancelled` instead.
+//!
+//! A reservation is recorded per order and product (`reservation:<order>`, a hash of
+//! product → quantity) in the same locked step that takes the stock. An attempt that
+//! fails half-way (a contended lock, a backend error, a trap) leaves its reservations
+//! recorded, and the retry skips the products already reserved instead of taking their
+//! stock twice.
 
 use serde::{Deserialize, Serialize};
 use techub_guest::lock::with_lock;
@@ -45,12 +51,22 @@ fn restock(item: Item) -> Result<(), Failure> {
     Ok(())
 }
 
-/// Takes `quantity` of `product` if there is enough; whether it did.
-fn reserve(item: &Item) -> Result<bool, Failure> {
+fn reservation_key(order: &str) -> String {
+    format!("reservation:{order}")
+}
+
+/// Takes `item.quantity` of its product for `order` if there is enough; whether the
+/// order holds it now. A product this order reserved before (an earlier attempt) is
+/// not taken again.
+fn reserve(order: &str, item: &Item) -> Result<bool, Failure> {
     with_lock(
         format!("product:{}", item.product),
         LockOptions::default(),
         |_lease| {
+            let reservation = reservation_key(order);
+            if store::hash_get(&reservation, &item.product)?.is_some() {
+                return Ok(true);
+            }
             let key = stock_key(&item.product);
             let available = store::get(&key)?
                 .and_then(|v| String::from_utf8(v).ok()?.parse::<i64>().ok())
@@ -59,9 +75,35 @@ fn reserve(item: &Item) -> Result<bool, Failure> {
                 return Ok(false);
             }
             store::incr_by(&key, -item.quantity)?;
+            store::hash_set(
+                &reservation,
+                &[(item.product.clone(), item.quantity.to_string().into_bytes())],
+            )?;
             Ok(true)
         },
     )
+}
+
+/// Gives back everything `order` reserved, product by product, under each product's
+/// lock (a retry after a failure here gives back only what is still recorded).
+fn release(order: &str) -> Result<(), Failure> {
+    let reservation = reservation_key(order);
+    for (product, quantity) in store::hash_get_all(&reservation)? {
+        let quantity: i64 = String::from_utf8(quantity)
+            .ok()
+            .and_then(|q| q.parse().ok())
+            .unwrap_or(0);
+        with_lock(
+            format!("product:{product}"),
+            LockOptions::default(),
+            |_lease| -> Result<(), Failure> {
+                store::incr_by(stock_key(&product), quantity)?;
+                store::hash_delete(&reservation, &[&product])?;
+                Ok(())
+            },
+        )?;
+    }
+    Ok(())
 }
 
 fn place(message: &Message, order: OrderCreated) -> Result<(), Failure> {
@@ -78,17 +120,13 @@ fn place(message: &Message, order: OrderCreated) -> Result<(), Failure> {
         format!("order:{}", order.id),
         86_400_000,
         || -> Result<(), Failure> {
-            let mut reserved: Vec<&Item> = Vec::new();
             for item in &order.items {
-                if !reserve(item)? {
-                    for taken in reserved {
-                        store::incr_by(stock_key(&taken.product), taken.quantity)?;
-                    }
+                if !reserve(&order.id, item)? {
+                    release(&order.id)?;
                     let reason = serde_json::json!({ "order": order.id, "reason": "out of stock", "product": item.product });
                     messaging::publish_json("order.cancelled", &reason, &follow)?;
                     return Ok(());
                 }
-                reserved.push(item);
             }
             // State first, then the announcement: whoever reacts to the event finds it.
             cache::set_json(

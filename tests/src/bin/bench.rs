@@ -75,14 +75,14 @@ async fn instantiate() -> anyhow::Result<()> {
         .await?;
         for _ in 0..500 {
             runtime
-                .invoke(&plugin.pre, plugin.context.clone(), &message)
+                .invoke(&plugin.pre, plugin.context.clone(), &message, 5)
                 .await;
         }
         let mut times = Vec::with_capacity(CALLS);
         for _ in 0..CALLS {
             let started = Instant::now();
             let report = runtime
-                .invoke(&plugin.pre, plugin.context.clone(), &message)
+                .invoke(&plugin.pre, plugin.context.clone(), &message, 5)
                 .await;
             times.push(started.elapsed());
             anyhow::ensure!(
@@ -169,6 +169,7 @@ async fn cache_get() -> anyhow::Result<()> {
                             &plugin.pre,
                             plugin.context.clone(),
                             &delivery(per_task.to_string().as_bytes()),
+                            5,
                         )
                         .await
                 })
@@ -277,7 +278,7 @@ async fn messages() -> anyhow::Result<()> {
 
     // Through the platform.
     let platform = Platform::start(config.clone()).await?;
-    let publisher = AmqpBroker::connect(&config.amqp, config.dead_letter).await?;
+    let publisher = AmqpBroker::connect(&config.amqp, config.dead_letter, config.messaging).await?;
     let ids: Vec<String> = (0..MESSAGES)
         .map(|i| format!("p{i}-{}", unique("m")))
         .collect();
@@ -302,7 +303,7 @@ async fn messages() -> anyhow::Result<()> {
     drop(platform);
 
     // Native consumer, same broker setup and work.
-    let broker = AmqpBroker::connect(&config.amqp, config.dead_letter).await?;
+    let broker = AmqpBroker::connect(&config.amqp, config.dead_letter, config.messaging).await?;
     let cache = RedisCache::new(services::redis().await, &config.host.key_prefix);
     let queue = unique("native");
     broker

@@ -22,14 +22,16 @@ async fn operators_publish_and_inspect_through_the_admin_endpoint() {
     let platform = Arc::new(Platform::start(config).await.unwrap());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let admin = listener.local_addr().unwrap().to_string();
-    tokio::spawn(axum::serve(listener, techub_host::admin::router(platform.clone())).into_future());
+    tokio::spawn(
+        axum::serve(listener, techub_host::admin::router(platform.clone(), None)).into_future(),
+    );
 
     assert_eq!(
-        client::get(&admin, "/healthz").await.unwrap(),
+        client::get(&admin, None, "/healthz").await.unwrap(),
         (200, "ok".to_string())
     );
 
-    let (status, body) = client::get(&admin, "/plugins").await.unwrap();
+    let (status, body) = client::get(&admin, None, "/plugins").await.unwrap();
     let plugins: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(status, 200);
     assert_eq!(plugins["loaded"][0]["name"], "user-notifications");
@@ -48,6 +50,7 @@ async fn operators_publish_and_inspect_through_the_admin_endpoint() {
     let user = json!({ "id": "via-admin", "email": "a@b.c", "name": "A" });
     let (status, body) = client::publish(
         &admin,
+        None,
         "user.created",
         user.to_string().into_bytes(),
         "urgent",
@@ -71,18 +74,18 @@ async fn operators_publish_and_inspect_through_the_admin_endpoint() {
     )
     .await;
 
-    let (status, body) = client::publish(&admin, "user..created", b"{}".to_vec(), "normal")
+    let (status, body) = client::publish(&admin, None, "user..created", b"{}".to_vec(), "normal")
         .await
         .unwrap();
     assert_eq!(status, 400);
     assert!(body.contains("empty word"), "{body}");
-    let (status, body) = client::publish(&admin, "user.created", b"{}".to_vec(), "whenever")
+    let (status, body) = client::publish(&admin, None, "user.created", b"{}".to_vec(), "whenever")
         .await
         .unwrap();
     assert_eq!(status, 400);
     assert!(body.contains("unknown priority"), "{body}");
 
-    let (_, body) = client::publish(&admin, "user.created", b"not json".to_vec(), "normal")
+    let (_, body) = client::publish(&admin, None, "user.created", b"not json".to_vec(), "normal")
         .await
         .unwrap();
     let id = serde_json::from_str::<Value>(&body).unwrap()["id"]
@@ -93,7 +96,7 @@ async fn operators_publish_and_inspect_through_the_admin_endpoint() {
         Duration::from_secs(20),
         "the dead letter to show",
         || async {
-            let (_, body) = client::get(&admin, "/dead-letters").await.unwrap();
+            let (_, body) = client::get(&admin, None, "/dead-letters").await.unwrap();
             let letters: Value = serde_json::from_str(&body).unwrap();
             letters["dead_letters"]
                 .as_array()
@@ -106,4 +109,54 @@ async fn operators_publish_and_inspect_through_the_admin_endpoint() {
     .await;
     assert_eq!(letter["payload"], "not json");
     assert!(letter["reason"].as_str().unwrap().starts_with("rejected:"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_admin_endpoint_requires_its_token_and_bounds_bodies() {
+    init_tracing();
+    let dir = PluginDir::with(&[]);
+    let mut config = config(&dir);
+    config.host.max_message_bytes = 1024;
+    let platform = Arc::new(Platform::start(config).await.unwrap());
+    let token = "a-token-of-at-least-16-chars";
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let admin = listener.local_addr().unwrap().to_string();
+    tokio::spawn(
+        axum::serve(
+            listener,
+            techub_host::admin::router(platform.clone(), Some(token.to_string())),
+        )
+        .into_future(),
+    );
+
+    assert_eq!(
+        client::get(&admin, None, "/healthz").await.unwrap(),
+        (200, "ok".to_string()),
+        "health stays open for probes"
+    );
+    for path in ["/plugins", "/readyz", "/dead-letters"] {
+        let (status, _) = client::get(&admin, None, path).await.unwrap();
+        assert_eq!(status, 401, "{path} without a token");
+        let (status, _) = client::get(&admin, Some("wrong-token-wrong-token"), path)
+            .await
+            .unwrap();
+        assert_eq!(status, 401, "{path} with a wrong token");
+        let (status, body) = client::get(&admin, Some(token), path).await.unwrap();
+        assert_eq!(status, 200, "{path}: {body}");
+    }
+    let (status, _) = client::publish(&admin, None, "user.created", b"{}".to_vec(), "")
+        .await
+        .unwrap();
+    assert_eq!(
+        status, 401,
+        "no publishing as the operator without the token"
+    );
+    let (status, body) = client::publish(&admin, Some(token), "user.created", b"{}".to_vec(), "")
+        .await
+        .unwrap();
+    assert_eq!(status, 202, "{body}");
+    let (status, _) = client::publish(&admin, Some(token), "user.created", vec![b'x'; 2048], "")
+        .await
+        .unwrap();
+    assert_eq!(status, 413, "a body over host.max_message_bytes");
 }

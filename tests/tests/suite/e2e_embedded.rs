@@ -55,7 +55,7 @@ async fn user_created_is_cached_and_followed_by_an_email_request() {
         .publish(
             "user.created",
             user.to_string().into_bytes(),
-            Priority::Normal,
+            Some(Priority::Normal),
         )
         .await
         .unwrap();
@@ -107,7 +107,7 @@ async fn malformed_message_is_rejected_to_the_dead_letter_queue() {
     );
     let platform = Platform::start(config).await.unwrap();
     let id = platform
-        .publish("user.created", b"not json".to_vec(), Priority::Normal)
+        .publish("user.created", b"not json".to_vec(), Some(Priority::Normal))
         .await
         .unwrap();
     let letter = dead_letter_of(&platform, &id).await;
@@ -139,7 +139,7 @@ async fn trapping_plugin_is_retried_then_dead_lettered_while_others_keep_serving
     );
 
     let id = platform
-        .publish("fixture.trap.now", b"{}".to_vec(), Priority::Normal)
+        .publish("fixture.trap.now", b"{}".to_vec(), Some(Priority::Normal))
         .await
         .unwrap();
     let letter = dead_letter_of(&platform, &id).await;
@@ -176,7 +176,11 @@ async fn infinite_loop_is_stopped_by_the_cpu_limit() {
     config.queues.get_mut("email").unwrap().max_retries = 1;
     let platform = Platform::start(config).await.unwrap();
     let id = platform
-        .publish("fixture.spin.forever", b"{}".to_vec(), Priority::Normal)
+        .publish(
+            "fixture.spin.forever",
+            b"{}".to_vec(),
+            Some(Priority::Normal),
+        )
         .await
         .unwrap();
     let letter = dead_letter_of(&platform, &id).await;
@@ -270,7 +274,7 @@ async fn messages_wait_for_a_pool_slot_instead_of_failing() {
     for _ in 0..50 {
         ids.push(
             platform
-                .publish("fixture.noop.x", b"{}".to_vec(), Priority::Normal)
+                .publish("fixture.noop.x", b"{}".to_vec(), Some(Priority::Normal))
                 .await
                 .unwrap(),
         );
@@ -323,7 +327,7 @@ async fn orders_reserve_stock_once_under_a_lock_and_cancel_when_short() {
             json!({ "product": "p1", "quantity": 5 })
                 .to_string()
                 .into_bytes(),
-            Priority::Normal,
+            Some(Priority::Normal),
         )
         .await
         .unwrap();
@@ -337,11 +341,11 @@ async fn orders_reserve_stock_once_under_a_lock_and_cancel_when_short() {
         .to_string()
         .into_bytes();
     let first = platform
-        .publish("order.created", order.clone(), Priority::Normal)
+        .publish("order.created", order.clone(), Some(Priority::Normal))
         .await
         .unwrap();
     let second = platform
-        .publish("order.created", order, Priority::Normal)
+        .publish("order.created", order, Some(Priority::Normal))
         .await
         .unwrap();
     let event = tokio::time::timeout(LIMIT, events.next())
@@ -366,7 +370,7 @@ async fn orders_reserve_stock_once_under_a_lock_and_cancel_when_short() {
         .to_string()
         .into_bytes();
     platform
-        .publish("order.created", big, Priority::Normal)
+        .publish("order.created", big, Some(Priority::Normal))
         .await
         .unwrap();
     let event = tokio::time::timeout(LIMIT, events.next())

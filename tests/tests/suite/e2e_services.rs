@@ -57,7 +57,7 @@ async fn example_plugin_handles_rabbitmq_messages_and_writes_redis() {
         .publish(
             "user.created",
             user.to_string().into_bytes(),
-            Priority::High,
+            Some(Priority::High),
         )
         .await
         .unwrap();
@@ -109,14 +109,16 @@ async fn trapping_plugin_on_rabbitmq_is_retried_then_dead_lettered() {
     init_tracing();
     let plugin = unique("trap");
     let dir = PluginDir::with(&[(&plugin, "fixture_trap")]);
-    let platform = start(on_services(&dir)).await;
+    let config = on_services(&dir);
+    let prefix = config.amqp.queue_prefix.clone();
+    let platform = start(config).await;
     let id = platform
-        .publish("fixture.trap.now", b"{}".to_vec(), Priority::Normal)
+        .publish("fixture.trap.now", b"{}".to_vec(), Some(Priority::Normal))
         .await
         .unwrap();
     let letter = dead_letter_of(&platform, &id).await;
     assert_eq!(letter.envelope.attempt, 3);
-    assert_eq!(letter.queue, format!("email.{plugin}"));
+    assert_eq!(letter.queue, format!("{prefix}email.{plugin}"));
     assert!(
         letter.reason.contains("retries exhausted")
             && letter.reason.contains("fixture trap on attempt 3"),
@@ -131,7 +133,7 @@ async fn unreachable_services_at_start_are_named() {
     let dir = PluginDir::with(&[]);
     let mut config = config(&dir);
     config.backends.store = KvBackend::Redis;
-    config.redis.url = "redis://127.0.0.1:1".into();
+    config.redis.url = "redis://:hunter2@127.0.0.1:1".into();
     config.redis.connection_timeout_ms = 2_000;
     let error = format!(
         "{:#}",
@@ -141,14 +143,19 @@ async fn unreachable_services_at_start_are_named() {
             .expect("no Redis, no start")
     );
     assert!(
-        error.contains("could not connect to Redis at redis://127.0.0.1:1"),
+        error.contains("could not connect to Redis at redis://:***@127.0.0.1:1"),
         "{error}"
+    );
+    assert!(
+        !error.contains("hunter2"),
+        "the password is not printed: {error}"
     );
 
     let mut config = techub_tests::config(&dir);
     config.backends.messaging = BrokerBackend::Amqp;
     config.amqp.url = "amqp://guest:secret@127.0.0.1:1/%2f".into();
-    config.amqp.connection_timeout_ms = 2_000;
+    // Refused at once: the timeout is not what ends the attempt.
+    config.amqp.connection_timeout_ms = 600_000;
     let error = format!(
         "{:#}",
         Platform::start(config)
@@ -163,6 +170,10 @@ async fn unreachable_services_at_start_are_named() {
     assert!(
         !error.contains("secret"),
         "the password is not printed: {error}"
+    );
+    assert!(
+        error.to_lowercase().contains("connection refused") && !error.contains("panic"),
+        "a refused port is reported as such: {error}"
     );
 }
 
@@ -188,7 +199,7 @@ async fn redis_dropping_at_run_time_is_a_typed_retry_not_a_hang() {
         .publish(
             "user.created",
             user.to_string().into_bytes(),
-            Priority::Normal,
+            Some(Priority::Normal),
         )
         .await
         .unwrap();
@@ -229,14 +240,14 @@ async fn rabbitmq_dropping_at_run_time_fails_publishes_fast_and_the_host_recover
     config.backends.messaging = BrokerBackend::Amqp;
     config.amqp = services::amqp_config();
     config.amqp.url = format!("amqp://guest:guest@127.0.0.1:{}/%2f", proxy.port);
-    config.amqp.confirm_timeout_ms = 1_000;
+    config.messaging.confirm_timeout_ms = 1_000;
     let platform = start(config).await;
     let user = json!({ "id": "before", "email": "a@b.c", "name": "A" });
     platform
         .publish(
             "user.created",
             user.to_string().into_bytes(),
-            Priority::Normal,
+            Some(Priority::Normal),
         )
         .await
         .expect("publishes while up");
@@ -265,7 +276,7 @@ async fn rabbitmq_dropping_at_run_time_fails_publishes_fast_and_the_host_recover
         || async {
             let attempt = tokio::time::timeout(
                 Duration::from_secs(10),
-                platform.publish("user.created", b"{}".to_vec(), Priority::Normal),
+                platform.publish("user.created", b"{}".to_vec(), Some(Priority::Normal)),
             )
             .await
             .expect("a publish does not hang when the broker is gone");
@@ -287,6 +298,60 @@ async fn rabbitmq_dropping_at_run_time_fails_publishes_fast_and_the_host_recover
             .unwrap()[0]
             .is_some()
     );
+
+    // Back: publishes go through again, the consumer resumes, and every message the
+    // broker confirmed before the cut is handled.
+    proxy.restore();
+    let after = json!({ "id": "after", "email": "a@b.c", "name": "A" });
+    wait_for(LIMIT, "publishes to work again", || async {
+        platform
+            .publish(
+                "user.created",
+                after.to_string().into_bytes(),
+                Some(Priority::Normal),
+            )
+            .await
+            .ok()
+    })
+    .await;
+    for id in ["before", "after"] {
+        techub_tests::cached(&platform, "users", id).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn messages_confirmed_before_a_broker_drop_are_all_handled_after_it() {
+    init_tracing();
+    let proxy = techub_tests::TcpProxy::start("127.0.0.1:5672").await;
+    let plugin = unique("user-notifications");
+    let dir = PluginDir::with(&[(&plugin, "user_notifications")]);
+    let mut config = config(&dir);
+    grant(&mut config, &plugin, &["users"], &["notification.*"]);
+    config.backends.messaging = BrokerBackend::Amqp;
+    config.amqp = services::amqp_config();
+    config.amqp.url = format!("amqp://guest:guest@127.0.0.1:{}/%2f", proxy.port);
+    // One at a time and slowly enough that some are still queued at the cut.
+    config.plugins.get_mut(&plugin).unwrap().limits.prefetch = Some(1);
+    let platform = start(config).await;
+    let mut confirmed = Vec::new();
+    for n in 0..30 {
+        let user = json!({ "id": format!("u-{n}"), "email": "a@b.c", "name": "A" });
+        platform
+            .publish(
+                "user.created",
+                user.to_string().into_bytes(),
+                Some(Priority::Normal),
+            )
+            .await
+            .expect("publishes while up");
+        confirmed.push(format!("u-{n}"));
+    }
+    proxy.cut();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    proxy.restore();
+    for id in &confirmed {
+        techub_tests::cached(&platform, "users", id).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -302,7 +367,7 @@ async fn a_queue_with_other_arguments_refuses_only_its_plugin() {
             .await
             .unwrap();
     let channel = connection.create_channel().await.unwrap();
-    let queue = format!("email.{trap}");
+    let queue = format!("{}email.{trap}", config.amqp.queue_prefix);
     channel
         .queue_declare(
             queue.as_str().into(),
@@ -351,7 +416,7 @@ async fn malformed_publish_options_never_reach_rabbitmq() {
         .publish(
             "fixture.hostile.bad-options",
             b"{}".to_vec(),
-            Priority::Normal,
+            Some(Priority::Normal),
         )
         .await
         .unwrap();
@@ -374,7 +439,7 @@ async fn a_huge_failure_reason_is_cut_before_it_reaches_rabbitmq() {
         .publish(
             "fixture.hostile.huge-reject",
             b"{}".to_vec(),
-            Priority::Normal,
+            Some(Priority::Normal),
         )
         .await
         .unwrap();
@@ -394,7 +459,7 @@ async fn a_huge_failure_reason_is_cut_before_it_reaches_rabbitmq() {
         .publish(
             "fixture.hostile.ungranted",
             b"{}".to_vec(),
-            Priority::Normal,
+            Some(Priority::Normal),
         )
         .await
         .unwrap();
@@ -403,5 +468,279 @@ async fn a_huge_failure_reason_is_cut_before_it_reaches_rabbitmq() {
             .await
             .reason
             .contains("UnknownDomain")
+    );
+}
+
+/// A host whose cache is the test's own password-protected Redis, running the hostile
+/// plugin; the Redis server and the password.
+async fn hostile_on_own_redis() -> (Platform, PluginDir, OwnRedis, &'static str) {
+    init_tracing();
+    let password = "hunter2-not-for-guests";
+    let redis = OwnRedis::start_with(&["--requirepass", password]).await;
+    let dir = PluginDir::with(&[("hostile", "fixture_hostile")]);
+    let mut config = config(&dir);
+    grant(&mut config, "hostile", &["users"], &[]);
+    config.backends.cache = KvBackend::Redis;
+    config.redis.url = format!("redis://:{password}@127.0.0.1:{}", redis.port);
+    config.redis.command_timeout_ms = 1_000;
+    config.redis.connection_timeout_ms = 1_000;
+    config.queues.get_mut("webhook").unwrap().max_retries = 1;
+    config.plugins.get_mut("hostile").unwrap().limits.timeout_ms = Some(30_000);
+    let platform = Platform::start(config).await.unwrap();
+    (platform, dir, redis, password)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_guest_never_sees_the_redis_password_and_a_dead_redis_is_not_a_cpu_kill() {
+    let (platform, _dir, mut redis, password) = hostile_on_own_redis().await;
+    let id = platform
+        .publish("fixture.hostile.cache-until-error", b"{}".to_vec(), None)
+        .await
+        .unwrap();
+    // Let it write for a while, then take Redis away mid-call.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    redis.kill();
+    let reason = dead_letter_of(&platform, &id).await.reason;
+    assert!(
+        reason.starts_with("rejected: Err(Unavailable(\"cache backend unavailable"),
+        "the guest got the typed error, not a CPU-limit or timeout kill: {reason}"
+    );
+    assert!(
+        !reason.contains(password),
+        "no password reaches the guest: {reason}"
+    );
+    assert!(
+        !reason.contains("127.0.0.1"),
+        "no server address either: {reason}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn readiness_names_a_dead_redis() {
+    let (platform, _dir, mut redis, password) = hostile_on_own_redis().await;
+    let platform = std::sync::Arc::new(platform);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let admin = listener.local_addr().unwrap().to_string();
+    tokio::spawn(
+        axum::serve(listener, techub_host::admin::router(platform.clone(), None)).into_future(),
+    );
+    let (status, body) = techub_host::admin::client::get(&admin, None, "/readyz")
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
+    redis.kill();
+    let (status, body) = techub_host::admin::client::get(&admin, None, "/readyz")
+        .await
+        .unwrap();
+    assert_eq!(status, 503, "{body}");
+    let body: Value = serde_json::from_str(&body).unwrap();
+    let down = body["down"][0].as_str().unwrap();
+    assert!(down.contains("Redis at redis://:***@127.0.0.1"), "{down}");
+    assert!(!down.contains(password), "{down}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_publisher_cannot_set_the_attempt_counter() {
+    init_tracing();
+    let plugin = unique("trap");
+    let dir = PluginDir::with(&[(&plugin, "fixture_trap")]);
+    let config = on_services(&dir);
+    let exchange = config.amqp.main_exchange.clone();
+    let platform = start(config).await;
+    // Another producer publishes straight to the exchange, claiming the message is on
+    // its 1000th attempt (which would dead-letter it after one try).
+    let connection = lapin::Connection::connect(
+        &techub_host::config::AmqpConfig::default().url,
+        lapin::ConnectionProperties::default(),
+    )
+    .await
+    .unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    let mut headers = lapin::types::FieldTable::default();
+    headers.insert(
+        "x-techub-attempt".into(),
+        lapin::types::AMQPValue::LongLongInt(1000),
+    );
+    let id = unique("forged");
+    channel
+        .basic_publish(
+            exchange.as_str().into(),
+            "fixture.trap.now".into(),
+            lapin::options::BasicPublishOptions::default(),
+            b"{}",
+            lapin::BasicProperties::default()
+                .with_message_id(id.as_str().into())
+                .with_headers(headers),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let letter = dead_letter_of(&platform, &id).await;
+    assert_eq!(
+        letter.envelope.attempt, 3,
+        "every retry was made: {}",
+        letter.reason
+    );
+    let _ = connection.close(200, "done".into()).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_deployments_on_one_broker_never_share_a_queue() {
+    init_tracing();
+    let plugin = unique("user-notifications");
+    let dir = PluginDir::with(&[(&plugin, "user_notifications")]);
+    let host = || {
+        let mut config = config(&dir);
+        grant(&mut config, &plugin, &["users"], &["notification.*"]);
+        config.backends.messaging = BrokerBackend::Amqp;
+        config.amqp = services::amqp_config();
+        config
+    };
+    let (staging, production) = (start(host()).await, start(host()).await);
+    for n in 0..10 {
+        for (platform, name) in [(&staging, "staging"), (&production, "production")] {
+            let user = json!({ "id": format!("{name}-{n}"), "email": "a@b.c", "name": "A" });
+            platform
+                .publish("user.created", user.to_string().into_bytes(), None)
+                .await
+                .unwrap();
+        }
+    }
+    for n in 0..10 {
+        techub_tests::cached(&staging, "users", &format!("staging-{n}")).await;
+        techub_tests::cached(&production, "users", &format!("production-{n}")).await;
+    }
+    for (platform, other) in [(&staging, "production"), (&production, "staging")] {
+        let keys: Vec<String> = (0..10).map(|n| format!("{other}-{n}")).collect();
+        let stolen = platform
+            .services
+            .cache
+            .get_many("users", &keys)
+            .await
+            .unwrap();
+        assert!(
+            stolen.iter().all(Option::is_none),
+            "a host handled the other deployment's messages"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_dead_letter_queue_is_bounded_and_refuses_rather_than_drops() {
+    init_tracing();
+    let plugin = unique("user-notifications");
+    let dir = PluginDir::with(&[(&plugin, "user_notifications")]);
+    let mut config = on_services(&dir);
+    grant(&mut config, &plugin, &["users"], &["notification.*"]);
+    config.dead_letter.max_length = 1;
+    config.dead_letter.ttl_ms = 2_000;
+    let amqp = config.amqp.clone();
+    let platform = start(config).await;
+
+    // The declared arguments: the same declaration passes, another bound is refused.
+    let connection = lapin::Connection::connect(&amqp.url, lapin::ConnectionProperties::default())
+        .await
+        .unwrap();
+    let args = |max_length: i64| {
+        let mut args = lapin::types::FieldTable::default();
+        args.insert(
+            "x-message-ttl".into(),
+            lapin::types::AMQPValue::LongLongInt(2_000),
+        );
+        args.insert(
+            "x-max-length".into(),
+            lapin::types::AMQPValue::LongLongInt(max_length),
+        );
+        args.insert(
+            "x-overflow".into(),
+            lapin::types::AMQPValue::LongString("reject-publish".into()),
+        );
+        args
+    };
+    let durable = lapin::options::QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    let channel = connection.create_channel().await.unwrap();
+    channel
+        .queue_declare(amqp.dead_letter_queue.as_str().into(), durable, args(1))
+        .await
+        .expect("declared with exactly these bounds");
+    let other = connection.create_channel().await.unwrap();
+    let refused = other
+        .queue_declare(amqp.dead_letter_queue.as_str().into(), durable, args(2))
+        .await;
+    assert!(
+        format!("{refused:?}").contains("PRECONDITION_FAILED"),
+        "{refused:?}"
+    );
+    let _ = connection.close(200, "done".into()).await;
+
+    let first = platform
+        .publish("user.created", b"not json 1".to_vec(), None)
+        .await
+        .unwrap();
+    dead_letter_of(&platform, &first).await;
+    let second = platform
+        .publish("user.created", b"not json 2".to_vec(), None)
+        .await
+        .unwrap();
+    wait_for(
+        LIMIT,
+        "the full queue to refuse the second letter",
+        || async { (platform.services.broker.dead_letters_refused() > 0).then_some(()) },
+    )
+    .await;
+    // The first expires; the second, held in its queue meanwhile, then lands.
+    let letter = dead_letter_of(&platform, &second).await;
+    assert!(letter.reason.starts_with("rejected:"), "{}", letter.reason);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_retries_only_idempotent_commands_and_counts_slow_ones() {
+    use techub_host::capability::redis_client::Retry;
+    let redis = services::redis().await;
+    let calls = std::sync::atomic::AtomicU32::new(0);
+    let flaky = |_conn| {
+        let n = calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        async move {
+            match n {
+                0 => Err(redis::RedisError::from(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionReset,
+                    "dropped",
+                ))),
+                _ => Ok(n),
+            }
+        }
+    };
+    assert_eq!(redis.run("GET", Retry::Idempotent, flaky).await, Ok(1));
+    assert_eq!(calls.swap(0, std::sync::atomic::Ordering::SeqCst), 2);
+    let result = redis.run("INCR", Retry::Never, flaky).await;
+    assert!(
+        matches!(
+            result,
+            Err(techub_host::capability::BackendError::Unavailable(_))
+        ),
+        "{result:?}"
+    );
+    assert_eq!(
+        calls.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "not replayed"
+    );
+
+    let before = redis.slow_commands();
+    redis
+        .run("PING", Retry::Idempotent, |mut conn| async move {
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            redis::cmd("PING").query_async::<String>(&mut conn).await
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        redis.slow_commands(),
+        before + 1,
+        "a 150 ms command is slow"
     );
 }

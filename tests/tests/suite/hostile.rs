@@ -8,7 +8,9 @@ use techub_host::bindings::techub::platform::messaging::Priority;
 use techub_host::config::HostConfig;
 use techub_tests::{PluginDir, config, grant, init_tracing};
 
-async fn hostile_platform(adjust: impl FnOnce(&mut HostConfig)) -> (Platform, PluginDir) {
+pub(crate) async fn hostile_platform(
+    adjust: impl FnOnce(&mut HostConfig),
+) -> (Platform, PluginDir) {
     init_tracing();
     let dir = PluginDir::with(&[("hostile", "fixture_hostile")]);
     let mut config = config(&dir);
@@ -26,12 +28,12 @@ async fn hostile_platform(adjust: impl FnOnce(&mut HostConfig)) -> (Platform, Pl
 }
 
 /// Sends the hostile plugin `action` and returns the reason its message died with.
-async fn provoke(platform: &Platform, action: &str) -> String {
+pub(crate) async fn provoke(platform: &Platform, action: &str) -> String {
     let id = platform
         .publish(
             &format!("fixture.hostile.{action}"),
             b"{}".to_vec(),
-            Priority::Normal,
+            Some(Priority::Normal),
         )
         .await
         .unwrap();

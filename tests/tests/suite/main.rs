@@ -2,6 +2,9 @@
 
 mod admin;
 mod conformance;
+mod delivery;
 mod e2e_embedded;
 mod e2e_services;
+mod grants;
 mod hostile;
+mod limits;

@@ -4,7 +4,7 @@ use super::{CacheWrite, DomainStats};
 use crate::bindings::techub::platform::cache::{
     CacheError, DomainStats as WitStats, EntryOptions, Host,
 };
-use crate::capability::{BackendError, check_name, glob};
+use crate::capability::{BackendError, check_name, glob, unavailable_for_guest};
 use crate::runtime::PluginState;
 use std::time::Duration;
 
@@ -14,7 +14,7 @@ impl From<BackendError> for CacheError {
     fn from(error: BackendError) -> Self {
         match error {
             BackendError::InvalidArgument(m) => CacheError::InvalidArgument(m),
-            other => CacheError::Unavailable(other.to_string()),
+            other => CacheError::Unavailable(unavailable_for_guest("cache", &other.to_string())),
         }
     }
 }

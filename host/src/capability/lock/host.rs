@@ -4,7 +4,8 @@ use super::LeaseState;
 use crate::bindings::techub::platform::lock::{
     Host, HostLease, LockError, LockOptions, LockStatus,
 };
-use crate::capability::{BackendError, check_name};
+use crate::capability::{BackendError, check_name, unavailable_for_guest};
+use crate::config::MIN_LOCK_TTL_MS;
 use crate::runtime::PluginState;
 use std::time::{Duration, Instant};
 use wasmtime::component::Resource;
@@ -13,7 +14,7 @@ type Result<T> = std::result::Result<T, LockError>;
 
 impl From<BackendError> for LockError {
     fn from(error: BackendError) -> Self {
-        LockError::Unavailable(error.to_string())
+        LockError::Unavailable(unavailable_for_guest("lock", &error.to_string()))
     }
 }
 
@@ -21,9 +22,9 @@ impl PluginState {
     fn check_lock_options(&self, options: &LockOptions) -> Result<()> {
         let limits = &self.plugin.config.lock;
         let bad = |m: String| Err(LockError::InvalidOptions(m));
-        if options.ttl_ms == 0 || options.ttl_ms > limits.max_ttl_ms {
+        if options.ttl_ms < MIN_LOCK_TTL_MS || options.ttl_ms > limits.max_ttl_ms {
             return bad(format!(
-                "ttl-ms must be 1 to {}, got {}",
+                "ttl-ms must be {MIN_LOCK_TTL_MS} to {}, got {}",
                 limits.max_ttl_ms, options.ttl_ms
             ));
         }
@@ -119,14 +120,17 @@ impl Host for PluginState {
 
 impl HostLease for PluginState {
     async fn name(&mut self, lease: Resource<LeaseState>) -> wasmtime::Result<String> {
+        self.charge_or_trap()?;
         Ok(self.table.get(&lease)?.name.clone())
     }
 
     async fn fencing_token(&mut self, lease: Resource<LeaseState>) -> wasmtime::Result<u64> {
+        self.charge_or_trap()?;
         Ok(self.table.get(&lease)?.fence)
     }
 
     async fn status(&mut self, lease: Resource<LeaseState>) -> wasmtime::Result<LockStatus> {
+        self.charge_or_trap()?;
         let lease = self.table.get(&lease)?;
         Ok(if lease.released {
             LockStatus::Released
@@ -146,9 +150,9 @@ impl HostLease for PluginState {
             return Ok(Err(LockError::QuotaExceeded(e)));
         }
         let max = self.plugin.config.lock.max_ttl_ms;
-        if ttl_ms == 0 || ttl_ms > max {
+        if !(MIN_LOCK_TTL_MS..=max).contains(&ttl_ms) {
             return Ok(Err(LockError::InvalidOptions(format!(
-                "ttl-ms must be 1 to {max}, got {ttl_ms}"
+                "ttl-ms must be {MIN_LOCK_TTL_MS} to {max}, got {ttl_ms}"
             ))));
         }
         let (key, token, released) = {

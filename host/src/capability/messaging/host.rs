@@ -5,6 +5,7 @@ use super::{Envelope, MessageStatus, now_ms};
 use crate::bindings::techub::platform::messaging::{
     Host, MessagingError, Priority, PublishOptions,
 };
+use crate::capability::unavailable_for_guest;
 use crate::runtime::PluginState;
 use std::time::Duration;
 
@@ -79,6 +80,11 @@ impl PluginState {
             .message_id
             .clone()
             .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let services = self.plugin.services.clone();
+        let priority = match options.priority {
+            Some(priority) => priority_level(priority),
+            None => services.priorities.of(&routing_key),
+        };
         let envelope = Envelope {
             id: id.clone(),
             routing_key,
@@ -86,17 +92,17 @@ impl PluginState {
             headers: options.headers,
             correlation_id: options.correlation_id,
             reply_to: options.reply_to,
-            priority: priority_level(options.priority),
+            priority,
             persistent: options.persistent,
             expiration_ms: options.expiration_ms,
             published_at_ms: now_ms(),
             attempt: 1,
         };
-        let services = self.plugin.services.clone();
-        let timeout = Duration::from_millis(self.plugin.config.amqp.confirm_timeout_ms);
+        let timeout = Duration::from_millis(self.plugin.config.messaging.confirm_timeout_ms);
         let delay = options.delay_ms.map(Duration::from_millis);
         // Pending before the publish: a fast consumer may otherwise mark it done first.
-        services.tracker.set(&id, MessageStatus::Pending);
+        // An id known already keeps its status and owner.
+        let created = services.tracker.published(&id, Some(&self.plugin.name));
         let failure =
             match tokio::time::timeout(timeout, services.broker.publish(envelope, delay)).await {
                 Ok(Ok(())) => None,
@@ -104,8 +110,13 @@ impl PluginState {
                 Err(_) => Some(format!("no confirm within {} ms", timeout.as_millis())),
             };
         if let Some(failure) = failure {
-            services.tracker.forget(&id);
-            return Err(MessagingError::Unavailable(failure));
+            if created {
+                services.tracker.forget(&id);
+            }
+            return Err(MessagingError::Unavailable(unavailable_for_guest(
+                "messaging",
+                &failure,
+            )));
         }
         self.usage.publishes += 1;
         Ok(id)
@@ -182,6 +193,11 @@ impl Host for PluginState {
     }
 
     async fn status(&mut self, message_id: String) -> wasmtime::Result<Option<MessageStatus>> {
-        Ok(self.plugin.services.tracker.get(&message_id))
+        self.charge_or_trap()?;
+        Ok(self
+            .plugin
+            .services
+            .tracker
+            .status_for(&message_id, &self.plugin.name))
     }
 }

@@ -6,11 +6,14 @@
 //! dropped unsettled is requeued as redelivered.
 
 use super::routing::TopicPattern;
-use super::{Broker, Consumer, DeadLetter, Delivery, Envelope, QueueSpec};
+use super::{
+    Broker, Consumer, DEAD_LETTER_REFUSED_PAUSE, DeadLetter, Delivery, Envelope, QueueSpec,
+};
 use crate::capability::{BackendError, BackendResult};
 use crate::config::DeadLetterConfig;
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
@@ -64,6 +67,7 @@ struct State {
 struct Shared {
     state: Mutex<State>,
     dead_letter: DeadLetterConfig,
+    dead_letters_refused: AtomicU64,
 }
 
 impl Shared {
@@ -99,10 +103,11 @@ impl Shared {
         }
     }
 
-    fn bury(&self, queue: &str, envelope: Envelope, reason: &str) {
-        let mut state = self.lock();
-        let now = Instant::now();
+    /// Drops the dead letters older than `dead_letter.ttl_ms`, as RabbitMQ's message
+    /// TTL on the dead-letter queue does.
+    fn expire_dead(&self, state: &mut State) {
         let ttl = Duration::from_millis(self.dead_letter.ttl_ms);
+        let now = Instant::now();
         while state
             .dead
             .front()
@@ -110,16 +115,36 @@ impl Shared {
         {
             state.dead.pop_front();
         }
-        // The seed's max length drops the oldest, as RabbitMQ's default overflow does.
-        while state.dead.len() >= self.dead_letter.max_length as usize {
-            state.dead.pop_front();
+    }
+
+    /// Parks `envelope` in the dead-letter queue; refused when it is full (the seed's
+    /// max length), as RabbitMQ's `reject-publish` does: a dead letter is the last copy
+    /// of a message, so none is dropped to make room.
+    fn bury(&self, queue: &str, envelope: Envelope, reason: &str) -> BackendResult<()> {
+        let mut state = self.lock();
+        self.expire_dead(&mut state);
+        if state.dead.len() >= self.dead_letter.max_length as usize {
+            drop(state);
+            let refused = self
+                .dead_letters_refused
+                .fetch_add(1, AtomicOrdering::Relaxed)
+                + 1;
+            tracing::error!(%queue, id = %envelope.id, refused, "the dead-letter queue is full and refused a dead letter; the message stays in its queue");
+            return Err(BackendError::Unavailable(format!(
+                "the dead-letter queue is full ({} letters)",
+                self.dead_letter.max_length
+            )));
         }
         let letter = DeadLetter {
             envelope,
             queue: queue.to_string(),
             reason: reason.to_string(),
         };
-        state.dead.push_back(DeadEntry { letter, at: now });
+        state.dead.push_back(DeadEntry {
+            letter,
+            at: Instant::now(),
+        });
+        Ok(())
     }
 
     /// Pops the next live message of `queue`, dead-lettering expired ones on the way.
@@ -132,7 +157,9 @@ impl Shared {
             if !expired {
                 return Some(next);
             }
-            self.bury(queue, next.envelope, "expired");
+            // An expired message the full dead-letter queue refuses is dropped, as
+            // RabbitMQ drops it: nobody holds it to give back.
+            let _ = self.bury(queue, next.envelope, "expired");
         }
     }
 }
@@ -150,6 +177,7 @@ impl MemoryBroker {
             shared: Arc::new(Shared {
                 state: Mutex::default(),
                 dead_letter,
+                dead_letters_refused: AtomicU64::new(0),
             }),
         }
     }
@@ -157,7 +185,11 @@ impl MemoryBroker {
 
 #[async_trait::async_trait]
 impl Broker for MemoryBroker {
-    async fn publish(&self, envelope: Envelope, delay: Option<Duration>) -> BackendResult<()> {
+    async fn publish(&self, mut envelope: Envelope, delay: Option<Duration>) -> BackendResult<()> {
+        // Whatever the publisher claims, a published message is a first attempt: only
+        // the broker's own retries count (as on RabbitMQ, where the host ignores its
+        // headers on messages that enter through the exchange).
+        envelope.attempt = 1;
         match delay {
             Some(delay) if !delay.is_zero() => {
                 let shared = self.shared.clone();
@@ -204,10 +236,16 @@ impl Broker for MemoryBroker {
         }))
     }
 
+    fn dead_letters_refused(&self) -> u64 {
+        self.shared
+            .dead_letters_refused
+            .load(AtomicOrdering::Relaxed)
+    }
+
     async fn dead_letters(&self, limit: usize) -> BackendResult<Vec<DeadLetter>> {
-        Ok(self
-            .shared
-            .lock()
+        let mut state = self.shared.lock();
+        self.shared.expire_dead(&mut state);
+        Ok(state
             .dead
             .iter()
             .take(limit)
@@ -292,8 +330,14 @@ impl Delivery for MemoryDelivery {
     }
 
     async fn dead_letter(mut self: Box<Self>, reason: &str) -> BackendResult<()> {
-        let envelope = self.take().envelope;
-        self.shared.bury(&self.queue, envelope, reason);
+        let envelope = self.envelope().clone();
+        if let Err(error) = self.shared.bury(&self.queue, envelope, reason) {
+            // Unsettled, it goes back to its queue when dropped: after a pause, so that
+            // a full dead-letter queue does not spin the consumer.
+            tokio::time::sleep(DEAD_LETTER_REFUSED_PAUSE).await;
+            return Err(error);
+        }
+        self.take();
         Ok(())
     }
 }

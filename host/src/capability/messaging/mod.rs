@@ -8,6 +8,7 @@
 pub mod amqp;
 mod host;
 pub mod memory;
+mod priorities;
 pub mod routing;
 mod tracker;
 
@@ -16,6 +17,7 @@ use std::time::Duration;
 
 pub use crate::bindings::techub::platform::messaging::MessageStatus;
 pub use host::{priority_level, priority_of_level};
+pub use priorities::DefaultPriorities;
 pub use tracker::MessageTracker;
 
 /// Header carrying the attempt number of a retried message.
@@ -86,7 +88,21 @@ pub trait Broker: Send + Sync {
     async fn consume(&self, queue: &str, prefetch: u16) -> BackendResult<Box<dyn Consumer>>;
     /// Up to `limit` dead letters, oldest first, without removing them.
     async fn dead_letters(&self, limit: usize) -> BackendResult<Vec<DeadLetter>>;
+    /// Whether the broker is reachable now; the reason when not (for `/readyz`).
+    fn health(&self) -> Result<(), String> {
+        Ok(())
+    }
+    /// Dead letters the dead-letter queue refused so far because it was full. Each
+    /// refused message stays unsettled in its own queue and comes back later.
+    fn dead_letters_refused(&self) -> u64 {
+        0
+    }
 }
+
+/// How long a delivery whose dead letter was refused (the dead-letter queue is full)
+/// is held before it goes back to its queue: a full dead-letter queue slows the
+/// failing consumer down instead of spinning it, and loses nothing.
+pub const DEAD_LETTER_REFUSED_PAUSE: Duration = Duration::from_secs(1);
 
 /// The deliveries of one queue.
 #[async_trait::async_trait]

@@ -74,6 +74,43 @@ impl TopicPattern {
     }
 }
 
+impl TopicPattern {
+    /// Whether every routing key `other` matches is matched by `self` (a grant
+    /// covering a binding). Conservative: `*` never covers a `#` of `other`, although
+    /// `*.#` would in practice cover `#` (keys have at least one word): such a grant
+    /// is refused, never a binding let through that the grant does not cover.
+    pub fn covers(&self, other: &TopicPattern) -> bool {
+        let (p, k) = (self.words.len(), other.words.len());
+        let mut reach = vec![vec![false; k + 1]; p + 1];
+        reach[0][0] = true;
+        for i in 0..p {
+            for j in 0..=k {
+                if !reach[i][j] {
+                    continue;
+                }
+                match self.words[i].as_str() {
+                    "#" => {
+                        for r in reach[i + 1].iter_mut().skip(j) {
+                            *r = true;
+                        }
+                    }
+                    "*" => {
+                        if j < k && other.words[j] != "#" {
+                            reach[i + 1][j + 1] = true;
+                        }
+                    }
+                    word => {
+                        if j < k && other.words[j] == word {
+                            reach[i + 1][j + 1] = true;
+                        }
+                    }
+                }
+            }
+        }
+        reach[p][k]
+    }
+}
+
 fn matches_words(pattern: &[String], key: &[&str]) -> bool {
     // Dynamic programming over (pattern word, key word): linear in their product, so no
     // pattern of many `#` can make matching exponential.
@@ -132,6 +169,26 @@ mod tests {
         assert!(m("a.#.b.#.c", "a.b.c"));
         assert!(!m("a.#.b.#.c", "a.c.b"));
         assert!(m("dlx.#", "dlx.email.user-notifications"));
+    }
+
+    fn covers(grant: &str, binding: &str) -> bool {
+        TopicPattern::parse(grant)
+            .unwrap()
+            .covers(&TopicPattern::parse(binding).unwrap())
+    }
+
+    #[test]
+    fn a_grant_covers_only_bindings_it_fully_contains() {
+        assert!(covers("#", "payment.#"));
+        assert!(covers("order.*", "order.created"));
+        assert!(covers("order.#", "order.*.paid"));
+        assert!(covers("order.*", "order.*"));
+        assert!(covers("#.paid", "order.*.paid"));
+        assert!(!covers("order.*", "order.#"));
+        assert!(!covers("order.*", "order.created.v2"));
+        assert!(!covers("user.#", "payment.#"));
+        assert!(!covers("user.#", "#"));
+        assert!(!covers("order.created", "order.*"));
     }
 
     #[test]

@@ -1,16 +1,50 @@
-//! The seed's `MessageStatus`, tracked per message id for a bounded number of
-//! messages (oldest forgotten first).
+//! The seed's `MessageStatus`, tracked per message and per queue for a bounded number
+//! of messages (oldest forgotten first).
+//!
+//! A message published to a topic exchange may reach several queues (fan-out), each
+//! with its own fate, so a status is kept per queue. Who may read it: the plugin that
+//! published the message, and the plugins whose queues received it; nobody else. A
+//! publish never overwrites what is known of an id (a guest chooses message ids, and
+//! must not be able to reset another message's status).
 
 use super::MessageStatus;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 
+/// Most queues remembered for one message: a fan-out wider than this keeps the first.
+const MAX_QUEUES_PER_MESSAGE: usize = 64;
+
+#[derive(Default)]
+struct Entry {
+    /// The plugin that published it; `None` for the operator or another producer.
+    publisher: Option<String>,
+    /// (queue, plugin consuming it, status in that queue).
+    queues: Vec<(String, String, MessageStatus)>,
+}
+
+impl Entry {
+    /// One status over several queues: the most pressing one (a dead letter, then a
+    /// failure, then work still under way), `completed` only when every queue is.
+    fn summary<'a>(statuses: impl Iterator<Item = &'a MessageStatus>) -> MessageStatus {
+        use MessageStatus::*;
+        let rank = |s: &MessageStatus| match s {
+            DeadLetter => 0,
+            Failed => 1,
+            Processing => 2,
+            Retrying => 3,
+            Pending => 4,
+            Completed => 5,
+        };
+        statuses.copied().min_by_key(rank).unwrap_or(Pending)
+    }
+}
+
 struct Inner {
-    status: HashMap<String, MessageStatus>,
+    entries: HashMap<String, Entry>,
     order: VecDeque<String>,
 }
 
-/// Status per message id.
+/// Status per message and queue.
 pub struct MessageTracker {
     inner: Mutex<Inner>,
     capacity: usize,
@@ -21,41 +55,149 @@ impl MessageTracker {
     pub fn new(capacity: usize) -> Self {
         Self {
             inner: Mutex::new(Inner {
-                status: HashMap::new(),
+                entries: HashMap::new(),
                 order: VecDeque::new(),
             }),
             capacity,
         }
     }
 
-    /// Records the status of `id`.
-    pub fn set(&self, id: &str, status: MessageStatus) {
-        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        if inner.status.insert(id.to_string(), status).is_none() {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn entry<'a>(&self, inner: &'a mut Inner, id: &str) -> &'a mut Entry {
+        if !inner.entries.contains_key(id) {
             inner.order.push_back(id.to_string());
             while inner.order.len() > self.capacity {
                 if let Some(old) = inner.order.pop_front() {
-                    inner.status.remove(&old);
+                    inner.entries.remove(&old);
                 }
             }
         }
+        inner.entries.entry(id.to_string()).or_default()
     }
 
-    /// Forgets `id` (its publish failed).
+    /// Records that `publisher` (`None`: the operator) is publishing `id`, as pending.
+    /// Returns `false`, changing nothing, when `id` is known already: a publish never
+    /// overwrites another message's status nor takes over its ownership.
+    pub fn published(&self, id: &str, publisher: Option<&str>) -> bool {
+        let mut inner = self.lock();
+        if inner.entries.contains_key(id) {
+            return false;
+        }
+        self.entry(&mut inner, id).publisher = publisher.map(str::to_string);
+        true
+    }
+
+    /// Forgets `id` after its publish failed; only call it when [`Self::published`]
+    /// answered `true` for that publish.
     pub fn forget(&self, id: &str) {
-        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        if inner.status.remove(id).is_some() {
+        let mut inner = self.lock();
+        if inner.entries.remove(id).is_some() {
             inner.order.retain(|known| known != id);
         }
     }
 
-    /// The status of `id`, if remembered.
+    /// Records the status of `id` in `queue`, which `plugin` consumes.
+    pub fn delivered(&self, id: &str, queue: &str, plugin: &str, status: MessageStatus) {
+        let mut inner = self.lock();
+        let entry = self.entry(&mut inner, id);
+        if let Some(known) = entry.queues.iter_mut().find(|(q, _, _)| q == queue) {
+            known.2 = status;
+        } else if entry.queues.len() < MAX_QUEUES_PER_MESSAGE {
+            entry
+                .queues
+                .push((queue.to_string(), plugin.to_string(), status));
+        }
+    }
+
+    /// What `plugin` may know of `id`: for its publisher, the summary over every queue
+    /// the message reached (pending until one did); for a receiver, over its own
+    /// queues; for anyone else, nothing.
+    pub fn status_for(&self, id: &str, plugin: &str) -> Option<MessageStatus> {
+        let inner = self.lock();
+        let entry = inner.entries.get(id)?;
+        if entry.publisher.as_deref() == Some(plugin) {
+            return Some(Entry::summary(entry.queues.iter().map(|(_, _, s)| s)));
+        }
+        let own: Vec<&MessageStatus> = entry
+            .queues
+            .iter()
+            .filter(|(_, p, _)| p == plugin)
+            .map(|(_, _, s)| s)
+            .collect();
+        (!own.is_empty()).then(|| Entry::summary(own.into_iter()))
+    }
+
+    /// The operator's view of `id`: the summary over every queue.
     pub fn get(&self, id: &str) -> Option<MessageStatus> {
-        self.inner
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .status
-            .get(id)
-            .copied()
+        let inner = self.lock();
+        let entry = inner.entries.get(id)?;
+        Some(Entry::summary(entry.queues.iter().map(|(_, _, s)| s)))
+    }
+
+    /// The status of `id` in `queue`, if known.
+    pub fn in_queue(&self, id: &str, queue: &str) -> Option<MessageStatus> {
+        let inner = self.lock();
+        let entry = inner.entries.get(id)?;
+        entry
+            .queues
+            .iter()
+            .find(|(q, _, _)| q == queue)
+            .map(|(_, _, s)| *s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use MessageStatus::*;
+
+    #[test]
+    fn only_the_publisher_and_receivers_see_a_status() {
+        let tracker = MessageTracker::new(10);
+        assert!(tracker.published("m", Some("a")));
+        assert_eq!(tracker.status_for("m", "a"), Some(Pending));
+        assert_eq!(tracker.status_for("m", "b"), None);
+        tracker.delivered("m", "q.b", "b", Processing);
+        assert_eq!(tracker.status_for("m", "b"), Some(Processing));
+        assert_eq!(tracker.status_for("m", "c"), None);
+    }
+
+    #[test]
+    fn a_publish_cannot_overwrite_or_take_over_a_known_id() {
+        let tracker = MessageTracker::new(10);
+        assert!(tracker.published("m", Some("a")));
+        tracker.delivered("m", "q.b", "b", Completed);
+        assert!(!tracker.published("m", Some("evil")), "the id is known");
+        assert_eq!(tracker.get("m"), Some(Completed), "not reset to pending");
+        assert_eq!(tracker.status_for("m", "evil"), None, "no ownership taken");
+    }
+
+    #[test]
+    fn fan_out_keeps_a_status_per_queue() {
+        let tracker = MessageTracker::new(10);
+        tracker.published("m", Some("a"));
+        tracker.delivered("m", "q.b", "b", Completed);
+        tracker.delivered("m", "q.c", "c", DeadLetter);
+        assert_eq!(tracker.status_for("m", "b"), Some(Completed));
+        assert_eq!(tracker.status_for("m", "c"), Some(DeadLetter));
+        assert_eq!(
+            tracker.status_for("m", "a"),
+            Some(DeadLetter),
+            "the publisher sees the worst"
+        );
+        assert_eq!(tracker.in_queue("m", "q.b"), Some(Completed));
+    }
+
+    #[test]
+    fn the_oldest_messages_are_forgotten_first() {
+        let tracker = MessageTracker::new(2);
+        for id in ["1", "2", "3"] {
+            tracker.published(id, None);
+        }
+        assert_eq!(tracker.get("1"), None);
+        assert_eq!(tracker.get("3"), Some(Pending));
     }
 }

@@ -2,9 +2,9 @@
 
 use super::StoreBackend;
 use crate::bindings::techub::platform::store::{
-    Host, KeyTtl, ListEnd, ScanPage, SetOptions, StoreError,
+    Host, KeyTtl, ListEnd, ScanPage, SetCondition, SetOptions, StoreError,
 };
-use crate::capability::{BackendError, check_name, glob};
+use crate::capability::{BackendError, check_name, glob, unavailable_for_guest};
 use crate::runtime::PluginState;
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,7 +19,9 @@ const MAX_SCAN_COUNT: u32 = 1000;
 impl From<BackendError> for StoreError {
     fn from(error: BackendError) -> Self {
         match error {
-            BackendError::Unavailable(m) => StoreError::Unavailable(m),
+            BackendError::Unavailable(m) => {
+                StoreError::Unavailable(unavailable_for_guest("store", &m))
+            }
             BackendError::WrongType => StoreError::WrongType,
             BackendError::Overflow => StoreError::Overflow,
             BackendError::InvalidArgument(m) => StoreError::InvalidArgument(m),
@@ -69,7 +71,7 @@ impl PluginState {
     }
 
     fn check_values<'a>(&self, values: impl IntoIterator<Item = &'a [u8]>) -> Result<()> {
-        let max = self.plugin.config.redis.max_value_bytes;
+        let max = self.plugin.config.store.max_value_bytes;
         for value in values {
             if value.len() > max {
                 return Err(StoreError::ValueTooLarge(max as u64));
@@ -121,6 +123,22 @@ impl Host for PluginState {
                 .store
                 .set(&key, &value, ttl, options.condition)
                 .await?)
+        };
+        Ok(result.await)
+    }
+
+    async fn claim(&mut self, key: String, ttl_ms: u64) -> wasmtime::Result<Result<bool>> {
+        let result = async {
+            let key = self.store_key(&key)?;
+            let ttl = nonzero_ttl(ttl_ms)?;
+            let store = self.plugin.services.store.clone();
+            let claimed = store
+                .set(&key, b"", Some(ttl), SetCondition::IfAbsent)
+                .await?;
+            if claimed {
+                self.claims.push(key);
+            }
+            Ok(claimed)
         };
         Ok(result.await)
     }

@@ -189,9 +189,13 @@ async fn memory_broker_conforms() {
 }
 
 async fn amqp() -> AmqpBroker {
-    AmqpBroker::connect(&services::amqp_config(), dead_letter_config())
-        .await
-        .unwrap_or_else(|e| panic!("{}", services::rabbitmq_hint(&e)))
+    AmqpBroker::connect(
+        &services::amqp_config(),
+        dead_letter_config(),
+        Default::default(),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{}", services::rabbitmq_hint(&e)))
 }
 
 #[tokio::test]
@@ -236,7 +240,7 @@ async fn amqp_retry_survives_its_retry_queue_expiring() {
 #[tokio::test]
 async fn amqp_delayed_publish_survives_its_delay_queue_expiring() {
     let config = services::amqp_config();
-    let broker = AmqpBroker::connect(&config, dead_letter_config())
+    let broker = AmqpBroker::connect(&config, dead_letter_config(), Default::default())
         .await
         .unwrap_or_else(|e| panic!("{}", services::rabbitmq_hint(&e)));
     let topic = unique("later");

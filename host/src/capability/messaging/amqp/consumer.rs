@@ -2,7 +2,7 @@
 
 use super::{AmqpBroker, convert, unavailable};
 use crate::capability::BackendResult;
-use crate::capability::messaging::{Consumer, Delivery, Envelope};
+use crate::capability::messaging::{Consumer, DEAD_LETTER_REFUSED_PAUSE, Delivery, Envelope};
 use futures::StreamExt;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions};
 use lapin::types::FieldTable;
@@ -64,8 +64,18 @@ impl Consumer for AmqpConsumer {
 
 impl AmqpConsumer {
     fn wrap(&self, delivery: lapin::message::Delivery) -> Box<dyn Delivery> {
-        let envelope =
-            convert::envelope(&delivery.routing_key, &delivery.properties, delivery.data);
+        // Retries come back through the default exchange (the retry queue dead-letters
+        // to it); everything else entered through the main exchange.
+        let origin = match delivery.exchange.as_str() {
+            "" => convert::Origin::Host,
+            _ => convert::Origin::Exchange,
+        };
+        let envelope = convert::envelope(
+            &delivery.routing_key,
+            &delivery.properties,
+            delivery.data,
+            origin,
+        );
         Box::new(AmqpDelivery {
             broker: self.broker.clone(),
             queue: self.queue.clone(),
@@ -123,9 +133,16 @@ impl Delivery for AmqpDelivery {
     }
 
     async fn dead_letter(mut self: Box<Self>, reason: &str) -> BackendResult<()> {
-        self.broker
+        if let Err(error) = self
+            .broker
             .send_dead_letter(&self.queue, &self.envelope, reason)
-            .await?;
+            .await
+        {
+            // Unsettled, it goes back to its queue when dropped: after a pause, so that
+            // a full dead-letter queue does not spin the consumer.
+            tokio::time::sleep(DEAD_LETTER_REFUSED_PAUSE).await;
+            return Err(error);
+        }
         AmqpDelivery::ack(&mut self).await
     }
 }

@@ -76,20 +76,39 @@ pub fn header(props: &BasicProperties, name: &str) -> Option<String> {
     props.headers().as_ref()?.inner().get(name).and_then(text)
 }
 
+/// Where a delivered message came from, which decides whether its `x-techub-*`
+/// headers are the host's own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// Through the main exchange: published by anyone with access to it. Headers under
+    /// the host's names are a publisher's claims and are dropped (a publisher must not
+    /// set the attempt counter and so cut a message's retries short).
+    Exchange,
+    /// Back from the host's own retry queue (the default exchange), or read from the
+    /// dead-letter queue the host writes: the host set those headers.
+    Host,
+}
+
 /// The envelope of a delivered message. Messages from other producers may lack our
 /// headers: the id falls back to a new one and the attempt to 1.
-pub fn envelope(routing_key: &ShortString, props: &BasicProperties, payload: Vec<u8>) -> Envelope {
+pub fn envelope(
+    routing_key: &ShortString,
+    props: &BasicProperties,
+    payload: Vec<u8>,
+    origin: Origin,
+) -> Envelope {
+    let trusted = origin == Origin::Host;
     let mut headers = Vec::new();
     let (mut attempt, mut published_at_ms) = (1, None);
     if let Some(table) = props.headers() {
         for (name, value) in table.inner() {
             match name.as_str() {
-                ATTEMPT_HEADER => {
+                ATTEMPT_HEADER if trusted => {
                     attempt = number(value)
                         .and_then(|n| u32::try_from(n).ok())
                         .unwrap_or(1)
                 }
-                PUBLISHED_HEADER => published_at_ms = number(value),
+                PUBLISHED_HEADER if trusted => published_at_ms = number(value),
                 n if n.starts_with("x-") => {}
                 n => {
                     if let Some(v) = text(value) {

@@ -30,7 +30,7 @@ mod topology;
 
 use super::{Broker, Consumer, DeadLetter, Envelope, QueueSpec};
 use crate::capability::{BackendError, BackendResult};
-use crate::config::{AmqpConfig, DeadLetterConfig};
+use crate::config::{AmqpConfig, DeadLetterConfig, MessagingConfig};
 use anyhow::Context;
 use convert::{string, table};
 use lapin::options::{
@@ -39,6 +39,7 @@ use lapin::options::{
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Channel, Connection, ConnectionProperties};
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -61,6 +62,8 @@ pub(crate) struct Shared {
     confirm_timeout: Duration,
     declared: Mutex<HashSet<String>>,
     names: AmqpConfig,
+    /// Dead letters the full dead-letter queue refused (`x-overflow = reject-publish`).
+    dead_letters_refused: AtomicU64,
 }
 
 /// Broker on a RabbitMQ server.
@@ -73,26 +76,16 @@ fn unavailable(url: &str, what: &str, error: impl std::fmt::Display) -> BackendE
     BackendError::Unavailable(format!("RabbitMQ at {url}: could not {what}: {error}"))
 }
 
-/// The URL without its password, for messages and logs.
-fn redacted(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let credentials = &url[scheme + 3..at];
-            let user = credentials.split(':').next().unwrap_or_default();
-            format!("{}{user}:***{}", &url[..scheme + 3], &url[at..])
-        }
-        _ => url.to_string(),
-    }
-}
-
 impl AmqpBroker {
     /// Connects, enables publisher confirms and declares the fixed topology.
     pub async fn connect(
         config: &AmqpConfig,
         dead_letter: DeadLetterConfig,
+        messaging: MessagingConfig,
     ) -> anyhow::Result<Self> {
-        let url = redacted(&config.url);
+        let url = crate::config::redact_url(&config.url);
         let timeout = Duration::from_millis(config.connection_timeout_ms);
+        reachable(&config.url, &url, timeout).await?;
         // lapin reconnects by itself after a network failure and replays the topology
         // (exchanges, queues, bindings, QoS, consumers); retry forever, at most 5 s apart.
         let properties = ConnectionProperties::default()
@@ -127,9 +120,10 @@ impl AmqpBroker {
                 connection,
                 publisher,
                 url,
-                confirm_timeout: Duration::from_millis(config.confirm_timeout_ms),
+                confirm_timeout: Duration::from_millis(messaging.confirm_timeout_ms),
                 declared: Mutex::default(),
                 names: config.clone(),
+                dead_letters_refused: AtomicU64::new(0),
             }),
         };
         broker
@@ -140,6 +134,24 @@ impl AmqpBroker {
     }
 }
 
+/// Opens (and closes) a TCP connection to the broker first, so that a refused or
+/// unroutable address is reported at once and plainly, instead of through lapin's
+/// reconnecting I/O loop (which logs a panic line and waits out the timeout).
+async fn reachable(raw_url: &str, shown: &str, timeout: Duration) -> anyhow::Result<()> {
+    let uri: lapin::uri::AMQPUri = raw_url
+        .parse()
+        .map_err(|e| anyhow::anyhow!("invalid amqp.url {shown:?}: {e}"))?;
+    let address = (uri.authority.host.as_str(), uri.authority.port);
+    match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(address)).await {
+        Ok(Ok(_stream)) => Ok(()),
+        Ok(Err(error)) => anyhow::bail!("could not connect to RabbitMQ at {shown}: {error}"),
+        Err(_) => anyhow::bail!(
+            "could not connect to RabbitMQ at {shown}: no answer within {} ms",
+            timeout.as_millis()
+        ),
+    }
+}
+
 #[async_trait::async_trait]
 impl Broker for AmqpBroker {
     async fn publish(&self, envelope: Envelope, delay: Option<Duration>) -> BackendResult<()> {
@@ -147,18 +159,22 @@ impl Broker for AmqpBroker {
         match delay.map(|d| (d.as_millis() as u64).max(1)) {
             None => {
                 let props = convert::properties(&envelope, &[]);
-                self.send(
-                    &names.main_exchange,
-                    &envelope.routing_key,
-                    &envelope.payload,
-                    props,
-                    false,
-                )
-                .await
-                .map(drop)
+                match self
+                    .send(
+                        &names.main_exchange,
+                        &envelope.routing_key,
+                        &envelope.payload,
+                        props,
+                        false,
+                    )
+                    .await?
+                {
+                    publish::Sent::Nacked => Err(self.nacked()),
+                    publish::Sent::Routed | publish::Sent::Returned => Ok(()),
+                }
             }
             Some(delay_ms) => {
-                let delay_queue = format!("{}.{delay_ms}", names.delayed_exchange);
+                let delay_queue = format!("{}delayed.{delay_ms}", names.queue_prefix);
                 let args = table(&[
                     ("x-message-ttl", AMQPValue::LongLongInt(delay_ms as i64)),
                     ("x-dead-letter-exchange", string(&names.main_exchange)),
@@ -243,6 +259,27 @@ impl Broker for AmqpBroker {
         ))
     }
 
+    fn health(&self) -> Result<(), String> {
+        let status = self.shared.connection.status();
+        if status.connected() {
+            return Ok(());
+        }
+        let state = match () {
+            _ if status.reconnecting() => "reconnecting",
+            _ if status.connecting() => "connecting",
+            _ if status.closed() || status.closing() => "closed",
+            _ => "failed",
+        };
+        Err(format!(
+            "RabbitMQ at {} is not connected ({state})",
+            self.shared.url
+        ))
+    }
+
+    fn dead_letters_refused(&self) -> u64 {
+        self.shared.dead_letters_refused.load(Ordering::Relaxed)
+    }
+
     async fn dead_letters(&self, limit: usize) -> BackendResult<Vec<DeadLetter>> {
         // Peek: get without ack on a channel of its own, then close it, which puts every
         // message back where it was.
@@ -261,7 +298,12 @@ impl Broker for AmqpBroker {
             let delivery = &message.delivery;
             let props = &delivery.properties;
             letters.push(DeadLetter {
-                envelope: convert::envelope(&delivery.routing_key, props, delivery.data.clone()),
+                envelope: convert::envelope(
+                    &delivery.routing_key,
+                    props,
+                    delivery.data.clone(),
+                    convert::Origin::Host,
+                ),
                 queue: convert::header(props, super::DEATH_QUEUE_HEADER).unwrap_or_else(|| {
                     delivery
                         .routing_key

@@ -10,10 +10,29 @@ use lapin::options::BasicPublishOptions;
 use lapin::types::AMQPValue;
 use std::time::Duration;
 
+/// What became of a confirmed publish.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Sent {
+    /// A queue took it (or, not mandatory, no queue was bound).
+    Routed,
+    /// Mandatory, and no queue took it: it came back.
+    Returned,
+    /// The broker refused it (a full queue with `reject-publish`, or an internal error).
+    Nacked,
+}
+
 impl AmqpBroker {
+    pub(super) fn nacked(&self) -> crate::capability::BackendError {
+        unavailable(
+            &self.shared.url,
+            "publish",
+            "the broker refused the message (nack)",
+        )
+    }
+
     /// Publishes and waits for the broker's confirm. With `mandatory`, a message that
-    /// no queue takes comes back, and the answer is `false`; without, it is dropped (a
-    /// topic publish nobody subscribes to), and the answer is `true`.
+    /// no queue takes comes back ([`Sent::Returned`]); without, it is dropped (a topic
+    /// publish nobody subscribes to) and counts as routed.
     pub(crate) async fn send(
         &self,
         exchange: &str,
@@ -21,7 +40,7 @@ impl AmqpBroker {
         payload: &[u8],
         props: BasicProperties,
         mandatory: bool,
-    ) -> BackendResult<bool> {
+    ) -> BackendResult<Sent> {
         let shared = &self.shared;
         let options = BasicPublishOptions {
             mandatory,
@@ -37,13 +56,12 @@ impl AmqpBroker {
                 .await
                 .map_err(|e| unavailable(&shared.url, "confirm a publish", e))?;
             if confirmation.is_nack() {
-                return Err(unavailable(
-                    &shared.url,
-                    "publish",
-                    "the broker refused the message (nack)",
-                ));
+                return Ok(Sent::Nacked);
             }
-            Ok(confirmation.take_message().is_none())
+            Ok(match confirmation.take_message() {
+                None => Sent::Routed,
+                Some(_) => Sent::Returned,
+            })
         };
         tokio::time::timeout(shared.confirm_timeout, confirm)
             .await
@@ -74,11 +92,13 @@ impl AmqpBroker {
         for _ in 0..2 {
             self.declare_once(queue.name, queue.args.clone(), queue.bind.clone())
                 .await?;
-            if self
+            match self
                 .send(exchange, routing_key, payload, props.clone(), true)
                 .await?
             {
-                return Ok(());
+                Sent::Routed => return Ok(()),
+                Sent::Nacked => return Err(self.nacked()),
+                Sent::Returned => {}
             }
             self.shared
                 .declared
@@ -144,8 +164,9 @@ impl AmqpBroker {
             ),
         ];
         // Mandatory: if the dead-letter queue is gone, the delivery stays unsettled and
-        // comes back, rather than being acked into nowhere.
-        let routed = self
+        // comes back, rather than being acked into nowhere. A nack means the queue is
+        // full (`reject-publish`): counted, and the delivery stays unsettled too.
+        let sent = self
             .send(
                 &self.shared.names.dead_letter_exchange,
                 &format!("dlx.{queue}"),
@@ -154,13 +175,26 @@ impl AmqpBroker {
                 true,
             )
             .await?;
-        if !routed {
-            return Err(unavailable(
+        match sent {
+            Sent::Routed => Ok(()),
+            Sent::Nacked => {
+                let refused = self
+                    .shared
+                    .dead_letters_refused
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                    + 1;
+                tracing::error!(%queue, id = %envelope.id, refused, "the dead-letter queue is full and refused a dead letter; the message stays in its queue");
+                Err(unavailable(
+                    &self.shared.url,
+                    "dead-letter",
+                    "the dead-letter queue is full",
+                ))
+            }
+            Sent::Returned => Err(unavailable(
                 &self.shared.url,
                 "dead-letter",
                 "no dead-letter queue took the message",
-            ));
+            )),
         }
-        Ok(())
     }
 }

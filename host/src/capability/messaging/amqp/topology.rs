@@ -2,7 +2,7 @@
 //! on a short-lived channel so that a refused declaration cannot close the channel
 //! the host publishes on.
 
-use super::convert::table;
+use super::convert::{string, table};
 use super::{AmqpBroker, unavailable};
 use crate::capability::BackendResult;
 use crate::config::DeadLetterConfig;
@@ -40,6 +40,10 @@ impl AmqpBroker {
                 "x-max-length",
                 AMQPValue::LongLongInt(dead_letter.max_length.into()),
             ),
+            // A dead letter is the last copy of a message: at the bound, refuse new ones
+            // (the publish is nacked, the failing delivery stays in its queue) rather
+            // than drop the oldest, RabbitMQ's default.
+            ("x-overflow", string("reject-publish")),
         ]);
         ch.queue_declare(
             n.dead_letter_queue.as_str().into(),

@@ -1,0 +1,242 @@
+//! What becomes of messages: work claimed with `store::once` is redone when the
+//! attempt that claimed it failed, reservations are not taken twice, priorities order
+//! the pool, and a full dead-letter queue loses nothing.
+
+use crate::e2e_embedded::dead_letter_of;
+use serde_json::json;
+use std::time::Duration;
+use techub_host::Platform;
+use techub_host::bindings::techub::platform::messaging::Priority;
+use techub_host::capability::messaging::MessageStatus;
+use techub_host::config::QueuePriority;
+use techub_tests::{PluginDir, config, grant, init_tracing, wait_for};
+
+const LIMIT: Duration = Duration::from_secs(20);
+
+async fn completed(platform: &Platform, id: &str) {
+    wait_for(LIMIT, &format!("message {id} to complete"), || async {
+        (platform.services.tracker.get(id) == Some(MessageStatus::Completed)).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn work_claimed_by_a_trapped_attempt_is_done_on_the_retry_exactly_once() {
+    init_tracing();
+    let dir = PluginDir::with(&[("once", "fixture_once")]);
+    let platform = Platform::start(config(&dir)).await.unwrap();
+    let id = platform
+        .publish("fixture.once.go", b"{}".to_vec(), None)
+        .await
+        .unwrap();
+    completed(&platform, &id).await;
+    let done = platform
+        .services
+        .store
+        .get(&format!("techub:store:once:work-done:{id}"))
+        .await
+        .unwrap();
+    assert_eq!(
+        done.as_deref(),
+        Some(b"1".as_slice()),
+        "the trapped attempt's claim was released, and the retry did the work once"
+    );
+    // The successful attempt's claim holds: a redelivery would skip the work.
+    assert!(
+        platform
+            .services
+            .store
+            .exists(&format!("techub:store:once:once:{id}"))
+            .await
+            .unwrap()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_order_retried_after_a_contended_lock_reserves_each_product_once() {
+    init_tracing();
+    let dir = PluginDir::with(&[("order-processor", "order_processor")]);
+    let mut config = config(&dir);
+    grant(
+        &mut config,
+        "order-processor",
+        &["orders"],
+        &["inventory.*", "order.cancelled"],
+    );
+    config.queues.get_mut("order").unwrap().max_retries = 5;
+    let platform = Platform::start(config).await.unwrap();
+    let store = platform.services.store.clone();
+    let stock = |product: &'static str| {
+        let store = store.clone();
+        async move {
+            store
+                .get(&format!("techub:store:order-processor:stock:{product}"))
+                .await
+                .unwrap()
+                .map(|v| String::from_utf8(v).unwrap())
+        }
+    };
+    for product in ["a", "b"] {
+        platform
+            .publish(
+                "inventory.restocked",
+                json!({ "product": product, "quantity": 10 })
+                    .to_string()
+                    .into_bytes(),
+                None,
+            )
+            .await
+            .unwrap();
+    }
+    wait_for(LIMIT, "the restocks", || async {
+        (stock("a").await.as_deref() == Some("10") && stock("b").await.as_deref() == Some("10"))
+            .then_some(())
+    })
+    .await;
+
+    // Someone holds product b: the first attempt reserves a, then fails on b.
+    let locks = platform.services.locks.clone();
+    locks
+        .try_acquire(
+            "techub:lock:order-processor:product:b",
+            "techub:lock-fence:order-processor",
+            "someone",
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap()
+        .expect("b is free");
+    let order = json!({ "id": "o-9", "items": [
+        { "product": "a", "quantity": 3 }, { "product": "b", "quantity": 4 } ] });
+    let id = platform
+        .publish("order.created", order.to_string().into_bytes(), None)
+        .await
+        .unwrap();
+    wait_for(LIMIT, "the first attempt to fail on b", || async {
+        (platform.services.tracker.get(&id) == Some(MessageStatus::Retrying)).then_some(())
+    })
+    .await;
+    assert_eq!(stock("a").await.as_deref(), Some("7"), "a was reserved");
+    locks
+        .release("techub:lock:order-processor:product:b", "someone")
+        .await
+        .unwrap();
+    completed(&platform, &id).await;
+    assert_eq!(
+        stock("a").await.as_deref(),
+        Some("7"),
+        "a is not reserved twice"
+    );
+    assert_eq!(stock("b").await.as_deref(), Some("6"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_freed_slot_goes_to_the_higher_priority_queue_type_first() {
+    init_tracing();
+    let dir = PluginDir::with(&[("priority", "fixture_priority")]);
+    let mut config = config(&dir);
+    config.host.max_instances = 1;
+    config.queues.get_mut("analytics").unwrap().priority = QueuePriority::Low;
+    let platform = Platform::start(config).await.unwrap();
+    assert_eq!(platform.plugins.len(), 1, "{:?}", platform.load_errors);
+    // Take the only slot, then queue analytics messages before one payment.
+    let block = platform
+        .publish("fixture.priority.block", b"{}".to_vec(), None)
+        .await
+        .unwrap();
+    wait_for(LIMIT, "the blocker to run", || async {
+        (platform.services.tracker.get(&block) == Some(MessageStatus::Processing)).then_some(())
+    })
+    .await;
+    let mut ids = Vec::new();
+    for _ in 0..4 {
+        ids.push(
+            platform
+                .publish("fixture.priority.analytics", b"{}".to_vec(), None)
+                .await
+                .unwrap(),
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    ids.push(
+        platform
+            .publish("fixture.priority.payment", b"{}".to_vec(), None)
+            .await
+            .unwrap(),
+    );
+    for id in &ids {
+        completed(&platform, id).await;
+    }
+    let handled: Vec<String> = platform
+        .services
+        .store
+        .list_range("techub:store:priority:handled", 0, -1)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|v| String::from_utf8(v).unwrap())
+        .collect();
+    assert_eq!(
+        handled[0], "fixture.priority.payment:Urgent",
+        "payment first, with its queue type's default priority: {handled:?}"
+    );
+    assert_eq!(
+        handled[1..],
+        ["fixture.priority.analytics:Low"; 4],
+        "analytics took its queue type's configured priority: {handled:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_dead_letter_queue_refuses_and_loses_nothing() {
+    init_tracing();
+    let dir = PluginDir::with(&[("user-notifications", "user_notifications")]);
+    let mut config = config(&dir);
+    grant(
+        &mut config,
+        "user-notifications",
+        &["users"],
+        &["notification.*"],
+    );
+    config.dead_letter.max_length = 1;
+    config.dead_letter.ttl_ms = 1_000;
+    let platform = Platform::start(config).await.unwrap();
+    let broker = platform.services.broker.clone();
+    let first = platform
+        .publish(
+            "user.created",
+            b"not json 1".to_vec(),
+            Some(Priority::Normal),
+        )
+        .await
+        .unwrap();
+    dead_letter_of(&platform, &first).await;
+    let second = platform
+        .publish(
+            "user.created",
+            b"not json 2".to_vec(),
+            Some(Priority::Normal),
+        )
+        .await
+        .unwrap();
+    wait_for(
+        LIMIT,
+        "the full queue to refuse the second letter",
+        || async { (broker.dead_letters_refused() > 0).then_some(()) },
+    )
+    .await;
+    let letters = broker.dead_letters(10).await.unwrap();
+    assert!(
+        letters.iter().all(|l| l.envelope.id != second),
+        "the first letter was not dropped to make room"
+    );
+    // The first expires after its TTL (and is not shown past it); the second, held in
+    // its queue meanwhile, then takes its place.
+    let letter = dead_letter_of(&platform, &second).await;
+    assert!(letter.reason.starts_with("rejected:"), "{}", letter.reason);
+    let letters = broker.dead_letters(10).await.unwrap();
+    assert!(
+        letters.iter().all(|l| l.envelope.id != first),
+        "expired letters are not shown"
+    );
+}
