@@ -5,11 +5,8 @@ use super::output::OutputCounts;
 use super::state::{PluginState, Usage};
 use crate::bindings::{Delivery, Outcome, PluginPre, Subscription};
 use crate::plugins::PluginContext;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use wasmtime::{CallHook, Store, UpdateDeadline};
 
 /// Why an invocation did not return an outcome. Each counts as a retry.
@@ -35,43 +32,12 @@ pub struct InvocationReport<T = Outcome> {
     pub elapsed: Duration,
     /// Time spent in host calls.
     pub host_time: Duration,
+    /// CPU time of the guest's own code (what `limits.cpu_ms` holds it to).
+    pub guest_cpu: Duration,
     /// Quotas used.
     pub usage: Usage,
     /// Guest output kept and dropped (past `limits.max_output_bytes`).
     pub output: OutputCounts,
-}
-
-/// Time accounting of one invocation, kept in the store so hooks can reach it.
-#[derive(Debug, Clone)]
-pub(crate) struct Clock {
-    started: Instant,
-    host_time: Duration,
-    entered_host: Option<Instant>,
-    /// Nanoseconds spent parked after an epoch yield, waiting for the executor to poll
-    /// the instance again: not the guest's CPU either (a busy or stalled executor must
-    /// not be charged to the plugin). Shared with the yield futures.
-    parked: Arc<AtomicU64>,
-}
-
-impl Clock {
-    /// Wall time minus time in host calls and time parked: the guest's own running time.
-    fn guest_time(&self) -> Duration {
-        let parked = Duration::from_nanos(self.parked.load(Ordering::Relaxed));
-        self.started
-            .elapsed()
-            .saturating_sub(self.host_time)
-            .saturating_sub(parked)
-    }
-
-    /// A yield to the executor that records how long the instance stayed parked.
-    fn parked_yield(&self) -> Pin<Box<dyn Future<Output = ()> + Send>> {
-        let parked = self.parked.clone();
-        Box::pin(async move {
-            let at = Instant::now();
-            tokio::task::yield_now().await;
-            parked.fetch_add(at.elapsed().as_nanos() as u64, Ordering::Relaxed);
-        })
-    }
 }
 
 /// Marker error the epoch callback raises, to tell a CPU-limit trap from others.
@@ -91,27 +57,23 @@ impl Runtime {
         let cpu_budget = Duration::from_millis(context.limits.cpu_ms.into());
         let mut store = Store::new(&self.engine, PluginState::new(context));
         store.limiter(|state| &mut state.limits);
-        // Check every tick: guest time is wall time minus time in host calls, so a
-        // plugin waiting on Redis is not charged CPU. Between checks, yield to the
-        // executor so that a busy plugin cannot starve the others on this thread.
+        // Check every tick: guest CPU is the thread's CPU time while wasm runs (see
+        // `clock`), so a plugin waiting on Redis, or parked, is not charged. Between
+        // checks, yield to the executor so that a busy plugin cannot starve the others.
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(move |ctx| {
             let clock = &ctx.data().clock;
-            if clock.guest_time() >= cpu_budget {
+            if clock.guest_cpu() >= cpu_budget {
                 return Err(wasmtime::Error::new(CpuLimitExceeded));
             }
-            Ok(UpdateDeadline::YieldCustom(1, clock.parked_yield()))
+            Ok(UpdateDeadline::YieldCustom(1, clock.epoch_yield()))
         });
         store.call_hook(|mut ctx, hook| {
             let clock = &mut ctx.data_mut().clock;
             match hook {
-                CallHook::CallingHost => clock.entered_host = Some(Instant::now()),
-                CallHook::ReturningFromHost => {
-                    if let Some(entered) = clock.entered_host.take() {
-                        clock.host_time += entered.elapsed();
-                    }
-                }
-                CallHook::CallingWasm | CallHook::ReturningFromWasm => {}
+                CallHook::CallingWasm | CallHook::ReturningFromHost => clock.entering_wasm(),
+                CallHook::CallingHost => clock.leaving_wasm(true),
+                CallHook::ReturningFromWasm => clock.leaving_wasm(false),
             }
             Ok(())
         });
@@ -136,6 +98,7 @@ impl Runtime {
             result,
             elapsed: report.elapsed,
             host_time: report.host_time,
+            guest_cpu: report.guest_cpu,
             usage: report.usage,
             output: report.output,
         }
@@ -212,6 +175,7 @@ impl Runtime {
             result,
             elapsed: clock.started.elapsed(),
             host_time: clock.host_time,
+            guest_cpu: clock.guest_cpu(),
             usage: state.usage,
             output,
         }
@@ -240,14 +204,3 @@ fn classify(error: wasmtime::Error, cpu_ms: u32) -> InvocationError {
 
 /// Most bytes of a trapped guest's stderr kept in the failure reason.
 const STDERR_IN_REASON: usize = 1024;
-
-impl Clock {
-    pub(crate) fn start() -> Self {
-        Self {
-            started: Instant::now(),
-            host_time: Duration::ZERO,
-            entered_host: None,
-            parked: Arc::default(),
-        }
-    }
-}

@@ -2,6 +2,7 @@
 //! components compiled on blocking threads, an `InstancePre` per plugin, and one fresh
 //! instance per message under the plugin's limits.
 
+mod clock;
 mod engine;
 mod invoke;
 mod output;

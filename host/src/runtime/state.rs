@@ -1,7 +1,7 @@
 //! What one plugin instance carries in its `Store`: WASI (granting nothing), its
 //! resource table, memory limits, the plugin's context and what this message used.
 
-use super::invoke::Clock;
+use super::clock::Clock;
 use super::output::GuestOutput;
 use crate::plugins::PluginContext;
 use std::collections::HashMap;

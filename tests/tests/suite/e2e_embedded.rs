@@ -113,7 +113,7 @@ async fn malformed_message_is_rejected_to_the_dead_letter_queue() {
     let letter = dead_letter_of(&platform, &id).await;
     assert!(letter.reason.starts_with("rejected:"), "{}", letter.reason);
     assert_eq!(letter.envelope.attempt, 1, "a rejection is not retried");
-    assert_eq!(letter.queue, "notification.user-notifications");
+    assert_eq!(letter.queue, "techub.notification.user-notifications");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -303,7 +303,9 @@ async fn rabbitmq_dropping_at_run_time_fails_publishes_fast_and_the_host_recover
     // broker confirmed before the cut is handled.
     proxy.restore();
     let after = json!({ "id": "after", "email": "a@b.c", "name": "A" });
-    wait_for(LIMIT, "publishes to work again", || async {
+    // Reconnection backs off up to 5 s between attempts; on a loaded machine it can
+    // take a few rounds.
+    wait_for(LIMIT * 3, "publishes to work again", || async {
         platform
             .publish(
                 "user.created",
@@ -502,7 +504,7 @@ async fn a_guest_never_sees_the_redis_password_and_a_dead_redis_is_not_a_cpu_kil
     redis.kill();
     let reason = dead_letter_of(&platform, &id).await.reason;
     assert!(
-        reason.starts_with("rejected: Err(Unavailable(\"cache backend unavailable"),
+        reason.starts_with("rejected: Unavailable(\"cache backend unavailable"),
         "the guest got the typed error, not a CPU-limit or timeout kill: {reason}"
     );
     assert!(

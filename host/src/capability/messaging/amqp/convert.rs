@@ -108,7 +108,7 @@ pub fn envelope(
                         .and_then(|n| u32::try_from(n).ok())
                         .unwrap_or(1)
                 }
-                PUBLISHED_HEADER if trusted => published_at_ms = number(value),
+                PUBLISHED_HEADER => published_at_ms = number(value),
                 n if n.starts_with("x-") => {}
                 n => {
                     if let Some(v) = text(value) {
@@ -134,10 +134,20 @@ pub fn envelope(
         priority: props.priority().unwrap_or(5),
         persistent: props.delivery_mode().unwrap_or(2) == 2,
         expiration_ms: None,
-        published_at_ms: published_at_ms
-            .or_else(|| props.timestamp().map(|s| s * 1000))
-            .unwrap_or_else(now_ms),
+        published_at_ms: published_at(published_at_ms, props.timestamp(), trusted),
         attempt,
+    }
+}
+
+/// The publish time in ms: the host's header, when it is the host's (or, from another
+/// publisher, agrees with the AMQP timestamp to the second, so that it only adds the
+/// milliseconds to what the broker's property says); else the timestamp; else now.
+fn published_at(header_ms: Option<u64>, timestamp_s: &Option<u64>, trusted: bool) -> u64 {
+    let from_timestamp = timestamp_s.map(|s| s.saturating_mul(1000));
+    match (header_ms, *timestamp_s) {
+        (Some(ms), _) if trusted => ms,
+        (Some(ms), Some(s)) if ms / 1000 == s => ms,
+        _ => from_timestamp.unwrap_or_else(now_ms),
     }
 }
 
