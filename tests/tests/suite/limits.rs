@@ -133,32 +133,42 @@ async fn allocating_past_the_plugin_limit_traps_below_the_pool_slot() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn output_past_the_cap_is_dropped_and_counted() {
+/// The hostile plugin loaded straight into a runtime (no broker), with `adjust`ed
+/// limits, for tests that read an invocation's report.
+async fn hostile_in_runtime(
+    dir: &PluginDir,
+    adjust: impl FnOnce(&mut techub_host::config::Limits),
+) -> (
+    std::sync::Arc<techub_host::runtime::Runtime>,
+    techub_host::plugins::LoadedPlugin,
+) {
     init_tracing();
-    let dir = PluginDir::with(&[("hostile", "fixture_hostile")]);
-    let mut config = config(&dir);
-    config
-        .plugins
-        .get_mut("hostile")
-        .unwrap()
-        .limits
-        .max_output_bytes = Some(4096);
+    let mut config = config(dir);
+    let mut limits = config.limits;
+    adjust(&mut limits);
+    let overrides = &mut config.plugins.get_mut("hostile").unwrap().limits;
+    overrides.cpu_ms = Some(limits.cpu_ms);
+    overrides.timeout_ms = Some(limits.timeout_ms);
+    overrides.max_output_bytes = Some(limits.max_output_bytes);
     let config = std::sync::Arc::new(config);
     let services = std::sync::Arc::new(
         techub_host::platform::connect_services(&config)
             .await
             .unwrap(),
     );
-    let runtime = techub_host::runtime::Runtime::new(&config).unwrap();
+    let runtime = std::sync::Arc::new(techub_host::runtime::Runtime::new(&config).unwrap());
     let plugin = load_plugin(&runtime, &dir.path().join("hostile.wasm"), config, services)
         .await
         .unwrap();
-    let delivery = techub_host::bindings::Delivery {
-        id: "shout".into(),
+    (runtime, plugin)
+}
+
+fn delivery(action: &str, payload: &[u8]) -> techub_host::bindings::Delivery {
+    techub_host::bindings::Delivery {
+        id: action.into(),
         queue: "webhook".into(),
-        routing_key: "fixture.hostile.shout".into(),
-        payload: b"{}".to_vec(),
+        routing_key: format!("fixture.hostile.{action}"),
+        payload: payload.to_vec(),
         headers: vec![],
         correlation_id: None,
         reply_to: None,
@@ -166,7 +176,71 @@ async fn output_past_the_cap_is_dropped_and_counted() {
         published_at_ms: 0,
         attempt: 1,
         redelivered: false,
-    };
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn cpu_time_excludes_time_the_executor_kept_the_plugin_parked() {
+    let dir = PluginDir::with(&[("hostile", "fixture_hostile")]);
+    // Calibrate: the CPU this machine spends on the burn, undisturbed.
+    let rounds = b"200000000";
+    let (runtime, plugin) = hostile_in_runtime(&dir, |l| {
+        l.cpu_ms = 60_000;
+        l.timeout_ms = 60_000;
+    })
+    .await;
+    let alone = runtime
+        .invoke(
+            &plugin.pre,
+            plugin.context.clone(),
+            &delivery("burn", rounds),
+            5,
+        )
+        .await;
+    assert!(alone.result.is_ok(), "{:?}", alone.result);
+    let burn = alone.guest_cpu.max(std::time::Duration::from_millis(10));
+    // A budget of three times the burn, and an executor that stalls for ten times it
+    // while the plugin is parked at its epoch yields (as a loaded host would).
+    let budget = (burn.as_millis() as u32 * 3).max(30);
+    let (runtime, plugin) = hostile_in_runtime(&dir, |l| {
+        l.cpu_ms = budget;
+        l.timeout_ms = 600_000;
+    })
+    .await;
+    let stall = burn * 10 / 20;
+    let staller = tokio::spawn(async move {
+        for _ in 0..20 {
+            // Blocks the only executor thread, as a stalled runtime would.
+            std::thread::sleep(stall);
+            tokio::task::yield_now().await;
+        }
+    });
+    let stalled = runtime
+        .invoke(
+            &plugin.pre,
+            plugin.context.clone(),
+            &delivery("burn", rounds),
+            5,
+        )
+        .await;
+    staller.await.unwrap();
+    assert!(
+        stalled.elapsed > burn * 3,
+        "the executor did stall the plugin ({:?} vs {burn:?} alone)",
+        stalled.elapsed
+    );
+    assert!(
+        stalled.result.is_ok(),
+        "parked time was charged as CPU: {:?} (burn {burn:?}, budget {budget} ms)",
+        stalled.result
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn output_past_the_cap_is_dropped_and_counted() {
+    let dir = PluginDir::with(&[("hostile", "fixture_hostile")]);
+    let (runtime, plugin) = hostile_in_runtime(&dir, |l| l.max_output_bytes = 4096).await;
+    let delivery = delivery("shout", b"{}");
     let report = runtime
         .invoke(&plugin.pre, plugin.context.clone(), &delivery, 5)
         .await;
