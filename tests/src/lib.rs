@@ -33,6 +33,23 @@ pub fn fixture(crate_name: &str) -> PathBuf {
     path
 }
 
+/// The `techub-host` binary of this build (`cargo test --workspace` builds it).
+///
+/// # Panics
+/// When it was not built, with the command that builds it.
+pub fn host_binary() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ is inside the repository");
+    let path = root.join("target/debug/techub-host");
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build -p techub-host` (or `cargo xtask test`)",
+        path.display()
+    );
+    path
+}
+
 /// A temporary plugins directory holding copies of built plugins under given names.
 pub struct PluginDir {
     dir: tempfile::TempDir,

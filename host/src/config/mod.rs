@@ -4,6 +4,10 @@
 //! file is a valid configuration: the host on its embedded backends. Unknown fields are
 //! errors (a typo must not silently fall back to a default), and every range check
 //! names the field it failed on.
+//!
+//! Files: `defaults.rs` (the specification's values), `merge.rs` (sections merged over
+//! the defaults; moved fields), `validate.rs` (ranges), `redact.rs` (secrets out of
+//! what is printed).
 
 mod defaults;
 mod merge;

@@ -1,6 +1,11 @@
 //! The wasmtime side: one engine with the pooling allocator and epoch interruption,
 //! components compiled on blocking threads, an `InstancePre` per plugin, and one fresh
 //! instance per message under the plugin's limits.
+//!
+//! Files: `engine.rs` (engine, linker, compilation), `invoke.rs` (one call through a
+//! fresh instance), `state.rs` (what a `Store` carries), `clock.rs` (guest CPU, host
+//! time), `slots.rs` (pool slots handed out by priority), `output.rs` (captured
+//! stdout/stderr).
 
 mod clock;
 mod engine;

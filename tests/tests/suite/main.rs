@@ -1,6 +1,7 @@
 //! The end-to-end and conformance suites, in one binary so that wasmtime links once.
 
 mod admin;
+mod binary;
 mod conformance;
 mod delivery;
 mod e2e_embedded;
