@@ -12,9 +12,12 @@
 //!   instances and their limits, captured guest output.
 //! - [`capability`]: one directory per imported interface: backend trait, WIT `Host`
 //!   impl, the memory backend, and the Redis (`redis_client`) or RabbitMQ ones.
-//! - [`plugins`]: loading `.wasm` files; each plugin's grants and namespaces.
+//! - [`plugins`]: a `.wasm` file into a plugin version; each plugin's grants and
+//!   namespaces.
+//! - [`registry`]: each plugin's lifecycle: load, swap, drain; what `/plugins` shows.
 //! - [`dispatch`]: consumers feeding handlers; ack, retry, dead-letter.
-//! - [`platform`]: everything above, started together.
+//! - [`watch`]: the plugins directory and `host.toml`, watched.
+//! - [`platform`]: everything above, started together; reload and graceful stop.
 //! - [`admin`]: the HTTP endpoint (health, plugins, publish, dead letters) and the
 //!   client the `techub-host` subcommands use.
 
@@ -25,7 +28,9 @@ pub mod config;
 pub mod dispatch;
 pub mod platform;
 pub mod plugins;
+pub mod registry;
 pub mod runtime;
+pub mod watch;
 
 pub use config::HostConfig;
 pub use platform::Platform;

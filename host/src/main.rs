@@ -48,11 +48,19 @@ enum Command {
         #[command(flatten)]
         admin: Admin,
     },
-    /// Checks a config file and prints the effective configuration.
+    /// Checks a config file and prints the effective configuration; with a plugin
+    /// file, checks the plugin against it instead (world, exported handler,
+    /// subscriptions, grants) and exits 1 when the host would refuse it.
     Check {
+        /// A plugin to check, e.g. `target/wasm32-wasip2/release/my_plugin.wasm`. Its
+        /// name in host.toml is its file stem; `--name` gives another.
+        plugin: Option<PathBuf>,
         /// The configuration.
         #[arg(long, default_value = "host.toml")]
         config: PathBuf,
+        /// The plugin's name, when the file is not named `<name>.wasm` yet.
+        #[arg(long)]
+        name: Option<String>,
     },
 }
 
@@ -84,7 +92,11 @@ async fn main() -> anyhow::Result<()> {
         } => publish(&admin, &routing_key, payload, &priority).await,
         Command::Plugins { admin } => show(&admin, "/plugins").await,
         Command::DeadLetters { admin } => show(&admin, "/dead-letters").await,
-        Command::Check { config } => {
+        Command::Check {
+            plugin: None,
+            config,
+            ..
+        } => {
             let config = HostConfig::load(&config)?;
             // The effective configuration (the seed's defaults merged in), secrets hidden.
             println!("{:#?}", techub_host::config::redacted(&config));
@@ -94,6 +106,11 @@ async fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Check {
+            plugin: Some(plugin),
+            config,
+            name,
+        } => check_plugin(&plugin, &config, name).await,
     }
 }
 
@@ -106,17 +123,16 @@ async fn run(path: PathBuf) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("could not listen on host.admin_addr {admin_addr}"))?;
     let platform = Arc::new(Platform::start(config).await?);
+    platform.watch(Some(path.clone()))?;
+    let plugins = platform.plugins().await;
     println!(
-        "techub-host: {} plugin(s) loaded, {} failed; admin on http://{admin_addr}",
-        platform.plugins.len(),
-        platform.load_errors.len()
+        "techub-host: {} plugin(s) serving, {} failed; admin on http://{admin_addr}",
+        plugins.len(),
+        platform.load_errors().await.len()
     );
-    for plugin in &platform.plugins {
-        for s in &plugin.subscriptions {
-            println!(
-                "  {} consumes {} via {:?}",
-                plugin.name, s.queue, s.routing_keys
-            );
+    for plugin in &plugins {
+        for (queue, keys) in &plugin.subscriptions {
+            println!("  {} consumes {queue} via {keys:?}", plugin.name);
         }
     }
     println!(
@@ -125,14 +141,111 @@ async fn run(path: PathBuf) -> anyhow::Result<()> {
     println!(
         "            or:     curl -X POST http://{admin_addr}/publish/user.created -d '{{\"id\":\"42\",\"email\":\"ada@example.com\",\"name\":\"Ada\"}}'"
     );
+    println!(
+        "plugins dropped into, replaced in or removed from the plugins directory apply live; so do edits of {} (or SIGHUP)",
+        path.display()
+    );
+    let reloads = tokio::spawn(reload_on_sighup(platform.clone(), path));
     let app = techub_host::admin::router(platform.clone(), token);
     axum::serve(listener, app)
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
+        .with_graceful_shutdown(stop_signal())
         .await
         .context("admin endpoint failed")?;
+    reloads.abort();
+    println!("techub-host: stopping; draining deliveries in flight");
+    let report = platform.shutdown().await;
+    println!(
+        "techub-host: stopped {} plugin(s); {} deliveries were in flight, {} left unsettled for the broker to redeliver",
+        report.plugins, report.in_flight, report.left_unsettled
+    );
     Ok(())
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn stop_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// Reloads the configuration file on every SIGHUP.
+async fn reload_on_sighup(platform: Arc<Platform>, path: PathBuf) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+        return;
+    };
+    while hangups.recv().await.is_some() {
+        tracing::info!(path = %path.display(), "SIGHUP: reloading the configuration");
+        let _ = platform.reload_config_file(&path).await;
+    }
+}
+
+/// `techub-host check <plugin.wasm>`: loads the plugin as the host would, on the
+/// embedded backends, and says what it would be refused.
+async fn check_plugin(
+    plugin: &std::path::Path,
+    config: &std::path::Path,
+    name: Option<String>,
+) -> anyhow::Result<()> {
+    let mut config = HostConfig::load(config)?;
+    // Offline: nothing to connect to, nothing written to the compiled cache.
+    config.backends = Default::default();
+    config.host.compile_cache = false;
+    let name = match name {
+        Some(name) => name,
+        None => techub_host::plugins::plugin_name(plugin).with_context(|| {
+            format!(
+                "{} is not named <name>.wasm with a valid plugin name; pass --name",
+                plugin.display()
+            )
+        })?,
+    };
+    let config = Arc::new(config);
+    let services = Arc::new(techub_host::platform::connect_services(&config).await?);
+    let runtime = Arc::new(techub_host::runtime::Runtime::new(&config)?);
+    let bytes = tokio::fs::read(plugin)
+        .await
+        .with_context(|| format!("could not read {}", plugin.display()))?;
+    let hash = techub_host::runtime::content_hash(&bytes);
+    let as_named = plugin.with_file_name(format!("{name}.wasm"));
+    match techub_host::plugins::load_bytes(
+        &runtime,
+        &as_named,
+        bytes,
+        hash.clone(),
+        config.clone(),
+        services,
+    )
+    .await
+    {
+        Ok(loaded) => {
+            println!(
+                "{}: ok, plugin {name}, version {}",
+                plugin.display(),
+                &hash[..12]
+            );
+            for s in &loaded.subscriptions {
+                println!("  consumes queue type {} via {:?}", s.queue, s.routing_keys);
+            }
+            let grants = config.plugins.get(&name).cloned().unwrap_or_default();
+            println!("  cache domains granted: {:?}", grants.cache_domains);
+            println!("  may publish to: {:?}", grants.publish);
+            Ok(())
+        }
+        Err(error) => {
+            println!("{}: refused: {error}", plugin.display());
+            std::process::exit(1);
+        }
+    }
 }
 
 async fn publish(

@@ -17,29 +17,29 @@ use crate::capability::redis_client::RedisClient;
 use crate::capability::store::StoreBackend;
 use crate::capability::store::memory::MemoryStore;
 use crate::capability::store::redis::RedisStore;
-use crate::config::{BrokerBackend, HostConfig, KvBackend};
-use crate::plugins::{LoadedPlugin, PluginError, load_dir};
+use crate::config::{BrokerBackend, ConfigError, HostConfig, KvBackend};
+use crate::registry::{DrainReport, PluginInfo, Registry};
 use crate::runtime::Runtime;
+use crate::watch::Watcher;
 use anyhow::Context;
-use std::sync::Arc;
-use tokio::task::JoinHandle;
+use arc_swap::ArcSwap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 /// How many message statuses the tracker remembers.
 const TRACKED_MESSAGES: usize = 100_000;
 
 /// A running host.
 pub struct Platform {
-    /// The configuration it runs with.
-    pub config: Arc<HostConfig>,
+    /// The configuration in force; a reload swaps it.
+    config: Arc<ArcSwap<HostConfig>>,
     /// The wasmtime side.
     pub runtime: Arc<Runtime>,
     /// The backends.
     pub services: Arc<Services>,
-    /// The plugins that loaded.
-    pub plugins: Vec<Arc<LoadedPlugin>>,
-    /// Why the other plugin files did not load.
-    pub load_errors: Vec<PluginError>,
-    tasks: Vec<JoinHandle<()>>,
+    registry: Arc<Registry>,
+    watcher: Mutex<Option<Watcher>>,
 }
 
 /// Connects the backends `config` selects; a connection failure names the URL.
@@ -96,64 +96,124 @@ pub async fn connect_services(config: &HostConfig) -> anyhow::Result<Services> {
 }
 
 impl Platform {
-    /// Connects the backends, loads the plugins directory and starts consuming.
+    /// Connects the backends, loads the plugins directory, starts consuming, and
+    /// watches the directory for plugins dropped, replaced or removed.
     pub async fn start(config: HostConfig) -> anyhow::Result<Self> {
-        let config = Arc::new(config);
         let services = Arc::new(connect_services(&config).await?);
         let runtime = Arc::new(Runtime::new(&config)?);
-        let dir = &config.host.plugins_dir;
-        let (loaded, mut load_errors) = load_dir(&runtime, dir, config.clone(), services.clone())
+        let dir = config.host.plugins_dir.clone();
+        let config = Arc::new(ArcSwap::from_pointee(config));
+        let registry = Arc::new(Registry::new(
+            runtime.clone(),
+            services.clone(),
+            config.clone(),
+        ));
+        let platform = Self {
+            config,
+            runtime,
+            services,
+            registry,
+            watcher: Mutex::new(None),
+        };
+        // Watch first, so that nothing dropped while the directory loads is missed
+        // (a file seen twice is loaded once: its hash is the version).
+        platform.watch(None)?;
+        platform
+            .registry
+            .load_dir()
             .await
             .with_context(|| format!("could not read the plugins directory {}", dir.display()))?;
-        for error in &load_errors {
-            tracing::error!(%error, "plugin not loaded");
-        }
-        let mut plugins = Vec::new();
-        let mut tasks = Vec::new();
-        for plugin in loaded {
-            let plugin = Arc::new(plugin);
-            tracing::info!(plugin = %plugin.name, path = %plugin.path.display(),
-                subscriptions = ?plugin.subscriptions.iter().map(|s| (&s.queue, &s.routing_keys)).collect::<Vec<_>>(), "plugin loaded");
-            match crate::dispatch::start(runtime.clone(), services.clone(), plugin.clone()).await {
-                Ok(consumers) => {
-                    tasks.extend(consumers);
-                    services
-                        .priorities
-                        .set_plugin(&plugin.name, default_priorities(&config, &plugin));
+        platform.warn_about_config().await;
+        Ok(platform)
+    }
+
+    /// Watches the plugins directory and, with `config_file`, that file: a change to
+    /// it is reloaded as [`Platform::reload_config_file`] does.
+    pub fn watch(&self, config_file: Option<PathBuf>) -> anyhow::Result<()> {
+        let dir = self.config.load().host.plugins_dir.clone();
+        let (registry, config, file) = (
+            self.registry.clone(),
+            self.config.clone(),
+            config_file.clone(),
+        );
+        let on_config = move || -> futures::future::BoxFuture<'static, ()> {
+            let (registry, config, file) = (registry.clone(), config.clone(), file.clone());
+            Box::pin(async move {
+                if let Some(file) = file {
+                    let _ = reload_file(&registry, &config, &file).await;
                 }
-                Err(error) => {
-                    let error = PluginError::Subscribe {
-                        plugin: plugin.name.clone(),
-                        message: format!("{error:#}"),
-                    };
-                    tracing::error!(%error, "plugin not loaded");
-                    load_errors.push(error);
-                    continue;
-                }
-            }
-            plugins.push(plugin);
-        }
-        let names: Vec<String> = plugins
-            .iter()
-            .map(|p: &Arc<LoadedPlugin>| p.name.clone())
-            .chain(crate::plugins::plugin_files(dir))
-            .collect();
+            })
+        };
+        let watcher = crate::watch::watch(self.registry.clone(), &dir, config_file, on_config)
+            .with_context(|| format!("could not watch the plugins directory {}", dir.display()))?;
+        *self.watcher.lock().unwrap_or_else(|e| e.into_inner()) = Some(watcher);
+        Ok(())
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> Arc<HostConfig> {
+        self.config.load_full()
+    }
+
+    /// The registry of plugins.
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
+    /// The plugins serving or draining.
+    pub async fn plugins(&self) -> Vec<PluginInfo> {
+        self.registry.plugins().await.0
+    }
+
+    /// Why the files that did not become plugins failed.
+    pub async fn load_errors(&self) -> Vec<String> {
+        self.registry
+            .plugins()
+            .await
+            .1
+            .into_iter()
+            .map(|f| f.reason)
+            .collect()
+    }
+
+    /// Applies `new` as [`HostConfig::for_reload`] allows (fields fixed at start keep
+    /// their running values and are named in the answer), to every plugin's next
+    /// invocation. An invalid configuration changes nothing.
+    pub async fn reload_config(&self, new: HostConfig) -> Result<Vec<String>, ConfigError> {
+        reload(&self.registry, &self.config, new).await
+    }
+
+    /// Reads, validates and applies the configuration file at `path`; on an error
+    /// (logged with the field's name) the running configuration stays.
+    pub async fn reload_config_file(&self, path: &Path) -> Result<Vec<String>, ConfigError> {
+        reload_file(&self.registry, &self.config, path).await
+    }
+
+    /// Stops consuming, lets deliveries in flight finish (up to
+    /// `host.drain_timeout_ms`), then closes the broker connection.
+    pub async fn shutdown(&self) -> DrainReport {
+        self.watcher
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        let timeout = Duration::from_millis(self.config.load().host.drain_timeout_ms);
+        let report = self.registry.shutdown(timeout).await;
+        self.services.broker.close().await;
+        report
+    }
+
+    async fn warn_about_config(&self) {
+        let config = self.config();
+        let names = crate::plugins::plugin_files(&config.host.plugins_dir);
+        let plugins = self.plugins().await;
         let subscribed = plugins
             .iter()
-            .flat_map(|p| p.subscriptions.iter().map(|s| s.queue.as_str()));
+            .flat_map(|p| p.subscriptions.iter().map(|(queue, _)| queue.as_str()));
         let mut warnings = config.unknown_plugin_sections(&names);
         warnings.extend(config.unused_queue_types(subscribed));
         for warning in warnings {
             tracing::warn!("host.toml: {warning}");
         }
-        Ok(Self {
-            config,
-            runtime,
-            services,
-            plugins,
-            load_errors,
-            tasks,
-        })
     }
 
     /// Publishes a message as the operator (no grant applies); returns its id. Without
@@ -167,7 +227,7 @@ impl Platform {
         crate::capability::messaging::routing::validate_routing_key(routing_key)
             .map_err(anyhow::Error::msg)?;
         anyhow::ensure!(
-            payload.len() <= self.config.host.max_message_bytes,
+            payload.len() <= self.config.load().host.max_message_bytes,
             "payload larger than host.max_message_bytes"
         );
         let id = uuid::Uuid::new_v4().to_string();
@@ -195,32 +255,32 @@ impl Platform {
     }
 }
 
-/// What `plugin`'s subscriptions bind, each with its queue type's priority.
-fn default_priorities(
-    config: &HostConfig,
-    plugin: &LoadedPlugin,
-) -> Vec<(crate::capability::messaging::routing::TopicPattern, u8)> {
-    plugin
-        .subscriptions
-        .iter()
-        .flat_map(|s| {
-            let level = config
-                .queues
-                .get(&s.queue)
-                .map_or(5, |q| q.priority.level());
-            s.routing_keys.iter().filter_map(move |key| {
-                crate::capability::messaging::routing::TopicPattern::parse(key)
-                    .ok()
-                    .map(|pattern| (pattern, level))
-            })
-        })
-        .collect()
+async fn reload(
+    registry: &Registry,
+    config: &ArcSwap<HostConfig>,
+    new: HostConfig,
+) -> Result<Vec<String>, ConfigError> {
+    let running = config.load_full();
+    let (effective, ignored) = new.for_reload(&running)?;
+    for field in &ignored {
+        tracing::warn!(%field, "host.toml: this field changes only with a restart; the running value stays");
+    }
+    registry.reconfigure(Arc::new(effective)).await;
+    tracing::info!("host.toml reloaded");
+    Ok(ignored)
 }
 
-impl Drop for Platform {
-    fn drop(&mut self) {
-        for task in &self.tasks {
-            task.abort();
-        }
+async fn reload_file(
+    registry: &Registry,
+    config: &ArcSwap<HostConfig>,
+    path: &Path,
+) -> Result<Vec<String>, ConfigError> {
+    let result = match HostConfig::load(path) {
+        Ok(new) => reload(registry, config, new).await,
+        Err(error) => Err(error),
+    };
+    if let Err(error) = &result {
+        tracing::error!(%error, "host.toml not reloaded; the running configuration stays");
     }
+    result
 }

@@ -96,6 +96,7 @@ impl PluginDir {
 pub fn config(dir: &PluginDir) -> HostConfig {
     let mut config = HostConfig::default();
     config.host.plugins_dir = dir.path().to_path_buf();
+    config.host.cache_dir = dir.path().join(".cache");
     config.host.max_instances = 64;
     for name in dir.names() {
         config.plugins.entry(name).or_default().subscribe = vec!["#".to_string()];

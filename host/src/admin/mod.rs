@@ -10,6 +10,7 @@ pub mod client;
 
 use crate::Platform;
 use crate::bindings::techub::platform::messaging::Priority;
+use crate::registry::Lifecycle;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{StatusCode, header};
@@ -28,7 +29,7 @@ const READINESS_TIMEOUT: Duration = Duration::from_secs(1);
 /// The admin routes over a running platform; with `token`, every route but
 /// `/healthz` requires it as a bearer token.
 pub fn router(platform: Arc<Platform>, token: Option<String>) -> Router {
-    let body_limit = platform.config.host.max_message_bytes;
+    let body_limit = platform.config().host.max_message_bytes;
     let guarded = Router::new()
         .route("/readyz", get(readyz))
         .route("/plugins", get(plugins))
@@ -93,10 +94,15 @@ async fn readyz(State(platform): State<Arc<Platform>>) -> (StatusCode, Json<Valu
     if let Err(reason) = platform.services.broker.health() {
         down.push(reason);
     }
-    if platform.plugins.is_empty() && !platform.load_errors.is_empty() {
+    let (plugins, failed) = platform.registry().plugins().await;
+    let serving = plugins
+        .iter()
+        .filter(|p| p.state == Lifecycle::Serving)
+        .count();
+    if serving == 0 && !failed.is_empty() {
         down.push(format!(
             "no plugin is serving: {} failed to load",
-            platform.load_errors.len()
+            failed.len()
         ));
     }
     let status = match down.is_empty() {
@@ -108,26 +114,17 @@ async fn readyz(State(platform): State<Arc<Platform>>) -> (StatusCode, Json<Valu
         Json(json!({
             "ready": down.is_empty(),
             "down": down,
-            "plugins": platform.plugins.len(),
-            "load_errors": platform.load_errors.len(),
+            "plugins": serving,
+            "load_errors": failed.len(),
         })),
     )
 }
 
+/// Each plugin (state, version, loaded at, subscriptions, in flight, last error) and
+/// each file that failed, with its reason.
 async fn plugins(State(platform): State<Arc<Platform>>) -> Json<Value> {
-    let loaded: Vec<Value> = platform
-        .plugins
-        .iter()
-        .map(|p| {
-            json!({
-                "name": p.name,
-                "path": p.path.display().to_string(),
-                "subscriptions": p.subscriptions.iter().map(|s| json!({"queue": s.queue, "routing_keys": s.routing_keys})).collect::<Vec<_>>(),
-            })
-        })
-        .collect();
-    let failed: Vec<String> = platform.load_errors.iter().map(|e| e.to_string()).collect();
-    Json(json!({ "loaded": loaded, "failed": failed }))
+    let (plugins, failed) = platform.registry().plugins().await;
+    Json(json!({ "plugins": plugins, "failed": failed }))
 }
 
 #[derive(Deserialize)]

@@ -36,6 +36,9 @@ impl Default for HostSection {
             pooling: true,
             admin_token: None,
             admin_token_env: None,
+            cache_dir: PathBuf::from(".techub-cache"),
+            compile_cache: true,
+            drain_timeout_ms: 30_000,
         }
     }
 }

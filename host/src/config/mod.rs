@@ -5,11 +5,13 @@
 //! errors (a typo must not silently fall back to a default), and every range check
 //! names the field it failed on.
 //!
-//! Files: `defaults.rs` (the specification's values), `merge.rs` (sections merged over
+//! Files: `defaults.rs` (the specification's values), `live.rs` (what a reload may
+//! change, what needs a restart), `merge.rs` (sections merged over
 //! the defaults; moved fields), `validate.rs` (ranges), `redact.rs` (secrets out of
 //! what is printed).
 
 mod defaults;
+mod live;
 mod merge;
 mod redact;
 mod validate;
@@ -79,6 +81,13 @@ pub struct HostSection {
     pub admin_token: Option<String>,
     /// Name of an environment variable holding the admin token (read at start).
     pub admin_token_env: Option<String>,
+    /// Where compiled components are kept between runs; relative to this file. Whoever
+    /// can write it can run native code as the host: keep it the host's own.
+    pub cache_dir: PathBuf,
+    /// Keep compiled components in `cache_dir` (a restart skips compilation).
+    pub compile_cache: bool,
+    /// How long a stop (SIGTERM, SIGINT) waits for deliveries in flight, in ms.
+    pub drain_timeout_ms: u64,
 }
 
 /// Per-invocation limits (`[limits]`, and overrides in `[plugins.<name>]`).
@@ -364,6 +373,9 @@ impl HostConfig {
     pub fn resolve_paths(&mut self, base: &Path) {
         if self.host.plugins_dir.is_relative() {
             self.host.plugins_dir = base.join(&self.host.plugins_dir);
+        }
+        if self.host.cache_dir.is_relative() {
+            self.host.cache_dir = base.join(&self.host.cache_dir);
         }
     }
 

@@ -94,6 +94,7 @@ impl HostConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let h = &self.host;
         check("host.max_instances", h.max_instances, 1, 100_000)?;
+        check("host.drain_timeout_ms", h.drain_timeout_ms, 0, 3_600_000)?;
         check("host.max_key_length", h.max_key_length, 16, 64 * 1024)?;
         check(
             "host.max_message_bytes",

@@ -1,145 +1,214 @@
-//! Consumers: queue → plugin handler → ack, retry with backoff, or dead-letter.
+//! Consumers: queue → the plugin's current version → ack, retry with backoff, or
+//! dead-letter.
 //!
 //! Each subscription of each plugin gets its own queue, `<prefix><queue-type>.<plugin>`
 //! (prefix: `[amqp] queue_prefix`), bound to `techub.main` with the subscription's
 //! routing keys, so that plugins never steal each other's messages, a retry reaches
-//! only the plugin that failed, and two deployments on one broker never share a queue. A delivery
-//! is settled only after its handler returned (or failed): at-least-once end to end.
+//! only the plugin that failed, and two deployments on one broker never share a queue.
+//! A delivery is settled only after its handler returned (or failed): at-least-once
+//! end to end.
+//!
+//! A consumer runs each delivery on the plugin's version current *when the delivery
+//! arrives* (one atomic load), as a task tracked per consumer; stopping a consumer
+//! stops new deliveries, lets the tracked ones finish and settle, then closes it.
 
 mod settle;
 
 use crate::bindings::Delivery as WitDelivery;
 use crate::capability::Services;
-use crate::capability::messaging::{Delivery, Envelope, MessageStatus, QueueSpec};
-use crate::config::QueuePolicy;
+use crate::capability::messaging::{Consumer, Delivery, MessageStatus, QueueSpec};
 use crate::plugins::LoadedPlugin;
 use crate::runtime::Runtime;
+use arc_swap::ArcSwap;
 use std::sync::Arc;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// The versions of one plugin: the current one is swapped atomically on a reload.
+pub type Versions = Arc<ArcSwap<LoadedPlugin>>;
 
 /// The queue name of `plugin`'s subscription to `queue_type`.
 pub fn queue_name(prefix: &str, queue_type: &str, plugin: &str) -> String {
     format!("{prefix}{queue_type}.{plugin}")
 }
 
-/// Declares the plugin's queues and starts one consumer task per subscription; on an
-/// error, the consumers already started are stopped again.
+/// A running consumer of one subscription.
+pub struct ConsumerHandle {
+    /// The queue type it consumes.
+    pub queue_type: String,
+    /// The queue.
+    pub queue: String,
+    /// Its prefetch window.
+    pub prefetch: u16,
+    cancel: CancellationToken,
+    in_flight: TaskTracker,
+    task: Option<JoinHandle<()>>,
+}
+
+impl ConsumerHandle {
+    /// Deliveries being handled now.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.len()
+    }
+
+    /// The tracker of its deliveries in flight (to count them while it drains).
+    pub fn tracker(&self) -> TaskTracker {
+        self.in_flight.clone()
+    }
+
+    /// Stops taking deliveries; the ones in flight finish and are settled.
+    pub fn stop(&self) {
+        self.cancel.cancel();
+    }
+
+    /// Waits until a stopped consumer has settled its deliveries and closed.
+    pub async fn drained(mut self) {
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for ConsumerHandle {
+    fn drop(&mut self) {
+        // Dropped without `drained` (the host going away): stop taking deliveries.
+        self.cancel.cancel();
+    }
+}
+
+/// Declares the queue of `spec` (binding its keys) and starts consuming it for the
+/// plugin whose versions are `versions`.
 pub async fn start(
     runtime: Arc<Runtime>,
     services: Arc<Services>,
-    plugin: Arc<LoadedPlugin>,
-) -> anyhow::Result<Vec<JoinHandle<()>>> {
-    let mut tasks = Vec::new();
-    if let Err(error) = start_each(runtime, services, plugin, &mut tasks).await {
-        tasks.iter().for_each(JoinHandle::abort);
-        return Err(error);
-    }
-    Ok(tasks)
+    versions: Versions,
+    queue_type: &str,
+    spec: &QueueSpec,
+    prefetch: u16,
+) -> anyhow::Result<ConsumerHandle> {
+    services
+        .broker
+        .declare_queue(spec)
+        .await
+        .map_err(|e| anyhow::anyhow!("could not declare queue {}: {e}", spec.name))?;
+    let consumer = services
+        .broker
+        .consume(&spec.name, prefetch)
+        .await
+        .map_err(|e| anyhow::anyhow!("could not consume queue {}: {e}", spec.name))?;
+    let plugin = versions.load().name.clone();
+    tracing::info!(%plugin, queue = %spec.name, bindings = ?spec.bindings, prefetch, "consuming");
+    let worker = Arc::new(Worker {
+        runtime,
+        services,
+        versions,
+        plugin,
+        queue_type: queue_type.to_string(),
+        queue: spec.name.clone(),
+    });
+    let (cancel, in_flight) = (CancellationToken::new(), TaskTracker::new());
+    let task = tokio::spawn(run(worker, consumer, cancel.clone(), in_flight.clone()));
+    Ok(ConsumerHandle {
+        queue_type: queue_type.to_string(),
+        queue: spec.name.clone(),
+        prefetch,
+        cancel,
+        in_flight,
+        task: Some(task),
+    })
 }
 
-async fn start_each(
-    runtime: Arc<Runtime>,
-    services: Arc<Services>,
-    plugin: Arc<LoadedPlugin>,
-    tasks: &mut Vec<JoinHandle<()>>,
-) -> anyhow::Result<()> {
-    for subscription in &plugin.subscriptions {
-        let policy = plugin
-            .context
-            .config
-            .queues
-            .get(&subscription.queue)
-            .copied()
-            .ok_or_else(|| {
-                anyhow::anyhow!("queue type {:?} is not declared", subscription.queue)
-            })?;
-        let spec = QueueSpec {
-            name: queue_name(
-                &plugin.context.config.amqp.queue_prefix,
-                &subscription.queue,
-                &plugin.name,
-            ),
-            bindings: subscription.routing_keys.clone(),
-            durable: policy.durable,
-        };
-        services
-            .broker
-            .declare_queue(&spec)
-            .await
-            .map_err(|e| anyhow::anyhow!("could not declare queue {}: {e}", spec.name))?;
-        let prefetch = plugin.context.limits.prefetch;
-        let mut consumer = services
-            .broker
-            .consume(&spec.name, prefetch)
-            .await
-            .map_err(|e| anyhow::anyhow!("could not consume queue {}: {e}", spec.name))?;
-        tracing::info!(plugin = %plugin.name, queue = %spec.name, bindings = ?spec.bindings, "consuming");
-        let worker = Worker {
-            runtime: runtime.clone(),
-            services: services.clone(),
-            plugin: plugin.clone(),
-            queue_type: subscription.queue.clone(),
-            queue: spec.name.clone(),
-            policy,
-        };
-        tasks.push(tokio::spawn(async move {
-            let worker = Arc::new(worker);
-            while let Some(delivery) = consumer.next().await {
-                // The consumer's prefetch window bounds how many of these run at once.
-                let worker = worker.clone();
-                tokio::spawn(async move { worker.handle(delivery).await });
-            }
-            tracing::warn!(plugin = %worker.plugin.name, "consumer closed");
-        }));
+/// The consumer's loop: each delivery a tracked task, until cancelled; then drain.
+async fn run(
+    worker: Arc<Worker>,
+    mut consumer: Box<dyn Consumer>,
+    cancel: CancellationToken,
+    in_flight: TaskTracker,
+) {
+    loop {
+        tokio::select! {
+            biased;
+            _ = cancel.cancelled() => break,
+            next = consumer.next() => match next {
+                // The prefetch window bounds how many of these run at once.
+                Some(delivery) => {
+                    let worker = worker.clone();
+                    in_flight.spawn(async move { worker.handle(delivery).await });
+                }
+                None => {
+                    tracing::warn!(plugin = %worker.plugin, queue = %worker.queue, "consumer closed");
+                    break;
+                }
+            },
+        }
     }
-    Ok(())
+    consumer.stop().await;
+    in_flight.close();
+    in_flight.wait().await;
+    consumer.close().await;
+    tracing::info!(plugin = %worker.plugin, queue = %worker.queue, "consumer drained and closed");
 }
 
 /// Everything one subscription's deliveries need.
 struct Worker {
     runtime: Arc<Runtime>,
     services: Arc<Services>,
-    plugin: Arc<LoadedPlugin>,
+    versions: Versions,
+    plugin: String,
     queue_type: String,
     queue: String,
-    policy: QueuePolicy,
 }
 
 impl Worker {
-    async fn handle(&self, delivery: Box<dyn Delivery>) {
-        let envelope = delivery.envelope().clone();
-        self.track(&envelope.id, MessageStatus::Processing);
-        let message = to_wit(&envelope, &self.queue_type, delivery.redelivered());
+    async fn handle(&self, mut delivery: Box<dyn Delivery>) {
+        // The version (and with it the configuration) current as the delivery arrives;
+        // a swap in the meantime does not touch this delivery.
+        let version = self.versions.load_full();
+        let policy = version
+            .context
+            .config
+            .queues
+            .get(&self.queue_type)
+            .copied()
+            .unwrap_or_default();
+        self.track(&delivery.envelope().id, MessageStatus::Processing);
+        let redelivered = delivery.redelivered();
+        let message = to_wit(delivery.as_mut(), &self.queue_type, redelivered);
         let report = self
             .runtime
             .invoke(
-                &self.plugin.pre,
-                self.plugin.context.clone(),
+                &version.pre,
+                version.context.clone(),
                 &message,
-                self.policy.priority.level(),
+                policy.priority.level(),
             )
             .await;
-        tracing::debug!(plugin = %self.plugin.name, id = %envelope.id, attempt = envelope.attempt,
-            elapsed_us = report.elapsed.as_micros() as u64, host_us = report.host_time.as_micros() as u64, result = ?report.result, "handled");
-        settle::settle(self, delivery, &envelope, report.result).await;
+        // The payload goes back for a retry or a dead letter: moved, never copied.
+        delivery.envelope_mut().payload = message.payload;
+        let envelope = delivery.envelope();
+        tracing::debug!(plugin = %self.plugin, id = %envelope.id, attempt = envelope.attempt,
+            elapsed_us = report.elapsed.as_micros() as u64, host_us = report.host_time.as_micros() as u64,
+            cpu_us = report.guest_cpu.as_micros() as u64, result = ?report.result, "handled");
+        settle::settle(self, &policy, delivery, report.result).await;
     }
-}
 
-impl Worker {
     /// Records the status of message `id` in this worker's queue.
     fn track(&self, id: &str, status: MessageStatus) {
         self.services
             .tracker
-            .delivered(id, &self.queue, &self.plugin.name, status);
+            .delivered(id, &self.queue, &self.plugin, status);
     }
 }
 
-fn to_wit(envelope: &Envelope, queue_type: &str, redelivered: bool) -> WitDelivery {
+/// The guest's view of a delivery; the payload is moved out of the envelope.
+fn to_wit(delivery: &mut dyn Delivery, queue_type: &str, redelivered: bool) -> WitDelivery {
+    let envelope = delivery.envelope_mut();
     WitDelivery {
         id: envelope.id.clone(),
         queue: queue_type.to_string(),
         routing_key: envelope.routing_key.clone(),
-        payload: envelope.payload.clone(),
+        payload: std::mem::take(&mut envelope.payload),
         headers: envelope.headers.clone(),
         correlation_id: envelope.correlation_id.clone(),
         reply_to: envelope.reply_to.clone(),

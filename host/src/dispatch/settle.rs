@@ -2,9 +2,16 @@
 
 use super::Worker;
 use crate::bindings::Outcome;
-use crate::capability::messaging::{Delivery, Envelope, MessageStatus};
+use crate::capability::messaging::{Delivery, MessageStatus};
 use crate::capability::truncate;
+use crate::config::QueuePolicy;
 use crate::runtime::InvocationError;
+
+/// What settling needs of the message once the delivery is gone.
+struct Seen {
+    id: String,
+    attempt: u32,
+}
 
 /// Longest failure reason kept: it travels as a header of the dead letter (one AMQP
 /// frame) and into the log, and a plugin chooses its length.
@@ -24,11 +31,16 @@ fn bounded(reason: &str) -> String {
 /// fails to settle it, the delivery stays unacknowledged and the broker redelivers it.
 pub(super) async fn settle(
     worker: &Worker,
+    policy: &QueuePolicy,
     delivery: Box<dyn Delivery>,
-    envelope: &Envelope,
     result: Result<Outcome, InvocationError>,
 ) {
-    let plugin = &worker.plugin.name;
+    // Kept apart from the delivery, which settling consumes.
+    let envelope = &Seen {
+        id: delivery.envelope().id.clone(),
+        attempt: delivery.envelope().attempt,
+    };
+    let plugin = &worker.plugin;
     let (settled, status) = match result {
         Ok(Outcome::Ok) => (delivery.ack().await, MessageStatus::Completed),
         Ok(Outcome::Reject(reason)) => {
@@ -40,11 +52,18 @@ pub(super) async fn settle(
             )
         }
         Ok(Outcome::Retry(reason)) => {
-            retry_or_bury(worker, delivery, envelope, &bounded(&reason)).await
+            retry_or_bury(worker, policy, delivery, envelope, &bounded(&reason)).await
         }
         Err(failure) => {
             tracing::warn!(%plugin, id = %envelope.id, attempt = envelope.attempt, %failure, "handler failed");
-            retry_or_bury(worker, delivery, envelope, &bounded(&failure.to_string())).await
+            retry_or_bury(
+                worker,
+                policy,
+                delivery,
+                envelope,
+                &bounded(&failure.to_string()),
+            )
+            .await
         }
     };
     match settled {
@@ -58,21 +77,22 @@ pub(super) async fn settle(
 
 async fn retry_or_bury(
     worker: &Worker,
+    policy: &QueuePolicy,
     delivery: Box<dyn Delivery>,
-    envelope: &Envelope,
+    envelope: &Seen,
     reason: &str,
 ) -> (Result<(), crate::capability::BackendError>, MessageStatus) {
     let retries_done = envelope.attempt.saturating_sub(1);
-    if retries_done < worker.policy.max_retries {
-        let delay = worker.policy.retry_delay(envelope.attempt);
-        tracing::info!(plugin = %worker.plugin.name, id = %envelope.id, attempt = envelope.attempt, delay_ms = delay.as_millis() as u64, %reason, "retrying");
+    if retries_done < policy.max_retries {
+        let delay = policy.retry_delay(envelope.attempt);
+        tracing::info!(plugin = %worker.plugin, id = %envelope.id, attempt = envelope.attempt, delay_ms = delay.as_millis() as u64, %reason, "retrying");
         (delivery.retry(delay).await, MessageStatus::Retrying)
     } else {
         let reason = format!(
             "retries exhausted after {} attempts: {reason}",
             envelope.attempt
         );
-        tracing::warn!(plugin = %worker.plugin.name, id = %envelope.id, %reason, "dead-lettering");
+        tracing::warn!(plugin = %worker.plugin, id = %envelope.id, %reason, "dead-lettering");
         (
             delivery.dead_letter(&reason).await,
             MessageStatus::DeadLetter,

@@ -9,9 +9,10 @@ use crate::bindings::{PluginPre, Subscription};
 use crate::capability::Services;
 use crate::capability::messaging::routing::{TopicPattern, validate_pattern};
 use crate::config::{HostConfig, validate_name};
-use crate::runtime::{InvocationError, PluginState, Runtime};
+use crate::runtime::{InvocationError, PluginState, Runtime, content_hash};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::SystemTime;
 
 /// Most subscriptions one plugin may declare: each is a queue on the broker, which a
 /// plugin must not be able to flood.
@@ -19,18 +20,46 @@ const MAX_SUBSCRIPTIONS: usize = 16;
 /// Most routing keys one subscription may bind.
 const MAX_BINDINGS: usize = 64;
 
-/// A compiled, linked plugin with its subscriptions.
+/// One version of a plugin: compiled, linked, with its context and subscriptions.
+/// Immutable: a new file or a new configuration makes a new `LoadedPlugin`, and the
+/// deliveries running on the old one finish on it.
 pub struct LoadedPlugin {
     /// Its name (the file stem).
     pub name: String,
     /// The file it came from.
     pub path: PathBuf,
+    /// SHA-256 of the file, hex: the version.
+    pub hash: String,
+    /// When this version was loaded.
+    pub loaded_at: SystemTime,
     /// Grants, limits and namespaces.
     pub context: Arc<PluginContext>,
     /// Ready to instantiate, once per message.
     pub pre: PluginPre<PluginState>,
     /// The queues it consumes.
     pub subscriptions: Vec<Subscription>,
+}
+
+impl LoadedPlugin {
+    /// The same code under another configuration (a reload): a new context, the same
+    /// compiled component and subscriptions, checked against the new grants.
+    pub fn reconfigured(
+        &self,
+        config: Arc<HostConfig>,
+        services: Arc<Services>,
+    ) -> Result<Self, PluginError> {
+        let context = Arc::new(PluginContext::new(&self.name, config.clone(), services));
+        check_subscriptions(&self.path, &self.subscriptions, &config, &context)?;
+        Ok(Self {
+            name: self.name.clone(),
+            path: self.path.clone(),
+            hash: self.hash.clone(),
+            loaded_at: self.loaded_at,
+            context,
+            pre: self.pre.clone(),
+            subscriptions: self.subscriptions.clone(),
+        })
+    }
 }
 
 /// Why a plugin file was not loaded. The other plugins load regardless.
@@ -94,8 +123,29 @@ pub fn plugin_files(dir: &Path) -> Vec<String> {
 
 /// Loads one plugin file.
 pub async fn load_plugin(
-    runtime: &Runtime,
+    runtime: &Arc<Runtime>,
     path: &Path,
+    config: Arc<HostConfig>,
+    services: Arc<Services>,
+) -> Result<LoadedPlugin, PluginError> {
+    let bytes = tokio::fs::read(path)
+        .await
+        .map_err(|e| crate::runtime::LoadError::Read {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+    let hash = content_hash(&bytes);
+    load_bytes(runtime, path, bytes, hash, config, services).await
+}
+
+/// Loads a plugin from the `bytes` of `path` (whose SHA-256 is `hash`): compiled (or
+/// taken from the compiled cache), linked, asked for its subscriptions, and checked
+/// against `config`.
+pub async fn load_bytes(
+    runtime: &Arc<Runtime>,
+    path: &Path,
+    bytes: Vec<u8>,
+    hash: String,
     config: Arc<HostConfig>,
     services: Arc<Services>,
 ) -> Result<LoadedPlugin, PluginError> {
@@ -103,13 +153,7 @@ pub async fn load_plugin(
     let name = plugin_name(path).ok_or_else(|| PluginError::BadName {
         path: shown.clone(),
     })?;
-    let bytes = tokio::fs::read(path)
-        .await
-        .map_err(|e| crate::runtime::LoadError::Read {
-            path: shown.clone(),
-            message: e.to_string(),
-        })?;
-    let pre = runtime.prepare(path, bytes).await?;
+    let pre = runtime.prepare(path, bytes, &hash).await?;
     let context = Arc::new(PluginContext::new(&name, config.clone(), services));
     let subscriptions = runtime
         .subscriptions(&pre, context.clone())
@@ -118,6 +162,28 @@ pub async fn load_plugin(
             path: shown.clone(),
             source,
         })?;
+    check_subscriptions(path, &subscriptions, &config, &context)?;
+    Ok(LoadedPlugin {
+        name,
+        path: path.to_path_buf(),
+        hash,
+        loaded_at: SystemTime::now(),
+        context,
+        pre,
+        subscriptions,
+    })
+}
+
+/// Whether `subscriptions` are acceptable under `config`: within the bounds, of
+/// declared queue types, well-formed, and covered by the plugin's subscribe grants.
+pub fn check_subscriptions(
+    path: &Path,
+    subscriptions: &[Subscription],
+    config: &HostConfig,
+    context: &PluginContext,
+) -> Result<(), PluginError> {
+    let shown = path.display().to_string();
+    let name = &context.name;
     if subscriptions.len() > MAX_SUBSCRIPTIONS {
         let message = format!(
             "declares {} subscriptions, more than {MAX_SUBSCRIPTIONS}",
@@ -128,7 +194,7 @@ pub async fn load_plugin(
             message,
         });
     }
-    for subscription in &subscriptions {
+    for subscription in subscriptions {
         let bad = |message: String| PluginError::BadSubscription {
             path: shown.clone(),
             message,
@@ -152,6 +218,17 @@ pub async fn load_plugin(
                 subscription.queue
             )));
         }
+        if subscriptions
+            .iter()
+            .filter(|s| s.queue == subscription.queue)
+            .count()
+            > 1
+        {
+            return Err(bad(format!(
+                "subscribes to {:?} twice; list every routing key in one subscription",
+                subscription.queue
+            )));
+        }
         for key in &subscription.routing_keys {
             validate_pattern(key).map_err(bad)?;
             let binding = TopicPattern::parse(key).map_err(bad)?;
@@ -163,45 +240,5 @@ pub async fn load_plugin(
             }
         }
     }
-    Ok(LoadedPlugin {
-        name,
-        path: path.to_path_buf(),
-        context,
-        pre,
-        subscriptions,
-    })
-}
-
-/// Loads every `*.wasm` in `dir`, in name order. Returns the plugins that loaded and,
-/// separately, why each other file did not.
-pub async fn load_dir(
-    runtime: &Runtime,
-    dir: &Path,
-    config: Arc<HostConfig>,
-    services: Arc<Services>,
-) -> std::io::Result<(Vec<LoadedPlugin>, Vec<PluginError>)> {
-    let mut paths = Vec::new();
-    let mut entries = tokio::fs::read_dir(dir).await?;
-    while let Some(entry) = entries.next_entry().await? {
-        let path = entry.path();
-        if path.extension().is_some_and(|e| e == "wasm") {
-            paths.push(path);
-        }
-    }
-    paths.sort();
-    let (mut loaded, mut failed) = (Vec::new(), Vec::new());
-    for path in paths {
-        let enabled = plugin_name(&path)
-            .and_then(|name| config.plugins.get(&name).and_then(|p| p.enabled))
-            .unwrap_or(true);
-        if !enabled {
-            tracing::info!(path = %path.display(), "plugin disabled in host.toml; not loaded");
-            continue;
-        }
-        match load_plugin(runtime, &path, config.clone(), services.clone()).await {
-            Ok(plugin) => loaded.push(plugin),
-            Err(error) => failed.push(error),
-        }
-    }
-    Ok((loaded, failed))
+    Ok(())
 }

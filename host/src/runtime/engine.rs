@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::component::{HasSelf, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 /// How often the epoch advances: the grain of CPU limits and of yielding.
@@ -22,6 +22,8 @@ pub struct Runtime {
     /// The pool's slots: an invocation waits for one, by priority, instead of failing
     /// when the plugins' prefetch windows together exceed `host.max_instances`.
     pub(crate) slots: super::Slots,
+    /// Compiled components on disk.
+    pub cache: super::CompiledCache,
 }
 
 /// Why a `.wasm` file could not become a plugin.
@@ -106,20 +108,28 @@ impl Runtime {
             .context("could not start the epoch ticker")?;
 
         let slots = super::Slots::new(instances as usize);
+        let cache_dir = config
+            .host
+            .compile_cache
+            .then(|| config.host.cache_dir.clone());
+        let cache = super::CompiledCache::new(&engine, cache_dir);
         Ok(Self {
             engine,
             linker,
             ticker_stop,
             slots,
+            cache,
         })
     }
 
-    /// Compiles `bytes` (on a blocking thread: compilation takes tens of ms and must not
-    /// stall the async runtime) and links it against the world.
+    /// Compiles `bytes` (whose SHA-256 is `hash`), or loads it from the compiled cache,
+    /// on a blocking thread (compilation takes tens of ms and must not stall the async
+    /// runtime), and links it against the world.
     pub async fn prepare(
-        &self,
+        self: &Arc<Self>,
         path: &Path,
         bytes: Vec<u8>,
+        hash: &str,
     ) -> Result<PluginPre<PluginState>, LoadError> {
         let shown = path.display().to_string();
         if !bytes.starts_with(b"\0asm") {
@@ -128,18 +138,21 @@ impl Runtime {
                 message: "no WebAssembly magic number".into(),
             });
         }
-        let engine = self.engine.clone();
-        let component =
-            tokio::task::spawn_blocking(move || Component::from_binary(&engine, &bytes))
-                .await
-                .map_err(|e| LoadError::Invalid {
-                    path: shown.clone(),
-                    message: format!("compilation task failed: {e}"),
-                })?
-                .map_err(|e| LoadError::Invalid {
-                    path: shown.clone(),
-                    message: format!("{e:#}"),
-                })?;
+        let (runtime, hash) = (self.clone(), hash.to_string());
+        let component = tokio::task::spawn_blocking(move || {
+            runtime
+                .cache
+                .load_or_compile(&runtime.engine, &hash, &bytes)
+        })
+        .await
+        .map_err(|e| LoadError::Invalid {
+            path: shown.clone(),
+            message: format!("compilation task failed: {e}"),
+        })?
+        .map_err(|e| LoadError::Invalid {
+            path: shown.clone(),
+            message: format!("{e:#}"),
+        })?;
         let pre = self
             .linker
             .instantiate_pre(&component)

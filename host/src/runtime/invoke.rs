@@ -3,7 +3,7 @@
 use super::engine::Runtime;
 use super::output::OutputCounts;
 use super::state::{PluginState, Usage};
-use crate::bindings::{Delivery, Outcome, PluginPre, Subscription};
+use crate::bindings::{Delivery, Outcome, Plugin, PluginPre, Subscription};
 use crate::plugins::PluginContext;
 use std::sync::Arc;
 use std::time::Duration;
@@ -89,19 +89,20 @@ impl Runtime {
         delivery: &Delivery,
         priority: u8,
     ) -> InvocationReport {
-        let report = self.run(pre, context, Some(delivery), priority).await;
-        let result = report.result.map(|answer| match answer {
-            Answer::Outcome(outcome) => outcome,
-            Answer::Subscriptions(_) => unreachable!("handle answers with an outcome"),
-        });
-        InvocationReport {
-            result,
-            elapsed: report.elapsed,
-            host_time: report.host_time,
-            guest_cpu: report.guest_cpu,
-            usage: report.usage,
-            output: report.output,
-        }
+        self.call(
+            pre,
+            context,
+            priority,
+            async |plugin, store| {
+                plugin
+                    .techub_platform_handler()
+                    .call_handle(store, delivery)
+                    .await
+            },
+            // A claim holds only for an invocation that ended `ok`.
+            |outcome| matches!(outcome, Outcome::Ok),
+        )
+        .await
     }
 
     /// Asks a plugin for its subscriptions, in a fresh instance under its limits.
@@ -111,40 +112,39 @@ impl Runtime {
         context: Arc<PluginContext>,
     ) -> Result<Vec<Subscription>, InvocationError> {
         // Loading goes before messages: it is rare, and a plugin waits on it to serve.
-        self.run(pre, context, None, u8::MAX)
-            .await
-            .result
-            .map(|answer| match answer {
-                Answer::Subscriptions(subscriptions) => subscriptions,
-                Answer::Outcome(_) => unreachable!("subscriptions answers with a list"),
-            })
+        self.call(
+            pre,
+            context,
+            u8::MAX,
+            async |plugin, store| {
+                plugin
+                    .techub_platform_handler()
+                    .call_subscriptions(store)
+                    .await
+            },
+            |_| false,
+        )
+        .await
+        .result
     }
 
-    /// One fresh instance, one export call (`handle` with a delivery, `subscriptions`
-    /// without), under the plugin's limits; then cleanup.
-    async fn run(
+    /// The one call path: a pool slot, a fresh instance under the plugin's limits, one
+    /// export call (`export`), then cleanup: leases released, claims kept only when
+    /// `keeps_claims` says the answer succeeded, output to the log.
+    pub async fn call<T>(
         &self,
         pre: &PluginPre<PluginState>,
         context: Arc<PluginContext>,
-        delivery: Option<&Delivery>,
         priority: u8,
-    ) -> InvocationReport<Answer> {
+        export: impl AsyncFnOnce(&Plugin, &mut Store<PluginState>) -> wasmtime::Result<T>,
+        keeps_claims: impl FnOnce(&T) -> bool,
+    ) -> InvocationReport<T> {
         let limits = context.limits;
         let _slot = self.slots.acquire(priority).await;
         let mut store = self.new_store(context);
         let call = async {
             let plugin = pre.instantiate_async(&mut store).await?;
-            let handler = plugin.techub_platform_handler();
-            match delivery {
-                Some(delivery) => handler
-                    .call_handle(&mut store, delivery)
-                    .await
-                    .map(Answer::Outcome),
-                None => handler
-                    .call_subscriptions(&mut store)
-                    .await
-                    .map(Answer::Subscriptions),
-            }
+            export(&plugin, &mut store).await
         };
         let timeout = Duration::from_millis(limits.timeout_ms.into());
         let mut result = match tokio::time::timeout(timeout, call).await {
@@ -154,9 +154,8 @@ impl Runtime {
         };
         let state = store.data_mut();
         state.release_leases().await;
-        // A claim holds only for an invocation that ended `ok`.
         match &result {
-            Ok(Answer::Outcome(Outcome::Ok)) => state.keep_claims(),
+            Ok(answer) if keeps_claims(answer) => state.keep_claims(),
             _ => state.release_claims().await,
         }
         // A Rust guest's panic message reaches only its stderr: put it in the reason,
@@ -180,13 +179,6 @@ impl Runtime {
             output,
         }
     }
-}
-
-/// What an export call answered.
-#[derive(Debug)]
-enum Answer {
-    Outcome(Outcome),
-    Subscriptions(Vec<Subscription>),
 }
 
 /// Any `Err` from a call is the guest's failure (a memory-limit failure is not even a

@@ -5,8 +5,9 @@
 //! Files: `engine.rs` (engine, linker, compilation), `invoke.rs` (one call through a
 //! fresh instance), `state.rs` (what a `Store` carries), `clock.rs` (guest CPU, host
 //! time), `slots.rs` (pool slots handed out by priority), `output.rs` (captured
-//! stdout/stderr).
+//! stdout/stderr), `cache.rs` (compiled components on disk).
 
+mod cache;
 mod clock;
 mod engine;
 mod invoke;
@@ -14,6 +15,7 @@ mod output;
 mod slots;
 mod state;
 
+pub use cache::{CompiledCache, content_hash};
 pub use engine::{LoadError, Runtime};
 pub use invoke::{InvocationError, InvocationReport};
 pub use output::OutputCounts;

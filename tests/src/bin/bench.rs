@@ -65,7 +65,7 @@ async fn instantiate() -> anyhow::Result<()> {
         config.host.pooling = pooling;
         let config = Arc::new(config);
         let services = Arc::new(connect_services(&config).await?);
-        let runtime = Runtime::new(&config)?;
+        let runtime = Arc::new(Runtime::new(&config)?);
         let plugin = load_plugin(
             &runtime,
             &dir.path().join("noop.wasm"),

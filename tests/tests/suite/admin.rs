@@ -34,16 +34,20 @@ async fn operators_publish_and_inspect_through_the_admin_endpoint() {
     let (status, body) = client::get(&admin, None, "/plugins").await.unwrap();
     let plugins: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(status, 200);
-    assert_eq!(plugins["loaded"][0]["name"], "user-notifications");
-    assert_eq!(
-        plugins["loaded"][0]["subscriptions"][0]["routing_keys"][0],
-        "user.created"
-    );
+    let plugin = &plugins["plugins"][0];
+    assert_eq!(plugin["name"], "user-notifications");
+    assert_eq!(plugin["state"], "serving");
+    assert_eq!(plugin["subscriptions"][0][0], "notification");
+    assert_eq!(plugin["subscriptions"][0][1][0], "user.created");
+    assert_eq!(plugin["version"].as_str().unwrap().len(), 12);
+    assert_eq!(plugin["in_flight"], 0);
+    assert!(plugin["loaded_at_ms"].as_u64().unwrap() > 0);
+    assert_eq!(plugins["failed"][0]["file"], "broken.wasm");
     assert!(
-        plugins["failed"][0]
+        plugins["failed"][0]["reason"]
             .as_str()
             .unwrap()
-            .contains("broken.wasm"),
+            .contains("not a valid WebAssembly component"),
         "{plugins}"
     );
 

@@ -138,7 +138,12 @@ async fn a_freed_slot_goes_to_the_higher_priority_queue_type_first() {
     config.host.max_instances = 1;
     config.queues.get_mut("analytics").unwrap().priority = QueuePriority::Low;
     let platform = Platform::start(config).await.unwrap();
-    assert_eq!(platform.plugins.len(), 1, "{:?}", platform.load_errors);
+    assert_eq!(
+        platform.plugins().await.len(),
+        1,
+        "{:?}",
+        platform.load_errors().await
+    );
     // Take the only slot, then queue analytics messages before one payment.
     let block = platform
         .publish("fixture.priority.block", b"{}".to_vec(), None)

@@ -42,10 +42,10 @@ async fn user_created_is_cached_and_followed_by_an_email_request() {
     .insert("sender".into(), "hello@techub.test".into());
     let platform = Platform::start(config).await.expect("host starts");
     assert_eq!(
-        platform.plugins.len(),
+        platform.plugins().await.len(),
         1,
         "load errors: {:?}",
-        platform.load_errors
+        platform.load_errors().await
     );
 
     let mut emails = sink(&platform, &["notification.email"]).await;
@@ -132,10 +132,10 @@ async fn trapping_plugin_is_retried_then_dead_lettered_while_others_keep_serving
     );
     let platform = Platform::start(config).await.unwrap();
     assert_eq!(
-        platform.plugins.len(),
+        platform.plugins().await.len(),
         2,
         "load errors: {:?}",
-        platform.load_errors
+        platform.load_errors().await
     );
 
     let id = platform
@@ -216,13 +216,19 @@ async fn malformed_and_wrong_world_files_are_reported_and_the_others_load() {
 
     assert_eq!(
         platform
-            .plugins
+            .plugins()
+            .await
             .iter()
-            .map(|p| p.name.as_str())
+            .map(|p| p.name.clone())
             .collect::<Vec<_>>(),
         ["user-notifications"]
     );
-    let errors: Vec<String> = platform.load_errors.iter().map(|e| e.to_string()).collect();
+    let errors: Vec<String> = platform
+        .load_errors()
+        .await
+        .iter()
+        .map(|e| e.to_string())
+        .collect();
     assert_eq!(errors.len(), 4, "{errors:#?}");
     let about = |file: &str| {
         errors
@@ -249,8 +255,8 @@ async fn plugin_subscribing_to_an_undeclared_queue_type_is_refused_by_name() {
     let mut config = config(&dir);
     config.queues.remove("analytics");
     let platform = Platform::start(config).await.unwrap();
-    assert!(platform.plugins.is_empty());
-    let error = platform.load_errors[0].to_string();
+    assert!(platform.plugins().await.is_empty());
+    let error = platform.load_errors().await[0].to_string();
     assert!(
         error.contains("noop.wasm") && error.contains("\"analytics\""),
         "{error}"
@@ -402,13 +408,14 @@ async fn a_plugin_cannot_flood_the_broker_with_bindings() {
     let platform = Platform::start(config(&dir)).await.unwrap();
     assert_eq!(
         platform
-            .plugins
+            .plugins()
+            .await
             .iter()
-            .map(|p| p.name.as_str())
+            .map(|p| p.name.clone())
             .collect::<Vec<_>>(),
         ["noop"]
     );
-    let error = platform.load_errors[0].to_string();
+    let error = platform.load_errors().await[0].to_string();
     assert!(
         error.contains("many.wasm") && error.contains("binds 65 routing keys"),
         "{error}"

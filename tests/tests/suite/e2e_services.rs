@@ -44,10 +44,10 @@ async fn example_plugin_handles_rabbitmq_messages_and_writes_redis() {
     let prefix = config.host.key_prefix.clone();
     let platform = start(config).await;
     assert_eq!(
-        platform.plugins.len(),
+        platform.plugins().await.len(),
         1,
         "load errors: {:?}",
-        platform.load_errors
+        platform.load_errors().await
     );
 
     let mut emails = sink(&platform, &["notification.email"]).await;
@@ -382,13 +382,14 @@ async fn a_queue_with_other_arguments_refuses_only_its_plugin() {
     let platform = start(config).await;
     assert_eq!(
         platform
-            .plugins
+            .plugins()
+            .await
             .iter()
             .map(|p| p.name.clone())
             .collect::<Vec<_>>(),
         vec![users.clone()]
     );
-    let error = platform.load_errors[0].to_string();
+    let error = platform.load_errors().await[0].to_string();
     assert!(
         error.contains(&trap) && error.contains(&queue) && error.contains("PRECONDITION_FAILED"),
         "{error}"

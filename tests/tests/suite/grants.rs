@@ -19,8 +19,8 @@ async fn a_subscription_outside_the_subscribe_grant_is_refused_by_name() {
         "fixture.priority.block".into(),
     ];
     let platform = Platform::start(config).await.unwrap();
-    assert!(platform.plugins.is_empty(), "refused, not loaded");
-    let error = platform.load_errors[0].to_string();
+    assert!(platform.plugins().await.is_empty(), "refused, not loaded");
+    let error = platform.load_errors().await[0].to_string();
     assert!(
         error.contains("payments-reader.wasm")
             && error.contains("\"fixture.priority.payment\"")
@@ -33,11 +33,13 @@ async fn a_subscription_outside_the_subscribe_grant_is_refused_by_name() {
     let mut config = techub_tests::config(&dir);
     config.plugins.clear();
     let platform = Platform::start(config).await.unwrap();
-    assert!(platform.plugins.is_empty());
+    assert!(platform.plugins().await.is_empty());
     assert!(
-        platform.load_errors[0].to_string().contains("subscribe"),
+        platform.load_errors().await[0]
+            .to_string()
+            .contains("subscribe"),
         "{}",
-        platform.load_errors[0]
+        platform.load_errors().await[0]
     );
 
     // A pattern grant covering every binding loads it.
@@ -46,7 +48,12 @@ async fn a_subscription_outside_the_subscribe_grant_is_refused_by_name() {
     config.plugins.get_mut("payments-reader").unwrap().subscribe =
         vec!["fixture.priority.*".into()];
     let platform = Platform::start(config).await.unwrap();
-    assert_eq!(platform.plugins.len(), 1, "{:?}", platform.load_errors);
+    assert_eq!(
+        platform.plugins().await.len(),
+        1,
+        "{:?}",
+        platform.load_errors().await
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

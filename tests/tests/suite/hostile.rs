@@ -19,10 +19,10 @@ pub(crate) async fn hostile_platform(
     adjust(&mut config);
     let platform = Platform::start(config).await.unwrap();
     assert_eq!(
-        platform.plugins.len(),
+        platform.plugins().await.len(),
         1,
         "load errors: {:?}",
-        platform.load_errors
+        platform.load_errors().await
     );
     (platform, dir)
 }

@@ -119,7 +119,7 @@ async fn allocating_past_the_plugin_limit_traps_below_the_pool_slot() {
         c.plugins.get_mut("hostile").unwrap().limits.memory_mib = Some(16);
     })
     .await;
-    assert_eq!(platform.config.max_memory_mib(), 64);
+    assert_eq!(platform.config().max_memory_mib(), 64);
     let reason = provoke(&platform, "allocate").await;
     let held: u32 = reason
         .rsplit("held ")
@@ -284,9 +284,17 @@ async fn a_disabled_plugin_is_not_loaded() {
     );
     config.plugins.get_mut("noop").unwrap().enabled = Some(false);
     let platform = Platform::start(config).await.unwrap();
-    let names: Vec<&str> = platform.plugins.iter().map(|p| p.name.as_str()).collect();
+    let names: Vec<String> = platform
+        .plugins()
+        .await
+        .iter()
+        .map(|p| p.name.clone())
+        .collect();
     assert_eq!(names, ["user-notifications"]);
-    assert!(platform.load_errors.is_empty(), "disabled is not an error");
+    assert!(
+        platform.load_errors().await.is_empty(),
+        "disabled is not an error"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -219,6 +219,15 @@ impl Broker for MemoryBroker {
         Ok(())
     }
 
+    async fn unbind(&self, queue: &str, bindings: &[String]) -> BackendResult<()> {
+        let mut state = self.shared.lock();
+        if let Some(q) = state.queues.get_mut(queue) {
+            q.bindings
+                .retain(|b| !bindings.iter().any(|r| r == b.as_str()));
+        }
+        Ok(())
+    }
+
     async fn consume(&self, queue: &str, prefetch: u16) -> BackendResult<Box<dyn Consumer>> {
         let notify = match self.shared.lock().queues.get(queue) {
             Some(q) => q.notify.clone(),
@@ -302,6 +311,14 @@ impl Delivery for MemoryDelivery {
         &self
             .queued
             .as_ref()
+            .expect("unsettled until consumed")
+            .envelope
+    }
+
+    fn envelope_mut(&mut self) -> &mut Envelope {
+        &mut self
+            .queued
+            .as_mut()
             .expect("unsettled until consumed")
             .envelope
     }

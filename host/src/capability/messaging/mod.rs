@@ -82,12 +82,18 @@ pub trait Broker: Send + Sync {
     /// Routes `envelope` to every queue bound to its routing key, after `delay` if any;
     /// returns once the broker has it (publisher confirm).
     async fn publish(&self, envelope: Envelope, delay: Option<Duration>) -> BackendResult<()>;
-    /// Declares a queue and its bindings, idempotently.
+    /// Declares a queue and its bindings, idempotently (bindings it has already stay).
     async fn declare_queue(&self, spec: &QueueSpec) -> BackendResult<()>;
+    /// Removes `bindings` from `queue`: messages with only those keys stop arriving;
+    /// what is in the queue stays.
+    async fn unbind(&self, queue: &str, bindings: &[String]) -> BackendResult<()>;
     /// Starts consuming `queue` with at most `prefetch` unsettled deliveries.
     async fn consume(&self, queue: &str, prefetch: u16) -> BackendResult<Box<dyn Consumer>>;
     /// Up to `limit` dead letters, oldest first, without removing them.
     async fn dead_letters(&self, limit: usize) -> BackendResult<Vec<DeadLetter>>;
+    /// Closes the connection cleanly (at shutdown, after the consumers drained);
+    /// unsettled deliveries go back to their queues.
+    async fn close(&self) {}
     /// Whether the broker is reachable now; the reason when not (for `/readyz`).
     fn health(&self) -> Result<(), String> {
         Ok(())
@@ -110,6 +116,12 @@ pub trait Consumer: Send {
     /// The next delivery; waits while the prefetch window is full or the queue empty.
     /// `None` once the consumer is closed (the broker went away).
     async fn next(&mut self) -> Option<Box<dyn Delivery>>;
+    /// Stops taking deliveries (AMQP `basic.cancel`). The deliveries already handed
+    /// out can still be settled; those the broker sent but `next` did not return yet
+    /// go back to the queue at [`Consumer::close`].
+    async fn stop(&mut self) {}
+    /// Ends the consumer once its deliveries are settled (closes its channel).
+    async fn close(self: Box<Self>) {}
 }
 
 /// One delivered message, to be settled exactly once. Dropping it unsettled puts it
@@ -118,6 +130,8 @@ pub trait Consumer: Send {
 pub trait Delivery: Send {
     /// The message.
     fn envelope(&self) -> &Envelope;
+    /// The message, to move its payload into the guest without a copy (and back).
+    fn envelope_mut(&mut self) -> &mut Envelope;
     /// Whether the broker delivered it before (e.g. to a host that died).
     fn redelivered(&self) -> bool;
     /// Done: remove it.

@@ -4,7 +4,7 @@ use super::{AmqpBroker, convert, unavailable};
 use crate::capability::BackendResult;
 use crate::capability::messaging::{Consumer, DEAD_LETTER_REFUSED_PAUSE, Delivery, Envelope};
 use futures::StreamExt;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions};
+use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions};
 use lapin::types::FieldTable;
 use lapin::{Acker, Channel};
 use std::time::Duration;
@@ -60,9 +60,30 @@ impl Consumer for AmqpConsumer {
             }
         }
     }
+
+    async fn stop(&mut self) {
+        self.cancel().await;
+    }
+
+    async fn close(self: Box<Self>) {
+        // Deliveries received but not handed out go back to the queue.
+        let _ = self.channel.close(200, "consumer closed".into()).await;
+    }
 }
 
 impl AmqpConsumer {
+    /// Stops the broker sending more; buffered deliveries stay unacked until close.
+    async fn cancel(&mut self) {
+        let tag = self.stream.tag();
+        if let Err(error) = self
+            .channel
+            .basic_cancel(tag, BasicCancelOptions::default())
+            .await
+        {
+            tracing::warn!(queue = %self.queue, %error, "could not cancel the consumer; closing its channel will");
+        }
+    }
+
     fn wrap(&self, delivery: lapin::message::Delivery) -> Box<dyn Delivery> {
         // Retries come back through the default exchange (the retry queue dead-letters
         // to it); everything else entered through the main exchange.
@@ -113,6 +134,10 @@ impl AmqpDelivery {
 impl Delivery for AmqpDelivery {
     fn envelope(&self) -> &Envelope {
         &self.envelope
+    }
+
+    fn envelope_mut(&mut self) -> &mut Envelope {
+        &mut self.envelope
     }
 
     fn redelivered(&self) -> bool {

@@ -247,6 +247,30 @@ impl Broker for AmqpBroker {
         Ok(())
     }
 
+    async fn unbind(&self, queue: &str, bindings: &[String]) -> BackendResult<()> {
+        let url = &self.shared.url;
+        let ch = &self.open_channel().await?;
+        for binding in bindings {
+            ch.queue_unbind(
+                queue.into(),
+                self.shared.names.main_exchange.as_str().into(),
+                binding.as_str().into(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(|e| unavailable(url, &format!("unbind {binding} from {queue}"), e))?;
+        }
+        let _ = ch.close(200, "unbound".into()).await;
+        Ok(())
+    }
+
+    async fn close(&self) {
+        let _ = self.shared.publisher.close(200, "shutdown".into()).await;
+        if let Err(error) = self.shared.connection.close(200, "shutdown".into()).await {
+            tracing::warn!(%error, "closing the RabbitMQ connection");
+        }
+    }
+
     async fn consume(&self, queue: &str, prefetch: u16) -> BackendResult<Box<dyn Consumer>> {
         let url = &self.shared.url;
         let channel = self.open_channel().await?;

@@ -1,0 +1,94 @@
+//! What a reload of `host.toml` changes, and what only a restart can.
+//!
+//! Fixed at start: the backends and their connections (`[backends]`, `[redis]`,
+//! `[amqp]`), the admin endpoint and its token, the pool (`host.max_instances`,
+//! `host.pooling`, and the slot size the largest memory limit set), the key prefix,
+//! the plugins and cache directories, the embedded backends' memory budgets, and the
+//! dead-letter queue's bounds (declared on the broker). Everything else — limits,
+//! grants, settings, `enabled`, queue policies, cache domains and limits, store and
+//! messaging limits — applies to the next invocation.
+
+use super::{ConfigError, HostConfig};
+
+impl HostConfig {
+    /// `self` (a new configuration) with every field fixed at start taken from
+    /// `running`, and the names of those that differed (each needs a restart, and is
+    /// ignored until then rather than half-applied). Refused when a plugin's memory
+    /// limit would exceed the pool's slots, which were sized at start.
+    pub fn for_reload(mut self, running: &HostConfig) -> Result<(Self, Vec<String>), ConfigError> {
+        let mut ignored = Vec::new();
+        macro_rules! keep {
+            ($($field:ident).+, $name:literal) => {
+                if self.$($field).+ != running.$($field).+ {
+                    ignored.push($name.to_string());
+                    self.$($field).+ = running.$($field).+.clone();
+                }
+            };
+        }
+        keep!(backends, "backends");
+        keep!(redis, "redis");
+        keep!(amqp, "amqp");
+        keep!(host.plugins_dir, "host.plugins_dir");
+        keep!(host.admin_addr, "host.admin_addr");
+        keep!(host.admin_token, "host.admin_token");
+        keep!(host.admin_token_env, "host.admin_token_env");
+        keep!(host.key_prefix, "host.key_prefix");
+        keep!(host.max_instances, "host.max_instances");
+        keep!(host.pooling, "host.pooling");
+        keep!(host.cache_dir, "host.cache_dir");
+        keep!(host.compile_cache, "host.compile_cache");
+        keep!(cache.memory_budget_mib, "cache.memory_budget_mib");
+        keep!(store.memory_budget_mib, "store.memory_budget_mib");
+        keep!(dead_letter, "dead_letter");
+        let slot = running.max_memory_mib();
+        for name in self.plugins.keys().map(String::as_str).chain([""]) {
+            let memory = match name {
+                "" => self.limits.memory_mib,
+                name => self.limits_of(name).memory_mib,
+            };
+            if memory > slot {
+                let field = match name {
+                    "" => "limits.memory_mib".to_string(),
+                    name => format!("plugins.{name}.limits.memory_mib"),
+                };
+                return Err(ConfigError::Invalid {
+                    field,
+                    message: format!(
+                        "is {memory}, more than the {slot} MiB the pool's slots were sized for at start; restart the host to raise it"
+                    ),
+                });
+            }
+        }
+        Ok((self, ignored))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fixed_fields_are_kept_and_named_and_live_ones_change() {
+        let running = HostConfig::default();
+        let new = HostConfig::parse(
+            "[backends]\ncache = \"redis\"\n[host]\nmax_instances = 3\n[limits]\ncpu_ms = 20\n",
+        )
+        .unwrap();
+        let (effective, ignored) = new.for_reload(&running).unwrap();
+        assert_eq!(ignored, ["backends", "host.max_instances"]);
+        assert_eq!(effective.backends, running.backends);
+        assert_eq!(effective.host.max_instances, running.host.max_instances);
+        assert_eq!(effective.limits.cpu_ms, 20, "limits apply live");
+    }
+
+    #[test]
+    fn memory_beyond_the_pool_slots_needs_a_restart() {
+        let running = HostConfig::default();
+        let new = HostConfig::parse("[plugins.big.limits]\nmemory_mib = 128\n").unwrap();
+        let err = new.for_reload(&running).unwrap_err().to_string();
+        assert!(
+            err.contains("plugins.big.limits.memory_mib") && err.contains("restart"),
+            "{err}"
+        );
+    }
+}

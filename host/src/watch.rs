@@ -1,0 +1,111 @@
+//! Watching the plugins directory and `host.toml`, so that dropping a `.wasm` (or
+//! editing the config) takes effect without a restart.
+//!
+//! File events are debounced (a copy in progress produces many) and handed to the
+//! registry one path at a time. A file caught half-written fails to compile and is
+//! refused, with the running version left serving; the event of the finished write
+//! loads it. `cp` to a temporary name and `mv` (a rename, atomic) into the directory
+//! is the way to deploy that never shows a half-written file.
+
+use crate::registry::Registry;
+use notify::RecursiveMode;
+use notify_debouncer_mini::{DebounceEventResult, Debouncer, new_debouncer};
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+/// Quiet time after the last event of a file before it is acted on.
+const DEBOUNCE: Duration = Duration::from_millis(150);
+
+/// What changed.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Change {
+    /// A `.wasm` file of the plugins directory (created, written, renamed, removed).
+    Plugin(PathBuf),
+    /// The configuration file.
+    Config,
+}
+
+/// A running watcher; dropping it stops watching.
+pub struct Watcher {
+    _debouncer: Debouncer<notify::RecommendedWatcher>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Watches `plugins_dir` (and `config_file`, if given) and sends each change to
+/// `on_change` (config changes) or the registry (plugin files).
+pub fn watch(
+    registry: Arc<Registry>,
+    plugins_dir: &Path,
+    config_file: Option<PathBuf>,
+    on_config: impl Fn() -> futures::future::BoxFuture<'static, ()> + Send + Sync + 'static,
+) -> notify::Result<Watcher> {
+    let (sender, mut changes) = mpsc::unbounded_channel::<BTreeSet<Change>>();
+    let config_name = config_file
+        .as_ref()
+        .and_then(|f| f.file_name().map(|n| n.to_os_string()));
+    let mut debouncer = new_debouncer(DEBOUNCE, move |events: DebounceEventResult| {
+        let events = match events {
+            Ok(events) => events,
+            Err(error) => {
+                tracing::error!(%error, "watching the plugins directory or host.toml failed");
+                return;
+            }
+        };
+        let batch: BTreeSet<Change> = events
+            .into_iter()
+            .filter_map(|event| {
+                let path = event.path;
+                if path.extension().is_some_and(|e| e == "wasm") {
+                    Some(Change::Plugin(path))
+                } else if config_name.is_some() && path.file_name() == config_name.as_deref() {
+                    Some(Change::Config)
+                } else {
+                    None
+                }
+            })
+            .collect();
+        if !batch.is_empty() {
+            let _ = sender.send(batch);
+        }
+    })?;
+    debouncer
+        .watcher()
+        .watch(plugins_dir, RecursiveMode::NonRecursive)?;
+    if let Some(file) = &config_file {
+        // The directory, not the file: editors save by writing a new file and renaming
+        // it over the old one, which a watch on the old inode would miss.
+        let dir = file
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        if dir != plugins_dir {
+            debouncer
+                .watcher()
+                .watch(dir, RecursiveMode::NonRecursive)?;
+        }
+    }
+    let task = tokio::spawn(async move {
+        while let Some(batch) = changes.recv().await {
+            for change in batch {
+                match change {
+                    Change::Plugin(path) => registry.file_changed(&path).await,
+                    Change::Config => on_config().await,
+                }
+            }
+        }
+    });
+    Ok(Watcher {
+        _debouncer: debouncer,
+        task,
+    })
+}
