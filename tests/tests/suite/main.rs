@@ -9,3 +9,4 @@ mod e2e_services;
 mod grants;
 mod hostile;
 mod limits;
+mod live;
