@@ -1,8 +1,9 @@
 //! The one `bindgen!` of the `plugin` world.
 //!
-//! Imports are async (backends are network clients) and trappable, so a host function
-//! can tell a broken host invariant (a trap) from an error the guest handles (the
-//! interface's WIT error). The lease resource is backed by
+//! Imports are async (backends are network clients) and trappable. A function whose
+//! WIT result has an error case returns the capability's [`crate::capability::Failure`]
+//! of that error (`trappable_error_type`), so host code uses `?` for what the guest
+//! should get and for what must trap alike. The lease resource is backed by
 //! [`crate::capability::lock::LeaseState`].
 
 wasmtime::component::bindgen!({
@@ -10,6 +11,12 @@ wasmtime::component::bindgen!({
     world: "plugin",
     imports: { default: async | trappable },
     exports: { default: async },
+    trappable_error_type: {
+        "techub:platform/cache.cache-error" => crate::capability::cache::CacheFailure,
+        "techub:platform/store.store-error" => crate::capability::store::StoreFailure,
+        "techub:platform/lock.lock-error" => crate::capability::lock::LockFailure,
+        "techub:platform/messaging.messaging-error" => crate::capability::messaging::MessagingFailure,
+    },
     with: {
         "techub:platform/lock.lease": crate::capability::lock::LeaseState,
     },

@@ -77,7 +77,9 @@ struct Admin {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // The log goes to stderr; stdout carries what the commands answer.
     tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )

@@ -5,6 +5,7 @@
 
 pub mod cache;
 pub mod config;
+mod context;
 pub mod glob;
 pub mod lock;
 pub mod log;
@@ -13,6 +14,42 @@ pub mod redis_client;
 pub mod store;
 
 use std::sync::Arc;
+
+pub use context::PluginContext;
+
+/// What one invocation used of its quotas, checked against the plugin's limits.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Usage {
+    /// Host calls made (every import counts).
+    pub host_calls: u32,
+    /// Messages published.
+    pub publishes: u32,
+    /// Leases currently held.
+    pub leases: u32,
+}
+
+impl Usage {
+    /// Counts one host call of `plugin`; `Err` with the reason once over its quota.
+    pub(crate) fn charge(&mut self, plugin: &PluginContext) -> Result<(), String> {
+        self.host_calls += 1;
+        let max = plugin.limits.max_host_calls;
+        if self.host_calls > max {
+            return Err(format!("more than {max} host calls for one message"));
+        }
+        Ok(())
+    }
+
+    /// Counts one host call of an import that has no error to return: past the quota
+    /// the instance traps (a runaway plugin, stopped like one over its CPU).
+    pub(crate) fn charge_or_trap(&mut self, plugin: &PluginContext) -> wasmtime::Result<()> {
+        self.charge(plugin).map_err(wasmtime::Error::msg)
+    }
+}
+
+/// The error of a capability's host function: the interface's WIT error, which the
+/// guest receives, or a trap (a broken host invariant). `?` converts both, and a
+/// [`BackendError`] through the interface's mapping (wasmtime-wasi's pattern).
+pub type Failure<E> = wasmtime_wasi::TrappableError<E>;
 
 /// A failure of a backend, before it is mapped onto an interface's WIT error.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -1,9 +1,7 @@
 //! Plugins: finding `.wasm` files, turning them into ready-to-instantiate plugins, and
 //! the context each runs with.
 
-mod context;
-
-pub use context::PluginContext;
+pub use crate::capability::PluginContext;
 
 use crate::bindings::{PluginPre, Subscription};
 use crate::capability::Services;

@@ -1,14 +1,14 @@
 //! The engine, the linker, the epoch ticker and component compilation.
 
 use super::state::PluginState;
-use crate::bindings::{Plugin, PluginPre};
+use crate::bindings::PluginPre;
 use crate::config::HostConfig;
 use anyhow::Context;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-use wasmtime::component::{HasSelf, Linker};
+use wasmtime::component::Linker;
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 /// How often the epoch advances: the grain of CPU limits and of yielding.
@@ -89,7 +89,7 @@ impl Runtime {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .map_err(|e| anyhow::anyhow!("could not link WASI: {e:#}"))?;
-        Plugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
+        link_capabilities(&mut linker)
             .map_err(|e| anyhow::anyhow!("could not link the techub imports: {e:#}"))?;
 
         let ticker_stop = Arc::new(AtomicBool::new(false));
@@ -165,6 +165,19 @@ impl Runtime {
             message: format!("{e:#}"),
         })
     }
+}
+
+/// Links each capability's interface with its view of the instance's state.
+fn link_capabilities(linker: &mut Linker<PluginState>) -> wasmtime::Result<()> {
+    use crate::bindings::techub::platform as wit;
+    use crate::capability::{cache, config, lock, log, messaging, store};
+    wit::cache::add_to_linker::<_, cache::HasCache>(linker, PluginState::cache)?;
+    wit::store::add_to_linker::<_, store::HasStore>(linker, PluginState::store)?;
+    wit::lock::add_to_linker::<_, lock::HasLock>(linker, PluginState::lock)?;
+    wit::messaging::add_to_linker::<_, messaging::HasMessaging>(linker, PluginState::messaging)?;
+    wit::config::add_to_linker::<_, config::HasConfig>(linker, PluginState::config)?;
+    wit::log::add_to_linker::<_, log::HasLog>(linker, PluginState::log)?;
+    Ok(())
 }
 
 impl Drop for Runtime {

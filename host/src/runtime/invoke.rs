@@ -2,9 +2,10 @@
 
 use super::engine::Runtime;
 use super::output::OutputCounts;
-use super::state::{PluginState, Usage};
+use super::state::PluginState;
 use crate::bindings::{Delivery, Outcome, Plugin, PluginPre, Subscription};
-use crate::plugins::PluginContext;
+use crate::capability::PluginContext;
+use crate::capability::Usage;
 use std::sync::Arc;
 use std::time::Duration;
 use wasmtime::{CallHook, Store, UpdateDeadline};
@@ -153,10 +154,10 @@ impl Runtime {
             Err(_) => Err(InvocationError::Timeout(limits.timeout_ms)),
         };
         let state = store.data_mut();
-        state.release_leases().await;
+        state.lock().release_all().await;
         match &result {
-            Ok(answer) if keeps_claims(answer) => state.keep_claims(),
-            _ => state.release_claims().await,
+            Ok(answer) if keeps_claims(answer) => state.claims.clear(),
+            _ => state.store().release_claims().await,
         }
         // A Rust guest's panic message reaches only its stderr: put it in the reason,
         // where the operator looks (the dead letter, the logs).

@@ -15,9 +15,10 @@ mod output;
 mod slots;
 mod state;
 
+pub use crate::capability::Usage;
 pub use cache::{CompiledCache, content_hash};
 pub use engine::{LoadError, Runtime};
 pub use invoke::{InvocationError, InvocationReport};
 pub use output::OutputCounts;
 pub use slots::{Slot, Slots};
-pub use state::{PluginState, Usage};
+pub use state::PluginState;

@@ -3,23 +3,18 @@
 
 use super::clock::Clock;
 use super::output::GuestOutput;
-use crate::plugins::PluginContext;
+use crate::capability::cache::CacheView;
+use crate::capability::config::ConfigView;
+use crate::capability::lock::LockView;
+use crate::capability::log::LogView;
+use crate::capability::messaging::MessagingView;
+use crate::capability::store::StoreView;
+use crate::capability::{PluginContext, Usage};
 use std::collections::HashMap;
 use std::sync::Arc;
 use wasmtime::component::ResourceTable;
 use wasmtime::{StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
-
-/// Per-message usage, checked against the plugin's [`crate::config::Limits`].
-#[derive(Debug, Default, Clone, Copy)]
-pub struct Usage {
-    /// Host calls made (cache, store, lock, messaging).
-    pub host_calls: u32,
-    /// Messages published.
-    pub publishes: u32,
-    /// Leases currently held.
-    pub leases: u32,
-}
 
 /// The `T` of `Store<T>` for plugin instances.
 pub struct PluginState {
@@ -72,37 +67,35 @@ impl PluginState {
         }
     }
 
-    /// Counts one host call; `Err` with the reason once the quota is spent.
-    pub(crate) fn charge_call(&mut self) -> Result<(), String> {
-        self.usage.host_calls += 1;
-        let max = self.plugin.limits.max_host_calls;
-        if self.usage.host_calls > max {
-            return Err(format!("more than {max} host calls for one message"));
-        }
-        Ok(())
+    // The views each capability is linked with: each borrows only what it needs.
+
+    pub(crate) fn cache(&mut self) -> CacheView<'_> {
+        CacheView::new(&self.plugin, &mut self.usage)
     }
 
-    /// Counts one host call of an import that has no error to return: past the
-    /// quota, the instance traps (a runaway plugin, stopped like one over its CPU).
-    pub(crate) fn charge_or_trap(&mut self) -> wasmtime::Result<()> {
-        self.charge_call().map_err(wasmtime::Error::msg)
+    pub(crate) fn store(&mut self) -> StoreView<'_> {
+        StoreView::new(&self.plugin, &mut self.usage, &mut self.claims)
     }
 
-    /// Deletes the claims of an invocation that did not end `ok`, so that a retry
-    /// can claim again (and so do the work the failed attempt did not finish).
-    pub(crate) async fn release_claims(&mut self) {
-        let claims = std::mem::take(&mut self.claims);
-        if claims.is_empty() {
-            return;
-        }
-        if let Err(error) = self.plugin.services.store.delete(&claims).await {
-            tracing::warn!(plugin = %self.plugin.name, %error, "could not release the claims of a failed invocation; they expire by their TTL");
-        }
+    pub(crate) fn lock(&mut self) -> LockView<'_> {
+        LockView::new(
+            &self.plugin,
+            &mut self.usage,
+            &mut self.table,
+            &mut self.held_leases,
+        )
     }
 
-    /// Drops what the invocation claimed without releasing it (it ended `ok`).
-    pub(crate) fn keep_claims(&mut self) {
-        self.claims.clear();
+    pub(crate) fn messaging(&mut self) -> MessagingView<'_> {
+        MessagingView::new(&self.plugin, &mut self.usage)
+    }
+
+    pub(crate) fn config(&mut self) -> ConfigView<'_> {
+        ConfigView::new(&self.plugin, &mut self.usage)
+    }
+
+    pub(crate) fn log(&mut self) -> LogView<'_> {
+        LogView::new(&self.plugin, &mut self.usage)
     }
 }
 

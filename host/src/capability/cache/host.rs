@@ -4,11 +4,44 @@ use super::{CacheWrite, DomainStats};
 use crate::bindings::techub::platform::cache::{
     CacheError, DomainStats as WitStats, EntryOptions, Host,
 };
-use crate::capability::{BackendError, check_name, glob, unavailable_for_guest};
-use crate::runtime::PluginState;
+use crate::capability::{
+    BackendError, Failure, PluginContext, Usage, check_name, glob, unavailable_for_guest,
+};
 use std::time::Duration;
+use wasmtime::component::HasData;
 
 type Result<T> = std::result::Result<T, CacheError>;
+
+/// What a cache host function fails with.
+pub type CacheFailure = Failure<CacheError>;
+type CacheResult<T> = std::result::Result<T, CacheFailure>;
+
+/// What the `cache` interface reaches of an instance: the plugin's granted domains
+/// and limits (and through them the backend), and this invocation's quotas.
+pub struct CacheView<'a> {
+    plugin: &'a PluginContext,
+    usage: &'a mut Usage,
+}
+
+impl<'a> CacheView<'a> {
+    /// The view of one instance.
+    pub fn new(plugin: &'a PluginContext, usage: &'a mut Usage) -> Self {
+        Self { plugin, usage }
+    }
+}
+
+/// Links `cache` with [`CacheView`].
+pub struct HasCache;
+
+impl HasData for HasCache {
+    type Data<'a> = CacheView<'a>;
+}
+
+impl From<BackendError> for CacheFailure {
+    fn from(error: BackendError) -> Self {
+        CacheError::from(error).into()
+    }
+}
 
 impl From<BackendError> for CacheError {
     fn from(error: BackendError) -> Self {
@@ -19,7 +52,11 @@ impl From<BackendError> for CacheError {
     }
 }
 
-impl PluginState {
+impl CacheView<'_> {
+    fn charge_call(&mut self) -> std::result::Result<(), String> {
+        self.usage.charge(self.plugin)
+    }
+
     /// Charges a call and resolves a granted domain to its TTL.
     fn cache_domain(&mut self, domain: &str) -> Result<u32> {
         self.charge_call().map_err(CacheError::QuotaExceeded)?;
@@ -131,16 +168,14 @@ impl PluginState {
     }
 }
 
-impl Host for PluginState {
-    async fn get(
-        &mut self,
-        domain: String,
-        key: String,
-    ) -> wasmtime::Result<Result<Option<Vec<u8>>>> {
-        Ok(self
-            .cache_get_many(domain, vec![key])
-            .await
-            .map(|mut v| v.pop().flatten()))
+impl Host for CacheView<'_> {
+    fn convert_cache_error(&mut self, error: CacheFailure) -> wasmtime::Result<CacheError> {
+        error.downcast()
+    }
+
+    async fn get(&mut self, domain: String, key: String) -> CacheResult<Option<Vec<u8>>> {
+        let mut values = self.cache_get_many(domain, vec![key]).await?;
+        Ok(values.pop().flatten())
     }
 
     async fn set(
@@ -149,41 +184,35 @@ impl Host for PluginState {
         key: String,
         value: Vec<u8>,
         options: EntryOptions,
-    ) -> wasmtime::Result<Result<()>> {
+    ) -> CacheResult<()> {
         Ok(self
             .cache_set_many(domain, vec![(key, value)], options)
-            .await)
+            .await?)
     }
 
-    async fn delete(&mut self, domain: String, key: String) -> wasmtime::Result<Result<bool>> {
-        let result = async {
-            self.cache_domain(&domain)?;
-            self.cache_key(&key)?;
-            let services = self.plugin.services.clone();
-            let existed = services.cache.delete(&domain, &key).await?;
-            services
-                .cache_stats
-                .record(&domain, |s| s.deletes += u64::from(existed));
-            Ok(existed)
-        };
-        Ok(result.await)
+    async fn delete(&mut self, domain: String, key: String) -> CacheResult<bool> {
+        self.cache_domain(&domain)?;
+        self.cache_key(&key)?;
+        let services = self.plugin.services.clone();
+        let existed = services.cache.delete(&domain, &key).await?;
+        services
+            .cache_stats
+            .record(&domain, |s| s.deletes += u64::from(existed));
+        Ok(existed)
     }
 
-    async fn exists(&mut self, domain: String, key: String) -> wasmtime::Result<Result<bool>> {
-        let result = async {
-            self.cache_domain(&domain)?;
-            self.cache_key(&key)?;
-            Ok(self.plugin.services.cache.exists(&domain, &key).await?)
-        };
-        Ok(result.await)
+    async fn exists(&mut self, domain: String, key: String) -> CacheResult<bool> {
+        self.cache_domain(&domain)?;
+        self.cache_key(&key)?;
+        Ok(self.plugin.services.cache.exists(&domain, &key).await?)
     }
 
     async fn get_many(
         &mut self,
         domain: String,
         keys: Vec<String>,
-    ) -> wasmtime::Result<Result<Vec<Option<Vec<u8>>>>> {
-        Ok(self.cache_get_many(domain, keys).await)
+    ) -> CacheResult<Vec<Option<Vec<u8>>>> {
+        Ok(self.cache_get_many(domain, keys).await?)
     }
 
     async fn set_many(
@@ -191,70 +220,54 @@ impl Host for PluginState {
         domain: String,
         entries: Vec<(String, Vec<u8>)>,
         options: EntryOptions,
-    ) -> wasmtime::Result<Result<()>> {
-        Ok(self.cache_set_many(domain, entries, options).await)
+    ) -> CacheResult<()> {
+        Ok(self.cache_set_many(domain, entries, options).await?)
     }
 
-    async fn invalidate_tag(
-        &mut self,
-        domain: Option<String>,
-        tag: String,
-    ) -> wasmtime::Result<Result<u64>> {
-        let result = async {
-            let domains = self.cache_domains_of(domain)?;
-            check_name(&tag, self.plugin.config.host.max_key_length)
-                .map_err(|m| CacheError::InvalidKey(format!("tag {m}")))?;
-            let services = self.plugin.services.clone();
-            let mut removed = 0;
-            for domain in domains {
-                let n = services.cache.invalidate_tag(&domain, &tag).await?;
-                services.cache_stats.record(&domain, |s| s.deletes += n);
-                removed += n;
-            }
-            Ok(removed)
-        };
-        Ok(result.await)
-    }
-
-    async fn invalidate_pattern(
-        &mut self,
-        domain: String,
-        pattern: String,
-    ) -> wasmtime::Result<Result<u64>> {
-        let result = async {
-            self.cache_domain(&domain)?;
-            glob::validate(&pattern).map_err(CacheError::InvalidArgument)?;
-            let services = self.plugin.services.clone();
-            let n = services.cache.invalidate_pattern(&domain, &pattern).await?;
+    async fn invalidate_tag(&mut self, domain: Option<String>, tag: String) -> CacheResult<u64> {
+        let domains = self.cache_domains_of(domain)?;
+        check_name(&tag, self.plugin.config.host.max_key_length)
+            .map_err(|m| CacheError::InvalidKey(format!("tag {m}")))?;
+        let services = self.plugin.services.clone();
+        let mut removed = 0;
+        for domain in domains {
+            let n = services.cache.invalidate_tag(&domain, &tag).await?;
             services.cache_stats.record(&domain, |s| s.deletes += n);
-            Ok(n)
-        };
-        Ok(result.await)
+            removed += n;
+        }
+        Ok(removed)
     }
 
-    async fn stats(&mut self, domain: Option<String>) -> wasmtime::Result<Result<WitStats>> {
-        let result = self.cache_domains_of(domain).map(|domains| {
-            let DomainStats {
-                hits,
-                misses,
-                sets,
-                deletes,
-            } = self
-                .plugin
-                .services
-                .cache_stats
-                .sum(domains.iter().map(String::as_str));
-            WitStats {
-                hits,
-                misses,
-                sets,
-                deletes,
-            }
-        });
-        Ok(result)
+    async fn invalidate_pattern(&mut self, domain: String, pattern: String) -> CacheResult<u64> {
+        self.cache_domain(&domain)?;
+        glob::validate(&pattern).map_err(CacheError::InvalidArgument)?;
+        let services = self.plugin.services.clone();
+        let n = services.cache.invalidate_pattern(&domain, &pattern).await?;
+        services.cache_stats.record(&domain, |s| s.deletes += n);
+        Ok(n)
     }
 
-    async fn domain_ttl(&mut self, domain: String) -> wasmtime::Result<Result<u32>> {
-        Ok(self.cache_domain(&domain))
+    async fn stats(&mut self, domain: Option<String>) -> CacheResult<WitStats> {
+        let domains = self.cache_domains_of(domain)?;
+        let DomainStats {
+            hits,
+            misses,
+            sets,
+            deletes,
+        } = self
+            .plugin
+            .services
+            .cache_stats
+            .sum(domains.iter().map(String::as_str));
+        Ok(WitStats {
+            hits,
+            misses,
+            sets,
+            deletes,
+        })
+    }
+
+    async fn domain_ttl(&mut self, domain: String) -> CacheResult<u32> {
+        Ok(self.cache_domain(&domain)?)
     }
 }

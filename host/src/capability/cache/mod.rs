@@ -13,6 +13,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 pub use crate::bindings::techub::platform::cache::Priority;
+pub use host::{CacheFailure, CacheView, HasCache};
 
 /// An entry to write.
 #[derive(Debug, Clone)]

@@ -4,13 +4,64 @@ use super::LeaseState;
 use crate::bindings::techub::platform::lock::{
     Host, HostLease, LockError, LockOptions, LockStatus,
 };
-use crate::capability::{BackendError, check_name, unavailable_for_guest};
+use crate::capability::{
+    BackendError, Failure, PluginContext, Usage, check_name, unavailable_for_guest,
+};
 use crate::config::MIN_LOCK_TTL_MS;
-use crate::runtime::PluginState;
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
-use wasmtime::component::Resource;
+use wasmtime::component::{HasData, Resource, ResourceTable};
 
 type Result<T> = std::result::Result<T, LockError>;
+
+/// What a lock host function fails with.
+pub type LockFailure = Failure<LockError>;
+type LockResult<T> = std::result::Result<T, LockFailure>;
+
+/// What the `lock` interface reaches of an instance: the plugin's lock namespace and
+/// limits (and through them the backend), this invocation's quotas, the resource
+/// table its leases live in, and the leases it still holds.
+pub struct LockView<'a> {
+    plugin: &'a PluginContext,
+    usage: &'a mut Usage,
+    table: &'a mut ResourceTable,
+    /// Leases not yet released: token → namespaced key.
+    held: &'a mut HashMap<String, String>,
+}
+
+impl<'a> LockView<'a> {
+    /// The view of one instance.
+    pub fn new(
+        plugin: &'a PluginContext,
+        usage: &'a mut Usage,
+        table: &'a mut ResourceTable,
+        held: &'a mut HashMap<String, String>,
+    ) -> Self {
+        Self {
+            plugin,
+            usage,
+            table,
+            held,
+        }
+    }
+
+    fn charge_call(&mut self) -> std::result::Result<(), String> {
+        self.usage.charge(self.plugin)
+    }
+}
+
+/// Links `lock` with [`LockView`].
+pub struct HasLock;
+
+impl HasData for HasLock {
+    type Data<'a> = LockView<'a>;
+}
+
+impl From<BackendError> for LockFailure {
+    fn from(error: BackendError) -> Self {
+        LockError::from(error).into()
+    }
+}
 
 impl From<BackendError> for LockError {
     fn from(error: BackendError) -> Self {
@@ -18,7 +69,7 @@ impl From<BackendError> for LockError {
     }
 }
 
-impl PluginState {
+impl LockView<'_> {
     fn check_lock_options(&self, options: &LockOptions) -> Result<()> {
         let limits = &self.plugin.config.lock;
         let bad = |m: String| Err(LockError::InvalidOptions(m));
@@ -82,16 +133,16 @@ impl PluginState {
     }
 
     fn forget_lease(&mut self, token: &str) {
-        if self.held_leases.remove(token).is_some() {
+        if self.held.remove(token).is_some() {
             self.usage.leases = self.usage.leases.saturating_sub(1);
         }
     }
 
     /// Releases every lease the instance still holds; called when it ends, trap
     /// included, so that a crashed plugin never keeps a lock until its TTL.
-    pub(crate) async fn release_leases(&mut self) {
+    pub async fn release_all(&mut self) {
         let locks = self.plugin.services.locks.clone();
-        for (token, key) in std::mem::take(&mut self.held_leases) {
+        for (token, key) in std::mem::take(self.held) {
             if let Err(error) = locks.release(&key, &token).await {
                 tracing::warn!(plugin = %self.plugin.name, %key, %error, "could not release a lease; it expires by its TTL");
             }
@@ -100,37 +151,38 @@ impl PluginState {
     }
 }
 
-impl Host for PluginState {
+impl Host for LockView<'_> {
+    fn convert_lock_error(&mut self, error: LockFailure) -> wasmtime::Result<LockError> {
+        error.downcast()
+    }
+
     async fn acquire(
         &mut self,
         name: String,
         options: LockOptions,
-    ) -> wasmtime::Result<Result<Resource<LeaseState>>> {
-        match self.lock_acquire(name, options).await {
-            Ok(lease) => {
-                let (key, token) = (lease.key.clone(), lease.token.clone());
-                let resource = self.table.push(lease)?;
-                self.held_leases.insert(token, key);
-                Ok(Ok(resource))
-            }
-            Err(error) => Ok(Err(error)),
-        }
+    ) -> LockResult<Resource<LeaseState>> {
+        let lease = self.lock_acquire(name, options).await?;
+        let (key, token) = (lease.key.clone(), lease.token.clone());
+        // A full table is the host's problem, not the guest's: trap.
+        let resource = self.table.push(lease).map_err(LockFailure::trap)?;
+        self.held.insert(token, key);
+        Ok(resource)
     }
 }
 
-impl HostLease for PluginState {
+impl HostLease for LockView<'_> {
     async fn name(&mut self, lease: Resource<LeaseState>) -> wasmtime::Result<String> {
-        self.charge_or_trap()?;
+        self.usage.charge_or_trap(self.plugin)?;
         Ok(self.table.get(&lease)?.name.clone())
     }
 
     async fn fencing_token(&mut self, lease: Resource<LeaseState>) -> wasmtime::Result<u64> {
-        self.charge_or_trap()?;
+        self.usage.charge_or_trap(self.plugin)?;
         Ok(self.table.get(&lease)?.fence)
     }
 
     async fn status(&mut self, lease: Resource<LeaseState>) -> wasmtime::Result<LockStatus> {
-        self.charge_or_trap()?;
+        self.usage.charge_or_trap(self.plugin)?;
         let lease = self.table.get(&lease)?;
         Ok(if lease.released {
             LockStatus::Released
@@ -141,60 +193,54 @@ impl HostLease for PluginState {
         })
     }
 
-    async fn extend(
-        &mut self,
-        lease: Resource<LeaseState>,
-        ttl_ms: u32,
-    ) -> wasmtime::Result<Result<()>> {
-        if let Err(e) = self.charge_call() {
-            return Ok(Err(LockError::QuotaExceeded(e)));
-        }
+    async fn extend(&mut self, lease: Resource<LeaseState>, ttl_ms: u32) -> LockResult<()> {
+        self.charge_call().map_err(LockError::QuotaExceeded)?;
         let max = self.plugin.config.lock.max_ttl_ms;
         if !(MIN_LOCK_TTL_MS..=max).contains(&ttl_ms) {
-            return Ok(Err(LockError::InvalidOptions(format!(
+            return Err(LockError::InvalidOptions(format!(
                 "ttl-ms must be {MIN_LOCK_TTL_MS} to {max}, got {ttl_ms}"
-            ))));
+            ))
+            .into());
         }
+        // A handle not in the table is a broken invariant: `?` traps.
         let (key, token, released) = {
-            let l = self.table.get(&lease)?;
+            let l = self.table.get(&lease).map_err(LockFailure::trap)?;
             (l.key.clone(), l.token.clone(), l.released)
         };
         if released {
-            return Ok(Err(LockError::Expired));
+            return Err(LockError::Expired.into());
         }
         let ttl = Duration::from_millis(ttl_ms.into());
         let started = Instant::now();
-        match self.plugin.services.locks.extend(&key, &token, ttl).await {
-            Ok(true) => {
-                self.table.get_mut(&lease)?.expires_at = started + ttl;
-                Ok(Ok(()))
-            }
-            Ok(false) => Ok(Err(LockError::Expired)),
-            Err(e) => Ok(Err(e.into())),
+        if !self.plugin.services.locks.extend(&key, &token, ttl).await? {
+            return Err(LockError::Expired.into());
         }
+        self.table
+            .get_mut(&lease)
+            .map_err(LockFailure::trap)?
+            .expires_at = started + ttl;
+        Ok(())
     }
 
-    async fn release(&mut self, lease: Resource<LeaseState>) -> wasmtime::Result<Result<()>> {
-        if let Err(e) = self.charge_call() {
-            return Ok(Err(LockError::QuotaExceeded(e)));
-        }
+    async fn release(&mut self, lease: Resource<LeaseState>) -> LockResult<()> {
+        self.charge_call().map_err(LockError::QuotaExceeded)?;
         let (key, token, released) = {
-            let l = self.table.get(&lease)?;
+            let l = self.table.get(&lease).map_err(LockFailure::trap)?;
             (l.key.clone(), l.token.clone(), l.released)
         };
         if released {
-            return Ok(Err(LockError::Expired));
+            return Err(LockError::Expired.into());
         }
-        let result = self.plugin.services.locks.release(&key, &token).await;
-        if result.is_ok() {
-            self.table.get_mut(&lease)?.released = true;
-            self.forget_lease(&token);
+        let held = self.plugin.services.locks.release(&key, &token).await?;
+        self.table
+            .get_mut(&lease)
+            .map_err(LockFailure::trap)?
+            .released = true;
+        self.forget_lease(&token);
+        match held {
+            true => Ok(()),
+            false => Err(LockError::Expired.into()),
         }
-        Ok(match result {
-            Ok(true) => Ok(()),
-            Ok(false) => Err(LockError::Expired),
-            Err(e) => Err(e.into()),
-        })
     }
 
     async fn drop(&mut self, lease: Resource<LeaseState>) -> wasmtime::Result<()> {

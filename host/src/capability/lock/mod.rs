@@ -10,6 +10,8 @@ pub mod memory;
 pub mod redis;
 
 use super::BackendResult;
+
+pub use host::{HasLock, LockFailure, LockView};
 use std::time::{Duration, Instant};
 
 /// Grants of keys to tokens.

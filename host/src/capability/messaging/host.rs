@@ -5,9 +5,33 @@ use super::{Envelope, MessageStatus, now_ms};
 use crate::bindings::techub::platform::messaging::{
     Host, MessagingError, Priority, PublishOptions,
 };
-use crate::capability::unavailable_for_guest;
-use crate::runtime::PluginState;
+use crate::capability::{Failure, PluginContext, Usage, unavailable_for_guest};
 use std::time::Duration;
+use wasmtime::component::HasData;
+
+/// What a messaging host function fails with.
+pub type MessagingFailure = Failure<MessagingError>;
+
+/// What the `messaging` interface reaches of an instance: the plugin's publish grants
+/// and limits (and through them the broker), and this invocation's quotas.
+pub struct MessagingView<'a> {
+    plugin: &'a PluginContext,
+    usage: &'a mut Usage,
+}
+
+impl<'a> MessagingView<'a> {
+    /// The view of one instance.
+    pub fn new(plugin: &'a PluginContext, usage: &'a mut Usage) -> Self {
+        Self { plugin, usage }
+    }
+}
+
+/// Links `messaging` with [`MessagingView`].
+pub struct HasMessaging;
+
+impl HasData for HasMessaging {
+    type Data<'a> = MessagingView<'a>;
+}
 
 type Result<T> = std::result::Result<T, MessagingError>;
 
@@ -45,7 +69,11 @@ pub fn priority_of_level(level: u8) -> Priority {
     }
 }
 
-impl PluginState {
+impl MessagingView<'_> {
+    fn charge_call(&mut self) -> std::result::Result<(), String> {
+        self.usage.charge(self.plugin)
+    }
+
     async fn publish_message(
         &mut self,
         routing_key: String,
@@ -182,18 +210,25 @@ fn check_options(options: &PublishOptions) -> Result<()> {
     Ok(())
 }
 
-impl Host for PluginState {
+impl Host for MessagingView<'_> {
+    fn convert_messaging_error(
+        &mut self,
+        error: MessagingFailure,
+    ) -> wasmtime::Result<MessagingError> {
+        error.downcast()
+    }
+
     async fn publish(
         &mut self,
         routing_key: String,
         payload: Vec<u8>,
         options: PublishOptions,
-    ) -> wasmtime::Result<Result<String>> {
-        Ok(self.publish_message(routing_key, payload, options).await)
+    ) -> std::result::Result<String, MessagingFailure> {
+        Ok(self.publish_message(routing_key, payload, options).await?)
     }
 
     async fn status(&mut self, message_id: String) -> wasmtime::Result<Option<MessageStatus>> {
-        self.charge_or_trap()?;
+        self.usage.charge_or_trap(self.plugin)?;
         Ok(self
             .plugin
             .services

@@ -16,7 +16,7 @@ use super::BackendResult;
 use std::time::Duration;
 
 pub use crate::bindings::techub::platform::messaging::MessageStatus;
-pub use host::{priority_level, priority_of_level};
+pub use host::{HasMessaging, MessagingFailure, MessagingView, priority_level, priority_of_level};
 pub use priorities::DefaultPriorities;
 pub use tracker::MessageTracker;
 

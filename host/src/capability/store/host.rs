@@ -4,12 +4,70 @@ use super::StoreBackend;
 use crate::bindings::techub::platform::store::{
     Host, KeyTtl, ListEnd, ScanPage, SetCondition, SetOptions, StoreError,
 };
-use crate::capability::{BackendError, check_name, glob, unavailable_for_guest};
-use crate::runtime::PluginState;
+use crate::capability::{
+    BackendError, Failure, PluginContext, Usage, check_name, glob, unavailable_for_guest,
+};
 use std::sync::Arc;
 use std::time::Duration;
+use wasmtime::component::HasData;
 
 type Result<T> = std::result::Result<T, StoreError>;
+
+/// What a store host function fails with.
+pub type StoreFailure = Failure<StoreError>;
+type StoreResult<T> = std::result::Result<T, StoreFailure>;
+
+/// What the `store` interface reaches of an instance: the plugin's namespace and
+/// limits, this invocation's quotas, and the claims it made.
+pub struct StoreView<'a> {
+    plugin: &'a PluginContext,
+    usage: &'a mut Usage,
+    claims: &'a mut Vec<String>,
+}
+
+impl<'a> StoreView<'a> {
+    /// The view of one instance.
+    pub fn new(
+        plugin: &'a PluginContext,
+        usage: &'a mut Usage,
+        claims: &'a mut Vec<String>,
+    ) -> Self {
+        Self {
+            plugin,
+            usage,
+            claims,
+        }
+    }
+
+    fn charge_call(&mut self) -> std::result::Result<(), String> {
+        self.usage.charge(self.plugin)
+    }
+
+    /// Deletes the claims of an invocation that did not end `ok`, so that a retry
+    /// can claim again (and so do the work the failed attempt did not finish).
+    pub async fn release_claims(&mut self) {
+        let claims = std::mem::take(self.claims);
+        if claims.is_empty() {
+            return;
+        }
+        if let Err(error) = self.plugin.services.store.delete(&claims).await {
+            tracing::warn!(plugin = %self.plugin.name, %error, "could not release the claims of a failed invocation; they expire by their TTL");
+        }
+    }
+}
+
+/// Links `store` with [`StoreView`].
+pub struct HasStore;
+
+impl HasData for HasStore {
+    type Data<'a> = StoreView<'a>;
+}
+
+impl From<BackendError> for StoreFailure {
+    fn from(error: BackendError) -> Self {
+        StoreError::from(error).into()
+    }
+}
 
 /// Most keys or members one call may name; bounds the work of a single host call.
 const MAX_ITEMS_PER_CALL: usize = 1000;
@@ -42,7 +100,7 @@ fn nonzero_ttl(ms: u64) -> Result<Duration> {
     Ok(Duration::from_millis(ms))
 }
 
-impl PluginState {
+impl StoreView<'_> {
     /// Charges a call and returns the namespaced form of `key`.
     fn store_key(&mut self, key: &str) -> Result<String> {
         self.charge_call().map_err(StoreError::QuotaExceeded)?;
@@ -98,180 +156,117 @@ impl PluginState {
     }
 }
 
-impl Host for PluginState {
-    async fn get(&mut self, key: String) -> wasmtime::Result<Result<Option<Vec<u8>>>> {
-        let result = async {
-            let (store, key) = self.store_op(&key)?;
-            Ok(store.get(&key).await?)
-        };
-        Ok(result.await)
+impl Host for StoreView<'_> {
+    fn convert_store_error(&mut self, error: StoreFailure) -> wasmtime::Result<StoreError> {
+        error.downcast()
     }
 
-    async fn set(
-        &mut self,
-        key: String,
-        value: Vec<u8>,
-        options: SetOptions,
-    ) -> wasmtime::Result<Result<bool>> {
-        let result = async {
-            let key = self.store_key(&key)?;
-            self.check_values([value.as_slice()])?;
-            let ttl = options.ttl_ms.map(nonzero_ttl).transpose()?;
-            Ok(self
-                .plugin
-                .services
-                .store
-                .set(&key, &value, ttl, options.condition)
-                .await?)
-        };
-        Ok(result.await)
+    async fn get(&mut self, key: String) -> StoreResult<Option<Vec<u8>>> {
+        let (store, key) = self.store_op(&key)?;
+        Ok(store.get(&key).await?)
     }
 
-    async fn claim(&mut self, key: String, ttl_ms: u64) -> wasmtime::Result<Result<bool>> {
-        let result = async {
-            let key = self.store_key(&key)?;
-            let ttl = nonzero_ttl(ttl_ms)?;
-            let store = self.plugin.services.store.clone();
-            let claimed = store
-                .set(&key, b"", Some(ttl), SetCondition::IfAbsent)
-                .await?;
-            if claimed {
-                self.claims.push(key);
-            }
-            Ok(claimed)
-        };
-        Ok(result.await)
+    async fn set(&mut self, key: String, value: Vec<u8>, options: SetOptions) -> StoreResult<bool> {
+        let key = self.store_key(&key)?;
+        self.check_values([value.as_slice()])?;
+        let ttl = options.ttl_ms.map(nonzero_ttl).transpose()?;
+        Ok(self
+            .plugin
+            .services
+            .store
+            .set(&key, &value, ttl, options.condition)
+            .await?)
     }
 
-    async fn delete(&mut self, keys: Vec<String>) -> wasmtime::Result<Result<u32>> {
-        let result = async {
-            self.charge_call().map_err(StoreError::QuotaExceeded)?;
-            self.check_items(keys.len())?;
-            let keys = keys
-                .iter()
-                .map(|k| self.namespaced(k))
-                .collect::<Result<Vec<_>>>()?;
-            Ok(self.plugin.services.store.delete(&keys).await?)
-        };
-        Ok(result.await)
+    async fn claim(&mut self, key: String, ttl_ms: u64) -> StoreResult<bool> {
+        let key = self.store_key(&key)?;
+        let ttl = nonzero_ttl(ttl_ms)?;
+        let store = self.plugin.services.store.clone();
+        let claimed = store
+            .set(&key, b"", Some(ttl), SetCondition::IfAbsent)
+            .await?;
+        if claimed {
+            self.claims.push(key);
+        }
+        Ok(claimed)
     }
 
-    async fn exists(&mut self, key: String) -> wasmtime::Result<Result<bool>> {
-        let result = async {
-            let (store, key) = self.store_op(&key)?;
-            Ok(store.exists(&key).await?)
-        };
-        Ok(result.await)
+    async fn delete(&mut self, keys: Vec<String>) -> StoreResult<u32> {
+        self.charge_call().map_err(StoreError::QuotaExceeded)?;
+        self.check_items(keys.len())?;
+        let keys = keys
+            .iter()
+            .map(|k| self.namespaced(k))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(self.plugin.services.store.delete(&keys).await?)
     }
 
-    async fn expire(&mut self, key: String, ttl_ms: u64) -> wasmtime::Result<Result<bool>> {
-        let result = async {
-            let key = self.store_key(&key)?;
-            Ok(self
-                .plugin
-                .services
-                .store
-                .expire(&key, nonzero_ttl(ttl_ms)?)
-                .await?)
-        };
-        Ok(result.await)
+    async fn exists(&mut self, key: String) -> StoreResult<bool> {
+        let (store, key) = self.store_op(&key)?;
+        Ok(store.exists(&key).await?)
     }
 
-    async fn persist(&mut self, key: String) -> wasmtime::Result<Result<bool>> {
-        let result = async {
-            let (store, key) = self.store_op(&key)?;
-            Ok(store.persist(&key).await?)
-        };
-        Ok(result.await)
+    async fn expire(&mut self, key: String, ttl_ms: u64) -> StoreResult<bool> {
+        let key = self.store_key(&key)?;
+        Ok(self
+            .plugin
+            .services
+            .store
+            .expire(&key, nonzero_ttl(ttl_ms)?)
+            .await?)
     }
 
-    async fn ttl(&mut self, key: String) -> wasmtime::Result<Result<KeyTtl>> {
-        let result = async {
-            let (store, key) = self.store_op(&key)?;
-            Ok(store.ttl(&key).await?)
-        };
-        Ok(result.await)
+    async fn persist(&mut self, key: String) -> StoreResult<bool> {
+        let (store, key) = self.store_op(&key)?;
+        Ok(store.persist(&key).await?)
     }
 
-    async fn incr_by(&mut self, key: String, delta: i64) -> wasmtime::Result<Result<i64>> {
-        let result = async {
-            let (store, key) = self.store_op(&key)?;
-            Ok(store.incr_by(&key, delta).await?)
-        };
-        Ok(result.await)
+    async fn ttl(&mut self, key: String) -> StoreResult<KeyTtl> {
+        let (store, key) = self.store_op(&key)?;
+        Ok(store.ttl(&key).await?)
     }
 
-    async fn hash_get(
-        &mut self,
-        key: String,
-        field: String,
-    ) -> wasmtime::Result<Result<Option<Vec<u8>>>> {
-        let result = async {
-            let (store, key) = self.store_op(&key)?;
-            Ok(store.hash_get(&key, &field).await?)
-        };
-        Ok(result.await)
+    async fn incr_by(&mut self, key: String, delta: i64) -> StoreResult<i64> {
+        let (store, key) = self.store_op(&key)?;
+        Ok(store.incr_by(&key, delta).await?)
     }
 
-    async fn hash_set(
-        &mut self,
-        key: String,
-        fields: Vec<(String, Vec<u8>)>,
-    ) -> wasmtime::Result<Result<u32>> {
-        let result = async {
-            let key = self.store_key(&key)?;
-            self.check_items(fields.len())?;
-            self.check_values(fields.iter().map(|(_, v)| v.as_slice()))?;
-            if fields.is_empty() {
-                return Err(StoreError::InvalidArgument(
-                    "hash-set needs at least one field".into(),
-                ));
-            }
-            Ok(self.plugin.services.store.hash_set(&key, &fields).await?)
-        };
-        Ok(result.await)
+    async fn hash_get(&mut self, key: String, field: String) -> StoreResult<Option<Vec<u8>>> {
+        let (store, key) = self.store_op(&key)?;
+        Ok(store.hash_get(&key, &field).await?)
     }
 
-    async fn hash_get_all(
-        &mut self,
-        key: String,
-    ) -> wasmtime::Result<Result<Vec<(String, Vec<u8>)>>> {
-        let result = async {
-            let (store, key) = self.store_op(&key)?;
-            Ok(store.hash_get_all(&key).await?)
-        };
-        Ok(result.await)
+    async fn hash_set(&mut self, key: String, fields: Vec<(String, Vec<u8>)>) -> StoreResult<u32> {
+        let key = self.store_key(&key)?;
+        self.check_items(fields.len())?;
+        self.check_values(fields.iter().map(|(_, v)| v.as_slice()))?;
+        if fields.is_empty() {
+            return Err(
+                StoreError::InvalidArgument("hash-set needs at least one field".into()).into(),
+            );
+        }
+        Ok(self.plugin.services.store.hash_set(&key, &fields).await?)
     }
 
-    async fn hash_delete(
-        &mut self,
-        key: String,
-        fields: Vec<String>,
-    ) -> wasmtime::Result<Result<u32>> {
-        let result = async {
-            let key = self.store_key(&key)?;
-            self.check_items(fields.len())?;
-            Ok(self
-                .plugin
-                .services
-                .store
-                .hash_delete(&key, &fields)
-                .await?)
-        };
-        Ok(result.await)
+    async fn hash_get_all(&mut self, key: String) -> StoreResult<Vec<(String, Vec<u8>)>> {
+        let (store, key) = self.store_op(&key)?;
+        Ok(store.hash_get_all(&key).await?)
     }
 
-    async fn hash_incr_by(
-        &mut self,
-        key: String,
-        field: String,
-        delta: i64,
-    ) -> wasmtime::Result<Result<i64>> {
-        let result = async {
-            let (store, key) = self.store_op(&key)?;
-            Ok(store.hash_incr_by(&key, &field, delta).await?)
-        };
-        Ok(result.await)
+    async fn hash_delete(&mut self, key: String, fields: Vec<String>) -> StoreResult<u32> {
+        let key = self.store_key(&key)?;
+        self.check_items(fields.len())?;
+        Ok(self
+            .plugin
+            .services
+            .store
+            .hash_delete(&key, &fields)
+            .await?)
+    }
+
+    async fn hash_incr_by(&mut self, key: String, field: String, delta: i64) -> StoreResult<i64> {
+        let (store, key) = self.store_op(&key)?;
+        Ok(store.hash_incr_by(&key, &field, delta).await?)
     }
 
     async fn list_push(
@@ -279,24 +274,21 @@ impl Host for PluginState {
         key: String,
         end: ListEnd,
         values: Vec<Vec<u8>>,
-    ) -> wasmtime::Result<Result<u32>> {
-        let result = async {
-            let key = self.store_key(&key)?;
-            self.check_items(values.len())?;
-            self.check_values(values.iter().map(Vec::as_slice))?;
-            if values.is_empty() {
-                return Err(StoreError::InvalidArgument(
-                    "list-push needs at least one value".into(),
-                ));
-            }
-            Ok(self
-                .plugin
-                .services
-                .store
-                .list_push(&key, end, &values)
-                .await?)
-        };
-        Ok(result.await)
+    ) -> StoreResult<u32> {
+        let key = self.store_key(&key)?;
+        self.check_items(values.len())?;
+        self.check_values(values.iter().map(Vec::as_slice))?;
+        if values.is_empty() {
+            return Err(
+                StoreError::InvalidArgument("list-push needs at least one value".into()).into(),
+            );
+        }
+        Ok(self
+            .plugin
+            .services
+            .store
+            .list_push(&key, end, &values)
+            .await?)
     }
 
     async fn list_pop(
@@ -304,23 +296,18 @@ impl Host for PluginState {
         key: String,
         end: ListEnd,
         count: u32,
-    ) -> wasmtime::Result<Result<Vec<Vec<u8>>>> {
-        let result = async {
-            let key = self.store_key(&key)?;
-            if count == 0 {
-                return Err(StoreError::InvalidArgument(
-                    "count must be at least 1".into(),
-                ));
-            }
-            self.check_items(count as usize)?;
-            Ok(self
-                .plugin
-                .services
-                .store
-                .list_pop(&key, end, count)
-                .await?)
-        };
-        Ok(result.await)
+    ) -> StoreResult<Vec<Vec<u8>>> {
+        let key = self.store_key(&key)?;
+        if count == 0 {
+            return Err(StoreError::InvalidArgument("count must be at least 1".into()).into());
+        }
+        self.check_items(count as usize)?;
+        Ok(self
+            .plugin
+            .services
+            .store
+            .list_pop(&key, end, count)
+            .await?)
     }
 
     async fn list_range(
@@ -328,80 +315,50 @@ impl Host for PluginState {
         key: String,
         start: i64,
         stop: i64,
-    ) -> wasmtime::Result<Result<Vec<Vec<u8>>>> {
-        let result = async {
-            let (store, key) = self.store_op(&key)?;
-            Ok(store.list_range(&key, start, stop).await?)
-        };
-        Ok(result.await)
+    ) -> StoreResult<Vec<Vec<u8>>> {
+        let (store, key) = self.store_op(&key)?;
+        Ok(store.list_range(&key, start, stop).await?)
     }
 
-    async fn list_len(&mut self, key: String) -> wasmtime::Result<Result<u32>> {
-        let result = async {
-            let (store, key) = self.store_op(&key)?;
-            Ok(store.list_len(&key).await?)
-        };
-        Ok(result.await)
+    async fn list_len(&mut self, key: String) -> StoreResult<u32> {
+        let (store, key) = self.store_op(&key)?;
+        Ok(store.list_len(&key).await?)
     }
 
-    async fn set_add(
-        &mut self,
-        key: String,
-        members: Vec<Vec<u8>>,
-    ) -> wasmtime::Result<Result<u32>> {
-        let result = async {
-            let key = self.store_key(&key)?;
-            self.check_items(members.len())?;
-            self.check_values(members.iter().map(Vec::as_slice))?;
-            if members.is_empty() {
-                return Err(StoreError::InvalidArgument(
-                    "set-add needs at least one member".into(),
-                ));
-            }
-            Ok(self.plugin.services.store.set_add(&key, &members).await?)
-        };
-        Ok(result.await)
+    async fn set_add(&mut self, key: String, members: Vec<Vec<u8>>) -> StoreResult<u32> {
+        let key = self.store_key(&key)?;
+        self.check_items(members.len())?;
+        self.check_values(members.iter().map(Vec::as_slice))?;
+        if members.is_empty() {
+            return Err(
+                StoreError::InvalidArgument("set-add needs at least one member".into()).into(),
+            );
+        }
+        Ok(self.plugin.services.store.set_add(&key, &members).await?)
     }
 
-    async fn set_remove(
-        &mut self,
-        key: String,
-        members: Vec<Vec<u8>>,
-    ) -> wasmtime::Result<Result<u32>> {
-        let result = async {
-            let key = self.store_key(&key)?;
-            self.check_items(members.len())?;
-            if members.is_empty() {
-                return Ok(0);
-            }
-            Ok(self
-                .plugin
-                .services
-                .store
-                .set_remove(&key, &members)
-                .await?)
-        };
-        Ok(result.await)
+    async fn set_remove(&mut self, key: String, members: Vec<Vec<u8>>) -> StoreResult<u32> {
+        let key = self.store_key(&key)?;
+        self.check_items(members.len())?;
+        if members.is_empty() {
+            return Ok(0);
+        }
+        Ok(self
+            .plugin
+            .services
+            .store
+            .set_remove(&key, &members)
+            .await?)
     }
 
-    async fn set_members(&mut self, key: String) -> wasmtime::Result<Result<Vec<Vec<u8>>>> {
-        let result = async {
-            let (store, key) = self.store_op(&key)?;
-            Ok(store.set_members(&key).await?)
-        };
-        Ok(result.await)
+    async fn set_members(&mut self, key: String) -> StoreResult<Vec<Vec<u8>>> {
+        let (store, key) = self.store_op(&key)?;
+        Ok(store.set_members(&key).await?)
     }
 
-    async fn set_contains(
-        &mut self,
-        key: String,
-        member: Vec<u8>,
-    ) -> wasmtime::Result<Result<bool>> {
-        let result = async {
-            let (store, key) = self.store_op(&key)?;
-            Ok(store.set_contains(&key, &member).await?)
-        };
-        Ok(result.await)
+    async fn set_contains(&mut self, key: String, member: Vec<u8>) -> StoreResult<bool> {
+        let (store, key) = self.store_op(&key)?;
+        Ok(store.set_contains(&key, &member).await?)
     }
 
     async fn scan(
@@ -409,44 +366,38 @@ impl Host for PluginState {
         pattern: String,
         cursor: Option<String>,
         count: u32,
-    ) -> wasmtime::Result<Result<ScanPage>> {
-        let result = async {
-            let pattern = self.namespaced_pattern(&pattern)?;
-            let count = count.clamp(1, MAX_SCAN_COUNT);
-            let (keys, cursor) = self
-                .plugin
-                .services
-                .store
-                .scan(&pattern, cursor.as_deref(), count)
-                .await?;
-            Ok(ScanPage {
-                keys: self.strip(keys),
-                cursor,
-            })
-        };
-        Ok(result.await)
+    ) -> StoreResult<ScanPage> {
+        let pattern = self.namespaced_pattern(&pattern)?;
+        let count = count.clamp(1, MAX_SCAN_COUNT);
+        let (keys, cursor) = self
+            .plugin
+            .services
+            .store
+            .scan(&pattern, cursor.as_deref(), count)
+            .await?;
+        Ok(ScanPage {
+            keys: self.strip(keys),
+            cursor,
+        })
     }
 
-    async fn delete_matching(&mut self, pattern: String) -> wasmtime::Result<Result<u64>> {
-        let result = async {
-            let pattern = self.namespaced_pattern(&pattern)?;
-            let store = self.plugin.services.store.clone();
-            let mut deleted = 0u64;
-            let mut cursor: Option<String> = None;
-            loop {
-                let (keys, next) = store
-                    .scan(&pattern, cursor.as_deref(), MAX_SCAN_COUNT)
-                    .await?;
-                if !keys.is_empty() {
-                    deleted += u64::from(store.delete(&keys).await?);
-                }
-                match next {
-                    Some(next) => cursor = Some(next),
-                    None => break,
-                }
+    async fn delete_matching(&mut self, pattern: String) -> StoreResult<u64> {
+        let pattern = self.namespaced_pattern(&pattern)?;
+        let store = self.plugin.services.store.clone();
+        let mut deleted = 0u64;
+        let mut cursor: Option<String> = None;
+        loop {
+            let (keys, next) = store
+                .scan(&pattern, cursor.as_deref(), MAX_SCAN_COUNT)
+                .await?;
+            if !keys.is_empty() {
+                deleted += u64::from(store.delete(&keys).await?);
             }
-            Ok(deleted)
-        };
-        Ok(result.await)
+            match next {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+        }
+        Ok(deleted)
     }
 }

@@ -13,6 +13,7 @@ use super::BackendResult;
 use std::time::Duration;
 
 pub use crate::bindings::techub::platform::store::{KeyTtl, ListEnd, SetCondition};
+pub use host::{HasStore, StoreFailure, StoreView};
 
 /// A Redis-like keyspace.
 #[async_trait::async_trait]

@@ -1,8 +1,8 @@
 //! What the host knows of one plugin while it runs: its name, grants, settings, limits
 //! and the namespaces its keys live in. Built from `host.toml` at load (and reload).
 
-use crate::capability::Services;
-use crate::capability::messaging::routing::TopicPattern;
+use super::Services;
+use super::messaging::routing::TopicPattern;
 use crate::config::{HostConfig, Limits};
 use std::collections::BTreeMap;
 use std::sync::Arc;
