@@ -1,6 +1,10 @@
 //! Benchmarks (`cargo xtask bench [name]`): each prints the platform's number beside a
 //! native baseline measured in the same run, and their ratio, because this machine is
-//! shared and noisy. Names: `instantiate`, `cache-get`, `messages`.
+//! shared and noisy. Names: `instantiate`, `cache-get`, `messages`, `prefetch`,
+//! `swap`, `start`, `swap-throughput`.
+
+mod consumers;
+mod live;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -29,6 +33,18 @@ async fn main() -> anyhow::Result<()> {
     }
     if run("messages") {
         messages().await?;
+    }
+    if run("prefetch") {
+        consumers::prefetch_sweep().await?;
+    }
+    if run("swap") {
+        live::swap().await?;
+    }
+    if run("start") {
+        live::start_many().await?;
+    }
+    if run("swap-throughput") {
+        live::swap_throughput().await?;
     }
     Ok(())
 }

@@ -1,0 +1,119 @@
+//! The message path against a native consumer: a no-op plugin and a native lapin
+//! consumer (same broker setup, same prefetch, manual acks, a task per delivery)
+//! drain the same pre-filled queue, at several prefetch windows.
+
+use std::time::{Duration, Instant};
+use techub_host::Platform;
+use techub_host::capability::messaging::amqp::AmqpBroker;
+use techub_host::capability::messaging::{Broker, MessageStatus, QueueSpec};
+use techub_host::config::{BrokerBackend, HostConfig};
+use techub_host::dispatch::queue_name;
+use techub_tests::{PluginDir, config, services, unique};
+
+const MESSAGES: usize = 3_000;
+
+/// Publishes `count` messages with `routing_key`, from 8 tasks; their ids.
+async fn fill(broker: &AmqpBroker, routing_key: &str, count: usize) -> anyhow::Result<Vec<String>> {
+    let ids: Vec<String> = (0..count).map(|i| format!("{i}-{}", unique("m"))).collect();
+    let mut tasks = Vec::new();
+    for chunk in ids.chunks(count.div_ceil(8)) {
+        let (broker, chunk, key) = (broker.clone(), chunk.to_vec(), routing_key.to_string());
+        tasks.push(tokio::spawn(async move {
+            for id in chunk {
+                let mut envelope = super::envelope(&key, b"{}".to_vec());
+                envelope.id = id;
+                broker.publish(envelope, None).await.map_err(anyhow::Error::msg)?;
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for task in tasks {
+        task.await??;
+    }
+    Ok(ids)
+}
+
+fn queue_spec(name: String, binding: &str) -> QueueSpec {
+    QueueSpec {
+        name,
+        bindings: vec![binding.to_string()],
+        durable: true,
+    }
+}
+
+/// From the first completion to the last, for the pre-filled queue.
+async fn through_platform(config: &HostConfig, plugin: &str, prefetch: u16) -> anyhow::Result<f64> {
+    let broker = AmqpBroker::connect(&config.amqp, config.dead_letter, config.messaging).await?;
+    let queue = queue_name(&config.amqp.queue_prefix, "analytics", plugin);
+    broker
+        .declare_queue(&queue_spec(queue, "fixture.noop.#"))
+        .await
+        .map_err(anyhow::Error::msg)?;
+    let ids = fill(&broker, "fixture.noop.x", MESSAGES).await?;
+    let mut config = config.clone();
+    config.plugins.get_mut(plugin).expect("granted").limits.prefetch = Some(prefetch);
+    let platform = Platform::start(config).await?;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let completed = |id: &String| platform.services.tracker.get(id) == Some(MessageStatus::Completed);
+    while !ids.iter().take(prefetch.into()).any(completed) {
+        anyhow::ensure!(Instant::now() < deadline, "the platform never started");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let started = Instant::now();
+    let mut finished = 0;
+    while finished < ids.len() {
+        if completed(&ids[finished]) {
+            finished += 1;
+            continue;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "the platform did not finish");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    Ok(MESSAGES as f64 / started.elapsed().as_secs_f64())
+}
+
+async fn native(config: &HostConfig, prefetch: u16) -> anyhow::Result<f64> {
+    let broker = AmqpBroker::connect(&config.amqp, config.dead_letter, config.messaging).await?;
+    let queue = unique("native");
+    broker
+        .declare_queue(&queue_spec(queue.clone(), "native.noop"))
+        .await
+        .map_err(anyhow::Error::msg)?;
+    fill(&broker, "native.noop", MESSAGES).await?;
+    let mut consumer = broker.consume(&queue, prefetch).await.map_err(anyhow::Error::msg)?;
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut started = None;
+    for _ in 0..MESSAGES {
+        let Some(delivery) = consumer.next().await else {
+            anyhow::bail!("consumer closed")
+        };
+        started.get_or_insert_with(Instant::now);
+        let done = done_tx.clone();
+        tokio::spawn(async move {
+            delivery.ack().await.expect("ack");
+            let _ = done.send(());
+        });
+    }
+    for _ in 0..MESSAGES {
+        done_rx.recv().await;
+    }
+    let started = started.expect("at least one delivery");
+    Ok(MESSAGES as f64 / started.elapsed().as_secs_f64())
+}
+
+pub async fn prefetch_sweep() -> anyhow::Result<()> {
+    for prefetch in [1u16, 10, 50] {
+        let plugin = unique("noop");
+        let dir = PluginDir::with(&[(&plugin, "fixture_noop")]);
+        let mut config = config(&dir);
+        config.backends.messaging = BrokerBackend::Amqp;
+        config.amqp = services::amqp_config();
+        let wasm = through_platform(&config, &plugin, prefetch).await?;
+        let native = native(&config, prefetch).await?;
+        println!(
+            "no-op x{MESSAGES}, prefetch {prefetch}: plugin {wasm:.0} msg/s, native consumer {native:.0} msg/s; plugin/native = {:.2}",
+            wasm / native
+        );
+    }
+    Ok(())
+}
