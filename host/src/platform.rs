@@ -270,12 +270,47 @@ async fn reload(
     Ok(ignored)
 }
 
+/// The text of `path` once two reads 50 ms apart agree: an editor or `cp` writing
+/// the file (truncate, then write) must not be caught half-way.
+async fn read_settled(path: &Path) -> Result<String, ConfigError> {
+    let read = || async {
+        tokio::fs::read_to_string(path)
+            .await
+            .map_err(|e| ConfigError::Read {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            })
+    };
+    let mut text = read().await?;
+    for _ in 0..20 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let again = read().await?;
+        if again == text {
+            break;
+        }
+        text = again;
+    }
+    Ok(text)
+}
+
 async fn reload_file(
     registry: &Registry,
     config: &ArcSwap<HostConfig>,
     path: &Path,
 ) -> Result<Vec<String>, ConfigError> {
-    let result = match HostConfig::load(path) {
+    let parsed = match read_settled(path).await {
+        // Valid at start (every default), but on a reload an empty file is a write
+        // caught half-way far more often than a wish to drop every setting.
+        Ok(text) if text.trim().is_empty() => Err(ConfigError::Invalid {
+            field: path.display().to_string(),
+            message:
+                "is empty; not applied (write host.toml with a rename to change it atomically)"
+                    .into(),
+        }),
+        Ok(text) => HostConfig::from_file_text(path, &text),
+        Err(error) => Err(error),
+    };
+    let result = match parsed {
         Ok(new) => reload(registry, config, new).await,
         Err(error) => Err(error),
     };

@@ -39,6 +39,7 @@ impl Default for HostSection {
             cache_dir: PathBuf::from(".techub-cache"),
             compile_cache: true,
             drain_timeout_ms: 30_000,
+            keep_resident_mib: 16,
         }
     }
 }

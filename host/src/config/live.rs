@@ -35,6 +35,7 @@ impl HostConfig {
         keep!(host.key_prefix, "host.key_prefix");
         keep!(host.max_instances, "host.max_instances");
         keep!(host.pooling, "host.pooling");
+        keep!(host.keep_resident_mib, "host.keep_resident_mib");
         keep!(host.cache_dir, "host.cache_dir");
         keep!(host.compile_cache, "host.compile_cache");
         keep!(cache.memory_budget_mib, "cache.memory_budget_mib");

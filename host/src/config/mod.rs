@@ -88,6 +88,10 @@ pub struct HostSection {
     pub compile_cache: bool,
     /// How long a stop (SIGTERM, SIGINT) waits for deliveries in flight, in ms.
     pub drain_timeout_ms: u64,
+    /// Memory a pool slot keeps resident between instances, in MiB: reset in place
+    /// rather than decommitted and faulted in again (fast instantiation; costs up to
+    /// this much RSS per slot that was used). 0 decommits everything.
+    pub keep_resident_mib: u32,
 }
 
 /// Per-invocation limits (`[limits]`, and overrides in `[plugins.<name>]`).
@@ -363,7 +367,13 @@ impl HostConfig {
             path: path.to_path_buf(),
             message: e.to_string(),
         })?;
-        let mut config = Self::parse(&text).map_err(|e| e.in_file(path))?;
+        Self::from_file_text(path, &text)
+    }
+
+    /// Parses and validates `text`, read from `path` (relative paths resolve against
+    /// its directory).
+    pub fn from_file_text(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        let mut config = Self::parse(text).map_err(|e| e.in_file(path))?;
         let base = path.parent().unwrap_or(Path::new("."));
         config.resolve_paths(base);
         Ok(config)

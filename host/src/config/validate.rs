@@ -95,6 +95,7 @@ impl HostConfig {
         let h = &self.host;
         check("host.max_instances", h.max_instances, 1, 100_000)?;
         check("host.drain_timeout_ms", h.drain_timeout_ms, 0, 3_600_000)?;
+        check("host.keep_resident_mib", h.keep_resident_mib, 0, 4096)?;
         check("host.max_key_length", h.max_key_length, 16, 64 * 1024)?;
         check(
             "host.max_message_bytes",

@@ -1,21 +1,22 @@
 //! Time accounting of one invocation: wall time, time in host calls, and the guest's
-//! CPU time, which the CPU limit is held to.
+//! CPU time, which the CPU limit holds it to.
 //!
-//! Guest CPU is the OS's CPU time of the thread while it runs wasm code, read at every
-//! switch between wasm and the host (call hooks) and at every epoch yield. So neither
-//! waiting in a host call (a dead Redis), nor sitting parked while the executor is
-//! busy, nor losing the core to another process is charged to the plugin: only
-//! instructions it executed. The instance is a fiber that may resume on another
-//! worker thread after a suspension; each resumption reads that thread's clock.
+//! Cheap on every switch between wasm and the host (call hooks: a monotonic clock read),
+//! exact where it matters. The guest's *wall* time is the time it runs wasm code,
+//! excluding host calls (a dead Redis), and epoch yields (which wasmtime brackets as a
+//! host call, so time parked while the executor is busy is excluded too). At every
+//! epoch tick (each 10 ms of guest running) that wall time is settled against the
+//! thread's OS CPU clock: the guest is charged the smaller of the two for the interval,
+//! so losing the core to other processes on a crowded machine is not charged either.
+//! (The instance is a fiber that may resume on another worker thread after a yield;
+//! an interval that crossed threads is charged its wall time.) The first interval and
+//! the last, shorter than a tick, are charged their wall time.
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::ThreadId;
 use std::time::{Duration, Instant};
-
-/// `since` when no wasm code is running.
-const NOT_RUNNING: u64 = u64::MAX;
 
 /// CPU time of the calling thread, in ns.
 fn thread_cpu_ns() -> u64 {
@@ -25,37 +26,8 @@ fn thread_cpu_ns() -> u64 {
         .saturating_add(t.tv_nsec as u64)
 }
 
-/// The guest's CPU time; shared with the yield futures, which resume it.
-#[derive(Debug)]
-struct GuestCpu {
-    /// CPU spent in wasm code by finished stretches.
-    spent_ns: AtomicU64,
-    /// The thread's CPU clock when the current stretch began, or [`NOT_RUNNING`].
-    since_ns: AtomicU64,
-}
-
-impl GuestCpu {
-    fn resume(&self) {
-        self.since_ns.store(thread_cpu_ns(), Ordering::Relaxed);
-    }
-
-    fn pause(&self) {
-        let since = self.since_ns.swap(NOT_RUNNING, Ordering::Relaxed);
-        if since != NOT_RUNNING {
-            let stretch = thread_cpu_ns().saturating_sub(since);
-            self.spent_ns.fetch_add(stretch, Ordering::Relaxed);
-        }
-    }
-
-    fn total(&self) -> Duration {
-        let since = self.since_ns.load(Ordering::Relaxed);
-        let running = match since {
-            NOT_RUNNING => 0,
-            since => thread_cpu_ns().saturating_sub(since),
-        };
-        Duration::from_nanos(self.spent_ns.load(Ordering::Relaxed) + running)
-    }
-}
+/// The thread CPU clock read where the guest last resumed after a tick.
+type CpuMark = Arc<Mutex<Option<(ThreadId, u64)>>>;
 
 /// Time accounting of one invocation, kept in the store so hooks can reach it.
 #[derive(Debug, Clone)]
@@ -63,7 +35,15 @@ pub(crate) struct Clock {
     pub(crate) started: Instant,
     pub(crate) host_time: Duration,
     entered_host: Option<Instant>,
-    cpu: Arc<GuestCpu>,
+    /// Since when wasm code runs (the current stretch), if it does.
+    running_since: Option<Instant>,
+    /// Guest wall time of finished stretches.
+    guest_wall: Duration,
+    /// CPU charged up to the last tick.
+    charged: Duration,
+    /// Guest wall time at the last tick.
+    wall_at_tick: Duration,
+    cpu_mark: CpuMark,
 }
 
 impl Clock {
@@ -72,42 +52,75 @@ impl Clock {
             started: Instant::now(),
             host_time: Duration::ZERO,
             entered_host: None,
-            cpu: Arc::new(GuestCpu {
-                spent_ns: AtomicU64::new(0),
-                since_ns: AtomicU64::new(NOT_RUNNING),
-            }),
+            running_since: None,
+            guest_wall: Duration::ZERO,
+            charged: Duration::ZERO,
+            wall_at_tick: Duration::ZERO,
+            cpu_mark: Arc::default(),
         }
     }
 
-    /// CPU time the guest's wasm code has used so far.
+    fn wall_now(&self) -> Duration {
+        self.guest_wall + self.running_since.map_or(Duration::ZERO, |s| s.elapsed())
+    }
+
+    /// CPU time charged to the guest so far.
     pub(crate) fn guest_cpu(&self) -> Duration {
-        self.cpu.total()
+        self.charged + self.wall_now().saturating_sub(self.wall_at_tick)
     }
 
-    /// Wasm code starts or resumes running on this thread.
+    /// Wasm code starts or resumes running.
     pub(crate) fn entering_wasm(&mut self) {
+        let now = Instant::now();
         if let Some(entered) = self.entered_host.take() {
-            self.host_time += entered.elapsed();
+            self.host_time += now.duration_since(entered);
         }
-        self.cpu.resume();
+        self.running_since.get_or_insert(now);
     }
 
     /// Wasm code stops running: it calls the host, or returns.
     pub(crate) fn leaving_wasm(&mut self, to_host: bool) {
-        self.cpu.pause();
+        let now = Instant::now();
+        if let Some(since) = self.running_since.take() {
+            self.guest_wall += now.duration_since(since);
+        }
         if to_host {
-            self.entered_host = Some(Instant::now());
+            self.entered_host = Some(now);
         }
     }
 
-    /// Stops the guest's clock for an epoch yield; the future yields to the executor
-    /// and restarts the clock on whichever thread resumes the instance.
+    /// At an epoch tick, while wasm runs: settles the interval since the last tick (the
+    /// smaller of its guest wall time and the thread's CPU time) and returns the CPU
+    /// charged so far.
+    pub(crate) fn tick(&mut self) -> Duration {
+        let wall = self.wall_now();
+        let interval = wall.saturating_sub(self.wall_at_tick);
+        let here = std::thread::current().id();
+        let now_ns = thread_cpu_ns();
+        let mark = self
+            .cpu_mark
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        let charge = match mark {
+            Some((thread, ns)) if thread == here => {
+                interval.min(Duration::from_nanos(now_ns.saturating_sub(ns)))
+            }
+            _ => interval,
+        };
+        self.charged += charge;
+        self.wall_at_tick = wall;
+        self.charged
+    }
+
+    /// The yield after a tick: to the executor, then marks the thread CPU clock on
+    /// whichever thread resumes the instance.
     pub(crate) fn epoch_yield(&self) -> Pin<Box<dyn Future<Output = ()> + Send>> {
-        self.cpu.pause();
-        let cpu = self.cpu.clone();
+        let mark = self.cpu_mark.clone();
         Box::pin(async move {
             tokio::task::yield_now().await;
-            cpu.resume();
+            let reading = (std::thread::current().id(), thread_cpu_ns());
+            *mark.lock().unwrap_or_else(|e| e.into_inner()) = Some(reading);
         })
     }
 }
@@ -116,24 +129,38 @@ impl Clock {
 mod tests {
     use super::*;
 
-    #[test]
-    fn only_running_stretches_count() {
-        let mut clock = Clock::start();
-        clock.entering_wasm();
-        let spin = Instant::now();
-        while spin.elapsed() < Duration::from_millis(20) {
+    fn spin(d: Duration) {
+        let started = Instant::now();
+        while started.elapsed() < d {
             std::hint::black_box(0);
         }
+    }
+
+    #[test]
+    fn host_time_is_not_guest_time() {
+        let mut clock = Clock::start();
+        clock.entering_wasm();
+        spin(Duration::from_millis(20));
         clock.leaving_wasm(true);
         let after_running = clock.guest_cpu();
         assert!(
             after_running >= Duration::from_millis(15),
             "{after_running:?}"
         );
-        // Waiting (in the host, or parked) is not charged.
         std::thread::sleep(Duration::from_millis(50));
         assert_eq!(clock.guest_cpu(), after_running);
         clock.entering_wasm();
         assert!(clock.host_time >= Duration::from_millis(50));
+    }
+
+    #[test]
+    fn a_tick_charges_no_more_than_the_thread_used() {
+        let mut clock = Clock::start();
+        clock.entering_wasm();
+        *clock.cpu_mark.lock().unwrap() = Some((std::thread::current().id(), thread_cpu_ns()));
+        // Wall time passes while the thread does not run (as when preempted).
+        std::thread::sleep(Duration::from_millis(50));
+        let charged = clock.tick();
+        assert!(charged < Duration::from_millis(10), "{charged:?}");
     }
 }

@@ -58,13 +58,13 @@ impl Runtime {
         let cpu_budget = Duration::from_millis(context.limits.cpu_ms.into());
         let mut store = Store::new(&self.engine, PluginState::new(context));
         store.limiter(|state| &mut state.limits);
-        // Check every tick: guest CPU is the thread's CPU time while wasm runs (see
-        // `clock`), so a plugin waiting on Redis, or parked, is not charged. Between
-        // checks, yield to the executor so that a busy plugin cannot starve the others.
+        // Check every tick: guest CPU excludes host calls, parking and preemption (see
+        // `clock`), so a plugin waiting on Redis is not charged. Between checks, yield
+        // to the executor so that a busy plugin cannot starve the others.
         store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(move |ctx| {
-            let clock = &ctx.data().clock;
-            if clock.guest_cpu() >= cpu_budget {
+        store.epoch_deadline_callback(move |mut ctx| {
+            let clock = &mut ctx.data_mut().clock;
+            if clock.tick() >= cpu_budget {
                 return Err(wasmtime::Error::new(CpuLimitExceeded));
             }
             Ok(UpdateDeadline::YieldCustom(1, clock.epoch_yield()))

@@ -22,7 +22,10 @@ async fn fill(broker: &AmqpBroker, routing_key: &str, count: usize) -> anyhow::R
             for id in chunk {
                 let mut envelope = super::envelope(&key, b"{}".to_vec());
                 envelope.id = id;
-                broker.publish(envelope, None).await.map_err(anyhow::Error::msg)?;
+                broker
+                    .publish(envelope, None)
+                    .await
+                    .map_err(anyhow::Error::msg)?;
             }
             anyhow::Ok(())
         }));
@@ -51,10 +54,16 @@ async fn through_platform(config: &HostConfig, plugin: &str, prefetch: u16) -> a
         .map_err(anyhow::Error::msg)?;
     let ids = fill(&broker, "fixture.noop.x", MESSAGES).await?;
     let mut config = config.clone();
-    config.plugins.get_mut(plugin).expect("granted").limits.prefetch = Some(prefetch);
+    config
+        .plugins
+        .get_mut(plugin)
+        .expect("granted")
+        .limits
+        .prefetch = Some(prefetch);
     let platform = Platform::start(config).await?;
     let deadline = Instant::now() + Duration::from_secs(300);
-    let completed = |id: &String| platform.services.tracker.get(id) == Some(MessageStatus::Completed);
+    let completed =
+        |id: &String| platform.services.tracker.get(id) == Some(MessageStatus::Completed);
     while !ids.iter().take(prefetch.into()).any(completed) {
         anyhow::ensure!(Instant::now() < deadline, "the platform never started");
         tokio::time::sleep(Duration::from_millis(1)).await;
@@ -80,7 +89,10 @@ async fn native(config: &HostConfig, prefetch: u16) -> anyhow::Result<f64> {
         .await
         .map_err(anyhow::Error::msg)?;
     fill(&broker, "native.noop", MESSAGES).await?;
-    let mut consumer = broker.consume(&queue, prefetch).await.map_err(anyhow::Error::msg)?;
+    let mut consumer = broker
+        .consume(&queue, prefetch)
+        .await
+        .map_err(anyhow::Error::msg)?;
     let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
     let mut started = None;
     for _ in 0..MESSAGES {

@@ -44,7 +44,12 @@ fn grant_all(config: &mut HostConfig, names: impl IntoIterator<Item = String>) {
 
 /// From the rename of a `.wasm` into the watched directory to the first message it
 /// handled: publishing a probe every millisecond until one completes.
-async fn deploy_to_first_message(platform: &Platform, dir: &Path, name: &str, bytes: &[u8]) -> Duration {
+async fn deploy_to_first_message(
+    platform: &Platform,
+    dir: &Path,
+    name: &str,
+    bytes: &[u8],
+) -> Duration {
     let started = Instant::now();
     deploy(dir, name, bytes);
     let mut probes = Vec::new();
@@ -80,7 +85,10 @@ pub async fn swap() -> anyhow::Result<()> {
         // The same file under another name: its compiled form is in the cache now.
         std::fs::remove_file(dir.path().join("cold.wasm"))?;
         cached.push(deploy_to_first_message(&platform, dir.path(), "warm", &bytes).await);
-        anyhow::ensure!(platform.runtime.cache.hits() >= 1, "the second deploy missed the cache");
+        anyhow::ensure!(
+            platform.runtime.cache.hits() >= 1,
+            "the second deploy missed the cache"
+        );
     }
     cold.sort();
     cached.sort();
@@ -99,7 +107,10 @@ pub async fn start_many() -> anyhow::Result<()> {
     let cache = tempfile::tempdir()?;
     let names: Vec<String> = (0..PLUGINS).map(|i| format!("noop-{i}")).collect();
     for (i, name) in names.iter().enumerate() {
-        std::fs::write(dir.path().join(format!("{name}.wasm")), distinct(&noop, i as u64))?;
+        std::fs::write(
+            dir.path().join(format!("{name}.wasm")),
+            distinct(&noop, i as u64),
+        )?;
     }
     let mut config = host_config(&dir, cache.path());
     grant_all(&mut config, names.clone());
@@ -133,10 +144,14 @@ pub async fn start_many() -> anyhow::Result<()> {
 /// in turn), against the same plugin left alone.
 pub async fn swap_throughput() -> anyhow::Result<()> {
     const MESSAGES: usize = 20_000;
-    let versions: Vec<Vec<u8>> = ["fixture_versioned_v1", "fixture_versioned_v2", "fixture_versioned_v3"]
-        .iter()
-        .map(|c| std::fs::read(fixture(c)))
-        .collect::<Result<_, _>>()?;
+    let versions: Vec<Vec<u8>> = [
+        "fixture_versioned_v1",
+        "fixture_versioned_v2",
+        "fixture_versioned_v3",
+    ]
+    .iter()
+    .map(|c| std::fs::read(fixture(c)))
+    .collect::<Result<_, _>>()?;
     let mut rates = Vec::new();
     for swapping in [false, true] {
         let dir = PluginDir::with(&[]);
@@ -169,7 +184,11 @@ pub async fn swap_throughput() -> anyhow::Result<()> {
         let started = Instant::now();
         let mut ids = Vec::with_capacity(MESSAGES);
         for _ in 0..MESSAGES {
-            ids.push(platform.publish("fixture.versioned.main", b"{}".to_vec(), None).await?);
+            ids.push(
+                platform
+                    .publish("fixture.versioned.main", b"{}".to_vec(), None)
+                    .await?,
+            );
         }
         let mut finished = 0;
         while finished < ids.len() {
@@ -177,7 +196,10 @@ pub async fn swap_throughput() -> anyhow::Result<()> {
                 finished += 1;
                 continue;
             }
-            anyhow::ensure!(started.elapsed() < Duration::from_secs(300), "did not finish");
+            anyhow::ensure!(
+                started.elapsed() < Duration::from_secs(300),
+                "did not finish"
+            );
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
         let rate = MESSAGES as f64 / started.elapsed().as_secs_f64();
@@ -185,7 +207,11 @@ pub async fn swap_throughput() -> anyhow::Result<()> {
         let swaps = swapper.await?;
         println!(
             "versioned plugin x{MESSAGES} ({}): {rate:.0} msg/s",
-            if swapping { format!("replaced {swaps} times") } else { "steady".into() }
+            if swapping {
+                format!("replaced {swaps} times")
+            } else {
+                "steady".into()
+            }
         );
         rates.push(rate);
     }
