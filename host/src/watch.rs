@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 /// Quiet time after the last event of a file before it is acted on.
-const DEBOUNCE: Duration = Duration::from_millis(150);
+const DEBOUNCE: Duration = Duration::from_millis(50);
 
 /// What changed.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]

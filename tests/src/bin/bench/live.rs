@@ -84,6 +84,9 @@ pub async fn swap() -> anyhow::Result<()> {
         cold.push(deploy_to_first_message(&platform, dir.path(), "cold", &bytes).await);
         // The same file under another name: its compiled form is in the cache now.
         std::fs::remove_file(dir.path().join("cold.wasm"))?;
+        while !platform.plugins().await.is_empty() {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
         cached.push(deploy_to_first_message(&platform, dir.path(), "warm", &bytes).await);
         anyhow::ensure!(
             platform.runtime.cache.hits() >= 1,
