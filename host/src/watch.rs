@@ -8,8 +8,8 @@
 //! is the way to deploy that never shows a half-written file.
 
 use crate::registry::Registry;
-use notify::RecursiveMode;
-use notify_debouncer_mini::{DebounceEventResult, Debouncer, new_debouncer};
+use notify::event::{AccessKind, AccessMode, EventKind};
+use notify::{RecommendedWatcher, RecursiveMode, Watcher as _};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -17,7 +17,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-/// Quiet time after the last event of a file before it is acted on.
+/// Quiet time after the last event before the changed files are acted on.
 const DEBOUNCE: Duration = Duration::from_millis(50);
 
 /// What changed.
@@ -31,7 +31,7 @@ pub enum Change {
 
 /// A running watcher; dropping it stops watching.
 pub struct Watcher {
-    _debouncer: Debouncer<notify::RecommendedWatcher>,
+    _watcher: RecommendedWatcher,
     task: JoinHandle<()>,
 }
 
@@ -41,46 +41,51 @@ impl Drop for Watcher {
     }
 }
 
-/// Watches `plugins_dir` (and `config_file`, if given) and sends each change to
-/// `on_change` (config changes) or the registry (plugin files).
+/// Whether an event can change what a file holds. Opening and reading (which the host
+/// itself does when it loads a plugin) cannot, and must not trigger a reload.
+fn changes_content(kind: &EventKind) -> bool {
+    match kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_) => false,
+        _ => true,
+    }
+}
+
+/// Watches `plugins_dir` (and `config_file`, if given): plugin files go to the
+/// registry, config changes to `on_config`.
 pub fn watch(
     registry: Arc<Registry>,
     plugins_dir: &Path,
     config_file: Option<PathBuf>,
     on_config: impl Fn() -> futures::future::BoxFuture<'static, ()> + Send + Sync + 'static,
 ) -> notify::Result<Watcher> {
-    let (sender, mut changes) = mpsc::unbounded_channel::<BTreeSet<Change>>();
+    let (sender, mut events) = mpsc::unbounded_channel::<Change>();
     let config_name = config_file
         .as_ref()
         .and_then(|f| f.file_name().map(|n| n.to_os_string()));
-    let mut debouncer = new_debouncer(DEBOUNCE, move |events: DebounceEventResult| {
-        let events = match events {
-            Ok(events) => events,
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        let event = match event {
+            Ok(event) => event,
             Err(error) => {
                 tracing::error!(%error, "watching the plugins directory or host.toml failed");
                 return;
             }
         };
-        let batch: BTreeSet<Change> = events
-            .into_iter()
-            .filter_map(|event| {
-                let path = event.path;
-                if path.extension().is_some_and(|e| e == "wasm") {
-                    Some(Change::Plugin(path))
-                } else if config_name.is_some() && path.file_name() == config_name.as_deref() {
-                    Some(Change::Config)
-                } else {
-                    None
-                }
-            })
-            .collect();
-        if !batch.is_empty() {
-            let _ = sender.send(batch);
+        if !changes_content(&event.kind) {
+            return;
+        }
+        for path in event.paths {
+            let change = if path.extension().is_some_and(|e| e == "wasm") {
+                Change::Plugin(path)
+            } else if config_name.is_some() && path.file_name() == config_name.as_deref() {
+                Change::Config
+            } else {
+                continue;
+            };
+            let _ = sender.send(change);
         }
     })?;
-    debouncer
-        .watcher()
-        .watch(plugins_dir, RecursiveMode::NonRecursive)?;
+    watcher.watch(plugins_dir, RecursiveMode::NonRecursive)?;
     if let Some(file) = &config_file {
         // The directory, not the file: editors save by writing a new file and renaming
         // it over the old one, which a watch on the old inode would miss.
@@ -89,13 +94,16 @@ pub fn watch(
             .filter(|d| !d.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
         if dir != plugins_dir {
-            debouncer
-                .watcher()
-                .watch(dir, RecursiveMode::NonRecursive)?;
+            watcher.watch(dir, RecursiveMode::NonRecursive)?;
         }
     }
     let task = tokio::spawn(async move {
-        while let Some(batch) = changes.recv().await {
+        while let Some(first) = events.recv().await {
+            // Debounce: a copy in progress writes many times; act once it is quiet.
+            let mut batch = BTreeSet::from([first]);
+            while let Ok(Some(next)) = tokio::time::timeout(DEBOUNCE, events.recv()).await {
+                batch.insert(next);
+            }
             for change in batch {
                 match change {
                     Change::Plugin(path) => registry.file_changed(&path).await,
@@ -105,7 +113,7 @@ pub fn watch(
         }
     });
     Ok(Watcher {
-        _debouncer: debouncer,
+        _watcher: watcher,
         task,
     })
 }

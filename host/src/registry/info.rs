@@ -9,6 +9,8 @@ use std::time::SystemTime;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Lifecycle {
+    /// Its file is being compiled and validated; it does not serve yet.
+    Loading,
     /// Its current version handles messages.
     Serving,
     /// Stopped (removed, disabled, replaced consumers); deliveries in flight finish.
@@ -70,7 +72,30 @@ fn as_ms<S: serde::Serializer>(at: &SystemTime, s: S) -> Result<S::Ok, S::Error>
     s.serialize_u64(ms(*at))
 }
 
+/// What `/plugins` reads without waiting for an operation in progress (a compile):
+/// refreshed at the end of every operation; deliveries in flight counted live.
+#[derive(Default)]
+pub(super) struct View {
+    pub(super) serving: Vec<(PluginInfo, Vec<tokio_util::task::TaskTracker>)>,
+    pub(super) failed: Vec<FailedFile>,
+    /// Plugin name → (file, since when) of the loads in progress.
+    pub(super) loading: std::collections::BTreeMap<String, (String, SystemTime)>,
+}
+
 impl PluginInfo {
+    pub(super) fn loading(name: &str, path: &str, since: SystemTime) -> Self {
+        Self {
+            name: name.to_string(),
+            state: Lifecycle::Loading,
+            version: String::new(),
+            loaded_at_ms: ms(since),
+            path: path.to_string(),
+            subscriptions: Vec::new(),
+            in_flight: 0,
+            last_error: None,
+        }
+    }
+
     pub(super) fn serving(name: &str, entry: &Entry) -> Self {
         let version = entry.versions.load();
         Self {

@@ -26,6 +26,8 @@ mod swap;
 
 pub use info::{DrainReport, FailedFile, Lifecycle, PluginInfo};
 
+use info::View;
+
 use crate::capability::Services;
 use crate::config::HostConfig;
 use crate::dispatch::{ConsumerHandle, Versions};
@@ -69,6 +71,7 @@ pub struct Registry {
     state: tokio::sync::Mutex<State>,
     draining: Arc<Mutex<BTreeMap<u64, Draining>>>,
     drain_ids: std::sync::atomic::AtomicU64,
+    view: Mutex<View>,
 }
 
 impl Registry {
@@ -85,6 +88,7 @@ impl Registry {
             state: tokio::sync::Mutex::default(),
             draining: Arc::default(),
             drain_ids: std::sync::atomic::AtomicU64::new(0),
+            view: Mutex::default(),
         }
     }
 
@@ -114,6 +118,26 @@ impl Registry {
             return;
         }
         self.apply_file(&mut state, path).await;
+        self.refresh_view(&state);
+    }
+
+    /// Publishes what serves and what failed for [`Registry::plugins`].
+    fn refresh_view(&self, state: &State) {
+        let serving = state
+            .serving
+            .iter()
+            .map(|(name, entry)| {
+                let trackers = entry
+                    .consumers
+                    .iter()
+                    .map(ConsumerHandle::tracker)
+                    .collect();
+                (PluginInfo::serving(name, entry), trackers)
+            })
+            .collect();
+        let mut view = lock(&self.view);
+        view.serving = serving;
+        view.failed = state.failed.values().cloned().collect();
     }
 
     async fn apply_file(&self, state: &mut State, path: &Path) {
@@ -165,6 +189,10 @@ impl Registry {
         {
             return; // the same bytes (a touch, or a second event for one write)
         }
+        lock(&self.view).loading.insert(
+            name.clone(),
+            (path.display().to_string(), SystemTime::now()),
+        );
         let loaded = load_bytes(
             &self.runtime,
             path,
@@ -174,6 +202,7 @@ impl Registry {
             self.services.clone(),
         )
         .await;
+        lock(&self.view).loading.remove(&name);
         match loaded {
             Err(error) => self.refuse(state, &name, &file, path, error.to_string()),
             Ok(version) => {
@@ -287,6 +316,7 @@ impl Registry {
                     .await;
             }
         }
+        self.refresh_view(&state);
     }
 
     /// Stops every consumer, waits up to `timeout` for the deliveries in flight to
@@ -299,6 +329,7 @@ impl Registry {
         for name in &names {
             self.remove(&mut state, name, "the host is stopping");
         }
+        self.refresh_view(&state);
         let trackers: Vec<TaskTracker> = lock(&self.draining)
             .values()
             .flat_map(|d| d.trackers.clone())
@@ -322,16 +353,27 @@ impl Registry {
         }
     }
 
-    /// What serves, what drains, and what failed, for `/plugins`.
+    /// What serves, what loads, what drains, and what failed, for `/plugins`: as of
+    /// the last finished operation (it does not wait for a compile in progress), with
+    /// deliveries in flight counted now.
     pub async fn plugins(&self) -> (Vec<PluginInfo>, Vec<FailedFile>) {
-        let state = self.state.lock().await;
-        let mut plugins: Vec<PluginInfo> = state
+        let view = lock(&self.view);
+        let mut plugins: Vec<PluginInfo> = view
             .serving
             .iter()
-            .map(|(name, entry)| PluginInfo::serving(name, entry))
+            .map(|(info, trackers)| PluginInfo {
+                in_flight: trackers.iter().map(TaskTracker::len).sum(),
+                ..info.clone()
+            })
             .collect();
+        plugins.extend(
+            view.loading
+                .iter()
+                .filter(|(name, _)| !view.serving.iter().any(|(p, _)| &p.name == *name))
+                .map(|(name, (path, since))| PluginInfo::loading(name, path, *since)),
+        );
         plugins.extend(lock(&self.draining).values().map(PluginInfo::draining));
-        (plugins, state.failed.values().cloned().collect())
+        (plugins, view.failed.clone())
     }
 
     /// The current version of `name`, if it serves.

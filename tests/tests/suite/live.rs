@@ -441,3 +441,21 @@ async fn a_plugin_whose_grant_is_withdrawn_stops_and_comes_back_when_granted() {
     platform.reload_config(config).await.unwrap();
     serving(&platform, PLUGIN, "fixture_versioned_v1").await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reading_a_plugin_does_not_make_the_watcher_load_it_again() {
+    let (platform, dir) = live_host(false).await;
+    std::fs::write(dir.path().join("broken.wasm"), b"not a component").unwrap();
+    let first = wait_for(LIMIT, "the broken file to be refused", || async {
+        platform.registry().plugins().await.1.into_iter().next()
+    })
+    .await;
+    // The host opened and read the file to load it; that is not a change to act on.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let (_, failed) = platform.registry().plugins().await;
+    assert_eq!(failed.len(), 1);
+    assert_eq!(
+        failed[0].at, first.at,
+        "the file was loaded again without a change"
+    );
+}
