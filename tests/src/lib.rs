@@ -149,6 +149,24 @@ where
     }
 }
 
+/// A delivery as the host hands it to a plugin: the first attempt of a fresh message
+/// with `routing_key` and `payload`, through the queue type `queue`.
+pub fn delivery(queue: &str, routing_key: &str, payload: &[u8]) -> techub_host::bindings::Delivery {
+    techub_host::bindings::Delivery {
+        id: unique("delivery"),
+        queue: queue.into(),
+        routing_key: routing_key.into(),
+        payload: payload.to_vec(),
+        headers: vec![],
+        correlation_id: None,
+        reply_to: None,
+        priority: techub_host::bindings::techub::platform::messaging::Priority::Normal,
+        published_at_ms: 0,
+        attempt: 1,
+        redelivered: false,
+    }
+}
+
 /// A unique name for this test run, so tests can share services and re-run.
 pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{}", uuid::Uuid::new_v4().simple())

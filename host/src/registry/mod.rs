@@ -157,12 +157,7 @@ impl Registry {
             return;
         };
         let config = self.config.load_full();
-        let enabled = config
-            .plugins
-            .get(&name)
-            .and_then(|p| p.enabled)
-            .unwrap_or(true);
-        if !enabled {
+        if !enabled(&config, &name) {
             state.failed.remove(&file);
             self.remove(state, &name, "disabled in host.toml");
             tracing::info!(path = %path.display(), "plugin disabled in host.toml; not loaded");
@@ -285,12 +280,7 @@ impl Registry {
         self.config.store(config.clone());
         let names: Vec<String> = state.serving.keys().cloned().collect();
         for name in names {
-            let enabled = config
-                .plugins
-                .get(&name)
-                .and_then(|p| p.enabled)
-                .unwrap_or(true);
-            if !enabled {
+            if !enabled(&config, &name) {
                 self.remove(&mut state, &name, "disabled in host.toml");
                 continue;
             }
@@ -392,6 +382,15 @@ impl Drop for Registry {
             }
         }
     }
+}
+
+/// Whether `host.toml` leaves plugin `name` enabled (the default).
+fn enabled(config: &HostConfig, name: &str) -> bool {
+    config
+        .plugins
+        .get(name)
+        .and_then(|p| p.enabled)
+        .unwrap_or(true)
 }
 
 fn record_failure(state: &mut State, file: &str, path: &Path, reason: String) {

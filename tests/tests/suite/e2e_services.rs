@@ -28,6 +28,20 @@ fn on_services(dir: &PluginDir) -> HostConfig {
     config
 }
 
+/// user-notifications on the embedded cache, with RabbitMQ reached through a proxy
+/// the test can cut: the proxy, the plugin's (unique) name, its directory, the config.
+async fn behind_a_proxy() -> (techub_tests::TcpProxy, String, PluginDir, HostConfig) {
+    let proxy = techub_tests::TcpProxy::start("127.0.0.1:5672").await;
+    let plugin = unique("user-notifications");
+    let dir = PluginDir::with(&[(&plugin, "user_notifications")]);
+    let mut config = config(&dir);
+    grant(&mut config, &plugin, &["users"], &["notification.*"]);
+    config.backends.messaging = BrokerBackend::Amqp;
+    config.amqp = services::amqp_config();
+    config.amqp.url = format!("amqp://guest:guest@127.0.0.1:{}/%2f", proxy.port);
+    (proxy, plugin, dir, config)
+}
+
 async fn start(config: HostConfig) -> Platform {
     Platform::start(config)
         .await
@@ -232,14 +246,7 @@ async fn redis_dropping_at_run_time_is_a_typed_retry_not_a_hang() {
 #[tokio::test(flavor = "multi_thread")]
 async fn rabbitmq_dropping_at_run_time_fails_publishes_fast_and_the_host_recovers() {
     init_tracing();
-    let proxy = techub_tests::TcpProxy::start("127.0.0.1:5672").await;
-    let plugin = unique("user-notifications");
-    let dir = PluginDir::with(&[(&plugin, "user_notifications")]);
-    let mut config = config(&dir);
-    grant(&mut config, &plugin, &["users"], &["notification.*"]);
-    config.backends.messaging = BrokerBackend::Amqp;
-    config.amqp = services::amqp_config();
-    config.amqp.url = format!("amqp://guest:guest@127.0.0.1:{}/%2f", proxy.port);
+    let (proxy, _plugin, _dir, mut config) = behind_a_proxy().await;
     config.messaging.confirm_timeout_ms = 1_000;
     let platform = start(config).await;
     let user = json!({ "id": "before", "email": "a@b.c", "name": "A" });
@@ -324,14 +331,7 @@ async fn rabbitmq_dropping_at_run_time_fails_publishes_fast_and_the_host_recover
 #[tokio::test(flavor = "multi_thread")]
 async fn messages_confirmed_before_a_broker_drop_are_all_handled_after_it() {
     init_tracing();
-    let proxy = techub_tests::TcpProxy::start("127.0.0.1:5672").await;
-    let plugin = unique("user-notifications");
-    let dir = PluginDir::with(&[(&plugin, "user_notifications")]);
-    let mut config = config(&dir);
-    grant(&mut config, &plugin, &["users"], &["notification.*"]);
-    config.backends.messaging = BrokerBackend::Amqp;
-    config.amqp = services::amqp_config();
-    config.amqp.url = format!("amqp://guest:guest@127.0.0.1:{}/%2f", proxy.port);
+    let (proxy, plugin, _dir, mut config) = behind_a_proxy().await;
     // One at a time and slowly enough that some are still queued at the cut.
     config.plugins.get_mut(&plugin).unwrap().limits.prefetch = Some(1);
     let platform = start(config).await;

@@ -27,6 +27,23 @@ pub(crate) async fn hostile_platform(
     (platform, dir)
 }
 
+/// Takes the hostile plugin's lock `busy` for 30 s, as another holder would, so that
+/// its `wait-lock` action waits ~500 ms in `acquire`.
+pub(crate) async fn hold_busy_lock(platform: &Platform) {
+    platform
+        .services
+        .locks
+        .try_acquire(
+            "techub:lock:hostile:busy",
+            "techub:lock-fence:hostile",
+            "other",
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap()
+        .expect("the lock is free");
+}
+
 /// Sends the hostile plugin `action` and returns the reason its message died with.
 pub(crate) async fn provoke(platform: &Platform, action: &str) -> String {
     let id = platform
@@ -144,18 +161,7 @@ async fn time_waiting_in_host_calls_is_not_charged_as_cpu() {
     })
     .await;
     // Someone else holds the lock, so the plugin waits ~500 ms in `acquire`.
-    platform
-        .services
-        .locks
-        .try_acquire(
-            "techub:lock:hostile:busy",
-            "techub:lock-fence:hostile",
-            "other",
-            Duration::from_secs(30),
-        )
-        .await
-        .unwrap()
-        .expect("the lock is free");
+    hold_busy_lock(&platform).await;
     let reason = provoke(&platform, "wait-lock").await;
     assert_eq!(
         reason, "rejected: Err(Contended)",

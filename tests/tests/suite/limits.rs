@@ -1,7 +1,7 @@
 //! Every per-message limit and switch of `host.toml`, each driven through a real plugin
 //! until it bites.
 
-use crate::hostile::{hostile_platform, provoke};
+use crate::hostile::{hold_busy_lock, hostile_platform, provoke};
 use std::time::Duration;
 use techub_host::Platform;
 use techub_host::bindings::techub::platform::messaging::Priority;
@@ -18,18 +18,7 @@ async fn the_wall_clock_timeout_stops_a_plugin_waiting_on_the_host() {
     .await;
     // The lock is held elsewhere, so the plugin waits ~500 ms in `acquire`: no CPU, but
     // past its wall-clock budget.
-    platform
-        .services
-        .locks
-        .try_acquire(
-            "techub:lock:hostile:busy",
-            "techub:lock-fence:hostile",
-            "other",
-            Duration::from_secs(30),
-        )
-        .await
-        .unwrap()
-        .expect("the lock is free");
+    hold_busy_lock(&platform).await;
     let reason = provoke(&platform, "wait-lock").await;
     assert!(reason.contains("timeout of 200 ms exceeded"), "{reason}");
 }
@@ -164,19 +153,7 @@ async fn hostile_in_runtime(
 }
 
 fn delivery(action: &str, payload: &[u8]) -> techub_host::bindings::Delivery {
-    techub_host::bindings::Delivery {
-        id: action.into(),
-        queue: "webhook".into(),
-        routing_key: format!("fixture.hostile.{action}"),
-        payload: payload.to_vec(),
-        headers: vec![],
-        correlation_id: None,
-        reply_to: None,
-        priority: Priority::Normal,
-        published_at_ms: 0,
-        attempt: 1,
-        redelivered: false,
-    }
+    techub_tests::delivery("webhook", &format!("fixture.hostile.{action}"), payload)
 }
 
 #[tokio::test(flavor = "current_thread")]

@@ -44,6 +44,19 @@ async fn serving(platform: &Platform, name: &str, crate_name: &str) {
     .await;
 }
 
+/// Waits until plugin `name` no longer serves (it drains, or is gone).
+async fn stopped(platform: &Platform, name: &str) {
+    wait_for(LIMIT, &format!("{name} to stop serving"), || async {
+        platform
+            .plugins()
+            .await
+            .iter()
+            .all(|p| p.name != name || p.state == Lifecycle::Draining)
+            .then_some(())
+    })
+    .await;
+}
+
 /// Message id → the versions that handled it, from the plugin's `handled` list.
 async fn handled(platform: &Platform, name: &str) -> BTreeMap<String, Vec<String>> {
     let entries = platform
@@ -271,15 +284,7 @@ async fn a_removed_plugin_finishes_its_deliveries_and_takes_no_new_ones() {
     })
     .await;
     std::fs::remove_file(dir.path().join(format!("{PLUGIN}.wasm"))).unwrap();
-    wait_for(LIMIT, "the plugin to stop serving", || async {
-        platform
-            .plugins()
-            .await
-            .iter()
-            .all(|p| p.name != PLUGIN || p.state == Lifecycle::Draining)
-            .then_some(())
-    })
-    .await;
+    stopped(&platform, PLUGIN).await;
     for id in &slow {
         wait_for(LIMIT, "a delivery in flight to complete", || async {
             (platform.services.tracker.get(id) == Some(MessageStatus::Completed)).then_some(())
@@ -423,15 +428,7 @@ async fn a_plugin_whose_grant_is_withdrawn_stops_and_comes_back_when_granted() {
     let mut config = platform.config().as_ref().clone();
     config.plugins.get_mut(PLUGIN).unwrap().subscribe = vec!["other.#".into()];
     platform.reload_config(config.clone()).await.unwrap();
-    wait_for(LIMIT, "the plugin to stop", || async {
-        platform
-            .plugins()
-            .await
-            .iter()
-            .all(|p| p.name != PLUGIN || p.state == Lifecycle::Draining)
-            .then_some(())
-    })
-    .await;
+    stopped(&platform, PLUGIN).await;
     let reasons = platform.load_errors().await;
     assert!(
         reasons.iter().any(|r| r.contains("subscribe")),

@@ -70,7 +70,7 @@ impl TopicPattern {
     /// Whether `key` matches.
     pub fn matches(&self, key: &str) -> bool {
         let key: Vec<&str> = key.split('.').collect();
-        matches_words(&self.words, &key)
+        align(&self.words, &key, |_| true)
     }
 }
 
@@ -80,41 +80,16 @@ impl TopicPattern {
     /// `*.#` would in practice cover `#` (keys have at least one word): such a grant
     /// is refused, never a binding let through that the grant does not cover.
     pub fn covers(&self, other: &TopicPattern) -> bool {
-        let (p, k) = (self.words.len(), other.words.len());
-        let mut reach = vec![vec![false; k + 1]; p + 1];
-        reach[0][0] = true;
-        for i in 0..p {
-            for j in 0..=k {
-                if !reach[i][j] {
-                    continue;
-                }
-                match self.words[i].as_str() {
-                    "#" => {
-                        for r in reach[i + 1].iter_mut().skip(j) {
-                            *r = true;
-                        }
-                    }
-                    "*" => {
-                        if j < k && other.words[j] != "#" {
-                            reach[i + 1][j + 1] = true;
-                        }
-                    }
-                    word => {
-                        if j < k && other.words[j] == word {
-                            reach[i + 1][j + 1] = true;
-                        }
-                    }
-                }
-            }
-        }
-        reach[p][k]
+        let words: Vec<&str> = other.words.iter().map(String::as_str).collect();
+        align(&self.words, &words, |word| word != "#")
     }
 }
 
-fn matches_words(pattern: &[String], key: &[&str]) -> bool {
-    // Dynamic programming over (pattern word, key word): linear in their product, so no
-    // pattern of many `#` can make matching exponential.
-    let (p, k) = (pattern.len(), key.len());
+/// Whether `pattern` can consume `words` in full: `#` any number of them, `*` one that
+/// `one_word` accepts, a literal an equal one. Dynamic programming over (pattern word,
+/// word): linear in their product, so no pattern of many `#` can make it exponential.
+fn align(pattern: &[String], words: &[&str], one_word: impl Fn(&str) -> bool) -> bool {
+    let (p, k) = (pattern.len(), words.len());
     let mut reach = vec![vec![false; k + 1]; p + 1];
     reach[0][0] = true;
     for i in 0..p {
@@ -129,12 +104,12 @@ fn matches_words(pattern: &[String], key: &[&str]) -> bool {
                     }
                 }
                 "*" => {
-                    if j < k {
+                    if j < k && one_word(words[j]) {
                         reach[i + 1][j + 1] = true;
                     }
                 }
-                word => {
-                    if j < k && key[j] == word {
+                literal => {
+                    if j < k && words[j] == literal {
                         reach[i + 1][j + 1] = true;
                     }
                 }

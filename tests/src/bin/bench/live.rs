@@ -193,18 +193,7 @@ pub async fn swap_throughput() -> anyhow::Result<()> {
                     .await?,
             );
         }
-        let mut finished = 0;
-        while finished < ids.len() {
-            if platform.services.tracker.get(&ids[finished]) == Some(MessageStatus::Completed) {
-                finished += 1;
-                continue;
-            }
-            anyhow::ensure!(
-                started.elapsed() < Duration::from_secs(300),
-                "did not finish"
-            );
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
+        super::all_completed(&platform, &ids, started).await?;
         let rate = MESSAGES as f64 / started.elapsed().as_secs_f64();
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         let swaps = swapper.await?;

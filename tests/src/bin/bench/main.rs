@@ -9,7 +9,6 @@ mod live;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use techub_host::Platform;
-use techub_host::bindings::techub::platform::messaging::Priority;
 use techub_host::bindings::{Delivery, Outcome};
 use techub_host::capability::cache::redis::RedisCache;
 use techub_host::capability::cache::{CacheBackend, CacheWrite};
@@ -50,19 +49,30 @@ async fn main() -> anyhow::Result<()> {
 }
 
 fn delivery(payload: &[u8]) -> Delivery {
-    Delivery {
-        id: "bench".into(),
-        queue: "analytics".into(),
-        routing_key: "fixture.bench".into(),
-        payload: payload.to_vec(),
-        headers: vec![],
-        correlation_id: None,
-        reply_to: None,
-        priority: Priority::Normal,
-        published_at_ms: 0,
-        attempt: 1,
-        redelivered: false,
+    techub_tests::delivery("analytics", "fixture.bench", payload)
+}
+
+/// Waits until every message of `ids` completed (at most 300 s after `started`),
+/// walking them in order and waiting at the first unfinished one: cheap to poll, so
+/// the measurement does not steal the workers' CPU.
+pub async fn all_completed(
+    platform: &Platform,
+    ids: &[String],
+    started: Instant,
+) -> anyhow::Result<()> {
+    let mut finished = 0;
+    while finished < ids.len() {
+        if platform.services.tracker.get(&ids[finished]) == Some(MessageStatus::Completed) {
+            finished += 1;
+            continue;
+        }
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(300),
+            "the platform did not finish"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
     }
+    Ok(())
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -305,18 +315,7 @@ async fn messages() -> anyhow::Result<()> {
     let publishing = publish_all(publisher.clone(), "user.created", ids.clone());
     // Walk the ids in order, waiting at the first unfinished one: cheap to poll, so
     // the measurement does not steal the workers' CPU.
-    let mut finished = 0;
-    while finished < ids.len() {
-        if platform.services.tracker.get(&ids[finished]) == Some(MessageStatus::Completed) {
-            finished += 1;
-            continue;
-        }
-        anyhow::ensure!(
-            started.elapsed() < Duration::from_secs(300),
-            "platform did not finish"
-        );
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
+    all_completed(&platform, &ids, started).await?;
     publishing.await??;
     let wasm = MESSAGES as f64 / started.elapsed().as_secs_f64();
     drop(platform);
