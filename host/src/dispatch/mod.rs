@@ -97,7 +97,7 @@ pub async fn start(
         .consume(&spec.name, prefetch)
         .await
         .map_err(|e| anyhow::anyhow!("could not consume queue {}: {e}", spec.name))?;
-    let plugin = versions.load().name.clone();
+    let plugin: Arc<str> = versions.load().name.as_str().into();
     tracing::info!(%plugin, queue = %spec.name, bindings = ?spec.bindings, prefetch, "consuming");
     let worker = Arc::new(Worker {
         runtime,
@@ -105,7 +105,7 @@ pub async fn start(
         versions,
         plugin,
         queue_type: queue_type.to_string(),
-        queue: spec.name.clone(),
+        queue: spec.name.as_str().into(),
     });
     let (cancel, in_flight) = (CancellationToken::new(), TaskTracker::new());
     let task = tokio::spawn(run(worker, consumer, cancel.clone(), in_flight.clone()));
@@ -155,9 +155,9 @@ struct Worker {
     runtime: Arc<Runtime>,
     services: Arc<Services>,
     versions: Versions,
-    plugin: String,
+    plugin: Arc<str>,
     queue_type: String,
-    queue: String,
+    queue: Arc<str>,
 }
 
 impl Worker {

@@ -78,10 +78,12 @@ async fn a_plugin_can_neither_read_nor_reset_the_status_of_another_message() {
     let before = platform.services.tracker.get(&theirs);
     assert_eq!(before, Some(MessageStatus::Pending));
     // Mark it completed in some queue, as a consumer would have.
-    platform
-        .services
-        .tracker
-        .delivered(&theirs, "somewhere", "someone", MessageStatus::Completed);
+    platform.services.tracker.delivered(
+        &theirs,
+        &"somewhere".into(),
+        &"someone".into(),
+        MessageStatus::Completed,
+    );
 
     let id = platform
         .publish(

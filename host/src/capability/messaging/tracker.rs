@@ -9,17 +9,22 @@
 
 use super::MessageStatus;
 use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::{Arc, Mutex};
 
 /// Most queues remembered for one message: a fan-out wider than this keeps the first.
 const MAX_QUEUES_PER_MESSAGE: usize = 64;
+/// Independent parts of the tracker, each behind its own lock: every delivery writes
+/// twice, from every worker thread, and one lock was the most contended in a profile.
+const SHARDS: usize = 16;
 
 #[derive(Default)]
 struct Entry {
     /// The plugin that published it; `None` for the operator or another producer.
     publisher: Option<String>,
-    /// (queue, plugin consuming it, status in that queue).
-    queues: Vec<(String, String, MessageStatus)>,
+    /// (queue, plugin consuming it, status in that queue); the names are shared with
+    /// the consumer, not copied per message.
+    queues: Vec<(Arc<str>, Arc<str>, MessageStatus)>,
 }
 
 impl Entry {
@@ -46,7 +51,9 @@ struct Inner {
 
 /// Status per message and queue.
 pub struct MessageTracker {
-    inner: Mutex<Inner>,
+    shards: Vec<Mutex<Inner>>,
+    hasher: RandomState,
+    /// Messages remembered per shard.
     capacity: usize,
 }
 
@@ -54,16 +61,23 @@ impl MessageTracker {
     /// Remembers at most `capacity` messages.
     pub fn new(capacity: usize) -> Self {
         Self {
-            inner: Mutex::new(Inner {
-                entries: HashMap::new(),
-                order: VecDeque::new(),
-            }),
-            capacity,
+            shards: (0..SHARDS)
+                .map(|_| {
+                    Mutex::new(Inner {
+                        entries: HashMap::new(),
+                        order: VecDeque::new(),
+                    })
+                })
+                .collect(),
+            hasher: RandomState::new(),
+            capacity: capacity.div_ceil(SHARDS),
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    /// The shard of message `id`, locked.
+    fn lock(&self, id: &str) -> std::sync::MutexGuard<'_, Inner> {
+        let shard = self.hasher.hash_one(id) as usize % SHARDS;
+        self.shards[shard].lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn entry<'a>(&self, inner: &'a mut Inner, id: &str) -> &'a mut Entry {
@@ -82,7 +96,7 @@ impl MessageTracker {
     /// Returns `false`, changing nothing, when `id` is known already: a publish never
     /// overwrites another message's status nor takes over its ownership.
     pub fn published(&self, id: &str, publisher: Option<&str>) -> bool {
-        let mut inner = self.lock();
+        let mut inner = self.lock(id);
         if inner.entries.contains_key(id) {
             return false;
         }
@@ -93,22 +107,20 @@ impl MessageTracker {
     /// Forgets `id` after its publish failed; only call it when [`Self::published`]
     /// answered `true` for that publish.
     pub fn forget(&self, id: &str) {
-        let mut inner = self.lock();
+        let mut inner = self.lock(id);
         if inner.entries.remove(id).is_some() {
             inner.order.retain(|known| known != id);
         }
     }
 
     /// Records the status of `id` in `queue`, which `plugin` consumes.
-    pub fn delivered(&self, id: &str, queue: &str, plugin: &str, status: MessageStatus) {
-        let mut inner = self.lock();
+    pub fn delivered(&self, id: &str, queue: &Arc<str>, plugin: &Arc<str>, status: MessageStatus) {
+        let mut inner = self.lock(id);
         let entry = self.entry(&mut inner, id);
         if let Some(known) = entry.queues.iter_mut().find(|(q, _, _)| q == queue) {
             known.2 = status;
         } else if entry.queues.len() < MAX_QUEUES_PER_MESSAGE {
-            entry
-                .queues
-                .push((queue.to_string(), plugin.to_string(), status));
+            entry.queues.push((queue.clone(), plugin.clone(), status));
         }
     }
 
@@ -116,7 +128,7 @@ impl MessageTracker {
     /// the message reached (pending until one did); for a receiver, over its own
     /// queues; for anyone else, nothing.
     pub fn status_for(&self, id: &str, plugin: &str) -> Option<MessageStatus> {
-        let inner = self.lock();
+        let inner = self.lock(id);
         let entry = inner.entries.get(id)?;
         if entry.publisher.as_deref() == Some(plugin) {
             return Some(Entry::summary(entry.queues.iter().map(|(_, _, s)| s)));
@@ -124,7 +136,7 @@ impl MessageTracker {
         let own: Vec<&MessageStatus> = entry
             .queues
             .iter()
-            .filter(|(_, p, _)| p == plugin)
+            .filter(|(_, p, _)| &**p == plugin)
             .map(|(_, _, s)| s)
             .collect();
         (!own.is_empty()).then(|| Entry::summary(own.into_iter()))
@@ -132,19 +144,19 @@ impl MessageTracker {
 
     /// The operator's view of `id`: the summary over every queue.
     pub fn get(&self, id: &str) -> Option<MessageStatus> {
-        let inner = self.lock();
+        let inner = self.lock(id);
         let entry = inner.entries.get(id)?;
         Some(Entry::summary(entry.queues.iter().map(|(_, _, s)| s)))
     }
 
     /// The status of `id` in `queue`, if known.
     pub fn in_queue(&self, id: &str, queue: &str) -> Option<MessageStatus> {
-        let inner = self.lock();
+        let inner = self.lock(id);
         let entry = inner.entries.get(id)?;
         entry
             .queues
             .iter()
-            .find(|(q, _, _)| q == queue)
+            .find(|(q, _, _)| &**q == queue)
             .map(|(_, _, s)| *s)
     }
 }
@@ -160,7 +172,7 @@ mod tests {
         assert!(tracker.published("m", Some("a")));
         assert_eq!(tracker.status_for("m", "a"), Some(Pending));
         assert_eq!(tracker.status_for("m", "b"), None);
-        tracker.delivered("m", "q.b", "b", Processing);
+        tracker.delivered("m", &"q.b".into(), &"b".into(), Processing);
         assert_eq!(tracker.status_for("m", "b"), Some(Processing));
         assert_eq!(tracker.status_for("m", "c"), None);
     }
@@ -169,7 +181,7 @@ mod tests {
     fn a_publish_cannot_overwrite_or_take_over_a_known_id() {
         let tracker = MessageTracker::new(10);
         assert!(tracker.published("m", Some("a")));
-        tracker.delivered("m", "q.b", "b", Completed);
+        tracker.delivered("m", &"q.b".into(), &"b".into(), Completed);
         assert!(!tracker.published("m", Some("evil")), "the id is known");
         assert_eq!(tracker.get("m"), Some(Completed), "not reset to pending");
         assert_eq!(tracker.status_for("m", "evil"), None, "no ownership taken");
@@ -179,8 +191,8 @@ mod tests {
     fn fan_out_keeps_a_status_per_queue() {
         let tracker = MessageTracker::new(10);
         tracker.published("m", Some("a"));
-        tracker.delivered("m", "q.b", "b", Completed);
-        tracker.delivered("m", "q.c", "c", DeadLetter);
+        tracker.delivered("m", &"q.b".into(), &"b".into(), Completed);
+        tracker.delivered("m", &"q.c".into(), &"c".into(), DeadLetter);
         assert_eq!(tracker.status_for("m", "b"), Some(Completed));
         assert_eq!(tracker.status_for("m", "c"), Some(DeadLetter));
         assert_eq!(
@@ -193,11 +205,13 @@ mod tests {
 
     #[test]
     fn the_oldest_messages_are_forgotten_first() {
-        let tracker = MessageTracker::new(2);
-        for id in ["1", "2", "3"] {
+        let tracker = MessageTracker::new(2 * SHARDS);
+        let ids: Vec<String> = (0..100).map(|i| i.to_string()).collect();
+        for id in &ids {
             tracker.published(id, None);
         }
-        assert_eq!(tracker.get("1"), None);
-        assert_eq!(tracker.get("3"), Some(Pending));
+        let remembered = ids.iter().filter(|id| tracker.get(id).is_some()).count();
+        assert!(remembered <= 2 * SHARDS, "bounded: {remembered}");
+        assert_eq!(tracker.get("99"), Some(Pending), "the newest is remembered");
     }
 }
