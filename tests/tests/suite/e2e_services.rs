@@ -352,9 +352,17 @@ async fn messages_confirmed_before_a_broker_drop_are_all_handled_after_it() {
     proxy.cut();
     tokio::time::sleep(Duration::from_millis(500)).await;
     proxy.restore();
-    for id in &confirmed {
-        techub_tests::cached(&platform, "users", id).await;
-    }
+    // See the drop test above for why the bound is generous.
+    wait_for(LIMIT * 9, "every confirmed message to be handled", || async {
+        let cached = platform
+            .services
+            .cache
+            .get_many("users", &confirmed)
+            .await
+            .unwrap();
+        cached.iter().all(Option::is_some).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
