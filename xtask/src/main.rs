@@ -66,6 +66,15 @@ fn main() -> Result<()> {
             plugins::build(&root)?;
             services::ensure_redis()?;
             services::ensure_rabbitmq()?;
+            // The suite runs the real `techub-host` binary too, which `cargo test` builds
+            // only for the host package's own integration tests.
+            run(Command::new("cargo").args([
+                "build",
+                "-p",
+                "techub-host",
+                "--bin",
+                "techub-host",
+            ]))?;
             run(Command::new("cargo")
                 .args(["test", "--workspace"])
                 .args(&args))

@@ -353,15 +353,19 @@ async fn messages_confirmed_before_a_broker_drop_are_all_handled_after_it() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     proxy.restore();
     // See the drop test above for why the bound is generous.
-    wait_for(LIMIT * 9, "every confirmed message to be handled", || async {
-        let cached = platform
-            .services
-            .cache
-            .get_many("users", &confirmed)
-            .await
-            .unwrap();
-        cached.iter().all(Option::is_some).then_some(())
-    })
+    wait_for(
+        LIMIT * 9,
+        "every confirmed message to be handled",
+        || async {
+            let cached = platform
+                .services
+                .cache
+                .get_many("users", &confirmed)
+                .await
+                .unwrap();
+            cached.iter().all(Option::is_some).then_some(())
+        },
+    )
     .await;
 }
 
