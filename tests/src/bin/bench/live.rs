@@ -143,8 +143,8 @@ pub async fn start_many() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Messages/s of the versioned plugin while it is replaced every 100 ms (v1, v2, v3
-/// in turn), against the same plugin left alone.
+/// Messages/s of the versioned plugin doing nothing (payload `noop`) while it is
+/// replaced every 100 ms (v1, v2, v3 in turn), against the same plugin left alone.
 pub async fn swap_throughput() -> anyhow::Result<()> {
     const MESSAGES: usize = 20_000;
     let versions: Vec<Vec<u8>> = [
@@ -189,7 +189,7 @@ pub async fn swap_throughput() -> anyhow::Result<()> {
         for _ in 0..MESSAGES {
             ids.push(
                 platform
-                    .publish("fixture.versioned.main", b"{}".to_vec(), None)
+                    .publish("fixture.versioned.main", b"noop".to_vec(), None)
                     .await?,
             );
         }
@@ -198,7 +198,7 @@ pub async fn swap_throughput() -> anyhow::Result<()> {
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         let swaps = swapper.await?;
         println!(
-            "versioned plugin x{MESSAGES} ({}): {rate:.0} msg/s",
+            "no-op (versioned) plugin x{MESSAGES} ({}): {rate:.0} msg/s",
             if swapping {
                 format!("replaced {swaps} times")
             } else {
