@@ -146,7 +146,8 @@ pub async fn start_many() -> anyhow::Result<()> {
 /// Messages/s of the versioned plugin doing nothing (payload `noop`) while it is
 /// replaced every 100 ms (v1, v2, v3 in turn), against the same plugin left alone.
 pub async fn swap_throughput() -> anyhow::Result<()> {
-    const MESSAGES: usize = 20_000;
+    // Half the tracker's memory, so that no status is forgotten before it is read.
+    const MESSAGES: usize = 50_000;
     let versions: Vec<Vec<u8>> = [
         "fixture_versioned_v1",
         "fixture_versioned_v2",
@@ -171,6 +172,12 @@ pub async fn swap_throughput() -> anyhow::Result<()> {
             deploy(dir.path(), &format!("warm-{i}"), bytes);
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
+        for i in 0..versions.len() {
+            std::fs::remove_file(dir.path().join(format!("warm-{i}.wasm")))?;
+        }
+        while platform.plugins().await.len() > 1 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let swapper = {
             let (path, versions, stop) = (dir.path().to_path_buf(), versions.clone(), stop.clone());
