@@ -126,7 +126,7 @@ async fn a_plugin_dropped_into_the_directory_goes_live_on_rabbitmq() {
 /// v1 → v2 → v3 while a stream of messages flows: every message handled exactly once,
 /// and after v3 serves only v3 handles.
 async fn replacing_a_plugin_under_load_loses_and_repeats_nothing(amqp: bool) {
-    const MESSAGES: usize = 600;
+    const MESSAGES: usize = 1_000;
     let (platform, dir) = live_host(amqp).await;
     let platform = Arc::new(platform);
     deploy(dir.path(), PLUGIN, "fixture_versioned_v1");
