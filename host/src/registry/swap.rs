@@ -80,7 +80,6 @@ impl Registry {
             }
         }
         entry.versions.store(new.clone());
-        entry.consumers.extend(started);
         entry.last_error = None;
 
         let broker = &self.services.broker;
@@ -130,6 +129,8 @@ impl Registry {
                 kept.push(consumer);
             }
         }
+        // Consumers started above bound their keys as they started.
+        kept.extend(started);
         entry.consumers = kept;
         self.drain(&name, "a subscription it no longer has", dropped);
         self.drain(&name, "its prefetch changed", replaced);
