@@ -125,6 +125,17 @@ pub struct Stats {
     pub deletes: u64,
 }
 
+impl Stats {
+    /// Hits over reads, 0.0 to 1.0 (0.0 before any read).
+    pub fn hit_rate(&self) -> f64 {
+        let reads = self.hits + self.misses;
+        if reads == 0 {
+            return 0.0;
+        }
+        self.hits as f64 / reads as f64
+    }
+}
+
 /// Why a cache call failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -263,9 +274,31 @@ pub fn invalidate_pattern(
     Ok(wit::invalidate_pattern(domain.as_ref(), pattern.as_ref())?)
 }
 
-/// Counters of `domain`, or of all granted domains summed.
+/// Counters of `domain`, or of all granted domains summed, over everything the host
+/// retains (the last hour by default; every host's when the cache is on Redis).
 pub fn stats(domain: Option<Domain>) -> Result<Stats, CacheError> {
-    let s = wit::stats(domain.map(|d| d.name()))?;
+    stats_since(domain, 0)
+}
+
+/// Counters of `domain` (or of all granted domains) from `since_ms` (ms since the Unix
+/// epoch, minute resolution) until now.
+///
+/// ```no_run
+/// # use techub_guest::prelude::*;
+/// let now_ms = std::time::SystemTime::now()
+///     .duration_since(std::time::UNIX_EPOCH)
+///     .map_or(0, |d| d.as_millis() as u64);
+/// let ten_minutes_ago = now_ms.saturating_sub(10 * 60_000);
+/// let users = cache::stats_since(Some(Domain::USERS), ten_minutes_ago)?;
+/// let _rate = users.hit_rate();
+/// # Ok::<(), CacheError>(())
+/// ```
+pub fn stats_since(domain: Option<Domain>, since_ms: u64) -> Result<Stats, CacheError> {
+    let window = wit::StatsWindow {
+        start_ms: since_ms,
+        end_ms: None,
+    };
+    let s = wit::stats(domain.map(|d| d.name()), Some(window))?;
     Ok(Stats {
         hits: s.hits,
         misses: s.misses,

@@ -16,6 +16,7 @@
 //!   namespaces.
 //! - [`registry`]: each plugin's lifecycle: load, swap, drain; what `/plugins` shows.
 //! - [`dispatch`]: consumers feeding handlers; ack, retry, dead-letter.
+//! - [`metrics`]: the Prometheus metrics `/metrics` exposes.
 //! - [`watch`]: the plugins directory and `host.toml`, watched.
 //! - [`platform`]: everything above, started together; reload and graceful stop.
 //! - [`admin`]: the HTTP endpoint (health, plugins, publish, dead letters) and the
@@ -26,6 +27,7 @@ pub mod bindings;
 pub mod capability;
 pub mod config;
 pub mod dispatch;
+pub mod metrics;
 pub mod platform;
 pub mod plugins;
 pub mod registry;

@@ -1,5 +1,7 @@
 //! `techub-host`: run the platform, or publish a message to a running one.
 
+mod cli;
+
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -13,8 +15,18 @@ use techub_host::{HostConfig, Platform};
     about = "Runs TecHub plugins (WebAssembly components)"
 )]
 struct Cli {
+    /// Log format on stderr: `text` for people, `json` (one object per line, with the
+    /// invocation's span fields) for log shippers.
+    #[arg(long, global = true, env = "TECHUB_LOG_FORMAT", default_value = "text")]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -43,8 +55,34 @@ enum Command {
         #[command(flatten)]
         admin: Admin,
     },
-    /// Prints the dead-letter queue of a running host.
+    /// Prints the dead-letter queue of a running host (as JSON; `dlq list` for people).
     DeadLetters {
+        #[command(flatten)]
+        admin: Admin,
+    },
+    /// Lists, shows, replays or purges dead letters of a running host.
+    Dlq {
+        #[command(subcommand)]
+        command: cli::ops::Dlq,
+        #[command(flatten)]
+        admin: Admin,
+    },
+    /// Prints cache hits, misses and hit rate per domain (every host's, when the
+    /// cache is on Redis).
+    CacheStats {
+        /// Only this domain.
+        #[arg(long)]
+        domain: Option<String>,
+        /// Only the last part of the retention, e.g. 10m or 1h.
+        #[arg(long)]
+        since: Option<String>,
+        #[command(flatten)]
+        admin: Admin,
+    },
+    /// Prints a message's status in each queue it reached.
+    Status {
+        /// The message id (as `publish` printed it).
+        message_id: String,
         #[command(flatten)]
         admin: Admin,
     },
@@ -66,25 +104,29 @@ enum Command {
 
 /// Where a running host's admin endpoint is, and its token.
 #[derive(clap::Args)]
-struct Admin {
+pub struct Admin {
     /// The admin endpoint of the running host.
     #[arg(long, default_value = "127.0.0.1:8080")]
-    admin: String,
+    pub admin: String,
     /// Its bearer token, if it requires one.
     #[arg(long, env = "TECHUB_ADMIN_TOKEN", hide_env_values = true)]
-    token: Option<String>,
+    pub token: Option<String>,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
     // The log goes to stderr; stdout carries what the commands answer.
-    tracing_subscriber::fmt()
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let log = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
-    match Cli::parse().command {
+        .with_env_filter(filter);
+    match cli.log_format {
+        LogFormat::Text => log.init(),
+        LogFormat::Json => log.json().with_current_span(true).init(),
+    }
+    match cli.command {
         Command::Run { config } => run(config).await,
         Command::Publish {
             routing_key,
@@ -94,6 +136,13 @@ async fn main() -> anyhow::Result<()> {
         } => publish(&admin, &routing_key, payload, &priority).await,
         Command::Plugins { admin } => show(&admin, "/plugins").await,
         Command::DeadLetters { admin } => show(&admin, "/dead-letters").await,
+        Command::Dlq { command, admin } => cli::ops::dlq(&admin, command).await,
+        Command::CacheStats {
+            domain,
+            since,
+            admin,
+        } => cli::ops::cache_stats(&admin, domain.as_deref(), since.as_deref()).await,
+        Command::Status { message_id, admin } => cli::ops::status(&admin, &message_id).await,
         Command::Check {
             plugin: None,
             config,

@@ -18,6 +18,7 @@ use crate::capability::store::StoreBackend;
 use crate::capability::store::memory::MemoryStore;
 use crate::capability::store::redis::RedisStore;
 use crate::config::{BrokerBackend, ConfigError, HostConfig, KvBackend};
+use crate::metrics::Metrics;
 use crate::registry::{DrainReport, PluginInfo, Registry};
 use crate::runtime::Runtime;
 use crate::watch::Watcher;
@@ -40,6 +41,8 @@ pub struct Platform {
     pub services: Arc<Services>,
     registry: Arc<Registry>,
     watcher: Mutex<Option<Watcher>>,
+    /// The metrics poller and the cache statistics flusher, stopped at shutdown.
+    background: Vec<tokio::task::JoinHandle<()>>,
 }
 
 /// Connects the backends `config` selects; a connection failure names the URL.
@@ -50,8 +53,9 @@ pub async fn connect_services(config: &HostConfig) -> anyhow::Result<Services> {
         config.backends.lock,
     ]
     .contains(&KvBackend::Redis);
+    let metrics = Arc::new(Metrics::new(config.host.metrics));
     let redis = match uses_redis {
-        true => Some(RedisClient::connect(&config.redis).await?),
+        true => Some(RedisClient::connect(&config.redis, metrics.clone()).await?),
         false => None,
     };
     let redis_client = redis.clone();
@@ -79,20 +83,39 @@ pub async fn connect_services(config: &HostConfig) -> anyhow::Result<Services> {
     };
     let broker: Arc<dyn Broker> = match config.backends.messaging {
         BrokerBackend::Memory => Arc::new(MemoryBroker::new(config.dead_letter)),
-        BrokerBackend::Amqp => {
-            Arc::new(AmqpBroker::connect(&config.amqp, config.dead_letter, config.messaging).await?)
-        }
+        BrokerBackend::Amqp => Arc::new(
+            AmqpBroker::connect(
+                &config.amqp,
+                config.dead_letter,
+                config.messaging,
+                metrics.clone(),
+            )
+            .await?,
+        ),
     };
+    let retention = Duration::from_secs(config.cache.stats_retention_s);
+    let cache_stats = Arc::new(match config.backends.cache {
+        KvBackend::Redis => CacheStats::on_redis(metrics.clone(), retention, redis(), prefix),
+        KvBackend::Memory => CacheStats::in_process(metrics.clone(), retention),
+    });
     Ok(Services {
         cache,
-        cache_stats: CacheStats::default(),
+        cache_stats,
+        metrics,
         store,
         locks,
         broker,
         tracker: MessageTracker::new(TRACKED_MESSAGES),
         priorities: DefaultPriorities::default(),
         redis: redis_client,
+        log_rates: Default::default(),
     })
+}
+
+impl Drop for Platform {
+    fn drop(&mut self) {
+        self.background.iter().for_each(|task| task.abort());
+    }
 }
 
 impl Platform {
@@ -108,12 +131,27 @@ impl Platform {
             services.clone(),
             config.clone(),
         ));
+        let background = {
+            let config = config.load();
+            vec![
+                crate::metrics::spawn_poller(
+                    registry.clone(),
+                    runtime.clone(),
+                    services.clone(),
+                    Duration::from_millis(config.host.metrics_poll_ms),
+                ),
+                services
+                    .cache_stats
+                    .spawn_flusher(Duration::from_millis(config.cache.stats_flush_ms)),
+            ]
+        };
         let platform = Self {
             config,
             runtime,
             services,
             registry,
             watcher: Mutex::new(None),
+            background,
         };
         // Watch first, so that nothing dropped while the directory loads is missed
         // (a file seen twice is loaded once: its hash is the version).
@@ -198,6 +236,9 @@ impl Platform {
             .take();
         let timeout = Duration::from_millis(self.config.load().host.drain_timeout_ms);
         let report = self.registry.shutdown(timeout).await;
+        self.background.iter().for_each(|task| task.abort());
+        // What this host counted since the last flush reaches Redis before it goes.
+        self.services.cache_stats.flush().await;
         self.services.broker.close().await;
         report
     }

@@ -189,7 +189,7 @@ pub mod services {
 
     /// A connection to the shared Redis, or a panic saying how to start it.
     pub async fn redis() -> RedisClient {
-        RedisClient::connect(&RedisConfig::default()).await.unwrap_or_else(|e| {
+        RedisClient::connect(&RedisConfig::default(), Default::default()).await.unwrap_or_else(|e| {
             panic!("Redis must run on 127.0.0.1:6379 ({e:#}); start it with `redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save \"\" --appendonly no` or run `cargo xtask test`")
         })
     }

@@ -33,6 +33,22 @@ pub async fn get(admin: &str, token: Option<&str>, path: &str) -> anyhow::Result
     send(admin, request).await
 }
 
+/// POSTs `body` as JSON to `path` of the admin endpoint at `admin`; the HTTP status and
+/// the body of the answer.
+pub async fn post_json(
+    admin: &str,
+    token: Option<&str>,
+    path: &str,
+    body: &serde_json::Value,
+) -> anyhow::Result<(u16, String)> {
+    let request = authorized(hyper::Request::post(path), token)
+        .header(hyper::header::HOST, admin)
+        .header(hyper::header::CONTENT_TYPE, "application/json")
+        .body(Full::new(bytes::Bytes::from(body.to_string())))
+        .context("the path does not fit in a URL")?;
+    send(admin, request).await
+}
+
 fn authorized(
     request: hyper::http::request::Builder,
     token: Option<&str>,

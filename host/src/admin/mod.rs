@@ -1,5 +1,9 @@
-//! The admin HTTP endpoint: health, readiness, loaded plugins, operator publish and
-//! the dead-letter queue; and (`client`) the client side `techub-host publish` uses.
+//! The admin HTTP endpoint: health, readiness, loaded plugins, operator publish, the
+//! status page (`/`), `/metrics`, cache statistics, message statuses and the
+//! dead-letter tooling; and (`client`) the client side the subcommands use.
+//!
+//! Files: `mod.rs` (router, token, health, plugins, publish), `ops.rs` (metrics, cache
+//! statistics, message status), `dead_letters.rs`, `status_page.rs`, `client.rs`.
 //!
 //! Every route but `/healthz` requires `Authorization: Bearer <token>` when a token is
 //! configured (`host.admin_token_env` or `host.admin_token`); the host refuses to start
@@ -7,6 +11,12 @@
 //! Request bodies are bounded by `host.max_message_bytes` (413 beyond).
 
 pub mod client;
+mod dead_letters;
+mod ops;
+mod status_page;
+
+pub use dead_letters::{Selection, payload_preview};
+pub use ops::{parse_duration_ms, status_name};
 
 use crate::Platform;
 use crate::bindings::techub::platform::messaging::Priority;
@@ -34,7 +44,14 @@ pub fn router(platform: Arc<Platform>, token: Option<String>) -> Router {
         .route("/readyz", get(readyz))
         .route("/plugins", get(plugins))
         .route("/publish/{routing_key}", post(publish))
-        .route("/dead-letters", get(dead_letters))
+        .route("/", get(status_page::page))
+        .route("/metrics", get(ops::metrics))
+        .route("/cache/stats", get(ops::cache_stats))
+        .route("/messages/{id}", get(ops::message_status))
+        .route("/dead-letters", get(dead_letters::list))
+        .route("/dead-letters/{id}", get(dead_letters::show))
+        .route("/dead-letters/replay", post(dead_letters::replay))
+        .route("/dead-letters/purge", post(dead_letters::purge))
         .layer(middleware::from_fn_with_state(
             Arc::new(token),
             require_token,
@@ -160,38 +177,6 @@ async fn publish(
         Err(error) => (
             StatusCode::BAD_REQUEST,
             Json(json!({ "error": format!("{error:#}") })),
-        ),
-    }
-}
-
-async fn dead_letters(State(platform): State<Arc<Platform>>) -> (StatusCode, Json<Value>) {
-    let broker = &platform.services.broker;
-    match broker.dead_letters(100).await {
-        Ok(letters) => {
-            let letters: Vec<Value> = letters
-                .iter()
-                .map(|d| {
-                    json!({
-                        "id": d.envelope.id,
-                        "queue": d.queue,
-                        "routing_key": d.envelope.routing_key,
-                        "reason": d.reason,
-                        "attempt": d.envelope.attempt,
-                        "payload": String::from_utf8_lossy(&d.envelope.payload),
-                    })
-                })
-                .collect();
-            (
-                StatusCode::OK,
-                Json(json!({
-                    "dead_letters": letters,
-                    "refused_when_full": broker.dead_letters_refused(),
-                })),
-            )
-        }
-        Err(error) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "error": error.to_string() })),
         ),
     }
 }

@@ -27,12 +27,13 @@ impl HasData for HasConfig {
 
 impl Host for ConfigView<'_> {
     async fn get(&mut self, key: String) -> wasmtime::Result<Option<String>> {
-        self.usage.charge_or_trap(self.plugin)?;
+        self.usage.charge_or_trap(self.plugin, "config", "get")?;
         Ok(self.plugin.settings.get(&key).cloned())
     }
 
     async fn get_all(&mut self) -> wasmtime::Result<Vec<(String, String)>> {
-        self.usage.charge_or_trap(self.plugin)?;
+        self.usage
+            .charge_or_trap(self.plugin, "config", "get_all")?;
         Ok(self
             .plugin
             .settings

@@ -31,6 +31,10 @@ pub struct PluginContext {
     pub config: Arc<HostConfig>,
     /// The backends.
     pub services: Arc<Services>,
+    /// Its metric handles (shared by its versions).
+    pub metrics: Arc<crate::metrics::PluginMetrics>,
+    /// Its guest log rate (shared by its versions).
+    pub log_rate: Arc<super::log::LogRate>,
 }
 
 impl PluginContext {
@@ -62,6 +66,8 @@ impl PluginContext {
             lock_prefix: format!("{prefix}lock:{name}:"),
             lock_fence: format!("{prefix}lock-fence:{name}"),
             config: config.clone(),
+            metrics: services.metrics.plugin(name),
+            log_rate: services.log_rate(name),
             services,
         }
     }

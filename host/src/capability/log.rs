@@ -25,6 +25,40 @@ impl HasData for HasLog {
     type Data<'a> = LogView<'a>;
 }
 
+/// A token bucket of guest log records per plugin: `rate` a second, bursts of as many.
+/// Records past it are dropped and counted (`techub_log_records_dropped_total`), so that
+/// a chatty plugin cannot flood the host's log or its shipper.
+#[derive(Debug)]
+pub struct LogRate {
+    bucket: std::sync::Mutex<(f64, std::time::Instant)>,
+}
+
+impl Default for LogRate {
+    fn default() -> Self {
+        Self {
+            bucket: std::sync::Mutex::new((f64::MAX, std::time::Instant::now())),
+        }
+    }
+}
+
+impl LogRate {
+    /// Takes one record's token; `false` when the plugin is over `rate` records/s.
+    pub fn allow(&self, rate: u32) -> bool {
+        let rate = f64::from(rate.max(1));
+        let mut bucket = self.bucket.lock().unwrap_or_else(|e| e.into_inner());
+        let now = std::time::Instant::now();
+        let refill = now.duration_since(bucket.1).as_secs_f64() * rate;
+        bucket.0 = (bucket.0 + refill).min(rate);
+        bucket.1 = now;
+        if bucket.0 >= 1.0 {
+            bucket.0 -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
 /// Longest message, and longest fields, kept: the rest is cut so that a plugin cannot
 /// flood the log.
 const MAX_MESSAGE_BYTES: usize = 8 * 1024;
@@ -37,7 +71,15 @@ impl Host for LogView<'_> {
         fields: Vec<(String, String)>,
     ) -> wasmtime::Result<()> {
         // Records count as host calls: past the quota they are dropped, not an error.
-        if self.usage.charge(self.plugin).is_err() {
+        if self.usage.charge(self.plugin, "log", "write").is_err() {
+            return Ok(());
+        }
+        if !self
+            .plugin
+            .log_rate
+            .allow(self.plugin.limits.max_log_records_per_s)
+        {
+            self.plugin.metrics.log_dropped();
             return Ok(());
         }
         let plugin = self.plugin.name.as_str();

@@ -18,7 +18,7 @@ use std::sync::Arc;
 pub use context::PluginContext;
 
 /// What one invocation used of its quotas, checked against the plugin's limits.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 pub struct Usage {
     /// Host calls made (every import counts).
     pub host_calls: u32,
@@ -26,14 +26,45 @@ pub struct Usage {
     pub publishes: u32,
     /// Leases currently held.
     pub leases: u32,
+    /// The quotas the invocation ran into.
+    pub over: QuotasHit,
+    /// Host calls per (interface, function), for the metrics; a handful of entries.
+    calls: Vec<(&'static str, &'static str, u32)>,
+}
+
+/// Which per-message quotas an invocation ran into (each counted once in metrics).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct QuotasHit {
+    /// `limits.max_host_calls`.
+    pub host_calls: bool,
+    /// `limits.max_publishes`.
+    pub publishes: bool,
+    /// `limits.max_leases`.
+    pub leases: bool,
 }
 
 impl Usage {
-    /// Counts one host call of `plugin`; `Err` with the reason once over its quota.
-    pub(crate) fn charge(&mut self, plugin: &PluginContext) -> Result<(), String> {
+    /// Counts one host call of `plugin` to `interface.function`; `Err` with the reason
+    /// once over its quota.
+    pub(crate) fn charge(
+        &mut self,
+        plugin: &PluginContext,
+        interface: &'static str,
+        function: &'static str,
+    ) -> Result<(), String> {
         self.host_calls += 1;
+        // A linear search: an invocation calls a few distinct functions.
+        match self
+            .calls
+            .iter_mut()
+            .find(|(i, f, _)| std::ptr::eq(*i, interface) && *f == function)
+        {
+            Some((_, _, count)) => *count += 1,
+            None => self.calls.push((interface, function, 1)),
+        }
         let max = plugin.limits.max_host_calls;
         if self.host_calls > max {
+            self.over.host_calls = true;
             return Err(format!("more than {max} host calls for one message"));
         }
         Ok(())
@@ -41,8 +72,19 @@ impl Usage {
 
     /// Counts one host call of an import that has no error to return: past the quota
     /// the instance traps (a runaway plugin, stopped like one over its CPU).
-    pub(crate) fn charge_or_trap(&mut self, plugin: &PluginContext) -> wasmtime::Result<()> {
-        self.charge(plugin).map_err(wasmtime::Error::msg)
+    pub(crate) fn charge_or_trap(
+        &mut self,
+        plugin: &PluginContext,
+        interface: &'static str,
+        function: &'static str,
+    ) -> wasmtime::Result<()> {
+        self.charge(plugin, interface, function)
+            .map_err(wasmtime::Error::msg)
+    }
+
+    /// Host calls made, per (interface, function).
+    pub fn calls(&self) -> impl Iterator<Item = (&'static str, &'static str, u32)> + '_ {
+        self.calls.iter().copied()
     }
 }
 
@@ -83,8 +125,11 @@ pub type BackendResult<T> = Result<T, BackendError>;
 pub struct Services {
     /// The cache backend.
     pub cache: Arc<dyn cache::CacheBackend>,
-    /// Hit/miss counters per domain, kept by the host for every backend alike.
-    pub cache_stats: cache::CacheStats,
+    /// Hit/miss counters per domain and minute, kept by the host for every backend
+    /// alike (in Redis when the cache is on Redis).
+    pub cache_stats: Arc<cache::CacheStats>,
+    /// The Prometheus metrics.
+    pub metrics: Arc<crate::metrics::Metrics>,
     /// The store backend.
     pub store: Arc<dyn store::StoreBackend>,
     /// The lock backend.
@@ -97,6 +142,16 @@ pub struct Services {
     pub priorities: messaging::DefaultPriorities,
     /// The Redis connection, when a capability uses Redis (for readiness).
     pub redis: Option<redis_client::RedisClient>,
+    /// Each plugin's guest log rate, kept across its versions.
+    pub log_rates: std::sync::Mutex<std::collections::HashMap<String, Arc<log::LogRate>>>,
+}
+
+impl Services {
+    /// The log rate of `plugin`, created on first use.
+    pub fn log_rate(&self, plugin: &str) -> Arc<log::LogRate> {
+        let mut rates = self.log_rates.lock().unwrap_or_else(|e| e.into_inner());
+        rates.entry(plugin.to_string()).or_default().clone()
+    }
 }
 
 /// Cuts `text` to at most `max` bytes at a character boundary; how many bytes it cut.

@@ -4,10 +4,11 @@
 
 use super::{BackendError, BackendResult};
 use crate::config::RedisConfig;
+use crate::metrics::Metrics;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// A shared, cheap-to-clone Redis client.
@@ -20,6 +21,10 @@ pub struct RedisClient {
     retry_delay: Duration,
     slow: Duration,
     slow_commands: Arc<AtomicU64>,
+    metrics: Arc<Metrics>,
+    /// The last command failed for want of a connection (a success after it counts as
+    /// a reconnect: the `ConnectionManager` reconnects by itself and says nothing).
+    disconnected: Arc<AtomicBool>,
 }
 
 /// Whether a failed command may run again: only when it is idempotent, because a
@@ -34,7 +39,7 @@ pub enum Retry {
 
 impl RedisClient {
     /// Connects to `config.url`, failing with an error naming the URL.
-    pub async fn connect(config: &RedisConfig) -> anyhow::Result<Self> {
+    pub async fn connect(config: &RedisConfig, metrics: Arc<Metrics>) -> anyhow::Result<Self> {
         // Only the redacted form is kept: it goes into errors and logs.
         let url = crate::config::redact_url(&config.url);
         let url = url.as_str();
@@ -72,6 +77,8 @@ impl RedisClient {
             retry_delay: Duration::from_millis(config.retry_delay_ms),
             slow: Duration::from_millis(config.slow_command_ms),
             slow_commands: Arc::default(),
+            metrics,
+            disconnected: Arc::default(),
         })
     }
 
@@ -114,12 +121,21 @@ impl RedisClient {
             let mut attempt = 0;
             loop {
                 match command(self.conn.clone()).await {
-                    Ok(value) => return Ok(value),
+                    Ok(value) => {
+                        if self.disconnected.swap(false, Ordering::Relaxed) {
+                            self.metrics.redis_reconnected();
+                            tracing::info!(url = %self.url, "Redis connection works again");
+                        }
+                        return Ok(value);
+                    }
                     Err(error) => {
                         let transient = error.is_io_error()
                             || error.is_connection_dropped()
                             || error.is_connection_refusal()
                             || error.is_timeout();
+                        if transient {
+                            self.disconnected.store(true, Ordering::Relaxed);
+                        }
                         if retry == Retry::Idempotent && transient && attempt < self.retries {
                             attempt += 1;
                             tokio::time::sleep(self.retry_delay).await;
@@ -130,16 +146,22 @@ impl RedisClient {
                 }
             }
         };
+        let mut timed_out = false;
         let result = match tokio::time::timeout(self.command_timeout, attempts).await {
             Ok(result) => result,
-            Err(_) => Err(BackendError::Unavailable(format!(
-                "Redis at {} did not answer {op} within {} ms",
-                self.url,
-                self.command_timeout.as_millis()
-            ))),
+            Err(_) => Err({
+                timed_out = true;
+                BackendError::Unavailable(format!(
+                    "Redis at {} did not answer {op} within {} ms",
+                    self.url,
+                    self.command_timeout.as_millis()
+                ))
+            }),
         };
         let elapsed = started.elapsed();
-        if elapsed >= self.slow {
+        let slow = elapsed >= self.slow;
+        self.metrics.redis_command(op, elapsed, slow, timed_out);
+        if slow {
             self.slow_commands.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(
                 op,

@@ -40,6 +40,8 @@ impl Default for HostSection {
             compile_cache: true,
             drain_timeout_ms: 30_000,
             keep_resident_mib: 16,
+            metrics: true,
+            metrics_poll_ms: 5_000,
         }
     }
 }
@@ -54,6 +56,7 @@ impl Default for Limits {
             max_publishes: 100,
             max_leases: 16,
             max_output_bytes: 64 * 1024,
+            max_log_records_per_s: 100,
             prefetch: 10,
         }
     }
@@ -93,6 +96,8 @@ impl Default for CacheConfig {
             max_bulk_keys: 1000,
             max_tags: 32,
             memory_budget_mib: 256,
+            stats_retention_s: 3_600,
+            stats_flush_ms: 1_000,
             domains: seed_domains(),
         }
     }

@@ -4,7 +4,8 @@
 //! `[amqp]`), the admin endpoint and its token, the pool (`host.max_instances`,
 //! `host.pooling`, and the slot size the largest memory limit set), the key prefix,
 //! the plugins and cache directories, the embedded backends' memory budgets, and the
-//! dead-letter queue's bounds (declared on the broker). Everything else — limits,
+//! dead-letter queue's bounds (declared on the broker), metrics on or off and their
+//! poll interval, and the cache statistics' retention and flush interval. Everything else — limits,
 //! grants, settings, `enabled`, queue policies, cache domains and limits, store and
 //! messaging limits — applies to the next invocation.
 
@@ -41,6 +42,10 @@ impl HostConfig {
         keep!(cache.memory_budget_mib, "cache.memory_budget_mib");
         keep!(store.memory_budget_mib, "store.memory_budget_mib");
         keep!(dead_letter, "dead_letter");
+        keep!(host.metrics, "host.metrics");
+        keep!(host.metrics_poll_ms, "host.metrics_poll_ms");
+        keep!(cache.stats_retention_s, "cache.stats_retention_s");
+        keep!(cache.stats_flush_ms, "cache.stats_flush_ms");
         let slot = running.max_memory_mib();
         for name in self.plugins.keys().map(String::as_str).chain([""]) {
             let memory = match name {

@@ -92,6 +92,10 @@ pub struct HostSection {
     /// rather than decommitted and faulted in again (fast instantiation; costs up to
     /// this much RSS per slot that was used). 0 decommits everything.
     pub keep_resident_mib: u32,
+    /// Record Prometheus metrics (`/metrics`). Off only to measure their cost.
+    pub metrics: bool,
+    /// How often queue depths, pool slots and cache bytes are read for `/metrics`, in ms.
+    pub metrics_poll_ms: u64,
 }
 
 /// Per-invocation limits (`[limits]`, and overrides in `[plugins.<name>]`).
@@ -112,6 +116,9 @@ pub struct Limits {
     pub max_leases: u32,
     /// Bytes of stdout/stderr kept per message; the rest is dropped.
     pub max_output_bytes: u32,
+    /// Guest log records per second (a burst of as many is allowed); the rest are
+    /// dropped and counted, so that a chatty plugin cannot flood the host's log.
+    pub max_log_records_per_s: u32,
     /// Unacknowledged deliveries per consumer, i.e. messages of one plugin handled at
     /// once (the seed's prefetch, 1 to 100).
     pub prefetch: u16,
@@ -135,6 +142,8 @@ pub struct LimitOverrides {
     pub max_leases: Option<u32>,
     /// See [`Limits::max_output_bytes`].
     pub max_output_bytes: Option<u32>,
+    /// See [`Limits::max_log_records_per_s`].
+    pub max_log_records_per_s: Option<u32>,
     /// See [`Limits::prefetch`].
     pub prefetch: Option<u16>,
 }
@@ -226,6 +235,12 @@ pub struct CacheConfig {
     pub max_tags: u32,
     /// Memory budget of the embedded cache, in MiB; lower priorities are evicted first.
     pub memory_budget_mib: u64,
+    /// How long hit/miss statistics are kept, in seconds (the specification's stats
+    /// cleanup interval: 1 h). On Redis, per-minute buckets expire by TTL.
+    pub stats_retention_s: u64,
+    /// How often a host adds its counted hits and misses to Redis, in ms (one pipeline
+    /// per flush, never a round trip per read).
+    pub stats_flush_ms: u64,
     /// Domain name → default TTL in seconds (seeded with the 14 `CacheDomain`s; a
     /// `[cache.domains]` table adds to them and overrides the TTLs it names).
     #[serde(deserialize_with = "merge::domains")]
@@ -401,6 +416,9 @@ impl HostConfig {
             limits.max_leases = o.max_leases.unwrap_or(limits.max_leases);
             limits.max_output_bytes = o.max_output_bytes.unwrap_or(limits.max_output_bytes);
             limits.prefetch = o.prefetch.unwrap_or(limits.prefetch);
+            limits.max_log_records_per_s = o
+                .max_log_records_per_s
+                .unwrap_or(limits.max_log_records_per_s);
         }
         limits
     }

@@ -96,6 +96,19 @@ impl HostConfig {
         check("host.max_instances", h.max_instances, 1, 100_000)?;
         check("host.drain_timeout_ms", h.drain_timeout_ms, 0, 3_600_000)?;
         check("host.keep_resident_mib", h.keep_resident_mib, 0, 4096)?;
+        check("host.metrics_poll_ms", h.metrics_poll_ms, 100, 3_600_000)?;
+        check(
+            "cache.stats_retention_s",
+            self.cache.stats_retention_s,
+            60,
+            7 * 86_400,
+        )?;
+        check(
+            "cache.stats_flush_ms",
+            self.cache.stats_flush_ms,
+            10,
+            60_000,
+        )?;
         check("host.max_key_length", h.max_key_length, 16, 64 * 1024)?;
         check(
             "host.max_message_bytes",
@@ -302,6 +315,12 @@ impl Limits {
             64 * 1024 * 1024,
         )?;
         check(f("prefetch"), self.prefetch, 1, 100)?;
+        check(
+            f("max_log_records_per_s"),
+            self.max_log_records_per_s,
+            1,
+            1_000_000,
+        )?;
         Ok(())
     }
 }

@@ -17,6 +17,7 @@ mod settle;
 use crate::bindings::Delivery as WitDelivery;
 use crate::capability::Services;
 use crate::capability::messaging::{Consumer, Delivery, MessageStatus, QueueSpec};
+use crate::metrics::QueueEvent;
 use crate::plugins::LoadedPlugin;
 use crate::runtime::Runtime;
 use arc_swap::ArcSwap;
@@ -24,6 +25,7 @@ use std::sync::Arc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 /// The versions of one plugin: the current one is swapped atomically on a reload.
 pub type Versions = Arc<ArcSwap<LoadedPlugin>>;
@@ -102,6 +104,7 @@ pub async fn start(
     let worker = Arc::new(Worker {
         runtime,
         services,
+        plugin_label: Arc::new(plugin.to_string()),
         versions,
         plugin,
         queue_type: queue_type.to_string(),
@@ -134,7 +137,10 @@ async fn run(
                 // The prefetch window bounds how many of these run at once.
                 Some(delivery) => {
                     let worker = worker.clone();
-                    in_flight.spawn(async move { worker.handle(delivery).await });
+                    let span = worker.span(delivery.as_ref());
+                    in_flight.spawn(
+                        async move { worker.handle(delivery).await }.instrument(span),
+                    );
                 }
                 None => {
                     tracing::warn!(plugin = %worker.plugin, queue = %worker.queue, "consumer closed");
@@ -156,11 +162,30 @@ struct Worker {
     services: Arc<Services>,
     versions: Versions,
     plugin: Arc<str>,
+    /// The plugin's name as a metric label.
+    plugin_label: crate::metrics::Name,
     queue_type: String,
     queue: Arc<str>,
 }
 
 impl Worker {
+    /// The span of one delivery: every record of its handling, the guest's `log`
+    /// records and captured output included, carries these fields. (The version is
+    /// recorded once the delivery picks one.)
+    fn span(&self, delivery: &dyn Delivery) -> tracing::Span {
+        let envelope = delivery.envelope();
+        tracing::info_span!(
+            "invocation",
+            plugin = %self.plugin,
+            version = tracing::field::Empty,
+            queue = %self.queue,
+            routing_key = %envelope.routing_key,
+            message_id = %envelope.id,
+            correlation_id = envelope.correlation_id.as_deref().unwrap_or(""),
+            attempt = envelope.attempt,
+        )
+    }
+
     async fn handle(&self, mut delivery: Box<dyn Delivery>) {
         // The version (and with it the configuration) current as the delivery arrives;
         // a swap in the meantime does not touch this delivery.
@@ -172,8 +197,16 @@ impl Worker {
             .get(&self.queue_type)
             .copied()
             .unwrap_or_default();
+        tracing::Span::current().record("version", short_version(&version.hash));
         self.track(&delivery.envelope().id, MessageStatus::Processing);
         let redelivered = delivery.redelivered();
+        let metrics = &version.context.metrics;
+        let platform_metrics = metrics.platform();
+        platform_metrics.queue(metrics.name(), &self.queue_type, QueueEvent::Delivered);
+        if redelivered {
+            platform_metrics.queue(metrics.name(), &self.queue_type, QueueEvent::Redelivered);
+        }
+        let in_flight = metrics.start();
         let message = to_wit(delivery.as_mut(), &self.queue_type, redelivered);
         let report = self
             .runtime
@@ -184,6 +217,8 @@ impl Worker {
                 policy.priority.level(),
             )
             .await;
+        drop(in_flight);
+        metrics.invocation(&report);
         // The payload goes back for a retry or a dead letter: moved, never copied.
         delivery.envelope_mut().payload = message.payload;
         let envelope = delivery.envelope();
@@ -199,6 +234,11 @@ impl Worker {
             .tracker
             .delivered(id, &self.queue, &self.plugin, status);
     }
+}
+
+/// The first 12 hex digits of a version's hash: enough to tell versions apart in logs.
+fn short_version(hash: &str) -> &str {
+    hash.get(..12).unwrap_or(hash)
 }
 
 /// The guest's view of a delivery; the payload is moved out of the envelope.

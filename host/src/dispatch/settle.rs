@@ -5,6 +5,7 @@ use crate::bindings::Outcome;
 use crate::capability::messaging::{Delivery, MessageStatus};
 use crate::capability::truncate;
 use crate::config::QueuePolicy;
+use crate::metrics::QueueEvent;
 use crate::runtime::InvocationError;
 
 /// What settling needs of the message once the delivery is gone.
@@ -67,7 +68,21 @@ pub(super) async fn settle(
         }
     };
     match settled {
-        Ok(()) => worker.track(&envelope.id, status),
+        Ok(()) => {
+            let event = match status {
+                MessageStatus::Completed => Some(QueueEvent::Acked),
+                MessageStatus::Retrying => Some(QueueEvent::Retried),
+                MessageStatus::DeadLetter => Some(QueueEvent::DeadLettered),
+                _ => None,
+            };
+            if let Some(event) = event {
+                worker
+                    .services
+                    .metrics
+                    .queue(&worker.plugin_label, &worker.queue_type, event);
+            }
+            worker.track(&envelope.id, status)
+        }
         Err(error) => {
             worker.track(&envelope.id, MessageStatus::Failed);
             tracing::error!(%plugin, id = %envelope.id, %error, "could not settle the delivery; the broker will redeliver it")

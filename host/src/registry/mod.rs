@@ -207,8 +207,9 @@ impl Registry {
                     Some(entry) => self.swap(entry, version).await,
                     None => self.start(state, version).await,
                 };
-                if let Err(reason) = result {
-                    self.refuse(state, &name, &file, path, reason);
+                match result {
+                    Ok(()) => self.services.metrics.plugin(&name).loaded(),
+                    Err(reason) => self.refuse(state, &name, &file, path, reason),
                 }
             }
         }
@@ -217,6 +218,7 @@ impl Registry {
     /// Records why `file` did not become (a new version of) plugin `name`; a serving
     /// version keeps serving.
     fn refuse(&self, state: &mut State, name: &str, file: &str, path: &Path, reason: String) {
+        self.services.metrics.load_failed(name);
         match state.serving.get_mut(name) {
             Some(entry) => {
                 tracing::error!(plugin = %name, %reason, "new version refused; the running version keeps serving");
@@ -341,6 +343,11 @@ impl Registry {
             in_flight,
             left_unsettled: if finished { 0 } else { left },
         }
+    }
+
+    /// The prefix of the plugin queues' names (`[amqp] queue_prefix`).
+    pub fn queue_prefix(&self) -> String {
+        self.config.load().amqp.queue_prefix.clone()
     }
 
     /// What serves, what loads, what drains, and what failed, for `/plugins`: as of

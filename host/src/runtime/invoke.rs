@@ -19,7 +19,10 @@ pub enum InvocationError {
     /// The message took longer than `limits.timeout_ms`, host calls included.
     #[error("timeout of {0} ms exceeded")]
     Timeout(u32),
-    /// The guest trapped (panic, unreachable, out of bounds, failed memory growth...).
+    /// The guest's memory could not grow within `limits.memory_mib`.
+    #[error("memory limit of {0} MiB exceeded: {1}")]
+    MemoryLimit(u32, String),
+    /// The guest trapped (panic, unreachable, out of bounds...).
     #[error("plugin trapped: {0}")]
     Trap(String),
 }
@@ -39,6 +42,8 @@ pub struct InvocationReport<T = Outcome> {
     pub usage: Usage,
     /// Guest output kept and dropped (past `limits.max_output_bytes`).
     pub output: OutputCounts,
+    /// Largest linear memory the instance reached, in bytes.
+    pub memory_peak: usize,
 }
 
 /// Marker error the epoch callback raises, to tell a CPU-limit trap from others.
@@ -168,6 +173,16 @@ impl Runtime {
                 reason.push_str(&stderr);
             }
         }
+        // A trap after a refused growth is the memory limit (a Rust guest aborts on a
+        // failed allocation, and the trap alone does not say why).
+        if let Err(InvocationError::Trap(reason)) = &mut result
+            && state.limits.refused
+        {
+            result = Err(InvocationError::MemoryLimit(
+                limits.memory_mib,
+                std::mem::take(reason),
+            ));
+        }
         let output = state.output.counts();
         state.output.flush_to_log(&state.plugin.name);
         let clock = state.clock.clone();
@@ -176,8 +191,9 @@ impl Runtime {
             elapsed: clock.started.elapsed(),
             host_time: clock.host_time,
             guest_cpu: clock.guest_cpu(),
-            usage: state.usage,
+            usage: std::mem::take(&mut state.usage),
             output,
+            memory_peak: state.limits.peak,
         }
     }
 }

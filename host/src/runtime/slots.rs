@@ -13,6 +13,7 @@ use tokio::sync::oneshot;
 /// The slots of the instance pool.
 pub struct Slots {
     inner: Arc<Mutex<Inner>>,
+    total: usize,
 }
 
 struct Inner {
@@ -61,6 +62,7 @@ impl Slots {
                 waiters: BinaryHeap::new(),
                 seq: 0,
             })),
+            total: count,
         }
     }
 
@@ -96,6 +98,11 @@ impl Slots {
     /// Slots free right now (for tests and metrics).
     pub fn free(&self) -> usize {
         lock(&self.inner).free
+    }
+
+    /// The pool's slots, and how many are free right now.
+    pub fn counts(&self) -> (usize, usize) {
+        (self.total, self.free())
     }
 }
 

@@ -13,14 +13,14 @@ use crate::capability::{PluginContext, Usage};
 use std::collections::HashMap;
 use std::sync::Arc;
 use wasmtime::component::ResourceTable;
-use wasmtime::{StoreLimits, StoreLimitsBuilder};
+use wasmtime::{ResourceLimiter, StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 /// The `T` of `Store<T>` for plugin instances.
 pub struct PluginState {
     pub(crate) plugin: Arc<PluginContext>,
     pub(crate) usage: Usage,
-    pub(crate) limits: StoreLimits,
+    pub(crate) limits: MemoryLimits,
     pub(crate) output: GuestOutput,
     pub(crate) table: ResourceTable,
     /// Leases not yet released: token → namespaced key.
@@ -51,13 +51,17 @@ impl PluginState {
         Self {
             plugin,
             usage: Usage::default(),
-            limits: StoreLimitsBuilder::new()
-                .memory_size(memory_bytes)
-                .instances(16)
-                .tables(16)
-                .memories(4)
-                .trap_on_grow_failure(true)
-                .build(),
+            limits: MemoryLimits {
+                inner: StoreLimitsBuilder::new()
+                    .memory_size(memory_bytes)
+                    .instances(16)
+                    .tables(16)
+                    .memories(4)
+                    .trap_on_grow_failure(true)
+                    .build(),
+                peak: 0,
+                refused: false,
+            },
             output,
             table: ResourceTable::new(),
             held_leases: HashMap::new(),
@@ -96,6 +100,62 @@ impl PluginState {
 
     pub(crate) fn log(&mut self) -> LogView<'_> {
         LogView::new(&self.plugin, &mut self.usage)
+    }
+}
+
+/// wasmtime's [`StoreLimits`], plus what the metrics and the failure reason need: the
+/// largest memory reached, and whether a growth was refused (the plugin's memory limit,
+/// told apart from other traps).
+pub(crate) struct MemoryLimits {
+    inner: StoreLimits,
+    /// Largest linear memory granted, in bytes.
+    pub(crate) peak: usize,
+    /// A growth past the limit was refused.
+    pub(crate) refused: bool,
+}
+
+impl ResourceLimiter for MemoryLimits {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let granted = self.inner.memory_growing(current, desired, maximum);
+        match &granted {
+            Ok(true) => self.peak = self.peak.max(desired),
+            _ => self.refused = true,
+        }
+        granted
+    }
+
+    fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.inner.memory_grow_failed(error)
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.inner.table_growing(current, desired, maximum)
+    }
+
+    fn table_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.inner.table_grow_failed(error)
+    }
+
+    fn instances(&self) -> usize {
+        self.inner.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.inner.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.inner.memories()
     }
 }
 

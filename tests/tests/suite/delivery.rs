@@ -230,7 +230,7 @@ async fn a_full_dead_letter_queue_refuses_and_loses_nothing() {
         || async { (broker.dead_letters_refused() > 0).then_some(()) },
     )
     .await;
-    let letters = broker.dead_letters(10).await.unwrap();
+    let letters = broker.dead_letters(0, 10).await.unwrap();
     assert!(
         letters.iter().all(|l| l.envelope.id != second),
         "the first letter was not dropped to make room"
@@ -239,7 +239,7 @@ async fn a_full_dead_letter_queue_refuses_and_loses_nothing() {
     // its queue meanwhile, then takes its place.
     let letter = dead_letter_of(&platform, &second).await;
     assert!(letter.reason.starts_with("rejected:"), "{}", letter.reason);
-    let letters = broker.dead_letters(10).await.unwrap();
+    let letters = broker.dead_letters(0, 10).await.unwrap();
     assert!(
         letters.iter().all(|l| l.envelope.id != first),
         "expired letters are not shown"

@@ -18,7 +18,7 @@ pub async fn dead_letter_of(platform: &Platform, id: &str) -> DeadLetter {
             let letters = platform
                 .services
                 .broker
-                .dead_letters(10_000)
+                .dead_letters(0, 10_000)
                 .await
                 .expect("dead letters");
             letters.into_iter().find(|d| d.envelope.id == id)
@@ -296,7 +296,7 @@ async fn messages_wait_for_a_pool_slot_instead_of_failing() {
         platform
             .services
             .broker
-            .dead_letters(100)
+            .dead_letters(0, 100)
             .await
             .unwrap()
             .is_empty()

@@ -65,7 +65,7 @@ async fn allocating_past_the_memory_limit_traps_only_that_instance() {
     .await;
     let reason = provoke(&platform, "allocate").await;
     assert!(
-        reason.contains("retries exhausted") && reason.contains("trapped"),
+        reason.contains("retries exhausted") && reason.contains("memory limit of 16 MiB exceeded"),
         "{reason}"
     );
     // The host is fine and the plugin serves the next message.

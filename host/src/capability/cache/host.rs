@@ -1,12 +1,13 @@
 //! The WIT `cache` interface: grants, validation, quotas and stats over a backend.
 
-use super::{CacheWrite, DomainStats};
+use super::{CacheWrite, DomainStats, Window};
 use crate::bindings::techub::platform::cache::{
-    CacheError, DomainStats as WitStats, EntryOptions, Host,
+    CacheError, DomainStats as WitStats, EntryOptions, Host, StatsWindow,
 };
 use crate::capability::{
     BackendError, Failure, PluginContext, Usage, check_name, glob, unavailable_for_guest,
 };
+use crate::metrics::CacheEvent;
 use std::time::Duration;
 use wasmtime::component::HasData;
 
@@ -53,13 +54,14 @@ impl From<BackendError> for CacheError {
 }
 
 impl CacheView<'_> {
-    fn charge_call(&mut self) -> std::result::Result<(), String> {
-        self.usage.charge(self.plugin)
+    fn charge_call(&mut self, function: &'static str) -> std::result::Result<(), String> {
+        self.usage.charge(self.plugin, "cache", function)
     }
 
     /// Charges a call and resolves a granted domain to its TTL.
-    fn cache_domain(&mut self, domain: &str) -> Result<u32> {
-        self.charge_call().map_err(CacheError::QuotaExceeded)?;
+    fn cache_domain(&mut self, function: &'static str, domain: &str) -> Result<u32> {
+        self.charge_call(function)
+            .map_err(CacheError::QuotaExceeded)?;
         self.plugin
             .cache_domains
             .get(domain)
@@ -114,10 +116,11 @@ impl CacheView<'_> {
 
     async fn cache_get_many(
         &mut self,
+        function: &'static str,
         domain: String,
         keys: Vec<String>,
     ) -> Result<Vec<Option<Vec<u8>>>> {
-        self.cache_domain(&domain)?;
+        self.cache_domain(function, &domain)?;
         self.check_bulk(keys.len())?;
         for key in &keys {
             self.cache_key(key)?;
@@ -125,20 +128,21 @@ impl CacheView<'_> {
         let services = self.plugin.services.clone();
         let values = services.cache.get_many(&domain, &keys).await?;
         let hits = values.iter().filter(|v| v.is_some()).count() as u64;
-        services.cache_stats.record(&domain, |s| {
-            s.hits += hits;
-            s.misses += values.len() as u64 - hits;
-        });
+        services.cache_stats.record(&domain, CacheEvent::Hit, hits);
+        services
+            .cache_stats
+            .record(&domain, CacheEvent::Miss, values.len() as u64 - hits);
         Ok(values)
     }
 
     async fn cache_set_many(
         &mut self,
+        function: &'static str,
         domain: String,
         entries: Vec<(String, Vec<u8>)>,
         options: EntryOptions,
     ) -> Result<()> {
-        let ttl = self.cache_domain(&domain)?;
+        let ttl = self.cache_domain(function, &domain)?;
         self.check_bulk(entries.len())?;
         for (key, value) in &entries {
             self.cache_key(key)?;
@@ -149,19 +153,24 @@ impl CacheView<'_> {
         services.cache.set_many(&domain, &entries, &write).await?;
         services
             .cache_stats
-            .record(&domain, |s| s.sets += entries.len() as u64);
+            .record(&domain, CacheEvent::Set, entries.len() as u64);
         Ok(())
     }
 
     /// The domains a call names: one, or with `None` every granted domain.
-    fn cache_domains_of(&mut self, domain: Option<String>) -> Result<Vec<String>> {
+    fn cache_domains_of(
+        &mut self,
+        function: &'static str,
+        domain: Option<String>,
+    ) -> Result<Vec<String>> {
         match domain {
             Some(domain) => {
-                self.cache_domain(&domain)?;
+                self.cache_domain(function, &domain)?;
                 Ok(vec![domain])
             }
             None => {
-                self.charge_call().map_err(CacheError::QuotaExceeded)?;
+                self.charge_call(function)
+                    .map_err(CacheError::QuotaExceeded)?;
                 Ok(self.plugin.cache_domains.keys().cloned().collect())
             }
         }
@@ -174,7 +183,7 @@ impl Host for CacheView<'_> {
     }
 
     async fn get(&mut self, domain: String, key: String) -> CacheResult<Option<Vec<u8>>> {
-        let mut values = self.cache_get_many(domain, vec![key]).await?;
+        let mut values = self.cache_get_many("get", domain, vec![key]).await?;
         Ok(values.pop().flatten())
     }
 
@@ -186,23 +195,23 @@ impl Host for CacheView<'_> {
         options: EntryOptions,
     ) -> CacheResult<()> {
         Ok(self
-            .cache_set_many(domain, vec![(key, value)], options)
+            .cache_set_many("set", domain, vec![(key, value)], options)
             .await?)
     }
 
     async fn delete(&mut self, domain: String, key: String) -> CacheResult<bool> {
-        self.cache_domain(&domain)?;
+        self.cache_domain("delete", &domain)?;
         self.cache_key(&key)?;
         let services = self.plugin.services.clone();
         let existed = services.cache.delete(&domain, &key).await?;
         services
             .cache_stats
-            .record(&domain, |s| s.deletes += u64::from(existed));
+            .record(&domain, CacheEvent::DeleteByKey, u64::from(existed));
         Ok(existed)
     }
 
     async fn exists(&mut self, domain: String, key: String) -> CacheResult<bool> {
-        self.cache_domain(&domain)?;
+        self.cache_domain("exists", &domain)?;
         self.cache_key(&key)?;
         Ok(self.plugin.services.cache.exists(&domain, &key).await?)
     }
@@ -212,7 +221,7 @@ impl Host for CacheView<'_> {
         domain: String,
         keys: Vec<String>,
     ) -> CacheResult<Vec<Option<Vec<u8>>>> {
-        Ok(self.cache_get_many(domain, keys).await?)
+        Ok(self.cache_get_many("get_many", domain, keys).await?)
     }
 
     async fn set_many(
@@ -221,44 +230,54 @@ impl Host for CacheView<'_> {
         entries: Vec<(String, Vec<u8>)>,
         options: EntryOptions,
     ) -> CacheResult<()> {
-        Ok(self.cache_set_many(domain, entries, options).await?)
+        Ok(self
+            .cache_set_many("set_many", domain, entries, options)
+            .await?)
     }
 
     async fn invalidate_tag(&mut self, domain: Option<String>, tag: String) -> CacheResult<u64> {
-        let domains = self.cache_domains_of(domain)?;
+        let domains = self.cache_domains_of("invalidate_tag", domain)?;
         check_name(&tag, self.plugin.config.host.max_key_length)
             .map_err(|m| CacheError::InvalidKey(format!("tag {m}")))?;
         let services = self.plugin.services.clone();
         let mut removed = 0;
         for domain in domains {
             let n = services.cache.invalidate_tag(&domain, &tag).await?;
-            services.cache_stats.record(&domain, |s| s.deletes += n);
+            services
+                .cache_stats
+                .record(&domain, CacheEvent::InvalidateByTag, n);
             removed += n;
         }
         Ok(removed)
     }
 
     async fn invalidate_pattern(&mut self, domain: String, pattern: String) -> CacheResult<u64> {
-        self.cache_domain(&domain)?;
+        self.cache_domain("invalidate_pattern", &domain)?;
         glob::validate(&pattern).map_err(CacheError::InvalidArgument)?;
         let services = self.plugin.services.clone();
         let n = services.cache.invalidate_pattern(&domain, &pattern).await?;
-        services.cache_stats.record(&domain, |s| s.deletes += n);
+        services
+            .cache_stats
+            .record(&domain, CacheEvent::InvalidateByPattern, n);
         Ok(n)
     }
 
-    async fn stats(&mut self, domain: Option<String>) -> CacheResult<WitStats> {
-        let domains = self.cache_domains_of(domain)?;
+    async fn stats(
+        &mut self,
+        domain: Option<String>,
+        window: Option<StatsWindow>,
+    ) -> CacheResult<WitStats> {
+        let domains = self.cache_domains_of("stats", domain)?;
+        let window = window.map(|w| Window {
+            start_ms: w.start_ms,
+            end_ms: w.end_ms,
+        });
         let DomainStats {
             hits,
             misses,
             sets,
             deletes,
-        } = self
-            .plugin
-            .services
-            .cache_stats
-            .sum(domains.iter().map(String::as_str));
+        } = self.plugin.services.cache_stats.sum(&domains, window).await;
         Ok(WitStats {
             hits,
             misses,
@@ -268,6 +287,6 @@ impl Host for CacheView<'_> {
     }
 
     async fn domain_ttl(&mut self, domain: String) -> CacheResult<u32> {
-        Ok(self.cache_domain(&domain)?)
+        Ok(self.cache_domain("domain_ttl", &domain)?)
     }
 }

@@ -21,6 +21,8 @@ struct Entry {
 struct Domain {
     entries: HashMap<String, Entry>,
     tags: HashMap<String, HashSet<String>>,
+    bytes: usize,
+    evictions: u64,
 }
 
 #[derive(Default)]
@@ -71,7 +73,9 @@ impl State {
         let Some(entry) = d.entries.remove(key) else {
             return false;
         };
-        self.bytes = self.bytes.saturating_sub(weight(key, &entry));
+        let bytes = weight(key, &entry);
+        self.bytes = self.bytes.saturating_sub(bytes);
+        d.bytes = d.bytes.saturating_sub(bytes);
         for tag in &entry.tags {
             if let Some(keys) = d.tags.get_mut(tag) {
                 keys.remove(key);
@@ -120,7 +124,11 @@ impl State {
             if self.bytes <= target {
                 break;
             }
-            self.remove(&domain, &key);
+            if self.remove(&domain, &key)
+                && let Some(d) = self.domains.get_mut(&domain)
+            {
+                d.evictions += 1;
+            }
         }
     }
 }
@@ -157,8 +165,10 @@ impl CacheBackend for MemoryCache {
                 priority: priority_rank(write.priority),
                 written: state.writes,
             };
-            state.bytes += weight(key, &entry);
+            let bytes = weight(key, &entry);
+            state.bytes += bytes;
             let d = state.domains.entry(domain.to_string()).or_default();
+            d.bytes += bytes;
             for tag in &write.tags {
                 d.tags.entry(tag.clone()).or_default().insert(key.clone());
             }
@@ -195,6 +205,19 @@ impl CacheBackend for MemoryCache {
             }
         }
         Ok(removed)
+    }
+
+    fn usage(&self) -> Vec<super::DomainUsage> {
+        let state = self.lock();
+        state
+            .domains
+            .iter()
+            .map(|(domain, d)| super::DomainUsage {
+                domain: domain.clone(),
+                bytes: d.bytes as u64,
+                evictions: d.evictions,
+            })
+            .collect()
     }
 
     async fn invalidate_pattern(&self, domain: &str, pattern: &str) -> BackendResult<u64> {

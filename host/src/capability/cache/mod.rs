@@ -1,19 +1,19 @@
 //! `cache`: the shared, domain-aware cache.
 //!
 //! The host layer (`host.rs`) checks grants, keys, sizes and quotas and keeps the
-//! hit/miss counters; a [`CacheBackend`] stores entries per domain with a TTL and tags.
+//! hit/miss counters (`stats.rs`, per minute, in Redis when the cache is); a [`CacheBackend`] stores entries per domain with a TTL and tags.
 
 mod host;
 pub mod memory;
 pub mod redis;
+mod stats;
 
 use super::BackendResult;
-use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::Duration;
 
 pub use crate::bindings::techub::platform::cache::Priority;
 pub use host::{CacheFailure, CacheView, HasCache};
+pub use stats::{CacheStats, Window};
 
 /// An entry to write.
 #[derive(Debug, Clone)]
@@ -46,9 +46,25 @@ pub trait CacheBackend: Send + Sync {
     async fn invalidate_tag(&self, domain: &str, tag: &str) -> BackendResult<u64>;
     /// Removes every entry of `domain` whose key matches the Redis glob `pattern`.
     async fn invalidate_pattern(&self, domain: &str, pattern: &str) -> BackendResult<u64>;
+    /// Bytes held and entries evicted per domain, for an in-process cache (Redis
+    /// reports its own memory).
+    fn usage(&self) -> Vec<DomainUsage> {
+        Vec::new()
+    }
 }
 
-/// Counters of one domain.
+/// What an in-process cache holds of one domain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DomainUsage {
+    /// The domain.
+    pub domain: String,
+    /// Bytes of its keys, values and tags.
+    pub bytes: u64,
+    /// Entries evicted to stay in the budget, since start.
+    pub evictions: u64,
+}
+
+/// Counters of one domain (or of several, summed).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DomainStats {
     /// Reads that found an entry.
@@ -59,37 +75,4 @@ pub struct DomainStats {
     pub sets: u64,
     /// Entries removed.
     pub deletes: u64,
-}
-
-/// Hit/miss counters per domain since the host started.
-#[derive(Debug, Default)]
-pub struct CacheStats {
-    by_domain: Mutex<HashMap<String, DomainStats>>,
-}
-
-impl CacheStats {
-    /// Applies `update` to the counters of `domain`.
-    pub fn record(&self, domain: &str, update: impl FnOnce(&mut DomainStats)) {
-        let mut map = self.by_domain.lock().unwrap_or_else(|e| e.into_inner());
-        // Every cache call lands here: allocate the domain's name only the first time.
-        match map.get_mut(domain) {
-            Some(stats) => update(stats),
-            None => update(map.entry(domain.to_string()).or_default()),
-        }
-    }
-
-    /// Counters of the given domains, summed.
-    pub fn sum<'a>(&self, domains: impl IntoIterator<Item = &'a str>) -> DomainStats {
-        let map = self.by_domain.lock().unwrap_or_else(|e| e.into_inner());
-        let mut total = DomainStats::default();
-        for domain in domains {
-            if let Some(s) = map.get(domain) {
-                total.hits += s.hits;
-                total.misses += s.misses;
-                total.sets += s.sets;
-                total.deletes += s.deletes;
-            }
-        }
-        total
-    }
 }

@@ -45,8 +45,8 @@ impl<'a> LockView<'a> {
         }
     }
 
-    fn charge_call(&mut self) -> std::result::Result<(), String> {
-        self.usage.charge(self.plugin)
+    fn charge_call(&mut self, function: &'static str) -> std::result::Result<(), String> {
+        self.usage.charge(self.plugin, "lock", function)
     }
 }
 
@@ -95,12 +95,14 @@ impl LockView<'_> {
     }
 
     async fn lock_acquire(&mut self, name: String, options: LockOptions) -> Result<LeaseState> {
-        self.charge_call().map_err(LockError::QuotaExceeded)?;
+        self.charge_call("acquire")
+            .map_err(LockError::QuotaExceeded)?;
         check_name(&name, self.plugin.config.host.max_key_length)
             .map_err(|m| LockError::InvalidName(format!("name {m}")))?;
         self.check_lock_options(&options)?;
         let max_leases = self.plugin.limits.max_leases;
         if self.usage.leases >= max_leases {
+            self.usage.over.leases = true;
             return Err(LockError::QuotaExceeded(format!(
                 "holds {max_leases} leases already"
             )));
@@ -172,17 +174,18 @@ impl Host for LockView<'_> {
 
 impl HostLease for LockView<'_> {
     async fn name(&mut self, lease: Resource<LeaseState>) -> wasmtime::Result<String> {
-        self.usage.charge_or_trap(self.plugin)?;
+        self.usage.charge_or_trap(self.plugin, "lock", "name")?;
         Ok(self.table.get(&lease)?.name.clone())
     }
 
     async fn fencing_token(&mut self, lease: Resource<LeaseState>) -> wasmtime::Result<u64> {
-        self.usage.charge_or_trap(self.plugin)?;
+        self.usage
+            .charge_or_trap(self.plugin, "lock", "fencing_token")?;
         Ok(self.table.get(&lease)?.fence)
     }
 
     async fn status(&mut self, lease: Resource<LeaseState>) -> wasmtime::Result<LockStatus> {
-        self.usage.charge_or_trap(self.plugin)?;
+        self.usage.charge_or_trap(self.plugin, "lock", "status")?;
         let lease = self.table.get(&lease)?;
         Ok(if lease.released {
             LockStatus::Released
@@ -194,7 +197,8 @@ impl HostLease for LockView<'_> {
     }
 
     async fn extend(&mut self, lease: Resource<LeaseState>, ttl_ms: u32) -> LockResult<()> {
-        self.charge_call().map_err(LockError::QuotaExceeded)?;
+        self.charge_call("extend")
+            .map_err(LockError::QuotaExceeded)?;
         let max = self.plugin.config.lock.max_ttl_ms;
         if !(MIN_LOCK_TTL_MS..=max).contains(&ttl_ms) {
             return Err(LockError::InvalidOptions(format!(
@@ -223,7 +227,8 @@ impl HostLease for LockView<'_> {
     }
 
     async fn release(&mut self, lease: Resource<LeaseState>) -> LockResult<()> {
-        self.charge_call().map_err(LockError::QuotaExceeded)?;
+        self.charge_call("release")
+            .map_err(LockError::QuotaExceeded)?;
         let (key, token, released) = {
             let l = self.table.get(&lease).map_err(LockFailure::trap)?;
             (l.key.clone(), l.token.clone(), l.released)

@@ -70,8 +70,8 @@ pub fn priority_of_level(level: u8) -> Priority {
 }
 
 impl MessagingView<'_> {
-    fn charge_call(&mut self) -> std::result::Result<(), String> {
-        self.usage.charge(self.plugin)
+    fn charge_call(&mut self, function: &'static str) -> std::result::Result<(), String> {
+        self.usage.charge(self.plugin, "messaging", function)
     }
 
     async fn publish_message(
@@ -80,9 +80,11 @@ impl MessagingView<'_> {
         payload: Vec<u8>,
         options: PublishOptions,
     ) -> Result<String> {
-        self.charge_call().map_err(MessagingError::QuotaExceeded)?;
+        self.charge_call("publish")
+            .map_err(MessagingError::QuotaExceeded)?;
         let max_publishes = self.plugin.limits.max_publishes;
         if self.usage.publishes >= max_publishes {
+            self.usage.over.publishes = true;
             return Err(MessagingError::QuotaExceeded(format!(
                 "more than {max_publishes} publishes for one message"
             )));
@@ -228,7 +230,8 @@ impl Host for MessagingView<'_> {
     }
 
     async fn status(&mut self, message_id: String) -> wasmtime::Result<Option<MessageStatus>> {
-        self.usage.charge_or_trap(self.plugin)?;
+        self.usage
+            .charge_or_trap(self.plugin, "messaging", "status")?;
         Ok(self
             .plugin
             .services

@@ -7,7 +7,8 @@
 
 use super::routing::TopicPattern;
 use super::{
-    Broker, Consumer, DEAD_LETTER_REFUSED_PAUSE, DeadLetter, Delivery, Envelope, QueueSpec,
+    Broker, Consumer, DEAD_LETTER_REFUSED_PAUSE, DeadLetter, DeadLetterAction, DeadLetterPicker,
+    Delivery, Envelope, QueueSpec, ReplayTo, Reworked,
 };
 use crate::capability::{BackendError, BackendResult};
 use crate::config::DeadLetterConfig;
@@ -139,6 +140,7 @@ impl Shared {
             envelope,
             queue: queue.to_string(),
             reason: reason.to_string(),
+            died_at_ms: super::now_ms(),
         };
         state.dead.push_back(DeadEntry {
             letter,
@@ -251,15 +253,79 @@ impl Broker for MemoryBroker {
             .load(AtomicOrdering::Relaxed)
     }
 
-    async fn dead_letters(&self, limit: usize) -> BackendResult<Vec<DeadLetter>> {
+    async fn dead_letters(&self, offset: usize, limit: usize) -> BackendResult<Vec<DeadLetter>> {
         let mut state = self.shared.lock();
         self.shared.expire_dead(&mut state);
         Ok(state
             .dead
             .iter()
+            .skip(offset)
             .take(limit)
             .map(|d| d.letter.clone())
             .collect())
+    }
+
+    async fn rework_dead_letters(&self, pick: &DeadLetterPicker<'_>) -> BackendResult<Reworked> {
+        let shared = &self.shared;
+        let letters = {
+            let mut state = shared.lock();
+            shared.expire_dead(&mut state);
+            std::mem::take(&mut state.dead)
+        };
+        let mut done = Reworked::default();
+        let mut kept = VecDeque::new();
+        for entry in letters {
+            let letter = &entry.letter;
+            match pick(letter) {
+                DeadLetterAction::Keep => kept.push_back(entry),
+                DeadLetterAction::Purge => done.purged += 1,
+                DeadLetterAction::Replay(to) => {
+                    let mut envelope = letter.envelope.clone();
+                    envelope.attempt = 1;
+                    envelope.expiration_ms = None;
+                    let id = envelope.id.clone();
+                    match to {
+                        ReplayTo::Queue if shared.lock().queues.contains_key(&letter.queue) => {
+                            shared.enqueue(&letter.queue, envelope, false);
+                            done.replayed.push((id, Some(letter.queue.clone())));
+                        }
+                        ReplayTo::Queue => {
+                            done.errors.push(format!(
+                                "{id}: queue {} no longer exists; replay it with a routing key",
+                                letter.queue
+                            ));
+                            kept.push_back(entry);
+                        }
+                        ReplayTo::RoutingKey(key) => {
+                            envelope.routing_key = key;
+                            shared.route(envelope);
+                            done.replayed.push((id, None));
+                        }
+                    }
+                }
+            }
+        }
+        done.kept = kept.len() as u64;
+        // Letters buried during the pass go after the kept ones, as they came later.
+        let mut state = shared.lock();
+        kept.extend(state.dead.drain(..));
+        state.dead = kept;
+        Ok(done)
+    }
+
+    async fn dead_letter_depth(&self) -> BackendResult<u64> {
+        let mut state = self.shared.lock();
+        self.shared.expire_dead(&mut state);
+        Ok(state.dead.len() as u64)
+    }
+
+    async fn queue_depth(&self, queue: &str) -> BackendResult<Option<u64>> {
+        Ok(self
+            .shared
+            .lock()
+            .queues
+            .get(queue)
+            .map(|q| q.messages.len() as u64))
     }
 }
 

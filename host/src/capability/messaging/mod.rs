@@ -26,6 +26,8 @@ pub const ATTEMPT_HEADER: &str = "x-techub-attempt";
 pub const DEATH_REASON_HEADER: &str = "x-techub-death-reason";
 /// Header carrying the queue a message was dead-lettered from.
 pub const DEATH_QUEUE_HEADER: &str = "x-techub-death-queue";
+/// Header carrying when a message was dead-lettered, in ms since the Unix epoch.
+pub const DEATH_AT_HEADER: &str = "x-techub-death-at-ms";
 
 /// A message with its metadata, as the broker carries it.
 #[derive(Debug, Clone, PartialEq)]
@@ -68,13 +70,52 @@ pub struct QueueSpec {
 /// A message parked in the dead-letter queue.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DeadLetter {
-    /// The message.
+    /// The message, with its original routing key and the attempts it had.
     pub envelope: Envelope,
     /// The queue it died in.
     pub queue: String,
     /// Why.
     pub reason: String,
+    /// When it was dead-lettered, in ms since the Unix epoch.
+    pub died_at_ms: u64,
 }
+
+/// What [`Broker::rework_dead_letters`] does with one dead letter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeadLetterAction {
+    /// Leave it where it is.
+    Keep,
+    /// Remove it.
+    Purge,
+    /// Publish it again as a first attempt, then remove it once the broker confirmed.
+    Replay(ReplayTo),
+}
+
+/// Where a replayed dead letter goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReplayTo {
+    /// Back into the queue it died in only (the plugin that failed it), keeping its
+    /// routing key.
+    Queue,
+    /// Through the main exchange with this routing key (every plugin bound to it).
+    RoutingKey(String),
+}
+
+/// What a pass over the dead letters did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reworked {
+    /// Replayed and removed: (message id, queue it now waits in, if one queue).
+    pub replayed: Vec<(String, Option<String>)>,
+    /// Removed.
+    pub purged: u64,
+    /// Left in place (not picked, or a replay that failed).
+    pub kept: u64,
+    /// Why replays failed (each such letter stays).
+    pub errors: Vec<String>,
+}
+
+/// Picks what to do with each dead letter in a pass.
+pub type DeadLetterPicker<'a> = dyn Fn(&DeadLetter) -> DeadLetterAction + Send + Sync + 'a;
 
 /// A message broker with a topic exchange, per-queue consumers and a dead-letter queue.
 #[async_trait::async_trait]
@@ -89,8 +130,17 @@ pub trait Broker: Send + Sync {
     async fn unbind(&self, queue: &str, bindings: &[String]) -> BackendResult<()>;
     /// Starts consuming `queue` with at most `prefetch` unsettled deliveries.
     async fn consume(&self, queue: &str, prefetch: u16) -> BackendResult<Box<dyn Consumer>>;
-    /// Up to `limit` dead letters, oldest first, without removing them.
-    async fn dead_letters(&self, limit: usize) -> BackendResult<Vec<DeadLetter>>;
+    /// Up to `limit` dead letters after the first `offset`, oldest first, without
+    /// removing them.
+    async fn dead_letters(&self, offset: usize, limit: usize) -> BackendResult<Vec<DeadLetter>>;
+    /// Goes once through the dead letters, oldest first, doing what `pick` says with
+    /// each: a replay publishes (confirmed) before it removes, so that a failure keeps
+    /// the letter. Letters that arrive during the pass may be left for the next one.
+    async fn rework_dead_letters(&self, pick: &DeadLetterPicker<'_>) -> BackendResult<Reworked>;
+    /// Messages in the dead-letter queue.
+    async fn dead_letter_depth(&self) -> BackendResult<u64>;
+    /// Messages ready in `queue`; `None` when there is no such queue.
+    async fn queue_depth(&self, queue: &str) -> BackendResult<Option<u64>>;
     /// Closes the connection cleanly (at shutdown, after the consumers drained);
     /// unsettled deliveries go back to their queues.
     async fn close(&self) {}

@@ -149,6 +149,20 @@ impl MessageTracker {
         Some(Entry::summary(entry.queues.iter().map(|(_, _, s)| s)))
     }
 
+    /// The operator's detailed view of `id`: (queue, plugin, status) per queue it
+    /// reached, and whether it is known at all (a pending message reached none yet).
+    pub fn queues_of(&self, id: &str) -> Option<Vec<(String, String, MessageStatus)>> {
+        let inner = self.lock(id);
+        let entry = inner.entries.get(id)?;
+        Some(
+            entry
+                .queues
+                .iter()
+                .map(|(q, p, s)| (q.to_string(), p.to_string(), *s))
+                .collect(),
+        )
+    }
+
     /// The status of `id` in `queue`, if known.
     pub fn in_queue(&self, id: &str, queue: &str) -> Option<MessageStatus> {
         let inner = self.lock(id);

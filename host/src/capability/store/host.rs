@@ -39,8 +39,8 @@ impl<'a> StoreView<'a> {
         }
     }
 
-    fn charge_call(&mut self) -> std::result::Result<(), String> {
-        self.usage.charge(self.plugin)
+    fn charge_call(&mut self, function: &'static str) -> std::result::Result<(), String> {
+        self.usage.charge(self.plugin, "store", function)
     }
 
     /// Deletes the claims of an invocation that did not end `ok`, so that a retry
@@ -102,14 +102,19 @@ fn nonzero_ttl(ms: u64) -> Result<Duration> {
 
 impl StoreView<'_> {
     /// Charges a call and returns the namespaced form of `key`.
-    fn store_key(&mut self, key: &str) -> Result<String> {
-        self.charge_call().map_err(StoreError::QuotaExceeded)?;
+    fn store_key(&mut self, function: &'static str, key: &str) -> Result<String> {
+        self.charge_call(function)
+            .map_err(StoreError::QuotaExceeded)?;
         self.namespaced(key)
     }
 
     /// Charges a call; the backend and the namespaced key.
-    fn store_op(&mut self, key: &str) -> Result<(Arc<dyn StoreBackend>, String)> {
-        let key = self.store_key(key)?;
+    fn store_op(
+        &mut self,
+        function: &'static str,
+        key: &str,
+    ) -> Result<(Arc<dyn StoreBackend>, String)> {
+        let key = self.store_key(function, key)?;
         Ok((self.plugin.services.store.clone(), key))
     }
 
@@ -139,8 +144,9 @@ impl StoreView<'_> {
     }
 
     /// The glob that matches the guest's `pattern` inside its namespace only.
-    fn namespaced_pattern(&mut self, pattern: &str) -> Result<String> {
-        self.charge_call().map_err(StoreError::QuotaExceeded)?;
+    fn namespaced_pattern(&mut self, function: &'static str, pattern: &str) -> Result<String> {
+        self.charge_call(function)
+            .map_err(StoreError::QuotaExceeded)?;
         glob::validate(pattern).map_err(StoreError::InvalidArgument)?;
         Ok(format!(
             "{}{pattern}",
@@ -162,12 +168,12 @@ impl Host for StoreView<'_> {
     }
 
     async fn get(&mut self, key: String) -> StoreResult<Option<Vec<u8>>> {
-        let (store, key) = self.store_op(&key)?;
+        let (store, key) = self.store_op("get", &key)?;
         Ok(store.get(&key).await?)
     }
 
     async fn set(&mut self, key: String, value: Vec<u8>, options: SetOptions) -> StoreResult<bool> {
-        let key = self.store_key(&key)?;
+        let key = self.store_key("set", &key)?;
         self.check_values([value.as_slice()])?;
         let ttl = options.ttl_ms.map(nonzero_ttl).transpose()?;
         Ok(self
@@ -179,7 +185,7 @@ impl Host for StoreView<'_> {
     }
 
     async fn claim(&mut self, key: String, ttl_ms: u64) -> StoreResult<bool> {
-        let key = self.store_key(&key)?;
+        let key = self.store_key("claim", &key)?;
         let ttl = nonzero_ttl(ttl_ms)?;
         let store = self.plugin.services.store.clone();
         let claimed = store
@@ -192,7 +198,8 @@ impl Host for StoreView<'_> {
     }
 
     async fn delete(&mut self, keys: Vec<String>) -> StoreResult<u32> {
-        self.charge_call().map_err(StoreError::QuotaExceeded)?;
+        self.charge_call("delete")
+            .map_err(StoreError::QuotaExceeded)?;
         self.check_items(keys.len())?;
         let keys = keys
             .iter()
@@ -202,12 +209,12 @@ impl Host for StoreView<'_> {
     }
 
     async fn exists(&mut self, key: String) -> StoreResult<bool> {
-        let (store, key) = self.store_op(&key)?;
+        let (store, key) = self.store_op("exists", &key)?;
         Ok(store.exists(&key).await?)
     }
 
     async fn expire(&mut self, key: String, ttl_ms: u64) -> StoreResult<bool> {
-        let key = self.store_key(&key)?;
+        let key = self.store_key("expire", &key)?;
         Ok(self
             .plugin
             .services
@@ -217,27 +224,27 @@ impl Host for StoreView<'_> {
     }
 
     async fn persist(&mut self, key: String) -> StoreResult<bool> {
-        let (store, key) = self.store_op(&key)?;
+        let (store, key) = self.store_op("persist", &key)?;
         Ok(store.persist(&key).await?)
     }
 
     async fn ttl(&mut self, key: String) -> StoreResult<KeyTtl> {
-        let (store, key) = self.store_op(&key)?;
+        let (store, key) = self.store_op("ttl", &key)?;
         Ok(store.ttl(&key).await?)
     }
 
     async fn incr_by(&mut self, key: String, delta: i64) -> StoreResult<i64> {
-        let (store, key) = self.store_op(&key)?;
+        let (store, key) = self.store_op("incr_by", &key)?;
         Ok(store.incr_by(&key, delta).await?)
     }
 
     async fn hash_get(&mut self, key: String, field: String) -> StoreResult<Option<Vec<u8>>> {
-        let (store, key) = self.store_op(&key)?;
+        let (store, key) = self.store_op("hash_get", &key)?;
         Ok(store.hash_get(&key, &field).await?)
     }
 
     async fn hash_set(&mut self, key: String, fields: Vec<(String, Vec<u8>)>) -> StoreResult<u32> {
-        let key = self.store_key(&key)?;
+        let key = self.store_key("hash_set", &key)?;
         self.check_items(fields.len())?;
         self.check_values(fields.iter().map(|(_, v)| v.as_slice()))?;
         if fields.is_empty() {
@@ -249,12 +256,12 @@ impl Host for StoreView<'_> {
     }
 
     async fn hash_get_all(&mut self, key: String) -> StoreResult<Vec<(String, Vec<u8>)>> {
-        let (store, key) = self.store_op(&key)?;
+        let (store, key) = self.store_op("hash_get_all", &key)?;
         Ok(store.hash_get_all(&key).await?)
     }
 
     async fn hash_delete(&mut self, key: String, fields: Vec<String>) -> StoreResult<u32> {
-        let key = self.store_key(&key)?;
+        let key = self.store_key("hash_delete", &key)?;
         self.check_items(fields.len())?;
         Ok(self
             .plugin
@@ -265,7 +272,7 @@ impl Host for StoreView<'_> {
     }
 
     async fn hash_incr_by(&mut self, key: String, field: String, delta: i64) -> StoreResult<i64> {
-        let (store, key) = self.store_op(&key)?;
+        let (store, key) = self.store_op("hash_incr_by", &key)?;
         Ok(store.hash_incr_by(&key, &field, delta).await?)
     }
 
@@ -275,7 +282,7 @@ impl Host for StoreView<'_> {
         end: ListEnd,
         values: Vec<Vec<u8>>,
     ) -> StoreResult<u32> {
-        let key = self.store_key(&key)?;
+        let key = self.store_key("list_push", &key)?;
         self.check_items(values.len())?;
         self.check_values(values.iter().map(Vec::as_slice))?;
         if values.is_empty() {
@@ -297,7 +304,7 @@ impl Host for StoreView<'_> {
         end: ListEnd,
         count: u32,
     ) -> StoreResult<Vec<Vec<u8>>> {
-        let key = self.store_key(&key)?;
+        let key = self.store_key("list_pop", &key)?;
         if count == 0 {
             return Err(StoreError::InvalidArgument("count must be at least 1".into()).into());
         }
@@ -316,17 +323,17 @@ impl Host for StoreView<'_> {
         start: i64,
         stop: i64,
     ) -> StoreResult<Vec<Vec<u8>>> {
-        let (store, key) = self.store_op(&key)?;
+        let (store, key) = self.store_op("list_range", &key)?;
         Ok(store.list_range(&key, start, stop).await?)
     }
 
     async fn list_len(&mut self, key: String) -> StoreResult<u32> {
-        let (store, key) = self.store_op(&key)?;
+        let (store, key) = self.store_op("list_len", &key)?;
         Ok(store.list_len(&key).await?)
     }
 
     async fn set_add(&mut self, key: String, members: Vec<Vec<u8>>) -> StoreResult<u32> {
-        let key = self.store_key(&key)?;
+        let key = self.store_key("set_add", &key)?;
         self.check_items(members.len())?;
         self.check_values(members.iter().map(Vec::as_slice))?;
         if members.is_empty() {
@@ -338,7 +345,7 @@ impl Host for StoreView<'_> {
     }
 
     async fn set_remove(&mut self, key: String, members: Vec<Vec<u8>>) -> StoreResult<u32> {
-        let key = self.store_key(&key)?;
+        let key = self.store_key("set_remove", &key)?;
         self.check_items(members.len())?;
         if members.is_empty() {
             return Ok(0);
@@ -352,12 +359,12 @@ impl Host for StoreView<'_> {
     }
 
     async fn set_members(&mut self, key: String) -> StoreResult<Vec<Vec<u8>>> {
-        let (store, key) = self.store_op(&key)?;
+        let (store, key) = self.store_op("set_members", &key)?;
         Ok(store.set_members(&key).await?)
     }
 
     async fn set_contains(&mut self, key: String, member: Vec<u8>) -> StoreResult<bool> {
-        let (store, key) = self.store_op(&key)?;
+        let (store, key) = self.store_op("set_contains", &key)?;
         Ok(store.set_contains(&key, &member).await?)
     }
 
@@ -367,7 +374,7 @@ impl Host for StoreView<'_> {
         cursor: Option<String>,
         count: u32,
     ) -> StoreResult<ScanPage> {
-        let pattern = self.namespaced_pattern(&pattern)?;
+        let pattern = self.namespaced_pattern("scan", &pattern)?;
         let count = count.clamp(1, MAX_SCAN_COUNT);
         let (keys, cursor) = self
             .plugin
@@ -382,7 +389,7 @@ impl Host for StoreView<'_> {
     }
 
     async fn delete_matching(&mut self, pattern: String) -> StoreResult<u64> {
-        let pattern = self.namespaced_pattern(&pattern)?;
+        let pattern = self.namespaced_pattern("delete_matching", &pattern)?;
         let store = self.plugin.services.store.clone();
         let mut deleted = 0u64;
         let mut cursor: Option<String> = None;

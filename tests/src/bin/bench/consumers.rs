@@ -46,7 +46,13 @@ fn queue_spec(name: String, binding: &str) -> QueueSpec {
 
 /// From the first completion to the last, for the pre-filled queue.
 async fn through_platform(config: &HostConfig, plugin: &str, prefetch: u16) -> anyhow::Result<f64> {
-    let broker = AmqpBroker::connect(&config.amqp, config.dead_letter, config.messaging).await?;
+    let broker = AmqpBroker::connect(
+        &config.amqp,
+        config.dead_letter,
+        config.messaging,
+        Default::default(),
+    )
+    .await?;
     let queue = queue_name(&config.amqp.queue_prefix, "analytics", plugin);
     broker
         .declare_queue(&queue_spec(queue, "fixture.noop.#"))
@@ -82,7 +88,13 @@ async fn through_platform(config: &HostConfig, plugin: &str, prefetch: u16) -> a
 }
 
 async fn native(config: &HostConfig, prefetch: u16) -> anyhow::Result<f64> {
-    let broker = AmqpBroker::connect(&config.amqp, config.dead_letter, config.messaging).await?;
+    let broker = AmqpBroker::connect(
+        &config.amqp,
+        config.dead_letter,
+        config.messaging,
+        Default::default(),
+    )
+    .await?;
     let queue = unique("native");
     broker
         .declare_queue(&queue_spec(queue.clone(), "native.noop"))

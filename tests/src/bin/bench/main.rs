@@ -307,7 +307,13 @@ async fn messages() -> anyhow::Result<()> {
 
     // Through the platform.
     let platform = Platform::start(config.clone()).await?;
-    let publisher = AmqpBroker::connect(&config.amqp, config.dead_letter, config.messaging).await?;
+    let publisher = AmqpBroker::connect(
+        &config.amqp,
+        config.dead_letter,
+        config.messaging,
+        Default::default(),
+    )
+    .await?;
     let ids: Vec<String> = (0..MESSAGES)
         .map(|i| format!("p{i}-{}", unique("m")))
         .collect();
@@ -321,7 +327,13 @@ async fn messages() -> anyhow::Result<()> {
     drop(platform);
 
     // Native consumer, same broker setup and work.
-    let broker = AmqpBroker::connect(&config.amqp, config.dead_letter, config.messaging).await?;
+    let broker = AmqpBroker::connect(
+        &config.amqp,
+        config.dead_letter,
+        config.messaging,
+        Default::default(),
+    )
+    .await?;
     let cache = RedisCache::new(services::redis().await, &config.host.key_prefix);
     let queue = unique("native");
     broker

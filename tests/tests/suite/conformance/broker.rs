@@ -101,7 +101,7 @@ async fn broker_conforms(broker: &dyn Broker) {
     again.dead_letter("gave up").await.unwrap();
     let letter = wait_for(LIMIT, "the dead letter", || async {
         broker
-            .dead_letters(1000)
+            .dead_letters(0, 1000)
             .await
             .unwrap()
             .into_iter()
@@ -114,7 +114,7 @@ async fn broker_conforms(broker: &dyn Broker) {
     // Peeking does not consume.
     assert!(
         broker
-            .dead_letters(1000)
+            .dead_letters(0, 1000)
             .await
             .unwrap()
             .iter()
@@ -193,6 +193,7 @@ async fn amqp() -> AmqpBroker {
         &services::amqp_config(),
         dead_letter_config(),
         Default::default(),
+        Default::default(),
     )
     .await
     .unwrap_or_else(|e| panic!("{}", services::rabbitmq_hint(&e)))
@@ -240,9 +241,14 @@ async fn amqp_retry_survives_its_retry_queue_expiring() {
 #[tokio::test]
 async fn amqp_delayed_publish_survives_its_delay_queue_expiring() {
     let config = services::amqp_config();
-    let broker = AmqpBroker::connect(&config, dead_letter_config(), Default::default())
-        .await
-        .unwrap_or_else(|e| panic!("{}", services::rabbitmq_hint(&e)));
+    let broker = AmqpBroker::connect(
+        &config,
+        dead_letter_config(),
+        Default::default(),
+        Default::default(),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{}", services::rabbitmq_hint(&e)));
     let topic = unique("later");
     let queue = format!("{topic}.q");
     broker

@@ -3,6 +3,7 @@
 use super::{AmqpBroker, convert, unavailable};
 use crate::capability::BackendResult;
 use crate::capability::messaging::{Consumer, DEAD_LETTER_REFUSED_PAUSE, Delivery, Envelope};
+use crate::metrics::AmqpEvent;
 use futures::StreamExt;
 use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions};
 use lapin::types::FieldTable;
@@ -55,6 +56,7 @@ impl Consumer for AmqpConsumer {
                         tracing::error!(queue = %self.queue, %error, "consumer lost for good");
                         return None;
                     }
+                    self.broker.shared.metrics.amqp(AmqpEvent::Reconnect);
                     tracing::info!(queue = %self.queue, "consumer recovered");
                 }
             }

@@ -6,6 +6,10 @@ use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 
 /// Header carrying the original publish time in ms (AMQP timestamps are seconds).
 const PUBLISHED_HEADER: &str = "x-techub-published-at-ms";
+/// Header carrying the routing key the message was published with: a retry, a dead
+/// letter or a replay travels under another routing key (its queue's), and the
+/// handler must still see the original one.
+const ROUTING_KEY_HEADER: &str = "x-techub-routing-key";
 
 /// Properties of `envelope`, plus `extra` host headers.
 pub fn properties(envelope: &Envelope, extra: &[(&str, String)]) -> BasicProperties {
@@ -23,6 +27,10 @@ pub fn properties(envelope: &Envelope, extra: &[(&str, String)]) -> BasicPropert
     headers.insert(
         PUBLISHED_HEADER.into(),
         AMQPValue::LongLongInt(envelope.published_at_ms as i64),
+    );
+    headers.insert(
+        ROUTING_KEY_HEADER.into(),
+        AMQPValue::LongString(LongString::from(envelope.routing_key.as_str())),
     );
     for (name, value) in extra {
         headers.insert(
@@ -99,7 +107,7 @@ pub fn envelope(
 ) -> Envelope {
     let trusted = origin == Origin::Host;
     let mut headers = Vec::new();
-    let (mut attempt, mut published_at_ms) = (1, None);
+    let (mut attempt, mut published_at_ms, mut original_key) = (1, None, None);
     if let Some(table) = props.headers() {
         for (name, value) in table.inner() {
             match name.as_str() {
@@ -109,6 +117,7 @@ pub fn envelope(
                         .unwrap_or(1)
                 }
                 PUBLISHED_HEADER => published_at_ms = number(value),
+                ROUTING_KEY_HEADER if trusted => original_key = text(value),
                 n if n.starts_with("x-") => {}
                 n => {
                     if let Some(v) = text(value) {
@@ -123,7 +132,7 @@ pub fn envelope(
             || uuid::Uuid::new_v4().to_string(),
             |s| s.as_str().to_string(),
         ),
-        routing_key: routing_key.as_str().to_string(),
+        routing_key: original_key.unwrap_or_else(|| routing_key.as_str().to_string()),
         payload,
         headers,
         correlation_id: props

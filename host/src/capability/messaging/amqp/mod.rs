@@ -21,20 +21,23 @@
 //!
 //! Files: `mod.rs` (connection and the `Broker` impl), `topology.rs` (declarations),
 //! `publish.rs` (confirmed and mandatory publishes), `consumer.rs` (deliveries and
-//! settling), `convert.rs` (envelope ⇄ AMQP properties).
+//! settling), `convert.rs` (envelope ⇄ AMQP properties), `dead_letters.rs` (reading,
+//! replaying and purging the dead-letter queue; queue depths).
 
 mod consumer;
 mod convert;
+mod dead_letters;
 mod publish;
 mod topology;
 
-use super::{Broker, Consumer, DeadLetter, Envelope, QueueSpec};
+use super::{Broker, Consumer, DeadLetter, DeadLetterPicker, Envelope, QueueSpec, Reworked};
 use crate::capability::{BackendError, BackendResult};
 use crate::config::{AmqpConfig, DeadLetterConfig, MessagingConfig};
+use crate::metrics::Metrics;
 use anyhow::Context;
 use convert::{string, table};
 use lapin::options::{
-    BasicGetOptions, BasicQosOptions, ConfirmSelectOptions, QueueBindOptions, QueueDeclareOptions,
+    BasicQosOptions, ConfirmSelectOptions, QueueBindOptions, QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Channel, Connection, ConnectionProperties};
@@ -64,6 +67,7 @@ pub(crate) struct Shared {
     names: AmqpConfig,
     /// Dead letters the full dead-letter queue refused (`x-overflow = reject-publish`).
     dead_letters_refused: AtomicU64,
+    metrics: Arc<Metrics>,
 }
 
 /// Broker on a RabbitMQ server.
@@ -82,6 +86,7 @@ impl AmqpBroker {
         config: &AmqpConfig,
         dead_letter: DeadLetterConfig,
         messaging: MessagingConfig,
+        metrics: Arc<Metrics>,
     ) -> anyhow::Result<Self> {
         let url = crate::config::redact_url(&config.url);
         let timeout = Duration::from_millis(config.connection_timeout_ms);
@@ -124,6 +129,7 @@ impl AmqpBroker {
                 declared: Mutex::default(),
                 names: config.clone(),
                 dead_letters_refused: AtomicU64::new(0),
+                metrics,
             }),
         };
         broker
@@ -304,42 +310,20 @@ impl Broker for AmqpBroker {
         self.shared.dead_letters_refused.load(Ordering::Relaxed)
     }
 
-    async fn dead_letters(&self, limit: usize) -> BackendResult<Vec<DeadLetter>> {
-        // Peek: get without ack on a channel of its own, then close it, which puts every
-        // message back where it was.
-        let url = &self.shared.url;
-        let channel = self.open_channel().await?;
-        let mut letters = Vec::new();
-        while letters.len() < limit {
-            let got = channel
-                .basic_get(
-                    self.shared.names.dead_letter_queue.as_str().into(),
-                    BasicGetOptions { no_ack: false },
-                )
-                .await
-                .map_err(|e| unavailable(url, "read the dead-letter queue", e))?;
-            let Some(message) = got else { break };
-            let delivery = &message.delivery;
-            let props = &delivery.properties;
-            letters.push(DeadLetter {
-                envelope: convert::envelope(
-                    &delivery.routing_key,
-                    props,
-                    delivery.data.clone(),
-                    convert::Origin::Host,
-                ),
-                queue: convert::header(props, super::DEATH_QUEUE_HEADER).unwrap_or_else(|| {
-                    delivery
-                        .routing_key
-                        .as_str()
-                        .trim_start_matches("dlx.")
-                        .to_string()
-                }),
-                reason: convert::header(props, super::DEATH_REASON_HEADER)
-                    .unwrap_or_else(|| "expired or dead-lettered by the broker".to_string()),
-            });
-        }
-        let _ = channel.close(200, "peek done".into()).await;
-        Ok(letters)
+    async fn dead_letters(&self, offset: usize, limit: usize) -> BackendResult<Vec<DeadLetter>> {
+        self.peek_dead_letters(offset, limit).await
+    }
+
+    async fn rework_dead_letters(&self, pick: &DeadLetterPicker<'_>) -> BackendResult<Reworked> {
+        self.rework(pick).await
+    }
+
+    async fn dead_letter_depth(&self) -> BackendResult<u64> {
+        let queue = self.shared.names.dead_letter_queue.clone();
+        Ok(self.queue_depth(&queue).await?.unwrap_or(0))
+    }
+
+    async fn queue_depth(&self, queue: &str) -> BackendResult<Option<u64>> {
+        self.depth(queue).await
     }
 }

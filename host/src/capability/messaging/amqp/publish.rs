@@ -5,6 +5,7 @@ use super::convert::{self, string, table};
 use super::{AmqpBroker, Declared, IDLE_QUEUE_EXPIRY_MS, unavailable};
 use crate::capability::BackendResult;
 use crate::capability::messaging::Envelope;
+use crate::metrics::AmqpEvent;
 use lapin::BasicProperties;
 use lapin::options::BasicPublishOptions;
 use lapin::types::AMQPValue;
@@ -46,7 +47,9 @@ impl AmqpBroker {
             mandatory,
             ..BasicPublishOptions::default()
         };
+        let metrics = &shared.metrics;
         let confirm = async {
+            metrics.amqp(AmqpEvent::Publish);
             let pending = shared
                 .publisher
                 .basic_publish(exchange.into(), routing_key.into(), options, payload, props)
@@ -56,11 +59,16 @@ impl AmqpBroker {
                 .await
                 .map_err(|e| unavailable(&shared.url, "confirm a publish", e))?;
             if confirmation.is_nack() {
+                metrics.amqp(AmqpEvent::Nack);
                 return Ok(Sent::Nacked);
             }
+            metrics.amqp(AmqpEvent::Confirm);
             Ok(match confirmation.take_message() {
                 None => Sent::Routed,
-                Some(_) => Sent::Returned,
+                Some(_) => {
+                    metrics.amqp(AmqpEvent::Return);
+                    Sent::Returned
+                }
             })
         };
         tokio::time::timeout(shared.confirm_timeout, confirm)
@@ -161,6 +169,10 @@ impl AmqpBroker {
             (
                 crate::capability::messaging::DEATH_QUEUE_HEADER,
                 queue.to_string(),
+            ),
+            (
+                crate::capability::messaging::DEATH_AT_HEADER,
+                crate::capability::messaging::now_ms().to_string(),
             ),
         ];
         // Mandatory: if the dead-letter queue is gone, the delivery stays unsettled and

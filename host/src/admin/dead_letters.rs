@@ -1,0 +1,253 @@
+//! The dead-letter routes: list (paginated, payloads as a bounded preview), show one,
+//! replay, purge. `techub-host dlq ...` calls these.
+
+use crate::Platform;
+use crate::capability::messaging::{DeadLetter, DeadLetterAction, ReplayTo, now_ms};
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use base64::Engine;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::sync::Arc;
+
+/// Letters per page by default, and at most.
+const DEFAULT_PAGE: usize = 50;
+const MAX_PAGE: usize = 500;
+/// Payload bytes a listing shows per letter by default, and at most.
+const DEFAULT_PREVIEW: usize = 256;
+const MAX_PREVIEW: usize = 64 * 1024;
+
+/// A payload as JSON: UTF-8 text as is, anything else base64 (never a lossy decode),
+/// cut to `max` bytes, with its full size.
+pub fn payload_preview(payload: &[u8], max: usize) -> Value {
+    let shown = &payload[..payload.len().min(max)];
+    let truncated = shown.len() < payload.len();
+    // A cut may split a character: text is what decodes up to the last whole one.
+    let text = match std::str::from_utf8(shown) {
+        Ok(text) => Some(text),
+        Err(e) if truncated && e.error_len().is_none() => {
+            std::str::from_utf8(&shown[..e.valid_up_to()]).ok()
+        }
+        Err(_) => None,
+    };
+    match text {
+        Some(text) => json!({ "size": payload.len(), "truncated": truncated, "text": text }),
+        None => json!({
+            "size": payload.len(),
+            "truncated": truncated,
+            "base64": base64::engine::general_purpose::STANDARD.encode(shown),
+        }),
+    }
+}
+
+fn letter_json(letter: &DeadLetter, preview: usize) -> Value {
+    let envelope = &letter.envelope;
+    json!({
+        "id": envelope.id,
+        "queue": letter.queue,
+        "routing_key": envelope.routing_key,
+        "reason": letter.reason,
+        "attempts": envelope.attempt,
+        "died_at_ms": letter.died_at_ms,
+        "published_at_ms": envelope.published_at_ms,
+        "correlation_id": envelope.correlation_id,
+        "priority": envelope.priority,
+        "headers": envelope.headers,
+        "payload": payload_preview(&envelope.payload, preview),
+    })
+}
+
+fn unavailable(error: impl std::fmt::Display) -> (StatusCode, Json<Value>) {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        Json(json!({ "error": error.to_string() })),
+    )
+}
+
+#[derive(Deserialize)]
+pub(super) struct ListQuery {
+    offset: Option<usize>,
+    limit: Option<usize>,
+    preview: Option<usize>,
+}
+
+/// `GET /dead-letters?offset=&limit=&preview=`: a page of letters, oldest first.
+pub(super) async fn list(
+    State(platform): State<Arc<Platform>>,
+    Query(query): Query<ListQuery>,
+) -> (StatusCode, Json<Value>) {
+    let broker = &platform.services.broker;
+    let offset = query.offset.unwrap_or(0);
+    let limit = query.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE);
+    let preview = query.preview.unwrap_or(DEFAULT_PREVIEW).min(MAX_PREVIEW);
+    let total = match broker.dead_letter_depth().await {
+        Ok(total) => total,
+        Err(error) => return unavailable(error),
+    };
+    match broker.dead_letters(offset, limit).await {
+        Ok(letters) => {
+            let shown: Vec<Value> = letters.iter().map(|l| letter_json(l, preview)).collect();
+            let next = (offset + letters.len() < total as usize && letters.len() == limit)
+                .then_some(offset + letters.len());
+            (
+                StatusCode::OK,
+                Json(json!({
+                    "total": total,
+                    "offset": offset,
+                    "next_offset": next,
+                    "dead_letters": shown,
+                    "refused_when_full": broker.dead_letters_refused(),
+                })),
+            )
+        }
+        Err(error) => unavailable(error),
+    }
+}
+
+/// The first letter with message id `id`.
+async fn find(platform: &Platform, id: &str) -> Result<Option<DeadLetter>, String> {
+    let broker = &platform.services.broker;
+    let mut offset = 0;
+    loop {
+        let page = broker
+            .dead_letters(offset, MAX_PAGE)
+            .await
+            .map_err(|e| e.to_string())?;
+        if let Some(letter) = page.iter().find(|l| l.envelope.id == id) {
+            return Ok(Some(letter.clone()));
+        }
+        if page.len() < MAX_PAGE {
+            return Ok(None);
+        }
+        offset += page.len();
+    }
+}
+
+/// `GET /dead-letters/{id}`: one letter, with up to 64 KiB of its payload.
+pub(super) async fn show(
+    State(platform): State<Arc<Platform>>,
+    Path(id): Path<String>,
+) -> (StatusCode, Json<Value>) {
+    match find(&platform, &id).await {
+        Ok(Some(letter)) => (StatusCode::OK, Json(letter_json(&letter, MAX_PREVIEW))),
+        Ok(None) => (
+            StatusCode::NOT_FOUND,
+            Json(json!({ "error": format!("no dead letter with id {id}") })),
+        ),
+        Err(error) => unavailable(error),
+    }
+}
+
+/// What to replay or purge: given ids, or every letter (`all`), or (purge only) the
+/// letters dead for longer than `older_than_ms`.
+#[derive(Deserialize, Default)]
+pub struct Selection {
+    /// Message ids.
+    #[serde(default)]
+    pub ids: Vec<String>,
+    /// Every letter.
+    #[serde(default)]
+    pub all: bool,
+    /// Purge: letters dead-lettered more than this many ms ago.
+    pub older_than_ms: Option<u64>,
+    /// Replay: through the main exchange with this routing key, instead of back into
+    /// the queue each letter died in.
+    pub routing_key: Option<String>,
+}
+
+impl Selection {
+    fn picks(&self, letter: &DeadLetter, now: u64) -> bool {
+        self.all
+            || self.ids.iter().any(|id| *id == letter.envelope.id)
+            || self
+                .older_than_ms
+                .is_some_and(|age| now.saturating_sub(letter.died_at_ms) > age)
+    }
+
+    fn is_empty(&self) -> bool {
+        !self.all && self.ids.is_empty() && self.older_than_ms.is_none()
+    }
+}
+
+fn refuse(message: &str) -> (StatusCode, Json<Value>) {
+    (StatusCode::BAD_REQUEST, Json(json!({ "error": message })))
+}
+
+/// `POST /dead-letters/replay` with a [`Selection`]: each picked letter is published
+/// again as a first attempt and removed once the broker confirmed it.
+pub(super) async fn replay(
+    State(platform): State<Arc<Platform>>,
+    Json(selection): Json<Selection>,
+) -> (StatusCode, Json<Value>) {
+    if selection.is_empty() || selection.older_than_ms.is_some() {
+        return refuse("name the letters to replay: ids, or all");
+    }
+    let to = match &selection.routing_key {
+        Some(key) => {
+            if let Err(message) = crate::capability::messaging::routing::validate_routing_key(key) {
+                return refuse(&message);
+            }
+            ReplayTo::RoutingKey(key.clone())
+        }
+        None => ReplayTo::Queue,
+    };
+    let now = now_ms();
+    let services = &platform.services;
+    let pick = |letter: &DeadLetter| match selection.picks(letter, now) {
+        true => {
+            // Pending again before it can be delivered (and marked) anew.
+            services.tracker.published(&letter.envelope.id, None);
+            DeadLetterAction::Replay(to.clone())
+        }
+        false => DeadLetterAction::Keep,
+    };
+    match services.broker.rework_dead_letters(&pick).await {
+        Ok(done) => {
+            let replayed: Vec<&String> = done.replayed.iter().map(|(id, _)| id).collect();
+            (
+                StatusCode::OK,
+                Json(json!({ "replayed": replayed, "errors": done.errors, "kept": done.kept })),
+            )
+        }
+        Err(error) => unavailable(error),
+    }
+}
+
+/// `POST /dead-letters/purge` with a [`Selection`]: removes the picked letters.
+pub(super) async fn purge(
+    State(platform): State<Arc<Platform>>,
+    Json(selection): Json<Selection>,
+) -> (StatusCode, Json<Value>) {
+    if selection.is_empty() {
+        return refuse("name the letters to purge: ids, all, or older_than_ms");
+    }
+    let now = now_ms();
+    let pick = |letter: &DeadLetter| match selection.picks(letter, now) {
+        true => DeadLetterAction::Purge,
+        false => DeadLetterAction::Keep,
+    };
+    match platform.services.broker.rework_dead_letters(&pick).await {
+        Ok(done) => (
+            StatusCode::OK,
+            Json(json!({ "purged": done.purged, "kept": done.kept })),
+        ),
+        Err(error) => unavailable(error),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::payload_preview;
+
+    #[test]
+    fn text_is_shown_as_text_and_binary_as_base64_both_bounded() {
+        let text = payload_preview("héllo world".as_bytes(), 2);
+        assert_eq!(text["text"], "h", "a cut inside 'é' keeps whole characters");
+        assert_eq!(text["truncated"], true);
+        assert_eq!(text["size"], 12);
+        let binary = payload_preview(&[0xff, 0x00, 0xfe], 10);
+        assert_eq!(binary["base64"], "/wD+");
+        assert_eq!(binary["truncated"], false);
+    }
+}

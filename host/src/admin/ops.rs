@@ -1,0 +1,164 @@
+//! Operations routes: `/metrics`, `/cache/stats`, `/messages/{id}`.
+
+use crate::Platform;
+use crate::capability::cache::Window;
+use crate::capability::messaging::{MessageStatus, now_ms};
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::sync::Arc;
+
+/// `GET /metrics`: the Prometheus text exposition.
+pub(super) async fn metrics(State(platform): State<Arc<Platform>>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            prometheus_client::encoding::prometheus_text::CONTENT_TYPE,
+        )],
+        platform.services.metrics.encode(),
+    )
+}
+
+/// A duration like `90s`, `10m`, `2h`, `1d`, or plain milliseconds, in ms.
+pub fn parse_duration_ms(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 90s, 10m, 2h or 1d"))?;
+    let scale = match unit {
+        "" | "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(format!("{text:?}: unknown unit {unit:?} (ms, s, m, h, d)")),
+    };
+    number
+        .checked_mul(scale)
+        .ok_or_else(|| format!("{text:?} is too long"))
+}
+
+#[derive(Deserialize)]
+pub(super) struct StatsQuery {
+    domain: Option<String>,
+    since: Option<String>,
+}
+
+/// `GET /cache/stats?domain=&since=10m`: hits, misses, sets, deletes and hit rate per
+/// domain over the window (default: everything retained), from every host when the
+/// cache is on Redis.
+pub(super) async fn cache_stats(
+    State(platform): State<Arc<Platform>>,
+    Query(query): Query<StatsQuery>,
+) -> (StatusCode, Json<Value>) {
+    let window = match query.since.as_deref().map(parse_duration_ms) {
+        None => None,
+        Some(Ok(age)) => Some(Window {
+            start_ms: now_ms().saturating_sub(age),
+            end_ms: None,
+        }),
+        Some(Err(message)) => {
+            return (StatusCode::BAD_REQUEST, Json(json!({ "error": message })));
+        }
+    };
+    let config = platform.config();
+    let domains: Vec<String> = match query.domain {
+        Some(domain) if config.cache.domains.contains_key(&domain) => vec![domain],
+        Some(domain) => {
+            return (
+                StatusCode::NOT_FOUND,
+                Json(json!({ "error": format!("no cache domain {domain:?}") })),
+            );
+        }
+        None => config.cache.domains.keys().cloned().collect(),
+    };
+    let mut rows = Vec::new();
+    for domain in domains {
+        let stats = platform
+            .services
+            .cache_stats
+            .sum(std::slice::from_ref(&domain), window)
+            .await;
+        let reads = stats.hits + stats.misses;
+        rows.push(json!({
+            "domain": domain,
+            "hits": stats.hits,
+            "misses": stats.misses,
+            "sets": stats.sets,
+            "deletes": stats.deletes,
+            "hit_rate": if reads == 0 { Value::Null } else { json!(stats.hits as f64 / reads as f64) },
+        }));
+    }
+    (
+        StatusCode::OK,
+        Json(json!({
+            "since_ms": window.map(|w| w.start_ms),
+            "retention_s": config.cache.stats_retention_s,
+            "domains": rows,
+        })),
+    )
+}
+
+/// The specification's name of a status.
+pub fn status_name(status: MessageStatus) -> &'static str {
+    match status {
+        MessageStatus::Pending => "pending",
+        MessageStatus::Processing => "processing",
+        MessageStatus::Completed => "completed",
+        MessageStatus::Failed => "failed",
+        MessageStatus::Retrying => "retrying",
+        MessageStatus::DeadLetter => "dead_letter",
+    }
+}
+
+/// `GET /messages/{id}`: the status of a message in each queue it reached (as this
+/// host tracked it), and the summary.
+pub(super) async fn message_status(
+    State(platform): State<Arc<Platform>>,
+    Path(id): Path<String>,
+) -> (StatusCode, Json<Value>) {
+    let tracker = &platform.services.tracker;
+    match (tracker.queues_of(&id), tracker.get(&id)) {
+        (Some(queues), Some(summary)) => {
+            let queues: Vec<Value> = queues
+                .into_iter()
+                .map(|(queue, plugin, status)| {
+                    json!({ "queue": queue, "plugin": plugin, "status": status_name(status) })
+                })
+                .collect();
+            (
+                StatusCode::OK,
+                Json(json!({ "id": id, "status": status_name(summary), "queues": queues })),
+            )
+        }
+        _ => (
+            StatusCode::NOT_FOUND,
+            Json(
+                json!({ "error": format!("message {id} is not known to this host (never seen, or forgotten)") }),
+            ),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_duration_ms;
+
+    #[test]
+    fn durations_parse_with_units_and_refuse_garbage() {
+        assert_eq!(parse_duration_ms("10m"), Ok(600_000));
+        assert_eq!(parse_duration_ms("90s"), Ok(90_000));
+        assert_eq!(parse_duration_ms("1500"), Ok(1500));
+        assert_eq!(parse_duration_ms("2h"), Ok(7_200_000));
+        assert!(parse_duration_ms("ten").is_err());
+        assert!(parse_duration_ms("5y").is_err());
+        assert!(parse_duration_ms("99999999999999999d").is_err());
+    }
+}

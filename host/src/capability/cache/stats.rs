@@ -1,0 +1,225 @@
+//! Cache statistics per domain in per-minute buckets: the specification's
+//! `getStats(domain)` with a time window and hourly cleanup.
+//!
+//! Every read, write and removal is counted in process at once. When the cache is on
+//! Redis, a flusher adds the counts to `<prefix>cache-stats:<domain>:<minute>` hashes
+//! every `cache.stats_flush_ms` in one pipeline (never a round trip per read), so
+//! several hosts add up and a restart loses at most the last unflushed interval; the
+//! buckets expire by TTL after `cache.stats_retention_s`. On the embedded cache the
+//! buckets stay in process, pruned to the same retention.
+
+use super::DomainStats;
+use crate::capability::redis_client::{RedisClient, Retry};
+use crate::metrics::{CacheEvent, Metrics};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Length of one bucket.
+const BUCKET_MS: u64 = 60_000;
+
+/// A window of time, in ms since the Unix epoch; `end` defaults to now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    /// First millisecond counted (rounded down to its minute).
+    pub start_ms: u64,
+    /// Last millisecond counted; `None` for now.
+    pub end_ms: Option<u64>,
+}
+
+type Buckets = HashMap<(String, u64), DomainStats>;
+
+/// The counters, pending and (without Redis) kept.
+pub struct CacheStats {
+    metrics: Arc<Metrics>,
+    redis: Option<(RedisClient, String)>,
+    retention_ms: u64,
+    /// Counts not yet flushed to Redis (with Redis), or every bucket (without).
+    buckets: Mutex<Buckets>,
+}
+
+fn add(into: &mut DomainStats, from: &DomainStats) {
+    into.hits += from.hits;
+    into.misses += from.misses;
+    into.sets += from.sets;
+    into.deletes += from.deletes;
+}
+
+impl CacheStats {
+    /// Statistics kept in process.
+    pub fn in_process(metrics: Arc<Metrics>, retention: Duration) -> Self {
+        Self {
+            metrics,
+            redis: None,
+            retention_ms: retention.as_millis() as u64,
+            buckets: Mutex::default(),
+        }
+    }
+
+    /// Statistics kept in Redis under `key_prefix`, shared by every host.
+    pub fn on_redis(
+        metrics: Arc<Metrics>,
+        retention: Duration,
+        redis: RedisClient,
+        key_prefix: &str,
+    ) -> Self {
+        Self {
+            redis: Some((redis, format!("{key_prefix}cache-stats:"))),
+            ..Self::in_process(metrics, retention)
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Buckets> {
+        self.buckets.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Counts `count` events of `domain` now.
+    pub fn record(&self, domain: &str, event: CacheEvent, count: u64) {
+        if count == 0 {
+            return;
+        }
+        self.metrics.cache(domain, event, count);
+        let minute = crate::capability::messaging::now_ms() / BUCKET_MS;
+        let mut buckets = self.lock();
+        // Every cache call lands here: allocate the domain's name only per new bucket.
+        let stats = match buckets.get_mut(&(domain.to_string(), minute)) {
+            Some(stats) => stats,
+            None => buckets.entry((domain.to_string(), minute)).or_default(),
+        };
+        match event {
+            CacheEvent::Hit => stats.hits += count,
+            CacheEvent::Miss => stats.misses += count,
+            CacheEvent::Set => stats.sets += count,
+            CacheEvent::DeleteByKey
+            | CacheEvent::InvalidateByTag
+            | CacheEvent::InvalidateByPattern => stats.deletes += count,
+        }
+    }
+
+    /// The minutes `window` covers, within the retention.
+    fn minutes(&self, window: Option<Window>) -> std::ops::RangeInclusive<u64> {
+        let now = crate::capability::messaging::now_ms();
+        let oldest = now.saturating_sub(self.retention_ms);
+        let (start, end) = match window {
+            Some(w) => (w.start_ms.max(oldest), w.end_ms.unwrap_or(now).min(now)),
+            None => (oldest, now),
+        };
+        start / BUCKET_MS..=end / BUCKET_MS
+    }
+
+    /// The counters of `domains` summed over `window` (default: the whole retention).
+    /// With Redis, every host's flushed counts plus this host's unflushed ones.
+    pub async fn sum(&self, domains: &[String], window: Option<Window>) -> DomainStats {
+        let minutes = self.minutes(window);
+        let mut total = DomainStats::default();
+        for ((domain, minute), stats) in self.lock().iter() {
+            if minutes.contains(minute) && domains.contains(domain) {
+                add(&mut total, stats);
+            }
+        }
+        if let Some((redis, prefix)) = &self.redis {
+            let keys: Vec<String> = domains
+                .iter()
+                .flat_map(|d| minutes.clone().map(move |m| format!("{prefix}{d}:{m}")))
+                .collect();
+            match read_buckets(redis, keys).await {
+                Ok(stored) => stored.iter().for_each(|s| add(&mut total, s)),
+                Err(error) => {
+                    tracing::warn!(%error, "could not read cache statistics from Redis; showing this host's unflushed counts only")
+                }
+            }
+        }
+        total
+    }
+
+    /// Without Redis: drops buckets past the retention. With Redis: adds the pending
+    /// counts to Redis in one pipeline; on failure they are kept for the next flush.
+    pub async fn flush(&self) {
+        let oldest_minute =
+            crate::capability::messaging::now_ms().saturating_sub(self.retention_ms) / BUCKET_MS;
+        let Some((redis, prefix)) = &self.redis else {
+            self.lock()
+                .retain(|(_, minute), _| *minute >= oldest_minute);
+            return;
+        };
+        let pending = std::mem::take(&mut *self.lock());
+        if pending.is_empty() {
+            return;
+        }
+        let ttl_s = (self.retention_ms / 1000 + BUCKET_MS / 1000) as i64;
+        let mut pipe = redis::pipe();
+        for ((domain, minute), s) in &pending {
+            let key = format!("{prefix}{domain}:{minute}");
+            for (field, n) in [
+                ("hits", s.hits),
+                ("misses", s.misses),
+                ("sets", s.sets),
+                ("deletes", s.deletes),
+            ] {
+                if n > 0 {
+                    pipe.hincr(&key, field, n).ignore();
+                }
+            }
+            pipe.expire(&key, ttl_s).ignore();
+        }
+        // Not retried: HINCRBY twice would count twice; a failed flush is merged back.
+        let result = redis
+            .run("cache-stats-flush", Retry::Never, |mut conn| {
+                let pipe = pipe.clone();
+                async move { pipe.query_async::<()>(&mut conn).await }
+            })
+            .await;
+        if let Err(error) = result {
+            self.metrics.cache_stats_flush_failed();
+            tracing::warn!(%error, "could not flush cache statistics to Redis; kept for the next flush");
+            let mut buckets = self.lock();
+            for (bucket, stats) in pending {
+                if bucket.1 >= oldest_minute {
+                    add(buckets.entry(bucket).or_default(), &stats);
+                }
+            }
+        }
+    }
+
+    /// Flushes every `interval` until the returned task is aborted.
+    pub fn spawn_flusher(self: &Arc<Self>, interval: Duration) -> tokio::task::JoinHandle<()> {
+        let stats = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(stats) = stats.upgrade() else { return };
+                stats.flush().await;
+            }
+        })
+    }
+}
+
+/// The stored buckets of `keys` (absent ones count nothing).
+async fn read_buckets(
+    redis: &RedisClient,
+    keys: Vec<String>,
+) -> crate::capability::BackendResult<Vec<DomainStats>> {
+    let maps: Vec<BTreeMap<String, u64>> = redis
+        .run("cache-stats-read", Retry::Idempotent, |mut conn| {
+            let mut pipe = redis::pipe();
+            for key in &keys {
+                pipe.hgetall(key);
+            }
+            async move { pipe.query_async(&mut conn).await }
+        })
+        .await?;
+    Ok(maps
+        .into_iter()
+        .map(|m| {
+            let get = |f: &str| m.get(f).copied().unwrap_or(0);
+            DomainStats {
+                hits: get("hits"),
+                misses: get("misses"),
+                sets: get("sets"),
+                deletes: get("deletes"),
+            }
+        })
+        .collect())
+}

@@ -1,0 +1,195 @@
+//! The dead-letter queue on RabbitMQ: reading it page by page, replaying and purging
+//! letters, and queue depths.
+//!
+//! Every pass runs on a channel of its own with `basic.get` without ack: a letter to
+//! keep stays unacknowledged until the channel closes, which puts it back where it
+//! was; a letter to remove is acked, and a replayed one only after the broker
+//! confirmed its republish.
+
+use super::publish::Sent;
+use super::{AmqpBroker, convert, unavailable};
+use crate::capability::BackendResult;
+use crate::capability::messaging::{
+    DEATH_AT_HEADER, DEATH_QUEUE_HEADER, DEATH_REASON_HEADER, DeadLetter, DeadLetterAction,
+    DeadLetterPicker, ReplayTo, Reworked,
+};
+use lapin::options::{BasicAckOptions, BasicGetOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
+use lapin::{Channel, ErrorKind};
+
+/// Most letters one pass looks at (the specification's dead-letter queue holds 10 000).
+const MAX_PASS: usize = 100_000;
+
+impl AmqpBroker {
+    /// The next letter of the dead-letter queue on `channel`, unacknowledged.
+    async fn next_letter(
+        &self,
+        channel: &Channel,
+    ) -> BackendResult<Option<(DeadLetter, lapin::Acker)>> {
+        let got = channel
+            .basic_get(
+                self.shared.names.dead_letter_queue.as_str().into(),
+                BasicGetOptions { no_ack: false },
+            )
+            .await
+            .map_err(|e| unavailable(&self.shared.url, "read the dead-letter queue", e))?;
+        let Some(message) = got else { return Ok(None) };
+        let delivery = message.delivery;
+        let props = &delivery.properties;
+        let envelope = convert::envelope(
+            &delivery.routing_key,
+            props,
+            delivery.data.clone(),
+            convert::Origin::Host,
+        );
+        let letter = DeadLetter {
+            queue: convert::header(props, DEATH_QUEUE_HEADER).unwrap_or_else(|| {
+                delivery
+                    .routing_key
+                    .as_str()
+                    .trim_start_matches("dlx.")
+                    .to_string()
+            }),
+            reason: convert::header(props, DEATH_REASON_HEADER)
+                .unwrap_or_else(|| "expired or dead-lettered by the broker".to_string()),
+            died_at_ms: convert::header(props, DEATH_AT_HEADER)
+                .and_then(|ms| ms.parse().ok())
+                .unwrap_or(envelope.published_at_ms),
+            envelope,
+        };
+        Ok(Some((letter, delivery.acker)))
+    }
+
+    /// Up to `limit` letters after the first `offset`, left in place.
+    pub(super) async fn peek_dead_letters(
+        &self,
+        offset: usize,
+        limit: usize,
+    ) -> BackendResult<Vec<DeadLetter>> {
+        let channel = self.open_channel().await?;
+        let mut letters = Vec::new();
+        let mut seen = 0;
+        while letters.len() < limit && seen < MAX_PASS {
+            let Some((letter, _acker)) = self.next_letter(&channel).await? else {
+                break;
+            };
+            seen += 1;
+            if seen > offset {
+                letters.push(letter);
+            }
+        }
+        // Closing puts every letter back where it was.
+        let _ = channel.close(200, "peek done".into()).await;
+        Ok(letters)
+    }
+
+    /// One pass over the letters, doing what `pick` says with each.
+    pub(super) async fn rework(&self, pick: &DeadLetterPicker<'_>) -> BackendResult<Reworked> {
+        let channel = self.open_channel().await?;
+        let mut done = Reworked::default();
+        let url = &self.shared.url;
+        for _ in 0..MAX_PASS {
+            let Some((letter, acker)) = self.next_letter(&channel).await? else {
+                break;
+            };
+            let id = letter.envelope.id.clone();
+            match pick(&letter) {
+                DeadLetterAction::Keep => done.kept += 1,
+                DeadLetterAction::Purge => {
+                    acker
+                        .ack(BasicAckOptions::default())
+                        .await
+                        .map_err(|e| unavailable(url, "remove a dead letter", e))?;
+                    done.purged += 1;
+                }
+                DeadLetterAction::Replay(to) => match self.replay(&letter, &to).await {
+                    Ok(queue) => {
+                        // Confirmed: only now does the letter leave the queue. Should
+                        // this ack fail, the letter stays too (replayed twice, never lost).
+                        acker
+                            .ack(BasicAckOptions::default())
+                            .await
+                            .map_err(|e| unavailable(url, "remove a replayed dead letter", e))?;
+                        done.replayed.push((id, queue));
+                    }
+                    Err(error) => {
+                        done.errors.push(format!("{id}: {error}"));
+                        done.kept += 1;
+                    }
+                },
+            }
+        }
+        let _ = channel.close(200, "dead-letter pass done".into()).await;
+        Ok(done)
+    }
+
+    /// Publishes `letter` again as a first attempt and waits for the confirm; the
+    /// queue it now waits in, when it went to one queue.
+    async fn replay(&self, letter: &DeadLetter, to: &ReplayTo) -> Result<Option<String>, String> {
+        let mut envelope = letter.envelope.clone();
+        envelope.attempt = 1;
+        envelope.expiration_ms = None;
+        let (exchange, routing_key, mandatory, queue) = match to {
+            // The default exchange reaches exactly that queue (and the routing-key
+            // header keeps the original key for the handler).
+            ReplayTo::Queue => ("", letter.queue.clone(), true, Some(letter.queue.clone())),
+            ReplayTo::RoutingKey(key) => {
+                envelope.routing_key = key.clone();
+                (
+                    self.shared.names.main_exchange.as_str(),
+                    key.clone(),
+                    false,
+                    None,
+                )
+            }
+        };
+        let sent = self
+            .send(
+                exchange,
+                &routing_key,
+                &envelope.payload,
+                convert::properties(&envelope, &[]),
+                mandatory,
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        match sent {
+            Sent::Routed => Ok(queue),
+            Sent::Nacked => Err("the broker refused the republish (nack)".to_string()),
+            Sent::Returned => Err(format!(
+                "queue {} no longer exists; replay it with a routing key",
+                letter.queue
+            )),
+        }
+    }
+
+    /// Messages ready in `queue` (a passive declare); `None` when it does not exist.
+    pub(super) async fn depth(&self, queue: &str) -> BackendResult<Option<u64>> {
+        // A passive declare of a missing queue closes its channel: use a fresh one.
+        let channel = self.open_channel().await?;
+        let options = QueueDeclareOptions {
+            passive: true,
+            ..QueueDeclareOptions::default()
+        };
+        let declared = channel
+            .queue_declare(queue.into(), options, FieldTable::default())
+            .await;
+        let depth = match declared {
+            Ok(q) => Some(u64::from(q.message_count())),
+            Err(error) => match error.kind() {
+                ErrorKind::ProtocolError(e) if e.get_id() == 404 => None,
+                _ => {
+                    return Err(unavailable(
+                        &self.shared.url,
+                        &format!("read the depth of {queue}"),
+                        error,
+                    ));
+                }
+            },
+        };
+        if channel.status().connected() {
+            let _ = channel.close(200, "depth read".into()).await;
+        }
+        Ok(depth)
+    }
+}

@@ -1,0 +1,569 @@
+//! Prometheus metrics, exposed at `/metrics` by the admin endpoint.
+//!
+//! Every metric lives in one [`prometheus_client`] registry per platform; the crate
+//! formats the exposition (Prometheus text format 0.0.4, which `promtool check
+//! metrics` and every scraper read). Label values are bounded by construction: plugin
+//! names, cache domains, queue types, queue names of the host's own queues, and
+//! `&'static str` names chosen here (outcomes, interfaces, functions, commands). No
+//! key, routing key or message id is ever a label.
+//!
+//! Hot paths hold pre-created handles (a `Counter` or `Histogram` is an `Arc` inside):
+//! a plugin's per-invocation metrics are resolved once per plugin ([`PluginMetrics`]),
+//! the rest are looked up in their family by a small label set.
+//!
+//! With `host.metrics = false` nothing is recorded (the families stay empty): the
+//! baseline the metrics-overhead benchmark compares against.
+//!
+//! # Layout
+//! - `mod.rs`: [`Metrics`], its families, and the recorders of the cache, queues and
+//!   backends.
+//! - `plugin.rs`: [`PluginMetrics`], one plugin's handles, and [`InvocationOutcome`].
+//! - `poll.rs`: gauges read at an interval (queue depths, pool slots, cache bytes).
+
+mod plugin;
+mod poll;
+
+pub use plugin::{InvocationOutcome, PluginMetrics};
+pub use poll::spawn_poller;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// A plugin's name as a label value: shared, so cloning a label set allocates nothing.
+pub type Name = Arc<String>;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PluginLabel {
+    plugin: Name,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    plugin: Name,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PartLabels {
+    plugin: Name,
+    part: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HostCallLabels {
+    plugin: Name,
+    interface: &'static str,
+    function: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct QuotaLabels {
+    plugin: Name,
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DomainLabel {
+    domain: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct InvalidationLabels {
+    domain: String,
+    by: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct QueueLabels {
+    plugin: Name,
+    queue_type: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct QueueNameLabel {
+    queue: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CommandLabel {
+    command: &'static str,
+}
+
+/// What happened to a delivery, per plugin queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueEvent {
+    /// Handed to the plugin.
+    Delivered,
+    /// Handed to the plugin again by the broker (after a host died or a channel closed).
+    Redelivered,
+    /// Acknowledged after `ok`.
+    Acked,
+    /// Sent back for another attempt.
+    Retried,
+    /// Parked in the dead-letter queue.
+    DeadLettered,
+}
+
+/// Publisher events on RabbitMQ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AmqpEvent {
+    /// A publish sent.
+    Publish,
+    /// The broker confirmed it (ack).
+    Confirm,
+    /// The broker refused it (nack).
+    Nack,
+    /// Mandatory and unroutable: it came back.
+    Return,
+    /// The connection recovered after a failure.
+    Reconnect,
+}
+
+/// Cache domain counters; the embedded cache's bytes and evictions are polled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheEvent {
+    /// A read found an entry.
+    Hit,
+    /// A read found nothing.
+    Miss,
+    /// An entry was written.
+    Set,
+    /// Entries removed by key.
+    DeleteByKey,
+    /// Entries removed by tag.
+    InvalidateByTag,
+    /// Entries removed by pattern.
+    InvalidateByPattern,
+}
+
+/// Every metric family of one platform.
+pub struct Metrics {
+    enabled: bool,
+    registry: Registry,
+    invocations: Family<OutcomeLabels, Counter>,
+    invocation_seconds: Family<PartLabels, Histogram>,
+    host_calls: Family<HostCallLabels, Counter>,
+    quota_violations: Family<QuotaLabels, Counter>,
+    in_flight: Family<PluginLabel, Gauge>,
+    memory_peak: Family<PluginLabel, Gauge>,
+    loads: Family<PluginLabel, Counter>,
+    load_failures: Family<PluginLabel, Counter>,
+    log_dropped: Family<PluginLabel, Counter>,
+    cache_hits: Family<DomainLabel, Counter>,
+    cache_misses: Family<DomainLabel, Counter>,
+    cache_sets: Family<DomainLabel, Counter>,
+    cache_invalidations: Family<InvalidationLabels, Counter>,
+    cache_evictions: Family<DomainLabel, Counter>,
+    cache_bytes: Family<DomainLabel, Gauge>,
+    queue_events: [Family<QueueLabels, Counter>; 5],
+    queue_depth: Family<QueueNameLabel, Gauge>,
+    dead_letter_depth: Gauge,
+    dead_letters_refused: Counter,
+    redis_seconds: Family<CommandLabel, Histogram>,
+    redis_slow: Family<CommandLabel, Counter>,
+    redis_timeouts: Family<CommandLabel, Counter>,
+    redis_reconnects: Counter,
+    amqp: [Counter; 5],
+    slots_in_use: Gauge,
+    slots_total: Gauge,
+    cache_stats_flush_failures: Counter,
+    plugins: Mutex<HashMap<String, Arc<PluginMetrics>>>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics")
+            .field("enabled", &self.enabled)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Buckets of durations, 50 µs to ~26 s.
+fn duration_buckets() -> Histogram {
+    Histogram::new(exponential_buckets(0.000_05, 2.0, 20))
+}
+
+impl Default for Metrics {
+    /// Metrics that record (for backends built outside a platform, e.g. in tests).
+    fn default() -> Self {
+        Self::new(true)
+    }
+}
+
+impl Metrics {
+    /// The families, registered; with `enabled = false` nothing is ever recorded.
+    pub fn new(enabled: bool) -> Self {
+        let mut registry = Registry::with_prefix("techub");
+        let queue_events: [Family<QueueLabels, Counter>; 5] = Default::default();
+        let amqp: [Counter; 5] = Default::default();
+        let metrics = Self {
+            enabled,
+            registry: Registry::default(),
+            invocations: Family::default(),
+            invocation_seconds: Family::new_with_constructor(duration_buckets),
+            host_calls: Family::default(),
+            quota_violations: Family::default(),
+            in_flight: Family::default(),
+            memory_peak: Family::default(),
+            loads: Family::default(),
+            load_failures: Family::default(),
+            log_dropped: Family::default(),
+            cache_hits: Family::default(),
+            cache_misses: Family::default(),
+            cache_sets: Family::default(),
+            cache_invalidations: Family::default(),
+            cache_evictions: Family::default(),
+            cache_bytes: Family::default(),
+            queue_events,
+            queue_depth: Family::default(),
+            dead_letter_depth: Gauge::default(),
+            dead_letters_refused: Counter::default(),
+            redis_seconds: Family::new_with_constructor(duration_buckets),
+            redis_slow: Family::default(),
+            redis_timeouts: Family::default(),
+            redis_reconnects: Counter::default(),
+            amqp,
+            slots_in_use: Gauge::default(),
+            slots_total: Gauge::default(),
+            cache_stats_flush_failures: Counter::default(),
+            plugins: Mutex::default(),
+        };
+        let r = &mut registry;
+        let m = &metrics;
+        r.register(
+            "invocations",
+            "Plugin invocations by outcome",
+            m.invocations.clone(),
+        );
+        r.register(
+            "invocation_seconds",
+            "Invocation time by part: guest (CPU of the guest's code), host (time in host calls), total (wall)",
+            m.invocation_seconds.clone(),
+        );
+        r.register(
+            "host_calls",
+            "Host calls by interface and function",
+            m.host_calls.clone(),
+        );
+        r.register(
+            "quota_violations",
+            "Invocations that ran into a quota, by kind",
+            m.quota_violations.clone(),
+        );
+        r.register(
+            "invocations_in_flight",
+            "Invocations running now",
+            m.in_flight.clone(),
+        );
+        r.register(
+            "instance_memory_peak_bytes",
+            "Largest linear memory one instance of the plugin reached",
+            m.memory_peak.clone(),
+        );
+        r.register(
+            "plugin_loads",
+            "Versions of the plugin loaded",
+            m.loads.clone(),
+        );
+        r.register(
+            "plugin_load_failures",
+            "Files of the plugin that failed to load or reload",
+            m.load_failures.clone(),
+        );
+        r.register(
+            "log_records_dropped",
+            "Guest log records dropped by the per-plugin rate limit",
+            m.log_dropped.clone(),
+        );
+        r.register(
+            "cache_hits",
+            "Cache reads that found an entry",
+            m.cache_hits.clone(),
+        );
+        r.register(
+            "cache_misses",
+            "Cache reads that found nothing",
+            m.cache_misses.clone(),
+        );
+        r.register("cache_sets", "Cache entries written", m.cache_sets.clone());
+        r.register(
+            "cache_invalidations",
+            "Cache entries removed, by how (key, tag, pattern)",
+            m.cache_invalidations.clone(),
+        );
+        r.register(
+            "cache_evictions",
+            "Entries the embedded cache evicted to stay in its budget",
+            m.cache_evictions.clone(),
+        );
+        r.register(
+            "cache_bytes",
+            "Bytes held by the embedded cache",
+            m.cache_bytes.clone(),
+        );
+        for (event, (name, help)) in [
+            ("queue_delivered", "Deliveries handed to the plugin"),
+            (
+                "queue_redelivered",
+                "Deliveries the broker marked redelivered",
+            ),
+            ("queue_acked", "Deliveries acknowledged"),
+            ("queue_retried", "Deliveries sent back for another attempt"),
+            (
+                "queue_dead_lettered",
+                "Deliveries parked in the dead-letter queue",
+            ),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            r.register(name, help, m.queue_events[event].clone());
+        }
+        r.register(
+            "queue_depth",
+            "Messages ready in each plugin queue (polled)",
+            m.queue_depth.clone(),
+        );
+        r.register(
+            "dead_letter_depth",
+            "Messages in the dead-letter queue (polled)",
+            m.dead_letter_depth.clone(),
+        );
+        r.register(
+            "dead_letters_refused",
+            "Dead letters the full dead-letter queue refused",
+            m.dead_letters_refused.clone(),
+        );
+        r.register(
+            "redis_command_seconds",
+            "Redis command latency, retries included",
+            m.redis_seconds.clone(),
+        );
+        r.register(
+            "redis_slow_commands",
+            "Redis commands slower than redis.slow_command_ms",
+            m.redis_slow.clone(),
+        );
+        r.register(
+            "redis_timeouts",
+            "Redis commands that did not answer within redis.command_timeout_ms",
+            m.redis_timeouts.clone(),
+        );
+        r.register(
+            "redis_reconnects",
+            "Times the Redis connection worked again after failing",
+            m.redis_reconnects.clone(),
+        );
+        for (event, (name, help)) in [
+            ("amqp_publishes", "Messages published to RabbitMQ"),
+            ("amqp_confirms", "Publishes RabbitMQ confirmed"),
+            ("amqp_nacks", "Publishes RabbitMQ refused"),
+            (
+                "amqp_returns",
+                "Mandatory publishes RabbitMQ returned unroutable",
+            ),
+            (
+                "amqp_reconnects",
+                "Times a RabbitMQ channel recovered after a failure",
+            ),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            r.register(name, help, m.amqp[event].clone());
+        }
+        r.register(
+            "instance_slots_in_use",
+            "Instance pool slots in use",
+            m.slots_in_use.clone(),
+        );
+        r.register(
+            "instance_slots",
+            "Instance pool slots",
+            m.slots_total.clone(),
+        );
+        r.register(
+            "cache_stats_flush_failures",
+            "Flushes of cluster-wide cache statistics to Redis that failed",
+            m.cache_stats_flush_failures.clone(),
+        );
+        Self {
+            registry,
+            ..metrics
+        }
+    }
+
+    /// Whether anything is recorded.
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    /// The exposition, in the Prometheus text format.
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::prometheus_text::encode(&mut text, &self.registry);
+        text
+    }
+
+    /// The handles of `plugin`, created on first use and kept across its versions.
+    pub fn plugin(self: &Arc<Self>, plugin: &str) -> Arc<PluginMetrics> {
+        let mut plugins = self.plugins.lock().unwrap_or_else(|e| e.into_inner());
+        plugins
+            .entry(plugin.to_string())
+            .or_insert_with(|| Arc::new(PluginMetrics::new(self.clone(), plugin)))
+            .clone()
+    }
+
+    /// A file of `plugin` failed to load.
+    pub fn load_failed(&self, plugin: &str) {
+        if self.enabled {
+            self.load_failures
+                .get_or_create(&PluginLabel {
+                    plugin: Arc::new(plugin.to_string()),
+                })
+                .inc();
+        }
+    }
+
+    /// `count` cache events of `domain`.
+    pub fn cache(&self, domain: &str, event: CacheEvent, count: u64) {
+        if !self.enabled || count == 0 {
+            return;
+        }
+        let label = || DomainLabel {
+            domain: domain.to_string(),
+        };
+        let by = |by| InvalidationLabels {
+            domain: domain.to_string(),
+            by,
+        };
+        match event {
+            CacheEvent::Hit => self.cache_hits.get_or_create(&label()).inc_by(count),
+            CacheEvent::Miss => self.cache_misses.get_or_create(&label()).inc_by(count),
+            CacheEvent::Set => self.cache_sets.get_or_create(&label()).inc_by(count),
+            CacheEvent::DeleteByKey => self
+                .cache_invalidations
+                .get_or_create(&by("key"))
+                .inc_by(count),
+            CacheEvent::InvalidateByTag => self
+                .cache_invalidations
+                .get_or_create(&by("tag"))
+                .inc_by(count),
+            CacheEvent::InvalidateByPattern => self
+                .cache_invalidations
+                .get_or_create(&by("pattern"))
+                .inc_by(count),
+        };
+    }
+
+    /// A delivery event of `plugin`'s queue of `queue_type`.
+    pub fn queue(&self, plugin: &Name, queue_type: &str, event: QueueEvent) {
+        if !self.enabled {
+            return;
+        }
+        let labels = QueueLabels {
+            plugin: plugin.clone(),
+            queue_type: queue_type.to_string(),
+        };
+        self.queue_events[event as usize]
+            .get_or_create(&labels)
+            .inc();
+    }
+
+    /// A dead letter the full dead-letter queue refused.
+    pub fn dead_letter_refused(&self) {
+        if self.enabled {
+            self.dead_letters_refused.inc();
+        }
+    }
+
+    /// One Redis command (`command` is the operation's name) and how long it took.
+    pub fn redis_command(
+        &self,
+        command: &'static str,
+        elapsed: Duration,
+        slow: bool,
+        timed_out: bool,
+    ) {
+        if !self.enabled {
+            return;
+        }
+        let label = CommandLabel { command };
+        self.redis_seconds
+            .get_or_create(&label)
+            .observe(elapsed.as_secs_f64());
+        if slow {
+            self.redis_slow.get_or_create(&label).inc();
+        }
+        if timed_out {
+            self.redis_timeouts.get_or_create(&label).inc();
+        }
+    }
+
+    /// The Redis connection works again after failing.
+    pub fn redis_reconnected(&self) {
+        if self.enabled {
+            self.redis_reconnects.inc();
+        }
+    }
+
+    /// A publisher event on RabbitMQ.
+    pub fn amqp(&self, event: AmqpEvent) {
+        if self.enabled {
+            self.amqp[event as usize].inc();
+        }
+    }
+
+    /// A flush of cache statistics to Redis failed.
+    pub fn cache_stats_flush_failed(&self) {
+        if self.enabled {
+            self.cache_stats_flush_failures.inc();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_exposition_names_every_family_with_the_techub_prefix() {
+        let metrics = Arc::new(Metrics::new(true));
+        metrics
+            .plugin("p")
+            .invocation(&crate::metrics::plugin::tests::report_ok());
+        metrics.cache("users", CacheEvent::Hit, 2);
+        let text = metrics.encode();
+        assert!(
+            text.contains("techub_invocations_total{plugin=\"p\",outcome=\"ok\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("techub_cache_hits_total{domain=\"users\"} 2"),
+            "{text}"
+        );
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            assert!(line.starts_with("techub_"), "{line}");
+        }
+    }
+
+    #[test]
+    fn disabled_metrics_record_nothing() {
+        let metrics = Arc::new(Metrics::new(false));
+        metrics
+            .plugin("p")
+            .invocation(&crate::metrics::plugin::tests::report_ok());
+        metrics.cache("users", CacheEvent::Hit, 2);
+        let text = metrics.encode();
+        assert!(!text.contains("plugin=\"p\""), "{text}");
+        assert!(!text.contains("users"), "{text}");
+    }
+}

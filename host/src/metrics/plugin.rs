@@ -1,0 +1,311 @@
+//! One plugin's metric handles, resolved once so that an invocation records with a few
+//! atomic operations and no label lookups.
+
+use super::{HostCallLabels, Metrics, Name, OutcomeLabels, PartLabels, PluginLabel, QuotaLabels};
+use crate::runtime::{InvocationError, InvocationReport};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use std::sync::Arc;
+
+/// How an invocation ended, as the `outcome` label says it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InvocationOutcome {
+    /// `ok`.
+    Ok,
+    /// The handler asked for a retry.
+    Retry,
+    /// The handler rejected the message.
+    Reject,
+    /// The guest trapped.
+    Trap,
+    /// Over its CPU limit.
+    CpuLimit,
+    /// Over its wall-clock limit.
+    Timeout,
+    /// Its memory could not grow within its limit.
+    MemoryLimit,
+}
+
+impl InvocationOutcome {
+    const ALL: [Self; 7] = [
+        Self::Ok,
+        Self::Retry,
+        Self::Reject,
+        Self::Trap,
+        Self::CpuLimit,
+        Self::Timeout,
+        Self::MemoryLimit,
+    ];
+
+    /// The label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Retry => "retry",
+            Self::Reject => "reject",
+            Self::Trap => "trap",
+            Self::CpuLimit => "cpu_limit",
+            Self::Timeout => "timeout",
+            Self::MemoryLimit => "memory_limit",
+        }
+    }
+
+    /// The outcome of a `handle` call.
+    pub fn of(result: &Result<crate::bindings::Outcome, InvocationError>) -> Self {
+        use crate::bindings::Outcome;
+        match result {
+            Ok(Outcome::Ok) => Self::Ok,
+            Ok(Outcome::Retry(_)) => Self::Retry,
+            Ok(Outcome::Reject(_)) => Self::Reject,
+            Err(error) => Self::of_error(error),
+        }
+    }
+
+    /// The outcome of a call that failed.
+    pub fn of_error(error: &InvocationError) -> Self {
+        match error {
+            InvocationError::Trap(_) => Self::Trap,
+            InvocationError::CpuLimit(_) => Self::CpuLimit,
+            InvocationError::Timeout(_) => Self::Timeout,
+            InvocationError::MemoryLimit(..) => Self::MemoryLimit,
+        }
+    }
+}
+
+/// A quota an invocation ran into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QuotaKind {
+    /// `limits.max_host_calls`.
+    HostCalls,
+    /// `limits.max_publishes`.
+    Publishes,
+    /// `limits.max_leases`.
+    Leases,
+    /// `limits.max_output_bytes`: output dropped.
+    Output,
+    /// `limits.cpu_ms`.
+    Cpu,
+    /// `limits.memory_mib`.
+    Memory,
+    /// `limits.timeout_ms`.
+    Timeout,
+}
+
+impl QuotaKind {
+    fn label(self) -> &'static str {
+        match self {
+            Self::HostCalls => "host_calls",
+            Self::Publishes => "publishes",
+            Self::Leases => "leases",
+            Self::Output => "output",
+            Self::Cpu => "cpu",
+            Self::Memory => "memory",
+            Self::Timeout => "timeout",
+        }
+    }
+}
+
+/// The metric handles of one plugin (shared by its versions).
+pub struct PluginMetrics {
+    metrics: Arc<Metrics>,
+    name: Name,
+    outcomes: [Counter; 7],
+    guest: Histogram,
+    host: Histogram,
+    total: Histogram,
+    in_flight: Gauge,
+    memory_peak: Gauge,
+    loads: Counter,
+    log_dropped: Counter,
+}
+
+impl std::fmt::Debug for PluginMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PluginMetrics")
+            .field("plugin", &self.name)
+            .finish()
+    }
+}
+
+impl PluginMetrics {
+    pub(super) fn new(metrics: Arc<Metrics>, plugin: &str) -> Self {
+        let name: Name = Arc::new(plugin.to_string());
+        if !metrics.enabled {
+            // Handles of their own, not in the registry: nothing is exposed.
+            return Self {
+                outcomes: Default::default(),
+                guest: super::duration_buckets(),
+                host: super::duration_buckets(),
+                total: super::duration_buckets(),
+                in_flight: Gauge::default(),
+                memory_peak: Gauge::default(),
+                loads: Counter::default(),
+                log_dropped: Counter::default(),
+                name,
+                metrics,
+            };
+        }
+        let label = PluginLabel {
+            plugin: name.clone(),
+        };
+        let part = |part| {
+            metrics.invocation_seconds.get_or_create_owned(&PartLabels {
+                plugin: name.clone(),
+                part,
+            })
+        };
+        let outcomes = InvocationOutcome::ALL.map(|outcome| {
+            metrics.invocations.get_or_create_owned(&OutcomeLabels {
+                plugin: name.clone(),
+                outcome: outcome.label(),
+            })
+        });
+        Self {
+            outcomes,
+            guest: part("guest"),
+            host: part("host"),
+            total: part("total"),
+            in_flight: metrics.in_flight.get_or_create_owned(&label),
+            memory_peak: metrics.memory_peak.get_or_create_owned(&label),
+            loads: metrics.loads.get_or_create_owned(&label),
+            log_dropped: metrics.log_dropped.get_or_create_owned(&label),
+            name,
+            metrics,
+        }
+    }
+
+    /// The plugin's name, as a label value.
+    pub fn name(&self) -> &Name {
+        &self.name
+    }
+
+    /// The platform's metrics.
+    pub fn platform(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Invocations so far by outcome label (zero when metrics are off).
+    pub fn outcome_counts(&self) -> Vec<(&'static str, u64)> {
+        InvocationOutcome::ALL
+            .iter()
+            .map(|o| (o.label(), self.outcomes[*o as usize].get()))
+            .collect()
+    }
+
+    /// A version of the plugin loaded.
+    pub fn loaded(&self) {
+        if self.metrics.enabled {
+            self.loads.inc();
+        }
+    }
+
+    /// A guest log record dropped by the rate limit.
+    pub fn log_dropped(&self) {
+        if self.metrics.enabled {
+            self.log_dropped.inc();
+        }
+    }
+
+    /// An invocation starts; the guard counts it in flight until dropped.
+    pub fn start(&self) -> InFlight {
+        if self.metrics.enabled {
+            self.in_flight.inc();
+        }
+        InFlight {
+            gauge: self.metrics.enabled.then(|| self.in_flight.clone()),
+        }
+    }
+
+    /// Records a finished invocation of `handle`: outcome, times, host calls, quotas.
+    pub fn invocation(&self, report: &InvocationReport) {
+        self.finished(report, InvocationOutcome::of(&report.result));
+    }
+
+    /// Records a finished invocation that ended `outcome`.
+    pub fn finished<T>(&self, report: &InvocationReport<T>, outcome: InvocationOutcome) {
+        if !self.metrics.enabled {
+            return;
+        }
+        self.outcomes[outcome as usize].inc();
+        self.guest.observe(report.guest_cpu.as_secs_f64());
+        self.host.observe(report.host_time.as_secs_f64());
+        self.total.observe(report.elapsed.as_secs_f64());
+        let peak = i64::try_from(report.memory_peak).unwrap_or(i64::MAX);
+        if peak > self.memory_peak.get() {
+            self.memory_peak.set(peak);
+        }
+        for (interface, function, count) in report.usage.calls() {
+            self.metrics
+                .host_calls
+                .get_or_create(&HostCallLabels {
+                    plugin: self.name.clone(),
+                    interface,
+                    function,
+                })
+                .inc_by(count.into());
+        }
+        let usage = &report.usage;
+        let mut quotas = Vec::new();
+        if usage.over.host_calls {
+            quotas.push(QuotaKind::HostCalls);
+        }
+        if usage.over.publishes {
+            quotas.push(QuotaKind::Publishes);
+        }
+        if usage.over.leases {
+            quotas.push(QuotaKind::Leases);
+        }
+        if report.output.dropped > 0 {
+            quotas.push(QuotaKind::Output);
+        }
+        match outcome {
+            InvocationOutcome::CpuLimit => quotas.push(QuotaKind::Cpu),
+            InvocationOutcome::MemoryLimit => quotas.push(QuotaKind::Memory),
+            InvocationOutcome::Timeout => quotas.push(QuotaKind::Timeout),
+            _ => {}
+        }
+        for kind in quotas {
+            self.metrics
+                .quota_violations
+                .get_or_create(&QuotaLabels {
+                    plugin: self.name.clone(),
+                    kind: kind.label(),
+                })
+                .inc();
+        }
+    }
+}
+
+/// Counts one invocation in flight while it lives.
+#[derive(Debug)]
+pub struct InFlight {
+    gauge: Option<Gauge>,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if let Some(gauge) = &self.gauge {
+            gauge.dec();
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use crate::bindings::Outcome;
+    use crate::runtime::InvocationReport;
+    use std::time::Duration;
+
+    pub(crate) fn report_ok() -> InvocationReport {
+        InvocationReport {
+            result: Ok(Outcome::Ok),
+            elapsed: Duration::from_millis(2),
+            host_time: Duration::from_millis(1),
+            guest_cpu: Duration::from_micros(500),
+            usage: Default::default(),
+            output: Default::default(),
+            memory_peak: 65536,
+        }
+    }
+}

@@ -1,0 +1,112 @@
+//! Gauges read at an interval, never per scrape: a scrape must not cost the broker a
+//! round trip per queue. Queue depths (each serving plugin's queues and the
+//! dead-letter queue), pool slots in use, the embedded cache's bytes and evictions,
+//! and dead letters refused.
+
+use super::{DomainLabel, Metrics, QueueNameLabel};
+use crate::capability::Services;
+use crate::dispatch::queue_name;
+use crate::registry::Registry;
+use crate::runtime::Runtime;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Totals read last time, to turn polled totals into counter increments.
+#[derive(Default)]
+struct Seen {
+    evictions: HashMap<String, u64>,
+    refused: u64,
+    queues: HashSet<String>,
+}
+
+/// Polls every `interval` until the task is aborted.
+pub fn spawn_poller(
+    registry: Arc<Registry>,
+    runtime: Arc<Runtime>,
+    services: Arc<Services>,
+    interval: Duration,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let metrics = services.metrics.clone();
+        if !metrics.enabled() {
+            return;
+        }
+        let mut seen = Seen::default();
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            poll(&metrics, &registry, &runtime, &services, &mut seen).await;
+        }
+    })
+}
+
+async fn poll(
+    metrics: &Metrics,
+    registry: &Registry,
+    runtime: &Runtime,
+    services: &Services,
+    seen: &mut Seen,
+) {
+    let (total, free) = runtime.slots.counts();
+    metrics.slots_total.set(total as i64);
+    metrics.slots_in_use.set(total.saturating_sub(free) as i64);
+
+    for usage in services.cache.usage() {
+        let label = DomainLabel {
+            domain: usage.domain.clone(),
+        };
+        metrics
+            .cache_bytes
+            .get_or_create(&label)
+            .set(usage.bytes as i64);
+        let before = seen
+            .evictions
+            .insert(usage.domain, usage.evictions)
+            .unwrap_or(0);
+        metrics
+            .cache_evictions
+            .get_or_create(&label)
+            .inc_by(usage.evictions.saturating_sub(before));
+    }
+
+    let refused = services.broker.dead_letters_refused();
+    for _ in seen.refused..refused {
+        metrics.dead_letter_refused();
+    }
+    seen.refused = refused;
+
+    match services.broker.dead_letter_depth().await {
+        Ok(depth) => {
+            metrics.dead_letter_depth.set(depth as i64);
+        }
+        Err(error) => tracing::debug!(%error, "could not read the dead-letter queue's depth"),
+    }
+    let prefix = registry.queue_prefix();
+    let (plugins, _) = registry.plugins().await;
+    let mut queues = HashSet::new();
+    for plugin in plugins {
+        for (queue_type, _) in &plugin.subscriptions {
+            let queue = queue_name(&prefix, queue_type, &plugin.name);
+            queues.insert(queue.clone());
+            match services.broker.queue_depth(&queue).await {
+                Ok(Some(depth)) => {
+                    metrics
+                        .queue_depth
+                        .get_or_create(&QueueNameLabel { queue })
+                        .set(depth as i64);
+                }
+                Ok(None) => {}
+                Err(error) => tracing::debug!(%queue, %error, "could not read a queue's depth"),
+            }
+        }
+    }
+    // Queues of plugins no longer serving drop out of the exposition.
+    for gone in seen.queues.difference(&queues) {
+        metrics.queue_depth.remove(&QueueNameLabel {
+            queue: gone.clone(),
+        });
+    }
+    seen.queues = queues;
+}
