@@ -10,3 +10,4 @@ mod grants;
 mod hostile;
 mod limits;
 mod live;
+mod operations;

@@ -3,7 +3,10 @@
 use std::time::Duration;
 use techub_host::capability::messaging::amqp::AmqpBroker;
 use techub_host::capability::messaging::memory::MemoryBroker;
-use techub_host::capability::messaging::{Broker, Consumer, Delivery, Envelope, QueueSpec, now_ms};
+use techub_host::capability::messaging::{
+    Broker, Consumer, DeadLetter, DeadLetterAction, Delivery, Envelope, QueueSpec, ReplayTo,
+    now_ms,
+};
 use techub_host::config::DeadLetterConfig;
 use techub_tests::{services, unique, wait_for};
 
@@ -96,6 +99,11 @@ async fn broker_conforms(broker: &dyn Broker) {
     assert_eq!(again.envelope().id, failing.id);
     assert_eq!(again.envelope().attempt, 2);
     assert_eq!(again.envelope().payload, failing.payload);
+    assert_eq!(
+        again.envelope().routing_key,
+        failing.routing_key,
+        "a retry keeps the routing key it was published with"
+    );
 
     // Dead-lettering keeps the message, its queue and the reason.
     again.dead_letter("gave up").await.unwrap();
@@ -181,11 +189,130 @@ fn dead_letter_config() -> DeadLetterConfig {
     DeadLetterConfig::default()
 }
 
+/// Dead-letters one message of a fresh queue; the queue and the letter.
+async fn bury(broker: &dyn Broker, topic: &str, body: &str) -> (String, Envelope) {
+    let queue = format!("{topic}.{body}.q");
+    broker
+        .declare_queue(&QueueSpec {
+            name: queue.clone(),
+            bindings: vec![format!("{topic}.{body}.#")],
+            durable: true,
+        })
+        .await
+        .unwrap();
+    let mut consumer = broker.consume(&queue, 10).await.unwrap();
+    let sent = envelope(&format!("{topic}.{body}.happened"), body);
+    broker.publish(sent.clone(), None).await.unwrap();
+    let delivery = next(&mut consumer).await;
+    delivery.dead_letter("broken on purpose").await.unwrap();
+    consumer.close().await;
+    (queue, sent)
+}
+
+/// Listing pages, replay (into the queue it died in, or by routing key) and purge.
+async fn dead_letter_tooling_works(broker: &dyn Broker) {
+    let topic = unique("dlq");
+    let (queue_a, a) = bury(broker, &topic, "a").await;
+    let (_, b) = bury(broker, &topic, "b").await;
+    let (_, c) = bury(broker, &topic, "c").await;
+    let ids = |letters: Vec<DeadLetter>| -> Vec<String> {
+        letters.into_iter().map(|l| l.envelope.id).collect()
+    };
+    wait_for(LIMIT, "three dead letters", || async {
+        (broker.dead_letter_depth().await.unwrap() == 3).then_some(())
+    })
+    .await;
+    assert_eq!(ids(broker.dead_letters(0, 2).await.unwrap()), [a.id.clone(), b.id.clone()]);
+    assert_eq!(ids(broker.dead_letters(2, 2).await.unwrap()), [c.id.clone()]);
+    let letter = &broker.dead_letters(0, 1).await.unwrap()[0];
+    assert_eq!(letter.envelope.routing_key, a.routing_key, "the original key");
+    assert!(letter.died_at_ms >= a.published_at_ms, "{letter:?}");
+    assert!(letter.died_at_ms <= now_ms());
+
+    // Replay `a` into the queue it died in: it arrives as a first attempt with its
+    // routing key, and leaves the dead-letter queue; the others stay, in order.
+    let pick_a = |l: &DeadLetter| match l.envelope.id == a.id {
+        true => DeadLetterAction::Replay(ReplayTo::Queue),
+        false => DeadLetterAction::Keep,
+    };
+    let done = broker.rework_dead_letters(&pick_a).await.unwrap();
+    assert_eq!(done.replayed, [(a.id.clone(), Some(queue_a.clone()))], "{done:?}");
+    assert_eq!(done.kept, 2);
+    let mut consumer = broker.consume(&queue_a, 10).await.unwrap();
+    let again = next(&mut consumer).await;
+    assert_eq!(again.envelope().id, a.id);
+    assert_eq!(again.envelope().attempt, 1, "a fresh attempt count");
+    assert_eq!(again.envelope().routing_key, a.routing_key);
+    assert_eq!(again.envelope().payload, a.payload);
+    again.ack().await.unwrap();
+    assert_eq!(ids(broker.dead_letters(0, 10).await.unwrap()), [b.id.clone(), c.id.clone()]);
+
+    // Replay `b` by routing key: it reaches the queues bound to that key.
+    let (queue_d, _) = bury(broker, &topic, "d").await;
+    let pick_b = |l: &DeadLetter| match l.envelope.id == b.id {
+        true => DeadLetterAction::Replay(ReplayTo::RoutingKey(format!("{topic}.d.replayed"))),
+        false => DeadLetterAction::Keep,
+    };
+    let done = broker.rework_dead_letters(&pick_b).await.unwrap();
+    assert_eq!(done.replayed, [(b.id.clone(), None)], "{done:?}");
+    let mut consumer_d = broker.consume(&queue_d, 10).await.unwrap();
+    let moved = next(&mut consumer_d).await;
+    assert_eq!(moved.envelope().id, b.id);
+    assert_eq!(moved.envelope().routing_key, format!("{topic}.d.replayed"));
+    moved.ack().await.unwrap();
+
+    // Purge everything older than an hour: nothing; then all of it.
+    let hour_ago = now_ms() - 3_600_000;
+    let done = broker
+        .rework_dead_letters(&|l: &DeadLetter| match l.died_at_ms < hour_ago {
+            true => DeadLetterAction::Purge,
+            false => DeadLetterAction::Keep,
+        })
+        .await
+        .unwrap();
+    assert_eq!((done.purged, done.kept), (0, 2), "{done:?}");
+    let done = broker
+        .rework_dead_letters(&|_: &DeadLetter| DeadLetterAction::Purge)
+        .await
+        .unwrap();
+    assert_eq!(done.purged, 2, "{done:?}");
+    assert_eq!(broker.dead_letter_depth().await.unwrap(), 0);
+    assert_eq!(broker.queue_depth(&queue_d).await.unwrap(), Some(0));
+    assert_eq!(broker.queue_depth(&format!("{topic}.nope")).await.unwrap(), None);
+}
+
 #[tokio::test]
 async fn memory_broker_conforms() {
     let broker = MemoryBroker::new(dead_letter_config());
     broker_conforms(&broker).await;
     priorities_are_honoured(&broker).await;
+}
+
+#[tokio::test]
+async fn memory_dead_letter_tooling_works() {
+    dead_letter_tooling_works(&MemoryBroker::new(dead_letter_config())).await;
+}
+
+#[tokio::test]
+async fn amqp_dead_letter_tooling_works() {
+    dead_letter_tooling_works(&amqp().await).await;
+}
+
+#[tokio::test]
+async fn amqp_replay_into_a_deleted_queue_keeps_the_letter() {
+    let broker = amqp().await;
+    let topic = unique("dlq-gone");
+    let (queue, letter) = bury(&broker, &topic, "a").await;
+    services::delete_queue(&queue).await;
+    let done = broker
+        .rework_dead_letters(&|_: &DeadLetter| DeadLetterAction::Replay(ReplayTo::Queue))
+        .await
+        .unwrap();
+    assert!(done.replayed.is_empty(), "{done:?}");
+    assert!(done.errors[0].contains("no longer exists"), "{done:?}");
+    let kept = broker.dead_letters(0, 10).await.unwrap();
+    assert_eq!(kept.len(), 1, "a replay the broker did not take keeps the letter");
+    assert_eq!(kept[0].envelope.id, letter.id);
 }
 
 async fn amqp() -> AmqpBroker {
