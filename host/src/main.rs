@@ -106,10 +106,15 @@ enum Command {
 #[derive(clap::Args)]
 pub struct Admin {
     /// The admin endpoint of the running host.
-    #[arg(long, default_value = "127.0.0.1:8080")]
+    #[arg(long, global = true, default_value = "127.0.0.1:8080")]
     pub admin: String,
     /// Its bearer token, if it requires one.
-    #[arg(long, env = "TECHUB_ADMIN_TOKEN", hide_env_values = true)]
+    #[arg(
+        long,
+        global = true,
+        env = "TECHUB_ADMIN_TOKEN",
+        hide_env_values = true
+    )]
     pub token: Option<String>,
 }
 

@@ -33,6 +33,34 @@ pub fn fixture(crate_name: &str) -> PathBuf {
     path
 }
 
+/// The repository's root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ is inside the repository")
+        .to_path_buf()
+}
+
+/// `target/test-artifacts/<name>`: where tests leave files for people to look at
+/// (screenshots, expositions). The directory exists on return.
+pub fn artifact(name: &str) -> PathBuf {
+    let dir = repo_root().join("target/test-artifacts");
+    std::fs::create_dir_all(&dir).expect("target/ is writable");
+    dir.join(name)
+}
+
+/// A tool a test needs (e.g. `promtool`, `chromium`), or a panic saying how to install it.
+pub fn tool(name: &str, package: &str) -> PathBuf {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join(name))
+            .find(|path| path.is_file())
+    });
+    found.unwrap_or_else(|| {
+        panic!("{name} is not installed: `apt-get install {package}` (or run `cargo xtask test`, which installs it)")
+    })
+}
+
 /// The `techub-host` binary of this build (`cargo test --workspace` builds it).
 ///
 /// # Panics

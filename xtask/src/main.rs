@@ -66,6 +66,7 @@ fn main() -> Result<()> {
             plugins::build(&root)?;
             services::ensure_redis()?;
             services::ensure_rabbitmq()?;
+            services::ensure_test_tools()?;
             // The suite runs the real `techub-host` binary too, which `cargo test` builds
             // only for the host package's own integration tests.
             run(Command::new("cargo").args([

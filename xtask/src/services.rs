@@ -43,6 +43,24 @@ fn apt_install(package: &str) -> Result<()> {
         .env("DEBIAN_FRONTEND", "noninteractive"))
 }
 
+/// Makes sure the tools the suite drives are installed: `promtool` (Debian's
+/// `prometheus` package) checks the alert rules and the metrics exposition, and
+/// `chromium` loads the status page.
+pub fn ensure_test_tools() -> Result<()> {
+    for (binary, package) in [("promtool", "prometheus"), ("chromium", "chromium")] {
+        if !installed(binary) {
+            // --no-install-recommends: only the tool, not the exporters and fonts the
+            // packages recommend.
+            eprintln!("xtask: installing {package} with apt-get");
+            run(Command::new("apt-get").arg("update").arg("-qq"))?;
+            run(Command::new("apt-get")
+                .args(["install", "-y", "-qq", "--no-install-recommends", package])
+                .env("DEBIAN_FRONTEND", "noninteractive"))?;
+        }
+    }
+    Ok(())
+}
+
 /// Makes sure Redis answers on 127.0.0.1:6379.
 pub fn ensure_redis() -> Result<()> {
     if reachable(REDIS) {

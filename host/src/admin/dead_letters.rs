@@ -159,7 +159,7 @@ pub struct Selection {
 impl Selection {
     fn picks(&self, letter: &DeadLetter, now: u64) -> bool {
         self.all
-            || self.ids.iter().any(|id| *id == letter.envelope.id)
+            || self.ids.contains(&letter.envelope.id)
             || self
                 .older_than_ms
                 .is_some_and(|age| now.saturating_sub(letter.died_at_ms) > age)

@@ -111,7 +111,7 @@ pub(super) async fn page(State(platform): State<Arc<Platform>>) -> Html<String> 
         "<tr><td>dead letters</td><td></td><td class=\"n\" id=\"dead-letters\">{dead}</td></tr></table>"
     );
 
-    html.push_str("<h2>Cache, last hour</h2><table id=\"cache\"><tr><th>domain</th><th>hits</th><th>misses</th><th>hit rate</th></tr>");
+    html.push_str("<h2>Cache, last hour</h2><table id=\"cache\"><tr><th>domain</th><th>hits</th><th>misses</th><th>writes</th><th>hit rate</th></tr>");
     let window = Some(Window {
         start_ms: now_ms().saturating_sub(3_600_000),
         end_ms: None,
@@ -122,16 +122,20 @@ pub(super) async fn page(State(platform): State<Arc<Platform>>) -> Html<String> 
             .sum(std::slice::from_ref(domain), window)
             .await;
         let reads = stats.hits + stats.misses;
-        if reads == 0 {
-            continue;
+        if reads + stats.sets + stats.deletes == 0 {
+            continue; // an idle domain
         }
+        let rate = match reads {
+            0 => "-".to_string(),
+            reads => format!("{:.1} %", stats.hits as f64 * 100.0 / reads as f64),
+        };
         let _ = write!(
             html,
-            "<tr><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{:.1} %</td></tr>",
+            "<tr><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{rate}</td></tr>",
             escape(domain),
             stats.hits,
             stats.misses,
-            stats.hits as f64 * 100.0 / reads as f64
+            stats.sets,
         );
     }
     html.push_str("</table><p>Machine-readable: <a href=\"/metrics\">/metrics</a>, <a href=\"/plugins\">/plugins</a>, <a href=\"/dead-letters\">/dead-letters</a>, <a href=\"/cache/stats\">/cache/stats</a>.</p></body></html>");

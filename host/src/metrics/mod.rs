@@ -92,6 +92,11 @@ struct QueueNameLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BackendLabel {
+    backend: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CommandLabel {
     command: &'static str,
 }
@@ -173,6 +178,7 @@ pub struct Metrics {
     amqp: [Counter; 5],
     slots_in_use: Gauge,
     slots_total: Gauge,
+    backend_up: Family<BackendLabel, Gauge>,
     cache_stats_flush_failures: Counter,
     plugins: Mutex<HashMap<String, Arc<PluginMetrics>>>,
 }
@@ -232,6 +238,7 @@ impl Metrics {
             amqp,
             slots_in_use: Gauge::default(),
             slots_total: Gauge::default(),
+            backend_up: Family::default(),
             cache_stats_flush_failures: Counter::default(),
             plugins: Mutex::default(),
         };
@@ -390,6 +397,11 @@ impl Metrics {
             m.slots_total.clone(),
         );
         r.register(
+            "backend_up",
+            "Whether a backend answered its last health check (polled): redis, amqp",
+            m.backend_up.clone(),
+        );
+        r.register(
             "cache_stats_flush_failures",
             "Flushes of cluster-wide cache statistics to Redis that failed",
             m.cache_stats_flush_failures.clone(),
@@ -423,14 +435,8 @@ impl Metrics {
     }
 
     /// A file of `plugin` failed to load.
-    pub fn load_failed(&self, plugin: &str) {
-        if self.enabled {
-            self.load_failures
-                .get_or_create(&PluginLabel {
-                    plugin: Arc::new(plugin.to_string()),
-                })
-                .inc();
-        }
+    pub fn load_failed(self: &Arc<Self>, plugin: &str) {
+        self.plugin(plugin).load_failed();
     }
 
     /// `count` cache events of `domain`.
@@ -445,6 +451,16 @@ impl Metrics {
             domain: domain.to_string(),
             by,
         };
+        if self.cache_sets.get(&label()).is_none() {
+            // A domain's first event creates all its series, at 0: a rate over them
+            // (a hit rate, an alert) then has data from the start.
+            let _ = self.cache_hits.get_or_create(&label());
+            let _ = self.cache_misses.get_or_create(&label());
+            let _ = self.cache_sets.get_or_create(&label());
+            for how in ["key", "tag", "pattern"] {
+                let _ = self.cache_invalidations.get_or_create(&by(how));
+            }
+        }
         match event {
             CacheEvent::Hit => self.cache_hits.get_or_create(&label()).inc_by(count),
             CacheEvent::Miss => self.cache_misses.get_or_create(&label()).inc_by(count),
@@ -473,6 +489,12 @@ impl Metrics {
             plugin: plugin.clone(),
             queue_type: queue_type.to_string(),
         };
+        if self.queue_events[0].get(&labels).is_none() {
+            // All five series of a queue at once (see `cache`).
+            self.queue_events.iter().for_each(|f| {
+                let _ = f.get_or_create(&labels);
+            });
+        }
         self.queue_events[event as usize]
             .get_or_create(&labels)
             .inc();
@@ -497,6 +519,11 @@ impl Metrics {
             return;
         }
         let label = CommandLabel { command };
+        if self.redis_slow.get(&label).is_none() {
+            // All three series of a command at once (see `cache`).
+            let _ = self.redis_slow.get_or_create(&label);
+            let _ = self.redis_timeouts.get_or_create(&label);
+        }
         self.redis_seconds
             .get_or_create(&label)
             .observe(elapsed.as_secs_f64());

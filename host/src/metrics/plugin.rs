@@ -93,6 +93,16 @@ pub enum QuotaKind {
 }
 
 impl QuotaKind {
+    const ALL: [Self; 7] = [
+        Self::HostCalls,
+        Self::Publishes,
+        Self::Leases,
+        Self::Output,
+        Self::Cpu,
+        Self::Memory,
+        Self::Timeout,
+    ];
+
     fn label(self) -> &'static str {
         match self {
             Self::HostCalls => "host_calls",
@@ -117,6 +127,8 @@ pub struct PluginMetrics {
     in_flight: Gauge,
     memory_peak: Gauge,
     loads: Counter,
+    load_failures: Counter,
+    quotas: [Counter; 7],
     log_dropped: Counter,
 }
 
@@ -141,6 +153,8 @@ impl PluginMetrics {
                 in_flight: Gauge::default(),
                 memory_peak: Gauge::default(),
                 loads: Counter::default(),
+                load_failures: Counter::default(),
+                quotas: Default::default(),
                 log_dropped: Counter::default(),
                 name,
                 metrics,
@@ -169,6 +183,13 @@ impl PluginMetrics {
             in_flight: metrics.in_flight.get_or_create_owned(&label),
             memory_peak: metrics.memory_peak.get_or_create_owned(&label),
             loads: metrics.loads.get_or_create_owned(&label),
+            load_failures: metrics.load_failures.get_or_create_owned(&label),
+            quotas: QuotaKind::ALL.map(|kind| {
+                metrics.quota_violations.get_or_create_owned(&QuotaLabels {
+                    plugin: name.clone(),
+                    kind: kind.label(),
+                })
+            }),
             log_dropped: metrics.log_dropped.get_or_create_owned(&label),
             name,
             metrics,
@@ -197,6 +218,13 @@ impl PluginMetrics {
     pub fn loaded(&self) {
         if self.metrics.enabled {
             self.loads.inc();
+        }
+    }
+
+    /// A file of the plugin failed to load.
+    pub fn load_failed(&self) {
+        if self.metrics.enabled {
+            self.load_failures.inc();
         }
     }
 
@@ -266,13 +294,7 @@ impl PluginMetrics {
             _ => {}
         }
         for kind in quotas {
-            self.metrics
-                .quota_violations
-                .get_or_create(&QuotaLabels {
-                    plugin: self.name.clone(),
-                    kind: kind.label(),
-                })
-                .inc();
+            self.quotas[kind as usize].inc();
         }
     }
 }

@@ -3,7 +3,7 @@
 //! dead-letter queue), pool slots in use, the embedded cache's bytes and evictions,
 //! and dead letters refused.
 
-use super::{DomainLabel, Metrics, QueueNameLabel};
+use super::{BackendLabel, DomainLabel, Metrics, QueueNameLabel};
 use crate::capability::Services;
 use crate::dispatch::queue_name;
 use crate::registry::Registry;
@@ -69,6 +69,17 @@ async fn poll(
             .cache_evictions
             .get_or_create(&label)
             .inc_by(usage.evictions.saturating_sub(before));
+    }
+
+    if let Some(redis) = &services.redis {
+        let up = redis.ping(Duration::from_secs(1)).await.is_ok();
+        let label = BackendLabel { backend: "redis" };
+        metrics.backend_up.get_or_create(&label).set(i64::from(up));
+    }
+    if services.broker.is_remote() {
+        let up = services.broker.health().is_ok();
+        let label = BackendLabel { backend: "amqp" };
+        metrics.backend_up.get_or_create(&label).set(i64::from(up));
     }
 
     let refused = services.broker.dead_letters_refused();

@@ -315,3 +315,196 @@ fn check_says_whether_the_host_would_take_a_plugin() {
     assert!(!ok);
     assert!(out.contains("[plugins.ungranted].subscribe"), "{out}");
 }
+
+/// `techub-host <args> --admin <admin>`: its stdout, or a panic with its stderr.
+fn cli(admin: &str, args: &[&str]) -> String {
+    let output = Command::new(host_binary())
+        .args(args)
+        .args(["--admin", admin])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "techub-host {args:?}: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+async fn cli_until(admin: &str, args: &[&str], wanted: &str) -> String {
+    let (admin, args_owned): (String, Vec<String>) = (
+        admin.to_string(),
+        args.iter().map(|a| a.to_string()).collect(),
+    );
+    techub_tests::wait_for(
+        std::time::Duration::from_secs(30),
+        &format!("`techub-host {args:?}` to print {wanted:?}"),
+        || {
+            let (admin, args) = (admin.clone(), args_owned.clone());
+            async move {
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                let out = cli(&admin, &args);
+                out.contains(wanted).then_some(out)
+            }
+        },
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn operators_inspect_replay_and_purge_dead_letters_through_the_cli_on_rabbitmq() {
+    techub_tests::init_tracing();
+    let dir = PluginDir::with(&[
+        ("user-notifications", "user_notifications"),
+        ("broken", "fixture_trap"),
+    ]);
+    let amqp = techub_tests::services::amqp_config();
+    let key_prefix = format!("{}:", techub_tests::unique("cli"));
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let admin = format!("127.0.0.1:{port}");
+    let config = dir.path().join("host.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[host]\nplugins_dir = \".\"\nadmin_addr = \"{admin}\"\nkey_prefix = \"{key_prefix}\"\nmetrics_poll_ms = 200\n\n\
+             [backends]\ncache = \"redis\"\nmessaging = \"amqp\"\n\n\
+             [amqp]\nmain_exchange = \"{}\"\ndead_letter_exchange = \"{}\"\ndead_letter_queue = \"{}\"\ndelayed_exchange = \"{}\"\nqueue_prefix = \"{}\"\n\n\
+             [queues.email]\nmax_retries = 1\nretry_delay_ms = 100\n\n\
+             [plugins.user-notifications]\nsubscribe = [\"#\"]\ncache_domains = [\"users\"]\npublish = [\"notification.*\"]\n\
+             [plugins.broken]\nsubscribe = [\"#\"]\n",
+            amqp.main_exchange, amqp.dead_letter_exchange, amqp.dead_letter_queue, amqp.delayed_exchange, amqp.queue_prefix
+        ),
+    )
+    .unwrap();
+    let log_path = dir.path().join("host.log");
+    let mut child = Command::new(host_binary())
+        .args(["--log-format", "json", "run", "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .unwrap();
+    let pid = child.id().to_string();
+    ready(&admin).await;
+    let publish = |key: &'static str, body: &'static str| {
+        let admin = admin.clone();
+        async move {
+            let (status, answer) = techub_host::admin::client::publish(
+                &admin,
+                None,
+                key,
+                body.as_bytes().to_vec(),
+                "",
+            )
+            .await
+            .unwrap();
+            assert_eq!(status, 202, "{answer}");
+            let answer: serde_json::Value = serde_json::from_str(&answer).unwrap();
+            answer["id"].as_str().unwrap().to_string()
+        }
+    };
+
+    let welcomed = publish(
+        "user.created",
+        r#"{"id":"cli-1","email":"a@b.c","name":"A"}"#,
+    )
+    .await;
+    let status = cli_until(&admin, &["status", &welcomed], "completed").await;
+    assert!(
+        status.contains(&format!(
+            "{}notification.user-notifications",
+            amqp.queue_prefix
+        )),
+        "{status}"
+    );
+
+    let broken = publish("fixture.trap.cli", "payload of the broken one").await;
+    let listed = cli_until(&admin, &["dlq", "list"], &broken).await;
+    assert!(listed.contains("1 dead letter(s)"), "{listed}");
+    assert!(listed.contains("payload of the broken one"), "{listed}");
+    let shown = cli(&admin, &["dlq", "show", &broken]);
+    let shown: serde_json::Value = serde_json::from_str(&shown).unwrap();
+    assert_eq!(shown["routing_key"], "fixture.trap.cli");
+    assert_eq!(shown["queue"], format!("{}email.broken", amqp.queue_prefix));
+    assert_eq!(shown["attempts"], 2);
+    assert_eq!(shown["payload"]["text"], "payload of the broken one");
+    assert!(
+        shown["reason"]
+            .as_str()
+            .unwrap()
+            .contains("fixture trap on attempt 2"),
+        "{shown}"
+    );
+
+    // Replayed, it is delivered again (as attempt 1) and, trapping twice more, comes back.
+    let replayed = cli(&admin, &["dlq", "replay", &broken]);
+    assert!(replayed.contains("replayed 1"), "{replayed}");
+    let first_death = shown["died_at_ms"].as_u64().unwrap();
+    techub_tests::wait_for(
+        std::time::Duration::from_secs(30),
+        "the replayed letter to die again",
+        || async {
+            let died = shown_died(&cli_or_empty(&admin, &["dlq", "show", &broken]));
+            died.filter(|at| *at > first_death).map(|_| ())
+        },
+    )
+    .await;
+
+    let stats = cli(
+        &admin,
+        &["cache-stats", "--domain", "users", "--since", "10m"],
+    );
+    assert!(stats.lines().any(|l| l.starts_with("users")), "{stats}");
+    let (code, metrics) = techub_host::admin::client::get(&admin, None, "/metrics")
+        .await
+        .unwrap();
+    assert_eq!(code, 200);
+    assert!(
+        crate::operations::sample(&metrics, "techub_amqp_confirms_total", &[])
+            .is_some_and(|n| n >= 3.0),
+        "{metrics}"
+    );
+
+    let purged = cli(&admin, &["dlq", "purge", "--all"]);
+    assert!(purged.contains("purged 1"), "{purged}");
+    let listed = cli(&admin, &["dlq", "list"]);
+    assert!(listed.contains("0 dead letter(s)"), "{listed}");
+
+    // Stop, then read the JSON log: the trap's records carry the invocation's span.
+    let status = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(status.success());
+    assert!(child.wait().unwrap().success());
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    let records: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let in_span = records
+        .iter()
+        .find(|r| r["span"]["message_id"] == broken.as_str() && r["fields"]["stream"] == "stderr")
+        .unwrap_or_else(|| panic!("no guest stderr record inside the invocation's span:\n{log}"));
+    assert_eq!(in_span["span"]["plugin"], "broken");
+    assert_eq!(in_span["span"]["routing_key"], "fixture.trap.cli");
+    assert_eq!(in_span["span"]["version"].as_str().map(str::len), Some(12));
+}
+
+/// `techub-host <args>`'s stdout, empty when it failed (e.g. the letter is in flight).
+fn cli_or_empty(admin: &str, args: &[&str]) -> String {
+    let output = Command::new(host_binary())
+        .args(args)
+        .args(["--admin", admin])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// The `died_at_ms` of a `dlq show` answer.
+fn shown_died(shown: &str) -> Option<u64> {
+    serde_json::from_str::<serde_json::Value>(shown).ok()?["died_at_ms"].as_u64()
+}

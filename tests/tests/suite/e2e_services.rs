@@ -17,7 +17,7 @@ const LIMIT: Duration = Duration::from_secs(20);
 
 /// A configuration on the shared Redis and RabbitMQ, isolated by a unique key prefix
 /// and unique exchange names.
-fn on_services(dir: &PluginDir) -> HostConfig {
+pub(crate) fn on_services(dir: &PluginDir) -> HostConfig {
     let mut config = config(dir);
     config.backends.cache = KvBackend::Redis;
     config.backends.store = KvBackend::Redis;

@@ -3,6 +3,7 @@
 mod admin;
 mod binary;
 mod conformance;
+mod dashboard;
 mod delivery;
 mod e2e_embedded;
 mod e2e_services;
@@ -11,3 +12,4 @@ mod hostile;
 mod limits;
 mod live;
 mod operations;
+mod status_page;

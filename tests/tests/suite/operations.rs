@@ -10,7 +10,9 @@ use techub_host::bindings::techub::platform::messaging::Priority;
 use techub_host::capability::cache::{CacheStats, Window};
 use techub_host::capability::messaging::now_ms;
 use techub_host::metrics::{CacheEvent, Metrics};
-use techub_tests::{PluginDir, config, grant, init_tracing, publish_user, services, unique, wait_for};
+use techub_tests::{
+    PluginDir, config, grant, init_tracing, publish_user, services, unique, wait_for,
+};
 
 const LIMIT: Duration = Duration::from_secs(30);
 
@@ -48,10 +50,14 @@ async fn metric_reaches(
     labels: &[(&str, &str)],
     at_least: f64,
 ) -> String {
-    wait_for(LIMIT, &format!("{name}{labels:?} >= {at_least}"), || async {
-        let text = platform.services.metrics.encode();
-        (sample(&text, name, labels).unwrap_or(0.0) >= at_least).then_some(text)
-    })
+    wait_for(
+        LIMIT,
+        &format!("{name}{labels:?} >= {at_least}"),
+        || async {
+            let text = platform.services.metrics.encode();
+            (sample(&text, name, labels).unwrap_or(0.0) >= at_least).then_some(text)
+        },
+    )
     .await
 }
 
@@ -104,8 +110,12 @@ async fn metrics_count_every_outcome_of_a_hostile_plugin() {
     .await;
     for kind in ["cpu", "timeout", "memory", "publishes"] {
         assert!(
-            sample(&text, "techub_quota_violations_total", &[hostile, ("kind", kind)])
-                .is_some_and(|n| n >= 1.0),
+            sample(
+                &text,
+                "techub_quota_violations_total",
+                &[hostile, ("kind", kind)]
+            )
+            .is_some_and(|n| n >= 1.0),
             "quota {kind}:\n{text}"
         );
     }
@@ -146,7 +156,12 @@ async fn metric_labels_stay_bounded_under_a_thousand_distinct_keys() {
     init_tracing();
     let dir = PluginDir::with(&[("user-notifications", "user_notifications")]);
     let mut config = config(&dir);
-    grant(&mut config, "user-notifications", &["users"], &["notification.*"]);
+    grant(
+        &mut config,
+        "user-notifications",
+        &["users"],
+        &["notification.*"],
+    );
     config.host.metrics_poll_ms = 3_600_000;
     let platform = Platform::start(config).await.unwrap();
     let series = |text: &str| text.lines().filter(|l| !l.starts_with('#')).count();
@@ -182,11 +197,15 @@ async fn metric_labels_stay_bounded_under_a_thousand_distinct_keys() {
         assert!(!text.contains(id.as_str()), "{id} is a label value");
     }
     assert!(
-        sample(&text, "techub_cache_sets_total", &[("domain", "users")]).is_some_and(|n| n >= 1_010.0)
+        sample(&text, "techub_cache_sets_total", &[("domain", "users")])
+            .is_some_and(|n| n >= 1_010.0)
     );
 }
 
-fn stats_on(redis: &techub_host::capability::redis_client::RedisClient, prefix: &str) -> CacheStats {
+fn stats_on(
+    redis: &techub_host::capability::redis_client::RedisClient,
+    prefix: &str,
+) -> CacheStats {
     CacheStats::on_redis(
         Arc::new(Metrics::new(true)),
         Duration::from_secs(3_600),
@@ -246,7 +265,11 @@ async fn cache_statistics_of_two_hosts_add_up_in_redis_and_survive_a_restart() {
         .unwrap();
     assert_eq!(keys.len(), 2, "one bucket per domain and minute: {keys:?}");
     for key in keys {
-        let ttl: i64 = redis::cmd("TTL").arg(&key).query_async(&mut conn).await.unwrap();
+        let ttl: i64 = redis::cmd("TTL")
+            .arg(&key)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
         assert!((3_500..=3_660).contains(&ttl), "{key}: ttl {ttl}");
     }
 }
@@ -256,7 +279,12 @@ async fn cache_writes_by_plugins_reach_the_statistics() {
     init_tracing();
     let dir = PluginDir::with(&[("user-notifications", "user_notifications")]);
     let mut config = config(&dir);
-    grant(&mut config, "user-notifications", &["users"], &["notification.*"]);
+    grant(
+        &mut config,
+        "user-notifications",
+        &["users"],
+        &["notification.*"],
+    );
     let platform = Platform::start(config).await.unwrap();
     publish_user(&platform, "counted").await;
     wait_for(LIMIT, "the write counted", || async {

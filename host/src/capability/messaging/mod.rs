@@ -144,6 +144,10 @@ pub trait Broker: Send + Sync {
     /// Closes the connection cleanly (at shutdown, after the consumers drained);
     /// unsettled deliveries go back to their queues.
     async fn close(&self) {}
+    /// Whether the broker is a server (RabbitMQ) rather than in process.
+    fn is_remote(&self) -> bool {
+        false
+    }
     /// Whether the broker is reachable now; the reason when not (for `/readyz`).
     fn health(&self) -> Result<(), String> {
         Ok(())

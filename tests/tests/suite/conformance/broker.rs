@@ -4,8 +4,7 @@ use std::time::Duration;
 use techub_host::capability::messaging::amqp::AmqpBroker;
 use techub_host::capability::messaging::memory::MemoryBroker;
 use techub_host::capability::messaging::{
-    Broker, Consumer, DeadLetter, DeadLetterAction, Delivery, Envelope, QueueSpec, ReplayTo,
-    now_ms,
+    Broker, Consumer, DeadLetter, DeadLetterAction, Delivery, Envelope, QueueSpec, ReplayTo, now_ms,
 };
 use techub_host::config::DeadLetterConfig;
 use techub_tests::{services, unique, wait_for};
@@ -222,10 +221,19 @@ async fn dead_letter_tooling_works(broker: &dyn Broker) {
         (broker.dead_letter_depth().await.unwrap() == 3).then_some(())
     })
     .await;
-    assert_eq!(ids(broker.dead_letters(0, 2).await.unwrap()), [a.id.clone(), b.id.clone()]);
-    assert_eq!(ids(broker.dead_letters(2, 2).await.unwrap()), [c.id.clone()]);
+    assert_eq!(
+        ids(broker.dead_letters(0, 2).await.unwrap()),
+        [a.id.clone(), b.id.clone()]
+    );
+    assert_eq!(
+        ids(broker.dead_letters(2, 2).await.unwrap()),
+        vec![c.id.clone()]
+    );
     let letter = &broker.dead_letters(0, 1).await.unwrap()[0];
-    assert_eq!(letter.envelope.routing_key, a.routing_key, "the original key");
+    assert_eq!(
+        letter.envelope.routing_key, a.routing_key,
+        "the original key"
+    );
     assert!(letter.died_at_ms >= a.published_at_ms, "{letter:?}");
     assert!(letter.died_at_ms <= now_ms());
 
@@ -236,7 +244,11 @@ async fn dead_letter_tooling_works(broker: &dyn Broker) {
         false => DeadLetterAction::Keep,
     };
     let done = broker.rework_dead_letters(&pick_a).await.unwrap();
-    assert_eq!(done.replayed, [(a.id.clone(), Some(queue_a.clone()))], "{done:?}");
+    assert_eq!(
+        done.replayed,
+        [(a.id.clone(), Some(queue_a.clone()))],
+        "{done:?}"
+    );
     assert_eq!(done.kept, 2);
     let mut consumer = broker.consume(&queue_a, 10).await.unwrap();
     let again = next(&mut consumer).await;
@@ -245,7 +257,10 @@ async fn dead_letter_tooling_works(broker: &dyn Broker) {
     assert_eq!(again.envelope().routing_key, a.routing_key);
     assert_eq!(again.envelope().payload, a.payload);
     again.ack().await.unwrap();
-    assert_eq!(ids(broker.dead_letters(0, 10).await.unwrap()), [b.id.clone(), c.id.clone()]);
+    assert_eq!(
+        ids(broker.dead_letters(0, 10).await.unwrap()),
+        [b.id.clone(), c.id.clone()]
+    );
 
     // Replay `b` by routing key: it reaches the queues bound to that key.
     let (queue_d, _) = bury(broker, &topic, "d").await;
@@ -278,7 +293,10 @@ async fn dead_letter_tooling_works(broker: &dyn Broker) {
     assert_eq!(done.purged, 2, "{done:?}");
     assert_eq!(broker.dead_letter_depth().await.unwrap(), 0);
     assert_eq!(broker.queue_depth(&queue_d).await.unwrap(), Some(0));
-    assert_eq!(broker.queue_depth(&format!("{topic}.nope")).await.unwrap(), None);
+    assert_eq!(
+        broker.queue_depth(&format!("{topic}.nope")).await.unwrap(),
+        None
+    );
 }
 
 #[tokio::test]
@@ -311,7 +329,11 @@ async fn amqp_replay_into_a_deleted_queue_keeps_the_letter() {
     assert!(done.replayed.is_empty(), "{done:?}");
     assert!(done.errors[0].contains("no longer exists"), "{done:?}");
     let kept = broker.dead_letters(0, 10).await.unwrap();
-    assert_eq!(kept.len(), 1, "a replay the broker did not take keeps the letter");
+    assert_eq!(
+        kept.len(),
+        1,
+        "a replay the broker did not take keeps the letter"
+    );
     assert_eq!(kept[0].envelope.id, letter.id);
 }
 

@@ -289,6 +289,10 @@ impl Broker for AmqpBroker {
         ))
     }
 
+    fn is_remote(&self) -> bool {
+        true
+    }
+
     fn health(&self) -> Result<(), String> {
         let status = self.shared.connection.status();
         if status.connected() {

@@ -1,0 +1,134 @@
+//! The status page at `/`, loaded in a real headless Chromium: the plugin names, their
+//! outcome counts, the queues and the cache hit rate appear; a screenshot is kept in
+//! `target/test-artifacts/status-page.png`.
+
+use crate::operations::sample;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+use techub_host::Platform;
+use techub_tests::{
+    PluginDir, artifact, config, grant, init_tracing, publish_user, tool, wait_for,
+};
+
+/// Chromium's headless flags for a root user in a container.
+const HEADLESS: [&str; 5] = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--hide-scrollbars",
+];
+
+fn chromium(args: &[String]) -> std::process::Output {
+    let profile = tempfile_dir();
+    let output = Command::new(tool("chromium", "chromium"))
+        .args(HEADLESS)
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(args)
+        .output()
+        .expect("chromium runs");
+    let _ = std::fs::remove_dir_all(&profile);
+    output
+}
+
+fn tempfile_dir() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(techub_tests::unique("chromium-profile"));
+    std::fs::create_dir_all(&dir).expect("a temporary directory");
+    dir
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_status_page_shows_plugins_counts_queues_and_hit_rates_in_a_browser() {
+    init_tracing();
+    let dir = PluginDir::with(&[
+        ("user-notifications", "user_notifications"),
+        ("broken", "fixture_trap"),
+    ]);
+    dir.write("not-a-plugin.wasm", b"nope");
+    let mut config = config(&dir);
+    grant(
+        &mut config,
+        "user-notifications",
+        &["users"],
+        &["notification.*"],
+    );
+    let platform = Arc::new(Platform::start(config).await.unwrap());
+    for i in 0..7 {
+        publish_user(&platform, &format!("page-{i}")).await;
+    }
+    wait_for(Duration::from_secs(30), "seven handled", || async {
+        let text = platform.services.metrics.encode();
+        let ok = sample(
+            &text,
+            "techub_invocations_total",
+            &[("plugin", "user-notifications"), ("outcome", "ok")],
+        );
+        (ok == Some(7.0)).then_some(())
+    })
+    .await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/", listener.local_addr().unwrap());
+    tokio::spawn(
+        axum::serve(listener, techub_host::admin::router(platform.clone(), None)).into_future(),
+    );
+
+    let dom = tokio::task::spawn_blocking({
+        let url = url.clone();
+        move || chromium(&["--dump-dom".to_string(), url])
+    })
+    .await
+    .unwrap();
+    let dom_text = String::from_utf8_lossy(&dom.stdout).into_owned();
+    assert!(
+        dom.status.success() && dom_text.contains("<table"),
+        "chromium could not load {url}: {}",
+        String::from_utf8_lossy(&dom.stderr)
+    );
+    std::fs::write(artifact("status-page.html"), &dom_text).unwrap();
+    // The plugin's row, as the browser parsed it: name, state, then the outcome counts
+    // in the order of the header (ok first).
+    let row_start = dom_text
+        .find("data-plugin=\"user-notifications\"")
+        .unwrap_or_else(|| panic!("no row for the plugin in:\n{dom_text}"));
+    let row = &dom_text[row_start..row_start + dom_text[row_start..].find("</tr>").unwrap()];
+    let cells: Vec<&str> = row
+        .split("<td")
+        .skip(1)
+        .map(|cell| {
+            let inner = &cell[cell.find('>').unwrap() + 1..];
+            inner.split('<').next().unwrap_or("")
+        })
+        .collect();
+    assert_eq!(cells[0], "user-notifications", "{row}");
+    assert_eq!(cells[1], "serving", "{row}");
+    assert_eq!(cells[4], "7", "the ok count: {row}");
+    assert!(
+        dom_text.contains("not-a-plugin.wasm"),
+        "failed files are listed"
+    );
+    assert!(
+        dom_text.contains("<td>techub.notification.user-notifications</td>"),
+        "the plugin's queue"
+    );
+    assert!(dom_text.contains("id=\"dead-letters\""));
+    assert!(
+        dom_text.contains("<tr><td>users</td>"),
+        "the users domain's row (seven writes)"
+    );
+
+    let screenshot = artifact("status-page.png");
+    let _ = std::fs::remove_file(&screenshot);
+    let shot = tokio::task::spawn_blocking({
+        let shot_arg = format!("--screenshot={}", screenshot.display());
+        move || chromium(&[shot_arg, "--window-size=1400,1000".to_string(), url])
+    })
+    .await
+    .unwrap();
+    let size = std::fs::metadata(&screenshot).map(|m| m.len()).unwrap_or(0);
+    assert!(
+        size > 10_000,
+        "no screenshot ({size} bytes): {}",
+        String::from_utf8_lossy(&shot.stderr)
+    );
+}
