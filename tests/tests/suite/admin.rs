@@ -164,3 +164,91 @@ async fn the_admin_endpoint_requires_its_token_and_bounds_bodies() {
         .unwrap();
     assert_eq!(status, 413, "a body over host.max_message_bytes");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dead_letters_are_paginated_with_bounded_previews_and_binary_shown_as_base64() {
+    init_tracing();
+    let dir = PluginDir::with(&[("broken", "fixture_trap")]);
+    let mut config = config(&dir);
+    config.host.max_message_bytes = 6 * 1024 * 1024;
+    let platform = Arc::new(Platform::start(config).await.unwrap());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let admin = listener.local_addr().unwrap().to_string();
+    tokio::spawn(
+        axum::serve(listener, techub_host::admin::router(platform.clone(), None)).into_future(),
+    );
+    let big = "x".repeat(5 * 1024 * 1024);
+    for _ in 0..10 {
+        platform
+            .publish("fixture.trap.big", big.clone().into_bytes(), None)
+            .await
+            .unwrap();
+    }
+    let binary = platform
+        .publish("fixture.trap.binary", vec![0xff, 0x00, 0xfe, 0x80], None)
+        .await
+        .unwrap();
+    let page = wait_for(Duration::from_secs(60), "eleven dead letters", || async {
+        let (status, body) = client::get(&admin, None, "/dead-letters?limit=20")
+            .await
+            .unwrap();
+        assert_eq!(status, 200, "{body}");
+        let page: Value = serde_json::from_str(&body).unwrap();
+        (page["total"] == 11).then_some((page, body.len()))
+    })
+    .await;
+    let (page, bytes) = page;
+    assert!(
+        bytes < 64 * 1024,
+        "ten 5 MB letters listed in {bytes} bytes, not their bodies"
+    );
+    // (The small binary letter may die before the big ones: find them by id.)
+    let first = &page["dead_letters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["id"] != binary.as_str())
+        .unwrap()["payload"];
+    assert_eq!(first["size"], 5 * 1024 * 1024);
+    assert_eq!(first["truncated"], true);
+    assert_eq!(first["text"].as_str().unwrap().len(), 256);
+    let last = page["dead_letters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["id"] == binary.as_str())
+        .expect("the binary letter");
+    assert_eq!(
+        last["payload"]["base64"], "/wD+gA==",
+        "binary is base64, not lossy"
+    );
+
+    let (_, body) = client::get(&admin, None, "/dead-letters?offset=3&limit=3&preview=8")
+        .await
+        .unwrap();
+    let page: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(page["dead_letters"].as_array().unwrap().len(), 3);
+    assert_eq!(page["next_offset"], 6);
+    for letter in page["dead_letters"].as_array().unwrap() {
+        let payload = &letter["payload"];
+        let shown = payload["text"].as_str().map_or(0, str::len);
+        assert!(shown <= 8, "a preview of at most 8 bytes: {payload}");
+    }
+
+    let (status, body) = client::get(&admin, None, &format!("/dead-letters/{binary}"))
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
+    let letter: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(letter["routing_key"], "fixture.trap.binary");
+    assert!(
+        letter["reason"]
+            .as_str()
+            .unwrap()
+            .contains("retries exhausted")
+    );
+    let (status, _) = client::get(&admin, None, "/dead-letters/no-such-id")
+        .await
+        .unwrap();
+    assert_eq!(status, 404);
+}

@@ -2,7 +2,7 @@
 //! cache statistics in Redis, the dashboard and alert rules against the exposition
 //! (with `promtool`), and the status page in a real headless Chromium.
 
-use crate::hostile::{hold_busy_lock, hostile_platform};
+use crate::hostile::{hold_busy_lock, hostile_platform, provoke};
 use std::sync::Arc;
 use std::time::Duration;
 use techub_host::Platform;
@@ -296,4 +296,55 @@ async fn cache_writes_by_plugins_reach_the_statistics() {
         (stats.sets == 1).then_some(())
     })
     .await;
+}
+
+/// A hostile-plugin host whose cache (and so its statistics) is on the shared Redis
+/// under `key_prefix`.
+async fn host_on_redis(key_prefix: &str) -> (Platform, PluginDir) {
+    let key_prefix = key_prefix.to_string();
+    hostile_platform(move |c| {
+        c.backends.cache = techub_host::config::KvBackend::Redis;
+        c.host.key_prefix = key_prefix;
+        c.cache.stats_flush_ms = 50;
+    })
+    .await
+}
+
+/// Waits until `platform` reads `hits` hits of `users` over every host.
+async fn users_hits_reach(platform: &Platform, hits: u64) {
+    wait_for(LIMIT, &format!("{hits} hits of users"), || async {
+        let stats = platform
+            .services
+            .cache_stats
+            .sum(&["users".to_string()], None)
+            .await;
+        (stats.hits >= hits).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn plugins_see_cache_statistics_of_every_host_on_redis_across_a_restart() {
+    let prefix = format!("{}:", unique("two-hosts"));
+    let (host_a, _dir_a) = host_on_redis(&prefix).await;
+    let (host_b, _dir_b) = host_on_redis(&prefix).await;
+    // Each read is 2 hits and 1 miss; the plugin reports hits/misses of the last 10 min.
+    assert_eq!(
+        provoke(&host_a, "cache-reads").await,
+        "rejected: 2/1",
+        "its own, unflushed"
+    );
+    users_hits_reach(&host_b, 2).await; // A's counts reached Redis
+    assert_eq!(
+        provoke(&host_b, "cache-reads").await,
+        "rejected: 4/2",
+        "both hosts'"
+    );
+
+    // Host A stops (flushing what it counted) and starts again: nothing is lost.
+    host_a.shutdown().await;
+    drop(host_a);
+    let (host_a, _dir_a2) = host_on_redis(&prefix).await;
+    users_hits_reach(&host_a, 4).await;
+    assert_eq!(provoke(&host_a, "cache-reads").await, "rejected: 6/3");
 }
