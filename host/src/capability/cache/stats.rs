@@ -27,7 +27,9 @@ pub struct Window {
     pub end_ms: Option<u64>,
 }
 
-type Buckets = HashMap<(String, u64), DomainStats>;
+/// Domain → minute → counts: looked up by `&str`, so counting allocates nothing
+/// except a domain's first bucket of each minute.
+type Buckets = HashMap<String, BTreeMap<u64, DomainStats>>;
 
 /// The counters, pending and (without Redis) kept.
 pub struct CacheStats {
@@ -81,11 +83,11 @@ impl CacheStats {
         self.metrics.cache(domain, event, count);
         let minute = crate::capability::messaging::now_ms() / BUCKET_MS;
         let mut buckets = self.lock();
-        // Every cache call lands here: allocate the domain's name only per new bucket.
-        let stats = match buckets.get_mut(&(domain.to_string(), minute)) {
-            Some(stats) => stats,
-            None => buckets.entry((domain.to_string(), minute)).or_default(),
+        let minutes = match buckets.get_mut(domain) {
+            Some(minutes) => minutes,
+            None => buckets.entry(domain.to_string()).or_default(),
         };
+        let stats = minutes.entry(minute).or_default();
         match event {
             CacheEvent::Hit => stats.hits += count,
             CacheEvent::Miss => stats.misses += count,
@@ -112,9 +114,13 @@ impl CacheStats {
     pub async fn sum(&self, domains: &[String], window: Option<Window>) -> DomainStats {
         let minutes = self.minutes(window);
         let mut total = DomainStats::default();
-        for ((domain, minute), stats) in self.lock().iter() {
-            if minutes.contains(minute) && domains.contains(domain) {
-                add(&mut total, stats);
+        {
+            let buckets = self.lock();
+            for domain in domains {
+                if let Some(kept) = buckets.get(domain) {
+                    kept.range(minutes.clone())
+                        .for_each(|(_, stats)| add(&mut total, stats));
+                }
             }
         }
         if let Some((redis, prefix)) = &self.redis {
@@ -138,8 +144,11 @@ impl CacheStats {
         let oldest_minute =
             crate::capability::messaging::now_ms().saturating_sub(self.retention_ms) / BUCKET_MS;
         let Some((redis, prefix)) = &self.redis else {
-            self.lock()
-                .retain(|(_, minute), _| *minute >= oldest_minute);
+            let mut buckets = self.lock();
+            buckets
+                .values_mut()
+                .for_each(|minutes| minutes.retain(|minute, _| *minute >= oldest_minute));
+            buckets.retain(|_, minutes| !minutes.is_empty());
             return;
         };
         let pending = std::mem::take(&mut *self.lock());
@@ -148,7 +157,10 @@ impl CacheStats {
         }
         let ttl_s = (self.retention_ms / 1000 + BUCKET_MS / 1000) as i64;
         let mut pipe = redis::pipe();
-        for ((domain, minute), s) in &pending {
+        for (domain, minute, s) in pending
+            .iter()
+            .flat_map(|(d, minutes)| minutes.iter().map(move |(m, s)| (d, m, s)))
+        {
             let key = format!("{prefix}{domain}:{minute}");
             for (field, n) in [
                 ("hits", s.hits),
@@ -173,9 +185,10 @@ impl CacheStats {
             self.metrics.cache_stats_flush_failed();
             tracing::warn!(%error, "could not flush cache statistics to Redis; kept for the next flush");
             let mut buckets = self.lock();
-            for (bucket, stats) in pending {
-                if bucket.1 >= oldest_minute {
-                    add(buckets.entry(bucket).or_default(), &stats);
+            for (domain, minutes) in pending {
+                let kept = buckets.entry(domain).or_default();
+                for (minute, stats) in minutes.range(oldest_minute..) {
+                    add(kept.entry(*minute).or_default(), stats);
                 }
             }
         }

@@ -1,10 +1,11 @@
 //! Benchmarks (`cargo xtask bench [name]`): each prints the platform's number beside a
 //! native baseline measured in the same run, and their ratio, because this machine is
 //! shared and noisy. Names: `instantiate`, `cache-get`, `messages`, `prefetch`,
-//! `swap`, `start`, `swap-throughput`.
+//! `swap`, `start`, `swap-throughput`, `metrics-overhead`, `stats-overhead`.
 
 mod consumers;
 mod live;
+mod ops;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -44,6 +45,12 @@ async fn main() -> anyhow::Result<()> {
     }
     if run("swap-throughput") {
         live::swap_throughput().await?;
+    }
+    if run("metrics-overhead") {
+        ops::metrics_overhead().await?;
+    }
+    if run("stats-overhead") {
+        ops::stats_overhead().await?;
     }
     Ok(())
 }

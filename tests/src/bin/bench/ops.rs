@@ -1,0 +1,182 @@
+//! What observability costs: messages/s with metrics on against off, and plugin cache
+//! gets/s with statistics kept in Redis against kept in process. Each pair runs
+//! alternately, five rounds, and the medians are compared (the machine is noisy).
+
+use super::{all_completed, delivery, envelope};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use techub_host::Platform;
+use techub_host::bindings::Outcome;
+use techub_host::capability::cache::{CacheStats, CacheWrite};
+use techub_host::capability::messaging::Broker;
+use techub_host::capability::messaging::amqp::AmqpBroker;
+use techub_host::config::{BrokerBackend, HostConfig, KvBackend};
+use techub_host::platform::connect_services;
+use techub_host::plugins::load_plugin;
+use techub_host::runtime::Runtime;
+use techub_tests::{PluginDir, config, grant, services, unique};
+
+const ROUNDS: usize = 5;
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+/// Messages/s of the user-notifications plugin on RabbitMQ and Redis, metrics on vs off.
+pub async fn metrics_overhead() -> anyhow::Result<()> {
+    const MESSAGES: usize = 2_000;
+    let name = unique("user-notifications");
+    let dir = PluginDir::with(&[(&name, "user_notifications")]);
+    let mut base: HostConfig = config(&dir);
+    base.backends.cache = KvBackend::Redis;
+    base.backends.messaging = BrokerBackend::Amqp;
+    base.host.key_prefix = format!("{}:", unique("techub-bench"));
+    base.amqp = services::amqp_config();
+    grant(&mut base, &name, &["users"], &["notification.*"])
+        .limits
+        .prefetch = Some(16);
+    let publisher = AmqpBroker::connect(
+        &base.amqp,
+        base.dead_letter,
+        base.messaging,
+        Default::default(),
+    )
+    .await?;
+    let run = |metrics: bool| {
+        let (mut config, publisher) = (base.clone(), publisher.clone());
+        config.host.metrics = metrics;
+        async move {
+            let platform = Platform::start(config).await?;
+            let ids: Vec<String> = (0..MESSAGES).map(|_| unique("m")).collect();
+            let started = Instant::now();
+            for (i, id) in ids.iter().enumerate() {
+                let body =
+                    serde_json::json!({ "id": format!("u{i}"), "email": "a@b.c", "name": "A" });
+                let mut e = envelope("user.created", body.to_string().into_bytes());
+                e.id = id.clone();
+                publisher
+                    .publish(e, None)
+                    .await
+                    .map_err(anyhow::Error::msg)?;
+            }
+            all_completed(&platform, &ids, started).await?;
+            let rate = MESSAGES as f64 / started.elapsed().as_secs_f64();
+            platform.shutdown().await;
+            anyhow::Ok(rate)
+        }
+    };
+    run(true).await?; // warm-up: compiles the plugin, declares the queues
+    let (mut on, mut off) = (Vec::new(), Vec::new());
+    for round in 0..ROUNDS {
+        // Alternate which goes first, so that drift on the machine hits both.
+        if round % 2 == 0 {
+            on.push(run(true).await?);
+            off.push(run(false).await?);
+        } else {
+            off.push(run(false).await?);
+            on.push(run(true).await?);
+        }
+    }
+    let (on, off) = (median(on), median(off));
+    println!(
+        "metrics overhead, messages x{MESSAGES} on RabbitMQ + Redis: metrics on {on:.0} msg/s, off {off:.0} msg/s; on/off = {:.3} (median of {ROUNDS})",
+        on / off
+    );
+    Ok(())
+}
+
+/// Plugin cache gets/s on Redis with hit/miss statistics in Redis (flushed every
+/// second) vs in process.
+pub async fn stats_overhead() -> anyhow::Result<()> {
+    const GETS: u32 = 40_000;
+    const CONCURRENCY: u32 = 8;
+    let dir = PluginDir::with(&[("cache-reader", "fixture_cache_reader")]);
+    let mut config = config(&dir);
+    config.backends.cache = KvBackend::Redis;
+    config.host.key_prefix = format!("{}:", unique("techub-bench"));
+    let limits = &mut config
+        .plugins
+        .entry("cache-reader".into())
+        .or_default()
+        .limits;
+    limits.max_host_calls = Some(GETS + 10);
+    limits.timeout_ms = Some(120_000);
+    grant(&mut config, "cache-reader", &["users"], &[]);
+    let config = Arc::new(config);
+    let on_redis = Arc::new(connect_services(&config).await?);
+    let flusher = on_redis.cache_stats.spawn_flusher(Duration::from_secs(1));
+    let retention = Duration::from_secs(config.cache.stats_retention_s);
+    let in_process = Arc::new(techub_host::capability::Services {
+        cache_stats: Arc::new(CacheStats::in_process(on_redis.metrics.clone(), retention)),
+        ..connect_services(&config).await?
+    });
+    let entries: Vec<(String, Vec<u8>)> = (0..100)
+        .map(|i| (format!("bench:{i}"), vec![b'x'; 256]))
+        .collect();
+    let write = CacheWrite {
+        ttl: Duration::from_secs(600),
+        tags: vec![],
+        priority: techub_host::capability::cache::Priority::Medium,
+    };
+    on_redis
+        .cache
+        .set_many("users", &entries, &write)
+        .await
+        .map_err(anyhow::Error::msg)?;
+    let runtime = Arc::new(Runtime::new(&config)?);
+    let path = dir.path().join("cache-reader.wasm");
+    let with_redis_stats =
+        Arc::new(load_plugin(&runtime, &path, config.clone(), on_redis.clone()).await?);
+    let with_local_stats =
+        Arc::new(load_plugin(&runtime, &path, config.clone(), in_process).await?);
+    let run = |plugin: Arc<techub_host::plugins::LoadedPlugin>| {
+        let runtime = runtime.clone();
+        async move {
+            let started = Instant::now();
+            let tasks: Vec<_> = (0..CONCURRENCY)
+                .map(|_| {
+                    let (runtime, plugin) = (runtime.clone(), plugin.clone());
+                    tokio::spawn(async move {
+                        let share = (GETS / CONCURRENCY).to_string();
+                        runtime
+                            .invoke(
+                                &plugin.pre,
+                                plugin.context.clone(),
+                                &delivery(share.as_bytes()),
+                                5,
+                            )
+                            .await
+                    })
+                })
+                .collect();
+            for task in tasks {
+                let report = task.await?;
+                anyhow::ensure!(
+                    matches!(report.result, Ok(Outcome::Ok)),
+                    "cache-reader failed: {:?}",
+                    report.result
+                );
+            }
+            anyhow::Ok(GETS as f64 / started.elapsed().as_secs_f64())
+        }
+    };
+    run(with_redis_stats.clone()).await?; // warm-up
+    let (mut redis, mut local) = (Vec::new(), Vec::new());
+    for round in 0..ROUNDS {
+        if round % 2 == 0 {
+            redis.push(run(with_redis_stats.clone()).await?);
+            local.push(run(with_local_stats.clone()).await?);
+        } else {
+            local.push(run(with_local_stats.clone()).await?);
+            redis.push(run(with_redis_stats.clone()).await?);
+        }
+    }
+    flusher.abort();
+    let (redis, local) = (median(redis), median(local));
+    println!(
+        "cache statistics overhead, plugin gets x{GETS} on Redis (concurrency {CONCURRENCY}): stats in Redis {redis:.0} ops/s, in process {local:.0} ops/s; redis/in-process = {:.3} (median of {ROUNDS})",
+        redis / local
+    );
+    Ok(())
+}
