@@ -141,6 +141,20 @@ pub fn config(dir: &PluginDir) -> HostConfig {
     config
 }
 
+/// The example plugin `user-notifications` in a directory of its own, and a test
+/// configuration granting it what it uses (the `users` domain, `notification.*`).
+pub fn user_notifications() -> (PluginDir, HostConfig) {
+    let dir = PluginDir::with(&[("user-notifications", "user_notifications")]);
+    let mut config = config(&dir);
+    grant(
+        &mut config,
+        "user-notifications",
+        &["users"],
+        &["notification.*"],
+    );
+    (dir, config)
+}
+
 /// Grants a plugin cache domains and publish patterns.
 pub fn grant<'c>(
     config: &'c mut HostConfig,

@@ -111,7 +111,7 @@ async fn operators_publish_and_inspect_through_the_admin_endpoint() {
         },
     )
     .await;
-    assert_eq!(letter["payload"], "not json");
+    assert_eq!(letter["payload"]["text"], "not json");
     assert!(letter["reason"].as_str().unwrap().starts_with("rejected:"));
 }
 

@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 use techub_host::Platform;
 use techub_tests::{
-    PluginDir, artifact, config, grant, init_tracing, publish_user, repo_root, tool, wait_for,
+    artifact, init_tracing, publish_user, repo_root, tool, user_notifications, wait_for,
 };
 
 /// Every `techub_*` metric name in `text`, histogram series mapped to their family.
@@ -85,33 +85,17 @@ async fn exposition_after_traffic(config: techub_host::HostConfig, also: &[&str]
     text
 }
 
-fn user_notifications() -> PluginDir {
-    PluginDir::with(&[("user-notifications", "user_notifications")])
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn the_dashboard_and_alert_rules_name_only_exported_metrics() {
     init_tracing();
     // On the embedded backends (the embedded cache's bytes and evictions)...
-    let dir = user_notifications();
-    let mut embedded = config(&dir);
-    grant(
-        &mut embedded,
-        "user-notifications",
-        &["users"],
-        &["notification.*"],
-    );
+    let (_embedded_dir, mut embedded) = user_notifications();
     embedded.host.metrics_poll_ms = 100;
     let on_embedded = exposition_after_traffic(embedded, &["techub_cache_bytes"]).await;
     // ...and on Redis and RabbitMQ (their commands, publishes and health).
-    let dir = user_notifications();
+    let (dir, granted) = user_notifications();
     let mut remote = on_services(&dir);
-    grant(
-        &mut remote,
-        "user-notifications",
-        &["users"],
-        &["notification.*"],
-    );
+    remote.plugins = granted.plugins;
     remote.host.metrics_poll_ms = 100;
     let on_services = exposition_after_traffic(
         remote,

@@ -11,7 +11,7 @@ use techub_host::capability::cache::{CacheStats, Window};
 use techub_host::capability::messaging::now_ms;
 use techub_host::metrics::{CacheEvent, Metrics};
 use techub_tests::{
-    PluginDir, config, grant, init_tracing, publish_user, services, unique, wait_for,
+    PluginDir, init_tracing, publish_user, services, unique, user_notifications, wait_for,
 };
 
 const LIMIT: Duration = Duration::from_secs(30);
@@ -154,14 +154,7 @@ async fn metrics_count_every_outcome_of_a_hostile_plugin() {
 #[tokio::test(flavor = "multi_thread")]
 async fn metric_labels_stay_bounded_under_a_thousand_distinct_keys() {
     init_tracing();
-    let dir = PluginDir::with(&[("user-notifications", "user_notifications")]);
-    let mut config = config(&dir);
-    grant(
-        &mut config,
-        "user-notifications",
-        &["users"],
-        &["notification.*"],
-    );
+    let (_dir, mut config) = user_notifications();
     config.host.metrics_poll_ms = 3_600_000;
     let platform = Platform::start(config).await.unwrap();
     let series = |text: &str| text.lines().filter(|l| !l.starts_with('#')).count();
@@ -277,14 +270,7 @@ async fn cache_statistics_of_two_hosts_add_up_in_redis_and_survive_a_restart() {
 #[tokio::test(flavor = "multi_thread")]
 async fn cache_writes_by_plugins_reach_the_statistics() {
     init_tracing();
-    let dir = PluginDir::with(&[("user-notifications", "user_notifications")]);
-    let mut config = config(&dir);
-    grant(
-        &mut config,
-        "user-notifications",
-        &["users"],
-        &["notification.*"],
-    );
+    let (_dir, config) = user_notifications();
     let platform = Platform::start(config).await.unwrap();
     publish_user(&platform, "counted").await;
     wait_for(LIMIT, "the write counted", || async {

@@ -82,6 +82,40 @@ pub async fn all_completed(
     Ok(())
 }
 
+/// The cache-reader fixture on a Redis cache under a fresh key prefix, allowed `gets`
+/// host calls and two minutes per message.
+pub fn cache_reader(gets: u32) -> (PluginDir, HostConfig) {
+    let dir = PluginDir::with(&[("cache-reader", "fixture_cache_reader")]);
+    let mut config = config(&dir);
+    config.backends.cache = KvBackend::Redis;
+    config.host.key_prefix = format!("{}:", unique("techub-bench"));
+    let limits = &mut config
+        .plugins
+        .entry("cache-reader".into())
+        .or_default()
+        .limits;
+    limits.max_host_calls = Some(gets + 10);
+    limits.timeout_ms = Some(120_000);
+    grant(&mut config, "cache-reader", &["users"], &[]);
+    (dir, config)
+}
+
+/// The 100 entries `bench:0` .. `bench:99` the cache-reader fixture reads.
+pub async fn fill_bench_entries(cache: &dyn CacheBackend) -> anyhow::Result<()> {
+    let entries: Vec<(String, Vec<u8>)> = (0..100)
+        .map(|i| (format!("bench:{i}"), vec![b'x'; 256]))
+        .collect();
+    let write = CacheWrite {
+        ttl: Duration::from_secs(600),
+        tags: vec![],
+        priority: techub_host::capability::cache::Priority::Medium,
+    };
+    cache
+        .set_many("users", &entries, &write)
+        .await
+        .map_err(anyhow::Error::msg)
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
@@ -148,33 +182,10 @@ async fn instantiate() -> anyhow::Result<()> {
 /// plain redis-rs in this process, with the same concurrency.
 async fn cache_get() -> anyhow::Result<()> {
     const GETS: u32 = 10_000;
-    let dir = PluginDir::with(&[("cache-reader", "fixture_cache_reader")]);
-    let mut config = config(&dir);
-    config.backends.cache = KvBackend::Redis;
-    config.host.key_prefix = format!("{}:", unique("techub-bench"));
-    let limits = &mut config
-        .plugins
-        .entry("cache-reader".into())
-        .or_default()
-        .limits;
-    limits.max_host_calls = Some(GETS + 10);
-    limits.timeout_ms = Some(120_000);
-    grant(&mut config, "cache-reader", &["users"], &[]);
+    let (dir, config) = cache_reader(GETS);
     let config = Arc::new(config);
     let services = Arc::new(connect_services(&config).await?);
-    let entries: Vec<(String, Vec<u8>)> = (0..100)
-        .map(|i| (format!("bench:{i}"), vec![b'x'; 256]))
-        .collect();
-    let write = CacheWrite {
-        ttl: Duration::from_secs(600),
-        tags: vec![],
-        priority: techub_host::capability::cache::Priority::Medium,
-    };
-    services
-        .cache
-        .set_many("users", &entries, &write)
-        .await
-        .map_err(anyhow::Error::msg)?;
+    fill_bench_entries(services.cache.as_ref()).await?;
     let runtime = Arc::new(Runtime::new(&config)?);
     let plugin = Arc::new(
         load_plugin(

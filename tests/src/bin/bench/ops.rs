@@ -2,12 +2,12 @@
 //! gets/s with statistics kept in Redis against kept in process. Each pair runs
 //! alternately, five rounds, and the medians are compared (the machine is noisy).
 
-use super::{all_completed, delivery, envelope};
+use super::{all_completed, cache_reader, delivery, envelope, fill_bench_entries};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use techub_host::Platform;
 use techub_host::bindings::Outcome;
-use techub_host::capability::cache::{CacheStats, CacheWrite};
+use techub_host::capability::cache::CacheStats;
 use techub_host::capability::messaging::Broker;
 use techub_host::capability::messaging::amqp::AmqpBroker;
 use techub_host::config::{BrokerBackend, HostConfig, KvBackend};
@@ -91,18 +91,7 @@ pub async fn metrics_overhead() -> anyhow::Result<()> {
 pub async fn stats_overhead() -> anyhow::Result<()> {
     const GETS: u32 = 40_000;
     const CONCURRENCY: u32 = 8;
-    let dir = PluginDir::with(&[("cache-reader", "fixture_cache_reader")]);
-    let mut config = config(&dir);
-    config.backends.cache = KvBackend::Redis;
-    config.host.key_prefix = format!("{}:", unique("techub-bench"));
-    let limits = &mut config
-        .plugins
-        .entry("cache-reader".into())
-        .or_default()
-        .limits;
-    limits.max_host_calls = Some(GETS + 10);
-    limits.timeout_ms = Some(120_000);
-    grant(&mut config, "cache-reader", &["users"], &[]);
+    let (dir, config) = cache_reader(GETS);
     let config = Arc::new(config);
     let on_redis = Arc::new(connect_services(&config).await?);
     let flusher = on_redis.cache_stats.spawn_flusher(Duration::from_secs(1));
@@ -111,19 +100,7 @@ pub async fn stats_overhead() -> anyhow::Result<()> {
         cache_stats: Arc::new(CacheStats::in_process(on_redis.metrics.clone(), retention)),
         ..connect_services(&config).await?
     });
-    let entries: Vec<(String, Vec<u8>)> = (0..100)
-        .map(|i| (format!("bench:{i}"), vec![b'x'; 256]))
-        .collect();
-    let write = CacheWrite {
-        ttl: Duration::from_secs(600),
-        tags: vec![],
-        priority: techub_host::capability::cache::Priority::Medium,
-    };
-    on_redis
-        .cache
-        .set_many("users", &entries, &write)
-        .await
-        .map_err(anyhow::Error::msg)?;
+    fill_bench_entries(on_redis.cache.as_ref()).await?;
     let runtime = Arc::new(Runtime::new(&config)?);
     let path = dir.path().join("cache-reader.wasm");
     let with_redis_stats =
