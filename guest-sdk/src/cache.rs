@@ -291,7 +291,7 @@ pub fn stats(domain: Option<Domain>) -> Result<Stats, CacheError> {
 /// let ten_minutes_ago = now_ms.saturating_sub(10 * 60_000);
 /// let users = cache::stats_since(Some(Domain::USERS), ten_minutes_ago)?;
 /// let _rate = users.hit_rate();
-/// # Ok::<(), CacheError>(())
+/// # Ok::<(), cache::CacheError>(())
 /// ```
 pub fn stats_since(domain: Option<Domain>, since_ms: u64) -> Result<Stats, CacheError> {
     let window = wit::StatsWindow {

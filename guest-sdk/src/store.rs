@@ -1,9 +1,21 @@
 //! Redis data structures in the plugin's own namespace.
 //!
 //! Keys are the plugin's alone: the host files them under `techub:store:<plugin>:`.
+//! Strings, counters, hashes, lists, sets, sorted sets (`sorted_*`), JSON values
+//! (`get_json`, `set_json`) and lock-free read-modify-write (`compare_and_swap`,
+//! `update`, `update_json`).
 
 use crate::Failure;
 use crate::wit::techub::platform::store as wit;
+
+mod json;
+mod sorted;
+
+pub use json::{MAX_SWAP_ATTEMPTS, compare_and_swap, get_json, set_json, update, update_json};
+pub use sorted::{
+    ScoreRange, Scored, sorted_add, sorted_incr_by, sorted_len, sorted_range,
+    sorted_range_by_score, sorted_remove, sorted_score,
+};
 
 /// Which end of a list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,6 +137,10 @@ impl SetOptions {
             },
         }
     }
+}
+
+fn owned_bytes<M: AsRef<[u8]>>(members: &[M]) -> Vec<Vec<u8>> {
+    members.iter().map(|m| m.as_ref().to_vec()).collect()
 }
 
 fn owned<K: AsRef<str>>(keys: &[K]) -> Vec<String> {

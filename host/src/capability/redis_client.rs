@@ -183,6 +183,9 @@ fn map_error(url: &str, op: &str, error: redis::RedisError) -> BackendError {
     if text.contains("overflow") {
         return BackendError::Overflow;
     }
+    if text.contains("not a number (NaN)") || text.contains("not a valid float") {
+        return BackendError::InvalidArgument(text);
+    }
     BackendError::Unavailable(format!("Redis at {url} failed {op}: {text}"))
 }
 

@@ -13,3 +13,4 @@ mod limits;
 mod live;
 mod operations;
 mod status_page;
+mod store_plugins;

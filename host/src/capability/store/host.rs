@@ -2,7 +2,7 @@
 
 use super::StoreBackend;
 use crate::bindings::techub::platform::store::{
-    Host, KeyTtl, ListEnd, ScanPage, SetCondition, SetOptions, StoreError,
+    Host, KeyTtl, ListEnd, ScanPage, ScoreRange, Scored, SetCondition, SetOptions, StoreError,
 };
 use crate::capability::{
     BackendError, Failure, PluginContext, Usage, check_name, glob, unavailable_for_guest,
@@ -91,7 +91,7 @@ impl From<BackendError> for StoreError {
 /// bound keeps both backends answering the same.
 const MAX_TTL_MS: u64 = 10 * 365 * 86_400_000;
 
-fn nonzero_ttl(ms: u64) -> Result<Duration> {
+pub(super) fn nonzero_ttl(ms: u64) -> Result<Duration> {
     if ms == 0 || ms > MAX_TTL_MS {
         return Err(StoreError::InvalidArgument(format!(
             "ttl-ms must be 1 to {MAX_TTL_MS}, got {ms}"
@@ -102,7 +102,7 @@ fn nonzero_ttl(ms: u64) -> Result<Duration> {
 
 impl StoreView<'_> {
     /// Charges a call and returns the namespaced form of `key`.
-    fn store_key(&mut self, function: &'static str, key: &str) -> Result<String> {
+    pub(super) fn store_key(&mut self, function: &'static str, key: &str) -> Result<String> {
         self.charge_call(function)
             .map_err(StoreError::QuotaExceeded)?;
         self.namespaced(key)
@@ -118,13 +118,18 @@ impl StoreView<'_> {
         Ok((self.plugin.services.store.clone(), key))
     }
 
+    /// The store backend.
+    pub(super) fn backend(&self) -> Arc<dyn StoreBackend> {
+        self.plugin.services.store.clone()
+    }
+
     fn namespaced(&self, key: &str) -> Result<String> {
         check_name(key, self.plugin.config.host.max_key_length)
             .map_err(|m| StoreError::InvalidKey(format!("key {m}")))?;
         Ok(format!("{}{key}", self.plugin.store_prefix))
     }
 
-    fn check_items(&self, count: usize) -> Result<()> {
+    pub(super) fn check_items(&self, count: usize) -> Result<()> {
         if count > MAX_ITEMS_PER_CALL {
             return Err(StoreError::InvalidArgument(format!(
                 "more than {MAX_ITEMS_PER_CALL} items in one call"
@@ -133,7 +138,10 @@ impl StoreView<'_> {
         Ok(())
     }
 
-    fn check_values<'a>(&self, values: impl IntoIterator<Item = &'a [u8]>) -> Result<()> {
+    pub(super) fn check_values<'a>(
+        &self,
+        values: impl IntoIterator<Item = &'a [u8]>,
+    ) -> Result<()> {
         let max = self.plugin.config.store.max_value_bytes;
         for value in values {
             if value.len() > max {
@@ -366,6 +374,68 @@ impl Host for StoreView<'_> {
     async fn set_contains(&mut self, key: String, member: Vec<u8>) -> StoreResult<bool> {
         let (store, key) = self.store_op("set_contains", &key)?;
         Ok(store.set_contains(&key, &member).await?)
+    }
+
+    async fn sorted_add(&mut self, key: String, members: Vec<Scored>) -> StoreResult<u32> {
+        Ok(self.sorted_add_checked(&key, members).await?)
+    }
+
+    async fn sorted_incr_by(
+        &mut self,
+        key: String,
+        member: Vec<u8>,
+        delta: f64,
+    ) -> StoreResult<f64> {
+        Ok(self.sorted_incr_by_checked(&key, member, delta).await?)
+    }
+
+    async fn sorted_score(&mut self, key: String, member: Vec<u8>) -> StoreResult<Option<f64>> {
+        Ok(self.sorted_score_checked(&key, member).await?)
+    }
+
+    async fn sorted_remove(&mut self, key: String, members: Vec<Vec<u8>>) -> StoreResult<u32> {
+        Ok(self.sorted_remove_checked(&key, members).await?)
+    }
+
+    async fn sorted_len(&mut self, key: String) -> StoreResult<u32> {
+        Ok(self.sorted_len_checked(&key).await?)
+    }
+
+    async fn sorted_range(
+        &mut self,
+        key: String,
+        start: i64,
+        stop: i64,
+        reverse: bool,
+    ) -> StoreResult<Vec<Scored>> {
+        Ok(self
+            .sorted_range_checked(&key, start, stop, reverse)
+            .await?)
+    }
+
+    async fn sorted_range_by_score(
+        &mut self,
+        key: String,
+        range: ScoreRange,
+        reverse: bool,
+        offset: u32,
+        count: u32,
+    ) -> StoreResult<Vec<Scored>> {
+        Ok(self
+            .sorted_range_by_score_checked(&key, range, reverse, offset, count)
+            .await?)
+    }
+
+    async fn compare_and_swap(
+        &mut self,
+        key: String,
+        expected: Option<Vec<u8>>,
+        new: Option<Vec<u8>>,
+        ttl_ms: Option<u64>,
+    ) -> StoreResult<bool> {
+        Ok(self
+            .compare_and_swap_checked(&key, expected, new, ttl_ms)
+            .await?)
     }
 
     async fn scan(

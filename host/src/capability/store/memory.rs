@@ -1,7 +1,8 @@
 //! The embedded store: an in-process keyspace with Redis semantics (types, TTLs,
 //! empty aggregates vanish, `WRONGTYPE`, integer overflow).
 
-use super::{KeyTtl, ListEnd, SetCondition, StoreBackend};
+use super::sorted::{in_range, rank_span, redis_order};
+use super::{KeyTtl, ListEnd, ScoreRange, SetCondition, StoreBackend};
 use crate::capability::{BackendError, BackendResult, glob};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::ops::Bound;
@@ -13,6 +14,7 @@ enum Value {
     Hash(HashMap<String, Vec<u8>>),
     List(VecDeque<Vec<u8>>),
     Set(BTreeSet<Vec<u8>>),
+    Sorted(HashMap<Vec<u8>, f64>),
 }
 
 struct Slot {
@@ -94,6 +96,7 @@ fn weight(key: &str, slot: &Slot) -> usize {
             Value::Hash(h) => h.iter().map(|(f, v)| f.len() + v.len() + 32).sum(),
             Value::List(l) => l.iter().map(|v| v.len() + 16).sum(),
             Value::Set(s) => s.iter().map(|v| v.len() + 16).sum(),
+            Value::Sorted(z) => z.keys().map(|m| m.len() + 24).sum(),
         }
 }
 
@@ -150,11 +153,24 @@ fn drop_if_empty(keys: &mut Keys, key: &str) {
         Some(Value::Hash(h)) => h.is_empty(),
         Some(Value::List(l)) => l.is_empty(),
         Some(Value::Set(s)) => s.is_empty(),
+        Some(Value::Sorted(z)) => z.is_empty(),
         _ => false,
     };
     if empty {
         keys.remove(key);
     }
+}
+
+/// The members of a sorted set in Redis's order (or its reverse).
+fn ordered(set: Option<&mut HashMap<Vec<u8>, f64>>, reverse: bool) -> Vec<(Vec<u8>, f64)> {
+    let mut members: Vec<(Vec<u8>, f64)> = set
+        .map(|z| z.iter().map(|(m, s)| (m.clone(), *s)).collect())
+        .unwrap_or_default();
+    members.sort_by(redis_order);
+    if reverse {
+        members.reverse();
+    }
+    members
 }
 
 fn parse_int(bytes: &[u8]) -> BackendResult<i64> {
@@ -428,6 +444,120 @@ impl StoreBackend for MemoryStore {
     async fn set_contains(&self, key: &str, member: &[u8]) -> BackendResult<bool> {
         self.with(&[key], 0, |keys, now| {
             Ok(typed!(keys, key, now, Set).is_some_and(|s| s.contains(member)))
+        })
+    }
+
+    async fn sorted_add(&self, key: &str, members: &[(Vec<u8>, f64)]) -> BackendResult<u32> {
+        let incoming = key.len() + members.iter().map(|(m, _)| m.len() + 24).sum::<usize>();
+        self.with(&[key], incoming, |keys, now| {
+            let set = typed_or_insert!(keys, key, now, Sorted);
+            Ok(members
+                .iter()
+                .filter(|(m, score)| set.insert(m.clone(), *score).is_none())
+                .count() as u32)
+        })
+    }
+
+    async fn sorted_incr_by(&self, key: &str, member: &[u8], delta: f64) -> BackendResult<f64> {
+        self.with(&[key], key.len() + member.len() + 24, |keys, now| {
+            let set = typed_or_insert!(keys, key, now, Sorted);
+            let score = set.get(member).copied().unwrap_or(0.0) + delta;
+            if score.is_nan() {
+                drop_if_empty(keys, key);
+                return Err(BackendError::InvalidArgument(
+                    "resulting score is not a number (NaN)".into(),
+                ));
+            }
+            set.insert(member.to_vec(), score);
+            Ok(score)
+        })
+    }
+
+    async fn sorted_score(&self, key: &str, member: &[u8]) -> BackendResult<Option<f64>> {
+        self.with(&[key], 0, |keys, now| {
+            Ok(typed!(keys, key, now, Sorted).and_then(|z| z.get(member).copied()))
+        })
+    }
+
+    async fn sorted_remove(&self, key: &str, members: &[Vec<u8>]) -> BackendResult<u32> {
+        self.with(&[key], 0, |keys, now| {
+            let n = match typed!(keys, key, now, Sorted) {
+                Some(set) => members.iter().filter(|m| set.remove(*m).is_some()).count() as u32,
+                None => 0,
+            };
+            drop_if_empty(keys, key);
+            Ok(n)
+        })
+    }
+
+    async fn sorted_len(&self, key: &str) -> BackendResult<u32> {
+        self.with(&[key], 0, |keys, now| {
+            Ok(typed!(keys, key, now, Sorted).map_or(0, |z| z.len() as u32))
+        })
+    }
+
+    async fn sorted_range(
+        &self,
+        key: &str,
+        start: i64,
+        stop: i64,
+        reverse: bool,
+    ) -> BackendResult<Vec<(Vec<u8>, f64)>> {
+        self.with(&[key], 0, |keys, now| {
+            let ordered = ordered(typed!(keys, key, now, Sorted), reverse);
+            Ok(match rank_span(start, stop, ordered.len()) {
+                Some((first, last)) => ordered[first..=last].to_vec(),
+                None => Vec::new(),
+            })
+        })
+    }
+
+    async fn sorted_range_by_score(
+        &self,
+        key: &str,
+        range: &ScoreRange,
+        reverse: bool,
+        offset: u32,
+        count: u32,
+    ) -> BackendResult<Vec<(Vec<u8>, f64)>> {
+        self.with(&[key], 0, |keys, now| {
+            Ok(ordered(typed!(keys, key, now, Sorted), reverse)
+                .into_iter()
+                .filter(|(_, score)| in_range(*score, range))
+                .skip(offset as usize)
+                .take(count as usize)
+                .collect())
+        })
+    }
+
+    async fn compare_and_swap(
+        &self,
+        key: &str,
+        expected: Option<&[u8]>,
+        new: Option<&[u8]>,
+        ttl: Option<Duration>,
+    ) -> BackendResult<bool> {
+        let incoming = key.len() + new.map_or(0, <[u8]>::len);
+        self.with(&[key], incoming, |keys, now| {
+            let current = typed!(keys, key, now, String).map(|v| v.as_slice());
+            if current != expected {
+                return Ok(false);
+            }
+            match new {
+                Some(value) => {
+                    keys.insert(
+                        key.to_string(),
+                        Slot {
+                            value: Value::String(value.to_vec()),
+                            expires_at: ttl.map(|ttl| deadline(now, ttl)),
+                        },
+                    );
+                }
+                None => {
+                    keys.remove(key);
+                }
+            }
+            Ok(true)
         })
     }
 

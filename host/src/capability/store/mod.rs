@@ -4,15 +4,20 @@
 //! (`host.rs`) prefixes every guest key with `<key_prefix>store:<plugin>:` and strips it
 //! from scan results, so a backend knows nothing of plugins and a guest key cannot
 //! leave its namespace.
+//!
+//! Files: `host.rs` (the WIT `Host` impl), `sorted.rs` (sorted sets and
+//! compare-and-swap: the host side, and the ordering the embedded store shares),
+//! `memory.rs`, `redis.rs`.
 
 mod host;
 pub mod memory;
 pub mod redis;
+mod sorted;
 
 use super::BackendResult;
 use std::time::Duration;
 
-pub use crate::bindings::techub::platform::store::{KeyTtl, ListEnd, SetCondition};
+pub use crate::bindings::techub::platform::store::{KeyTtl, ListEnd, ScoreRange, SetCondition};
 pub use host::{HasStore, StoreFailure, StoreView};
 
 /// A Redis-like keyspace.
@@ -66,6 +71,42 @@ pub trait StoreBackend: Send + Sync {
     async fn set_members(&self, key: &str) -> BackendResult<Vec<Vec<u8>>>;
     /// `SISMEMBER`.
     async fn set_contains(&self, key: &str, member: &[u8]) -> BackendResult<bool>;
+    /// `ZADD`; how many members are new. Scores are never NaN.
+    async fn sorted_add(&self, key: &str, members: &[(Vec<u8>, f64)]) -> BackendResult<u32>;
+    /// `ZINCRBY`; the new score (`InvalidArgument` if it would be NaN).
+    async fn sorted_incr_by(&self, key: &str, member: &[u8], delta: f64) -> BackendResult<f64>;
+    /// `ZSCORE`.
+    async fn sorted_score(&self, key: &str, member: &[u8]) -> BackendResult<Option<f64>>;
+    /// `ZREM`; how many were there.
+    async fn sorted_remove(&self, key: &str, members: &[Vec<u8>]) -> BackendResult<u32>;
+    /// `ZCARD`.
+    async fn sorted_len(&self, key: &str) -> BackendResult<u32>;
+    /// `ZRANGE key start stop [REV] WITHSCORES`.
+    async fn sorted_range(
+        &self,
+        key: &str,
+        start: i64,
+        stop: i64,
+        reverse: bool,
+    ) -> BackendResult<Vec<(Vec<u8>, f64)>>;
+    /// `ZRANGE key min max BYSCORE [REV] LIMIT offset count WITHSCORES`.
+    async fn sorted_range_by_score(
+        &self,
+        key: &str,
+        range: &ScoreRange,
+        reverse: bool,
+        offset: u32,
+        count: u32,
+    ) -> BackendResult<Vec<(Vec<u8>, f64)>>;
+    /// Writes `new` (or deletes, with `None`) only if the string value is `expected`
+    /// (`None`: absent), atomically; whether it did. `WrongType` on another type.
+    async fn compare_and_swap(
+        &self,
+        key: &str,
+        expected: Option<&[u8]>,
+        new: Option<&[u8]>,
+        ttl: Option<Duration>,
+    ) -> BackendResult<bool>;
     /// One `SCAN` page over keys matching the glob `pattern`; `None` cursor when done.
     async fn scan(
         &self,

@@ -1,6 +1,6 @@
 //! The store on Redis: each call is one command (never `KEYS`; scans use `SCAN`).
 
-use super::{KeyTtl, ListEnd, SetCondition, StoreBackend};
+use super::{KeyTtl, ListEnd, ScoreRange, SetCondition, StoreBackend};
 use crate::capability::redis_client::{RedisClient, Retry};
 use crate::capability::{BackendError, BackendResult};
 use std::time::Duration;
@@ -37,6 +37,68 @@ fn ms(ttl: Duration) -> u64 {
 
 fn count(n: i64) -> u32 {
     u32::try_from(n.max(0)).unwrap_or(u32::MAX)
+}
+
+/// Compare-and-swap of a string value, in one step on the server. ARGV: expected
+/// present (0/1), expected value, new present (0/1), new value, TTL in ms (0: none).
+/// `GET` fails with `WRONGTYPE` on another type, as the embedded store does.
+static CAS: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        r"
+        local current = redis.call('GET', KEYS[1])
+        if ARGV[1] == '1' then
+            if current ~= ARGV[2] then return 0 end
+        elseif current then
+            return 0
+        end
+        if ARGV[3] == '1' then
+            if ARGV[5] ~= '0' then
+                redis.call('SET', KEYS[1], ARGV[4], 'PX', ARGV[5])
+            else
+                redis.call('SET', KEYS[1], ARGV[4])
+            end
+        else
+            redis.call('DEL', KEYS[1])
+        end
+        return 1
+        ",
+    )
+});
+
+/// A score as Redis reads it (`+inf`, `-inf`, `(` for an exclusive bound).
+fn score_arg(score: f64, exclusive: bool) -> String {
+    let open = if exclusive { "(" } else { "" };
+    match score {
+        s if s == f64::INFINITY => format!("{open}+inf"),
+        s if s == f64::NEG_INFINITY => format!("{open}-inf"),
+        // Rust prints the shortest text that reads back to the same f64.
+        s => format!("{open}{s}"),
+    }
+}
+
+fn parse_score(text: &str) -> BackendResult<f64> {
+    match text {
+        "inf" | "+inf" => Ok(f64::INFINITY),
+        "-inf" => Ok(f64::NEG_INFINITY),
+        text => text
+            .parse()
+            .map_err(|_| BackendError::Unavailable(format!("Redis answered a score {text:?}"))),
+    }
+}
+
+/// `WITHSCORES` answers: member, score, member, score...
+fn with_scores(flat: Vec<Vec<u8>>) -> BackendResult<Vec<(Vec<u8>, f64)>> {
+    flat.chunks(2)
+        .map(|pair| match pair {
+            [member, score] => Ok((
+                member.clone(),
+                parse_score(&String::from_utf8_lossy(score))?,
+            )),
+            _ => Err(BackendError::Unavailable(
+                "Redis answered an odd WITHSCORES list".into(),
+            )),
+        })
+        .collect()
 }
 
 fn push_cmd(end: ListEnd) -> &'static str {
@@ -276,6 +338,107 @@ impl StoreBackend for RedisStore {
             redis::cmd("SISMEMBER").arg(key).arg(member).clone(),
         )
         .await
+    }
+
+    async fn sorted_add(&self, key: &str, members: &[(Vec<u8>, f64)]) -> BackendResult<u32> {
+        let mut cmd = redis::cmd("ZADD");
+        cmd.arg(key);
+        for (member, score) in members {
+            cmd.arg(score_arg(*score, false)).arg(member);
+        }
+        // Idempotent: the same scores written twice leave the same set (the count of
+        // new members of a retried ZADD may be lower).
+        Ok(count(self.cmd("ZADD", Retry::Idempotent, cmd).await?))
+    }
+
+    async fn sorted_incr_by(&self, key: &str, member: &[u8], delta: f64) -> BackendResult<f64> {
+        let cmd = redis::cmd("ZINCRBY")
+            .arg(key)
+            .arg(score_arg(delta, false))
+            .arg(member)
+            .clone();
+        let score: String = self.cmd("ZINCRBY", Retry::Never, cmd).await?;
+        parse_score(&score)
+    }
+
+    async fn sorted_score(&self, key: &str, member: &[u8]) -> BackendResult<Option<f64>> {
+        let cmd = redis::cmd("ZSCORE").arg(key).arg(member).clone();
+        let score: Option<String> = self.cmd("ZSCORE", Retry::Idempotent, cmd).await?;
+        score.as_deref().map(parse_score).transpose()
+    }
+
+    async fn sorted_remove(&self, key: &str, members: &[Vec<u8>]) -> BackendResult<u32> {
+        let cmd = redis::cmd("ZREM").arg(key).arg(members).clone();
+        Ok(count(self.cmd("ZREM", Retry::Idempotent, cmd).await?))
+    }
+
+    async fn sorted_len(&self, key: &str) -> BackendResult<u32> {
+        let cmd = redis::cmd("ZCARD").arg(key).clone();
+        Ok(count(self.cmd("ZCARD", Retry::Idempotent, cmd).await?))
+    }
+
+    async fn sorted_range(
+        &self,
+        key: &str,
+        start: i64,
+        stop: i64,
+        reverse: bool,
+    ) -> BackendResult<Vec<(Vec<u8>, f64)>> {
+        let mut cmd = redis::cmd("ZRANGE");
+        cmd.arg(key).arg(start).arg(stop);
+        if reverse {
+            cmd.arg("REV");
+        }
+        cmd.arg("WITHSCORES");
+        with_scores(self.cmd("ZRANGE", Retry::Idempotent, cmd).await?)
+    }
+
+    async fn sorted_range_by_score(
+        &self,
+        key: &str,
+        range: &ScoreRange,
+        reverse: bool,
+        offset: u32,
+        n: u32,
+    ) -> BackendResult<Vec<(Vec<u8>, f64)>> {
+        let (min, max) = (
+            score_arg(range.min, range.min_exclusive),
+            score_arg(range.max, range.max_exclusive),
+        );
+        let mut cmd = redis::cmd("ZRANGE");
+        cmd.arg(key);
+        // With REV, Redis takes the bounds the other way round.
+        match reverse {
+            false => cmd.arg(min).arg(max).arg("BYSCORE"),
+            true => cmd.arg(max).arg(min).arg("BYSCORE").arg("REV"),
+        };
+        cmd.arg("LIMIT").arg(offset).arg(n).arg("WITHSCORES");
+        with_scores(self.cmd("ZRANGE", Retry::Idempotent, cmd).await?)
+    }
+
+    async fn compare_and_swap(
+        &self,
+        key: &str,
+        expected: Option<&[u8]>,
+        new: Option<&[u8]>,
+        ttl: Option<Duration>,
+    ) -> BackendResult<bool> {
+        // Never retried: a swap that happened but whose answer was lost would report
+        // `false` the second time.
+        let swapped: i64 = self
+            .redis
+            .run("CAS", Retry::Never, |mut c| {
+                let mut invocation = CAS.key(key);
+                invocation
+                    .arg(u8::from(expected.is_some()))
+                    .arg(expected.unwrap_or_default())
+                    .arg(u8::from(new.is_some()))
+                    .arg(new.unwrap_or_default())
+                    .arg(ttl.map_or(0, ms));
+                async move { invocation.invoke_async(&mut c).await }
+            })
+            .await?;
+        Ok(swapped == 1)
     }
 
     async fn scan(

@@ -4,7 +4,7 @@ use std::time::Duration;
 use techub_host::capability::BackendError;
 use techub_host::capability::store::memory::MemoryStore;
 use techub_host::capability::store::redis::RedisStore;
-use techub_host::capability::store::{KeyTtl, ListEnd, SetCondition, StoreBackend};
+use techub_host::capability::store::{KeyTtl, ListEnd, ScoreRange, SetCondition, StoreBackend};
 use techub_tests::{services, unique};
 
 async fn store_conforms(store: &dyn StoreBackend, ns: &str) {
@@ -272,15 +272,188 @@ async fn store_conforms(store: &dyn StoreBackend, ns: &str) {
     assert!(!store.exists(&k("n")).await.unwrap());
 }
 
+fn m(text: &str) -> Vec<u8> {
+    text.as_bytes().to_vec()
+}
+
+fn members(scored: Vec<(Vec<u8>, f64)>) -> Vec<(String, f64)> {
+    scored
+        .into_iter()
+        .map(|(m, s)| (String::from_utf8(m).unwrap(), s))
+        .collect()
+}
+
+fn range(min: f64, max: f64) -> ScoreRange {
+    ScoreRange {
+        min,
+        max,
+        min_exclusive: false,
+        max_exclusive: false,
+    }
+}
+
+fn pairs(list: &[(&str, f64)]) -> Vec<(String, f64)> {
+    list.iter().map(|(m, s)| (m.to_string(), *s)).collect()
+}
+
+/// Sorted sets with Redis's semantics: order by score then member, ranks with negative
+/// indexes, score ranges with exclusive bounds, REV, LIMIT, infinities; and
+/// compare-and-swap.
+async fn sorted_sets_and_cas_conform(store: &dyn StoreBackend, ns: &str) {
+    let k = |name: &str| format!("{ns}{name}");
+    let board = k("board");
+    let scores = [
+        (m("ada"), 30.0),
+        (m("bob"), 10.0),
+        (m("cy"), 20.0),
+        (m("al"), 20.0),
+    ];
+    assert_eq!(store.sorted_add(&board, &scores).await.unwrap(), 4);
+    let update = [(m("bob"), 15.0)];
+    assert_eq!(
+        store.sorted_add(&board, &update).await.unwrap(),
+        0,
+        "an update"
+    );
+    assert_eq!(store.sorted_len(&board).await.unwrap(), 4);
+    assert_eq!(
+        store.sorted_score(&board, b"bob").await.unwrap(),
+        Some(15.0)
+    );
+    assert_eq!(store.sorted_score(&board, b"zed").await.unwrap(), None);
+    assert_eq!(
+        store.sorted_incr_by(&board, b"bob", 2.5).await.unwrap(),
+        17.5
+    );
+    assert_eq!(
+        store.sorted_incr_by(&board, b"new", -1.0).await.unwrap(),
+        -1.0
+    );
+    let all = members(store.sorted_range(&board, 0, -1, false).await.unwrap());
+    let expected = [
+        ("new", -1.0),
+        ("bob", 17.5),
+        ("al", 20.0),
+        ("cy", 20.0),
+        ("ada", 30.0),
+    ];
+    assert_eq!(all, pairs(&expected), "by score, ties by member");
+    let top2 = members(store.sorted_range(&board, 0, 1, true).await.unwrap());
+    assert_eq!(top2, pairs(&[("ada", 30.0), ("cy", 20.0)]));
+    let last = members(store.sorted_range(&board, -1, -1, false).await.unwrap());
+    assert_eq!(last, pairs(&[("ada", 30.0)]));
+    assert!(
+        store
+            .sorted_range(&board, 7, 9, false)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    let closed = range(17.5, 20.0);
+    let mid = store.sorted_range_by_score(&board, &closed, false, 0, 10);
+    let mid = members(mid.await.unwrap());
+    assert_eq!(mid, pairs(&[("bob", 17.5), ("al", 20.0), ("cy", 20.0)]));
+    let exclusive = ScoreRange {
+        min_exclusive: true,
+        max_exclusive: true,
+        ..range(17.5, 30.0)
+    };
+    let inside = store.sorted_range_by_score(&board, &exclusive, false, 0, 10);
+    assert_eq!(
+        members(inside.await.unwrap()),
+        pairs(&[("al", 20.0), ("cy", 20.0)])
+    );
+    let open = range(f64::NEG_INFINITY, f64::INFINITY);
+    let page = store.sorted_range_by_score(&board, &open, true, 1, 2);
+    assert_eq!(
+        members(page.await.unwrap()),
+        pairs(&[("cy", 20.0), ("al", 20.0)]),
+        "REV with LIMIT 1 2"
+    );
+
+    let gone = [m("new"), m("zed")];
+    assert_eq!(store.sorted_remove(&board, &gone).await.unwrap(), 1);
+    let infinite = store.sorted_incr_by(&board, b"inf", f64::INFINITY).await;
+    assert_eq!(infinite.unwrap(), f64::INFINITY);
+    let nan = store
+        .sorted_incr_by(&board, b"inf", f64::NEG_INFINITY)
+        .await;
+    assert!(
+        matches!(nan, Err(BackendError::InvalidArgument(_))),
+        "inf + -inf is NaN: refused, {nan:?}"
+    );
+    let still = store.sorted_score(&board, b"inf").await.unwrap();
+    assert_eq!(still, Some(f64::INFINITY));
+    // Type errors both ways; an emptied set vanishes.
+    store
+        .set(&k("str"), b"x", None, SetCondition::Always)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.sorted_len(&k("str")).await,
+        Err(BackendError::WrongType)
+    );
+    assert_eq!(store.get(&board).await, Err(BackendError::WrongType));
+    let everyone: Vec<Vec<u8>> = store
+        .sorted_range(&board, 0, -1, false)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(member, _)| member)
+        .collect();
+    store.sorted_remove(&board, &everyone).await.unwrap();
+    assert!(!store.exists(&board).await.unwrap());
+
+    // Compare-and-swap.
+    let cas = k("cas");
+    let swap = |expected: Option<&'static [u8]>, new: Option<&'static [u8]>, ttl| {
+        let cas = cas.clone();
+        async move { store.compare_and_swap(&cas, expected, new, ttl).await }
+    };
+    assert!(
+        swap(None, Some(b"1"), None).await.unwrap(),
+        "absent, so set"
+    );
+    assert!(
+        !swap(None, Some(b"2"), None).await.unwrap(),
+        "not absent any more"
+    );
+    assert!(!swap(Some(b"0"), Some(b"2"), None).await.unwrap(), "not 0");
+    assert_eq!(store.get(&cas).await.unwrap(), Some(m("1")));
+    let minute = Some(Duration::from_secs(60));
+    assert!(swap(Some(b"1"), Some(b"2"), minute).await.unwrap());
+    let ttl = store.ttl(&cas).await.unwrap();
+    assert!(
+        matches!(ttl, KeyTtl::ExpiresInMs(ms) if ms > 50_000),
+        "{ttl:?}"
+    );
+    assert!(
+        swap(Some(b"2"), None, None).await.unwrap(),
+        "a swap to nothing deletes"
+    );
+    assert!(!store.exists(&cas).await.unwrap());
+    let list = k("list");
+    store
+        .list_push(&list, ListEnd::Back, &[m("x")])
+        .await
+        .unwrap();
+    let wrong = store.compare_and_swap(&list, None, Some(b"1"), None).await;
+    assert_eq!(wrong, Err(BackendError::WrongType));
+}
+
 #[tokio::test]
 async fn memory_store_conforms() {
     store_conforms(&MemoryStore::new(256 << 20), "techub:store:conformance:").await;
+    sorted_sets_and_cas_conform(&MemoryStore::new(256 << 20), "techub:store:sorted:").await;
 }
 
 #[tokio::test]
 async fn redis_store_conforms() {
     let ns = format!("{}:store:", unique("techub-test"));
-    store_conforms(&RedisStore::new(services::redis().await), &ns).await;
+    let store = RedisStore::new(services::redis().await);
+    store_conforms(&store, &ns).await;
+    sorted_sets_and_cas_conform(&store, &ns).await;
 }
 
 #[tokio::test]

@@ -1,0 +1,165 @@
+//! Sorted sets (the specification's `RedisDataType.SORTED_SET`): members ordered by a
+//! score, for leaderboards and time-ordered indexes.
+//!
+//! ```no_run
+//! # use techub_guest::prelude::*;
+//! # fn main() -> Result<(), store::StoreError> {
+//! store::sorted_incr_by("leaderboard", "ada", 10.0)?;
+//! let top = store::sorted_range("leaderboard", 0, 9, true)?; // the ten highest
+//! let recent = store::sorted_range_by_score("events", &store::ScoreRange::from(1_700_000_000.0), true, 0, 50)?;
+//! # let _ = (top, recent);
+//! # Ok(())
+//! # }
+//! ```
+
+use super::{StoreError, owned_bytes};
+use crate::wit::techub::platform::store as wit;
+
+/// A member and its score.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scored {
+    /// The member.
+    pub member: Vec<u8>,
+    /// Its score.
+    pub score: f64,
+}
+
+impl Scored {
+    /// The member as text (lossy for non-UTF-8 members).
+    pub fn member_text(&self) -> String {
+        String::from_utf8_lossy(&self.member).into_owned()
+    }
+}
+
+/// Scores from `min` to `max` (inclusive unless marked exclusive); infinities leave a
+/// side open.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ScoreRange {
+    /// Lowest score.
+    pub min: f64,
+    /// Highest score.
+    pub max: f64,
+    /// Leave out `min` itself.
+    pub min_exclusive: bool,
+    /// Leave out `max` itself.
+    pub max_exclusive: bool,
+}
+
+impl ScoreRange {
+    /// `min..=max`.
+    pub fn between(min: f64, max: f64) -> Self {
+        Self {
+            min,
+            max,
+            min_exclusive: false,
+            max_exclusive: false,
+        }
+    }
+
+    /// Every score.
+    pub fn all() -> Self {
+        Self::between(f64::NEG_INFINITY, f64::INFINITY)
+    }
+}
+
+impl From<f64> for ScoreRange {
+    /// `min..`: every score from `min` up.
+    fn from(min: f64) -> Self {
+        Self::between(min, f64::INFINITY)
+    }
+}
+
+fn from_wit(members: Vec<wit::Scored>) -> Vec<Scored> {
+    members
+        .into_iter()
+        .map(|s| Scored {
+            member: s.member,
+            score: s.score,
+        })
+        .collect()
+}
+
+/// Adds members with their scores, or updates the scores of existing ones (`ZADD`);
+/// returns how many are new.
+pub fn sorted_add<M: AsRef<[u8]>>(
+    key: impl AsRef<str>,
+    members: &[(M, f64)],
+) -> Result<u32, StoreError> {
+    let members: Vec<wit::Scored> = members
+        .iter()
+        .map(|(m, score)| wit::Scored {
+            member: m.as_ref().to_vec(),
+            score: *score,
+        })
+        .collect();
+    Ok(wit::sorted_add(key.as_ref(), &members)?)
+}
+
+/// Adds `delta` to a member's score (a missing member counts as 0); the new score.
+pub fn sorted_incr_by(
+    key: impl AsRef<str>,
+    member: impl AsRef<[u8]>,
+    delta: f64,
+) -> Result<f64, StoreError> {
+    Ok(wit::sorted_incr_by(key.as_ref(), member.as_ref(), delta)?)
+}
+
+/// A member's score, `None` when it is not in the set.
+pub fn sorted_score(
+    key: impl AsRef<str>,
+    member: impl AsRef<[u8]>,
+) -> Result<Option<f64>, StoreError> {
+    Ok(wit::sorted_score(key.as_ref(), member.as_ref())?)
+}
+
+/// Removes members; how many were there.
+pub fn sorted_remove<M: AsRef<[u8]>>(
+    key: impl AsRef<str>,
+    members: &[M],
+) -> Result<u32, StoreError> {
+    Ok(wit::sorted_remove(key.as_ref(), &owned_bytes(members))?)
+}
+
+/// How many members the set has.
+pub fn sorted_len(key: impl AsRef<str>) -> Result<u32, StoreError> {
+    Ok(wit::sorted_len(key.as_ref())?)
+}
+
+/// Members by rank `start..=stop` (negative ranks count from the end), lowest score
+/// first, or highest first with `highest_first`.
+pub fn sorted_range(
+    key: impl AsRef<str>,
+    start: i64,
+    stop: i64,
+    highest_first: bool,
+) -> Result<Vec<Scored>, StoreError> {
+    Ok(from_wit(wit::sorted_range(
+        key.as_ref(),
+        start,
+        stop,
+        highest_first,
+    )?))
+}
+
+/// Members whose score is in `range`, skipping `offset`, at most `count` (1 to 1000).
+pub fn sorted_range_by_score(
+    key: impl AsRef<str>,
+    range: &ScoreRange,
+    highest_first: bool,
+    offset: u32,
+    count: u32,
+) -> Result<Vec<Scored>, StoreError> {
+    let range = wit::ScoreRange {
+        min: range.min,
+        max: range.max,
+        min_exclusive: range.min_exclusive,
+        max_exclusive: range.max_exclusive,
+    };
+    Ok(from_wit(wit::sorted_range_by_score(
+        key.as_ref(),
+        range,
+        highest_first,
+        offset,
+        count,
+    )?))
+}
