@@ -138,7 +138,7 @@ async fn ready(admin: &str) {
     .await;
 }
 
-async fn handled_ids(
+pub(crate) async fn handled_ids(
     redis: &techub_host::capability::redis_client::RedisClient,
     key: &str,
 ) -> Vec<String> {

@@ -760,3 +760,52 @@ async fn redis_retries_only_idempotent_commands_and_counts_slow_ones() {
         "a 150 ms command is slow"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_hosts_share_each_plugin_queue_and_handle_every_message_once() {
+    init_tracing();
+    const MESSAGES: usize = 40;
+    let dir_a = PluginDir::with(&[("live", "fixture_versioned_v1")]);
+    let dir_b = PluginDir::with(&[("live", "fixture_versioned_v1")]);
+    let mut config_a = on_services(&dir_a);
+    config_a.backends.cache = KvBackend::Memory;
+    config_a.backends.lock = KvBackend::Memory;
+    config_a.plugins.get_mut("live").unwrap().limits.prefetch = Some(4);
+    // The same deployment (key prefix, exchanges, queue prefix) from another directory.
+    let mut config_b = config_a.clone();
+    config_b.host.plugins_dir = dir_b.path().to_path_buf();
+    config_b.host.cache_dir = dir_b.path().join(".cache");
+    let host_a = start(config_a.clone()).await;
+    let host_b = start(config_b).await;
+    let mut published = Vec::new();
+    for _ in 0..MESSAGES {
+        let id = host_a
+            .publish("fixture.versioned.main", b"sleep:20".to_vec(), None)
+            .await
+            .unwrap();
+        published.push(id);
+    }
+    let redis = services::redis().await;
+    let list = format!("{}store:live:handled", config_a.host.key_prefix);
+    let handled = wait_for(LIMIT, "every message handled", || async {
+        let ids = crate::binary::handled_ids(&redis, &list).await;
+        (ids.len() >= MESSAGES).then_some(ids)
+    })
+    .await;
+    // No failure was injected: each message is handled exactly once, by one host.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let handled_later = crate::binary::handled_ids(&redis, &list).await;
+    assert_eq!(handled_later.len(), MESSAGES, "no message handled twice");
+    let mut sorted = handled;
+    sorted.sort();
+    published.sort();
+    assert_eq!(sorted, published);
+    let acked = |platform: &Platform| {
+        let text = platform.services.metrics.encode();
+        crate::operations::sample(&text, "techub_queue_acked_total", &[("plugin", "live")])
+            .unwrap_or(0.0)
+    };
+    let (a, b) = (acked(&host_a), acked(&host_b));
+    assert_eq!(a + b, MESSAGES as f64, "host a acked {a}, host b {b}");
+    assert!(a > 0.0 && b > 0.0, "both hosts took part: a {a}, b {b}");
+}
