@@ -1,5 +1,9 @@
 //! Publishing events to the topic exchange `techub.main`.
 
+mod constants;
+
+pub use constants::{routing, ttl};
+
 use crate::wit::techub::platform::messaging as wit;
 use crate::{Failure, Message};
 use serde::Serialize;
