@@ -4,7 +4,7 @@
 //! `techub-guest`, not on this crate).
 //!
 //! # Layout
-//! - `handler`: parses `queue = "..", routing_keys = [..]` and expands to the
+//! - `handler`: parses `queue = "..", routing_keys = [..]` (keys optional) and expands to the
 //!   component's `handler` export.
 
 use proc_macro::TokenStream;
@@ -39,14 +39,8 @@ pub fn handler(args: TokenStream, item: TokenStream) -> TokenStream {
             .to_compile_error()
             .into();
     };
-    if routing_keys.is_empty() {
-        return syn::Error::new_spanned(
-            &function.sig,
-            "#[handler] needs `routing_keys = [\"...\"]` with at least one key",
-        )
-        .to_compile_error()
-        .into();
-    }
+    // Without routing keys the handler receives only what is sent to its queue type
+    // (`messaging::send`): the host binds `queue.<type>` for every subscription.
     let name = &function.sig.ident;
 
     quote! {

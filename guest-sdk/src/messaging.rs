@@ -209,6 +209,35 @@ pub fn publish(
     )?)
 }
 
+/// Sends `payload` to every plugin subscribed to `queue_type` (e.g. `"email"`),
+/// whatever routing keys they bind: the specification's `publish(QueueType.EMAIL, ..)`.
+/// It is a publish with the routing key `queue.<queue_type>`, so `host.toml` must grant
+/// that key (`publish = ["queue.email"]`). Returns the message id.
+///
+/// ```no_run
+/// # use techub_guest::prelude::*;
+/// # fn main() -> Result<(), messaging::PublishError> {
+/// messaging::send("email", br#"{"to":"ada@example.com"}"#, &PublishOptions::default())?;
+/// # Ok(())
+/// # }
+/// ```
+pub fn send(
+    queue_type: impl AsRef<str>,
+    payload: impl AsRef<[u8]>,
+    options: &PublishOptions,
+) -> Result<String, PublishError> {
+    publish(format!("queue.{}", queue_type.as_ref()), payload, options)
+}
+
+/// [`send`] with a JSON payload.
+pub fn send_json<T: Serialize + ?Sized>(
+    queue_type: impl AsRef<str>,
+    value: &T,
+    options: &PublishOptions,
+) -> Result<String, PublishError> {
+    publish_json(format!("queue.{}", queue_type.as_ref()), value, options)
+}
+
 /// Publishes `value` as JSON.
 pub fn publish_json<T: Serialize + ?Sized>(
     routing_key: impl AsRef<str>,

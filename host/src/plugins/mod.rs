@@ -7,6 +7,7 @@ use crate::bindings::{PluginPre, Subscription};
 use crate::capability::Services;
 use crate::capability::messaging::routing::{TopicPattern, validate_pattern};
 use crate::config::{HostConfig, validate_name};
+use crate::dispatch::queue_type_key;
 use crate::runtime::{InvocationError, PluginState, Runtime, content_hash};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -161,6 +162,13 @@ pub async fn load_bytes(
             source,
         })?;
     check_subscriptions(path, &subscriptions, &config, &context)?;
+    let mut subscriptions = subscriptions;
+    for subscription in &mut subscriptions {
+        let key = queue_type_key(&subscription.queue);
+        if !subscription.routing_keys.contains(&key) {
+            subscription.routing_keys.push(key);
+        }
+    }
     Ok(LoadedPlugin {
         name,
         path: path.to_path_buf(),
@@ -197,8 +205,14 @@ pub fn check_subscriptions(
             path: shown.clone(),
             message,
         };
-        if subscription.routing_keys.len() > MAX_BINDINGS {
-            let count = subscription.routing_keys.len();
+        let own_key = queue_type_key(&subscription.queue);
+        let keys: Vec<&String> = subscription
+            .routing_keys
+            .iter()
+            .filter(|k| **k != own_key)
+            .collect();
+        if keys.len() > MAX_BINDINGS {
+            let count = keys.len();
             return Err(bad(format!(
                 "binds {count} routing keys to {:?}, more than {MAX_BINDINGS}",
                 subscription.queue
@@ -207,12 +221,6 @@ pub fn check_subscriptions(
         if !config.queues.contains_key(&subscription.queue) {
             return Err(bad(format!(
                 "subscribes to queue type {:?}, which [queues] does not declare",
-                subscription.queue
-            )));
-        }
-        if subscription.routing_keys.is_empty() {
-            return Err(bad(format!(
-                "subscription to {:?} binds no routing key",
                 subscription.queue
             )));
         }
@@ -227,9 +235,20 @@ pub fn check_subscriptions(
                 subscription.queue
             )));
         }
-        for key in &subscription.routing_keys {
+        for key in keys {
             validate_pattern(key).map_err(bad)?;
             let binding = TopicPattern::parse(key).map_err(bad)?;
+            // Sends to another queue type must reach only that type's subscribers.
+            if let Some(other) = config
+                .queues
+                .keys()
+                .find(|t| **t != subscription.queue && binding.matches(&queue_type_key(t)))
+            {
+                return Err(bad(format!(
+                    "binds {key:?}, which would also receive what is sent to queue type {other:?} ({}); bind narrower keys",
+                    queue_type_key(other)
+                )));
+            }
             if !context.subscribe.iter().any(|grant| grant.covers(&binding)) {
                 return Err(bad(format!(
                     "binds {key:?} to {:?}, which no pattern of [plugins.{name}].subscribe grants",

@@ -12,5 +12,6 @@ mod hostile;
 mod limits;
 mod live;
 mod operations;
+mod queue_types;
 mod status_page;
 mod store_plugins;
