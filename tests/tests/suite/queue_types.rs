@@ -99,3 +99,16 @@ async fn a_queue_type_send_reaches_exactly_the_plugins_subscribed_to_the_type() 
         assert_eq!(count, Some(0.0), "{outcome}: {text}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_binding_that_would_catch_other_queue_types_sends_is_refused() {
+    init_tracing();
+    let dir = PluginDir::with(&[("greedy", "fixture_greedy")]);
+    let platform = Platform::start(config(&dir)).await.unwrap();
+    assert!(platform.plugins().await.is_empty());
+    let errors = platform.load_errors().await;
+    assert!(
+        errors[0].contains("binds \"#\", which would also receive what is sent to queue type"),
+        "{errors:?}"
+    );
+}
