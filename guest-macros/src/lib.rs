@@ -6,32 +6,54 @@
 //! # Layout
 //! - `handler`: parses `queue = "..", routing_keys = [..]` (keys optional) and expands to the
 //!   component's `handler` export.
+//! - `service` (`service.rs`): a module of several `#[handler]` functions, one per queue
+//!   type, exported together; deliveries go to the function of their queue type.
+
+mod service;
 
 use proc_macro::TokenStream;
 use quote::quote;
 use syn::{ItemFn, LitStr, parse_macro_input};
 
+/// What one `#[handler(...)]` says: its queue type and routing keys.
+struct HandlerArgs {
+    queue: Option<LitStr>,
+    routing_keys: Vec<LitStr>,
+}
+
+impl HandlerArgs {
+    fn parser(&mut self) -> impl syn::parse::Parser<Output = ()> + '_ {
+        syn::meta::parser(move |meta| {
+            if meta.path.is_ident("queue") {
+                self.queue = Some(meta.value()?.parse()?);
+                Ok(())
+            } else if meta.path.is_ident("routing_keys") {
+                let value = meta.value()?;
+                let content;
+                syn::bracketed!(content in value);
+                let keys = content.parse_terminated(|p| p.parse::<LitStr>(), syn::Token![,])?;
+                self.routing_keys.extend(keys);
+                Ok(())
+            } else {
+                Err(meta.error("expected `queue = \"...\"` or `routing_keys = [\"...\"]`"))
+            }
+        })
+    }
+}
+
 /// See `techub_guest::handler`.
 #[proc_macro_attribute]
 pub fn handler(args: TokenStream, item: TokenStream) -> TokenStream {
-    let mut queue: Option<LitStr> = None;
-    let mut routing_keys: Vec<LitStr> = Vec::new();
-    let parser = syn::meta::parser(|meta| {
-        if meta.path.is_ident("queue") {
-            queue = Some(meta.value()?.parse()?);
-            Ok(())
-        } else if meta.path.is_ident("routing_keys") {
-            let value = meta.value()?;
-            let content;
-            syn::bracketed!(content in value);
-            let keys = content.parse_terminated(|p| p.parse::<LitStr>(), syn::Token![,])?;
-            routing_keys.extend(keys);
-            Ok(())
-        } else {
-            Err(meta.error("expected `queue = \"...\"` or `routing_keys = [\"...\"]`"))
-        }
-    });
+    let mut parsed = HandlerArgs {
+        queue: None,
+        routing_keys: Vec::new(),
+    };
+    let parser = parsed.parser();
     parse_macro_input!(args with parser);
+    let HandlerArgs {
+        queue,
+        routing_keys,
+    } = parsed;
     let function = parse_macro_input!(item as ItemFn);
 
     let Some(queue) = queue else {
@@ -66,4 +88,10 @@ pub fn handler(args: TokenStream, item: TokenStream) -> TokenStream {
         ::techub_guest::wit::export!(__TechubPlugin with_types_in ::techub_guest::wit);
     }
     .into()
+}
+
+/// See `techub_guest::service`.
+#[proc_macro_attribute]
+pub fn service(args: TokenStream, item: TokenStream) -> TokenStream {
+    service::expand(args.into(), item.into()).into()
 }

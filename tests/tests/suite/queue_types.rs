@@ -112,3 +112,49 @@ async fn a_binding_that_would_catch_other_queue_types_sends_is_refused() {
         "{errors:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_service_with_three_handlers_gets_each_queue_types_deliveries_in_its_own_function() {
+    init_tracing();
+    let dir = PluginDir::with(&[("switchboard", "fixture_switchboard")]);
+    let platform = Platform::start(config(&dir)).await.unwrap();
+    let plugins = platform.plugins().await;
+    assert_eq!(plugins.len(), 1, "{:?}", platform.load_errors().await);
+    let mut types: Vec<&str> = plugins[0]
+        .subscriptions
+        .iter()
+        .map(|(t, _)| t.as_str())
+        .collect();
+    types.sort();
+    assert_eq!(types, ["email", "order", "sms"]);
+    for key in [
+        "fixture.switchboard.sms",
+        "fixture.switchboard.order",
+        "queue.email",
+    ] {
+        platform.publish(key, b"{}".to_vec(), None).await.unwrap();
+    }
+    let calls = wait_for(Duration::from_secs(20), "three calls", || async {
+        let calls = platform
+            .services
+            .store
+            .list_range("techub:store:switchboard:calls", 0, -1)
+            .await
+            .unwrap();
+        (calls.len() >= 3).then_some(calls)
+    })
+    .await;
+    let mut calls: Vec<String> = calls
+        .into_iter()
+        .map(|c| String::from_utf8(c).unwrap())
+        .collect();
+    calls.sort();
+    assert_eq!(
+        calls,
+        [
+            "mail:email:queue.email",
+            "order:order:fixture.switchboard.order",
+            "text:sms:fixture.switchboard.sms",
+        ]
+    );
+}

@@ -1,0 +1,101 @@
+//! `#[service] mod name { #[handler(..)] fn a(..) .. #[handler(..)] fn b(..) .. }`: one
+//! plugin, several handlers (the specification's service with several
+//! `@RabbitMQHandler` methods). Every `#[handler]` inside is taken off its function and
+//! becomes one subscription; the export dispatches each delivery by its queue type.
+
+use super::HandlerArgs;
+use proc_macro2::TokenStream;
+use quote::quote;
+use syn::{Item, ItemMod, LitStr};
+
+pub fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
+    if !args.is_empty() {
+        return syn::Error::new_spanned(args, "#[service] takes no arguments").to_compile_error();
+    }
+    let mut module: ItemMod = match syn::parse2(item) {
+        Ok(module) => module,
+        Err(error) => return error.to_compile_error(),
+    };
+    let Some((_, items)) = module.content.as_mut() else {
+        return syn::Error::new_spanned(&module, "#[service] needs a module with a body")
+            .to_compile_error();
+    };
+    let mut handlers: Vec<(LitStr, Vec<LitStr>, syn::Ident)> = Vec::new();
+    for item in items.iter_mut() {
+        let Item::Fn(function) = item else { continue };
+        let Some(at) = function.attrs.iter().position(|a| {
+            a.path()
+                .segments
+                .last()
+                .is_some_and(|s| s.ident == "handler")
+        }) else {
+            continue;
+        };
+        let attribute = function.attrs.remove(at);
+        let mut parsed = HandlerArgs {
+            queue: None,
+            routing_keys: Vec::new(),
+        };
+        if let syn::Meta::List(list) = &attribute.meta {
+            if let Err(error) = list.parse_args_with(parsed.parser()) {
+                return error.to_compile_error();
+            }
+        }
+        let Some(queue) = parsed.queue else {
+            return syn::Error::new_spanned(&attribute, "#[handler] needs `queue = \"...\"`")
+                .to_compile_error();
+        };
+        if let Some((seen, _, _)) = handlers.iter().find(|(q, _, _)| q.value() == queue.value()) {
+            let message = format!(
+                "queue type {:?} has a handler already; list every routing key in one handler",
+                seen.value()
+            );
+            return syn::Error::new_spanned(&queue, message).to_compile_error();
+        }
+        handlers.push((queue, parsed.routing_keys, function.sig.ident.clone()));
+    }
+    if handlers.is_empty() {
+        return syn::Error::new_spanned(
+            &module.ident,
+            "#[service] needs at least one #[handler] fn",
+        )
+        .to_compile_error();
+    }
+    let module_name = &module.ident;
+    let subscriptions = handlers.iter().map(|(queue, keys, _)| {
+        quote! { ::techub_guest::message::subscription(#queue, &[#(#keys),*]) }
+    });
+    let arms = handlers.iter().map(|(queue, _, name)| {
+        quote! {
+            #queue => ::techub_guest::__private::IntoOutcome::into_outcome(
+                #module_name::#name(::techub_guest::Message::from_delivery(delivery)),
+            ),
+        }
+    });
+    quote! {
+        #module
+
+        #[doc(hidden)]
+        struct __TechubPlugin;
+
+        impl ::techub_guest::__private::exported::Guest for __TechubPlugin {
+            fn subscriptions() -> ::std::vec::Vec<::techub_guest::__private::exported::Subscription> {
+                ::std::vec![#(#subscriptions),*]
+            }
+
+            fn handle(
+                delivery: ::techub_guest::__private::exported::Delivery,
+            ) -> ::techub_guest::__private::exported::Outcome {
+                match delivery.queue.as_str() {
+                    #(#arms)*
+                    // The host delivers only the queue types subscribed above.
+                    other => ::techub_guest::__private::exported::Outcome::Reject(
+                        ::std::format!("no handler for queue type {other:?}"),
+                    ),
+                }
+            }
+        }
+
+        ::techub_guest::wit::export!(__TechubPlugin with_types_in ::techub_guest::wit);
+    }
+}
