@@ -36,10 +36,10 @@ pub fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
             queue: None,
             routing_keys: Vec::new(),
         };
-        if let syn::Meta::List(list) = &attribute.meta {
-            if let Err(error) = list.parse_args_with(parsed.parser()) {
-                return error.to_compile_error();
-            }
+        if let syn::Meta::List(list) = &attribute.meta
+            && let Err(error) = list.parse_args_with(parsed.parser())
+        {
+            return error.to_compile_error();
         }
         let Some(queue) = parsed.queue else {
             return syn::Error::new_spanned(&attribute, "#[handler] needs `queue = \"...\"`")
