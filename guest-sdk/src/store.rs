@@ -2,14 +2,17 @@
 //!
 //! Keys are the plugin's alone: the host files them under `techub:store:<plugin>:`.
 //! Strings, counters, hashes, lists, sets, sorted sets (`sorted_*`), JSON values
-//! (`get_json`, `set_json`) and lock-free read-modify-write (`compare_and_swap`,
-//! `update`, `update_json`).
+//! (`get_json`, `set_json`), lock-free read-modify-write (`compare_and_swap`,
+//! `update`, `update_json`) and transactions (`atomic`).
 
 use crate::Failure;
 use crate::wit::techub::platform::store as wit;
 
+mod atomic;
 mod json;
 mod sorted;
+
+pub use atomic::{MAX_ATOMIC_OPS, Op, OpResult, atomic};
 
 pub use json::{MAX_SWAP_ATTEMPTS, compare_and_swap, get_json, set_json, update, update_json};
 pub use sorted::{

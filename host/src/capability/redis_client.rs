@@ -98,6 +98,11 @@ impl RedisClient {
         }
     }
 
+    /// The server's URL, password redacted (for error texts).
+    pub(crate) fn url(&self) -> &str {
+        &self.url
+    }
+
     /// Commands slower than `redis.slow_command_ms` so far.
     pub fn slow_commands(&self) -> u64 {
         self.slow_commands.load(Ordering::Relaxed)
@@ -175,7 +180,7 @@ impl RedisClient {
 
 /// Server errors the guest can act on become their own cases; the rest is
 /// `Unavailable`.
-fn map_error(url: &str, op: &str, error: redis::RedisError) -> BackendError {
+pub(crate) fn map_error(url: &str, op: &str, error: redis::RedisError) -> BackendError {
     let text = error.to_string();
     if error.code() == Some("WRONGTYPE") || text.contains("not an integer") {
         return BackendError::WrongType;

@@ -78,3 +78,29 @@ async fn compare_and_swap_increments_add_up_exactly_across_two_hosts() {
     );
     eprintln!("compare-and-swap: {lost} swaps lost a race and were retried");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_plugin_batches_a_hundred_operations_and_oversized_batches_are_refused_whole() {
+    let (platform, _dir) = hostile_platform(|_| {}).await;
+    let id = platform
+        .publish("fixture.hostile.store-batch", b"atomic".to_vec(), None)
+        .await
+        .unwrap();
+    let reason = dead_letter_of(&platform, &id).await.reason;
+    assert!(reason.contains("done=Ok(100)"), "{reason}");
+    assert!(
+        reason.contains("too_many=Err(InvalidArgument(\"more than 100 operations in one batch\"))"),
+        "{reason}"
+    );
+    assert!(
+        reason.contains("nan=Err(InvalidArgument(\"a score must not be NaN\"))"),
+        "{reason}"
+    );
+    let counted = platform
+        .services
+        .store
+        .get("techub:store:hostile:batch:99")
+        .await
+        .unwrap();
+    assert_eq!(counted, Some(b"1".to_vec()));
+}

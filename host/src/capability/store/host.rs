@@ -2,7 +2,8 @@
 
 use super::StoreBackend;
 use crate::bindings::techub::platform::store::{
-    Host, KeyTtl, ListEnd, ScanPage, ScoreRange, Scored, SetCondition, SetOptions, StoreError,
+    Host, KeyTtl, ListEnd, OpResult, ScanPage, ScoreRange, Scored, SetCondition, SetOptions,
+    StoreError, StoreOp,
 };
 use crate::capability::{
     BackendError, Failure, PluginContext, Usage, check_name, glob, unavailable_for_guest,
@@ -39,7 +40,10 @@ impl<'a> StoreView<'a> {
         }
     }
 
-    fn charge_call(&mut self, function: &'static str) -> std::result::Result<(), String> {
+    pub(super) fn charge_call(
+        &mut self,
+        function: &'static str,
+    ) -> std::result::Result<(), String> {
         self.usage.charge(self.plugin, "store", function)
     }
 
@@ -123,7 +127,7 @@ impl StoreView<'_> {
         self.plugin.services.store.clone()
     }
 
-    fn namespaced(&self, key: &str) -> Result<String> {
+    pub(super) fn namespaced(&self, key: &str) -> Result<String> {
         check_name(key, self.plugin.config.host.max_key_length)
             .map_err(|m| StoreError::InvalidKey(format!("key {m}")))?;
         Ok(format!("{}{key}", self.plugin.store_prefix))
@@ -424,6 +428,10 @@ impl Host for StoreView<'_> {
         Ok(self
             .sorted_range_by_score_checked(&key, range, reverse, offset, count)
             .await?)
+    }
+
+    async fn atomic(&mut self, ops: Vec<StoreOp>) -> StoreResult<Vec<OpResult>> {
+        Ok(self.atomic_checked(ops).await?)
     }
 
     async fn compare_and_swap(

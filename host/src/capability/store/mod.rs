@@ -5,10 +5,11 @@
 //! from scan results, so a backend knows nothing of plugins and a guest key cannot
 //! leave its namespace.
 //!
-//! Files: `host.rs` (the WIT `Host` impl), `sorted.rs` (sorted sets and
+//! Files: `host.rs` (the WIT `Host` impl), `atomic.rs` (transactions), `sorted.rs` (sorted sets and
 //! compare-and-swap: the host side, and the ordering the embedded store shares),
 //! `memory.rs`, `redis.rs`.
 
+mod atomic;
 mod host;
 pub mod memory;
 pub mod redis;
@@ -19,6 +20,64 @@ use std::time::Duration;
 
 pub use crate::bindings::techub::platform::store::{KeyTtl, ListEnd, ScoreRange, SetCondition};
 pub use host::{HasStore, StoreFailure, StoreView};
+
+/// One operation of an atomic batch, on a full key.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AtomicOp {
+    /// `GET`.
+    Get(String),
+    /// `SET` with an optional TTL.
+    Set(String, Vec<u8>, Option<Duration>),
+    /// `DEL` of one key.
+    Delete(String),
+    /// `INCRBY`.
+    IncrBy(String, i64),
+    /// `PEXPIRE`.
+    Expire(String, Duration),
+    /// `HSET`.
+    HashSet(String, Vec<(String, Vec<u8>)>),
+    /// `HINCRBY`.
+    HashIncrBy(String, String, i64),
+    /// `LPUSH`/`RPUSH`.
+    ListPush(String, ListEnd, Vec<Vec<u8>>),
+    /// `SADD`.
+    SetAdd(String, Vec<Vec<u8>>),
+    /// `ZADD`.
+    SortedAdd(String, Vec<(Vec<u8>, f64)>),
+}
+
+impl AtomicOp {
+    /// The key it works on.
+    pub fn key(&self) -> &str {
+        match self {
+            Self::Get(k)
+            | Self::Set(k, ..)
+            | Self::Delete(k)
+            | Self::IncrBy(k, _)
+            | Self::Expire(k, _)
+            | Self::HashSet(k, _)
+            | Self::HashIncrBy(k, ..)
+            | Self::ListPush(k, ..)
+            | Self::SetAdd(k, _)
+            | Self::SortedAdd(k, _) => k,
+        }
+    }
+}
+
+/// What one operation of an atomic batch answered.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AtomicResult {
+    /// `Get`.
+    Value(Option<Vec<u8>>),
+    /// `Set` (always true), `Delete` and `Expire` (whether the key existed).
+    Done(bool),
+    /// `HashSet`, `SetAdd`, `SortedAdd` (how many are new), `ListPush` (the length).
+    Count(u32),
+    /// `IncrBy`, `HashIncrBy`.
+    Integer(i64),
+    /// This op failed; the others ran.
+    Failed(super::BackendError),
+}
 
 /// A Redis-like keyspace.
 #[async_trait::async_trait]
@@ -107,6 +166,11 @@ pub trait StoreBackend: Send + Sync {
         new: Option<&[u8]>,
         ttl: Option<Duration>,
     ) -> BackendResult<bool>;
+    /// Runs `ops` as one transaction (Redis `MULTI`/`EXEC`): no other client's command
+    /// runs between them, and each op answers on its own (an op that fails, e.g. with
+    /// `WrongType`, does not undo the others, as in Redis). `Err` only when the batch as
+    /// a whole did not run.
+    async fn atomic(&self, ops: &[AtomicOp]) -> BackendResult<Vec<AtomicResult>>;
     /// One `SCAN` page over keys matching the glob `pattern`; `None` cursor when done.
     async fn scan(
         &self,

@@ -1,6 +1,7 @@
 //! The store on Redis: each call is one command (never `KEYS`; scans use `SCAN`).
 
-use super::{KeyTtl, ListEnd, ScoreRange, SetCondition, StoreBackend};
+use super::{AtomicOp, AtomicResult, KeyTtl, ListEnd, ScoreRange, SetCondition, StoreBackend};
+use crate::capability::redis_client::map_error;
 use crate::capability::redis_client::{RedisClient, Retry};
 use crate::capability::{BackendError, BackendResult};
 use std::time::Duration;
@@ -99,6 +100,27 @@ fn with_scores(flat: Vec<Vec<u8>>) -> BackendResult<Vec<(Vec<u8>, f64)>> {
             )),
         })
         .collect()
+}
+
+/// One command's answer inside `EXEC`, as the op's result.
+fn convert_answer(op: &AtomicOp, value: redis::Value) -> AtomicResult {
+    fn parse<T: redis::FromRedisValue>(value: redis::Value) -> Result<T, BackendError> {
+        redis::from_redis_value(value)
+            .map_err(|e| BackendError::Unavailable(format!("unexpected answer in EXEC: {e}")))
+    }
+    let result = match op {
+        AtomicOp::Get(_) => parse(value).map(AtomicResult::Value),
+        AtomicOp::Set(..) => Ok(AtomicResult::Done(true)),
+        AtomicOp::Delete(_) | AtomicOp::Expire(..) => {
+            parse::<i64>(value).map(|n| AtomicResult::Done(n == 1))
+        }
+        AtomicOp::IncrBy(..) | AtomicOp::HashIncrBy(..) => parse(value).map(AtomicResult::Integer),
+        AtomicOp::HashSet(..)
+        | AtomicOp::ListPush(..)
+        | AtomicOp::SetAdd(..)
+        | AtomicOp::SortedAdd(..) => parse::<i64>(value).map(|n| AtomicResult::Count(count(n))),
+    };
+    result.unwrap_or_else(AtomicResult::Failed)
 }
 
 fn push_cmd(end: ListEnd) -> &'static str {
@@ -439,6 +461,62 @@ impl StoreBackend for RedisStore {
             })
             .await?;
         Ok(swapped == 1)
+    }
+
+    async fn atomic(&self, ops: &[AtomicOp]) -> BackendResult<Vec<AtomicResult>> {
+        let mut pipe = redis::pipe();
+        // MULTI ... EXEC, each command's answer kept (a failed one does not hide the rest).
+        pipe.atomic().ignore_errors();
+        for op in ops {
+            match op {
+                AtomicOp::Get(key) => pipe.cmd("GET").arg(key),
+                AtomicOp::Set(key, value, None) => pipe.cmd("SET").arg(key).arg(value),
+                AtomicOp::Set(key, value, Some(ttl)) => {
+                    pipe.cmd("SET").arg(key).arg(value).arg("PX").arg(ms(*ttl))
+                }
+                AtomicOp::Delete(key) => pipe.cmd("DEL").arg(key),
+                AtomicOp::IncrBy(key, delta) => pipe.cmd("INCRBY").arg(key).arg(delta),
+                AtomicOp::Expire(key, ttl) => pipe.cmd("PEXPIRE").arg(key).arg(ms(*ttl)),
+                AtomicOp::HashSet(key, fields) => {
+                    let cmd = pipe.cmd("HSET").arg(key);
+                    for (field, value) in fields {
+                        cmd.arg(field).arg(value);
+                    }
+                    cmd
+                }
+                AtomicOp::HashIncrBy(key, field, delta) => {
+                    pipe.cmd("HINCRBY").arg(key).arg(field).arg(delta)
+                }
+                AtomicOp::ListPush(key, end, values) => {
+                    pipe.cmd(push_cmd(*end)).arg(key).arg(values)
+                }
+                AtomicOp::SetAdd(key, members) => pipe.cmd("SADD").arg(key).arg(members),
+                AtomicOp::SortedAdd(key, members) => {
+                    let cmd = pipe.cmd("ZADD").arg(key);
+                    for (member, score) in members {
+                        cmd.arg(score_arg(*score, false)).arg(member);
+                    }
+                    cmd
+                }
+            };
+        }
+        // Never retried: a transaction whose answer was lost may have run.
+        let answers: Vec<redis::RedisResult<redis::Value>> = self
+            .redis
+            .run("MULTI", Retry::Never, |mut c| {
+                let pipe = pipe.clone();
+                async move { pipe.query_async(&mut c).await }
+            })
+            .await?;
+        let url = self.redis.url();
+        Ok(ops
+            .iter()
+            .zip(answers)
+            .map(|(op, answer)| match answer {
+                Ok(value) => convert_answer(op, value),
+                Err(error) => AtomicResult::Failed(map_error(url, "MULTI", error)),
+            })
+            .collect())
     }
 
     async fn scan(

@@ -1,7 +1,8 @@
 //! Benchmarks (`cargo xtask bench [name]`): each prints the platform's number beside a
 //! native baseline measured in the same run, and their ratio, because this machine is
 //! shared and noisy. Names: `instantiate`, `cache-get`, `messages`, `prefetch`,
-//! `swap`, `start`, `swap-throughput`, `metrics-overhead`, `stats-overhead`.
+//! `swap`, `start`, `swap-throughput`, `metrics-overhead`, `stats-overhead`,
+//! `store-atomic`, `cas-contention`.
 
 mod consumers;
 mod live;
@@ -51,6 +52,12 @@ async fn main() -> anyhow::Result<()> {
     }
     if run("stats-overhead") {
         ops::stats_overhead().await?;
+    }
+    if run("store-atomic") {
+        ops::store_atomic().await?;
+    }
+    if run("cas-contention") {
+        ops::cas_contention().await?;
     }
     Ok(())
 }

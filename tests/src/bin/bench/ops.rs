@@ -157,3 +157,112 @@ pub async fn stats_overhead() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// The hostile fixture on a Redis store under a fresh key prefix, loaded into a runtime.
+async fn hostile_on_redis() -> anyhow::Result<(
+    PluginDir,
+    Arc<Runtime>,
+    Arc<techub_host::plugins::LoadedPlugin>,
+)> {
+    let dir = PluginDir::with(&[("hostile", "fixture_hostile")]);
+    let mut config = config(&dir);
+    config.backends.store = KvBackend::Redis;
+    config.host.key_prefix = format!("{}:", unique("techub-bench"));
+    config
+        .plugins
+        .entry("hostile".into())
+        .or_default()
+        .limits
+        .timeout_ms = Some(60_000);
+    let config = Arc::new(config);
+    let services = Arc::new(connect_services(&config).await?);
+    let runtime = Arc::new(Runtime::new(&config)?);
+    let path = dir.path().join("hostile.wasm");
+    let plugin = Arc::new(load_plugin(&runtime, &path, config, services).await?);
+    Ok((dir, runtime, plugin))
+}
+
+/// 100 increments from a plugin on Redis: one `store.atomic` batch against 100 calls.
+pub async fn store_atomic() -> anyhow::Result<()> {
+    const RUNS: usize = 20;
+    let (_dir, runtime, plugin) = hostile_on_redis().await?;
+    let run = |mode: &'static str| {
+        let (runtime, plugin) = (runtime.clone(), plugin.clone());
+        async move {
+            let message =
+                techub_tests::delivery("webhook", "fixture.hostile.store-batch", mode.as_bytes());
+            let started = Instant::now();
+            let report = runtime
+                .invoke(&plugin.pre, plugin.context.clone(), &message, 5)
+                .await;
+            let elapsed = started.elapsed().as_secs_f64();
+            match report.result {
+                Ok(Outcome::Reject(observed)) if observed.starts_with("done=Ok(100)") => {
+                    anyhow::Ok(elapsed)
+                }
+                other => anyhow::bail!("store-batch failed: {other:?}"),
+            }
+        }
+    };
+    run("atomic").await?;
+    run("singles").await?;
+    let (mut atomic, mut singles) = (Vec::new(), Vec::new());
+    for round in 0..RUNS {
+        if round % 2 == 0 {
+            atomic.push(run("atomic").await?);
+            singles.push(run("singles").await?);
+        } else {
+            singles.push(run("singles").await?);
+            atomic.push(run("atomic").await?);
+        }
+    }
+    let (atomic, singles) = (median(atomic), median(singles));
+    println!(
+        "store.atomic of 100 increments from a plugin on Redis: {:.2} ms, 100 single calls {:.2} ms; singles/atomic = {:.1}x (median of {RUNS})",
+        atomic * 1e3,
+        singles * 1e3,
+        singles / atomic
+    );
+    Ok(())
+}
+
+/// Compare-and-swap increments/s of one counter under contention: 16 concurrent
+/// invocations, each looping until its swap lands.
+pub async fn cas_contention() -> anyhow::Result<()> {
+    const INCREMENTS: usize = 400;
+    const CONCURRENCY: usize = 16;
+    let (_dir, runtime, plugin) = hostile_on_redis().await?;
+    let started = Instant::now();
+    let mut lost = 0u64;
+    for _ in 0..INCREMENTS / CONCURRENCY {
+        let tasks: Vec<_> = (0..CONCURRENCY)
+            .map(|_| {
+                let (runtime, plugin) = (runtime.clone(), plugin.clone());
+                tokio::spawn(async move {
+                    let message =
+                        techub_tests::delivery("webhook", "fixture.hostile.cas-incr", b"{}");
+                    runtime
+                        .invoke(&plugin.pre, plugin.context.clone(), &message, 5)
+                        .await
+                })
+            })
+            .collect();
+        for task in tasks {
+            match task.await?.result {
+                Ok(Outcome::Reject(observed)) => {
+                    lost += observed
+                        .strip_prefix("lost ")
+                        .and_then(|n| n.parse::<u64>().ok())
+                        .ok_or_else(|| anyhow::anyhow!("cas-incr failed: {observed}"))?;
+                }
+                other => anyhow::bail!("cas-incr failed: {other:?}"),
+            }
+        }
+    }
+    let rate = INCREMENTS as f64 / started.elapsed().as_secs_f64();
+    println!(
+        "compare-and-swap increments of one counter, {CONCURRENCY} at once: {rate:.0} increments/s, {lost} swaps lost a race ({:.2} per increment)",
+        lost as f64 / INCREMENTS as f64
+    );
+    Ok(())
+}

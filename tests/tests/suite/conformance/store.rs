@@ -4,7 +4,9 @@ use std::time::Duration;
 use techub_host::capability::BackendError;
 use techub_host::capability::store::memory::MemoryStore;
 use techub_host::capability::store::redis::RedisStore;
-use techub_host::capability::store::{KeyTtl, ListEnd, ScoreRange, SetCondition, StoreBackend};
+use techub_host::capability::store::{
+    AtomicOp, AtomicResult, KeyTtl, ListEnd, ScoreRange, SetCondition, StoreBackend,
+};
 use techub_tests::{services, unique};
 
 async fn store_conforms(store: &dyn StoreBackend, ns: &str) {
@@ -442,10 +444,63 @@ async fn sorted_sets_and_cas_conform(store: &dyn StoreBackend, ns: &str) {
     assert_eq!(wrong, Err(BackendError::WrongType));
 }
 
+/// A transaction: every op answers on its own, a failing op (WRONGTYPE) leaves the
+/// others done.
+async fn atomic_batches_conform(store: &dyn StoreBackend, ns: &str) {
+    let k = |name: &str| format!("{ns}atomic:{name}");
+    let ops = vec![
+        AtomicOp::Set(k("a"), m("1"), None),
+        AtomicOp::IncrBy(k("a"), 4),
+        AtomicOp::HashSet(k("h"), vec![("f".into(), m("v")), ("g".into(), m("w"))]),
+        AtomicOp::HashIncrBy(k("h"), "n".into(), 2),
+        AtomicOp::IncrBy(k("h"), 1),
+        AtomicOp::ListPush(k("l"), ListEnd::Back, vec![m("x"), m("y")]),
+        AtomicOp::SetAdd(k("s"), vec![m("p"), m("p"), m("q")]),
+        AtomicOp::SortedAdd(k("z"), vec![(m("top"), 9.5)]),
+        AtomicOp::Get(k("a")),
+        AtomicOp::Get(k("missing")),
+        AtomicOp::Expire(k("a"), Duration::from_secs(60)),
+        AtomicOp::Expire(k("missing"), Duration::from_secs(60)),
+        AtomicOp::Delete(k("l")),
+        AtomicOp::Delete(k("missing")),
+    ];
+    let results = store.atomic(&ops).await.unwrap();
+    assert_eq!(
+        results,
+        [
+            AtomicResult::Done(true),
+            AtomicResult::Integer(5),
+            AtomicResult::Count(2),
+            AtomicResult::Integer(2),
+            AtomicResult::Failed(BackendError::WrongType),
+            AtomicResult::Count(2),
+            AtomicResult::Count(2),
+            AtomicResult::Count(1),
+            AtomicResult::Value(Some(m("5"))),
+            AtomicResult::Value(None),
+            AtomicResult::Done(true),
+            AtomicResult::Done(false),
+            AtomicResult::Done(true),
+            AtomicResult::Done(false),
+        ]
+    );
+    assert_eq!(store.hash_get(&k("h"), "n").await.unwrap(), Some(m("2")));
+    assert_eq!(
+        store.sorted_score(&k("z"), b"top").await.unwrap(),
+        Some(9.5)
+    );
+    assert!(!store.exists(&k("l")).await.unwrap());
+    assert!(matches!(
+        store.ttl(&k("a")).await.unwrap(),
+        KeyTtl::ExpiresInMs(_)
+    ));
+}
+
 #[tokio::test]
 async fn memory_store_conforms() {
     store_conforms(&MemoryStore::new(256 << 20), "techub:store:conformance:").await;
     sorted_sets_and_cas_conform(&MemoryStore::new(256 << 20), "techub:store:sorted:").await;
+    atomic_batches_conform(&MemoryStore::new(256 << 20), "techub:store:batch:").await;
 }
 
 #[tokio::test]
@@ -454,6 +509,7 @@ async fn redis_store_conforms() {
     let store = RedisStore::new(services::redis().await);
     store_conforms(&store, &ns).await;
     sorted_sets_and_cas_conform(&store, &ns).await;
+    atomic_batches_conform(&store, &ns).await;
 }
 
 #[tokio::test]

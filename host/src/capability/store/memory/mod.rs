@@ -2,7 +2,7 @@
 //! empty aggregates vanish, `WRONGTYPE`, integer overflow).
 
 use super::sorted::{in_range, rank_span, redis_order};
-use super::{KeyTtl, ListEnd, ScoreRange, SetCondition, StoreBackend};
+use super::{AtomicOp, AtomicResult, KeyTtl, ListEnd, ScoreRange, SetCondition, StoreBackend};
 use crate::capability::{BackendError, BackendResult, glob};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::ops::Bound;
@@ -189,12 +189,144 @@ fn deadline(now: Instant, ttl: Duration) -> Instant {
         .unwrap_or(now + Duration::from_secs(100 * 365 * 86_400))
 }
 
+// The writes an atomic batch may hold, as functions on the keyspace, shared by the
+// single calls below and by `atomic.rs`.
+
+fn op_get(keys: &mut Keys, now: Instant, key: &str) -> BackendResult<Option<Vec<u8>>> {
+    Ok(typed!(keys, key, now, String).cloned())
+}
+
+fn op_set(
+    keys: &mut Keys,
+    now: Instant,
+    key: &str,
+    value: &[u8],
+    ttl: Option<Duration>,
+    condition: SetCondition,
+) -> BackendResult<bool> {
+    let exists = live(keys, key, now).is_some();
+    let write = match condition {
+        SetCondition::Always => true,
+        SetCondition::IfAbsent => !exists,
+        SetCondition::IfPresent => exists,
+    };
+    if write {
+        let expires_at = ttl.map(|ttl| deadline(now, ttl));
+        keys.insert(
+            key.to_string(),
+            Slot {
+                value: Value::String(value.to_vec()),
+                expires_at,
+            },
+        );
+    }
+    Ok(write)
+}
+
+/// Deletes `key`; whether it existed.
+fn op_delete(keys: &mut Keys, now: Instant, key: &str) -> bool {
+    live(keys, key, now).is_some() && keys.remove(key).is_some()
+}
+
+fn op_expire(keys: &mut Keys, now: Instant, key: &str, ttl: Duration) -> bool {
+    live(keys, key, now)
+        .map(|slot| slot.expires_at = Some(deadline(now, ttl)))
+        .is_some()
+}
+
+fn op_incr_by(keys: &mut Keys, now: Instant, key: &str, delta: i64) -> BackendResult<i64> {
+    let current = match typed!(keys, key, now, String) {
+        Some(bytes) => parse_int(bytes)?,
+        None => 0,
+    };
+    let next = add(current, delta)?;
+    match live(keys, key, now) {
+        Some(slot) => slot.value = Value::String(next.to_string().into_bytes()),
+        None => {
+            keys.insert(
+                key.to_string(),
+                Slot {
+                    value: Value::String(next.to_string().into_bytes()),
+                    expires_at: None,
+                },
+            );
+        }
+    }
+    Ok(next)
+}
+
+fn op_hash_set(
+    keys: &mut Keys,
+    now: Instant,
+    key: &str,
+    fields: &[(String, Vec<u8>)],
+) -> BackendResult<u32> {
+    let hash = typed_or_insert!(keys, key, now, Hash);
+    Ok(fields
+        .iter()
+        .filter(|(f, v)| hash.insert(f.clone(), v.clone()).is_none())
+        .count() as u32)
+}
+
+fn op_hash_incr_by(
+    keys: &mut Keys,
+    now: Instant,
+    key: &str,
+    field: &str,
+    delta: i64,
+) -> BackendResult<i64> {
+    let hash = typed_or_insert!(keys, key, now, Hash);
+    let current = hash
+        .get(field)
+        .map(|v| parse_int(v))
+        .transpose()?
+        .unwrap_or(0);
+    let next = add(current, delta)?;
+    hash.insert(field.to_string(), next.to_string().into_bytes());
+    Ok(next)
+}
+
+fn op_list_push(
+    keys: &mut Keys,
+    now: Instant,
+    key: &str,
+    end: ListEnd,
+    values: &[Vec<u8>],
+) -> BackendResult<u32> {
+    let list = typed_or_insert!(keys, key, now, List);
+    for v in values {
+        match end {
+            ListEnd::Front => list.push_front(v.clone()),
+            ListEnd::Back => list.push_back(v.clone()),
+        }
+    }
+    Ok(list.len() as u32)
+}
+
+fn op_set_add(keys: &mut Keys, now: Instant, key: &str, members: &[Vec<u8>]) -> BackendResult<u32> {
+    let set = typed_or_insert!(keys, key, now, Set);
+    Ok(members.iter().filter(|m| set.insert((*m).clone())).count() as u32)
+}
+
+fn op_sorted_add(
+    keys: &mut Keys,
+    now: Instant,
+    key: &str,
+    members: &[(Vec<u8>, f64)],
+) -> BackendResult<u32> {
+    let set = typed_or_insert!(keys, key, now, Sorted);
+    Ok(members
+        .iter()
+        .filter(|(m, score)| set.insert(m.clone(), *score).is_none())
+        .count() as u32)
+}
+
+mod atomic;
+
 #[async_trait::async_trait]
 impl StoreBackend for MemoryStore {
     async fn get(&self, key: &str) -> BackendResult<Option<Vec<u8>>> {
-        self.with(&[key], 0, |keys, now| {
-            Ok(typed!(keys, key, now, String).cloned())
-        })
+        self.with(&[key], 0, |keys, now| op_get(keys, now, key))
     }
 
     async fn set(
@@ -205,37 +337,17 @@ impl StoreBackend for MemoryStore {
         condition: SetCondition,
     ) -> BackendResult<bool> {
         self.with(&[key], key.len() + value.len(), |keys, now| {
-            let exists = live(keys, key, now).is_some();
-            let write = match condition {
-                SetCondition::Always => true,
-                SetCondition::IfAbsent => !exists,
-                SetCondition::IfPresent => exists,
-            };
-            if write {
-                let expires_at = ttl.map(|ttl| deadline(now, ttl));
-                keys.insert(
-                    key.to_string(),
-                    Slot {
-                        value: Value::String(value.to_vec()),
-                        expires_at,
-                    },
-                );
-            }
-            Ok(write)
+            op_set(keys, now, key, value, ttl, condition)
         })
     }
 
     async fn delete(&self, to_delete: &[String]) -> BackendResult<u32> {
         let touched: Vec<&str> = to_delete.iter().map(String::as_str).collect();
         self.with(&touched, 0, |keys, now| {
-            let mut n = 0;
-            for key in to_delete {
-                if live(keys, key, now).is_some() {
-                    keys.remove(key);
-                    n += 1;
-                }
-            }
-            Ok(n)
+            Ok(to_delete
+                .iter()
+                .filter(|key| op_delete(keys, now, key))
+                .count() as u32)
         })
     }
 
@@ -244,11 +356,7 @@ impl StoreBackend for MemoryStore {
     }
 
     async fn expire(&self, key: &str, ttl: Duration) -> BackendResult<bool> {
-        self.with(&[key], 0, |keys, now| {
-            Ok(live(keys, key, now)
-                .map(|slot| slot.expires_at = Some(deadline(now, ttl)))
-                .is_some())
-        })
+        self.with(&[key], 0, |keys, now| Ok(op_expire(keys, now, key, ttl)))
     }
 
     async fn persist(&self, key: &str) -> BackendResult<bool> {
@@ -274,24 +382,7 @@ impl StoreBackend for MemoryStore {
 
     async fn incr_by(&self, key: &str, delta: i64) -> BackendResult<i64> {
         self.with(&[key], key.len() + 24, |keys, now| {
-            let current = match typed!(keys, key, now, String) {
-                Some(bytes) => parse_int(bytes)?,
-                None => 0,
-            };
-            let next = add(current, delta)?;
-            match live(keys, key, now) {
-                Some(slot) => slot.value = Value::String(next.to_string().into_bytes()),
-                None => {
-                    keys.insert(
-                        key.to_string(),
-                        Slot {
-                            value: Value::String(next.to_string().into_bytes()),
-                            expires_at: None,
-                        },
-                    );
-                }
-            }
-            Ok(next)
+            op_incr_by(keys, now, key, delta)
         })
     }
 
@@ -305,13 +396,7 @@ impl StoreBackend for MemoryStore {
         self.with(
             &[key],
             key.len() + fields.iter().map(|(f, v)| f.len() + v.len()).sum::<usize>(),
-            |keys, now| {
-                let hash = typed_or_insert!(keys, key, now, Hash);
-                Ok(fields
-                    .iter()
-                    .filter(|(f, v)| hash.insert(f.clone(), v.clone()).is_none())
-                    .count() as u32)
-            },
+            |keys, now| op_hash_set(keys, now, key, fields),
         )
     }
 
@@ -338,15 +423,7 @@ impl StoreBackend for MemoryStore {
 
     async fn hash_incr_by(&self, key: &str, field: &str, delta: i64) -> BackendResult<i64> {
         self.with(&[key], key.len() + field.len() + 24, |keys, now| {
-            let hash = typed_or_insert!(keys, key, now, Hash);
-            let current = hash
-                .get(field)
-                .map(|v| parse_int(v))
-                .transpose()?
-                .unwrap_or(0);
-            let next = add(current, delta)?;
-            hash.insert(field.to_string(), next.to_string().into_bytes());
-            Ok(next)
+            op_hash_incr_by(keys, now, key, field, delta)
         })
     }
 
@@ -354,16 +431,7 @@ impl StoreBackend for MemoryStore {
         self.with(
             &[key],
             key.len() + values.iter().map(Vec::len).sum::<usize>(),
-            |keys, now| {
-                let list = typed_or_insert!(keys, key, now, List);
-                for v in values {
-                    match end {
-                        ListEnd::Front => list.push_front(v.clone()),
-                        ListEnd::Back => list.push_back(v.clone()),
-                    }
-                }
-                Ok(list.len() as u32)
-            },
+            |keys, now| op_list_push(keys, now, key, end, values),
         )
     }
 
@@ -415,10 +483,7 @@ impl StoreBackend for MemoryStore {
         self.with(
             &[key],
             key.len() + members.iter().map(Vec::len).sum::<usize>(),
-            |keys, now| {
-                let set = typed_or_insert!(keys, key, now, Set);
-                Ok(members.iter().filter(|m| set.insert((*m).clone())).count() as u32)
-            },
+            |keys, now| op_set_add(keys, now, key, members),
         )
     }
 
@@ -450,11 +515,7 @@ impl StoreBackend for MemoryStore {
     async fn sorted_add(&self, key: &str, members: &[(Vec<u8>, f64)]) -> BackendResult<u32> {
         let incoming = key.len() + members.iter().map(|(m, _)| m.len() + 24).sum::<usize>();
         self.with(&[key], incoming, |keys, now| {
-            let set = typed_or_insert!(keys, key, now, Sorted);
-            Ok(members
-                .iter()
-                .filter(|(m, score)| set.insert(m.clone(), *score).is_none())
-                .count() as u32)
+            op_sorted_add(keys, now, key, members)
         })
     }
 
@@ -559,6 +620,10 @@ impl StoreBackend for MemoryStore {
             }
             Ok(true)
         })
+    }
+
+    async fn atomic(&self, ops: &[AtomicOp]) -> BackendResult<Vec<AtomicResult>> {
+        self.run_atomic(ops)
     }
 
     async fn scan(

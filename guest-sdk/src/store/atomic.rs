@@ -1,0 +1,101 @@
+//! Transactions: up to 100 operations in one round trip (Redis `MULTI`/`EXEC`), with
+//! no other writer's command between them.
+//!
+//! ```no_run
+//! # use techub_guest::prelude::*;
+//! use techub_guest::store::{Op, OpResult};
+//!
+//! # fn main() -> Result<(), store::StoreError> {
+//! let results = store::atomic(vec![
+//!     Op::IncrBy("orders:count".into(), 1),
+//!     Op::ListPush("orders:recent".into(), store::ListEnd::Front, vec![b"o-1".to_vec()]),
+//!     Op::SortedAdd("orders:by-total".into(), vec![(b"o-1".to_vec(), 99.5)]),
+//! ])?;
+//! if let OpResult::Integer(count) = results[0] { let _ = count; }
+//! # Ok(())
+//! # }
+//! ```
+
+use super::{ListEnd, StoreError};
+use crate::wit::techub::platform::store as wit;
+
+/// Most operations in one batch (the specification's pipeline batch size).
+pub const MAX_ATOMIC_OPS: usize = 100;
+
+/// One operation of a batch.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Op {
+    /// Read a string value.
+    Get(String),
+    /// Write a string value, with an optional TTL in ms.
+    Set(String, Vec<u8>, Option<u64>),
+    /// Delete a key.
+    Delete(String),
+    /// Add to an integer value.
+    IncrBy(String, i64),
+    /// Set a key's lifetime, in ms.
+    Expire(String, u64),
+    /// Write hash fields.
+    HashSet(String, Vec<(String, Vec<u8>)>),
+    /// Add to an integer hash field.
+    HashIncrBy(String, String, i64),
+    /// Push onto a list.
+    ListPush(String, ListEnd, Vec<Vec<u8>>),
+    /// Add set members.
+    SetAdd(String, Vec<Vec<u8>>),
+    /// Add sorted-set members with scores.
+    SortedAdd(String, Vec<(Vec<u8>, f64)>),
+}
+
+/// What one operation answered.
+#[derive(Debug, Clone, PartialEq)]
+pub enum OpResult {
+    /// `Get`: the value.
+    Value(Option<Vec<u8>>),
+    /// `Set` (true), `Delete` and `Expire` (whether the key existed).
+    Done(bool),
+    /// `HashSet`, `SetAdd`, `SortedAdd` (how many are new), `ListPush` (the length).
+    Count(u32),
+    /// `IncrBy`, `HashIncrBy`: the new value.
+    Integer(i64),
+    /// This operation failed (e.g. wrong type); the others ran.
+    Failed(StoreError),
+}
+
+fn to_wit(op: Op) -> wit::StoreOp {
+    match op {
+        Op::Get(k) => wit::StoreOp::Get(k),
+        Op::Set(k, v, ttl) => wit::StoreOp::Set((k, v, ttl)),
+        Op::Delete(k) => wit::StoreOp::Delete(k),
+        Op::IncrBy(k, d) => wit::StoreOp::IncrBy((k, d)),
+        Op::Expire(k, ttl) => wit::StoreOp::Expire((k, ttl)),
+        Op::HashSet(k, fields) => wit::StoreOp::HashSet((k, fields)),
+        Op::HashIncrBy(k, f, d) => wit::StoreOp::HashIncrBy((k, f, d)),
+        Op::ListPush(k, end, values) => wit::StoreOp::ListPush((k, end.to_wit(), values)),
+        Op::SetAdd(k, members) => wit::StoreOp::SetAdd((k, members)),
+        Op::SortedAdd(k, members) => wit::StoreOp::SortedAdd((
+            k,
+            members
+                .into_iter()
+                .map(|(member, score)| wit::Scored { member, score })
+                .collect(),
+        )),
+    }
+}
+
+/// Runs `ops` as one transaction (at most [`MAX_ATOMIC_OPS`]); one result per op, in
+/// order. An op that fails does not undo the others (as in Redis); the call fails as a
+/// whole only for an invalid argument (nothing ran) or an unavailable backend.
+pub fn atomic(ops: Vec<Op>) -> Result<Vec<OpResult>, StoreError> {
+    let ops: Vec<wit::StoreOp> = ops.into_iter().map(to_wit).collect();
+    Ok(wit::atomic(&ops)?
+        .into_iter()
+        .map(|result| match result {
+            wit::OpResult::Value(v) => OpResult::Value(v),
+            wit::OpResult::Done(d) => OpResult::Done(d),
+            wit::OpResult::Count(n) => OpResult::Count(n),
+            wit::OpResult::Integer(n) => OpResult::Integer(n),
+            wit::OpResult::Failed(e) => OpResult::Failed(e.into()),
+        })
+        .collect())
+}
