@@ -10,6 +10,7 @@ use crate::capability::lock::memory::MemoryLocks;
 use crate::capability::lock::redis::RedisLocks;
 use crate::capability::messaging::amqp::AmqpBroker;
 use crate::capability::messaging::memory::MemoryBroker;
+use crate::capability::messaging::shared_status::SharedStatuses;
 use crate::capability::messaging::{
     Broker, DefaultPriorities, Envelope, MessageTracker, now_ms, priority_level,
 };
@@ -105,7 +106,14 @@ pub async fn connect_services(config: &HostConfig) -> anyhow::Result<Services> {
         store,
         locks,
         broker,
-        tracker: MessageTracker::new(TRACKED_MESSAGES),
+        tracker: {
+            let tracker = MessageTracker::new(TRACKED_MESSAGES);
+            if let Some(redis) = &redis_client {
+                let ttl = Duration::from_millis(config.messaging.status_ttl_ms);
+                tracker.share_through(Arc::new(SharedStatuses::new(redis.clone(), prefix, ttl)));
+            }
+            tracker
+        },
         priorities: DefaultPriorities::default(),
         redis: redis_client,
         log_rates: Default::default(),
@@ -144,6 +152,14 @@ impl Platform {
                     .cache_stats
                     .spawn_flusher(Duration::from_millis(config.cache.stats_flush_ms)),
             ]
+            .into_iter()
+            .chain(
+                services
+                    .tracker
+                    .shared()
+                    .map(|shared| shared.spawn_flusher()),
+            )
+            .collect()
         };
         let platform = Self {
             config,
@@ -239,6 +255,9 @@ impl Platform {
         self.background.iter().for_each(|task| task.abort());
         // What this host counted since the last flush reaches Redis before it goes.
         self.services.cache_stats.flush().await;
+        if let Some(shared) = self.services.tracker.shared() {
+            shared.flush().await;
+        }
         self.services.broker.close().await;
         report
     }

@@ -124,10 +124,12 @@ pub(super) async fn message_status(
     State(platform): State<Arc<Platform>>,
     Path(id): Path<String>,
 ) -> (StatusCode, Json<Value>) {
-    let tracker = &platform.services.tracker;
-    match (tracker.queues_of(&id), tracker.get(&id)) {
-        (Some(queues), Some(summary)) => {
-            let queues: Vec<Value> = queues
+    // Across hosts when statuses are shared through Redis.
+    match platform.services.tracker.lookup(&id).await {
+        Some(snapshot) => {
+            let summary = snapshot.summary();
+            let queues: Vec<Value> = snapshot
+                .queues
                 .into_iter()
                 .map(|(queue, plugin, status)| {
                     json!({ "queue": queue, "plugin": plugin, "status": status_name(status) })
@@ -138,10 +140,10 @@ pub(super) async fn message_status(
                 Json(json!({ "id": id, "status": status_name(summary), "queues": queues })),
             )
         }
-        _ => (
+        None => (
             StatusCode::NOT_FOUND,
             Json(
-                json!({ "error": format!("message {id} is not known to this host (never seen, or forgotten)") }),
+                json!({ "error": format!("message {id} is not known (never seen, or forgotten)") }),
             ),
         ),
     }

@@ -181,6 +181,7 @@ impl Default for MessagingConfig {
     fn default() -> Self {
         Self {
             confirm_timeout_ms: 5_000,
+            status_ttl_ms: 86_400_000,
         }
     }
 }

@@ -46,6 +46,7 @@ impl HostConfig {
         keep!(host.metrics_poll_ms, "host.metrics_poll_ms");
         keep!(cache.stats_retention_s, "cache.stats_retention_s");
         keep!(cache.stats_flush_ms, "cache.stats_flush_ms");
+        keep!(messaging.status_ttl_ms, "messaging.status_ttl_ms");
         let slot = running.max_memory_mib();
         for name in self.plugins.keys().map(String::as_str).chain([""]) {
             let memory = match name {

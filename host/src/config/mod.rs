@@ -265,6 +265,9 @@ pub struct MessagingConfig {
     /// How long a publish waits for the broker to take the message (its confirm, on
     /// RabbitMQ), in ms; past it the guest gets `unavailable`.
     pub confirm_timeout_ms: u64,
+    /// With Redis configured, how long a message's status stays readable from every
+    /// host after its last change, in ms (default 24 h, the dead-letter TTL).
+    pub status_ttl_ms: u64,
 }
 
 /// The priority a queue type's messages default to.

@@ -109,6 +109,12 @@ impl HostConfig {
             10,
             60_000,
         )?;
+        check(
+            "messaging.status_ttl_ms",
+            self.messaging.status_ttl_ms,
+            60_000,
+            30 * 86_400_000,
+        )?;
         check("host.max_key_length", h.max_key_length, 16, 64 * 1024)?;
         check(
             "host.max_message_bytes",

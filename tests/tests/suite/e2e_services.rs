@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 use std::time::Duration;
 use techub_host::Platform;
 use techub_host::bindings::techub::platform::messaging::Priority;
+use techub_host::capability::messaging::MessageStatus;
 use techub_host::config::{BrokerBackend, HostConfig, KvBackend};
 use techub_tests::{
     OwnRedis, PluginDir, config, grant, init_tracing, publish_user, services, sink, unique,
@@ -808,4 +809,21 @@ async fn two_hosts_share_each_plugin_queue_and_handle_every_message_once() {
     let (a, b) = (acked(&host_a), acked(&host_b));
     assert_eq!(a + b, MESSAGES as f64, "host a acked {a}, host b {b}");
     assert!(a > 0.0 && b > 0.0, "both hosts took part: a {a}, b {b}");
+
+    // Statuses are shared through Redis: each host reports every message completed,
+    // the ones the other host handled included (and knows who consumed it where).
+    for host in [&host_a, &host_b] {
+        for id in &published {
+            let snapshot = wait_for(LIMIT, "a shared status", || async {
+                host.services
+                    .tracker
+                    .lookup(id)
+                    .await
+                    .filter(|s| s.summary() == MessageStatus::Completed)
+            })
+            .await;
+            assert_eq!(snapshot.queues.len(), 1, "{snapshot:?}");
+            assert_eq!(snapshot.queues[0].1, "live");
+        }
+    }
 }

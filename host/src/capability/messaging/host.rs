@@ -232,10 +232,8 @@ impl Host for MessagingView<'_> {
     async fn status(&mut self, message_id: String) -> wasmtime::Result<Option<MessageStatus>> {
         self.usage
             .charge_or_trap(self.plugin, "messaging", "status")?;
-        Ok(self
-            .plugin
-            .services
-            .tracker
-            .status_for(&message_id, &self.plugin.name))
+        // Across hosts when statuses are shared through Redis.
+        let known = self.plugin.services.tracker.lookup(&message_id).await;
+        Ok(known.and_then(|snapshot| snapshot.status_for(&self.plugin.name)))
     }
 }

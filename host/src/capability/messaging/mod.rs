@@ -10,6 +10,7 @@ mod host;
 pub mod memory;
 mod priorities;
 pub mod routing;
+pub mod shared_status;
 mod tracker;
 
 use super::BackendResult;
@@ -18,7 +19,7 @@ use std::time::Duration;
 pub use crate::bindings::techub::platform::messaging::MessageStatus;
 pub use host::{HasMessaging, MessagingFailure, MessagingView, priority_level, priority_of_level};
 pub use priorities::DefaultPriorities;
-pub use tracker::MessageTracker;
+pub use tracker::{MessageTracker, Snapshot};
 
 /// Header carrying the attempt number of a retried message.
 pub const ATTEMPT_HEADER: &str = "x-techub-attempt";

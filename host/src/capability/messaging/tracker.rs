@@ -8,6 +8,7 @@
 //! must not be able to reset another message's status).
 
 use super::MessageStatus;
+use super::shared_status::SharedStatuses;
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, RandomState};
 use std::sync::{Arc, Mutex};
@@ -44,6 +45,37 @@ impl Entry {
     }
 }
 
+/// What is known of one message, across hosts when statuses are shared.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Snapshot {
+    /// The plugin that published it; `None` for the operator or unknown.
+    pub publisher: Option<String>,
+    /// (queue, plugin consuming it, status in that queue).
+    pub queues: Vec<(String, String, MessageStatus)>,
+}
+
+impl Snapshot {
+    /// The summary over every queue (pending until the message reached one).
+    pub fn summary(&self) -> MessageStatus {
+        Entry::summary(self.queues.iter().map(|(_, _, s)| s))
+    }
+
+    /// What `plugin` may know: the summary for its publisher, its own queues' for a
+    /// receiver, nothing for anyone else (the rule of [`MessageTracker::status_for`]).
+    pub fn status_for(&self, plugin: &str) -> Option<MessageStatus> {
+        if self.publisher.as_deref() == Some(plugin) {
+            return Some(self.summary());
+        }
+        let own: Vec<&MessageStatus> = self
+            .queues
+            .iter()
+            .filter(|(_, p, _)| p == plugin)
+            .map(|(_, _, s)| s)
+            .collect();
+        (!own.is_empty()).then(|| Entry::summary(own.into_iter()))
+    }
+}
+
 struct Inner {
     entries: HashMap<String, Entry>,
     order: VecDeque<String>,
@@ -51,6 +83,8 @@ struct Inner {
 
 /// Status per message and queue.
 pub struct MessageTracker {
+    /// Where statuses are shared with other hosts, when Redis is configured.
+    shared: std::sync::OnceLock<Arc<SharedStatuses>>,
     shards: Vec<Mutex<Inner>>,
     hasher: RandomState,
     /// Messages remembered per shard.
@@ -61,6 +95,7 @@ impl MessageTracker {
     /// Remembers at most `capacity` messages.
     pub fn new(capacity: usize) -> Self {
         Self {
+            shared: std::sync::OnceLock::new(),
             shards: (0..SHARDS)
                 .map(|_| {
                     Mutex::new(Inner {
@@ -71,6 +106,57 @@ impl MessageTracker {
                 .collect(),
             hasher: RandomState::new(),
             capacity: capacity.div_ceil(SHARDS),
+        }
+    }
+
+    /// Where statuses are shared, if they are.
+    pub fn shared(&self) -> Option<&Arc<SharedStatuses>> {
+        self.shared.get()
+    }
+
+    /// Shares every status this tracker records through `shared` (set once, at start).
+    pub fn share_through(&self, shared: Arc<SharedStatuses>) {
+        let _ = self.shared.set(shared);
+    }
+
+    /// What every host knows of `id`: the shared statuses merged with this host's own
+    /// (fresher for the queues this host handles). Without Redis, this host's only.
+    pub async fn lookup(&self, id: &str) -> Option<Snapshot> {
+        let remote = match self.shared.get() {
+            Some(shared) => shared.read(id).await,
+            None => None,
+        };
+        let local = {
+            let inner = self.lock(id);
+            inner.entries.get(id).map(|entry| Snapshot {
+                publisher: entry.publisher.clone(),
+                queues: entry
+                    .queues
+                    .iter()
+                    .map(|(q, p, s)| (q.to_string(), p.to_string(), *s))
+                    .collect(),
+            })
+        };
+        match (remote, local) {
+            (None, local) => local,
+            (Some(remote), local) => {
+                let mut merged = Snapshot {
+                    publisher: remote.publisher.filter(|p| !p.is_empty()),
+                    queues: remote.queues,
+                };
+                if let Some(local) = local {
+                    if merged.publisher.is_none() {
+                        merged.publisher = local.publisher;
+                    }
+                    for (queue, plugin, status) in local.queues {
+                        match merged.queues.iter_mut().find(|(q, _, _)| *q == queue) {
+                            Some(known) => known.2 = status,
+                            None => merged.queues.push((queue, plugin, status)),
+                        }
+                    }
+                }
+                Some(merged)
+            }
         }
     }
 
@@ -101,6 +187,9 @@ impl MessageTracker {
             return false;
         }
         self.entry(&mut inner, id).publisher = publisher.map(str::to_string);
+        if let Some(shared) = self.shared.get() {
+            shared.published(id, publisher);
+        }
         true
     }
 
@@ -110,6 +199,9 @@ impl MessageTracker {
         let mut inner = self.lock(id);
         if inner.entries.remove(id).is_some() {
             inner.order.retain(|known| known != id);
+            if let Some(shared) = self.shared.get() {
+                shared.forget(id);
+            }
         }
     }
 
@@ -121,6 +213,11 @@ impl MessageTracker {
             known.2 = status;
         } else if entry.queues.len() < MAX_QUEUES_PER_MESSAGE {
             entry.queues.push((queue.clone(), plugin.clone(), status));
+        } else {
+            return;
+        }
+        if let Some(shared) = self.shared.get() {
+            shared.delivered(id, queue, plugin, status);
         }
     }
 
@@ -147,20 +244,6 @@ impl MessageTracker {
         let inner = self.lock(id);
         let entry = inner.entries.get(id)?;
         Some(Entry::summary(entry.queues.iter().map(|(_, _, s)| s)))
-    }
-
-    /// The operator's detailed view of `id`: (queue, plugin, status) per queue it
-    /// reached, and whether it is known at all (a pending message reached none yet).
-    pub fn queues_of(&self, id: &str) -> Option<Vec<(String, String, MessageStatus)>> {
-        let inner = self.lock(id);
-        let entry = inner.entries.get(id)?;
-        Some(
-            entry
-                .queues
-                .iter()
-                .map(|(q, p, s)| (q.to_string(), p.to_string(), *s))
-                .collect(),
-        )
     }
 
     /// The status of `id` in `queue`, if known.
