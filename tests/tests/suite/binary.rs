@@ -239,8 +239,11 @@ async fn sigterm_drains_deliveries_in_flight_and_loses_nothing_on_rabbitmq() {
         "something was in flight at the signal: {out}"
     );
     let first_run = handled_ids(&redis, &list).await;
+    // A delivery counted in `before` may still have been in flight (settling) at the
+    // signal, so the two can overlap: the bound is the larger, not the sum. That each
+    // one in flight was acked, not redelivered, the exactly-once check below shows.
     assert!(
-        first_run.len() >= before + in_flight,
+        first_run.len() >= before.max(in_flight),
         "the {in_flight} deliveries in flight at the signal finished ({before} before, {} after)",
         first_run.len()
     );
