@@ -2,7 +2,7 @@
 
 use crate::Platform;
 use crate::capability::cache::Window;
-use crate::capability::messaging::{MessageStatus, now_ms};
+use crate::capability::messaging::now_ms;
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
@@ -107,19 +107,10 @@ pub(super) async fn cache_stats(
 }
 
 /// The specification's name of a status.
-pub fn status_name(status: MessageStatus) -> &'static str {
-    match status {
-        MessageStatus::Pending => "pending",
-        MessageStatus::Processing => "processing",
-        MessageStatus::Completed => "completed",
-        MessageStatus::Failed => "failed",
-        MessageStatus::Retrying => "retrying",
-        MessageStatus::DeadLetter => "dead_letter",
-    }
-}
+pub use crate::capability::messaging::shared_status::status_text as status_name;
 
-/// `GET /messages/{id}`: the status of a message in each queue it reached (as this
-/// host tracked it), and the summary.
+/// `GET /messages/{id}`: the status of a message in each queue it reached (from every
+/// host when statuses are shared through Redis), and the summary.
 pub(super) async fn message_status(
     State(platform): State<Arc<Platform>>,
     Path(id): Path<String>,

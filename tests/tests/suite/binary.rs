@@ -173,21 +173,16 @@ async fn sigterm_drains_deliveries_in_flight_and_loses_nothing_on_rabbitmq() {
     let dir = PluginDir::with(&[("live", "fixture_versioned_v1")]);
     let amqp = techub_tests::services::amqp_config();
     let key_prefix = format!("{}:", techub_tests::unique("sigterm"));
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let admin = format!("127.0.0.1:{port}");
+    let admin = free_admin_addr();
     let config = dir.path().join("host.toml");
     std::fs::write(
         &config,
         format!(
             "[host]\nplugins_dir = \".\"\nadmin_addr = \"{admin}\"\nkey_prefix = \"{key_prefix}\"\ndrain_timeout_ms = 20000\n\n\
              [backends]\nstore = \"redis\"\nmessaging = \"amqp\"\n\n\
-             [amqp]\nmain_exchange = \"{}\"\ndead_letter_exchange = \"{}\"\ndead_letter_queue = \"{}\"\ndelayed_exchange = \"{}\"\nqueue_prefix = \"{}\"\n\n\
+             {}\
              [plugins.live]\nsubscribe = [\"fixture.versioned.#\"]\n[plugins.live.limits]\nprefetch = 5\n",
-            amqp.main_exchange, amqp.dead_letter_exchange, amqp.dead_letter_queue, amqp.delayed_exchange, amqp.queue_prefix
+            amqp_section(&amqp)
         ),
     )
     .unwrap();
@@ -319,6 +314,28 @@ fn check_says_whether_the_host_would_take_a_plugin() {
     assert!(out.contains("[plugins.ungranted].subscribe"), "{out}");
 }
 
+/// `127.0.0.1:<a port free right now>`, for a host's admin endpoint.
+fn free_admin_addr() -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    format!("127.0.0.1:{port}")
+}
+
+/// The `[amqp]` table of a host.toml on `amqp`'s (test-unique) names.
+fn amqp_section(amqp: &techub_host::config::AmqpConfig) -> String {
+    format!(
+        "[amqp]\nmain_exchange = \"{}\"\ndead_letter_exchange = \"{}\"\ndead_letter_queue = \"{}\"\ndelayed_exchange = \"{}\"\nqueue_prefix = \"{}\"\n\n",
+        amqp.main_exchange,
+        amqp.dead_letter_exchange,
+        amqp.dead_letter_queue,
+        amqp.delayed_exchange,
+        amqp.queue_prefix
+    )
+}
+
 /// `techub-host <args> --admin <admin>`: its stdout, or a panic with its stderr.
 fn cli(admin: &str, args: &[&str]) -> String {
     let output = Command::new(host_binary())
@@ -364,23 +381,18 @@ async fn operators_inspect_replay_and_purge_dead_letters_through_the_cli_on_rabb
     ]);
     let amqp = techub_tests::services::amqp_config();
     let key_prefix = format!("{}:", techub_tests::unique("cli"));
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let admin = format!("127.0.0.1:{port}");
+    let admin = free_admin_addr();
     let config = dir.path().join("host.toml");
     std::fs::write(
         &config,
         format!(
             "[host]\nplugins_dir = \".\"\nadmin_addr = \"{admin}\"\nkey_prefix = \"{key_prefix}\"\nmetrics_poll_ms = 200\n\n\
              [backends]\ncache = \"redis\"\nmessaging = \"amqp\"\n\n\
-             [amqp]\nmain_exchange = \"{}\"\ndead_letter_exchange = \"{}\"\ndead_letter_queue = \"{}\"\ndelayed_exchange = \"{}\"\nqueue_prefix = \"{}\"\n\n\
+             {}\
              [queues.email]\nmax_retries = 1\nretry_delay_ms = 100\n\n\
              [plugins.user-notifications]\nsubscribe = [\"#\"]\ncache_domains = [\"users\"]\npublish = [\"notification.*\"]\n\
              [plugins.broken]\nsubscribe = [\"#\"]\n",
-            amqp.main_exchange, amqp.dead_letter_exchange, amqp.dead_letter_queue, amqp.delayed_exchange, amqp.queue_prefix
+            amqp_section(&amqp)
         ),
     )
     .unwrap();
