@@ -105,11 +105,12 @@ pub async fn cache_stats(
         let rate = row["hit_rate"]
             .as_f64()
             .map_or("-".to_string(), |r| format!("{:.1} %", r * 100.0));
+        // Numbers as numbers: a JSON value's Display ignores the column width.
         println!(
             "{:<16} {:>10} {:>10} {:>9}",
             row["domain"].as_str().unwrap_or("?"),
-            row["hits"],
-            row["misses"],
+            row["hits"].as_u64().unwrap_or(0),
+            row["misses"].as_u64().unwrap_or(0),
             rate
         );
     }
