@@ -144,6 +144,11 @@ impl From<Failure> for Outcome {
 
 /// What a handler function may return.
 #[doc(hidden)]
+#[diagnostic::on_unimplemented(
+    message = "a #[handler] function must return `Outcome` or `Result<(), Failure>`, not `{Self}`",
+    label = "this is what the handler returns",
+    note = "use `?` on SDK calls: their errors convert into `Failure` (retry or reject)"
+)]
 pub trait IntoOutcome {
     fn into_outcome(self) -> exported::Outcome;
 }

@@ -92,12 +92,15 @@ impl Host for LogView<'_> {
             .collect::<Vec<_>>()
             .join(" ");
         truncate(&mut fields, MAX_MESSAGE_BYTES);
+        // Without fields, no dangling `fields=` on the line.
+        // (An `Option` field records nothing when `None`.)
+        let fields = (!fields.is_empty()).then_some(fields.as_str());
         match level {
-            Level::Trace => tracing::trace!(target: "plugin", plugin, %fields, "{message}"),
-            Level::Debug => tracing::debug!(target: "plugin", plugin, %fields, "{message}"),
-            Level::Info => tracing::info!(target: "plugin", plugin, %fields, "{message}"),
-            Level::Warn => tracing::warn!(target: "plugin", plugin, %fields, "{message}"),
-            Level::Error => tracing::error!(target: "plugin", plugin, %fields, "{message}"),
+            Level::Trace => tracing::trace!(target: "plugin", plugin, fields, "{message}"),
+            Level::Debug => tracing::debug!(target: "plugin", plugin, fields, "{message}"),
+            Level::Info => tracing::info!(target: "plugin", plugin, fields, "{message}"),
+            Level::Warn => tracing::warn!(target: "plugin", plugin, fields, "{message}"),
+            Level::Error => tracing::error!(target: "plugin", plugin, fields, "{message}"),
         }
         Ok(())
     }
