@@ -109,10 +109,13 @@ pub async fn start(
         .map_err(|e| anyhow::anyhow!("could not consume queue {}: {e}", spec.name))?;
     let plugin: Arc<str> = versions.load().name.as_str().into();
     tracing::info!(%plugin, queue = %spec.name, bindings = ?spec.bindings, prefetch, "consuming");
+    let queue_counters = services
+        .metrics
+        .queue_counters(&Arc::new(plugin.to_string()), queue_type);
     let worker = Arc::new(Worker {
         runtime,
         services,
-        plugin_label: Arc::new(plugin.to_string()),
+        queue_counters,
         versions,
         plugin,
         queue_type: queue_type.to_string(),
@@ -170,8 +173,8 @@ struct Worker {
     services: Arc<Services>,
     versions: Versions,
     plugin: Arc<str>,
-    /// The plugin's name as a metric label.
-    plugin_label: crate::metrics::Name,
+    /// This queue's delivery counters, resolved at start.
+    queue_counters: crate::metrics::QueueCounters,
     queue_type: String,
     queue: Arc<str>,
 }
@@ -209,10 +212,9 @@ impl Worker {
         self.track(&delivery.envelope().id, MessageStatus::Processing);
         let redelivered = delivery.redelivered();
         let metrics = &version.context.metrics;
-        let platform_metrics = metrics.platform();
-        platform_metrics.queue(metrics.name(), &self.queue_type, QueueEvent::Delivered);
+        self.queue_counters.record(QueueEvent::Delivered);
         if redelivered {
-            platform_metrics.queue(metrics.name(), &self.queue_type, QueueEvent::Redelivered);
+            self.queue_counters.record(QueueEvent::Redelivered);
         }
         let in_flight = metrics.start();
         let message = to_wit(delivery.as_mut(), &self.queue_type, redelivered);

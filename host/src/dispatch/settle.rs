@@ -76,10 +76,7 @@ pub(super) async fn settle(
                 _ => None,
             };
             if let Some(event) = event {
-                worker
-                    .services
-                    .metrics
-                    .queue(&worker.plugin_label, &worker.queue_type, event);
+                worker.queue_counters.record(event);
             }
             worker.track(&envelope.id, status)
         }

@@ -116,6 +116,22 @@ pub enum QueueEvent {
     DeadLettered,
 }
 
+/// The delivery counters of one plugin queue (see [`Metrics::queue_counters`]).
+#[derive(Debug, Clone)]
+pub struct QueueCounters {
+    enabled: bool,
+    counters: [Counter; 5],
+}
+
+impl QueueCounters {
+    /// Counts one `event`.
+    pub fn record(&self, event: QueueEvent) {
+        if self.enabled {
+            self.counters[event as usize].inc();
+        }
+    }
+}
+
 /// Publisher events on RabbitMQ.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AmqpEvent {
@@ -181,6 +197,8 @@ pub struct Metrics {
     backend_up: Family<BackendLabel, Gauge>,
     cache_stats_flush_failures: Counter,
     plugins: Mutex<HashMap<String, Arc<PluginMetrics>>>,
+    /// Each cache domain's counters, in `CacheEvent` order.
+    domains: std::sync::RwLock<HashMap<String, Arc<[Counter; 6]>>>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -241,6 +259,7 @@ impl Metrics {
             backend_up: Family::default(),
             cache_stats_flush_failures: Counter::default(),
             plugins: Mutex::default(),
+            domains: Default::default(),
         };
         let r = &mut registry;
         let m = &metrics;
@@ -444,60 +463,58 @@ impl Metrics {
         if !self.enabled || count == 0 {
             return;
         }
-        let label = || DomainLabel {
+        // Looked up by `&str`: counting a cache call allocates nothing once the
+        // domain's handles exist.
+        let known = self
+            .domains
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(domain)
+            .cloned();
+        let counters = known.unwrap_or_else(|| self.domain_counters(domain));
+        counters[event as usize].inc_by(count);
+    }
+
+    /// The six counters of `domain`, created (all at 0, so that a rate over them has
+    /// data from the start) and kept.
+    fn domain_counters(&self, domain: &str) -> Arc<[Counter; 6]> {
+        let label = DomainLabel {
             domain: domain.to_string(),
         };
         let by = |by| InvalidationLabels {
             domain: domain.to_string(),
             by,
         };
-        if self.cache_sets.get(&label()).is_none() {
-            // A domain's first event creates all its series, at 0: a rate over them
-            // (a hit rate, an alert) then has data from the start.
-            let _ = self.cache_hits.get_or_create(&label());
-            let _ = self.cache_misses.get_or_create(&label());
-            let _ = self.cache_sets.get_or_create(&label());
-            for how in ["key", "tag", "pattern"] {
-                let _ = self.cache_invalidations.get_or_create(&by(how));
-            }
-        }
-        match event {
-            CacheEvent::Hit => self.cache_hits.get_or_create(&label()).inc_by(count),
-            CacheEvent::Miss => self.cache_misses.get_or_create(&label()).inc_by(count),
-            CacheEvent::Set => self.cache_sets.get_or_create(&label()).inc_by(count),
-            CacheEvent::DeleteByKey => self
-                .cache_invalidations
-                .get_or_create(&by("key"))
-                .inc_by(count),
-            CacheEvent::InvalidateByTag => self
-                .cache_invalidations
-                .get_or_create(&by("tag"))
-                .inc_by(count),
-            CacheEvent::InvalidateByPattern => self
-                .cache_invalidations
-                .get_or_create(&by("pattern"))
-                .inc_by(count),
-        };
+        let counters = Arc::new([
+            self.cache_hits.get_or_create_owned(&label),
+            self.cache_misses.get_or_create_owned(&label),
+            self.cache_sets.get_or_create_owned(&label),
+            self.cache_invalidations.get_or_create_owned(&by("key")),
+            self.cache_invalidations.get_or_create_owned(&by("tag")),
+            self.cache_invalidations.get_or_create_owned(&by("pattern")),
+        ]);
+        self.domains
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(domain.to_string())
+            .or_insert(counters)
+            .clone()
     }
 
-    /// A delivery event of `plugin`'s queue of `queue_type`.
-    pub fn queue(&self, plugin: &Name, queue_type: &str, event: QueueEvent) {
-        if !self.enabled {
-            return;
-        }
+    /// The delivery counters of `plugin`'s queue of `queue_type`, all five series
+    /// created now (a consumer resolves them once, at start).
+    pub fn queue_counters(&self, plugin: &Name, queue_type: &str) -> QueueCounters {
         let labels = QueueLabels {
             plugin: plugin.clone(),
             queue_type: queue_type.to_string(),
         };
-        if self.queue_events[0].get(&labels).is_none() {
-            // All five series of a queue at once (see `cache`).
-            self.queue_events.iter().for_each(|f| {
-                let _ = f.get_or_create(&labels);
-            });
+        QueueCounters {
+            enabled: self.enabled,
+            counters: match self.enabled {
+                true => std::array::from_fn(|i| self.queue_events[i].get_or_create_owned(&labels)),
+                false => Default::default(),
+            },
         }
-        self.queue_events[event as usize]
-            .get_or_create(&labels)
-            .inc();
     }
 
     /// A dead letter the full dead-letter queue refused.
