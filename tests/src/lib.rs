@@ -423,6 +423,7 @@ pub async fn sink(
         name: unique("sink"),
         bindings: bindings.iter().map(|b| b.to_string()).collect(),
         durable: false,
+        limits: Default::default(),
     };
     let broker = &platform.services.broker;
     broker

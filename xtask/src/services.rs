@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 const REDIS: &str = "127.0.0.1:6379";
 const RABBITMQ: &str = "127.0.0.1:5672";
+const RABBITMQ_MANAGEMENT: &str = "127.0.0.1:15672";
 
 fn reachable(addr: &str) -> bool {
     let addr: SocketAddr = addr.parse().expect("a literal socket address");
@@ -85,23 +86,94 @@ pub fn ensure_redis() -> Result<()> {
     wait_for(REDIS, "Redis", Duration::from_secs(30))
 }
 
-/// Makes sure RabbitMQ answers on 127.0.0.1:5672, and that queues the tests leave
-/// behind expire.
+/// Makes sure RabbitMQ answers on 127.0.0.1:5672 with its management API on
+/// 127.0.0.1:15672 (the host keeps queue limits as policies through it), and that
+/// queues the tests leave behind expire.
 pub fn ensure_rabbitmq() -> Result<()> {
     if !reachable(RABBITMQ) {
         start_rabbitmq()?;
     }
+    if !reachable(RABBITMQ_MANAGEMENT) {
+        eprintln!("xtask: enabling RabbitMQ's management plugin");
+        run(Command::new("rabbitmq-plugins").args(["enable", "rabbitmq_management"]))?;
+        wait_for(
+            RABBITMQ_MANAGEMENT,
+            "RabbitMQ's management API",
+            Duration::from_secs(60),
+        )?;
+    }
     expire_test_queues();
+    forget_orphan_test_policies();
     Ok(())
+}
+
+/// The host keeps each queue's limits in a policy `techub-limits.<queue>`; a policy
+/// outlives its queue, so this removes those of test queues (named with a 32-hex tag)
+/// that have expired, lest re-runs pile them up.
+fn forget_orphan_test_policies() {
+    let api = |method: &str, path: &str| -> Option<serde_json::Value> {
+        let output = Command::new("curl")
+            .args(["-sf", "-u", "guest:guest", "-X", method])
+            .arg(format!("http://{RABBITMQ_MANAGEMENT}/api/{path}"))
+            .output()
+            .ok()?;
+        match output.status.success() {
+            true => serde_json::from_slice(&output.stdout)
+                .ok()
+                .or(Some(serde_json::Value::Null)),
+            false => None,
+        }
+    };
+    let names = |value: Option<serde_json::Value>| -> Vec<String> {
+        value
+            .and_then(|v| v.as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|item| item["name"].as_str().map(str::to_string))
+            .collect()
+    };
+    let queues = names(api("GET", "queues/%2F?columns=name"));
+    let test_tagged = |name: &str| {
+        name.split(['-', '.'])
+            .any(|part| part.len() == 32 && part.bytes().all(|b| b.is_ascii_hexdigit()))
+    };
+    let mut forgotten = 0;
+    for policy in names(api("GET", "policies/%2F")) {
+        let Some(queue) = policy.strip_prefix("techub-limits.") else {
+            continue;
+        };
+        if test_tagged(queue) && !queues.iter().any(|q| q == queue) {
+            let encoded: String = policy
+                .bytes()
+                .map(|b| match b.is_ascii_alphanumeric() || b"-._".contains(&b) {
+                    true => (b as char).to_string(),
+                    false => format!("%{b:02X}"),
+                })
+                .collect();
+            if api("DELETE", &format!("policies/%2F/{encoded}")).is_some() {
+                forgotten += 1;
+            }
+        }
+    }
+    if forgotten > 0 {
+        eprintln!("xtask: removed {forgotten} policies of expired test queues");
+    }
 }
 
 /// Tests name their queues with a unique 32-hex suffix so that they can run in
 /// parallel and re-run without cleanup; this policy has the broker delete such queues
-/// after 10 idle minutes, so that re-runs do not pile them up.
+/// after 10 idle minutes, so that re-runs do not pile them up. An operator policy, as
+/// it must add to the host's own (user) policies on queue limits, not replace them.
 fn expire_test_queues() {
+    // The user policy earlier runs set would hide the host's policies on test queues.
+    let _ = Command::new("rabbitmqctl")
+        .args(["clear_policy", "techub-test-queues"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status();
     let status = Command::new("rabbitmqctl")
         .args([
-            "set_policy",
+            "set_operator_policy",
             "--apply-to",
             "queues",
             "techub-test-queues",

@@ -59,9 +59,10 @@ fn authorized(
     }
 }
 
-/// One request on a connection of its own (the admin endpoint is local and rarely
-/// called: no pool is worth having).
-async fn send(
+/// One request to `admin` (`host:port`) on a connection of its own (the admin endpoint
+/// and RabbitMQ's management API are rarely called: no pool is worth having); the HTTP
+/// status and the body.
+pub(crate) async fn send(
     admin: &str,
     request: hyper::Request<Full<bytes::Bytes>>,
 ) -> anyhow::Result<(u16, String)> {
@@ -71,12 +72,9 @@ async fn send(
     let (mut sender, connection) =
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
             .await
-            .context("could not speak HTTP to the admin endpoint")?;
+            .context("could not speak HTTP")?;
     tokio::spawn(connection);
-    let response = sender
-        .send_request(request)
-        .await
-        .context("the admin endpoint did not answer")?;
+    let response = sender.send_request(request).await.context("no answer")?;
     let status = response.status().as_u16();
     let body = response
         .into_body()

@@ -85,6 +85,7 @@ impl Default for AmqpConfig {
             dead_letter_queue: "dead.letter.queue".to_string(),
             delayed_exchange: "techub.delayed".to_string(),
             queue_prefix: "techub.".to_string(),
+            management_url: None,
         }
     }
 }
@@ -137,6 +138,9 @@ impl Default for QueuePolicy {
             backoff_multiplier: 2.0,
             max_retry_delay_ms: 300_000,
             priority: QueuePriority::Normal,
+            message_ttl_ms: None,
+            max_length: None,
+            overflow: Overflow::RejectPublish,
         }
     }
 }

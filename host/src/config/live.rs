@@ -3,11 +3,12 @@
 //! Fixed at start: the backends and their connections (`[backends]`, `[redis]`,
 //! `[amqp]`), the admin endpoint and its token, the pool (`host.max_instances`,
 //! `host.pooling`, and the slot size the largest memory limit set), the key prefix,
-//! the plugins and cache directories, the embedded backends' memory budgets, and the
-//! dead-letter queue's bounds (declared on the broker), metrics on or off and their
-//! poll interval, and the cache statistics' retention and flush interval. Everything else — limits,
-//! grants, settings, `enabled`, queue policies, cache domains and limits, store and
-//! messaging limits — applies to the next invocation.
+//! the plugins and cache directories, the embedded backends' memory budgets, metrics
+//! on or off and their poll interval, and the cache statistics' retention and flush
+//! interval. Everything else — limits, grants, settings, `enabled`, queue policies,
+//! cache domains and limits, store and messaging limits — applies to the next
+//! invocation; queue and dead-letter limits (TTL, length) apply to the queues as they
+//! are (on RabbitMQ through policies).
 
 use super::{ConfigError, HostConfig};
 
@@ -41,7 +42,6 @@ impl HostConfig {
         keep!(host.compile_cache, "host.compile_cache");
         keep!(cache.memory_budget_mib, "cache.memory_budget_mib");
         keep!(store.memory_budget_mib, "store.memory_budget_mib");
-        keep!(dead_letter, "dead_letter");
         keep!(host.metrics, "host.metrics");
         keep!(host.metrics_poll_ms, "host.metrics_poll_ms");
         keep!(cache.stats_retention_s, "cache.stats_retention_s");

@@ -6,7 +6,7 @@
 //! `[queues.email] max_retries = 5` must keep email's seed delay and priority.
 
 use super::defaults::{seed_domains, seed_queues};
-use super::{ConfigError, QueuePolicy, QueuePriority};
+use super::{ConfigError, Overflow, QueuePolicy, QueuePriority};
 use serde::{Deserialize, Deserializer};
 use std::collections::BTreeMap;
 
@@ -27,6 +27,9 @@ struct QueueOverride {
     backoff_multiplier: Option<f64>,
     max_retry_delay_ms: Option<u64>,
     priority: Option<QueuePriority>,
+    message_ttl_ms: Option<u64>,
+    max_length: Option<u32>,
+    overflow: Option<Overflow>,
 }
 
 /// The seed's queue types, each section applied over its seed policy (or over the
@@ -44,6 +47,9 @@ pub(super) fn queues<'de, D: Deserializer<'de>>(
             backoff_multiplier: o.backoff_multiplier.unwrap_or(base.backoff_multiplier),
             max_retry_delay_ms: o.max_retry_delay_ms.unwrap_or(base.max_retry_delay_ms),
             priority: o.priority.unwrap_or(base.priority),
+            message_ttl_ms: o.message_ttl_ms.or(base.message_ttl_ms),
+            max_length: o.max_length.or(base.max_length),
+            overflow: o.overflow.unwrap_or(base.overflow),
         };
         merged.insert(name, policy);
     }

@@ -221,6 +221,12 @@ pub struct AmqpConfig {
     /// Prefix of every queue the host declares (plugin, retry and delay queues), so
     /// that two deployments on one vhost never share a queue (default `techub.`).
     pub queue_prefix: String,
+    /// RabbitMQ's management API (`http://user:pass@host:15672`), through which the
+    /// host keeps queue TTLs and lengths as policies, so that they can change on a
+    /// running deployment. Default: the AMQP URL's host on port 15672, with its
+    /// credentials and vhost. Without it (unreachable), they become queue arguments,
+    /// which RabbitMQ cannot change later.
+    pub management_url: Option<String>,
 }
 
 /// `[cache]`.
@@ -313,6 +319,38 @@ pub struct QueuePolicy {
     pub max_retry_delay_ms: u64,
     /// Default priority of the queue's messages.
     pub priority: QueuePriority,
+    /// Messages not consumed within this many ms of reaching the queue are
+    /// dead-lettered with reason `expired` (the specification's `messageTtl`; none:
+    /// they wait forever). Changes apply to a running deployment (a policy on RabbitMQ).
+    pub message_ttl_ms: Option<u64>,
+    /// Most ready messages the queue holds (the specification's `maxLength`; none: no
+    /// bound). What happens at the bound is `overflow`.
+    pub max_length: Option<u32>,
+    /// What a full queue does with one more message.
+    pub overflow: Overflow,
+}
+
+/// What a queue at its `max_length` does with one more message.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Overflow {
+    /// Refuse it: the publish fails with `unavailable` (the broker nacks it) and the
+    /// publisher tries again later; nothing is dropped.
+    #[default]
+    RejectPublish,
+    /// Take it and dead-letter the message at the head of the queue (reason `maxlen`);
+    /// if the dead-letter queue is full too, that message is lost.
+    DropHead,
+}
+
+impl Overflow {
+    /// RabbitMQ's name for it (`x-overflow`, the `overflow` policy key).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::RejectPublish => "reject-publish",
+            Self::DropHead => "drop-head",
+        }
+    }
 }
 
 impl QueuePolicy {

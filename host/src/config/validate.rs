@@ -210,6 +210,17 @@ impl HostConfig {
                 format!("must start with amqp://, got {:?}", redact_url(&a.url)),
             ));
         }
+        if let Some(url) = &a.management_url
+            && !url.starts_with("http://")
+        {
+            return Err(invalid(
+                "amqp.management_url",
+                format!(
+                    "must start with http:// (the host speaks plain HTTP to RabbitMQ's management API), got {:?}",
+                    redact_url(url)
+                ),
+            ));
+        }
         if !valid_queue_prefix(&a.queue_prefix) {
             return Err(invalid(
                 "amqp.queue_prefix",
@@ -281,6 +292,13 @@ impl HostConfig {
                 1_000,
                 86_400_000,
             )?;
+            if let Some(ttl) = policy.message_ttl_ms {
+                // RabbitMQ's bound on a TTL (2^32 - 1 ms).
+                check(f("message_ttl_ms"), ttl, 1, u64::from(u32::MAX))?;
+            }
+            if let Some(length) = policy.max_length {
+                check(f("max_length"), length, 1, 10_000_000)?;
+            }
         }
         check(
             "dead_letter.ttl_ms",

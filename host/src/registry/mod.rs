@@ -279,7 +279,16 @@ impl Registry {
         if state.stopped {
             return;
         }
-        self.config.store(config.clone());
+        let running = self.config.swap(config.clone());
+        if running.dead_letter != config.dead_letter
+            && let Err(error) = self
+                .services
+                .broker
+                .set_dead_letter_limits(config.dead_letter)
+                .await
+        {
+            tracing::error!(%error, "host.toml: could not apply [dead_letter]; the dead-letter queue keeps its limits");
+        }
         let names: Vec<String> = state.serving.keys().cloned().collect();
         for name in names {
             if !enabled(&config, &name) {

@@ -2,8 +2,8 @@
 
 use super::{Entry, Registry, State};
 use crate::bindings::Subscription;
-use crate::capability::messaging::QueueSpec;
 use crate::capability::messaging::routing::TopicPattern;
+use crate::capability::messaging::{QueueLimits, QueueSpec};
 use crate::dispatch::{self, ConsumerHandle, Versions, queue_name};
 use crate::plugins::LoadedPlugin;
 use arc_swap::ArcSwap;
@@ -101,7 +101,12 @@ impl Registry {
             };
             let spec = self.spec(&new, after);
             let added = after.routing_keys.iter().any(|k| !before.contains(k));
-            if added && let Err(error) = broker.declare_queue(&spec).await {
+            // A changed TTL or length bound applies to the queue as it is (a policy on
+            // RabbitMQ): declaring again sets it.
+            let limits_changed = self.spec(&old, after).limits != spec.limits;
+            if (added || limits_changed)
+                && let Err(error) = broker.declare_queue(&spec).await
+            {
                 tracing::warn!(plugin = %name, queue = %spec.name, %error, "could not bind the added routing keys");
                 entry.last_error = Some(format!("could not bind {:?}: {error}", spec.bindings));
             }
@@ -145,6 +150,7 @@ impl Registry {
 
     fn spec(&self, version: &LoadedPlugin, subscription: &Subscription) -> QueueSpec {
         let config = &version.context.config;
+        let policy = config.queues.get(&subscription.queue);
         QueueSpec {
             name: queue_name(
                 &config.amqp.queue_prefix,
@@ -152,10 +158,8 @@ impl Registry {
                 &version.name,
             ),
             bindings: subscription.routing_keys.clone(),
-            durable: config
-                .queues
-                .get(&subscription.queue)
-                .is_none_or(|q| q.durable),
+            durable: policy.is_none_or(|q| q.durable),
+            limits: policy.map(QueueLimits::of).unwrap_or_default(),
         }
     }
 

@@ -12,6 +12,7 @@ mod hostile;
 mod limits;
 mod live;
 mod operations;
+mod queue_settings;
 mod queue_types;
 mod status_page;
 mod store_plugins;

@@ -3,12 +3,14 @@
 //!
 //! Semantics follow the RabbitMQ backend: higher priority first and FIFO within a
 //! priority; an expired message is dead-lettered when it reaches the head; a delivery
-//! dropped unsettled is requeued as redelivered.
+//! dropped unsettled is requeued as redelivered. A queue's TTL counts from when a
+//! message entered it; at its length bound it refuses a publish or dead-letters its
+//! head (`overflow`), as RabbitMQ's `reject-publish` and `drop-head` do.
 
 use super::routing::TopicPattern;
 use super::{
     Broker, Consumer, DEAD_LETTER_REFUSED_PAUSE, DeadLetter, DeadLetterAction, DeadLetterPicker,
-    Delivery, Envelope, QueueSpec, ReplayTo, Reworked,
+    Delivery, Envelope, Overflow, QueueLimits, QueueSpec, ReplayTo, Reworked,
 };
 use crate::capability::{BackendError, BackendResult};
 use crate::config::DeadLetterConfig;
@@ -24,6 +26,8 @@ struct Queued {
     seq: u64,
     envelope: Envelope,
     redelivered: bool,
+    /// When it entered the queue (the queue's TTL counts from here).
+    enqueued_at: Instant,
 }
 
 impl PartialEq for Queued {
@@ -51,6 +55,40 @@ struct Queue {
     bindings: Vec<TopicPattern>,
     messages: BinaryHeap<Queued>,
     notify: Arc<Notify>,
+    limits: QueueLimits,
+}
+
+impl Queue {
+    fn expired(&self, queued: &Queued) -> bool {
+        let per_message = queued.envelope.expiration_ms.is_some_and(|ttl| {
+            super::now_ms() >= queued.envelope.published_at_ms.saturating_add(ttl)
+        });
+        let per_queue = self
+            .limits
+            .message_ttl_ms
+            .is_some_and(|ttl| queued.enqueued_at.elapsed() >= Duration::from_millis(ttl));
+        per_message || per_queue
+    }
+
+    fn full(&self) -> bool {
+        self.limits
+            .max_length
+            .is_some_and(|max| self.messages.len() >= max as usize)
+    }
+}
+
+/// The queues that refused a publish (full, with `reject-publish`).
+struct Refused(Vec<String>);
+
+/// How a message enters a queue.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Entering {
+    /// Published (or replayed) through the exchange.
+    Published,
+    /// A retry coming back after its delay.
+    Retried,
+    /// A delivery dropped unsettled.
+    Requeued,
 }
 
 struct DeadEntry {
@@ -67,7 +105,8 @@ struct State {
 
 struct Shared {
     state: Mutex<State>,
-    dead_letter: DeadLetterConfig,
+    /// Changes with `host.toml` (see [`Broker::set_dead_letter_limits`]).
+    dead_letter: Mutex<DeadLetterConfig>,
     dead_letters_refused: AtomicU64,
 }
 
@@ -76,22 +115,59 @@ impl Shared {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn enqueue(&self, queue: &str, envelope: Envelope, redelivered: bool) {
+    fn dead_letter_limits(&self) -> DeadLetterConfig {
+        *self.dead_letter.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Puts `envelope` back in `queue`: a delivery dropped unsettled, which goes back
+    /// whatever the queue's bound (as RabbitMQ's requeue).
+    fn requeue(&self, queue: &str, envelope: Envelope) {
+        let _ = self.put(queue, envelope, Entering::Requeued);
+    }
+
+    /// Puts `envelope` in `queue`. Into a full queue, a new message is refused and
+    /// dead-lettered (`reject-publish`, as RabbitMQ's `reject-publish-dlx`: a retry
+    /// coming back to a full queue is parked, not lost) or makes room by
+    /// dead-lettering the head (`drop-head`); both with reason `maxlen`.
+    fn put(&self, queue: &str, envelope: Envelope, entering: Entering) -> Result<(), ()> {
         let mut state = self.lock();
         state.seq += 1;
         let seq = state.seq;
-        if let Some(q) = state.queues.get_mut(queue) {
-            q.messages.push(Queued {
-                priority: envelope.priority,
-                seq,
-                envelope,
-                redelivered,
-            });
-            q.notify.notify_one();
+        let Some(q) = state.queues.get_mut(queue) else {
+            return Ok(());
+        };
+        let mut dropped = None;
+        if entering != Entering::Requeued && q.full() {
+            match q.limits.overflow {
+                Overflow::RejectPublish => {
+                    drop(state);
+                    let _ = self.bury(queue, envelope, "maxlen");
+                    return Err(());
+                }
+                Overflow::DropHead => dropped = q.messages.pop(),
+            }
         }
+        let redelivered = entering == Entering::Requeued;
+        q.messages.push(Queued {
+            priority: envelope.priority,
+            seq,
+            envelope,
+            redelivered,
+            enqueued_at: Instant::now(),
+        });
+        q.notify.notify_one();
+        drop(state);
+        if let Some(head) = dropped {
+            // RabbitMQ drops a head the full dead-letter queue refuses: so do we.
+            let _ = self.bury(queue, head.envelope, "maxlen");
+        }
+        Ok(())
     }
 
-    fn route(&self, envelope: Envelope) {
+    /// Routes `envelope` to every bound queue; the queues that refused it (full, with
+    /// `reject-publish`), whose refusal fails the publish as RabbitMQ's nack does
+    /// (the queues that took it keep it).
+    fn route(&self, envelope: Envelope) -> Result<(), Refused> {
         let targets: Vec<String> = self
             .lock()
             .queues
@@ -99,15 +175,25 @@ impl Shared {
             .filter(|(_, q)| q.bindings.iter().any(|b| b.matches(&envelope.routing_key)))
             .map(|(name, _)| name.clone())
             .collect();
+        let mut refused = Vec::new();
         for queue in targets {
-            self.enqueue(&queue, envelope.clone(), false);
+            if self
+                .put(&queue, envelope.clone(), Entering::Published)
+                .is_err()
+            {
+                refused.push(queue);
+            }
+        }
+        match refused.is_empty() {
+            true => Ok(()),
+            false => Err(Refused(refused)),
         }
     }
 
     /// Drops the dead letters older than `dead_letter.ttl_ms`, as RabbitMQ's message
     /// TTL on the dead-letter queue does.
     fn expire_dead(&self, state: &mut State) {
-        let ttl = Duration::from_millis(self.dead_letter.ttl_ms);
+        let ttl = Duration::from_millis(self.dead_letter_limits().ttl_ms);
         let now = Instant::now();
         while state
             .dead
@@ -122,9 +208,10 @@ impl Shared {
     /// max length), as RabbitMQ's `reject-publish` does: a dead letter is the last copy
     /// of a message, so none is dropped to make room.
     fn bury(&self, queue: &str, envelope: Envelope, reason: &str) -> BackendResult<()> {
+        let limits = self.dead_letter_limits();
         let mut state = self.lock();
         self.expire_dead(&mut state);
-        if state.dead.len() >= self.dead_letter.max_length as usize {
+        if state.dead.len() >= limits.max_length as usize {
             drop(state);
             let refused = self
                 .dead_letters_refused
@@ -133,7 +220,7 @@ impl Shared {
             tracing::error!(%queue, id = %envelope.id, refused, "the dead-letter queue is full and refused a dead letter; the message stays in its queue");
             return Err(BackendError::Unavailable(format!(
                 "the dead-letter queue is full ({} letters)",
-                self.dead_letter.max_length
+                limits.max_length
             )));
         }
         let letter = DeadLetter {
@@ -152,10 +239,13 @@ impl Shared {
     /// Pops the next live message of `queue`, dead-lettering expired ones on the way.
     fn pop(&self, queue: &str) -> Option<Queued> {
         loop {
-            let next = self.lock().queues.get_mut(queue)?.messages.pop()?;
-            let expired = next.envelope.expiration_ms.is_some_and(|ttl| {
-                super::now_ms() >= next.envelope.published_at_ms.saturating_add(ttl)
-            });
+            let (next, expired) = {
+                let mut state = self.lock();
+                let q = state.queues.get_mut(queue)?;
+                let next = q.messages.pop()?;
+                let expired = q.expired(&next);
+                (next, expired)
+            };
             if !expired {
                 return Some(next);
             }
@@ -178,7 +268,7 @@ impl MemoryBroker {
         Self {
             shared: Arc::new(Shared {
                 state: Mutex::default(),
-                dead_letter,
+                dead_letter: Mutex::new(dead_letter),
                 dead_letters_refused: AtomicU64::new(0),
             }),
         }
@@ -197,12 +287,24 @@ impl Broker for MemoryBroker {
                 let shared = self.shared.clone();
                 tokio::spawn(async move {
                     tokio::time::sleep(delay).await;
-                    shared.route(envelope);
+                    // As on RabbitMQ, a delayed message a full queue refuses is gone:
+                    // its publisher was answered when it entered the delay.
+                    if let Err(Refused(queues)) = shared.route(envelope) {
+                        tracing::warn!(
+                            ?queues,
+                            "a delayed message reached full queues, which refused it"
+                        );
+                    }
                 });
+                Ok(())
             }
-            _ => self.shared.route(envelope),
+            _ => self.shared.route(envelope).map_err(|Refused(queues)| {
+                BackendError::Unavailable(format!(
+                    "the broker refused the message: queue {} is full (max_length)",
+                    queues.join(", ")
+                ))
+            }),
         }
-        Ok(())
     }
 
     async fn declare_queue(&self, spec: &QueueSpec) -> BackendResult<()> {
@@ -213,11 +315,21 @@ impl Broker for MemoryBroker {
             .collect::<BackendResult<Vec<_>>>()?;
         let mut state = self.shared.lock();
         let queue = state.queues.entry(spec.name.clone()).or_default();
+        queue.limits = spec.limits;
         for binding in bindings {
             if !queue.bindings.contains(&binding) {
                 queue.bindings.push(binding);
             }
         }
+        Ok(())
+    }
+
+    async fn set_dead_letter_limits(&self, limits: DeadLetterConfig) -> BackendResult<()> {
+        *self
+            .shared
+            .dead_letter
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = limits;
         Ok(())
     }
 
@@ -286,8 +398,16 @@ impl Broker for MemoryBroker {
                     let id = envelope.id.clone();
                     match to {
                         ReplayTo::Queue if shared.lock().queues.contains_key(&letter.queue) => {
-                            shared.enqueue(&letter.queue, envelope, false);
-                            done.replayed.push((id, Some(letter.queue.clone())));
+                            match shared.put(&letter.queue, envelope, Entering::Published) {
+                                Ok(()) => done.replayed.push((id, Some(letter.queue.clone()))),
+                                Err(()) => {
+                                    done.errors.push(format!(
+                                        "{id}: queue {} is full; the letter stays",
+                                        letter.queue
+                                    ));
+                                    kept.push_back(entry);
+                                }
+                            }
                         }
                         ReplayTo::Queue => {
                             done.errors.push(format!(
@@ -298,8 +418,16 @@ impl Broker for MemoryBroker {
                         }
                         ReplayTo::RoutingKey(key) => {
                             envelope.routing_key = key;
-                            shared.route(envelope);
-                            done.replayed.push((id, None));
+                            match shared.route(envelope) {
+                                Ok(()) => done.replayed.push((id, None)),
+                                Err(Refused(queues)) => {
+                                    done.errors.push(format!(
+                                        "{id}: queue {} is full; the letter stays",
+                                        queues.join(", ")
+                                    ));
+                                    kept.push_back(entry);
+                                }
+                            }
                         }
                     }
                 }
@@ -407,7 +535,7 @@ impl Delivery for MemoryDelivery {
         let queue = self.queue.clone();
         tokio::spawn(async move {
             tokio::time::sleep(delay).await;
-            shared.enqueue(&queue, envelope, false);
+            let _ = shared.put(&queue, envelope, Entering::Retried);
         });
         Ok(())
     }
@@ -428,7 +556,7 @@ impl Delivery for MemoryDelivery {
 impl Drop for MemoryDelivery {
     fn drop(&mut self) {
         if let Some(queued) = self.queued.take() {
-            self.shared.enqueue(&self.queue, queued.envelope, true);
+            self.shared.requeue(&self.queue, queued.envelope);
         }
     }
 }

@@ -14,6 +14,8 @@ pub mod shared_status;
 mod tracker;
 
 use super::BackendResult;
+use crate::config::DeadLetterConfig;
+pub use crate::config::Overflow;
 use std::time::Duration;
 
 pub use crate::bindings::techub::platform::messaging::MessageStatus;
@@ -66,6 +68,37 @@ pub struct QueueSpec {
     pub bindings: Vec<String>,
     /// Survives a broker restart.
     pub durable: bool,
+    /// TTL and length bound; they may change each time the queue is declared.
+    pub limits: QueueLimits,
+}
+
+/// A queue's TTL and length bound (`[queues.<type>]`'s `message_ttl_ms`, `max_length`
+/// and `overflow`). On RabbitMQ they are a policy the host keeps (so a change applies
+/// to the existing queue), on the embedded broker part of the queue.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueLimits {
+    /// Messages waiting longer than this are dead-lettered (`expired`).
+    pub message_ttl_ms: Option<u64>,
+    /// Most ready messages.
+    pub max_length: Option<u32>,
+    /// What a full queue does with one more message.
+    pub overflow: Overflow,
+}
+
+impl QueueLimits {
+    /// The limits `[queues.<type>]` sets.
+    pub fn of(policy: &crate::config::QueuePolicy) -> Self {
+        Self {
+            message_ttl_ms: policy.message_ttl_ms,
+            max_length: policy.max_length,
+            overflow: policy.overflow,
+        }
+    }
+
+    /// Whether any limit is set.
+    pub fn is_unbounded(&self) -> bool {
+        self.message_ttl_ms.is_none() && self.max_length.is_none()
+    }
 }
 
 /// A message parked in the dead-letter queue.
@@ -124,8 +157,11 @@ pub trait Broker: Send + Sync {
     /// Routes `envelope` to every queue bound to its routing key, after `delay` if any;
     /// returns once the broker has it (publisher confirm).
     async fn publish(&self, envelope: Envelope, delay: Option<Duration>) -> BackendResult<()>;
-    /// Declares a queue and its bindings, idempotently (bindings it has already stay).
+    /// Declares a queue and its bindings, idempotently (bindings it has already stay),
+    /// and sets its limits (those of an existing queue change to `spec.limits`).
     async fn declare_queue(&self, spec: &QueueSpec) -> BackendResult<()>;
+    /// Changes the dead-letter queue's TTL and length bound (`[dead_letter]` reloaded).
+    async fn set_dead_letter_limits(&self, limits: DeadLetterConfig) -> BackendResult<()>;
     /// Removes `bindings` from `queue`: messages with only those keys stop arriving;
     /// what is in the queue stays.
     async fn unbind(&self, queue: &str, bindings: &[String]) -> BackendResult<()>;

@@ -41,6 +41,7 @@ fn queue_spec(name: String, binding: &str) -> QueueSpec {
         name,
         bindings: vec![binding.to_string()],
         durable: true,
+        limits: Default::default(),
     }
 }
 

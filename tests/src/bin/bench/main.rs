@@ -366,6 +366,7 @@ async fn messages() -> anyhow::Result<()> {
             name: queue.clone(),
             bindings: vec!["native.created".into()],
             durable: true,
+            limits: Default::default(),
         })
         .await
         .map_err(anyhow::Error::msg)?;

@@ -43,6 +43,7 @@ async fn broker_conforms(broker: &dyn Broker) {
             name: queue.clone(),
             bindings: vec![format!("{topic}.*.created")],
             durable: true,
+            limits: Default::default(),
         })
         .await
         .unwrap();
@@ -51,6 +52,7 @@ async fn broker_conforms(broker: &dyn Broker) {
             name: other.clone(),
             bindings: vec![format!("{topic}.#")],
             durable: true,
+            limits: Default::default(),
         })
         .await
         .unwrap();
@@ -60,6 +62,7 @@ async fn broker_conforms(broker: &dyn Broker) {
             name: queue.clone(),
             bindings: vec![format!("{topic}.*.created")],
             durable: true,
+            limits: Default::default(),
         })
         .await
         .unwrap();
@@ -164,6 +167,7 @@ async fn priorities_are_honoured(broker: &dyn Broker) {
             name: queue.clone(),
             bindings: vec![format!("{topic}.#")],
             durable: true,
+            limits: Default::default(),
         })
         .await
         .unwrap();
@@ -196,6 +200,7 @@ async fn bury(broker: &dyn Broker, topic: &str, body: &str) -> (String, Envelope
             name: queue.clone(),
             bindings: vec![format!("{topic}.{body}.#")],
             durable: true,
+            limits: Default::default(),
         })
         .await
         .unwrap();
@@ -364,6 +369,7 @@ async fn amqp_retry_survives_its_retry_queue_expiring() {
         name: queue.clone(),
         bindings: vec![format!("{topic}.#")],
         durable: true,
+        limits: Default::default(),
     };
     broker.declare_queue(&spec).await.unwrap();
     let mut consumer = broker.consume(&queue, 10).await.unwrap();
@@ -405,6 +411,7 @@ async fn amqp_delayed_publish_survives_its_delay_queue_expiring() {
             name: queue.clone(),
             bindings: vec![format!("{topic}.#")],
             durable: true,
+            limits: Default::default(),
         })
         .await
         .unwrap();

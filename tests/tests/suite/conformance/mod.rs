@@ -5,4 +5,5 @@
 mod broker;
 mod cache;
 mod lock;
+mod queue_limits;
 mod store;

@@ -84,6 +84,20 @@ pub fn header(props: &BasicProperties, name: &str) -> Option<String> {
     props.headers().as_ref()?.inner().get(name).and_then(text)
 }
 
+/// Why and from which queue RabbitMQ itself dead-lettered a message (`expired`,
+/// `maxlen`, `rejected`), from the newest entry of its `x-death` header.
+pub fn broker_death(props: &BasicProperties) -> Option<(String, String)> {
+    let headers = props.headers().as_ref()?;
+    let AMQPValue::FieldArray(deaths) = headers.inner().get("x-death")? else {
+        return None;
+    };
+    let AMQPValue::FieldTable(newest) = deaths.as_slice().first()? else {
+        return None;
+    };
+    let field = |name: &str| newest.inner().get(name).and_then(text);
+    Some((field("reason")?, field("queue")?))
+}
+
 /// Where a delivered message came from, which decides whether its `x-techub-*`
 /// headers are the host's own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

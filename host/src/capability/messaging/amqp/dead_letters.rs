@@ -42,16 +42,22 @@ impl AmqpBroker {
             delivery.data.clone(),
             convert::Origin::Host,
         );
+        // The host's headers when it dead-lettered the message; RabbitMQ's `x-death`
+        // when the broker did (a TTL ran out, a full queue).
+        let by_broker = convert::broker_death(props);
         let letter = DeadLetter {
-            queue: convert::header(props, DEATH_QUEUE_HEADER).unwrap_or_else(|| {
-                delivery
-                    .routing_key
-                    .as_str()
-                    .trim_start_matches("dlx.")
-                    .to_string()
-            }),
+            queue: convert::header(props, DEATH_QUEUE_HEADER)
+                .or_else(|| by_broker.as_ref().map(|(_, queue)| queue.clone()))
+                .unwrap_or_else(|| {
+                    delivery
+                        .routing_key
+                        .as_str()
+                        .trim_start_matches("dlx.")
+                        .to_string()
+                }),
             reason: convert::header(props, DEATH_REASON_HEADER)
-                .unwrap_or_else(|| "expired or dead-lettered by the broker".to_string()),
+                .or_else(|| by_broker.map(|(reason, _)| reason))
+                .unwrap_or_else(|| "dead-lettered by the broker".to_string()),
             died_at_ms: convert::header(props, DEATH_AT_HEADER)
                 .and_then(|ms| ms.parse().ok())
                 .unwrap_or(envelope.published_at_ms),

@@ -11,6 +11,10 @@
 //!   back to `<queue>` through the default exchange, so a retry reaches only the
 //!   plugin that failed.
 //!
+//! Queue limits (TTL, length bound, overflow) of plugin queues and of the dead-letter
+//! queue are policies the host keeps through the management API (`policies.rs`), so
+//! that they change on a running deployment; without the API they are arguments.
+//!
 //! Every publish waits for the broker's confirm; settling a delivery publishes its
 //! retry or dead letter (confirmed) before acking it, so no outcome loses a message.
 //!
@@ -22,11 +26,13 @@
 //! Files: `mod.rs` (connection and the `Broker` impl), `topology.rs` (declarations),
 //! `publish.rs` (confirmed and mandatory publishes), `consumer.rs` (deliveries and
 //! settling), `convert.rs` (envelope ⇄ AMQP properties), `dead_letters.rs` (reading,
-//! replaying and purging the dead-letter queue; queue depths).
+//! replaying and purging the dead-letter queue; queue depths), `policies.rs` (queue
+//! limits through the management API).
 
 mod consumer;
 mod convert;
 mod dead_letters;
+pub mod policies;
 mod publish;
 mod topology;
 
@@ -36,9 +42,7 @@ use crate::config::{AmqpConfig, DeadLetterConfig, MessagingConfig};
 use crate::metrics::Metrics;
 use anyhow::Context;
 use convert::{string, table};
-use lapin::options::{
-    BasicQosOptions, ConfirmSelectOptions, QueueBindOptions, QueueDeclareOptions,
-};
+use lapin::options::{BasicQosOptions, ConfirmSelectOptions, QueueBindOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Channel, Connection, ConnectionProperties};
 use std::collections::HashSet;
@@ -68,6 +72,9 @@ pub(crate) struct Shared {
     /// Dead letters the full dead-letter queue refused (`x-overflow = reject-publish`).
     dead_letters_refused: AtomicU64,
     metrics: Arc<Metrics>,
+    /// The management API, when it answered at start: queue limits are policies.
+    /// Without it they are queue arguments, fixed once declared.
+    policies: Option<policies::Management>,
 }
 
 /// Broker on a RabbitMQ server.
@@ -120,6 +127,17 @@ impl AmqpBroker {
             .confirm_select(ConfirmSelectOptions::default())
             .await
             .context("could not enable publisher confirms")?;
+        let policies = match policies::Management::new(config) {
+            Err(error) => anyhow::bail!("{error}"),
+            Ok(api) => match api.probe().await {
+                Ok(()) => Some(api),
+                Err(error) => {
+                    tracing::warn!(api = %api.shown, %error,
+                        "RabbitMQ's management API is not reachable: queue TTLs and lengths become queue arguments, which RabbitMQ cannot change later (enable it with `rabbitmq-plugins enable rabbitmq_management`, or set amqp.management_url)");
+                    None
+                }
+            },
+        };
         let broker = Self {
             shared: Arc::new(Shared {
                 connection,
@@ -130,6 +148,7 @@ impl AmqpBroker {
                 names: config.clone(),
                 dead_letters_refused: AtomicU64::new(0),
                 metrics,
+                policies,
             }),
         };
         broker
@@ -213,11 +232,8 @@ impl Broker for AmqpBroker {
 
     async fn declare_queue(&self, spec: &QueueSpec) -> BackendResult<()> {
         let url = &self.shared.url;
-        // A channel of its own: a refused declaration (say, a queue that exists with
-        // other arguments) closes the channel, and must not take publishing down.
-        let ch = &self.open_channel().await?;
         // Expired messages dead-letter like rejected ones; priorities 0..=10 (the seed's).
-        let args = table(&[
+        let fixed = vec![
             ("x-max-priority", AMQPValue::ShortShortUInt(10)),
             (
                 "x-dead-letter-exchange",
@@ -227,17 +243,11 @@ impl Broker for AmqpBroker {
                 "x-dead-letter-routing-key",
                 string(&format!("dlx.{}", spec.name)),
             ),
-        ]);
-        ch.queue_declare(
-            spec.name.as_str().into(),
-            QueueDeclareOptions {
-                durable: spec.durable,
-                ..QueueDeclareOptions::default()
-            },
-            args,
-        )
-        .await
-        .map_err(|e| unavailable(url, &format!("declare queue {}", spec.name), e))?;
+        ];
+        let limits = policies::Limits::of_queue(spec.limits);
+        let ch = &self
+            .declare_limited(&spec.name, spec.durable, fixed, limits)
+            .await?;
         for binding in &spec.bindings {
             ch.queue_bind(
                 spec.name.as_str().into(),
@@ -251,6 +261,16 @@ impl Broker for AmqpBroker {
         }
         let _ = ch.close(200, "declared".into()).await;
         Ok(())
+    }
+
+    async fn set_dead_letter_limits(&self, limits: DeadLetterConfig) -> BackendResult<()> {
+        let queue = &self.shared.names.dead_letter_queue;
+        match &self.shared.policies {
+            Some(api) => api.apply(queue, topology::dead_letter_limits(limits)).await,
+            None => Err(BackendError::Unavailable(format!(
+                "the limits of {queue} are queue arguments (RabbitMQ's management API was not reachable at start): they change only once the queue is deleted, or with the API enabled"
+            ))),
+        }
     }
 
     async fn unbind(&self, queue: &str, bindings: &[String]) -> BackendResult<()> {

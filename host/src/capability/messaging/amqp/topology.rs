@@ -3,6 +3,7 @@
 //! the host publishes on.
 
 use super::convert::{string, table};
+use super::policies::Limits;
 use super::{AmqpBroker, unavailable};
 use crate::capability::BackendResult;
 use crate::config::DeadLetterConfig;
@@ -31,31 +32,15 @@ impl AmqpBroker {
                 .await
                 .map_err(|e| unavailable(url, &format!("declare exchange {name}"), e))?;
         }
-        let args = table(&[
-            (
-                "x-message-ttl",
-                AMQPValue::LongLongInt(dead_letter.ttl_ms as i64),
-            ),
-            (
-                "x-max-length",
-                AMQPValue::LongLongInt(dead_letter.max_length.into()),
-            ),
-            // A dead letter is the last copy of a message: at the bound, refuse new ones
-            // (the publish is nacked, the failing delivery stays in its queue) rather
-            // than drop the oldest, RabbitMQ's default.
-            ("x-overflow", string("reject-publish")),
-        ]);
-        ch.queue_declare(
-            n.dead_letter_queue.as_str().into(),
-            QueueDeclareOptions {
-                durable: true,
-                ..QueueDeclareOptions::default()
-            },
-            args,
-        )
-        .await
-        .map_err(|e| unavailable(url, "declare the dead-letter queue", e))?;
-        ch.queue_bind(
+        let dlq = &self
+            .declare_limited(
+                &n.dead_letter_queue,
+                true,
+                Vec::new(),
+                dead_letter_limits(dead_letter),
+            )
+            .await?;
+        dlq.queue_bind(
             n.dead_letter_queue.as_str().into(),
             n.dead_letter_exchange.as_str().into(),
             "dlx.#".into(),
@@ -64,7 +49,64 @@ impl AmqpBroker {
         )
         .await
         .map_err(|e| unavailable(url, "bind the dead-letter queue", e))?;
+        let _ = dlq.close(200, "declared".into()).await;
         Ok(())
+    }
+
+    /// Declares `name` with the arguments that never change (`fixed`) and sets its
+    /// `limits`: as its policy when the management API is there, else as arguments.
+    /// A queue that exists with other arguments (declared by an older host, or
+    /// limits changed without the API) is reported, not redeclared. Returns an open
+    /// channel for the bindings.
+    pub(super) async fn declare_limited(
+        &self,
+        name: &str,
+        durable: bool,
+        fixed: Vec<(&str, AMQPValue)>,
+        limits: Limits,
+    ) -> BackendResult<Channel> {
+        let url = &self.shared.url;
+        let api = self.shared.policies.as_ref();
+        let mut args = fixed;
+        if api.is_none() {
+            args.extend(limit_arguments(limits));
+        }
+        // A channel of its own: a refused declaration closes its channel, and must
+        // not take publishing down.
+        let ch = self.open_channel().await?;
+        let declared = ch
+            .queue_declare(
+                name.into(),
+                QueueDeclareOptions {
+                    durable,
+                    ..QueueDeclareOptions::default()
+                },
+                table(&args),
+            )
+            .await;
+        let ch = match declared {
+            Ok(_) => ch,
+            Err(error) if error.to_string().contains("PRECONDITION_FAILED") => {
+                let Some(api) = api else {
+                    return Err(unavailable(
+                        url,
+                        &format!("declare queue {name}"),
+                        format!(
+                            "{error}: its TTL or length changed, and without RabbitMQ's management API (`rabbitmq-plugins enable rabbitmq_management`, or amqp.management_url) they are queue arguments, which RabbitMQ cannot change: enable the API, or delete the queue once it is empty"
+                        ),
+                    ));
+                };
+                tracing::warn!(queue = %name, api = %api.shown, %error,
+                    "this queue exists with other arguments (declared by an older techub, or without the management API): it keeps them, and where an argument and the host's policy bound the same thing the lower value wins; delete the queue once, when it is empty, to drop them");
+                // The refusal closed that channel.
+                self.open_channel().await?
+            }
+            Err(error) => return Err(unavailable(url, &format!("declare queue {name}"), error)),
+        };
+        if let Some(api) = api {
+            api.apply(name, limits).await?;
+        }
+        Ok(ch)
     }
 
     /// Declares `name` with `args` once per host run (declaring is idempotent, but a
@@ -126,4 +168,28 @@ impl AmqpBroker {
             .await
             .map_err(|e| unavailable(url, "open a channel", e))
     }
+}
+
+/// The dead-letter queue's limits: a dead letter is the last copy of a message, so at
+/// the bound it refuses new ones (the failing delivery stays in its queue) rather than
+/// drop the oldest, RabbitMQ's default.
+pub(super) fn dead_letter_limits(config: DeadLetterConfig) -> Limits {
+    Limits {
+        message_ttl_ms: Some(config.ttl_ms),
+        max_length: Some(config.max_length),
+        overflow: "reject-publish",
+    }
+}
+
+/// `limits` as queue arguments (without the management API).
+fn limit_arguments(limits: Limits) -> Vec<(&'static str, AMQPValue)> {
+    let mut args = Vec::new();
+    if let Some(ttl) = limits.message_ttl_ms {
+        args.push(("x-message-ttl", AMQPValue::LongLongInt(ttl as i64)));
+    }
+    if let Some(length) = limits.max_length {
+        args.push(("x-max-length", AMQPValue::LongLongInt(length.into())));
+        args.push(("x-overflow", string(limits.overflow)));
+    }
+    args
 }
