@@ -80,3 +80,50 @@ async fn queue_limits_from_host_toml_reach_rabbitmq_and_follow_a_reload() {
     policy_becomes(&api, &queue, None).await;
     platform.shutdown().await;
 }
+
+/// A dead-letter queue declared by an older host, with its limits as arguments: the
+/// host starts (warning), and its policy takes over the limits from then on.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dead_letter_queue_with_limit_arguments_from_an_older_host_is_taken_over() {
+    use lapin::types::{AMQPValue, FieldTable};
+    init_tracing();
+    let dir = PluginDir::with(&[]);
+    let mut config = on_services(&dir);
+    config.dead_letter.max_length = 20;
+    let amqp = config.amqp.clone();
+    let connection = lapin::Connection::connect(&amqp.url, lapin::ConnectionProperties::default())
+        .await
+        .unwrap_or_else(|e| panic!("{}", services::rabbitmq_hint(&e.into())));
+    let channel = connection.create_channel().await.unwrap();
+    let mut legacy = FieldTable::default();
+    legacy.insert("x-message-ttl".into(), AMQPValue::LongLongInt(86_400_000));
+    legacy.insert("x-max-length".into(), AMQPValue::LongLongInt(10_000));
+    legacy.insert(
+        "x-overflow".into(),
+        AMQPValue::LongString("reject-publish".into()),
+    );
+    channel
+        .queue_declare(
+            amqp.dead_letter_queue.as_str().into(),
+            lapin::options::QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            legacy,
+        )
+        .await
+        .unwrap();
+    let _ = connection.close(200, "done".into()).await;
+
+    let platform = Platform::start(config)
+        .await
+        .expect("a legacy dead-letter queue does not stop the host");
+    let api = Management::new(&amqp).unwrap();
+    policy_becomes(
+        &api,
+        &amqp.dead_letter_queue,
+        Some(json!({"message-ttl": 86_400_000, "max-length": 20, "overflow": "reject-publish"})),
+    )
+    .await;
+    platform.shutdown().await;
+}

@@ -86,7 +86,7 @@ impl AmqpBroker {
             .await;
         let ch = match declared {
             Ok(_) => ch,
-            Err(error) if error.to_string().contains("PRECONDITION_FAILED") => {
+            Err(error) if differs_in_limits_only(&error) => {
                 let Some(api) = api else {
                     return Err(unavailable(
                         url,
@@ -192,4 +192,16 @@ fn limit_arguments(limits: Limits) -> Vec<(&'static str, AMQPValue)> {
         args.push(("x-overflow", string(limits.overflow)));
     }
     args
+}
+
+/// Whether a refused declaration is about a limit argument only (`inequivalent arg
+/// 'x-message-ttl'`, ...): a queue declared with limits as arguments, which a policy
+/// can take over. Any other difference (durability, priority, dead-letter exchange)
+/// is a queue the host cannot use as it is.
+fn differs_in_limits_only(error: &lapin::Error) -> bool {
+    let text = error.to_string();
+    text.contains("PRECONDITION_FAILED")
+        && ["x-message-ttl", "x-max-length", "x-overflow"]
+            .iter()
+            .any(|arg| text.contains(&format!("inequivalent arg '{arg}'")))
 }
