@@ -1,8 +1,11 @@
-//! Publishing events to the topic exchange `techub.main`.
+//! Publishing events to the topic exchange `techub.main`, sending to queue types, and
+//! request-reply.
 
 mod constants;
+mod request;
 
 pub use constants::{routing, ttl};
+pub use request::{Response, request, request_json};
 
 use crate::wit::techub::platform::messaging as wit;
 use crate::{Failure, Message};
@@ -80,6 +83,9 @@ pub enum PublishError {
     /// The broker is unreachable or did not confirm in time.
     #[error("broker unavailable: {0}")]
     Unavailable(String),
+    /// A request got no reply within its timeout.
+    #[error("no reply in time: {0}")]
+    Timeout(String),
 }
 
 impl From<wit::MessagingError> for PublishError {
@@ -91,6 +97,7 @@ impl From<wit::MessagingError> for PublishError {
             wit::MessagingError::InvalidOptions(m) => Self::InvalidOptions(m),
             wit::MessagingError::QuotaExceeded(m) => Self::QuotaExceeded(m),
             wit::MessagingError::Unavailable(m) => Self::Unavailable(m),
+            wit::MessagingError::Timeout(m) => Self::Timeout(m),
         }
     }
 }
@@ -98,7 +105,9 @@ impl From<wit::MessagingError> for PublishError {
 impl From<PublishError> for Failure {
     fn from(error: PublishError) -> Self {
         match error {
-            PublishError::Unavailable(_) | PublishError::QuotaExceeded(_) => Failure::retry(error),
+            PublishError::Unavailable(_)
+            | PublishError::QuotaExceeded(_)
+            | PublishError::Timeout(_) => Failure::retry(error),
             _ => Failure::reject(error),
         }
     }

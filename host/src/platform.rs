@@ -10,6 +10,7 @@ use crate::capability::lock::memory::MemoryLocks;
 use crate::capability::lock::redis::RedisLocks;
 use crate::capability::messaging::amqp::AmqpBroker;
 use crate::capability::messaging::memory::MemoryBroker;
+use crate::capability::messaging::replies::Replies;
 use crate::capability::messaging::shared_status::SharedStatuses;
 use crate::capability::messaging::{
     Broker, DefaultPriorities, Envelope, MessageTracker, now_ms, priority_level,
@@ -94,6 +95,9 @@ pub async fn connect_services(config: &HostConfig) -> anyhow::Result<Services> {
             .await?,
         ),
     };
+    let replies = Replies::open(broker.as_ref(), &config.amqp.queue_prefix, metrics.clone())
+        .await
+        .context("could not open the reply queue")?;
     let retention = Duration::from_secs(config.cache.stats_retention_s);
     let cache_stats = Arc::new(match config.backends.cache {
         KvBackend::Redis => CacheStats::on_redis(metrics.clone(), retention, redis(), prefix),
@@ -106,6 +110,7 @@ pub async fn connect_services(config: &HostConfig) -> anyhow::Result<Services> {
         store,
         locks,
         broker,
+        replies,
         tracker: {
             let tracker = MessageTracker::new(TRACKED_MESSAGES);
             if let Some(redis) = &redis_client {

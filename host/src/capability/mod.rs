@@ -136,6 +136,8 @@ pub struct Services {
     pub locks: Arc<dyn lock::LockBackend>,
     /// The message broker.
     pub broker: Arc<dyn messaging::Broker>,
+    /// This host's reply queue and the requests waiting on it.
+    pub replies: Arc<messaging::replies::Replies>,
     /// Status per message and queue.
     pub tracker: messaging::MessageTracker,
     /// The priority of publishes that name none, from the queue types that bind them.

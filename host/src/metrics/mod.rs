@@ -187,6 +187,8 @@ pub struct Metrics {
     queue_depth: Family<QueueNameLabel, Gauge>,
     dead_letter_depth: Gauge,
     dead_letters_refused: Counter,
+    replies_late: Counter,
+    requests_timed_out: Counter,
     redis_seconds: Family<CommandLabel, Histogram>,
     redis_slow: Family<CommandLabel, Counter>,
     redis_timeouts: Family<CommandLabel, Counter>,
@@ -249,6 +251,8 @@ impl Metrics {
             queue_depth: Family::default(),
             dead_letter_depth: Gauge::default(),
             dead_letters_refused: Counter::default(),
+            replies_late: Counter::default(),
+            requests_timed_out: Counter::default(),
             redis_seconds: Family::new_with_constructor(duration_buckets),
             redis_slow: Family::default(),
             redis_timeouts: Family::default(),
@@ -366,6 +370,16 @@ impl Metrics {
             "dead_letters_refused",
             "Dead letters the full dead-letter queue refused",
             m.dead_letters_refused.clone(),
+        );
+        r.register(
+            "replies_late",
+            "Replies that arrived after their request stopped waiting (dropped)",
+            m.replies_late.clone(),
+        );
+        r.register(
+            "requests_timed_out",
+            "Requests (messaging.request) that got no reply within their timeout",
+            m.requests_timed_out.clone(),
         );
         r.register(
             "redis_command_seconds",
@@ -521,6 +535,20 @@ impl Metrics {
     pub fn dead_letter_refused(&self) {
         if self.enabled {
             self.dead_letters_refused.inc();
+        }
+    }
+
+    /// A reply that came when its request no longer waited.
+    pub fn late_reply(&self) {
+        if self.enabled {
+            self.replies_late.inc();
+        }
+    }
+
+    /// A request that got no reply in time.
+    pub fn request_timed_out(&self) {
+        if self.enabled {
+            self.requests_timed_out.inc();
         }
     }
 

@@ -6,6 +6,7 @@ use super::state::PluginState;
 use crate::bindings::{Delivery, Outcome, Plugin, PluginPre, Subscription};
 use crate::capability::PluginContext;
 use crate::capability::Usage;
+use crate::capability::messaging::Answering;
 use std::sync::Arc;
 use std::time::Duration;
 use wasmtime::{CallHook, Store, UpdateDeadline};
@@ -100,6 +101,7 @@ impl Runtime {
             context,
             priority,
             async |plugin, store| {
+                store.data_mut().answering = Answering::of(delivery);
                 plugin
                     .techub_platform_handler()
                     .call_handle(store, delivery)

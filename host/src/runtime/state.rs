@@ -7,7 +7,7 @@ use crate::capability::cache::CacheView;
 use crate::capability::config::ConfigView;
 use crate::capability::lock::LockView;
 use crate::capability::log::LogView;
-use crate::capability::messaging::MessagingView;
+use crate::capability::messaging::{Answering, MessagingView};
 use crate::capability::store::StoreView;
 use crate::capability::{PluginContext, Usage};
 use std::collections::HashMap;
@@ -30,6 +30,8 @@ pub struct PluginState {
     pub(crate) claims: Vec<String>,
     /// Guest and host time of this invocation.
     pub(crate) clock: Clock,
+    /// The request the message being handled makes, which it may answer once.
+    pub(crate) answering: Option<Answering>,
     wasi: WasiCtx,
 }
 
@@ -67,6 +69,7 @@ impl PluginState {
             held_leases: HashMap::new(),
             claims: Vec::new(),
             clock: Clock::start(),
+            answering: None,
             wasi,
         }
     }
@@ -91,7 +94,7 @@ impl PluginState {
     }
 
     pub(crate) fn messaging(&mut self) -> MessagingView<'_> {
-        MessagingView::new(&self.plugin, &mut self.usage)
+        MessagingView::new(&self.plugin, &mut self.usage, &mut self.answering)
     }
 
     pub(crate) fn config(&mut self) -> ConfigView<'_> {

@@ -14,5 +14,6 @@ mod live;
 mod operations;
 mod queue_settings;
 mod queue_types;
+mod request_reply;
 mod status_page;
 mod store_plugins;

@@ -1,9 +1,10 @@
 //! The WIT `messaging` interface: grants, validation and quotas over the broker.
 
+use super::request::Answering;
 use super::routing::validate_routing_key;
 use super::{Envelope, MessageStatus, now_ms};
 use crate::bindings::techub::platform::messaging::{
-    Host, MessagingError, Priority, PublishOptions,
+    Host, MessagingError, Priority, PublishOptions, Response,
 };
 use crate::capability::{Failure, PluginContext, Usage, unavailable_for_guest};
 use std::time::Duration;
@@ -15,14 +16,24 @@ pub type MessagingFailure = Failure<MessagingError>;
 /// What the `messaging` interface reaches of an instance: the plugin's publish grants
 /// and limits (and through them the broker), and this invocation's quotas.
 pub struct MessagingView<'a> {
-    plugin: &'a PluginContext,
-    usage: &'a mut Usage,
+    pub(super) plugin: &'a PluginContext,
+    pub(super) usage: &'a mut Usage,
+    /// The request this invocation handles, if its message asked for a reply.
+    pub(super) answering: &'a mut Option<Answering>,
 }
 
 impl<'a> MessagingView<'a> {
     /// The view of one instance.
-    pub fn new(plugin: &'a PluginContext, usage: &'a mut Usage) -> Self {
-        Self { plugin, usage }
+    pub fn new(
+        plugin: &'a PluginContext,
+        usage: &'a mut Usage,
+        answering: &'a mut Option<Answering>,
+    ) -> Self {
+        Self {
+            plugin,
+            usage,
+            answering,
+        }
     }
 }
 
@@ -33,7 +44,7 @@ impl HasData for HasMessaging {
     type Data<'a> = MessagingView<'a>;
 }
 
-type Result<T> = std::result::Result<T, MessagingError>;
+pub(super) type Result<T> = std::result::Result<T, MessagingError>;
 
 /// Longest delay a publish may ask for (24 h, the dead-letter retention).
 const MAX_DELAY_MS: u64 = 86_400_000;
@@ -70,18 +81,15 @@ pub fn priority_of_level(level: u8) -> Priority {
 }
 
 impl MessagingView<'_> {
-    fn charge_call(&mut self, function: &'static str) -> std::result::Result<(), String> {
+    pub(super) fn charge_call(
+        &mut self,
+        function: &'static str,
+    ) -> std::result::Result<(), String> {
         self.usage.charge(self.plugin, "messaging", function)
     }
 
-    async fn publish_message(
-        &mut self,
-        routing_key: String,
-        payload: Vec<u8>,
-        options: PublishOptions,
-    ) -> Result<String> {
-        self.charge_call("publish")
-            .map_err(MessagingError::QuotaExceeded)?;
+    /// Takes one publish off the invocation's quota.
+    pub(super) fn take_publish(&mut self) -> Result<()> {
         let max_publishes = self.plugin.limits.max_publishes;
         if self.usage.publishes >= max_publishes {
             self.usage.over.publishes = true;
@@ -89,6 +97,16 @@ impl MessagingView<'_> {
                 "more than {max_publishes} publishes for one message"
             )));
         }
+        Ok(())
+    }
+
+    pub(super) async fn publish_message(
+        &mut self,
+        routing_key: String,
+        payload: Vec<u8>,
+        options: PublishOptions,
+    ) -> Result<String> {
+        self.take_publish()?;
         validate_routing_key(&routing_key).map_err(MessagingError::InvalidRoutingKey)?;
         if !self
             .plugin
@@ -156,7 +174,7 @@ impl MessagingView<'_> {
 /// Checks what the guest controls against what AMQP can carry. Anything that reaches
 /// the broker malformed (a short string over 255 bytes, an expiration over 2^32 - 1)
 /// would close the host's publishing channel, so it stops here.
-fn check_options(options: &PublishOptions) -> Result<()> {
+pub(super) fn check_options(options: &PublishOptions) -> Result<()> {
     let bad = |m: String| Err(MessagingError::InvalidOptions(m));
     if options.headers.len() > MAX_HEADERS {
         return bad(format!("more than {MAX_HEADERS} headers"));
@@ -226,7 +244,29 @@ impl Host for MessagingView<'_> {
         payload: Vec<u8>,
         options: PublishOptions,
     ) -> std::result::Result<String, MessagingFailure> {
+        self.charge_call("publish")
+            .map_err(MessagingError::QuotaExceeded)?;
         Ok(self.publish_message(routing_key, payload, options).await?)
+    }
+
+    async fn request(
+        &mut self,
+        routing_key: String,
+        payload: Vec<u8>,
+        options: PublishOptions,
+        timeout_ms: u32,
+    ) -> std::result::Result<Response, MessagingFailure> {
+        Ok(self
+            .request_reply(routing_key, payload, options, timeout_ms)
+            .await?)
+    }
+
+    async fn reply(
+        &mut self,
+        payload: Vec<u8>,
+        headers: Vec<(String, String)>,
+    ) -> std::result::Result<(), MessagingFailure> {
+        Ok(self.answer(payload, headers).await?)
     }
 
     async fn status(&mut self, message_id: String) -> wasmtime::Result<Option<MessageStatus>> {

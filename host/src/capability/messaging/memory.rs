@@ -10,7 +10,7 @@
 use super::routing::TopicPattern;
 use super::{
     Broker, Consumer, DEAD_LETTER_REFUSED_PAUSE, DeadLetter, DeadLetterAction, DeadLetterPicker,
-    Delivery, Envelope, Overflow, QueueLimits, QueueSpec, ReplayTo, Reworked,
+    Delivery, Envelope, Overflow, QueueLimits, QueueSpec, ReplayTo, ReplyInbox, Reworked,
 };
 use crate::capability::{BackendError, BackendResult};
 use crate::config::DeadLetterConfig;
@@ -99,6 +99,8 @@ struct DeadEntry {
 #[derive(Default)]
 struct State {
     queues: HashMap<String, Queue>,
+    /// Reply queues: name → where their messages go.
+    replies: HashMap<String, tokio::sync::mpsc::Sender<Envelope>>,
     dead: VecDeque<DeadEntry>,
     seq: u64,
 }
@@ -256,6 +258,9 @@ impl Shared {
     }
 }
 
+/// Most replies waiting to be matched to their requests.
+const REPLY_BACKLOG: usize = 1024;
+
 /// In-process broker.
 #[derive(Clone)]
 pub struct MemoryBroker {
@@ -330,6 +335,25 @@ impl Broker for MemoryBroker {
             .dead_letter
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = limits;
+        Ok(())
+    }
+
+    async fn open_replies(&self, name: &str) -> BackendResult<ReplyInbox> {
+        let (sender, inbox) = tokio::sync::mpsc::channel(REPLY_BACKLOG);
+        self.shared.lock().replies.insert(name.to_string(), sender);
+        Ok(inbox)
+    }
+
+    async fn reply(&self, to: &str, envelope: Envelope) -> BackendResult<()> {
+        let sender = self.shared.lock().replies.get(to).cloned();
+        // A reply to a queue that is gone (its host stopped), or past a backlog nobody
+        // reads, is dropped, as one to a deleted queue is on RabbitMQ.
+        if let Some(sender) = sender
+            && let Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) =
+                sender.try_send(envelope)
+        {
+            self.shared.lock().replies.remove(to);
+        }
         Ok(())
     }
 

@@ -9,6 +9,8 @@ pub mod amqp;
 mod host;
 pub mod memory;
 mod priorities;
+pub mod replies;
+mod request;
 pub mod routing;
 pub mod shared_status;
 mod tracker;
@@ -21,6 +23,7 @@ use std::time::Duration;
 pub use crate::bindings::techub::platform::messaging::MessageStatus;
 pub use host::{HasMessaging, MessagingFailure, MessagingView, priority_level, priority_of_level};
 pub use priorities::DefaultPriorities;
+pub use request::{Answering, MAX_REQUEST_TIMEOUT_MS};
 pub use tracker::{MessageTracker, Snapshot};
 
 /// Header carrying the attempt number of a retried message.
@@ -178,6 +181,12 @@ pub trait Broker: Send + Sync {
     async fn dead_letter_depth(&self) -> BackendResult<u64>;
     /// Messages ready in `queue`; `None` when there is no such queue.
     async fn queue_depth(&self, queue: &str) -> BackendResult<Option<u64>>;
+    /// Opens `name` as this host's reply queue (exclusive to this host, gone with it):
+    /// the messages sent to it with [`Broker::reply`], as they arrive.
+    async fn open_replies(&self, name: &str) -> BackendResult<ReplyInbox>;
+    /// Sends `envelope` straight to the reply queue `to` (not through the main
+    /// exchange); a queue that is gone (its host stopped) drops it.
+    async fn reply(&self, to: &str, envelope: Envelope) -> BackendResult<()>;
     /// Closes the connection cleanly (at shutdown, after the consumers drained);
     /// unsettled deliveries go back to their queues.
     async fn close(&self) {}
@@ -195,6 +204,9 @@ pub trait Broker: Send + Sync {
         0
     }
 }
+
+/// The replies arriving on a host's reply queue.
+pub type ReplyInbox = tokio::sync::mpsc::Receiver<Envelope>;
 
 /// How long a delivery whose dead letter was refused (the dead-letter queue is full)
 /// is held before it goes back to its queue: a full dead-letter queue slows the

@@ -27,13 +27,14 @@
 //! `publish.rs` (confirmed and mandatory publishes), `consumer.rs` (deliveries and
 //! settling), `convert.rs` (envelope ⇄ AMQP properties), `dead_letters.rs` (reading,
 //! replaying and purging the dead-letter queue; queue depths), `policies.rs` (queue
-//! limits through the management API).
+//! limits through the management API), `replies.rs` (the host's reply queue).
 
 mod consumer;
 mod convert;
 mod dead_letters;
 pub mod policies;
 mod publish;
+mod replies;
 mod topology;
 
 use super::{Broker, Consumer, DeadLetter, DeadLetterPicker, Envelope, QueueSpec, Reworked};
@@ -288,6 +289,14 @@ impl Broker for AmqpBroker {
         }
         let _ = ch.close(200, "unbound".into()).await;
         Ok(())
+    }
+
+    async fn open_replies(&self, name: &str) -> BackendResult<super::ReplyInbox> {
+        self.open_reply_queue(name).await
+    }
+
+    async fn reply(&self, to: &str, envelope: Envelope) -> BackendResult<()> {
+        self.send_reply(to, envelope).await
     }
 
     async fn close(&self) {
