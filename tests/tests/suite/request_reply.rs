@@ -41,9 +41,11 @@ async fn ask(platform: &Platform, key: &str, body: &str, timeout_ms: u32) -> Val
             .expect("the asker reports in time")
             .expect("sink open");
         let for_this = delivery.envelope().routing_key == format!("answers.{id}");
-        let report: Value = serde_json::from_slice(&delivery.envelope().payload).unwrap();
+        let mut report: Value = serde_json::from_slice(&delivery.envelope().payload).unwrap();
         delivery.ack().await.unwrap();
         if for_this {
+            // The round trip the asker measured varies; the tests compare the rest.
+            report.as_object_mut().unwrap().remove("rtt_us");
             return report;
         }
     }

@@ -2,11 +2,12 @@
 //! native baseline measured in the same run, and their ratio, because this machine is
 //! shared and noisy. Names: `instantiate`, `cache-get`, `messages`, `prefetch`,
 //! `swap`, `start`, `swap-throughput`, `metrics-overhead`, `stats-overhead`,
-//! `store-atomic`, `cas-contention`.
+//! `store-atomic`, `cas-contention`, `request-reply`.
 
 mod consumers;
 mod live;
 mod ops;
+mod rpc;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -58,6 +59,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if run("cas-contention") {
         ops::cas_contention().await?;
+    }
+    if run("request-reply") {
+        rpc::request_reply().await?;
     }
     Ok(())
 }
