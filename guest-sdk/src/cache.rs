@@ -4,6 +4,10 @@
 //! available here as [`Domain`] constants). Every entry expires; without an explicit TTL
 //! it gets its domain's.
 
+mod invalidation;
+
+pub use invalidation::{Invalidation, invalidate};
+
 use crate::Failure;
 use crate::wit::techub::platform::cache as wit;
 use serde::{Serialize, de::DeserializeOwned};

@@ -104,3 +104,20 @@ async fn a_plugin_batches_a_hundred_operations_and_oversized_batches_are_refused
         .unwrap();
     assert_eq!(counted, Some(b"1".to_vec()));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_plugin_invalidates_keys_a_tag_and_a_pattern_in_one_call() {
+    let (platform, _dir) = hostile_platform(|_| {}).await;
+    let id = platform
+        .publish("fixture.hostile.cache-invalidate", b"{}".to_vec(), None)
+        .await
+        .unwrap();
+    let reason = dead_letter_of(&platform, &id).await.reason;
+    assert!(reason.contains("removed=3 "), "{reason}");
+    assert!(
+        reason.contains("too_many=Err(TooManyKeys(1000))"),
+        "{reason}"
+    );
+    assert!(reason.contains("bad=Err(InvalidArgument("), "{reason}");
+    assert!(reason.contains("kept=true"), "{reason}");
+}

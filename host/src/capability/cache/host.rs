@@ -2,7 +2,7 @@
 
 use super::{CacheWrite, DomainStats, Window};
 use crate::bindings::techub::platform::cache::{
-    CacheError, DomainStats as WitStats, EntryOptions, Host, StatsWindow,
+    CacheError, DomainStats as WitStats, EntryOptions, Host, Invalidation, StatsWindow,
 };
 use crate::capability::{
     BackendError, Failure, PluginContext, Usage, check_name, glob, unavailable_for_guest,
@@ -260,6 +260,39 @@ impl Host for CacheView<'_> {
             .cache_stats
             .record(&domain, CacheEvent::InvalidateByPattern, n);
         Ok(n)
+    }
+
+    async fn invalidate(&mut self, domain: String, what: Invalidation) -> CacheResult<u64> {
+        self.cache_domain("invalidate", &domain)?;
+        self.check_bulk(what.keys.len())?;
+        for key in &what.keys {
+            self.cache_key(key)?;
+        }
+        let max_tags = self.plugin.config.cache.max_tags;
+        if what.tags.len() > max_tags as usize {
+            return Err(CacheError::InvalidArgument(format!("more than {max_tags} tags")).into());
+        }
+        for tag in &what.tags {
+            check_name(tag, self.plugin.config.host.max_key_length)
+                .map_err(|m| CacheError::InvalidKey(format!("tag {m}")))?;
+        }
+        if let Some(pattern) = &what.pattern {
+            glob::validate(pattern).map_err(CacheError::InvalidArgument)?;
+        }
+        let services = self.plugin.services.clone();
+        let done = services
+            .cache
+            .invalidate(&domain, &what.keys, &what.tags)
+            .await?;
+        let stats = &services.cache_stats;
+        stats.record(&domain, CacheEvent::DeleteByKey, done.by_key);
+        stats.record(&domain, CacheEvent::InvalidateByTag, done.by_tag);
+        let by_pattern = match &what.pattern {
+            Some(pattern) => services.cache.invalidate_pattern(&domain, pattern).await?,
+            None => 0,
+        };
+        stats.record(&domain, CacheEvent::InvalidateByPattern, by_pattern);
+        Ok(done.by_key + done.by_tag + by_pattern)
     }
 
     async fn stats(

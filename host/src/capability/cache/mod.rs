@@ -46,11 +46,37 @@ pub trait CacheBackend: Send + Sync {
     async fn invalidate_tag(&self, domain: &str, tag: &str) -> BackendResult<u64>;
     /// Removes every entry of `domain` whose key matches the Redis glob `pattern`.
     async fn invalidate_pattern(&self, domain: &str, pattern: &str) -> BackendResult<u64>;
+    /// Removes the entries of `keys` and those filed under `tags`, together (one round
+    /// trip on a server); how many went by key and how many by tag.
+    async fn invalidate(
+        &self,
+        domain: &str,
+        keys: &[String],
+        tags: &[String],
+    ) -> BackendResult<Invalidated> {
+        let mut done = Invalidated::default();
+        for key in keys {
+            done.by_key += u64::from(self.delete(domain, key).await?);
+        }
+        for tag in tags {
+            done.by_tag += self.invalidate_tag(domain, tag).await?;
+        }
+        Ok(done)
+    }
     /// Bytes held and entries evicted per domain, for an in-process cache (Redis
     /// reports its own memory).
     fn usage(&self) -> Vec<DomainUsage> {
         Vec::new()
     }
+}
+
+/// What [`CacheBackend::invalidate`] removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Invalidated {
+    /// Entries removed by key.
+    pub by_key: u64,
+    /// Entries removed by tag (not counting those already removed by key).
+    pub by_tag: u64,
 }
 
 /// What an in-process cache holds of one domain.

@@ -8,7 +8,7 @@
 //!
 //! Writes and deletes are Lua scripts, so an entry and its filings change together.
 
-use super::{CacheBackend, CacheWrite};
+use super::{CacheBackend, CacheWrite, Invalidated};
 use crate::capability::BackendResult;
 use crate::capability::glob;
 use crate::capability::redis_client::{RedisClient, Retry};
@@ -63,6 +63,36 @@ for _, entry in ipairs(KEYS) do
   redis.call('DEL', meta)
 end
 return removed
+",
+    )
+});
+
+/// KEYS: entries (ARGV[3] of them), then tag sets; ARGV: meta prefix, entry prefix,
+/// number of entries. Deletes the entries and every entry filed under the tags, with
+/// their filings; returns {removed by key, removed by tag}.
+static INVALIDATE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local function drop(entry)
+  local n = redis.call('DEL', entry)
+  local meta = ARGV[1] .. string.sub(entry, #ARGV[2] + 1)
+  for _, tagset in ipairs(redis.call('SMEMBERS', meta)) do
+    redis.call('SREM', tagset, entry)
+  end
+  redis.call('DEL', meta)
+  return n
+end
+local nkeys = tonumber(ARGV[3])
+local by_key, by_tag = 0, 0
+for i = 1, nkeys do
+  by_key = by_key + drop(KEYS[i])
+end
+for i = nkeys + 1, #KEYS do
+  for _, entry in ipairs(redis.call('SMEMBERS', KEYS[i])) do
+    by_tag = by_tag + drop(entry)
+  end
+end
+return {by_key, by_tag}
 ",
     )
 });
@@ -186,6 +216,37 @@ impl CacheBackend for RedisCache {
             removed += self.delete_entries(domain, chunk).await?;
         }
         Ok(removed)
+    }
+
+    async fn invalidate(
+        &self,
+        domain: &str,
+        keys: &[String],
+        tags: &[String],
+    ) -> BackendResult<Invalidated> {
+        if keys.is_empty() && tags.is_empty() {
+            return Ok(Invalidated::default());
+        }
+        let (meta, entry) = (self.meta_prefix(domain), self.entry_prefix(domain));
+        let entries: Vec<String> = keys.iter().map(|k| format!("{entry}{k}")).collect();
+        let tag_sets: Vec<String> = tags.iter().map(|t| self.tag_key(domain, t)).collect();
+        let (by_key, by_tag): (i64, i64) = self
+            .redis
+            .run("cache invalidate", Retry::Idempotent, |mut c| {
+                let mut invocation = INVALIDATE.prepare_invoke();
+                invocation
+                    .key(&entries)
+                    .key(&tag_sets)
+                    .arg(&meta)
+                    .arg(&entry)
+                    .arg(entries.len());
+                async move { invocation.invoke_async(&mut c).await }
+            })
+            .await?;
+        Ok(Invalidated {
+            by_key: by_key.max(0) as u64,
+            by_tag: by_tag.max(0) as u64,
+        })
     }
 
     async fn invalidate_pattern(&self, domain: &str, pattern: &str) -> BackendResult<u64> {

@@ -184,15 +184,74 @@ async fn cache_conforms(cache: &dyn CacheBackend) {
     );
 }
 
+/// Keys and tags removed in one call (the specification's `CacheInvalidationDto`):
+/// each entry once, its filings with it, other domains untouched.
+async fn invalidation_in_one_call_conforms(cache: &dyn CacheBackend) {
+    let hour = Duration::from_secs(3600);
+    // Domains of their own: the body above leaves entries in the seeded ones.
+    let (d, other) = ("inv-products", "inv-users");
+    let entry = |k: &str| (k.to_string(), k.as_bytes().to_vec());
+    cache
+        .set_many(d, &[entry("p1"), entry("p2")], &write(hour, &["vendor:1"]))
+        .await
+        .unwrap();
+    cache
+        .set_many(
+            d,
+            &[entry("p3"), entry("keep")],
+            &write(hour, &["vendor:2"]),
+        )
+        .await
+        .unwrap();
+    cache
+        .set_many(d, &[entry("p4")], &write(hour, &["vendor:3"]))
+        .await
+        .unwrap();
+    cache
+        .set_many(other, &[entry("p1")], &write(hour, &["vendor:1"]))
+        .await
+        .unwrap();
+    let done = cache
+        .invalidate(
+            d,
+            &keys(&["p1", "p3", "absent"]),
+            &keys(&["vendor:1", "vendor:3", "no-such-tag"]),
+        )
+        .await
+        .unwrap();
+    // p1 and p3 by key; p2 and p4 by tag (p1, filed under vendor:1 too, once).
+    assert_eq!((done.by_key, done.by_tag), (2, 2), "{done:?}");
+    assert_eq!(
+        cache
+            .get_many(d, &keys(&["p1", "p2", "p3", "p4", "keep"]))
+            .await
+            .unwrap(),
+        vec![None, None, None, None, Some(b"keep".to_vec())]
+    );
+    assert_eq!(
+        cache.get_many(other, &keys(&["p1"])).await.unwrap(),
+        vec![Some(b"p1".to_vec())],
+        "another domain's entry under the same tag stays"
+    );
+    // The removed entries left their tags: invalidating vendor:2 finds `keep` only.
+    assert_eq!(cache.invalidate_tag(d, "vendor:2").await.unwrap(), 1);
+    let nothing = cache.invalidate(d, &[], &[]).await.unwrap();
+    assert_eq!((nothing.by_key, nothing.by_tag), (0, 0));
+}
+
 #[tokio::test]
 async fn memory_cache_conforms() {
-    cache_conforms(&MemoryCache::new(256 << 20)).await;
+    let cache = MemoryCache::new(256 << 20);
+    cache_conforms(&cache).await;
+    invalidation_in_one_call_conforms(&cache).await;
 }
 
 #[tokio::test]
 async fn redis_cache_conforms() {
     let prefix = format!("{}:", unique("techub-test"));
-    cache_conforms(&RedisCache::new(services::redis().await, &prefix)).await;
+    let cache = RedisCache::new(services::redis().await, &prefix);
+    cache_conforms(&cache).await;
+    invalidation_in_one_call_conforms(&cache).await;
 }
 
 #[tokio::test]
