@@ -16,6 +16,7 @@
 //!   namespaces.
 //! - [`registry`]: each plugin's lifecycle: load, swap, drain; what `/plugins` shows.
 //! - [`dispatch`]: consumers feeding handlers; ack, retry, dead-letter.
+//! - [`cache_events`]: `[[cache.invalidate]]` rules, consumed by the host itself.
 //! - [`metrics`]: the Prometheus metrics `/metrics` exposes.
 //! - [`watch`]: the plugins directory and `host.toml`, watched.
 //! - [`platform`]: everything above, started together; reload and graceful stop.
@@ -24,6 +25,7 @@
 
 pub mod admin;
 pub mod bindings;
+pub mod cache_events;
 pub mod capability;
 pub mod config;
 pub mod dispatch;

@@ -1,6 +1,7 @@
 //! The running platform: backends selected by `host.toml`, the runtime, the loaded
 //! plugins and their consumers. `main` and the end-to-end tests both start this.
 
+use crate::cache_events::CacheEvents;
 use crate::capability::Services;
 use crate::capability::cache::memory::MemoryCache;
 use crate::capability::cache::redis::RedisCache;
@@ -103,7 +104,15 @@ pub async fn connect_services(config: &HostConfig) -> anyhow::Result<Services> {
         KvBackend::Redis => CacheStats::on_redis(metrics.clone(), retention, redis(), prefix),
         KvBackend::Memory => CacheStats::in_process(metrics.clone(), retention),
     });
+    let cache_events = Arc::new(CacheEvents::new(
+        broker.clone(),
+        cache.clone(),
+        cache_stats.clone(),
+        metrics.clone(),
+        &config.amqp.queue_prefix,
+    ));
     Ok(Services {
+        cache_events,
         cache,
         cache_stats,
         metrics,
@@ -128,6 +137,7 @@ pub async fn connect_services(config: &HostConfig) -> anyhow::Result<Services> {
 impl Drop for Platform {
     fn drop(&mut self) {
         self.background.iter().for_each(|task| task.abort());
+        self.services.cache_events.stop();
     }
 }
 
@@ -182,6 +192,13 @@ impl Platform {
             .load_dir()
             .await
             .with_context(|| format!("could not read the plugins directory {}", dir.display()))?;
+        let rules = platform.config.load().cache.invalidate.clone();
+        platform
+            .services
+            .cache_events
+            .apply(&rules)
+            .await
+            .context("could not start consuming the cache invalidation events")?;
         platform.warn_about_config().await;
         Ok(platform)
     }
@@ -258,6 +275,7 @@ impl Platform {
         let timeout = Duration::from_millis(self.config.load().host.drain_timeout_ms);
         let report = self.registry.shutdown(timeout).await;
         self.background.iter().for_each(|task| task.abort());
+        self.services.cache_events.stop();
         // What this host counted since the last flush reaches Redis before it goes.
         self.services.cache_stats.flush().await;
         if let Some(shared) = self.services.tracker.shared() {

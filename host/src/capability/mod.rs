@@ -138,6 +138,8 @@ pub struct Services {
     pub broker: Arc<dyn messaging::Broker>,
     /// This host's reply queue and the requests waiting on it.
     pub replies: Arc<messaging::replies::Replies>,
+    /// The consumer of `[[cache.invalidate]]` events.
+    pub cache_events: Arc<crate::cache_events::CacheEvents>,
     /// Status per message and queue.
     pub tracker: messaging::MessageTracker,
     /// The priority of publishes that name none, from the queue types that bind them.

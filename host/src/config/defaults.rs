@@ -100,6 +100,7 @@ impl Default for CacheConfig {
             stats_retention_s: 3_600,
             stats_flush_ms: 1_000,
             domains: seed_domains(),
+            invalidate: Vec::new(),
         }
     }
 }

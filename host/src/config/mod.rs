@@ -251,6 +251,31 @@ pub struct CacheConfig {
     /// `[cache.domains]` table adds to them and overrides the TTLs it names).
     #[serde(deserialize_with = "merge::domains")]
     pub domains: BTreeMap<String, u32>,
+    /// `[[cache.invalidate]]`: events that invalidate entries (the specification's
+    /// event-based invalidation). The host consumes them itself.
+    pub invalidate: Vec<InvalidationRule>,
+}
+
+/// One `[[cache.invalidate]]`: an event whose routing key matches `on` removes, from
+/// `domain`, the entries of `keys`, those filed under `tags` and those matching
+/// `pattern`, each filled from the event's JSON payload (`"product:{id}"`,
+/// `"{vendor.id}"`).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct InvalidationRule {
+    /// Routing-key pattern of the events (`product.updated`, `product.*`).
+    pub on: String,
+    /// The cache domain.
+    pub domain: String,
+    /// Keys to remove.
+    #[serde(default)]
+    pub keys: Vec<String>,
+    /// Tags whose entries to remove.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// A glob of keys to remove.
+    #[serde(default)]
+    pub pattern: Option<String>,
 }
 
 /// `[store]`.

@@ -270,6 +270,16 @@ impl HostConfig {
             }
             check(format!("cache.domains.{domain}"), *ttl, 1, 365 * 86_400)?;
         }
+        for (i, rule) in self.cache.invalidate.iter().enumerate() {
+            let field = format!("cache.invalidate[{i}]");
+            if !self.cache.domains.contains_key(&rule.domain) {
+                return Err(invalid(
+                    format!("{field}.domain"),
+                    format!("{:?} is not a declared cache domain", rule.domain),
+                ));
+            }
+            crate::cache_events::Rule::parse(rule).map_err(|e| invalid(field, e))?;
+        }
         for (queue, policy) in &self.queues {
             if !validate_name(queue) {
                 return Err(invalid(

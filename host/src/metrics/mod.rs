@@ -92,6 +92,11 @@ struct QueueNameLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EventOutcomeLabel {
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BackendLabel {
     backend: &'static str,
 }
@@ -189,6 +194,7 @@ pub struct Metrics {
     dead_letters_refused: Counter,
     replies_late: Counter,
     requests_timed_out: Counter,
+    cache_events: Family<EventOutcomeLabel, Counter>,
     redis_seconds: Family<CommandLabel, Histogram>,
     redis_slow: Family<CommandLabel, Counter>,
     redis_timeouts: Family<CommandLabel, Counter>,
@@ -253,6 +259,7 @@ impl Metrics {
             dead_letters_refused: Counter::default(),
             replies_late: Counter::default(),
             requests_timed_out: Counter::default(),
+            cache_events: Family::default(),
             redis_seconds: Family::new_with_constructor(duration_buckets),
             redis_slow: Family::default(),
             redis_timeouts: Family::default(),
@@ -375,6 +382,11 @@ impl Metrics {
             "replies_late",
             "Replies that arrived after their request stopped waiting (dropped)",
             m.replies_late.clone(),
+        );
+        r.register(
+            "cache_invalidation_events",
+            "Events of [[cache.invalidate]] rules by outcome: applied, retried, dead_lettered",
+            m.cache_events.clone(),
         );
         r.register(
             "requests_timed_out",
@@ -542,6 +554,15 @@ impl Metrics {
     pub fn late_reply(&self) {
         if self.enabled {
             self.replies_late.inc();
+        }
+    }
+
+    /// An invalidation event handled (`applied`, `retried` or `dead_lettered`).
+    pub fn cache_event(&self, outcome: &'static str) {
+        if self.enabled {
+            self.cache_events
+                .get_or_create(&EventOutcomeLabel { outcome })
+                .inc();
         }
     }
 

@@ -289,6 +289,15 @@ impl Registry {
         {
             tracing::error!(%error, "host.toml: could not apply [dead_letter]; the dead-letter queue keeps its limits");
         }
+        if running.cache.invalidate != config.cache.invalidate
+            && let Err(error) = self
+                .services
+                .cache_events
+                .apply(&config.cache.invalidate)
+                .await
+        {
+            tracing::error!(%error, "host.toml: could not apply [[cache.invalidate]]; the previous rules stay bound");
+        }
         let names: Vec<String> = state.serving.keys().cloned().collect();
         for name in names {
             if !enabled(&config, &name) {

@@ -2,6 +2,7 @@
 
 mod admin;
 mod binary;
+mod cache_events;
 mod conformance;
 mod dashboard;
 mod delivery;
