@@ -157,10 +157,17 @@ async fn main() -> anyhow::Result<()> {
             ..
         } => {
             let config = HostConfig::load(&config)?;
-            // The effective configuration (the seed's defaults merged in), secrets hidden.
-            println!("{:#?}", techub_host::config::redacted(&config));
+            // The effective configuration (the seed's defaults merged in), secrets
+            // hidden, as the TOML it can be written back as.
+            let shown = techub_host::config::redacted(&config);
+            print!(
+                "{}",
+                toml::to_string_pretty(&shown).context("could not print the configuration")?
+            );
             let files = techub_host::plugins::plugin_files(&config.host.plugins_dir);
-            for warning in config.unknown_plugin_sections(&files) {
+            let mut warnings = config.unknown_plugin_sections(&files);
+            warnings.extend(config.plugins_without_section(&files));
+            for warning in warnings {
                 eprintln!("warning: {warning}");
             }
             Ok(())

@@ -293,6 +293,7 @@ impl Platform {
             .iter()
             .flat_map(|p| p.subscriptions.iter().map(|(queue, _)| queue.as_str()));
         let mut warnings = config.unknown_plugin_sections(&names);
+        warnings.extend(config.plugins_without_section(&names));
         warnings.extend(config.unused_queue_types(subscribed));
         for warning in warnings {
             tracing::warn!("host.toml: {warning}");

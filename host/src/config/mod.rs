@@ -16,7 +16,7 @@ mod merge;
 mod redact;
 mod validate;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -24,7 +24,7 @@ pub use redact::{redact_url, redacted};
 pub use validate::{ConfigError, MIN_LOCK_TTL_MS, validate_name};
 
 /// The whole of `host.toml`.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct HostConfig {
     /// Where plugins are loaded from, and the admin endpoint.
@@ -57,7 +57,7 @@ pub struct HostConfig {
 }
 
 /// `[host]`.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct HostSection {
     /// Directory scanned for `*.wasm` plugins; relative to the config file.
@@ -99,7 +99,7 @@ pub struct HostSection {
 }
 
 /// Per-invocation limits (`[limits]`, and overrides in `[plugins.<name>]`).
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct Limits {
     /// Linear memory a plugin instance may grow to, in MiB.
@@ -125,7 +125,7 @@ pub struct Limits {
 }
 
 /// A partial override of [`Limits`] for one plugin.
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct LimitOverrides {
     /// See [`Limits::memory_mib`].
@@ -149,7 +149,7 @@ pub struct LimitOverrides {
 }
 
 /// Backend selection for the key-value capabilities.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum KvBackend {
     /// In-process memory (the embedded default).
@@ -160,7 +160,7 @@ pub enum KvBackend {
 }
 
 /// Backend selection for messaging.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum BrokerBackend {
     /// The in-process broker (the embedded default).
@@ -171,7 +171,7 @@ pub enum BrokerBackend {
 }
 
 /// `[backends]`.
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct Backends {
     /// Backend of `cache`.
@@ -185,7 +185,7 @@ pub struct Backends {
 }
 
 /// `[redis]`: the seed's connection constants.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct RedisConfig {
     /// `redis://host:port/db`.
@@ -203,7 +203,7 @@ pub struct RedisConfig {
 }
 
 /// `[amqp]`.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct AmqpConfig {
     /// `amqp://user:pass@host:port/vhost`.
@@ -230,7 +230,7 @@ pub struct AmqpConfig {
 }
 
 /// `[cache]`.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct CacheConfig {
     /// Largest entry, in bytes (seed: 5 MB).
@@ -260,7 +260,7 @@ pub struct CacheConfig {
 /// `domain`, the entries of `keys`, those filed under `tags` and those matching
 /// `pattern`, each filled from the event's JSON payload (`"product:{id}"`,
 /// `"{vendor.id}"`).
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct InvalidationRule {
     /// Routing-key pattern of the events (`product.updated`, `product.*`).
@@ -279,7 +279,7 @@ pub struct InvalidationRule {
 }
 
 /// `[store]`.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct StoreConfig {
     /// Memory budget of the embedded store, in MiB; writes past it fail with
@@ -290,7 +290,7 @@ pub struct StoreConfig {
 }
 
 /// `[messaging]`.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct MessagingConfig {
     /// How long a publish waits for the broker to take the message (its confirm, on
@@ -302,7 +302,7 @@ pub struct MessagingConfig {
 }
 
 /// The priority a queue type's messages default to.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum QueuePriority {
     /// 1
@@ -329,7 +329,7 @@ impl QueuePriority {
 }
 
 /// `[queues.<type>]`: the seed's queue configuration and `RetryConfig`.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct QueuePolicy {
     /// Whether the queue survives a broker restart.
@@ -356,7 +356,7 @@ pub struct QueuePolicy {
 }
 
 /// What a queue at its `max_length` does with one more message.
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
 pub enum Overflow {
     /// Refuse it: the publish fails with `unavailable` (the broker nacks it) and the
@@ -388,7 +388,7 @@ impl QueuePolicy {
 }
 
 /// `[dead_letter]`.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct DeadLetterConfig {
     /// How long a dead letter is kept, in ms (seed: 24 h).
@@ -398,7 +398,7 @@ pub struct DeadLetterConfig {
 }
 
 /// `[lock]`: the seed's lock constants.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct LockConfig {
     /// Largest lease TTL, in ms (seed: 300 s; the smallest is always 1 s).
@@ -408,7 +408,7 @@ pub struct LockConfig {
 }
 
 /// `[plugins.<name>]`.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct PluginConfig {
     /// Cache domains the plugin may use.
@@ -515,6 +515,20 @@ impl HostConfig {
             .map(|name| {
                 format!(
                     "[plugins.{name}] names no plugin file {name}.wasm in the plugins directory"
+                )
+            })
+            .collect()
+    }
+
+    /// Plugin files with no `[plugins.<name>]` section: they run with no grants (no
+    /// cache domain, subscription or publish), which is rarely what was meant.
+    pub fn plugins_without_section(&self, plugin_names: &[String]) -> Vec<String> {
+        plugin_names
+            .iter()
+            .filter(|name| !self.plugins.contains_key(*name))
+            .map(|name| {
+                format!(
+                    "plugin file {name}.wasm has no [plugins.{name}] section: it has no grants (cache_domains, subscribe, publish); add one"
                 )
             })
             .collect()

@@ -374,6 +374,18 @@ mod tests {
         assert_eq!(config.redis.command_timeout_ms, 5_000);
     }
 
+    /// What `techub-host check` prints is a host.toml that reads back as the same
+    /// configuration.
+    #[test]
+    fn the_effective_configuration_prints_as_toml_that_reads_back() {
+        let text = "[queues.email]\nmax_length = 7\noverflow = \"drop-head\"\n\
+                    [[cache.invalidate]]\non = \"product.*\"\ndomain = \"products\"\nkeys = [\"{id}\"]\n\
+                    [plugins.a]\ncache_domains = [\"users\"]\n[plugins.a.limits]\ncpu_ms = 50\n";
+        let config = HostConfig::parse(text).unwrap();
+        let printed = toml::to_string_pretty(&config).unwrap();
+        assert_eq!(HostConfig::parse(&printed).unwrap(), config, "{printed}");
+    }
+
     #[test]
     fn unknown_field_is_named() {
         let err = HostConfig::parse("[redis]\nurll = \"x\"\n")

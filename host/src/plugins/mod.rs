@@ -251,7 +251,7 @@ pub fn check_subscriptions(
             }
             if !context.subscribe.iter().any(|grant| grant.covers(&binding)) {
                 return Err(bad(format!(
-                    "binds {key:?} to {:?}, which no pattern of [plugins.{name}].subscribe grants",
+                    "binds {key:?} to {:?}, which no pattern of [plugins.{name}].subscribe grants: add {key:?} to it in host.toml",
                     subscription.queue
                 )));
             }

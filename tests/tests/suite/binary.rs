@@ -35,12 +35,15 @@ fn a_taken_admin_port_stops_the_host_before_it_consumes_anything() {
 }
 
 #[test]
-fn check_prints_the_merged_config_without_secrets() {
-    let dir = PluginDir::with(&[]);
+fn check_prints_the_merged_config_as_toml_without_secrets() {
+    let dir = PluginDir::with(&[("lonely", "fixture_noop")]);
     let config = dir.path().join("host.toml");
     std::fs::write(
         &config,
-        "[redis]\nurl = \"redis://:hunter2@127.0.0.1:6379\"\n[cache.domains]\nusers = 60\n[plugins.ghost]\n",
+        format!(
+            "[host]\nplugins_dir = {:?}\n[redis]\nurl = \"redis://:hunter2@127.0.0.1:6379\"\n[cache.domains]\nusers = 60\n[plugins.ghost]\n",
+            dir.path()
+        ),
     )
     .unwrap();
     let output = Command::new(host_binary())
@@ -54,8 +57,14 @@ fn check_prints_the_merged_config_without_secrets() {
     assert!(!printed.contains("hunter2"), "{printed}");
     assert!(printed.contains("redis://:***@127.0.0.1:6379"), "{printed}");
     assert!(
-        printed.contains("\"users\": 60") && printed.contains("\"cart\": 604800"),
+        printed.contains("\nusers = 60\n") && printed.contains("\ncart = 604800\n"),
         "the seed's domains stay beside the overridden one: {printed}"
+    );
+    let reread: toml::Table = printed.parse().expect("what check prints is TOML");
+    assert!(reread.contains_key("queues"), "{printed}");
+    assert!(
+        warned.contains("plugin file lonely.wasm has no [plugins.lonely] section"),
+        "{warned}"
     );
     assert!(
         warned.contains("[plugins.ghost] names no plugin file ghost.wasm"),

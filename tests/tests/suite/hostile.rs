@@ -121,7 +121,10 @@ async fn keys_cannot_escape_the_namespace_and_oversize_keys_are_refused() {
 async fn ungranted_cache_domain_is_a_typed_error() {
     let (platform, _dir) = hostile_platform(|_| {}).await;
     let reason = provoke(&platform, "ungranted").await;
-    assert_eq!(reason, "rejected: Err(UnknownDomain(\"pricing\"))");
+    assert_eq!(
+        reason,
+        "rejected: Err(UnknownDomain(\"pricing: add \\\"pricing\\\" to [plugins.hostile].cache_domains in host.toml\"))"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

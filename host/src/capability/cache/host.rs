@@ -66,7 +66,20 @@ impl CacheView<'_> {
             .cache_domains
             .get(domain)
             .copied()
-            .ok_or_else(|| CacheError::UnknownDomain(domain.to_string()))
+            .ok_or_else(|| CacheError::UnknownDomain(self.how_to_grant(domain)))
+    }
+
+    /// Why `domain` is not reachable, with the `host.toml` line that would make it so.
+    fn how_to_grant(&self, domain: &str) -> String {
+        let plugin = &self.plugin.name;
+        match self.plugin.config.cache.domains.contains_key(domain) {
+            true => {
+                format!("{domain}: add {domain:?} to [plugins.{plugin}].cache_domains in host.toml")
+            }
+            false => format!(
+                "{domain}: not a declared domain; declare it under [cache.domains] and add {domain:?} to [plugins.{plugin}].cache_domains in host.toml"
+            ),
+        }
     }
 
     fn cache_key(&self, key: &str) -> Result<()> {

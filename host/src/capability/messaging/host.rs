@@ -115,7 +115,7 @@ impl MessagingView<'_> {
             .any(|grant| grant.matches(&routing_key))
         {
             return Err(MessagingError::NotPermitted(format!(
-                "{routing_key} is not granted to plugin {}",
+                "{routing_key}: add {routing_key:?} (or a pattern covering it) to [plugins.{}].publish in host.toml",
                 self.plugin.name
             )));
         }
