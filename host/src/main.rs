@@ -49,6 +49,15 @@ enum Command {
         /// that consume the routing key.
         #[arg(long, default_value = "")]
         priority: String,
+        /// The message id (send the same id twice to test a plugin's idempotency).
+        #[arg(long)]
+        message_id: Option<String>,
+        /// The correlation id.
+        #[arg(long)]
+        correlation_id: Option<String>,
+        /// An application header, `name=value`; repeat for more.
+        #[arg(long = "header", value_parser = parse_header)]
+        headers: Vec<(String, String)>,
     },
     /// Prints what a running host loaded, and why the other plugin files failed.
     Plugins {
@@ -141,7 +150,18 @@ async fn main() -> anyhow::Result<()> {
             payload,
             admin,
             priority,
-        } => publish(&admin, &routing_key, payload, &priority).await,
+            message_id,
+            correlation_id,
+            headers,
+        } => {
+            let message = techub_host::admin::client::Publish {
+                priority,
+                message_id,
+                correlation_id,
+                headers,
+            };
+            publish(&admin, &routing_key, payload, &message).await
+        }
         Command::Plugins { admin } => show(&admin, "/plugins").await,
         Command::DeadLetters { admin } => show(&admin, "/dead-letters").await,
         Command::Dlq { command, admin } => cli::ops::dlq(&admin, command).await,
@@ -314,18 +334,25 @@ async fn check_plugin(
     }
 }
 
+/// `name=value`, for `--header`.
+fn parse_header(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .map(|(name, value)| (name.to_string(), value.to_string()))
+        .ok_or_else(|| format!("{text:?} is not name=value"))
+}
+
 async fn publish(
     admin: &Admin,
     routing_key: &str,
     payload: String,
-    priority: &str,
+    message: &techub_host::admin::client::Publish,
 ) -> anyhow::Result<()> {
-    let (status, body) = techub_host::admin::client::publish(
+    let (status, body) = techub_host::admin::client::publish_message(
         &admin.admin,
         admin.token.as_deref(),
         routing_key,
         payload.into_bytes(),
-        priority,
+        message,
     )
     .await
     .with_context(|| {

@@ -141,6 +141,19 @@ impl Drop for Platform {
     }
 }
 
+/// What an operator's publish may set besides the routing key and payload.
+#[derive(Debug, Clone, Default)]
+pub struct OperatorMessage {
+    /// Queue priority; `None`: the queue types that bind the key decide.
+    pub priority: Option<crate::bindings::techub::platform::messaging::Priority>,
+    /// The message id (a plugin's idempotency key); `None`: a fresh one.
+    pub message_id: Option<String>,
+    /// The correlation id.
+    pub correlation_id: Option<String>,
+    /// Application headers (names starting with `x-` are refused).
+    pub headers: Vec<(String, String)>,
+}
+
 impl Platform {
     /// Connects the backends, loads the plugins directory, starts consuming, and
     /// watches the directory for plugins dropped, replaced or removed.
@@ -308,19 +321,50 @@ impl Platform {
         payload: Vec<u8>,
         priority: Option<crate::bindings::techub::platform::messaging::Priority>,
     ) -> anyhow::Result<String> {
+        let message = OperatorMessage {
+            priority,
+            ..OperatorMessage::default()
+        };
+        self.publish_message(routing_key, payload, message).await
+    }
+
+    /// [`Platform::publish`] with a message id (to test idempotency), a correlation id
+    /// and headers, checked as a plugin's would be.
+    pub async fn publish_message(
+        &self,
+        routing_key: &str,
+        payload: Vec<u8>,
+        message: OperatorMessage,
+    ) -> anyhow::Result<String> {
         crate::capability::messaging::routing::validate_routing_key(routing_key)
             .map_err(anyhow::Error::msg)?;
         anyhow::ensure!(
             payload.len() <= self.config.load().host.max_message_bytes,
             "payload larger than host.max_message_bytes"
         );
-        let id = uuid::Uuid::new_v4().to_string();
+        crate::capability::messaging::check_options(
+            &crate::bindings::techub::platform::messaging::PublishOptions {
+                priority: message.priority,
+                persistent: true,
+                expiration_ms: None,
+                delay_ms: None,
+                correlation_id: message.correlation_id.clone(),
+                reply_to: None,
+                headers: message.headers.clone(),
+                message_id: message.message_id.clone(),
+            },
+        )
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        let id = message
+            .message_id
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let priority = message.priority;
         let envelope = Envelope {
             id: id.clone(),
             routing_key: routing_key.to_string(),
             payload,
-            headers: Vec::new(),
-            correlation_id: None,
+            headers: message.headers,
+            correlation_id: message.correlation_id,
             reply_to: None,
             priority: priority
                 .map_or_else(|| self.services.priorities.of(routing_key), priority_level),

@@ -13,8 +13,52 @@ pub async fn publish(
     payload: Vec<u8>,
     priority: &str,
 ) -> anyhow::Result<(u16, String)> {
+    let message = Publish {
+        priority: priority.to_string(),
+        ..Publish::default()
+    };
+    publish_message(admin, token, routing_key, payload, &message).await
+}
+
+/// What `techub-host publish` may set besides the routing key and payload.
+#[derive(Debug, Clone, Default)]
+pub struct Publish {
+    /// low, normal, high, urgent; empty: the queue types that bind the key decide.
+    pub priority: String,
+    /// The message id (to test a plugin's idempotency).
+    pub message_id: Option<String>,
+    /// The correlation id.
+    pub correlation_id: Option<String>,
+    /// Application headers.
+    pub headers: Vec<(String, String)>,
+}
+
+/// [`publish`] with the message id, correlation id and headers of `message`.
+pub async fn publish_message(
+    admin: &str,
+    token: Option<&str>,
+    routing_key: &str,
+    payload: Vec<u8>,
+    message: &Publish,
+) -> anyhow::Result<(u16, String)> {
+    let mut query = vec![("priority", message.priority.clone())];
+    if let Some(id) = &message.message_id {
+        query.push(("message_id", id.clone()));
+    }
+    if let Some(id) = &message.correlation_id {
+        query.push(("correlation_id", id.clone()));
+    }
+    if !message.headers.is_empty() {
+        let headers: serde_json::Map<String, serde_json::Value> = message
+            .headers
+            .iter()
+            .map(|(name, value)| (name.clone(), value.clone().into()))
+            .collect();
+        query.push(("headers", serde_json::Value::Object(headers).to_string()));
+    }
+    let query = serde_urlencoded::to_string(&query).context("the options do not fit in a URL")?;
     let request = authorized(
-        hyper::Request::post(format!("/publish/{routing_key}?priority={priority}")),
+        hyper::Request::post(format!("/publish/{routing_key}?{query}")),
         token,
     )
     .header(hyper::header::HOST, admin)

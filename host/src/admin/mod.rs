@@ -30,6 +30,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -147,6 +148,10 @@ async fn plugins(State(platform): State<Arc<Platform>>) -> Json<Value> {
 #[derive(Deserialize)]
 struct PublishQuery {
     priority: Option<String>,
+    message_id: Option<String>,
+    correlation_id: Option<String>,
+    /// A JSON object of application headers.
+    headers: Option<String>,
 }
 
 async fn publish(
@@ -169,8 +174,30 @@ async fn publish(
             );
         }
     };
+    let headers = match query
+        .headers
+        .as_deref()
+        .map(serde_json::from_str::<BTreeMap<String, String>>)
+    {
+        None => Vec::new(),
+        Some(Ok(headers)) => headers.into_iter().collect(),
+        Some(Err(error)) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                Json(
+                    json!({ "error": format!("headers must be a JSON object of strings: {error}") }),
+                ),
+            );
+        }
+    };
+    let message = crate::platform::OperatorMessage {
+        priority,
+        message_id: query.message_id,
+        correlation_id: query.correlation_id,
+        headers,
+    };
     match platform
-        .publish(&routing_key, body.to_vec(), priority)
+        .publish_message(&routing_key, body.to_vec(), message)
         .await
     {
         Ok(id) => (StatusCode::ACCEPTED, Json(json!({ "id": id }))),

@@ -252,3 +252,65 @@ async fn dead_letters_are_paginated_with_bounded_previews_and_binary_shown_as_ba
         .unwrap();
     assert_eq!(status, 404);
 }
+
+/// `techub-host publish --message-id --correlation-id --header`: the message carries
+/// them (so an operator can test a plugin's idempotency without a second plugin), and
+/// they are checked as a plugin's would be.
+#[tokio::test(flavor = "multi_thread")]
+async fn operators_publish_with_an_id_a_correlation_and_headers() {
+    init_tracing();
+    let dir = PluginDir::with(&[]);
+    let platform = Arc::new(Platform::start(config(&dir)).await.unwrap());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let admin = listener.local_addr().unwrap().to_string();
+    tokio::spawn(
+        axum::serve(listener, techub_host::admin::router(platform.clone(), None)).into_future(),
+    );
+    let mut seen = techub_tests::sink(&platform, &["ops.#"]).await;
+    let message = client::Publish {
+        message_id: Some("order-7 & more".into()),
+        correlation_id: Some("corr-1".into()),
+        headers: vec![
+            ("tenant".into(), "t 1".into()),
+            ("trace".into(), "a=b".into()),
+        ],
+        ..client::Publish::default()
+    };
+    let (status, body) =
+        client::publish_message(&admin, None, "ops.test", b"{}".to_vec(), &message)
+            .await
+            .unwrap();
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["id"],
+        "order-7 & more"
+    );
+    let got = tokio::time::timeout(Duration::from_secs(10), seen.next())
+        .await
+        .unwrap()
+        .unwrap();
+    let envelope = got.envelope();
+    assert_eq!(envelope.id, "order-7 & more");
+    assert_eq!(envelope.correlation_id.as_deref(), Some("corr-1"));
+    assert_eq!(
+        envelope.headers,
+        [
+            ("tenant".to_string(), "t 1".to_string()),
+            ("trace".to_string(), "a=b".to_string())
+        ]
+    );
+
+    let reserved = client::Publish {
+        headers: vec![("x-techub-attempt".into(), "9".into())],
+        ..client::Publish::default()
+    };
+    let (status, body) =
+        client::publish_message(&admin, None, "ops.test", b"{}".to_vec(), &reserved)
+            .await
+            .unwrap();
+    assert_eq!(status, 400);
+    assert!(
+        body.contains("x- are the broker's and the host's"),
+        "{body}"
+    );
+}

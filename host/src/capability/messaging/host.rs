@@ -174,7 +174,7 @@ impl MessagingView<'_> {
 /// Checks what the guest controls against what AMQP can carry. Anything that reaches
 /// the broker malformed (a short string over 255 bytes, an expiration over 2^32 - 1)
 /// would close the host's publishing channel, so it stops here.
-pub(super) fn check_options(options: &PublishOptions) -> Result<()> {
+pub(crate) fn check_options(options: &PublishOptions) -> Result<()> {
     let bad = |m: String| Err(MessagingError::InvalidOptions(m));
     if options.headers.len() > MAX_HEADERS {
         return bad(format!("more than {MAX_HEADERS} headers"));

@@ -21,6 +21,7 @@ pub use crate::config::Overflow;
 use std::time::Duration;
 
 pub use crate::bindings::techub::platform::messaging::MessageStatus;
+pub(crate) use host::check_options;
 pub use host::{HasMessaging, MessagingFailure, MessagingView, priority_level, priority_of_level};
 pub use priorities::DefaultPriorities;
 pub use request::{Answering, MAX_REQUEST_TIMEOUT_MS};
