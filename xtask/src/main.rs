@@ -58,12 +58,18 @@ fn main() -> Result<()> {
     match Cli::parse().command {
         Task::Run { config } => {
             plugins::build(&root)?;
+            eprintln!(
+                "xtask: building and starting the host (the first build compiles wasmtime: several minutes on 2 cores)"
+            );
             run(Command::new("cargo")
                 .args(["run", "-p", "techub-host", "--", "run", "--config"])
                 .arg(&config))
         }
         Task::Test { args } => {
             plugins::build(&root)?;
+            eprintln!(
+                "xtask: building the host and the test suite (the first build takes several minutes)"
+            );
             services::ensure_redis()?;
             services::ensure_rabbitmq()?;
             services::ensure_test_tools()?;

@@ -24,10 +24,15 @@ pub fn ensure_wasm_target() -> Result<()> {
     Ok(())
 }
 
-/// Builds every plugin (examples and test fixtures) in release mode and copies the
-/// examples into `plugins/dist` under their plugin names.
+/// Builds every plugin (examples and test fixtures) in release mode and puts the
+/// examples into `plugins/dist` under their plugin names (`order_processor.wasm` →
+/// `order-processor.wasm`), each by an atomic rename, so that a running host never
+/// sees a half-written file.
 pub fn build(root: &Path) -> Result<()> {
     ensure_wasm_target()?;
+    eprintln!(
+        "xtask: building the plugins for wasm32-wasip2 (release; the first build takes a minute or two)"
+    );
     // The plugins workspace's own .cargo/config.toml picks the target, so run there.
     run(Command::new("cargo")
         .current_dir(root.join("plugins"))
@@ -37,9 +42,16 @@ pub fn build(root: &Path) -> Result<()> {
     std::fs::create_dir_all(&dist)?;
     for example in EXAMPLES {
         let from = out.join(format!("{example}.wasm"));
-        let to = dist.join(format!("{}.wasm", example.replace('_', "-")));
-        std::fs::copy(&from, &to)
-            .with_context(|| format!("could not copy {} to {}", from.display(), to.display()))?;
+        let name = example.replace('_', "-");
+        let to = dist.join(format!("{name}.wasm"));
+        // Not `.wasm` until the rename: the host ignores the file while it is written.
+        let partial = dist.join(format!(".{name}.wasm.partial"));
+        std::fs::copy(&from, &partial).with_context(|| {
+            format!("could not copy {} to {}", from.display(), partial.display())
+        })?;
+        std::fs::rename(&partial, &to).with_context(|| {
+            format!("could not rename {} to {}", partial.display(), to.display())
+        })?;
     }
     Ok(())
 }

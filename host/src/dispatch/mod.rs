@@ -232,9 +232,12 @@ impl Worker {
         // The payload goes back for a retry or a dead letter: moved, never copied.
         delivery.envelope_mut().payload = message.payload;
         let envelope = delivery.envelope();
-        tracing::debug!(plugin = %self.plugin, id = %envelope.id, attempt = envelope.attempt,
-            elapsed_us = report.elapsed.as_micros() as u64, host_us = report.host_time.as_micros() as u64,
-            cpu_us = report.guest_cpu.as_micros() as u64, result = ?report.result, "handled");
+        // One line per handled message at the default level: what an author watches.
+        let outcome = crate::metrics::InvocationOutcome::of(&report.result).label();
+        tracing::info!(plugin = %self.plugin, id = %envelope.id, attempt = envelope.attempt,
+            outcome, elapsed_us = report.elapsed.as_micros() as u64,
+            host_us = report.host_time.as_micros() as u64,
+            cpu_us = report.guest_cpu.as_micros() as u64, "handled");
         settle::settle(self, &policy, delivery, report.result).await;
     }
 
