@@ -88,6 +88,17 @@ enum Command {
         #[command(flatten)]
         admin: Admin,
     },
+    /// Prints the messages passing the main exchange whose routing key matches
+    /// `pattern` (`#` for all), one line each, as they pass.
+    Tail {
+        /// Routing-key pattern (`order.*`, `#`).
+        pattern: String,
+        /// Print the host's JSON lines as they are.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        admin: Admin,
+    },
     /// Prints a message's status in each queue it reached.
     Status {
         /// The message id (as `publish` printed it).
@@ -171,6 +182,11 @@ async fn main() -> anyhow::Result<()> {
             admin,
         } => cli::ops::cache_stats(&admin, domain.as_deref(), since.as_deref()).await,
         Command::Status { message_id, admin } => cli::ops::status(&admin, &message_id).await,
+        Command::Tail {
+            pattern,
+            json,
+            admin,
+        } => cli::ops::tail(&admin, &pattern, json).await,
         Command::Check {
             plugin: None,
             config,

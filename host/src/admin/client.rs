@@ -93,6 +93,54 @@ pub async fn post_json(
     send(admin, request).await
 }
 
+/// Follows `/tail/{pattern}` of the admin endpoint at `admin`: calls `on_line` with
+/// each JSON line as it arrives, until it returns `false` or the host ends the stream.
+pub async fn tail(
+    admin: &str,
+    token: Option<&str>,
+    pattern: &str,
+    mut on_line: impl FnMut(&str) -> bool,
+) -> anyhow::Result<()> {
+    let request = authorized(hyper::Request::get(format!("/tail/{pattern}")), token)
+        .header(hyper::header::HOST, admin)
+        .body(Full::new(bytes::Bytes::new()))
+        .context("the pattern does not fit in a URL")?;
+    let stream = tokio::net::TcpStream::connect(admin)
+        .await
+        .context("could not connect")?;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .context("could not speak HTTP")?;
+    tokio::spawn(connection);
+    let response = sender.send_request(request).await.context("no answer")?;
+    let status = response.status().as_u16();
+    let mut body = response.into_body();
+    if status != 200 {
+        let text = body
+            .collect()
+            .await
+            .context("could not read the answer")?
+            .to_bytes();
+        anyhow::bail!("{status}: {}", String::from_utf8_lossy(&text));
+    }
+    let mut pending = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.context("the stream broke")?;
+        let Some(data) = frame.data_ref() else {
+            continue;
+        };
+        pending.extend_from_slice(data);
+        while let Some(end) = pending.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = pending.drain(..=end).collect();
+            if !on_line(String::from_utf8_lossy(&line[..end]).as_ref()) {
+                return Ok(());
+            }
+        }
+    }
+    Ok(())
+}
+
 fn authorized(
     request: hyper::http::request::Builder,
     token: Option<&str>,

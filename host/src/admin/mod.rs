@@ -14,6 +14,7 @@ pub mod client;
 mod dead_letters;
 mod ops;
 mod status_page;
+mod tail;
 
 pub use dead_letters::{Selection, payload_preview};
 pub use ops::{parse_duration_ms, status_name};
@@ -45,6 +46,7 @@ pub fn router(platform: Arc<Platform>, token: Option<String>) -> Router {
         .route("/readyz", get(readyz))
         .route("/plugins", get(plugins))
         .route("/publish/{routing_key}", post(publish))
+        .route("/tail/{pattern}", get(tail::tail))
         .route("/", get(status_page::page))
         .route("/metrics", get(ops::metrics))
         .route("/cache/stats", get(ops::cache_stats))

@@ -1,5 +1,5 @@
-//! The operations subcommands: `cache-stats`, `dlq ...` and `status`, each a call to
-//! a running host's admin endpoint, printed for people.
+//! The operations subcommands: `cache-stats`, `dlq ...`, `status` and `tail`, each a
+//! call to a running host's admin endpoint, printed for people.
 
 use super::Admin;
 use anyhow::Context;
@@ -130,6 +130,44 @@ pub async fn status(admin: &Admin, id: &str) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Prints each message matching `pattern` as it passes the main exchange, one line
+/// each (`--json`: the host's JSON lines as they are), until interrupted.
+pub async fn tail(admin: &Admin, pattern: &str, json: bool) -> anyhow::Result<()> {
+    client::tail(&admin.admin, admin.token.as_deref(), pattern, |line| {
+        if json {
+            println!("{line}");
+            return true;
+        }
+        let Ok(message) = serde_json::from_str::<Value>(line) else {
+            return true;
+        };
+        if let Some(pattern) = message["tailing"].as_str() {
+            eprintln!("tailing {pattern} (Ctrl-C to stop)");
+        } else if let Some(skipped) = message["skipped"].as_u64() {
+            eprintln!("... {skipped} messages skipped (printing too slowly)");
+        } else {
+            let correlation = message["correlation_id"]
+                .as_str()
+                .map(|c| format!(" correlation={c}"))
+                .unwrap_or_default();
+            println!(
+                "{} id={}{correlation} {}",
+                message["routing_key"].as_str().unwrap_or("?"),
+                message["id"].as_str().unwrap_or("?"),
+                preview(&message["payload"])
+            );
+        }
+        true
+    })
+    .await
+    .with_context(|| {
+        format!(
+            "could not tail through the admin endpoint at {}",
+            admin.admin
+        )
+    })
 }
 
 fn preview(payload: &Value) -> String {

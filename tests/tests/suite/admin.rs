@@ -314,3 +314,82 @@ async fn operators_publish_with_an_id_a_correlation_and_headers() {
         "{body}"
     );
 }
+
+/// `techub-host tail`: what passes the exchange with a matching key arrives as a JSON
+/// line; the temporary queue goes when the client does.
+#[tokio::test(flavor = "multi_thread")]
+async fn tail_shows_matching_messages_as_they_pass_and_cleans_up() {
+    init_tracing();
+    let dir = PluginDir::with(&[]);
+    let platform = Arc::new(Platform::start(config(&dir)).await.unwrap());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let admin = listener.local_addr().unwrap().to_string();
+    tokio::spawn(
+        axum::serve(listener, techub_host::admin::router(platform.clone(), None)).into_future(),
+    );
+    let (lines, mut seen) = tokio::sync::mpsc::unbounded_channel::<Value>();
+    let follower = {
+        let admin = admin.clone();
+        tokio::spawn(async move {
+            client::tail(&admin, None, "tail.test.*", |line| {
+                let value: Value = serde_json::from_str(line).unwrap();
+                let more = value.get("routing_key").is_none();
+                lines.send(value).is_ok() && more
+            })
+            .await
+        })
+    };
+    let first = tokio::time::timeout(Duration::from_secs(10), seen.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(first["tailing"], "tail.test.*");
+    let queue = first["queue"].as_str().unwrap().to_string();
+    platform
+        .publish("other.key", b"not shown".to_vec(), None)
+        .await
+        .unwrap();
+    let message = client::Publish {
+        correlation_id: Some("c-9".into()),
+        ..client::Publish::default()
+    };
+    let (status, _) = client::publish_message(
+        &admin,
+        None,
+        "tail.test.a",
+        br#"{"x":1}"#.to_vec(),
+        &message,
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 202);
+    let shown = tokio::time::timeout(Duration::from_secs(10), seen.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(shown["routing_key"], "tail.test.a", "{shown}");
+    assert_eq!(shown["correlation_id"], "c-9");
+    assert_eq!(shown["payload"]["text"], "{\"x\":1}");
+    // The client stopped after that line: its queue goes.
+    follower.await.unwrap().unwrap();
+    wait_for(
+        Duration::from_secs(10),
+        "the tail queue to be deleted",
+        || async {
+            platform
+                .services
+                .broker
+                .queue_depth(&queue)
+                .await
+                .unwrap()
+                .is_none()
+                .then_some(())
+        },
+    )
+    .await;
+
+    let (status, body) = client::get(&admin, None, "/tail/bad..pattern")
+        .await
+        .unwrap();
+    assert_eq!(status, 400, "{body}");
+}

@@ -357,6 +357,11 @@ impl Broker for MemoryBroker {
         Ok(())
     }
 
+    async fn delete_queue(&self, queue: &str) -> BackendResult<()> {
+        self.shared.lock().queues.remove(queue);
+        Ok(())
+    }
+
     async fn unbind(&self, queue: &str, bindings: &[String]) -> BackendResult<()> {
         let mut state = self.shared.lock();
         if let Some(q) = state.queues.get_mut(queue) {

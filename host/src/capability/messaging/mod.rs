@@ -166,6 +166,9 @@ pub trait Broker: Send + Sync {
     async fn declare_queue(&self, spec: &QueueSpec) -> BackendResult<()>;
     /// Changes the dead-letter queue's TTL and length bound (`[dead_letter]` reloaded).
     async fn set_dead_letter_limits(&self, limits: DeadLetterConfig) -> BackendResult<()>;
+    /// Deletes `queue` and what is in it (a host's own temporary queue, such as a
+    /// `tail`'s); deleting one that is gone is no error.
+    async fn delete_queue(&self, queue: &str) -> BackendResult<()>;
     /// Removes `bindings` from `queue`: messages with only those keys stop arriving;
     /// what is in the queue stays.
     async fn unbind(&self, queue: &str, bindings: &[String]) -> BackendResult<()>;

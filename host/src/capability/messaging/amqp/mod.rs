@@ -274,6 +274,15 @@ impl Broker for AmqpBroker {
         }
     }
 
+    async fn delete_queue(&self, queue: &str) -> BackendResult<()> {
+        let ch = self.open_channel().await?;
+        ch.queue_delete(queue.into(), lapin::options::QueueDeleteOptions::default())
+            .await
+            .map_err(|e| unavailable(&self.shared.url, &format!("delete queue {queue}"), e))?;
+        let _ = ch.close(200, "deleted".into()).await;
+        Ok(())
+    }
+
     async fn unbind(&self, queue: &str, bindings: &[String]) -> BackendResult<()> {
         let url = &self.shared.url;
         let ch = &self.open_channel().await?;
