@@ -192,6 +192,7 @@ impl From<CacheError> for Failure {
 
 /// Reads an entry; `None` when absent or expired.
 pub fn get(domain: impl AsRef<str>, key: impl AsRef<str>) -> Result<Option<Vec<u8>>, CacheError> {
+    crate::native::ensure_host();
     Ok(wit::get(domain.as_ref(), key.as_ref())?)
 }
 
@@ -216,6 +217,7 @@ pub fn set(
     value: impl AsRef<[u8]>,
     options: &EntryOptions,
 ) -> Result<(), CacheError> {
+    crate::native::ensure_host();
     Ok(wit::set(
         domain.as_ref(),
         key.as_ref(),
@@ -238,11 +240,13 @@ pub fn set_json<T: Serialize + ?Sized>(
 
 /// Removes an entry; `true` when there was one.
 pub fn delete(domain: impl AsRef<str>, key: impl AsRef<str>) -> Result<bool, CacheError> {
+    crate::native::ensure_host();
     Ok(wit::delete(domain.as_ref(), key.as_ref())?)
 }
 
 /// Whether an unexpired entry exists.
 pub fn exists(domain: impl AsRef<str>, key: impl AsRef<str>) -> Result<bool, CacheError> {
+    crate::native::ensure_host();
     Ok(wit::exists(domain.as_ref(), key.as_ref())?)
 }
 
@@ -251,6 +255,7 @@ pub fn get_many<K: AsRef<str>>(
     domain: impl AsRef<str>,
     keys: &[K],
 ) -> Result<Vec<Option<Vec<u8>>>, CacheError> {
+    crate::native::ensure_host();
     let keys: Vec<String> = keys.iter().map(|k| k.as_ref().to_string()).collect();
     Ok(wit::get_many(domain.as_ref(), &keys)?)
 }
@@ -261,12 +266,14 @@ pub fn set_many(
     entries: &[(String, Vec<u8>)],
     options: &EntryOptions,
 ) -> Result<(), CacheError> {
+    crate::native::ensure_host();
     Ok(wit::set_many(domain.as_ref(), entries, &options.to_wit())?)
 }
 
 /// Removes every entry filed under `tag` in `domain`, or in every granted domain when
 /// `domain` is `None`. Returns how many were removed.
 pub fn invalidate_tag(domain: Option<Domain>, tag: impl AsRef<str>) -> Result<u64, CacheError> {
+    crate::native::ensure_host();
     Ok(wit::invalidate_tag(domain.map(|d| d.name()), tag.as_ref())?)
 }
 
@@ -275,6 +282,7 @@ pub fn invalidate_pattern(
     domain: impl AsRef<str>,
     pattern: impl AsRef<str>,
 ) -> Result<u64, CacheError> {
+    crate::native::ensure_host();
     Ok(wit::invalidate_pattern(domain.as_ref(), pattern.as_ref())?)
 }
 
@@ -298,6 +306,7 @@ pub fn stats(domain: Option<Domain>) -> Result<Stats, CacheError> {
 /// # Ok::<(), cache::CacheError>(())
 /// ```
 pub fn stats_since(domain: Option<Domain>, since_ms: u64) -> Result<Stats, CacheError> {
+    crate::native::ensure_host();
     let window = wit::StatsWindow {
         start_ms: since_ms,
         end_ms: None,
@@ -313,6 +322,7 @@ pub fn stats_since(domain: Option<Domain>, since_ms: u64) -> Result<Stats, Cache
 
 /// The configured default TTL of `domain`, in seconds.
 pub fn domain_ttl(domain: impl AsRef<str>) -> Result<u32, CacheError> {
+    crate::native::ensure_host();
     Ok(wit::domain_ttl(domain.as_ref())?)
 }
 

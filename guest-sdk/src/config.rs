@@ -4,6 +4,7 @@ use crate::wit::techub::platform::config as wit;
 
 /// One setting, or `None` when it is not set.
 pub fn get(key: impl AsRef<str>) -> Option<String> {
+    crate::native::ensure_host();
     wit::get(key.as_ref())
 }
 
@@ -14,5 +15,6 @@ pub fn get_or(key: impl AsRef<str>, default: impl Into<String>) -> String {
 
 /// Every setting.
 pub fn all() -> Vec<(String, String)> {
+    crate::native::ensure_host();
     wit::get_all()
 }

@@ -38,6 +38,7 @@ pub mod lock;
 pub mod log;
 pub mod message;
 pub mod messaging;
+mod native;
 pub mod store;
 
 pub use message::{Failure, Message, Outcome};

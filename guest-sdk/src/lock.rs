@@ -118,6 +118,7 @@ impl Lease {
 
 /// Acquires the lock `name`.
 pub fn acquire(name: impl AsRef<str>, options: LockOptions) -> Result<Lease, LockError> {
+    crate::native::ensure_host();
     let options = wit::LockOptions {
         ttl_ms: options.ttl_ms,
         max_retries: options.max_retries,

@@ -5,6 +5,7 @@
 use crate::wit::techub::platform::log as wit;
 
 fn write(level: wit::Level, message: &str, fields: &[(&str, &str)]) {
+    crate::native::ensure_host();
     let fields: Vec<(String, String)> = fields
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))

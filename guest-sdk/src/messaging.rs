@@ -211,6 +211,7 @@ pub fn publish(
     payload: impl AsRef<[u8]>,
     options: &PublishOptions,
 ) -> Result<String, PublishError> {
+    crate::native::ensure_host();
     Ok(wit::publish(
         routing_key.as_ref(),
         payload.as_ref(),
@@ -260,6 +261,7 @@ pub fn publish_json<T: Serialize + ?Sized>(
 
 /// What the host knows of a message.
 pub fn status(message_id: impl AsRef<str>) -> Option<MessageStatus> {
+    crate::native::ensure_host();
     wit::status(message_id.as_ref()).map(|s| match s {
         wit::MessageStatus::Pending => MessageStatus::Pending,
         wit::MessageStatus::Processing => MessageStatus::Processing,

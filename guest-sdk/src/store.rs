@@ -152,6 +152,7 @@ fn owned<K: AsRef<str>>(keys: &[K]) -> Vec<String> {
 
 /// Reads a string value.
 pub fn get(key: impl AsRef<str>) -> Result<Option<Vec<u8>>, StoreError> {
+    crate::native::ensure_host();
     Ok(wit::get(key.as_ref())?)
 }
 /// Writes a string value with no TTL.
@@ -164,26 +165,32 @@ pub fn set_with(
     value: impl AsRef<[u8]>,
     options: SetOptions,
 ) -> Result<bool, StoreError> {
+    crate::native::ensure_host();
     Ok(wit::set(key.as_ref(), value.as_ref(), options.to_wit())?)
 }
 /// Deletes keys; returns how many existed.
 pub fn delete<K: AsRef<str>>(keys: &[K]) -> Result<u32, StoreError> {
+    crate::native::ensure_host();
     Ok(wit::delete(&owned(keys))?)
 }
 /// Whether the key exists.
 pub fn exists(key: impl AsRef<str>) -> Result<bool, StoreError> {
+    crate::native::ensure_host();
     Ok(wit::exists(key.as_ref())?)
 }
 /// Sets a key's lifetime; `false` when the key does not exist.
 pub fn expire(key: impl AsRef<str>, ttl_ms: u64) -> Result<bool, StoreError> {
+    crate::native::ensure_host();
     Ok(wit::expire(key.as_ref(), ttl_ms)?)
 }
 /// Removes a key's lifetime.
 pub fn persist(key: impl AsRef<str>) -> Result<bool, StoreError> {
+    crate::native::ensure_host();
     Ok(wit::persist(key.as_ref())?)
 }
 /// The remaining lifetime of a key.
 pub fn ttl(key: impl AsRef<str>) -> Result<Ttl, StoreError> {
+    crate::native::ensure_host();
     Ok(match wit::ttl(key.as_ref())? {
         wit::KeyTtl::Missing => Ttl::Missing,
         wit::KeyTtl::Persistent => Ttl::Persistent,
@@ -192,6 +199,7 @@ pub fn ttl(key: impl AsRef<str>) -> Result<Ttl, StoreError> {
 }
 /// Adds `delta` to an integer value (a missing key counts as 0); returns the new value.
 pub fn incr_by(key: impl AsRef<str>, delta: i64) -> Result<i64, StoreError> {
+    crate::native::ensure_host();
     Ok(wit::incr_by(key.as_ref(), delta)?)
 }
 /// Adds 1.
@@ -207,18 +215,22 @@ pub fn hash_get(
     key: impl AsRef<str>,
     field: impl AsRef<str>,
 ) -> Result<Option<Vec<u8>>, StoreError> {
+    crate::native::ensure_host();
     Ok(wit::hash_get(key.as_ref(), field.as_ref())?)
 }
 /// Writes fields of a hash; returns how many are new.
 pub fn hash_set(key: impl AsRef<str>, fields: &[(String, Vec<u8>)]) -> Result<u32, StoreError> {
+    crate::native::ensure_host();
     Ok(wit::hash_set(key.as_ref(), fields)?)
 }
 /// Every field of a hash.
 pub fn hash_get_all(key: impl AsRef<str>) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+    crate::native::ensure_host();
     Ok(wit::hash_get_all(key.as_ref())?)
 }
 /// Deletes fields of a hash; returns how many existed.
 pub fn hash_delete<F: AsRef<str>>(key: impl AsRef<str>, fields: &[F]) -> Result<u32, StoreError> {
+    crate::native::ensure_host();
     Ok(wit::hash_delete(key.as_ref(), &owned(fields))?)
 }
 /// Adds `delta` to an integer field; returns the new value.
@@ -227,6 +239,7 @@ pub fn hash_incr_by(
     field: impl AsRef<str>,
     delta: i64,
 ) -> Result<i64, StoreError> {
+    crate::native::ensure_host();
     Ok(wit::hash_incr_by(key.as_ref(), field.as_ref(), delta)?)
 }
 /// Pushes values onto one end of a list; returns the new length.
@@ -235,6 +248,7 @@ pub fn list_push(
     end: ListEnd,
     values: &[Vec<u8>],
 ) -> Result<u32, StoreError> {
+    crate::native::ensure_host();
     Ok(wit::list_push(key.as_ref(), end.to_wit(), values)?)
 }
 /// Pops up to `count` values from one end of a list.
@@ -243,34 +257,42 @@ pub fn list_pop(
     end: ListEnd,
     count: u32,
 ) -> Result<Vec<Vec<u8>>, StoreError> {
+    crate::native::ensure_host();
     Ok(wit::list_pop(key.as_ref(), end.to_wit(), count)?)
 }
 /// Values from `start` to `stop` inclusive; negative indexes count from the end.
 pub fn list_range(key: impl AsRef<str>, start: i64, stop: i64) -> Result<Vec<Vec<u8>>, StoreError> {
+    crate::native::ensure_host();
     Ok(wit::list_range(key.as_ref(), start, stop)?)
 }
 /// The length of a list.
 pub fn list_len(key: impl AsRef<str>) -> Result<u32, StoreError> {
+    crate::native::ensure_host();
     Ok(wit::list_len(key.as_ref())?)
 }
 /// Adds members to a set; returns how many were new.
 pub fn set_add(key: impl AsRef<str>, members: &[Vec<u8>]) -> Result<u32, StoreError> {
+    crate::native::ensure_host();
     Ok(wit::set_add(key.as_ref(), members)?)
 }
 /// Removes members from a set; returns how many were there.
 pub fn set_remove(key: impl AsRef<str>, members: &[Vec<u8>]) -> Result<u32, StoreError> {
+    crate::native::ensure_host();
     Ok(wit::set_remove(key.as_ref(), members)?)
 }
 /// Every member of a set.
 pub fn set_members(key: impl AsRef<str>) -> Result<Vec<Vec<u8>>, StoreError> {
+    crate::native::ensure_host();
     Ok(wit::set_members(key.as_ref())?)
 }
 /// Whether `member` is in the set.
 pub fn set_contains(key: impl AsRef<str>, member: impl AsRef<[u8]>) -> Result<bool, StoreError> {
+    crate::native::ensure_host();
     Ok(wit::set_contains(key.as_ref(), member.as_ref())?)
 }
 /// Every key matching the glob `pattern`, collected page by page with `SCAN`.
 pub fn scan_all(pattern: impl AsRef<str>) -> Result<Vec<String>, StoreError> {
+    crate::native::ensure_host();
     let mut keys = Vec::new();
     let mut cursor: Option<String> = None;
     loop {
@@ -287,12 +309,14 @@ pub fn scan_all(pattern: impl AsRef<str>) -> Result<Vec<String>, StoreError> {
 }
 /// Deletes every key matching the glob `pattern`; returns how many.
 pub fn delete_matching(pattern: impl AsRef<str>) -> Result<u64, StoreError> {
+    crate::native::ensure_host();
     Ok(wit::delete_matching(pattern.as_ref())?)
 }
 
 /// Claims `key` for this invocation if nobody holds it (see [`once`]); whether it did.
 /// The claim stays only if the handler ends with `Ok`; otherwise the host deletes it.
 pub fn claim(key: impl AsRef<str>, ttl_ms: u64) -> Result<bool, StoreError> {
+    crate::native::ensure_host();
     Ok(wit::claim(key.as_ref(), ttl_ms)?)
 }
 

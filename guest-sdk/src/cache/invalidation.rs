@@ -63,6 +63,7 @@ impl Invalidation {
 /// round trip on Redis); an entry named several ways counts once. Returns how many
 /// entries were removed.
 pub fn invalidate(domain: impl AsRef<str>, what: &Invalidation) -> Result<u64, CacheError> {
+    crate::native::ensure_host();
     Ok(wit::invalidate(
         domain.as_ref(),
         &wit::Invalidation {

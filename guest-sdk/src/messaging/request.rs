@@ -63,6 +63,7 @@ pub fn request(
     options: &PublishOptions,
     timeout_ms: u32,
 ) -> Result<Response, PublishError> {
+    crate::native::ensure_host();
     let answer = wit::request(
         routing_key.as_ref(),
         payload.as_ref(),
@@ -113,6 +114,7 @@ impl Message {
         payload: impl AsRef<[u8]>,
         headers: &[(&str, &str)],
     ) -> Result<(), PublishError> {
+        crate::native::ensure_host();
         let headers: Vec<(String, String)> = headers
             .iter()
             .map(|(n, v)| (n.to_string(), v.to_string()))

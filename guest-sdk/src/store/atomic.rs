@@ -87,6 +87,7 @@ fn to_wit(op: Op) -> wit::StoreOp {
 /// order. An op that fails does not undo the others (as in Redis); the call fails as a
 /// whole only for an invalid argument (nothing ran) or an unavailable backend.
 pub fn atomic(ops: Vec<Op>) -> Result<Vec<OpResult>, StoreError> {
+    crate::native::ensure_host();
     let ops: Vec<wit::StoreOp> = ops.into_iter().map(to_wit).collect();
     Ok(wit::atomic(&ops)?
         .into_iter()

@@ -61,6 +61,7 @@ pub fn compare_and_swap(
     new: Option<&[u8]>,
     ttl_ms: Option<u64>,
 ) -> Result<bool, StoreError> {
+    crate::native::ensure_host();
     Ok(wit::compare_and_swap(key.as_ref(), expected, new, ttl_ms)?)
 }
 

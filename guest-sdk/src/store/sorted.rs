@@ -85,6 +85,7 @@ pub fn sorted_add<M: AsRef<[u8]>>(
     key: impl AsRef<str>,
     members: &[(M, f64)],
 ) -> Result<u32, StoreError> {
+    crate::native::ensure_host();
     let members: Vec<wit::Scored> = members
         .iter()
         .map(|(m, score)| wit::Scored {
@@ -101,6 +102,7 @@ pub fn sorted_incr_by(
     member: impl AsRef<[u8]>,
     delta: f64,
 ) -> Result<f64, StoreError> {
+    crate::native::ensure_host();
     Ok(wit::sorted_incr_by(key.as_ref(), member.as_ref(), delta)?)
 }
 
@@ -109,6 +111,7 @@ pub fn sorted_score(
     key: impl AsRef<str>,
     member: impl AsRef<[u8]>,
 ) -> Result<Option<f64>, StoreError> {
+    crate::native::ensure_host();
     Ok(wit::sorted_score(key.as_ref(), member.as_ref())?)
 }
 
@@ -117,11 +120,13 @@ pub fn sorted_remove<M: AsRef<[u8]>>(
     key: impl AsRef<str>,
     members: &[M],
 ) -> Result<u32, StoreError> {
+    crate::native::ensure_host();
     Ok(wit::sorted_remove(key.as_ref(), &owned_bytes(members))?)
 }
 
 /// How many members the set has.
 pub fn sorted_len(key: impl AsRef<str>) -> Result<u32, StoreError> {
+    crate::native::ensure_host();
     Ok(wit::sorted_len(key.as_ref())?)
 }
 
@@ -133,6 +138,7 @@ pub fn sorted_range(
     stop: i64,
     highest_first: bool,
 ) -> Result<Vec<Scored>, StoreError> {
+    crate::native::ensure_host();
     Ok(from_wit(wit::sorted_range(
         key.as_ref(),
         start,
@@ -149,6 +155,7 @@ pub fn sorted_range_by_score(
     offset: u32,
     count: u32,
 ) -> Result<Vec<Scored>, StoreError> {
+    crate::native::ensure_host();
     let range = wit::ScoreRange {
         min: range.min,
         max: range.max,
