@@ -31,6 +31,10 @@ impl Registry {
                 }
             }
         }
+        if !version.context.config.plugins.contains_key(&version.name) {
+            tracing::warn!(plugin = %version.name,
+                "no [plugins.{}] section in host.toml: the plugin has no grants (cache_domains, subscribe, publish); add one", version.name);
+        }
         tracing::info!(plugin = %version.name, version = %short(&version.hash),
             subscriptions = ?version.subscriptions.iter().map(|s| (&s.queue, &s.routing_keys)).collect::<Vec<_>>(), "plugin serving");
         self.services
