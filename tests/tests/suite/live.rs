@@ -351,7 +351,8 @@ async fn host_toml_edits_apply_to_the_next_invocation_and_bad_ones_are_refused()
     let id = publish(&platform, "fixture.hostile.flood", "{}").await;
     let reason = dead_letter_of(&platform, &id).await.reason;
     assert!(
-        reason.contains("published 0 then") && reason.contains("not granted"),
+        reason.contains("published 0 then")
+            && reason.contains("to [plugins.hostile].publish in host.toml"),
         "{reason}"
     );
 
