@@ -11,6 +11,8 @@
 //! what is printed).
 
 mod defaults;
+#[cfg(test)]
+mod fuzz;
 mod live;
 mod merge;
 mod redact;
