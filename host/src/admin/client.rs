@@ -105,15 +105,7 @@ pub async fn tail(
         .header(hyper::header::HOST, admin)
         .body(Full::new(bytes::Bytes::new()))
         .context("the pattern does not fit in a URL")?;
-    let stream = tokio::net::TcpStream::connect(admin)
-        .await
-        .context("could not connect")?;
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .context("could not speak HTTP")?;
-    tokio::spawn(connection);
-    let response = sender.send_request(request).await.context("no answer")?;
+    let response = request_on_own_connection(admin, request).await?;
     let status = response.status().as_u16();
     let mut body = response.into_body();
     if status != 200 {
@@ -151,14 +143,13 @@ fn authorized(
     }
 }
 
-/// One request to `admin` (`host:port`) on a connection of its own (the admin endpoint
-/// and RabbitMQ's management API are rarely called: no pool is worth having); the HTTP
-/// status and the body.
-pub(crate) async fn send(
-    admin: &str,
+/// Sends `request` to `addr` (`host:port`) on a connection of its own (the admin
+/// endpoint and RabbitMQ's management API are rarely called: no pool is worth having).
+async fn request_on_own_connection(
+    addr: &str,
     request: hyper::Request<Full<bytes::Bytes>>,
-) -> anyhow::Result<(u16, String)> {
-    let stream = tokio::net::TcpStream::connect(admin)
+) -> anyhow::Result<hyper::Response<hyper::body::Incoming>> {
+    let stream = tokio::net::TcpStream::connect(addr)
         .await
         .context("could not connect")?;
     let (mut sender, connection) =
@@ -166,7 +157,15 @@ pub(crate) async fn send(
             .await
             .context("could not speak HTTP")?;
     tokio::spawn(connection);
-    let response = sender.send_request(request).await.context("no answer")?;
+    sender.send_request(request).await.context("no answer")
+}
+
+/// One request to `admin` (`host:port`); the HTTP status and the body.
+pub(crate) async fn send(
+    admin: &str,
+    request: hyper::Request<Full<bytes::Bytes>>,
+) -> anyhow::Result<(u16, String)> {
+    let response = request_on_own_connection(admin, request).await?;
     let status = response.status().as_u16();
     let body = response
         .into_body()

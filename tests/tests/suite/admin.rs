@@ -7,6 +7,16 @@ use techub_host::Platform;
 use techub_host::admin::client;
 use techub_tests::{PluginDir, config, grant, init_tracing, wait_for};
 
+/// Serves `platform`'s admin endpoint, without a token, on a free port; its address.
+async fn serve(platform: &Arc<Platform>) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let admin = listener.local_addr().unwrap().to_string();
+    tokio::spawn(
+        axum::serve(listener, techub_host::admin::router(platform.clone(), None)).into_future(),
+    );
+    admin
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn operators_publish_and_inspect_through_the_admin_endpoint() {
     init_tracing();
@@ -20,11 +30,7 @@ async fn operators_publish_and_inspect_through_the_admin_endpoint() {
         &["notification.*"],
     );
     let platform = Arc::new(Platform::start(config).await.unwrap());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let admin = listener.local_addr().unwrap().to_string();
-    tokio::spawn(
-        axum::serve(listener, techub_host::admin::router(platform.clone(), None)).into_future(),
-    );
+    let admin = serve(&platform).await;
 
     assert_eq!(
         client::get(&admin, None, "/healthz").await.unwrap(),
@@ -172,11 +178,7 @@ async fn dead_letters_are_paginated_with_bounded_previews_and_binary_shown_as_ba
     let mut config = config(&dir);
     config.host.max_message_bytes = 6 * 1024 * 1024;
     let platform = Arc::new(Platform::start(config).await.unwrap());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let admin = listener.local_addr().unwrap().to_string();
-    tokio::spawn(
-        axum::serve(listener, techub_host::admin::router(platform.clone(), None)).into_future(),
-    );
+    let admin = serve(&platform).await;
     let big = "x".repeat(5 * 1024 * 1024);
     for _ in 0..10 {
         platform
@@ -261,11 +263,7 @@ async fn operators_publish_with_an_id_a_correlation_and_headers() {
     init_tracing();
     let dir = PluginDir::with(&[]);
     let platform = Arc::new(Platform::start(config(&dir)).await.unwrap());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let admin = listener.local_addr().unwrap().to_string();
-    tokio::spawn(
-        axum::serve(listener, techub_host::admin::router(platform.clone(), None)).into_future(),
-    );
+    let admin = serve(&platform).await;
     let mut seen = techub_tests::sink(&platform, &["ops.#"]).await;
     let message = client::Publish {
         message_id: Some("order-7 & more".into()),
@@ -322,11 +320,7 @@ async fn tail_shows_matching_messages_as_they_pass_and_cleans_up() {
     init_tracing();
     let dir = PluginDir::with(&[]);
     let platform = Arc::new(Platform::start(config(&dir)).await.unwrap());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let admin = listener.local_addr().unwrap().to_string();
-    tokio::spawn(
-        axum::serve(listener, techub_host::admin::router(platform.clone(), None)).into_future(),
-    );
+    let admin = serve(&platform).await;
     let (lines, mut seen) = tokio::sync::mpsc::unbounded_channel::<Value>();
     let follower = {
         let admin = admin.clone();
