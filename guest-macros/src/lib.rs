@@ -7,8 +7,11 @@
 //! - `handler`: parses `queue = "..", routing_keys = [..]` (keys optional) and expands to the
 //!   component's `handler` export.
 //! - `service` (`service.rs`): a module of several `#[handler]` functions, one per queue
-//!   type, exported together; deliveries go to the function of their queue type.
+//!   type, exported together; deliveries go to the function of their queue type; it
+//!   may hold one `#[loader]` too.
+//! - `loader` (`loader.rs`): the `loader` export (cache read-through and warming).
 
+mod loader;
 mod service;
 
 use proc_macro::TokenStream;
@@ -94,4 +97,25 @@ pub fn handler(args: TokenStream, item: TokenStream) -> TokenStream {
 #[proc_macro_attribute]
 pub fn service(args: TokenStream, item: TokenStream) -> TokenStream {
     service::expand(args.into(), item.into()).into()
+}
+
+/// See `techub_guest::loader`.
+#[proc_macro_attribute]
+pub fn loader(args: TokenStream, item: TokenStream) -> TokenStream {
+    let function = parse_macro_input!(item as ItemFn);
+    if !args.is_empty() {
+        let args = proc_macro2::TokenStream::from(args);
+        return syn::Error::new_spanned(args, "#[loader] takes no arguments; name the domains it loads in host.toml's [cache.loaders]")
+            .to_compile_error()
+            .into();
+    }
+    let name = &function.sig.ident;
+    let export = loader::export(quote! { #name });
+    let handler = loader::no_handler();
+    quote! {
+        #function
+        #export
+        #handler
+    }
+    .into()
 }

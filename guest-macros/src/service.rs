@@ -1,7 +1,8 @@
 //! `#[service] mod name { #[handler(..)] fn a(..) .. #[handler(..)] fn b(..) .. }`: one
 //! plugin, several handlers (the specification's service with several
 //! `@RabbitMQHandler` methods). Every `#[handler]` inside is taken off its function and
-//! becomes one subscription; the export dispatches each delivery by its queue type.
+//! becomes one subscription; the export dispatches each delivery by its queue type. A
+//! `#[loader]` inside becomes the plugin's `loader` export.
 
 use super::HandlerArgs;
 use proc_macro2::TokenStream;
@@ -21,8 +22,23 @@ pub fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
             .to_compile_error();
     };
     let mut handlers: Vec<(LitStr, Vec<LitStr>, syn::Ident)> = Vec::new();
+    let mut loader: Option<syn::Ident> = None;
     for item in items.iter_mut() {
         let Item::Fn(function) = item else { continue };
+        if let Some(at) = function.attrs.iter().position(|a| {
+            a.path()
+                .segments
+                .last()
+                .is_some_and(|s| s.ident == "loader")
+        }) {
+            let attribute = function.attrs.remove(at);
+            if loader.is_some() {
+                return syn::Error::new_spanned(attribute, "a plugin has at most one #[loader]")
+                    .to_compile_error();
+            }
+            loader = Some(function.sig.ident.clone());
+            continue;
+        }
         let Some(at) = function.attrs.iter().position(|a| {
             a.path()
                 .segments
@@ -54,14 +70,22 @@ pub fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
         }
         handlers.push((queue, parsed.routing_keys, function.sig.ident.clone()));
     }
+    let module_name = &module.ident;
+    let loader_export = match &loader {
+        Some(name) => super::loader::export(quote! { #module_name::#name }),
+        None => TokenStream::new(),
+    };
     if handlers.is_empty() {
+        if loader.is_some() {
+            let handler = super::loader::no_handler();
+            return quote! { #module #loader_export #handler };
+        }
         return syn::Error::new_spanned(
             &module.ident,
-            "#[service] needs at least one #[handler] fn",
+            "#[service] needs at least one #[handler] or #[loader] fn",
         )
         .to_compile_error();
     }
-    let module_name = &module.ident;
     let subscriptions = handlers.iter().map(|(queue, keys, _)| {
         quote! { ::techub_guest::message::subscription(#queue, &[#(#keys),*]) }
     });
@@ -74,6 +98,7 @@ pub fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
     });
     quote! {
         #module
+        #loader_export
 
         #[doc(hidden)]
         struct __TechubPlugin;

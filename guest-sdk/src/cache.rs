@@ -5,8 +5,12 @@
 //! it gets its domain's.
 
 mod invalidation;
+mod loader;
+mod read_through;
 
 pub use invalidation::{Invalidation, invalidate};
+pub use loader::Loaded;
+pub use read_through::{get_or_load, get_or_load_json, get_or_load_many, get_or_load_many_json};
 
 use crate::Failure;
 use crate::wit::techub::platform::cache as wit;
@@ -165,6 +169,10 @@ pub enum CacheError {
     /// The backend is unreachable or timed out.
     #[error("cache unavailable: {0}")]
     Unavailable(String),
+    /// A read-through ([`get_or_load`]) missed and could not load: the domain has no
+    /// loader, or the loader failed. Converts into a retry.
+    #[error("cache loader failed: {0}")]
+    LoaderFailed(String),
 }
 
 impl From<wit::CacheError> for CacheError {
@@ -177,6 +185,7 @@ impl From<wit::CacheError> for CacheError {
             wit::CacheError::InvalidArgument(m) => Self::InvalidArgument(m),
             wit::CacheError::QuotaExceeded(m) => Self::QuotaExceeded(m),
             wit::CacheError::Unavailable(m) => Self::Unavailable(m),
+            wit::CacheError::LoaderFailed(m) => Self::LoaderFailed(m),
         }
     }
 }
@@ -184,7 +193,9 @@ impl From<wit::CacheError> for CacheError {
 impl From<CacheError> for Failure {
     fn from(error: CacheError) -> Self {
         match error {
-            CacheError::Unavailable(_) | CacheError::QuotaExceeded(_) => Failure::retry(error),
+            CacheError::Unavailable(_)
+            | CacheError::QuotaExceeded(_)
+            | CacheError::LoaderFailed(_) => Failure::retry(error),
             _ => Failure::reject(error),
         }
     }
@@ -326,13 +337,21 @@ pub fn domain_ttl(domain: impl AsRef<str>) -> Result<u32, CacheError> {
     Ok(wit::domain_ttl(domain.as_ref())?)
 }
 
-/// Cache-aside: returns the cached JSON value of `key`, or computes it with `load`,
-/// caches it and returns it. A cache that is unavailable is read past, not fatal.
-pub fn get_or_load<T, E>(
+/// Memoises `compute` in the cache (the specification's `@Cacheable`), on the
+/// plugin's side: returns the cached JSON value of `key`, or computes it, caches it
+/// with `options` (TTL, tags) and returns it. A cache that is unavailable is read
+/// past, not fatal. For misses filled by the host, once across callers and hosts,
+/// see [`get_or_load`].
+///
+/// ```ignore
+/// let price: u64 = cache::memo(Domain::PRICING, "sku-1", &EntryOptions::default().ttl_seconds(60),
+///     || compute_price("sku-1"))?;
+/// ```
+pub fn memo<T, E>(
     domain: Domain,
     key: impl AsRef<str>,
     options: &EntryOptions,
-    load: impl FnOnce() -> Result<T, E>,
+    compute: impl FnOnce() -> Result<T, E>,
 ) -> Result<T, E>
 where
     T: Serialize + DeserializeOwned,
@@ -341,7 +360,7 @@ where
     if let Ok(Some(hit)) = get_json::<T>(domain, key) {
         return Ok(hit);
     }
-    let value = load()?;
+    let value = compute()?;
     // A failed write only costs the next reader a miss.
     let _ = set_json(domain, key, &value, options);
     Ok(value)

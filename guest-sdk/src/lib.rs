@@ -19,7 +19,8 @@
 //! the host's plugins directory.
 //!
 //! # Layout
-//! - [`handler`]: the attribute macro that exports your function.
+//! - [`handler`]: the attribute macro that exports your function; [`service`] for
+//!   several, [`loader`] for a cache loader.
 //! - [`message`]: [`Message`] (a delivery), [`Outcome`] and [`Failure`].
 //! - [`cache`]: the shared domain cache ([`cache::Domain`] has the seed's 14 domains).
 //! - [`store`]: Redis data structures in the plugin's own namespace.
@@ -68,6 +69,26 @@ pub use techub_guest_macros::handler;
 /// }
 /// ```
 pub use techub_guest_macros::service;
+/// Exports a function as the plugin's cache loader: the host calls it on a
+/// [`cache::get_or_load`] miss in a domain `host.toml` names this plugin the loader of
+/// (`[cache.loaders] products = "catalog"`), and to warm the domain
+/// (`[cache.warm.products]`). It runs in its own instance under this plugin's quotas.
+///
+/// The function takes the domain and the keys and returns one answer per key, in
+/// order: `Some(`[`cache::Loaded`]`)` to cache and return, `None` when the key has no
+/// value. An error fails the readers waiting on it (they get
+/// [`cache::CacheError::LoaderFailed`]). Alone, `#[loader]` makes a plugin that only
+/// loads; with handlers, put it in the [`service`] module beside them.
+///
+/// ```ignore
+/// use techub_guest::prelude::*;
+///
+/// #[loader]
+/// fn load(domain: &str, keys: &[String]) -> Result<Vec<Option<cache::Loaded>>, String> {
+///     Ok(keys.iter().map(|key| Some(cache::Loaded::new(format!("{domain}:{key}")))).collect())
+/// }
+/// ```
+pub use techub_guest_macros::loader;
 
 /// The usual imports of a plugin.
 pub mod prelude {
@@ -75,7 +96,7 @@ pub mod prelude {
     pub use crate::lock::{self, LockOptions};
     pub use crate::messaging::{self, Priority, PublishOptions};
     pub use crate::{Failure, Message, Outcome};
-    pub use crate::{config, handler, log, service, store};
+    pub use crate::{config, handler, loader, log, service, store};
 }
 
 #[doc(hidden)]

@@ -1,4 +1,6 @@
-//! The one `bindgen!` of the `plugin` world.
+//! The one `bindgen!`: of the `loader-plugin` world, which is the `plugin` world plus
+//! the optional `loader` export. The host looks each export up per component (see
+//! [`crate::runtime::ComponentPre`]), so a plugin without a loader links as well.
 //!
 //! Imports are async (backends are network clients) and trappable. A function whose
 //! WIT result has an error case returns the capability's [`crate::capability::Failure`]
@@ -8,7 +10,7 @@
 
 wasmtime::component::bindgen!({
     path: "../wit",
-    world: "plugin",
+    world: "loader-plugin",
     imports: { default: async | trappable },
     exports: { default: async },
     trappable_error_type: {
@@ -23,3 +25,4 @@ wasmtime::component::bindgen!({
 });
 
 pub use exports::techub::platform::handler::{Delivery, Outcome, Subscription};
+pub use exports::techub::platform::loader::Loaded;

@@ -17,6 +17,7 @@
 //! - [`registry`]: each plugin's lifecycle: load, swap, drain; what `/plugins` shows.
 //! - [`dispatch`]: consumers feeding handlers; ack, retry, dead-letter.
 //! - [`cache_events`]: `[[cache.invalidate]]` rules, consumed by the host itself.
+//! - [`cache_warm`]: `[cache.warm.<domain>]`, loaded at start and in rounds.
 //! - [`metrics`]: the Prometheus metrics `/metrics` exposes.
 //! - [`watch`]: the plugins directory and `host.toml`, watched.
 //! - [`platform`]: everything above, started together; reload and graceful stop.
@@ -26,6 +27,7 @@
 pub mod admin;
 pub mod bindings;
 pub mod cache_events;
+pub mod cache_warm;
 pub mod capability;
 pub mod config;
 pub mod dispatch;

@@ -88,6 +88,21 @@ enum Command {
         #[command(flatten)]
         admin: Admin,
     },
+    /// Warms a cache domain now through its loader (the specification's
+    /// `CacheWarmingDto`): the keys given, or those of `[cache.warm.<domain>]`.
+    CacheWarm {
+        /// The domain.
+        domain: String,
+        /// A key to load (repeat it); default: the configured keys.
+        #[arg(long = "key")]
+        keys: Vec<String>,
+        /// TTL of the warmed entries in seconds; default: the configured, else the
+        /// loader's.
+        #[arg(long)]
+        ttl: Option<u32>,
+        #[command(flatten)]
+        admin: Admin,
+    },
     /// Prints the messages passing the main exchange whose routing key matches
     /// `pattern` (`#` for all), one line each, as they pass.
     Tail {
@@ -181,6 +196,12 @@ async fn main() -> anyhow::Result<()> {
             since,
             admin,
         } => cli::ops::cache_stats(&admin, domain.as_deref(), since.as_deref()).await,
+        Command::CacheWarm {
+            domain,
+            keys,
+            ttl,
+            admin,
+        } => cli::ops::cache_warm(&admin, &domain, keys, ttl).await,
         Command::Status { message_id, admin } => cli::ops::status(&admin, &message_id).await,
         Command::Tail {
             pattern,

@@ -5,7 +5,7 @@ use crate::cache_events::CacheEvents;
 use crate::capability::Services;
 use crate::capability::cache::memory::MemoryCache;
 use crate::capability::cache::redis::RedisCache;
-use crate::capability::cache::{CacheBackend, CacheStats};
+use crate::capability::cache::{CacheBackend, CacheStats, Loaders, ReadThrough};
 use crate::capability::lock::LockBackend;
 use crate::capability::lock::memory::MemoryLocks;
 use crate::capability::lock::redis::RedisLocks;
@@ -111,8 +111,16 @@ pub async fn connect_services(config: &HostConfig) -> anyhow::Result<Services> {
         metrics.clone(),
         &config.amqp.queue_prefix,
     ));
+    let read_through = Arc::new(ReadThrough::new(
+        cache.clone(),
+        locks.clone(),
+        cache_stats.clone(),
+        metrics.clone(),
+        prefix,
+    ));
     Ok(Services {
         cache_events,
+        read_through,
         cache,
         cache_stats,
         metrics,
@@ -167,6 +175,8 @@ impl Platform {
             services.clone(),
             config.clone(),
         ));
+        let loaders: Arc<dyn Loaders> = registry.clone();
+        services.read_through.set_loaders(Arc::downgrade(&loaders));
         let background = {
             let config = config.load();
             vec![
@@ -189,7 +199,7 @@ impl Platform {
             )
             .collect()
         };
-        let platform = Self {
+        let mut platform = Self {
             config,
             runtime,
             services,
@@ -212,6 +222,11 @@ impl Platform {
             .apply(&rules)
             .await
             .context("could not start consuming the cache invalidation events")?;
+        // After the plugins: the first round needs the loaders serving.
+        platform.background.push(crate::cache_warm::spawn_warmer(
+            platform.services.clone(),
+            platform.config.clone(),
+        ));
         platform.warn_about_config().await;
         Ok(platform)
     }

@@ -50,6 +50,7 @@ pub fn router(platform: Arc<Platform>, token: Option<String>) -> Router {
         .route("/", get(status_page::page))
         .route("/metrics", get(ops::metrics))
         .route("/cache/stats", get(ops::cache_stats))
+        .route("/cache/warm", post(ops::cache_warm))
         .route("/messages/{id}", get(ops::message_status))
         .route("/dead-letters", get(dead_letters::list))
         .route("/dead-letters/{id}", get(dead_letters::show))

@@ -106,6 +106,44 @@ pub(super) async fn cache_stats(
     )
 }
 
+/// The body of `POST /cache/warm`: the specification's `CacheWarmingDto`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct WarmRequest {
+    domain: String,
+    /// Keys to load; default: the domain's `[cache.warm.<domain>].keys`.
+    #[serde(default)]
+    keys: Option<Vec<String>>,
+    /// TTL of the warmed entries, in seconds; default: `[cache.warm.<domain>].ttl_s`,
+    /// else the loader's.
+    #[serde(default)]
+    ttl: Option<u32>,
+}
+
+/// `POST /cache/warm`: loads the keys of a domain through its loader now, on this
+/// host (no round lock: an operator asked), and says what was loaded.
+pub(super) async fn cache_warm(
+    State(platform): State<Arc<Platform>>,
+    Json(request): Json<WarmRequest>,
+) -> (StatusCode, Json<Value>) {
+    let config = platform.config();
+    let configured = config.cache.warm.get(&request.domain);
+    let keys = request
+        .keys
+        .or_else(|| configured.map(|w| w.keys.clone()))
+        .unwrap_or_default();
+    if request.ttl == Some(0) {
+        let error = "ttl must be at least 1 second";
+        return (StatusCode::BAD_REQUEST, Json(json!({ "error": error })));
+    }
+    let ttl = request.ttl.or_else(|| configured.and_then(|w| w.ttl_s));
+    match crate::cache_warm::warm(&platform.services, &config, &request.domain, &keys, ttl).await
+    {
+        Ok(report) => (StatusCode::OK, Json(json!(report))),
+        Err(error) => (StatusCode::BAD_REQUEST, Json(json!({ "error": error }))),
+    }
+}
+
 /// The specification's name of a status.
 pub use crate::capability::messaging::shared_status::status_text as status_name;
 

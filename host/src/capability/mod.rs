@@ -128,6 +128,8 @@ pub struct Services {
     /// Hit/miss counters per domain and minute, kept by the host for every backend
     /// alike (in Redis when the cache is on Redis).
     pub cache_stats: Arc<cache::CacheStats>,
+    /// Read-through and warming through the domains' loaders.
+    pub read_through: Arc<cache::ReadThrough>,
     /// The Prometheus metrics.
     pub metrics: Arc<crate::metrics::Metrics>,
     /// The store backend.

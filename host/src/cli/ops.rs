@@ -1,4 +1,4 @@
-//! The operations subcommands: `cache-stats`, `dlq ...`, `status` and `tail`, each a
+//! The operations subcommands: `cache-stats`, `cache-warm`, `dlq ...`, `status` and `tail`, each a
 //! call to a running host's admin endpoint, printed for people.
 
 use super::Admin;
@@ -113,6 +113,30 @@ pub async fn cache_stats(
             row["misses"].as_u64().unwrap_or(0),
             rate
         );
+    }
+    Ok(())
+}
+
+/// `techub-host cache-warm <domain>`.
+pub async fn cache_warm(
+    admin: &Admin,
+    domain: &str,
+    keys: Vec<String>,
+    ttl: Option<u32>,
+) -> anyhow::Result<()> {
+    let mut body = serde_json::json!({ "domain": domain, "ttl": ttl });
+    if !keys.is_empty() {
+        body["keys"] = serde_json::json!(keys);
+    }
+    let report = post(admin, "/cache/warm", body).await?;
+    println!(
+        "{domain}: {} loaded, {} without a value, {} failed",
+        report["loaded"].as_u64().unwrap_or(0),
+        report["missing"].as_u64().unwrap_or(0),
+        report["failed"].as_u64().unwrap_or(0)
+    );
+    if let Some(error) = report["error"].as_str() {
+        println!("  first failure: {error}");
     }
     Ok(())
 }

@@ -31,6 +31,7 @@ impl Default for HostSection {
             admin_addr: "127.0.0.1:8080".to_string(),
             key_prefix: "techub:".to_string(),
             max_instances: 256,
+            loader_instances: 16,
             max_key_length: 512,
             max_message_bytes: MIB,
             pooling: true,
@@ -101,6 +102,9 @@ impl Default for CacheConfig {
             stats_flush_ms: 1_000,
             domains: seed_domains(),
             invalidate: Vec::new(),
+            loaders: BTreeMap::new(),
+            load_wait_ms: 5_000,
+            warm: BTreeMap::new(),
         }
     }
 }

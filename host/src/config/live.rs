@@ -36,6 +36,7 @@ impl HostConfig {
         keep!(host.admin_token_env, "host.admin_token_env");
         keep!(host.key_prefix, "host.key_prefix");
         keep!(host.max_instances, "host.max_instances");
+        keep!(host.loader_instances, "host.loader_instances");
         keep!(host.pooling, "host.pooling");
         keep!(host.keep_resident_mib, "host.keep_resident_mib");
         keep!(host.cache_dir, "host.cache_dir");

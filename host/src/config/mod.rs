@@ -71,6 +71,10 @@ pub struct HostSection {
     /// Maximum number of plugin instances alive at once, across plugins; sizes the
     /// pooling allocator.
     pub max_instances: u32,
+    /// Instances kept apart for cache loaders, on top of `max_instances`: a handler
+    /// that reads through a loader holds its own slot while the loader runs in one of
+    /// these, so a full pool cannot wait for itself.
+    pub loader_instances: u32,
     /// Largest accepted key or lock name, in bytes (seed: 512).
     pub max_key_length: usize,
     /// Largest accepted message payload, in bytes.
@@ -256,6 +260,35 @@ pub struct CacheConfig {
     /// `[[cache.invalidate]]`: events that invalidate entries (the specification's
     /// event-based invalidation). The host consumes them itself.
     pub invalidate: Vec<InvalidationRule>,
+    /// `[cache.loaders]`: domain → the plugin whose `loader` export fills its misses
+    /// on `get-or-load` and warms it.
+    pub loaders: BTreeMap<String, String>,
+    /// How long a `get-or-load` waits for another host's load of the same key before
+    /// loading it itself, in ms; also the lifetime of a host's load lease.
+    pub load_wait_ms: u64,
+    /// `[cache.warm.<domain>]`: entries the host loads at start and keeps fresh (the
+    /// specification's cache warming).
+    pub warm: BTreeMap<String, WarmConfig>,
+}
+
+/// One `[cache.warm.<domain>]` (the specification's `CacheWarmingDto`): the keys the
+/// domain's loader is asked for at start and on every round, one host per round.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct WarmConfig {
+    /// The keys to load.
+    pub keys: Vec<String>,
+    /// Seconds between rounds (the specification's warming interval: 60). A round
+    /// comes sooner when the entries would expire first: at 80% of their TTL.
+    #[serde(default = "default_warm_interval")]
+    pub interval_s: u64,
+    /// TTL of the warmed entries in seconds; default: the loader's, else the domain's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_s: Option<u32>,
+}
+
+fn default_warm_interval() -> u64 {
+    60
 }
 
 /// One `[[cache.invalidate]]`: an event whose routing key matches `on` removes, from

@@ -94,6 +94,7 @@ impl HostConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let h = &self.host;
         check("host.max_instances", h.max_instances, 1, 100_000)?;
+        check("host.loader_instances", h.loader_instances, 1, 10_000)?;
         check("host.drain_timeout_ms", h.drain_timeout_ms, 0, 3_600_000)?;
         check("host.keep_resident_mib", h.keep_resident_mib, 0, 4096)?;
         check("host.metrics_poll_ms", h.metrics_poll_ms, 100, 3_600_000)?;
@@ -269,6 +270,39 @@ impl HostConfig {
                 ));
             }
             check(format!("cache.domains.{domain}"), *ttl, 1, 365 * 86_400)?;
+        }
+        check("cache.load_wait_ms", c.load_wait_ms, 10, 600_000)?;
+        for (domain, plugin) in &c.loaders {
+            let field = format!("cache.loaders.{domain}");
+            if !c.domains.contains_key(domain) {
+                return Err(invalid(
+                    field,
+                    format!("{domain:?} is not a declared cache domain; declare it in [cache.domains]"),
+                ));
+            }
+            if !validate_name(plugin) {
+                return Err(invalid(
+                    field,
+                    "a plugin name (its file stem: a-z, 0-9, - and _)",
+                ));
+            }
+        }
+        for (domain, warm) in &c.warm {
+            let field = |f: &str| format!("cache.warm.{domain}.{f}");
+            if !c.loaders.contains_key(domain) {
+                return Err(invalid(
+                    format!("cache.warm.{domain}"),
+                    format!("{domain:?} has no loader; name one in [cache.loaders]"),
+                ));
+            }
+            check(field("interval_s"), warm.interval_s, 1, 86_400)?;
+            if let Some(ttl) = warm.ttl_s {
+                check(field("ttl_s"), ttl, 1, 365 * 86_400)?;
+            }
+            for key in &warm.keys {
+                crate::capability::check_name(key, h.max_key_length)
+                    .map_err(|m| invalid(field("keys"), format!("key {key:?} {m}")))?;
+            }
         }
         for (i, rule) in self.cache.invalidate.iter().enumerate() {
             let field = format!("cache.invalidate[{i}]");

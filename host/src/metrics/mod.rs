@@ -195,6 +195,7 @@ pub struct Metrics {
     replies_late: Counter,
     requests_timed_out: Counter,
     cache_events: Family<EventOutcomeLabel, Counter>,
+    cache_loads: Family<EventOutcomeLabel, Counter>,
     redis_seconds: Family<CommandLabel, Histogram>,
     redis_slow: Family<CommandLabel, Counter>,
     redis_timeouts: Family<CommandLabel, Counter>,
@@ -260,6 +261,7 @@ impl Metrics {
             replies_late: Counter::default(),
             requests_timed_out: Counter::default(),
             cache_events: Family::default(),
+            cache_loads: Family::default(),
             redis_seconds: Family::new_with_constructor(duration_buckets),
             redis_slow: Family::default(),
             redis_timeouts: Family::default(),
@@ -388,6 +390,14 @@ impl Metrics {
             "Events of [[cache.invalidate]] rules by outcome: applied, retried, dead_lettered",
             m.cache_events.clone(),
         );
+        r.register(
+            "cache_loads",
+            "Cache read-through and warming: loader calls (called), calls that failed (failed), keys served by another caller's load (coalesced)",
+            m.cache_loads.clone(),
+        );
+        for outcome in ["called", "failed", "coalesced"] {
+            let _ = m.cache_loads.get_or_create(&EventOutcomeLabel { outcome });
+        }
         r.register(
             "requests_timed_out",
             "Requests (messaging.request) that got no reply within their timeout",
@@ -563,6 +573,15 @@ impl Metrics {
             self.cache_events
                 .get_or_create(&EventOutcomeLabel { outcome })
                 .inc();
+        }
+    }
+
+    /// `count` read-through events (`called`, `failed` or `coalesced`).
+    pub fn cache_load(&self, outcome: &'static str, count: u64) {
+        if self.enabled {
+            self.cache_loads
+                .get_or_create(&EventOutcomeLabel { outcome })
+                .inc_by(count);
         }
     }
 

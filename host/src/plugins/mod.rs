@@ -3,12 +3,12 @@
 
 pub use crate::capability::PluginContext;
 
-use crate::bindings::{PluginPre, Subscription};
+use crate::bindings::Subscription;
 use crate::capability::Services;
 use crate::capability::messaging::routing::{TopicPattern, validate_pattern};
 use crate::config::{HostConfig, validate_name};
 use crate::dispatch::queue_type_key;
-use crate::runtime::{InvocationError, PluginState, Runtime, content_hash};
+use crate::runtime::{ComponentPre, InvocationError, Runtime, content_hash};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -34,7 +34,7 @@ pub struct LoadedPlugin {
     /// Grants, limits and namespaces.
     pub context: Arc<PluginContext>,
     /// Ready to instantiate, once per message.
-    pub pre: PluginPre<PluginState>,
+    pub pre: ComponentPre,
     /// The queues it consumes.
     pub subscriptions: Vec<Subscription>,
 }

@@ -80,6 +80,9 @@ pub(super) struct View {
     pub(super) failed: Vec<FailedFile>,
     /// Plugin name → (file, since when) of the loads in progress.
     pub(super) loading: std::collections::BTreeMap<String, (String, SystemTime)>,
+    /// Plugin name → its versions, for the cache loaders (read without waiting for an
+    /// operation in progress).
+    pub(super) versions: std::collections::BTreeMap<String, crate::dispatch::Versions>,
 }
 
 impl PluginInfo {

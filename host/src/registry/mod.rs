@@ -19,9 +19,11 @@
 //!   policies) and swaps it in the same way.
 //!
 //! Files: `mod.rs` (the operations), `info.rs` (what `/plugins` shows), `swap.rs`
-//! (starting, swapping and stopping consumers).
+//! (starting, swapping and stopping consumers), `loaders.rs` (the plugins that load
+//! cache entries, called for read-through and warming).
 
 mod info;
+mod loaders;
 mod swap;
 
 pub use info::{DrainReport, FailedFile, Lifecycle, PluginInfo};
@@ -135,8 +137,14 @@ impl Registry {
                 (PluginInfo::serving(name, entry), trackers)
             })
             .collect();
+        let versions = state
+            .serving
+            .iter()
+            .map(|(name, entry)| (name.clone(), entry.versions.clone()))
+            .collect();
         let mut view = lock(&self.view);
         view.serving = serving;
+        view.versions = versions;
         view.failed = state.failed.values().cloned().collect();
     }
 

@@ -1,7 +1,7 @@
 //! The engine, the linker, the epoch ticker and component compilation.
 
 use super::state::PluginState;
-use crate::bindings::PluginPre;
+use super::component::ComponentPre;
 use crate::config::HostConfig;
 use anyhow::Context;
 use std::path::Path;
@@ -22,6 +22,10 @@ pub struct Runtime {
     /// The pool's slots: an invocation waits for one, by priority, instead of failing
     /// when the plugins' prefetch windows together exceed `host.max_instances`.
     pub(crate) slots: super::Slots,
+    /// Slots kept for cache loaders (`host.loader_instances`), apart from the
+    /// handlers': a handler holding the last slot while it reads through a loader
+    /// would otherwise wait for itself.
+    pub(crate) loader_slots: super::Slots,
     /// Compiled components on disk.
     pub cache: super::CompiledCache,
 }
@@ -59,7 +63,7 @@ impl Runtime {
     /// An engine sized for `config` (pool slots, memory per slot).
     pub fn new(config: &HostConfig) -> anyhow::Result<Self> {
         let max_memory = config.max_memory_mib() as usize * 1024 * 1024;
-        let instances = config.host.max_instances;
+        let instances = config.host.max_instances + config.host.loader_instances;
         let mut pool = PoolingAllocationConfig::default();
         pool.total_component_instances(instances)
             // A Rust wasip2 component holds its module plus a few adapter shims.
@@ -114,7 +118,8 @@ impl Runtime {
             })
             .context("could not start the epoch ticker")?;
 
-        let slots = super::Slots::new(instances as usize);
+        let slots = super::Slots::new(config.host.max_instances as usize);
+        let loader_slots = super::Slots::new(config.host.loader_instances as usize);
         let cache_dir = config
             .host
             .compile_cache
@@ -125,6 +130,7 @@ impl Runtime {
             linker,
             ticker_stop,
             slots,
+            loader_slots,
             cache,
         })
     }
@@ -137,7 +143,7 @@ impl Runtime {
         path: &Path,
         bytes: Vec<u8>,
         hash: &str,
-    ) -> Result<PluginPre<PluginState>, LoadError> {
+    ) -> Result<ComponentPre, LoadError> {
         let shown = path.display().to_string();
         if !bytes.starts_with(b"\0asm") {
             return Err(LoadError::Invalid {
@@ -167,7 +173,7 @@ impl Runtime {
                 path: shown.clone(),
                 message: format!("{e:#}"),
             })?;
-        PluginPre::new(pre).map_err(|e| LoadError::WrongWorld {
+        ComponentPre::new(pre).map_err(|e| LoadError::WrongWorld {
             path: shown,
             message: format!("{e:#}"),
         })

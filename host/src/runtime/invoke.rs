@@ -1,14 +1,17 @@
 //! One message through one fresh instance: store, limits, instantiate, call, clean up.
 
+use super::component::ComponentPre;
 use super::engine::Runtime;
 use super::output::OutputCounts;
+use super::slots::Slots;
 use super::state::PluginState;
-use crate::bindings::{Delivery, Outcome, Plugin, PluginPre, Subscription};
+use crate::bindings::{Delivery, Loaded, Outcome, Subscription};
 use crate::capability::PluginContext;
 use crate::capability::Usage;
 use crate::capability::messaging::Answering;
 use std::sync::Arc;
 use std::time::Duration;
+use wasmtime::component::Instance;
 use wasmtime::{CallHook, Store, UpdateDeadline};
 
 /// Why an invocation did not return an outcome. Each counts as a retry.
@@ -91,7 +94,7 @@ impl Runtime {
     /// behind invocations of a higher `priority` (the queue type's, 1 to 10).
     pub async fn invoke(
         &self,
-        pre: &PluginPre<PluginState>,
+        pre: &ComponentPre,
         context: Arc<PluginContext>,
         delivery: &Delivery,
         priority: u8,
@@ -100,12 +103,10 @@ impl Runtime {
             pre,
             context,
             priority,
-            async |plugin, store| {
+            async |instance, store| {
                 store.data_mut().answering = Answering::of(delivery);
-                plugin
-                    .techub_platform_handler()
-                    .call_handle(store, delivery)
-                    .await
+                let handler = pre.handler(store, instance)?;
+                handler.call_handle(store, delivery).await
             },
             // A claim holds only for an invocation that ended `ok`.
             |outcome| matches!(outcome, Outcome::Ok),
@@ -113,10 +114,11 @@ impl Runtime {
         .await
     }
 
-    /// Asks a plugin for its subscriptions, in a fresh instance under its limits.
+    /// Asks a plugin for its subscriptions, in a fresh instance under its limits; the
+    /// `loader` export, if any, is type-checked on the same instance.
     pub async fn subscriptions(
         &self,
-        pre: &PluginPre<PluginState>,
+        pre: &ComponentPre,
         context: Arc<PluginContext>,
     ) -> Result<Vec<Subscription>, InvocationError> {
         // Loading goes before messages: it is rare, and a plugin waits on it to serve.
@@ -124,11 +126,10 @@ impl Runtime {
             pre,
             context,
             u8::MAX,
-            async |plugin, store| {
-                plugin
-                    .techub_platform_handler()
-                    .call_subscriptions(store)
-                    .await
+            async |instance, store| {
+                pre.loader(store, instance)?;
+                let handler = pre.handler(store, instance)?;
+                handler.call_subscriptions(store).await
             },
             |_| false,
         )
@@ -136,23 +137,65 @@ impl Runtime {
         .result
     }
 
+    /// Calls the plugin's `loader.load(domain, keys)` in a fresh instance under its
+    /// limits, in a slot kept for loaders. `Ok(Err(reason))` is the loader's own
+    /// error; a component without the export answers with an error too.
+    pub async fn load(
+        &self,
+        pre: &ComponentPre,
+        context: Arc<PluginContext>,
+        domain: &str,
+        keys: &[String],
+    ) -> InvocationReport<Result<Vec<Option<Loaded>>, String>> {
+        self.call_in(
+            &self.loader_slots,
+            pre,
+            context,
+            u8::MAX,
+            async |instance, store| {
+                // A loader reading through a loader could wait for its own slot.
+                store.data_mut().in_loader = true;
+                match pre.loader(store, instance)? {
+                    Some(loader) => loader.call_load(store, domain, keys).await,
+                    None => Ok(Err("the plugin does not export a loader".to_string())),
+                }
+            },
+            |answer| answer.is_ok(),
+        )
+        .await
+    }
+
     /// The one call path: a pool slot, a fresh instance under the plugin's limits, one
     /// export call (`export`), then cleanup: leases released, claims kept only when
     /// `keeps_claims` says the answer succeeded, output to the log.
     pub async fn call<T>(
         &self,
-        pre: &PluginPre<PluginState>,
+        pre: &ComponentPre,
         context: Arc<PluginContext>,
         priority: u8,
-        export: impl AsyncFnOnce(&Plugin, &mut Store<PluginState>) -> wasmtime::Result<T>,
+        export: impl AsyncFnOnce(&Instance, &mut Store<PluginState>) -> wasmtime::Result<T>,
+        keeps_claims: impl FnOnce(&T) -> bool,
+    ) -> InvocationReport<T> {
+        self.call_in(&self.slots, pre, context, priority, export, keeps_claims)
+            .await
+    }
+
+    /// [`Runtime::call`] with a slot from `slots`.
+    async fn call_in<T>(
+        &self,
+        slots: &Slots,
+        pre: &ComponentPre,
+        context: Arc<PluginContext>,
+        priority: u8,
+        export: impl AsyncFnOnce(&Instance, &mut Store<PluginState>) -> wasmtime::Result<T>,
         keeps_claims: impl FnOnce(&T) -> bool,
     ) -> InvocationReport<T> {
         let limits = context.limits;
-        let _slot = self.slots.acquire(priority).await;
+        let _slot = slots.acquire(priority).await;
         let mut store = self.new_store(context);
         let call = async {
-            let plugin = pre.instantiate_async(&mut store).await?;
-            export(&plugin, &mut store).await
+            let instance = pre.instance_pre().instantiate_async(&mut store).await?;
+            export(&instance, &mut store).await
         };
         let timeout = Duration::from_millis(limits.timeout_ms.into());
         let mut result = match tokio::time::timeout(timeout, call).await {

@@ -2,13 +2,15 @@
 //! components compiled on blocking threads, an `InstancePre` per plugin, and one fresh
 //! instance per message under the plugin's limits.
 //!
-//! Files: `engine.rs` (engine, linker, compilation), `invoke.rs` (one call through a
+//! Files: `engine.rs` (engine, linker, compilation), `component.rs` (a linked
+//! component and its exports), `invoke.rs` (one call through a
 //! fresh instance), `state.rs` (what a `Store` carries), `clock.rs` (guest CPU, host
 //! time), `slots.rs` (pool slots handed out by priority), `output.rs` (captured
 //! stdout/stderr), `cache.rs` (compiled components on disk).
 
 mod cache;
 mod clock;
+mod component;
 mod engine;
 mod invoke;
 mod output;
@@ -17,6 +19,7 @@ mod state;
 
 pub use crate::capability::Usage;
 pub use cache::{CompiledCache, content_hash};
+pub use component::ComponentPre;
 pub use engine::{LoadError, Runtime};
 pub use invoke::{InvocationError, InvocationReport};
 pub use output::OutputCounts;

@@ -32,6 +32,8 @@ pub struct PluginState {
     pub(crate) clock: Clock,
     /// The request the message being handled makes, which it may answer once.
     pub(crate) answering: Option<Answering>,
+    /// Whether this instance runs a cache loader (which may not read through one).
+    pub(crate) in_loader: bool,
     wasi: WasiCtx,
 }
 
@@ -70,6 +72,7 @@ impl PluginState {
             claims: Vec::new(),
             clock: Clock::start(),
             answering: None,
+            in_loader: false,
             wasi,
         }
     }
@@ -77,7 +80,7 @@ impl PluginState {
     // The views each capability is linked with: each borrows only what it needs.
 
     pub(crate) fn cache(&mut self) -> CacheView<'_> {
-        CacheView::new(&self.plugin, &mut self.usage)
+        CacheView::new(&self.plugin, &mut self.usage, self.in_loader)
     }
 
     pub(crate) fn store(&mut self) -> StoreView<'_> {

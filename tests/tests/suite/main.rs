@@ -15,6 +15,7 @@ mod live;
 mod operations;
 mod queue_settings;
 mod queue_types;
+mod read_through;
 mod request_reply;
 mod status_page;
 mod store_plugins;

@@ -1,5 +1,6 @@
 //! The WIT `cache` interface: grants, validation, quotas and stats over a backend.
 
+use super::read_through::{LoadFailure, LoadLimits};
 use super::{CacheWrite, DomainStats, Window};
 use crate::bindings::techub::platform::cache::{
     CacheError, DomainStats as WitStats, EntryOptions, Host, Invalidation, StatsWindow,
@@ -22,12 +23,18 @@ type CacheResult<T> = std::result::Result<T, CacheFailure>;
 pub struct CacheView<'a> {
     plugin: &'a PluginContext,
     usage: &'a mut Usage,
+    in_loader: bool,
 }
 
 impl<'a> CacheView<'a> {
-    /// The view of one instance.
-    pub fn new(plugin: &'a PluginContext, usage: &'a mut Usage) -> Self {
-        Self { plugin, usage }
+    /// The view of one instance; `in_loader` when it runs a cache loader (which may
+    /// not read through another, or it could wait for a slot held by its caller).
+    pub fn new(plugin: &'a PluginContext, usage: &'a mut Usage, in_loader: bool) -> Self {
+        Self {
+            plugin,
+            usage,
+            in_loader,
+        }
     }
 }
 
@@ -130,21 +137,21 @@ impl CacheView<'_> {
     async fn cache_get_many(
         &mut self,
         function: &'static str,
-        domain: String,
-        keys: Vec<String>,
+        domain: &str,
+        keys: &[String],
     ) -> Result<Vec<Option<Vec<u8>>>> {
-        self.cache_domain(function, &domain)?;
+        self.cache_domain(function, domain)?;
         self.check_bulk(keys.len())?;
-        for key in &keys {
+        for key in keys {
             self.cache_key(key)?;
         }
         let services = self.plugin.services.clone();
-        let values = services.cache.get_many(&domain, &keys).await?;
+        let values = services.cache.get_many(domain, keys).await?;
         let hits = values.iter().filter(|v| v.is_some()).count() as u64;
-        services.cache_stats.record(&domain, CacheEvent::Hit, hits);
+        services.cache_stats.record(domain, CacheEvent::Hit, hits);
         services
             .cache_stats
-            .record(&domain, CacheEvent::Miss, values.len() as u64 - hits);
+            .record(domain, CacheEvent::Miss, values.len() as u64 - hits);
         Ok(values)
     }
 
@@ -168,6 +175,42 @@ impl CacheView<'_> {
             .cache_stats
             .record(&domain, CacheEvent::Set, entries.len() as u64);
         Ok(())
+    }
+
+    /// Read-through: the entries of `keys`, the misses loaded by the domain's loader.
+    async fn cache_get_or_load(
+        &mut self,
+        function: &'static str,
+        domain: String,
+        keys: Vec<String>,
+    ) -> Result<Vec<Option<Vec<u8>>>> {
+        if self.in_loader {
+            return Err(CacheError::InvalidArgument(format!(
+                "{function} is not available inside a loader (it could wait for itself); use get"
+            )));
+        }
+        let mut values = self.cache_get_many(function, &domain, &keys).await?;
+        // Granted: `cache_get_many` checked it.
+        let domain_ttl = self.plugin.cache_domains.get(&domain).copied().unwrap_or(1);
+        let missed: Vec<usize> = (0..values.len()).filter(|i| values[*i].is_none()).collect();
+        if missed.is_empty() {
+            return Ok(values);
+        }
+        let limits = LoadLimits::of(&self.plugin.config, domain_ttl);
+        let missed_keys: Vec<String> = missed.iter().map(|i| keys[*i].clone()).collect();
+        let services = self.plugin.services.clone();
+        let loaded = services
+            .read_through
+            .load(&domain, &missed_keys, limits)
+            .await;
+        for (i, answer) in missed.into_iter().zip(loaded) {
+            values[i] = match answer {
+                Ok(value) => value,
+                Err(LoadFailure::Backend(error)) => return Err(error.into()),
+                Err(LoadFailure::Loader(reason)) => return Err(CacheError::LoaderFailed(reason)),
+            };
+        }
+        Ok(values)
     }
 
     /// The domains a call names: one, or with `None` every granted domain.
@@ -196,7 +239,7 @@ impl Host for CacheView<'_> {
     }
 
     async fn get(&mut self, domain: String, key: String) -> CacheResult<Option<Vec<u8>>> {
-        let mut values = self.cache_get_many("get", domain, vec![key]).await?;
+        let mut values = self.cache_get_many("get", &domain, &[key]).await?;
         Ok(values.pop().flatten())
     }
 
@@ -234,7 +277,7 @@ impl Host for CacheView<'_> {
         domain: String,
         keys: Vec<String>,
     ) -> CacheResult<Vec<Option<Vec<u8>>>> {
-        Ok(self.cache_get_many("get_many", domain, keys).await?)
+        Ok(self.cache_get_many("get_many", &domain, &keys).await?)
     }
 
     async fn set_many(
@@ -334,5 +377,22 @@ impl Host for CacheView<'_> {
 
     async fn domain_ttl(&mut self, domain: String) -> CacheResult<u32> {
         Ok(self.cache_domain("domain_ttl", &domain)?)
+    }
+
+    async fn get_or_load(&mut self, domain: String, key: String) -> CacheResult<Option<Vec<u8>>> {
+        let mut values = self
+            .cache_get_or_load("get_or_load", domain, vec![key])
+            .await?;
+        Ok(values.pop().flatten())
+    }
+
+    async fn get_or_load_many(
+        &mut self,
+        domain: String,
+        keys: Vec<String>,
+    ) -> CacheResult<Vec<Option<Vec<u8>>>> {
+        Ok(self
+            .cache_get_or_load("get_or_load_many", domain, keys)
+            .await?)
     }
 }

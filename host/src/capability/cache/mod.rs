@@ -1,10 +1,13 @@
 //! `cache`: the shared, domain-aware cache.
 //!
 //! The host layer (`host.rs`) checks grants, keys, sizes and quotas and keeps the
-//! hit/miss counters (`stats.rs`, per minute, in Redis when the cache is); a [`CacheBackend`] stores entries per domain with a TTL and tags.
+//! hit/miss counters (`stats.rs`, per minute, in Redis when the cache is); a
+//! [`CacheBackend`] stores entries per domain with a TTL and tags; `read_through.rs`
+//! fills misses through the domains' loaders, once per key across callers and hosts.
 
 mod host;
 pub mod memory;
+pub mod read_through;
 pub mod redis;
 mod stats;
 
@@ -13,6 +16,7 @@ use std::time::Duration;
 
 pub use crate::bindings::techub::platform::cache::Priority;
 pub use host::{CacheFailure, CacheView, HasCache};
+pub use read_through::{LoadCounts, LoadLimits, LoadedEntry, Loaders, ReadThrough};
 pub use stats::{CacheStats, Window};
 
 /// An entry to write.
