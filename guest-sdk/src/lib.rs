@@ -51,24 +51,6 @@ pub use message::{Failure, Message, Outcome};
 /// input becomes a rejection). A panic in the handler traps the instance, which the host
 /// counts as a retry.
 pub use techub_guest_macros::handler;
-/// Exports a module of several [`handler`]s as one plugin, one handler per queue type
-/// (the specification's service class with several `@RabbitMQHandler` methods); each
-/// delivery goes to the handler of its queue type. Handlers must be `pub` (or
-/// `pub(crate)`) in the module.
-///
-/// ```ignore
-/// #[techub_guest::service]
-/// mod notifications {
-///     use techub_guest::prelude::*;
-///
-///     #[handler(queue = "email")]
-///     pub fn email(message: Message) -> Result<(), Failure> { Ok(()) }
-///
-///     #[handler(queue = "sms", routing_keys = ["user.created"])]
-///     pub fn sms(message: Message) -> Result<(), Failure> { Ok(()) }
-/// }
-/// ```
-pub use techub_guest_macros::service;
 /// Exports a function as the plugin's cache loader: the host calls it on a
 /// [`cache::get_or_load`] miss in a domain `host.toml` names this plugin the loader of
 /// (`[cache.loaders] products = "catalog"`), and to warm the domain
@@ -89,6 +71,24 @@ pub use techub_guest_macros::service;
 /// }
 /// ```
 pub use techub_guest_macros::loader;
+/// Exports a module of several [`handler`]s as one plugin, one handler per queue type
+/// (the specification's service class with several `@RabbitMQHandler` methods); each
+/// delivery goes to the handler of its queue type. Handlers must be `pub` (or
+/// `pub(crate)`) in the module.
+///
+/// ```ignore
+/// #[techub_guest::service]
+/// mod notifications {
+///     use techub_guest::prelude::*;
+///
+///     #[handler(queue = "email")]
+///     pub fn email(message: Message) -> Result<(), Failure> { Ok(()) }
+///
+///     #[handler(queue = "sms", routing_keys = ["user.created"])]
+///     pub fn sms(message: Message) -> Result<(), Failure> { Ok(()) }
+/// }
+/// ```
+pub use techub_guest_macros::service;
 
 /// The usual imports of a plugin.
 pub mod prelude {

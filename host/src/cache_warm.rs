@@ -150,7 +150,12 @@ fn round_of(config: &HostConfig, domain: &str, warm: &crate::config::WarmConfig)
 }
 
 /// Whether this host warms `domain` this round: it took the round lock.
-async fn take_round(services: &Services, config: &HostConfig, domain: &str, round: Duration) -> bool {
+async fn take_round(
+    services: &Services,
+    config: &HostConfig,
+    domain: &str,
+    round: Duration,
+) -> bool {
     let prefix = &config.host.key_prefix;
     let name = format!("{prefix}cache-warm:{domain}");
     let fence = format!("{prefix}cache-warm-fence");

@@ -68,6 +68,7 @@ pub fn get_or_load_many_json<T: DeserializeOwned, K: AsRef<str>>(
 }
 
 fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CacheError> {
-    serde_json::from_slice(bytes)
-        .map_err(|e| CacheError::InvalidArgument(format!("cached value is not the expected JSON: {e}")))
+    serde_json::from_slice(bytes).map_err(|e| {
+        CacheError::InvalidArgument(format!("cached value is not the expected JSON: {e}"))
+    })
 }

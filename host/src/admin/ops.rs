@@ -137,8 +137,7 @@ pub(super) async fn cache_warm(
         return (StatusCode::BAD_REQUEST, Json(json!({ "error": error })));
     }
     let ttl = request.ttl.or_else(|| configured.and_then(|w| w.ttl_s));
-    match crate::cache_warm::warm(&platform.services, &config, &request.domain, &keys, ttl).await
-    {
+    match crate::cache_warm::warm(&platform.services, &config, &request.domain, &keys, ttl).await {
         Ok(report) => (StatusCode::OK, Json(json!(report))),
         Err(error) => (StatusCode::BAD_REQUEST, Json(json!({ "error": error }))),
     }

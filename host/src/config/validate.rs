@@ -277,7 +277,9 @@ impl HostConfig {
             if !c.domains.contains_key(domain) {
                 return Err(invalid(
                     field,
-                    format!("{domain:?} is not a declared cache domain; declare it in [cache.domains]"),
+                    format!(
+                        "{domain:?} is not a declared cache domain; declare it in [cache.domains]"
+                    ),
                 ));
             }
             if !validate_name(plugin) {

@@ -392,10 +392,10 @@ impl Metrics {
         );
         r.register(
             "cache_loads",
-            "Cache read-through and warming: loader calls (called), calls that failed (failed), keys served by another caller's load (coalesced)",
+            "Cache read-through and warming: loader calls (called), calls that failed (failed), keys a reader got by joining a load in this host (coalesced) or by waiting on another host's (waited)",
             m.cache_loads.clone(),
         );
-        for outcome in ["called", "failed", "coalesced"] {
+        for outcome in ["called", "failed", "coalesced", "waited"] {
             let _ = m.cache_loads.get_or_create(&EventOutcomeLabel { outcome });
         }
         r.register(
@@ -576,7 +576,7 @@ impl Metrics {
         }
     }
 
-    /// `count` read-through events (`called`, `failed` or `coalesced`).
+    /// `count` read-through events (`called`, `failed`, `coalesced` or `waited`).
     pub fn cache_load(&self, outcome: &'static str, count: u64) {
         if self.enabled {
             self.cache_loads

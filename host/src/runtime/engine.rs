@@ -1,7 +1,7 @@
 //! The engine, the linker, the epoch ticker and component compilation.
 
-use super::state::PluginState;
 use super::component::ComponentPre;
+use super::state::PluginState;
 use crate::config::HostConfig;
 use anyhow::Context;
 use std::path::Path;

@@ -58,6 +58,15 @@ impl From<BackendError> for LoadFailure {
 
 type Answer = Result<Option<Vec<u8>>, LoadFailure>;
 
+/// Where the callers waiting on a flight get its answer.
+type Waiting = watch::Receiver<Option<Answer>>;
+
+/// The keys a caller leads (index, its flight) and those it waits on (index, channel).
+type Joined<'a> = (Vec<(usize, Flight<'a>)>, Vec<(usize, Waiting)>);
+
+/// The flights in progress, by (domain, key).
+type Flights = HashMap<(String, String), Waiting>;
+
 /// The limits a read-through works under, from the configuration of its caller.
 #[derive(Debug, Clone, Copy)]
 pub struct LoadLimits {
@@ -93,8 +102,11 @@ pub struct LoadCounts {
     pub loader_calls: u64,
     /// Keys those calls asked for.
     pub keys_loaded: u64,
-    /// Keys a caller got from another caller's load (in this host or another).
+    /// Keys a caller got by joining another caller's load in this host.
     pub coalesced: u64,
+    /// Keys a caller got by waiting for another caller's lease: another host's load
+    /// (or one in this host whose flight it could not join).
+    pub waited: u64,
     /// Loader calls that failed.
     pub failures: u64,
 }
@@ -106,12 +118,13 @@ pub struct ReadThrough {
     stats: Arc<super::CacheStats>,
     metrics: Arc<crate::metrics::Metrics>,
     loaders: OnceLock<Weak<dyn Loaders>>,
-    flights: Mutex<HashMap<(String, String), watch::Receiver<Option<Answer>>>>,
+    flights: Mutex<Flights>,
     lease_prefix: String,
     lease_fence: String,
     loader_calls: AtomicU64,
     keys_loaded: AtomicU64,
     coalesced: AtomicU64,
+    waited: AtomicU64,
     failures: AtomicU64,
 }
 
@@ -139,6 +152,7 @@ impl ReadThrough {
             loader_calls: AtomicU64::new(0),
             keys_loaded: AtomicU64::new(0),
             coalesced: AtomicU64::new(0),
+            waited: AtomicU64::new(0),
             failures: AtomicU64::new(0),
         }
     }
@@ -155,6 +169,7 @@ impl ReadThrough {
             loader_calls: self.loader_calls.load(Ordering::Relaxed),
             keys_loaded: self.keys_loaded.load(Ordering::Relaxed),
             coalesced: self.coalesced.load(Ordering::Relaxed),
+            waited: self.waited.load(Ordering::Relaxed),
             failures: self.failures.load(Ordering::Relaxed),
         }
     }
@@ -199,16 +214,12 @@ impl ReadThrough {
 
     /// Splits the unanswered keys into those this caller leads (a new flight) and
     /// those another caller of this host is loading already (its flight's channel).
-    #[expect(clippy::type_complexity, reason = "two lists of (index, handle)")]
     fn join_flights(
         &self,
         domain: &str,
         keys: &[String],
         answers: &[Option<Answer>],
-    ) -> (
-        Vec<(usize, Flight<'_>)>,
-        Vec<(usize, watch::Receiver<Option<Answer>>)>,
-    ) {
+    ) -> Joined<'_> {
         let mut flights = lock(&self.flights);
         let (mut leading, mut waiting) = (Vec::new(), Vec::new());
         for (i, key) in keys.iter().enumerate() {
@@ -271,7 +282,8 @@ impl ReadThrough {
             for (i, value) in elsewhere.into_iter().zip(values) {
                 match value {
                     Some(value) => {
-                        self.coalesced();
+                        self.waited.fetch_add(1, Ordering::Relaxed);
+                        self.metrics.cache_load("waited", 1);
                         answers[i] = Some(Ok(Some(value)));
                     }
                     None => still.push(i),
@@ -292,10 +304,7 @@ impl ReadThrough {
             self.load_leased(domain, keys, &mut leased, &mut answers, limits)
                 .await;
         }
-        answers
-            .into_iter()
-            .map(|a| a.unwrap_or(Ok(None)))
-            .collect()
+        answers.into_iter().map(|a| a.unwrap_or(Ok(None))).collect()
     }
 
     /// Loads the keys of `leased` (indices into `keys`), writes what the loader gave,
@@ -312,7 +321,9 @@ impl ReadThrough {
             return;
         }
         let wanted: Vec<String> = leased.iter().map(|(i, _)| keys[*i].clone()).collect();
-        let loaded = self.load_and_write(domain, &wanted, limits, None, true).await;
+        let loaded = self
+            .load_and_write(domain, &wanted, limits, None, true)
+            .await;
         for ((i, lease), answer) in leased.drain(..).zip(loaded) {
             self.release_lease(domain, &keys[i], lease).await;
             answers[i] = Some(answer);
@@ -376,10 +387,7 @@ impl ReadThrough {
                 *answer = Some(result);
             }
         }
-        answers
-            .into_iter()
-            .map(|a| a.unwrap_or(Ok(None)))
-            .collect()
+        answers.into_iter().map(|a| a.unwrap_or(Ok(None))).collect()
     }
 
     /// One loader call for `keys`: an answer per key, or the failure for each.
