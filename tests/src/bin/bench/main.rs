@@ -2,8 +2,9 @@
 //! native baseline measured in the same run, and their ratio, because this machine is
 //! shared and noisy. Names: `instantiate`, `cache-get`, `messages`, `prefetch`,
 //! `swap`, `start`, `swap-throughput`, `metrics-overhead`, `stats-overhead`,
-//! `store-atomic`, `cas-contention`, `request-reply`.
+//! `store-atomic`, `cas-contention`, `request-reply`, `read-through`.
 
+mod cache;
 mod consumers;
 mod live;
 mod ops;
@@ -62,6 +63,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if run("request-reply") {
         rpc::request_reply().await?;
+    }
+    if run("read-through") {
+        cache::read_through().await?;
     }
     Ok(())
 }
