@@ -362,6 +362,26 @@ async fn check_plugin(
             let grants = config.plugins.get(&name).cloned().unwrap_or_default();
             println!("  cache domains granted: {:?}", grants.cache_domains);
             println!("  may publish to: {:?}", grants.publish);
+            let loads: Vec<&String> = config
+                .cache
+                .loaders
+                .iter()
+                .filter(|(_, plugin)| **plugin == name)
+                .map(|(domain, _)| domain)
+                .collect();
+            match (loaded.pre.has_loader(), loads.is_empty()) {
+                (true, false) => println!("  loads cache domains: {loads:?}"),
+                (true, true) => println!(
+                    "  exports a cache loader; no domain names it (add <domain> = \"{name}\" to [cache.loaders])"
+                ),
+                (false, false) => {
+                    println!(
+                        "  refused as the loader of {loads:?}: it exports no loader (#[loader] in the SDK)"
+                    );
+                    std::process::exit(1);
+                }
+                (false, true) => {}
+            }
             Ok(())
         }
         Err(error) => {

@@ -286,11 +286,13 @@ fn check_says_whether_the_host_would_take_a_plugin() {
         ("good", "fixture_versioned_v1"),
         ("other-world", "fixture_wrong_world"),
         ("ungranted", "fixture_versioned_v1"),
+        ("catalog", "fixture_catalog"),
+        ("not-a-loader", "fixture_noop"),
     ]);
     let config = dir.path().join("host.toml");
     std::fs::write(
         &config,
-        "[plugins.good]\nsubscribe = [\"fixture.versioned.*\"]\n",
+        "[plugins.good]\nsubscribe = [\"fixture.versioned.*\"]\n[plugins.not-a-loader]\nsubscribe = [\"#\"]\n[cache.loaders]\nproducts = \"catalog\"\nusers = \"not-a-loader\"\n",
     )
     .unwrap();
     let check = |file: &str| {
@@ -321,6 +323,12 @@ fn check_says_whether_the_host_would_take_a_plugin() {
     let (ok, out) = check("ungranted.wasm");
     assert!(!ok);
     assert!(out.contains("[plugins.ungranted].subscribe"), "{out}");
+    let (ok, out) = check("catalog.wasm");
+    assert!(ok, "{out}");
+    assert!(out.contains("loads cache domains: [\"products\"]"), "{out}");
+    let (ok, out) = check("not-a-loader.wasm");
+    assert!(!ok, "{out}");
+    assert!(out.contains("exports no loader"), "{out}");
 }
 
 /// `127.0.0.1:<a port free right now>`, for a host's admin endpoint.
