@@ -31,6 +31,25 @@ enum LogFormat {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Creates a plugin crate that builds as it is: a handler, a unit test, the
+    /// wasm32-wasip2 target pinned, and the host.toml lines that grant it.
+    New {
+        /// The plugin's name (its `.wasm` file stem and `[plugins.<name>]`).
+        name: String,
+        /// The queue type it consumes.
+        #[arg(long, default_value = "notification")]
+        queue: String,
+        /// The routing key it binds.
+        #[arg(long, default_value = "user.created")]
+        routing_key: String,
+        /// Where to create the crate's directory.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// The guest SDK (`guest-sdk/` of the techub repository); default: the one
+        /// this host was built from.
+        #[arg(long)]
+        sdk: Option<PathBuf>,
+    },
     /// Runs the host with a config file.
     Run {
         /// The configuration.
@@ -208,6 +227,27 @@ async fn main() -> anyhow::Result<()> {
             json,
             admin,
         } => cli::ops::tail(&admin, &pattern, json).await,
+        Command::New {
+            name,
+            queue,
+            routing_key,
+            dir,
+            sdk,
+        } => {
+            let request = cli::new::NewPlugin {
+                name,
+                queue,
+                routing_key,
+                dir,
+                sdk,
+            };
+            let created = cli::new::create(&request)?;
+            println!(
+                "created {}: `cargo build --release` there makes the plugin; its README says how to test, check and deploy it",
+                created.display()
+            );
+            Ok(())
+        }
         Command::Check {
             plugin: None,
             config,

@@ -540,3 +540,76 @@ fn cli_or_empty(admin: &str, args: &[&str]) -> String {
 fn shown_died(shown: &str) -> Option<u64> {
     serde_json::from_str::<serde_json::Value>(shown).ok()?["died_at_ms"].as_u64()
 }
+
+#[test]
+fn a_scaffolded_plugin_builds_outside_the_repository_passes_its_test_and_checks() {
+    let outside = tempfile::tempdir().unwrap();
+    let output = Command::new(host_binary())
+        .args([
+            "new",
+            "hello-plugin",
+            "--queue",
+            "email",
+            "--routing-key",
+            "user.*",
+        ])
+        .arg("--dir")
+        .arg(outside.path())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let root = outside.path().join("hello-plugin");
+    // A target directory of its own (the suite's is locked by `cargo test`), kept
+    // across runs so that only the first builds the dependencies.
+    let target = techub_tests::repo_root().join("target/scaffold-test");
+    let cargo = |args: &[&str]| {
+        let output = Command::new(env!("CARGO"))
+            .args(args)
+            .current_dir(&root)
+            .env("CARGO_TARGET_DIR", &target)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "cargo {args:?} in the scaffold failed:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let wasm = target.join("wasm32-wasip2/release/hello_plugin.wasm");
+    let _ = std::fs::remove_file(&wasm); // a run before this one's
+    cargo(&["build", "--release", "--quiet"]);
+    let host_target = Command::new("rustc").arg("-vV").output().unwrap();
+    let host_target = String::from_utf8_lossy(&host_target.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("host: ").map(str::to_string))
+        .unwrap();
+    let tested = cargo(&["test", "--quiet", "--target", &host_target]);
+    assert!(tested.contains("1 passed"), "{tested}");
+
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    assert!(
+        readme.contains("[plugins.hello-plugin]\nsubscribe = [\"user.*\"]"),
+        "{readme}"
+    );
+    let config = outside.path().join("host.toml");
+    std::fs::write(
+        &config,
+        "[plugins.hello-plugin]\nsubscribe = [\"user.*\"]\n",
+    )
+    .unwrap();
+    let check = Command::new(host_binary())
+        .arg("check")
+        .arg(&wasm)
+        .args(["--name", "hello-plugin", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&check.stdout);
+    assert!(check.status.success(), "{printed}");
+    assert!(printed.contains("consumes queue type email"), "{printed}");
+}

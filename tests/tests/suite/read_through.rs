@@ -252,10 +252,10 @@ async fn loader_failures_reach_readers_as_typed_errors_and_are_counted() {
     let mut config = embedded(&dir);
     config.plugins.get_mut("catalog").unwrap().limits.cpu_ms = Some(50);
     let platform = Platform::start(config).await.expect("host starts");
-    for key in ["fail", "trap", "spin"] {
+    for key in ["fail", "trap", "spin", "recurse"] {
         read(&platform, &[key]).await;
     }
-    let records = results(&platform, 3).await;
+    let records = results(&platform, 4).await;
     let error_of = |key: &str| {
         records
             .iter()
@@ -263,11 +263,18 @@ async fn loader_failures_reach_readers_as_typed_errors_and_are_counted() {
             .unwrap_or_else(|| panic!("no read failed with {key:?}: {records:?}"))
             .clone()
     };
-    for reason in ["no such thing", "trapped", "CPU limit of 50 ms"] {
+    let inside_a_loader =
+        "the host refused: invalid argument: get_or_load is not available inside a loader";
+    for reason in [
+        "no such thing",
+        "trapped",
+        "CPU limit of 50 ms",
+        inside_a_loader,
+    ] {
         let record = error_of(reason);
         assert_eq!(record["loader_failed"], true, "{record}");
     }
-    assert_eq!(platform.services.read_through.counts().failures, 3);
+    assert_eq!(platform.services.read_through.counts().failures, 4);
     for key in ["fail", "trap", "spin"] {
         assert_eq!(cached(&platform, key).await, None);
     }
