@@ -214,11 +214,15 @@ pub fn get_json<T: DeserializeOwned>(
     key: impl AsRef<str>,
 ) -> Result<Option<T>, CacheError> {
     get(domain, key)?
-        .map(|bytes| serde_json::from_slice(&bytes))
+        .map(|bytes| parse_json(&bytes))
         .transpose()
-        .map_err(|e| {
-            CacheError::InvalidArgument(format!("cached value is not the expected JSON: {e}"))
-        })
+}
+
+/// A cached value as the JSON type a caller expects.
+fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CacheError> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        CacheError::InvalidArgument(format!("cached value is not the expected JSON: {e}"))
+    })
 }
 
 /// Writes an entry.

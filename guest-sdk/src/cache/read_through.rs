@@ -1,6 +1,6 @@
 //! Read-through: misses filled by the host through the domain's loader.
 
-use super::{CacheError, wit};
+use super::{CacheError, parse_json as parse, wit};
 use serde::de::DeserializeOwned;
 
 /// Reads an entry, or on a miss has the host load it through the domain's loader
@@ -65,10 +65,4 @@ pub fn get_or_load_many_json<T: DeserializeOwned, K: AsRef<str>>(
         .into_iter()
         .map(|v| v.map(|v| parse(&v)).transpose())
         .collect()
-}
-
-fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CacheError> {
-    serde_json::from_slice(bytes).map_err(|e| {
-        CacheError::InvalidArgument(format!("cached value is not the expected JSON: {e}"))
-    })
 }

@@ -255,8 +255,9 @@ impl ReadThrough {
         let mut answers: Vec<Option<Answer>> = vec![None; keys.len()];
         let mut leases = Vec::new();
         let mut elsewhere = Vec::new();
-        for (i, key) in keys.iter().enumerate() {
-            match self.take_lease(domain, key, limits.wait).await {
+        let all: Vec<usize> = (0..keys.len()).collect();
+        for (i, taken) in self.take_leases(domain, keys, &all, limits.wait).await {
+            match taken {
                 Ok(Some(lease)) => leases.push((i, lease)),
                 Ok(None) => elsewhere.push(i),
                 Err(error) => answers[i] = Some(Err(error.into())),
@@ -292,8 +293,8 @@ impl ReadThrough {
             let expired = Instant::now() >= deadline;
             let mut leased = Vec::new();
             elsewhere = Vec::new();
-            for i in still {
-                match self.take_lease(domain, &keys[i], limits.wait).await {
+            for (i, taken) in self.take_leases(domain, keys, &still, limits.wait).await {
+                match taken {
                     Ok(Some(lease)) => leased.push((i, lease)),
                     // Past the wait: load without the lease rather than fail the read.
                     Ok(None) if expired => leased.push((i, Lease::none())),
@@ -324,8 +325,11 @@ impl ReadThrough {
         let loaded = self
             .load_and_write(domain, &wanted, limits, None, true)
             .await;
-        for ((i, lease), answer) in leased.drain(..).zip(loaded) {
-            self.release_lease(domain, &keys[i], lease).await;
+        let released = leased.iter_mut().map(|(i, lease)| {
+            self.release_lease(domain, &keys[*i], std::mem::replace(lease, Lease::none()))
+        });
+        futures::future::join_all(released).await;
+        for ((i, _), answer) in leased.drain(..).zip(loaded) {
             answers[i] = Some(answer);
         }
     }
@@ -363,28 +367,23 @@ impl ReadThrough {
                 Err(error) => return vec![Err(error.into()); keys.len()],
             },
         };
-        let missing: Vec<String> = keys
-            .iter()
-            .zip(&answers)
-            .filter(|(_, a)| a.is_none())
-            .map(|(k, _)| k.clone())
-            .collect();
+        let missing: Vec<usize> = (0..keys.len()).filter(|i| answers[*i].is_none()).collect();
         if !missing.is_empty() {
-            let mut loaded = self.call_loader(domain, &missing, limits).await.into_iter();
-            for (key, answer) in keys.iter().zip(answers.iter_mut()) {
-                if answer.is_some() {
-                    continue;
-                }
-                let result = match loaded.next() {
-                    Some(Ok(Some(entry))) => self
-                        .write(domain, key, entry, limits, ttl_seconds)
+            let wanted: Vec<String> = missing.iter().map(|i| keys[*i].clone()).collect();
+            let loaded = self.call_loader(domain, &wanted, limits).await;
+            // Each entry has its own TTL and tags: written together, not one by one.
+            let writes = missing.iter().zip(loaded).map(|(i, entry)| async move {
+                match entry {
+                    Ok(Some(entry)) => self
+                        .write(domain, &keys[*i], entry, limits, ttl_seconds)
                         .await
                         .map(Some),
-                    Some(Ok(None)) => Ok(None),
-                    Some(Err(e)) => Err(e),
-                    None => Ok(None),
-                };
-                *answer = Some(result);
+                    Ok(None) => Ok(None),
+                    Err(e) => Err(e),
+                }
+            });
+            for (i, result) in missing.iter().zip(futures::future::join_all(writes).await) {
+                answers[*i] = Some(result);
             }
         }
         answers.into_iter().map(|a| a.unwrap_or(Ok(None))).collect()
@@ -455,6 +454,25 @@ impl ReadThrough {
         self.stats.record(domain, CacheEvent::Set, 1);
         let [(_, value)] = entries;
         Ok(value)
+    }
+
+    /// The load leases of `keys[i]` for each `i` of `indices`, asked for together (one
+    /// round trip's wait on a multiplexed connection, not one per key).
+    async fn take_leases(
+        &self,
+        domain: &str,
+        keys: &[String],
+        indices: &[usize],
+        ttl: Duration,
+    ) -> Vec<(usize, Result<Option<Lease>, BackendError>)> {
+        let taken = indices
+            .iter()
+            .map(|i| self.take_lease(domain, &keys[*i], ttl));
+        indices
+            .iter()
+            .copied()
+            .zip(futures::future::join_all(taken).await)
+            .collect()
     }
 
     /// The load lease of `key`, if no other caller holds it.
