@@ -67,7 +67,10 @@ impl AsRef<str> for Domain {
     }
 }
 
-/// Eviction weight in the embedded in-process cache (Redis ignores it).
+/// Eviction weight of an entry kept in process: in the embedded cache, and in each
+/// host's L1 copy of a Redis domain (`[cache.l1.<domain>]`), lower priorities go first
+/// when the budget is full. Redis keeps it for the L1s; its own `maxmemory` eviction
+/// does not read it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Priority {
     /// Evicted first.

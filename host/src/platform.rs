@@ -3,6 +3,7 @@
 
 use crate::cache_events::CacheEvents;
 use crate::capability::Services;
+use crate::capability::cache::l1::TwoLayerCache;
 use crate::capability::cache::memory::MemoryCache;
 use crate::capability::cache::redis::RedisCache;
 use crate::capability::cache::{CacheBackend, CacheStats, Loaders, ReadThrough};
@@ -68,11 +69,21 @@ pub async fn connect_services(config: &HostConfig) -> anyhow::Result<Services> {
             .expect("connected above when a capability selects redis")
     };
     let prefix = &config.host.key_prefix;
+    let mut l1 = None;
     let cache: Arc<dyn CacheBackend> = match config.backends.cache {
         KvBackend::Memory => Arc::new(MemoryCache::new(
             (config.cache.memory_budget_mib * 1024 * 1024) as usize,
         )),
-        KvBackend::Redis => Arc::new(RedisCache::new(redis(), prefix)),
+        KvBackend::Redis => {
+            let layered = TwoLayerCache::new(
+                RedisCache::new(redis(), prefix),
+                &config.cache,
+                &config.redis,
+                metrics.clone(),
+            );
+            l1 = Some(layered.clone());
+            layered
+        }
     };
     let store: Arc<dyn StoreBackend> = match config.backends.store {
         KvBackend::Memory => Arc::new(MemoryStore::new(
@@ -122,6 +133,7 @@ pub async fn connect_services(config: &HostConfig) -> anyhow::Result<Services> {
         cache_events,
         read_through,
         cache,
+        l1,
         cache_stats,
         metrics,
         store,

@@ -125,6 +125,9 @@ pub type BackendResult<T> = Result<T, BackendError>;
 pub struct Services {
     /// The cache backend.
     pub cache: Arc<dyn cache::CacheBackend>,
+    /// The cache on Redis with its L1s (the same object as `cache`), to reconfigure
+    /// them; `None` on the embedded cache.
+    pub l1: Option<Arc<cache::l1::TwoLayerCache>>,
     /// Hit/miss counters per domain and minute, kept by the host for every backend
     /// alike (in Redis when the cache is on Redis).
     pub cache_stats: Arc<cache::CacheStats>,

@@ -15,6 +15,10 @@ use std::time::{Duration, Instant};
 #[derive(Clone)]
 pub struct RedisClient {
     conn: ConnectionManager,
+    /// For connections of their own (pub/sub); holds the unredacted URL, so it is
+    /// never formatted.
+    client: redis::Client,
+    connect_timeout: Duration,
     url: Arc<str>,
     command_timeout: Duration,
     retries: u32,
@@ -54,7 +58,7 @@ impl RedisClient {
             .set_min_delay(Duration::from_millis(config.retry_delay_ms.max(1)));
         let conn = tokio::time::timeout(
             connect_timeout,
-            ConnectionManager::new_with_config(client, manager_config),
+            ConnectionManager::new_with_config(client.clone(), manager_config),
         )
         .await
         .map_err(|_| {
@@ -71,6 +75,8 @@ impl RedisClient {
         })?;
         Ok(Self {
             conn,
+            client,
+            connect_timeout,
             url: url.into(),
             command_timeout,
             retries: config.max_retries,
@@ -94,6 +100,28 @@ impl RedisClient {
                 "Redis at {} did not answer PING within {} ms",
                 self.url,
                 within.as_millis()
+            )),
+        }
+    }
+
+    /// A pub/sub connection of its own (a subscribed connection runs no other
+    /// commands), within the connect timeout; the reason, URL redacted, when not.
+    pub async fn pubsub(&self) -> Result<redis::aio::PubSub, String> {
+        match tokio::time::timeout(self.connect_timeout, self.client.get_async_pubsub()).await {
+            Ok(Ok(pubsub)) => Ok(pubsub),
+            Ok(Err(error)) => Err(format!(
+                "could not open a pub/sub connection to Redis at {}: {}",
+                self.url,
+                // An I/O error's text names no URL; other texts might, so only their kind.
+                match error.is_io_error() {
+                    true => error.to_string(),
+                    false => format!("{:?}", error.kind()),
+                }
+            )),
+            Err(_) => Err(format!(
+                "Redis at {} did not accept a pub/sub connection within {} ms",
+                self.url,
+                self.connect_timeout.as_millis()
             )),
         }
     }

@@ -105,6 +105,8 @@ impl Default for CacheConfig {
             loaders: BTreeMap::new(),
             load_wait_ms: 5_000,
             warm: BTreeMap::new(),
+            l1: BTreeMap::new(),
+            l1_max_stale_ms: 100,
         }
     }
 }

@@ -269,6 +269,36 @@ pub struct CacheConfig {
     /// `[cache.warm.<domain>]`: entries the host loads at start and keeps fresh (the
     /// specification's cache warming).
     pub warm: BTreeMap<String, WarmConfig>,
+    /// `[cache.l1.<domain>]`: domains of the cache on Redis that this host also keeps
+    /// in process (a two-layer cache); every host hears of every write, delete and
+    /// invalidation on Redis pub/sub and drops its copies.
+    pub l1: BTreeMap<String, L1Config>,
+    /// The longest an L1 may serve a copy after another host's write to it returned,
+    /// in ms: a host serves from L1 only while its invalidation channel proved itself
+    /// this recently (a ping it sent to itself came back through it), else it reads
+    /// Redis. The host pings every quarter of it.
+    pub l1_max_stale_ms: u64,
+}
+
+/// One `[cache.l1.<domain>]`: the in-process layer of a domain of the cache on Redis.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct L1Config {
+    /// Longest an entry stays in L1, in seconds (never past its TTL in Redis).
+    #[serde(default = "default_l1_ttl")]
+    pub ttl_s: u64,
+    /// Memory budget of this domain's L1, in MiB; past it, expired entries go first,
+    /// then `low`, `medium`, `high` and last `critical` ones, oldest first.
+    #[serde(default = "default_l1_budget")]
+    pub budget_mib: u64,
+}
+
+fn default_l1_ttl() -> u64 {
+    30
+}
+
+fn default_l1_budget() -> u64 {
+    16
 }
 
 /// One `[cache.warm.<domain>]` (the specification's `CacheWarmingDto`): the keys the

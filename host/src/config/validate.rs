@@ -306,6 +306,26 @@ impl HostConfig {
                     .map_err(|m| invalid(field("keys"), format!("key {key:?} {m}")))?;
             }
         }
+        check("cache.l1_max_stale_ms", c.l1_max_stale_ms, 10, 60_000)?;
+        for (domain, l1) in &c.l1 {
+            let field = |f: &str| format!("cache.l1.{domain}.{f}");
+            if !c.domains.contains_key(domain) {
+                return Err(invalid(
+                    format!("cache.l1.{domain}"),
+                    format!(
+                        "{domain:?} is not a declared cache domain; declare it in [cache.domains]"
+                    ),
+                ));
+            }
+            if self.backends.cache != KvBackend::Redis {
+                return Err(invalid(
+                    format!("cache.l1.{domain}"),
+                    "an L1 sits in front of the cache on Redis; the embedded cache is in process already (set backends.cache = \"redis\" or remove it)",
+                ));
+            }
+            check(field("ttl_s"), l1.ttl_s, 1, 86_400)?;
+            check(field("budget_mib"), l1.budget_mib, 1, 1 << 16)?;
+        }
         for (i, rule) in self.cache.invalidate.iter().enumerate() {
             let field = format!("cache.invalidate[{i}]");
             if !self.cache.domains.contains_key(&rule.domain) {

@@ -196,6 +196,9 @@ pub struct Metrics {
     requests_timed_out: Counter,
     cache_events: Family<EventOutcomeLabel, Counter>,
     cache_loads: Family<EventOutcomeLabel, Counter>,
+    cache_l1_reads: Family<EventOutcomeLabel, Counter>,
+    cache_l1_dropped: Counter,
+    cache_l1_channel_up: Gauge,
     redis_seconds: Family<CommandLabel, Histogram>,
     redis_slow: Family<CommandLabel, Counter>,
     redis_timeouts: Family<CommandLabel, Counter>,
@@ -262,6 +265,9 @@ impl Metrics {
             requests_timed_out: Counter::default(),
             cache_events: Family::default(),
             cache_loads: Family::default(),
+            cache_l1_reads: Family::default(),
+            cache_l1_dropped: Counter::default(),
+            cache_l1_channel_up: Gauge::default(),
             redis_seconds: Family::new_with_constructor(duration_buckets),
             redis_slow: Family::default(),
             redis_timeouts: Family::default(),
@@ -398,6 +404,26 @@ impl Metrics {
         for outcome in ["called", "failed", "coalesced", "waited"] {
             let _ = m.cache_loads.get_or_create(&EventOutcomeLabel { outcome });
         }
+        r.register(
+            "cache_l1_reads",
+            "Keys read from an L1 domain: answered by L1 (hit), read from Redis and copied (miss), or read from Redis because the invalidation channel was not fresh (bypass)",
+            m.cache_l1_reads.clone(),
+        );
+        for outcome in ["hit", "miss", "bypass"] {
+            let _ = m
+                .cache_l1_reads
+                .get_or_create(&EventOutcomeLabel { outcome });
+        }
+        r.register(
+            "cache_l1_dropped",
+            "L1 copies dropped on another host's write, delete or invalidation",
+            m.cache_l1_dropped.clone(),
+        );
+        r.register(
+            "cache_l1_channel_up",
+            "1 while the L1 invalidation channel (Redis pub/sub) is subscribed",
+            m.cache_l1_channel_up.clone(),
+        );
         r.register(
             "requests_timed_out",
             "Requests (messaging.request) that got no reply within their timeout",
@@ -582,6 +608,29 @@ impl Metrics {
             self.cache_loads
                 .get_or_create(&EventOutcomeLabel { outcome })
                 .inc_by(count);
+        }
+    }
+
+    /// `count` keys read from an L1 domain (`hit`, `miss` or `bypass`).
+    pub fn cache_l1_read(&self, outcome: &'static str, count: u64) {
+        if self.enabled {
+            self.cache_l1_reads
+                .get_or_create(&EventOutcomeLabel { outcome })
+                .inc_by(count);
+        }
+    }
+
+    /// `count` L1 copies dropped on another host's change.
+    pub fn cache_l1_dropped(&self, count: u64) {
+        if self.enabled {
+            self.cache_l1_dropped.inc_by(count);
+        }
+    }
+
+    /// The L1 invalidation channel went up or down.
+    pub fn cache_l1_channel(&self, up: bool) {
+        if self.enabled {
+            self.cache_l1_channel_up.set(i64::from(up));
         }
     }
 

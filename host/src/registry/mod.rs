@@ -306,6 +306,12 @@ impl Registry {
         {
             tracing::error!(%error, "host.toml: could not apply [[cache.invalidate]]; the previous rules stay bound");
         }
+        if let Some(l1) = &self.services.l1
+            && (running.cache.l1 != config.cache.l1
+                || running.cache.l1_max_stale_ms != config.cache.l1_max_stale_ms)
+        {
+            l1.configure(&config.cache);
+        }
         let names: Vec<String> = state.serving.keys().cloned().collect();
         for name in names {
             if !enabled(&config, &name) {

@@ -10,6 +10,7 @@ mod e2e_embedded;
 mod e2e_services;
 mod grants;
 mod hostile;
+mod l1;
 mod limits;
 mod live;
 mod operations;

@@ -3,9 +3,12 @@
 //! The host layer (`host.rs`) checks grants, keys, sizes and quotas and keeps the
 //! hit/miss counters (`stats.rs`, per minute, in Redis when the cache is); a
 //! [`CacheBackend`] stores entries per domain with a TTL and tags; `read_through.rs`
-//! fills misses through the domains' loaders, once per key across callers and hosts.
+//! fills misses through the domains' loaders, once per key across callers and hosts;
+//! `l1/` keeps in-process copies of chosen domains of the cache on Redis, coherent
+//! across hosts through Redis pub/sub.
 
 mod host;
+pub mod l1;
 pub mod memory;
 pub mod read_through;
 pub mod redis;
@@ -26,7 +29,8 @@ pub struct CacheWrite {
     pub ttl: Duration,
     /// Tags to file the entries under.
     pub tags: Vec<String>,
-    /// Eviction weight (used by the memory backend only).
+    /// Eviction weight: in the embedded cache and in an L1, lower priorities are
+    /// evicted first (Redis keeps it for the L1s and evicts by its own policy).
     pub priority: Priority,
 }
 

@@ -4,34 +4,47 @@
 //! - `cache:<domain>:<key>`: the value, with its TTL (`SET PX`);
 //! - `cache-tag:<domain>:<tag>`: the set of entry keys filed under a tag;
 //! - `cache-meta:<domain>:<key>`: the tag-set keys an entry is filed in, so that
-//!   rewriting or deleting an entry also removes its old filings.
+//!   rewriting or deleting an entry also removes its old filings;
+//! - `cache-prio:<domain>:<key>`: the entry's priority when it is not medium, so that
+//!   an L1 copy is evicted in its turn.
 //!
-//! Writes and deletes are Lua scripts, so an entry and its filings change together.
+//! Writes and deletes are Lua scripts, so an entry and its filings change together,
+//! and each publishes the keys it changed on `cache-l1` in the same step (for the
+//! hosts' L1s, `l1.rs`).
 
-use super::{CacheBackend, CacheWrite, Invalidated};
+use super::{CacheBackend, CacheWrite, Invalidated, Priority};
 use crate::capability::BackendResult;
 use crate::capability::glob;
 use crate::capability::redis_client::{RedisClient, Retry};
 use redis::Script;
 use std::sync::LazyLock;
+use std::time::Duration;
 
-/// KEYS: entry1, meta1, entry2, meta2, ...; ARGV: ttl-ms, tag count, tag-set keys...,
-/// then one value per entry.
+/// KEYS: entry1, meta1, prio1, entry2, ...; ARGV: ttl-ms, tag count, priority (empty
+/// for medium), invalidation channel, invalidation message, the tag-set keys, then one
+/// value per entry. Publishes the message in the same step as the write, so that a
+/// host's L1 hears of a write before anything that Redis serves after it.
 static SET_MANY: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 local ttl = tonumber(ARGV[1])
 local ntags = tonumber(ARGV[2])
-local n = #KEYS / 2
+local prio = ARGV[3]
+local n = #KEYS / 3
 for i = 1, n do
-  local entry, meta = KEYS[2 * i - 1], KEYS[2 * i]
+  local entry, meta, pkey = KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i]
   for _, tagset in ipairs(redis.call('SMEMBERS', meta)) do
     redis.call('SREM', tagset, entry)
   end
   redis.call('DEL', meta)
-  redis.call('SET', entry, ARGV[2 + ntags + i], 'PX', ttl)
+  redis.call('SET', entry, ARGV[5 + ntags + i], 'PX', ttl)
+  if prio == '' then
+    redis.call('DEL', pkey)
+  else
+    redis.call('SET', pkey, prio, 'PX', ttl)
+  end
   for t = 1, ntags do
-    local tagset = ARGV[2 + t]
+    local tagset = ARGV[5 + t]
     redis.call('SADD', tagset, entry)
     redis.call('SADD', meta, tagset)
     local left = redis.call('PTTL', tagset)
@@ -43,43 +56,52 @@ for i = 1, n do
     redis.call('PEXPIRE', meta, ttl)
   end
 end
+redis.call('PUBLISH', ARGV[4], ARGV[5])
 return n
 ",
     )
 });
 
-/// KEYS: entries; ARGV: meta prefix, entry prefix. Deletes entries and their
-/// filings; returns how many entries existed.
+/// KEYS: entries; ARGV: meta prefix, entry prefix, priority prefix, invalidation
+/// channel, invalidation message. Deletes entries and their filings; returns how many
+/// entries existed.
 static DELETE_MANY: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 local removed = 0
 for _, entry in ipairs(KEYS) do
   removed = removed + redis.call('DEL', entry)
-  local meta = ARGV[1] .. string.sub(entry, #ARGV[2] + 1)
+  local suffix = string.sub(entry, #ARGV[2] + 1)
+  local meta = ARGV[1] .. suffix
   for _, tagset in ipairs(redis.call('SMEMBERS', meta)) do
     redis.call('SREM', tagset, entry)
   end
-  redis.call('DEL', meta)
+  redis.call('DEL', meta, ARGV[3] .. suffix)
 end
+redis.call('PUBLISH', ARGV[4], ARGV[5])
 return removed
 ",
     )
 });
 
 /// KEYS: entries (ARGV[3] of them), then tag sets; ARGV: meta prefix, entry prefix,
-/// number of entries. Deletes the entries and every entry filed under the tags, with
-/// their filings; returns {removed by key, removed by tag}.
+/// number of entries, priority prefix, invalidation channel, message header
+/// (`<domain> <origin>`). Deletes the entries and every entry filed under the tags,
+/// with their filings, publishes the keys it named or found (after the header, one
+/// per line); returns {removed by key, removed by tag}.
 static INVALIDATE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
+local named = {}
 local function drop(entry)
   local n = redis.call('DEL', entry)
-  local meta = ARGV[1] .. string.sub(entry, #ARGV[2] + 1)
+  local suffix = string.sub(entry, #ARGV[2] + 1)
+  named[#named + 1] = suffix
+  local meta = ARGV[1] .. suffix
   for _, tagset in ipairs(redis.call('SMEMBERS', meta)) do
     redis.call('SREM', tagset, entry)
   end
-  redis.call('DEL', meta)
+  redis.call('DEL', meta, ARGV[4] .. suffix)
   return n
 end
 local nkeys = tonumber(ARGV[3])
@@ -92,7 +114,36 @@ for i = nkeys + 1, #KEYS do
     by_tag = by_tag + drop(entry)
   end
 end
+if #named > 0 then
+  redis.call('PUBLISH', ARGV[5], ARGV[6] .. '\n' .. table.concat(named, '\n'))
+end
 return {by_key, by_tag}
+",
+    )
+});
+
+/// KEYS: entry1, meta1, prio1, entry2, ...; ARGV: length of the domain's tag-set key
+/// prefix. For each entry, `nil` when absent, else {value, PTTL, priority or nil,
+/// tags}: what an L1 needs to keep a copy that expires, evicts and invalidates by tag
+/// as the entry does, read in one atomic step.
+static READ_FOR_L1: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local cut = tonumber(ARGV[1])
+local out = {}
+for i = 1, #KEYS / 3 do
+  local value = redis.call('GET', KEYS[3 * i - 2])
+  if value then
+    local tags = {}
+    for _, tagset in ipairs(redis.call('SMEMBERS', KEYS[3 * i - 1])) do
+      tags[#tags + 1] = string.sub(tagset, cut + 1)
+    end
+    out[i] = {value, redis.call('PTTL', KEYS[3 * i - 2]), redis.call('GET', KEYS[3 * i]), tags}
+  else
+    out[i] = false
+  end
+end
+return out
 ",
     )
 });
@@ -104,6 +155,59 @@ const SCAN_COUNT: u32 = 500;
 pub struct RedisCache {
     redis: RedisClient,
     prefix: String,
+    /// Names this host in its invalidation messages, so that its L1 can skip its own
+    /// (it dropped those copies when Redis answered; the echo would only refuse
+    /// copies read after the change).
+    origin: String,
+}
+
+/// What [`RedisCache::read_for_l1`] found of one entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct L1Fill {
+    /// The value.
+    pub value: Vec<u8>,
+    /// How long it has left in Redis.
+    pub ttl_left: Duration,
+    /// The priority it was written with.
+    pub priority: Priority,
+    /// The tags it is filed under.
+    pub tags: Vec<String>,
+}
+
+/// The channel every write, delete and invalidation publishes its keys on, as
+/// `<domain> <origin>\n<key>\n<key>...` (keys hold no control characters, so `\n`
+/// splits; domains no spaces).
+pub fn invalidation_channel(prefix: &str) -> String {
+    format!("{prefix}cache-l1")
+}
+
+fn priority_name(priority: Priority) -> &'static str {
+    match priority {
+        Priority::Low => "low",
+        Priority::Medium => "",
+        Priority::High => "high",
+        Priority::Critical => "critical",
+    }
+}
+
+fn priority_of(name: Option<&str>) -> Priority {
+    match name {
+        Some("low") => Priority::Low,
+        Some("high") => Priority::High,
+        Some("critical") => Priority::Critical,
+        _ => Priority::Medium,
+    }
+}
+
+/// `<domain> <origin>\n<key>\n<key>...`: the message that tells every host's L1 to
+/// drop keys.
+fn invalidation_message<'k>(header: String, keys: impl IntoIterator<Item = &'k str>) -> String {
+    let mut message = header;
+    for key in keys {
+        message.push('\n');
+        message.push_str(key);
+    }
+    message
 }
 
 impl RedisCache {
@@ -112,7 +216,27 @@ impl RedisCache {
         Self {
             redis,
             prefix: prefix.to_string(),
+            origin: uuid::Uuid::new_v4().simple().to_string(),
         }
+    }
+
+    /// The connection it runs on.
+    pub fn client(&self) -> &RedisClient {
+        &self.redis
+    }
+
+    /// The key prefix.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The id this host's invalidation messages carry.
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
+    fn message_header(&self, domain: &str) -> String {
+        format!("{domain} {}", self.origin)
     }
 
     fn entry_prefix(&self, domain: &str) -> String {
@@ -121,8 +245,16 @@ impl RedisCache {
     fn meta_prefix(&self, domain: &str) -> String {
         format!("{}cache-meta:{domain}:", self.prefix)
     }
+    /// Where an entry written with a priority other than medium keeps it, for the
+    /// L1s that copy the entry.
+    fn priority_prefix(&self, domain: &str) -> String {
+        format!("{}cache-prio:{domain}:", self.prefix)
+    }
+    fn tag_prefix(&self, domain: &str) -> String {
+        format!("{}cache-tag:{domain}:", self.prefix)
+    }
     fn tag_key(&self, domain: &str, tag: &str) -> String {
-        format!("{}cache-tag:{domain}:{tag}", self.prefix)
+        format!("{}{tag}", self.tag_prefix(domain))
     }
 
     async fn delete_entries(&self, domain: &str, entries: &[String]) -> BackendResult<u64> {
@@ -130,15 +262,73 @@ impl RedisCache {
             return Ok(0);
         }
         let (meta, entry) = (self.meta_prefix(domain), self.entry_prefix(domain));
+        let priority = self.priority_prefix(domain);
+        let channel = invalidation_channel(&self.prefix);
+        let message = invalidation_message(
+            self.message_header(domain),
+            entries.iter().map(|e| e.strip_prefix(&entry).unwrap_or(e)),
+        );
         let removed: i64 = self
             .redis
             .run("cache delete", Retry::Idempotent, |mut c| {
                 let mut invocation = DELETE_MANY.prepare_invoke();
-                invocation.key(entries).arg(&meta).arg(&entry);
+                invocation
+                    .key(entries)
+                    .arg(&meta)
+                    .arg(&entry)
+                    .arg(&priority)
+                    .arg(&channel)
+                    .arg(&message);
                 async move { invocation.invoke_async(&mut c).await }
             })
             .await?;
         Ok(removed.max(0) as u64)
+    }
+
+    /// The entries of `keys` with what an L1 copy of each needs (TTL left, priority,
+    /// tags), in one atomic step; `None` for absent ones.
+    pub async fn read_for_l1(
+        &self,
+        domain: &str,
+        keys: &[String],
+    ) -> BackendResult<Vec<Option<L1Fill>>> {
+        let (entry, meta) = (self.entry_prefix(domain), self.meta_prefix(domain));
+        let priority = self.priority_prefix(domain);
+        let cut = self.tag_prefix(domain).len();
+        type Found = Option<(Vec<u8>, i64, Option<String>, Vec<String>)>;
+        let found: Vec<Found> = self
+            .redis
+            .run("cache read", Retry::Idempotent, |mut c| {
+                let mut invocation = READ_FOR_L1.prepare_invoke();
+                for key in keys {
+                    invocation
+                        .key(format!("{entry}{key}"))
+                        .key(format!("{meta}{key}"))
+                        .key(format!("{priority}{key}"));
+                }
+                invocation.arg(cut);
+                async move { invocation.invoke_async(&mut c).await }
+            })
+            .await?;
+        Ok(found
+            .into_iter()
+            .map(|found| {
+                let (value, pttl, priority, tags) = found?;
+                // -1 (no expiry) is not written by the host; such an entry gets the
+                // L1's own TTL. -2: it expired between GET and PTTL.
+                let ttl_left = match pttl {
+                    -2 => return None,
+                    ms if ms < 0 => Duration::MAX,
+                    ms => Duration::from_millis(ms as u64),
+                };
+                Some(L1Fill {
+                    value,
+                    ttl_left,
+                    priority: priority_of(priority.as_deref()),
+                    tags,
+                })
+            })
+            .collect())
     }
 }
 
@@ -166,8 +356,14 @@ impl CacheBackend for RedisCache {
             return Ok(());
         }
         let (entry, meta) = (self.entry_prefix(domain), self.meta_prefix(domain));
+        let priority = self.priority_prefix(domain);
         let tags: Vec<String> = write.tags.iter().map(|t| self.tag_key(domain, t)).collect();
         let ttl_ms = (write.ttl.as_millis() as u64).max(1);
+        let channel = invalidation_channel(&self.prefix);
+        let message = invalidation_message(
+            self.message_header(domain),
+            entries.iter().map(|(k, _)| k.as_str()),
+        );
         let _: i64 = self
             .redis
             .run("cache set", Retry::Idempotent, |mut c| {
@@ -175,9 +371,16 @@ impl CacheBackend for RedisCache {
                 for (key, _) in entries {
                     invocation
                         .key(format!("{entry}{key}"))
-                        .key(format!("{meta}{key}"));
+                        .key(format!("{meta}{key}"))
+                        .key(format!("{priority}{key}"));
                 }
-                invocation.arg(ttl_ms).arg(tags.len()).arg(&tags);
+                invocation
+                    .arg(ttl_ms)
+                    .arg(tags.len())
+                    .arg(priority_name(write.priority))
+                    .arg(&channel)
+                    .arg(&message)
+                    .arg(&tags);
                 for (_, value) in entries {
                     invocation.arg(value);
                 }
@@ -230,6 +433,9 @@ impl CacheBackend for RedisCache {
         let (meta, entry) = (self.meta_prefix(domain), self.entry_prefix(domain));
         let entries: Vec<String> = keys.iter().map(|k| format!("{entry}{k}")).collect();
         let tag_sets: Vec<String> = tags.iter().map(|t| self.tag_key(domain, t)).collect();
+        let priority = self.priority_prefix(domain);
+        let channel = invalidation_channel(&self.prefix);
+        let header = self.message_header(domain);
         let (by_key, by_tag): (i64, i64) = self
             .redis
             .run("cache invalidate", Retry::Idempotent, |mut c| {
@@ -239,7 +445,10 @@ impl CacheBackend for RedisCache {
                     .key(&tag_sets)
                     .arg(&meta)
                     .arg(&entry)
-                    .arg(entries.len());
+                    .arg(entries.len())
+                    .arg(&priority)
+                    .arg(&channel)
+                    .arg(&header);
                 async move { invocation.invoke_async(&mut c).await }
             })
             .await?;

@@ -2,10 +2,11 @@
 //! native baseline measured in the same run, and their ratio, because this machine is
 //! shared and noisy. Names: `instantiate`, `cache-get`, `messages`, `prefetch`,
 //! `swap`, `start`, `swap-throughput`, `metrics-overhead`, `stats-overhead`,
-//! `store-atomic`, `cas-contention`, `request-reply`, `read-through`.
+//! `store-atomic`, `cas-contention`, `request-reply`, `read-through`, `l1`.
 
 mod cache;
 mod consumers;
+mod l1;
 mod live;
 mod ops;
 mod rpc;
@@ -67,6 +68,10 @@ async fn main() -> anyhow::Result<()> {
     if run("read-through") {
         cache::read_through().await?;
     }
+    if run("l1") {
+        l1::gets().await?;
+        l1::propagation().await?;
+    }
     Ok(())
 }
 
@@ -113,6 +118,42 @@ pub fn cache_reader(gets: u32) -> (PluginDir, HostConfig) {
     limits.timeout_ms = Some(120_000);
     grant(&mut config, "cache-reader", &["users"], &[]);
     (dir, config)
+}
+
+/// Cache gets/s of the cache-reader fixture: `gets` in all, split over `concurrency`
+/// invocations at once.
+pub async fn plugin_gets_per_s(
+    runtime: &Arc<Runtime>,
+    plugin: &Arc<techub_host::plugins::LoadedPlugin>,
+    gets: u32,
+    concurrency: u32,
+) -> anyhow::Result<f64> {
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let (runtime, plugin) = (runtime.clone(), plugin.clone());
+            tokio::spawn(async move {
+                let share = (gets / concurrency).to_string();
+                runtime
+                    .invoke(
+                        &plugin.pre,
+                        plugin.context.clone(),
+                        &delivery(share.as_bytes()),
+                        5,
+                    )
+                    .await
+            })
+        })
+        .collect();
+    for task in tasks {
+        let report = task.await?;
+        anyhow::ensure!(
+            matches!(report.result, Ok(Outcome::Ok)),
+            "cache-reader failed: {:?}",
+            report.result
+        );
+    }
+    Ok(gets as f64 / started.elapsed().as_secs_f64())
 }
 
 /// The 100 entries `bench:0` .. `bench:99` the cache-reader fixture reads.

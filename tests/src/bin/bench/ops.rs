@@ -2,7 +2,7 @@
 //! gets/s with statistics kept in Redis against kept in process. Each pair runs
 //! alternately, five rounds, and the medians are compared (the machine is noisy).
 
-use super::{all_completed, cache_reader, delivery, envelope, fill_bench_entries};
+use super::{all_completed, cache_reader, envelope, fill_bench_entries, plugin_gets_per_s};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use techub_host::Platform;
@@ -109,34 +109,7 @@ pub async fn stats_overhead() -> anyhow::Result<()> {
         Arc::new(load_plugin(&runtime, &path, config.clone(), in_process).await?);
     let run = |plugin: Arc<techub_host::plugins::LoadedPlugin>| {
         let runtime = runtime.clone();
-        async move {
-            let started = Instant::now();
-            let tasks: Vec<_> = (0..CONCURRENCY)
-                .map(|_| {
-                    let (runtime, plugin) = (runtime.clone(), plugin.clone());
-                    tokio::spawn(async move {
-                        let share = (GETS / CONCURRENCY).to_string();
-                        runtime
-                            .invoke(
-                                &plugin.pre,
-                                plugin.context.clone(),
-                                &delivery(share.as_bytes()),
-                                5,
-                            )
-                            .await
-                    })
-                })
-                .collect();
-            for task in tasks {
-                let report = task.await?;
-                anyhow::ensure!(
-                    matches!(report.result, Ok(Outcome::Ok)),
-                    "cache-reader failed: {:?}",
-                    report.result
-                );
-            }
-            anyhow::Ok(GETS as f64 / started.elapsed().as_secs_f64())
-        }
+        async move { plugin_gets_per_s(&runtime, &plugin, GETS, CONCURRENCY).await }
     };
     run(with_redis_stats.clone()).await?; // warm-up
     let (mut redis, mut local) = (Vec::new(), Vec::new());

@@ -1,0 +1,182 @@
+//! `l1`: the two-layer cache. Plugin cache gets/s of one domain on Redis with an L1
+//! against without (alternating, median of 5 rounds; the goal is ≥ 10×), beside a
+//! native redis-rs `GET` loop in the same run; then how long a write on one host
+//! takes to reach another host's L1 (p50/p99 of 500 writes).
+
+use super::{cache_reader, fill_bench_entries, plugin_gets_per_s};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use techub_host::capability::Services;
+use techub_host::capability::cache::{CacheWrite, Priority};
+use techub_host::config::{HostConfig, L1Config};
+use techub_host::platform::connect_services;
+use techub_host::plugins::load_plugin;
+use techub_host::runtime::Runtime;
+
+const ROUNDS: usize = 5;
+
+fn with_l1(mut config: HostConfig, domain: &str) -> HostConfig {
+    config.cache.l1.insert(
+        domain.into(),
+        L1Config {
+            ttl_s: 600,
+            budget_mib: 16,
+        },
+    );
+    config
+}
+
+async fn serving(services: &Services) -> anyhow::Result<()> {
+    let l1 = services.l1.as_ref().expect("on Redis");
+    let started = Instant::now();
+    while !l1.serving() {
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(10),
+            "L1 never served"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    Ok(())
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+pub async fn gets() -> anyhow::Result<()> {
+    const GETS: u32 = 40_000;
+    const CONCURRENCY: u32 = 8;
+    let (dir, plain) = cache_reader(GETS);
+    let layered = with_l1(plain.clone(), "users");
+    let (plain, layered) = (Arc::new(plain), Arc::new(layered));
+    let on_redis = Arc::new(connect_services(&plain).await?);
+    let on_l1 = Arc::new(connect_services(&layered).await?);
+    serving(&on_l1).await?;
+    fill_bench_entries(on_redis.cache.as_ref()).await?;
+    let runtime = Arc::new(Runtime::new(&plain)?);
+    let path = dir.path().join("cache-reader.wasm");
+    let redis_reader =
+        Arc::new(load_plugin(&runtime, &path, plain.clone(), on_redis.clone()).await?);
+    let l1_reader = Arc::new(load_plugin(&runtime, &path, layered.clone(), on_l1.clone()).await?);
+    let run = |plugin| plugin_gets_per_s(&runtime, plugin, GETS, CONCURRENCY);
+    run(&redis_reader).await?; // warm-up: compiles, connects
+    run(&l1_reader).await?; // warm-up: copies the 100 entries
+    let (mut redis, mut l1) = (Vec::new(), Vec::new());
+    for round in 0..ROUNDS {
+        if round % 2 == 0 {
+            redis.push(run(&redis_reader).await?);
+            l1.push(run(&l1_reader).await?);
+        } else {
+            l1.push(run(&l1_reader).await?);
+            redis.push(run(&redis_reader).await?);
+        }
+    }
+    let native = native_gets(&plain, GETS, CONCURRENCY).await?;
+    let (redis, l1) = (median(redis), median(l1));
+    let counts = on_l1.l1.as_ref().expect("on Redis").counts();
+    println!(
+        "l1: plugin cache gets x{GETS} (concurrency {CONCURRENCY}): Redis {redis:.0} ops/s, L1 {l1:.0} ops/s; L1/Redis = {:.1} (goal >= 10, median of {ROUNDS}); native redis-rs GET {native:.0} ops/s; L1 {counts:?}",
+        l1 / redis
+    );
+    Ok(())
+}
+
+/// `gets` redis-rs `GET`s of the same entries over `concurrency` tasks.
+async fn native_gets(config: &HostConfig, gets: u32, concurrency: u32) -> anyhow::Result<f64> {
+    let client = redis::Client::open(config.redis.url.as_str())?;
+    let conn = client.get_multiplexed_async_connection().await?;
+    let prefix = config.host.key_prefix.clone();
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let (mut conn, prefix) = (conn.clone(), prefix.clone());
+            tokio::spawn(async move {
+                for i in 0..gets / concurrency {
+                    let key = format!("{prefix}cache:users:bench:{}", i % 100);
+                    let value: Option<Vec<u8>> =
+                        redis::cmd("GET").arg(&key).query_async(&mut conn).await?;
+                    anyhow::ensure!(value.is_some(), "{key} is not cached");
+                }
+                anyhow::Ok(())
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await??;
+    }
+    Ok(gets as f64 / started.elapsed().as_secs_f64())
+}
+
+/// Host A writes a key that host B holds a copy of; B reads until it sees the write.
+/// The time from A's write returning to B's first read of the new value is the
+/// propagation delay (B reads in a loop, so it includes up to one read).
+pub async fn propagation() -> anyhow::Result<()> {
+    const WRITES: usize = 500;
+    let (_dir, config) = cache_reader(1);
+    let config = with_l1(config, "products");
+    let (a, b) = (
+        connect_services(&config).await?,
+        connect_services(&config).await?,
+    );
+    serving(&a).await?;
+    serving(&b).await?;
+    let key = vec!["k".to_string()];
+    let write = CacheWrite {
+        ttl: Duration::from_secs(600),
+        tags: vec![],
+        priority: Priority::Medium,
+    };
+    let mut delays = Vec::with_capacity(WRITES);
+    for i in 0..WRITES {
+        let (old, new) = (format!("v{i}"), format!("v{}", i + 1));
+        if i == 0 {
+            a.cache
+                .set_many(
+                    "products",
+                    &[(key[0].clone(), old.clone().into_bytes())],
+                    &write,
+                )
+                .await?;
+        }
+        // Until B answers the old value from its copy.
+        let hits = || b.l1.as_ref().expect("on Redis").counts().hits;
+        loop {
+            let before = hits();
+            let value = b.cache.get_many("products", &key).await?.pop().flatten();
+            if value.as_deref() == Some(old.as_bytes()) && hits() > before {
+                break;
+            }
+        }
+        a.cache
+            .set_many(
+                "products",
+                &[(key[0].clone(), new.clone().into_bytes())],
+                &write,
+            )
+            .await?;
+        let written = Instant::now();
+        loop {
+            let value = b.cache.get_many("products", &key).await?.pop().flatten();
+            if value.as_deref() == Some(new.as_bytes()) {
+                break;
+            }
+            anyhow::ensure!(
+                written.elapsed() < Duration::from_secs(5),
+                "B never saw write {i}"
+            );
+            tokio::task::yield_now().await;
+        }
+        delays.push(written.elapsed());
+    }
+    delays.sort();
+    let at = |p: f64| delays[((delays.len() - 1) as f64 * p).round() as usize];
+    println!(
+        "l1: cross-host invalidation, {WRITES} writes on host A to a key host B holds: B reads the new value after p50 {:?}, p99 {:?}, max {:?} (bound cache.l1_max_stale_ms = {} ms)",
+        at(0.5),
+        at(0.99),
+        at(1.0),
+        config.cache.l1_max_stale_ms
+    );
+    Ok(())
+}

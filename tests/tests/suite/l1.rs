@@ -1,0 +1,361 @@
+//! The two-layer cache: an in-process L1 per domain in front of the shared Redis.
+//! Two hosts on one Redis (each its own services, under one unique key prefix):
+//! a change on one is never followed by a stale read on the other once the
+//! documented bound (`cache.l1_max_stale_ms`) has passed after it returned; the
+//! writing host reads its own writes at once; a host that loses its invalidation
+//! channel reads Redis and drops its copies; copies are evicted by priority; and
+//! `[cache.l1]` applies on reload.
+//!
+//! Where a test must tell an L1 answer from a Redis one, it rewrites the entry in
+//! Redis behind the hosts' backs (a raw `SET`, which publishes nothing): an L1 still
+//! answers the old value, Redis the new one.
+
+use std::sync::Arc;
+use std::time::Duration;
+use techub_host::capability::BackendError;
+use techub_host::capability::Services;
+use techub_host::capability::cache::l1::TwoLayerCache;
+use techub_host::capability::cache::{CacheWrite, Invalidated, Priority};
+use techub_host::config::{HostConfig, KvBackend, L1Config};
+use techub_host::platform::connect_services;
+use techub_tests::{PluginDir, config, services, unique, wait_for};
+
+const DOMAIN: &str = "products";
+const BOUND_MS: u64 = 100;
+
+/// A configuration with the cache on the shared Redis under a fresh prefix and an
+/// L1 for `products`.
+fn layered(dir: &PluginDir) -> HostConfig {
+    let mut config = config(dir);
+    config.backends.cache = KvBackend::Redis;
+    config.host.key_prefix = format!("{}:", unique("techub-test"));
+    config.cache.l1_max_stale_ms = BOUND_MS;
+    config.cache.l1.insert(
+        DOMAIN.into(),
+        L1Config {
+            ttl_s: 600,
+            budget_mib: 16,
+        },
+    );
+    config
+}
+
+/// A host's services, once its L1 serves (its channel is subscribed and fresh).
+async fn host(config: &HostConfig) -> Arc<Services> {
+    let services = Arc::new(connect_services(config).await.expect("services connect"));
+    wait_for(Duration::from_secs(10), "the L1 to serve", || async {
+        l1(&services).serving().then_some(())
+    })
+    .await;
+    services
+}
+
+fn l1(services: &Services) -> &TwoLayerCache {
+    services.l1.as_deref().expect("the cache is on Redis")
+}
+
+fn write(tags: &[&str], priority: Priority) -> CacheWrite {
+    CacheWrite {
+        ttl: Duration::from_secs(600),
+        tags: tags.iter().map(|t| t.to_string()).collect(),
+        priority,
+    }
+}
+
+async fn set(services: &Services, key: &str, value: &str, tags: &[&str]) {
+    services
+        .cache
+        .set_many(
+            DOMAIN,
+            &[(key.into(), value.into())],
+            &write(tags, Priority::Medium),
+        )
+        .await
+        .expect("set");
+}
+
+async fn get(services: &Services, key: &str) -> Result<Option<String>, BackendError> {
+    Ok(services
+        .cache
+        .get_many(DOMAIN, &[key.to_string()])
+        .await?
+        .pop()
+        .flatten()
+        .map(|v| String::from_utf8_lossy(&v).into_owned()))
+}
+
+/// Reads `key` on `host` until the read comes from its L1 (a copy made once the
+/// invalidations in flight from other hosts arrived); the value.
+async fn copied(host: &Services, key: &str) -> Option<String> {
+    wait_for(Duration::from_secs(10), "a copy in L1", || async {
+        let hits = l1(host).counts().hits;
+        let value = get(host, key).await.expect("read");
+        (l1(host).counts().hits > hits).then_some(value)
+    })
+    .await
+}
+
+/// Rewrites the entry in Redis without publishing anything.
+async fn behind_the_back(config: &HostConfig, key: &str, value: &str) {
+    let entry = format!("{}cache:{DOMAIN}:{key}", config.host.key_prefix);
+    let redis = services::redis().await;
+    let _: () = redis
+        .run(
+            "SET",
+            techub_host::capability::redis_client::Retry::Idempotent,
+            |mut c| {
+                let cmd = redis::cmd("SET")
+                    .arg(&entry)
+                    .arg(value)
+                    .arg("PX")
+                    .arg(600_000)
+                    .clone();
+                async move { cmd.query_async(&mut c).await }
+            },
+        )
+        .await
+        .expect("raw SET");
+}
+
+#[tokio::test]
+async fn l1_answers_repeated_reads_from_process_memory() {
+    let dir = PluginDir::with(&[]);
+    let config = layered(&dir);
+    let host = host(&config).await;
+    set(&host, "k", "v1", &[]).await;
+    assert_eq!(get(&host, "k").await.unwrap().as_deref(), Some("v1")); // copied
+    behind_the_back(&config, "k", "behind").await;
+    assert_eq!(
+        get(&host, "k").await.unwrap().as_deref(),
+        Some("v1"),
+        "the second read comes from L1, not Redis"
+    );
+    let counts = l1(&host).counts();
+    assert!(counts.hits >= 1 && counts.misses >= 1, "{counts:?}");
+    // A domain without an L1 reads Redis every time.
+    let mut plain = config.clone();
+    plain.cache.l1.clear();
+    let plain = Arc::new(connect_services(&plain).await.unwrap());
+    assert_eq!(get(&plain, "k").await.unwrap().as_deref(), Some("behind"));
+}
+
+/// One change of five kinds per round on host A, each after host B holds a copy:
+/// B's read `BOUND_MS` after A's call returned sees the change.
+#[tokio::test]
+async fn a_change_on_one_host_is_never_followed_by_a_stale_read_on_another_after_the_bound() {
+    let dir = PluginDir::with(&[]);
+    let config = layered(&dir);
+    let (a, b) = (host(&config).await, host(&config).await);
+    for round in 0..40 {
+        let key = format!("k{round}");
+        set(&a, &key, "old", &["t", &format!("tag-{round}")]).await;
+        assert_eq!(copied(&b, &key).await.as_deref(), Some("old"));
+        let expected = match round % 5 {
+            0 => {
+                set(&a, &key, "new", &[]).await;
+                Some("new")
+            }
+            1 => {
+                assert!(a.cache.delete(DOMAIN, &key).await.unwrap());
+                None
+            }
+            2 => {
+                let tag = format!("tag-{round}");
+                assert_eq!(a.cache.invalidate_tag(DOMAIN, &tag).await.unwrap(), 1);
+                None
+            }
+            3 => {
+                assert_eq!(a.cache.invalidate_pattern(DOMAIN, &key).await.unwrap(), 1);
+                None
+            }
+            _ => {
+                let removed = a
+                    .cache
+                    .invalidate(DOMAIN, &[], &[format!("tag-{round}")])
+                    .await
+                    .unwrap();
+                assert_eq!(
+                    removed,
+                    Invalidated {
+                        by_key: 0,
+                        by_tag: 1
+                    }
+                );
+                None
+            }
+        };
+        tokio::time::sleep(Duration::from_millis(BOUND_MS)).await;
+        assert_eq!(
+            get(&b, &key).await.unwrap().as_deref(),
+            expected,
+            "round {round}: B read a stale copy {BOUND_MS} ms after A's change returned"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_changing_host_reads_its_own_change_at_once() {
+    let dir = PluginDir::with(&[]);
+    let config = layered(&dir);
+    let a = host(&config).await;
+    set(&a, "k", "old", &["t"]).await;
+    assert_eq!(get(&a, "k").await.unwrap().as_deref(), Some("old"));
+    set(&a, "k", "new", &["t"]).await;
+    assert_eq!(get(&a, "k").await.unwrap().as_deref(), Some("new"));
+    assert_eq!(get(&a, "k").await.unwrap().as_deref(), Some("new")); // copied again
+    assert_eq!(a.cache.invalidate_tag(DOMAIN, "t").await.unwrap(), 1);
+    assert_eq!(get(&a, "k").await.unwrap(), None);
+    set(&a, "p:1", "old", &[]).await;
+    assert_eq!(get(&a, "p:1").await.unwrap().as_deref(), Some("old"));
+    assert_eq!(a.cache.invalidate_pattern(DOMAIN, "p:*").await.unwrap(), 1);
+    assert_eq!(get(&a, "p:1").await.unwrap(), None);
+}
+
+/// Host B reaches Redis through a proxy; cutting it breaks B's channel. While it is
+/// down, B answers nothing from L1 (it fails, Redis being out of reach, rather than
+/// serve a copy); when it is back, the change A made meanwhile (whose invalidation B
+/// never heard) is what B reads.
+#[tokio::test]
+async fn a_host_that_lost_its_channel_serves_no_copy_and_drops_them_all() {
+    let proxy = techub_tests::TcpProxy::start("127.0.0.1:6379").await;
+    let dir = PluginDir::with(&[]);
+    let config = layered(&dir);
+    let mut via_proxy = config.clone();
+    via_proxy.redis.url = format!("redis://127.0.0.1:{}", proxy.port);
+    via_proxy.redis.command_timeout_ms = 500;
+    let (a, b) = (host(&config).await, host(&via_proxy).await);
+    set(&a, "k", "old", &[]).await;
+    assert_eq!(copied(&b, "k").await.as_deref(), Some("old"));
+
+    proxy.cut();
+    set(&a, "k", "new", &[]).await;
+    tokio::time::sleep(Duration::from_millis(BOUND_MS * 2)).await;
+    assert!(
+        !l1(&b).serving(),
+        "B's L1 is off once its channel is silent"
+    );
+    assert!(
+        get(&b, "k").await.is_err(),
+        "B reads Redis (out of reach) rather than its copy"
+    );
+
+    proxy.restore();
+    wait_for(Duration::from_secs(20), "B's L1 to serve again", || async {
+        l1(&b).serving().then_some(())
+    })
+    .await;
+    assert_eq!(
+        get(&b, "k").await.unwrap().as_deref(),
+        Some("new"),
+        "B dropped the copy whose invalidation it missed"
+    );
+}
+
+/// A 1 MiB L1 filled with 40 critical entries, then 200 low ones (2.5 MiB in all):
+/// the low ones are evicted, the critical ones stay, whichever came first.
+#[tokio::test]
+async fn l1_evicts_low_priority_copies_before_critical_ones() {
+    let dir = PluginDir::with(&[]);
+    let mut config = layered(&dir);
+    config.cache.l1.get_mut(DOMAIN).unwrap().budget_mib = 1;
+    let host = host(&config).await;
+    let value = "x".repeat(10 * 1024);
+    let keys = |p: &str, n: usize| -> Vec<String> { (0..n).map(|i| format!("{p}{i}")).collect() };
+    let (critical, low) = (keys("c", 40), keys("l", 200));
+    for (keys, priority) in [(&critical, Priority::Critical), (&low, Priority::Low)] {
+        let entries: Vec<(String, Vec<u8>)> = keys
+            .iter()
+            .map(|k| (k.clone(), value.clone().into_bytes()))
+            .collect();
+        host.cache
+            .set_many(DOMAIN, &entries, &write(&[], priority))
+            .await
+            .unwrap();
+    }
+    for key in critical.iter().chain(&low) {
+        assert!(get(&host, key).await.unwrap().is_some()); // copies, in this order
+    }
+    for key in critical.iter().chain(&low) {
+        behind_the_back(&config, key, "behind").await;
+    }
+    let from_l1 = |keys: &[String]| {
+        let host = host.clone();
+        let keys = keys.to_vec();
+        async move {
+            let mut n = 0;
+            for key in &keys {
+                n += usize::from(get(&host, key).await.unwrap().as_deref() != Some("behind"));
+            }
+            n
+        }
+    };
+    assert_eq!(from_l1(&critical).await, 40, "every critical copy stayed");
+    let low_kept = from_l1(&low).await;
+    assert!(
+        low_kept < 100,
+        "low copies went first: {low_kept} of 200 kept"
+    );
+}
+
+#[tokio::test]
+async fn an_l1_added_by_a_reload_serves_and_one_removed_stops() {
+    let dir = PluginDir::with(&[]);
+    let mut config = layered(&dir);
+    config.cache.l1.clear();
+    let platform = techub_host::Platform::start(config.clone())
+        .await
+        .expect("the host starts");
+    let services = platform.services.clone();
+    set(&services, "k", "v1", &[]).await;
+    get(&services, "k").await.unwrap();
+    behind_the_back(&config, "k", "v2").await;
+    assert_eq!(get(&services, "k").await.unwrap().as_deref(), Some("v2"));
+
+    let mut with_l1 = config.clone();
+    with_l1.cache.l1 = layered(&dir).cache.l1;
+    platform.reload_config(with_l1).await.expect("reloaded");
+    wait_for(Duration::from_secs(10), "the L1 to serve", || async {
+        l1(&services).serving().then_some(())
+    })
+    .await;
+    assert_eq!(get(&services, "k").await.unwrap().as_deref(), Some("v2")); // copied
+    behind_the_back(&config, "k", "v3").await;
+    assert_eq!(
+        get(&services, "k").await.unwrap().as_deref(),
+        Some("v2"),
+        "L1 answers"
+    );
+
+    platform
+        .reload_config(config.clone())
+        .await
+        .expect("reloaded");
+    assert_eq!(
+        get(&services, "k").await.unwrap().as_deref(),
+        Some("v3"),
+        "L1 gone"
+    );
+    platform.shutdown().await;
+}
+
+#[test]
+fn an_l1_on_the_embedded_cache_or_an_undeclared_domain_is_refused() {
+    let dir = PluginDir::with(&[]);
+    let mut embedded = layered(&dir);
+    embedded.backends.cache = KvBackend::Memory;
+    let error = embedded.validate().unwrap_err().to_string();
+    assert!(
+        error.contains("cache.l1.products") && error.contains("Redis"),
+        "{error}"
+    );
+    let mut undeclared = layered(&dir);
+    undeclared.cache.l1.insert(
+        "nowhere".into(),
+        L1Config {
+            ttl_s: 1,
+            budget_mib: 1,
+        },
+    );
+    let error = undeclared.validate().unwrap_err().to_string();
+    assert!(error.contains("cache.l1.nowhere"), "{error}");
+}
