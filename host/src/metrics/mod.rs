@@ -345,12 +345,12 @@ impl Metrics {
         );
         r.register(
             "cache_evictions",
-            "Entries the embedded cache evicted to stay in its budget",
+            "Entries the embedded cache, or a host's L1 of a Redis domain, evicted to stay in its budget",
             m.cache_evictions.clone(),
         );
         r.register(
             "cache_bytes",
-            "Bytes held by the embedded cache",
+            "Bytes held by the embedded cache, or by this host's L1 of a Redis domain",
             m.cache_bytes.clone(),
         );
         for (event, (name, help)) in [
