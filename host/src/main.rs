@@ -50,6 +50,25 @@ enum Command {
         #[arg(long)]
         sdk: Option<PathBuf>,
     },
+    /// The plugin author's loop: builds plugin crates for wasm32-wasip2, runs a host
+    /// on them (embedded backends unless the config says otherwise), and on every
+    /// edit of their sources rebuilds and hot-reloads the plugin.
+    Dev {
+        /// Plugin crate directories; default: the current directory.
+        crates: Vec<PathBuf>,
+        /// The configuration; default: the first crate's `host.toml` (which
+        /// `techub-host new` writes), else the embedded defaults.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Where the built plugins go; default: `target/techub-dev/plugins` of the
+        /// first crate.
+        #[arg(long)]
+        plugins_dir: Option<PathBuf>,
+        /// The admin endpoint to serve; default: the configuration's
+        /// (`127.0.0.1:8080`).
+        #[arg(long)]
+        admin_addr: Option<String>,
+    },
     /// Runs the host with a config file.
     Run {
         /// The configuration.
@@ -247,6 +266,20 @@ async fn main() -> anyhow::Result<()> {
                 created.display()
             );
             Ok(())
+        }
+        Command::Dev {
+            crates,
+            config,
+            plugins_dir,
+            admin_addr,
+        } => {
+            let request = cli::dev::DevRequest {
+                crates,
+                config,
+                plugins_dir,
+                admin_addr,
+            };
+            cli::dev::run(request, stop_signal()).await
         }
         Command::Check {
             plugin: None,

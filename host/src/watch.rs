@@ -43,7 +43,7 @@ impl Drop for Watcher {
 
 /// Whether an event can change what a file holds. Opening and reading (which the host
 /// itself does when it loads a plugin) cannot, and must not trigger a reload.
-fn changes_content(kind: &EventKind) -> bool {
+pub fn changes_content(kind: &EventKind) -> bool {
     match kind {
         EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
         EventKind::Access(_) => false,

@@ -69,6 +69,7 @@ pub fn create(request: &NewPlugin) -> anyhow::Result<PathBuf> {
         (".gitignore", "/target\n".to_string()),
         ("src/lib.rs", lib_rs(queue, routing_key)),
         ("README.md", readme(name, routing_key)),
+        ("host.toml", host_toml(name, routing_key)),
     ];
     for (file, text) in files {
         let path = root.join(file);
@@ -153,6 +154,19 @@ mod tests {{
     )
 }
 
+/// The grants, for `techub-host dev` in the crate (and to copy into the host's own).
+fn host_toml(name: &str, routing_key: &str) -> String {
+    format!(
+        r#"# What `techub-host dev` runs this plugin with (embedded backends); copy the
+# [plugins.{name}] section into the host.toml of the host that will run it.
+[plugins.{name}]
+subscribe = ["{routing_key}"]
+# cache_domains = ["products"]   # the domains it may use
+# publish = ["notification.*"]   # the routing keys it may publish to
+"#
+    )
+}
+
 fn readme(name: &str, routing_key: &str) -> String {
     let crate_name = name.replace('-', "_");
     format!(
@@ -161,6 +175,7 @@ fn readme(name: &str, routing_key: &str) -> String {
 A techub plugin.
 
 ```sh
+techub-host dev                              # build, run on a host, rebuild + reload on every edit
 cargo build --release                        # target/wasm32-wasip2/release/{crate_name}.wasm
 cargo test --target "$(rustc -vV | sed -n 's/^host: //p')"   # the unit tests, natively
 techub-host check target/wasm32-wasip2/release/{crate_name}.wasm --name {name} --config host.toml
@@ -169,7 +184,8 @@ cp target/wasm32-wasip2/release/{crate_name}.wasm /path/to/plugins/.{name}.wasm.
 mv /path/to/plugins/.{name}.wasm.partial /path/to/plugins/{name}.wasm
 ```
 
-Grant it in the host's `host.toml`:
+Grant it in the host's `host.toml` (`techub-host dev` reads the crate's own `host.toml`,
+which has these lines):
 
 ```toml
 [plugins.{name}]

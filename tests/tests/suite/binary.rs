@@ -106,12 +106,9 @@ impl Host {
             if let Some(status) = self.child.try_wait().unwrap() {
                 let mut out = String::new();
                 use std::io::Read;
-                self.child
-                    .stdout
-                    .take()
-                    .unwrap()
-                    .read_to_string(&mut out)
-                    .unwrap();
+                if let Some(mut stdout) = self.child.stdout.take() {
+                    stdout.read_to_string(&mut out).unwrap();
+                }
                 return (status, out);
             }
             assert!(
@@ -596,12 +593,8 @@ fn a_scaffolded_plugin_builds_outside_the_repository_passes_its_test_and_checks(
         readme.contains("[plugins.hello-plugin]\nsubscribe = [\"user.*\"]"),
         "{readme}"
     );
-    let config = outside.path().join("host.toml");
-    std::fs::write(
-        &config,
-        "[plugins.hello-plugin]\nsubscribe = [\"user.*\"]\n",
-    )
-    .unwrap();
+    // The crate's own host.toml (what `techub-host dev` runs it with) grants it.
+    let config = root.join("host.toml");
     let check = Command::new(host_binary())
         .arg("check")
         .arg(&wasm)
@@ -612,4 +605,119 @@ fn a_scaffolded_plugin_builds_outside_the_repository_passes_its_test_and_checks(
     let printed = String::from_utf8_lossy(&check.stdout);
     assert!(check.status.success(), "{printed}");
     assert!(printed.contains("consumes queue type email"), "{printed}");
+}
+
+/// Lines a child process writes to stdout and stderr, gathered by two threads.
+struct Lines {
+    seen: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Lines {
+    fn of(child: &mut std::process::Child) -> Self {
+        use std::io::BufRead;
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let out: Box<dyn std::io::Read + Send> = Box::new(child.stdout.take().unwrap());
+        let err: Box<dyn std::io::Read + Send> = Box::new(child.stderr.take().unwrap());
+        for stream in [out, err] {
+            let seen = seen.clone();
+            std::thread::spawn(move || {
+                for line in std::io::BufReader::new(stream)
+                    .lines()
+                    .map_while(Result::ok)
+                {
+                    seen.lock().unwrap().push(line);
+                }
+            });
+        }
+        Self { seen }
+    }
+
+    /// Waits (at most `limit`) for a line containing `text`.
+    fn wait_for(&self, text: &str, limit: std::time::Duration) {
+        let started = std::time::Instant::now();
+        while !self.seen.lock().unwrap().iter().any(|l| l.contains(text)) {
+            assert!(
+                started.elapsed() < limit,
+                "no line with {text:?} within {limit:?}; the output:\n{}",
+                self.seen.lock().unwrap().join("\n")
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+}
+
+/// `techub-host dev` in a scaffolded crate: builds it, serves it with the crate's
+/// host.toml grants, and after a real edit of its source rebuilds it and hot-reloads
+/// it (the same process handles the next message with the new code).
+#[test]
+fn dev_rebuilds_and_hot_reloads_a_plugin_when_its_source_changes() {
+    use std::time::Duration;
+    let outside = tempfile::tempdir().unwrap();
+    let created = Command::new(host_binary())
+        .args([
+            "new",
+            "dev-probe",
+            "--queue",
+            "email",
+            "--routing-key",
+            "user.*",
+            "--dir",
+        ])
+        .arg(outside.path())
+        .status()
+        .unwrap();
+    assert!(created.success());
+    let root = outside.path().join("dev-probe");
+    let admin = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
+    let mut dev = Host {
+        child: Command::new(host_binary())
+            .args(["dev", "--admin-addr", &admin])
+            .current_dir(&root)
+            // Shared with the scaffold test, so the dependencies build once.
+            .env(
+                "CARGO_TARGET_DIR",
+                techub_tests::repo_root().join("target/scaffold-test"),
+            )
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    };
+    let lines = Lines::of(&mut dev.child);
+    lines.wait_for("dev: 1 plugin(s) serving", Duration::from_secs(600));
+    let publish = |id: &str| {
+        let status = Command::new(host_binary())
+            .args([
+                "publish",
+                "user.created",
+                &format!("{{\"id\":\"{id}\"}}"),
+                "--admin",
+                &admin,
+            ])
+            .stdout(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    publish("1");
+    lines.wait_for("handled 1", Duration::from_secs(30));
+
+    let source = root.join("src/lib.rs");
+    let text = std::fs::read_to_string(&source).unwrap();
+    std::fs::write(&source, text.replace("handled {id}", "edited {id}")).unwrap();
+    lines.wait_for(
+        "dev: dev-probe changed; rebuilding",
+        Duration::from_secs(30),
+    );
+    lines.wait_for("new version serving", Duration::from_secs(300));
+    publish("2");
+    lines.wait_for("edited 2", Duration::from_secs(30));
+    dev.terminate();
+    let (status, _) = dev.wait(Duration::from_secs(30));
+    assert!(status.success(), "dev stops cleanly on SIGTERM");
 }

@@ -1,0 +1,258 @@
+//! `techub-host dev`: the plugin author's loop. Builds plugin crates for
+//! `wasm32-wasip2`, deploys them into a plugins directory (copy, then rename: the
+//! host never sees half a file), runs a host on them, and on every edit of a crate's
+//! sources builds and deploys it again, which the host's directory watch hot-reloads:
+//! the running version serves until the new one is ready, and a build that fails
+//! changes nothing. The host's log prints each reload and each handled message as
+//! one line.
+
+use anyhow::Context as _;
+use notify::{RecursiveMode, Watcher as _};
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use techub_host::Platform;
+use techub_host::config::HostConfig;
+use tokio::sync::mpsc;
+
+/// What `techub-host dev` was asked.
+#[derive(Debug, Clone)]
+pub struct DevRequest {
+    /// Plugin crate directories.
+    pub crates: Vec<PathBuf>,
+    /// The configuration; default: `host.toml` of the first crate if there is one
+    /// (`techub-host new` writes it), else the embedded defaults.
+    pub config: Option<PathBuf>,
+    /// Where the built plugins go; default: `target/techub-dev/plugins` of the first
+    /// crate.
+    pub plugins_dir: Option<PathBuf>,
+    /// The admin endpoint (for `techub-host publish`); default: the configuration's.
+    pub admin_addr: Option<String>,
+}
+
+/// A plugin crate: where it is, its plugin name and where cargo puts its `.wasm`.
+#[derive(Debug, Clone)]
+struct PluginCrate {
+    dir: PathBuf,
+    name: String,
+    wasm: PathBuf,
+}
+
+/// Quiet time after the last source event before a rebuild: an editor's save (or a
+/// formatter after it) writes several times.
+const SETTLE: Duration = Duration::from_millis(300);
+
+/// Builds, deploys and serves until `stop` completes.
+pub async fn run(
+    request: DevRequest,
+    stop: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let crates = if request.crates.is_empty() {
+        vec![PathBuf::from(".")]
+    } else {
+        request.crates.clone()
+    };
+    let crates: Vec<PluginCrate> = crates
+        .iter()
+        .map(|dir| inspect(dir))
+        .collect::<anyhow::Result<_>>()?;
+    let first = &crates[0].dir;
+    let config_path = request
+        .config
+        .clone()
+        .or_else(|| Some(first.join("host.toml")).filter(|p| p.is_file()));
+    let mut config = match &config_path {
+        Some(path) => HostConfig::load(path)?,
+        None => HostConfig::default(),
+    };
+    let plugins_dir = request
+        .plugins_dir
+        .clone()
+        .unwrap_or_else(|| first.join("target/techub-dev/plugins"));
+    std::fs::create_dir_all(&plugins_dir)
+        .with_context(|| format!("could not create {}", plugins_dir.display()))?;
+    config.host.plugins_dir = plugins_dir.clone();
+    if let Some(addr) = &request.admin_addr {
+        config.host.admin_addr = addr.clone();
+    }
+
+    for krate in &crates {
+        println!(
+            "dev: building {} ({}; the first build compiles the SDK and its dependencies, a minute or more)",
+            krate.name,
+            krate.dir.display()
+        );
+        build_and_deploy(krate, &plugins_dir).await?;
+    }
+
+    let token = config.admin_token()?;
+    let admin_addr = config.host.admin_addr.clone();
+    let listener = tokio::net::TcpListener::bind(&admin_addr)
+        .await
+        .with_context(|| format!("could not listen on {admin_addr} (--admin-addr)"))?;
+    let platform = Arc::new(Platform::start(config).await?);
+    platform.watch(config_path.clone())?;
+    let serving = platform.plugins().await;
+    println!(
+        "dev: {} plugin(s) serving from {}, {} failed; admin on http://{admin_addr}",
+        serving.len(),
+        plugins_dir.display(),
+        platform.load_errors().await.len()
+    );
+    for error in platform.load_errors().await {
+        println!("dev: {error:?}");
+    }
+    println!(
+        "dev: publish with `techub-host publish <routing-key> '<json>' --admin {admin_addr}`; edit a source file to rebuild and reload; Ctrl-C stops"
+    );
+    let app = techub_host::admin::router(platform.clone(), token);
+    let admin = tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let (_watcher, mut changed) = watch_sources(&crates)?;
+    tokio::pin!(stop);
+    loop {
+        let first = tokio::select! {
+            _ = &mut stop => break,
+            first = changed.recv() => match first {
+                Some(index) => index,
+                None => break,
+            },
+        };
+        let mut batch = BTreeSet::from([first]);
+        while let Ok(Some(next)) = tokio::time::timeout(SETTLE, changed.recv()).await {
+            batch.insert(next);
+        }
+        for index in batch {
+            let krate = &crates[index];
+            println!("dev: {} changed; rebuilding", krate.name);
+            if let Err(error) = build_and_deploy(krate, &plugins_dir).await {
+                println!("dev: {error:#}; the running version stays");
+            }
+        }
+    }
+    admin.abort();
+    println!("dev: stopping; draining deliveries in flight");
+    platform.shutdown().await;
+    Ok(())
+}
+
+/// The crate's package name and artifact path, from `cargo metadata`.
+fn inspect(dir: &Path) -> anyhow::Result<PluginCrate> {
+    let manifest = dir.join("Cargo.toml");
+    anyhow::ensure!(
+        manifest.is_file(),
+        "{} is not a plugin crate (no Cargo.toml); create one with `techub-host new <name>`",
+        dir.display()
+    );
+    let output = std::process::Command::new(cargo())
+        .args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--no-deps",
+            "--manifest-path",
+        ])
+        .arg(&manifest)
+        .output()
+        .context("could not run cargo (is Rust installed? https://rustup.rs)")?;
+    anyhow::ensure!(
+        output.status.success(),
+        "cargo metadata failed for {}: {}",
+        manifest.display(),
+        String::from_utf8_lossy(&output.stderr).trim()
+    );
+    let metadata: serde_json::Value = serde_json::from_slice(&output.stdout)?;
+    let manifest = manifest.canonicalize()?;
+    let package = metadata["packages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|p| p["manifest_path"].as_str().map(Path::new) == Some(manifest.as_path()))
+        .context("cargo metadata did not list the crate's package")?;
+    let name = package["name"].as_str().unwrap_or_default().to_string();
+    let target = PathBuf::from(metadata["target_directory"].as_str().unwrap_or("target"));
+    let wasm = target
+        .join("wasm32-wasip2/release")
+        .join(format!("{}.wasm", name.replace('-', "_")));
+    Ok(PluginCrate {
+        dir: dir.to_path_buf(),
+        name,
+        wasm,
+    })
+}
+
+fn cargo() -> String {
+    std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())
+}
+
+/// `cargo build --release --target wasm32-wasip2` (its progress on the terminal),
+/// then a copy beside the plugins directory and a rename into it.
+async fn build_and_deploy(krate: &PluginCrate, plugins_dir: &Path) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let manifest = krate.dir.join("Cargo.toml");
+    // On a blocking thread: the host keeps serving while cargo builds.
+    let status = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(cargo())
+            .args([
+                "build",
+                "--release",
+                "--target",
+                "wasm32-wasip2",
+                "--manifest-path",
+            ])
+            .arg(manifest)
+            .status()
+    })
+    .await?
+    .context("could not run cargo")?;
+    anyhow::ensure!(status.success(), "the build of {} failed", krate.name);
+    let partial = plugins_dir.join(format!(".{}.wasm.partial", krate.name));
+    let deployed = plugins_dir.join(format!("{}.wasm", krate.name));
+    std::fs::copy(&krate.wasm, &partial)
+        .with_context(|| format!("could not copy {}", krate.wasm.display()))?;
+    std::fs::rename(&partial, &deployed)?;
+    println!(
+        "dev: built {} in {:.1} s; deployed {}",
+        krate.name,
+        started.elapsed().as_secs_f64(),
+        deployed.display()
+    );
+    Ok(())
+}
+
+/// Watches each crate's `src/` and `Cargo.toml`; sends the crate's index per change.
+fn watch_sources(
+    crates: &[PluginCrate],
+) -> anyhow::Result<(notify::RecommendedWatcher, mpsc::UnboundedReceiver<usize>)> {
+    let (sender, receiver) = mpsc::unbounded_channel();
+    let roots: Vec<PathBuf> = crates
+        .iter()
+        .map(|c| c.dir.canonicalize().unwrap_or_else(|_| c.dir.clone()))
+        .collect();
+    let watched = roots.clone();
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        let Ok(event) = event else { return };
+        if !techub_host::watch::changes_content(&event.kind) {
+            return;
+        }
+        for path in &event.paths {
+            let source = path.extension().is_some_and(|e| e == "rs")
+                || path.file_name().is_some_and(|n| n == "Cargo.toml");
+            if !source {
+                continue;
+            }
+            if let Some(index) = watched.iter().position(|root| {
+                path.strip_prefix(root)
+                    .is_ok_and(|rel| !rel.starts_with("target"))
+            }) {
+                let _ = sender.send(index);
+            }
+        }
+    })?;
+    for root in &roots {
+        watcher.watch(&root.join("src"), RecursiveMode::Recursive)?;
+        watcher.watch(root, RecursiveMode::NonRecursive)?;
+    }
+    Ok((watcher, receiver))
+}
