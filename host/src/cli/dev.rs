@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use techub_host::Platform;
 use techub_host::config::HostConfig;
+use techub_host::plugins::build::{PluginCrate, deploy};
 use tokio::sync::mpsc;
 
 /// What `techub-host dev` was asked.
@@ -29,14 +30,6 @@ pub struct DevRequest {
     pub plugins_dir: Option<PathBuf>,
     /// The admin endpoint (for `techub-host publish`); default: the configuration's.
     pub admin_addr: Option<String>,
-}
-
-/// A plugin crate: where it is, its plugin name and where cargo puts its `.wasm`.
-#[derive(Debug, Clone)]
-struct PluginCrate {
-    dir: PathBuf,
-    name: String,
-    wasm: PathBuf,
 }
 
 /// Quiet time after the last source event before a rebuild: an editor's save (or a
@@ -55,7 +48,7 @@ pub async fn run(
     };
     let crates: Vec<PluginCrate> = crates
         .iter()
-        .map(|dir| inspect(dir))
+        .map(|dir| PluginCrate::inspect(dir))
         .collect::<anyhow::Result<_>>()?;
     let first = &crates[0].dir;
     let config_path = request
@@ -137,81 +130,13 @@ pub async fn run(
     Ok(())
 }
 
-/// The crate's package name and artifact path, from `cargo metadata`.
-fn inspect(dir: &Path) -> anyhow::Result<PluginCrate> {
-    let manifest = dir.join("Cargo.toml");
-    anyhow::ensure!(
-        manifest.is_file(),
-        "{} is not a plugin crate (no Cargo.toml); create one with `techub-host new <name>`",
-        dir.display()
-    );
-    let output = std::process::Command::new(cargo())
-        .args([
-            "metadata",
-            "--format-version",
-            "1",
-            "--no-deps",
-            "--manifest-path",
-        ])
-        .arg(&manifest)
-        .output()
-        .context("could not run cargo (is Rust installed? https://rustup.rs)")?;
-    anyhow::ensure!(
-        output.status.success(),
-        "cargo metadata failed for {}: {}",
-        manifest.display(),
-        String::from_utf8_lossy(&output.stderr).trim()
-    );
-    let metadata: serde_json::Value = serde_json::from_slice(&output.stdout)?;
-    let manifest = manifest.canonicalize()?;
-    let package = metadata["packages"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|p| p["manifest_path"].as_str().map(Path::new) == Some(manifest.as_path()))
-        .context("cargo metadata did not list the crate's package")?;
-    let name = package["name"].as_str().unwrap_or_default().to_string();
-    let target = PathBuf::from(metadata["target_directory"].as_str().unwrap_or("target"));
-    let wasm = target
-        .join("wasm32-wasip2/release")
-        .join(format!("{}.wasm", name.replace('-', "_")));
-    Ok(PluginCrate {
-        dir: dir.to_path_buf(),
-        name,
-        wasm,
-    })
-}
-
-fn cargo() -> String {
-    std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())
-}
-
-/// `cargo build --release --target wasm32-wasip2` (its progress on the terminal),
-/// then a copy beside the plugins directory and a rename into it.
+/// Builds `krate` (on a blocking thread: the host keeps serving while cargo builds),
+/// then copies it beside the plugins directory and renames it into it.
 async fn build_and_deploy(krate: &PluginCrate, plugins_dir: &Path) -> anyhow::Result<()> {
     let started = Instant::now();
-    let manifest = krate.dir.join("Cargo.toml");
-    // On a blocking thread: the host keeps serving while cargo builds.
-    let status = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(cargo())
-            .args([
-                "build",
-                "--release",
-                "--target",
-                "wasm32-wasip2",
-                "--manifest-path",
-            ])
-            .arg(manifest)
-            .status()
-    })
-    .await?
-    .context("could not run cargo")?;
-    anyhow::ensure!(status.success(), "the build of {} failed", krate.name);
-    let partial = plugins_dir.join(format!(".{}.wasm.partial", krate.name));
-    let deployed = plugins_dir.join(format!("{}.wasm", krate.name));
-    std::fs::copy(&krate.wasm, &partial)
-        .with_context(|| format!("could not copy {}", krate.wasm.display()))?;
-    std::fs::rename(&partial, &deployed)?;
+    let building = krate.clone();
+    let wasm = tokio::task::spawn_blocking(move || building.build(None)).await??;
+    let deployed = deploy(&wasm, &krate.name, plugins_dir)?;
     println!(
         "dev: built {} in {:.1} s; deployed {}",
         krate.name,

@@ -1,6 +1,8 @@
 //! Plugins: finding `.wasm` files, turning them into ready-to-instantiate plugins, and
 //! the context each runs with.
 
+pub mod build;
+
 pub use crate::capability::PluginContext;
 
 use crate::bindings::Subscription;

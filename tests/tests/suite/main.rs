@@ -20,3 +20,4 @@ mod read_through;
 mod request_reply;
 mod status_page;
 mod store_plugins;
+mod testkit;
