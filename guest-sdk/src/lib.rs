@@ -42,7 +42,7 @@ pub mod messaging;
 mod native;
 pub mod store;
 
-pub use message::{Failure, Message, Outcome};
+pub use message::{Failure, Message, MessageBuilder, Outcome};
 /// Exports a function as the plugin's message handler and declares its subscription.
 ///
 /// `#[handler(queue = "order", routing_keys = ["order.created", "order.*.paid"])]` on a

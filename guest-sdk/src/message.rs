@@ -18,6 +18,38 @@ impl Message {
         Self { inner }
     }
 
+    /// A message as a unit test hands it to the plugin's own logic (no host needed
+    /// to build one; SDK calls still need a host: use `techub-testkit` for those).
+    ///
+    /// ```
+    /// use techub_guest::Message;
+    /// let message = Message::builder("user.created")
+    ///     .json(&serde_json::json!({"id": "42"}))
+    ///     .header("tenant", "acme")
+    ///     .attempt(2)
+    ///     .build();
+    /// assert_eq!(message.routing_key(), "user.created");
+    /// assert_eq!(message.header("tenant"), Some("acme"));
+    /// assert!(message.redelivered());
+    /// ```
+    pub fn builder(routing_key: impl Into<String>) -> MessageBuilder {
+        MessageBuilder {
+            inner: exported::Delivery {
+                id: "test-message".into(),
+                queue: String::new(),
+                routing_key: routing_key.into(),
+                payload: Vec::new(),
+                headers: Vec::new(),
+                correlation_id: None,
+                reply_to: None,
+                priority: Priority::Normal.to_wit(),
+                published_at_ms: 0,
+                attempt: 1,
+                redelivered: false,
+            },
+        }
+    }
+
     /// Message id; the same on every attempt, so it can key idempotency.
     pub fn id(&self) -> &str {
         &self.inner.id
@@ -81,6 +113,71 @@ impl Message {
     /// Whether the handler may have seen this message before.
     pub fn redelivered(&self) -> bool {
         self.inner.redelivered
+    }
+}
+
+/// Builds a [`Message`] for a test: [`Message::builder`].
+#[derive(Debug, Clone)]
+pub struct MessageBuilder {
+    inner: exported::Delivery,
+}
+
+impl MessageBuilder {
+    /// The payload, as bytes.
+    pub fn payload(mut self, payload: impl Into<Vec<u8>>) -> Self {
+        self.inner.payload = payload.into();
+        self
+    }
+
+    /// The payload, as JSON.
+    ///
+    /// # Panics
+    /// When `value` cannot be serialized (a map with non-string keys).
+    pub fn json(self, value: &impl serde::Serialize) -> Self {
+        let payload = serde_json::to_vec(value).expect("the value serializes to JSON");
+        self.payload(payload)
+    }
+
+    /// The message id (default `test-message`).
+    pub fn id(mut self, id: impl Into<String>) -> Self {
+        self.inner.id = id.into();
+        self
+    }
+
+    /// The queue type it arrived through.
+    pub fn queue(mut self, queue: impl Into<String>) -> Self {
+        self.inner.queue = queue.into();
+        self
+    }
+
+    /// A header.
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.inner.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// The correlation id.
+    pub fn correlation_id(mut self, id: impl Into<String>) -> Self {
+        self.inner.correlation_id = Some(id.into());
+        self
+    }
+
+    /// The priority it was published with.
+    pub fn priority(mut self, priority: Priority) -> Self {
+        self.inner.priority = priority.to_wit();
+        self
+    }
+
+    /// The attempt (from 1); 2 and more are redeliveries.
+    pub fn attempt(mut self, attempt: u32) -> Self {
+        self.inner.attempt = attempt.max(1);
+        self.inner.redelivered = attempt > 1;
+        self
+    }
+
+    /// The message.
+    pub fn build(self) -> Message {
+        Message { inner: self.inner }
     }
 }
 

@@ -34,7 +34,7 @@ impl Priority {
             wit::Priority::Urgent => Self::Urgent,
         }
     }
-    fn to_wit(self) -> wit::Priority {
+    pub(crate) fn to_wit(self) -> wit::Priority {
         match self {
             Self::Low => wit::Priority::Low,
             Self::Normal => wit::Priority::Normal,
