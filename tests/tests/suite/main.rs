@@ -2,6 +2,7 @@
 
 mod admin;
 mod binary;
+mod boundary;
 mod cache_events;
 mod conformance;
 mod dashboard;
