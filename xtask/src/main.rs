@@ -1,6 +1,6 @@
 //! # xtask: the project's commands
 //!
-//! `cargo xtask run | test | bench | build-plugins | lint`. Each installs what it
+//! `cargo xtask run | test | bench | build-plugins | lint | fuzz`. Each installs what it
 //! needs (the `wasm32-wasip2` target, Redis and RabbitMQ when missing) and starts what
 //! it needs, so that a fresh machine needs nothing but Rust.
 //!
@@ -50,6 +50,13 @@ enum Task {
     BuildPlugins,
     /// `cargo fmt --check` and `cargo clippy -D warnings` over both workspaces.
     Lint,
+    /// Fuzzes the plugin loader with cargo fuzz (nightly; both installed if missing)
+    /// for a bounded time, seeded with the built plugins; fails on a crash.
+    Fuzz {
+        /// How long, in seconds.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+    },
 }
 
 fn main() -> Result<()> {
@@ -103,6 +110,7 @@ fn main() -> Result<()> {
                 .args(&args))
         }
         Task::BuildPlugins => plugins::build(&root),
+        Task::Fuzz { seconds } => fuzz(&root, seconds),
         Task::Lint => {
             plugins::ensure_wasm_target()?;
             run(Command::new("cargo").args(["fmt", "--all", "--", "--check"]))?;
@@ -127,6 +135,37 @@ fn main() -> Result<()> {
                 .args(["clippy", "--release", "--", "-D", "warnings"]))
         }
     }
+}
+
+/// `cargo +nightly fuzz run load_plugin` for `seconds`, its corpus seeded with every
+/// plugin this repository builds (valid components to mutate from).
+fn fuzz(root: &Path, seconds: u64) -> Result<()> {
+    let toolchains = Command::new("rustup").args(["toolchain", "list"]).output()?;
+    if !String::from_utf8_lossy(&toolchains.stdout).contains("nightly") {
+        run(Command::new("rustup").args(["toolchain", "install", "nightly", "--profile", "minimal"]))?;
+    }
+    let installed = Command::new("cargo").args(["fuzz", "--version"]).output();
+    if !installed.is_ok_and(|o| o.status.success()) {
+        eprintln!("xtask: installing cargo-fuzz");
+        run(Command::new("cargo").args(["install", "cargo-fuzz", "--locked"]))?;
+    }
+    plugins::build(root)?;
+    let corpus = root.join("fuzz/corpus/load_plugin");
+    std::fs::create_dir_all(&corpus)?;
+    for entry in std::fs::read_dir(root.join("target/wasm32-wasip2/release"))? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "wasm") {
+            std::fs::copy(&path, corpus.join(path.file_name().unwrap_or_default()))?;
+        }
+    }
+    eprintln!(
+        "xtask: fuzzing the plugin loader for {seconds} s (the first build compiles wasmtime with coverage: several minutes); libFuzzer's last line says how many runs"
+    );
+    run(Command::new("cargo")
+        .current_dir(root)
+        .args(["+nightly", "fuzz", "run", "--fuzz-dir", "fuzz", "load_plugin"])
+        .arg(&corpus)
+        .args(["--", &format!("-max_total_time={seconds}")]))
 }
 
 /// Runs a command, failing with its exit status.
