@@ -140,9 +140,17 @@ fn main() -> Result<()> {
 /// `cargo +nightly fuzz run load_plugin` for `seconds`, its corpus seeded with every
 /// plugin this repository builds (valid components to mutate from).
 fn fuzz(root: &Path, seconds: u64) -> Result<()> {
-    let toolchains = Command::new("rustup").args(["toolchain", "list"]).output()?;
+    let toolchains = Command::new("rustup")
+        .args(["toolchain", "list"])
+        .output()?;
     if !String::from_utf8_lossy(&toolchains.stdout).contains("nightly") {
-        run(Command::new("rustup").args(["toolchain", "install", "nightly", "--profile", "minimal"]))?;
+        run(Command::new("rustup").args([
+            "toolchain",
+            "install",
+            "nightly",
+            "--profile",
+            "minimal",
+        ]))?;
     }
     let installed = Command::new("cargo").args(["fuzz", "--version"]).output();
     if !installed.is_ok_and(|o| o.status.success()) {
@@ -163,7 +171,14 @@ fn fuzz(root: &Path, seconds: u64) -> Result<()> {
     );
     run(Command::new("cargo")
         .current_dir(root)
-        .args(["+nightly", "fuzz", "run", "--fuzz-dir", "fuzz", "load_plugin"])
+        .args([
+            "+nightly",
+            "fuzz",
+            "run",
+            "--fuzz-dir",
+            "fuzz",
+            "load_plugin",
+        ])
         .arg(&corpus)
         .args(["--", &format!("-max_total_time={seconds}")]))
 }

@@ -2,12 +2,13 @@
 //! native baseline measured in the same run, and their ratio, because this machine is
 //! shared and noisy. Names: `instantiate`, `cache-get`, `messages`, `prefetch`,
 //! `swap`, `start`, `swap-throughput`, `metrics-overhead`, `stats-overhead`,
-//! `store-atomic`, `cas-contention`, `request-reply`, `read-through`, `l1`.
+//! `store-atomic`, `cas-contention`, `request-reply`, `read-through`, `l1`, `neighbours`.
 
 mod cache;
 mod consumers;
 mod l1;
 mod live;
+mod neighbours;
 mod ops;
 mod rpc;
 
@@ -67,6 +68,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if run("read-through") {
         cache::read_through().await?;
+    }
+    if run("neighbours") {
+        neighbours::neighbours().await?;
     }
     if run("l1") {
         l1::gets().await?;

@@ -1,0 +1,174 @@
+//! `neighbours`: a well-behaved plugin's messages/s alone, and again while hostile
+//! plugins in the same host misbehave without pause: an infinite loop (`spin`), a
+//! memory bomb, a stack overflow, a trap storm (`trap`), a publish flood, a cache
+//! flood and lock hoarding (`hostile`). Alternating rounds, median of 3; the goal is
+//! ≥ 0.9× of solo. Also the host's peak RSS and every violation, per plugin and kind,
+//! from the host's own metrics.
+
+use super::all_completed;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use techub_host::Platform;
+use techub_tests::{PluginDir, config, grant, unique};
+
+const MESSAGES: usize = 2_000;
+const ROUNDS: usize = 3;
+/// The misbehaviours of the `hostile` fixture fed without pause (its routing key's
+/// last word picks one).
+const HOSTILE: [&str; 5] = ["allocate", "stack", "flood", "cache-until-error", "leases"];
+
+fn host_config(dir: &PluginDir) -> techub_host::config::HostConfig {
+    let mut config = config(dir);
+    grant(
+        &mut config,
+        "user-notifications",
+        &["users"],
+        &["notification.*"],
+    );
+    grant(&mut config, "hostile", &["users"], &["fixture.sink.*"]);
+    grant(&mut config, "spin", &[], &[]);
+    grant(&mut config, "trap", &[], &[]);
+    for plugin in ["hostile", "spin", "trap"] {
+        let limits = &mut config.plugins.get_mut(plugin).unwrap().limits;
+        limits.cpu_ms = Some(50);
+        limits.memory_mib = Some(32);
+    }
+    config
+}
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Messages/s of the good plugin over `MESSAGES` user.created events.
+async fn good_rate(platform: &Platform) -> anyhow::Result<f64> {
+    let mut ids = Vec::with_capacity(MESSAGES);
+    let started = Instant::now();
+    for i in 0..MESSAGES {
+        let user = serde_json::json!({ "id": format!("u{i}"), "email": "a@b.c", "name": "A" });
+        ids.push(
+            platform
+                .publish("user.created", user.to_string().into_bytes(), None)
+                .await?,
+        );
+    }
+    all_completed(platform, &ids, started).await?;
+    Ok(MESSAGES as f64 / started.elapsed().as_secs_f64())
+}
+
+/// Keeps the hostile plugins busy until `stop`: a batch of every misbehaviour every
+/// 20 ms (their retries and dead letters add to it).
+fn feed_hostile(platform: Arc<Platform>, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<u64> {
+    tokio::spawn(async move {
+        let mut sent = 0;
+        while !stop.load(Ordering::Relaxed) {
+            for kind in HOSTILE {
+                let key = format!("fixture.hostile.{kind}");
+                sent += u64::from(platform.publish(&key, b"{}".to_vec(), None).await.is_ok());
+            }
+            for key in ["fixture.spin.go", "fixture.trap.go"] {
+                sent += u64::from(platform.publish(key, b"{}".to_vec(), None).await.is_ok());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        sent
+    })
+}
+
+/// `techub_invocations_total` and `techub_quota_violations_total` samples of the
+/// hostile plugins that were not `ok`, summed by their labels.
+fn violations(platform: &Platform) -> BTreeMap<String, u64> {
+    let text = platform.services.metrics.encode();
+    let mut found = BTreeMap::new();
+    for line in text.lines() {
+        let counted = line.starts_with("techub_invocations_total{")
+            || line.starts_with("techub_quota_violations_total{");
+        if !counted || line.contains("outcome=\"ok\"") || line.contains("user-notifications") {
+            continue;
+        }
+        if let Some((labels, value)) = line.rsplit_once(' ')
+            && let Ok(value) = value.parse::<f64>()
+            && value > 0.0
+        {
+            *found.entry(labels.to_string()).or_default() += value as u64;
+        }
+    }
+    found
+}
+
+pub async fn neighbours() -> anyhow::Result<()> {
+    let dir = PluginDir::with(&[
+        ("user-notifications", "user_notifications"),
+        ("hostile", "fixture_hostile"),
+        ("spin", "fixture_spin"),
+        ("trap", "fixture_trap"),
+    ]);
+    let mut config = host_config(&dir);
+    config.host.key_prefix = format!("{}:", unique("techub-bench"));
+    let platform = Arc::new(Platform::start(config).await?);
+    let peak = Arc::new(AtomicU64::new(rss_kib()));
+    let sampler = {
+        let peak = peak.clone();
+        tokio::spawn(async move {
+            loop {
+                peak.fetch_max(rss_kib(), Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    };
+    let start_rss = rss_kib();
+    good_rate(&platform).await?; // warm-up
+    let (mut solo, mut crowded, mut hostile_sent) = (Vec::new(), Vec::new(), 0);
+    for round in 0..ROUNDS {
+        let alone = async { good_rate(&platform).await };
+        let with_neighbours = async {
+            let stop = Arc::new(AtomicBool::new(false));
+            let feeder = feed_hostile(platform.clone(), stop.clone());
+            tokio::time::sleep(Duration::from_millis(500)).await; // let them get going
+            let rate = good_rate(&platform).await;
+            stop.store(true, Ordering::Relaxed);
+            let sent = feeder.await?;
+            anyhow::Ok((rate?, sent))
+        };
+        if round % 2 == 0 {
+            solo.push(alone.await?);
+            let (rate, sent) = with_neighbours.await?;
+            crowded.push(rate);
+            hostile_sent += sent;
+        } else {
+            let (rate, sent) = with_neighbours.await?;
+            crowded.push(rate);
+            hostile_sent += sent;
+            solo.push(alone.await?);
+        }
+    }
+    sampler.abort();
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (solo, crowded) = (median(solo), median(crowded));
+    println!(
+        "neighbours: user-notifications x{MESSAGES} on the embedded backends: alone {solo:.0} msg/s, beside hostile plugins {crowded:.0} msg/s; crowded/alone = {:.3} (goal >= 0.9, median of {ROUNDS}); {hostile_sent} hostile messages fed",
+        crowded / solo
+    );
+    println!(
+        "  host RSS: {} MiB at start, peak {} MiB",
+        start_rss / 1024,
+        peak.load(Ordering::Relaxed) / 1024
+    );
+    for (labels, count) in violations(&platform) {
+        println!("  {labels} {count}");
+    }
+    platform.shutdown().await;
+    Ok(())
+}
