@@ -67,6 +67,7 @@ pub fn handler(args: TokenStream, item: TokenStream) -> TokenStream {
     // Without routing keys the handler receives only what is sent to its queue type
     // (`messaging::send`): the host binds `queue.<type>` for every subscription.
     let name = &function.sig.ident;
+    let native_guard = native_guard();
 
     quote! {
         #function
@@ -89,8 +90,21 @@ pub fn handler(args: TokenStream, item: TokenStream) -> TokenStream {
         }
 
         ::techub_guest::wit::export!(__TechubPlugin with_types_in ::techub_guest::wit);
+        #native_guard
     }
     .into()
+}
+
+/// A plugin is a WebAssembly component: a native build that is not a test (where
+/// SDK calls cannot reach a host) stops with the command that builds it, instead of
+/// a bare linker error or a binary that cannot run.
+pub(crate) fn native_guard() -> proc_macro2::TokenStream {
+    quote! {
+        #[cfg(all(not(target_family = "wasm"), not(test), not(doc)))]
+        ::core::compile_error!(
+            "a techub plugin builds for wasm32-wasip2: `cargo build --release --target wasm32-wasip2` (or set it in .cargo/config.toml, as `techub-host new` does); natively, only `cargo test --target <host triple>` builds it"
+        );
+    }
 }
 
 /// See `techub_guest::service`.

@@ -59,6 +59,7 @@ pub fn export(path: TokenStream) -> TokenStream {
 
 /// The `handler` export of a plugin that only loads: no subscriptions.
 pub fn no_handler() -> TokenStream {
+    let native_guard = crate::native_guard();
     quote! {
         #[doc(hidden)]
         struct __TechubPlugin;
@@ -79,5 +80,6 @@ pub fn no_handler() -> TokenStream {
         }
 
         ::techub_guest::wit::export!(__TechubPlugin with_types_in ::techub_guest::wit);
+        #native_guard
     }
 }

@@ -96,6 +96,7 @@ pub fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
             ),
         }
     });
+    let native_guard = crate::native_guard();
     quote! {
         #module
         #loader_export
@@ -122,5 +123,6 @@ pub fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
         }
 
         ::techub_guest::wit::export!(__TechubPlugin with_types_in ::techub_guest::wit);
+        #native_guard
     }
 }

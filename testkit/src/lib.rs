@@ -24,8 +24,8 @@
 //! # Layout
 //! - `lib.rs`: [`TestKit`] and its [`Builder`]: the host, the plugin, the state.
 //! - `message.rs`: [`TestMessage`] in, [`Handled`] (outcome, published, logs) out.
-//! - `capture.rs`: the `tracing` layer that catches the plugin's log records per
-//!   delivery.
+//! - `capture.rs`: the `tracing` subscriber each delivery runs with, which catches
+//!   the plugin's log records.
 //!
 //! Time does not advance faster in tests: the embedded backends keep real time, so a
 //! TTL is tested by a short TTL and a wait.
@@ -104,18 +104,19 @@ impl TestKit {
             panic!("{} is not serving", self.name);
         };
         let delivery = message.into_delivery(&self.queue);
-        let id = delivery.id.clone();
-        let report = tracing::Instrument::instrument(
+        let records = capture::Records::default();
+        let report = tracing::instrument::WithSubscriber::with_subscriber(
             self.platform
                 .runtime
                 .invoke(&plugin.pre, plugin.context.clone(), &delivery, 5),
-            capture::span(&id),
+            capture::subscriber(records.clone()),
         )
         .await;
+        let logs = std::mem::take(&mut *records.lock().unwrap_or_else(|e| e.into_inner()));
         Handled {
             outcome: Outcome::of(&report.result),
             published: self.take_published().await,
-            logs: capture::take(&id),
+            logs,
             host_calls: report.usage.host_calls,
         }
     }
@@ -282,7 +283,6 @@ impl Builder {
     /// Builds the plugin if need be, starts the host on it, and waits until it
     /// serves; the reason the host gave when it refuses the plugin.
     pub async fn start(self) -> anyhow::Result<TestKit> {
-        capture::install();
         let (wasm, default_name) = match &self.source {
             Source::File(path) => {
                 let stem = path

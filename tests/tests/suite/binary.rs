@@ -587,6 +587,19 @@ fn a_scaffolded_plugin_builds_outside_the_repository_passes_its_test_and_checks(
         .unwrap();
     let tested = cargo(&["test", "--quiet", "--target", &host_target]);
     assert!(tested.contains("1 passed"), "{tested}");
+    // A native build that is not a test stops, naming the command that builds it.
+    let native = Command::new(env!("CARGO"))
+        .args(["build", "--quiet", "--target", &host_target])
+        .current_dir(&root)
+        .env("CARGO_TARGET_DIR", &target)
+        .output()
+        .unwrap();
+    let refused = String::from_utf8_lossy(&native.stderr);
+    assert!(!native.status.success(), "{refused}");
+    assert!(
+        refused.contains("a techub plugin builds for wasm32-wasip2: `cargo build --release --target wasm32-wasip2`"),
+        "{refused}"
+    );
 
     let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
     assert!(
