@@ -18,3 +18,29 @@ pub fn all() -> Vec<(String, String)> {
     crate::native::ensure_host();
     wit::get_all()
 }
+
+/// One setting parsed as `T`, or `default` when it is not set. A setting that does not
+/// parse is a `Failure::retry` naming it and the `host.toml` line: the operator's fix
+/// applies on reload, and the message waits for it instead of being lost.
+///
+/// ```no_run
+/// # use techub_guest::prelude::*;
+/// # fn handle() -> Result<(), Failure> {
+/// let limit: u64 = config::parsed_or("limit", 100_000)?;
+/// # Ok(()) }
+/// ```
+pub fn parsed_or<T>(key: impl AsRef<str>, default: T) -> Result<T, crate::Failure>
+where
+    T: std::str::FromStr,
+    T::Err: std::fmt::Display,
+{
+    let key = key.as_ref();
+    match get(key) {
+        None => Ok(default),
+        Some(text) => text.trim().parse().map_err(|error| {
+            crate::Failure::retry(format!(
+                "setting {key:?} = {text:?} is not valid ({error}); fix it in [plugins.<name>.settings] of host.toml"
+            ))
+        }),
+    }
+}

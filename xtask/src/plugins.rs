@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::Command;
 
 /// The example plugins copied to `plugins/dist` for `cargo xtask run`.
-const EXAMPLES: &[&str] = &["user_notifications", "order_processor"];
+const EXAMPLES: &[&str] = &["user_notifications", "order_processor", "payment_processor"];
 
 /// Installs the wasm target if rustup lacks it.
 pub fn ensure_wasm_target() -> Result<()> {

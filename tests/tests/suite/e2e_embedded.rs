@@ -421,3 +421,68 @@ async fn a_plugin_cannot_flood_the_broker_with_bindings() {
         "{error}"
     );
 }
+
+/// The payment flow through the host: a gateway down for two attempts is retried
+/// with the payment queue's backoff and then charges (`payment.processed`, the
+/// record in the store); a declined card is dead-lettered at once with the reason,
+/// after announcing `payment.failed`.
+#[tokio::test(flavor = "multi_thread")]
+async fn payments_are_retried_while_the_gateway_is_down_and_declines_are_dead_lettered() {
+    let dir = PluginDir::with(&[("payment-processor", "payment_processor")]);
+    let mut config = config(&dir);
+    grant(&mut config, "payment-processor", &[], &["payment.*"]);
+    let settings = &mut config
+        .plugins
+        .get_mut("payment-processor")
+        .unwrap()
+        .settings;
+    settings.insert("gateway_failures".into(), "2".into());
+    let queue = config.queues.get_mut("payment").unwrap();
+    queue.retry_delay_ms = 100;
+    queue.max_retries = 5;
+    let platform = Platform::start(config).await.unwrap();
+    let mut events = sink(&platform, &["payment.*"]).await;
+
+    let order = json!({ "id": "o-1", "total": 2500, "card": "4242" });
+    let id = platform
+        .publish("order.created", order.to_string().into_bytes(), None)
+        .await
+        .unwrap();
+    let processed = tokio::time::timeout(LIMIT, events.next())
+        .await
+        .expect("payment.processed within the limit")
+        .expect("an event");
+    assert_eq!(processed.envelope().routing_key, "payment.processed");
+    assert_eq!(processed.envelope().attempt, 1);
+    assert_eq!(
+        processed.envelope().correlation_id.as_deref(),
+        Some(id.as_str())
+    );
+    let record = format!(
+        "{}store:payment-processor:payment:o-1",
+        platform.config().host.key_prefix
+    );
+    let status = platform
+        .services
+        .store
+        .hash_get(&record, "status")
+        .await
+        .unwrap();
+    assert_eq!(status.as_deref(), Some(&b"processed"[..]));
+
+    let declined = json!({ "id": "o-2", "total": 2500, "card": "0002" });
+    // The gateway fails the first two attempts of every message, so the decline is
+    // decided on the third.
+    let id = platform
+        .publish("order.created", declined.to_string().into_bytes(), None)
+        .await
+        .unwrap();
+    let letter = dead_letter_of(&platform, &id).await;
+    assert!(letter.reason.contains("card declined"), "{}", letter.reason);
+    assert_eq!(letter.envelope.attempt, 3, "two retries, then the decline");
+    let failed = tokio::time::timeout(LIMIT, events.next())
+        .await
+        .expect("payment.failed within the limit")
+        .expect("an event");
+    assert_eq!(failed.envelope().routing_key, "payment.failed");
+}

@@ -129,3 +129,69 @@ async fn a_crate_is_built_by_the_kit_and_a_trap_is_a_failed_outcome() {
         "{handled:?}"
     );
 }
+
+fn payment(id: &str, total: u64, card: &str) -> TestMessage {
+    TestMessage::json(
+        "order.created",
+        &json!({ "id": id, "total": total, "card": card }),
+    )
+}
+
+async fn payments(gateway_failures: u32) -> TestKit {
+    TestKit::file(fixture("payment_processor"))
+        .name("payment-processor")
+        .publish(&["payment.*"])
+        .setting("limit", "10000")
+        .setting("gateway_failures", &gateway_failures.to_string())
+        .start()
+        .await
+        .expect("the kit starts")
+}
+
+#[tokio::test]
+async fn payment_processor_charges_once_and_declines_for_good() {
+    let kit = payments(0).await;
+    let approved = kit.deliver(payment("o-1", 2500, "4242")).await;
+    assert_eq!(approved.outcome, Outcome::Ok, "{approved:?}");
+    assert_eq!(approved.published[0].routing_key, "payment.processed");
+    assert_eq!(approved.published[0].json()["amount"], 2500);
+    assert_eq!(approved.published[0].priority, 10, "urgent");
+    // A redelivery charges nothing again.
+    let again = kit.deliver(payment("o-1", 2500, "4242").attempt(2)).await;
+    assert_eq!(again.outcome, Outcome::Ok, "{again:?}");
+    assert!(
+        again.published.is_empty() && again.logged("already charged"),
+        "{again:?}"
+    );
+
+    for (order, total, card, why) in [
+        ("o-2", 2500, "0002", "card declined"),
+        ("o-3", 20_000, "4242", "over the limit"),
+    ] {
+        let declined = kit.deliver(payment(order, total, card)).await;
+        assert!(
+            matches!(&declined.outcome, Outcome::Reject(reason) if reason.contains(why)),
+            "{declined:?}"
+        );
+        assert_eq!(declined.published[0].routing_key, "payment.failed");
+        assert_eq!(declined.published[0].json()["status"], "failed");
+    }
+}
+
+#[tokio::test]
+async fn payment_processor_retries_a_gateway_that_is_down_then_charges() {
+    let kit = payments(2).await;
+    for attempt in 1..=2 {
+        let handled = kit
+            .deliver(payment("o-1", 100, "4242").attempt(attempt))
+            .await;
+        assert!(
+            matches!(&handled.outcome, Outcome::Retry(reason) if reason.contains("gateway unavailable")),
+            "{handled:?}"
+        );
+        assert!(handled.published.is_empty());
+    }
+    let third = kit.deliver(payment("o-1", 100, "4242").attempt(3)).await;
+    assert_eq!(third.outcome, Outcome::Ok, "{third:?}");
+    assert_eq!(third.published[0].routing_key, "payment.processed");
+}
