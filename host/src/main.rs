@@ -69,6 +69,13 @@ enum Command {
         #[arg(long)]
         admin_addr: Option<String>,
     },
+    /// Runs the specification's business flow through the example plugins and prints
+    /// what passes the exchange and what the plugins keep.
+    Demo {
+        /// The configuration (this repository's names the example plugins).
+        #[arg(long, default_value = "host.toml")]
+        config: PathBuf,
+    },
     /// Runs the host with a config file.
     Run {
         /// The configuration.
@@ -267,6 +274,7 @@ async fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Demo { config } => cli::demo::run(&config).await,
         Command::Dev {
             crates,
             config,

@@ -142,17 +142,19 @@ impl TestKit {
         found.expect("the embedded cache answers").pop().flatten()
     }
 
-    /// Writes the entry `key` of cache `domain` before a delivery, with `ttl`.
+    /// Writes the entry `key` of cache `domain` before a delivery, with `ttl`, filed
+    /// under `tags`.
     pub async fn cache_set(
         &self,
         domain: &str,
         key: &str,
         value: impl Into<Vec<u8>>,
         ttl: Duration,
+        tags: &[&str],
     ) {
         let write = CacheWrite {
             ttl,
-            tags: Vec::new(),
+            tags: tags.iter().map(|t| t.to_string()).collect(),
             priority: Priority::Medium,
         };
         let entries = [(key.to_string(), value.into())];
@@ -164,18 +166,17 @@ impl TestKit {
         written.expect("the embedded cache answers");
     }
 
-    async fn store_prefix(&self) -> String {
+    /// The backend's name of the plugin's store key `key` (for the store calls of
+    /// [`TestKit::services`] the helpers do not cover: hashes, sorted sets...).
+    pub async fn store_key(&self, key: &str) -> String {
         let plugin = self.platform.registry().version(&self.name).await;
-        plugin
-            .expect("the plugin serves")
-            .context
-            .store_prefix
-            .clone()
+        let prefix = &plugin.expect("the plugin serves").context.store_prefix;
+        format!("{prefix}{key}")
     }
 
     /// The plugin's store key `key` (in its own namespace, as it sees it).
     pub async fn store_get(&self, key: &str) -> Option<Vec<u8>> {
-        let key = format!("{}{key}", self.store_prefix().await);
+        let key = self.store_key(key).await;
         self.services()
             .store
             .get(&key)
@@ -185,7 +186,7 @@ impl TestKit {
 
     /// Writes the plugin's store key `key` before a delivery.
     pub async fn store_set(&self, key: &str, value: impl Into<Vec<u8>>) {
-        let key = format!("{}{key}", self.store_prefix().await);
+        let key = self.store_key(key).await;
         let value: Vec<u8> = value.into();
         self.services()
             .store

@@ -68,6 +68,12 @@ impl TestMessage {
         self
     }
 
+    /// When it was published, in ms since the Unix epoch (default: now).
+    pub fn published_at_ms(mut self, ms: u64) -> Self {
+        self.delivery.published_at_ms = ms;
+        self
+    }
+
     /// The queue type it arrives through; default: the plugin's first.
     pub fn queue(mut self, queue: &str) -> Self {
         self.queue = Some(queue.into());

@@ -32,6 +32,9 @@ enum Task {
         /// Another config file.
         #[arg(long, default_value = "host.toml")]
         config: PathBuf,
+        /// Run the business-flow demo (`techub-host demo`) instead of serving.
+        #[arg(long)]
+        demo: bool,
     },
     /// Runs every test of the workspace against real Redis and RabbitMQ (started if
     /// needed) and real plugins (built first).
@@ -63,13 +66,14 @@ fn main() -> Result<()> {
     let root = workspace_root()?;
     std::env::set_current_dir(&root)?;
     match Cli::parse().command {
-        Task::Run { config } => {
+        Task::Run { config, demo } => {
             plugins::build(&root)?;
             eprintln!(
                 "xtask: building and starting the host (the first build compiles wasmtime: several minutes on 2 cores)"
             );
+            let command = if demo { "demo" } else { "run" };
             run(Command::new("cargo")
-                .args(["run", "-p", "techub-host", "--", "run", "--config"])
+                .args(["run", "-p", "techub-host", "--", command, "--config"])
                 .arg(&config))
         }
         Task::Test { args } => {
@@ -89,6 +93,14 @@ fn main() -> Result<()> {
                 "--bin",
                 "techub-host",
             ]))?;
+            if args.is_empty() {
+                // The example plugins' own unit tests, natively (their crates build for
+                // wasm32-wasip2 by default).
+                let host = plugins::host_triple()?;
+                run(Command::new("cargo")
+                    .current_dir(root.join("plugins"))
+                    .args(["test", "--quiet", "--target", &host]))?;
+            }
             run(Command::new("cargo")
                 .args(["test", "--workspace"])
                 .args(&args))

@@ -6,7 +6,13 @@ use std::path::Path;
 use std::process::Command;
 
 /// The example plugins copied to `plugins/dist` for `cargo xtask run`.
-const EXAMPLES: &[&str] = &["user_notifications", "order_processor", "payment_processor"];
+const EXAMPLES: &[&str] = &[
+    "user_notifications",
+    "order_processor",
+    "payment_processor",
+    "inventory_keeper",
+    "analytics",
+];
 
 /// Installs the wasm target if rustup lacks it.
 pub fn ensure_wasm_target() -> Result<()> {
@@ -54,4 +60,13 @@ pub fn build(root: &Path) -> Result<()> {
         })?;
     }
     Ok(())
+}
+
+/// The host's target triple (`rustc -vV`), for native builds of the plugins' tests.
+pub fn host_triple() -> Result<String> {
+    let output = Command::new("rustc").arg("-vV").output()?;
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("host: ").map(str::to_string))
+        .context("rustc -vV names no host triple")
 }

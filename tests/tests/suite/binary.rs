@@ -734,3 +734,32 @@ fn dev_rebuilds_and_hot_reloads_a_plugin_when_its_source_changes() {
     let (status, _) = dev.wait(Duration::from_secs(30));
     assert!(status.success(), "dev stops cleanly on SIGTERM");
 }
+
+/// `techub-host demo` with this repository's host.toml: the example plugins take the
+/// specification's flow from sign-up to payment, and the demo prints each step.
+#[test]
+fn the_demo_runs_the_business_flow_through_the_example_plugins() {
+    let output = Command::new(host_binary())
+        .args(["demo", "--config", "host.toml"])
+        .current_dir(techub_tests::repo_root())
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{printed}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(printed.contains("demo: 5 plugin(s) serving"), "{printed}");
+    for step in [
+        "passed  notification.email",
+        "passed  inventory.updated",
+        "passed  inventory.low",
+        "passed  payment.processed",
+        "payment:order-1  amount=12900 status=processed",
+        "stock:keyboard   4",
+    ] {
+        assert!(printed.contains(step), "no {step:?} in:\n{printed}");
+    }
+}

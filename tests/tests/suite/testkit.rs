@@ -195,3 +195,110 @@ async fn payment_processor_retries_a_gateway_that_is_down_then_charges() {
     assert_eq!(third.outcome, Outcome::Ok, "{third:?}");
     assert_eq!(third.published[0].routing_key, "payment.processed");
 }
+
+#[tokio::test]
+async fn inventory_keeper_announces_low_and_out_once_and_invalidates_the_product() {
+    let kit = TestKit::file(fixture("inventory_keeper"))
+        .name("inventory-keeper")
+        .cache_domains(&["products"])
+        .publish(&["inventory.*"])
+        .setting("low", "3")
+        .start()
+        .await
+        .expect("the kit starts");
+    let restock = TestMessage::json(
+        "inventory.restocked",
+        &json!({ "product": "a", "quantity": 5 }),
+    );
+    let handled = kit.deliver(restock.clone().id("r-1")).await;
+    assert_eq!(handled.outcome, Outcome::Ok, "{handled:?}");
+    assert!(handled.published.is_empty());
+    // The same event again (a redelivery) counts once.
+    kit.deliver(restock.id("r-1").attempt(2)).await;
+    assert_eq!(kit.store_get("level:a").await.as_deref(), Some(&b"5"[..]));
+
+    let reserve = |id: &str, n: i64| {
+        TestMessage::json(
+            "inventory.updated",
+            &json!({ "product": "a", "reserved": n }),
+        )
+        .id(id)
+    };
+    let minute = std::time::Duration::from_secs(60);
+    kit.cache_set("products", "a", "12 in stock", minute, &["product:a"])
+        .await;
+    let low = kit.deliver(reserve("u-1", 3)).await;
+    assert_eq!(
+        kit.cache_get("products", "a").await,
+        None,
+        "the product's entry was dropped"
+    );
+    assert_eq!(low.published.len(), 1, "{low:?}");
+    assert_eq!(low.published[0].routing_key, "inventory.low");
+    assert_eq!(low.published[0].json()["level"], 2);
+    let still_low = kit.deliver(reserve("u-2", 1)).await;
+    assert!(
+        still_low.published.is_empty(),
+        "announced once: {still_low:?}"
+    );
+    let out = kit.deliver(reserve("u-3", 1)).await;
+    assert_eq!(out.published[0].routing_key, "inventory.out");
+    assert!(out.logged("stock level"), "{:?}", out.logs);
+}
+
+#[tokio::test]
+async fn analytics_counts_events_revenue_and_best_sellers_once_each() {
+    let kit = TestKit::file(fixture("analytics"))
+        .name("analytics")
+        .start()
+        .await
+        .expect("the kit starts");
+    let day = "2026-12-01";
+    let at = |m: TestMessage| m.published_at_ms(1_796_083_200_000 + 3_600_000);
+    let paid = at(TestMessage::json(
+        "payment.processed",
+        &json!({ "order": "o-1", "amount": 2500 }),
+    ));
+    kit.deliver(paid.clone().id("p-1")).await;
+    kit.deliver(paid.id("p-1").attempt(2)).await; // a redelivery: not counted again
+    kit.deliver(
+        at(TestMessage::json(
+            "payment.processed",
+            &json!({ "amount": 500 }),
+        ))
+        .id("p-2"),
+    )
+    .await;
+    for (id, product, n) in [("i-1", "a", 2), ("i-2", "b", 5), ("i-3", "a", 4)] {
+        let event = json!({ "product": product, "reserved": n });
+        let handled = kit
+            .deliver(at(TestMessage::json("inventory.updated", &event)).id(id))
+            .await;
+        assert_eq!(handled.outcome, Outcome::Ok, "{handled:?}");
+    }
+    let text = |v: Option<Vec<u8>>| v.map(|v| String::from_utf8(v).unwrap());
+    assert_eq!(
+        text(
+            kit.store_get(&format!("events:payment.processed:{day}"))
+                .await
+        )
+        .as_deref(),
+        Some("2")
+    );
+    assert_eq!(
+        text(kit.store_get(&format!("revenue:{day}")).await).as_deref(),
+        Some("3000")
+    );
+    let key = kit.store_key("best-sellers").await;
+    let best = kit
+        .services()
+        .store
+        .sorted_range(&key, 0, -1, true)
+        .await
+        .unwrap();
+    let best: Vec<(String, f64)> = best
+        .into_iter()
+        .map(|(member, score)| (String::from_utf8(member).unwrap(), score))
+        .collect();
+    assert_eq!(best, vec![("a".to_string(), 6.0), ("b".to_string(), 5.0)]);
+}
