@@ -324,7 +324,8 @@ pub fn claim(key: impl AsRef<str>, ttl_ms: u64) -> Result<bool, StoreError> {
 /// whose message was handled successfully.
 ///
 /// The first caller claims the id and runs `work`; later callers get `Ok(false)` and
-/// skip it. The claim holds only if the handler then returns `Ok`: if it returns a
+/// skip it, or, while the first is still running (or died with its host before it
+/// finished), a `StoreError::Unavailable` that makes the handler retry. The claim holds only if the handler then returns `Ok`: if it returns a
 /// failure, panics, or runs out of CPU or time, the host deletes the claim and the
 /// retry runs `work` again. So `work` runs at least once per acknowledged message and
 /// is skipped only when an earlier delivery of the same message completed; a failure
@@ -337,12 +338,25 @@ pub fn once<E: From<StoreError>>(
 ) -> Result<bool, E> {
     let key = format!("once:{}", id.as_ref());
     if !claim(&key, ttl_ms)? {
-        return Ok(false);
+        // Done by an earlier delivery: skip. Still pending: an attempt is running,
+        // or died with its host (its claim lapses within the invocation timeout):
+        // retry, rather than skip work that may never have been done.
+        return match get(&key)? {
+            Some(value) if value != b"pending" => Ok(false),
+            _ => Err(StoreError::Unavailable(format!(
+                "{} is being handled by another attempt, or by one whose host stopped; retry after its claim lapses",
+                id.as_ref()
+            ))
+            .into()),
+        };
     }
     if let Err(error) = work() {
         // Let a retry claim the id again, even if the handler swallows this error.
         let _ = delete(&[key]);
         return Err(error);
     }
+    // Done: a crash of the host from here on does not make a redelivery repeat it.
+    let done = SetOptions::default().ttl_ms(ttl_ms);
+    set_with(&key, b"done", done)?;
     Ok(true)
 }

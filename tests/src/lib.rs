@@ -449,3 +449,23 @@ pub async fn publish_user(platform: &techub_host::Platform, id: &str) -> String 
         .await
         .expect("the operator publishes")
 }
+
+/// A persistent message as a publisher sends it: a fresh id, normal priority.
+pub fn envelope(
+    routing_key: &str,
+    payload: Vec<u8>,
+) -> techub_host::capability::messaging::Envelope {
+    techub_host::capability::messaging::Envelope {
+        id: uuid::Uuid::new_v4().to_string(),
+        routing_key: routing_key.to_string(),
+        payload,
+        headers: vec![],
+        correlation_id: None,
+        reply_to: None,
+        priority: 5,
+        persistent: true,
+        expiration_ms: None,
+        published_at_ms: techub_host::capability::messaging::now_ms(),
+        attempt: 1,
+    }
+}

@@ -1,6 +1,6 @@
 //! # xtask: the project's commands
 //!
-//! `cargo xtask run | test | bench | build-plugins | lint | fuzz`. Each installs what it
+//! `cargo xtask run | test | bench | build-plugins | lint | fuzz | faults`. Each installs what it
 //! needs (the `wasm32-wasip2` target, Redis and RabbitMQ when missing) and starts what
 //! it needs, so that a fresh machine needs nothing but Rust.
 //!
@@ -53,6 +53,14 @@ enum Task {
     BuildPlugins,
     /// `cargo fmt --check` and `cargo clippy -D warnings` over both workspaces.
     Lint,
+    /// Faults under a steady confirmed stream (the real host binary on Redis and
+    /// RabbitMQ, killed or stopped mid-stream), counted from the backends; fails on
+    /// any loss. Writes target/faults/report.json.
+    Faults {
+        /// Messages per scenario.
+        #[arg(long, default_value_t = 2000)]
+        messages: usize,
+    },
     /// Fuzzes the plugin loader with cargo fuzz (nightly; both installed if missing)
     /// for a bounded time, seeded with the built plugins; fails on a crash.
     Fuzz {
@@ -123,6 +131,30 @@ fn main() -> Result<()> {
         }
         Task::BuildPlugins => plugins::build(&root),
         Task::Fuzz { seconds } => fuzz(&root, seconds),
+        Task::Faults { messages } => {
+            plugins::build(&root)?;
+            services::ensure_redis()?;
+            services::ensure_rabbitmq()?;
+            // Debug builds: the test suite's, so that CI compiles nothing more.
+            run(Command::new("cargo").args([
+                "build",
+                "-p",
+                "techub-host",
+                "--bin",
+                "techub-host",
+            ]))?;
+            run(Command::new("cargo")
+                .args([
+                    "run",
+                    "-p",
+                    "techub-tests",
+                    "--bin",
+                    "faults",
+                    "--",
+                    "--messages",
+                ])
+                .arg(messages.to_string()))
+        }
         Task::Lint => {
             plugins::ensure_wasm_target()?;
             run(Command::new("cargo").args(["fmt", "--all", "--", "--check"]))?;

@@ -206,7 +206,7 @@ impl Runtime {
         let state = store.data_mut();
         state.lock().release_all().await;
         match &result {
-            Ok(answer) if keeps_claims(answer) => state.claims.clear(),
+            Ok(answer) if keeps_claims(answer) => state.store().confirm_claims().await,
             _ => state.store().release_claims().await,
         }
         // A Rust guest's panic message reaches only its stderr: put it in the reason,

@@ -27,7 +27,7 @@ pub struct PluginState {
     pub(crate) held_leases: HashMap<String, String>,
     /// Namespaced keys of the `store.claim`s this invocation made; deleted unless it
     /// ends `ok`.
-    pub(crate) claims: Vec<String>,
+    pub(crate) claims: Vec<crate::capability::store::Claim>,
     /// Guest and host time of this invocation.
     pub(crate) clock: Clock,
     /// The request the message being handled makes, which it may answer once.

@@ -302,3 +302,58 @@ async fn analytics_counts_events_revenue_and_best_sellers_once_each() {
         .collect();
     assert_eq!(best, vec![("a".to_string(), 6.0), ("b".to_string(), 5.0)]);
 }
+
+/// `store::once` after a host died mid-invocation: its claim is still `pending`, so a
+/// redelivery retries (it neither skips work that may never have been done, nor does
+/// it twice at once); once the claim lapses, the redelivery does the work. A `done`
+/// claim (or one from before claims had states) is skipped.
+#[tokio::test]
+async fn once_retries_while_a_dead_attempt_claim_is_pending_and_skips_a_done_one() {
+    let kit = TestKit::file(fixture("fixture_ledger"))
+        .name("ledger")
+        .start()
+        .await
+        .expect("the kit starts");
+    let store = kit.services().store.clone();
+    let claim = kit.store_key("once:m-1").await;
+    let lapse = std::time::Duration::from_millis(300);
+    store
+        .set(
+            &claim,
+            b"pending",
+            Some(lapse),
+            techub_host::capability::store::SetCondition::Always,
+        )
+        .await
+        .unwrap();
+    let message = |id: &str| TestMessage::new("fixture.ledger.m", "x").id(id);
+    let early = kit.deliver(message("m-1")).await;
+    assert!(
+        matches!(&early.outcome, Outcome::Retry(why) if why.contains("another attempt")),
+        "{early:?}"
+    );
+    assert_eq!(
+        kit.store_get("effects").await,
+        None,
+        "no effect while pending"
+    );
+    tokio::time::sleep(lapse + std::time::Duration::from_millis(100)).await;
+    let late = kit.deliver(message("m-1").attempt(2)).await;
+    assert_eq!(late.outcome, Outcome::Ok, "{late:?}");
+    assert_eq!(kit.store_get("effects").await.as_deref(), Some(&b"1"[..]));
+    assert_eq!(
+        kit.store_get("once:m-1").await.as_deref(),
+        Some(&b"done"[..])
+    );
+
+    for (id, value) in [("m-2", &b"done"[..]), ("m-3", &b""[..])] {
+        kit.store_set(&format!("once:{id}"), value).await;
+        let skipped = kit.deliver(message(id)).await;
+        assert_eq!(skipped.outcome, Outcome::Ok, "{skipped:?}");
+    }
+    assert_eq!(
+        kit.store_get("effects").await.as_deref(),
+        Some(&b"1"[..]),
+        "skipped"
+    );
+}

@@ -23,15 +23,26 @@ type StoreResult<T> = std::result::Result<T, StoreFailure>;
 pub struct StoreView<'a> {
     plugin: &'a PluginContext,
     usage: &'a mut Usage,
-    claims: &'a mut Vec<String>,
+    claims: &'a mut Vec<Claim>,
 }
+
+/// A claim this invocation made: its key and the lifetime it was asked for.
+#[derive(Debug, Clone)]
+pub struct Claim {
+    key: String,
+    ttl: Duration,
+}
+
+/// What a claim holds while its invocation runs, and once that ended `ok`.
+const PENDING: &[u8] = b"pending";
+const DONE: &[u8] = b"done";
 
 impl<'a> StoreView<'a> {
     /// The view of one instance.
     pub fn new(
         plugin: &'a PluginContext,
         usage: &'a mut Usage,
-        claims: &'a mut Vec<String>,
+        claims: &'a mut Vec<Claim>,
     ) -> Self {
         Self {
             plugin,
@@ -47,10 +58,27 @@ impl<'a> StoreView<'a> {
         self.usage.charge(self.plugin, "store", function)
     }
 
+    /// Makes the claims of an invocation that ended `ok` final: `done`, for the
+    /// lifetime they were asked for.
+    pub async fn confirm_claims(&mut self) {
+        for claim in std::mem::take(self.claims) {
+            let store = &self.plugin.services.store;
+            let confirmed = store
+                .set(&claim.key, DONE, Some(claim.ttl), SetCondition::Always)
+                .await;
+            if let Err(error) = confirmed {
+                tracing::warn!(plugin = %self.plugin.name, %error, "could not confirm a claim; it expires with the invocation's timeout and a redelivery does the work again");
+            }
+        }
+    }
+
     /// Deletes the claims of an invocation that did not end `ok`, so that a retry
     /// can claim again (and so do the work the failed attempt did not finish).
     pub async fn release_claims(&mut self) {
-        let claims = std::mem::take(self.claims);
+        let claims: Vec<String> = std::mem::take(self.claims)
+            .into_iter()
+            .map(|c| c.key)
+            .collect();
         if claims.is_empty() {
             return;
         }
@@ -199,12 +227,17 @@ impl Host for StoreView<'_> {
     async fn claim(&mut self, key: String, ttl_ms: u64) -> StoreResult<bool> {
         let key = self.store_key("claim", &key)?;
         let ttl = nonzero_ttl(ttl_ms)?;
+        // Pending until the invocation ends `ok`, and only as long as it can run: a
+        // host that dies mid-invocation leaves a claim that lapses, so the broker's
+        // redelivery does the work instead of finding it claimed for good.
+        let timeout = Duration::from_millis(u64::from(self.plugin.limits.timeout_ms));
+        let pending = ttl.min(timeout + Duration::from_secs(1));
         let store = self.plugin.services.store.clone();
         let claimed = store
-            .set(&key, b"", Some(ttl), SetCondition::IfAbsent)
+            .set(&key, PENDING, Some(pending), SetCondition::IfAbsent)
             .await?;
         if claimed {
-            self.claims.push(key);
+            self.claims.push(Claim { key, ttl });
         }
         Ok(claimed)
     }

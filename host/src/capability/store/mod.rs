@@ -19,7 +19,7 @@ use super::BackendResult;
 use std::time::Duration;
 
 pub use crate::bindings::techub::platform::store::{KeyTtl, ListEnd, ScoreRange, SetCondition};
-pub use host::{HasStore, StoreFailure, StoreView};
+pub use host::{Claim, HasStore, StoreFailure, StoreView};
 
 /// One operation of an atomic batch, on a full key.
 #[derive(Debug, Clone, PartialEq)]

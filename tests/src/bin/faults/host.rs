@@ -1,0 +1,133 @@
+//! The host under test, as a process: its config file, start, `kill -9`, SIGTERM,
+//! and readiness (`GET /readyz` on its admin endpoint).
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use techub_host::config::{BrokerBackend, HostConfig, KvBackend};
+use techub_tests::{PluginDir, grant, services, unique};
+
+pub struct HostProcess {
+    /// Its configuration (what the file says).
+    pub config: HostConfig,
+    file: PathBuf,
+    log: PathBuf,
+    child: Option<Child>,
+    _plugins: PluginDir,
+}
+
+impl HostProcess {
+    /// A configuration of its own (key prefix, exchanges, queues, admin port) on the
+    /// shared Redis and RabbitMQ, with the ledger fixture; written to a file.
+    pub fn configure(scenario: &str) -> anyhow::Result<Self> {
+        let plugins = PluginDir::with(&[("ledger", "fixture_ledger")]);
+        let mut config = techub_tests::config(&plugins);
+        config.backends.cache = KvBackend::Redis;
+        config.backends.store = KvBackend::Redis;
+        config.backends.lock = KvBackend::Redis;
+        config.backends.messaging = BrokerBackend::Amqp;
+        config.host.key_prefix = format!("{}:", unique("techub-faults"));
+        config.amqp = services::amqp_config();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        config.host.admin_addr = format!("127.0.0.1:{port}");
+        grant(&mut config, "ledger", &[], &[]);
+        config.plugins.get_mut("ledger").unwrap().subscribe = vec!["fixture.ledger.#".into()];
+        let file = plugins.path().join("host.toml");
+        std::fs::write(&file, toml::to_string(&config)?)?;
+        let dir = techub_tests::repo_root().join("target/faults");
+        std::fs::create_dir_all(&dir)?;
+        let log = dir.join(format!(
+            "{}.log",
+            scenario.split_whitespace().next().unwrap_or("host")
+        ));
+        Ok(Self {
+            config,
+            file,
+            log,
+            child: None,
+            _plugins: plugins,
+        })
+    }
+
+    /// Starts `techub-host run` on the file (its log appended to `target/faults/`).
+    pub fn start(&mut self) -> anyhow::Result<()> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)?;
+        let child = Command::new(techub_tests::host_binary())
+            .args(["run", "--config"])
+            .arg(&self.file)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// Waits until `/readyz` answers 200 (at most 60 s).
+    pub async fn ready(&self) -> anyhow::Result<()> {
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(60) {
+            if readyz(&self.config.host.admin_addr) == Some(200) {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        anyhow::bail!(
+            "the host was not ready within 60 s; see {}",
+            self.log.display()
+        )
+    }
+
+    /// `kill -9`: no drain, no acks, nothing flushed.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM (our own child, by its PID), then waits for it to exit.
+    pub fn terminate(&mut self, limit: Duration) -> anyhow::Result<()> {
+        let Some(mut child) = self.child.take() else {
+            return Ok(());
+        };
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()?;
+        let started = Instant::now();
+        while child.try_wait()?.is_none() {
+            if started.elapsed() > limit {
+                let _ = child.kill();
+                anyhow::bail!("the host did not stop within {limit:?} of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for HostProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The status code of `GET /readyz`, if the endpoint answers.
+fn readyz(addr: &str) -> Option<u16> {
+    let mut stream = std::net::TcpStream::connect(addr).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    stream
+        .write_all(
+            format!("GET /readyz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .ok()?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).ok()?;
+    answer.split_whitespace().nth(1)?.parse().ok()
+}

@@ -1,0 +1,113 @@
+//! The confirmed stream into the host, and what the ledger fixture recorded in Redis.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use techub_host::capability::messaging::Broker;
+use techub_host::capability::messaging::amqp::AmqpBroker;
+use techub_host::capability::redis_client::{RedisClient, Retry};
+use techub_host::config::HostConfig;
+
+/// Publishes with confirms and remembers which ids the broker confirmed.
+#[derive(Clone)]
+pub struct Publisher {
+    broker: AmqpBroker,
+    confirmed: Arc<Mutex<Vec<String>>>,
+}
+
+impl Publisher {
+    pub async fn connect(config: &HostConfig) -> anyhow::Result<Self> {
+        let broker = AmqpBroker::connect(
+            &config.amqp,
+            config.dead_letter,
+            config.messaging,
+            Default::default(),
+        )
+        .await?;
+        Ok(Self {
+            broker,
+            confirmed: Arc::default(),
+        })
+    }
+
+    /// Publishes `count` messages one after another in a task; how many it tried.
+    pub fn stream(&self, count: usize) -> tokio::task::JoinHandle<anyhow::Result<usize>> {
+        let this = self.clone();
+        tokio::spawn(async move {
+            for i in 0..count {
+                let mut envelope =
+                    techub_tests::envelope("fixture.ledger.m", i.to_string().into_bytes());
+                envelope.id = format!("m-{i}");
+                if this.broker.publish(envelope, None).await.is_ok() {
+                    this.confirmed
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(format!("m-{i}"));
+                }
+            }
+            Ok(count)
+        })
+    }
+
+    /// The ids confirmed so far.
+    pub fn confirmed(&self) -> Vec<String> {
+        self.confirmed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub async fn dead_letter_depth(&self) -> anyhow::Result<u64> {
+        self.broker
+            .dead_letter_depth()
+            .await
+            .map_err(anyhow::Error::msg)
+    }
+}
+
+/// The ledger fixture's records, read from Redis.
+pub struct Ledger {
+    redis: RedisClient,
+    prefix: String,
+}
+
+impl Ledger {
+    pub async fn new(config: &HostConfig) -> Self {
+        Self {
+            redis: techub_tests::services::redis().await,
+            prefix: format!("{}store:ledger:", config.host.key_prefix),
+        }
+    }
+
+    async fn query<T: redis::FromRedisValue>(
+        &self,
+        command: &'static str,
+        key: &str,
+    ) -> anyhow::Result<T> {
+        let key = format!("{}{key}", self.prefix);
+        self.redis
+            .run(command, Retry::Idempotent, |mut c| {
+                let cmd = redis::cmd(command).arg(&key).clone();
+                async move { cmd.query_async(&mut c).await }
+            })
+            .await
+            .map_err(anyhow::Error::msg)
+    }
+
+    /// Ids whose handling finished.
+    pub async fn handled(&self) -> anyhow::Result<HashSet<String>> {
+        self.query("SMEMBERS", "handled").await
+    }
+
+    /// Deliveries per id.
+    pub async fn attempts(&self) -> anyhow::Result<HashMap<String, u64>> {
+        self.query("HGETALL", "attempts").await
+    }
+
+    /// Effects made through the idempotency helper.
+    pub async fn effects(&self) -> anyhow::Result<i64> {
+        Ok(self
+            .query::<Option<i64>>("GET", "effects")
+            .await?
+            .unwrap_or(0))
+    }
+}
