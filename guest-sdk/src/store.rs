@@ -320,17 +320,17 @@ pub fn claim(key: impl AsRef<str>, ttl_ms: u64) -> Result<bool, StoreError> {
     Ok(wit::claim(key.as_ref(), ttl_ms)?)
 }
 
-/// Runs `work` once per `id` (e.g. a message id) within `ttl_ms`, counting only runs
-/// whose message was handled successfully.
+/// Runs `work` once per `id` (e.g. a message id) within `ttl_ms`.
 ///
-/// The first caller claims the id and runs `work`; later callers get `Ok(false)` and
-/// skip it, or, while the first is still running (or died with its host before it
-/// finished), a `StoreError::Unavailable` that makes the handler retry. The claim holds only if the handler then returns `Ok`: if it returns a
-/// failure, panics, or runs out of CPU or time, the host deletes the claim and the
-/// retry runs `work` again. So `work` runs at least once per acknowledged message and
-/// is skipped only when an earlier delivery of the same message completed; a failure
-/// *after* `work` (in the same handler) makes it run again, so keep what it does
-/// idempotent or put it last.
+/// The first caller claims the id and runs `work`; once `work` returns `Ok` the claim
+/// is marked done, and later callers get `Ok(false)` and skip it. While the first
+/// caller is still running, or died with its host before finishing (its claim lapses
+/// within the invocation timeout and a second), later callers get a
+/// `StoreError::Unavailable`, which makes the handler retry: the work is never skipped
+/// on the word of an attempt that did not finish it. If `work` fails, panics or runs
+/// out of CPU or time, the claim is released and a retry runs `work` again. A crash
+/// *during* `work`, after some of its effects, repeats those effects on the retry:
+/// for store effects that must happen exactly once, use [`once_atomic`].
 pub fn once<E: From<StoreError>>(
     id: impl AsRef<str>,
     ttl_ms: u64,
@@ -341,14 +341,9 @@ pub fn once<E: From<StoreError>>(
         // Done by an earlier delivery: skip. Still pending: an attempt is running,
         // or died with its host (its claim lapses within the invocation timeout):
         // retry, rather than skip work that may never have been done.
-        return match get(&key)? {
-            Some(value) if value != b"pending" => Ok(false),
-            _ => Err(StoreError::Unavailable(format!(
-                "{} is being handled by another attempt, or by one whose host stopped; retry after its claim lapses",
-                id.as_ref()
-            ))
-            .into()),
-        };
+        return skip_or_wait(&key, id.as_ref())
+            .map(|()| false)
+            .map_err(E::from);
     }
     if let Err(error) = work() {
         // Let a retry claim the id again, even if the handler swallows this error.
@@ -359,4 +354,44 @@ pub fn once<E: From<StoreError>>(
     let done = SetOptions::default().ttl_ms(ttl_ms);
     set_with(&key, b"done", done)?;
     Ok(true)
+}
+
+/// Applies the store operations `effects` once per `id` within `ttl_ms`, exactly once
+/// even if the host dies at any point: the effects and the mark that they were
+/// applied are one transaction (`store::atomic`), under the same claim as [`once`]
+/// (done: `Ok(false)`; another attempt pending: `StoreError::Unavailable`, a retry).
+///
+/// ```no_run
+/// # use techub_guest::prelude::*;
+/// # fn handle(message: Message) -> Result<(), Failure> {
+/// use techub_guest::store::Op;
+/// let ops = vec![Op::IncrBy("orders-paid".into(), 1)];
+/// store::once_atomic(message.id(), 86_400_000, ops)?;
+/// # Ok(()) }
+/// ```
+pub fn once_atomic(
+    id: impl AsRef<str>,
+    ttl_ms: u64,
+    mut effects: Vec<Op>,
+) -> Result<bool, StoreError> {
+    let key = format!("once:{}", id.as_ref());
+    if !claim(&key, ttl_ms)? {
+        return skip_or_wait(&key, id.as_ref()).map(|()| false);
+    }
+    effects.push(Op::Set(key.clone(), b"done".to_vec(), Some(ttl_ms)));
+    if let Err(error) = atomic(effects) {
+        let _ = delete(&[key]);
+        return Err(error);
+    }
+    Ok(true)
+}
+
+/// `Ok` when the claim `key` of `id` is done; a retry while it is pending.
+fn skip_or_wait(key: &str, id: &str) -> Result<(), StoreError> {
+    match get(key)? {
+        Some(value) if value != b"pending" => Ok(()),
+        _ => Err(StoreError::Unavailable(format!(
+            "{id} is being handled by another attempt, or by one whose host stopped; retry after its claim lapses"
+        ))),
+    }
 }

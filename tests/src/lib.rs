@@ -281,6 +281,7 @@ pub struct OwnRedis {
     child: std::process::Child,
     /// Its port.
     pub port: u16,
+    extra: Vec<String>,
 }
 
 impl OwnRedis {
@@ -296,13 +297,25 @@ impl OwnRedis {
             .local_addr()
             .expect("an address")
             .port();
+        let extra: Vec<String> = extra.iter().map(|a| a.to_string()).collect();
+        Self::spawn(port, extra).await
+    }
+
+    /// Starts it again on the same port with the same arguments (after [`OwnRedis::kill`]).
+    pub async fn restart(&mut self) {
+        let again = Self::spawn(self.port, std::mem::take(&mut self.extra)).await;
+        let old = std::mem::replace(self, again);
+        std::mem::forget(old); // its process is gone already; do not kill the new one
+    }
+
+    async fn spawn(port: u16, extra: Vec<String>) -> Self {
         let child = std::process::Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .args(extra)
+            .args(&extra)
             .stdout(std::process::Stdio::null())
             .spawn()
             .expect("redis-server must be installed (apt-get install redis-server, or run `cargo xtask test`)");
-        let server = Self { child, port };
+        let server = Self { child, port, extra };
         wait_for(
             Duration::from_secs(10),
             "the test's own redis-server to answer",

@@ -72,18 +72,18 @@ impl<'a> StoreView<'a> {
         }
     }
 
-    /// Deletes the claims of an invocation that did not end `ok`, so that a retry
-    /// can claim again (and so do the work the failed attempt did not finish).
+    /// Deletes the claims of an invocation that did not end `ok` and are still
+    /// pending, so that a retry can claim them again; a claim the plugin marked done
+    /// (its work finished: `once` does so) stays, or the retry would repeat the work.
     pub async fn release_claims(&mut self) {
-        let claims: Vec<String> = std::mem::take(self.claims)
-            .into_iter()
-            .map(|c| c.key)
-            .collect();
-        if claims.is_empty() {
-            return;
-        }
-        if let Err(error) = self.plugin.services.store.delete(&claims).await {
-            tracing::warn!(plugin = %self.plugin.name, %error, "could not release the claims of a failed invocation; they expire by their TTL");
+        for claim in std::mem::take(self.claims) {
+            let store = &self.plugin.services.store;
+            let released = store
+                .compare_and_swap(&claim.key, Some(PENDING), None, None)
+                .await;
+            if let Err(error) = released {
+                tracing::warn!(plugin = %self.plugin.name, %error, "could not release the claim of a failed invocation; it lapses with the invocation's timeout");
+            }
         }
     }
 }

@@ -23,6 +23,10 @@ impl HostProcess {
     pub fn configure(scenario: &str) -> anyhow::Result<Self> {
         let plugins = PluginDir::with(&[("ledger", "fixture_ledger")]);
         let mut config = techub_tests::config(&plugins);
+        // The specification's retry policies, not the suite's quick ones: a delivery
+        // whose attempt died with its host waits for that attempt's claim to lapse
+        // (the invocation timeout and a second), which every default policy outlasts.
+        config.queues = HostConfig::default().queues;
         config.backends.cache = KvBackend::Redis;
         config.backends.store = KvBackend::Redis;
         config.backends.lock = KvBackend::Redis;
@@ -50,6 +54,35 @@ impl HostProcess {
             child: None,
             _plugins: plugins,
         })
+    }
+
+    /// Another host of the same deployment (same names, same plugins directory) with
+    /// an admin endpoint and a config file of its own.
+    pub fn sibling(&self) -> anyhow::Result<Self> {
+        let plugins = PluginDir::with(&[("ledger", "fixture_ledger")]);
+        let mut config = self.config.clone();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        config.host.admin_addr = format!("127.0.0.1:{port}");
+        config.host.plugins_dir = plugins.path().to_path_buf();
+        let file = plugins.path().join("host.toml");
+        std::fs::write(&file, toml::to_string(&config)?)?;
+        let log = self.log.with_extension("sibling.log");
+        Ok(Self {
+            config,
+            file,
+            log,
+            child: None,
+            _plugins: plugins,
+        })
+    }
+
+    /// Points the host at another Redis (rewrites the file; takes effect on start).
+    pub fn use_redis(&mut self, url: &str) -> anyhow::Result<()> {
+        self.config.redis.url = url.to_string();
+        std::fs::write(&self.file, toml::to_string(&self.config)?)?;
+        Ok(())
     }
 
     /// Starts `techub-host run` on the file (its log appended to `target/faults/`).

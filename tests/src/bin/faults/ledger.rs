@@ -71,11 +71,13 @@ pub struct Ledger {
 }
 
 impl Ledger {
-    pub async fn new(config: &HostConfig) -> Self {
-        Self {
-            redis: techub_tests::services::redis().await,
+    /// The ledger in the Redis `config` names.
+    pub async fn new(config: &HostConfig) -> anyhow::Result<Self> {
+        let redis = RedisClient::connect(&config.redis, Default::default()).await?;
+        Ok(Self {
+            redis,
             prefix: format!("{}store:ledger:", config.host.key_prefix),
-        }
+        })
     }
 
     async fn query<T: redis::FromRedisValue>(
