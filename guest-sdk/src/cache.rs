@@ -85,6 +85,17 @@ pub enum Priority {
 }
 
 /// How to write an entry.
+///
+/// ```no_run
+/// # use techub_guest::prelude::*;
+/// # fn handle() -> Result<(), Failure> {
+/// let options = EntryOptions::default()
+///     .ttl_seconds(300)
+///     .tag("vendor:7")
+///     .priority(cache::Priority::High);
+/// cache::set(Domain::PRODUCTS, "p-1", b"Lamp", &options)?;
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Default)]
 pub struct EntryOptions {
     ttl_seconds: Option<u32>,
@@ -124,6 +135,14 @@ impl EntryOptions {
 }
 
 /// Hit and miss counters.
+///
+/// ```no_run
+/// # use techub_guest::prelude::*;
+/// # fn handle() -> Result<(), Failure> {
+/// let stats: cache::Stats = cache::stats(None)?;
+/// log::info(format!("{} hits, {} misses, rate {:.2}", stats.hits, stats.misses, stats.hit_rate()));
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Stats {
     /// Reads that found an entry.
@@ -148,6 +167,19 @@ impl Stats {
 }
 
 /// Why a cache call failed.
+///
+/// ```no_run
+/// # use techub_guest::prelude::*;
+/// # fn handle(message: Message) -> Result<(), Failure> {
+/// match cache::get(Domain::PRICING, "p-1") {
+///     Ok(price) => {}
+///     // Not granted: the message names the host.toml line to add.
+///     Err(cache::CacheError::UnknownDomain(line)) => return Err(Failure::reject(line)),
+///     // Everything else converts: unavailable and quotas retry, bad input rejects.
+///     Err(other) => return Err(other.into()),
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum CacheError {
@@ -205,6 +237,13 @@ impl From<CacheError> for Failure {
 }
 
 /// Reads an entry; `None` when absent or expired.
+///
+/// ```no_run
+/// # use techub_guest::prelude::*;
+/// # fn handle() -> Result<(), Failure> {
+/// let profile: Option<Vec<u8>> = cache::get(Domain::USERS, "42")?;
+/// # Ok(()) }
+/// ```
 pub fn get(domain: impl AsRef<str>, key: impl AsRef<str>) -> Result<Option<Vec<u8>>, CacheError> {
     crate::native::ensure_host();
     Ok(wit::get(domain.as_ref(), key.as_ref())?)
@@ -212,6 +251,13 @@ pub fn get(domain: impl AsRef<str>, key: impl AsRef<str>) -> Result<Option<Vec<u
 
 /// Reads an entry and parses it as JSON; an entry that does not parse is a
 /// [`CacheError::InvalidArgument`].
+///
+/// ```no_run
+/// # use techub_guest::prelude::*;
+/// # fn handle() -> Result<(), Failure> {
+/// let user: Option<serde_json::Value> = cache::get_json(Domain::USERS, "42")?;
+/// # Ok(()) }
+/// ```
 pub fn get_json<T: DeserializeOwned>(
     domain: impl AsRef<str>,
     key: impl AsRef<str>,
@@ -229,6 +275,13 @@ fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CacheError> {
 }
 
 /// Writes an entry.
+///
+/// ```no_run
+/// # use techub_guest::prelude::*;
+/// # fn handle() -> Result<(), Failure> {
+/// cache::set(Domain::USERS, "42", b"Ada", &EntryOptions::default().ttl_seconds(600))?;
+/// # Ok(()) }
+/// ```
 pub fn set(
     domain: impl AsRef<str>,
     key: impl AsRef<str>,
@@ -245,6 +298,14 @@ pub fn set(
 }
 
 /// Writes an entry as JSON.
+///
+/// ```no_run
+/// # use techub_guest::prelude::*;
+/// # fn handle() -> Result<(), Failure> {
+/// let options = EntryOptions::default().tag("vendor:7");
+/// cache::set_json(Domain::PRODUCTS, "p-1", &serde_json::json!({"name": "Lamp"}), &options)?;
+/// # Ok(()) }
+/// ```
 pub fn set_json<T: Serialize + ?Sized>(
     domain: impl AsRef<str>,
     key: impl AsRef<str>,
@@ -257,18 +318,42 @@ pub fn set_json<T: Serialize + ?Sized>(
 }
 
 /// Removes an entry; `true` when there was one.
+///
+/// ```no_run
+/// # use techub_guest::prelude::*;
+/// # fn handle() -> Result<(), Failure> {
+/// let existed: bool = cache::delete(Domain::CART, "session-9")?;
+/// # Ok(()) }
+/// ```
 pub fn delete(domain: impl AsRef<str>, key: impl AsRef<str>) -> Result<bool, CacheError> {
     crate::native::ensure_host();
     Ok(wit::delete(domain.as_ref(), key.as_ref())?)
 }
 
 /// Whether an unexpired entry exists.
+///
+/// ```no_run
+/// # use techub_guest::prelude::*;
+/// # fn handle() -> Result<(), Failure> {
+/// if !cache::exists(Domain::SESSIONS, "s-1")? {
+///     return Err(Failure::reject("session expired"));
+/// }
+/// # Ok(()) }
+/// ```
 pub fn exists(domain: impl AsRef<str>, key: impl AsRef<str>) -> Result<bool, CacheError> {
     crate::native::ensure_host();
     Ok(wit::exists(domain.as_ref(), key.as_ref())?)
 }
 
 /// Reads many entries in one round trip, in the order of `keys`.
+///
+/// ```no_run
+/// # use techub_guest::prelude::*;
+/// # fn handle() -> Result<(), Failure> {
+/// let values = cache::get_many(Domain::PRODUCTS, &["p-1", "p-2"])?;
+/// let missing = values.iter().filter(|v| v.is_none()).count();
+/// # Ok(()) }
+/// ```
 pub fn get_many<K: AsRef<str>>(
     domain: impl AsRef<str>,
     keys: &[K],
@@ -279,6 +364,14 @@ pub fn get_many<K: AsRef<str>>(
 }
 
 /// Writes many entries in one round trip, all with the same options.
+///
+/// ```no_run
+/// # use techub_guest::prelude::*;
+/// # fn handle() -> Result<(), Failure> {
+/// let entries = vec![("p-1".to_string(), b"Lamp".to_vec()), ("p-2".to_string(), b"Desk".to_vec())];
+/// cache::set_many(Domain::PRODUCTS, &entries, &EntryOptions::default())?;
+/// # Ok(()) }
+/// ```
 pub fn set_many(
     domain: impl AsRef<str>,
     entries: &[(String, Vec<u8>)],
@@ -290,12 +383,27 @@ pub fn set_many(
 
 /// Removes every entry filed under `tag` in `domain`, or in every granted domain when
 /// `domain` is `None`. Returns how many were removed.
+///
+/// ```no_run
+/// # use techub_guest::prelude::*;
+/// # fn handle() -> Result<(), Failure> {
+/// // Everything filed under the vendor, in every domain granted to this plugin.
+/// let removed: u64 = cache::invalidate_tag(None, "vendor:7")?;
+/// # Ok(()) }
+/// ```
 pub fn invalidate_tag(domain: Option<Domain>, tag: impl AsRef<str>) -> Result<u64, CacheError> {
     crate::native::ensure_host();
     Ok(wit::invalidate_tag(domain.map(|d| d.name()), tag.as_ref())?)
 }
 
 /// Removes every entry of `domain` whose key matches the glob `pattern`.
+///
+/// ```no_run
+/// # use techub_guest::prelude::*;
+/// # fn handle() -> Result<(), Failure> {
+/// let removed = cache::invalidate_pattern(Domain::PRODUCTS, "search:lamp*")?;
+/// # Ok(()) }
+/// ```
 pub fn invalidate_pattern(
     domain: impl AsRef<str>,
     pattern: impl AsRef<str>,
@@ -306,6 +414,14 @@ pub fn invalidate_pattern(
 
 /// Counters of `domain`, or of all granted domains summed, over everything the host
 /// retains (the last hour by default; every host's when the cache is on Redis).
+///
+/// ```no_run
+/// # use techub_guest::prelude::*;
+/// # fn handle() -> Result<(), Failure> {
+/// let stats = cache::stats(Some(Domain::PRODUCTS))?;
+/// log::info(format!("hit rate {:.2}", stats.hit_rate()));
+/// # Ok(()) }
+/// ```
 pub fn stats(domain: Option<Domain>) -> Result<Stats, CacheError> {
     stats_since(domain, 0)
 }
@@ -339,6 +455,13 @@ pub fn stats_since(domain: Option<Domain>, since_ms: u64) -> Result<Stats, Cache
 }
 
 /// The configured default TTL of `domain`, in seconds.
+///
+/// ```no_run
+/// # use techub_guest::prelude::*;
+/// # fn handle() -> Result<(), Failure> {
+/// let seconds: u32 = cache::domain_ttl(Domain::CART)?;
+/// # Ok(()) }
+/// ```
 pub fn domain_ttl(domain: impl AsRef<str>) -> Result<u32, CacheError> {
     crate::native::ensure_host();
     Ok(wit::domain_ttl(domain.as_ref())?)

@@ -3,17 +3,42 @@
 use crate::wit::techub::platform::config as wit;
 
 /// One setting, or `None` when it is not set.
+///
+/// ```no_run
+/// # use techub_guest::prelude::*;
+/// # fn handle() -> Result<(), Failure> {
+/// if let Some(sender) = config::get("sender") {
+///     log::info(format!("mail from {sender}"));
+/// }
+/// # Ok(()) }
+/// ```
 pub fn get(key: impl AsRef<str>) -> Option<String> {
     crate::native::ensure_host();
     wit::get(key.as_ref())
 }
 
 /// One setting, or `default` when it is not set.
+///
+/// ```no_run
+/// # use techub_guest::prelude::*;
+/// # fn handle() -> Result<(), Failure> {
+/// let sender = config::get_or("sender", "noreply@techub.example");
+/// # Ok(()) }
+/// ```
 pub fn get_or(key: impl AsRef<str>, default: impl Into<String>) -> String {
     get(key).unwrap_or_else(|| default.into())
 }
 
 /// Every setting.
+///
+/// ```no_run
+/// # use techub_guest::prelude::*;
+/// # fn handle() -> Result<(), Failure> {
+/// for (key, value) in config::all() {
+///     log::debug(format!("{key} = {value}"));
+/// }
+/// # Ok(()) }
+/// ```
 pub fn all() -> Vec<(String, String)> {
     crate::native::ensure_host();
     wit::get_all()

@@ -4,6 +4,17 @@ use crate::Failure;
 use crate::wit::techub::platform::lock as wit;
 
 /// Why a lock call failed.
+///
+/// ```no_run
+/// # use techub_guest::prelude::*;
+/// # fn handle() -> Result<(), Failure> {
+/// match lock::acquire("report", LockOptions { max_retries: 0, ..LockOptions::default() }) {
+///     Ok(lease) => lease.release()?,
+///     Err(lock::LockError::Contended) => return Err(Failure::retry("someone else is writing the report")),
+///     Err(other) => return Err(other.into()),
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum LockError {
@@ -50,6 +61,15 @@ impl From<LockError> for Failure {
 }
 
 /// How to acquire; defaults are the seed's (30 s TTL, 3 retries 50 ms apart).
+///
+/// ```no_run
+/// # use techub_guest::prelude::*;
+/// # fn handle() -> Result<(), Failure> {
+/// let options = LockOptions { ttl_ms: 5_000, max_retries: 10, retry_delay_ms: 50 };
+/// let lease = lock::acquire("product:p-1", options)?;
+/// lease.release()?;
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Copy)]
 pub struct LockOptions {
     /// Lease lifetime in milliseconds (1 ms to 300 s).
@@ -83,6 +103,16 @@ pub enum LockStatus {
 }
 
 /// A held lock; dropping it releases the lock.
+///
+/// ```no_run
+/// # use techub_guest::prelude::*;
+/// # fn handle() -> Result<(), Failure> {
+/// let lease = lock::acquire("invoice:7", LockOptions::default())?;
+/// log::info(format!("{} held with token {}", lease.name(), lease.fencing_token()));
+/// lease.extend(30_000)?; // more time for a long step
+/// lease.release()?;
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 pub struct Lease {
     inner: wit::Lease,
@@ -117,6 +147,15 @@ impl Lease {
 }
 
 /// Acquires the lock `name`.
+///
+/// ```no_run
+/// # use techub_guest::prelude::*;
+/// # fn handle() -> Result<(), Failure> {
+/// let lease = lock::acquire("invoice:7", LockOptions { ttl_ms: 10_000, ..LockOptions::default() })?;
+/// // ... work that must not run twice at once; pass lease.fencing_token() to writes
+/// lease.release()?;
+/// # Ok(()) }
+/// ```
 pub fn acquire(name: impl AsRef<str>, options: LockOptions) -> Result<Lease, LockError> {
     crate::native::ensure_host();
     let options = wit::LockOptions {
@@ -130,6 +169,15 @@ pub fn acquire(name: impl AsRef<str>, options: LockOptions) -> Result<Lease, Loc
 }
 
 /// Runs `work` while holding the lock `name`, and releases it afterwards.
+///
+/// ```no_run
+/// # use techub_guest::prelude::*;
+/// # fn handle() -> Result<(), Failure> {
+/// let total = lock::with_lock("account:7", LockOptions::default(), |lease| {
+///     store::incr_by("balance:7", -100).map_err(Failure::from)
+/// })?;
+/// # Ok(()) }
+/// ```
 pub fn with_lock<T, E: From<LockError>>(
     name: impl AsRef<str>,
     options: LockOptions,

@@ -7,6 +7,17 @@ use std::fmt;
 pub use crate::messaging::Priority;
 
 /// One message delivered to the plugin.
+///
+/// ```no_run
+/// # use techub_guest::prelude::*;
+/// # fn handle(message: Message) -> Result<(), Failure> {
+/// if message.attempt() > 1 {
+///     log::warn(format!("{} redelivered on {}", message.id(), message.routing_key()));
+/// }
+/// let tenant = message.header("tenant").unwrap_or("default");
+/// let order: serde_json::Value = message.json()?; // not JSON: rejected
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 pub struct Message {
     inner: exported::Delivery,
@@ -182,6 +193,16 @@ impl MessageBuilder {
 }
 
 /// What became of a message.
+///
+/// ```no_run
+/// # use techub_guest::prelude::*;
+/// # fn handle(message: Message) -> Result<(), Failure> {
+/// let outcome = match message.routing_key() {
+///     "order.created" => Outcome::Ok,
+///     other => Outcome::Reject(format!("unexpected {other}")),
+/// };
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     /// Done: acknowledge it.
@@ -194,6 +215,19 @@ pub enum Outcome {
 }
 
 /// Why a handler did not finish a message; `?` converts every SDK error into one.
+///
+/// ```no_run
+/// # use techub_guest::prelude::*;
+/// # fn handle(message: Message) -> Result<(), Failure> {
+/// let order: serde_json::Value = message.json()?; // malformed: Failure::Reject
+/// if order["total"].as_u64().is_none() {
+///     return Err(Failure::reject("an order needs a total")); // dead-lettered now
+/// }
+/// if store::get("gateway-down")?.is_some() {
+///     return Err(Failure::retry("gateway down")); // tried again after the backoff
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Failure {
     /// A passing failure (a backend is unavailable, a lock is contended): retry later.

@@ -62,6 +62,18 @@ pub enum MessageStatus {
 }
 
 /// Why a publish failed.
+///
+/// ```no_run
+/// # use techub_guest::prelude::*;
+/// # fn handle(message: Message) -> Result<(), Failure> {
+/// match messaging::publish("audit.event", b"{}", &PublishOptions::default()) {
+///     Ok(id) => log::info(format!("published {id}")),
+///     // Not granted: the message names the host.toml line to add.
+///     Err(messaging::PublishError::NotPermitted(line)) => return Err(Failure::reject(line)),
+///     Err(other) => return Err(other.into()),
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum PublishError {
@@ -115,6 +127,19 @@ impl From<PublishError> for Failure {
 
 /// How to publish; by default persistent, no expiry or delay, and the priority of the
 /// queue types that consume the routing key (`[queues.<type>].priority`).
+///
+/// ```no_run
+/// # use techub_guest::prelude::*;
+/// # fn handle(message: Message) -> Result<(), Failure> {
+/// let options = PublishOptions::default()
+///     .follows(&message) // correlation id and causation from the message handled
+///     .priority(Priority::Urgent)
+///     .delay_ms(60_000)
+///     .header("tenant", "acme")
+///     .message_id(format!("{}-receipt", message.id())); // idempotent on the consumer side
+/// messaging::publish("payment.processed", b"{}", &options)?;
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 pub struct PublishOptions {
     priority: Option<Priority>,
@@ -206,6 +231,13 @@ impl PublishOptions {
 
 /// Publishes `payload` with `routing_key`; returns the message id once the broker
 /// confirmed it.
+///
+/// ```no_run
+/// # use techub_guest::prelude::*;
+/// # fn handle() -> Result<(), Failure> {
+/// let id: String = messaging::publish("order.completed", br#"{"id":"o-1"}"#, &PublishOptions::default())?;
+/// # Ok(()) }
+/// ```
 pub fn publish(
     routing_key: impl AsRef<str>,
     payload: impl AsRef<[u8]>,
@@ -240,6 +272,13 @@ pub fn send(
 }
 
 /// [`send`] with a JSON payload.
+///
+/// ```no_run
+/// # use techub_guest::prelude::*;
+/// # fn handle() -> Result<(), Failure> {
+/// messaging::send_json("sms", &serde_json::json!({"to": "+33..."}), &PublishOptions::default())?;
+/// # Ok(()) }
+/// ```
 pub fn send_json<T: Serialize + ?Sized>(
     queue_type: impl AsRef<str>,
     value: &T,
@@ -249,6 +288,14 @@ pub fn send_json<T: Serialize + ?Sized>(
 }
 
 /// Publishes `value` as JSON.
+///
+/// ```no_run
+/// # use techub_guest::prelude::*;
+/// # fn handle() -> Result<(), Failure> {
+/// let options = PublishOptions::default().priority(Priority::High).header("tenant", "acme");
+/// messaging::publish_json("inventory.low", &serde_json::json!({"product": "p-1"}), &options)?;
+/// # Ok(()) }
+/// ```
 pub fn publish_json<T: Serialize + ?Sized>(
     routing_key: impl AsRef<str>,
     value: &T,
@@ -260,6 +307,15 @@ pub fn publish_json<T: Serialize + ?Sized>(
 }
 
 /// What the host knows of a message.
+///
+/// ```no_run
+/// # use techub_guest::prelude::*;
+/// # fn handle() -> Result<(), Failure> {
+/// if let Some(status) = messaging::status("3f2a...") {
+///     log::info(format!("{status:?}"));
+/// }
+/// # Ok(()) }
+/// ```
 pub fn status(message_id: impl AsRef<str>) -> Option<MessageStatus> {
     crate::native::ensure_host();
     wit::status(message_id.as_ref()).map(|s| match s {

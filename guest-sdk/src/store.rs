@@ -39,6 +39,17 @@ impl ListEnd {
 }
 
 /// Why a store call failed.
+///
+/// ```no_run
+/// # use techub_guest::prelude::*;
+/// # fn handle() -> Result<(), Failure> {
+/// match store::incr("not-a-number") {
+///     Ok(n) => {}
+///     Err(store::StoreError::WrongType) => return Err(Failure::reject("the key holds text")),
+///     Err(other) => return Err(other.into()),
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
@@ -100,6 +111,14 @@ pub enum Ttl {
 }
 
 /// How [`set_with`] writes.
+///
+/// ```no_run
+/// # use techub_guest::prelude::*;
+/// # fn handle() -> Result<(), Failure> {
+/// let options = store::SetOptions::default().if_absent().ttl_ms(60_000);
+/// let first = store::set_with("job:7:owner", "worker-a", options)?;
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SetOptions {
     ttl_ms: Option<u64>,
@@ -151,15 +170,37 @@ fn owned<K: AsRef<str>>(keys: &[K]) -> Vec<String> {
 }
 
 /// Reads a string value.
+///
+/// ```no_run
+/// # use techub_guest::prelude::*;
+/// # fn handle() -> Result<(), Failure> {
+/// let stock: Option<Vec<u8>> = store::get("stock:p-1")?;
+/// # Ok(()) }
+/// ```
 pub fn get(key: impl AsRef<str>) -> Result<Option<Vec<u8>>, StoreError> {
     crate::native::ensure_host();
     Ok(wit::get(key.as_ref())?)
 }
 /// Writes a string value with no TTL.
+///
+/// ```no_run
+/// # use techub_guest::prelude::*;
+/// # fn handle() -> Result<(), Failure> {
+/// store::set("last-order", "o-1")?;
+/// # Ok(()) }
+/// ```
 pub fn set(key: impl AsRef<str>, value: impl AsRef<[u8]>) -> Result<(), StoreError> {
     set_with(key, value, SetOptions::default()).map(|_| ())
 }
 /// Writes a string value; `false` when the condition prevented the write.
+///
+/// ```no_run
+/// # use techub_guest::prelude::*;
+/// # fn handle() -> Result<(), Failure> {
+/// // Only if absent, for a minute: a first-writer-wins marker.
+/// let wrote: bool = store::set_with("owner:p-1", "o-1", store::SetOptions::default().if_absent().ttl_ms(60_000))?;
+/// # Ok(()) }
+/// ```
 pub fn set_with(
     key: impl AsRef<str>,
     value: impl AsRef<[u8]>,
@@ -169,26 +210,61 @@ pub fn set_with(
     Ok(wit::set(key.as_ref(), value.as_ref(), options.to_wit())?)
 }
 /// Deletes keys; returns how many existed.
+///
+/// ```no_run
+/// # use techub_guest::prelude::*;
+/// # fn handle() -> Result<(), Failure> {
+/// let removed: u32 = store::delete(&["draft:1", "draft:2"])?;
+/// # Ok(()) }
+/// ```
 pub fn delete<K: AsRef<str>>(keys: &[K]) -> Result<u32, StoreError> {
     crate::native::ensure_host();
     Ok(wit::delete(&owned(keys))?)
 }
 /// Whether the key exists.
+///
+/// ```no_run
+/// # use techub_guest::prelude::*;
+/// # fn handle() -> Result<(), Failure> {
+/// let known: bool = store::exists("user:42")?;
+/// # Ok(()) }
+/// ```
 pub fn exists(key: impl AsRef<str>) -> Result<bool, StoreError> {
     crate::native::ensure_host();
     Ok(wit::exists(key.as_ref())?)
 }
 /// Sets a key's lifetime; `false` when the key does not exist.
+///
+/// ```no_run
+/// # use techub_guest::prelude::*;
+/// # fn handle() -> Result<(), Failure> {
+/// store::expire("session:9", 30 * 60_000)?;
+/// # Ok(()) }
+/// ```
 pub fn expire(key: impl AsRef<str>, ttl_ms: u64) -> Result<bool, StoreError> {
     crate::native::ensure_host();
     Ok(wit::expire(key.as_ref(), ttl_ms)?)
 }
 /// Removes a key's lifetime.
+///
+/// ```no_run
+/// # use techub_guest::prelude::*;
+/// # fn handle() -> Result<(), Failure> {
+/// store::persist("session:9")?;
+/// # Ok(()) }
+/// ```
 pub fn persist(key: impl AsRef<str>) -> Result<bool, StoreError> {
     crate::native::ensure_host();
     Ok(wit::persist(key.as_ref())?)
 }
 /// The remaining lifetime of a key.
+///
+/// ```no_run
+/// # use techub_guest::prelude::*;
+/// # fn handle() -> Result<(), Failure> {
+/// let left = store::ttl("session:9")?;
+/// # Ok(()) }
+/// ```
 pub fn ttl(key: impl AsRef<str>) -> Result<Ttl, StoreError> {
     crate::native::ensure_host();
     Ok(match wit::ttl(key.as_ref())? {
@@ -198,19 +274,47 @@ pub fn ttl(key: impl AsRef<str>) -> Result<Ttl, StoreError> {
     })
 }
 /// Adds `delta` to an integer value (a missing key counts as 0); returns the new value.
+///
+/// ```no_run
+/// # use techub_guest::prelude::*;
+/// # fn handle() -> Result<(), Failure> {
+/// let level: i64 = store::incr_by("stock:p-1", -3)?;
+/// # Ok(()) }
+/// ```
 pub fn incr_by(key: impl AsRef<str>, delta: i64) -> Result<i64, StoreError> {
     crate::native::ensure_host();
     Ok(wit::incr_by(key.as_ref(), delta)?)
 }
 /// Adds 1.
+///
+/// ```no_run
+/// # use techub_guest::prelude::*;
+/// # fn handle() -> Result<(), Failure> {
+/// let orders_today: i64 = store::incr("orders:2026-12-01")?;
+/// # Ok(()) }
+/// ```
 pub fn incr(key: impl AsRef<str>) -> Result<i64, StoreError> {
     incr_by(key, 1)
 }
 /// Subtracts 1.
+///
+/// ```no_run
+/// # use techub_guest::prelude::*;
+/// # fn handle() -> Result<(), Failure> {
+/// let left: i64 = store::decr("seats:flight-7")?;
+/// # Ok(()) }
+/// ```
 pub fn decr(key: impl AsRef<str>) -> Result<i64, StoreError> {
     incr_by(key, -1)
 }
 /// Reads one field of a hash.
+///
+/// ```no_run
+/// # use techub_guest::prelude::*;
+/// # fn handle() -> Result<(), Failure> {
+/// let status = store::hash_get("payment:o-1", "status")?;
+/// # Ok(()) }
+/// ```
 pub fn hash_get(
     key: impl AsRef<str>,
     field: impl AsRef<str>,
@@ -219,21 +323,51 @@ pub fn hash_get(
     Ok(wit::hash_get(key.as_ref(), field.as_ref())?)
 }
 /// Writes fields of a hash; returns how many are new.
+///
+/// ```no_run
+/// # use techub_guest::prelude::*;
+/// # fn handle() -> Result<(), Failure> {
+/// store::hash_set("payment:o-1", &[("status".to_string(), b"paid".to_vec())])?;
+/// # Ok(()) }
+/// ```
 pub fn hash_set(key: impl AsRef<str>, fields: &[(String, Vec<u8>)]) -> Result<u32, StoreError> {
     crate::native::ensure_host();
     Ok(wit::hash_set(key.as_ref(), fields)?)
 }
 /// Every field of a hash.
+///
+/// ```no_run
+/// # use techub_guest::prelude::*;
+/// # fn handle() -> Result<(), Failure> {
+/// for (field, value) in store::hash_get_all("payment:o-1")? {
+///     log::debug(format!("{field}: {} bytes", value.len()));
+/// }
+/// # Ok(()) }
+/// ```
 pub fn hash_get_all(key: impl AsRef<str>) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
     crate::native::ensure_host();
     Ok(wit::hash_get_all(key.as_ref())?)
 }
 /// Deletes fields of a hash; returns how many existed.
+///
+/// ```no_run
+/// # use techub_guest::prelude::*;
+/// # fn handle() -> Result<(), Failure> {
+/// store::hash_delete("cart:42", &["p-1"])?;
+/// # Ok(()) }
+/// ```
 pub fn hash_delete<F: AsRef<str>>(key: impl AsRef<str>, fields: &[F]) -> Result<u32, StoreError> {
     crate::native::ensure_host();
     Ok(wit::hash_delete(key.as_ref(), &owned(fields))?)
 }
 /// Adds `delta` to an integer field; returns the new value.
+///
+/// ```no_run
+/// # use techub_guest::prelude::*;
+/// # fn handle() -> Result<(), Failure> {
+/// let quantity: i64 = store::hash_incr_by("cart:42", "p-1", 2)?;
+/// # Ok(()) }
+/// ```
 pub fn hash_incr_by(
     key: impl AsRef<str>,
     field: impl AsRef<str>,
@@ -243,6 +377,13 @@ pub fn hash_incr_by(
     Ok(wit::hash_incr_by(key.as_ref(), field.as_ref(), delta)?)
 }
 /// Pushes values onto one end of a list; returns the new length.
+///
+/// ```no_run
+/// # use techub_guest::prelude::*;
+/// # fn handle() -> Result<(), Failure> {
+/// let length: u32 = store::list_push("recent:42", store::ListEnd::Front, &[b"p-1".to_vec()])?;
+/// # Ok(()) }
+/// ```
 pub fn list_push(
     key: impl AsRef<str>,
     end: ListEnd,
@@ -252,6 +393,13 @@ pub fn list_push(
     Ok(wit::list_push(key.as_ref(), end.to_wit(), values)?)
 }
 /// Pops up to `count` values from one end of a list.
+///
+/// ```no_run
+/// # use techub_guest::prelude::*;
+/// # fn handle() -> Result<(), Failure> {
+/// let oldest = store::list_pop("jobs", store::ListEnd::Back, 10)?;
+/// # Ok(()) }
+/// ```
 pub fn list_pop(
     key: impl AsRef<str>,
     end: ListEnd,
@@ -261,36 +409,85 @@ pub fn list_pop(
     Ok(wit::list_pop(key.as_ref(), end.to_wit(), count)?)
 }
 /// Values from `start` to `stop` inclusive; negative indexes count from the end.
+///
+/// ```no_run
+/// # use techub_guest::prelude::*;
+/// # fn handle() -> Result<(), Failure> {
+/// let last_ten = store::list_range("recent:42", 0, 9)?;
+/// # Ok(()) }
+/// ```
 pub fn list_range(key: impl AsRef<str>, start: i64, stop: i64) -> Result<Vec<Vec<u8>>, StoreError> {
     crate::native::ensure_host();
     Ok(wit::list_range(key.as_ref(), start, stop)?)
 }
 /// The length of a list.
+///
+/// ```no_run
+/// # use techub_guest::prelude::*;
+/// # fn handle() -> Result<(), Failure> {
+/// let pending: u32 = store::list_len("jobs")?;
+/// # Ok(()) }
+/// ```
 pub fn list_len(key: impl AsRef<str>) -> Result<u32, StoreError> {
     crate::native::ensure_host();
     Ok(wit::list_len(key.as_ref())?)
 }
 /// Adds members to a set; returns how many were new.
+///
+/// ```no_run
+/// # use techub_guest::prelude::*;
+/// # fn handle() -> Result<(), Failure> {
+/// let new: u32 = store::set_add("viewers:p-1", &[b"u-42".to_vec()])?;
+/// # Ok(()) }
+/// ```
 pub fn set_add(key: impl AsRef<str>, members: &[Vec<u8>]) -> Result<u32, StoreError> {
     crate::native::ensure_host();
     Ok(wit::set_add(key.as_ref(), members)?)
 }
 /// Removes members from a set; returns how many were there.
+///
+/// ```no_run
+/// # use techub_guest::prelude::*;
+/// # fn handle() -> Result<(), Failure> {
+/// store::set_remove("viewers:p-1", &[b"u-42".to_vec()])?;
+/// # Ok(()) }
+/// ```
 pub fn set_remove(key: impl AsRef<str>, members: &[Vec<u8>]) -> Result<u32, StoreError> {
     crate::native::ensure_host();
     Ok(wit::set_remove(key.as_ref(), members)?)
 }
 /// Every member of a set.
+///
+/// ```no_run
+/// # use techub_guest::prelude::*;
+/// # fn handle() -> Result<(), Failure> {
+/// let viewers = store::set_members("viewers:p-1")?;
+/// # Ok(()) }
+/// ```
 pub fn set_members(key: impl AsRef<str>) -> Result<Vec<Vec<u8>>, StoreError> {
     crate::native::ensure_host();
     Ok(wit::set_members(key.as_ref())?)
 }
 /// Whether `member` is in the set.
+///
+/// ```no_run
+/// # use techub_guest::prelude::*;
+/// # fn handle() -> Result<(), Failure> {
+/// let seen: bool = store::set_contains("viewers:p-1", b"u-42")?;
+/// # Ok(()) }
+/// ```
 pub fn set_contains(key: impl AsRef<str>, member: impl AsRef<[u8]>) -> Result<bool, StoreError> {
     crate::native::ensure_host();
     Ok(wit::set_contains(key.as_ref(), member.as_ref())?)
 }
 /// Every key matching the glob `pattern`, collected page by page with `SCAN`.
+///
+/// ```no_run
+/// # use techub_guest::prelude::*;
+/// # fn handle() -> Result<(), Failure> {
+/// let drafts: Vec<String> = store::scan_all("draft:*")?;
+/// # Ok(()) }
+/// ```
 pub fn scan_all(pattern: impl AsRef<str>) -> Result<Vec<String>, StoreError> {
     crate::native::ensure_host();
     let mut keys = Vec::new();
@@ -308,6 +505,13 @@ pub fn scan_all(pattern: impl AsRef<str>) -> Result<Vec<String>, StoreError> {
     Ok(keys)
 }
 /// Deletes every key matching the glob `pattern`; returns how many.
+///
+/// ```no_run
+/// # use techub_guest::prelude::*;
+/// # fn handle() -> Result<(), Failure> {
+/// let removed: u64 = store::delete_matching("draft:*")?;
+/// # Ok(()) }
+/// ```
 pub fn delete_matching(pattern: impl AsRef<str>) -> Result<u64, StoreError> {
     crate::native::ensure_host();
     Ok(wit::delete_matching(pattern.as_ref())?)
@@ -315,6 +519,15 @@ pub fn delete_matching(pattern: impl AsRef<str>) -> Result<u64, StoreError> {
 
 /// Claims `key` for this invocation if nobody holds it (see [`once`]); whether it did.
 /// The claim stays only if the handler ends with `Ok`; otherwise the host deletes it.
+///
+/// ```no_run
+/// # use techub_guest::prelude::*;
+/// # fn handle() -> Result<(), Failure> {
+/// if store::claim("export:2026-12", 86_400_000)? {
+///     // the first invocation this month to get here runs the export
+/// }
+/// # Ok(()) }
+/// ```
 pub fn claim(key: impl AsRef<str>, ttl_ms: u64) -> Result<bool, StoreError> {
     crate::native::ensure_host();
     Ok(wit::claim(key.as_ref(), ttl_ms)?)
@@ -331,6 +544,16 @@ pub fn claim(key: impl AsRef<str>, ttl_ms: u64) -> Result<bool, StoreError> {
 /// out of CPU or time, the claim is released and a retry runs `work` again. A crash
 /// *during* `work`, after some of its effects, repeats those effects on the retry:
 /// for store effects that must happen exactly once, use [`once_atomic`].
+///
+/// ```no_run
+/// # use techub_guest::prelude::*;
+/// # fn handle(message: Message) -> Result<(), Failure> {
+/// store::once(message.id(), 86_400_000, || -> Result<(), Failure> {
+///     messaging::publish("order.completed", message.payload(), &PublishOptions::default())?;
+///     Ok(())
+/// })?;
+/// # Ok(()) }
+/// ```
 pub fn once<E: From<StoreError>>(
     id: impl AsRef<str>,
     ttl_ms: u64,

@@ -62,6 +62,15 @@ impl Invalidation {
 /// Removes from `domain` every entry `what` names, in one call (keys and tags in one
 /// round trip on Redis); an entry named several ways counts once. Returns how many
 /// entries were removed.
+///
+/// ```no_run
+/// # use techub_guest::prelude::*;
+/// # fn handle() -> Result<(), Failure> {
+/// use techub_guest::cache::Invalidation;
+/// let what = Invalidation::new().key("p-1").tag("vendor:7").pattern("search:lamp*");
+/// let removed: u64 = cache::invalidate(Domain::PRODUCTS, &what)?;
+/// # Ok(()) }
+/// ```
 pub fn invalidate(domain: impl AsRef<str>, what: &Invalidation) -> Result<u64, CacheError> {
     crate::native::ensure_host();
     Ok(wit::invalidate(

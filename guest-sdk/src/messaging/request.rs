@@ -6,6 +6,15 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 /// The answer to a [`request`].
+///
+/// ```no_run
+/// # use techub_guest::prelude::*;
+/// # fn handle() -> Result<(), Failure> {
+/// let answer = messaging::request("rpc.stock", br#"{"product":"p-1"}"#, &PublishOptions::default(), 2_000)?;
+/// let source = answer.header("source").unwrap_or("unknown");
+/// let stock: serde_json::Value = answer.json()?;
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Response {
     payload: Vec<u8>,
@@ -77,6 +86,14 @@ pub fn request(
 }
 
 /// [`request`] with a JSON payload.
+///
+/// ```no_run
+/// # use techub_guest::prelude::*;
+/// # fn handle() -> Result<(), Failure> {
+/// let answer = messaging::request_json("rpc.stock", &serde_json::json!({"product": "p-1"}), &PublishOptions::default(), 2_000)?;
+/// let stock: serde_json::Value = answer.json()?;
+/// # Ok(()) }
+/// ```
 pub fn request_json<T: Serialize + ?Sized>(
     routing_key: impl AsRef<str>,
     value: &T,

@@ -86,6 +86,18 @@ fn to_wit(op: Op) -> wit::StoreOp {
 /// Runs `ops` as one transaction (at most [`MAX_ATOMIC_OPS`]); one result per op, in
 /// order. An op that fails does not undo the others (as in Redis); the call fails as a
 /// whole only for an invalid argument (nothing ran) or an unavailable backend.
+///
+/// ```no_run
+/// # use techub_guest::prelude::*;
+/// # fn handle() -> Result<(), Failure> {
+/// use techub_guest::store::Op;
+/// // Take the stock and record the reservation in one transaction.
+/// store::atomic(vec![
+///     Op::IncrBy("stock:p-1".into(), -2),
+///     Op::HashSet("reservation:o-1".into(), vec![("p-1".into(), b"2".to_vec())]),
+/// ])?;
+/// # Ok(()) }
+/// ```
 pub fn atomic(ops: Vec<Op>) -> Result<Vec<OpResult>, StoreError> {
     crate::native::ensure_host();
     let ops: Vec<wit::StoreOp> = ops.into_iter().map(to_wit).collect();

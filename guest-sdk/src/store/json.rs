@@ -39,11 +39,25 @@ fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, StoreError> {
 
 /// Reads a value and parses it as JSON; a value that does not parse is
 /// `InvalidArgument`.
+///
+/// ```no_run
+/// # use techub_guest::prelude::*;
+/// # fn handle() -> Result<(), Failure> {
+/// let cart: Option<Vec<String>> = store::get_json("cart:42")?;
+/// # Ok(()) }
+/// ```
 pub fn get_json<T: DeserializeOwned>(key: impl AsRef<str>) -> Result<Option<T>, StoreError> {
     get(key)?.map(|bytes| decode(&bytes)).transpose()
 }
 
 /// Writes a value as JSON; `false` when `options.condition` prevented it.
+///
+/// ```no_run
+/// # use techub_guest::prelude::*;
+/// # fn handle() -> Result<(), Failure> {
+/// store::set_json("cart:42", &vec!["p-1", "p-2"], store::SetOptions::default().ttl_ms(86_400_000))?;
+/// # Ok(()) }
+/// ```
 pub fn set_json<T: Serialize + ?Sized>(
     key: impl AsRef<str>,
     value: &T,
@@ -55,6 +69,14 @@ pub fn set_json<T: Serialize + ?Sized>(
 /// Replaces the value of `key` only if it is still `expected` (`None`: the key must not
 /// exist); `new` `None` deletes it. `false` when another writer came first: read again
 /// and retry (or use [`update`]).
+///
+/// ```no_run
+/// # use techub_guest::prelude::*;
+/// # fn handle() -> Result<(), Failure> {
+/// // Move the order from "placed" to "paid", unless someone else moved it first.
+/// let moved = store::compare_and_swap("order:o-1", Some(b"placed"), Some(b"paid"), None)?;
+/// # Ok(()) }
+/// ```
 pub fn compare_and_swap(
     key: impl AsRef<str>,
     expected: Option<&[u8]>,
@@ -68,6 +90,16 @@ pub fn compare_and_swap(
 /// Read-modify-write of `key` without a lock: reads the value, computes `change(value)`
 /// and swaps it in if nobody wrote in between, else tries again (at most
 /// [`MAX_SWAP_ATTEMPTS`] times). Returns what was written (`None`: deleted).
+///
+/// ```no_run
+/// # use techub_guest::prelude::*;
+/// # fn handle() -> Result<(), Failure> {
+/// let written = store::update("visits", None, |old| {
+///     let n: u64 = old.and_then(|v| std::str::from_utf8(v).ok()?.parse().ok()).unwrap_or(0);
+///     Some((n + 1).to_string().into_bytes())
+/// })?;
+/// # Ok(()) }
+/// ```
 pub fn update(
     key: impl AsRef<str>,
     ttl_ms: Option<u64>,
@@ -87,6 +119,17 @@ pub fn update(
 }
 
 /// [`update`] of a JSON value.
+///
+/// ```no_run
+/// # use techub_guest::prelude::*;
+/// # fn handle() -> Result<(), Failure> {
+/// let cart: Vec<String> = store::update_json("cart:42", None, |cart: Option<Vec<String>>| {
+///     let mut cart = cart.unwrap_or_default();
+///     cart.push("p-3".into());
+///     cart
+/// })?;
+/// # Ok(()) }
+/// ```
 pub fn update_json<T: Serialize + DeserializeOwned>(
     key: impl AsRef<str>,
     ttl_ms: Option<u64>,

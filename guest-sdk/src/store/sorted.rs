@@ -16,6 +16,15 @@ use super::{StoreError, owned_bytes};
 use crate::wit::techub::platform::store as wit;
 
 /// A member and its score.
+///
+/// ```no_run
+/// # use techub_guest::prelude::*;
+/// # fn handle() -> Result<(), Failure> {
+/// for scored in store::sorted_range("leaderboard", 0, 9, true)? {
+///     log::info(format!("{} {}", scored.member_text(), scored.score));
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct Scored {
     /// The member.
@@ -81,6 +90,13 @@ fn from_wit(members: Vec<wit::Scored>) -> Vec<Scored> {
 
 /// Adds members with their scores, or updates the scores of existing ones (`ZADD`);
 /// returns how many are new.
+///
+/// ```no_run
+/// # use techub_guest::prelude::*;
+/// # fn handle() -> Result<(), Failure> {
+/// store::sorted_add("leaderboard", &[("ada", 120.0), ("bob", 80.0)])?;
+/// # Ok(()) }
+/// ```
 pub fn sorted_add<M: AsRef<[u8]>>(
     key: impl AsRef<str>,
     members: &[(M, f64)],
@@ -97,6 +113,13 @@ pub fn sorted_add<M: AsRef<[u8]>>(
 }
 
 /// Adds `delta` to a member's score (a missing member counts as 0); the new score.
+///
+/// ```no_run
+/// # use techub_guest::prelude::*;
+/// # fn handle() -> Result<(), Failure> {
+/// let score: f64 = store::sorted_incr_by("best-sellers", "p-1", 3.0)?;
+/// # Ok(()) }
+/// ```
 pub fn sorted_incr_by(
     key: impl AsRef<str>,
     member: impl AsRef<[u8]>,
@@ -107,6 +130,13 @@ pub fn sorted_incr_by(
 }
 
 /// A member's score, `None` when it is not in the set.
+///
+/// ```no_run
+/// # use techub_guest::prelude::*;
+/// # fn handle() -> Result<(), Failure> {
+/// let score: Option<f64> = store::sorted_score("leaderboard", "ada")?;
+/// # Ok(()) }
+/// ```
 pub fn sorted_score(
     key: impl AsRef<str>,
     member: impl AsRef<[u8]>,
@@ -116,6 +146,13 @@ pub fn sorted_score(
 }
 
 /// Removes members; how many were there.
+///
+/// ```no_run
+/// # use techub_guest::prelude::*;
+/// # fn handle() -> Result<(), Failure> {
+/// store::sorted_remove("leaderboard", &["bob"])?;
+/// # Ok(()) }
+/// ```
 pub fn sorted_remove<M: AsRef<[u8]>>(
     key: impl AsRef<str>,
     members: &[M],
@@ -125,6 +162,13 @@ pub fn sorted_remove<M: AsRef<[u8]>>(
 }
 
 /// How many members the set has.
+///
+/// ```no_run
+/// # use techub_guest::prelude::*;
+/// # fn handle() -> Result<(), Failure> {
+/// let players: u32 = store::sorted_len("leaderboard")?;
+/// # Ok(()) }
+/// ```
 pub fn sorted_len(key: impl AsRef<str>) -> Result<u32, StoreError> {
     crate::native::ensure_host();
     Ok(wit::sorted_len(key.as_ref())?)
@@ -132,6 +176,16 @@ pub fn sorted_len(key: impl AsRef<str>) -> Result<u32, StoreError> {
 
 /// Members by rank `start..=stop` (negative ranks count from the end), lowest score
 /// first, or highest first with `highest_first`.
+///
+/// ```no_run
+/// # use techub_guest::prelude::*;
+/// # fn handle() -> Result<(), Failure> {
+/// // The top three, highest score first.
+/// for entry in store::sorted_range("leaderboard", 0, 2, true)? {
+///     log::info(format!("{:?} {}", entry.member_text(), entry.score));
+/// }
+/// # Ok(()) }
+/// ```
 pub fn sorted_range(
     key: impl AsRef<str>,
     start: i64,
@@ -148,6 +202,15 @@ pub fn sorted_range(
 }
 
 /// Members whose score is in `range`, skipping `offset`, at most `count` (1 to 1000).
+///
+/// ```no_run
+/// # use techub_guest::prelude::*;
+/// # fn handle() -> Result<(), Failure> {
+/// // Events of the last hour in a time-ordered index (score: ms since the epoch).
+/// let now = 1_796_083_200_000.0;
+/// let recent = store::sorted_range_by_score("events", &store::ScoreRange::between(now - 3_600_000.0, now), false, 0, 100)?;
+/// # Ok(()) }
+/// ```
 pub fn sorted_range_by_score(
     key: impl AsRef<str>,
     range: &ScoreRange,
