@@ -18,6 +18,14 @@ use serde::{Serialize, de::DeserializeOwned};
 
 /// A cache domain name. The constants are the seed's `CacheDomain`; an operator may
 /// declare more in `host.toml`, reachable with [`Domain::new`].
+///
+/// ```no_run
+/// # use techub_guest::prelude::*;
+/// # fn handle() -> Result<(), Failure> {
+/// cache::get(Domain::PRODUCTS, "p-1")?; // a seeded domain
+/// cache::get(Domain::new("search"), "q:lamp")?; // one declared in host.toml
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Domain(&'static str);
 
@@ -71,6 +79,13 @@ impl AsRef<str> for Domain {
 /// host's L1 copy of a Redis domain (`[cache.l1.<domain>]`), lower priorities go first
 /// when the budget is full. Redis keeps it for the L1s; its own `maxmemory` eviction
 /// does not read it.
+///
+/// ```no_run
+/// # use techub_guest::prelude::*;
+/// # fn handle() -> Result<(), Failure> {
+/// let options = EntryOptions::default().priority(cache::Priority::Critical);
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Priority {
     /// Evicted first.
@@ -105,16 +120,37 @@ pub struct EntryOptions {
 
 impl EntryOptions {
     /// Lifetime in seconds instead of the domain's TTL.
+    ///
+    /// ```no_run
+    /// # use techub_guest::prelude::*;
+    /// # fn handle() -> Result<(), Failure> {
+    /// let options = EntryOptions::default().ttl_seconds(60);
+    /// # Ok(()) }
+    /// ```
     pub fn ttl_seconds(mut self, seconds: u32) -> Self {
         self.ttl_seconds = Some(seconds);
         self
     }
     /// Files the entry under a tag, for [`invalidate_tag`].
+    ///
+    /// ```no_run
+    /// # use techub_guest::prelude::*;
+    /// # fn handle() -> Result<(), Failure> {
+    /// let options = EntryOptions::default().tag("user:42").tag("tenant:acme");
+    /// # Ok(()) }
+    /// ```
     pub fn tag(mut self, tag: impl AsRef<str>) -> Self {
         self.tags.push(tag.as_ref().to_string());
         self
     }
     /// Eviction weight in the embedded cache.
+    ///
+    /// ```no_run
+    /// # use techub_guest::prelude::*;
+    /// # fn handle() -> Result<(), Failure> {
+    /// let options = EntryOptions::default().priority(cache::Priority::Low);
+    /// # Ok(()) }
+    /// ```
     pub fn priority(mut self, priority: Priority) -> Self {
         self.priority = priority;
         self
@@ -157,6 +193,13 @@ pub struct Stats {
 
 impl Stats {
     /// Hits over reads, 0.0 to 1.0 (0.0 before any read).
+    ///
+    /// ```no_run
+    /// # use techub_guest::prelude::*;
+    /// # fn handle() -> Result<(), Failure> {
+    /// let rate: f64 = cache::stats(Some(Domain::USERS))?.hit_rate();
+    /// # Ok(()) }
+    /// ```
     pub fn hit_rate(&self) -> f64 {
         let reads = self.hits + self.misses;
         if reads == 0 {

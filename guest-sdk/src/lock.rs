@@ -92,6 +92,16 @@ impl Default for LockOptions {
 }
 
 /// The state of a lease.
+///
+/// ```no_run
+/// # use techub_guest::prelude::*;
+/// # fn handle() -> Result<(), Failure> {
+/// let lease = lock::acquire("job", LockOptions::default())?;
+/// if lease.status() != lock::LockStatus::Acquired {
+///     return Err(Failure::retry("lost the lock"));
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LockStatus {
     /// Held.
@@ -120,15 +130,40 @@ pub struct Lease {
 
 impl Lease {
     /// The lock name.
+    ///
+    /// ```no_run
+    /// # use techub_guest::prelude::*;
+    /// # fn handle() -> Result<(), Failure> {
+    /// let lease = lock::acquire("job", LockOptions::default())?;
+    /// assert_eq!(lease.name(), "job");
+    /// # Ok(()) }
+    /// ```
     pub fn name(&self) -> String {
         self.inner.name()
     }
     /// Strictly larger for each acquisition of the same name: hand it to whatever the
     /// lock protects so that stale holders can be refused.
+    ///
+    /// ```no_run
+    /// # use techub_guest::prelude::*;
+    /// # fn handle() -> Result<(), Failure> {
+    /// let lease = lock::acquire("ledger", LockOptions::default())?;
+    /// // Writes carry the token; the store refuses one older than the last it saw.
+    /// store::set("ledger:last-token", lease.fencing_token().to_string())?;
+    /// # Ok(()) }
+    /// ```
     pub fn fencing_token(&self) -> u64 {
         self.inner.fencing_token()
     }
     /// Whether the lease is still held.
+    ///
+    /// ```no_run
+    /// # use techub_guest::prelude::*;
+    /// # fn handle() -> Result<(), Failure> {
+    /// let lease = lock::acquire("job", LockOptions::default())?;
+    /// log::info(format!("{:?}", lease.status()));
+    /// # Ok(()) }
+    /// ```
     pub fn status(&self) -> LockStatus {
         match self.inner.status() {
             wit::LockStatus::Acquired => LockStatus::Acquired,
@@ -137,10 +172,26 @@ impl Lease {
         }
     }
     /// Extends the lease to `ttl_ms` from now.
+    ///
+    /// ```no_run
+    /// # use techub_guest::prelude::*;
+    /// # fn handle() -> Result<(), Failure> {
+    /// let lease = lock::acquire("job", LockOptions::default())?;
+    /// lease.extend(10_000)?;
+    /// # Ok(()) }
+    /// ```
     pub fn extend(&self, ttl_ms: u32) -> Result<(), LockError> {
         Ok(self.inner.extend(ttl_ms)?)
     }
     /// Releases the lock; [`LockError::Expired`] if the lease had run out.
+    ///
+    /// ```no_run
+    /// # use techub_guest::prelude::*;
+    /// # fn handle() -> Result<(), Failure> {
+    /// let lease = lock::acquire("job", LockOptions::default())?;
+    /// lease.release()?;
+    /// # Ok(()) }
+    /// ```
     pub fn release(self) -> Result<(), LockError> {
         Ok(self.inner.release()?)
     }

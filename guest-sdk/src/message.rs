@@ -62,33 +62,84 @@ impl Message {
     }
 
     /// Message id; the same on every attempt, so it can key idempotency.
+    ///
+    /// ```no_run
+    /// # use techub_guest::prelude::*;
+    /// # fn handle(message: Message) -> Result<(), Failure> {
+    /// store::once(message.id(), 86_400_000, || -> Result<(), Failure> { Ok(()) })?;
+    /// # Ok(()) }
+    /// ```
     pub fn id(&self) -> &str {
         &self.inner.id
     }
     /// The queue type it came through.
+    ///
+    /// ```no_run
+    /// # use techub_guest::prelude::*;
+    /// # fn handle(message: Message) -> Result<(), Failure> {
+    /// log::info(format!("via the {} queue type", message.queue()));
+    /// # Ok(()) }
+    /// ```
     pub fn queue(&self) -> &str {
         &self.inner.queue
     }
     /// The routing key it was published with.
+    ///
+    /// ```no_run
+    /// # use techub_guest::prelude::*;
+    /// # fn handle(message: Message) -> Result<(), Failure> {
+    /// if message.routing_key() == "order.cancelled" { return Ok(()); }
+    /// # Ok(()) }
+    /// ```
     pub fn routing_key(&self) -> &str {
         &self.inner.routing_key
     }
     /// The raw body.
+    ///
+    /// ```no_run
+    /// # use techub_guest::prelude::*;
+    /// # fn handle(message: Message) -> Result<(), Failure> {
+    /// let bytes: &[u8] = message.payload();
+    /// # Ok(()) }
+    /// ```
     pub fn payload(&self) -> &[u8] {
         &self.inner.payload
     }
     /// The body as UTF-8 text; a [`Failure::Reject`] when it is not.
+    ///
+    /// ```no_run
+    /// # use techub_guest::prelude::*;
+    /// # fn handle(message: Message) -> Result<(), Failure> {
+    /// let line: &str = message.text()?; // not UTF-8: rejected
+    /// # Ok(()) }
+    /// ```
     pub fn text(&self) -> Result<&str, Failure> {
         std::str::from_utf8(&self.inner.payload)
             .map_err(|e| Failure::Reject(format!("payload is not UTF-8: {e}")))
     }
     /// The body parsed as JSON; a [`Failure::Reject`] when it does not parse, since
     /// retrying a malformed message cannot help.
+    ///
+    /// ```no_run
+    /// # use techub_guest::prelude::*;
+    /// # fn handle(message: Message) -> Result<(), Failure> {
+    /// #[derive(serde::Deserialize)]
+    /// struct Order { id: String }
+    /// let order: Order = message.json()?; // malformed: rejected
+    /// # Ok(()) }
+    /// ```
     pub fn json<T: DeserializeOwned>(&self) -> Result<T, Failure> {
         serde_json::from_slice(&self.inner.payload)
             .map_err(|e| Failure::Reject(format!("payload is not the expected JSON: {e}")))
     }
     /// An application header.
+    ///
+    /// ```no_run
+    /// # use techub_guest::prelude::*;
+    /// # fn handle(message: Message) -> Result<(), Failure> {
+    /// let tenant = message.header("tenant").unwrap_or("default");
+    /// # Ok(()) }
+    /// ```
     pub fn header(&self, name: impl AsRef<str>) -> Option<&str> {
         let name = name.as_ref();
         self.inner
@@ -98,36 +149,94 @@ impl Message {
             .map(|(_, v)| v.as_str())
     }
     /// Every application header.
+    ///
+    /// ```no_run
+    /// # use techub_guest::prelude::*;
+    /// # fn handle(message: Message) -> Result<(), Failure> {
+    /// for (name, value) in message.headers() {
+    ///     log::debug(format!("{name}: {value}"));
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn headers(&self) -> &[(String, String)] {
         &self.inner.headers
     }
     /// Correlation id, if the publisher set one.
+    ///
+    /// ```no_run
+    /// # use techub_guest::prelude::*;
+    /// # fn handle(message: Message) -> Result<(), Failure> {
+    /// let trace = message.correlation_id().unwrap_or(message.id());
+    /// # Ok(()) }
+    /// ```
     pub fn correlation_id(&self) -> Option<&str> {
         self.inner.correlation_id.as_deref()
     }
     /// Reply-to routing key, if the publisher set one.
+    ///
+    /// ```no_run
+    /// # use techub_guest::prelude::*;
+    /// # fn handle(message: Message) -> Result<(), Failure> {
+    /// if let Some(to) = message.reply_to() { log::debug(format!("answer goes to {to}")); }
+    /// # Ok(()) }
+    /// ```
     pub fn reply_to(&self) -> Option<&str> {
         self.inner.reply_to.as_deref()
     }
     /// Priority it was published with.
+    ///
+    /// ```no_run
+    /// # use techub_guest::prelude::*;
+    /// # fn handle(message: Message) -> Result<(), Failure> {
+    /// if message.priority() == Priority::Urgent { log::info("urgent"); }
+    /// # Ok(()) }
+    /// ```
     pub fn priority(&self) -> Priority {
         Priority::from_wit(self.inner.priority)
     }
     /// When it was first published, in milliseconds since the Unix epoch.
+    ///
+    /// ```no_run
+    /// # use techub_guest::prelude::*;
+    /// # fn handle(message: Message) -> Result<(), Failure> {
+    /// let age_ms = 1_796_083_200_000u64.saturating_sub(message.published_at_ms());
+    /// # Ok(()) }
+    /// ```
     pub fn published_at_ms(&self) -> u64 {
         self.inner.published_at_ms
     }
     /// 1 on the first delivery, 2 on the first retry, and so on.
+    ///
+    /// ```no_run
+    /// # use techub_guest::prelude::*;
+    /// # fn handle(message: Message) -> Result<(), Failure> {
+    /// if message.attempt() >= 3 { log::warn("third attempt"); }
+    /// # Ok(()) }
+    /// ```
     pub fn attempt(&self) -> u32 {
         self.inner.attempt
     }
     /// Whether the handler may have seen this message before.
+    ///
+    /// ```no_run
+    /// # use techub_guest::prelude::*;
+    /// # fn handle(message: Message) -> Result<(), Failure> {
+    /// if message.redelivered() { log::info("seen before: the work below is idempotent"); }
+    /// # Ok(()) }
+    /// ```
     pub fn redelivered(&self) -> bool {
         self.inner.redelivered
     }
 }
 
 /// Builds a [`Message`] for a test: [`Message::builder`].
+///
+/// ```no_run
+/// # use techub_guest::prelude::*;
+/// # fn handle() -> Result<(), Failure> {
+/// let message = Message::builder("user.created").json(&serde_json::json!({"id": "42"})).build();
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 pub struct MessageBuilder {
     inner: exported::Delivery,
@@ -135,6 +244,13 @@ pub struct MessageBuilder {
 
 impl MessageBuilder {
     /// The payload, as bytes.
+    ///
+    /// ```no_run
+    /// # use techub_guest::prelude::*;
+    /// # fn handle() -> Result<(), Failure> {
+    /// let message = Message::builder("raw.bytes").payload(vec![1, 2, 3]).build();
+    /// # Ok(()) }
+    /// ```
     pub fn payload(mut self, payload: impl Into<Vec<u8>>) -> Self {
         self.inner.payload = payload.into();
         self
@@ -144,42 +260,93 @@ impl MessageBuilder {
     ///
     /// # Panics
     /// When `value` cannot be serialized (a map with non-string keys).
+    ///
+    /// ```no_run
+    /// # use techub_guest::prelude::*;
+    /// # fn handle() -> Result<(), Failure> {
+    /// let message = Message::builder("user.created").json(&serde_json::json!({"id": "42"})).build();
+    /// # Ok(()) }
+    /// ```
     pub fn json(self, value: &impl serde::Serialize) -> Self {
         let payload = serde_json::to_vec(value).expect("the value serializes to JSON");
         self.payload(payload)
     }
 
     /// The message id (default `test-message`).
+    ///
+    /// ```no_run
+    /// # use techub_guest::prelude::*;
+    /// # fn handle() -> Result<(), Failure> {
+    /// let message = Message::builder("user.created").id("m-1").build();
+    /// assert_eq!(message.id(), "m-1");
+    /// # Ok(()) }
+    /// ```
     pub fn id(mut self, id: impl Into<String>) -> Self {
         self.inner.id = id.into();
         self
     }
 
     /// The queue type it arrived through.
+    ///
+    /// ```no_run
+    /// # use techub_guest::prelude::*;
+    /// # fn handle() -> Result<(), Failure> {
+    /// let message = Message::builder("user.created").queue("notification").build();
+    /// # Ok(()) }
+    /// ```
     pub fn queue(mut self, queue: impl Into<String>) -> Self {
         self.inner.queue = queue.into();
         self
     }
 
     /// A header.
+    ///
+    /// ```no_run
+    /// # use techub_guest::prelude::*;
+    /// # fn handle() -> Result<(), Failure> {
+    /// let message = Message::builder("user.created").header("tenant", "acme").build();
+    /// # Ok(()) }
+    /// ```
     pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.inner.headers.push((name.into(), value.into()));
         self
     }
 
     /// The correlation id.
+    ///
+    /// ```no_run
+    /// # use techub_guest::prelude::*;
+    /// # fn handle() -> Result<(), Failure> {
+    /// let message = Message::builder("user.created").correlation_id("c-1").build();
+    /// # Ok(()) }
+    /// ```
     pub fn correlation_id(mut self, id: impl Into<String>) -> Self {
         self.inner.correlation_id = Some(id.into());
         self
     }
 
     /// The priority it was published with.
+    ///
+    /// ```no_run
+    /// # use techub_guest::prelude::*;
+    /// # fn handle() -> Result<(), Failure> {
+    /// let message = Message::builder("user.created").priority(Priority::High).build();
+    /// # Ok(()) }
+    /// ```
     pub fn priority(mut self, priority: Priority) -> Self {
         self.inner.priority = priority.to_wit();
         self
     }
 
     /// The attempt (from 1); 2 and more are redeliveries.
+    ///
+    /// ```no_run
+    /// # use techub_guest::prelude::*;
+    /// # fn handle() -> Result<(), Failure> {
+    /// let message = Message::builder("user.created").attempt(2).build();
+    /// assert!(message.redelivered());
+    /// # Ok(()) }
+    /// ```
     pub fn attempt(mut self, attempt: u32) -> Self {
         self.inner.attempt = attempt.max(1);
         self.inner.redelivered = attempt > 1;
@@ -187,6 +354,13 @@ impl MessageBuilder {
     }
 
     /// The message.
+    ///
+    /// ```no_run
+    /// # use techub_guest::prelude::*;
+    /// # fn handle() -> Result<(), Failure> {
+    /// let message: Message = Message::builder("user.created").build();
+    /// # Ok(()) }
+    /// ```
     pub fn build(self) -> Message {
         Message { inner: self.inner }
     }
@@ -238,10 +412,24 @@ pub enum Failure {
 
 impl Failure {
     /// A passing failure.
+    ///
+    /// ```no_run
+    /// # use techub_guest::prelude::*;
+    /// # fn handle() -> Result<(), Failure> {
+    /// return Err(Failure::retry("the gateway timed out"));
+    /// # Ok(()) }
+    /// ```
     pub fn retry(reason: impl fmt::Display) -> Self {
         Self::Retry(reason.to_string())
     }
     /// A permanent failure.
+    ///
+    /// ```no_run
+    /// # use techub_guest::prelude::*;
+    /// # fn handle() -> Result<(), Failure> {
+    /// return Err(Failure::reject("an order needs at least one item"));
+    /// # Ok(()) }
+    /// ```
     pub fn reject(reason: impl fmt::Display) -> Self {
         Self::Reject(reason.to_string())
     }
@@ -280,6 +468,15 @@ impl From<Failure> for Outcome {
     label = "this is what the handler returns",
     note = "use `?` on SDK calls: their errors convert into `Failure` (retry or reject)"
 )]
+/// ```no_run
+/// # use techub_guest::prelude::*;
+/// # fn handle() -> Result<(), Failure> {
+/// // A handler may return `Outcome` or `Result<(), Failure>`: both are `IntoOutcome`.
+/// fn handle_it() -> impl techub_guest::message::IntoOutcome {
+///     Ok::<(), Failure>(())
+/// }
+/// # Ok(()) }
+/// ```
 pub trait IntoOutcome {
     fn into_outcome(self) -> exported::Outcome;
 }

@@ -12,6 +12,13 @@ use crate::{Failure, Message};
 use serde::Serialize;
 
 /// The seed's `MessagePriority`.
+///
+/// ```no_run
+/// # use techub_guest::prelude::*;
+/// # fn handle() -> Result<(), Failure> {
+/// messaging::publish("order.created", b"{}", &PublishOptions::default().priority(Priority::High))?;
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, PartialOrd, Ord)]
 pub enum Priority {
     /// 1
@@ -45,6 +52,13 @@ impl Priority {
 }
 
 /// The seed's `MessageStatus`, as tracked by the host.
+///
+/// ```no_run
+/// # use techub_guest::prelude::*;
+/// # fn handle() -> Result<(), Failure> {
+/// if messaging::status("m-1") == Some(messaging::MessageStatus::Completed) { log::info("done"); }
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MessageStatus {
     /// Published, not yet delivered.
@@ -169,48 +183,111 @@ impl Default for PublishOptions {
 
 impl PublishOptions {
     /// Queue priority, instead of the consuming queue types' default.
+    ///
+    /// ```no_run
+    /// # use techub_guest::prelude::*;
+    /// # fn handle() -> Result<(), Failure> {
+    /// let options = PublishOptions::default().priority(Priority::Low);
+    /// # Ok(()) }
+    /// ```
     pub fn priority(mut self, priority: Priority) -> Self {
         self.priority = Some(priority);
         self
     }
     /// Keep the message in memory only (the seed's `NON_PERSISTENT`).
+    ///
+    /// ```no_run
+    /// # use techub_guest::prelude::*;
+    /// # fn handle() -> Result<(), Failure> {
+    /// let options = PublishOptions::default().transient(); // not written to disk by the broker
+    /// # Ok(()) }
+    /// ```
     pub fn transient(mut self) -> Self {
         self.persistent = false;
         self
     }
     /// Drop the message if not delivered within `ms`.
+    ///
+    /// ```no_run
+    /// # use techub_guest::prelude::*;
+    /// # fn handle() -> Result<(), Failure> {
+    /// let options = PublishOptions::default().expiration_ms(60_000); // dead-lettered unread after a minute
+    /// # Ok(()) }
+    /// ```
     pub fn expiration_ms(mut self, ms: u64) -> Self {
         self.expiration_ms = Some(ms);
         self
     }
     /// Deliver no earlier than `ms` from now.
+    ///
+    /// ```no_run
+    /// # use techub_guest::prelude::*;
+    /// # fn handle() -> Result<(), Failure> {
+    /// let options = PublishOptions::default().delay_ms(30_000); // delivered in 30 s
+    /// # Ok(()) }
+    /// ```
     pub fn delay_ms(mut self, ms: u64) -> Self {
         self.delay_ms = Some(ms);
         self
     }
     /// Sets the correlation id.
+    ///
+    /// ```no_run
+    /// # use techub_guest::prelude::*;
+    /// # fn handle() -> Result<(), Failure> {
+    /// let options = PublishOptions::default().correlation_id("order-o-1");
+    /// # Ok(()) }
+    /// ```
     pub fn correlation_id(mut self, id: impl AsRef<str>) -> Self {
         self.correlation_id = Some(id.as_ref().to_string());
         self
     }
     /// Continues the conversation of `message`: its correlation id, or its id when it
     /// has none.
+    ///
+    /// ```no_run
+    /// # use techub_guest::prelude::*;
+    /// # fn handle(message: Message) -> Result<(), Failure> {
+    /// let options = PublishOptions::default().follows(&message);
+    /// # Ok(()) }
+    /// ```
     pub fn follows(self, message: &Message) -> Self {
         let id = message.correlation_id().unwrap_or(message.id()).to_string();
         self.correlation_id(id)
     }
     /// Sets the reply-to routing key.
+    ///
+    /// ```no_run
+    /// # use techub_guest::prelude::*;
+    /// # fn handle() -> Result<(), Failure> {
+    /// let options = PublishOptions::default().reply_to("rpc.answers");
+    /// # Ok(()) }
+    /// ```
     pub fn reply_to(mut self, routing_key: impl AsRef<str>) -> Self {
         self.reply_to = Some(routing_key.as_ref().to_string());
         self
     }
     /// Adds an application header (names starting with `x-` are refused).
+    ///
+    /// ```no_run
+    /// # use techub_guest::prelude::*;
+    /// # fn handle() -> Result<(), Failure> {
+    /// let options = PublishOptions::default().header("tenant", "acme");
+    /// # Ok(()) }
+    /// ```
     pub fn header(mut self, name: impl AsRef<str>, value: impl AsRef<str>) -> Self {
         self.headers
             .push((name.as_ref().to_string(), value.as_ref().to_string()));
         self
     }
     /// Sets the message id, for idempotent re-publishing.
+    ///
+    /// ```no_run
+    /// # use techub_guest::prelude::*;
+    /// # fn handle() -> Result<(), Failure> {
+    /// let options = PublishOptions::default().message_id("receipt-o-1");
+    /// # Ok(()) }
+    /// ```
     pub fn message_id(mut self, id: impl AsRef<str>) -> Self {
         self.message_id = Some(id.as_ref().to_string());
         self

@@ -21,6 +21,14 @@ pub use sorted::{
 };
 
 /// Which end of a list.
+///
+/// ```no_run
+/// # use techub_guest::prelude::*;
+/// # fn handle() -> Result<(), Failure> {
+/// store::list_push("jobs", store::ListEnd::Back, &[b"job-1".to_vec()])?;
+/// let next = store::list_pop("jobs", store::ListEnd::Front, 1)?;
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ListEnd {
     /// The head (Redis `L...`).
@@ -100,6 +108,17 @@ impl From<StoreError> for Failure {
 }
 
 /// The remaining lifetime of a key.
+///
+/// ```no_run
+/// # use techub_guest::prelude::*;
+/// # fn handle() -> Result<(), Failure> {
+/// match store::ttl("session:9")? {
+///     store::Ttl::Missing => log::info("gone"),
+///     store::Ttl::Persistent => log::info("never expires"),
+///     store::Ttl::ExpiresInMs(ms) => log::info(format!("{ms} ms left")),
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ttl {
     /// The key does not exist.
@@ -135,16 +154,37 @@ enum Condition {
 
 impl SetOptions {
     /// Expire the key after `ms` milliseconds.
+    ///
+    /// ```no_run
+    /// # use techub_guest::prelude::*;
+    /// # fn handle() -> Result<(), Failure> {
+    /// let options = store::SetOptions::default().ttl_ms(30_000);
+    /// # Ok(()) }
+    /// ```
     pub fn ttl_ms(mut self, ms: u64) -> Self {
         self.ttl_ms = Some(ms);
         self
     }
     /// Write only if the key does not exist (`NX`).
+    ///
+    /// ```no_run
+    /// # use techub_guest::prelude::*;
+    /// # fn handle() -> Result<(), Failure> {
+    /// let created = store::set_with("user:42", "{}", store::SetOptions::default().if_absent())?;
+    /// # Ok(()) }
+    /// ```
     pub fn if_absent(mut self) -> Self {
         self.condition = Condition::IfAbsent;
         self
     }
     /// Write only if the key exists (`XX`).
+    ///
+    /// ```no_run
+    /// # use techub_guest::prelude::*;
+    /// # fn handle() -> Result<(), Failure> {
+    /// let updated = store::set_with("user:42", "{}", store::SetOptions::default().if_present())?;
+    /// # Ok(()) }
+    /// ```
     pub fn if_present(mut self) -> Self {
         self.condition = Condition::IfPresent;
         self

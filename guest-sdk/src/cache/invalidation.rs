@@ -27,32 +27,74 @@ pub struct Invalidation {
 
 impl Invalidation {
     /// Nothing yet.
+    ///
+    /// ```no_run
+    /// # use techub_guest::prelude::*;
+    /// # fn handle() -> Result<(), Failure> {
+    /// let what = techub_guest::cache::Invalidation::new().key("p-1");
+    /// # Ok(()) }
+    /// ```
     pub fn new() -> Self {
         Self::default()
     }
     /// Adds a key.
+    ///
+    /// ```no_run
+    /// # use techub_guest::prelude::*;
+    /// # fn handle() -> Result<(), Failure> {
+    /// let what = techub_guest::cache::Invalidation::new().key("p-1").key("p-2");
+    /// # Ok(()) }
+    /// ```
     pub fn key(mut self, key: impl AsRef<str>) -> Self {
         self.keys.push(key.as_ref().to_string());
         self
     }
     /// Adds keys.
+    ///
+    /// ```no_run
+    /// # use techub_guest::prelude::*;
+    /// # fn handle() -> Result<(), Failure> {
+    /// let what = techub_guest::cache::Invalidation::new().keys(["p-1", "p-2"]);
+    /// # Ok(()) }
+    /// ```
     pub fn keys<K: AsRef<str>>(mut self, keys: impl IntoIterator<Item = K>) -> Self {
         self.keys
             .extend(keys.into_iter().map(|k| k.as_ref().to_string()));
         self
     }
     /// Adds a tag.
+    ///
+    /// ```no_run
+    /// # use techub_guest::prelude::*;
+    /// # fn handle() -> Result<(), Failure> {
+    /// let what = techub_guest::cache::Invalidation::new().tag("vendor:7");
+    /// # Ok(()) }
+    /// ```
     pub fn tag(mut self, tag: impl AsRef<str>) -> Self {
         self.tags.push(tag.as_ref().to_string());
         self
     }
     /// Adds tags.
+    ///
+    /// ```no_run
+    /// # use techub_guest::prelude::*;
+    /// # fn handle() -> Result<(), Failure> {
+    /// let what = techub_guest::cache::Invalidation::new().tags(["vendor:7", "sale"]);
+    /// # Ok(()) }
+    /// ```
     pub fn tags<T: AsRef<str>>(mut self, tags: impl IntoIterator<Item = T>) -> Self {
         self.tags
             .extend(tags.into_iter().map(|t| t.as_ref().to_string()));
         self
     }
     /// Sets the glob over the domain's keys.
+    ///
+    /// ```no_run
+    /// # use techub_guest::prelude::*;
+    /// # fn handle() -> Result<(), Failure> {
+    /// let what = techub_guest::cache::Invalidation::new().pattern("search:*");
+    /// # Ok(()) }
+    /// ```
     pub fn pattern(mut self, pattern: impl AsRef<str>) -> Self {
         self.pattern = Some(pattern.as_ref().to_string());
         self

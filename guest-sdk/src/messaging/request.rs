@@ -23,18 +23,50 @@ pub struct Response {
 
 impl Response {
     /// The reply's body.
+    ///
+    /// ```no_run
+    /// # use techub_guest::prelude::*;
+    /// # fn handle() -> Result<(), Failure> {
+    /// let answer = messaging::request("rpc.stock", b"p-1", &PublishOptions::default(), 2_000)?;
+    /// let bytes: &[u8] = answer.payload();
+    /// # Ok(()) }
+    /// ```
     pub fn payload(&self) -> &[u8] {
         &self.payload
     }
     /// The body as UTF-8 text (a `reject` failure if it is not).
+    ///
+    /// ```no_run
+    /// # use techub_guest::prelude::*;
+    /// # fn handle() -> Result<(), Failure> {
+    /// let answer = messaging::request("rpc.stock", b"p-1", &PublishOptions::default(), 2_000)?;
+    /// let text: &str = answer.text()?;
+    /// # Ok(()) }
+    /// ```
     pub fn text(&self) -> Result<&str, Failure> {
         std::str::from_utf8(&self.payload).map_err(Failure::reject)
     }
     /// The body parsed as JSON (a `reject` failure if it does not parse).
+    ///
+    /// ```no_run
+    /// # use techub_guest::prelude::*;
+    /// # fn handle() -> Result<(), Failure> {
+    /// let answer = messaging::request("rpc.stock", b"p-1", &PublishOptions::default(), 2_000)?;
+    /// let stock: serde_json::Value = answer.json()?;
+    /// # Ok(()) }
+    /// ```
     pub fn json<T: DeserializeOwned>(&self) -> Result<T, Failure> {
         Ok(serde_json::from_slice(&self.payload)?)
     }
     /// The value of header `name`, if the reply has it.
+    ///
+    /// ```no_run
+    /// # use techub_guest::prelude::*;
+    /// # fn handle() -> Result<(), Failure> {
+    /// let answer = messaging::request("rpc.stock", b"p-1", &PublishOptions::default(), 2_000)?;
+    /// let source = answer.header("source");
+    /// # Ok(()) }
+    /// ```
     pub fn header(&self, name: impl AsRef<str>) -> Option<&str> {
         let name = name.as_ref();
         self.headers
@@ -43,6 +75,14 @@ impl Response {
             .map(|(_, v)| v.as_str())
     }
     /// Every header.
+    ///
+    /// ```no_run
+    /// # use techub_guest::prelude::*;
+    /// # fn handle() -> Result<(), Failure> {
+    /// let answer = messaging::request("rpc.stock", b"p-1", &PublishOptions::default(), 2_000)?;
+    /// let count = answer.headers().len();
+    /// # Ok(()) }
+    /// ```
     pub fn headers(&self) -> &[(String, String)] {
         &self.headers
     }
@@ -107,6 +147,15 @@ pub fn request_json<T: Serialize + ?Sized>(
 
 impl Message {
     /// Whether the sender waits for an answer ([`Message::reply`]).
+    ///
+    /// ```no_run
+    /// # use techub_guest::prelude::*;
+    /// # fn handle(message: Message) -> Result<(), Failure> {
+    /// if message.is_request() {
+    ///     message.reply(b"42")?;
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn is_request(&self) -> bool {
         self.reply_to().is_some() && self.correlation_id().is_some()
     }
@@ -126,6 +175,13 @@ impl Message {
     }
 
     /// [`Message::reply`] with application headers.
+    ///
+    /// ```no_run
+    /// # use techub_guest::prelude::*;
+    /// # fn handle(message: Message) -> Result<(), Failure> {
+    /// message.reply_with_headers(b"42", &[("source", "warehouse-2")])?;
+    /// # Ok(()) }
+    /// ```
     pub fn reply_with_headers(
         &self,
         payload: impl AsRef<[u8]>,
@@ -140,6 +196,13 @@ impl Message {
     }
 
     /// [`Message::reply`] with a JSON payload.
+    ///
+    /// ```no_run
+    /// # use techub_guest::prelude::*;
+    /// # fn handle(message: Message) -> Result<(), Failure> {
+    /// message.reply_json(&serde_json::json!({"stock": 42}))?;
+    /// # Ok(()) }
+    /// ```
     pub fn reply_json<T: Serialize + ?Sized>(&self, value: &T) -> Result<(), PublishError> {
         let payload = serde_json::to_vec(value)
             .map_err(|e| PublishError::InvalidOptions(format!("value does not serialize: {e}")))?;

@@ -23,6 +23,15 @@ use crate::wit::techub::platform::store as wit;
 pub const MAX_ATOMIC_OPS: usize = 100;
 
 /// One operation of a batch.
+///
+/// ```no_run
+/// # use techub_guest::prelude::*;
+/// # fn handle() -> Result<(), Failure> {
+/// use techub_guest::store::Op;
+/// let ops = vec![Op::IncrBy("orders".into(), 1), Op::Expire("orders".into(), 86_400_000)];
+/// store::atomic(ops)?;
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 pub enum Op {
     /// Read a string value.
@@ -48,6 +57,15 @@ pub enum Op {
 }
 
 /// What one operation answered.
+///
+/// ```no_run
+/// # use techub_guest::prelude::*;
+/// # fn handle() -> Result<(), Failure> {
+/// use techub_guest::store::{Op, OpResult};
+/// let results = store::atomic(vec![Op::IncrBy("orders".into(), 1)])?;
+/// if let OpResult::Integer(n) = results[0] { log::info(format!("{n} orders")); }
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 pub enum OpResult {
     /// `Get`: the value.

@@ -35,6 +35,14 @@ pub struct Scored {
 
 impl Scored {
     /// The member as text (lossy for non-UTF-8 members).
+    ///
+    /// ```no_run
+    /// # use techub_guest::prelude::*;
+    /// # fn handle() -> Result<(), Failure> {
+    /// let top = store::sorted_range("leaderboard", 0, 0, true)?;
+    /// let name: Option<String> = top.first().map(|s| s.member_text());
+    /// # Ok(()) }
+    /// ```
     pub fn member_text(&self) -> String {
         String::from_utf8_lossy(&self.member).into_owned()
     }
@@ -42,6 +50,14 @@ impl Scored {
 
 /// Scores from `min` to `max` (inclusive unless marked exclusive); infinities leave a
 /// side open.
+///
+/// ```no_run
+/// # use techub_guest::prelude::*;
+/// # fn handle() -> Result<(), Failure> {
+/// let range = store::ScoreRange::between(10.0, 20.0);
+/// let members = store::sorted_range_by_score("prices", &range, false, 0, 50)?;
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ScoreRange {
     /// Lowest score.
@@ -56,6 +72,13 @@ pub struct ScoreRange {
 
 impl ScoreRange {
     /// `min..=max`.
+    ///
+    /// ```no_run
+    /// # use techub_guest::prelude::*;
+    /// # fn handle() -> Result<(), Failure> {
+    /// let range = store::ScoreRange::between(0.0, 99.0);
+    /// # Ok(()) }
+    /// ```
     pub fn between(min: f64, max: f64) -> Self {
         Self {
             min,
@@ -66,6 +89,13 @@ impl ScoreRange {
     }
 
     /// Every score.
+    ///
+    /// ```no_run
+    /// # use techub_guest::prelude::*;
+    /// # fn handle() -> Result<(), Failure> {
+    /// let everything = store::sorted_range_by_score("prices", &store::ScoreRange::all(), false, 0, 1000)?;
+    /// # Ok(()) }
+    /// ```
     pub fn all() -> Self {
         Self::between(f64::NEG_INFINITY, f64::INFINITY)
     }
