@@ -123,10 +123,9 @@ target = "wasm32-wasip2"
 fn lib_rs(queue: &str, routing_key: &str) -> String {
     format!(
         r#"//! A techub plugin: consumes `{routing_key}` on the `{queue}` queue type.
-use serde::Deserialize;
 use techub_guest::prelude::*;
 
-#[derive(Deserialize)]
+#[derive(serde::Deserialize)]
 struct Event {{
     id: String,
 }}
@@ -143,12 +142,9 @@ fn greeting(id: &str) -> String {{
     format!("handled {{id}}")
 }}
 
-#[cfg(test)]
-mod tests {{
-    #[test]
-    fn greets_by_id() {{
-        assert_eq!(super::greeting("42"), "handled 42");
-    }}
+#[test]
+fn greets_by_id() {{
+    assert_eq!(greeting("42"), "handled 42");
 }}
 "#
     )
