@@ -3,16 +3,19 @@
 //! Keys are the plugin's alone: the host files them under `techub:store:<plugin>:`.
 //! Strings, counters, hashes, lists, sets, sorted sets (`sorted_*`), JSON values
 //! (`get_json`, `set_json`), lock-free read-modify-write (`compare_and_swap`,
-//! `update`, `update_json`) and transactions (`atomic`).
+//! `update`, `update_json`), writes checked against a lock's fencing token
+//! (`update_fenced`, `set_fenced`, `get_fenced`) and transactions (`atomic`).
 
 use crate::Failure;
 use crate::wit::techub::platform::store as wit;
 
 mod atomic;
+mod fenced;
 mod json;
 mod sorted;
 
 pub use atomic::{MAX_ATOMIC_OPS, Op, OpResult, atomic};
+pub use fenced::{Fenced, get_fenced, set_fenced, update_fenced};
 
 pub use json::{MAX_SWAP_ATTEMPTS, compare_and_swap, get_json, set_json, update, update_json};
 pub use sorted::{

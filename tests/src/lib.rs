@@ -348,11 +348,13 @@ impl Drop for OwnRedis {
 }
 
 /// A TCP proxy in front of a real service, so a test can take the service away from
-/// the host (`cut`) and give it back (`restore`) without touching the shared server.
+/// the host (`cut`) and give it back (`restore`), or hold every byte in flight
+/// (`stall`) and let them go (`flow`), without touching the shared server.
 pub struct TcpProxy {
     /// The port the host connects to.
     pub port: u16,
     blocked: tokio::sync::watch::Sender<bool>,
+    stalled: tokio::sync::watch::Sender<bool>,
     accept: tokio::task::JoinHandle<()>,
 }
 
@@ -364,18 +366,27 @@ impl TcpProxy {
             .expect("a free port");
         let port = listener.local_addr().expect("an address").port();
         let (blocked, blocked_rx) = tokio::sync::watch::channel(false);
+        let (stalled, stalled_rx) = tokio::sync::watch::channel(false);
         let accept = tokio::spawn(async move {
-            while let Ok((mut inbound, _)) = listener.accept().await {
+            while let Ok((inbound, _)) = listener.accept().await {
                 let mut blocked_rx = blocked_rx.clone();
+                let stalled_rx = stalled_rx.clone();
                 if *blocked_rx.borrow() {
                     continue; // dropping `inbound` refuses the connection
                 }
                 tokio::spawn(async move {
-                    let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await else {
+                    let Ok(outbound) = tokio::net::TcpStream::connect(target).await else {
                         return;
                     };
+                    let (from_client, to_client) = inbound.into_split();
+                    let (from_server, to_server) = outbound.into_split();
                     tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = async {
+                            tokio::join!(
+                                pump(from_client, to_server, stalled_rx.clone()),
+                                pump(from_server, to_client, stalled_rx),
+                            )
+                        } => {}
                         _ = blocked_rx.wait_for(|blocked| *blocked) => {}
                     }
                 });
@@ -384,6 +395,7 @@ impl TcpProxy {
         Self {
             port,
             blocked,
+            stalled,
             accept,
         }
     }
@@ -396,6 +408,38 @@ impl TcpProxy {
     /// Accepts connections again.
     pub fn restore(&self) {
         let _ = self.blocked.send(false);
+    }
+
+    /// Holds every byte in both directions, connections left open (a network that
+    /// stops delivering without resetting anything), until [`TcpProxy::flow`].
+    pub fn stall(&self) {
+        let _ = self.stalled.send(true);
+    }
+
+    /// Delivers what was held, and everything after it.
+    pub fn flow(&self) {
+        let _ = self.stalled.send(false);
+    }
+}
+
+/// Copies one direction of a proxied connection, holding the bytes while stalled.
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut stalled: tokio::sync::watch::Receiver<bool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buffer = vec![0; 64 * 1024];
+    loop {
+        let read = match from.read(&mut buffer).await {
+            Ok(0) | Err(_) => return,
+            Ok(read) => read,
+        };
+        if stalled.wait_for(|stalled| !*stalled).await.is_err()
+            || to.write_all(&buffer[..read]).await.is_err()
+        {
+            return;
+        }
     }
 }
 

@@ -14,14 +14,31 @@ pub struct HostProcess {
     file: PathBuf,
     log: PathBuf,
     child: Option<Child>,
+    fixture: Fixture,
     _plugins: PluginDir,
 }
 
+/// The fixture a scenario runs: its plugin name, the `.wasm` it is built as, and the
+/// routing keys it subscribes to.
+#[derive(Debug, Clone, Copy)]
+pub struct Fixture {
+    pub plugin: &'static str,
+    pub wasm: &'static str,
+    pub subscribe: &'static str,
+}
+
+/// The ledger fixture: every delivery recorded, its effect once.
+pub const LEDGER: Fixture = Fixture {
+    plugin: "ledger",
+    wasm: "fixture_ledger",
+    subscribe: "fixture.ledger.#",
+};
+
 impl HostProcess {
     /// A configuration of its own (key prefix, exchanges, queues, admin port) on the
-    /// shared Redis and RabbitMQ, with the ledger fixture; written to a file.
-    pub fn configure(scenario: &str) -> anyhow::Result<Self> {
-        let plugins = PluginDir::with(&[("ledger", "fixture_ledger")]);
+    /// shared Redis and RabbitMQ, with `fixture`; written to a file.
+    pub fn configure(scenario: &str, fixture: Fixture) -> anyhow::Result<Self> {
+        let plugins = PluginDir::with(&[(fixture.plugin, fixture.wasm)]);
         let mut config = techub_tests::config(&plugins);
         // The specification's retry policies, not the suite's quick ones: a delivery
         // whose attempt died with its host waits for that attempt's claim to lapse
@@ -37,29 +54,47 @@ impl HostProcess {
             .local_addr()?
             .port();
         config.host.admin_addr = format!("127.0.0.1:{port}");
-        grant(&mut config, "ledger", &[], &[]);
-        config.plugins.get_mut("ledger").unwrap().subscribe = vec!["fixture.ledger.#".into()];
+        grant(&mut config, fixture.plugin, &[], &[]).subscribe = vec![fixture.subscribe.into()];
         let file = plugins.path().join("host.toml");
         std::fs::write(&file, toml::to_string(&config)?)?;
         let dir = techub_tests::repo_root().join("target/faults");
         std::fs::create_dir_all(&dir)?;
-        let log = dir.join(format!(
-            "{}.log",
-            scenario.split_whitespace().next().unwrap_or("host")
-        ));
+        let slug: String = scenario
+            .chars()
+            .map(|c| match c.is_ascii_alphanumeric() {
+                true => c.to_ascii_lowercase(),
+                false => '-',
+            })
+            .collect();
+        let log = dir.join(format!("{slug}.log"));
         Ok(Self {
             config,
             file,
             log,
             child: None,
+            fixture,
             _plugins: plugins,
         })
+    }
+
+    /// Changes what the file says (the host reads it on start, or on its next reload);
+    /// `self.config` stays what the suite itself uses.
+    pub fn rewrite(&self, change: impl FnOnce(&mut HostConfig)) -> anyhow::Result<()> {
+        let mut config = self.config.clone();
+        change(&mut config);
+        std::fs::write(&self.file, toml::to_string(&config)?)?;
+        Ok(())
+    }
+
+    /// The process id of the running host.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// Another host of the same deployment (same names, same plugins directory) with
     /// an admin endpoint and a config file of its own.
     pub fn sibling(&self) -> anyhow::Result<Self> {
-        let plugins = PluginDir::with(&[("ledger", "fixture_ledger")]);
+        let plugins = PluginDir::with(&[(self.fixture.plugin, self.fixture.wasm)]);
         let mut config = self.config.clone();
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
@@ -74,6 +109,7 @@ impl HostProcess {
             file,
             log,
             child: None,
+            fixture: self.fixture,
             _plugins: plugins,
         })
     }

@@ -7,6 +7,9 @@ use techub_host::capability::messaging::amqp::AmqpBroker;
 use techub_host::capability::redis_client::{RedisClient, Retry};
 use techub_host::config::HostConfig;
 
+/// How long a stream lasts, whatever its length: faults land under load.
+pub const STREAM: std::time::Duration = std::time::Duration::from_secs(12);
+
 /// Publishes with confirms and remembers which ids the broker confirmed.
 #[derive(Clone)]
 pub struct Publisher {
@@ -29,13 +32,20 @@ impl Publisher {
         })
     }
 
-    /// Publishes `count` messages one after another in a task; how many it tried.
-    pub fn stream(&self, count: usize) -> tokio::task::JoinHandle<anyhow::Result<usize>> {
+    /// Publishes `count` messages with `routing_key` at a steady rate over
+    /// [`STREAM`], in a task; how many it tried.
+    pub fn stream(
+        &self,
+        routing_key: &'static str,
+        count: usize,
+    ) -> tokio::task::JoinHandle<anyhow::Result<usize>> {
         let this = self.clone();
+        let mut pace = tokio::time::interval(STREAM / count.max(1) as u32);
+        pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tokio::spawn(async move {
             for i in 0..count {
-                let mut envelope =
-                    techub_tests::envelope("fixture.ledger.m", i.to_string().into_bytes());
+                pace.tick().await;
+                let mut envelope = techub_tests::envelope(routing_key, i.to_string().into_bytes());
                 envelope.id = format!("m-{i}");
                 if this.broker.publish(envelope, None).await.is_ok() {
                     this.confirmed
@@ -71,13 +81,18 @@ pub struct Ledger {
 }
 
 impl Ledger {
-    /// The ledger in the Redis `config` names.
-    pub async fn new(config: &HostConfig) -> anyhow::Result<Self> {
+    /// The store of `plugin` in the Redis `config` names.
+    pub async fn new(config: &HostConfig, plugin: &str) -> anyhow::Result<Self> {
         let redis = RedisClient::connect(&config.redis, Default::default()).await?;
         Ok(Self {
             redis,
-            prefix: format!("{}store:ledger:", config.host.key_prefix),
+            prefix: format!("{}store:{plugin}:", config.host.key_prefix),
         })
+    }
+
+    /// The Redis client the ledger reads with.
+    pub fn redis(&self) -> &RedisClient {
+        &self.redis
     }
 
     async fn query<T: redis::FromRedisValue>(
@@ -95,9 +110,24 @@ impl Ledger {
             .map_err(anyhow::Error::msg)
     }
 
-    /// Ids whose handling finished.
+    /// Ids whose handling finished (the ledger fixture's `handled` set).
     pub async fn handled(&self) -> anyhow::Result<HashSet<String>> {
-        self.query("SMEMBERS", "handled").await
+        self.members("handled").await
+    }
+
+    /// The members of the set `key`.
+    pub async fn members(&self, key: &str) -> anyhow::Result<HashSet<String>> {
+        self.query("SMEMBERS", key).await
+    }
+
+    /// The integer at `key` (0 when missing).
+    pub async fn number(&self, key: &str) -> anyhow::Result<i64> {
+        Ok(self.query::<Option<i64>>("GET", key).await?.unwrap_or(0))
+    }
+
+    /// The bytes at `key`.
+    pub async fn bytes(&self, key: &str) -> anyhow::Result<Option<Vec<u8>>> {
+        self.query("GET", key).await
     }
 
     /// Deliveries per id.
@@ -105,11 +135,19 @@ impl Ledger {
         self.query("HGETALL", "attempts").await
     }
 
+    /// Deliveries started so far (every attempt of every id).
+    pub async fn deliveries(&self) -> anyhow::Result<i64> {
+        self.number("started").await
+    }
+
+    /// Deliveries started and not (yet) handled: in flight, or failed.
+    pub async fn unfinished(&self) -> anyhow::Result<i64> {
+        let handled: i64 = self.query("SCARD", "handled").await?;
+        Ok(self.deliveries().await? - handled)
+    }
+
     /// Effects made through the idempotency helper.
     pub async fn effects(&self) -> anyhow::Result<i64> {
-        Ok(self
-            .query::<Option<i64>>("GET", "effects")
-            .await?
-            .unwrap_or(0))
+        self.number("effects").await
     }
 }

@@ -3,9 +3,10 @@
 use super::{AmqpBroker, convert, unavailable};
 use crate::capability::BackendResult;
 use crate::capability::messaging::{Consumer, DEAD_LETTER_REFUSED_PAUSE, Delivery, Envelope};
-use crate::metrics::AmqpEvent;
 use futures::StreamExt;
-use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions};
+use lapin::options::{
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
+};
 use lapin::types::FieldTable;
 use lapin::{Acker, Channel};
 use std::time::Duration;
@@ -13,52 +14,121 @@ use std::time::Duration;
 pub(super) struct AmqpConsumer {
     broker: AmqpBroker,
     queue: String,
+    prefetch: u16,
+    tag: String,
     stream: lapin::Consumer,
-    // Kept so the channel (and its unacked deliveries) lives as long as the consumer,
-    // and to wait on its recovery.
+    // Kept so the channel (and its unacked deliveries) lives as long as the consumer.
     channel: Channel,
+    /// The generation of the link it consumes on.
+    generation: u64,
+}
+
+/// A channel with the prefetch window, consuming `queue` as `tag`.
+async fn subscribe(
+    broker: &AmqpBroker,
+    connection: &lapin::Connection,
+    queue: &str,
+    prefetch: u16,
+    tag: &str,
+) -> BackendResult<(Channel, lapin::Consumer)> {
+    let url = &broker.shared.url;
+    let channel = connection
+        .create_channel()
+        .await
+        .map_err(|e| unavailable(url, "open a channel", e))?;
+    channel
+        .basic_qos(prefetch.max(1), BasicQosOptions::default())
+        .await
+        .map_err(|e| unavailable(url, "set the prefetch", e))?;
+    let stream = channel
+        .basic_consume(
+            queue.into(),
+            tag.into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .map_err(|e| unavailable(url, &format!("consume {queue}"), e))?;
+    Ok((channel, stream))
 }
 
 impl AmqpConsumer {
     pub(super) async fn start(
         broker: AmqpBroker,
-        channel: Channel,
         queue: &str,
+        prefetch: u16,
     ) -> BackendResult<Self> {
         let tag = format!("techub-{}", uuid::Uuid::new_v4().simple());
-        let stream = channel
-            .basic_consume(
-                queue.into(),
-                tag.as_str().into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .map_err(|e| unavailable(&broker.shared.url, &format!("consume {queue}"), e))?;
+        let link = broker.shared.link.load_full();
+        let (channel, stream) = subscribe(&broker, &link.connection, queue, prefetch, &tag).await?;
         Ok(Self {
             broker,
             queue: queue.to_string(),
+            prefetch,
+            tag,
             stream,
             channel,
+            generation: link.generation,
         })
     }
+
+    /// Consumes again on the newest healthy link (after a reconnect, or on a new
+    /// channel when only this one failed). `false` once the broker is closed.
+    async fn resubscribe(&mut self) -> bool {
+        loop {
+            let Some(link) = self.broker.healthy_link().await else {
+                return false;
+            };
+            let subscribed = subscribe(
+                &self.broker,
+                &link.connection,
+                &self.queue,
+                self.prefetch,
+                &self.tag,
+            )
+            .await;
+            match subscribed {
+                Ok((channel, stream)) => {
+                    (self.channel, self.stream) = (channel, stream);
+                    self.generation = link.generation;
+                    tracing::info!(queue = %self.queue, generation = link.generation, "consuming again");
+                    return true;
+                }
+                Err(error) => {
+                    tracing::warn!(queue = %self.queue, %error, "could not consume again; retrying");
+                    tokio::time::sleep(RESUBSCRIBE_PAUSE).await;
+                }
+            }
+        }
+    }
+
+    /// Whether the stream ended because the connection or channel under it failed
+    /// (rather than the broker cancelling the consumer, e.g. its queue deleted).
+    fn lost_its_link(&self) -> bool {
+        let link = self.broker.shared.link.load();
+        link.generation != self.generation || !link.healthy() || !self.channel.status().connected()
+    }
 }
+
+/// Between two attempts to consume again on a link that just came up.
+const RESUBSCRIBE_PAUSE: Duration = Duration::from_millis(200);
 
 #[async_trait::async_trait]
 impl Consumer for AmqpConsumer {
     async fn next(&mut self) -> Option<Box<dyn Delivery>> {
         loop {
-            match self.stream.next().await? {
-                Ok(delivery) => return Some(self.wrap(delivery)),
-                Err(error) => {
-                    tracing::warn!(queue = %self.queue, %error, "consumer interrupted; waiting for the connection to recover");
-                    if let Err(error) = self.channel.wait_for_recovery(error).await {
-                        tracing::error!(queue = %self.queue, %error, "consumer lost for good");
-                        return None;
-                    }
-                    self.broker.shared.metrics.amqp(AmqpEvent::Reconnect);
-                    tracing::info!(queue = %self.queue, "consumer recovered");
+            match self.stream.next().await {
+                Some(Ok(delivery)) => return Some(self.wrap(delivery)),
+                Some(Err(error)) => {
+                    tracing::warn!(queue = %self.queue, %error, "consumer interrupted; consuming again once the connection is back");
                 }
+                None if self.lost_its_link() => {
+                    tracing::warn!(queue = %self.queue, "consumer interrupted; consuming again once the connection is back");
+                }
+                None => return None,
+            }
+            if !self.resubscribe().await {
+                return None;
             }
         }
     }
@@ -76,10 +146,9 @@ impl Consumer for AmqpConsumer {
 impl AmqpConsumer {
     /// Stops the broker sending more; buffered deliveries stay unacked until close.
     async fn cancel(&mut self) {
-        let tag = self.stream.tag();
         if let Err(error) = self
             .channel
-            .basic_cancel(tag, BasicCancelOptions::default())
+            .basic_cancel(self.tag.as_str().into(), BasicCancelOptions::default())
             .await
         {
             tracing::warn!(queue = %self.queue, %error, "could not cancel the consumer; closing its channel will");

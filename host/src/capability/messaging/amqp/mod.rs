@@ -19,11 +19,13 @@
 //! retry or dead letter (confirmed) before acking it, so no outcome loses a message.
 //!
 //! When the connection drops, publishes fail at once with `Unavailable` (the guest
-//! retries its message later) while lapin reconnects and replays the topology; the
-//! consumers wait for that recovery and carry on. Deliveries unsettled at the drop
-//! are redelivered by the broker.
+//! retries its message later) while the host reconnects (`link.rs`: a fresh
+//! connection at most 1 s apart), declares the topology and its queues again, and the
+//! consumers subscribe again and carry on. Deliveries unsettled at the drop are
+//! redelivered by the broker.
 //!
-//! Files: `mod.rs` (connection and the `Broker` impl), `topology.rs` (declarations),
+//! Files: `mod.rs` (the `Broker` impl), `link.rs` (the connection and its
+//! replacement), `topology.rs` (declarations),
 //! `publish.rs` (confirmed and mandatory publishes), `consumer.rs` (deliveries and
 //! settling), `convert.rs` (envelope ⇄ AMQP properties), `dead_letters.rs` (reading,
 //! replaying and purging the dead-letter queue; queue depths), `policies.rs` (queue
@@ -32,6 +34,7 @@
 mod consumer;
 mod convert;
 mod dead_letters;
+mod link;
 pub mod policies;
 mod publish;
 mod replies;
@@ -41,13 +44,14 @@ use super::{Broker, Consumer, DeadLetter, DeadLetterPicker, Envelope, QueueSpec,
 use crate::capability::{BackendError, BackendResult};
 use crate::config::{AmqpConfig, DeadLetterConfig, MessagingConfig};
 use crate::metrics::Metrics;
-use anyhow::Context;
+use arc_swap::ArcSwap;
 use convert::{string, table};
-use lapin::options::{BasicQosOptions, ConfirmSelectOptions, QueueBindOptions};
+use lapin::options::QueueBindOptions;
 use lapin::types::{AMQPValue, FieldTable};
-use lapin::{Channel, Connection, ConnectionProperties};
-use std::collections::HashSet;
-use std::sync::atomic::{AtomicU64, Ordering};
+use link::Link;
+pub use link::RECONNECT_MAX_DELAY;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -64,8 +68,19 @@ struct Declared<'a> {
 }
 
 pub(crate) struct Shared {
-    connection: Connection,
-    publisher: Channel,
+    /// The connection and the publisher channel; replaced whole on a reconnect.
+    link: ArcSwap<Link>,
+    /// The generation of the newest link whose topology and queues are declared:
+    /// consumers subscribe on it once it is announced here.
+    ready: tokio::sync::watch::Sender<u64>,
+    /// Set by `close`: no more reconnecting, consumers end.
+    closing: AtomicBool,
+    /// The plugin queues the host declared (with their current bindings), declared
+    /// again on a new connection.
+    queues: Mutex<HashMap<String, QueueSpec>>,
+    /// The dead-letter queue's limits, for declaring it again.
+    dead_letter: DeadLetterConfig,
+    /// The URL as it may be shown (no password).
     url: String,
     confirm_timeout: Duration,
     declared: Mutex<HashSet<String>>,
@@ -99,35 +114,8 @@ impl AmqpBroker {
         let url = crate::config::redact_url(&config.url);
         let timeout = Duration::from_millis(config.connection_timeout_ms);
         reachable(&config.url, &url, timeout).await?;
-        // lapin reconnects by itself after a network failure and replays the topology
-        // (exchanges, queues, bindings, QoS, consumers); retry forever, at most 5 s apart.
-        let properties = ConnectionProperties::default()
-            .enable_auto_recover()
-            .configure_backoff(|backoff| {
-                backoff
-                    .with_min_delay(Duration::from_millis(100))
-                    .with_max_delay(Duration::from_secs(5))
-                    .with_max_times(usize::MAX)
-                    .with_jitter()
-            });
-        let connection =
-            tokio::time::timeout(timeout, Connection::connect(&config.url, properties))
-                .await
-                .map_err(|_| {
-                    anyhow::anyhow!(
-                        "could not connect to RabbitMQ at {url}: no answer within {} ms",
-                        timeout.as_millis()
-                    )
-                })?
-                .with_context(|| format!("could not connect to RabbitMQ at {url}"))?;
-        let publisher = connection
-            .create_channel()
-            .await
-            .with_context(|| format!("could not open a channel on {url}"))?;
-        publisher
-            .confirm_select(ConfirmSelectOptions::default())
-            .await
-            .context("could not enable publisher confirms")?;
+        // One attempt here: a broker that is not there at start is an error to report.
+        let link = Link::open(&config.url, &url, timeout, 1).await?;
         let policies = match policies::Management::new(config) {
             Err(error) => anyhow::bail!("{error}"),
             Ok(api) => match api.probe().await {
@@ -141,8 +129,11 @@ impl AmqpBroker {
         };
         let broker = Self {
             shared: Arc::new(Shared {
-                connection,
-                publisher,
+                link: ArcSwap::from_pointee(link),
+                ready: tokio::sync::watch::Sender::new(1),
+                closing: AtomicBool::new(false),
+                queues: Mutex::default(),
+                dead_letter,
                 url,
                 confirm_timeout: Duration::from_millis(messaging.confirm_timeout_ms),
                 declared: Mutex::default(),
@@ -156,8 +147,30 @@ impl AmqpBroker {
             .declare_topology(dead_letter)
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
+        tokio::spawn(link::supervise(Arc::downgrade(&broker.shared)));
         Ok(broker)
     }
+
+    /// Declares the topology and every plugin queue again (on a new connection).
+    async fn redeclare(&self) -> BackendResult<()> {
+        self.declare_topology(self.shared.dead_letter).await?;
+        let queues: Vec<QueueSpec> = self.queues().values().cloned().collect();
+        for spec in &queues {
+            self.declare_queue(spec).await?;
+        }
+        Ok(())
+    }
+
+    fn queues(&self) -> std::sync::MutexGuard<'_, HashMap<String, QueueSpec>> {
+        self.shared.queues.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// What RabbitMQ shows for the connection of the host process `pid` (`rabbitmqctl
+/// list_connections client_properties`, the management UI): the program and its
+/// process id, so an operator can tell the hosts of a deployment apart.
+pub fn connection_name(pid: u32) -> String {
+    format!("techub-host pid {pid}")
 }
 
 /// Opens (and closes) a TCP connection to the broker first, so that a refused or
@@ -261,6 +274,7 @@ impl Broker for AmqpBroker {
             .map_err(|e| unavailable(url, &format!("bind queue {} to {binding}", spec.name), e))?;
         }
         let _ = ch.close(200, "declared".into()).await;
+        self.queues().insert(spec.name.clone(), spec.clone());
         Ok(())
     }
 
@@ -280,6 +294,7 @@ impl Broker for AmqpBroker {
             .await
             .map_err(|e| unavailable(&self.shared.url, &format!("delete queue {queue}"), e))?;
         let _ = ch.close(200, "deleted".into()).await;
+        self.queues().remove(queue);
         Ok(())
     }
 
@@ -297,6 +312,9 @@ impl Broker for AmqpBroker {
             .map_err(|e| unavailable(url, &format!("unbind {binding} from {queue}"), e))?;
         }
         let _ = ch.close(200, "unbound".into()).await;
+        if let Some(spec) = self.queues().get_mut(queue) {
+            spec.bindings.retain(|b| !bindings.contains(b));
+        }
         Ok(())
     }
 
@@ -309,21 +327,17 @@ impl Broker for AmqpBroker {
     }
 
     async fn close(&self) {
-        let _ = self.shared.publisher.close(200, "shutdown".into()).await;
-        if let Err(error) = self.shared.connection.close(200, "shutdown".into()).await {
+        self.shared.closing.store(true, Ordering::Release);
+        let link = self.shared.link.load_full();
+        let _ = link.publisher.close(200, "shutdown".into()).await;
+        if let Err(error) = link.connection.close(200, "shutdown".into()).await {
             tracing::warn!(%error, "closing the RabbitMQ connection");
         }
     }
 
     async fn consume(&self, queue: &str, prefetch: u16) -> BackendResult<Box<dyn Consumer>> {
-        let url = &self.shared.url;
-        let channel = self.open_channel().await?;
-        channel
-            .basic_qos(prefetch.max(1), BasicQosOptions::default())
-            .await
-            .map_err(|e| unavailable(url, "set the prefetch", e))?;
         Ok(Box::new(
-            consumer::AmqpConsumer::start(self.clone(), channel, queue).await?,
+            consumer::AmqpConsumer::start(self.clone(), queue, prefetch).await?,
         ))
     }
 
@@ -332,15 +346,13 @@ impl Broker for AmqpBroker {
     }
 
     fn health(&self) -> Result<(), String> {
-        let status = self.shared.connection.status();
-        if status.connected() {
+        let link = self.shared.link.load();
+        if link.healthy() {
             return Ok(());
         }
         let state = match () {
-            _ if status.reconnecting() => "reconnecting",
-            _ if status.connecting() => "connecting",
-            _ if status.closed() || status.closing() => "closed",
-            _ => "failed",
+            _ if self.shared.closing.load(Ordering::Acquire) => "closed",
+            _ => "reconnecting",
         };
         Err(format!(
             "RabbitMQ at {} is not connected ({state})",

@@ -158,6 +158,42 @@ impl Management {
         }
     }
 
+    /// The broker's client connections: each one's name (what closing it needs) and
+    /// the `connection_name` its client gave (the host's: [`super::connection_name`]).
+    /// The host itself never needs this; the fault suite does, to close its hosts'
+    /// connections on a shared broker without touching anyone else's.
+    pub async fn connections(&self) -> Result<Vec<(String, String)>, String> {
+        match self
+            .call(hyper::Method::GET, "/api/connections", None)
+            .await?
+        {
+            (200, body) => {
+                let listed: Vec<serde_json::Value> =
+                    serde_json::from_str(&body).map_err(|e| e.to_string())?;
+                Ok(listed
+                    .iter()
+                    .map(|c| {
+                        let text = |v: &serde_json::Value| v.as_str().unwrap_or("").to_string();
+                        (
+                            text(&c["name"]),
+                            text(&c["client_properties"]["connection_name"]),
+                        )
+                    })
+                    .collect())
+            }
+            (status, body) => Err(format!("answered {status}: {}", snippet(&body))),
+        }
+    }
+
+    /// Force-closes the connection `name` (as `rabbitmqctl close_connection` does).
+    pub async fn close_connection(&self, name: &str) -> Result<(), String> {
+        let path = format!("/api/connections/{}", percent_encode(name));
+        match self.call(hyper::Method::DELETE, &path, None).await? {
+            (200..=299 | 404, _) => Ok(()),
+            (status, body) => Err(format!("answered {status}: {}", snippet(&body))),
+        }
+    }
+
     /// Makes `queue`'s policy say `limits` (removes it when there are none).
     pub(crate) async fn apply(&self, queue: &str, limits: Limits) -> BackendResult<()> {
         let path = format!(

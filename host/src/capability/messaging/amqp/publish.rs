@@ -50,7 +50,8 @@ impl AmqpBroker {
         let metrics = &shared.metrics;
         let confirm = async {
             metrics.amqp(AmqpEvent::Publish);
-            let pending = shared
+            let link = shared.link.load_full();
+            let pending = link
                 .publisher
                 .basic_publish(exchange.into(), routing_key.into(), options, payload, props)
                 .await

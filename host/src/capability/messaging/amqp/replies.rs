@@ -16,6 +16,55 @@ const REPLY_BACKLOG: usize = 1024;
 
 impl AmqpBroker {
     pub(super) async fn open_reply_queue(&self, name: &str) -> BackendResult<ReplyInbox> {
+        // The channel is kept beside its stream, for as long as it is consumed.
+        let (mut _channel, mut stream) = self.consume_replies(name).await?;
+        let (sender, inbox) = tokio::sync::mpsc::channel(REPLY_BACKLOG);
+        let queue = name.to_string();
+        let broker = self.clone();
+        tokio::spawn(async move {
+            loop {
+                match stream.next().await {
+                    Some(Ok(delivery)) => {
+                        let envelope = convert::envelope(
+                            &delivery.routing_key,
+                            &delivery.properties,
+                            delivery.data,
+                            convert::Origin::Host,
+                        );
+                        if sender.send(envelope).await.is_err() {
+                            return;
+                        }
+                    }
+                    // The connection failed: the queue (exclusive) went with it. Declare
+                    // it again on the next connection; requests waiting meanwhile time
+                    // out, and replies sent to the old queue are lost with it.
+                    Some(Err(_)) | None => {
+                        tracing::warn!(%queue, "reply queue interrupted; declaring it again once the connection is back");
+                        (_channel, stream) = loop {
+                            if broker.healthy_link().await.is_none() || sender.is_closed() {
+                                return;
+                            }
+                            match broker.consume_replies(&queue).await {
+                                Ok(consuming) => break consuming,
+                                Err(error) => {
+                                    tracing::warn!(%queue, %error, "could not declare the reply queue again; retrying");
+                                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                                }
+                            }
+                        };
+                    }
+                }
+            }
+        });
+        Ok(inbox)
+    }
+
+    /// Declares the reply queue `name` (exclusive, auto-delete) and consumes it without
+    /// acks.
+    async fn consume_replies(
+        &self,
+        name: &str,
+    ) -> BackendResult<(lapin::Channel, lapin::Consumer)> {
         let url = &self.shared.url;
         let channel = self.open_channel().await?;
         channel
@@ -30,7 +79,7 @@ impl AmqpBroker {
             )
             .await
             .map_err(|e| unavailable(url, &format!("declare the reply queue {name}"), e))?;
-        let mut stream = channel
+        let stream = channel
             .basic_consume(
                 name.into(),
                 "techub-replies".into(),
@@ -42,35 +91,7 @@ impl AmqpBroker {
             )
             .await
             .map_err(|e| unavailable(url, &format!("consume the reply queue {name}"), e))?;
-        let (sender, inbox) = tokio::sync::mpsc::channel(REPLY_BACKLOG);
-        let queue = name.to_string();
-        tokio::spawn(async move {
-            while let Some(next) = stream.next().await {
-                match next {
-                    Ok(delivery) => {
-                        let envelope = convert::envelope(
-                            &delivery.routing_key,
-                            &delivery.properties,
-                            delivery.data,
-                            convert::Origin::Host,
-                        );
-                        if sender.send(envelope).await.is_err() {
-                            break;
-                        }
-                    }
-                    // lapin recovers the connection and redeclares the queue and this
-                    // consumer; requests waiting meanwhile time out.
-                    Err(error) => {
-                        tracing::warn!(%queue, %error, "reply queue interrupted; waiting for the connection to recover");
-                        if let Err(error) = channel.wait_for_recovery(error).await {
-                            tracing::error!(%queue, %error, "reply queue lost for good: requests will time out");
-                            break;
-                        }
-                    }
-                }
-            }
-        });
-        Ok(inbox)
+        Ok((channel, stream))
     }
 
     pub(super) async fn send_reply(&self, to: &str, envelope: Envelope) -> BackendResult<()> {

@@ -16,7 +16,8 @@ impl AmqpBroker {
         &self,
         dead_letter: DeadLetterConfig,
     ) -> BackendResult<()> {
-        let ch = &self.shared.publisher;
+        let link = self.shared.link.load_full();
+        let ch = &link.publisher;
         let url = &self.shared.url;
         let n = &self.shared.names;
         let durable = ExchangeDeclareOptions {
@@ -163,6 +164,8 @@ impl AmqpBroker {
     pub(super) async fn open_channel(&self) -> BackendResult<Channel> {
         let url = &self.shared.url;
         self.shared
+            .link
+            .load()
             .connection
             .create_channel()
             .await

@@ -1,0 +1,259 @@
+//! The ledger scenarios: a confirmed stream into the `ledger` fixture, one fault
+//! injected when half of it is confirmed, every confirmed id looked for in Redis.
+
+use crate::Row;
+use crate::host::{HostProcess, LEDGER};
+use crate::ledger::{Ledger, Publisher};
+use std::time::{Duration, Instant};
+use techub_host::capability::messaging::amqp::{connection_name, policies::Management};
+use techub_tests::{OwnRedis, TcpProxy};
+
+/// One scenario's fault.
+#[derive(Debug, Clone, Copy)]
+pub enum Fault {
+    /// `kill -9` of the host, then a restart.
+    Kill,
+    /// SIGTERM (the host drains what it holds), then a restart.
+    Term,
+    /// Two hosts compete for the queue; one is killed for good.
+    KillOneOfTwo,
+    /// The host's own Redis (where its store, and the ledger, live) killed for 5 s,
+    /// then restarted with its data (append-only file).
+    RedisOutage,
+    /// RabbitMQ force-closes the host's connection, twice (through the management
+    /// API, as `rabbitmqctl close_connection` does; only this host's connection, the
+    /// broker being shared).
+    ConnectionsClosed,
+    /// The network between the host and RabbitMQ (a TCP proxy) holds every byte for
+    /// 5 s, connections left open, then delivers again.
+    NetworkStall,
+    /// The network drops every connection and refuses new ones for 5 s, then comes
+    /// back: the broker is gone from the host's view, and returns.
+    NetworkDrop,
+}
+
+impl Fault {
+    pub const ALL: [Fault; 7] = [
+        Fault::Kill,
+        Fault::Term,
+        Fault::KillOneOfTwo,
+        Fault::RedisOutage,
+        Fault::ConnectionsClosed,
+        Fault::NetworkStall,
+        Fault::NetworkDrop,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Fault::Kill => "kill -9 mid-stream, restart",
+            Fault::Term => "SIGTERM mid-stream (drain), restart",
+            Fault::KillOneOfTwo => "two hosts, one killed for good",
+            Fault::RedisOutage => "the host's Redis down 5 s",
+            Fault::ConnectionsClosed => "RabbitMQ closes the connection twice",
+            Fault::NetworkStall => "network to RabbitMQ stalls 5 s",
+            Fault::NetworkDrop => "network to RabbitMQ drops 5 s",
+        }
+    }
+}
+
+/// What a scenario needs beside the host: a Redis of its own, a second host, a proxy.
+#[derive(Default)]
+struct Rig {
+    own_redis: Option<OwnRedis>,
+    sibling: Option<HostProcess>,
+    proxy: Option<TcpProxy>,
+}
+
+pub async fn scenario(fault: Fault, messages: usize) -> anyhow::Result<Row> {
+    let mut host = HostProcess::configure(fault.name(), LEDGER)?;
+    let data = tempfile::tempdir()?;
+    let mut rig = Rig::default();
+    match fault {
+        Fault::RedisOutage => {
+            // A Redis of its own, which keeps its data across the restart (an
+            // append-only file in a directory of its own).
+            let dir = data.path().display().to_string();
+            let args = [
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--dir",
+                &dir,
+            ];
+            let redis = OwnRedis::start_with(&args).await;
+            host.use_redis(&redis.url())?;
+            rig.own_redis = Some(redis);
+        }
+        Fault::KillOneOfTwo => rig.sibling = Some(host.sibling()?),
+        Fault::NetworkStall | Fault::NetworkDrop => {
+            // Only the host goes through the proxy; the publisher and the ledger
+            // talk to the broker and Redis directly.
+            let proxy = TcpProxy::start("127.0.0.1:5672").await;
+            let url = host
+                .config
+                .amqp
+                .url
+                .replace(":5672", &format!(":{}", proxy.port));
+            anyhow::ensure!(url != host.config.amqp.url, "amqp.url names port 5672");
+            host.rewrite(|config| config.amqp.url = url)?;
+            rig.proxy = Some(proxy);
+        }
+        _ => {}
+    }
+    host.start()?;
+    host.ready().await?;
+    if let Some(sibling) = &mut rig.sibling {
+        sibling.start()?;
+        sibling.ready().await?;
+    }
+    let publisher = Publisher::connect(&host.config).await?;
+    let ledger = Ledger::new(&host.config, LEDGER.plugin).await?;
+    let stream = publisher.stream("fixture.ledger.m", messages);
+    while publisher.confirmed().len() < messages / 2 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Mid-message: once a delivery is being handled (for at most 2 s).
+    let waiting = Instant::now();
+    while ledger.unfinished().await? <= 0 && waiting.elapsed() < Duration::from_secs(2) {
+        tokio::task::yield_now().await;
+    }
+    inject(fault, &mut host, &mut rig).await?;
+    // The fault is over. Recovered: a delivery started after it (the fixture counts
+    // each one as it starts, so deliveries that were in flight do not count), or (the
+    // stream having ended) everything handled.
+    let before = ledger.deliveries().await?;
+    let ended = Instant::now();
+    let recovery = loop {
+        let handled = ledger.handled().await?;
+        let all =
+            stream.is_finished() && publisher.confirmed().iter().all(|id| handled.contains(id));
+        if ledger.deliveries().await? > before || all {
+            break ended.elapsed();
+        }
+        anyhow::ensure!(
+            ended.elapsed() < Duration::from_secs(60),
+            "{}: nothing handled within 60 s of the fault's end",
+            fault.name()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let published = stream.await??;
+    let confirmed = publisher.confirmed();
+    // Until every confirmed message is handled, or 60 s pass.
+    let settled = Instant::now();
+    let handled = loop {
+        let handled = ledger.handled().await?;
+        if confirmed.iter().all(|id| handled.contains(id))
+            || settled.elapsed() > Duration::from_secs(60)
+        {
+            break handled;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let deliveries = ledger.deliveries().await?;
+    let effects = ledger.effects().await?;
+    let dead_lettered = publisher.dead_letter_depth().await?;
+    host.terminate(Duration::from_secs(30))?;
+    if let Some(sibling) = &mut rig.sibling {
+        sibling.terminate(Duration::from_secs(30))?;
+    }
+    Ok(Row {
+        scenario: fault.name(),
+        published,
+        confirmed: confirmed.len(),
+        handled: handled.len(),
+        // Every start beyond one per id (a host killed between two of the fixture's
+        // records still counted the start).
+        redeliveries: (deliveries - handled.len() as i64).max(0) as u64,
+        duplicate_effects: effects - handled.len() as i64,
+        lost: confirmed.iter().filter(|id| !handled.contains(*id)).count(),
+        dead_lettered,
+        recovery_s: recovery.as_secs_f64(),
+        fencing: None,
+    })
+}
+
+/// Injects `fault`; returns when it is over.
+async fn inject(fault: Fault, host: &mut HostProcess, rig: &mut Rig) -> anyhow::Result<()> {
+    match fault {
+        Fault::Kill => {
+            host.kill();
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            host.start()?;
+        }
+        Fault::Term => {
+            host.terminate(Duration::from_secs(30))?;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            host.start()?;
+        }
+        // The sibling carries on alone.
+        Fault::KillOneOfTwo => host.kill(),
+        Fault::RedisOutage => {
+            let redis = rig.own_redis.as_mut().expect("started for this fault");
+            redis.kill();
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            redis.restart().await;
+        }
+        Fault::ConnectionsClosed => {
+            let api = Management::new(&host.config.amqp).map_err(anyhow::Error::msg)?;
+            let name = connection_name_of(host)?;
+            let mut closed = Vec::new();
+            for _ in 0..2 {
+                // Wait for the connection (the second time: the one the host made
+                // after the first close), then close it with deliveries in flight.
+                let connection = wait_for_connection(&api, &name, &closed).await?;
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                api.close_connection(&connection)
+                    .await
+                    .map_err(anyhow::Error::msg)?;
+                closed.push(connection);
+            }
+        }
+        Fault::NetworkStall => {
+            let proxy = rig.proxy.as_ref().expect("started for this fault");
+            proxy.stall();
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            proxy.flow();
+        }
+        Fault::NetworkDrop => {
+            let proxy = rig.proxy.as_ref().expect("started for this fault");
+            proxy.cut();
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            proxy.restore();
+        }
+    }
+    Ok(())
+}
+
+/// The `connection_name` the running host gives RabbitMQ.
+fn connection_name_of(host: &HostProcess) -> anyhow::Result<String> {
+    let pid = host
+        .pid()
+        .ok_or_else(|| anyhow::anyhow!("the host is not running"))?;
+    Ok(connection_name(pid))
+}
+
+/// The broker's name for an open connection called `name` other than the ones in
+/// `closed` (at most 30 s).
+async fn wait_for_connection(
+    api: &Management,
+    name: &str,
+    closed: &[String],
+) -> anyhow::Result<String> {
+    let started = Instant::now();
+    loop {
+        let connections = api.connections().await.map_err(anyhow::Error::msg)?;
+        if let Some((connection, _)) = connections
+            .iter()
+            .find(|(connection, n)| n == name && !closed.contains(connection))
+        {
+            return Ok(connection.clone());
+        }
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(30),
+            "RabbitMQ shows no new connection named {name:?} within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
