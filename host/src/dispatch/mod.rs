@@ -10,8 +10,10 @@
 //!
 //! A consumer runs each delivery on the plugin's version current *when the delivery
 //! arrives* (one atomic load), as a task tracked per consumer; stopping a consumer
-//! stops new deliveries, lets the tracked ones finish and settle, then closes it.
+//! stops new deliveries, lets the tracked ones finish and settle, then closes it. A
+//! consumer whose plugin keeps breaking its limits is backed off (`backoff.rs`).
 
+pub mod backoff;
 mod settle;
 
 use crate::bindings::Delivery as WitDelivery;
@@ -120,6 +122,7 @@ pub async fn start(
         plugin,
         queue_type: queue_type.to_string(),
         queue: spec.name.as_str().into(),
+        backoff: Default::default(),
     });
     let (cancel, in_flight) = (CancellationToken::new(), TaskTracker::new());
     let task = tokio::spawn(run(worker, consumer, cancel.clone(), in_flight.clone()));
@@ -141,23 +144,35 @@ async fn run(
     in_flight: TaskTracker,
 ) {
     loop {
-        tokio::select! {
+        let next = tokio::select! {
             biased;
             _ = cancel.cancelled() => break,
-            next = consumer.next() => match next {
-                // The prefetch window bounds how many of these run at once.
-                Some(delivery) => {
-                    let worker = worker.clone();
-                    let span = worker.span(delivery.as_ref());
-                    in_flight.spawn(
-                        async move { worker.handle(delivery).await }.instrument(span),
-                    );
+            next = consumer.next() => next,
+        };
+        let Some(delivery) = next else {
+            tracing::warn!(plugin = %worker.plugin, queue = %worker.queue, "consumer closed");
+            break;
+        };
+        let span = worker.span(delivery.as_ref());
+        let handling = {
+            let worker = worker.clone();
+            async move { worker.handle(delivery).await }.instrument(span)
+        };
+        // Looked at as each delivery arrives, so that the invocations which finished
+        // while it was awaited count.
+        match worker.backoff.pause() {
+            // The prefetch window bounds how many of these run at once.
+            None => drop(in_flight.spawn(handling)),
+            // Backed off: a pause, then this one alone. A stop during the pause leaves
+            // it unsettled: back to the queue.
+            Some(pause) => {
+                tokio::select! {
+                    biased;
+                    _ = cancel.cancelled() => break,
+                    _ = tokio::time::sleep(pause) => {}
                 }
-                None => {
-                    tracing::warn!(plugin = %worker.plugin, queue = %worker.queue, "consumer closed");
-                    break;
-                }
-            },
+                let _ = in_flight.spawn(handling).await;
+            }
         }
     }
     consumer.stop().await;
@@ -177,6 +192,8 @@ struct Worker {
     queue_counters: crate::metrics::QueueCounters,
     queue_type: String,
     queue: Arc<str>,
+    /// Violations in a row, and the pause they call for.
+    backoff: backoff::Backoff,
 }
 
 impl Worker {
@@ -229,6 +246,7 @@ impl Worker {
             .await;
         drop(in_flight);
         metrics.invocation(&report);
+        self.record_violations(&report);
         // The payload goes back for a retry or a dead letter: moved, never copied.
         delivery.envelope_mut().payload = message.payload;
         let envelope = delivery.envelope();
@@ -239,6 +257,20 @@ impl Worker {
             host_us = report.host_time.as_micros() as u64,
             cpu_us = report.guest_cpu.as_micros() as u64, "handled");
         settle::settle(self, &policy, delivery, report.result).await;
+    }
+
+    /// Counts the invocation for the back-off, logging when it starts or ends.
+    fn record_violations(&self, report: &crate::runtime::InvocationReport) {
+        let (plugin, queue) = (&self.plugin, &self.queue);
+        match self.backoff.record(backoff::violated(report)) {
+            backoff::Change::BackedOff => tracing::warn!(%plugin, %queue,
+                violations = backoff::VIOLATIONS_TO_BACK_OFF,
+                "backing off: the last invocations all broke the plugin's limits; one delivery at a time, after a pause that doubles up to 5 s, until one ends cleanly"),
+            backoff::Change::Recovered => {
+                tracing::info!(%plugin, %queue, "no longer backed off: an invocation ended cleanly")
+            }
+            backoff::Change::None => {}
+        }
     }
 
     /// Records the status of message `id` in this worker's queue.

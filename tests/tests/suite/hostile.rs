@@ -171,3 +171,66 @@ async fn time_waiting_in_host_calls_is_not_charged_as_cpu() {
         "500 ms in the host is not 50 ms of CPU"
     );
 }
+
+/// `techub_invocations_total` of the hostile plugin with `outcome`.
+fn invocations(platform: &Platform, outcome: &str) -> u64 {
+    let sample = format!("techub_invocations_total{{plugin=\"hostile\",outcome=\"{outcome}\"}} ");
+    let text = platform.services.metrics.encode();
+    text.lines()
+        .find_map(|line| line.strip_prefix(&sample)?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// When the hostile plugin's trap count reached each of `counts` (polled every 5 ms,
+/// at most 30 s).
+async fn times_of(platform: &Platform, counts: &[u64]) -> Vec<std::time::Instant> {
+    let mut times = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    for &count in counts {
+        while invocations(platform, "trap") < count {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the hostile plugin did not reach {count} traps within 30 s"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        times.push(std::time::Instant::now());
+    }
+    times
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_plugin_that_keeps_breaking_its_limits_is_backed_off_and_loses_nothing() {
+    use techub_host::dispatch::backoff::{FIRST_PAUSE, VIOLATIONS_TO_BACK_OFF};
+    let (platform, _dir) = hostile_platform(|c| {
+        c.plugins.get_mut("hostile").unwrap().limits.prefetch = Some(1);
+    })
+    .await;
+    // Three stack overflows, each retried once: six traps. The first three run at once;
+    // from then on each waits a pause that doubles (100 ms, 200 ms, 400 ms).
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let key = "fixture.hostile.stack";
+        ids.push(platform.publish(key, b"{}".to_vec(), None).await.unwrap());
+    }
+    let after = VIOLATIONS_TO_BACK_OFF as u64;
+    let at = times_of(&platform, &[after, after + 1, after + 2, after + 3]).await;
+    // A slower machine only makes the gaps longer; without the back-off they are the
+    // time of one trap (a few ms).
+    for (i, gap) in at.windows(2).map(|w| w[1] - w[0]).enumerate() {
+        let pause = FIRST_PAUSE * (1 << i);
+        assert!(
+            gap >= pause - Duration::from_millis(20),
+            "trap {} came {gap:?} after the one before; the back-off asks for {pause:?}",
+            after + 1 + i as u64
+        );
+    }
+    // Nothing is lost: every one is dead-lettered after its retry, and a clean message
+    // is still handled (and ends the back-off).
+    for id in &ids {
+        let reason = dead_letter_of(&platform, id).await.reason;
+        assert!(reason.contains("retries exhausted"), "{reason}");
+    }
+    let reason = provoke(&platform, "ungranted").await;
+    assert!(reason.contains("UnknownDomain"), "{reason}");
+}

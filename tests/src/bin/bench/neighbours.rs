@@ -13,11 +13,19 @@ use std::time::{Duration, Instant};
 use techub_host::Platform;
 use techub_tests::{PluginDir, config, grant, unique};
 
-const MESSAGES: usize = 2_000;
-const ROUNDS: usize = 3;
-/// The misbehaviours of the `hostile` fixture fed without pause (its routing key's
-/// last word picks one).
-const HOSTILE: [&str; 5] = ["allocate", "stack", "flood", "cache-until-error", "leases"];
+const MESSAGES: usize = 10_000;
+const ROUNDS: usize = 5;
+/// Each misbehaviour: its name in the report, and the routing key that feeds it (the
+/// `hostile` fixture's last word picks one; `spin` and `trap` do one thing each).
+const HOSTILE: [(&str, &str); 7] = [
+    ("infinite loop", "fixture.spin.go"),
+    ("memory bomb", "fixture.hostile.allocate"),
+    ("stack overflow", "fixture.hostile.stack"),
+    ("trap storm", "fixture.trap.go"),
+    ("publish flood", "fixture.hostile.flood"),
+    ("cache flood", "fixture.hostile.cache-until-error"),
+    ("lock hoarding", "fixture.hostile.leases"),
+];
 
 fn host_config(dir: &PluginDir) -> techub_host::config::HostConfig {
     let mut config = config(dir);
@@ -65,23 +73,60 @@ async fn good_rate(platform: &Platform) -> anyhow::Result<f64> {
     Ok(MESSAGES as f64 / started.elapsed().as_secs_f64())
 }
 
-/// Keeps the hostile plugins busy until `stop`: a batch of every misbehaviour every
-/// 20 ms (their retries and dead letters add to it).
-fn feed_hostile(platform: Arc<Platform>, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<u64> {
+/// Keeps the hostile plugins busy until `stop`: a batch of the misbehaviours `keys`
+/// every 20 ms (their retries and dead letters add to it).
+fn feed_hostile(
+    platform: Arc<Platform>,
+    stop: Arc<AtomicBool>,
+    keys: Vec<&'static str>,
+) -> tokio::task::JoinHandle<u64> {
     tokio::spawn(async move {
         let mut sent = 0;
         while !stop.load(Ordering::Relaxed) {
-            for kind in HOSTILE {
-                let key = format!("fixture.hostile.{kind}");
-                sent += u64::from(platform.publish(&key, b"{}".to_vec(), None).await.is_ok());
-            }
-            for key in ["fixture.spin.go", "fixture.trap.go"] {
+            for key in &keys {
                 sent += u64::from(platform.publish(key, b"{}".to_vec(), None).await.is_ok());
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         sent
     })
+}
+
+/// The good plugin's rate alone and beside the misbehaviours `keys`, alternating
+/// `ROUNDS` times: the medians, and how many hostile messages were fed.
+async fn alone_and_crowded(
+    platform: &Arc<Platform>,
+    keys: &[&'static str],
+) -> anyhow::Result<(f64, f64, u64)> {
+    let (mut solo, mut crowded, mut hostile_sent) = (Vec::new(), Vec::new(), 0);
+    for round in 0..ROUNDS {
+        let alone = async { good_rate(platform).await };
+        let with_neighbours = async {
+            let stop = Arc::new(AtomicBool::new(false));
+            let feeder = feed_hostile(platform.clone(), stop.clone(), keys.to_vec());
+            tokio::time::sleep(Duration::from_millis(500)).await; // let them get going
+            let rate = good_rate(platform).await;
+            stop.store(true, Ordering::Relaxed);
+            let sent = feeder.await?;
+            anyhow::Ok((rate?, sent))
+        };
+        if round % 2 == 0 {
+            solo.push(alone.await?);
+            let (rate, sent) = with_neighbours.await?;
+            crowded.push(rate);
+            hostile_sent += sent;
+        } else {
+            let (rate, sent) = with_neighbours.await?;
+            crowded.push(rate);
+            hostile_sent += sent;
+            solo.push(alone.await?);
+        }
+    }
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    Ok((median(solo), median(crowded), hostile_sent))
 }
 
 /// `techub_invocations_total` and `techub_quota_violations_total` samples of the
@@ -127,40 +172,20 @@ pub async fn neighbours() -> anyhow::Result<()> {
     };
     let start_rss = rss_kib();
     good_rate(&platform).await?; // warm-up
-    let (mut solo, mut crowded, mut hostile_sent) = (Vec::new(), Vec::new(), 0);
-    for round in 0..ROUNDS {
-        let alone = async { good_rate(&platform).await };
-        let with_neighbours = async {
-            let stop = Arc::new(AtomicBool::new(false));
-            let feeder = feed_hostile(platform.clone(), stop.clone());
-            tokio::time::sleep(Duration::from_millis(500)).await; // let them get going
-            let rate = good_rate(&platform).await;
-            stop.store(true, Ordering::Relaxed);
-            let sent = feeder.await?;
-            anyhow::Ok((rate?, sent))
-        };
-        if round % 2 == 0 {
-            solo.push(alone.await?);
-            let (rate, sent) = with_neighbours.await?;
-            crowded.push(rate);
-            hostile_sent += sent;
-        } else {
-            let (rate, sent) = with_neighbours.await?;
-            crowded.push(rate);
-            hostile_sent += sent;
-            solo.push(alone.await?);
-        }
-    }
-    sampler.abort();
-    let median = |mut v: Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
-    let (solo, crowded) = (median(solo), median(crowded));
+    let all: Vec<&str> = HOSTILE.iter().map(|(_, key)| *key).collect();
+    let (solo, crowded, hostile_sent) = alone_and_crowded(&platform, &all).await?;
     println!(
-        "neighbours: user-notifications x{MESSAGES} on the embedded backends: alone {solo:.0} msg/s, beside hostile plugins {crowded:.0} msg/s; crowded/alone = {:.3} (goal >= 0.9, median of {ROUNDS}); {hostile_sent} hostile messages fed",
+        "neighbours: user-notifications x{MESSAGES} on the embedded backends: alone {solo:.0} msg/s, beside every hostile plugin {crowded:.0} msg/s; crowded/alone = {:.3} (goal >= 0.9, median of {ROUNDS}); {hostile_sent} hostile messages fed",
         crowded / solo
     );
+    for (kind, key) in HOSTILE {
+        let (solo, crowded, sent) = alone_and_crowded(&platform, &[key]).await?;
+        println!(
+            "  beside {kind:<15} alone {solo:>6.0} msg/s, crowded {crowded:>6.0} msg/s; crowded/alone = {:.3} ({sent} fed)",
+            crowded / solo
+        );
+    }
+    sampler.abort();
     println!(
         "  host RSS: {} MiB at start, peak {} MiB",
         start_rss / 1024,

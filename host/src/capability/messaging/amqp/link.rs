@@ -128,7 +128,8 @@ async fn reconnect(broker: &AmqpBroker, generation: u64) -> bool {
     let mut delay = RECONNECT_MIN_DELAY;
     let started = std::time::Instant::now();
     loop {
-        if shared.closing.load(Ordering::Acquire) {
+        // Closed, or dropped by everyone but this supervisor: stop trying.
+        if shared.closing.load(Ordering::Acquire) || Arc::strong_count(shared) <= 1 {
             return false;
         }
         match Link::open(&shared.names.url, &shared.url, timeout, generation).await {
@@ -152,7 +153,7 @@ async fn reconnect(broker: &AmqpBroker, generation: u64) -> bool {
                         tracing::warn!(url = %shared.url, %error, "reconnected, but could not declare the topology again; retrying");
                         let _ = shared
                             .link
-                            .load()
+                            .load_full()
                             .connection
                             .close(200, "redeclare failed".into())
                             .await;

@@ -49,7 +49,6 @@ use convert::{string, table};
 use lapin::options::QueueBindOptions;
 use lapin::types::{AMQPValue, FieldTable};
 use link::Link;
-pub use link::RECONNECT_MAX_DELAY;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};

@@ -1,0 +1,106 @@
+//! Backing off a subscription whose plugin keeps breaking its limits.
+//!
+//! Limits stop each bad invocation, but not the next one: an infinite loop fed 50
+//! messages a second at a 50 ms CPU limit would burn 2.5 cores, starving every
+//! neighbour on a 2-core host. So once [`VIOLATIONS_TO_BACK_OFF`] invocations in a row
+//! end in a violation (a trap; the CPU, wall-clock or memory limit; the host-call,
+//! publish or lease quota), the consumer takes its next delivery only after a pause
+//! ([`FIRST_PAUSE`], doubling with each further violation, at most [`LONGEST_PAUSE`])
+//! and handles one at a time, until an invocation ends without a violation. Its
+//! messages wait in the queue meanwhile: nothing is lost, nothing is settled early.
+
+use crate::runtime::InvocationReport;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+/// Violations in a row before the consumer is backed off.
+pub const VIOLATIONS_TO_BACK_OFF: u32 = 3;
+/// The pause before the next delivery once backed off.
+pub const FIRST_PAUSE: Duration = Duration::from_millis(100);
+/// The longest pause between two deliveries of a backed-off consumer.
+pub const LONGEST_PAUSE: Duration = Duration::from_secs(5);
+
+/// Whether an invocation broke one of its plugin's limits.
+pub fn violated(report: &InvocationReport) -> bool {
+    use crate::metrics::InvocationOutcome as O;
+    let over = &report.usage.over;
+    let outcome = O::of(&report.result);
+    matches!(outcome, O::Trap | O::CpuLimit | O::Timeout | O::MemoryLimit)
+        || over.host_calls
+        || over.publishes
+        || over.leases
+}
+
+/// One subscription's violations in a row.
+#[derive(Default)]
+pub struct Backoff {
+    in_a_row: AtomicU32,
+}
+
+/// What recording an invocation changed, for the log.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Change {
+    None,
+    /// This violation backed the consumer off.
+    BackedOff,
+    /// A clean invocation ended the back-off.
+    Recovered,
+}
+
+impl Backoff {
+    /// Counts a finished invocation.
+    pub fn record(&self, violated: bool) -> Change {
+        if violated {
+            let now = self
+                .in_a_row
+                .fetch_add(1, Ordering::AcqRel)
+                .saturating_add(1);
+            match now == VIOLATIONS_TO_BACK_OFF {
+                true => Change::BackedOff,
+                false => Change::None,
+            }
+        } else {
+            match self.in_a_row.swap(0, Ordering::AcqRel) >= VIOLATIONS_TO_BACK_OFF {
+                true => Change::Recovered,
+                false => Change::None,
+            }
+        }
+    }
+
+    /// The pause before the next delivery; `None` when not backed off.
+    pub fn pause(&self) -> Option<Duration> {
+        let over = self
+            .in_a_row
+            .load(Ordering::Acquire)
+            .checked_sub(VIOLATIONS_TO_BACK_OFF)?;
+        let doubled = FIRST_PAUSE.saturating_mul(1u32 << over.min(16));
+        Some(doubled.min(LONGEST_PAUSE))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backs_off_after_violations_in_a_row_and_recovers_on_a_clean_invocation() {
+        let backoff = Backoff::default();
+        assert_eq!(backoff.record(true), Change::None);
+        assert_eq!(backoff.record(false), Change::None);
+        assert_eq!(backoff.pause(), None, "a clean invocation resets the count");
+        for _ in 1..VIOLATIONS_TO_BACK_OFF {
+            assert_eq!(backoff.record(true), Change::None);
+        }
+        assert_eq!(backoff.pause(), None);
+        assert_eq!(backoff.record(true), Change::BackedOff);
+        assert_eq!(backoff.pause(), Some(FIRST_PAUSE));
+        backoff.record(true);
+        assert_eq!(backoff.pause(), Some(FIRST_PAUSE * 2));
+        for _ in 0..100 {
+            backoff.record(true);
+        }
+        assert_eq!(backoff.pause(), Some(LONGEST_PAUSE));
+        assert_eq!(backoff.record(false), Change::Recovered);
+        assert_eq!(backoff.pause(), None);
+    }
+}
