@@ -59,6 +59,7 @@ impl Default for Limits {
             max_output_bytes: 64 * 1024,
             max_log_records_per_s: 100,
             prefetch: 10,
+            backoff_after_violations: 3,
         }
     }
 }

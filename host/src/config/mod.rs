@@ -128,6 +128,9 @@ pub struct Limits {
     /// Unacknowledged deliveries per consumer, i.e. messages of one plugin handled at
     /// once (the seed's prefetch, 1 to 100).
     pub prefetch: u16,
+    /// Invocations in a row that break a limit before the plugin's consumer is backed
+    /// off (one delivery at a time, after a growing pause); 0: never.
+    pub backoff_after_violations: u32,
 }
 
 /// A partial override of [`Limits`] for one plugin.
@@ -152,6 +155,8 @@ pub struct LimitOverrides {
     pub max_log_records_per_s: Option<u32>,
     /// See [`Limits::prefetch`].
     pub prefetch: Option<u16>,
+    /// See [`Limits::backoff_after_violations`].
+    pub backoff_after_violations: Option<u32>,
 }
 
 /// Backend selection for the key-value capabilities.
@@ -547,6 +552,9 @@ impl HostConfig {
             limits.max_leases = o.max_leases.unwrap_or(limits.max_leases);
             limits.max_output_bytes = o.max_output_bytes.unwrap_or(limits.max_output_bytes);
             limits.prefetch = o.prefetch.unwrap_or(limits.prefetch);
+            limits.backoff_after_violations = o
+                .backoff_after_violations
+                .unwrap_or(limits.backoff_after_violations);
             limits.max_log_records_per_s = o
                 .max_log_records_per_s
                 .unwrap_or(limits.max_log_records_per_s);

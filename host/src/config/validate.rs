@@ -411,6 +411,12 @@ impl Limits {
             1,
             1_000_000,
         )?;
+        check(
+            f("backoff_after_violations"),
+            self.backoff_after_violations,
+            0,
+            1_000,
+        )?;
         Ok(())
     }
 }

@@ -2,8 +2,8 @@
 //!
 //! Limits stop each bad invocation, but not the next one: an infinite loop fed 50
 //! messages a second at a 50 ms CPU limit would burn 2.5 cores, starving every
-//! neighbour on a 2-core host. So once [`VIOLATIONS_TO_BACK_OFF`] invocations in a row
-//! end in a violation (a trap; the CPU, wall-clock or memory limit; the host-call,
+//! neighbour on a 2-core host. So once `limits.backoff_after_violations` (default 3)
+//! invocations in a row end in a violation (a trap; the CPU, wall-clock or memory limit; the host-call,
 //! publish or lease quota), the consumer takes its next delivery only after a pause
 //! ([`FIRST_PAUSE`], doubling with each further violation, at most [`LONGEST_PAUSE`])
 //! and handles one at a time, until an invocation ends without a violation. Its
@@ -13,8 +13,6 @@ use crate::runtime::InvocationReport;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-/// Violations in a row before the consumer is backed off.
-pub const VIOLATIONS_TO_BACK_OFF: u32 = 3;
 /// The pause before the next delivery once backed off.
 pub const FIRST_PAUSE: Duration = Duration::from_millis(100);
 /// The longest pause between two deliveries of a backed-off consumer.
@@ -48,19 +46,21 @@ pub enum Change {
 }
 
 impl Backoff {
-    /// Counts a finished invocation.
-    pub fn record(&self, violated: bool) -> Change {
+    /// Counts a finished invocation; `after` is the plugin's
+    /// `limits.backoff_after_violations` (0: never backed off).
+    pub fn record(&self, violated: bool, after: u32) -> Change {
         if violated {
             let now = self
                 .in_a_row
                 .fetch_add(1, Ordering::AcqRel)
                 .saturating_add(1);
-            match now == VIOLATIONS_TO_BACK_OFF {
+            match after > 0 && now == after {
                 true => Change::BackedOff,
                 false => Change::None,
             }
         } else {
-            match self.in_a_row.swap(0, Ordering::AcqRel) >= VIOLATIONS_TO_BACK_OFF {
+            let before = self.in_a_row.swap(0, Ordering::AcqRel);
+            match after > 0 && before >= after {
                 true => Change::Recovered,
                 false => Change::None,
             }
@@ -68,11 +68,11 @@ impl Backoff {
     }
 
     /// The pause before the next delivery; `None` when not backed off.
-    pub fn pause(&self) -> Option<Duration> {
-        let over = self
-            .in_a_row
-            .load(Ordering::Acquire)
-            .checked_sub(VIOLATIONS_TO_BACK_OFF)?;
+    pub fn pause(&self, after: u32) -> Option<Duration> {
+        if after == 0 {
+            return None;
+        }
+        let over = self.in_a_row.load(Ordering::Acquire).checked_sub(after)?;
         let doubled = FIRST_PAUSE.saturating_mul(1u32 << over.min(16));
         Some(doubled.min(LONGEST_PAUSE))
     }
@@ -82,25 +82,40 @@ impl Backoff {
 mod tests {
     use super::*;
 
+    const AFTER: u32 = 3;
+
     #[test]
     fn backs_off_after_violations_in_a_row_and_recovers_on_a_clean_invocation() {
         let backoff = Backoff::default();
-        assert_eq!(backoff.record(true), Change::None);
-        assert_eq!(backoff.record(false), Change::None);
-        assert_eq!(backoff.pause(), None, "a clean invocation resets the count");
-        for _ in 1..VIOLATIONS_TO_BACK_OFF {
-            assert_eq!(backoff.record(true), Change::None);
+        assert_eq!(backoff.record(true, AFTER), Change::None);
+        assert_eq!(backoff.record(false, AFTER), Change::None);
+        assert_eq!(
+            backoff.pause(AFTER),
+            None,
+            "a clean invocation resets the count"
+        );
+        for _ in 1..AFTER {
+            assert_eq!(backoff.record(true, AFTER), Change::None);
         }
-        assert_eq!(backoff.pause(), None);
-        assert_eq!(backoff.record(true), Change::BackedOff);
-        assert_eq!(backoff.pause(), Some(FIRST_PAUSE));
-        backoff.record(true);
-        assert_eq!(backoff.pause(), Some(FIRST_PAUSE * 2));
+        assert_eq!(backoff.pause(AFTER), None);
+        assert_eq!(backoff.record(true, AFTER), Change::BackedOff);
+        assert_eq!(backoff.pause(AFTER), Some(FIRST_PAUSE));
+        backoff.record(true, AFTER);
+        assert_eq!(backoff.pause(AFTER), Some(FIRST_PAUSE * 2));
         for _ in 0..100 {
-            backoff.record(true);
+            backoff.record(true, AFTER);
         }
-        assert_eq!(backoff.pause(), Some(LONGEST_PAUSE));
-        assert_eq!(backoff.record(false), Change::Recovered);
-        assert_eq!(backoff.pause(), None);
+        assert_eq!(backoff.pause(AFTER), Some(LONGEST_PAUSE));
+        assert_eq!(backoff.record(false, AFTER), Change::Recovered);
+        assert_eq!(backoff.pause(AFTER), None);
+    }
+
+    #[test]
+    fn zero_never_backs_off() {
+        let backoff = Backoff::default();
+        for _ in 0..10 {
+            assert_eq!(backoff.record(true, 0), Change::None);
+        }
+        assert_eq!(backoff.pause(0), None);
     }
 }

@@ -160,7 +160,13 @@ async fn run(
         };
         // Looked at as each delivery arrives, so that the invocations which finished
         // while it was awaited count.
-        match worker.backoff.pause() {
+        let after = worker
+            .versions
+            .load()
+            .context
+            .limits
+            .backoff_after_violations;
+        match worker.backoff.pause(after) {
             // The prefetch window bounds how many of these run at once.
             None => drop(in_flight.spawn(handling)),
             // Backed off: a pause, then this one alone. A stop during the pause leaves
@@ -246,7 +252,7 @@ impl Worker {
             .await;
         drop(in_flight);
         metrics.invocation(&report);
-        self.record_violations(&report);
+        self.record_violations(&report, version.context.limits.backoff_after_violations);
         // The payload goes back for a retry or a dead letter: moved, never copied.
         delivery.envelope_mut().payload = message.payload;
         let envelope = delivery.envelope();
@@ -260,11 +266,10 @@ impl Worker {
     }
 
     /// Counts the invocation for the back-off, logging when it starts or ends.
-    fn record_violations(&self, report: &crate::runtime::InvocationReport) {
+    fn record_violations(&self, report: &crate::runtime::InvocationReport, after: u32) {
         let (plugin, queue) = (&self.plugin, &self.queue);
-        match self.backoff.record(backoff::violated(report)) {
-            backoff::Change::BackedOff => tracing::warn!(%plugin, %queue,
-                violations = backoff::VIOLATIONS_TO_BACK_OFF,
+        match self.backoff.record(backoff::violated(report), after) {
+            backoff::Change::BackedOff => tracing::warn!(%plugin, %queue, violations = after,
                 "backing off: the last invocations all broke the plugin's limits; one delivery at a time, after a pause that doubles up to 5 s, until one ends cleanly"),
             backoff::Change::Recovered => {
                 tracing::info!(%plugin, %queue, "no longer backed off: an invocation ended cleanly")

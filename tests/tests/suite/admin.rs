@@ -177,6 +177,9 @@ async fn dead_letters_are_paginated_with_bounded_previews_and_binary_shown_as_ba
     let dir = PluginDir::with(&[("broken", "fixture_trap")]);
     let mut config = config(&dir);
     config.host.max_message_bytes = 6 * 1024 * 1024;
+    // Eleven traps and their retries, dead-lettered as fast as they fail: not backed off.
+    let broken = config.plugins.entry("broken".into()).or_default();
+    broken.limits.backoff_after_violations = Some(0);
     let platform = Arc::new(Platform::start(config).await.unwrap());
     let admin = serve(&platform).await;
     let big = "x".repeat(5 * 1024 * 1024);

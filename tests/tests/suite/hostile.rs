@@ -201,7 +201,7 @@ async fn times_of(platform: &Platform, counts: &[u64]) -> Vec<std::time::Instant
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_plugin_that_keeps_breaking_its_limits_is_backed_off_and_loses_nothing() {
-    use techub_host::dispatch::backoff::{FIRST_PAUSE, VIOLATIONS_TO_BACK_OFF};
+    use techub_host::dispatch::backoff::FIRST_PAUSE;
     let (platform, _dir) = hostile_platform(|c| {
         c.plugins.get_mut("hostile").unwrap().limits.prefetch = Some(1);
     })
@@ -213,7 +213,7 @@ async fn a_plugin_that_keeps_breaking_its_limits_is_backed_off_and_loses_nothing
         let key = "fixture.hostile.stack";
         ids.push(platform.publish(key, b"{}".to_vec(), None).await.unwrap());
     }
-    let after = VIOLATIONS_TO_BACK_OFF as u64;
+    let after = techub_host::config::Limits::default().backoff_after_violations as u64;
     let at = times_of(&platform, &[after, after + 1, after + 2, after + 3]).await;
     // A slower machine only makes the gaps longer; without the back-off they are the
     // time of one trap (a few ms).

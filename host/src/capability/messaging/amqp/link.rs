@@ -78,6 +78,11 @@ impl Link {
 }
 
 impl AmqpBroker {
+    /// Whether `close` was called.
+    pub(crate) fn is_closing(&self) -> bool {
+        self.shared.closing.load(Ordering::Acquire)
+    }
+
     /// The current link once it is healthy and announced (its queues declared):
     /// waits through a reconnection. `None` once the broker is closed.
     pub(crate) async fn healthy_link(&self) -> Option<Arc<Link>> {

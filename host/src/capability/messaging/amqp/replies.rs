@@ -38,6 +38,7 @@ impl AmqpBroker {
                     // The connection failed: the queue (exclusive) went with it. Declare
                     // it again on the next connection; requests waiting meanwhile time
                     // out, and replies sent to the old queue are lost with it.
+                    Some(Err(_)) | None if broker.is_closing() => return,
                     Some(Err(_)) | None => {
                         tracing::warn!(%queue, "reply queue interrupted; declaring it again once the connection is back");
                         (_channel, stream) = loop {
