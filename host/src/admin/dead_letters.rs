@@ -87,6 +87,10 @@ pub(super) async fn list(
     };
     match broker.dead_letters(offset, limit).await {
         Ok(letters) => {
+            // The depth counts only letters at rest: one that an earlier peek still
+            // held (RabbitMQ puts it back after that peek's channel closes) is missed,
+            // yet this peek saw it. What was seen is a floor.
+            let total = total.max((offset + letters.len()) as u64);
             let shown: Vec<Value> = letters.iter().map(|l| letter_json(l, preview)).collect();
             let next = (offset + letters.len() < total as usize && letters.len() == limit)
                 .then_some(offset + letters.len());
