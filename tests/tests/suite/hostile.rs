@@ -174,11 +174,9 @@ async fn time_waiting_in_host_calls_is_not_charged_as_cpu() {
 
 /// `techub_invocations_total` of the hostile plugin with `outcome`.
 fn invocations(platform: &Platform, outcome: &str) -> u64 {
-    let sample = format!("techub_invocations_total{{plugin=\"hostile\",outcome=\"{outcome}\"}} ");
     let text = platform.services.metrics.encode();
-    text.lines()
-        .find_map(|line| line.strip_prefix(&sample)?.parse().ok())
-        .unwrap_or(0)
+    let labels = [("plugin", "hostile"), ("outcome", outcome)];
+    crate::operations::sample(&text, "techub_invocations_total", &labels).unwrap_or(0.0) as u64
 }
 
 /// When the hostile plugin's trap count reached each of `counts` (polled every 5 ms,

@@ -122,10 +122,7 @@ async fn alone_and_crowded(
             solo.push(alone.await?);
         }
     }
-    let median = |mut v: Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
+    let median = super::consumers::median;
     Ok((median(solo), median(crowded), hostile_sent))
 }
 
