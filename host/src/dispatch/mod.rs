@@ -9,9 +9,12 @@
 //! end to end.
 //!
 //! A consumer runs each delivery on the plugin's version current *when the delivery
-//! arrives* (one atomic load), as a task tracked per consumer; stopping a consumer
-//! stops new deliveries, lets the tracked ones finish and settle, then closes it. A
-//! consumer whose plugin keeps breaking its limits is backed off (`backoff.rs`).
+//! arrives* (one atomic load), as a task tracked per consumer (with a prefetch window
+//! of one, in the consumer's own task: the broker sends nothing more until it is
+//! settled); stopping a consumer stops new deliveries, lets the tracked ones finish
+//! and settle, then closes it. The instance that handled a delivery is torn down while
+//! its ack travels, not before. A consumer whose plugin keeps breaking its limits is
+//! backed off (`backoff.rs`).
 
 pub mod backoff;
 mod settle;
@@ -125,7 +128,13 @@ pub async fn start(
         backoff: Default::default(),
     });
     let (cancel, in_flight) = (CancellationToken::new(), TaskTracker::new());
-    let task = tokio::spawn(run(worker, consumer, cancel.clone(), in_flight.clone()));
+    let task = tokio::spawn(run(
+        worker,
+        consumer,
+        prefetch,
+        cancel.clone(),
+        in_flight.clone(),
+    ));
     Ok(ConsumerHandle {
         queue_type: queue_type.to_string(),
         queue: spec.name.clone(),
@@ -140,6 +149,7 @@ pub async fn start(
 async fn run(
     worker: Arc<Worker>,
     mut consumer: Box<dyn Consumer>,
+    prefetch: u16,
     cancel: CancellationToken,
     in_flight: TaskTracker,
 ) {
@@ -167,6 +177,9 @@ async fn run(
             .limits
             .backoff_after_violations;
         match worker.backoff.pause(after) {
+            // With a window of one, the broker sends the next delivery only once this
+            // one is settled: handled here, without a task to spawn and wake.
+            None if prefetch <= 1 => in_flight.track_future(handling).await,
             // The prefetch window bounds how many of these run at once.
             None => drop(in_flight.spawn(handling)),
             // Backed off: a pause, then this one alone. A stop during the pause leaves
@@ -241,9 +254,9 @@ impl Worker {
         }
         let in_flight = metrics.start();
         let message = to_wit(delivery.as_mut(), &self.queue_type, redelivered);
-        let report = self
+        let (report, teardown) = self
             .runtime
-            .invoke(
+            .invoke_held(
                 &version.pre,
                 version.context.clone(),
                 &message,
@@ -262,7 +275,10 @@ impl Worker {
             outcome, elapsed_us = report.elapsed.as_micros() as u64,
             host_us = report.host_time.as_micros() as u64,
             cpu_us = report.guest_cpu.as_micros() as u64, "handled");
-        settle::settle(self, &policy, delivery, report.result).await;
+        // The ack first: the broker (at a prefetch of 1) sends the next delivery only
+        // once it has it. The instance is torn down while the ack travels.
+        let settling = settle::settle(self, &policy, delivery, report.result);
+        tokio::join!(settling, async move { drop(teardown) });
     }
 
     /// Counts the invocation for the back-off, logging when it starts or ends.

@@ -135,6 +135,11 @@ impl Runtime {
         })
     }
 
+    /// The handlers' pool slots: how many in all, and how many are free now.
+    pub fn pool_slots(&self) -> (usize, usize) {
+        self.slots.counts()
+    }
+
     /// Compiles `bytes` (whose SHA-256 is `hash`), or loads it from the compiled cache,
     /// on a blocking thread (compilation takes tens of ms and must not stall the async
     /// runtime), and links it against the world.

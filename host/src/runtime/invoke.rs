@@ -3,7 +3,7 @@
 use super::component::ComponentPre;
 use super::engine::Runtime;
 use super::output::OutputCounts;
-use super::slots::Slots;
+use super::slots::{Slot, Slots};
 use super::state::PluginState;
 use crate::bindings::{Delivery, Loaded, Outcome, Subscription};
 use crate::capability::PluginContext;
@@ -48,6 +48,32 @@ pub struct InvocationReport<T = Outcome> {
     pub output: OutputCounts,
     /// Largest linear memory the instance reached, in bytes.
     pub memory_peak: usize,
+}
+
+/// An instance that has answered, and its pool slot: both are released when this is
+/// dropped, the instance first (the pool has room for it only while the slot is held).
+/// Tearing an instance down resets its memory to the component's image, microseconds
+/// of work: [`Runtime::invoke_held`] hands it to a caller whose answer someone waits
+/// for (the broker, for the ack), to drop once the answer is on its way.
+pub struct Teardown {
+    store: Option<Store<PluginState>>,
+    slot: Option<Slot>,
+}
+
+impl Drop for Teardown {
+    fn drop(&mut self) {
+        drop(self.store.take());
+        drop(self.slot.take());
+    }
+}
+
+impl std::fmt::Debug for Teardown {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self.store {
+            Some(_) => "Teardown(instance held)",
+            None => "Teardown(released)",
+        })
+    }
 }
 
 /// Marker error the epoch callback raises, to tell a CPU-limit trap from others.
@@ -99,7 +125,20 @@ impl Runtime {
         delivery: &Delivery,
         priority: u8,
     ) -> InvocationReport {
-        self.call(
+        self.invoke_held(pre, context, delivery, priority).await.0
+    }
+
+    /// [`Runtime::invoke`], the instance not yet torn down: its slot stays taken until
+    /// the [`Teardown`] is dropped.
+    pub async fn invoke_held(
+        &self,
+        pre: &ComponentPre,
+        context: Arc<PluginContext>,
+        delivery: &Delivery,
+        priority: u8,
+    ) -> (InvocationReport, Teardown) {
+        self.call_held(
+            &self.slots,
             pre,
             context,
             priority,
@@ -147,7 +186,7 @@ impl Runtime {
         domain: &str,
         keys: &[String],
     ) -> InvocationReport<Result<Vec<Option<Loaded>>, String>> {
-        self.call_in(
+        self.call_held(
             &self.loader_slots,
             pre,
             context,
@@ -163,6 +202,7 @@ impl Runtime {
             |answer| answer.is_ok(),
         )
         .await
+        .0
     }
 
     /// The one call path: a pool slot, a fresh instance under the plugin's limits, one
@@ -176,12 +216,13 @@ impl Runtime {
         export: impl AsyncFnOnce(&Instance, &mut Store<PluginState>) -> wasmtime::Result<T>,
         keeps_claims: impl FnOnce(&T) -> bool,
     ) -> InvocationReport<T> {
-        self.call_in(&self.slots, pre, context, priority, export, keeps_claims)
+        self.call_held(&self.slots, pre, context, priority, export, keeps_claims)
             .await
+            .0
     }
 
-    /// [`Runtime::call`] with a slot from `slots`.
-    async fn call_in<T>(
+    /// [`Runtime::call`] with a slot from `slots`, the instance handed back.
+    async fn call_held<T>(
         &self,
         slots: &Slots,
         pre: &ComponentPre,
@@ -189,9 +230,9 @@ impl Runtime {
         priority: u8,
         export: impl AsyncFnOnce(&Instance, &mut Store<PluginState>) -> wasmtime::Result<T>,
         keeps_claims: impl FnOnce(&T) -> bool,
-    ) -> InvocationReport<T> {
+    ) -> (InvocationReport<T>, Teardown) {
         let limits = context.limits;
-        let _slot = slots.acquire(priority).await;
+        let slot = slots.acquire(priority).await;
         let mut store = self.new_store(context);
         let call = async {
             let instance = pre.instance_pre().instantiate_async(&mut store).await?;
@@ -230,16 +271,24 @@ impl Runtime {
         }
         let output = state.output.counts();
         state.output.flush_to_log(&state.plugin.name);
-        let clock = state.clock.clone();
-        InvocationReport {
+        let clock = &state.clock;
+        let (elapsed, host_time, guest_cpu) =
+            (clock.started.elapsed(), clock.host_time, clock.guest_cpu());
+        let (usage, memory_peak) = (std::mem::take(&mut state.usage), state.limits.peak);
+        let report = InvocationReport {
             result,
-            elapsed: clock.started.elapsed(),
-            host_time: clock.host_time,
-            guest_cpu: clock.guest_cpu(),
-            usage: std::mem::take(&mut state.usage),
+            elapsed,
+            host_time,
+            guest_cpu,
+            usage,
             output,
-            memory_peak: state.limits.peak,
-        }
+            memory_peak,
+        };
+        let teardown = Teardown {
+            store: Some(store),
+            slot: Some(slot),
+        };
+        (report, teardown)
     }
 }
 

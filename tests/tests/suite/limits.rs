@@ -225,6 +225,49 @@ async fn cpu_time_is_the_guest_s_own_not_the_wall_clock_of_a_crowded_machine() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn an_answered_instance_keeps_its_pool_slot_until_it_is_torn_down() {
+    let dir = PluginDir::with(&[("hostile", "fixture_hostile")]);
+    let (runtime, plugin) = hostile_in_runtime(&dir, |_| {}).await;
+    let (total, free) = runtime.pool_slots();
+    assert_eq!(free, total, "no instance yet");
+    let (report, teardown) = runtime
+        .invoke_held(
+            &plugin.pre,
+            plugin.context.clone(),
+            &delivery("ok", b"{}"),
+            5,
+        )
+        .await;
+    assert!(
+        matches!(report.result, Ok(techub_host::bindings::Outcome::Ok)),
+        "{:?}",
+        report.result
+    );
+    // The dispatcher acks before it tears the instance down; until then the pool has
+    // no room for another in its place.
+    assert_eq!(
+        runtime.pool_slots().1,
+        total - 1,
+        "held while not torn down"
+    );
+    drop(teardown);
+    assert_eq!(runtime.pool_slots().1, total, "torn down: the slot is free");
+    runtime
+        .invoke(
+            &plugin.pre,
+            plugin.context.clone(),
+            &delivery("ok", b"{}"),
+            5,
+        )
+        .await;
+    assert_eq!(
+        runtime.pool_slots().1,
+        total,
+        "invoke tears down before it returns"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn output_past_the_cap_is_dropped_and_counted() {
     let dir = PluginDir::with(&[("hostile", "fixture_hostile")]);
     let (runtime, plugin) = hostile_in_runtime(&dir, |l| l.max_output_bytes = 4096).await;

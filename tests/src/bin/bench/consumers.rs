@@ -10,7 +10,7 @@ use techub_host::config::{BrokerBackend, HostConfig};
 use techub_host::dispatch::queue_name;
 use techub_tests::{PluginDir, config, services, unique};
 
-const MESSAGES: usize = 3_000;
+const MESSAGES: usize = 5_000;
 
 /// Publishes `count` messages with `routing_key`, from 8 tasks; their ids.
 async fn fill(broker: &AmqpBroker, routing_key: &str, count: usize) -> anyhow::Result<Vec<String>> {
@@ -129,7 +129,7 @@ async fn native(config: &HostConfig, prefetch: u16) -> anyhow::Result<f64> {
 pub async fn prefetch_sweep() -> anyhow::Result<()> {
     // One run of each is noise on a shared machine (ratios from 0.5 to 1.4 were seen):
     // alternate ROUNDS pairs, each pair in turn order, and take the median ratio.
-    const ROUNDS: usize = 5;
+    const ROUNDS: usize = 7;
     for prefetch in [1u16, 10, 50] {
         let mut ratios = Vec::new();
         let (mut plugin_rates, mut native_rates) = (Vec::new(), Vec::new());
