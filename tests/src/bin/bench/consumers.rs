@@ -1,6 +1,8 @@
 //! The message path against a native consumer: a no-op plugin and a native lapin
 //! consumer (same broker setup, same prefetch, manual acks, a task per delivery)
-//! drain the same pre-filled queue, at several prefetch windows.
+//! drain the same pre-filled queue, at several prefetch windows. Besides messages/s,
+//! each run reports this process's CPU time per message (the broker's is not in it):
+//! what the path itself costs, which the machine's neighbours do not move.
 
 use std::time::{Duration, Instant};
 use techub_host::Platform;
@@ -11,6 +13,27 @@ use techub_host::dispatch::queue_name;
 use techub_tests::{PluginDir, config, services, unique};
 
 const MESSAGES: usize = 5_000;
+
+/// CPU time of this whole process (every thread) so far.
+fn process_cpu() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
+    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
+}
+
+/// One drain of the queue: messages/s, and this process's CPU µs per message.
+struct Run {
+    rate: f64,
+    cpu_us: f64,
+}
+
+impl Run {
+    fn since(started: Instant, cpu: Duration) -> Self {
+        Self {
+            rate: MESSAGES as f64 / started.elapsed().as_secs_f64(),
+            cpu_us: (process_cpu() - cpu).as_secs_f64() * 1e6 / MESSAGES as f64,
+        }
+    }
+}
 
 /// Publishes `count` messages with `routing_key`, from 8 tasks; their ids.
 async fn fill(broker: &AmqpBroker, routing_key: &str, count: usize) -> anyhow::Result<Vec<String>> {
@@ -46,7 +69,7 @@ fn queue_spec(name: String, binding: &str) -> QueueSpec {
 }
 
 /// From the first completion to the last, for the pre-filled queue.
-async fn through_platform(config: &HostConfig, plugin: &str, prefetch: u16) -> anyhow::Result<f64> {
+async fn through_platform(config: &HostConfig, plugin: &str, prefetch: u16) -> anyhow::Result<Run> {
     let broker = AmqpBroker::connect(
         &config.amqp,
         config.dead_letter,
@@ -75,7 +98,7 @@ async fn through_platform(config: &HostConfig, plugin: &str, prefetch: u16) -> a
         anyhow::ensure!(Instant::now() < deadline, "the platform never started");
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
-    let started = Instant::now();
+    let (started, cpu) = (Instant::now(), process_cpu());
     let mut finished = 0;
     while finished < ids.len() {
         if completed(&ids[finished]) {
@@ -85,10 +108,10 @@ async fn through_platform(config: &HostConfig, plugin: &str, prefetch: u16) -> a
         anyhow::ensure!(Instant::now() < deadline, "the platform did not finish");
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
-    Ok(MESSAGES as f64 / started.elapsed().as_secs_f64())
+    Ok(Run::since(started, cpu))
 }
 
-async fn native(config: &HostConfig, prefetch: u16) -> anyhow::Result<f64> {
+async fn native(config: &HostConfig, prefetch: u16) -> anyhow::Result<Run> {
     let broker = AmqpBroker::connect(
         &config.amqp,
         config.dead_letter,
@@ -112,7 +135,7 @@ async fn native(config: &HostConfig, prefetch: u16) -> anyhow::Result<f64> {
         let Some(delivery) = consumer.next().await else {
             anyhow::bail!("consumer closed")
         };
-        started.get_or_insert_with(Instant::now);
+        started.get_or_insert_with(|| (Instant::now(), process_cpu()));
         let done = done_tx.clone();
         tokio::spawn(async move {
             delivery.ack().await.expect("ack");
@@ -122,8 +145,8 @@ async fn native(config: &HostConfig, prefetch: u16) -> anyhow::Result<f64> {
     for _ in 0..MESSAGES {
         done_rx.recv().await;
     }
-    let started = started.expect("at least one delivery");
-    Ok(MESSAGES as f64 / started.elapsed().as_secs_f64())
+    let (started, cpu) = started.expect("at least one delivery");
+    Ok(Run::since(started, cpu))
 }
 
 pub async fn prefetch_sweep() -> anyhow::Result<()> {
@@ -133,6 +156,7 @@ pub async fn prefetch_sweep() -> anyhow::Result<()> {
     for prefetch in [1u16, 10, 50] {
         let mut ratios = Vec::new();
         let (mut plugin_rates, mut native_rates) = (Vec::new(), Vec::new());
+        let (mut plugin_cpu, mut native_cpu) = (Vec::new(), Vec::new());
         for round in 0..ROUNDS {
             let plugin = unique("noop");
             let dir = PluginDir::with(&[(&plugin, "fixture_noop")]);
@@ -146,19 +170,26 @@ pub async fn prefetch_sweep() -> anyhow::Result<()> {
                 let native = native(&config, prefetch).await?;
                 (through_platform(&config, &plugin, prefetch).await?, native)
             };
-            ratios.push(wasm / native);
-            plugin_rates.push(wasm);
-            native_rates.push(native);
+            ratios.push(wasm.rate / native.rate);
+            plugin_rates.push(wasm.rate);
+            native_rates.push(native.rate);
+            plugin_cpu.push(wasm.cpu_us);
+            native_cpu.push(native.cpu_us);
         }
         let (wasm, native, ratio) = (
             median(plugin_rates),
             median(native_rates),
             median(ratios.clone()),
         );
+        let (wasm_cpu, native_cpu) = (median(plugin_cpu), median(native_cpu));
         let shown: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
         println!(
             "no-op x{MESSAGES}, prefetch {prefetch}: plugin {wasm:.0} msg/s, native consumer {native:.0} msg/s (medians of {ROUNDS}); plugin/native = {ratio:.2} (median of rounds {})",
             shown.join(" ")
+        );
+        println!(
+            "no-op, prefetch {prefetch}: this process's CPU per message: plugin {wasm_cpu:.1} us, native consumer {native_cpu:.1} us (medians); the path adds {:.1} us",
+            wasm_cpu - native_cpu
         );
     }
     Ok(())
