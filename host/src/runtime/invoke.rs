@@ -56,23 +56,14 @@ pub struct InvocationReport<T = Outcome> {
 /// of work: [`Runtime::invoke_held`] hands it to a caller whose answer someone waits
 /// for (the broker, for the ack), to drop once the answer is on its way.
 pub struct Teardown {
-    store: Option<Store<PluginState>>,
-    slot: Option<Slot>,
-}
-
-impl Drop for Teardown {
-    fn drop(&mut self) {
-        drop(self.store.take());
-        drop(self.slot.take());
-    }
+    // Fields drop in declaration order: the instance, then its slot.
+    _store: Store<PluginState>,
+    _slot: Slot,
 }
 
 impl std::fmt::Debug for Teardown {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self.store {
-            Some(_) => "Teardown(instance held)",
-            None => "Teardown(released)",
-        })
+        f.write_str("Teardown")
     }
 }
 
@@ -285,8 +276,8 @@ impl Runtime {
             memory_peak,
         };
         let teardown = Teardown {
-            store: Some(store),
-            slot: Some(slot),
+            _store: store,
+            _slot: slot,
         };
         (report, teardown)
     }
