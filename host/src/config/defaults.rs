@@ -60,6 +60,7 @@ impl Default for Limits {
             max_log_records_per_s: 100,
             prefetch: 10,
             backoff_after_violations: 3,
+            reuse_instance: 1,
         }
     }
 }

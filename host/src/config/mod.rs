@@ -131,6 +131,12 @@ pub struct Limits {
     /// Invocations in a row that break a limit before the plugin's consumer is backed
     /// off (one delivery at a time, after a growing pause); 0: never.
     pub backoff_after_violations: u32,
+    /// Messages one instance handles before it is torn down. 1 (the default): a fresh
+    /// instance per message, nothing carried over. Above 1, a consumer keeps the
+    /// instance that answered for its next delivery (same version and configuration,
+    /// the instance's statics and heap carried over), saving instantiation and
+    /// teardown; an instance that failed is never entered again.
+    pub reuse_instance: u32,
 }
 
 /// A partial override of [`Limits`] for one plugin.
@@ -157,6 +163,8 @@ pub struct LimitOverrides {
     pub prefetch: Option<u16>,
     /// See [`Limits::backoff_after_violations`].
     pub backoff_after_violations: Option<u32>,
+    /// See [`Limits::reuse_instance`].
+    pub reuse_instance: Option<u32>,
 }
 
 /// Backend selection for the key-value capabilities.
@@ -558,6 +566,7 @@ impl HostConfig {
             limits.max_log_records_per_s = o
                 .max_log_records_per_s
                 .unwrap_or(limits.max_log_records_per_s);
+            limits.reuse_instance = o.reuse_instance.unwrap_or(limits.reuse_instance);
         }
         limits
     }

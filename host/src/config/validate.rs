@@ -417,6 +417,7 @@ impl Limits {
             0,
             1_000,
         )?;
+        check(f("reuse_instance"), self.reuse_instance, 1, 1_000_000)?;
         Ok(())
     }
 }

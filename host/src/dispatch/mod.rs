@@ -14,10 +14,15 @@
 //! settled); stopping a consumer stops new deliveries, lets the tracked ones finish
 //! and settle, then closes it. The instance that handled a delivery is torn down while
 //! its ack travels, not before. A consumer whose plugin keeps breaking its limits is
-//! backed off (`backoff.rs`).
+//! backed off (`backoff.rs`). A plugin allowing instance reuse
+//! (`limits.reuse_instance`) has the instance that answered kept for the consumer's
+//! next delivery (`idle.rs`).
 
 pub mod backoff;
+mod idle;
 mod settle;
+
+pub use idle::IDLE_RELEASE;
 
 use crate::bindings::Delivery as WitDelivery;
 use crate::capability::Services;
@@ -126,6 +131,7 @@ pub async fn start(
         queue_type: queue_type.to_string(),
         queue: spec.name.as_str().into(),
         backoff: Default::default(),
+        idle: Default::default(),
     });
     let (cancel, in_flight) = (CancellationToken::new(), TaskTracker::new());
     let task = tokio::spawn(run(
@@ -153,11 +159,23 @@ async fn run(
     cancel: CancellationToken,
     in_flight: TaskTracker,
 ) {
-    loop {
-        let next = tokio::select! {
-            biased;
-            _ = cancel.cancelled() => break,
-            next = consumer.next() => next,
+    'deliveries: loop {
+        let next = {
+            let next = consumer.next();
+            tokio::pin!(next);
+            loop {
+                // (No timer to arm for a plugin that keeps no instances.)
+                let keeping = worker.reuses() || !worker.idle.is_empty();
+                tokio::select! {
+                    biased;
+                    _ = cancel.cancelled() => break 'deliveries,
+                    next = &mut next => break next,
+                    // No delivery for a while, or another invocation needs a slot: the
+                    // kept instances (if any) free theirs.
+                    _ = tokio::time::sleep(IDLE_RELEASE), if keeping => worker.idle.clear(),
+                    _ = worker.runtime.slots.until_wanted(), if keeping => worker.idle.clear(),
+                }
+            }
         };
         let Some(delivery) = next else {
             tracing::warn!(plugin = %worker.plugin, queue = %worker.queue, "consumer closed");
@@ -197,6 +215,7 @@ async fn run(
     consumer.stop().await;
     in_flight.close();
     in_flight.wait().await;
+    worker.idle.clear();
     consumer.close().await;
     tracing::info!(plugin = %worker.plugin, queue = %worker.queue, "consumer drained and closed");
 }
@@ -213,9 +232,16 @@ struct Worker {
     queue: Arc<str>,
     /// Violations in a row, and the pause they call for.
     backoff: backoff::Backoff,
+    /// Instances kept for the next deliveries (only with `limits.reuse_instance` > 1).
+    idle: idle::IdleInstances,
 }
 
 impl Worker {
+    /// Whether the plugin's current version allows its instances to be reused.
+    fn reuses(&self) -> bool {
+        self.versions.load().context.limits.reuse_instance > 1
+    }
+
     /// The span of one delivery: every record of its handling, the guest's `log`
     /// records and captured output included, carries these fields. (The version is
     /// recorded once the delivery picks one.)
@@ -254,6 +280,8 @@ impl Worker {
         }
         let in_flight = metrics.start();
         let message = to_wit(delivery.as_mut(), &self.queue_type, redelivered);
+        let reuse = version.context.limits.reuse_instance;
+        let reused = (reuse > 1).then(|| self.idle.take(&version)).flatten();
         let (report, teardown) = self
             .runtime
             .invoke_held(
@@ -261,6 +289,7 @@ impl Worker {
                 version.context.clone(),
                 &message,
                 policy.priority.level(),
+                reused,
             )
             .await;
         drop(in_flight);
@@ -275,6 +304,14 @@ impl Worker {
             outcome, elapsed_us = report.elapsed.as_micros() as u64,
             host_us = report.host_time.as_micros() as u64,
             cpu_us = report.guest_cpu.as_micros() as u64, "handled");
+        // Kept for the next delivery if the plugin allows it, unless an invocation
+        // waits for a pool slot.
+        let teardown = if teardown.reusable(reuse) && !self.runtime.slots.wanted() {
+            self.idle.put(version, teardown);
+            None
+        } else {
+            Some(teardown)
+        };
         // The ack first: the broker (at a prefetch of 1) sends the next delivery only
         // once it has it. The instance is torn down while the ack travels.
         let settling = settle::settle(self, &policy, delivery, report.result);

@@ -54,11 +54,31 @@ pub struct InvocationReport<T = Outcome> {
 /// dropped, the instance first (the pool has room for it only while the slot is held).
 /// Tearing an instance down resets its memory to the component's image, microseconds
 /// of work: [`Runtime::invoke_held`] hands it to a caller whose answer someone waits
-/// for (the broker, for the ack), to drop once the answer is on its way.
+/// for (the broker, for the ack), to drop once the answer is on its way, or to hand
+/// back for the plugin's next message when it allows reuse (`limits.reuse_instance`).
 pub struct Teardown {
     // Fields drop in declaration order: the instance, then its slot.
-    _store: Store<PluginState>,
+    store: Store<PluginState>,
+    /// The instance in `store`; `None` if instantiation failed.
+    instance: Option<Instance>,
+    /// The call returned: an instance stopped by a trap, a limit or the timeout may
+    /// be mid-way through its own code, and is never entered again.
+    answered: bool,
+    /// Messages it has handled.
+    served: u32,
     _slot: Slot,
+}
+
+impl Teardown {
+    /// Whether it may handle another message of a plugin allowing `reuse_instance`.
+    pub fn reusable(&self, reuse_instance: u32) -> bool {
+        self.answered && self.instance.is_some() && self.served < reuse_instance
+    }
+
+    /// Messages it has handled.
+    pub fn served(&self) -> u32 {
+        self.served
+    }
 }
 
 impl std::fmt::Debug for Teardown {
@@ -116,22 +136,28 @@ impl Runtime {
         delivery: &Delivery,
         priority: u8,
     ) -> InvocationReport {
-        self.invoke_held(pre, context, delivery, priority).await.0
+        self.invoke_held(pre, context, delivery, priority, None)
+            .await
+            .0
     }
 
     /// [`Runtime::invoke`], the instance not yet torn down: its slot stays taken until
-    /// the [`Teardown`] is dropped.
+    /// the [`Teardown`] is dropped. With `reused`, an instance of the same plugin
+    /// context that answered before (see [`Teardown::reusable`]) handles the delivery
+    /// instead of a fresh one; one of another context is torn down and not used.
     pub async fn invoke_held(
         &self,
         pre: &ComponentPre,
         context: Arc<PluginContext>,
         delivery: &Delivery,
         priority: u8,
+        reused: Option<Teardown>,
     ) -> (InvocationReport, Teardown) {
         self.call_held(
             &self.slots,
             pre,
             context,
+            reused,
             priority,
             async |instance, store| {
                 store.data_mut().answering = Answering::of(delivery);
@@ -181,6 +207,7 @@ impl Runtime {
             &self.loader_slots,
             pre,
             context,
+            None,
             u8::MAX,
             async |instance, store| {
                 // A loader reading through a loader could wait for its own slot.
@@ -207,27 +234,60 @@ impl Runtime {
         export: impl AsyncFnOnce(&Instance, &mut Store<PluginState>) -> wasmtime::Result<T>,
         keeps_claims: impl FnOnce(&T) -> bool,
     ) -> InvocationReport<T> {
-        self.call_held(&self.slots, pre, context, priority, export, keeps_claims)
-            .await
-            .0
+        self.call_held(
+            &self.slots,
+            pre,
+            context,
+            None,
+            priority,
+            export,
+            keeps_claims,
+        )
+        .await
+        .0
     }
 
-    /// [`Runtime::call`] with a slot from `slots`, the instance handed back.
+    /// [`Runtime::call`] with a slot from `slots` (or the instance `reused`, if it is
+    /// of the same context), the instance handed back.
+    #[allow(clippy::too_many_arguments)]
     async fn call_held<T>(
         &self,
         slots: &Slots,
         pre: &ComponentPre,
         context: Arc<PluginContext>,
+        reused: Option<Teardown>,
         priority: u8,
         export: impl AsyncFnOnce(&Instance, &mut Store<PluginState>) -> wasmtime::Result<T>,
         keeps_claims: impl FnOnce(&T) -> bool,
     ) -> (InvocationReport<T>, Teardown) {
         let limits = context.limits;
-        let slot = slots.acquire(priority).await;
-        let mut store = self.new_store(context);
+        // The context holds the limits the store was built with (memory, CPU budget)
+        // and the grants: an instance of another one is not used, nor one that did
+        // not answer.
+        let reused = reused.filter(|r| r.answered && Arc::ptr_eq(&r.store.data().plugin, &context));
+        let (mut store, mut instance, served, slot) = match reused {
+            Some(Teardown {
+                mut store,
+                instance,
+                served,
+                _slot,
+                ..
+            }) => {
+                store.data_mut().next_message();
+                store.set_epoch_deadline(1);
+                (store, instance, served, _slot)
+            }
+            None => {
+                let slot = slots.acquire(priority).await;
+                (self.new_store(context), None, 0, slot)
+            }
+        };
         let call = async {
-            let instance = pre.instance_pre().instantiate_async(&mut store).await?;
-            export(&instance, &mut store).await
+            let ready = match instance {
+                Some(ready) => ready,
+                None => *instance.insert(pre.instance_pre().instantiate_async(&mut store).await?),
+            };
+            export(&ready, &mut store).await
         };
         let timeout = Duration::from_millis(limits.timeout_ms.into());
         let mut result = match tokio::time::timeout(timeout, call).await {
@@ -276,7 +336,10 @@ impl Runtime {
             memory_peak,
         };
         let teardown = Teardown {
-            _store: store,
+            answered: report.result.is_ok(),
+            store,
+            instance,
+            served: served + 1,
             _slot: slot,
         };
         (report, teardown)

@@ -14,6 +14,9 @@ use tokio::sync::oneshot;
 pub struct Slots {
     inner: Arc<Mutex<Inner>>,
     total: usize,
+    /// Told each time an invocation starts waiting: holders of idle instances give
+    /// their slots back.
+    wanted: tokio::sync::Notify,
 }
 
 struct Inner {
@@ -63,6 +66,7 @@ impl Slots {
                 seq: 0,
             })),
             total: count,
+            wanted: tokio::sync::Notify::new(),
         }
     }
 
@@ -88,11 +92,23 @@ impl Slots {
             });
             receiver
         };
+        self.wanted.notify_waiters();
         // The sender lives in the heap until a slot is handed over, and the heap lives
         // as long as `self`: the receiver cannot see a closed channel.
         receiver
             .await
             .unwrap_or_else(|_| unreachable!("a waiter's sender is dropped only after sending"))
+    }
+
+    /// Whether an invocation is waiting for a slot now (so that no one keeps an idle
+    /// instance while another needs its slot).
+    pub fn wanted(&self) -> bool {
+        !lock(&self.inner).waiters.is_empty()
+    }
+
+    /// Returns once an invocation starts waiting for a slot.
+    pub async fn until_wanted(&self) {
+        self.wanted.notified().await
     }
 
     /// Slots free right now (for tests and metrics).
@@ -168,6 +184,30 @@ mod tests {
             ["payment", "analytics-1", "analytics-2", "bulk"]
         );
         assert_eq!(slots.free(), 1);
+    }
+
+    #[tokio::test]
+    async fn holders_are_told_when_an_invocation_starts_waiting() {
+        let slots = Arc::new(Slots::new(1));
+        let held = slots.acquire(5).await;
+        assert!(!slots.wanted());
+        let told = tokio::spawn({
+            let slots = slots.clone();
+            async move { slots.until_wanted().await }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let waiter = tokio::spawn({
+            let slots = slots.clone();
+            async move { drop(slots.acquire(5).await) }
+        });
+        tokio::time::timeout(Duration::from_secs(5), told)
+            .await
+            .expect("told of the waiter")
+            .unwrap();
+        assert!(slots.wanted());
+        drop(held);
+        waiter.await.unwrap();
+        assert!(!slots.wanted());
     }
 
     #[tokio::test]

@@ -77,6 +77,16 @@ impl PluginState {
         }
     }
 
+    /// Readies a reused instance for its next message: what the last one used,
+    /// its clock and its request are forgotten. (Leases, claims and output were
+    /// settled when it ended.)
+    pub(crate) fn next_message(&mut self) {
+        self.usage = Usage::default();
+        self.clock = Clock::start();
+        self.answering = None;
+        self.limits.refused = false;
+    }
+
     // The views each capability is linked with: each borrows only what it needs.
 
     pub(crate) fn cache(&mut self) -> CacheView<'_> {

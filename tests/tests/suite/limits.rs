@@ -124,7 +124,7 @@ async fn allocating_past_the_plugin_limit_traps_below_the_pool_slot() {
 
 /// The hostile plugin loaded straight into a runtime (no broker), with `adjust`ed
 /// limits, for tests that read an invocation's report.
-async fn hostile_in_runtime(
+pub(crate) async fn hostile_in_runtime(
     dir: &PluginDir,
     adjust: impl FnOnce(&mut techub_host::config::Limits),
 ) -> (
@@ -152,7 +152,7 @@ async fn hostile_in_runtime(
     (runtime, plugin)
 }
 
-fn delivery(action: &str, payload: &[u8]) -> techub_host::bindings::Delivery {
+pub(crate) fn delivery(action: &str, payload: &[u8]) -> techub_host::bindings::Delivery {
     techub_tests::delivery("webhook", &format!("fixture.hostile.{action}"), payload)
 }
 
@@ -236,6 +236,7 @@ async fn an_answered_instance_keeps_its_pool_slot_until_it_is_torn_down() {
             plugin.context.clone(),
             &delivery("ok", b"{}"),
             5,
+            None,
         )
         .await;
     assert!(

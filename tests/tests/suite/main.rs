@@ -17,6 +17,7 @@ mod live;
 mod operations;
 mod queue_settings;
 mod queue_types;
+mod reuse;
 mod read_through;
 mod request_reply;
 mod status_page;
