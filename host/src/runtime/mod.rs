@@ -1,6 +1,7 @@
 //! The wasmtime side: one engine with the pooling allocator and epoch interruption,
 //! components compiled on blocking threads, an `InstancePre` per plugin, and one fresh
-//! instance per message under the plugin's limits.
+//! instance per message under the plugin's limits (or, for a plugin that allows it,
+//! one instance handed back for its next messages: `limits.reuse_instance`).
 //!
 //! Files: `engine.rs` (engine, linker, compilation), `component.rs` (a linked
 //! component and its exports), `invoke.rs` (one call through a

@@ -30,7 +30,13 @@ async fn an_instance_handed_back_handles_the_next_message_until_it_has_served_it
     let mut seen = Vec::new();
     for _ in 0..4 {
         let (report, instance) = runtime
-            .invoke_held(&plugin.pre, plugin.context.clone(), &message, 5, kept.take())
+            .invoke_held(
+                &plugin.pre,
+                plugin.context.clone(),
+                &message,
+                5,
+                kept.take(),
+            )
             .await;
         seen.push(answer(&report));
         kept = instance.reusable(3).then_some(instance);
@@ -63,7 +69,13 @@ async fn an_instance_that_trapped_or_ran_under_another_configuration_is_not_ente
     assert!(!trapped.reusable(100), "a trapped instance is not reusable");
     // Handed back anyway, it is torn down and a fresh one answers.
     let (report, instance) = runtime
-        .invoke_held(&plugin.pre, plugin.context.clone(), &count, 5, Some(trapped))
+        .invoke_held(
+            &plugin.pre,
+            plugin.context.clone(),
+            &count,
+            5,
+            Some(trapped),
+        )
         .await;
     assert_eq!(answer(&report), "handled=1");
     // Another context (a reload builds one, with its own limits and grants).
@@ -140,9 +152,11 @@ async fn kept_instances_give_their_pool_slots_back_when_deliveries_stop() {
     let (platform, _dir) = hostile_platform(reusing(100)).await;
     assert_eq!(burst(&platform, 2).await, ["handled=1", "handled=2"]);
     let total = platform.runtime.pool_slots().0;
-    wait_for(Duration::from_secs(10), "the kept instance's slot", || async {
-        (platform.runtime.pool_slots().1 == total).then_some(())
-    })
+    wait_for(
+        Duration::from_secs(10),
+        "the kept instance's slot",
+        || async { (platform.runtime.pool_slots().1 == total).then_some(()) },
+    )
     .await;
     assert_eq!(burst(&platform, 1).await, ["handled=1"]);
 }

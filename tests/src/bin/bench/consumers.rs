@@ -1,6 +1,8 @@
 //! The message path against a native consumer: a no-op plugin and a native lapin
 //! consumer (same broker setup, same prefetch, manual acks, a task per delivery)
-//! drain the same pre-filled queue, at several prefetch windows. Besides messages/s,
+//! drain the same pre-filled queue, at several prefetch windows; the plugin once with
+//! a fresh instance per message (the default) and once reusing its instances
+//! (`limits.reuse_instance = 1000`). Besides messages/s,
 //! each run reports this process's CPU time per message (the broker's is not in it):
 //! what the path itself costs, which the machine's neighbours do not move.
 
@@ -69,7 +71,12 @@ fn queue_spec(name: String, binding: &str) -> QueueSpec {
 }
 
 /// From the first completion to the last, for the pre-filled queue.
-async fn through_platform(config: &HostConfig, plugin: &str, prefetch: u16) -> anyhow::Result<Run> {
+async fn through_platform(
+    config: &HostConfig,
+    plugin: &str,
+    prefetch: u16,
+    reuse_instance: u32,
+) -> anyhow::Result<Run> {
     let broker = AmqpBroker::connect(
         &config.amqp,
         config.dead_letter,
@@ -84,12 +91,9 @@ async fn through_platform(config: &HostConfig, plugin: &str, prefetch: u16) -> a
         .map_err(anyhow::Error::msg)?;
     let ids = fill(&broker, "fixture.noop.x", MESSAGES).await?;
     let mut config = config.clone();
-    config
-        .plugins
-        .get_mut(plugin)
-        .expect("granted")
-        .limits
-        .prefetch = Some(prefetch);
+    let limits = &mut config.plugins.get_mut(plugin).expect("granted").limits;
+    limits.prefetch = Some(prefetch);
+    limits.reuse_instance = Some(reuse_instance);
     let platform = Platform::start(config).await?;
     let deadline = Instant::now() + Duration::from_secs(300);
     let completed =
@@ -149,48 +153,76 @@ async fn native(config: &HostConfig, prefetch: u16) -> anyhow::Result<Run> {
     Ok(Run::since(started, cpu))
 }
 
+/// Messages one instance handles in the sweep's reusing runs.
+const REUSE: u32 = 1_000;
+
+/// The sweep's rounds of one way of running the plugin against the native consumer.
+#[derive(Default)]
+struct Rounds {
+    ratios: Vec<f64>,
+    rates: Vec<f64>,
+    cpu_us: Vec<f64>,
+}
+
+impl Rounds {
+    fn push(&mut self, plugin: &Run, native: &Run) {
+        self.ratios.push(plugin.rate / native.rate);
+        self.rates.push(plugin.rate);
+        self.cpu_us.push(plugin.cpu_us);
+    }
+
+    fn report(&self, what: &str, prefetch: u16, native: &Rounds) {
+        let shown: Vec<String> = self.ratios.iter().map(|r| format!("{r:.2}")).collect();
+        let (rate, native_rate) = (median(self.rates.clone()), median(native.rates.clone()));
+        let (cpu, native_cpu) = (median(self.cpu_us.clone()), median(native.cpu_us.clone()));
+        println!(
+            "no-op x{MESSAGES}, prefetch {prefetch}, {what}: plugin {rate:.0} msg/s, native consumer {native_rate:.0} msg/s (medians of {}); plugin/native = {:.2} (median of rounds {})",
+            self.ratios.len(),
+            median(self.ratios.clone()),
+            shown.join(" ")
+        );
+        println!(
+            "no-op, prefetch {prefetch}, {what}: this process's CPU per message: plugin {cpu:.1} us, native consumer {native_cpu:.1} us (medians); the path adds {:.1} us",
+            cpu - native_cpu
+        );
+    }
+}
+
 pub async fn prefetch_sweep() -> anyhow::Result<()> {
     // One run of each is noise on a shared machine (ratios from 0.5 to 1.4 were seen):
-    // alternate ROUNDS pairs, each pair in turn order, and take the median ratio.
+    // alternate ROUNDS triples, each in turn order, and take the median ratio.
     const ROUNDS: usize = 7;
     for prefetch in [1u16, 10, 50] {
-        let mut ratios = Vec::new();
-        let (mut plugin_rates, mut native_rates) = (Vec::new(), Vec::new());
-        let (mut plugin_cpu, mut native_cpu) = (Vec::new(), Vec::new());
-        for round in 0..ROUNDS {
+        let (mut fresh, mut reusing, mut native_runs) =
+            (Rounds::default(), Rounds::default(), Rounds::default());
+        // Each run its own plugin (its own queue), on RabbitMQ.
+        let run = async |reuse_instance: Option<u32>| {
             let plugin = unique("noop");
             let dir = PluginDir::with(&[(&plugin, "fixture_noop")]);
             let mut config = config(&dir);
             config.backends.messaging = BrokerBackend::Amqp;
             config.amqp = services::amqp_config();
-            let (wasm, native) = if round % 2 == 0 {
-                let wasm = through_platform(&config, &plugin, prefetch).await?;
-                (wasm, native(&config, prefetch).await?)
+            match reuse_instance {
+                Some(reuse) => through_platform(&config, &plugin, prefetch, reuse).await,
+                None => native(&config, prefetch).await,
+            }
+        };
+        for round in 0..ROUNDS {
+            let (one, kept, native) = if round % 2 == 0 {
+                let one = run(Some(1)).await?;
+                let kept = run(Some(REUSE)).await?;
+                (one, kept, run(None).await?)
             } else {
-                let native = native(&config, prefetch).await?;
-                (through_platform(&config, &plugin, prefetch).await?, native)
+                let native = run(None).await?;
+                let kept = run(Some(REUSE)).await?;
+                (run(Some(1)).await?, kept, native)
             };
-            ratios.push(wasm.rate / native.rate);
-            plugin_rates.push(wasm.rate);
-            native_rates.push(native.rate);
-            plugin_cpu.push(wasm.cpu_us);
-            native_cpu.push(native.cpu_us);
+            fresh.push(&one, &native);
+            reusing.push(&kept, &native);
+            native_runs.push(&native, &native);
         }
-        let (wasm, native, ratio) = (
-            median(plugin_rates),
-            median(native_rates),
-            median(ratios.clone()),
-        );
-        let (wasm_cpu, native_cpu) = (median(plugin_cpu), median(native_cpu));
-        let shown: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
-        println!(
-            "no-op x{MESSAGES}, prefetch {prefetch}: plugin {wasm:.0} msg/s, native consumer {native:.0} msg/s (medians of {ROUNDS}); plugin/native = {ratio:.2} (median of rounds {})",
-            shown.join(" ")
-        );
-        println!(
-            "no-op, prefetch {prefetch}: this process's CPU per message: plugin {wasm_cpu:.1} us, native consumer {native_cpu:.1} us (medians); the path adds {:.1} us",
-            wasm_cpu - native_cpu
-        );
+        fresh.report("a fresh instance per message", prefetch, &native_runs);
+        reusing.report(&format!("reuse_instance = {REUSE}"), prefetch, &native_runs);
     }
     Ok(())
 }
