@@ -74,11 +74,6 @@ impl Teardown {
     pub fn reusable(&self, reuse_instance: u32) -> bool {
         self.answered && self.instance.is_some() && self.served < reuse_instance
     }
-
-    /// Messages it has handled.
-    pub fn served(&self) -> u32 {
-        self.served
-    }
 }
 
 impl std::fmt::Debug for Teardown {
