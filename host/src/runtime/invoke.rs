@@ -257,8 +257,9 @@ impl Runtime {
     ) -> (InvocationReport<T>, Teardown) {
         let limits = context.limits;
         // The context holds the limits the store was built with (memory, CPU budget)
-        // and the grants: an instance of another one is not used, nor one that did
-        // not answer.
+        // and the grants, and every load or reload of a plugin builds its own (so it
+        // also names the version, i.e. `pre`): an instance of another one is not
+        // used, nor one that did not answer.
         let reused = reused.filter(|r| r.answered && Arc::ptr_eq(&r.store.data().plugin, &context));
         let (mut store, mut instance, served, slot) = match reused {
             Some(Teardown {
