@@ -135,24 +135,13 @@ fn main() -> Result<()> {
             plugins::build(&root)?;
             services::ensure_redis()?;
             services::ensure_rabbitmq()?;
-            // Debug builds: the test suite's, so that CI compiles nothing more.
-            run(Command::new("cargo").args([
-                "build",
-                "-p",
-                "techub-host",
-                "--bin",
-                "techub-host",
-            ]))?;
-            run(Command::new("cargo")
-                .args([
-                    "run",
-                    "-p",
-                    "techub-tests",
-                    "--bin",
-                    "faults",
-                    "--",
-                    "--messages",
-                ])
+            // Debug builds of the whole workspace's binaries (the host's among them):
+            // the features cargo resolves for the workspace are the test suite's, so
+            // that CI compiles nothing more. (`cargo run -p techub-tests` resolved them
+            // for that one package and built wasmtime and the host a second time.)
+            run(Command::new("cargo").args(["build", "--workspace", "--bins"]))?;
+            run(Command::new(root.join("target/debug/faults"))
+                .arg("--messages")
                 .arg(messages.to_string()))
         }
         Task::Lint => {
