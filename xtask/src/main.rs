@@ -93,14 +93,11 @@ fn main() -> Result<()> {
             services::ensure_rabbitmq()?;
             services::ensure_test_tools()?;
             // The suite runs the real `techub-host` binary too, which `cargo test` builds
-            // only for the host package's own integration tests.
-            run(Command::new("cargo").args([
-                "build",
-                "-p",
-                "techub-host",
-                "--bin",
-                "techub-host",
-            ]))?;
+            // only for the host package's own integration tests. Built for the whole
+            // workspace: the features cargo resolves then are the ones `cargo test
+            // --workspace` uses, so that it compiles nothing again (`-p techub-host`
+            // resolved them for that package alone, and wasmtime was compiled twice).
+            run(Command::new("cargo").args(["build", "--workspace", "--bins"]))?;
             if args.is_empty() {
                 // The example plugins' own unit tests, natively (their crates build for
                 // wasm32-wasip2 by default).
