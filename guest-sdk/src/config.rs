@@ -1,4 +1,6 @@
-//! This plugin's settings, from `[plugins.<name>.settings]` in `host.toml`.
+//! This plugin's settings, from `[plugins.<name>.settings]` in `host.toml`, and its
+//! secrets, from `[plugins.<name>.secrets]` (read by the host from its environment or
+//! a file, given to this plugin alone): both are read with [`get`].
 
 use crate::wit::techub::platform::config as wit;
 

@@ -26,7 +26,8 @@
 //! - [`store`]: Redis data structures in the plugin's own namespace.
 //! - [`lock`]: distributed locks whose [`lock::Lease`] releases on drop.
 //! - [`messaging`]: publishing events to `techub.main`.
-//! - [`log`] and [`config`]: the host's log, and this plugin's settings.
+//! - [`log`] and [`config`]: the host's log, and this plugin's settings and secrets.
+//! - [`http`]: outbound HTTP to the origins `host.toml` grants (`wasi:http`).
 //! - `wit` (hidden): the generated bindings; use the modules above instead.
 #![deny(missing_docs)]
 
@@ -35,6 +36,7 @@ extern crate self as techub_guest;
 
 pub mod cache;
 pub mod config;
+pub mod http;
 pub mod lock;
 pub mod log;
 pub mod message;

@@ -21,6 +21,10 @@ wasmtime::component::bindgen!({
     },
     with: {
         "techub:platform/lock.lease": crate::capability::lock::LeaseState,
+        // wasi:http and what it uses are wasmtime's, linked by capability/http.
+        "wasi:http": wasmtime_wasi_http::p2::bindings::http,
+        "wasi:io": wasmtime_wasi::p2::bindings::io,
+        "wasi:clocks": wasmtime_wasi::p2::bindings::clocks,
     },
 });
 

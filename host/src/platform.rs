@@ -135,6 +135,7 @@ pub async fn connect_services(config: &HostConfig) -> anyhow::Result<Services> {
         cache,
         l1,
         cache_stats,
+        http: crate::capability::http::HttpService::new(metrics.clone()),
         metrics,
         store,
         locks,

@@ -8,7 +8,11 @@
 //! - [`fixture`]: paths of built plugins; a plugins directory for one test.
 //! - [`config`]: a host configuration for tests (fast retries, small pool).
 //! - [`wait_for`]: polling with a deadline, for asynchronous outcomes.
+//! - [`http_server`]: real HTTP/HTTPS servers on loopback (and a CA made at test
+//!   time) for the outbound HTTP tests.
 //! - `bin/bench.rs`: the benchmarks (`cargo xtask bench`).
+
+pub mod http_server;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

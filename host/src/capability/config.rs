@@ -28,7 +28,12 @@ impl HasData for HasConfig {
 impl Host for ConfigView<'_> {
     async fn get(&mut self, key: String) -> wasmtime::Result<Option<String>> {
         self.usage.charge_or_trap(self.plugin, "config", "get")?;
-        Ok(self.plugin.settings.get(&key).cloned())
+        let plugin = self.plugin;
+        Ok(plugin
+            .settings
+            .get(&key)
+            .cloned()
+            .or_else(|| plugin.secrets.get(&key).map(|s| s.expose().to_string())))
     }
 
     async fn get_all(&mut self) -> wasmtime::Result<Vec<(String, String)>> {
@@ -39,6 +44,12 @@ impl Host for ConfigView<'_> {
             .settings
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
+            .chain(
+                self.plugin
+                    .secrets
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.expose().to_string())),
+            )
             .collect())
     }
 }

@@ -21,6 +21,10 @@ pub struct PluginContext {
     pub subscribe: Vec<TopicPattern>,
     /// Its settings.
     pub settings: BTreeMap<String, String>,
+    /// Its secrets (served by `config` beside the settings; never printed).
+    pub secrets: BTreeMap<String, crate::config::SecretValue>,
+    /// Its outbound HTTP: grants, limits, pooled client.
+    pub http: Arc<super::http::PluginHttp>,
     /// Prefix of its `store` keys: `<key_prefix>store:<name>:`.
     pub store_prefix: String,
     /// Prefix of its lock names: `<key_prefix>lock:<name>:`.
@@ -62,6 +66,12 @@ impl PluginContext {
             publish,
             subscribe,
             settings: plugin.settings,
+            secrets: plugin
+                .secrets
+                .into_iter()
+                .map(|(key, secret)| (key, secret.value))
+                .collect(),
+            http: services.http.plugin(name, &config),
             store_prefix: format!("{prefix}store:{name}:"),
             lock_prefix: format!("{prefix}lock:{name}:"),
             lock_fence: format!("{prefix}lock-fence:{name}"),
@@ -69,6 +79,47 @@ impl PluginContext {
             metrics: services.metrics.plugin(name),
             log_rate: services.log_rate(name),
             services,
+        }
+    }
+}
+
+/// Shortest secret value masked: shorter ones would mask ordinary words.
+const MIN_MASKED_SECRET: usize = 4;
+
+impl PluginContext {
+    /// `text` (something the plugin wrote: a log record, its output, a failure
+    /// reason) with the value of each of its secrets replaced by `[secret <name>]`,
+    /// so that a plugin's own mistake does not put a credential into the host's log or
+    /// a dead letter. (What it sends over HTTP or publishes is its own business.)
+    pub fn mask<'t>(&self, text: &'t str) -> std::borrow::Cow<'t, str> {
+        let mut masked = std::borrow::Cow::Borrowed(text);
+        for (name, secret) in &self.secrets {
+            let value = secret.expose();
+            if value.len() >= MIN_MASKED_SECRET && masked.contains(value) {
+                masked =
+                    std::borrow::Cow::Owned(masked.replace(value, &format!("[secret {name}]")));
+            }
+        }
+        masked
+    }
+
+    /// [`Self::mask`] applied to a handler's failure reason.
+    pub fn mask_outcome(
+        &self,
+        result: &mut Result<crate::bindings::Outcome, crate::runtime::InvocationError>,
+    ) {
+        use crate::bindings::Outcome;
+        use crate::runtime::InvocationError;
+        if self.secrets.is_empty() {
+            return;
+        }
+        let reason = match result {
+            Ok(Outcome::Retry(reason) | Outcome::Reject(reason)) => reason,
+            Err(InvocationError::Trap(reason) | InvocationError::MemoryLimit(_, reason)) => reason,
+            _ => return,
+        };
+        if let std::borrow::Cow::Owned(masked) = self.mask(reason) {
+            *reason = masked;
         }
     }
 }

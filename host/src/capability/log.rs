@@ -83,12 +83,12 @@ impl Host for LogView<'_> {
             return Ok(());
         }
         let plugin = self.plugin.name.as_str();
-        let mut message = message;
+        let mut message = self.plugin.mask(&message).into_owned();
         truncate(&mut message, MAX_MESSAGE_BYTES);
         let mut fields = fields
             .iter()
             .take(32)
-            .map(|(k, v)| format!("{k}={v}"))
+            .map(|(k, v)| format!("{k}={}", self.plugin.mask(v)))
             .collect::<Vec<_>>()
             .join(" ");
         truncate(&mut fields, MAX_MESSAGE_BYTES);

@@ -7,6 +7,7 @@ pub mod cache;
 pub mod config;
 mod context;
 pub mod glob;
+pub mod http;
 pub mod lock;
 pub mod log;
 pub mod messaging;
@@ -41,6 +42,8 @@ pub struct QuotasHit {
     pub publishes: bool,
     /// `limits.max_leases`.
     pub leases: bool,
+    /// `limits.max_http_requests`.
+    pub http_requests: bool,
 }
 
 impl Usage {
@@ -151,6 +154,8 @@ pub struct Services {
     pub priorities: messaging::DefaultPriorities,
     /// The Redis connection, when a capability uses Redis (for readiness).
     pub redis: Option<redis_client::RedisClient>,
+    /// Plugins' outbound HTTP: TLS roots and a pooled client per plugin.
+    pub http: http::HttpService,
     /// Each plugin's guest log rate, kept across its versions.
     pub log_rates: std::sync::Mutex<std::collections::HashMap<String, Arc<log::LogRate>>>,
 }

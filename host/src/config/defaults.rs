@@ -19,6 +19,7 @@ impl Default for HostConfig {
             queues: seed_queues(),
             dead_letter: DeadLetterConfig::default(),
             lock: LockConfig::default(),
+            http: HttpConfig::default(),
             plugins: BTreeMap::new(),
         }
     }
@@ -61,6 +62,13 @@ impl Default for Limits {
             prefetch: 10,
             backoff_after_violations: 3,
             reuse_instance: 1,
+            max_http_requests: 10,
+            max_http_in_flight: 64,
+            http_connect_timeout_ms: 2_000,
+            http_first_byte_timeout_ms: 5_000,
+            http_between_bytes_timeout_ms: 5_000,
+            max_http_request_bytes: 1024 * 1024,
+            max_http_response_bytes: 8 * 1024 * 1024,
         }
     }
 }

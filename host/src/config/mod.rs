@@ -13,6 +13,7 @@
 mod defaults;
 #[cfg(test)]
 mod fuzz;
+mod http;
 mod live;
 mod merge;
 mod redact;
@@ -22,6 +23,10 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+pub use http::{
+    GrantHost, GrantScheme, HttpConfig, OutboundGrant, SecretRef, SecretValue, canonical,
+    in_network,
+};
 pub use redact::{redact_url, redacted};
 pub use validate::{ConfigError, MIN_LOCK_TTL_MS, validate_name};
 
@@ -54,6 +59,8 @@ pub struct HostConfig {
     pub dead_letter: DeadLetterConfig,
     /// Lock limits.
     pub lock: LockConfig,
+    /// The client of plugins' outbound HTTP requests.
+    pub http: HttpConfig,
     /// Grants, settings and limit overrides per plugin, keyed by plugin name.
     pub plugins: BTreeMap<String, PluginConfig>,
 }
@@ -137,6 +144,24 @@ pub struct Limits {
     /// the instance's statics and heap carried over), saving instantiation and
     /// teardown; an instance that failed is never entered again.
     pub reuse_instance: u32,
+    /// Outbound HTTP requests per message (`wasi:http`); past it a request is denied.
+    pub max_http_requests: u32,
+    /// Outbound HTTP requests of one plugin in flight at once, across its instances; a
+    /// request past it waits up to its connect timeout for a turn, then fails with
+    /// `connection-limit-reached`.
+    pub max_http_in_flight: u32,
+    /// Longest wait for an outbound connection (and TLS handshake), in ms; a guest's
+    /// own request options may only shorten it.
+    pub http_connect_timeout_ms: u32,
+    /// Longest wait from a request sent to its response's headers, in ms.
+    pub http_first_byte_timeout_ms: u32,
+    /// Longest pause between two chunks of a response body, in ms.
+    pub http_between_bytes_timeout_ms: u32,
+    /// Largest outbound request body, in bytes.
+    pub max_http_request_bytes: u64,
+    /// Largest response body a plugin may read, in bytes; past it the body fails with
+    /// `HTTP-response-body-size` and the host stops reading.
+    pub max_http_response_bytes: u64,
 }
 
 /// A partial override of [`Limits`] for one plugin.
@@ -165,6 +190,20 @@ pub struct LimitOverrides {
     pub backoff_after_violations: Option<u32>,
     /// See [`Limits::reuse_instance`].
     pub reuse_instance: Option<u32>,
+    /// See [`Limits::max_http_requests`].
+    pub max_http_requests: Option<u32>,
+    /// See [`Limits::max_http_in_flight`].
+    pub max_http_in_flight: Option<u32>,
+    /// See [`Limits::http_connect_timeout_ms`].
+    pub http_connect_timeout_ms: Option<u32>,
+    /// See [`Limits::http_first_byte_timeout_ms`].
+    pub http_first_byte_timeout_ms: Option<u32>,
+    /// See [`Limits::http_between_bytes_timeout_ms`].
+    pub http_between_bytes_timeout_ms: Option<u32>,
+    /// See [`Limits::max_http_request_bytes`].
+    pub max_http_request_bytes: Option<u64>,
+    /// See [`Limits::max_http_response_bytes`].
+    pub max_http_response_bytes: Option<u64>,
 }
 
 /// Backend selection for the key-value capabilities.
@@ -499,6 +538,13 @@ pub struct PluginConfig {
     pub subscribe: Vec<String>,
     /// Free-form settings the plugin reads through `config`.
     pub settings: BTreeMap<String, String>,
+    /// Origins the plugin may send HTTP requests to (`https://api.mail.example`,
+    /// `https://*.gateway.example:8443`, `http://127.0.0.1:9000`); none: no request
+    /// leaves. See [`OutboundGrant`].
+    pub outbound: Vec<String>,
+    /// `[plugins.<name>.secrets]`: values the plugin reads through `config` like its
+    /// settings, taken from the environment or a file and never printed.
+    pub secrets: BTreeMap<String, SecretRef>,
     /// Limit overrides.
     pub limits: LimitOverrides,
     /// Set to `false` to keep the plugin unloaded.
@@ -509,6 +555,14 @@ impl HostConfig {
     /// Parses and validates `host.toml` text. Relative paths stay relative; see
     /// [`HostConfig::load`] to resolve them against the file.
     pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        let mut config = Self::parse_unread(text)?;
+        config.read_secrets()?;
+        Ok(config)
+    }
+
+    /// Parses and validates, without reading secrets (whose files may be relative to a
+    /// file's directory).
+    fn parse_unread(text: &str) -> Result<Self, ConfigError> {
         let table: toml::Table =
             toml::from_str(text).map_err(|e| ConfigError::Syntax(e.to_string()))?;
         merge::refuse_moved_fields(&table)?;
@@ -532,9 +586,10 @@ impl HostConfig {
     /// Parses and validates `text`, read from `path` (relative paths resolve against
     /// its directory).
     pub fn from_file_text(path: &Path, text: &str) -> Result<Self, ConfigError> {
-        let mut config = Self::parse(text).map_err(|e| e.in_file(path))?;
+        let mut config = Self::parse_unread(text).map_err(|e| e.in_file(path))?;
         let base = path.parent().unwrap_or(Path::new("."));
         config.resolve_paths(base);
+        config.read_secrets().map_err(|e| e.in_file(path))?;
         Ok(config)
     }
 
@@ -546,6 +601,28 @@ impl HostConfig {
         if self.host.cache_dir.is_relative() {
             self.host.cache_dir = base.join(&self.host.cache_dir);
         }
+        if let Some(ca) = &mut self.http.ca_file
+            && ca.is_relative()
+        {
+            *ca = base.join(&*ca);
+        }
+        for plugin in self.plugins.values_mut() {
+            for secret in plugin.secrets.values_mut() {
+                secret.resolve_path(base);
+            }
+        }
+    }
+
+    /// Reads every plugin's secrets (at start and on every reload) and checks
+    /// `http.ca_file`; the error names the field.
+    pub fn read_secrets(&mut self) -> Result<(), ConfigError> {
+        self.http.check_ca_file()?;
+        for (name, plugin) in &mut self.plugins {
+            for (key, secret) in &mut plugin.secrets {
+                secret.load(&format!("plugins.{name}.secrets.{key}"))?;
+            }
+        }
+        Ok(())
     }
 
     /// The effective limits of `plugin`: its overrides over `[limits]`.
@@ -567,6 +644,23 @@ impl HostConfig {
                 .max_log_records_per_s
                 .unwrap_or(limits.max_log_records_per_s);
             limits.reuse_instance = o.reuse_instance.unwrap_or(limits.reuse_instance);
+            limits.max_http_requests = o.max_http_requests.unwrap_or(limits.max_http_requests);
+            limits.max_http_in_flight = o.max_http_in_flight.unwrap_or(limits.max_http_in_flight);
+            limits.http_connect_timeout_ms = o
+                .http_connect_timeout_ms
+                .unwrap_or(limits.http_connect_timeout_ms);
+            limits.http_first_byte_timeout_ms = o
+                .http_first_byte_timeout_ms
+                .unwrap_or(limits.http_first_byte_timeout_ms);
+            limits.http_between_bytes_timeout_ms = o
+                .http_between_bytes_timeout_ms
+                .unwrap_or(limits.http_between_bytes_timeout_ms);
+            limits.max_http_request_bytes = o
+                .max_http_request_bytes
+                .unwrap_or(limits.max_http_request_bytes);
+            limits.max_http_response_bytes = o
+                .max_http_response_bytes
+                .unwrap_or(limits.max_http_response_bytes);
         }
         limits
     }

@@ -44,7 +44,7 @@ impl ConfigError {
     }
 }
 
-fn check<T: PartialOrd + Display>(
+pub(super) fn check<T: PartialOrd + Display>(
     field: impl Into<String>,
     value: T,
     min: T,
@@ -59,7 +59,7 @@ fn check<T: PartialOrd + Display>(
     Ok(())
 }
 
-fn invalid(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
+pub(super) fn invalid(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         field: field.into(),
         message: message.into(),
@@ -155,6 +155,7 @@ impl HostConfig {
             ));
         }
         self.limits.validate("limits")?;
+        self.http.validate()?;
         for (name, plugin) in &self.plugins {
             if !validate_name(name) {
                 return Err(invalid(
@@ -181,6 +182,28 @@ impl HostConfig {
             for pattern in &plugin.subscribe {
                 crate::capability::messaging::routing::validate_pattern(pattern)
                     .map_err(|e| invalid(format!("plugins.{name}.subscribe"), e))?;
+            }
+            for grant in &plugin.outbound {
+                OutboundGrant::parse(grant).map_err(|e| {
+                    invalid(
+                        format!("plugins.{name}.outbound"),
+                        format!("{grant:?}: {e}"),
+                    )
+                })?;
+            }
+            for secret in plugin.secrets.keys() {
+                if plugin.settings.contains_key(secret) {
+                    return Err(invalid(
+                        format!("plugins.{name}.secrets.{secret}"),
+                        "is also a setting: `config` would serve one of them; rename one",
+                    ));
+                }
+                if secret.is_empty() || secret.len() > 128 {
+                    return Err(invalid(
+                        format!("plugins.{name}.secrets"),
+                        "a secret's name is 1 to 128 bytes",
+                    ));
+                }
             }
         }
         let r = &self.redis;
@@ -418,6 +441,38 @@ impl Limits {
             1_000,
         )?;
         check(f("reuse_instance"), self.reuse_instance, 1, 1_000_000)?;
+        check(f("max_http_requests"), self.max_http_requests, 0, 10_000)?;
+        check(f("max_http_in_flight"), self.max_http_in_flight, 1, 10_000)?;
+        check(
+            f("http_connect_timeout_ms"),
+            self.http_connect_timeout_ms,
+            1,
+            600_000,
+        )?;
+        check(
+            f("http_first_byte_timeout_ms"),
+            self.http_first_byte_timeout_ms,
+            1,
+            600_000,
+        )?;
+        check(
+            f("http_between_bytes_timeout_ms"),
+            self.http_between_bytes_timeout_ms,
+            1,
+            600_000,
+        )?;
+        check(
+            f("max_http_request_bytes"),
+            self.max_http_request_bytes,
+            0,
+            1024 * 1024 * 1024,
+        )?;
+        check(
+            f("max_http_response_bytes"),
+            self.max_http_response_bytes,
+            0,
+            1024 * 1024 * 1024,
+        )?;
         Ok(())
     }
 }

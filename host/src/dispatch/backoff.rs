@@ -27,6 +27,7 @@ pub fn violated(report: &InvocationReport) -> bool {
         || over.host_calls
         || over.publishes
         || over.leases
+        || over.http_requests
 }
 
 /// One subscription's violations in a row.

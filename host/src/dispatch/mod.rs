@@ -282,7 +282,7 @@ impl Worker {
         let message = to_wit(delivery.as_mut(), &self.queue_type, redelivered);
         let reuse = version.context.limits.reuse_instance;
         let reused = (reuse > 1).then(|| self.idle.take(&version)).flatten();
-        let (report, teardown) = self
+        let (mut report, teardown) = self
             .runtime
             .invoke_held(
                 &version.pre,
@@ -292,6 +292,7 @@ impl Worker {
                 reused,
             )
             .await;
+        version.context.mask_outcome(&mut report.result);
         drop(in_flight);
         metrics.invocation(&report);
         self.record_violations(&report, version.context.limits.backoff_after_violations);

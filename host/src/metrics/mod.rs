@@ -70,6 +70,19 @@ struct QuotaLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HttpLabels {
+    plugin: Name,
+    origin: String,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HttpOriginLabels {
+    plugin: Name,
+    origin: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DomainLabel {
     domain: String,
 }
@@ -208,6 +221,8 @@ pub struct Metrics {
     slots_total: Gauge,
     backend_up: Family<BackendLabel, Gauge>,
     cache_stats_flush_failures: Counter,
+    http_requests: Family<HttpLabels, Counter>,
+    http_seconds: Family<HttpOriginLabels, Histogram>,
     plugins: Mutex<HashMap<String, Arc<PluginMetrics>>>,
     /// Each cache domain's counters, in `CacheEvent` order.
     domains: std::sync::RwLock<HashMap<String, Arc<[Counter; 6]>>>,
@@ -277,6 +292,8 @@ impl Metrics {
             slots_total: Gauge::default(),
             backend_up: Family::default(),
             cache_stats_flush_failures: Counter::default(),
+            http_requests: Family::default(),
+            http_seconds: Family::new_with_constructor(duration_buckets),
             plugins: Mutex::default(),
             domains: Default::default(),
         };
@@ -487,6 +504,16 @@ impl Metrics {
             "Flushes of cluster-wide cache statistics to Redis that failed",
             m.cache_stats_flush_failures.clone(),
         );
+        r.register(
+            "http_requests",
+            "Plugins' outbound HTTP requests by origin (the grant that covered them; \"(none)\" when none did) and outcome",
+            m.http_requests.clone(),
+        );
+        r.register(
+            "http_request_seconds",
+            "Time from an outbound HTTP request sent to its response's headers, by origin",
+            m.http_seconds.clone(),
+        );
         Self {
             registry,
             ..metrics
@@ -680,6 +707,31 @@ impl Metrics {
     pub fn amqp(&self, event: AmqpEvent) {
         if self.enabled {
             self.amqp[event as usize].inc();
+        }
+    }
+
+    /// Counts one outbound HTTP request of `plugin` to `origin` that ended `outcome`.
+    pub fn http_request(&self, plugin: &Name, origin: &str, outcome: &'static str) {
+        if self.enabled {
+            self.http_requests
+                .get_or_create(&HttpLabels {
+                    plugin: plugin.clone(),
+                    origin: origin.to_string(),
+                    outcome,
+                })
+                .inc();
+        }
+    }
+
+    /// Times one outbound HTTP request of `plugin` to `origin`, up to its headers.
+    pub fn http_seconds(&self, plugin: &Name, origin: &str, elapsed: Duration) {
+        if self.enabled {
+            self.http_seconds
+                .get_or_create(&HttpOriginLabels {
+                    plugin: plugin.clone(),
+                    origin: origin.to_string(),
+                })
+                .observe(elapsed.as_secs_f64());
         }
     }
 

@@ -90,10 +90,12 @@ pub enum QuotaKind {
     Memory,
     /// `limits.timeout_ms`.
     Timeout,
+    /// `limits.max_http_requests`.
+    HttpRequests,
 }
 
 impl QuotaKind {
-    const ALL: [Self; 7] = [
+    const ALL: [Self; 8] = [
         Self::HostCalls,
         Self::Publishes,
         Self::Leases,
@@ -101,6 +103,7 @@ impl QuotaKind {
         Self::Cpu,
         Self::Memory,
         Self::Timeout,
+        Self::HttpRequests,
     ];
 
     fn label(self) -> &'static str {
@@ -112,6 +115,7 @@ impl QuotaKind {
             Self::Cpu => "cpu",
             Self::Memory => "memory",
             Self::Timeout => "timeout",
+            Self::HttpRequests => "http_requests",
         }
     }
 }
@@ -128,7 +132,7 @@ pub struct PluginMetrics {
     memory_peak: Gauge,
     loads: Counter,
     load_failures: Counter,
-    quotas: [Counter; 7],
+    quotas: [Counter; 8],
     log_dropped: Counter,
 }
 
@@ -283,6 +287,9 @@ impl PluginMetrics {
         }
         if usage.over.leases {
             quotas.push(QuotaKind::Leases);
+        }
+        if usage.over.http_requests {
+            quotas.push(QuotaKind::HttpRequests);
         }
         if report.output.dropped > 0 {
             quotas.push(QuotaKind::Output);

@@ -102,6 +102,8 @@ impl Runtime {
             .map_err(|e| anyhow::anyhow!("could not link WASI: {e:#}"))?;
         link_capabilities(&mut linker)
             .map_err(|e| anyhow::anyhow!("could not link the techub imports: {e:#}"))?;
+        crate::capability::http::link(&mut linker)
+            .map_err(|e| anyhow::anyhow!("could not link wasi:http: {e:#}"))?;
 
         let ticker_stop = Arc::new(AtomicBool::new(false));
         let (weak, stop) = (engine.weak(), ticker_stop.clone());

@@ -317,10 +317,11 @@ impl Runtime {
             ));
         }
         let output = state.output.counts();
-        state.output.flush_to_log(&state.plugin.name);
+        state.output.flush_to_log(&state.plugin);
         let clock = &state.clock;
         let (elapsed, host_time, guest_cpu) =
             (clock.started.elapsed(), clock.host_time, clock.guest_cpu());
+        state.usage.over.http_requests |= state.http.over;
         let (usage, memory_peak) = (std::mem::take(&mut state.usage), state.limits.peak);
         let report = InvocationReport {
             result,

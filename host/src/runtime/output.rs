@@ -80,18 +80,22 @@ impl GuestOutput {
     }
 
     /// Writes what was captured to the log, tagged with `plugin`, and clears it.
-    pub fn flush_to_log(&self, plugin: &str) {
+    /// Its secrets' values are masked (see [`crate::capability::PluginContext::mask`]).
+    pub fn flush_to_log(&self, context: &crate::capability::PluginContext) {
+        let plugin = context.name.as_str();
         let mut b = self.buffer.lock().unwrap_or_else(|e| e.into_inner());
         for line in String::from_utf8_lossy(&b.stdout)
             .lines()
             .filter(|l| !l.is_empty())
         {
+            let line = context.mask(line);
             tracing::info!(target: "plugin", plugin, stream = "stdout", "{line}");
         }
         for line in String::from_utf8_lossy(&b.stderr)
             .lines()
             .filter(|l| !l.is_empty())
         {
+            let line = context.mask(line);
             tracing::warn!(target: "plugin", plugin, stream = "stderr", "{line}");
         }
         if b.dropped > 0 {

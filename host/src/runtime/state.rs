@@ -5,6 +5,7 @@ use super::clock::Clock;
 use super::output::GuestOutput;
 use crate::capability::cache::CacheView;
 use crate::capability::config::ConfigView;
+use crate::capability::http::HttpHooks;
 use crate::capability::lock::LockView;
 use crate::capability::log::LogView;
 use crate::capability::messaging::{Answering, MessagingView};
@@ -15,6 +16,7 @@ use std::sync::Arc;
 use wasmtime::component::ResourceTable;
 use wasmtime::{ResourceLimiter, StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 /// The `T` of `Store<T>` for plugin instances.
 pub struct PluginState {
@@ -34,6 +36,9 @@ pub struct PluginState {
     pub(crate) answering: Option<Answering>,
     /// Whether this instance runs a cache loader (which may not read through one).
     pub(crate) in_loader: bool,
+    /// Its outbound HTTP requests (`wasi:http`), held to the plugin's grants.
+    pub(crate) http: HttpHooks,
+    http_ctx: WasiHttpCtx,
     wasi: WasiCtx,
 }
 
@@ -41,6 +46,7 @@ impl PluginState {
     /// A fresh state for one message of `plugin`.
     pub fn new(plugin: Arc<PluginContext>) -> Self {
         let limits = plugin.limits;
+        let plugin_http = plugin.http.clone();
         let output = GuestOutput::new(limits.max_output_bytes as usize);
         // No preopens, no env, no args, no network: WASI grants only clocks, random
         // and the captured stdout/stderr.
@@ -73,6 +79,8 @@ impl PluginState {
             clock: Clock::start(),
             answering: None,
             in_loader: false,
+            http: HttpHooks::new(plugin_http),
+            http_ctx: crate::capability::http::context(),
             wasi,
         }
     }
@@ -85,6 +93,7 @@ impl PluginState {
         self.clock = Clock::start();
         self.answering = None;
         self.limits.refused = false;
+        self.http.next_message();
     }
 
     // The views each capability is linked with: each borrows only what it needs.
@@ -180,6 +189,16 @@ impl WasiView for PluginState {
         WasiCtxView {
             ctx: &mut self.wasi,
             table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for PluginState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http_ctx,
+            table: &mut self.table,
+            hooks: &mut self.http,
         }
     }
 }

@@ -15,6 +15,7 @@ mod l1;
 mod limits;
 mod live;
 mod operations;
+mod outbound_http;
 mod queue_settings;
 mod queue_types;
 mod read_through;
