@@ -43,7 +43,7 @@ pub(super) async fn page(State(platform): State<Arc<Platform>>) -> Html<String> 
          <title>techub status</title><style>{STYLE}</style></head><body><h1>techub</h1>"
     );
 
-    html.push_str("<h2>Plugins</h2><table id=\"plugins\"><tr><th>plugin</th><th>state</th><th>version</th><th>in flight</th>");
+    html.push_str("<h2>Plugins</h2><table id=\"plugins\"><tr><th>plugin</th><th>state</th><th>version</th><th>outbound</th><th>in flight</th>");
     let outcomes = [
         "ok",
         "retry",
@@ -62,8 +62,9 @@ pub(super) async fn page(State(platform): State<Arc<Platform>>) -> Html<String> 
         let counts = services.metrics.plugin(&plugin.name).outcome_counts();
         let _ = write!(
             html,
-            "<tr class=\"plugin\" data-plugin=\"{name}\"><td>{name}</td><td class=\"{state}\">{state}</td><td><code>{version}</code></td><td class=\"n\">{in_flight}</td>",
+            "<tr class=\"plugin\" data-plugin=\"{name}\"><td>{name}</td><td class=\"{state}\">{state}</td><td><code>{version}</code></td><td class=\"outbound\">{outbound}</td><td class=\"n\">{in_flight}</td>",
             name = escape(&plugin.name),
+            outbound = escape(&plugin.outbound.join(" ")),
             version = escape(plugin.version.get(..12).unwrap_or(&plugin.version)),
             in_flight = plugin.in_flight,
         );
@@ -75,7 +76,7 @@ pub(super) async fn page(State(platform): State<Arc<Platform>>) -> Html<String> 
     for file in &failed {
         let _ = write!(
             html,
-            "<tr><td>{}</td><td class=\"failed\">failed</td><td colspan=\"9\">{}</td></tr>",
+            "<tr><td>{}</td><td class=\"failed\">failed</td><td colspan=\"10\">{}</td></tr>",
             escape(&file.file),
             escape(&file.reason)
         );

@@ -32,6 +32,8 @@ pub struct PluginInfo {
     pub path: String,
     /// (queue type, routing keys) per subscription.
     pub subscriptions: Vec<(String, Vec<String>)>,
+    /// The origins it may send HTTP requests to (`outbound` in `host.toml`).
+    pub outbound: Vec<String>,
     /// Deliveries being handled now.
     pub in_flight: usize,
     /// Why the last new version or reconfiguration was refused, or why it drains.
@@ -94,6 +96,7 @@ impl PluginInfo {
             loaded_at_ms: ms(since),
             path: path.to_string(),
             subscriptions: Vec::new(),
+            outbound: Vec::new(),
             in_flight: 0,
             last_error: None,
         }
@@ -112,6 +115,7 @@ impl PluginInfo {
                 .iter()
                 .map(|s| (s.queue.clone(), s.routing_keys.clone()))
                 .collect(),
+            outbound: version.context.http.grants().map(String::from).collect(),
             in_flight: entry.consumers.iter().map(|c| c.in_flight()).sum(),
             last_error: entry.last_error.clone(),
         }
@@ -125,6 +129,7 @@ impl PluginInfo {
             loaded_at_ms: 0,
             path: String::new(),
             subscriptions: Vec::new(),
+            outbound: Vec::new(),
             in_flight: draining.trackers.iter().map(|t| t.len()).sum(),
             last_error: Some(draining.why.clone()),
         }

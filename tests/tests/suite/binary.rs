@@ -73,24 +73,38 @@ fn check_prints_the_merged_config_as_toml_without_secrets() {
 }
 
 /// A running `techub-host run`, stopped with SIGTERM on drop if still running.
-struct Host {
+pub(crate) struct Host {
     child: std::process::Child,
 }
 
 impl Host {
-    fn start(config: &std::path::Path) -> Self {
+    pub(crate) fn start(config: &std::path::Path) -> Self {
+        Self::start_with_env(config, &[], None)
+    }
+
+    /// Starts the host with extra environment variables, its log (stderr) into `log`.
+    pub(crate) fn start_with_env(
+        config: &std::path::Path,
+        env: &[(&str, &str)],
+        log: Option<&std::path::Path>,
+    ) -> Self {
+        let stderr = match log {
+            Some(path) => std::process::Stdio::from(std::fs::File::create(path).unwrap()),
+            None => std::process::Stdio::null(),
+        };
         let child = Command::new(host_binary())
             .args(["run", "--config"])
             .arg(config)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
+            .stderr(stderr)
             .spawn()
             .unwrap();
         Self { child }
     }
 
-    fn terminate(&self) {
+    pub(crate) fn terminate(&self) {
         // Our own child, by its PID.
         let status = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
@@ -100,7 +114,7 @@ impl Host {
     }
 
     /// Waits (at most `limit`) for the process to exit; its status and stdout.
-    fn wait(mut self, limit: std::time::Duration) -> (std::process::ExitStatus, String) {
+    pub(crate) fn wait(mut self, limit: std::time::Duration) -> (std::process::ExitStatus, String) {
         let started = std::time::Instant::now();
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
@@ -129,7 +143,7 @@ impl Drop for Host {
     }
 }
 
-async fn ready(admin: &str) {
+pub(crate) async fn ready(admin: &str) {
     techub_tests::wait_for(
         std::time::Duration::from_secs(60),
         "the host to be ready",
@@ -329,7 +343,7 @@ fn check_says_whether_the_host_would_take_a_plugin() {
 }
 
 /// `127.0.0.1:<a port free right now>`, for a host's admin endpoint.
-fn free_admin_addr() -> String {
+pub(crate) fn free_admin_addr() -> String {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

@@ -491,6 +491,103 @@ async fn a_secret_reaches_its_plugin_and_a_missing_one_names_its_field() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_secret_appears_in_no_log_page_metric_check_or_dead_letter_of_the_real_host() {
+    use crate::binary::{Host, free_admin_addr, ready};
+    use techub_host::admin::client;
+    let server = TestServer::http(Behaviour::Echo).await;
+    let dir = PluginDir::with(&[("caller", "fixture_caller")]);
+    let admin = free_admin_addr();
+    let variable = "TECHUB_TEST_MAIL_KEY";
+    let value = unique("k3y");
+    let config = dir.path().join("host.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[host]\nplugins_dir = {:?}\nadmin_addr = \"{admin}\"\n\
+             [plugins.caller]\nsubscribe = [\"#\"]\noutbound = [\"{}\"]\n\
+             [plugins.caller.secrets]\napi_key = {{ env = \"{variable}\" }}\n",
+            dir.path(),
+            server.origin(false)
+        ),
+    )
+    .expect("write host.toml");
+    let log_file = dir.path().join("host.log");
+    let host = Host::start_with_env(
+        &config,
+        &[(variable, &value), ("RUST_LOG", "info,techub_host=debug")],
+        Some(&log_file),
+    );
+    ready(&admin).await;
+    let publish = |plan: serde_json::Value| {
+        let admin = admin.clone();
+        async move {
+            let (status, body) = client::publish(
+                &admin,
+                None,
+                "fixture.caller.secret",
+                plan.to_string().into_bytes(),
+                "default",
+            )
+            .await
+            .expect("publish");
+            assert!((200..300).contains(&status), "{status} {body}");
+        }
+    };
+    // Used as it should be (a header to the provider), and leaked by the plugin's own
+    // log line, output and failure reason.
+    publish(
+        json!({ "requests": [{ "url": format!("{}/", server.origin(false)),
+                                   "headers": { "authorization": "{secret:api_key}" } }] }),
+    )
+    .await;
+    publish(json!({ "requests": [], "leak": "api_key" })).await;
+    let letters = techub_tests::wait_for(
+        std::time::Duration::from_secs(30),
+        "two dead letters",
+        || async {
+            let (_, body) = client::get(&admin, None, "/dead-letters").await.ok()?;
+            (body.matches("\"id\"").count() >= 2).then_some(body)
+        },
+    )
+    .await;
+    assert_eq!(
+        server.received()[0].header("authorization"),
+        Some(value.as_str())
+    );
+    let mut seen = vec![("dead letters", letters)];
+    for path in ["/plugins", "/", "/metrics", "/messages/x"] {
+        let (_, body) = client::get(&admin, None, path).await.expect(path);
+        seen.push((path, body));
+    }
+    let check = std::process::Command::new(techub_tests::host_binary())
+        .args(["check", "--config"])
+        .arg(&config)
+        .env(variable, &value)
+        .output()
+        .expect("check runs");
+    seen.push(("check", String::from_utf8_lossy(&check.stdout).into_owned()));
+    seen.push((
+        "check stderr",
+        String::from_utf8_lossy(&check.stderr).into_owned(),
+    ));
+    host.terminate();
+    let (status, stdout) = host.wait(std::time::Duration::from_secs(30));
+    assert!(status.success());
+    let log = std::fs::read_to_string(&log_file).expect("the host's log") + &stdout;
+    assert!(
+        log.contains("[secret api_key]"),
+        "the leak was not logged masked: {log}"
+    );
+    seen.push(("log", log));
+    for (place, text) in &seen {
+        assert!(
+            !text.contains(&value),
+            "the secret's value is in {place}: {text}"
+        );
+    }
+}
+
 /// Sets an environment variable for this process (`std::env::set_var` is `unsafe` in
 /// edition 2024 because other threads may read the environment; the variables set here
 /// are unique to their test).
