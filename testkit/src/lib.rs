@@ -26,11 +26,32 @@
 //! - `message.rs`: [`TestMessage`] in, [`Handled`] (outcome, published, logs) out.
 //! - `capture.rs`: the `tracing` subscriber each delivery runs with, which catches
 //!   the plugin's log records.
+//! - [`http_server`]: real HTTP and HTTPS servers on loopback (with a CA made at test
+//!   time) that record what a plugin's outbound requests sent them and answer as told
+//!   (including slow and hostile ways); grant one with [`Builder::outbound`].
+//!
+//! ```no_run
+//! # async fn example() -> anyhow::Result<()> {
+//! use techub_testkit::http_server::{Behaviour, TestServer};
+//! use techub_testkit::{TestKit, TestMessage};
+//! let provider = TestServer::http(Behaviour::Echo).await;
+//! let kit = TestKit::crate_at(env!("CARGO_MANIFEST_DIR"))
+//!     .outbound(&[&provider.origin(false)])
+//!     .setting("provider_url", &provider.origin(false))
+//!     .secret("api_key", "test-key")
+//!     .start()
+//!     .await?;
+//! kit.deliver(TestMessage::new("user.created", "{}")).await;
+//! let request = &provider.received()[0];
+//! assert_eq!(request.header("authorization"), Some("Bearer test-key"));
+//! # Ok(()) }
+//! ```
 //!
 //! Time does not advance faster in tests: the embedded backends keep real time, so a
 //! TTL is tested by a short TTL and a wait.
 
 mod capture;
+pub mod http_server;
 mod message;
 
 pub use capture::LogRecord;
@@ -260,6 +281,22 @@ impl Builder {
     /// A setting the plugin reads with `config::get`.
     pub fn setting(mut self, key: &str, value: &str) -> Self {
         self.grants.settings.insert(key.into(), value.into());
+        self
+    }
+
+    /// Origins it may send HTTP requests to (`outbound`), e.g. a
+    /// [`http_server::TestServer`]'s `origin()`.
+    pub fn outbound(mut self, origins: &[&str]) -> Self {
+        self.grants.outbound = origins.iter().map(|o| o.to_string()).collect();
+        self
+    }
+
+    /// A secret the plugin reads with `config::get` (in a host, from the environment
+    /// or a file); the host masks its value in the plugin's logs and failure reasons.
+    pub fn secret(mut self, key: &str, value: &str) -> Self {
+        self.grants
+            .secrets
+            .insert(key.into(), techub_host::config::SecretRef::literal(value));
         self
     }
 

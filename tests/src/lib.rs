@@ -12,7 +12,9 @@
 //!   time) for the outbound HTTP tests.
 //! - `bin/bench.rs`: the benchmarks (`cargo xtask bench`).
 
-pub mod http_server;
+/// The test kit's real HTTP/HTTPS servers (one implementation for the kit's users and
+/// these suites).
+pub use techub_testkit::http_server;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -319,9 +319,19 @@ impl std::fmt::Debug for SecretValue {
 }
 
 impl SecretRef {
+    /// A secret given as its value (the test kit's; a `host.toml` names its source).
+    pub fn literal(value: &str) -> Self {
+        Self {
+            env: None,
+            file: None,
+            value: SecretValue(Some(Arc::from(value))),
+        }
+    }
+
     /// Reads the value; the error names `field` and what to do.
     pub(super) fn load(&mut self, field: &str) -> Result<(), ConfigError> {
         let value = match (&self.env, &self.file) {
+            (None, None) if self.value.0.is_some() => return Ok(()),
             (Some(variable), None) => match std::env::var(variable) {
                 Ok(value) if !value.is_empty() => value,
                 _ => {

@@ -357,3 +357,37 @@ async fn once_retries_while_a_dead_attempt_claim_is_pending_and_skips_a_done_one
         "skipped"
     );
 }
+
+#[tokio::test]
+async fn a_plugin_reaches_a_local_server_the_kit_grants_with_its_secret() {
+    use techub_testkit::http_server::{Behaviour, TestServer};
+    let provider = TestServer::http(Behaviour::Echo).await;
+    let elsewhere = TestServer::http(Behaviour::Echo).await;
+    let kit = TestKit::file(fixture("fixture_caller"))
+        .outbound(&[&provider.origin(false)])
+        .secret("api_key", "kit-secret-123")
+        .start()
+        .await
+        .expect("the kit starts the caller");
+    let plan = json!({ "requests": [
+        { "method": "POST", "url": format!("{}/send", provider.origin(false)),
+          "headers": { "authorization": "{secret:api_key}" }, "body": "hi" },
+        { "url": format!("{}/", elsewhere.origin(false)) },
+    ]});
+    let handled = kit
+        .deliver(TestMessage::json("fixture.caller.kit", &plan))
+        .await;
+    let Outcome::Reject(report) = &handled.outcome else {
+        panic!("{handled:?}");
+    };
+    assert!(report.contains("#0 200"), "{report}");
+    assert!(report.contains("#1 error HTTP request denied"), "{report}");
+    let seen = provider.received();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(
+        (seen[0].method.as_str(), seen[0].body.as_slice()),
+        ("POST", &b"hi"[..])
+    );
+    assert_eq!(seen[0].header("authorization"), Some("kit-secret-123"));
+    assert!(elsewhere.received().is_empty());
+}
