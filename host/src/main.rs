@@ -416,9 +416,8 @@ async fn check_plugin(
     let config = Arc::new(config);
     let services = Arc::new(techub_host::platform::connect_services(&config).await?);
     let runtime = Arc::new(techub_host::runtime::Runtime::new(&config)?);
-    let bytes = tokio::fs::read(plugin)
-        .await
-        .with_context(|| format!("could not read {}", plugin.display()))?;
+    let bytes =
+        techub_host::plugins::read_plugin_file(plugin, config.host.max_plugin_bytes).await?;
     let hash = techub_host::runtime::content_hash(&bytes);
     let as_named = plugin.with_file_name(format!("{name}.wasm"));
     match techub_host::plugins::load_bytes(

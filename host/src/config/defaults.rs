@@ -44,6 +44,7 @@ impl Default for HostSection {
             keep_resident_mib: 16,
             metrics: true,
             metrics_poll_ms: 5_000,
+            max_plugin_bytes: 64 * MIB as u64,
         }
     }
 }

@@ -109,6 +109,8 @@ pub struct HostSection {
     pub metrics: bool,
     /// How often queue depths, pool slots and cache bytes are read for `/metrics`, in ms.
     pub metrics_poll_ms: u64,
+    /// Largest plugin file read, in bytes (checked before reading and while reading).
+    pub max_plugin_bytes: u64,
 }
 
 /// Per-invocation limits (`[limits]`, and overrides in `[plugins.<name>]`).

@@ -99,6 +99,12 @@ impl HostConfig {
         check("host.keep_resident_mib", h.keep_resident_mib, 0, 4096)?;
         check("host.metrics_poll_ms", h.metrics_poll_ms, 100, 3_600_000)?;
         check(
+            "host.max_plugin_bytes",
+            h.max_plugin_bytes,
+            1024,
+            4 * 1024 * 1024 * 1024,
+        )?;
+        check(
             "cache.stats_retention_s",
             self.cache.stats_retention_s,
             60,

@@ -2,6 +2,9 @@
 //! the context each runs with.
 
 pub mod build;
+mod read;
+
+pub use read::{ReadError, read_plugin_file};
 
 pub use crate::capability::PluginContext;
 
@@ -129,7 +132,7 @@ pub async fn load_plugin(
     config: Arc<HostConfig>,
     services: Arc<Services>,
 ) -> Result<LoadedPlugin, PluginError> {
-    let bytes = tokio::fs::read(path)
+    let bytes = read_plugin_file(path, config.host.max_plugin_bytes)
         .await
         .map_err(|e| crate::runtime::LoadError::Read {
             path: path.display().to_string(),

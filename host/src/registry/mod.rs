@@ -171,16 +171,16 @@ impl Registry {
             tracing::info!(path = %path.display(), "plugin disabled in host.toml; not loaded");
             return;
         }
-        let bytes = match tokio::fs::read(path).await {
+        let bytes = match crate::plugins::read_plugin_file(path, config.host.max_plugin_bytes).await
+        {
             Ok(bytes) => bytes,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(crate::plugins::ReadError::Missing(_)) => {
                 state.failed.remove(&file);
                 self.remove(state, &name, "its file was removed");
                 return;
             }
             Err(e) => {
-                let reason = format!("could not read {}: {e}", path.display());
-                self.refuse(state, &name, &file, path, reason);
+                self.refuse(state, &name, &file, path, e.to_string());
                 return;
             }
         };

@@ -16,6 +16,7 @@ mod limits;
 mod live;
 mod operations;
 mod outbound_http;
+mod plugins_dir;
 mod queue_settings;
 mod queue_types;
 mod read_through;

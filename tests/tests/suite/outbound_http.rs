@@ -64,9 +64,16 @@ async fn a_granted_request_reaches_the_server_and_an_ungranted_one_is_denied() {
             { "method": "POST", "url": format!("{}/v1/send?to=ada", granted.origin(false)),
               "headers": { "x-test": "yes", "content-type": "text/plain" }, "body": "hello" },
             { "url": format!("{}/", other.origin(false)) },
+            { "url": format!("{}/", granted.origin(false)), "headers": { "host": "evil.example" } },
         ]}),
     )
     .await;
+    // The Host header is the host's: a guest cannot point a granted connection elsewhere.
+    assert!(
+        report.contains("#2 error invalid HTTP request: header host:")
+            && report.contains("Forbidden"),
+        "{report}"
+    );
     assert!(
         report.contains("#0 200 25 bytes ok POST /v1/send?to=ada 5"),
         "{report}"

@@ -2,10 +2,12 @@
 //! native baseline measured in the same run, and their ratio, because this machine is
 //! shared and noisy. Names: `instantiate`, `cache-get`, `messages`, `prefetch`,
 //! `swap`, `start`, `swap-throughput`, `metrics-overhead`, `stats-overhead`,
-//! `store-atomic`, `cas-contention`, `request-reply`, `read-through`, `l1`, `neighbours`.
+//! `store-atomic`, `cas-contention`, `request-reply`, `read-through`, `l1`, `neighbours`,
+//! `http`.
 
 mod cache;
 mod consumers;
+mod http;
 mod l1;
 mod live;
 mod neighbours;
@@ -71,6 +73,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if run("neighbours") {
         neighbours::neighbours().await?;
+    }
+    if run("http") {
+        http::http().await?;
     }
     if run("l1") {
         l1::gets().await?;

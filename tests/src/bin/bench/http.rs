@@ -1,0 +1,276 @@
+//! `bench http`: a plugin making one outbound HTTP request per message to a local
+//! server, against a native pooled hyper client making the same requests at the same
+//! concurrency, in alternating rounds (median of the per-round ratios); the latency a
+//! request gains through the plugin, connections opened per 1000 requests on each side,
+//! and the host's RSS with 16 plugins each holding 16 requests in flight.
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use techub_host::bindings::Outcome;
+use techub_host::platform::connect_services;
+use techub_host::plugins::{LoadedPlugin, load_plugin};
+use techub_host::runtime::Runtime;
+use techub_tests::http_server::{Behaviour, TestServer};
+use techub_tests::{PluginDir, config};
+
+const REQUESTS: usize = 2_000;
+const ROUNDS: usize = 5;
+
+/// One side's round: requests/s and each request's latency.
+struct Round {
+    rate: f64,
+    latencies: Vec<Duration>,
+}
+
+fn quantile(sorted: &[Duration], q: f64) -> Duration {
+    sorted[((sorted.len() - 1) as f64 * q) as usize]
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+/// This process's resident memory, in MiB (`VmRSS`).
+fn rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))?
+                .split_whitespace()
+                .nth(1)?
+                .parse::<f64>()
+                .ok()
+        })
+        .map_or(0.0, |kib| kib / 1024.0)
+}
+
+/// `count` plugin invocations, `concurrency` at a time, each one request to `url`.
+async fn plugin_round(
+    runtime: &Arc<Runtime>,
+    plugin: &Arc<LoadedPlugin>,
+    url: &str,
+    concurrency: usize,
+) -> anyhow::Result<Round> {
+    let plan = serde_json::json!({ "requests": [{ "url": url }] }).to_string();
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let (runtime, plugin, plan) = (runtime.clone(), plugin.clone(), plan.clone());
+            tokio::spawn(async move {
+                let mut latencies = Vec::with_capacity(REQUESTS / concurrency);
+                for _ in 0..REQUESTS / concurrency {
+                    let delivery =
+                        techub_tests::delivery("webhook", "fixture.caller.bench", plan.as_bytes());
+                    let at = Instant::now();
+                    let report = runtime
+                        .invoke(&plugin.pre, plugin.context.clone(), &delivery, 5)
+                        .await;
+                    latencies.push(at.elapsed());
+                    match report.result {
+                        Ok(Outcome::Reject(r)) if r.contains("#0 200") => {}
+                        other => anyhow::bail!("the request failed: {other:?}"),
+                    }
+                }
+                Ok(latencies)
+            })
+        })
+        .collect();
+    let mut latencies = Vec::new();
+    for task in tasks {
+        latencies.extend(task.await??);
+    }
+    Ok(Round {
+        rate: latencies.len() as f64 / started.elapsed().as_secs_f64(),
+        latencies,
+    })
+}
+
+/// The same requests from a native pooled client.
+async fn native_round(
+    client: &Client<hyper_util::client::legacy::connect::HttpConnector, Empty<Bytes>>,
+    url: &str,
+    concurrency: usize,
+) -> anyhow::Result<Round> {
+    let uri: hyper::Uri = url.parse()?;
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let (client, uri) = (client.clone(), uri.clone());
+            tokio::spawn(async move {
+                let mut latencies = Vec::with_capacity(REQUESTS / concurrency);
+                for _ in 0..REQUESTS / concurrency {
+                    let at = Instant::now();
+                    let response = client.get(uri.clone()).await?;
+                    anyhow::ensure!(response.status() == 200, "status {}", response.status());
+                    response.into_body().collect().await?;
+                    latencies.push(at.elapsed());
+                }
+                Ok(latencies)
+            })
+        })
+        .collect();
+    let mut latencies = Vec::new();
+    for task in tasks {
+        latencies.extend(task.await??);
+    }
+    Ok(Round {
+        rate: latencies.len() as f64 / started.elapsed().as_secs_f64(),
+        latencies,
+    })
+}
+
+pub async fn http() -> anyhow::Result<()> {
+    let server = TestServer::http(Behaviour::Echo).await;
+    let url = format!("{}/bench", server.origin(false));
+    let dir = PluginDir::with(&[("caller", "fixture_caller")]);
+    let mut config = config(&dir);
+    let section = config.plugins.entry("caller".into()).or_default();
+    section.outbound = vec![server.origin(false)];
+    let config = Arc::new(config);
+    let services = Arc::new(connect_services(&config).await?);
+    let runtime = Arc::new(Runtime::new(&config)?);
+    let plugin = Arc::new(
+        load_plugin(
+            &runtime,
+            &dir.path().join("caller.wasm"),
+            config.clone(),
+            services.clone(),
+        )
+        .await?,
+    );
+    let native = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+    println!(
+        "bench http: {REQUESTS} requests per round to a local keep-alive server, {ROUNDS} alternating rounds per side"
+    );
+    for concurrency in [1, 16] {
+        // Warm-up: connections and the compiled plugin.
+        plugin_round(&runtime, &plugin, &url, concurrency).await?;
+        native_round(&native, &url, concurrency).await?;
+        let (mut ratios, mut plugin_rates, mut native_rates) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut plugin_latency, mut native_latency) = (Vec::new(), Vec::new());
+        let (mut plugin_connections, mut native_connections) = (0, 0);
+        for round in 0..ROUNDS {
+            let mut measure_plugin = async || -> anyhow::Result<Round> {
+                let before = server.connections();
+                let r = plugin_round(&runtime, &plugin, &url, concurrency).await?;
+                plugin_connections += server.connections() - before;
+                Ok(r)
+            };
+            let (p, n) = if round % 2 == 0 {
+                let p = measure_plugin().await?;
+                let before = server.connections();
+                let n = native_round(&native, &url, concurrency).await?;
+                native_connections += server.connections() - before;
+                (p, n)
+            } else {
+                let before = server.connections();
+                let n = native_round(&native, &url, concurrency).await?;
+                native_connections += server.connections() - before;
+                (measure_plugin().await?, n)
+            };
+            ratios.push(p.rate / n.rate);
+            plugin_rates.push(p.rate);
+            native_rates.push(n.rate);
+            plugin_latency.extend(p.latencies);
+            native_latency.extend(n.latencies);
+        }
+        plugin_latency.sort();
+        native_latency.sort();
+        let total = (REQUESTS * ROUNDS) as f64;
+        println!(
+            "  concurrency {concurrency:>2}: plugin {:>7.0} req/s, native {:>7.0} req/s (medians; rounds {:.0}-{:.0} vs {:.0}-{:.0}), plugin/native {:.2} (median of round ratios; goal >= 0.8)",
+            median(plugin_rates.clone()),
+            median(native_rates.clone()),
+            plugin_rates.iter().copied().fold(f64::MAX, f64::min),
+            plugin_rates.iter().copied().fold(0.0, f64::max),
+            native_rates.iter().copied().fold(f64::MAX, f64::min),
+            native_rates.iter().copied().fold(0.0, f64::max),
+            median(ratios),
+        );
+        println!(
+            "      per request p50 {:?} / p99 {:?} through the plugin, {:?} / {:?} native: the plugin adds {:?} at p50, {:?} at p99",
+            quantile(&plugin_latency, 0.5),
+            quantile(&plugin_latency, 0.99),
+            quantile(&native_latency, 0.5),
+            quantile(&native_latency, 0.99),
+            quantile(&plugin_latency, 0.5).saturating_sub(quantile(&native_latency, 0.5)),
+            quantile(&plugin_latency, 0.99).saturating_sub(quantile(&native_latency, 0.99)),
+        );
+        println!(
+            "      connections opened per 1000 requests: plugin {:.2}, native {:.2} (pooled: at most the concurrency, {concurrency}, in all)",
+            plugin_connections as f64 * 1000.0 / total,
+            native_connections as f64 * 1000.0 / total,
+        );
+    }
+    held_in_flight(&config).await
+}
+
+/// RSS of a host whose 16 plugins each hold 16 requests in flight to a server that
+/// answers after 1 s.
+async fn held_in_flight(base: &techub_host::HostConfig) -> anyhow::Result<()> {
+    const PLUGINS: usize = 16;
+    const EACH: usize = 16;
+    let server = TestServer::http(Behaviour::Slow).await;
+    let names: Vec<String> = (0..PLUGINS).map(|i| format!("caller-{i}")).collect();
+    let pairs: Vec<(&str, &str)> = names
+        .iter()
+        .map(|n| (n.as_str(), "fixture_caller"))
+        .collect();
+    let dir = PluginDir::with(&pairs);
+    let mut config = config(&dir);
+    config.host.max_instances = (PLUGINS * EACH + 16) as u32;
+    config.limits = base.limits;
+    for name in &names {
+        config.plugins.entry(name.clone()).or_default().outbound = vec![server.origin(false)];
+    }
+    let config = Arc::new(config);
+    let services = Arc::new(connect_services(&config).await?);
+    let runtime = Arc::new(Runtime::new(&config)?);
+    let mut plugins = Vec::new();
+    for name in &names {
+        let path = dir.path().join(format!("{name}.wasm"));
+        plugins.push(Arc::new(
+            load_plugin(&runtime, &path, config.clone(), services.clone()).await?,
+        ));
+    }
+    let idle = rss_mib();
+    let plan =
+        serde_json::json!({ "requests": [{ "url": format!("{}/held", server.origin(false)) }] })
+            .to_string();
+    let tasks: Vec<_> = plugins
+        .iter()
+        .flat_map(|plugin| (0..EACH).map(move |_| plugin.clone()))
+        .map(|plugin| {
+            let (runtime, plan) = (runtime.clone(), plan.clone());
+            tokio::spawn(async move {
+                let delivery =
+                    techub_tests::delivery("webhook", "fixture.caller.bench", plan.as_bytes());
+                runtime
+                    .invoke(&plugin.pre, plugin.context.clone(), &delivery, 5)
+                    .await
+                    .result
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let held = rss_mib();
+    let mut ok = 0;
+    for task in tasks {
+        if matches!(task.await?, Ok(Outcome::Reject(r)) if r.contains("#0 200")) {
+            ok += 1;
+        }
+    }
+    println!(
+        "  {PLUGINS} plugins x {EACH} requests in flight: host RSS {held:.0} MiB (idle with them loaded: {idle:.0} MiB; +{:.1} MiB, {:.0} KiB per request held); {ok} of {} answered",
+        held - idle,
+        (held - idle) * 1024.0 / (PLUGINS * EACH) as f64,
+        PLUGINS * EACH
+    );
+    Ok(())
+}
