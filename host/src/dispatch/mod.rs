@@ -272,6 +272,14 @@ impl Worker {
             .unwrap_or_default();
         tracing::Span::current().record("version", short_version(&version.hash));
         self.track(&delivery.envelope().id, MessageStatus::Processing);
+        let (size, max) = (
+            delivery.envelope().payload.len(),
+            version.context.config.host.max_message_bytes,
+        );
+        if size > max {
+            settle::dead_letter_oversize(self, delivery, size, max).await;
+            return;
+        }
         let redelivered = delivery.redelivered();
         let metrics = &version.context.metrics;
         self.queue_counters.record(QueueEvent::Delivered);

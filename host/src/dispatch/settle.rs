@@ -111,3 +111,31 @@ async fn retry_or_bury(
         )
     }
 }
+
+/// Dead-letters a delivery of `size` bytes, over `host.max_message_bytes` (`max`),
+/// without running the plugin: that limit bounds what the host publishes, but the
+/// broker takes far larger messages from other publishers, and retrying one would copy
+/// it into an instance (and past its memory limit) on every attempt.
+pub(super) async fn dead_letter_oversize(
+    worker: &Worker,
+    delivery: Box<dyn Delivery>,
+    size: usize,
+    max: usize,
+) {
+    let id = delivery.envelope().id.clone();
+    let reason = format!(
+        "the message is {size} bytes, more than host.max_message_bytes ({max}); not handed to the plugin"
+    );
+    tracing::warn!(plugin = %worker.plugin, %id, %reason, "dead-lettering");
+    worker.queue_counters.record(QueueEvent::Delivered);
+    match delivery.dead_letter(&reason).await {
+        Ok(()) => {
+            worker.queue_counters.record(QueueEvent::DeadLettered);
+            worker.track(&id, MessageStatus::DeadLetter);
+        }
+        Err(error) => {
+            worker.track(&id, MessageStatus::Failed);
+            tracing::error!(plugin = %worker.plugin, %id, %error, "could not dead-letter the delivery; the broker will redeliver it");
+        }
+    }
+}

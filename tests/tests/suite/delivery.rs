@@ -245,3 +245,59 @@ async fn a_full_dead_letter_queue_refuses_and_loses_nothing() {
         "expired letters are not shown"
     );
 }
+
+/// A message larger than `host.max_message_bytes`, published by someone other than
+/// the host, is dead-lettered at once with the reason; the plugin never runs.
+async fn an_oversize_delivery_is_dead_lettered_without_running_the_plugin(
+    mut config: techub_host::HostConfig,
+) {
+    config.host.max_message_bytes = 4096;
+    let platform = Platform::start(config).await.expect("the platform starts");
+    let envelope = techub_tests::envelope("fixture.noop.big", vec![b'x'; 64 * 1024]);
+    let id = envelope.id.clone();
+    platform
+        .services
+        .broker
+        .publish(envelope, None)
+        .await
+        .expect("the broker takes it");
+    let letter = crate::e2e_embedded::dead_letter_of(&platform, &id).await;
+    assert_eq!(
+        letter.envelope.attempt, 1,
+        "retried first: {}",
+        letter.reason
+    );
+    assert!(
+        letter
+            .reason
+            .contains("65536 bytes, more than host.max_message_bytes (4096)"),
+        "{}",
+        letter.reason
+    );
+    let metrics = platform.services.metrics.encode();
+    let noop = platform.plugins().await[0].name.clone();
+    let ran = metrics
+        .lines()
+        .filter(|l| l.starts_with(&format!("techub_invocations_total{{plugin=\"{noop}\"")))
+        .any(|l| !l.ends_with(" 0"));
+    assert!(!ran, "the plugin ran: {metrics}");
+    platform.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_oversize_delivery_is_dead_lettered_at_once_on_the_embedded_broker() {
+    init_tracing();
+    let dir = PluginDir::with(&[("noop", "fixture_noop")]);
+    an_oversize_delivery_is_dead_lettered_without_running_the_plugin(config(&dir)).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_oversize_delivery_is_dead_lettered_at_once_on_rabbitmq() {
+    init_tracing();
+    let plugin = techub_tests::unique("noop");
+    let dir = PluginDir::with(&[(&plugin, "fixture_noop")]);
+    an_oversize_delivery_is_dead_lettered_without_running_the_plugin(
+        crate::e2e_services::on_services(&dir),
+    )
+    .await;
+}
