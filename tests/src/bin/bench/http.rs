@@ -51,13 +51,20 @@ fn rss_mib() -> f64 {
 }
 
 /// `count` plugin invocations, `concurrency` at a time, each one request to `url`.
+/// With `url` `None`, the same invocations with no request: what the plugin costs
+/// without HTTP.
 async fn plugin_round(
     runtime: &Arc<Runtime>,
     plugin: &Arc<LoadedPlugin>,
-    url: &str,
+    url: Option<&str>,
     concurrency: usize,
 ) -> anyhow::Result<Round> {
-    let plan = serde_json::json!({ "requests": [{ "url": url }] }).to_string();
+    let plan = match url {
+        Some(url) => serde_json::json!({ "requests": [{ "url": url }] }),
+        None => serde_json::json!({ "requests": [] }),
+    }
+    .to_string();
+    let expected = if url.is_some() { "#0 200" } else { "rejected" };
     let started = Instant::now();
     let tasks: Vec<_> = (0..concurrency)
         .map(|_| {
@@ -73,7 +80,7 @@ async fn plugin_round(
                         .await;
                     latencies.push(at.elapsed());
                     match report.result {
-                        Ok(Outcome::Reject(r)) if r.contains("#0 200") => {}
+                        Ok(Outcome::Reject(r)) if r.contains(expected) || r.is_empty() => {}
                         other => anyhow::bail!("the request failed: {other:?}"),
                     }
                 }
@@ -150,7 +157,7 @@ pub async fn http() -> anyhow::Result<()> {
     );
     for concurrency in [1, 16] {
         // Warm-up: connections and the compiled plugin.
-        plugin_round(&runtime, &plugin, &url, concurrency).await?;
+        plugin_round(&runtime, &plugin, Some(&url), concurrency).await?;
         native_round(&native, &url, concurrency).await?;
         let (mut ratios, mut plugin_rates, mut native_rates) = (Vec::new(), Vec::new(), Vec::new());
         let (mut plugin_latency, mut native_latency) = (Vec::new(), Vec::new());
@@ -158,7 +165,7 @@ pub async fn http() -> anyhow::Result<()> {
         for round in 0..ROUNDS {
             let mut measure_plugin = async || -> anyhow::Result<Round> {
                 let before = server.connections();
-                let r = plugin_round(&runtime, &plugin, &url, concurrency).await?;
+                let r = plugin_round(&runtime, &plugin, Some(&url), concurrency).await?;
                 plugin_connections += server.connections() - before;
                 Ok(r)
             };
@@ -206,6 +213,14 @@ pub async fn http() -> anyhow::Result<()> {
             "      connections opened per 1000 requests: plugin {:.2}, native {:.2} (pooled: at most the concurrency, {concurrency}, in all)",
             plugin_connections as f64 * 1000.0 / total,
             native_connections as f64 * 1000.0 / total,
+        );
+        let bare = plugin_round(&runtime, &plugin, None, concurrency).await?;
+        let mut bare_latency = bare.latencies;
+        bare_latency.sort();
+        println!(
+            "      the same plugin making no request: {:.0} invocations/s, p50 {:?} (instance, JSON and the report: the part of the plugin's time that is not HTTP)",
+            bare.rate,
+            quantile(&bare_latency, 0.5),
         );
     }
     held_in_flight(&config).await
