@@ -301,3 +301,84 @@ async fn an_oversize_delivery_is_dead_lettered_at_once_on_rabbitmq() {
     )
     .await;
 }
+
+/// Rejections of `plugin` so far.
+fn rejections(platform: &Platform, plugin: &str) -> u64 {
+    platform
+        .services
+        .metrics
+        .plugin(plugin)
+        .outcome_counts()
+        .into_iter()
+        .find(|(outcome, _)| *outcome == "reject")
+        .map_or(0, |(_, count)| count)
+}
+
+/// A replay takes the letters present when it starts, each once: letters that fail
+/// again wait for the next replay instead of running again within this one.
+async fn a_replay_runs_each_letter_once(config: techub_host::HostConfig) {
+    use techub_host::capability::messaging::{DeadLetterAction, ReplayTo};
+    let platform = Platform::start(config).await.expect("the platform starts");
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let id = platform
+            .publish(
+                &format!("fixture.caller.replay{i}"),
+                br#"{"requests": []}"#.to_vec(),
+                None,
+            )
+            .await
+            .expect("publish");
+        ids.push(id);
+    }
+    for id in &ids {
+        dead_letter_of(&platform, id).await;
+    }
+    assert_eq!(rejections(&platform, "caller"), 3);
+    let pick = |letter: &techub_host::capability::messaging::DeadLetter| {
+        if ids.contains(&letter.envelope.id) {
+            DeadLetterAction::Replay(ReplayTo::Queue)
+        } else {
+            DeadLetterAction::Keep
+        }
+    };
+    let done = platform
+        .services
+        .broker
+        .rework_dead_letters(&pick)
+        .await
+        .expect("replay");
+    assert_eq!(
+        done.replayed.len(),
+        3,
+        "replays in one pass; errors: {:?}",
+        done.errors
+    );
+    wait_for(
+        LIMIT,
+        "the replayed letters to be rejected again",
+        || async { (rejections(&platform, "caller") >= 6).then_some(()) },
+    )
+    .await;
+    // Each failed again and went back to the dead-letter queue: nothing more runs.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(rejections(&platform, "caller"), 6);
+    for id in &ids {
+        dead_letter_of(&platform, id).await;
+    }
+    platform.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replay_runs_each_letter_once_on_the_embedded_broker() {
+    init_tracing();
+    let dir = PluginDir::with(&[("caller", "fixture_caller")]);
+    a_replay_runs_each_letter_once(config(&dir)).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replay_runs_each_letter_once_on_rabbitmq() {
+    init_tracing();
+    let dir = PluginDir::with(&[("caller", "fixture_caller")]);
+    a_replay_runs_each_letter_once(crate::e2e_services::on_services(&dir)).await;
+}

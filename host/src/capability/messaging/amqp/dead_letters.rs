@@ -89,16 +89,30 @@ impl AmqpBroker {
         Ok(letters)
     }
 
-    /// One pass over the letters, doing what `pick` says with each.
+    /// One pass over the letters present when it starts, each once, doing what `pick`
+    /// says with it. A replayed letter that fails again is dead-lettered behind them,
+    /// so the pass ends before it (and should a letter of this pass come round again
+    /// all the same, the pass stops there): it waits for the next replay instead of
+    /// being run again and again within this one.
     pub(super) async fn rework(&self, pick: &DeadLetterPicker<'_>) -> BackendResult<Reworked> {
+        let present = self
+            .depth(&self.shared.names.dead_letter_queue)
+            .await?
+            .unwrap_or(0);
         let channel = self.open_channel().await?;
         let mut done = Reworked::default();
+        let mut replayed = std::collections::HashSet::new();
         let url = &self.shared.url;
-        for _ in 0..MAX_PASS {
+        for _ in 0..(present as usize).min(MAX_PASS) {
             let Some((letter, acker)) = self.next_letter(&channel).await? else {
                 break;
             };
             let id = letter.envelope.id.clone();
+            if replayed.contains(&id) {
+                // Back already: left unacknowledged, it returns to the queue.
+                done.kept += 1;
+                break;
+            }
             match pick(&letter) {
                 DeadLetterAction::Keep => done.kept += 1,
                 DeadLetterAction::Purge => {
@@ -116,6 +130,7 @@ impl AmqpBroker {
                             .ack(BasicAckOptions::default())
                             .await
                             .map_err(|e| unavailable(url, "remove a replayed dead letter", e))?;
+                        replayed.insert(id.clone());
                         done.replayed.push((id, queue));
                     }
                     Err(error) => {
