@@ -53,6 +53,20 @@ fn get(url: String) -> serde_json::Value {
     json!({ "requests": [{ "url": url }] })
 }
 
+/// The report of one GET to a fresh `behaviour` server, from the caller granted that
+/// server and given the limits `limits` sets.
+async fn one_get(
+    behaviour: Behaviour,
+    limits: impl FnOnce(&mut techub_host::config::LimitOverrides),
+) -> String {
+    let server = TestServer::http(behaviour).await;
+    let (platform, _dir) = caller_platform(&[server.origin(false)], |c| {
+        limits(&mut c.plugins.get_mut("caller").expect("caller").limits)
+    })
+    .await;
+    call(&platform, get(format!("{}/", server.origin(false)))).await
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_granted_request_reaches_the_server_and_an_ungranted_one_is_denied() {
     let granted = TestServer::http(Behaviour::Echo).await;
@@ -237,16 +251,10 @@ async fn requests_past_the_per_message_quota_are_denied_and_counted() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_endless_body_stops_at_the_response_limit() {
-    let server = TestServer::http(Behaviour::Endless).await;
-    let (platform, _dir) = caller_platform(&[server.origin(false)], |c| {
-        c.plugins
-            .get_mut("caller")
-            .expect("caller")
-            .limits
-            .max_http_response_bytes = Some(1024 * 1024);
+    let report = one_get(Behaviour::Endless, |l| {
+        l.max_http_response_bytes = Some(1024 * 1024)
     })
     .await;
-    let report = call(&platform, get(format!("{}/", server.origin(false)))).await;
     assert!(
         report.contains(
             "#0 error HTTP body too large: HTTP response body size exceeds limit: 1048576 bytes"
@@ -257,16 +265,10 @@ async fn an_endless_body_stops_at_the_response_limit() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_server_that_never_answers_hits_the_first_byte_timeout() {
-    let server = TestServer::http(Behaviour::Silent).await;
-    let (platform, _dir) = caller_platform(&[server.origin(false)], |c| {
-        c.plugins
-            .get_mut("caller")
-            .expect("caller")
-            .limits
-            .http_first_byte_timeout_ms = Some(300);
+    let report = one_get(Behaviour::Silent, |l| {
+        l.http_first_byte_timeout_ms = Some(300)
     })
     .await;
-    let report = call(&platform, get(format!("{}/", server.origin(false)))).await;
     assert!(
         report.contains("#0 error HTTP request timed out: HttpResponseTimeout"),
         "{report}"
@@ -275,16 +277,10 @@ async fn a_server_that_never_answers_hits_the_first_byte_timeout() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_stalled_body_hits_the_between_bytes_timeout() {
-    let server = TestServer::http(Behaviour::StallBody).await;
-    let (platform, _dir) = caller_platform(&[server.origin(false)], |c| {
-        c.plugins
-            .get_mut("caller")
-            .expect("caller")
-            .limits
-            .http_between_bytes_timeout_ms = Some(300);
+    let report = one_get(Behaviour::StallBody, |l| {
+        l.http_between_bytes_timeout_ms = Some(300)
     })
     .await;
-    let report = call(&platform, get(format!("{}/", server.origin(false)))).await;
     assert!(
         report.contains("#0 error HTTP request timed out: connection read timeout"),
         "{report}"
@@ -293,15 +289,12 @@ async fn a_stalled_body_hits_the_between_bytes_timeout() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_dribbling_server_cannot_hold_an_instance_past_its_timeout() {
-    let server = TestServer::http(Behaviour::Dribble).await;
-    let (platform, _dir) = caller_platform(&[server.origin(false)], |c| {
-        let limits = &mut c.plugins.get_mut("caller").expect("caller").limits;
-        limits.timeout_ms = Some(800);
+    let report = one_get(Behaviour::Dribble, |l| {
+        l.timeout_ms = Some(800);
         // Waiting on the network is not guest CPU.
-        limits.cpu_ms = Some(50);
+        l.cpu_ms = Some(50);
     })
     .await;
-    let report = call(&platform, get(format!("{}/", server.origin(false)))).await;
     assert!(report.contains("timeout of 800 ms exceeded"), "{report}");
 }
 
@@ -356,9 +349,7 @@ async fn a_request_body_over_the_limit_is_refused() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_huge_response_header_is_refused() {
-    let server = TestServer::http(Behaviour::HugeHeader).await;
-    let (platform, _dir) = caller_platform(&[server.origin(false)], |_| {}).await;
-    let report = call(&platform, get(format!("{}/", server.origin(false)))).await;
+    let report = one_get(Behaviour::HugeHeader, |_| {}).await;
     assert!(
         report.contains("#0 error HTTP body too large: HttpResponseHeaderSectionSize"),
         "{report}"
