@@ -25,13 +25,14 @@ pub enum ConfigError {
         /// What is wrong with it.
         message: String,
     },
-    /// An error in a named file.
-    #[error("{path}: {source}")]
+    /// An error in a named file. (Its message already holds the inner error's, so the
+    /// inner error is not a `source`: a report would print it twice.)
+    #[error("{path}: {error}")]
     InFile {
         /// The file.
         path: PathBuf,
         /// The error.
-        source: Box<ConfigError>,
+        error: Box<ConfigError>,
     },
 }
 
@@ -39,7 +40,7 @@ impl ConfigError {
     pub(super) fn in_file(self, path: &Path) -> Self {
         Self::InFile {
             path: path.to_path_buf(),
-            source: Box::new(self),
+            error: Box::new(self),
         }
     }
 }
@@ -508,6 +509,15 @@ mod tests {
         let config = HostConfig::parse(text).unwrap();
         let printed = toml::to_string_pretty(&config).unwrap();
         assert_eq!(HostConfig::parse(&printed).unwrap(), config, "{printed}");
+    }
+
+    #[test]
+    fn a_config_error_in_a_file_is_reported_once() {
+        let error = HostConfig::parse("[limits]\ncpu_ms = 1\n")
+            .unwrap_err()
+            .in_file(Path::new("host.toml"));
+        let report = format!("{:?}", anyhow::Error::from(error));
+        assert_eq!(report.matches("must be between 10").count(), 1, "{report}");
     }
 
     #[test]
