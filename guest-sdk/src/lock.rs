@@ -60,7 +60,7 @@ impl From<LockError> for Failure {
     }
 }
 
-/// How to acquire; defaults are the seed's (30 s TTL, 3 retries 50 ms apart).
+/// How to acquire; defaults are the specification's (30 s TTL, 10 retries 50 ms apart).
 ///
 /// ```no_run
 /// # use techub_guest::prelude::*;
@@ -72,7 +72,7 @@ impl From<LockError> for Failure {
 /// ```
 #[derive(Debug, Clone, Copy)]
 pub struct LockOptions {
-    /// Lease lifetime in milliseconds (1 ms to 300 s).
+    /// Lease lifetime in milliseconds (1 s to 300 s).
     pub ttl_ms: u32,
     /// Attempts after the first while the lock is held (0 to 10).
     pub max_retries: u32,
