@@ -245,17 +245,31 @@ fn parse_host(host: &str) -> Result<GrantHost, String> {
     })
 }
 
-/// Whether `ip` lies in `net/len`; an IPv4-mapped IPv6 address counts as its IPv4
-/// address.
+/// Whether `ip` lies in `net/len`; an IPv4-mapped IPv6 address (`::ffff:a.b.c.d`)
+/// counts as its IPv4 address, on either side (a mapped network of length 96 + n is
+/// the IPv4 network of length n).
 pub fn in_network(ip: IpAddr, net: IpAddr, len: u8) -> bool {
-    let ip = canonical(ip);
-    match (ip, canonical(net)) {
+    let (net, len) = match net {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) if len >= 96 => (IpAddr::V4(v4), len - 96),
+            _ => (net, len),
+        },
+        v4 => (v4, len),
+    };
+    let ip = match (canonical(ip), net) {
+        // A mapped network shorter than 96 bits holds mapped addresses as IPv6.
+        (IpAddr::V4(v4), IpAddr::V6(_)) => IpAddr::V6(v4.to_ipv6_mapped()),
+        (ip, _) => ip,
+    };
+    match (ip, net) {
         (IpAddr::V4(ip), IpAddr::V4(net)) => {
-            let mask = u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0);
+            let shift = 32u32.saturating_sub(u32::from(len));
+            let mask = u32::MAX.checked_shl(shift).unwrap_or(0);
             u32::from(ip) & mask == u32::from(net) & mask
         }
         (IpAddr::V6(ip), IpAddr::V6(net)) => {
-            let mask = u128::MAX.checked_shl(128 - u32::from(len)).unwrap_or(0);
+            let shift = 128u32.saturating_sub(u32::from(len));
+            let mask = u128::MAX.checked_shl(shift).unwrap_or(0);
             u128::from(ip) & mask == u128::from(net) & mask
         }
         _ => false,
@@ -476,5 +490,25 @@ mod tests {
                 .names_address(lo)
         );
         assert!(!OutboundGrant::parse("http://*").unwrap().names_address(lo));
+    }
+
+    #[test]
+    fn mapped_networks_and_addresses_match_their_ipv4_form() {
+        let ip = |t: &str| t.parse::<IpAddr>().unwrap();
+        assert!(in_network(ip("127.0.0.1"), ip("::ffff:127.0.0.0"), 104));
+        assert!(in_network(ip("::ffff:127.0.0.1"), ip("127.0.0.0"), 8));
+        assert!(!in_network(ip("10.0.0.1"), ip("::ffff:127.0.0.1"), 128));
+        assert!(in_network(ip("10.0.0.1"), ip("::"), 0));
+        assert!(in_network(ip("10.0.0.1"), ip("0.0.0.0"), 0));
+        // Every prefix length of either family, against either family: no overflow.
+        for len in 0..=128u8 {
+            for net in ["::ffff:127.0.0.1", "::1", "fd00::"] {
+                let _ = in_network(ip("127.0.0.1"), ip(net), len);
+                let _ = in_network(ip("::1"), ip(net), len);
+            }
+        }
+        for len in 0..=32u8 {
+            let _ = in_network(ip("::ffff:10.0.0.1"), ip("10.0.0.0"), len);
+        }
     }
 }
