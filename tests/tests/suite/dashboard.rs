@@ -7,6 +7,7 @@ use std::collections::BTreeSet;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 use techub_host::Platform;
+use techub_tests::http_server::{Behaviour, TestServer};
 use techub_tests::{
     artifact, init_tracing, publish_user, repo_root, tool, user_notifications, wait_for,
 };
@@ -66,11 +67,21 @@ fn promtool_accepts_metrics(exposition: &str) {
     );
 }
 
-/// The exposition of a platform on `config` once a user message went through and
-/// the poller ran.
-async fn exposition_after_traffic(config: techub_host::HostConfig, also: &[&str]) -> String {
+/// The exposition of a platform on `config` once a user message (and `extra`, a
+/// routing key and payload, if any) went through and the poller ran.
+async fn exposition_after_traffic(
+    config: techub_host::HostConfig,
+    also: &[&str],
+    extra: Option<(&str, String)>,
+) -> String {
     let platform = Platform::start(config).await.unwrap();
     publish_user(&platform, "dashboard").await;
+    if let Some((routing_key, payload)) = extra {
+        platform
+            .publish(routing_key, payload.into_bytes(), None)
+            .await
+            .unwrap();
+    }
     let mut wanted = vec!["techub_queue_acked_total", "techub_queue_depth"];
     wanted.extend_from_slice(also);
     let text = wait_for(Duration::from_secs(30), &format!("{wanted:?}"), || async {
@@ -88,10 +99,33 @@ async fn exposition_after_traffic(config: techub_host::HostConfig, also: &[&str]
 #[tokio::test(flavor = "multi_thread")]
 async fn the_dashboard_and_alert_rules_name_only_exported_metrics() {
     init_tracing();
-    // On the embedded backends (the embedded cache's bytes and evictions)...
-    let (_embedded_dir, mut embedded) = user_notifications();
+    // On the embedded backends (the embedded cache's bytes and evictions), with a
+    // plugin making an outbound HTTP request...
+    let (embedded_dir, mut embedded) = user_notifications();
     embedded.host.metrics_poll_ms = 100;
-    let on_embedded = exposition_after_traffic(embedded, &["techub_cache_bytes"]).await;
+    let provider = TestServer::http(Behaviour::Echo).await;
+    std::fs::copy(
+        techub_tests::fixture("fixture_caller"),
+        embedded_dir.path().join("caller.wasm"),
+    )
+    .unwrap();
+    let caller = embedded.plugins.entry("caller".into()).or_default();
+    caller.subscribe = vec!["#".into()];
+    caller.outbound = vec![provider.origin(false)];
+    let call = format!(
+        r#"{{"requests": [{{"url": "{}/"}}]}}"#,
+        provider.origin(false)
+    );
+    let on_embedded = exposition_after_traffic(
+        embedded,
+        &[
+            "techub_cache_bytes",
+            "techub_http_requests_total",
+            "techub_http_request_seconds_count",
+        ],
+        Some(("fixture.caller.dashboard", call)),
+    )
+    .await;
     // ...and on Redis and RabbitMQ (their commands, publishes and health).
     let (dir, granted) = user_notifications();
     let mut remote = on_services(&dir);
@@ -100,6 +134,7 @@ async fn the_dashboard_and_alert_rules_name_only_exported_metrics() {
     let on_services = exposition_after_traffic(
         remote,
         &["techub_redis_command_seconds_count", "techub_backend_up"],
+        None,
     )
     .await;
     std::fs::write(artifact("metrics-embedded.txt"), &on_embedded).unwrap();

@@ -86,8 +86,8 @@ async fn the_status_page_shows_plugins_counts_queues_and_hit_rates_in_a_browser(
         String::from_utf8_lossy(&dom.stderr)
     );
     std::fs::write(artifact("status-page.html"), &dom_text).unwrap();
-    // The plugin's row, as the browser parsed it: name, state, then the outcome counts
-    // in the order of the header (ok first).
+    // The plugin's row, as the browser parsed it: name, state, version, outbound
+    // grants, in flight, then the outcome counts in the order of the header (ok first).
     let row_start = dom_text
         .find("data-plugin=\"user-notifications\"")
         .unwrap_or_else(|| panic!("no row for the plugin in:\n{dom_text}"));
@@ -102,7 +102,8 @@ async fn the_status_page_shows_plugins_counts_queues_and_hit_rates_in_a_browser(
         .collect();
     assert_eq!(cells[0], "user-notifications", "{row}");
     assert_eq!(cells[1], "serving", "{row}");
-    assert_eq!(cells[4], "7", "the ok count: {row}");
+    assert_eq!(cells[3], "", "it has no outbound grants: {row}");
+    assert_eq!(cells[5], "7", "the ok count: {row}");
     assert!(
         dom_text.contains("not-a-plugin.wasm"),
         "failed files are listed"
