@@ -103,6 +103,7 @@ pub async fn connect_services(config: &HostConfig) -> anyhow::Result<Services> {
                 config.dead_letter,
                 config.messaging,
                 metrics.clone(),
+                crate::capability::messaging::amqp::seal::DeathSeal::for_config(config)?,
             )
             .await?,
         ),
@@ -121,6 +122,7 @@ pub async fn connect_services(config: &HostConfig) -> anyhow::Result<Services> {
         cache_stats.clone(),
         metrics.clone(),
         &config.amqp.queue_prefix,
+        &config.dead_letter,
     ));
     let read_through = Arc::new(ReadThrough::new(
         cache.clone(),
@@ -400,6 +402,7 @@ impl Platform {
             expiration_ms: None,
             published_at_ms: now_ms(),
             attempt: 1,
+            parked: None,
         };
         // Pending before the publish: a fast consumer may otherwise mark it done first.
         self.services.tracker.published(&id, None);

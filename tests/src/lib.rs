@@ -530,5 +530,6 @@ pub fn envelope(
         expiration_ms: None,
         published_at_ms: techub_host::capability::messaging::now_ms(),
         attempt: 1,
+        parked: None,
     }
 }

@@ -54,6 +54,7 @@ fn letter_json(letter: &DeadLetter, preview: usize) -> Value {
         "correlation_id": envelope.correlation_id,
         "priority": envelope.priority,
         "headers": envelope.headers,
+        "trusted": letter.trusted,
         "payload": payload_preview(&envelope.payload, preview),
     })
 }
@@ -179,7 +180,8 @@ fn refuse(message: &str) -> (StatusCode, Json<Value>) {
 }
 
 /// `POST /dead-letters/replay` with a [`Selection`]: each picked letter is published
-/// again as a first attempt and removed once the broker confirmed it.
+/// again as a first attempt and removed once the broker confirmed it. A picked letter
+/// the host did not dead-letter itself (untrusted) is kept and listed.
 pub(super) async fn replay(
     State(platform): State<Arc<Platform>>,
     Json(selection): Json<Selection>,
@@ -198,7 +200,16 @@ pub(super) async fn replay(
     };
     let now = now_ms();
     let services = &platform.services;
+    let untrusted = std::sync::Mutex::new(Vec::new());
     let pick = |letter: &DeadLetter| match selection.picks(letter, now) {
+        true if !letter.trusted => {
+            tracing::warn!(id = %letter.envelope.id, queue = %letter.queue, "not replaying an untrusted dead letter (not sealed by this deployment); kept");
+            untrusted
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(letter.envelope.id.clone());
+            DeadLetterAction::Keep
+        }
         true => {
             // Pending again before it can be delivered (and marked) anew.
             services.tracker.published(&letter.envelope.id, None);
@@ -209,9 +220,15 @@ pub(super) async fn replay(
     match services.broker.rework_dead_letters(&pick).await {
         Ok(done) => {
             let replayed: Vec<&String> = done.replayed.iter().map(|(id, _)| id).collect();
+            let untrusted = untrusted.into_inner().unwrap_or_else(|e| e.into_inner());
             (
                 StatusCode::OK,
-                Json(json!({ "replayed": replayed, "errors": done.errors, "kept": done.kept })),
+                Json(json!({
+                    "replayed": replayed,
+                    "errors": done.errors,
+                    "kept": done.kept,
+                    "untrusted": untrusted,
+                })),
             )
         }
         Err(error) => unavailable(error),

@@ -21,6 +21,7 @@ pub use ops::{parse_duration_ms, status_name};
 
 use crate::Platform;
 use crate::bindings::techub::platform::messaging::Priority;
+use crate::capability::messaging::DeadLetterFill;
 use crate::registry::Lifecycle;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
@@ -113,7 +114,8 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 /// Ready when every dependency answers: Redis (`PING`) when a capability uses it, the
 /// broker's connection, and at least one plugin serving (or none that failed: an
-/// empty plugins directory is a valid deployment). 503 names what is down.
+/// empty plugins directory is a valid deployment), and room in the dead-letter queue.
+/// 503 names what is down.
 async fn readyz(State(platform): State<Arc<Platform>>) -> (StatusCode, Json<Value>) {
     let mut down = Vec::new();
     if let Some(redis) = &platform.services.redis
@@ -121,8 +123,29 @@ async fn readyz(State(platform): State<Arc<Platform>>) -> (StatusCode, Json<Valu
     {
         down.push(reason);
     }
-    if let Err(reason) = platform.services.broker.health() {
-        down.push(reason);
+    let broker = platform.services.broker.as_ref();
+    let dead_letter = platform.config().dead_letter;
+    let fill = match broker.health() {
+        Err(reason) => {
+            down.push(reason);
+            None
+        }
+        // Bounded: a stalled broker must not stall the probe.
+        Ok(()) => tokio::time::timeout(
+            READINESS_TIMEOUT,
+            DeadLetterFill::read(broker, &dead_letter),
+        )
+        .await
+        .ok()
+        .and_then(Result::ok),
+    };
+    if let Some(fill) = fill
+        && fill.is_full()
+    {
+        down.push(format!(
+            "the dead-letter queue is full ({} of {} letters): new dead letters wait in their retry queues; replay or purge some (techub-host dlq)",
+            fill.depth, fill.max_length
+        ));
     }
     let (plugins, failed) = platform.registry().plugins().await;
     let serving = plugins

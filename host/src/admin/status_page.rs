@@ -4,7 +4,7 @@
 
 use crate::Platform;
 use crate::capability::cache::Window;
-use crate::capability::messaging::now_ms;
+use crate::capability::messaging::{DeadLetterFill, now_ms};
 use crate::dispatch::queue_name;
 use axum::extract::State;
 use axum::response::Html;
@@ -29,7 +29,7 @@ fn escape(text: &str) -> String {
 
 const STYLE: &str = "body{font:14px system-ui,sans-serif;margin:2em;color:#222}\
 table{border-collapse:collapse;margin-bottom:2em}th,td{border:1px solid #ccc;padding:4px 10px;text-align:left}\
-th{background:#f4f4f4}td.n{text-align:right}.serving{color:#060}.draining,.loading{color:#a60}.failed{color:#b00}";
+th{background:#f4f4f4}td.n{text-align:right}.serving{color:#060}.draining,.loading{color:#a60}.failed,.bad{color:#b00}";
 
 /// The page.
 pub(super) async fn page(State(platform): State<Arc<Platform>>) -> Html<String> {
@@ -103,8 +103,14 @@ pub(super) async fn page(State(platform): State<Arc<Platform>>) -> Html<String> 
             );
         }
     }
-    let dead = match services.broker.dead_letter_depth().await {
-        Ok(depth) => depth.to_string(),
+    let dead = match DeadLetterFill::read(services.broker.as_ref(), &platform.config().dead_letter)
+        .await
+    {
+        Ok(fill) if fill.is_full() => format!(
+            "{} <span class=\"bad\" id=\"dead-letters-full\">full: new dead letters wait in their retry queues</span>",
+            fill.depth
+        ),
+        Ok(fill) => fill.depth.to_string(),
         Err(_) => "unavailable".to_string(),
     };
     let _ = write!(

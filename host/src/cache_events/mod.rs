@@ -70,6 +70,9 @@ pub struct CacheEvents {
     bound: tokio::sync::Mutex<Vec<String>>,
     consumer: Mutex<Option<tokio::task::JoinHandle<()>>>,
     counters: Counters,
+    /// `[dead_letter] retry_when_full_ms`: how long an event the full dead-letter
+    /// queue refused waits before it is dead-lettered again.
+    retry_when_full_ms: AtomicU64,
 }
 
 impl CacheEvents {
@@ -80,8 +83,10 @@ impl CacheEvents {
         stats: Arc<CacheStats>,
         metrics: Arc<Metrics>,
         queue_prefix: &str,
+        dead_letter: &crate::config::DeadLetterConfig,
     ) -> Self {
         Self {
+            retry_when_full_ms: AtomicU64::new(dead_letter.retry_when_full_ms),
             broker,
             cache,
             stats,
@@ -92,6 +97,12 @@ impl CacheEvents {
             consumer: Mutex::default(),
             counters: Counters::default(),
         }
+    }
+
+    /// Takes a reloaded `[dead_letter]`.
+    pub fn set_dead_letter(&self, dead_letter: &crate::config::DeadLetterConfig) {
+        self.retry_when_full_ms
+            .store(dead_letter.retry_when_full_ms, Ordering::Relaxed);
     }
 
     /// The host's invalidation queue.
@@ -175,6 +186,10 @@ impl CacheEvents {
     }
 
     async fn handle(&self, delivery: Box<dyn Delivery>) {
+        if let Some(reason) = delivery.envelope().parked.clone() {
+            // Refused by the full dead-letter queue before: dead-lettered again.
+            return self.dead_letter(delivery, &reason).await;
+        }
         let envelope = delivery.envelope();
         let (key, attempt) = (envelope.routing_key.clone(), envelope.attempt);
         let planned = match plan(&self.rules.load(), &key, &envelope.payload) {
@@ -235,7 +250,8 @@ impl CacheEvents {
     async fn dead_letter(&self, delivery: Box<dyn Delivery>, reason: &str) {
         self.counters.dead_lettered.fetch_add(1, Ordering::Relaxed);
         self.metrics.cache_event("dead_lettered");
-        if let Err(error) = delivery.dead_letter(reason).await {
+        let when_full = Duration::from_millis(self.retry_when_full_ms.load(Ordering::Relaxed));
+        if let Err(error) = delivery.dead_letter(reason, when_full).await {
             tracing::error!(%error, "could not dead-letter a cache invalidation event; it comes again");
         }
     }

@@ -219,8 +219,12 @@ pub async fn dlq(admin: &Admin, command: Dlq) -> anyhow::Result<()> {
             .await?;
             println!("{} dead letter(s)", page["total"]);
             for letter in page["dead_letters"].as_array().into_iter().flatten() {
+                let untrusted = match letter["trusted"].as_bool() {
+                    Some(false) => "  UNTRUSTED (not sealed by this deployment; not replayed)",
+                    _ => "",
+                };
                 println!(
-                    "{}  {}  {}  attempts {}  {}\n    {}",
+                    "{}  {}  {}  attempts {}  {}{untrusted}\n    {}",
                     letter["id"].as_str().unwrap_or("?"),
                     letter["queue"].as_str().unwrap_or("?"),
                     letter["routing_key"].as_str().unwrap_or("?"),
@@ -249,6 +253,12 @@ pub async fn dlq(admin: &Admin, command: Dlq) -> anyhow::Result<()> {
             println!("replayed {replayed}");
             for error in done["errors"].as_array().into_iter().flatten() {
                 println!("  not replayed: {}", error.as_str().unwrap_or("?"));
+            }
+            for id in done["untrusted"].as_array().into_iter().flatten() {
+                println!(
+                    "  not replayed: {} is untrusted (this deployment did not seal it); kept: inspect it with `dlq show`",
+                    id.as_str().unwrap_or("?")
+                );
             }
         }
         Dlq::Purge {

@@ -63,6 +63,7 @@ impl Default for Limits {
             prefetch: 10,
             backoff_after_violations: 3,
             reuse_instance: 1,
+            reuse_idle_ms: 1_000,
             max_http_requests: 10,
             max_http_in_flight: 64,
             http_connect_timeout_ms: 2_000,
@@ -98,6 +99,7 @@ impl Default for AmqpConfig {
             delayed_exchange: "techub.delayed".to_string(),
             queue_prefix: "techub.".to_string(),
             management_url: None,
+            dead_letter_key: None,
         }
     }
 }
@@ -213,6 +215,7 @@ impl Default for DeadLetterConfig {
         Self {
             ttl_ms: 86_400_000,
             max_length: 10_000,
+            retry_when_full_ms: 60_000,
         }
     }
 }

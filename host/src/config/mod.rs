@@ -146,6 +146,10 @@ pub struct Limits {
     /// the instance's statics and heap carried over), saving instantiation and
     /// teardown; an instance that failed is never entered again.
     pub reuse_instance: u32,
+    /// How long a kept instance (`reuse_instance` > 1) holds its pool slot with no
+    /// delivery coming, in ms (default 1000). An invocation that waits for a slot
+    /// takes it at once whatever this says.
+    pub reuse_idle_ms: u32,
     /// Outbound HTTP requests per message (`wasi:http`); past it a request is denied.
     pub max_http_requests: u32,
     /// Outbound HTTP requests of one plugin in flight at once, across its instances; a
@@ -192,6 +196,8 @@ pub struct LimitOverrides {
     pub backoff_after_violations: Option<u32>,
     /// See [`Limits::reuse_instance`].
     pub reuse_instance: Option<u32>,
+    /// See [`Limits::reuse_idle_ms`].
+    pub reuse_idle_ms: Option<u32>,
     /// See [`Limits::max_http_requests`].
     pub max_http_requests: Option<u32>,
     /// See [`Limits::max_http_in_flight`].
@@ -287,6 +293,12 @@ pub struct AmqpConfig {
     /// credentials and vhost. Without it (unreachable), they become queue arguments,
     /// which RabbitMQ cannot change later.
     pub management_url: Option<String>,
+    /// The key that seals the dead letters the host writes (`{ env = ".." }` or
+    /// `{ file = ".." }`): a replay moves only letters whose seal checks. Without it,
+    /// a key made at first start in `<host.cache_dir>/dead-letter.key`; hosts that
+    /// share a dead-letter queue must share this key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dead_letter_key: Option<SecretRef>,
 }
 
 /// `[cache]`.
@@ -512,8 +524,12 @@ impl QueuePolicy {
 pub struct DeadLetterConfig {
     /// How long a dead letter is kept, in ms (seed: 24 h).
     pub ttl_ms: u64,
-    /// Most dead letters kept; the oldest go first (seed: 10 000).
+    /// Most dead letters kept (seed: 10 000). A full queue refuses more (nothing is
+    /// dropped to make room): a refused letter waits in its own queue's retry queue.
     pub max_length: u32,
+    /// How long a letter the full queue refused waits in its retry queue before it is
+    /// dead-lettered again (without running its handler); 100 ms to 1 h.
+    pub retry_when_full_ms: u64,
 }
 
 /// `[lock]`: the seed's lock constants.
@@ -608,6 +624,9 @@ impl HostConfig {
         {
             *ca = base.join(&*ca);
         }
+        if let Some(key) = &mut self.amqp.dead_letter_key {
+            key.resolve_path(base);
+        }
         for plugin in self.plugins.values_mut() {
             for secret in plugin.secrets.values_mut() {
                 secret.resolve_path(base);
@@ -615,10 +634,13 @@ impl HostConfig {
         }
     }
 
-    /// Reads every plugin's secrets (at start and on every reload) and checks
-    /// `http.ca_file`; the error names the field.
+    /// Reads every plugin's secrets and `amqp.dead_letter_key` (at start and on every
+    /// reload) and checks `http.ca_file`; the error names the field.
     pub fn read_secrets(&mut self) -> Result<(), ConfigError> {
         self.http.check_ca_file()?;
+        if let Some(key) = &mut self.amqp.dead_letter_key {
+            key.load("amqp.dead_letter_key")?;
+        }
         for (name, plugin) in &mut self.plugins {
             for (key, secret) in &mut plugin.secrets {
                 secret.load(&format!("plugins.{name}.secrets.{key}"))?;
@@ -646,6 +668,7 @@ impl HostConfig {
                 .max_log_records_per_s
                 .unwrap_or(limits.max_log_records_per_s);
             limits.reuse_instance = o.reuse_instance.unwrap_or(limits.reuse_instance);
+            limits.reuse_idle_ms = o.reuse_idle_ms.unwrap_or(limits.reuse_idle_ms);
             limits.max_http_requests = o.max_http_requests.unwrap_or(limits.max_http_requests);
             limits.max_http_in_flight = o.max_http_in_flight.unwrap_or(limits.max_http_in_flight);
             limits.http_connect_timeout_ms = o

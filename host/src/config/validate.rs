@@ -409,6 +409,12 @@ impl HostConfig {
             10_000_000,
         )?;
         check(
+            "dead_letter.retry_when_full_ms",
+            self.dead_letter.retry_when_full_ms,
+            100,
+            3_600_000,
+        )?;
+        check(
             "lock.max_ttl_ms",
             self.lock.max_ttl_ms,
             MIN_LOCK_TTL_MS,
@@ -448,6 +454,7 @@ impl Limits {
             1_000,
         )?;
         check(f("reuse_instance"), self.reuse_instance, 1, 1_000_000)?;
+        check(f("reuse_idle_ms"), self.reuse_idle_ms, 10, 600_000)?;
         check(f("max_http_requests"), self.max_http_requests, 0, 10_000)?;
         check(f("max_http_in_flight"), self.max_http_in_flight, 1, 10_000)?;
         check(

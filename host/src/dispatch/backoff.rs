@@ -111,6 +111,60 @@ mod tests {
         assert_eq!(backoff.pause(AFTER), None);
     }
 
+    fn report(
+        result: Result<crate::bindings::Outcome, crate::runtime::InvocationError>,
+        over: impl FnOnce(&mut crate::capability::QuotasHit),
+    ) -> InvocationReport {
+        let mut usage = crate::capability::Usage::default();
+        over(&mut usage.over);
+        InvocationReport {
+            result,
+            elapsed: Duration::ZERO,
+            host_time: Duration::ZERO,
+            guest_cpu: Duration::ZERO,
+            usage,
+            output: Default::default(),
+            memory_peak: 0,
+        }
+    }
+
+    #[test]
+    fn a_violation_is_a_trap_a_limit_or_any_quota_hit() {
+        use crate::bindings::Outcome;
+        use crate::runtime::InvocationError as E;
+        let clean = |_: &mut crate::capability::QuotasHit| {};
+        for failed in [
+            E::Trap("x".into()),
+            E::CpuLimit(50),
+            E::Timeout(1000),
+            E::MemoryLimit(16, "x".into()),
+        ] {
+            assert!(violated(&report(Err(failed.clone()), clean)), "{failed}");
+        }
+        let quotas: [fn(&mut crate::capability::QuotasHit); 4] = [
+            |o| o.host_calls = true,
+            |o| o.publishes = true,
+            |o| o.leases = true,
+            |o| o.http_requests = true,
+        ];
+        for (i, quota) in quotas.into_iter().enumerate() {
+            // A quota hit counts even when the plugin then answered (it chose to).
+            assert!(violated(&report(Ok(Outcome::Ok), quota)), "quota {i}");
+            assert!(
+                violated(&report(Ok(Outcome::Reject("r".into())), quota)),
+                "quota {i}"
+            );
+        }
+        // Its own answers are not violations.
+        for answer in [
+            Outcome::Ok,
+            Outcome::Retry("r".into()),
+            Outcome::Reject("r".into()),
+        ] {
+            assert!(!violated(&report(Ok(answer.clone()), clean)), "{answer:?}");
+        }
+    }
+
     #[test]
     fn zero_never_backs_off() {
         let backoff = Backoff::default();

@@ -4,18 +4,12 @@
 //!
 //! They are given up (torn down, their slots freed) when they are of an older version
 //! or configuration, when an invocation starts waiting for a slot, and when no
-//! delivery has come for [`IDLE_RELEASE`]; a consumer that stops drops them once
+//! delivery has come for `limits.reuse_idle_ms`; a consumer that stops drops them once
 //! drained.
 
 use crate::plugins::LoadedPlugin;
 use crate::runtime::Teardown;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
-
-/// How long a consumer keeps idle instances while no delivery comes: long enough to
-/// bridge the gaps of a steady stream, short enough that a quiet plugin gives its
-/// memory back soon. (An invocation waiting for a slot gets one at once.)
-pub const IDLE_RELEASE: Duration = Duration::from_secs(1);
 
 /// Answered instances, each with the version it ran.
 #[derive(Default)]

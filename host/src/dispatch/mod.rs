@@ -22,8 +22,6 @@ pub mod backoff;
 mod idle;
 mod settle;
 
-pub use idle::IDLE_RELEASE;
-
 use crate::bindings::Delivery as WitDelivery;
 use crate::capability::Services;
 use crate::capability::messaging::{Consumer, Delivery, MessageStatus, QueueSpec};
@@ -166,13 +164,14 @@ async fn run(
             loop {
                 // (No timer to arm for a plugin that keeps no instances.)
                 let keeping = worker.reuses() || !worker.idle.is_empty();
+                let idle_release = worker.idle_release();
                 tokio::select! {
                     biased;
                     _ = cancel.cancelled() => break 'deliveries,
                     next = &mut next => break next,
                     // No delivery for a while, or another invocation needs a slot: the
                     // kept instances (if any) free theirs.
-                    _ = tokio::time::sleep(IDLE_RELEASE), if keeping => worker.idle.clear(),
+                    _ = tokio::time::sleep(idle_release), if keeping => worker.idle.clear(),
                     _ = worker.runtime.slots.until_wanted(), if keeping => worker.idle.clear(),
                 }
             }
@@ -242,6 +241,15 @@ impl Worker {
         self.versions.load().context.limits.reuse_instance > 1
     }
 
+    /// How long kept instances stay while no delivery comes (`limits.reuse_idle_ms`):
+    /// long enough to bridge the gaps of a steady stream, short enough that a quiet
+    /// plugin gives its memory back soon. (An invocation waiting for a slot gets one
+    /// at once.)
+    fn idle_release(&self) -> std::time::Duration {
+        let ms = self.versions.load().context.limits.reuse_idle_ms;
+        std::time::Duration::from_millis(ms.into())
+    }
+
     /// The span of one delivery: every record of its handling, the guest's `log`
     /// records and captured output included, carries these fields. (The version is
     /// recorded once the delivery picks one.)
@@ -276,8 +284,15 @@ impl Worker {
             delivery.envelope().payload.len(),
             version.context.config.host.max_message_bytes,
         );
+        let when_full =
+            std::time::Duration::from_millis(version.context.config.dead_letter.retry_when_full_ms);
         if size > max {
-            settle::dead_letter_oversize(self, delivery, size, max).await;
+            settle::dead_letter_oversize(self, delivery, size, max, when_full).await;
+            return;
+        }
+        if let Some(reason) = delivery.envelope().parked.clone() {
+            // Refused by the full dead-letter queue, back from waiting: it died already.
+            settle::dead_letter_unhandled(self, delivery, &reason, when_full).await;
             return;
         }
         let redelivered = delivery.redelivered();
@@ -323,7 +338,7 @@ impl Worker {
         };
         // The ack first: the broker (at a prefetch of 1) sends the next delivery only
         // once it has it. The instance is torn down while the ack travels.
-        let settling = settle::settle(self, &policy, delivery, report.result);
+        let settling = settle::settle(self, &policy, when_full, delivery, report.result);
         tokio::join!(settling, async move { drop(teardown) });
     }
 

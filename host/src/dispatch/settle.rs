@@ -2,11 +2,12 @@
 
 use super::Worker;
 use crate::bindings::Outcome;
-use crate::capability::messaging::{Delivery, MessageStatus};
+use crate::capability::messaging::{Buried, Delivery, MessageStatus};
 use crate::capability::truncate;
 use crate::config::QueuePolicy;
 use crate::metrics::QueueEvent;
 use crate::runtime::InvocationError;
+use std::time::Duration;
 
 /// What settling needs of the message once the delivery is gone.
 struct Seen {
@@ -30,9 +31,12 @@ fn bounded(reason: &str) -> String {
 
 /// Acks, retries or dead-letters `delivery` by the handler's result. If the broker
 /// fails to settle it, the delivery stays unacknowledged and the broker redelivers it.
+/// A dead letter the full dead-letter queue refuses waits `when_full` in the retry
+/// queue ([`Buried::Parked`]).
 pub(super) async fn settle(
     worker: &Worker,
     policy: &QueuePolicy,
+    when_full: Duration,
     delivery: Box<dyn Delivery>,
     result: Result<Outcome, InvocationError>,
 ) {
@@ -47,19 +51,22 @@ pub(super) async fn settle(
         Ok(Outcome::Reject(reason)) => {
             let reason = bounded(&reason);
             tracing::warn!(%plugin, id = %envelope.id, %reason, "rejected; dead-lettering");
-            (
-                delivery.dead_letter(&format!("rejected: {reason}")).await,
-                MessageStatus::DeadLetter,
+            buried(
+                delivery
+                    .dead_letter(&format!("rejected: {reason}"), when_full)
+                    .await,
             )
         }
         Ok(Outcome::Retry(reason)) => {
-            retry_or_bury(worker, policy, delivery, envelope, &bounded(&reason)).await
+            let reason = bounded(&reason);
+            retry_or_bury(worker, policy, when_full, delivery, envelope, &reason).await
         }
         Err(failure) => {
             tracing::warn!(%plugin, id = %envelope.id, attempt = envelope.attempt, %failure, "handler failed");
             retry_or_bury(
                 worker,
                 policy,
+                when_full,
                 delivery,
                 envelope,
                 &bounded(&failure.to_string()),
@@ -87,9 +94,22 @@ pub(super) async fn settle(
     }
 }
 
+/// The result of a dead-lettering as settling records it: a parked letter is
+/// retrying (it comes back to be dead-lettered again).
+fn buried(
+    result: crate::capability::BackendResult<Buried>,
+) -> (Result<(), crate::capability::BackendError>, MessageStatus) {
+    match result {
+        Ok(Buried::DeadLettered) => (Ok(()), MessageStatus::DeadLetter),
+        Ok(Buried::Parked) => (Ok(()), MessageStatus::Retrying),
+        Err(error) => (Err(error), MessageStatus::DeadLetter),
+    }
+}
+
 async fn retry_or_bury(
     worker: &Worker,
     policy: &QueuePolicy,
+    when_full: Duration,
     delivery: Box<dyn Delivery>,
     envelope: &Seen,
     reason: &str,
@@ -105,10 +125,7 @@ async fn retry_or_bury(
             envelope.attempt
         );
         tracing::warn!(plugin = %worker.plugin, id = %envelope.id, %reason, "dead-lettering");
-        (
-            delivery.dead_letter(&reason).await,
-            MessageStatus::DeadLetter,
-        )
+        buried(delivery.dead_letter(&reason, when_full).await)
     }
 }
 
@@ -121,18 +138,31 @@ pub(super) async fn dead_letter_oversize(
     delivery: Box<dyn Delivery>,
     size: usize,
     max: usize,
+    when_full: Duration,
 ) {
-    let id = delivery.envelope().id.clone();
     let reason = format!(
         "the message is {size} bytes, more than host.max_message_bytes ({max}); not handed to the plugin"
     );
-    tracing::warn!(plugin = %worker.plugin, %id, %reason, "dead-lettering");
     worker.queue_counters.record(QueueEvent::Delivered);
-    match delivery.dead_letter(&reason).await {
-        Ok(()) => {
+    dead_letter_unhandled(worker, delivery, &reason, when_full).await
+}
+
+/// Dead-letters a delivery without running the plugin: one that may not reach it, or
+/// one the full dead-letter queue refused before, back from its retry queue.
+pub(super) async fn dead_letter_unhandled(
+    worker: &Worker,
+    delivery: Box<dyn Delivery>,
+    reason: &str,
+    when_full: Duration,
+) {
+    let id = delivery.envelope().id.clone();
+    tracing::warn!(plugin = %worker.plugin, %id, %reason, "dead-lettering");
+    match delivery.dead_letter(reason, when_full).await {
+        Ok(Buried::DeadLettered) => {
             worker.queue_counters.record(QueueEvent::DeadLettered);
             worker.track(&id, MessageStatus::DeadLetter);
         }
+        Ok(Buried::Parked) => worker.track(&id, MessageStatus::Retrying),
         Err(error) => {
             worker.track(&id, MessageStatus::Failed);
             tracing::error!(plugin = %worker.plugin, %id, %error, "could not dead-letter the delivery; the broker will redeliver it");

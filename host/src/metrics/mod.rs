@@ -204,6 +204,7 @@ pub struct Metrics {
     queue_events: [Family<QueueLabels, Counter>; 5],
     queue_depth: Family<QueueNameLabel, Gauge>,
     dead_letter_depth: Gauge,
+    dead_letter_queue_full: Gauge,
     dead_letters_refused: Counter,
     replies_late: Counter,
     requests_timed_out: Counter,
@@ -275,6 +276,7 @@ impl Metrics {
             queue_events,
             queue_depth: Family::default(),
             dead_letter_depth: Gauge::default(),
+            dead_letter_queue_full: Gauge::default(),
             dead_letters_refused: Counter::default(),
             replies_late: Counter::default(),
             requests_timed_out: Counter::default(),
@@ -397,6 +399,11 @@ impl Metrics {
             "dead_letter_depth",
             "Messages in the dead-letter queue (polled)",
             m.dead_letter_depth.clone(),
+        );
+        r.register(
+            "dead_letter_queue_full",
+            "Whether the dead-letter queue is at its max_length (1: new dead letters wait in their retry queues; polled)",
+            m.dead_letter_queue_full.clone(),
         );
         r.register(
             "dead_letters_refused",

@@ -5,6 +5,7 @@
 
 use super::{BackendLabel, DomainLabel, Metrics, QueueNameLabel};
 use crate::capability::Services;
+use crate::capability::messaging::DeadLetterFill;
 use crate::dispatch::queue_name;
 use crate::registry::Registry;
 use crate::runtime::Runtime;
@@ -88,9 +89,13 @@ async fn poll(
     }
     seen.refused = refused;
 
-    match services.broker.dead_letter_depth().await {
-        Ok(depth) => {
-            metrics.dead_letter_depth.set(depth as i64);
+    let dead_letter = registry.config().dead_letter;
+    match DeadLetterFill::read(services.broker.as_ref(), &dead_letter).await {
+        Ok(fill) => {
+            metrics.dead_letter_depth.set(fill.depth as i64);
+            metrics
+                .dead_letter_queue_full
+                .set(i64::from(fill.is_full()));
         }
         Err(error) => tracing::debug!(%error, "could not read the dead-letter queue's depth"),
     }

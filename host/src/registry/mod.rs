@@ -288,6 +288,9 @@ impl Registry {
             return;
         }
         let running = self.config.swap(config.clone());
+        self.services
+            .cache_events
+            .set_dead_letter(&config.dead_letter);
         if running.dead_letter != config.dead_letter
             && let Err(error) = self
                 .services
@@ -375,6 +378,11 @@ impl Registry {
             in_flight,
             left_unsettled: if finished { 0 } else { left },
         }
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> Arc<HostConfig> {
+        self.config.load_full()
     }
 
     /// The prefix of the plugin queues' names (`[amqp] queue_prefix`).

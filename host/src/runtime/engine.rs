@@ -60,6 +60,12 @@ pub enum LoadError {
 }
 
 impl Runtime {
+    /// Whether instances come from wasmtime's pooling allocator (`host.pooling`), as
+    /// the engine reports it.
+    pub fn uses_pooling(&self) -> bool {
+        self.engine.pooling_allocator_metrics().is_some()
+    }
+
     /// An engine sized for `config` (pool slots, memory per slot).
     pub fn new(config: &HostConfig) -> anyhow::Result<Self> {
         let max_memory = config.max_memory_mib() as usize * 1024 * 1024;

@@ -390,3 +390,28 @@ async fn tail_shows_matching_messages_as_they_pass_and_cleans_up() {
         .unwrap();
     assert_eq!(status, 400, "{body}");
 }
+
+/// With plugins that all failed to load, nothing serves: `/readyz` says so (an empty
+/// directory, by contrast, is a valid deployment and ready).
+#[tokio::test(flavor = "multi_thread")]
+async fn readiness_fails_when_no_plugin_serves() {
+    init_tracing();
+    let dir = PluginDir::with(&[]);
+    dir.write("broken.wasm", b"nope");
+    let platform = Arc::new(Platform::start(config(&dir)).await.unwrap());
+    let admin = serve(&platform).await;
+    let (status, body) = client::get(&admin, None, "/readyz").await.unwrap();
+    assert_eq!(status, 503, "{body}");
+    let body: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        body["down"],
+        json!(["no plugin is serving: 1 failed to load"]),
+        "{body}"
+    );
+
+    let empty = PluginDir::with(&[]);
+    let platform = Arc::new(Platform::start(config(&empty)).await.unwrap());
+    let admin = serve(&platform).await;
+    let (status, body) = client::get(&admin, None, "/readyz").await.unwrap();
+    assert_eq!(status, 200, "{body}");
+}

@@ -52,6 +52,31 @@ async fn work_claimed_by_a_trapped_attempt_is_done_on_the_retry_exactly_once() {
     );
 }
 
+/// A claim `once` marked done stays when the invocation fails after the work (only
+/// pending claims are released): the retry skips the work.
+#[tokio::test(flavor = "multi_thread")]
+async fn work_done_before_a_trap_is_not_done_again_on_the_retry() {
+    init_tracing();
+    let dir = PluginDir::with(&[("once", "fixture_once")]);
+    let platform = Platform::start(config(&dir)).await.unwrap();
+    let id = platform
+        .publish("fixture.once.after", b"{}".to_vec(), None)
+        .await
+        .unwrap();
+    completed(&platform, &id).await;
+    let done = platform
+        .services
+        .store
+        .get(&format!("techub:store:once:work-done:{id}"))
+        .await
+        .unwrap();
+    assert_eq!(
+        done.as_deref(),
+        Some(b"1".as_slice()),
+        "the done claim survived the trap, and the retry skipped the work"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn an_order_retried_after_a_contended_lock_reserves_each_product_once() {
     init_tracing();
@@ -205,6 +230,8 @@ async fn a_full_dead_letter_queue_refuses_and_loses_nothing() {
     );
     config.dead_letter.max_length = 1;
     config.dead_letter.ttl_ms = 1_000;
+    // The refused letter waits this long in its retry queue between tries.
+    config.dead_letter.retry_when_full_ms = 300;
     let platform = Platform::start(config).await.unwrap();
     let broker = platform.services.broker.clone();
     let first = platform
@@ -236,7 +263,7 @@ async fn a_full_dead_letter_queue_refuses_and_loses_nothing() {
         "the first letter was not dropped to make room"
     );
     // The first expires after its TTL (and is not shown past it); the second, held in
-    // its queue meanwhile, then takes its place.
+    // its retry queue meanwhile, then takes its place.
     let letter = dead_letter_of(&platform, &second).await;
     assert!(letter.reason.starts_with("rejected:"), "{}", letter.reason);
     let letters = broker.dead_letters(0, 10).await.unwrap();
@@ -381,4 +408,234 @@ async fn a_replay_runs_each_letter_once_on_rabbitmq() {
     init_tracing();
     let dir = PluginDir::with(&[("caller", "fixture_caller")]);
     a_replay_runs_each_letter_once(crate::e2e_services::on_services(&dir)).await;
+}
+
+/// The admin endpoint of `platform` on a free port, without a token; its address.
+async fn serve_admin(platform: &std::sync::Arc<Platform>) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let admin = listener.local_addr().unwrap().to_string();
+    tokio::spawn(
+        axum::serve(listener, techub_host::admin::router(platform.clone(), None)).into_future(),
+    );
+    admin
+}
+
+/// Publishes `count` good `user.created` messages and waits until all are handled; how
+/// long that took.
+async fn good_messages_handled(platform: &Platform, count: usize) -> Duration {
+    let started = std::time::Instant::now();
+    let mut ids = Vec::new();
+    for _ in 0..count {
+        ids.push(techub_tests::publish_user(platform, &techub_tests::unique("good")).await);
+    }
+    for id in &ids {
+        completed(platform, id).await;
+    }
+    started.elapsed()
+}
+
+/// With the dead-letter queue full, the letters it refuses wait in their retry queue
+/// (each run once, not again and again), good messages keep flowing, and `/readyz`, a
+/// metric and the status page say it is full.
+async fn a_full_dead_letter_queue_does_not_stall_good_messages(
+    mut config: techub_host::HostConfig,
+    plugin: &str,
+) {
+    config.dead_letter.max_length = 2;
+    // Longer than the test: a refused letter that ran again would be a tight loop.
+    config.dead_letter.retry_when_full_ms = 600_000;
+    config.host.metrics_poll_ms = 200;
+    let platform = std::sync::Arc::new(Platform::start(config).await.expect("the platform starts"));
+    let admin = serve_admin(&platform).await;
+    let broker = platform.services.broker.clone();
+    let normal = good_messages_handled(&platform, 20).await;
+
+    for i in 0..15 {
+        platform
+            .publish("user.created", format!("not json {i}").into_bytes(), None)
+            .await
+            .expect("publish");
+    }
+    wait_for(LIMIT, "13 of 15 letters refused", || async {
+        (broker.dead_letters_refused() >= 13).then_some(())
+    })
+    .await;
+    let while_full = good_messages_handled(&platform, 20).await;
+    eprintln!(
+        "20 good messages: {normal:?} normally, {while_full:?} with the dead-letter queue full (rate ratio {:.2})",
+        normal.as_secs_f64() / while_full.as_secs_f64()
+    );
+    assert_eq!(
+        rejections(&platform, plugin),
+        15,
+        "each refused letter ran once: it waits, it is not run again"
+    );
+    assert_eq!(broker.dead_letters_refused(), 13);
+    assert_eq!(broker.dead_letter_depth().await.unwrap(), 2);
+
+    let (status, body) = techub_host::admin::client::get(&admin, None, "/readyz")
+        .await
+        .unwrap();
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body.contains("the dead-letter queue is full (2 of 2 letters)"),
+        "{body}"
+    );
+    let (_, page) = techub_host::admin::client::get(&admin, None, "/")
+        .await
+        .unwrap();
+    assert!(page.contains("id=\"dead-letters-full\""), "{page}");
+    wait_for(LIMIT, "the full gauge and 13 refused", || async {
+        let text = platform.services.metrics.encode();
+        let full = text.lines().any(|l| l == "techub_dead_letter_queue_full 1");
+        let refused = text
+            .lines()
+            .any(|l| l == "techub_dead_letters_refused_total 13");
+        (full && refused).then_some(())
+    })
+    .await;
+
+    // Room again: ready again.
+    broker
+        .rework_dead_letters(&|_| techub_host::capability::messaging::DeadLetterAction::Purge)
+        .await
+        .unwrap();
+    let (status, body) = techub_host::admin::client::get(&admin, None, "/readyz")
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_dead_letter_queue_does_not_stall_good_messages_on_the_embedded_broker() {
+    init_tracing();
+    let (_dir, config) = techub_tests::user_notifications();
+    a_full_dead_letter_queue_does_not_stall_good_messages(config, "user-notifications").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_dead_letter_queue_does_not_stall_good_messages_on_rabbitmq() {
+    init_tracing();
+    let plugin = techub_tests::unique("user-notifications");
+    let dir = PluginDir::with(&[(&plugin, "user_notifications")]);
+    let mut config = crate::e2e_services::on_services(&dir);
+    grant(&mut config, &plugin, &["users"], &["notification.*"]);
+    a_full_dead_letter_queue_does_not_stall_good_messages(config, &plugin).await;
+}
+
+/// Publishes a letter straight into `amqp`'s dead-letter exchange, as anyone allowed
+/// to publish there could: naming `queue`, with `seal` if any.
+async fn forge_letter(
+    amqp: &techub_host::config::AmqpConfig,
+    queue: &str,
+    id: &str,
+    seal: Option<String>,
+) {
+    use lapin::types::{AMQPValue, FieldTable, LongString};
+    let connection = lapin::Connection::connect(&amqp.url, lapin::ConnectionProperties::default())
+        .await
+        .expect("RabbitMQ at 127.0.0.1:5672 (start it with `rabbitmq-server -detached`)");
+    let channel = connection.create_channel().await.unwrap();
+    channel
+        .confirm_select(lapin::options::ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    let mut headers = FieldTable::default();
+    let text = |value: &str| AMQPValue::LongString(LongString::from(value));
+    headers.insert("x-techub-death-queue".into(), text(queue));
+    headers.insert(
+        "x-techub-death-reason".into(),
+        text("rejected: out of stock"),
+    );
+    headers.insert("x-techub-routing-key".into(), text("fixture.caller.forged"));
+    if let Some(seal) = seal {
+        headers.insert("x-techub-death-seal".into(), text(&seal));
+    }
+    let properties = lapin::BasicProperties::default()
+        .with_message_id(id.into())
+        .with_headers(headers);
+    channel
+        .basic_publish(
+            amqp.dead_letter_exchange.as_str().into(),
+            format!("dlx.{queue}").as_str().into(),
+            lapin::options::BasicPublishOptions::default(),
+            br#"{"requests": []}"#,
+            properties,
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let _ = connection.close(200, "forged".into()).await;
+}
+
+/// A letter published into the dead-letter exchange by someone else (naming a plugin's
+/// queue, without a seal or with one made with another key) is listed as untrusted and
+/// kept by `replay --all`; the host's own letter next to it is replayed.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_forged_dead_letter_is_not_replayed() {
+    init_tracing();
+    let plugin = techub_tests::unique("caller");
+    let dir = PluginDir::with(&[(&plugin, "fixture_caller")]);
+    let config = crate::e2e_services::on_services(&dir);
+    let amqp = config.amqp.clone();
+    let queue = techub_host::dispatch::queue_name(&amqp.queue_prefix, "webhook", &plugin);
+    let platform = std::sync::Arc::new(Platform::start(config).await.expect("the platform starts"));
+    let admin = serve_admin(&platform).await;
+
+    let genuine = platform
+        .publish(
+            "fixture.caller.genuine",
+            br#"{"requests": []}"#.to_vec(),
+            None,
+        )
+        .await
+        .unwrap();
+    assert!(dead_letter_of(&platform, &genuine).await.trusted);
+    forge_letter(&amqp, &queue, "forged-unsealed", None).await;
+    let guessed = techub_host::capability::messaging::amqp::seal::DeathSeal::with_key(b"a guess");
+    let forged_envelope = techub_host::capability::messaging::Envelope {
+        id: "forged-sealed".into(),
+        routing_key: "fixture.caller.forged".into(),
+        payload: br#"{"requests": []}"#.to_vec(),
+        ..techub_tests::envelope("x", vec![])
+    };
+    forge_letter(
+        &amqp,
+        &queue,
+        "forged-sealed",
+        Some(guessed.seal(&queue, &forged_envelope)),
+    )
+    .await;
+    for id in ["forged-unsealed", "forged-sealed"] {
+        let letter = dead_letter_of(&platform, id).await;
+        assert!(!letter.trusted, "{id} is untrusted");
+        assert_eq!(letter.queue, queue);
+    }
+
+    let (status, body) = techub_host::admin::client::post_json(
+        &admin,
+        None,
+        "/dead-letters/replay",
+        &json!({ "all": true }),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 200, "{body}");
+    let done: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(done["replayed"], json!([genuine]), "{body}");
+    let mut untrusted: Vec<String> = serde_json::from_value(done["untrusted"].clone()).unwrap();
+    untrusted.sort();
+    assert_eq!(untrusted, ["forged-sealed", "forged-unsealed"], "{body}");
+    // The genuine letter ran again (and failed again); the forged ones never ran.
+    wait_for(LIMIT, "the replayed letter to run", || async {
+        (rejections(&platform, &plugin) >= 2).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(rejections(&platform, &plugin), 2);
+    for id in ["forged-unsealed", "forged-sealed"] {
+        assert!(!dead_letter_of(&platform, id).await.trusted, "{id} is kept");
+    }
+    platform.shutdown().await;
 }

@@ -652,6 +652,8 @@ async fn the_dead_letter_queue_is_bounded_and_refuses_rather_than_drops() {
     grant(&mut config, &plugin, &["users"], &["notification.*"]);
     config.dead_letter.max_length = 1;
     config.dead_letter.ttl_ms = 2_000;
+    // The refused letter waits this long in its retry queue between tries.
+    config.dead_letter.retry_when_full_ms = 300;
     let amqp = config.amqp.clone();
     let platform = start(config).await;
 
@@ -695,7 +697,7 @@ async fn the_dead_letter_queue_is_bounded_and_refuses_rather_than_drops() {
         || async { (platform.services.broker.dead_letters_refused() > 0).then_some(()) },
     )
     .await;
-    // The first expires; the second, held in its queue meanwhile, then lands.
+    // The first expires; the second, waiting in its retry queue meanwhile, then lands.
     let letter = dead_letter_of(&platform, &second).await;
     assert!(letter.reason.starts_with("rejected:"), "{}", letter.reason);
 }
@@ -812,4 +814,39 @@ async fn two_hosts_share_each_plugin_queue_and_handle_every_message_once() {
             assert_eq!(snapshot.queues[0].1, "live");
         }
     }
+}
+
+/// `/readyz` names RabbitMQ while the connection to it is down, and is ready again
+/// once the host reconnected.
+#[tokio::test(flavor = "multi_thread")]
+async fn readiness_names_rabbitmq_while_it_is_cut_off() {
+    init_tracing();
+    let (proxy, _plugin, _dir, config) = behind_a_proxy().await;
+    let platform = std::sync::Arc::new(start(config).await);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let admin = listener.local_addr().unwrap().to_string();
+    tokio::spawn(
+        axum::serve(listener, techub_host::admin::router(platform.clone(), None)).into_future(),
+    );
+    let readiness = async || {
+        let (status, body) = techub_host::admin::client::get(&admin, None, "/readyz")
+            .await
+            .unwrap();
+        (status, serde_json::from_str::<Value>(&body).unwrap())
+    };
+    assert_eq!(readiness().await.0, 200);
+    proxy.cut();
+    let down = wait_for(LIMIT, "/readyz to say RabbitMQ is down", || async {
+        let (status, body) = readiness().await;
+        (status == 503).then_some(body)
+    })
+    .await;
+    let reason = down["down"][0].as_str().unwrap_or_default().to_string();
+    assert!(reason.contains("RabbitMQ"), "{down}");
+    assert!(!reason.contains("guest:guest"), "no password: {down}");
+    proxy.restore();
+    wait_for(LIMIT, "/readyz to be ready again", || async {
+        (readiness().await.0 == 200).then_some(())
+    })
+    .await;
 }

@@ -71,6 +71,19 @@ async fn allocating_past_the_memory_limit_traps_only_that_instance() {
     // The host is fine and the plugin serves the next message.
     let reason = provoke(&platform, "ungranted").await;
     assert!(reason.contains("UnknownDomain"), "{reason}");
+    // Recovered: ten clean messages run one after another without pauses. Still backed
+    // off, each would wait 800 ms (six violations in a row: 100 ms doubled three times),
+    // 8 s in all; unpaused they take milliseconds each, so 4 s is a wide margin.
+    let started = std::time::Instant::now();
+    for _ in 0..10 {
+        let reason = provoke(&platform, "ungranted").await;
+        assert!(reason.contains("UnknownDomain"), "{reason}");
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "ten clean messages took {:?}: the back-off did not end",
+        started.elapsed()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -129,9 +142,46 @@ async fn ungranted_cache_domain_is_a_typed_error() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn chatty_output_is_capped_without_failing_the_message() {
-    let (platform, _dir) = hostile_platform(|_| {}).await;
+    const CAP: u32 = 4096;
+    let (platform, dir) = hostile_platform(|c| {
+        c.plugins
+            .get_mut("hostile")
+            .unwrap()
+            .limits
+            .max_output_bytes = Some(CAP);
+    })
+    .await;
     let reason = provoke(&platform, "shout").await;
     assert_eq!(reason, "rejected: shouted");
+    // One invocation, its report read directly: ~5 MB printed, the cap kept.
+    let plugin = techub_host::plugins::load_plugin(
+        &platform.runtime,
+        &dir.path().join("hostile.wasm"),
+        platform.config(),
+        platform.services.clone(),
+    )
+    .await
+    .unwrap();
+    let report = platform
+        .runtime
+        .invoke(
+            &plugin.pre,
+            plugin.context.clone(),
+            &techub_tests::delivery("webhook", "fixture.hostile.shout", b"{}"),
+            5,
+        )
+        .await;
+    assert!(
+        matches!(&report.result, Ok(techub_host::bindings::Outcome::Reject(r)) if r == "shouted"),
+        "{:?}",
+        report.result
+    );
+    assert_eq!(report.output.kept, CAP as usize, "kept up to the cap");
+    assert!(
+        report.output.dropped > 4_000_000,
+        "the rest dropped: {:?}",
+        report.output
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -231,4 +281,17 @@ async fn a_plugin_that_keeps_breaking_its_limits_is_backed_off_and_loses_nothing
     }
     let reason = provoke(&platform, "ungranted").await;
     assert!(reason.contains("UnknownDomain"), "{reason}");
+    // Recovered: ten clean messages run one after another without pauses. Still backed
+    // off, each would wait 800 ms (six violations in a row: 100 ms doubled three times),
+    // 8 s in all; unpaused they take milliseconds each, so 4 s is a wide margin.
+    let started = std::time::Instant::now();
+    for _ in 0..10 {
+        let reason = provoke(&platform, "ungranted").await;
+        assert!(reason.contains("UnknownDomain"), "{reason}");
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "ten clean messages took {:?}: the back-off did not end",
+        started.elapsed()
+    );
 }

@@ -68,6 +68,11 @@ async fn leases_extend_release_and_keep_the_specification_ttl_range() {
         "fence>0=true",
         "release=Ok(())",
         "free=true",
+        "retries=Err(InvalidOptions(\"max-retries must be 0 to 10, got 11\"))",
+        "delay9=Err(InvalidOptions(\"retry-delay-ms must be 10 to 1000, got 9\"))",
+        "delay1001=Err(InvalidOptions(\"retry-delay-ms must be 10 to 1000, got 1001\"))",
+        "after-ttl=Expired",
+        "release-expired=Err(Expired)",
     ] {
         assert!(reason.contains(part), "{part} missing from: {reason}");
     }
@@ -331,8 +336,16 @@ async fn plugins_run_without_the_pooling_allocator() {
         &["notification.*"],
     );
     let platform = Platform::start(config).await.unwrap();
+    assert!(
+        !platform.runtime.uses_pooling(),
+        "host.pooling = false: instances are allocated on demand"
+    );
     publish_user(&platform, "on-demand").await;
     cached(&platform, "users", "on-demand").await;
+    // And the default is the pooling allocator.
+    let (_dir, config) = techub_tests::user_notifications();
+    let pooled = Platform::start(config).await.unwrap();
+    assert!(pooled.runtime.uses_pooling());
 }
 
 #[tokio::test(flavor = "multi_thread")]

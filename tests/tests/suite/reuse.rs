@@ -160,3 +160,91 @@ async fn kept_instances_give_their_pool_slots_back_when_deliveries_stop() {
     .await;
     assert_eq!(burst(&platform, 1).await, ["handled=1"]);
 }
+
+/// One pool slot; `keeper` (the versioned fixture) keeps its instance for 100 messages
+/// and, idle, for 10 minutes; `other` (the no-op fixture) needs the slot.
+async fn one_slot_and_a_keeper() -> (Platform, PluginDir) {
+    techub_tests::init_tracing();
+    let dir = PluginDir::with(&[
+        ("keeper", "fixture_versioned_v1"),
+        ("other", "fixture_noop"),
+    ]);
+    let mut config = techub_tests::config(&dir);
+    config.host.max_instances = 1;
+    let limits = &mut config.plugins.get_mut("keeper").unwrap().limits;
+    limits.reuse_instance = Some(100);
+    limits.reuse_idle_ms = Some(600_000);
+    limits.prefetch = Some(1);
+    let platform = Platform::start(config).await.unwrap();
+    (platform, dir)
+}
+
+async fn completed(platform: &Platform, id: &str, what: &str) {
+    wait_for(Duration::from_secs(20), what, || async {
+        (platform.services.tracker.get(id)
+            == Some(techub_host::capability::messaging::MessageStatus::Completed))
+        .then_some(())
+    })
+    .await;
+}
+
+/// An idle kept instance gives its slot to an invocation that starts waiting for one,
+/// at once, not after `reuse_idle_ms` (10 minutes here).
+#[tokio::test(flavor = "multi_thread")]
+async fn an_idle_kept_instance_hands_its_slot_to_a_waiting_invocation() {
+    let (platform, _dir) = one_slot_and_a_keeper().await;
+    let kept = platform
+        .publish("fixture.versioned.main", b"x".to_vec(), None)
+        .await
+        .unwrap();
+    completed(&platform, &kept, "the keeper's message").await;
+    wait_for(
+        Duration::from_secs(10),
+        "the keeper to hold the slot",
+        || async { (platform.runtime.pool_slots().1 == 0).then_some(()) },
+    )
+    .await;
+    let other = platform
+        .publish("fixture.noop.x", b"x".to_vec(), None)
+        .await
+        .unwrap();
+    completed(
+        &platform,
+        &other,
+        "the other plugin's message, with the keeper's slot",
+    )
+    .await;
+}
+
+/// An instance that answers while another invocation waits for a slot is not kept:
+/// its slot goes to the waiter (which started waiting while the instance was busy, so
+/// no idle keeper was there to be told).
+#[tokio::test(flavor = "multi_thread")]
+async fn an_instance_answering_while_a_slot_is_wanted_is_not_kept() {
+    let (platform, _dir) = one_slot_and_a_keeper().await;
+    let busy = platform
+        .publish("fixture.versioned.main", b"sleep:1500".to_vec(), None)
+        .await
+        .unwrap();
+    wait_for(
+        Duration::from_secs(10),
+        "the keeper to be busy in the slot",
+        || async {
+            let processing = platform.services.tracker.get(&busy)
+                == Some(techub_host::capability::messaging::MessageStatus::Processing);
+            (processing && platform.runtime.pool_slots().1 == 0).then_some(())
+        },
+    )
+    .await;
+    let other = platform
+        .publish("fixture.noop.x", b"x".to_vec(), None)
+        .await
+        .unwrap();
+    completed(&platform, &busy, "the keeper's message").await;
+    completed(
+        &platform,
+        &other,
+        "the other plugin's message, with the keeper's slot",
+    )
+    .await;
+}

@@ -67,6 +67,10 @@ async fn the_status_page_shows_plugins_counts_queues_and_hit_rates_in_a_browser(
         (ok == Some(7.0)).then_some(())
     })
     .await;
+    // Reads of the users domain, as the cache counts them: 3 hits, 1 miss.
+    let stats = &platform.services.cache_stats;
+    stats.record("users", techub_host::metrics::CacheEvent::Hit, 3);
+    stats.record("users", techub_host::metrics::CacheEvent::Miss, 1);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/", listener.local_addr().unwrap());
     tokio::spawn(
@@ -113,9 +117,24 @@ async fn the_status_page_shows_plugins_counts_queues_and_hit_rates_in_a_browser(
         "the plugin's queue"
     );
     assert!(dom_text.contains("id=\"dead-letters\""));
-    assert!(
-        dom_text.contains("<tr><td>users</td>"),
-        "the users domain's row (seven writes)"
+    let users = dom_text
+        .find("<tr><td>users</td>")
+        .map(|at| &dom_text[at..at + dom_text[at..].find("</tr>").unwrap()])
+        .unwrap_or_else(|| panic!("no row for the users domain in:\n{dom_text}"));
+    let cells: Vec<&str> = users
+        .split("<td")
+        .skip(1)
+        .map(|cell| {
+            cell[cell.find('>').unwrap() + 1..]
+                .split('<')
+                .next()
+                .unwrap_or("")
+        })
+        .collect();
+    assert_eq!(
+        cells,
+        ["users", "3", "1", "7", "75.0 %"],
+        "hits, misses, the seven writes and the hit rate: {users}"
     );
 
     let screenshot = artifact("status-page.png");

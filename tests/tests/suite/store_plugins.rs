@@ -4,7 +4,10 @@
 use crate::e2e_embedded::dead_letter_of;
 use crate::hostile::{hostile_platform, provoke};
 use techub_host::bindings::techub::platform::messaging::Priority;
+use techub_host::capability::store::SetCondition;
 use techub_host::config::KvBackend;
+
+const LIMIT: std::time::Duration = std::time::Duration::from_secs(20);
 use techub_tests::{services, unique};
 
 #[tokio::test(flavor = "multi_thread")]
@@ -120,4 +123,100 @@ async fn a_plugin_invalidates_keys_a_tag_and_a_pattern_in_one_call() {
     );
     assert!(reason.contains("bad=Err(InvalidArgument("), "{reason}");
     assert!(reason.contains("kept=true"), "{reason}");
+}
+
+/// The fenced fixture's store key `key` (its namespace on the embedded store).
+fn fenced_key(prefix: &str, key: &str) -> String {
+    format!("{prefix}store:fenced:{key}")
+}
+
+async fn text_of(store: &dyn techub_host::capability::store::StoreBackend, key: &str) -> String {
+    let value = store.get(key).await.unwrap().unwrap_or_default();
+    String::from_utf8(value).unwrap()
+}
+
+/// `store::update_fenced` (the SDK, in a real plugin): a write under a token smaller
+/// than the stored one is refused and changes nothing; a write that lands between the
+/// update's read and its swap is not lost (the swap fails, the update reads again).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fenced_update_refuses_a_stale_token_and_loses_no_write_landing_mid_update() {
+    techub_tests::init_tracing();
+    let dir = techub_tests::PluginDir::with(&[("fenced", "fixture_fenced")]);
+    let mut config = techub_tests::config(&dir);
+    // Between its read and its write the fixture passes the lock `gate`.
+    let entry = config.plugins.entry("fenced".into()).or_default();
+    entry.settings.insert("gate".into(), "on".into());
+    let prefix = config.host.key_prefix.clone();
+    let platform = techub_host::Platform::start(config).await.unwrap();
+    let store = platform.services.store.clone();
+    let counter = fenced_key(&prefix, "counter");
+
+    // A newer holder (token 1 000 000) wrote 5: this holder's smaller token is refused.
+    store
+        .set(&counter, b"1000000\n5", None, SetCondition::Always)
+        .await
+        .unwrap();
+    let stale = platform
+        .publish("fixture.fenced.stale", b"x".to_vec(), None)
+        .await
+        .unwrap();
+    // Refused on its first attempt and both retries, then dead-lettered.
+    dead_letter_of(&platform, &stale).await;
+    assert_eq!(
+        text_of(store.as_ref(), &fenced_key(&prefix, "refused")).await,
+        "3"
+    );
+    assert_eq!(text_of(store.as_ref(), &counter).await, "1000000\n5");
+
+    // An older holder's value (token 0): a write lands while the update waits at the
+    // gate, after its read; the update must count on top of it.
+    store
+        .set(&counter, b"0\n10", None, SetCondition::Always)
+        .await
+        .unwrap();
+    let locks = platform.services.locks.clone();
+    let gate = format!("{prefix}lock:fenced:gate");
+    let fence = format!("{prefix}lock-fence:fenced");
+    locks
+        .try_acquire(&gate, &fence, "test", std::time::Duration::from_secs(30))
+        .await
+        .unwrap()
+        .expect("the gate is free");
+    let id = platform
+        .publish("fixture.fenced.mid", b"x".to_vec(), None)
+        .await
+        .unwrap();
+    techub_tests::wait_for(
+        LIMIT,
+        "the update to enter its critical section",
+        || async {
+            (text_of(store.as_ref(), &fenced_key(&prefix, "inside")).await == "1").then_some(())
+        },
+    )
+    .await;
+    // It reads the counter right after (microseconds); then it waits at the gate.
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    store
+        .set(&counter, b"0\n100", None, SetCondition::Always)
+        .await
+        .unwrap();
+    assert!(locks.release(&gate, "test").await.unwrap());
+    techub_tests::wait_for(LIMIT, "the update to land", || async {
+        let counted = store
+            .set_members(&fenced_key(&prefix, "counted"))
+            .await
+            .unwrap();
+        counted.contains(&id.as_bytes().to_vec()).then_some(())
+    })
+    .await;
+    let written = text_of(store.as_ref(), &counter).await;
+    assert!(
+        written.ends_with("\n101"),
+        "the update counted on top of the write that landed mid-update: {written}"
+    );
+    assert_eq!(
+        text_of(store.as_ref(), &fenced_key(&prefix, "refused")).await,
+        "3",
+        "a smaller stored token does not refuse"
+    );
 }

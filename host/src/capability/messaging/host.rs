@@ -145,6 +145,7 @@ impl MessagingView<'_> {
             expiration_ms: options.expiration_ms,
             published_at_ms: now_ms(),
             attempt: 1,
+            parked: None,
         };
         let timeout = Duration::from_millis(self.plugin.config.messaging.confirm_timeout_ms);
         let delay = options.delay_ms.map(Duration::from_millis);

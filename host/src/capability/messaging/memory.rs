@@ -9,8 +9,8 @@
 
 use super::routing::TopicPattern;
 use super::{
-    Broker, Consumer, DEAD_LETTER_REFUSED_PAUSE, DeadLetter, DeadLetterAction, DeadLetterPicker,
-    Delivery, Envelope, Overflow, QueueLimits, QueueSpec, ReplayTo, ReplyInbox, Reworked,
+    Broker, Buried, Consumer, DeadLetter, DeadLetterAction, DeadLetterPicker, Delivery, Envelope,
+    Overflow, QueueLimits, QueueSpec, ReplayTo, ReplyInbox, Reworked,
 };
 use crate::capability::{BackendError, BackendResult};
 use crate::config::DeadLetterConfig;
@@ -208,8 +208,9 @@ impl Shared {
 
     /// Parks `envelope` in the dead-letter queue; refused when it is full (the seed's
     /// max length), as RabbitMQ's `reject-publish` does: a dead letter is the last copy
-    /// of a message, so none is dropped to make room.
-    fn bury(&self, queue: &str, envelope: Envelope, reason: &str) -> BackendResult<()> {
+    /// of a message, so none is dropped to make room. A refused envelope is handed back.
+    #[must_use = "a refused envelope is the message's last copy"]
+    fn bury(&self, queue: &str, envelope: Envelope, reason: &str) -> Option<Envelope> {
         let limits = self.dead_letter_limits();
         let mut state = self.lock();
         self.expire_dead(&mut state);
@@ -219,23 +220,22 @@ impl Shared {
                 .dead_letters_refused
                 .fetch_add(1, AtomicOrdering::Relaxed)
                 + 1;
-            tracing::error!(%queue, id = %envelope.id, refused, "the dead-letter queue is full and refused a dead letter; the message stays in its queue");
-            return Err(BackendError::Unavailable(format!(
-                "the dead-letter queue is full ({} letters)",
-                limits.max_length
-            )));
+            tracing::error!(%queue, id = %envelope.id, refused, max_length = limits.max_length, "the dead-letter queue is full and refused a dead letter");
+            return Some(envelope);
         }
         let letter = DeadLetter {
             envelope,
             queue: queue.to_string(),
             reason: reason.to_string(),
             died_at_ms: super::now_ms(),
+            // In process: only the host writes here.
+            trusted: true,
         };
         state.dead.push_back(DeadEntry {
             letter,
             at: Instant::now(),
         });
-        Ok(())
+        None
     }
 
     /// Pops the next live message of `queue`, dead-lettering expired ones on the way.
@@ -569,16 +569,29 @@ impl Delivery for MemoryDelivery {
         Ok(())
     }
 
-    async fn dead_letter(mut self: Box<Self>, reason: &str) -> BackendResult<()> {
-        let envelope = self.envelope().clone();
-        if let Err(error) = self.shared.bury(&self.queue, envelope, reason) {
-            // Unsettled, it goes back to its queue when dropped: after a pause, so that
-            // a full dead-letter queue does not spin the consumer.
-            tokio::time::sleep(DEAD_LETTER_REFUSED_PAUSE).await;
-            return Err(error);
+    async fn dead_letter(
+        mut self: Box<Self>,
+        reason: &str,
+        when_full: Duration,
+    ) -> BackendResult<Buried> {
+        let mut envelope = self.take().envelope;
+        // A dead letter is parked no more: its reason travels as the death reason.
+        envelope.parked = None;
+        match self.shared.bury(&self.queue, envelope, reason) {
+            None => Ok(Buried::DeadLettered),
+            Some(mut envelope) => {
+                // Full: wait as a retry does, at the attempt it died at, marked to be
+                // dead-lettered again on return.
+                envelope.parked = Some(reason.to_string());
+                let shared = self.shared.clone();
+                let queue = self.queue.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(when_full).await;
+                    let _ = shared.put(&queue, envelope, Entering::Retried);
+                });
+                Ok(Buried::Parked)
+            }
         }
-        self.take();
-        Ok(())
     }
 }
 

@@ -35,6 +35,9 @@ pub const DEATH_REASON_HEADER: &str = "x-techub-death-reason";
 pub const DEATH_QUEUE_HEADER: &str = "x-techub-death-queue";
 /// Header carrying when a message was dead-lettered, in ms since the Unix epoch.
 pub const DEATH_AT_HEADER: &str = "x-techub-death-at-ms";
+/// Header of a message the full dead-letter queue refused, waiting in its retry queue:
+/// why it died. Back in its queue, it is dead-lettered again without running a handler.
+pub const PARKED_HEADER: &str = "x-techub-parked";
 
 /// A message with its metadata, as the broker carries it.
 #[derive(Debug, Clone, PartialEq)]
@@ -61,6 +64,9 @@ pub struct Envelope {
     pub published_at_ms: u64,
     /// 1 on first delivery; incremented by each retry.
     pub attempt: u32,
+    /// Set while a dead letter the full dead-letter queue refused waits in its retry
+    /// queue: why it died. Such a delivery is dead-lettered again, never handled.
+    pub parked: Option<String>,
 }
 
 /// A queue to declare: bound to the main exchange with `bindings`.
@@ -116,6 +122,10 @@ pub struct DeadLetter {
     pub reason: String,
     /// When it was dead-lettered, in ms since the Unix epoch.
     pub died_at_ms: u64,
+    /// Whether the host dead-lettered it itself (on RabbitMQ: its seal checks with
+    /// this deployment's key). Only trusted letters are replayed: anyone who may
+    /// publish to the dead-letter exchange could write one naming any queue.
+    pub trusted: bool,
 }
 
 /// What [`Broker::rework_dead_letters`] does with one dead letter.
@@ -203,18 +213,56 @@ pub trait Broker: Send + Sync {
         Ok(())
     }
     /// Dead letters the dead-letter queue refused so far because it was full. Each
-    /// refused message stays unsettled in its own queue and comes back later.
+    /// refused message waits in its queue's retry queue and is dead-lettered again
+    /// later (see [`Buried::Parked`]).
     fn dead_letters_refused(&self) -> u64 {
         0
+    }
+}
+
+/// Where [`Delivery::dead_letter`] put a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Buried {
+    /// In the dead-letter queue.
+    DeadLettered,
+    /// The dead-letter queue is full (`reject-publish`): the message waits in its own
+    /// queue's retry queue for `[dead_letter] retry_when_full_ms`, then is
+    /// dead-lettered again without running its handler. Acked from the queue only
+    /// once the retry queue has it: nothing is dropped, and the consumer's prefetch
+    /// window is not held by letters that cannot leave (good messages keep flowing).
+    Parked,
+}
+
+/// How full the dead-letter queue is, for `/readyz`, the status page and the metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeadLetterFill {
+    /// Letters in it.
+    pub depth: u64,
+    /// `[dead_letter] max_length`.
+    pub max_length: u32,
+}
+
+impl DeadLetterFill {
+    /// Reads the depth of `broker`'s dead-letter queue against `config`'s bound.
+    pub async fn read(broker: &dyn Broker, config: &DeadLetterConfig) -> BackendResult<Self> {
+        Ok(Self {
+            depth: broker.dead_letter_depth().await?,
+            max_length: config.max_length,
+        })
+    }
+
+    /// Whether the next dead letter would be refused.
+    pub fn is_full(&self) -> bool {
+        self.depth >= u64::from(self.max_length)
     }
 }
 
 /// The replies arriving on a host's reply queue.
 pub type ReplyInbox = tokio::sync::mpsc::Receiver<Envelope>;
 
-/// How long a delivery whose dead letter was refused (the dead-letter queue is full)
-/// is held before it goes back to its queue: a full dead-letter queue slows the
-/// failing consumer down instead of spinning it, and loses nothing.
+/// How long a delivery is held before it goes back to its queue when it could neither
+/// be dead-lettered nor parked (the broker failed): a failing broker slows the consumer
+/// down instead of spinning it, and nothing is lost.
 pub const DEAD_LETTER_REFUSED_PAUSE: Duration = Duration::from_secs(1);
 
 /// The deliveries of one queue.
@@ -245,8 +293,13 @@ pub trait Delivery: Send {
     async fn ack(self: Box<Self>) -> BackendResult<()>;
     /// Deliver it again to this queue only, after `delay`, with `attempt + 1`.
     async fn retry(self: Box<Self>, delay: Duration) -> BackendResult<()>;
-    /// Park it in the dead-letter queue with `reason`.
-    async fn dead_letter(self: Box<Self>, reason: &str) -> BackendResult<()>;
+    /// Park it in the dead-letter queue with `reason`; when that queue is full, in this
+    /// queue's retry queue for `when_full` instead ([`Buried::Parked`]).
+    async fn dead_letter(
+        self: Box<Self>,
+        reason: &str,
+        when_full: Duration,
+    ) -> BackendResult<Buried>;
 }
 
 /// The current time in ms since the Unix epoch.

@@ -137,6 +137,7 @@ impl MessagingView<'_> {
             expiration_ms: None,
             published_at_ms: now_ms(),
             attempt: 1,
+            parked: None,
         };
         let services = &self.plugin.services;
         let timeout = Duration::from_millis(self.plugin.config.messaging.confirm_timeout_ms);

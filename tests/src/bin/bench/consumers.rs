@@ -82,6 +82,7 @@ async fn through_platform(
         config.dead_letter,
         config.messaging,
         Default::default(),
+        techub_host::capability::messaging::amqp::seal::DeathSeal::with_key(b"test key"),
     )
     .await?;
     let queue = queue_name(&config.amqp.queue_prefix, "analytics", plugin);
@@ -121,6 +122,7 @@ async fn native(config: &HostConfig, prefetch: u16) -> anyhow::Result<Run> {
         config.dead_letter,
         config.messaging,
         Default::default(),
+        techub_host::capability::messaging::amqp::seal::DeathSeal::with_key(b"test key"),
     )
     .await?;
     let queue = unique("native");

@@ -41,6 +41,7 @@ pub async fn metrics_overhead() -> anyhow::Result<()> {
         base.dead_letter,
         base.messaging,
         Default::default(),
+        techub_host::capability::messaging::amqp::seal::DeathSeal::with_key(b"test key"),
     )
     .await?;
     let run = |metrics: bool| {

@@ -24,6 +24,7 @@ impl Publisher {
             config.dead_letter,
             config.messaging,
             Default::default(),
+            techub_host::capability::messaging::amqp::seal::DeathSeal::with_key(b"test key"),
         )
         .await?;
         Ok(Self {

@@ -6,8 +6,8 @@
 //! confirmed, handled, redeliveries, duplicate effects, lost, dead-lettered, and the
 //! seconds from the fault's end to the next handled message.
 //! Prints a table, writes `target/faults/report.json`, exits 1 on any loss, any
-//! duplicate effect, or a fenced counter that went back. `--only <text>` runs the
-//! scenarios whose name contains the text.
+//! duplicate effect, a fenced counter that went back, or a recovery over 5 s.
+//! `--only <text>` runs the scenarios whose name contains the text.
 //!
 //! # Layout
 //! - `main.rs`: the scenarios to run and the report.
@@ -22,6 +22,9 @@ mod ledger;
 mod stream;
 
 use stream::Fault;
+
+/// Longest a scenario may take, from the fault's end, to handle a message again.
+const MAX_RECOVERY_S: f64 = 5.0;
 
 /// One scenario's counts.
 #[derive(Debug, serde::Serialize)]
@@ -65,6 +68,16 @@ async fn main() -> anyhow::Result<()> {
     let lost: usize = rows.iter().map(|r| r.lost).sum();
     let duplicate_effects: i64 = rows.iter().map(|r| r.duplicate_effects).sum();
     anyhow::ensure!(lost == 0, "{lost} confirmed message(s) lost");
+    let slow: Vec<String> = rows
+        .iter()
+        .filter(|r| r.recovery_s > MAX_RECOVERY_S)
+        .map(|r| format!("{} ({:.2} s)", r.scenario, r.recovery_s))
+        .collect();
+    anyhow::ensure!(
+        slow.is_empty(),
+        "recovery took longer than {MAX_RECOVERY_S} s after the fault: {}",
+        slow.join(", ")
+    );
     anyhow::ensure!(
         duplicate_effects == 0,
         "{duplicate_effects} duplicate effect(s)"

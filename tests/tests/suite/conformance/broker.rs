@@ -4,12 +4,15 @@ use std::time::Duration;
 use techub_host::capability::messaging::amqp::AmqpBroker;
 use techub_host::capability::messaging::memory::MemoryBroker;
 use techub_host::capability::messaging::{
-    Broker, Consumer, DeadLetter, DeadLetterAction, Delivery, Envelope, QueueSpec, ReplayTo, now_ms,
+    Broker, Buried, Consumer, DeadLetter, DeadLetterAction, Delivery, Envelope, QueueSpec,
+    ReplayTo, now_ms,
 };
 use techub_host::config::DeadLetterConfig;
 use techub_tests::{services, unique, wait_for};
 
 const LIMIT: Duration = Duration::from_secs(10);
+/// How long a letter the full dead-letter queue refused waits (never full here).
+const WHEN_FULL: Duration = Duration::from_secs(60);
 
 fn envelope(routing_key: &str, body: &str) -> Envelope {
     Envelope {
@@ -24,6 +27,7 @@ fn envelope(routing_key: &str, body: &str) -> Envelope {
         expiration_ms: None,
         published_at_ms: now_ms(),
         attempt: 1,
+        parked: None,
     }
 }
 
@@ -108,7 +112,10 @@ async fn broker_conforms(broker: &dyn Broker) {
     );
 
     // Dead-lettering keeps the message, its queue and the reason.
-    again.dead_letter("gave up").await.unwrap();
+    assert_eq!(
+        again.dead_letter("gave up", WHEN_FULL).await.unwrap(),
+        Buried::DeadLettered
+    );
     let letter = wait_for(LIMIT, "the dead letter", || async {
         broker
             .dead_letters(0, 1000)
@@ -121,6 +128,7 @@ async fn broker_conforms(broker: &dyn Broker) {
     assert_eq!(letter.reason, "gave up");
     assert_eq!(letter.queue, queue);
     assert_eq!(letter.envelope.attempt, 2);
+    assert!(letter.trusted, "a letter the host dead-lettered is trusted");
     // Peeking does not consume.
     assert!(
         broker
@@ -208,7 +216,10 @@ async fn bury(broker: &dyn Broker, topic: &str, body: &str) -> (String, Envelope
     let sent = envelope(&format!("{topic}.{body}.happened"), body);
     broker.publish(sent.clone(), None).await.unwrap();
     let delivery = next(&mut consumer).await;
-    delivery.dead_letter("broken on purpose").await.unwrap();
+    delivery
+        .dead_letter("broken on purpose", WHEN_FULL)
+        .await
+        .unwrap();
     consumer.close().await;
     (queue, sent)
 }
@@ -348,6 +359,7 @@ async fn amqp() -> AmqpBroker {
         dead_letter_config(),
         Default::default(),
         Default::default(),
+        techub_host::capability::messaging::amqp::seal::DeathSeal::with_key(b"test key"),
     )
     .await
     .unwrap_or_else(|e| panic!("{}", services::rabbitmq_hint(&e)))
@@ -401,6 +413,7 @@ async fn amqp_delayed_publish_survives_its_delay_queue_expiring() {
         dead_letter_config(),
         Default::default(),
         Default::default(),
+        techub_host::capability::messaging::amqp::seal::DeathSeal::with_key(b"test key"),
     )
     .await
     .unwrap_or_else(|e| panic!("{}", services::rabbitmq_hint(&e)));

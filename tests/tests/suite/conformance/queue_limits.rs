@@ -7,7 +7,7 @@ use std::time::Duration;
 use techub_host::capability::messaging::amqp::AmqpBroker;
 use techub_host::capability::messaging::memory::MemoryBroker;
 use techub_host::capability::messaging::{
-    Broker, Consumer, DeadLetter, Envelope, Overflow, QueueLimits, QueueSpec, now_ms,
+    Broker, Buried, Consumer, DeadLetter, Envelope, Overflow, QueueLimits, QueueSpec, now_ms,
 };
 use techub_host::config::{AmqpConfig, DeadLetterConfig};
 use techub_tests::{services, unique, wait_for};
@@ -27,6 +27,7 @@ fn message(routing_key: &str, body: &str) -> Envelope {
         expiration_ms: None,
         published_at_ms: now_ms(),
         attempt: 1,
+        parked: None,
     }
 }
 
@@ -222,16 +223,59 @@ async fn dead_letter_bound_changes(broker: &dyn Broker, topic: &str) {
         .await
         .unwrap()
         .unwrap();
-    first.dead_letter("full test").await.unwrap();
+    let when_full = Duration::from_millis(300);
+    assert_eq!(
+        first.dead_letter("full test", when_full).await.unwrap(),
+        Buried::DeadLettered
+    );
     let second = tokio::time::timeout(LIMIT, consumer.next())
         .await
         .unwrap()
         .unwrap();
-    let refused = second.dead_letter("full test").await;
-    assert!(
-        refused.is_err(),
-        "the lowered bound refuses the second letter: {refused:?}"
+    let second_id = second.envelope().id.clone();
+    let parked = second.dead_letter("full test 2", when_full).await;
+    assert_eq!(
+        parked.unwrap(),
+        Buried::Parked,
+        "the lowered bound refuses the second letter, which waits in the retry queue"
     );
+    // Acked from its queue (nothing holds the prefetch window), it comes back after the
+    // wait, marked with why it died, at the attempt it died at.
+    let back = tokio::time::timeout(LIMIT, consumer.next())
+        .await
+        .expect("the parked letter comes back after retry_when_full")
+        .unwrap();
+    assert_eq!(back.envelope().id, second_id);
+    assert_eq!(back.envelope().parked.as_deref(), Some("full test 2"));
+    assert_eq!(back.envelope().attempt, 1);
+    // With room again it is dead-lettered, no longer marked as parked.
+    broker
+        .set_dead_letter_limits(DeadLetterConfig {
+            max_length: before as u32 + 2,
+            ..DeadLetterConfig::default()
+        })
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        back.dead_letter("full test 2", when_full).await.unwrap(),
+        Buried::DeadLettered
+    );
+    let letter = wait_for(
+        LIMIT,
+        "the parked letter in the dead-letter queue",
+        || async {
+            broker
+                .dead_letters(0, 100_000)
+                .await
+                .unwrap()
+                .into_iter()
+                .find(|l| l.envelope.id == second_id)
+        },
+    )
+    .await;
+    assert_eq!(letter.reason, "full test 2");
+    assert_eq!(letter.envelope.parked, None);
 }
 
 async fn limits_conform(broker: &dyn Broker) {
@@ -292,6 +336,7 @@ async fn connect(config: &AmqpConfig) -> AmqpBroker {
         DeadLetterConfig::default(),
         Default::default(),
         Default::default(),
+        techub_host::capability::messaging::amqp::seal::DeathSeal::with_key(b"test key"),
     )
     .await
     .unwrap_or_else(|e| panic!("{}", services::rabbitmq_hint(&e)))

@@ -2,7 +2,9 @@
 
 use super::{AmqpBroker, convert, unavailable};
 use crate::capability::BackendResult;
-use crate::capability::messaging::{Consumer, DEAD_LETTER_REFUSED_PAUSE, Delivery, Envelope};
+use crate::capability::messaging::{
+    Buried, Consumer, DEAD_LETTER_REFUSED_PAUSE, Delivery, Envelope,
+};
 use futures::StreamExt;
 use lapin::options::{
     BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
@@ -228,18 +230,45 @@ impl Delivery for AmqpDelivery {
         AmqpDelivery::ack(&mut self).await
     }
 
-    async fn dead_letter(mut self: Box<Self>, reason: &str) -> BackendResult<()> {
-        if let Err(error) = self
+    async fn dead_letter(
+        mut self: Box<Self>,
+        reason: &str,
+        when_full: Duration,
+    ) -> BackendResult<Buried> {
+        // A dead letter is parked no more: its reason travels as the death reason.
+        self.envelope.parked = None;
+        let stored = self
             .broker
             .send_dead_letter(&self.queue, &self.envelope, reason)
-            .await
-        {
-            // Unsettled, it goes back to its queue when dropped: after a pause, so that
-            // a full dead-letter queue does not spin the consumer.
-            tokio::time::sleep(DEAD_LETTER_REFUSED_PAUSE).await;
-            return Err(error);
+            .await;
+        let parked = match stored {
+            Ok(true) => {
+                AmqpDelivery::ack(&mut self).await?;
+                return Ok(Buried::DeadLettered);
+            }
+            Ok(false) => {
+                // Full: wait in the retry queue (confirmed before the ack), at the
+                // attempt it died at, marked to be dead-lettered again on return.
+                self.envelope.parked = Some(reason.to_string());
+                self.broker
+                    .send_retry(&self.queue, &self.envelope, when_full)
+                    .await
+            }
+            Err(error) => Err(error),
+        };
+        match parked {
+            Ok(()) => {
+                AmqpDelivery::ack(&mut self).await?;
+                tracing::warn!(queue = %self.queue, id = %self.envelope.id, wait_ms = when_full.as_millis() as u64, "parked in the retry queue until the dead-letter queue has room");
+                Ok(Buried::Parked)
+            }
+            Err(error) => {
+                // Unsettled, it goes back to its queue when dropped: after a pause, so
+                // that a failing broker does not spin the consumer.
+                tokio::time::sleep(DEAD_LETTER_REFUSED_PAUSE).await;
+                Err(error)
+            }
         }
-        AmqpDelivery::ack(&mut self).await
     }
 }
 

@@ -1,6 +1,6 @@
 //! [`Envelope`] ⇄ AMQP properties and headers.
 
-use crate::capability::messaging::{ATTEMPT_HEADER, Envelope, now_ms};
+use crate::capability::messaging::{ATTEMPT_HEADER, Envelope, PARKED_HEADER, now_ms};
 use lapin::BasicProperties;
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 
@@ -32,6 +32,12 @@ pub fn properties(envelope: &Envelope, extra: &[(&str, String)]) -> BasicPropert
         ROUTING_KEY_HEADER.into(),
         AMQPValue::LongString(LongString::from(envelope.routing_key.as_str())),
     );
+    if let Some(reason) = &envelope.parked {
+        headers.insert(
+            PARKED_HEADER.into(),
+            AMQPValue::LongString(LongString::from(reason.as_str())),
+        );
+    }
     for (name, value) in extra {
         headers.insert(
             (*name).into(),
@@ -122,6 +128,7 @@ pub fn envelope(
     let trusted = origin == Origin::Host;
     let mut headers = Vec::new();
     let (mut attempt, mut published_at_ms, mut original_key) = (1, None, None);
+    let mut parked = None;
     if let Some(table) = props.headers() {
         for (name, value) in table.inner() {
             match name.as_str() {
@@ -132,6 +139,7 @@ pub fn envelope(
                 }
                 PUBLISHED_HEADER => published_at_ms = number(value),
                 ROUTING_KEY_HEADER if trusted => original_key = text(value),
+                PARKED_HEADER if trusted => parked = text(value),
                 n if n.starts_with("x-") => {}
                 n => {
                     if let Some(v) = text(value) {
@@ -159,6 +167,7 @@ pub fn envelope(
         expiration_ms: None,
         published_at_ms: published_at(published_at_ms, props.timestamp(), trusted),
         attempt,
+        parked,
     }
 }
 

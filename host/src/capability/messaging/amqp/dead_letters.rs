@@ -45,7 +45,7 @@ impl AmqpBroker {
         // The host's headers when it dead-lettered the message; RabbitMQ's `x-death`
         // when the broker did (a TTL ran out, a full queue).
         let by_broker = convert::broker_death(props);
-        let letter = DeadLetter {
+        let mut letter = DeadLetter {
             queue: convert::header(props, DEATH_QUEUE_HEADER)
                 .or_else(|| by_broker.as_ref().map(|(_, queue)| queue.clone()))
                 .unwrap_or_else(|| {
@@ -62,7 +62,14 @@ impl AmqpBroker {
                 .and_then(|ms| ms.parse().ok())
                 .unwrap_or(envelope.published_at_ms),
             envelope,
+            trusted: false,
         };
+        // Only a letter the host sealed is trusted (see `seal.rs`).
+        letter.trusted = convert::header(props, super::seal::SEAL_HEADER).is_some_and(|seal| {
+            self.shared
+                .seal
+                .verify(&letter.queue, &letter.envelope, &seal)
+        });
         Ok(Some((letter, delivery.acker)))
     }
 

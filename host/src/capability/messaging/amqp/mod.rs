@@ -38,6 +38,7 @@ mod link;
 pub mod policies;
 mod publish;
 mod replies;
+pub mod seal;
 mod topology;
 
 use super::{Broker, Consumer, DeadLetter, DeadLetterPicker, Envelope, QueueSpec, Reworked};
@@ -90,6 +91,8 @@ pub(crate) struct Shared {
     /// The management API, when it answered at start: queue limits are policies.
     /// Without it they are queue arguments, fixed once declared.
     policies: Option<policies::Management>,
+    /// Seals the dead letters the host writes; a replay trusts only those.
+    seal: seal::DeathSeal,
 }
 
 /// Broker on a RabbitMQ server.
@@ -109,6 +112,7 @@ impl AmqpBroker {
         dead_letter: DeadLetterConfig,
         messaging: MessagingConfig,
         metrics: Arc<Metrics>,
+        seal: seal::DeathSeal,
     ) -> anyhow::Result<Self> {
         let url = crate::config::redact_url(&config.url);
         let timeout = Duration::from_millis(config.connection_timeout_ms);
@@ -140,6 +144,7 @@ impl AmqpBroker {
                 dead_letters_refused: AtomicU64::new(0),
                 metrics,
                 policies,
+                seal,
             }),
         };
         broker

@@ -155,13 +155,14 @@ impl AmqpBroker {
         .await
     }
 
-    /// Parks `envelope` in the dead-letter queue.
+    /// Parks `envelope` in the dead-letter queue; `false` when the queue is full and
+    /// refused it (`reject-publish`).
     pub(crate) async fn send_dead_letter(
         &self,
         queue: &str,
         envelope: &Envelope,
         reason: &str,
-    ) -> BackendResult<()> {
+    ) -> BackendResult<bool> {
         let extra = [
             (
                 crate::capability::messaging::DEATH_REASON_HEADER,
@@ -175,33 +176,34 @@ impl AmqpBroker {
                 crate::capability::messaging::DEATH_AT_HEADER,
                 crate::capability::messaging::now_ms().to_string(),
             ),
+            (
+                super::seal::SEAL_HEADER,
+                self.shared.seal.seal(queue, envelope),
+            ),
         ];
+        let letter = convert::properties(envelope, &extra);
         // Mandatory: if the dead-letter queue is gone, the delivery stays unsettled and
         // comes back, rather than being acked into nowhere. A nack means the queue is
-        // full (`reject-publish`): counted, and the delivery stays unsettled too.
+        // full (`reject-publish`): counted, and the caller parks the message.
         let sent = self
             .send(
                 &self.shared.names.dead_letter_exchange,
                 &format!("dlx.{queue}"),
                 &envelope.payload,
-                convert::properties(envelope, &extra),
+                letter,
                 true,
             )
             .await?;
         match sent {
-            Sent::Routed => Ok(()),
+            Sent::Routed => Ok(true),
             Sent::Nacked => {
                 let refused = self
                     .shared
                     .dead_letters_refused
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
                     + 1;
-                tracing::error!(%queue, id = %envelope.id, refused, "the dead-letter queue is full and refused a dead letter; the message stays in its queue");
-                Err(unavailable(
-                    &self.shared.url,
-                    "dead-letter",
-                    "the dead-letter queue is full",
-                ))
+                tracing::error!(%queue, id = %envelope.id, refused, "the dead-letter queue is full and refused a dead letter");
+                Ok(false)
             }
             Sent::Returned => Err(unavailable(
                 &self.shared.url,

@@ -174,8 +174,8 @@ impl AmqpBroker {
 }
 
 /// The dead-letter queue's limits: a dead letter is the last copy of a message, so at
-/// the bound it refuses new ones (the failing delivery stays in its queue) rather than
-/// drop the oldest, RabbitMQ's default.
+/// the bound it refuses new ones (the failing delivery waits in its retry queue) rather
+/// than drop the oldest, RabbitMQ's default.
 pub(super) fn dead_letter_limits(config: DeadLetterConfig) -> Limits {
     Limits {
         message_ttl_ms: Some(config.ttl_ms),
