@@ -54,17 +54,13 @@ impl DeathSeal {
     }
 
     /// The key in `dir`/dead-letter.key, made (readable by its owner only) if absent.
+    /// Hosts sharing the directory may start at once: the key is written whole to a
+    /// file of its own, then linked into place only if none is there yet (a hard link
+    /// never replaces), and the loser of that race reads the winner's.
     fn kept_in(dir: &Path) -> anyhow::Result<Self> {
         let path = dir.join(KEY_FILE);
-        match std::fs::read_to_string(&path) {
-            Ok(key) if !key.trim().is_empty() => return Ok(Self::with_key(key.trim().as_bytes())),
-            Ok(_) => {}
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
-            Err(error) => {
-                return Err(error).with_context(|| {
-                    format!("could not read the dead-letter key {}", path.display())
-                });
-            }
+        if let Some(key) = read_key(&path)? {
+            return Ok(Self::with_key(key.as_bytes()));
         }
         std::fs::create_dir_all(dir)
             .with_context(|| format!("could not create {}", dir.display()))?;
@@ -74,10 +70,24 @@ impl DeathSeal {
             uuid::Uuid::new_v4().simple(),
             uuid::Uuid::new_v4().simple()
         );
-        write_private(&path, &key)
-            .with_context(|| format!("could not write the dead-letter key {}", path.display()))?;
-        tracing::info!(file = %path.display(), "made the key that seals dead letters (set amqp.dead_letter_key to share one across hosts)");
-        Ok(Self::with_key(key.as_bytes()))
+        let draft = dir.join(format!(".{KEY_FILE}.{}", uuid::Uuid::new_v4().simple()));
+        write_private(&draft, &key)
+            .with_context(|| format!("could not write the dead-letter key {}", draft.display()))?;
+        let linked = std::fs::hard_link(&draft, &path);
+        let _ = std::fs::remove_file(&draft);
+        match linked {
+            Ok(()) => {
+                tracing::info!(file = %path.display(), "made the key that seals dead letters (set amqp.dead_letter_key to share one across hosts)");
+                Ok(Self::with_key(key.as_bytes()))
+            }
+            Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {
+                let key = read_key(&path)?
+                    .with_context(|| format!("{} vanished as it was made", path.display()))?;
+                Ok(Self::with_key(key.as_bytes()))
+            }
+            Err(error) => Err(error)
+                .with_context(|| format!("could not write the dead-letter key {}", path.display())),
+        }
     }
 
     fn mac(&self, queue: &str, envelope: &Envelope) -> Hmac<Sha256> {
@@ -115,6 +125,21 @@ impl DeathSeal {
             return false;
         };
         self.mac(queue, envelope).verify_slice(&tag).is_ok()
+    }
+}
+
+/// The key in `path`; `None` when there is no such file. An empty file is an error
+/// (someone emptied it: making a new key would silently distrust every letter).
+fn read_key(path: &Path) -> anyhow::Result<Option<String>> {
+    match std::fs::read_to_string(path) {
+        Ok(key) if key.trim().is_empty() => anyhow::bail!(
+            "the dead-letter key {} is empty: delete it to have a new one made (letters sealed with the old one become untrusted)",
+            path.display()
+        ),
+        Ok(key) => Ok(Some(key.trim().to_string())),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(error) => Err(error)
+            .with_context(|| format!("could not read the dead-letter key {}", path.display())),
     }
 }
 
@@ -202,6 +227,21 @@ mod tests {
                 .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn hosts_starting_at_once_agree_on_one_key() {
+        let dir = std::env::temp_dir().join(format!("seal-{}", uuid::Uuid::new_v4().simple()));
+        let keys: Vec<Vec<u8>> = std::thread::scope(|scope| {
+            let starts: Vec<_> = (0..8)
+                .map(|_| scope.spawn(|| DeathSeal::kept_in(&dir).unwrap().key))
+                .collect();
+            starts.into_iter().map(|s| s.join().unwrap()).collect()
+        });
+        assert!(keys.iter().all(|k| *k == keys[0]), "one key for all");
+        let left: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
+        assert_eq!(left.len(), 1, "no drafts left behind");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
