@@ -420,7 +420,7 @@ async fn reload(
     new: HostConfig,
 ) -> Result<Vec<String>, ConfigError> {
     let running = config.load_full();
-    let (effective, ignored) = new.for_reload(&running)?;
+    let (effective, ignored) = new.for_reload(&running, registry.slot_memory_mib())?;
     for field in &ignored {
         tracing::warn!(%field, "host.toml: this field changes only with a restart; the running value stays");
     }

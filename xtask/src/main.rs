@@ -224,10 +224,55 @@ pub(crate) fn run(command: &mut Command) -> Result<()> {
     Ok(())
 }
 
+/// The checkout xtask runs for: the parent of xtask's manifest directory as `cargo run`
+/// gives it *now* (`CARGO_MANIFEST_DIR` in the environment), not as it was when xtask
+/// was compiled: a copied or moved checkout with its `target/` keeps the old binary,
+/// which would otherwise build in the original checkout. Without the variable (xtask
+/// run directly), the nearest directory up from here holding `xtask/Cargo.toml`.
 fn workspace_root() -> Result<PathBuf> {
-    let manifest_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    Ok(manifest_dir
-        .parent()
-        .unwrap_or(Path::new("."))
-        .to_path_buf())
+    root_from(
+        std::env::var_os("CARGO_MANIFEST_DIR").map(PathBuf::from),
+        &std::env::current_dir()?,
+    )
+}
+
+fn root_from(manifest_dir: Option<PathBuf>, cwd: &Path) -> Result<PathBuf> {
+    if let Some(dir) = manifest_dir {
+        return Ok(dir.parent().unwrap_or(Path::new(".")).to_path_buf());
+    }
+    cwd.ancestors()
+        .find(|dir| dir.join("xtask/Cargo.toml").is_file())
+        .map(Path::to_path_buf)
+        .with_context(|| {
+            format!(
+                "{} is not inside a techub checkout (no xtask/Cargo.toml above it); run `cargo xtask` from the checkout",
+                cwd.display()
+            )
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_root_is_read_at_run_time_not_fixed_at_compile_time() {
+        let copy = std::env::temp_dir().join("a-copied-checkout");
+        assert_eq!(
+            root_from(Some(copy.join("xtask")), Path::new("/elsewhere")).unwrap(),
+            copy,
+            "the checkout cargo runs xtask in"
+        );
+        assert_ne!(
+            copy,
+            Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap()
+        );
+        // Run directly: found from the working directory.
+        let here = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        assert_eq!(
+            root_from(None, &here).unwrap(),
+            Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap()
+        );
+        assert!(root_from(None, Path::new("/")).is_err());
+    }
 }

@@ -16,8 +16,14 @@ impl HostConfig {
     /// `self` (a new configuration) with every field fixed at start taken from
     /// `running`, and the names of those that differed (each needs a restart, and is
     /// ignored until then rather than half-applied). Refused when a plugin's memory
-    /// limit would exceed the pool's slots, which were sized at start.
-    pub fn for_reload(mut self, running: &HostConfig) -> Result<(Self, Vec<String>), ConfigError> {
+    /// limit would exceed `slot_mib`, the size of the pool's slots, fixed at start
+    /// (`None`: no pool, any limit goes). A limit lowered by one reload can be raised
+    /// again by the next, up to that size.
+    pub fn for_reload(
+        mut self,
+        running: &HostConfig,
+        slot_mib: Option<u32>,
+    ) -> Result<(Self, Vec<String>), ConfigError> {
         let mut ignored = Vec::new();
         macro_rules! keep {
             ($($field:ident).+, $name:literal) => {
@@ -48,7 +54,9 @@ impl HostConfig {
         keep!(cache.stats_retention_s, "cache.stats_retention_s");
         keep!(cache.stats_flush_ms, "cache.stats_flush_ms");
         keep!(messaging.status_ttl_ms, "messaging.status_ttl_ms");
-        let slot = running.max_memory_mib();
+        let Some(slot) = slot_mib else {
+            return Ok((self, ignored));
+        };
         for name in self.plugins.keys().map(String::as_str).chain([""]) {
             let memory = match name {
                 "" => self.limits.memory_mib,
@@ -82,7 +90,8 @@ mod tests {
             "[backends]\ncache = \"redis\"\n[host]\nmax_instances = 3\n[limits]\ncpu_ms = 20\n",
         )
         .unwrap();
-        let (effective, ignored) = new.for_reload(&running).unwrap();
+        let slot = Some(running.max_memory_mib());
+        let (effective, ignored) = new.for_reload(&running, slot).unwrap();
         assert_eq!(ignored, ["backends", "host.max_instances"]);
         assert_eq!(effective.backends, running.backends);
         assert_eq!(effective.host.max_instances, running.host.max_instances);
@@ -93,10 +102,27 @@ mod tests {
     fn memory_beyond_the_pool_slots_needs_a_restart() {
         let running = HostConfig::default();
         let new = HostConfig::parse("[plugins.big.limits]\nmemory_mib = 128\n").unwrap();
-        let err = new.for_reload(&running).unwrap_err().to_string();
+        let slot = Some(running.max_memory_mib());
+        let err = new.for_reload(&running, slot).unwrap_err().to_string();
         assert!(
             err.contains("plugins.big.limits.memory_mib") && err.contains("restart"),
             "{err}"
         );
+        // Without the pooling allocator there are no slots to outgrow.
+        let new = HostConfig::parse("[plugins.big.limits]\nmemory_mib = 128\n").unwrap();
+        assert!(new.for_reload(&running, None).is_ok());
+    }
+
+    #[test]
+    fn a_lowered_memory_limit_can_be_raised_again_up_to_the_slot_size() {
+        let started = HostConfig::default();
+        let slot = Some(started.max_memory_mib());
+        let lowered = HostConfig::parse("[limits]\nmemory_mib = 1\n").unwrap();
+        let (running, _) = lowered.for_reload(&started, slot).unwrap();
+        let raised = HostConfig::parse("[limits]\nmemory_mib = 64\n").unwrap();
+        let (running, _) = raised
+            .for_reload(&running, slot)
+            .expect("back up to the size the slots have had since start");
+        assert_eq!(running.limits.memory_mib, 64);
     }
 }

@@ -380,6 +380,12 @@ impl Registry {
         }
     }
 
+    /// The size of the pool's slots in MiB, fixed at start (`None` without the pooling
+    /// allocator): no memory limit may exceed it until a restart.
+    pub fn slot_memory_mib(&self) -> Option<u32> {
+        self.runtime.slot_memory_mib()
+    }
+
     /// The configuration in force.
     pub fn config(&self) -> Arc<HostConfig> {
         self.config.load_full()

@@ -28,6 +28,9 @@ pub struct Runtime {
     pub(crate) loader_slots: super::Slots,
     /// Compiled components on disk.
     pub cache: super::CompiledCache,
+    /// The memory of each pool slot in MiB (the largest memory limit at start); `None`
+    /// without the pooling allocator.
+    slot_memory_mib: Option<u32>,
 }
 
 /// Why a `.wasm` file could not become a plugin.
@@ -64,6 +67,11 @@ impl Runtime {
     /// the engine reports it.
     pub fn uses_pooling(&self) -> bool {
         self.engine.pooling_allocator_metrics().is_some()
+    }
+
+    /// The memory of each pool slot in MiB, fixed at start; `None` without a pool.
+    pub fn slot_memory_mib(&self) -> Option<u32> {
+        self.slot_memory_mib
     }
 
     /// An engine sized for `config` (pool slots, memory per slot).
@@ -140,6 +148,7 @@ impl Runtime {
             slots,
             loader_slots,
             cache,
+            slot_memory_mib: config.host.pooling.then(|| config.max_memory_mib()),
         })
     }
 

@@ -457,3 +457,34 @@ async fn reading_a_plugin_does_not_make_the_watcher_load_it_again() {
         "the file was loaded again without a change"
     );
 }
+
+/// A memory limit lowered by a reload can be raised again by the next one, up to the
+/// size the pool's slots have had since start; past it, a restart is asked for. The
+/// plugin runs under each.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lowered_memory_limit_is_raised_again_live() {
+    init_tracing();
+    let (_dir, config) = techub_tests::user_notifications();
+    let started_with = config.limits.memory_mib;
+    let platform = Platform::start(config.clone()).await.unwrap();
+    let mut lowered = config.clone();
+    lowered.limits.memory_mib = 16;
+    platform.reload_config(lowered).await.expect("lowered live");
+    let mut raised = config.clone();
+    raised.limits.memory_mib = started_with;
+    platform
+        .reload_config(raised)
+        .await
+        .expect("raised back to the slot size live");
+    assert_eq!(platform.config().limits.memory_mib, started_with);
+    let mut beyond = config.clone();
+    beyond.limits.memory_mib = started_with * 2;
+    let refused = platform
+        .reload_config(beyond)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(refused.contains("restart"), "{refused}");
+    techub_tests::publish_user(&platform, "after-raise").await;
+    techub_tests::cached(&platform, "users", "after-raise").await;
+}
