@@ -281,7 +281,8 @@ impl Registry {
     /// Applies a new configuration to every plugin: each gets a context built from it
     /// (limits, grants, settings, queue policies, cache domains), swapped in as a new
     /// version; a plugin whose subscriptions the new grants no longer cover, or that
-    /// is now disabled, stops; files not serving are tried again.
+    /// is now disabled, stops; files not serving, and newer versions refused while an
+    /// older one serves, are tried again.
     pub async fn reconfigure(&self, config: Arc<HostConfig>) {
         let mut state = self.state.lock().await;
         if state.stopped {
@@ -335,12 +336,14 @@ impl Registry {
                 record_failure(&mut state, &file, &current.path, reason);
             }
         }
-        // Plugins newly enabled or granted, and files that failed before.
+        // Plugins newly enabled or granted, and files that failed before: a plugin that
+        // never loaded, and a newer version refused while an older one serves (the
+        // reload may grant what it asked for).
         let dir = config.host.plugins_dir.clone();
         for name in crate::plugins::plugin_files(&dir) {
-            if !state.serving.contains_key(&name) {
-                self.apply_file(&mut state, &dir.join(format!("{name}.wasm")))
-                    .await;
+            let file = format!("{name}.wasm");
+            if !state.serving.contains_key(&name) || state.failed.contains_key(&file) {
+                self.apply_file(&mut state, &dir.join(file)).await;
             }
         }
         self.refresh_view(&state);

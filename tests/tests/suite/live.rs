@@ -488,3 +488,30 @@ async fn a_lowered_memory_limit_is_raised_again_live() {
     techub_tests::publish_user(&platform, "after-raise").await;
     techub_tests::cached(&platform, "users", "after-raise").await;
 }
+
+/// A newer version refused for asking what its grant does not cover goes live when a
+/// reload grants it (the older version serves meanwhile), as a plugin that never loaded
+/// does.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_new_version_goes_live_when_a_reload_grants_what_it_asked_for() {
+    let (platform, dir) = live_host(false).await;
+    let mut narrow = platform.config().as_ref().clone();
+    narrow.plugins.get_mut(PLUGIN).unwrap().subscribe = vec!["fixture.versioned.main".into()];
+    platform.reload_config(narrow.clone()).await.unwrap();
+    deploy(dir.path(), PLUGIN, "fixture_versioned_v1");
+    serving(&platform, PLUGIN, "fixture_versioned_v1").await;
+    // v3 also binds fixture.versioned.extra, which the grant does not cover.
+    deploy(dir.path(), PLUGIN, "fixture_versioned_v3");
+    wait_for(LIMIT, "v3 to be refused", || async {
+        let (_, failed) = platform.registry().plugins().await;
+        failed.into_iter().find(|f| f.file == "live.wasm")
+    })
+    .await;
+    serving(&platform, PLUGIN, "fixture_versioned_v1").await;
+    let mut wide = narrow;
+    wide.plugins.get_mut(PLUGIN).unwrap().subscribe = vec!["fixture.versioned.#".into()];
+    platform.reload_config(wide).await.unwrap();
+    serving(&platform, PLUGIN, "fixture_versioned_v3").await;
+    let (_, failed) = platform.registry().plugins().await;
+    assert!(failed.is_empty(), "{failed:?}");
+}
