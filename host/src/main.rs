@@ -351,8 +351,13 @@ async fn run(path: PathBuf) -> anyhow::Result<()> {
     );
     let reloads = tokio::spawn(reload_on_sighup(platform.clone(), path));
     let app = techub_host::admin::router(platform.clone(), token);
+    let stopping = platform.stopping().clone();
     axum::serve(listener, app)
-        .with_graceful_shutdown(stop_signal())
+        .with_graceful_shutdown(async move {
+            stop_signal().await;
+            // Ends the admin streams (`tail`) that graceful shutdown would wait for.
+            stopping.cancel();
+        })
         .await
         .context("admin endpoint failed")?;
     reloads.abort();

@@ -47,6 +47,9 @@ pub struct Platform {
     watcher: Mutex<Option<Watcher>>,
     /// The metrics poller and the cache statistics flusher, stopped at shutdown.
     background: Vec<tokio::task::JoinHandle<()>>,
+    /// Cancelled when the host starts stopping: long-lived admin streams (`tail`) end
+    /// then, so that the admin endpoint's graceful shutdown does not wait for them.
+    stopping: tokio_util::sync::CancellationToken,
 }
 
 /// Connects the backends `config` selects; a connection failure names the URL.
@@ -221,6 +224,7 @@ impl Platform {
             registry,
             watcher: Mutex::new(None),
             background,
+            stopping: Default::default(),
         };
         // Watch first, so that nothing dropped while the directory loads is missed
         // (a file seen twice is loaded once: its hash is the version).
@@ -308,9 +312,15 @@ impl Platform {
         reload_file(&self.registry, &self.config, path).await
     }
 
+    /// Cancelled once the host starts stopping (a signal, or [`Platform::shutdown`]).
+    pub fn stopping(&self) -> &tokio_util::sync::CancellationToken {
+        &self.stopping
+    }
+
     /// Stops consuming, lets deliveries in flight finish (up to
     /// `host.drain_timeout_ms`), then closes the broker connection.
     pub async fn shutdown(&self) -> DrainReport {
+        self.stopping.cancel();
         self.watcher
             .lock()
             .unwrap_or_else(|e| e.into_inner())

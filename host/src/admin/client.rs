@@ -118,7 +118,14 @@ pub async fn tail(
     }
     let mut pending = Vec::new();
     while let Some(frame) = body.frame().await {
-        let frame = frame.context("the stream broke")?;
+        let frame = match frame {
+            Ok(frame) => frame,
+            // The connection ended mid-stream: the host went away (stopped, restarted).
+            Err(error) if cut_short(&error) => {
+                anyhow::bail!("the host at {admin} closed the stream: it stopped or restarted")
+            }
+            Err(error) => return Err(error).context("the stream broke"),
+        };
         let Some(data) = frame.data_ref() else {
             continue;
         };
@@ -131,6 +138,15 @@ pub async fn tail(
         }
     }
     Ok(())
+}
+
+/// Whether a body read failed because the connection ended mid-message (the server
+/// went away), rather than for another reason.
+fn cut_short(error: &hyper::Error) -> bool {
+    let eof = std::error::Error::source(error)
+        .and_then(|source| source.downcast_ref::<std::io::Error>())
+        .is_some_and(|io| io.kind() == std::io::ErrorKind::UnexpectedEof);
+    error.is_incomplete_message() || eof
 }
 
 fn authorized(

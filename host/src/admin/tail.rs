@@ -5,7 +5,8 @@
 //! pattern, reads it promptly (acking at once) and hands each message to the client;
 //! a client that reads too slowly skips messages (counted in a line) rather than
 //! fill a queue. When the client goes, the queue is deleted. The first line names the
-//! queue: `{"tailing": pattern, "queue": name}`.
+//! queue: `{"tailing": pattern, "queue": name}`; when the host stops, the last says so,
+//! `{"ended": "the host is stopping"}`, and the stream ends.
 
 use super::dead_letters::payload_preview;
 use crate::Platform;
@@ -57,6 +58,7 @@ pub(super) async fn tail(
     };
     let (lines, receiver) = tokio::sync::mpsc::channel::<Bytes>(BACKLOG);
     let _ = lines.try_send(line(&json!({ "tailing": pattern, "queue": queue })));
+    let stopping = platform.stopping().clone();
     tokio::spawn(async move {
         let mut skipped = 0u64;
         loop {
@@ -64,6 +66,12 @@ pub(super) async fn tail(
                 next = consumer.next() => next,
                 // The client went away: stop at once, even with nothing passing.
                 () = lines.closed() => break,
+                // The host is stopping: say so and end the stream, so that the admin
+                // endpoint's graceful shutdown does not wait for this client.
+                () = stopping.cancelled() => {
+                    let _ = lines.try_send(line(&json!({ "ended": "the host is stopping" })));
+                    break;
+                }
             };
             let Some(delivery) = next else { break };
             let shown = line(&message_json(delivery.envelope()));

@@ -169,6 +169,8 @@ pub async fn tail(admin: &Admin, pattern: &str, json: bool) -> anyhow::Result<()
         };
         if let Some(pattern) = message["tailing"].as_str() {
             eprintln!("tailing {pattern} (Ctrl-C to stop)");
+        } else if let Some(why) = message["ended"].as_str() {
+            eprintln!("tail ended: {why}");
         } else if let Some(skipped) = message["skipped"].as_u64() {
             eprintln!("... {skipped} messages skipped (printing too slowly)");
         } else {

@@ -902,3 +902,71 @@ fn the_demo_runs_the_business_flow_through_the_example_plugins() {
         assert!(printed.contains(step), "no {step:?} in:\n{printed}");
     }
 }
+
+/// Starts a host on an empty directory and follows `tail` on it: the host, its admin
+/// address, and the follower (which sends each line it gets).
+async fn host_with_a_tail() -> (
+    Host,
+    PluginDir,
+    tokio::task::JoinHandle<anyhow::Result<()>>,
+    tokio::sync::mpsc::UnboundedReceiver<String>,
+) {
+    techub_tests::init_tracing();
+    let dir = PluginDir::with(&[]);
+    let admin = free_admin_addr();
+    let config = dir.path().join("host.toml");
+    std::fs::write(
+        &config,
+        format!("[host]\nplugins_dir = \".\"\nadmin_addr = \"{admin}\"\n"),
+    )
+    .unwrap();
+    let host = Host::start(&config);
+    ready(&admin).await;
+    let (lines, mut seen) = tokio::sync::mpsc::unbounded_channel();
+    let follower = tokio::spawn(async move {
+        techub_host::admin::client::tail(&admin, None, "nothing.*", |line| {
+            lines.send(line.to_string()).is_ok()
+        })
+        .await
+    });
+    let first = seen.recv().await.expect("the tail started");
+    assert!(first.contains("\"tailing\""), "{first}");
+    (host, dir, follower, seen)
+}
+
+/// An open `tail` does not hold up SIGTERM: the host says it is stopping on the stream,
+/// ends it, and exits 0.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_open_tail_ends_when_the_host_stops() {
+    let (host, _dir, follower, mut seen) = host_with_a_tail().await;
+    host.terminate();
+    let (status, _) =
+        tokio::task::spawn_blocking(move || host.wait(std::time::Duration::from_secs(30)))
+            .await
+            .unwrap();
+    assert!(status.success(), "{status:?}");
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(30), follower)
+        .await
+        .expect("the tail ends with the host")
+        .unwrap();
+    assert!(ended.is_ok(), "{ended:?}");
+    let last = seen.recv().await.expect("a last line");
+    assert!(last.contains("the host is stopping"), "{last}");
+}
+
+/// A host killed outright cuts the stream: `tail` says the host went away, not a
+/// chunked-encoding error.
+#[tokio::test(flavor = "multi_thread")]
+async fn tail_says_so_when_the_host_is_killed() {
+    let (host, _dir, follower, _seen) = host_with_a_tail().await;
+    drop(host); // SIGKILL, by its PID
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(30), follower)
+        .await
+        .expect("the tail ends with the host")
+        .unwrap();
+    let error = format!("{:#}", ended.expect_err("a stream cut short is an error"));
+    assert!(
+        error.contains("closed the stream: it stopped or restarted"),
+        "{error}"
+    );
+}
