@@ -8,7 +8,7 @@
 //! Files: `defaults.rs` (the specification's values), `live.rs` (what a reload may
 //! change, what needs a restart), `merge.rs` (sections merged over
 //! the defaults; moved fields), `validate.rs` (ranges), `redact.rs` (secrets out of
-//! what is printed).
+//! what is printed), `suggest.rs` ("did you mean" for a misspelled field).
 
 mod defaults;
 #[cfg(test)]
@@ -17,6 +17,7 @@ mod http;
 mod live;
 mod merge;
 mod redact;
+mod suggest;
 mod validate;
 
 use serde::{Deserialize, Serialize};
@@ -584,9 +585,9 @@ impl HostConfig {
         let table: toml::Table =
             toml::from_str(text).map_err(|e| ConfigError::Syntax(e.to_string()))?;
         merge::refuse_moved_fields(&table)?;
-        let config: HostConfig = table
-            .try_into()
-            .map_err(|e: toml::de::Error| ConfigError::Syntax(e.to_string()))?;
+        let config: HostConfig = table.try_into().map_err(|e: toml::de::Error| {
+            ConfigError::Syntax(suggest::with_suggestion(e.to_string()))
+        })?;
         config.validate()?;
         Ok(config)
     }
