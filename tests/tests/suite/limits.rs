@@ -68,6 +68,7 @@ async fn leases_extend_release_and_keep_the_specification_ttl_range() {
         "fence>0=true",
         "release=Ok(())",
         "free=true",
+        "raw-release=true after-release=Released",
         "retries=Err(InvalidOptions(\"max-retries must be 0 to 10, got 11\"))",
         "delay9=Err(InvalidOptions(\"retry-delay-ms must be 10 to 1000, got 9\"))",
         "delay1001=Err(InvalidOptions(\"retry-delay-ms must be 10 to 1000, got 1001\"))",
