@@ -58,7 +58,7 @@ pub async fn publish_message(
     }
     let query = serde_urlencoded::to_string(&query).context("the options do not fit in a URL")?;
     let request = authorized(
-        hyper::Request::post(format!("/publish/{routing_key}?{query}")),
+        hyper::Request::post(format!("/publish/{}?{query}", segment(routing_key))),
         token,
     )
     .header(hyper::header::HOST, admin)
@@ -101,10 +101,13 @@ pub async fn tail(
     pattern: &str,
     mut on_line: impl FnMut(&str) -> bool,
 ) -> anyhow::Result<()> {
-    let request = authorized(hyper::Request::get(format!("/tail/{pattern}")), token)
-        .header(hyper::header::HOST, admin)
-        .body(Full::new(bytes::Bytes::new()))
-        .context("the pattern does not fit in a URL")?;
+    let request = authorized(
+        hyper::Request::get(format!("/tail/{}", segment(pattern))),
+        token,
+    )
+    .header(hyper::header::HOST, admin)
+    .body(Full::new(bytes::Bytes::new()))
+    .context("the pattern does not fit in a URL")?;
     let response = request_on_own_connection(admin, request).await?;
     let status = response.status().as_u16();
     let mut body = response.into_body();
@@ -138,6 +141,26 @@ pub async fn tail(
         }
     }
     Ok(())
+}
+
+/// Characters that cannot stand as they are in one path segment: `#` would start a
+/// fragment (`tail '#'`), `?` a query, `/` another segment, `%` an escape.
+const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'%')
+    .add(b'/')
+    .add(b'<')
+    .add(b'>')
+    .add(b'?')
+    .add(b'`')
+    .add(b'{')
+    .add(b'}');
+
+/// `text` as one URL path segment (the admin endpoint decodes it back).
+pub fn segment(text: &str) -> String {
+    percent_encoding::utf8_percent_encode(text, SEGMENT).to_string()
 }
 
 /// Whether a body read failed because the connection ended mid-message (the server

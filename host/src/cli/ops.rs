@@ -89,14 +89,15 @@ pub async fn cache_stats(
 ) -> anyhow::Result<()> {
     let mut query = Vec::new();
     if let Some(domain) = domain {
-        query.push(format!("domain={domain}"));
+        query.push(("domain", domain));
     }
     if let Some(since) = since {
         // Checked here too, for a message that names the flag.
         techub_host::admin::parse_duration_ms(since).map_err(|e| anyhow::anyhow!("--since {e}"))?;
-        query.push(format!("since={since}"));
+        query.push(("since", since));
     }
-    let stats = get(admin, &format!("/cache/stats?{}", query.join("&"))).await?;
+    let query = serde_urlencoded::to_string(&query)?;
+    let stats = get(admin, &format!("/cache/stats?{query}")).await?;
     println!(
         "{:<16} {:>10} {:>10} {:>9}",
         "domain", "hits", "misses", "hit rate"
@@ -143,7 +144,7 @@ pub async fn cache_warm(
 
 /// `techub-host status <id>`.
 pub async fn status(admin: &Admin, id: &str) -> anyhow::Result<()> {
-    let status = get(admin, &format!("/messages/{id}")).await?;
+    let status = get(admin, &format!("/messages/{}", client::segment(id))).await?;
     println!("{id}: {}", status["status"].as_str().unwrap_or("?"));
     for queue in status["queues"].as_array().into_iter().flatten() {
         println!(
@@ -240,7 +241,7 @@ pub async fn dlq(admin: &Admin, command: Dlq) -> anyhow::Result<()> {
             }
         }
         Dlq::Show { id } => {
-            let letter = get(admin, &format!("/dead-letters/{id}")).await?;
+            let letter = get(admin, &format!("/dead-letters/{}", client::segment(&id))).await?;
             println!("{}", serde_json::to_string_pretty(&letter)?);
         }
         Dlq::Replay {

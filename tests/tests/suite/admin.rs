@@ -415,3 +415,37 @@ async fn readiness_fails_when_no_plugin_serves() {
     let (status, body) = client::get(&admin, None, "/readyz").await.unwrap();
     assert_eq!(status, 200, "{body}");
 }
+
+/// Patterns and ids go into the admin URL encoded: `tail '#'` (the README's own
+/// example) follows everything instead of answering 404, and a message id with `#`
+/// or `/` in it is found.
+#[tokio::test(flavor = "multi_thread")]
+async fn cli_arguments_in_urls_are_encoded() {
+    init_tracing();
+    let dir = PluginDir::with(&[]);
+    let platform = Arc::new(Platform::start(config(&dir)).await.unwrap());
+    let admin = serve(&platform).await;
+    let mut first = None;
+    client::tail(&admin, None, "#", |line| {
+        first = Some(line.to_string());
+        false
+    })
+    .await
+    .expect("tail '#' is accepted");
+    let first: Value = serde_json::from_str(&first.unwrap()).unwrap();
+    assert_eq!(first["tailing"], "#");
+
+    let id = "order#7/a b?c";
+    let message = client::Publish {
+        message_id: Some(id.into()),
+        ..client::Publish::default()
+    };
+    let (status, body) = client::publish_message(&admin, None, "odd.ids", b"{}".to_vec(), &message)
+        .await
+        .unwrap();
+    assert_eq!(status, 202, "{body}");
+    let path = format!("/messages/{}", client::segment(id));
+    let (status, body) = client::get(&admin, None, &path).await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("order#7/a b?c"), "{body}");
+}
