@@ -89,6 +89,7 @@ pub async fn warm(
 pub fn spawn_warmer(
     services: Arc<Services>,
     config: Arc<ArcSwap<HostConfig>>,
+    stopping: tokio_util::sync::CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut next_look: HashMap<String, Instant> = HashMap::new();
@@ -114,7 +115,10 @@ pub fn spawn_warmer(
                 .min()
                 .map_or(IDLE, |at| at.saturating_duration_since(Instant::now()))
                 .min(IDLE);
-            tokio::time::sleep(sleep).await;
+            tokio::select! {
+                () = tokio::time::sleep(sleep) => {}
+                () = stopping.cancelled() => return,
+            }
         }
     })
 }

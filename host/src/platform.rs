@@ -45,12 +45,16 @@ pub struct Platform {
     pub services: Arc<Services>,
     registry: Arc<Registry>,
     watcher: Mutex<Option<Watcher>>,
-    /// The metrics poller and the cache statistics flusher, stopped at shutdown.
-    background: Vec<tokio::task::JoinHandle<()>>,
+    /// The metrics poller, the statistics and status flushers and the warmer: told to
+    /// stop by `stopping` at shutdown (the flushers flush once more) and awaited.
+    background: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     /// Cancelled when the host starts stopping: long-lived admin streams (`tail`) end
     /// then, so that the admin endpoint's graceful shutdown does not wait for them.
     stopping: tokio_util::sync::CancellationToken,
 }
+
+/// Longest the shutdown waits for one background task to finish its last round.
+const BACKGROUND_STOP: Duration = Duration::from_secs(5);
 
 /// Connects the backends `config` selects; a connection failure names the URL.
 pub async fn connect_services(config: &HostConfig) -> anyhow::Result<Services> {
@@ -162,7 +166,9 @@ pub async fn connect_services(config: &HostConfig) -> anyhow::Result<Services> {
 
 impl Drop for Platform {
     fn drop(&mut self) {
-        self.background.iter().for_each(|task| task.abort());
+        // Dropped without `shutdown` (a test, a failed start): nothing to drain for.
+        self.stopping.cancel();
+        self.background_tasks().iter().for_each(|task| task.abort());
         self.services.cache_events.stop();
     }
 }
@@ -195,6 +201,7 @@ impl Platform {
         ));
         let loaders: Arc<dyn Loaders> = registry.clone();
         services.read_through.set_loaders(Arc::downgrade(&loaders));
+        let stopping = tokio_util::sync::CancellationToken::new();
         let background = {
             let config = config.load();
             vec![
@@ -203,28 +210,30 @@ impl Platform {
                     runtime.clone(),
                     services.clone(),
                     Duration::from_millis(config.host.metrics_poll_ms),
+                    stopping.clone(),
                 ),
-                services
-                    .cache_stats
-                    .spawn_flusher(Duration::from_millis(config.cache.stats_flush_ms)),
+                services.cache_stats.spawn_flusher(
+                    Duration::from_millis(config.cache.stats_flush_ms),
+                    stopping.clone(),
+                ),
             ]
             .into_iter()
             .chain(
                 services
                     .tracker
                     .shared()
-                    .map(|shared| shared.spawn_flusher()),
+                    .map(|shared| shared.spawn_flusher(stopping.clone())),
             )
             .collect()
         };
-        let mut platform = Self {
+        let platform = Self {
             config,
             runtime,
             services,
             registry,
             watcher: Mutex::new(None),
-            background,
-            stopping: Default::default(),
+            background: Mutex::new(background),
+            stopping,
         };
         // Watch first, so that nothing dropped while the directory loads is missed
         // (a file seen twice is loaded once: its hash is the version).
@@ -242,10 +251,12 @@ impl Platform {
             .await
             .context("could not start consuming the cache invalidation events")?;
         // After the plugins: the first round needs the loaders serving.
-        platform.background.push(crate::cache_warm::spawn_warmer(
+        let warmer = crate::cache_warm::spawn_warmer(
             platform.services.clone(),
             platform.config.clone(),
-        ));
+            platform.stopping.clone(),
+        );
+        platform.background_tasks().push(warmer);
         platform.warn_about_config().await;
         Ok(platform)
     }
@@ -312,6 +323,10 @@ impl Platform {
         reload_file(&self.registry, &self.config, path).await
     }
 
+    fn background_tasks(&self) -> std::sync::MutexGuard<'_, Vec<tokio::task::JoinHandle<()>>> {
+        self.background.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Cancelled once the host starts stopping (a signal, or [`Platform::shutdown`]).
     pub fn stopping(&self) -> &tokio_util::sync::CancellationToken {
         &self.stopping
@@ -327,7 +342,16 @@ impl Platform {
             .take();
         let timeout = Duration::from_millis(self.config.load().host.drain_timeout_ms);
         let report = self.registry.shutdown(timeout).await;
-        self.background.iter().for_each(|task| task.abort());
+        // Told to stop when `stopping` was cancelled above; each finishes what it
+        // holds (the flushers flush once more). Bounded: a backend that does not
+        // answer must not hold the exit.
+        let background = std::mem::take(&mut *self.background_tasks());
+        for task in background {
+            let abort = task.abort_handle();
+            if tokio::time::timeout(BACKGROUND_STOP, task).await.is_err() {
+                abort.abort();
+            }
+        }
         self.services.cache_events.stop();
         // What this host counted since the last flush reaches Redis before it goes.
         self.services.cache_stats.flush().await;

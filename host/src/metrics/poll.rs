@@ -21,12 +21,13 @@ struct Seen {
     queues: HashSet<String>,
 }
 
-/// Polls every `interval` until the task is aborted.
+/// Polls every `interval` until `stopping` is cancelled.
 pub fn spawn_poller(
     registry: Arc<Registry>,
     runtime: Arc<Runtime>,
     services: Arc<Services>,
     interval: Duration,
+    stopping: tokio_util::sync::CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let metrics = services.metrics.clone();
@@ -37,7 +38,10 @@ pub fn spawn_poller(
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            tick.tick().await;
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = stopping.cancelled() => return,
+            }
             poll(&metrics, &registry, &runtime, &services, &mut seen).await;
         }
     })

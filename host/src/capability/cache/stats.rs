@@ -194,16 +194,28 @@ impl CacheStats {
         }
     }
 
-    /// Flushes every `interval` until the returned task is aborted.
-    pub fn spawn_flusher(self: &Arc<Self>, interval: Duration) -> tokio::task::JoinHandle<()> {
+    /// Flushes every `interval` until `stopping` is cancelled, then once more and ends
+    /// (never aborted: a flush takes its batch before it awaits Redis, so an abort
+    /// mid-flush would lose that batch).
+    pub fn spawn_flusher(
+        self: &Arc<Self>,
+        interval: Duration,
+        stopping: tokio_util::sync::CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
         let stats = Arc::downgrade(self);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(interval);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                tick.tick().await;
+                let last = tokio::select! {
+                    _ = tick.tick() => false,
+                    () = stopping.cancelled() => true,
+                };
                 let Some(stats) = stats.upgrade() else { return };
                 stats.flush().await;
+                if last {
+                    return;
+                }
             }
         })
     }

@@ -195,18 +195,28 @@ impl SharedStatuses {
         Some(stored)
     }
 
-    /// Flushes every [`FLUSH_INTERVAL`] until the task is aborted.
-    pub fn spawn_flusher(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+    /// Flushes every [`FLUSH_INTERVAL`] until `stopping` is cancelled, then once more.
+    pub fn spawn_flusher(
+        self: &Arc<Self>,
+        stopping: tokio_util::sync::CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
         let statuses = Arc::downgrade(self);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(FLUSH_INTERVAL);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                tick.tick().await;
+                // Cancelled: one last flush, then end (never aborted mid-flush).
+                let last = tokio::select! {
+                    _ = tick.tick() => false,
+                    () = stopping.cancelled() => true,
+                };
                 let Some(statuses) = statuses.upgrade() else {
                     return;
                 };
                 statuses.flush().await;
+                if last {
+                    return;
+                }
             }
         })
     }

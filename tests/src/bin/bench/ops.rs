@@ -95,7 +95,9 @@ pub async fn stats_overhead() -> anyhow::Result<()> {
     let (dir, config) = cache_reader(GETS);
     let config = Arc::new(config);
     let on_redis = Arc::new(connect_services(&config).await?);
-    let flusher = on_redis.cache_stats.spawn_flusher(Duration::from_secs(1));
+    let flusher = on_redis
+        .cache_stats
+        .spawn_flusher(Duration::from_secs(1), Default::default());
     let retention = Duration::from_secs(config.cache.stats_retention_s);
     let in_process = Arc::new(techub_host::capability::Services {
         cache_stats: Arc::new(CacheStats::in_process(on_redis.metrics.clone(), retention)),
