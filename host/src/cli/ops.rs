@@ -99,8 +99,8 @@ pub async fn cache_stats(
     let query = serde_urlencoded::to_string(&query)?;
     let stats = get(admin, &format!("/cache/stats?{query}")).await?;
     println!(
-        "{:<16} {:>10} {:>10} {:>9}",
-        "domain", "hits", "misses", "hit rate"
+        "{:<16} {:>10} {:>10} {:>9} {:>10} {:>10}",
+        "domain", "hits", "misses", "hit rate", "writes", "deletes"
     );
     for row in stats["domains"].as_array().into_iter().flatten() {
         let rate = row["hit_rate"]
@@ -108,11 +108,13 @@ pub async fn cache_stats(
             .map_or("-".to_string(), |r| format!("{:.1} %", r * 100.0));
         // Numbers as numbers: a JSON value's Display ignores the column width.
         println!(
-            "{:<16} {:>10} {:>10} {:>9}",
+            "{:<16} {:>10} {:>10} {:>9} {:>10} {:>10}",
             row["domain"].as_str().unwrap_or("?"),
             row["hits"].as_u64().unwrap_or(0),
             row["misses"].as_u64().unwrap_or(0),
-            rate
+            rate,
+            row["sets"].as_u64().unwrap_or(0),
+            row["deletes"].as_u64().unwrap_or(0),
         );
     }
     Ok(())

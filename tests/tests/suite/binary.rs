@@ -628,7 +628,34 @@ async fn operators_inspect_replay_and_purge_dead_letters_through_the_cli_on_rabb
         &admin,
         &["cache-stats", "--domain", "users", "--since", "10m"],
     );
-    assert!(stats.lines().any(|l| l.starts_with("users")), "{stats}");
+    // The welcome flow wrote the user to the users domain: the writes column shows it
+    // (hits and misses count reads only, and there were none).
+    let header: Vec<&str> = stats
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        header,
+        [
+            "domain", "hits", "misses", "hit", "rate", "writes", "deletes"
+        ],
+        "{stats}"
+    );
+    let users: Vec<&str> = stats
+        .lines()
+        .find(|l| l.starts_with("users"))
+        .unwrap_or_else(|| panic!("{stats}"))
+        .split_whitespace()
+        .collect();
+    assert!(
+        users
+            .get(4)
+            .and_then(|w| w.parse::<u64>().ok())
+            .is_some_and(|w| w >= 1),
+        "a write counted: {stats}"
+    );
     let (code, metrics) = techub_host::admin::client::get(&admin, None, "/metrics")
         .await
         .unwrap();
