@@ -108,6 +108,9 @@ enum Command {
     Plugins {
         #[command(flatten)]
         admin: Admin,
+        /// The admin endpoint's JSON, for machines.
+        #[arg(long)]
+        json: bool,
     },
     /// Prints the dead-letter queue of a running host (as JSON; `dlq list` for people).
     DeadLetters {
@@ -233,7 +236,8 @@ async fn main() -> anyhow::Result<()> {
             };
             publish(&admin, &routing_key, payload, &message).await
         }
-        Command::Plugins { admin } => show(&admin, "/plugins").await,
+        Command::Plugins { admin, json: true } => show(&admin, "/plugins").await,
+        Command::Plugins { admin, json: false } => cli::ops::plugins(&admin).await,
         Command::DeadLetters { admin } => show(&admin, "/dead-letters").await,
         Command::Dlq { command, admin } => cli::ops::dlq(&admin, command).await,
         Command::CacheStats {

@@ -213,6 +213,51 @@ fn preview(payload: &Value) -> String {
     format!("{body}{more} ({} bytes)", payload["size"])
 }
 
+/// `techub-host plugins`: a line per plugin (state, version, deliveries in flight,
+/// subscriptions, the last error) and per file that failed, with its reason.
+pub async fn plugins(admin: &Admin) -> anyhow::Result<()> {
+    let shown = get(admin, "/plugins").await?;
+    println!(
+        "{:<24} {:<9} {:<12} {:>9}  subscriptions",
+        "plugin", "state", "version", "in flight"
+    );
+    for plugin in shown["plugins"].as_array().into_iter().flatten() {
+        let subscriptions: Vec<String> = plugin["subscriptions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|s| {
+                let keys: Vec<&str> = s[1]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .collect();
+                format!("{}: {}", s[0].as_str().unwrap_or("?"), keys.join(", "))
+            })
+            .collect();
+        println!(
+            "{:<24} {:<9} {:<12} {:>9}  {}",
+            plugin["name"].as_str().unwrap_or("?"),
+            plugin["state"].as_str().unwrap_or("?"),
+            plugin["version"].as_str().unwrap_or("?"),
+            plugin["in_flight"].as_u64().unwrap_or(0),
+            subscriptions.join("; ")
+        );
+        if let Some(error) = plugin["last_error"].as_str() {
+            println!("    last error: {error}");
+        }
+    }
+    for failed in shown["failed"].as_array().into_iter().flatten() {
+        println!(
+            "{:<24} failed: {}",
+            failed["file"].as_str().unwrap_or("?"),
+            failed["reason"].as_str().unwrap_or("?")
+        );
+    }
+    Ok(())
+}
+
 /// `techub-host dlq ...`.
 pub async fn dlq(admin: &Admin, command: Dlq) -> anyhow::Result<()> {
     match command {

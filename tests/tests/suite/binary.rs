@@ -624,6 +624,20 @@ async fn operators_inspect_replay_and_purge_dead_letters_through_the_cli_on_rabb
     )
     .await;
 
+    // `plugins`: a table for people, the endpoint's JSON with --json.
+    let table = cli(&admin, &["plugins"]);
+    let row: Vec<&str> = table
+        .lines()
+        .find(|l| l.starts_with("user-notifications "))
+        .unwrap_or_else(|| panic!("{table}"))
+        .split_whitespace()
+        .collect();
+    assert_eq!(row[1], "serving", "{table}");
+    assert!(table.contains("notification: user.created"), "{table}");
+    let json: serde_json::Value = serde_json::from_str(&cli(&admin, &["plugins", "--json"]))
+        .expect("--json prints the endpoint's JSON");
+    assert!(json["plugins"].is_array(), "{json}");
+
     let stats = cli(
         &admin,
         &["cache-stats", "--domain", "users", "--since", "10m"],
