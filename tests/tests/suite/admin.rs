@@ -8,7 +8,7 @@ use techub_host::admin::client;
 use techub_tests::{PluginDir, config, grant, init_tracing, wait_for};
 
 /// Serves `platform`'s admin endpoint, without a token, on a free port; its address.
-async fn serve(platform: &Arc<Platform>) -> String {
+pub(crate) async fn serve(platform: &Arc<Platform>) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let admin = listener.local_addr().unwrap().to_string();
     tokio::spawn(

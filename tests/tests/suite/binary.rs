@@ -118,6 +118,15 @@ impl Host {
         assert!(status.success());
     }
 
+    /// Sends `signal` and waits (at most 30 s, off the async workers) for the exit;
+    /// its status and stdout.
+    pub(crate) async fn stop_with(self, signal: &str) -> (std::process::ExitStatus, String) {
+        self.signal(signal);
+        tokio::task::spawn_blocking(move || self.wait(std::time::Duration::from_secs(30)))
+            .await
+            .unwrap()
+    }
+
     /// Waits (at most `limit`) for the process to exit; its status and stdout.
     pub(crate) fn wait(mut self, limit: std::time::Duration) -> (std::process::ExitStatus, String) {
         let started = std::time::Instant::now();
@@ -252,11 +261,7 @@ async fn a_stop_loses_nothing(signal: &str, drain_timeout_ms: u64, sleep_ms: u64
         },
     )
     .await;
-    host.signal(signal);
-    let (status, out) =
-        tokio::task::spawn_blocking(move || host.wait(std::time::Duration::from_secs(30)))
-            .await
-            .unwrap();
+    let (status, out) = host.stop_with(signal).await;
     assert!(status.success(), "exit 0 after draining: {status:?}\n{out}");
     // "stopped 1 plugin(s); N deliveries were in flight, M left unsettled ..."
     let number_before = |marker: &str| -> usize {
@@ -287,11 +292,7 @@ async fn a_stop_loses_nothing(signal: &str, drain_timeout_ms: u64, sleep_ms: u64
         },
     )
     .await;
-    host.terminate();
-    let (status, _) =
-        tokio::task::spawn_blocking(move || host.wait(std::time::Duration::from_secs(30)))
-            .await
-            .unwrap();
+    let (status, _) = host.stop_with("TERM").await;
     assert!(status.success());
     let mut sorted = all.clone();
     sorted.sort();
@@ -408,11 +409,7 @@ async fn sighup_reloads_the_configuration_and_its_secrets() {
         },
     )
     .await;
-    host.terminate();
-    let (status, _) =
-        tokio::task::spawn_blocking(move || host.wait(std::time::Duration::from_secs(30)))
-            .await
-            .unwrap();
+    let (status, _) = host.stop_with("TERM").await;
     assert!(status.success());
 }
 
@@ -980,11 +977,7 @@ async fn host_with_a_tail() -> (
 #[tokio::test(flavor = "multi_thread")]
 async fn an_open_tail_ends_when_the_host_stops() {
     let (host, _dir, follower, mut seen) = host_with_a_tail().await;
-    host.terminate();
-    let (status, _) =
-        tokio::task::spawn_blocking(move || host.wait(std::time::Duration::from_secs(30)))
-            .await
-            .unwrap();
+    let (status, _) = host.stop_with("TERM").await;
     assert!(status.success(), "{status:?}");
     let ended = tokio::time::timeout(std::time::Duration::from_secs(30), follower)
         .await

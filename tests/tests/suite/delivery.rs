@@ -20,6 +20,16 @@ async fn completed(platform: &Platform, id: &str) {
     .await;
 }
 
+/// How many times the once fixture did the work of message `id` (its counter).
+async fn work_done(platform: &Platform, id: &str) -> Option<Vec<u8>> {
+    platform
+        .services
+        .store
+        .get(&format!("techub:store:once:work-done:{id}"))
+        .await
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn work_claimed_by_a_trapped_attempt_is_done_on_the_retry_exactly_once() {
     init_tracing();
@@ -30,12 +40,7 @@ async fn work_claimed_by_a_trapped_attempt_is_done_on_the_retry_exactly_once() {
         .await
         .unwrap();
     completed(&platform, &id).await;
-    let done = platform
-        .services
-        .store
-        .get(&format!("techub:store:once:work-done:{id}"))
-        .await
-        .unwrap();
+    let done = work_done(&platform, &id).await;
     assert_eq!(
         done.as_deref(),
         Some(b"1".as_slice()),
@@ -64,12 +69,7 @@ async fn work_done_before_a_trap_is_not_done_again_on_the_retry() {
         .await
         .unwrap();
     completed(&platform, &id).await;
-    let done = platform
-        .services
-        .store
-        .get(&format!("techub:store:once:work-done:{id}"))
-        .await
-        .unwrap();
+    let done = work_done(&platform, &id).await;
     assert_eq!(
         done.as_deref(),
         Some(b"1".as_slice()),
@@ -410,16 +410,6 @@ async fn a_replay_runs_each_letter_once_on_rabbitmq() {
     a_replay_runs_each_letter_once(crate::e2e_services::on_services(&dir)).await;
 }
 
-/// The admin endpoint of `platform` on a free port, without a token; its address.
-async fn serve_admin(platform: &std::sync::Arc<Platform>) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let admin = listener.local_addr().unwrap().to_string();
-    tokio::spawn(
-        axum::serve(listener, techub_host::admin::router(platform.clone(), None)).into_future(),
-    );
-    admin
-}
-
 /// Publishes `count` good `user.created` messages and waits until all are handled; how
 /// long that took.
 async fn good_messages_handled(platform: &Platform, count: usize) -> Duration {
@@ -446,7 +436,7 @@ async fn a_full_dead_letter_queue_does_not_stall_good_messages(
     config.dead_letter.retry_when_full_ms = 600_000;
     config.host.metrics_poll_ms = 200;
     let platform = std::sync::Arc::new(Platform::start(config).await.expect("the platform starts"));
-    let admin = serve_admin(&platform).await;
+    let admin = crate::admin::serve(&platform).await;
     let broker = platform.services.broker.clone();
     let normal = good_messages_handled(&platform, 20).await;
 
@@ -581,7 +571,7 @@ async fn a_forged_dead_letter_is_not_replayed() {
     let amqp = config.amqp.clone();
     let queue = techub_host::dispatch::queue_name(&amqp.queue_prefix, "webhook", &plugin);
     let platform = std::sync::Arc::new(Platform::start(config).await.expect("the platform starts"));
-    let admin = serve_admin(&platform).await;
+    let admin = crate::admin::serve(&platform).await;
 
     let genuine = platform
         .publish(

@@ -71,19 +71,6 @@ async fn allocating_past_the_memory_limit_traps_only_that_instance() {
     // The host is fine and the plugin serves the next message.
     let reason = provoke(&platform, "ungranted").await;
     assert!(reason.contains("UnknownDomain"), "{reason}");
-    // Recovered: ten clean messages run one after another without pauses. Still backed
-    // off, each would wait 800 ms (six violations in a row: 100 ms doubled three times),
-    // 8 s in all; unpaused they take milliseconds each, so 4 s is a wide margin.
-    let started = std::time::Instant::now();
-    for _ in 0..10 {
-        let reason = provoke(&platform, "ungranted").await;
-        assert!(reason.contains("UnknownDomain"), "{reason}");
-    }
-    assert!(
-        started.elapsed() < Duration::from_secs(4),
-        "ten clean messages took {:?}: the back-off did not end",
-        started.elapsed()
-    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -154,20 +141,13 @@ async fn chatty_output_is_capped_without_failing_the_message() {
     let reason = provoke(&platform, "shout").await;
     assert_eq!(reason, "rejected: shouted");
     // One invocation, its report read directly: ~5 MB printed, the cap kept.
-    let plugin = techub_host::plugins::load_plugin(
-        &platform.runtime,
-        &dir.path().join("hostile.wasm"),
-        platform.config(),
-        platform.services.clone(),
-    )
-    .await
-    .unwrap();
-    let report = platform
-        .runtime
+    let (runtime, plugin) =
+        crate::limits::hostile_in_runtime(&dir, |l| l.max_output_bytes = CAP).await;
+    let report = runtime
         .invoke(
             &plugin.pre,
             plugin.context.clone(),
-            &techub_tests::delivery("webhook", "fixture.hostile.shout", b"{}"),
+            &crate::limits::delivery("shout", b"{}"),
             5,
         )
         .await;
