@@ -42,7 +42,7 @@ enum Command {
         /// The routing key it binds.
         #[arg(long, default_value = "user.created")]
         routing_key: String,
-        /// Where to create the crate's directory.
+        /// The directory the crate's own directory, `<dir>/<name>`, is created in.
         #[arg(long, default_value = ".")]
         dir: PathBuf,
         /// The guest SDK (`guest-sdk/` of the techub repository); default: the one
