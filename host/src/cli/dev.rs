@@ -126,7 +126,11 @@ pub async fn run(
     }
     admin.abort();
     println!("dev: stopping; draining deliveries in flight");
-    platform.shutdown().await;
+    let report = platform.shutdown().await;
+    println!(
+        "dev: stopped {} plugin(s); {} deliveries were in flight, {} left unsettled for the broker to redeliver",
+        report.plugins, report.in_flight, report.left_unsettled
+    );
     Ok(())
 }
 

@@ -910,6 +910,8 @@ fn dev_rebuilds_and_hot_reloads_a_plugin_when_its_source_changes() {
     dev.terminate();
     let (status, _) = dev.wait(Duration::from_secs(30));
     assert!(status.success(), "dev stops cleanly on SIGTERM");
+    // And says what it drained, as `run` does.
+    lines.wait_for("dev: stopped 1 plugin(s);", Duration::from_secs(10));
 }
 
 /// `techub-host demo` with this repository's host.toml: the example plugins take the
