@@ -129,7 +129,6 @@ pub async fn connect_services(config: &HostConfig) -> anyhow::Result<Services> {
         cache_stats.clone(),
         metrics.clone(),
         &config.amqp.queue_prefix,
-        &config.dead_letter,
     ));
     let read_through = Arc::new(ReadThrough::new(
         cache.clone(),

@@ -70,9 +70,6 @@ pub struct CacheEvents {
     bound: tokio::sync::Mutex<Vec<String>>,
     consumer: Mutex<Option<tokio::task::JoinHandle<()>>>,
     counters: Counters,
-    /// `[dead_letter] retry_when_full_ms`: how long an event the full dead-letter
-    /// queue refused waits before it is dead-lettered again.
-    retry_when_full_ms: AtomicU64,
 }
 
 impl CacheEvents {
@@ -83,10 +80,8 @@ impl CacheEvents {
         stats: Arc<CacheStats>,
         metrics: Arc<Metrics>,
         queue_prefix: &str,
-        dead_letter: &crate::config::DeadLetterConfig,
     ) -> Self {
         Self {
-            retry_when_full_ms: AtomicU64::new(dead_letter.retry_when_full_ms),
             broker,
             cache,
             stats,
@@ -97,12 +92,6 @@ impl CacheEvents {
             consumer: Mutex::default(),
             counters: Counters::default(),
         }
-    }
-
-    /// Takes a reloaded `[dead_letter]`.
-    pub fn set_dead_letter(&self, dead_letter: &crate::config::DeadLetterConfig) {
-        self.retry_when_full_ms
-            .store(dead_letter.retry_when_full_ms, Ordering::Relaxed);
     }
 
     /// The host's invalidation queue.
@@ -250,8 +239,7 @@ impl CacheEvents {
     async fn dead_letter(&self, delivery: Box<dyn Delivery>, reason: &str) {
         self.counters.dead_lettered.fetch_add(1, Ordering::Relaxed);
         self.metrics.cache_event("dead_lettered");
-        let when_full = Duration::from_millis(self.retry_when_full_ms.load(Ordering::Relaxed));
-        if let Err(error) = delivery.dead_letter(reason, when_full).await {
+        if let Err(error) = delivery.dead_letter(reason).await {
             tracing::error!(%error, "could not dead-letter a cache invalidation event; it comes again");
         }
     }

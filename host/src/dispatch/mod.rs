@@ -284,15 +284,13 @@ impl Worker {
             delivery.envelope().payload.len(),
             version.context.config.host.max_message_bytes,
         );
-        let when_full =
-            std::time::Duration::from_millis(version.context.config.dead_letter.retry_when_full_ms);
         if size > max {
-            settle::dead_letter_oversize(self, delivery, size, max, when_full).await;
+            settle::dead_letter_oversize(self, delivery, size, max).await;
             return;
         }
         if let Some(reason) = delivery.envelope().parked.clone() {
             // Refused by the full dead-letter queue, back from waiting: it died already.
-            settle::dead_letter_unhandled(self, delivery, &reason, when_full).await;
+            settle::dead_letter_unhandled(self, delivery, &reason).await;
             return;
         }
         let redelivered = delivery.redelivered();
@@ -338,7 +336,7 @@ impl Worker {
         };
         // The ack first: the broker (at a prefetch of 1) sends the next delivery only
         // once it has it. The instance is torn down while the ack travels.
-        let settling = settle::settle(self, &policy, when_full, delivery, report.result);
+        let settling = settle::settle(self, &policy, delivery, report.result);
         tokio::join!(settling, async move { drop(teardown) });
     }
 

@@ -7,7 +7,6 @@ use crate::capability::truncate;
 use crate::config::QueuePolicy;
 use crate::metrics::QueueEvent;
 use crate::runtime::InvocationError;
-use std::time::Duration;
 
 /// What settling needs of the message once the delivery is gone.
 struct Seen {
@@ -31,12 +30,11 @@ fn bounded(reason: &str) -> String {
 
 /// Acks, retries or dead-letters `delivery` by the handler's result. If the broker
 /// fails to settle it, the delivery stays unacknowledged and the broker redelivers it.
-/// A dead letter the full dead-letter queue refuses waits `when_full` in the retry
-/// queue ([`Buried::Parked`]).
+/// A dead letter the full dead-letter queue refuses waits in the retry queue
+/// ([`Buried::Parked`]).
 pub(super) async fn settle(
     worker: &Worker,
     policy: &QueuePolicy,
-    when_full: Duration,
     delivery: Box<dyn Delivery>,
     result: Result<Outcome, InvocationError>,
 ) {
@@ -51,22 +49,17 @@ pub(super) async fn settle(
         Ok(Outcome::Reject(reason)) => {
             let reason = bounded(&reason);
             tracing::warn!(%plugin, id = %envelope.id, %reason, "rejected; dead-lettering");
-            buried(
-                delivery
-                    .dead_letter(&format!("rejected: {reason}"), when_full)
-                    .await,
-            )
+            buried(delivery.dead_letter(&format!("rejected: {reason}")).await)
         }
         Ok(Outcome::Retry(reason)) => {
             let reason = bounded(&reason);
-            retry_or_bury(worker, policy, when_full, delivery, envelope, &reason).await
+            retry_or_bury(worker, policy, delivery, envelope, &reason).await
         }
         Err(failure) => {
             tracing::warn!(%plugin, id = %envelope.id, attempt = envelope.attempt, %failure, "handler failed");
             retry_or_bury(
                 worker,
                 policy,
-                when_full,
                 delivery,
                 envelope,
                 &bounded(&failure.to_string()),
@@ -109,7 +102,6 @@ fn buried(
 async fn retry_or_bury(
     worker: &Worker,
     policy: &QueuePolicy,
-    when_full: Duration,
     delivery: Box<dyn Delivery>,
     envelope: &Seen,
     reason: &str,
@@ -125,7 +117,7 @@ async fn retry_or_bury(
             envelope.attempt
         );
         tracing::warn!(plugin = %worker.plugin, id = %envelope.id, %reason, "dead-lettering");
-        buried(delivery.dead_letter(&reason, when_full).await)
+        buried(delivery.dead_letter(&reason).await)
     }
 }
 
@@ -138,13 +130,12 @@ pub(super) async fn dead_letter_oversize(
     delivery: Box<dyn Delivery>,
     size: usize,
     max: usize,
-    when_full: Duration,
 ) {
     let reason = format!(
         "the message is {size} bytes, more than host.max_message_bytes ({max}); not handed to the plugin"
     );
     worker.queue_counters.record(QueueEvent::Delivered);
-    dead_letter_unhandled(worker, delivery, &reason, when_full).await
+    dead_letter_unhandled(worker, delivery, &reason).await
 }
 
 /// Dead-letters a delivery without running the plugin: one that may not reach it, or
@@ -153,11 +144,10 @@ pub(super) async fn dead_letter_unhandled(
     worker: &Worker,
     delivery: Box<dyn Delivery>,
     reason: &str,
-    when_full: Duration,
 ) {
     let id = delivery.envelope().id.clone();
     tracing::warn!(plugin = %worker.plugin, %id, %reason, "dead-lettering");
-    match delivery.dead_letter(reason, when_full).await {
+    match delivery.dead_letter(reason).await {
         Ok(Buried::DeadLettered) => {
             worker.queue_counters.record(QueueEvent::DeadLettered);
             worker.track(&id, MessageStatus::DeadLetter);

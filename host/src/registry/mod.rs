@@ -289,9 +289,6 @@ impl Registry {
             return;
         }
         let running = self.config.swap(config.clone());
-        self.services
-            .cache_events
-            .set_dead_letter(&config.dead_letter);
         if running.dead_letter != config.dead_letter
             && let Err(error) = self
                 .services

@@ -569,11 +569,7 @@ impl Delivery for MemoryDelivery {
         Ok(())
     }
 
-    async fn dead_letter(
-        mut self: Box<Self>,
-        reason: &str,
-        when_full: Duration,
-    ) -> BackendResult<Buried> {
+    async fn dead_letter(mut self: Box<Self>, reason: &str) -> BackendResult<Buried> {
         let mut envelope = self.take().envelope;
         // A dead letter is parked no more: its reason travels as the death reason.
         envelope.parked = None;
@@ -583,6 +579,8 @@ impl Delivery for MemoryDelivery {
                 // Full: wait as a retry does, at the attempt it died at, marked to be
                 // dead-lettered again on return.
                 envelope.parked = Some(reason.to_string());
+                let when_full =
+                    Duration::from_millis(self.shared.dead_letter_limits().retry_when_full_ms);
                 let shared = self.shared.clone();
                 let queue = self.queue.clone();
                 tokio::spawn(async move {

@@ -294,12 +294,9 @@ pub trait Delivery: Send {
     /// Deliver it again to this queue only, after `delay`, with `attempt + 1`.
     async fn retry(self: Box<Self>, delay: Duration) -> BackendResult<()>;
     /// Park it in the dead-letter queue with `reason`; when that queue is full, in this
-    /// queue's retry queue for `when_full` instead ([`Buried::Parked`]).
-    async fn dead_letter(
-        self: Box<Self>,
-        reason: &str,
-        when_full: Duration,
-    ) -> BackendResult<Buried>;
+    /// queue's retry queue for `[dead_letter] retry_when_full_ms` instead (the value
+    /// last given to [`Broker::set_dead_letter_limits`]; [`Buried::Parked`]).
+    async fn dead_letter(self: Box<Self>, reason: &str) -> BackendResult<Buried>;
 }
 
 /// The current time in ms since the Unix epoch.

@@ -208,6 +208,8 @@ async fn dead_letter_bound_changes(broker: &dyn Broker, topic: &str) {
     broker
         .set_dead_letter_limits(DeadLetterConfig {
             max_length: before as u32 + 1,
+            // A refused letter comes back soon.
+            retry_when_full_ms: 300,
             ..DeadLetterConfig::default()
         })
         .await
@@ -223,9 +225,8 @@ async fn dead_letter_bound_changes(broker: &dyn Broker, topic: &str) {
         .await
         .unwrap()
         .unwrap();
-    let when_full = Duration::from_millis(300);
     assert_eq!(
-        first.dead_letter("full test", when_full).await.unwrap(),
+        first.dead_letter("full test").await.unwrap(),
         Buried::DeadLettered
     );
     let second = tokio::time::timeout(LIMIT, consumer.next())
@@ -233,7 +234,7 @@ async fn dead_letter_bound_changes(broker: &dyn Broker, topic: &str) {
         .unwrap()
         .unwrap();
     let second_id = second.envelope().id.clone();
-    let parked = second.dead_letter("full test 2", when_full).await;
+    let parked = second.dead_letter("full test 2").await;
     assert_eq!(
         parked.unwrap(),
         Buried::Parked,
@@ -252,13 +253,14 @@ async fn dead_letter_bound_changes(broker: &dyn Broker, topic: &str) {
     broker
         .set_dead_letter_limits(DeadLetterConfig {
             max_length: before as u32 + 2,
+            retry_when_full_ms: 300,
             ..DeadLetterConfig::default()
         })
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(
-        back.dead_letter("full test 2", when_full).await.unwrap(),
+        back.dead_letter("full test 2").await.unwrap(),
         Buried::DeadLettered
     );
     let letter = wait_for(

@@ -230,11 +230,7 @@ impl Delivery for AmqpDelivery {
         AmqpDelivery::ack(&mut self).await
     }
 
-    async fn dead_letter(
-        mut self: Box<Self>,
-        reason: &str,
-        when_full: Duration,
-    ) -> BackendResult<Buried> {
+    async fn dead_letter(mut self: Box<Self>, reason: &str) -> BackendResult<Buried> {
         // A dead letter is parked no more: its reason travels as the death reason.
         self.envelope.parked = None;
         let stored = self
@@ -247,6 +243,8 @@ impl Delivery for AmqpDelivery {
                 return Ok(Buried::DeadLettered);
             }
             Ok(false) => {
+                let when_full = self.broker.dead_letter_config().retry_when_full_ms;
+                let when_full = Duration::from_millis(when_full);
                 // Full: wait in the retry queue (confirmed before the ack), at the
                 // attempt it died at, marked to be dead-lettered again on return.
                 self.envelope.parked = Some(reason.to_string());
@@ -259,7 +257,7 @@ impl Delivery for AmqpDelivery {
         match parked {
             Ok(()) => {
                 AmqpDelivery::ack(&mut self).await?;
-                tracing::warn!(queue = %self.queue, id = %self.envelope.id, wait_ms = when_full.as_millis() as u64, "parked in the retry queue until the dead-letter queue has room");
+                tracing::warn!(queue = %self.queue, id = %self.envelope.id, "parked in the retry queue until the dead-letter queue has room");
                 Ok(Buried::Parked)
             }
             Err(error) => {

@@ -78,8 +78,9 @@ pub(crate) struct Shared {
     /// The plugin queues the host declared (with their current bindings), declared
     /// again on a new connection.
     queues: Mutex<HashMap<String, QueueSpec>>,
-    /// The dead-letter queue's limits, for declaring it again.
-    dead_letter: DeadLetterConfig,
+    /// `[dead_letter]` as last set: the queue's limits (declared again on a new
+    /// connection) and how long a refused letter waits.
+    dead_letter: Mutex<DeadLetterConfig>,
     /// The URL as it may be shown (no password).
     url: String,
     confirm_timeout: Duration,
@@ -136,7 +137,7 @@ impl AmqpBroker {
                 ready: tokio::sync::watch::Sender::new(1),
                 closing: AtomicBool::new(false),
                 queues: Mutex::default(),
-                dead_letter,
+                dead_letter: Mutex::new(dead_letter),
                 url,
                 confirm_timeout: Duration::from_millis(messaging.confirm_timeout_ms),
                 declared: Mutex::default(),
@@ -157,12 +158,21 @@ impl AmqpBroker {
 
     /// Declares the topology and every plugin queue again (on a new connection).
     async fn redeclare(&self) -> BackendResult<()> {
-        self.declare_topology(self.shared.dead_letter).await?;
+        self.declare_topology(self.dead_letter_config()).await?;
         let queues: Vec<QueueSpec> = self.queues().values().cloned().collect();
         for spec in &queues {
             self.declare_queue(spec).await?;
         }
         Ok(())
+    }
+
+    /// `[dead_letter]` as last set.
+    pub(super) fn dead_letter_config(&self) -> DeadLetterConfig {
+        *self
+            .shared
+            .dead_letter
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
     }
 
     fn queues(&self) -> std::sync::MutexGuard<'_, HashMap<String, QueueSpec>> {
@@ -283,6 +293,11 @@ impl Broker for AmqpBroker {
     }
 
     async fn set_dead_letter_limits(&self, limits: DeadLetterConfig) -> BackendResult<()> {
+        *self
+            .shared
+            .dead_letter
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = limits;
         let queue = &self.shared.names.dead_letter_queue;
         match &self.shared.policies {
             Some(api) => api.apply(queue, topology::dead_letter_limits(limits)).await,
