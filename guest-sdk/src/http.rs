@@ -30,7 +30,7 @@
 use crate::Failure;
 use crate::wit::wasi::http::outgoing_handler;
 use crate::wit::wasi::http::types as wit;
-use crate::wit::wasi::io::streams::StreamError;
+use crate::wit::wasi::io::streams::{OutputStream, StreamError};
 use std::time::Duration;
 
 /// Why a request failed.
@@ -324,6 +324,18 @@ impl RequestBuilder {
                 .append(name, value)
                 .map_err(|e| HttpError::Invalid(format!("header {name}: {e:?}")))?;
         }
+        // A body of known length goes out with `Content-Length`, not chunked: the
+        // host's client then writes the head and a small body in one go.
+        if let Some(body) = &self.body
+            && !self
+                .headers
+                .iter()
+                .any(|(name, _)| name.eq_ignore_ascii_case("content-length"))
+        {
+            fields
+                .append("content-length", body.len().to_string().as_bytes())
+                .map_err(|e| HttpError::Invalid(format!("header content-length: {e:?}")))?;
+        }
         let request = wit::OutgoingRequest::new(fields);
         let method = method(&self.method);
         let invalid = |what: &str| HttpError::Invalid(format!("{what} of {}", self.url));
@@ -348,12 +360,35 @@ impl RequestBuilder {
             let _ = options.set_between_bytes_timeout(Some(nanos));
             options
         });
-        let outgoing = request.body().map_err(|()| invalid("body"))?;
-        let pending = outgoing_handler::handle(request, options).map_err(error_of)?;
+        // Without a body the request has none at all (not an empty stream the host
+        // would have to wait on). A body is written, as far as the host buffers it,
+        // before `handle`: one that fits is finished before the request leaves.
+        let mut unsent = None;
         if let Some(body) = &self.body {
-            write_all(&outgoing, body)?;
+            let outgoing = request.body().map_err(|()| invalid("body"))?;
+            let stream = outgoing
+                .write()
+                .map_err(|()| HttpError::Other("request body taken twice".into()))?;
+            let rest = write_ready(&stream, body)?.ok_or_else(|| {
+                HttpError::Other("the host closed the request body before the request".into())
+            })?;
+            if rest.is_empty() {
+                drop(stream);
+                wit::OutgoingBody::finish(outgoing, None).map_err(error_of)?;
+            } else {
+                unsent = Some((outgoing, stream, rest));
+            }
         }
-        wit::OutgoingBody::finish(outgoing, None).map_err(error_of)?;
+        let pending = outgoing_handler::handle(request, options).map_err(error_of)?;
+        if let Some((outgoing, stream, rest)) = unsent {
+            let taken = write_all(&stream, rest)?;
+            drop(stream);
+            if taken {
+                wit::OutgoingBody::finish(outgoing, None).map_err(error_of)?;
+            }
+            // Else the host stopped taking the body: the request failed, and its
+            // response says why (a grant, a size limit, a dead server).
+        }
         let incoming = loop {
             match pending.get() {
                 Some(Ok(Ok(response))) => break response,
@@ -373,26 +408,45 @@ impl RequestBuilder {
     }
 }
 
-/// Writes `bytes` to the request body, as fast as the host takes them.
-fn write_all(body: &wit::OutgoingBody, bytes: &[u8]) -> Result<(), HttpError> {
-    let stream = body
-        .write()
-        .map_err(|()| HttpError::Other("request body taken twice".into()))?;
+/// Writes what the host takes of `bytes` without waiting; returns the rest, or `None`
+/// when the host stopped taking the body.
+fn write_ready<'a>(stream: &OutputStream, bytes: &'a [u8]) -> Result<Option<&'a [u8]>, HttpError> {
     let mut rest = bytes;
     while !rest.is_empty() {
-        let ready = loop {
-            match stream.check_write() {
-                Ok(0) => stream.subscribe().block(),
-                Ok(n) => break n,
-                Err(e) => return Err(stream_error(e)),
-            }
+        let ready = match stream.check_write() {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(StreamError::Closed) => return Ok(None),
+            Err(e) => return Err(stream_error(e)),
         };
         let take = rest.len().min(usize::try_from(ready).unwrap_or(usize::MAX));
-        stream.write(&rest[..take]).map_err(stream_error)?;
-        rest = &rest[take..];
+        match stream.write(&rest[..take]) {
+            Ok(()) => rest = &rest[take..],
+            Err(StreamError::Closed) => return Ok(None),
+            Err(e) => return Err(stream_error(e)),
+        }
     }
-    stream.blocking_flush().map_err(stream_error)?;
-    Ok(())
+    Ok(Some(rest))
+}
+
+/// Writes `bytes` to the request body, as fast as the host takes them; `false` when
+/// the host stopped taking them.
+fn write_all(stream: &OutputStream, bytes: &[u8]) -> Result<bool, HttpError> {
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        match write_ready(stream, rest)? {
+            Some(left) => rest = left,
+            None => return Ok(false),
+        }
+        if !rest.is_empty() {
+            stream.subscribe().block();
+        }
+    }
+    match stream.blocking_flush() {
+        Ok(()) => Ok(true),
+        Err(StreamError::Closed) => Ok(false),
+        Err(e) => Err(stream_error(e)),
+    }
 }
 
 /// Reads the whole response body.

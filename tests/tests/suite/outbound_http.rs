@@ -347,6 +347,60 @@ async fn a_request_body_over_the_limit_is_refused() {
     );
 }
 
+/// The SDK frames what it sends by length: a request without a body has none (not an
+/// empty chunked stream the host's client must wait on), a body goes with its
+/// `Content-Length`, and one larger than the host buffers before `handle` still
+/// arrives whole (or, refused, fails with the refusal).
+#[tokio::test(flavor = "multi_thread")]
+async fn requests_are_framed_by_their_length_not_chunked() {
+    const LARGE: usize = 3 * 1024 * 1024;
+    let server = TestServer::http(Behaviour::Echo).await;
+    let (platform, _dir) = caller_platform(&[server.origin(false)], |c| {
+        c.plugins
+            .get_mut("caller")
+            .expect("caller")
+            .limits
+            .max_http_request_bytes = Some(4 * 1024 * 1024);
+    })
+    .await;
+    let url = format!("{}/", server.origin(false));
+    let report = call(
+        &platform,
+        json!({ "requests": [
+            { "url": url },
+            { "method": "POST", "url": url, "body": "hello" },
+            { "method": "PUT", "url": url, "body": "x", "body_repeat": LARGE },
+            // Refused while the SDK still writes its body: the refusal is the error.
+            { "method": "PUT", "url": "http://127.0.0.1:9/", "body": "x", "body_repeat": LARGE },
+        ]}),
+    )
+    .await;
+    assert!(
+        report.contains("#0 200") && report.contains("#1 200") && report.contains("#2 200"),
+        "{report}"
+    );
+    assert!(
+        report.contains("#3 error HTTP request denied by the host"),
+        "{report}"
+    );
+    let seen = server.received();
+    assert_eq!(seen.len(), 3, "{report}");
+    let framing = |i: usize| {
+        (
+            seen[i].header("content-length").map(str::to_string),
+            seen[i].header("transfer-encoding").map(str::to_string),
+            seen[i].body.len(),
+        )
+    };
+    assert_eq!(framing(0), (None, None, 0), "a GET without a body");
+    assert_eq!(framing(1), (Some("5".into()), None, 5), "a small body");
+    assert_eq!(
+        framing(2),
+        (Some(LARGE.to_string()), None, LARGE),
+        "a body larger than the host's buffer"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_huge_response_header_is_refused() {
     let report = one_get(Behaviour::HugeHeader, |_| {}).await;

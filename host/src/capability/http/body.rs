@@ -9,6 +9,7 @@ use http_body::{Body, Frame, SizeHint};
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
+use tokio::time::Instant;
 use wasmtime_wasi_http::Error;
 
 /// What the host's client sends: the guest's body, counted.
@@ -80,7 +81,13 @@ pub struct ResponseBody {
     received: u64,
     max: u64,
     between_bytes: Duration,
-    idle: Pin<Box<tokio::time::Sleep>>,
+    /// When the last frame came (or the head): the between-bytes deadline counts
+    /// from here.
+    last_frame: Instant,
+    /// The between-bytes timer, armed only while the server keeps the body waiting:
+    /// a body whose frames are ready touches no timer (each one is a lock on the
+    /// runtime's timer wheel, shared by every worker thread).
+    idle: Option<Pin<Box<tokio::time::Sleep>>>,
     done: Option<super::send::Finished>,
 }
 
@@ -96,7 +103,8 @@ impl ResponseBody {
             received: 0,
             max,
             between_bytes,
-            idle: Box::pin(tokio::time::sleep(between_bytes)),
+            last_frame: Instant::now(),
+            idle: None,
             done: Some(done),
         }
     }
@@ -139,12 +147,18 @@ impl Body for ResponseBody {
                         return Poll::Ready(Some(Err(Error::HttpResponseBodySize(Some(this.max)))));
                     }
                 }
-                let next = tokio::time::Instant::now() + this.between_bytes;
-                this.idle.as_mut().reset(next);
+                this.last_frame = Instant::now();
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Pending => {
-                ready!(this.idle.as_mut().poll(cx));
+                let deadline = this.last_frame + this.between_bytes;
+                let idle = this
+                    .idle
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                if idle.deadline() != deadline {
+                    idle.as_mut().reset(deadline);
+                }
+                ready!(idle.as_mut().poll(cx));
                 this.finish("timeout");
                 Poll::Ready(Some(Err(Error::ConnectionReadTimeout)))
             }
