@@ -66,6 +66,7 @@ pub struct TestServer {
     pub addr: SocketAddr,
     received: Arc<Mutex<Vec<Received>>>,
     connections: Arc<AtomicU64>,
+    streamed: Arc<AtomicU64>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -99,18 +100,21 @@ impl TestServer {
         let addr = listener.local_addr().expect("a bound address");
         let received = Arc::new(Mutex::new(Vec::new()));
         let connections = Arc::new(AtomicU64::new(0));
-        let (seen, opened) = (received.clone(), connections.clone());
+        let streamed = Arc::new(AtomicU64::new(0));
+        let (seen, opened, counted) = (received.clone(), connections.clone(), streamed.clone());
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     return;
                 };
                 opened.fetch_add(1, Ordering::Relaxed);
-                let (seen, tls) = (seen.clone(), tls.clone());
+                let (seen, tls, counted) = (seen.clone(), tls.clone(), counted.clone());
                 tokio::spawn(async move {
                     let service = service_fn(move |request| {
-                        let seen = seen.clone();
-                        async move { Ok::<_, Infallible>(answer(behaviour, request, &seen).await) }
+                        let (seen, counted) = (seen.clone(), counted.clone());
+                        async move {
+                            Ok::<_, Infallible>(answer(behaviour, request, &seen, counted).await)
+                        }
                     });
                     let builder = hyper::server::conn::http1::Builder::new();
                     match tls {
@@ -134,6 +138,7 @@ impl TestServer {
             addr,
             received,
             connections,
+            streamed,
             task,
         }
     }
@@ -152,6 +157,12 @@ impl TestServer {
             .clone()
     }
 
+    /// Body bytes of streamed answers (`Dribble`, `StallBody`, `Endless`) that the
+    /// server's connection took to send: a client that stops reading stops this.
+    pub fn bytes_streamed(&self) -> u64 {
+        self.streamed.load(Ordering::Relaxed)
+    }
+
     /// TCP connections it accepted so far.
     pub fn connections(&self) -> u64 {
         self.connections.load(Ordering::Relaxed)
@@ -164,6 +175,7 @@ async fn answer(
     behaviour: Behaviour,
     request: hyper::Request<hyper::body::Incoming>,
     seen: &Mutex<Vec<Received>>,
+    streamed: Arc<AtomicU64>,
 ) -> hyper::Response<Body> {
     let (parts, body) = request.into_parts();
     let body = body
@@ -197,9 +209,13 @@ async fn answer(
             .expect("a valid response")
     };
     let streamed = |chunks: Vec<(Duration, Bytes)>| {
-        let stream = futures::stream::iter(chunks).then(|(pause, chunk)| async move {
-            tokio::time::sleep(pause).await;
-            Ok::<_, Infallible>(Frame::data(chunk))
+        let stream = futures::stream::iter(chunks).then(move |(pause, chunk)| {
+            let streamed = streamed.clone();
+            async move {
+                tokio::time::sleep(pause).await;
+                streamed.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                Ok::<_, Infallible>(Frame::data(chunk))
+            }
         });
         hyper::Response::new(BodyExt::boxed(StreamBody::new(stream)))
     };

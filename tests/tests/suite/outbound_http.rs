@@ -650,3 +650,131 @@ fn unsafe_set_env(name: &str, value: &str) {
         std::env::set_var(name, value)
     };
 }
+
+/// Four hostile servers at once (an endless body, one that never answers, a body that
+/// stalls, one that dribbles a byte per 100 ms): each request ends with its typed
+/// error within the plugin's limits, and the host stops reading the endless body at
+/// the limit (what it could hold is at most what it read).
+#[tokio::test(flavor = "multi_thread")]
+async fn hostile_servers_each_end_with_their_typed_error_and_are_not_read_past_the_limit() {
+    const RESPONSE_LIMIT: u64 = 1024 * 1024;
+    let endless = TestServer::http(Behaviour::Endless).await;
+    let silent = TestServer::http(Behaviour::Silent).await;
+    let stalled = TestServer::http(Behaviour::StallBody).await;
+    let dribble = TestServer::http(Behaviour::Dribble).await;
+    let servers = [&endless, &silent, &stalled, &dribble];
+    let origins: Vec<String> = servers.iter().map(|s| s.origin(false)).collect();
+    let (platform, _dir) = caller_platform(&origins, |c| {
+        let limits = &mut c.plugins.get_mut("caller").expect("caller").limits;
+        limits.max_http_response_bytes = Some(RESPONSE_LIMIT);
+        // The first-byte wait runs from the request's start, after at most the
+        // connect timeout.
+        limits.http_connect_timeout_ms = Some(300);
+        limits.http_first_byte_timeout_ms = Some(400);
+        limits.http_between_bytes_timeout_ms = Some(400);
+        limits.timeout_ms = Some(1500);
+    })
+    .await;
+    let reports = futures::future::join_all(
+        origins
+            .iter()
+            .map(|origin| call(&platform, get(format!("{origin}/")))),
+    )
+    .await;
+    let expected = [
+        "#0 error HTTP body too large",
+        "#0 error HTTP request timed out: HttpResponseTimeout",
+        "#0 error HTTP request timed out: connection read timeout",
+        // A server that keeps every other limit is held to the message's timeout.
+        "timeout of 1500 ms exceeded",
+    ];
+    for (report, expected) in reports.iter().zip(expected) {
+        assert!(
+            report.contains(expected),
+            "expected {expected:?} in {report}"
+        );
+    }
+    // The endless server stops being read: what it pushed is the limit plus what
+    // loopback socket buffers hold, not the 2 GiB it would send, and no more later.
+    let streamed = endless.bytes_streamed();
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(
+        endless.bytes_streamed(),
+        streamed,
+        "the host kept reading the endless body after the request ended"
+    );
+    assert!(
+        streamed <= RESPONSE_LIMIT + 16 * 1024 * 1024,
+        "the endless server pushed {streamed} bytes for a {RESPONSE_LIMIT}-byte limit"
+    );
+}
+
+/// A plugin whose requests wait on a server that never answers holds instances, not
+/// the host: while four such requests are in flight, another plugin's messages are
+/// handled.
+#[tokio::test(flavor = "multi_thread")]
+async fn other_plugins_keep_serving_while_a_plugin_waits_on_silent_servers() {
+    use techub_host::capability::messaging::MessageStatus;
+    init_tracing();
+    let silent = TestServer::http(Behaviour::Silent).await;
+    let dir = PluginDir::with(&[("caller", "fixture_caller"), ("quiet", "fixture_noop")]);
+    let mut config = config(&dir);
+    let caller = config.plugins.get_mut("caller").expect("its section");
+    caller.outbound = vec![silent.origin(false)];
+    caller.limits.http_first_byte_timeout_ms = Some(20_000);
+    caller.limits.timeout_ms = Some(25_000);
+    let platform = Platform::start(config).await.expect("the platform starts");
+    assert_eq!(
+        platform.plugins().await.len(),
+        2,
+        "{:?}",
+        platform.load_errors().await
+    );
+    for _ in 0..4 {
+        platform
+            .publish(
+                &format!("fixture.caller.{}", unique("held")),
+                get(format!("{}/", silent.origin(false)))
+                    .to_string()
+                    .into_bytes(),
+                None,
+            )
+            .await
+            .expect("publish");
+    }
+    techub_tests::wait_for(
+        std::time::Duration::from_secs(10),
+        "the four requests to reach the silent server",
+        || async { (silent.received().len() == 4).then_some(()) },
+    )
+    .await;
+    let mut quiet = Vec::new();
+    for i in 0..20 {
+        let id = platform
+            .publish(&format!("fixture.noop.{i}"), b"{}".to_vec(), None)
+            .await
+            .expect("publish");
+        quiet.push(id);
+    }
+    techub_tests::wait_for(
+        std::time::Duration::from_secs(15),
+        "the other plugin's 20 messages to complete while the four requests are held",
+        || async {
+            quiet
+                .iter()
+                .all(|id| platform.services.tracker.get(id) == Some(MessageStatus::Completed))
+                .then_some(())
+        },
+    )
+    .await;
+    let letters = platform
+        .services
+        .broker
+        .dead_letters(0, 10_000)
+        .await
+        .expect("dead letters");
+    assert!(
+        letters.is_empty() && silent.received().len() == 4,
+        "the held requests ended before the other plugin was served: the test shows nothing"
+    );
+}
