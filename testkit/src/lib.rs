@@ -29,6 +29,8 @@
 //! - [`http_server`]: real HTTP and HTTPS servers on loopback (with a CA made at test
 //!   time) that record what a plugin's outbound requests sent them and answer as told
 //!   (including slow and hostile ways); grant one with [`Builder::outbound`].
+//! - [`stand_ins`]: providers the example plugins call (a mail provider), built on
+//!   those servers, with the provider's rules (keys, validation, idempotency keys).
 //!
 //! ```no_run
 //! # async fn example() -> anyhow::Result<()> {
@@ -53,6 +55,7 @@
 mod capture;
 pub mod http_server;
 mod message;
+pub mod stand_ins;
 
 pub use capture::LogRecord;
 pub use message::{Handled, Outcome, Published, TestMessage};

@@ -391,3 +391,125 @@ async fn a_plugin_reaches_a_local_server_the_kit_grants_with_its_secret() {
     assert_eq!(seen[0].header("authorization"), Some("kit-secret-123"));
     assert!(elsewhere.received().is_empty());
 }
+
+/// The `email-sender` example in the kit, granted a mail provider stand-in whose key
+/// is `key`.
+async fn email_sender(provider: &techub_testkit::stand_ins::MailProvider, key: &str) -> TestKit {
+    TestKit::file(fixture("email_sender"))
+        .name("email-sender")
+        .outbound(&[&provider.origin()])
+        .setting("provider_url", &provider.origin())
+        .secret("api_key", key)
+        .limits(|l| l.http_first_byte_timeout_ms = Some(500))
+        .start()
+        .await
+        .expect("the kit starts")
+}
+
+fn email_to(to: &str) -> TestMessage {
+    TestMessage::json(
+        "notification.email",
+        &json!({ "template": "welcome", "to": to, "from": "hello@techub.test", "name": "Ada" }),
+    )
+}
+
+#[tokio::test]
+async fn email_sender_sends_one_email_per_message_with_the_key_and_the_message_id() {
+    let provider = techub_testkit::stand_ins::MailProvider::start("mail-key-1").await;
+    let kit = email_sender(&provider, "mail-key-1").await;
+    let handled = kit.deliver(email_to("ada@example.com").id("m-1")).await;
+    assert_eq!(handled.outcome, Outcome::Ok, "{handled:?}");
+    assert!(handled.logged("email sent"), "{:?}", handled.logs);
+    let emails = provider.emails();
+    assert_eq!(emails.len(), 1, "{emails:?}");
+    assert_eq!(emails[0].idempotency_key.as_deref(), Some("m-1"));
+    assert_eq!(emails[0].message["to"], "ada@example.com");
+    assert_eq!(emails[0].message["template"], "welcome");
+    // A redelivery of a message whose email went out sends nothing.
+    let again = kit
+        .deliver(email_to("ada@example.com").id("m-1").attempt(2))
+        .await;
+    assert_eq!(again.outcome, Outcome::Ok, "{again:?}");
+    assert_eq!(
+        provider.requests(),
+        1,
+        "the redelivery reached the provider"
+    );
+    assert!(again.logged("already sent"), "{:?}", again.logs);
+    kit.stop().await;
+}
+
+#[tokio::test]
+async fn email_sender_retries_while_the_provider_is_down_and_sends_once_when_it_is_back() {
+    let provider = techub_testkit::stand_ins::MailProvider::start("mail-key-2").await;
+    provider.fail_next(&[503, 429]);
+    let kit = email_sender(&provider, "mail-key-2").await;
+    for attempt in 1..=2 {
+        let handled = kit
+            .deliver(email_to("ada@example.com").id("m-2").attempt(attempt))
+            .await;
+        assert!(
+            matches!(&handled.outcome, Outcome::Retry(r) if r.contains("the mail provider answered")),
+            "attempt {attempt}: {handled:?}"
+        );
+    }
+    let handled = kit
+        .deliver(email_to("ada@example.com").id("m-2").attempt(3))
+        .await;
+    assert_eq!(handled.outcome, Outcome::Ok, "{handled:?}");
+    assert_eq!(provider.requests(), 3);
+    let emails = provider.emails();
+    assert_eq!(emails.len(), 1, "{emails:?}");
+    // Every attempt carried the same idempotency key.
+    assert!(
+        provider
+            .received()
+            .iter()
+            .all(|r| r.header("idempotency-key") == Some("m-2")),
+        "{:?}",
+        provider.received()
+    );
+    kit.stop().await;
+}
+
+#[tokio::test]
+async fn email_sender_dead_letters_what_the_provider_refuses_with_its_reason() {
+    let provider = techub_testkit::stand_ins::MailProvider::start("mail-key-3").await;
+    let kit = email_sender(&provider, "mail-key-3").await;
+    let handled = kit.deliver(email_to("nobody").id("m-3")).await;
+    assert!(
+        matches!(&handled.outcome, Outcome::Reject(r) if r.contains("422") && r.contains("`to` is not a valid address")),
+        "{handled:?}"
+    );
+    kit.stop().await;
+    // A wrong key is refused too, and the key is not in the reason.
+    let kit = email_sender(&provider, "wrong-key").await;
+    let handled = kit.deliver(email_to("ada@example.com").id("m-4")).await;
+    assert!(
+        matches!(&handled.outcome, Outcome::Reject(r) if r.contains("401") && r.contains("invalid API key") && !r.contains("wrong-key")),
+        "{handled:?}"
+    );
+    assert!(provider.emails().is_empty());
+    kit.stop().await;
+}
+
+#[tokio::test]
+async fn email_sender_retries_when_the_provider_does_not_answer_in_time() {
+    use techub_testkit::http_server::{Behaviour, TestServer};
+    let silent = TestServer::http(Behaviour::Silent).await;
+    let kit = TestKit::file(fixture("email_sender"))
+        .name("email-sender")
+        .outbound(&[&silent.origin(false)])
+        .setting("provider_url", &silent.origin(false))
+        .secret("api_key", "k")
+        .limits(|l| l.http_first_byte_timeout_ms = Some(300))
+        .start()
+        .await
+        .expect("the kit starts");
+    let handled = kit.deliver(email_to("ada@example.com").id("m-5")).await;
+    assert!(
+        matches!(&handled.outcome, Outcome::Retry(r) if r.contains("timed out")),
+        "{handled:?}"
+    );
+    kit.stop().await;
+}
