@@ -182,11 +182,14 @@ impl TestServer {
 
 type Body = http_body_util::combinators::BoxBody<Bytes, Infallible>;
 
+/// A stand-in's answer to a request: status and body.
+type Handler = Arc<dyn Fn(&Received) -> (u16, String) + Send + Sync>;
+
 /// What decides a server's answers.
 #[derive(Clone)]
 enum Answer {
     Behaviour(Behaviour),
-    Handler(Arc<dyn Fn(&Received) -> (u16, String) + Send + Sync>),
+    Handler(Handler),
 }
 
 async fn answer(

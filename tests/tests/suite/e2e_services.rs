@@ -882,3 +882,69 @@ async fn cache_statistics_counted_before_a_stop_reach_redis() {
         );
     }
 }
+
+/// The welcome flow to its end on Redis and RabbitMQ: `user.created` →
+/// user-notifications → `notification.email` → email-sender → a mail provider on
+/// loopback that is down for the first two attempts. The email goes out once, with the
+/// user's address, after the `email` queue's retries.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_welcome_email_is_sent_once_through_a_provider_that_fails_twice() {
+    use techub_host::config::SecretRef;
+    use techub_testkit::stand_ins::MailProvider;
+    init_tracing();
+    let provider = MailProvider::start("e2e-mail-key").await;
+    provider.fail_next(&[503, 502]);
+    let (welcomer, sender) = (unique("user-notifications"), unique("email-sender"));
+    let dir = PluginDir::with(&[(&welcomer, "user_notifications"), (&sender, "email_sender")]);
+    let mut config = on_services(&dir);
+    grant(&mut config, &welcomer, &["users"], &["notification.*"]);
+    let section = grant(&mut config, &sender, &[], &[]);
+    section.outbound = vec![provider.origin()];
+    section
+        .settings
+        .insert("provider_url".into(), provider.origin());
+    section
+        .secrets
+        .insert("api_key".into(), SecretRef::literal("e2e-mail-key"));
+    if let Some(email) = config.queues.get_mut("email") {
+        email.max_retries = 3;
+    }
+    let platform = start(config).await;
+    assert_eq!(
+        platform.plugins().await.len(),
+        2,
+        "load errors: {:?}",
+        platform.load_errors().await
+    );
+    let user = json!({ "id": unique("u"), "email": "grace@example.com", "name": "Grace" });
+    platform
+        .publish("user.created", user.to_string().into_bytes(), None)
+        .await
+        .unwrap();
+    let emails = wait_for(LIMIT, "the welcome email at the provider", || async {
+        let emails = provider.emails();
+        (!emails.is_empty()).then_some(emails)
+    })
+    .await;
+    assert_eq!(emails[0].message["to"], "grace@example.com");
+    assert_eq!(emails[0].message["template"], "welcome");
+    assert_eq!(
+        provider.requests(),
+        3,
+        "two refused attempts, then the email"
+    );
+    // Nothing more arrives: the message is done, not redelivered.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(provider.emails().len(), 1, "{:?}", provider.emails());
+    assert_eq!(provider.requests(), 3);
+    let keys: std::collections::BTreeSet<_> = provider
+        .received()
+        .iter()
+        .map(|r| r.header("idempotency-key").map(str::to_string))
+        .collect();
+    assert_eq!(
+        keys.len(),
+        1,
+        "every attempt carries the message's id: {keys:?}"
+    );
+}
