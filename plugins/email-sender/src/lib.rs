@@ -50,8 +50,7 @@ fn send(message: Message) -> Result<(), Failure> {
     let email: EmailRequest = message.json()?;
     let provider = config::get("provider_url")
         .ok_or_else(|| Failure::reject("setting provider_url is not set"))?;
-    let key = config::get("api_key")
-        .ok_or_else(|| Failure::reject("secret api_key is not set"))?;
+    let key = config::get("api_key").ok_or_else(|| Failure::reject("secret api_key is not set"))?;
     let sent = store::once(message.id(), SENT_FOR_MS, || -> Result<(), Failure> {
         let response = http::post(format!("{}/emails", provider.trim_end_matches('/')))
             .header("Authorization", format!("Bearer {key}"))
