@@ -117,3 +117,174 @@ impl MailState {
         (200, json!({ "id": id }))
     }
 }
+
+/// Seconds a delivery's `webhook-timestamp` may be from now (the Standard Webhooks
+/// reference libraries' tolerance).
+const WEBHOOK_TOLERANCE_S: u64 = 5 * 60;
+
+/// A customer's webhook endpoint: it verifies each delivery as the Standard Webhooks
+/// specification says a receiver must (HMAC-SHA256 of `id.timestamp.body` under the
+/// `whsec_` secret's key, any of the space-separated `v1,` signatures, a timestamp
+/// within 5 minutes), answers 401/400 to one that fails, and records the rest. It
+/// answers 200, or first any statuses given to [`WebhookReceiver::answer_next`].
+pub struct WebhookReceiver {
+    server: TestServer,
+    state: Arc<Mutex<ReceiverState>>,
+}
+
+/// One delivery whose signature and timestamp held.
+#[derive(Debug, Clone)]
+pub struct WebhookDelivery {
+    /// `webhook-id`.
+    pub id: String,
+    /// `webhook-timestamp`.
+    pub timestamp: u64,
+    /// The JSON body.
+    pub body: Value,
+    /// What the receiver answered.
+    pub status: u16,
+}
+
+struct ReceiverState {
+    key: Vec<u8>,
+    answers: VecDeque<u16>,
+    deliveries: Vec<WebhookDelivery>,
+    refused: Vec<String>,
+}
+
+impl WebhookReceiver {
+    /// A fresh `whsec_` secret (24 random bytes).
+    pub fn new_secret() -> String {
+        use base64::Engine as _;
+        let bytes = [
+            uuid::Uuid::new_v4().into_bytes(),
+            uuid::Uuid::new_v4().into_bytes(),
+        ]
+        .concat();
+        format!(
+            "whsec_{}",
+            base64::engine::general_purpose::STANDARD.encode(&bytes[..24])
+        )
+    }
+
+    /// An endpoint verifying with `secret` (`whsec_...`).
+    pub async fn start(secret: &str) -> Self {
+        use base64::Engine as _;
+        let encoded = secret.strip_prefix("whsec_").unwrap_or(secret);
+        let key = base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .expect("a whsec_ secret");
+        let state = Arc::new(Mutex::new(ReceiverState {
+            key,
+            answers: VecDeque::new(),
+            deliveries: Vec::new(),
+            refused: Vec::new(),
+        }));
+        let shared = state.clone();
+        let server = TestServer::http_with(move |request| {
+            let mut state = shared.lock().unwrap_or_else(|e| e.into_inner());
+            let (status, body) = state.answer(request);
+            (status, body.to_string())
+        })
+        .await;
+        Self { server, state }
+    }
+
+    /// The endpoint's URL.
+    pub fn url(&self) -> String {
+        format!("{}/webhooks", self.server.origin(false))
+    }
+
+    /// Its origin, to grant.
+    pub fn origin(&self) -> String {
+        self.server.origin(false)
+    }
+
+    /// Answers the next verified deliveries with these statuses (e.g. `[503]`, `[410]`).
+    pub fn answer_next(&self, statuses: &[u16]) {
+        self.lock().answers.extend(statuses);
+    }
+
+    /// The deliveries that passed verification, with what they were answered.
+    pub fn deliveries(&self) -> Vec<WebhookDelivery> {
+        self.lock().deliveries.clone()
+    }
+
+    /// Why each refused request was refused (a bad signature, an old timestamp).
+    pub fn refused(&self) -> Vec<String> {
+        self.lock().refused.clone()
+    }
+
+    /// Every request received.
+    pub fn received(&self) -> Vec<Received> {
+        self.server.received()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ReceiverState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl ReceiverState {
+    fn answer(&mut self, request: &Received) -> (u16, Value) {
+        match self.verify(request) {
+            Err(why) => {
+                self.refused.push(why.clone());
+                (
+                    if why.contains("timestamp") { 400 } else { 401 },
+                    json!({ "message": why }),
+                )
+            }
+            Ok((id, timestamp, body)) => {
+                let status = self.answers.pop_front().unwrap_or(200);
+                self.deliveries.push(WebhookDelivery {
+                    id,
+                    timestamp,
+                    body,
+                    status,
+                });
+                (status, json!({}))
+            }
+        }
+    }
+
+    /// The Standard Webhooks receiver's checks.
+    fn verify(&self, request: &Received) -> Result<(String, u64, Value), String> {
+        use base64::Engine as _;
+        use hmac::Mac as _;
+        let header = |name: &str| {
+            request
+                .header(name)
+                .ok_or_else(|| format!("no {name} header"))
+        };
+        let id = header("webhook-id")?;
+        let timestamp: u64 = header("webhook-timestamp")?
+            .parse()
+            .map_err(|_| "webhook-timestamp is not a number".to_string())?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        if now.abs_diff(timestamp) > WEBHOOK_TOLERANCE_S {
+            return Err(format!("timestamp {timestamp} outside the tolerance"));
+        }
+        let signatures = header("webhook-signature")?;
+        let verified = signatures.split(' ').any(|entry| {
+            let Some(encoded) = entry.strip_prefix("v1,") else {
+                return false;
+            };
+            let Ok(signature) = base64::engine::general_purpose::STANDARD.decode(encoded) else {
+                return false;
+            };
+            let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&self.key)
+                .expect("HMAC takes keys of any length");
+            mac.update(format!("{id}.{timestamp}.").as_bytes());
+            mac.update(&request.body);
+            mac.verify_slice(&signature).is_ok()
+        });
+        if !verified {
+            return Err("no valid v1 signature".into());
+        }
+        let body = serde_json::from_slice(&request.body).map_err(|e| format!("body: {e}"))?;
+        Ok((id.to_string(), timestamp, body))
+    }
+}

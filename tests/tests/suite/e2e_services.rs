@@ -948,3 +948,55 @@ async fn the_welcome_email_is_sent_once_through_a_provider_that_fails_twice() {
         "every attempt carries the message's id: {keys:?}"
     );
 }
+
+/// A webhook end to end on Redis and RabbitMQ: a `webhook.event` reaches the customer's
+/// endpoint signed (the receiver verifies it per the Standard Webhooks specification),
+/// after the `webhook` queue's retry of a 503, with one `webhook-id` across attempts.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_webhook_is_delivered_signed_after_a_retry() {
+    use techub_host::config::SecretRef;
+    use techub_testkit::stand_ins::WebhookReceiver;
+    init_tracing();
+    let secret = WebhookReceiver::new_secret();
+    let receiver = WebhookReceiver::start(&secret).await;
+    receiver.answer_next(&[503]);
+    let dispatcher = unique("webhook-dispatcher");
+    let dir = PluginDir::with(&[(&dispatcher, "webhook_dispatcher")]);
+    let mut config = on_services(&dir);
+    let section = grant(&mut config, &dispatcher, &[], &[]);
+    section.outbound = vec![receiver.origin()];
+    section
+        .settings
+        .insert("endpoint_acme".into(), receiver.url());
+    section
+        .secrets
+        .insert("secret_acme".into(), SecretRef::literal(&secret));
+    let platform = start(config).await;
+    assert_eq!(
+        platform.plugins().await.len(),
+        1,
+        "load errors: {:?}",
+        platform.load_errors().await
+    );
+    let event = json!({ "customer": "acme", "type": "order.shipped", "data": { "order": "o-9" } });
+    let id = platform
+        .publish("webhook.event", event.to_string().into_bytes(), None)
+        .await
+        .unwrap();
+    let deliveries = wait_for(LIMIT, "the webhook's second, accepted delivery", || async {
+        let deliveries = receiver.deliveries();
+        (deliveries.len() == 2).then_some(deliveries)
+    })
+    .await;
+    assert!(receiver.refused().is_empty(), "{:?}", receiver.refused());
+    assert_eq!(
+        deliveries.iter().map(|d| d.status).collect::<Vec<_>>(),
+        [503, 200]
+    );
+    assert!(deliveries.iter().all(|d| d.id == id), "{deliveries:?}");
+    assert_eq!(deliveries[1].body["data"]["order"], "o-9");
+    wait_for(LIMIT, "the message to complete", || async {
+        (platform.services.tracker.get(&id) == Some(MessageStatus::Completed)).then_some(())
+    })
+    .await;
+}

@@ -513,3 +513,103 @@ async fn email_sender_retries_when_the_provider_does_not_answer_in_time() {
     );
     kit.stop().await;
 }
+
+/// The `webhook-dispatcher` example in the kit, with customer `acme`'s endpoint at
+/// `receiver` signed with `secret`.
+async fn webhook_dispatcher(
+    receiver: &techub_testkit::stand_ins::WebhookReceiver,
+    secret: &str,
+) -> TestKit {
+    TestKit::file(fixture("webhook_dispatcher"))
+        .name("webhook-dispatcher")
+        .outbound(&[&receiver.origin()])
+        .setting("endpoint_acme", &receiver.url())
+        .secret("secret_acme", secret)
+        .start()
+        .await
+        .expect("the kit starts")
+}
+
+fn event_for(customer: &str, id: &str) -> TestMessage {
+    TestMessage::json(
+        "webhook.event",
+        &json!({ "customer": customer, "type": "payment.processed", "data": { "order": "o-1", "amount": 4200 } }),
+    )
+    .id(id)
+}
+
+#[tokio::test]
+async fn webhook_dispatcher_delivers_events_signed_so_the_receiver_verifies_them() {
+    use techub_testkit::stand_ins::WebhookReceiver;
+    let secret = WebhookReceiver::new_secret();
+    let receiver = WebhookReceiver::start(&secret).await;
+    let kit = webhook_dispatcher(&receiver, &secret).await;
+    let handled = kit.deliver(event_for("acme", "evt-1")).await;
+    assert_eq!(handled.outcome, Outcome::Ok, "{handled:?}");
+    assert!(receiver.refused().is_empty(), "{:?}", receiver.refused());
+    let deliveries = receiver.deliveries();
+    assert_eq!(deliveries.len(), 1, "{deliveries:?}");
+    assert_eq!(deliveries[0].id, "evt-1");
+    assert_eq!(deliveries[0].body["type"], "payment.processed");
+    assert_eq!(deliveries[0].body["data"]["amount"], 4200);
+    assert!(
+        deliveries[0].body["timestamp"]
+            .as_str()
+            .is_some_and(|t| t.ends_with('Z'))
+    );
+    kit.stop().await;
+
+    // Signed with another secret, the receiver refuses it: a 4xx, dead-lettered.
+    let kit = webhook_dispatcher(&receiver, &WebhookReceiver::new_secret()).await;
+    let handled = kit.deliver(event_for("acme", "evt-2")).await;
+    assert!(
+        matches!(&handled.outcome, Outcome::Reject(r) if r.contains("refused the event: 401")),
+        "{handled:?}"
+    );
+    assert_eq!(receiver.refused(), ["no valid v1 signature"]);
+    // A customer without an endpoint is named.
+    let handled = kit.deliver(event_for("globex", "evt-3")).await;
+    assert!(
+        matches!(&handled.outcome, Outcome::Reject(r) if r.contains("endpoint_globex")),
+        "{handled:?}"
+    );
+    kit.stop().await;
+}
+
+#[tokio::test]
+async fn webhook_dispatcher_retries_a_failing_endpoint_with_the_same_id_and_disables_a_gone_one() {
+    use techub_testkit::stand_ins::WebhookReceiver;
+    let secret = WebhookReceiver::new_secret();
+    let receiver = WebhookReceiver::start(&secret).await;
+    receiver.answer_next(&[503]);
+    let kit = webhook_dispatcher(&receiver, &secret).await;
+    let handled = kit.deliver(event_for("acme", "evt-4")).await;
+    assert!(
+        matches!(&handled.outcome, Outcome::Retry(r) if r.contains("503")),
+        "{handled:?}"
+    );
+    let handled = kit.deliver(event_for("acme", "evt-4").attempt(2)).await;
+    assert_eq!(handled.outcome, Outcome::Ok, "{handled:?}");
+    let ids: Vec<_> = receiver.deliveries().iter().map(|d| d.id.clone()).collect();
+    assert_eq!(ids, ["evt-4", "evt-4"], "a retry is the same webhook");
+
+    // 410 Gone disables the endpoint: the next event is dead-lettered unsent.
+    receiver.answer_next(&[410]);
+    let handled = kit.deliver(event_for("acme", "evt-5")).await;
+    assert!(
+        matches!(&handled.outcome, Outcome::Reject(r) if r.contains("410 Gone: disabled")),
+        "{handled:?}"
+    );
+    let sent = receiver.received().len();
+    let handled = kit.deliver(event_for("acme", "evt-6")).await;
+    assert!(
+        matches!(&handled.outcome, Outcome::Reject(r) if r.contains("is disabled")),
+        "{handled:?}"
+    );
+    assert_eq!(
+        receiver.received().len(),
+        sent,
+        "a disabled endpoint got a request"
+    );
+    kit.stop().await;
+}
