@@ -51,6 +51,8 @@ pub struct Platform {
     /// Cancelled when the host starts stopping: long-lived admin streams (`tail`) end
     /// then, so that the admin endpoint's graceful shutdown does not wait for them.
     stopping: tokio_util::sync::CancellationToken,
+    /// `[stand_ins]`'s local providers, serving while the platform lives.
+    pub stand_ins: Option<crate::stand_ins::StandIns>,
 }
 
 /// Longest the shutdown waits for one background task to finish its last round.
@@ -189,6 +191,11 @@ impl Platform {
     /// Connects the backends, loads the plugins directory, starts consuming, and
     /// watches the directory for plugins dropped, replaced or removed.
     pub async fn start(config: HostConfig) -> anyhow::Result<Self> {
+        // Before the plugins: their first messages may call them.
+        let stand_ins = match &config.stand_ins {
+            Some(section) => Some(crate::stand_ins::StandIns::start(section).await?),
+            None => None,
+        };
         let services = Arc::new(connect_services(&config).await?);
         let runtime = Arc::new(Runtime::new(&config)?);
         let dir = config.host.plugins_dir.clone();
@@ -233,6 +240,7 @@ impl Platform {
             watcher: Mutex::new(None),
             background: Mutex::new(background),
             stopping,
+            stand_ins,
         };
         // Watch first, so that nothing dropped while the directory loads is missed
         // (a file seen twice is loaded once: its hash is the version).

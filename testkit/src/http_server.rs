@@ -79,33 +79,21 @@ impl Drop for TestServer {
 impl TestServer {
     /// A plain HTTP server on 127.0.0.1.
     pub async fn http(behaviour: Behaviour) -> Self {
-        Self::start(Answer::Behaviour(behaviour), None).await
-    }
-
-    /// An HTTP server whose every answer is `handler`'s `(status, body)` for the
-    /// request received (a stand-in for a provider with state of its own).
-    pub async fn http_with(
-        handler: impl Fn(&Received) -> (u16, String) + Send + Sync + 'static,
-    ) -> Self {
-        Self::start(Answer::Handler(Arc::new(handler)), None).await
+        Self::start(behaviour, None).await
     }
 
     /// An HTTPS server on 127.0.0.1 with a certificate from `ca`.
     pub async fn https(behaviour: Behaviour, ca: &TestCa) -> Self {
-        Self::start(Answer::Behaviour(behaviour), Some(ca.acceptor())).await
+        Self::start(behaviour, Some(ca.acceptor())).await
     }
 
     /// An HTTPS server whose certificate signs itself (no CA anyone trusts).
     pub async fn https_self_signed(behaviour: Behaviour) -> Self {
         let ca = TestCa::new();
-        Self::start(
-            Answer::Behaviour(behaviour),
-            Some(ca.self_signed_acceptor()),
-        )
-        .await
+        Self::start(behaviour, Some(ca.self_signed_acceptor())).await
     }
 
-    async fn start(how: Answer, tls: Option<tokio_rustls::TlsAcceptor>) -> Self {
+    async fn start(behaviour: Behaviour, tls: Option<tokio_rustls::TlsAcceptor>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind a loopback port");
@@ -120,12 +108,13 @@ impl TestServer {
                     return;
                 };
                 opened.fetch_add(1, Ordering::Relaxed);
-                let (seen, tls, counted, how) =
-                    (seen.clone(), tls.clone(), counted.clone(), how.clone());
+                let (seen, tls, counted) = (seen.clone(), tls.clone(), counted.clone());
                 tokio::spawn(async move {
                     let service = service_fn(move |request| {
-                        let (seen, counted, how) = (seen.clone(), counted.clone(), how.clone());
-                        async move { Ok::<_, Infallible>(answer(&how, request, &seen, counted).await) }
+                        let (seen, counted) = (seen.clone(), counted.clone());
+                        async move {
+                            Ok::<_, Infallible>(answer(behaviour, request, &seen, counted).await)
+                        }
                     });
                     let builder = hyper::server::conn::http1::Builder::new();
                     match tls {
@@ -182,18 +171,8 @@ impl TestServer {
 
 type Body = http_body_util::combinators::BoxBody<Bytes, Infallible>;
 
-/// A stand-in's answer to a request: status and body.
-type Handler = Arc<dyn Fn(&Received) -> (u16, String) + Send + Sync>;
-
-/// What decides a server's answers.
-#[derive(Clone)]
-enum Answer {
-    Behaviour(Behaviour),
-    Handler(Handler),
-}
-
 async fn answer(
-    how: &Answer,
+    behaviour: Behaviour,
     request: hyper::Request<hyper::body::Incoming>,
     seen: &Mutex<Vec<Received>>,
     streamed: Arc<AtomicU64>,
@@ -211,35 +190,24 @@ async fn answer(
         .map(|p| p.to_string())
         .unwrap_or_default();
     let summary = format!("ok {method} {path} {}", body.len());
-    let received = Received {
-        method,
-        path,
-        headers: parts
-            .headers
-            .iter()
-            .map(|(n, v)| (n.to_string(), String::from_utf8_lossy(v.as_bytes()).into()))
-            .collect(),
-        body,
-    };
+    seen.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(Received {
+            method,
+            path,
+            headers: parts
+                .headers
+                .iter()
+                .map(|(n, v)| (n.to_string(), String::from_utf8_lossy(v.as_bytes()).into()))
+                .collect(),
+            body,
+        });
     let full = |status: u16, text: String| {
         hyper::Response::builder()
             .status(status)
             .body(Full::new(Bytes::from(text)).boxed())
             .expect("a valid response")
     };
-    let behaviour = match how {
-        Answer::Behaviour(behaviour) => *behaviour,
-        Answer::Handler(handler) => {
-            let (status, text) = handler(&received);
-            seen.lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(received);
-            return full(status, text);
-        }
-    };
-    seen.lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .push(received);
     let streamed = |chunks: Vec<(Duration, Bytes)>| {
         let stream = futures::stream::iter(chunks).then(move |(pause, chunk)| {
             let streamed = streamed.clone();

@@ -29,9 +29,8 @@
 //! - [`http_server`]: real HTTP and HTTPS servers on loopback (with a CA made at test
 //!   time) that record what a plugin's outbound requests sent them and answer as told
 //!   (including slow and hostile ways); grant one with [`Builder::outbound`].
-//! - [`stand_ins`]: providers the example plugins call (a mail provider, a webhook
-//!   endpoint that verifies Standard Webhooks signatures), built on
-//!   those servers, with the provider's rules (keys, validation, idempotency keys).
+//! - [`stand_ins`]: the host's stand-ins for the providers the example plugins call
+//!   (mail provider, payment gateway, webhook endpoint), re-exported for tests.
 //!
 //! ```no_run
 //! # async fn example() -> anyhow::Result<()> {

@@ -12,6 +12,8 @@ const EXAMPLES: &[&str] = &[
     "payment_processor",
     "inventory_keeper",
     "analytics",
+    "email_sender",
+    "webhook_dispatcher",
 ];
 
 /// Installs the wasm target if rustup lacks it.

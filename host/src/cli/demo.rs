@@ -3,7 +3,10 @@
 //! repository's `host.toml`), publishes a realistic sequence (stock restocked, a user
 //! created, an order created) and prints every message that passes the exchange as
 //! the plugins react (welcome email, stock reserved, payment processed, stock low,
-//! analytics), then what the plugins keep in their stores.
+//! analytics), then what the plugins keep in their stores. With `[stand_ins]` (as in
+//! this repository's `host.toml`) the mail provider, the payment gateway and the
+//! customer's webhook endpoint are local servers that print what they receive: the
+//! welcome email sent, the card charged, the webhook verified.
 
 use std::path::Path;
 use std::time::Duration;
@@ -42,6 +45,15 @@ fn flow() -> Vec<(&'static str, serde_json::Value, &'static str)> {
                 "card": "4242"
             }),
             "Ada orders 3 keyboards and a mouse",
+        ),
+        (
+            "webhook.event",
+            json!({
+                "customer": "acme",
+                "type": "order.shipped",
+                "data": { "order": "order-1", "carrier": "post" }
+            }),
+            "the shop tells its customer Acme, by webhook, that the order shipped",
         ),
     ]
 }

@@ -54,6 +54,7 @@ impl HostConfig {
         keep!(cache.stats_retention_s, "cache.stats_retention_s");
         keep!(cache.stats_flush_ms, "cache.stats_flush_ms");
         keep!(messaging.status_ttl_ms, "messaging.status_ttl_ms");
+        keep!(stand_ins, "stand_ins");
         let Some(slot) = slot_mib else {
             return Ok((self, ignored));
         };

@@ -17,6 +17,7 @@ mod http;
 mod live;
 mod merge;
 mod redact;
+mod stand_ins;
 mod suggest;
 mod validate;
 
@@ -29,6 +30,7 @@ pub use http::{
     in_network,
 };
 pub use redact::{redact_url, redacted};
+pub use stand_ins::StandInsConfig;
 pub use validate::{ConfigError, MIN_LOCK_TTL_MS, validate_name};
 
 /// The whole of `host.toml`.
@@ -64,6 +66,9 @@ pub struct HostConfig {
     pub http: HttpConfig,
     /// Grants, settings and limit overrides per plugin, keyed by plugin name.
     pub plugins: BTreeMap<String, PluginConfig>,
+    /// Local stand-ins for providers (the demo's; absent in production).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stand_ins: Option<StandInsConfig>,
 }
 
 /// `[host]`.
@@ -633,6 +638,14 @@ impl HostConfig {
                 secret.resolve_path(base);
             }
         }
+        if let Some(stand_ins) = &mut self.stand_ins {
+            for secret in [&mut stand_ins.key, &mut stand_ins.webhook_secret]
+                .into_iter()
+                .flatten()
+            {
+                secret.resolve_path(base);
+            }
+        }
     }
 
     /// Reads every plugin's secrets and `amqp.dead_letter_key` (at start and on every
@@ -645,6 +658,14 @@ impl HostConfig {
         for (name, plugin) in &mut self.plugins {
             for (key, secret) in &mut plugin.secrets {
                 secret.load(&format!("plugins.{name}.secrets.{key}"))?;
+            }
+        }
+        if let Some(stand_ins) = &mut self.stand_ins {
+            if let Some(key) = &mut stand_ins.key {
+                key.load("stand_ins.key")?;
+            }
+            if let Some(secret) = &mut stand_ins.webhook_secret {
+                secret.load("stand_ins.webhook_secret")?;
             }
         }
         Ok(())

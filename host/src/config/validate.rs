@@ -421,6 +421,21 @@ impl HostConfig {
             300_000,
         )?;
         check("lock.max_retries", self.lock.max_retries, 0, 10)?;
+        if let Some(stand_ins) = &self.stand_ins {
+            if (stand_ins.mail.is_some() || stand_ins.gateway.is_some()) && stand_ins.key.is_none()
+            {
+                return Err(invalid(
+                    "stand_ins.key",
+                    "is required with stand_ins.mail or stand_ins.gateway: the key they accept, e.g. { file = \"ops/demo/api-key\" }",
+                ));
+            }
+            if stand_ins.webhooks.is_some() && stand_ins.webhook_secret.is_none() {
+                return Err(invalid(
+                    "stand_ins.webhook_secret",
+                    "is required with stand_ins.webhooks: the whsec_ secret it verifies with",
+                ));
+            }
+        }
         Ok(())
     }
 }

@@ -1,18 +1,25 @@
 //! Charges orders (the specification's payment flow: `order.created` → `payment.*`).
 //!
 //! On `order.created` (through the `payment` queue type: 5 retries, 5 s apart, urgent)
-//! it charges the order's total once per order, whatever the redeliveries:
-//! - **approved**: records the payment in its store (`payment:<order>`, a hash) and
-//!   publishes `payment.processed`;
-//! - **declined** (a card the gateway refuses, or a total over the `limit` setting): a
+//! it charges the order's total through a card gateway's HTTP API
+//! (`POST <gateway_url>/charges`, the `gateway_key` secret as bearer token, and
+//! `order-<id>` as the `Idempotency-Key`), once per order whatever the redeliveries:
+//! - **approved** (2xx): records the payment in its store (`payment:<order>`, a hash
+//!   with the gateway's charge id) and publishes `payment.processed`;
+//! - **declined** (402 from the gateway, or a total over the `limit` setting): a
 //!   decline cannot succeed later, so it publishes `payment.failed` and rejects: the
 //!   message is dead-lettered with the reason;
-//! - **gateway down** (the `gateway_failures` setting: its first N attempts fail, as a
-//!   flaky gateway would): retries with the queue's backoff, then succeeds.
+//! - **gateway down** (5xx, 408, 429, a timeout, no connection): retries with the
+//!   queue's backoff. A retry after a timeout whose charge went through carries the
+//!   same idempotency key, so the gateway returns that charge instead of making another;
+//! - **refused** (another 4xx: a wrong key, a malformed charge): dead-lettered with
+//!   the gateway's reason, to replay once the configuration is fixed.
 //!
-//! The gateway is simulated, deterministically, so that each path can be tested.
+//! Settings: `gateway_url`, `limit` (cents). Secrets: `gateway_key`. Grant:
+//! `outbound = [<gateway_url>]`.
 
 use serde::{Deserialize, Serialize};
+use techub_guest::http;
 use techub_guest::prelude::*;
 
 #[derive(Debug, Deserialize, Serialize)]
@@ -30,36 +37,55 @@ struct PaymentEvent<'a> {
     amount: u64,
     status: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
+    charge: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     reason: Option<String>,
 }
 
-/// What the (simulated) gateway answers.
-#[derive(Debug, PartialEq, Eq)]
-enum Charge {
-    Approved,
-    Declined(String),
-    Unavailable,
+/// What the charge request sends.
+#[derive(Debug, Serialize)]
+struct ChargeRequest<'a> {
+    amount: u64,
+    currency: &'a str,
+    card: &'a str,
+    order: &'a str,
 }
 
-/// The gateway's decision: pure, so a native unit test reaches it.
-fn charge(order: &OrderCreated, attempt: u32, limit: u64, gateway_failures: u32) -> Charge {
-    if attempt <= gateway_failures {
-        return Charge::Unavailable;
+/// What the gateway's answer means for the order.
+#[derive(Debug, PartialEq, Eq)]
+enum Charge {
+    Approved { id: String },
+    Declined(String),
+    Unavailable(String),
+    Refused(String),
+}
+
+/// The gateway's answer, read: pure, so a native unit test reaches it.
+fn read_answer(status: u16, body: &[u8]) -> Charge {
+    let value: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    let message = value["error"]["message"]
+        .as_str()
+        .map(str::to_string)
+        .unwrap_or_else(|| String::from_utf8_lossy(body).chars().take(200).collect());
+    match status {
+        200..=299 => match value["id"].as_str() {
+            Some(id) => Charge::Approved { id: id.to_string() },
+            None => Charge::Unavailable("the gateway's answer has no charge id".into()),
+        },
+        402 => Charge::Declined(message),
+        408 | 429 | 500.. => {
+            Charge::Unavailable(format!("the gateway answered {status}: {message}"))
+        }
+        _ => Charge::Refused(format!(
+            "the gateway refused the charge: {status} {message}"
+        )),
     }
-    if order.card == "0002" {
-        return Charge::Declined("card declined by the issuer".into());
-    }
-    if order.total > limit {
-        return Charge::Declined(format!("total {} over the limit {limit}", order.total));
-    }
-    Charge::Approved
 }
 
 #[handler(queue = "payment", routing_keys = ["order.created"])]
 fn process(message: Message) -> Result<(), Failure> {
     let order: OrderCreated = message.json()?;
     let limit: u64 = config::parsed_or("limit", 100_000)?;
-    let gateway_failures: u32 = config::parsed_or("gateway_failures", 0)?;
     let follow = PublishOptions::default()
         .follows(&message)
         .priority(Priority::Urgent);
@@ -69,37 +95,59 @@ fn process(message: Message) -> Result<(), Failure> {
         log::info_with("already charged", &[("order", &order.id)]);
         return Ok(());
     }
-    match charge(&order, message.attempt(), limit, gateway_failures) {
-        Charge::Approved => {
+    let decline = |reason: String| -> Result<(), Failure> {
+        let event = PaymentEvent {
+            order: &order.id,
+            amount: order.total,
+            status: "failed",
+            charge: None,
+            reason: Some(reason.clone()),
+        };
+        messaging::publish_json("payment.failed", &event, &follow)?;
+        Err(Failure::reject(format!("order {}: {reason}", order.id)))
+    };
+    if order.total > limit {
+        return decline(format!("total {} over the limit {limit}", order.total));
+    }
+    let gateway = config::get("gateway_url")
+        .ok_or_else(|| Failure::reject("setting gateway_url is not set"))?;
+    let key = config::get("gateway_key")
+        .ok_or_else(|| Failure::reject("secret gateway_key is not set"))?;
+    let response = http::post(format!("{}/charges", gateway.trim_end_matches('/')))
+        .header("Authorization", format!("Bearer {key}"))
+        .header("Idempotency-Key", format!("order-{}", order.id))
+        .json(&ChargeRequest {
+            amount: order.total,
+            currency: "usd",
+            card: &order.card,
+            order: &order.id,
+        })?
+        .send_any_status()?;
+    match read_answer(response.status, &response.body) {
+        Charge::Approved { id } => {
             let fields = [
                 ("status".to_string(), b"processed".to_vec()),
                 ("amount".to_string(), order.total.to_string().into_bytes()),
+                ("charge".to_string(), id.clone().into_bytes()),
             ];
             store::hash_set(&record, &fields)?;
             let event = PaymentEvent {
                 order: &order.id,
                 amount: order.total,
                 status: "processed",
+                charge: Some(&id),
                 reason: None,
             };
             messaging::publish_json("payment.processed", &event, &follow)?;
-            log::info_with("payment processed", &[("order", &order.id)]);
+            log::info_with(
+                "payment processed",
+                &[("order", &order.id), ("charge", &id)],
+            );
             Ok(())
         }
-        Charge::Declined(reason) => {
-            let event = PaymentEvent {
-                order: &order.id,
-                amount: order.total,
-                status: "failed",
-                reason: Some(reason.clone()),
-            };
-            messaging::publish_json("payment.failed", &event, &follow)?;
-            Err(Failure::reject(format!("order {}: {reason}", order.id)))
-        }
-        Charge::Unavailable => Err(Failure::retry(format!(
-            "payment gateway unavailable (attempt {})",
-            message.attempt()
-        ))),
+        Charge::Declined(reason) => decline(reason),
+        Charge::Unavailable(reason) => Err(Failure::retry(reason)),
+        Charge::Refused(reason) => Err(Failure::reject(format!("order {}: {reason}", order.id))),
     }
 }
 
@@ -107,26 +155,24 @@ fn process(message: Message) -> Result<(), Failure> {
 mod tests {
     use super::*;
 
-    fn order(total: u64, card: &str) -> OrderCreated {
-        OrderCreated {
-            id: "o-1".into(),
-            total,
-            card: card.into(),
-        }
-    }
-
     #[test]
-    fn the_gateway_approves_declines_and_fails_for_the_first_attempts() {
-        assert_eq!(charge(&order(500, "4242"), 1, 1000, 0), Charge::Approved);
+    fn the_gateways_answers_approve_decline_retry_or_refuse() {
+        assert_eq!(
+            read_answer(200, br#"{"id":"ch_1","status":"succeeded"}"#),
+            Charge::Approved { id: "ch_1".into() }
+        );
+        assert_eq!(
+            read_answer(
+                402,
+                br#"{"error":{"code":"card_declined","message":"card declined"}}"#
+            ),
+            Charge::Declined("card declined".into())
+        );
+        assert!(matches!(read_answer(503, b"down"), Charge::Unavailable(r) if r.contains("503")));
+        assert!(matches!(read_answer(429, b""), Charge::Unavailable(_)));
         assert!(matches!(
-            charge(&order(500, "0002"), 1, 1000, 0),
-            Charge::Declined(_)
+            read_answer(401, br#"{"error":{"message":"invalid API key"}}"#),
+            Charge::Refused(r) if r.contains("401 invalid API key")
         ));
-        assert!(matches!(
-            charge(&order(5000, "4242"), 1, 1000, 0),
-            Charge::Declined(_)
-        ));
-        assert_eq!(charge(&order(500, "4242"), 2, 1000, 2), Charge::Unavailable);
-        assert_eq!(charge(&order(500, "4242"), 3, 1000, 2), Charge::Approved);
     }
 }

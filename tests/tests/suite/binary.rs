@@ -919,7 +919,8 @@ fn dev_rebuilds_and_hot_reloads_a_plugin_when_its_source_changes() {
 }
 
 /// `techub-host demo` with this repository's host.toml: the example plugins take the
-/// specification's flow from sign-up to payment, and the demo prints each step.
+/// specification's flow from sign-up to payment, calling the local stand-ins of the
+/// mail provider, the gateway and a webhook endpoint, and the demo prints each step.
 #[test]
 fn the_demo_runs_the_business_flow_through_the_example_plugins() {
     let output = Command::new(host_binary())
@@ -934,13 +935,21 @@ fn the_demo_runs_the_business_flow_through_the_example_plugins() {
         "{printed}\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    assert!(printed.contains("demo: 5 plugin(s) serving"), "{printed}");
+    assert!(printed.contains("demo: 7 plugin(s) serving"), "{printed}");
     for step in [
         "passed  notification.email",
         "passed  inventory.updated",
         "passed  inventory.low",
         "passed  payment.processed",
-        "payment:order-1  amount=12900 status=processed",
+        "passed  webhook.event",
+        // The stand-ins on loopback: the email sent, the card charged, the webhook
+        // verified and accepted.
+        "mail     POST /emails",
+        "gateway  POST /charges",
+        "gateway  answered 200",
+        "webhooks POST /webhooks",
+        "webhooks answered 200",
+        "payment:order-1  amount=12900 charge=ch_1 status=processed",
         "stock:keyboard   4",
     ] {
         assert!(printed.contains(step), "no {step:?} in:\n{printed}");

@@ -422,21 +422,26 @@ async fn a_plugin_cannot_flood_the_broker_with_bindings() {
     );
 }
 
-/// The payment flow through the host: a gateway down for two attempts is retried
+/// The payment flow through the host, charging a gateway on loopback (the stand-in):
+/// a gateway down for two attempts is retried
 /// with the payment queue's backoff and then charges (`payment.processed`, the
 /// record in the store); a declined card is dead-lettered at once with the reason,
 /// after announcing `payment.failed`.
 #[tokio::test(flavor = "multi_thread")]
 async fn payments_are_retried_while_the_gateway_is_down_and_declines_are_dead_lettered() {
+    let gateway = techub_testkit::stand_ins::PaymentGateway::start("e2e-gw-key").await;
+    gateway.fail_next(&[503, 503]);
     let dir = PluginDir::with(&[("payment-processor", "payment_processor")]);
     let mut config = config(&dir);
-    grant(&mut config, "payment-processor", &[], &["payment.*"]);
-    let settings = &mut config
-        .plugins
-        .get_mut("payment-processor")
-        .unwrap()
-        .settings;
-    settings.insert("gateway_failures".into(), "2".into());
+    let section = grant(&mut config, "payment-processor", &[], &["payment.*"]);
+    section.outbound = vec![gateway.origin()];
+    section
+        .settings
+        .insert("gateway_url".into(), gateway.origin());
+    section.secrets.insert(
+        "gateway_key".into(),
+        techub_host::config::SecretRef::literal("e2e-gw-key"),
+    );
     let queue = config.queues.get_mut("payment").unwrap();
     queue.retry_delay_ms = 100;
     queue.max_retries = 5;
@@ -470,9 +475,12 @@ async fn payments_are_retried_while_the_gateway_is_down_and_declines_are_dead_le
         .unwrap();
     assert_eq!(status.as_deref(), Some(&b"processed"[..]));
 
+    assert_eq!(gateway.charges().len(), 1, "{:?}", gateway.charges());
+
     let declined = json!({ "id": "o-2", "total": 2500, "card": "0002" });
-    // The gateway fails the first two attempts of every message, so the decline is
-    // decided on the third.
+    // The gateway is down for two attempts again, so the decline is decided on the
+    // third.
+    gateway.fail_next(&[503, 503]);
     let id = platform
         .publish("order.created", declined.to_string().into_bytes(), None)
         .await

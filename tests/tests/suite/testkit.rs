@@ -137,35 +137,53 @@ fn payment(id: &str, total: u64, card: &str) -> TestMessage {
     )
 }
 
-async fn payments(gateway_failures: u32) -> TestKit {
+/// payment-processor in the kit, charging through `gateway`.
+async fn payments(gateway: &techub_testkit::stand_ins::PaymentGateway) -> TestKit {
     TestKit::file(fixture("payment_processor"))
         .name("payment-processor")
         .publish(&["payment.*"])
         .setting("limit", "10000")
-        .setting("gateway_failures", &gateway_failures.to_string())
+        .setting("gateway_url", &gateway.origin())
+        .secret("gateway_key", "gw-key")
+        .outbound(&[&gateway.origin()])
+        // The first-byte wait runs from the request's start, after at most the
+        // connect timeout.
+        .limits(|l| {
+            l.http_connect_timeout_ms = Some(300);
+            l.http_first_byte_timeout_ms = Some(400);
+        })
         .start()
         .await
         .expect("the kit starts")
 }
 
 #[tokio::test]
-async fn payment_processor_charges_once_and_declines_for_good() {
-    let kit = payments(0).await;
+async fn payment_processor_charges_the_gateway_once_and_declines_for_good() {
+    let gateway = techub_testkit::stand_ins::PaymentGateway::start("gw-key").await;
+    let kit = payments(&gateway).await;
     let approved = kit.deliver(payment("o-1", 2500, "4242")).await;
     assert_eq!(approved.outcome, Outcome::Ok, "{approved:?}");
     assert_eq!(approved.published[0].routing_key, "payment.processed");
     assert_eq!(approved.published[0].json()["amount"], 2500);
+    assert_eq!(approved.published[0].json()["charge"], "ch_1");
     assert_eq!(approved.published[0].priority, 10, "urgent");
-    // A redelivery charges nothing again.
+    let charges = gateway.charges();
+    assert_eq!(charges.len(), 1, "{charges:?}");
+    assert_eq!(
+        (charges[0].amount, charges[0].idempotency_key.as_str()),
+        (2500, "order-o-1")
+    );
+    // A redelivery charges nothing again, and does not even ask.
     let again = kit.deliver(payment("o-1", 2500, "4242").attempt(2)).await;
     assert_eq!(again.outcome, Outcome::Ok, "{again:?}");
     assert!(
         again.published.is_empty() && again.logged("already charged"),
         "{again:?}"
     );
+    assert_eq!(gateway.received().len(), 1);
 
     for (order, total, card, why) in [
-        ("o-2", 2500, "0002", "card declined"),
+        ("o-2", 2500, "0002", "card declined by the issuer"),
         ("o-3", 20_000, "4242", "over the limit"),
     ] {
         let declined = kit.deliver(payment(order, total, card)).await;
@@ -176,17 +194,20 @@ async fn payment_processor_charges_once_and_declines_for_good() {
         assert_eq!(declined.published[0].routing_key, "payment.failed");
         assert_eq!(declined.published[0].json()["status"], "failed");
     }
+    assert_eq!(gateway.charges().len(), 1, "a decline charged");
 }
 
 #[tokio::test]
 async fn payment_processor_retries_a_gateway_that_is_down_then_charges() {
-    let kit = payments(2).await;
+    let gateway = techub_testkit::stand_ins::PaymentGateway::start("gw-key").await;
+    gateway.fail_next(&[503, 502]);
+    let kit = payments(&gateway).await;
     for attempt in 1..=2 {
         let handled = kit
             .deliver(payment("o-1", 100, "4242").attempt(attempt))
             .await;
         assert!(
-            matches!(&handled.outcome, Outcome::Retry(reason) if reason.contains("gateway unavailable")),
+            matches!(&handled.outcome, Outcome::Retry(reason) if reason.contains("the gateway answered 50")),
             "{handled:?}"
         );
         assert!(handled.published.is_empty());
@@ -194,6 +215,34 @@ async fn payment_processor_retries_a_gateway_that_is_down_then_charges() {
     let third = kit.deliver(payment("o-1", 100, "4242").attempt(3)).await;
     assert_eq!(third.outcome, Outcome::Ok, "{third:?}");
     assert_eq!(third.published[0].routing_key, "payment.processed");
+    assert_eq!(gateway.charges().len(), 1);
+}
+
+/// The gateway charges but answers after the plugin stopped waiting: the retry
+/// carries the same idempotency key, and the gateway (which counts) charged once.
+#[tokio::test]
+async fn payment_processor_charges_once_when_a_timed_out_charge_went_through() {
+    let gateway = techub_testkit::stand_ins::PaymentGateway::start("gw-key").await;
+    gateway.answer_late(std::time::Duration::from_secs(2));
+    let kit = payments(&gateway).await;
+    let timed_out = kit.deliver(payment("o-7", 900, "4242")).await;
+    assert!(
+        matches!(&timed_out.outcome, Outcome::Retry(reason) if reason.contains("timed out")),
+        "{timed_out:?}"
+    );
+    let retried = kit.deliver(payment("o-7", 900, "4242").attempt(2)).await;
+    assert_eq!(retried.outcome, Outcome::Ok, "{retried:?}");
+    assert_eq!(
+        gateway.received().len(),
+        2,
+        "the retry asked the gateway again"
+    );
+    let charges = gateway.charges();
+    assert_eq!(charges.len(), 1, "charged twice: {charges:?}");
+    assert_eq!(
+        retried.published[0].json()["charge"],
+        charges[0].id.as_str()
+    );
 }
 
 #[tokio::test]
