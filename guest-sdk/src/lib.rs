@@ -28,6 +28,7 @@
 //! - [`messaging`]: publishing events to `techub.main`.
 //! - [`log`] and [`config`]: the host's log, and this plugin's settings and secrets.
 //! - [`http`]: outbound HTTP to the origins `host.toml` grants (`wasi:http`).
+//! - [`events`]: the example business flow's events, typed (the README's table).
 //! - `wit` (hidden): the generated bindings; use the modules above instead.
 #![deny(missing_docs)]
 
@@ -36,6 +37,7 @@ extern crate self as techub_guest;
 
 pub mod cache;
 pub mod config;
+pub mod events;
 pub mod http;
 pub mod lock;
 pub mod log;

@@ -8,7 +8,8 @@ use proptest::prelude::*;
 /// The example configuration the mutations start from.
 const EXAMPLE: &str = include_str!("../../../host.toml");
 
-/// Every dotted field path of a full configuration (the defaults, printed).
+/// Every dotted field path of a full configuration (the defaults, printed) and of the
+/// example (which has sections the defaults leave out, such as `[stand_ins]`).
 fn field_paths() -> Vec<String> {
     fn walk(prefix: &str, table: &toml::Table, out: &mut Vec<String>) {
         for (key, value) in table {
@@ -26,7 +27,16 @@ fn field_paths() -> Vec<String> {
     let table: toml::Table = printed.parse().expect("and read back");
     let mut paths = Vec::new();
     walk("", &table, &mut paths);
+    let example: toml::Table = EXAMPLE.parse().expect("the example is TOML");
+    walk("", &example, &mut paths);
+    paths.sort();
+    paths.dedup();
     paths
+}
+
+/// The example's own path: its secrets' files are relative to it.
+fn example_path() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../host.toml")
 }
 
 fn any_value() -> impl Strategy<Value = toml::Value> {
@@ -84,7 +94,7 @@ proptest! {
         let mut table: toml::Table = EXAMPLE.parse().expect("the example is TOML");
         set(&mut table, &path, value);
         let text = toml::to_string(&table).expect("a table prints");
-        if let Err(error) = HostConfig::parse(&text) {
+        if let Err(error) = HostConfig::from_file_text(&example_path(), &text) {
             let message = error.to_string();
             // The fields it names: `a.b` in backticks, a known path or an entry under
             // one (a plugin's name, a queue type, a domain).

@@ -18,23 +18,13 @@
 //! Settings (`[plugins.email-sender.settings]`): `provider_url`. Secrets
 //! (`[plugins.email-sender.secrets]`): `api_key`. Grant: `outbound = [<provider_url>]`.
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
+use techub_guest::events::EmailRequest;
 use techub_guest::http;
 use techub_guest::prelude::*;
 
 /// How long a sent message is remembered (redeliveries come within minutes).
 const SENT_FOR_MS: u64 = 7 * 24 * 3_600_000;
-
-#[derive(Debug, Deserialize, Serialize)]
-struct EmailRequest {
-    template: String,
-    to: String,
-    from: String,
-    #[serde(default)]
-    name: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    user_id: Option<String>,
-}
 
 /// The provider's answer, as far as this plugin reads it.
 #[derive(Debug, Deserialize)]

@@ -7,24 +7,15 @@
 //! what they say of its stock is stale, and the level is announced when it crosses
 //! the `low` setting (`inventory.low`) or reaches zero (`inventory.out`).
 
-use serde::Deserialize;
+use techub_guest::events::{self, InventoryLevel, InventoryRestocked, InventoryUpdated};
 use techub_guest::prelude::*;
-
-#[derive(Debug, Deserialize)]
-struct Change {
-    product: String,
-    #[serde(default)]
-    quantity: i64,
-    #[serde(default)]
-    reserved: i64,
-}
 
 /// What a new level means: the event to announce, if any.
 fn announcement(before: i64, after: i64, low: i64) -> Option<&'static str> {
     if after <= 0 && before > 0 {
-        Some("inventory.out")
+        Some(events::INVENTORY_OUT)
     } else if after > 0 && after <= low && before > low {
-        Some("inventory.low")
+        Some(events::INVENTORY_LOW)
     } else {
         None
     }
@@ -32,23 +23,31 @@ fn announcement(before: i64, after: i64, low: i64) -> Option<&'static str> {
 
 #[handler(queue = "inventory", routing_keys = ["inventory.restocked", "inventory.updated"])]
 fn keep(message: Message) -> Result<(), Failure> {
-    let change: Change = message.json()?;
-    let delta = match message.routing_key() {
-        "inventory.restocked" => change.quantity,
-        _ => -change.reserved,
+    let (product, delta) = match message.routing_key() {
+        events::INVENTORY_RESTOCKED => {
+            let restocked: InventoryRestocked = message.json()?;
+            (restocked.product, restocked.quantity)
+        }
+        _ => {
+            let updated: InventoryUpdated = message.json()?;
+            (updated.product, -updated.reserved)
+        }
     };
-    if change.product.is_empty() || delta == 0 {
+    if product.is_empty() || delta == 0 {
         return Err(Failure::reject(
             "an inventory event needs a product and a quantity",
         ));
     }
     let low: i64 = config::parsed_or("low", 5)?;
     store::once(message.id(), 86_400_000, || -> Result<(), Failure> {
-        let after = store::incr_by(format!("level:{}", change.product), delta)?;
-        let tag = format!("product:{}", change.product);
+        let after = store::incr_by(format!("level:{product}"), delta)?;
+        let tag = format!("product:{product}");
         let dropped = cache::invalidate_tag(Some(Domain::PRODUCTS), &tag)?;
         if let Some(event) = announcement(after - delta, after, low) {
-            let body = serde_json::json!({ "product": change.product, "level": after });
+            let body = InventoryLevel {
+                product: product.clone(),
+                level: after,
+            };
             let follow = PublishOptions::default()
                 .follows(&message)
                 .priority(Priority::High);
@@ -57,7 +56,7 @@ fn keep(message: Message) -> Result<(), Failure> {
         log::info_with(
             "stock level",
             &[
-                ("product", &change.product),
+                ("product", &product),
                 ("level", &after.to_string()),
                 ("cache_entries_dropped", &dropped.to_string()),
             ],

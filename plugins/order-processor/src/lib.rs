@@ -12,26 +12,16 @@
 //! recorded, and the retry skips the products already reserved instead of taking their
 //! stock twice.
 
-use serde::{Deserialize, Serialize};
+use techub_guest::events::{
+    self, InventoryRestocked, InventoryUpdated, OrderCancelled, OrderCreated, OrderItem as Item,
+};
 use techub_guest::lock::with_lock;
 use techub_guest::prelude::*;
-
-#[derive(Debug, Deserialize, Serialize)]
-struct Item {
-    product: String,
-    quantity: i64,
-}
-
-#[derive(Debug, Deserialize, Serialize)]
-struct OrderCreated {
-    id: String,
-    items: Vec<Item>,
-}
 
 #[handler(queue = "order", routing_keys = ["order.created", "inventory.restocked"])]
 fn process(message: Message) -> Result<(), Failure> {
     match message.routing_key() {
-        "inventory.restocked" => restock(message.json()?),
+        events::INVENTORY_RESTOCKED => restock(message.json()?),
         _ => place(&message, message.json()?),
     }
 }
@@ -40,7 +30,7 @@ fn stock_key(product: &str) -> String {
     format!("stock:{product}")
 }
 
-fn restock(item: Item) -> Result<(), Failure> {
+fn restock(item: InventoryRestocked) -> Result<(), Failure> {
     if item.quantity <= 0 {
         return Err(Failure::reject(format!(
             "restock of {} by {}",
@@ -123,8 +113,12 @@ fn place(message: &Message, order: OrderCreated) -> Result<(), Failure> {
             for item in &order.items {
                 if !reserve(&order.id, item)? {
                     release(&order.id)?;
-                    let reason = serde_json::json!({ "order": order.id, "reason": "out of stock", "product": item.product });
-                    messaging::publish_json("order.cancelled", &reason, &follow)?;
+                    let reason = OrderCancelled {
+                        order: order.id.clone(),
+                        reason: "out of stock".into(),
+                        product: item.product.clone(),
+                    };
+                    messaging::publish_json(events::ORDER_CANCELLED, &reason, &follow)?;
                     return Ok(());
                 }
             }
@@ -136,8 +130,12 @@ fn place(message: &Message, order: OrderCreated) -> Result<(), Failure> {
                 &EntryOptions::default().tag(format!("order:{}", order.id)),
             )?;
             for item in &order.items {
-                let event = serde_json::json!({ "product": item.product, "reserved": item.quantity, "order": order.id });
-                messaging::publish_json("inventory.updated", &event, &follow)?;
+                let event = InventoryUpdated {
+                    product: item.product.clone(),
+                    reserved: item.quantity,
+                    order: order.id.clone(),
+                };
+                messaging::publish_json(events::INVENTORY_UPDATED, &event, &follow)?;
             }
             Ok(())
         },

@@ -18,29 +18,10 @@
 //! Settings: `gateway_url`, `limit` (cents). Secrets: `gateway_key`. Grant:
 //! `outbound = [<gateway_url>]`.
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
+use techub_guest::events::{self, OrderCreated, PaymentEvent};
 use techub_guest::http;
 use techub_guest::prelude::*;
-
-#[derive(Debug, Deserialize, Serialize)]
-struct OrderCreated {
-    id: String,
-    /// In cents.
-    total: u64,
-    /// The card's last four digits.
-    card: String,
-}
-
-#[derive(Debug, Serialize)]
-struct PaymentEvent<'a> {
-    order: &'a str,
-    amount: u64,
-    status: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    charge: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    reason: Option<String>,
-}
 
 /// What the charge request sends.
 #[derive(Debug, Serialize)]
@@ -96,14 +77,8 @@ fn process(message: Message) -> Result<(), Failure> {
         return Ok(());
     }
     let decline = |reason: String| -> Result<(), Failure> {
-        let event = PaymentEvent {
-            order: &order.id,
-            amount: order.total,
-            status: "failed",
-            charge: None,
-            reason: Some(reason.clone()),
-        };
-        messaging::publish_json("payment.failed", &event, &follow)?;
+        let event = PaymentEvent::failed(&order.id, order.total, &reason);
+        messaging::publish_json(events::PAYMENT_FAILED, &event, &follow)?;
         Err(Failure::reject(format!("order {}: {reason}", order.id)))
     };
     if order.total > limit {
@@ -131,14 +106,8 @@ fn process(message: Message) -> Result<(), Failure> {
                 ("charge".to_string(), id.clone().into_bytes()),
             ];
             store::hash_set(&record, &fields)?;
-            let event = PaymentEvent {
-                order: &order.id,
-                amount: order.total,
-                status: "processed",
-                charge: Some(&id),
-                reason: None,
-            };
-            messaging::publish_json("payment.processed", &event, &follow)?;
+            let event = PaymentEvent::processed(&order.id, order.total, &id);
+            messaging::publish_json(events::PAYMENT_PROCESSED, &event, &follow)?;
             log::info_with(
                 "payment processed",
                 &[("order", &order.id), ("charge", &id)],

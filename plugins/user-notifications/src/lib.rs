@@ -4,24 +4,8 @@
 //! the user, and publishes a `notification.email` asking for the welcome email,
 //! correlated with the event. The sender address is a setting in `host.toml`.
 
-use serde::{Deserialize, Serialize};
+use techub_guest::events::{self, EmailRequest, UserCreated};
 use techub_guest::prelude::*;
-
-#[derive(Debug, Deserialize, Serialize)]
-struct UserCreated {
-    id: String,
-    email: String,
-    name: String,
-}
-
-#[derive(Debug, Serialize)]
-struct EmailRequest<'a> {
-    template: &'a str,
-    to: &'a str,
-    from: String,
-    name: &'a str,
-    user_id: &'a str,
-}
 
 #[handler(queue = "notification", routing_keys = ["user.created"])]
 fn welcome(message: Message) -> Result<(), Failure> {
@@ -36,14 +20,14 @@ fn welcome(message: Message) -> Result<(), Failure> {
     cache::set_json(Domain::USERS, &user.id, &user, &options)?;
 
     let email = EmailRequest {
-        template: "welcome",
-        to: &user.email,
+        template: "welcome".into(),
+        to: user.email.clone(),
         from: config::get_or("sender", "noreply@techub.example"),
-        name: &user.name,
-        user_id: &user.id,
+        name: user.name.clone(),
+        user_id: Some(user.id.clone()),
     };
     let id = messaging::publish_json(
-        "notification.email",
+        events::NOTIFICATION_EMAIL,
         &email,
         &PublishOptions::default().follows(&message),
     )?;

@@ -20,18 +20,10 @@
 
 mod signature;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
+use techub_guest::events::WebhookEvent;
 use techub_guest::http;
 use techub_guest::prelude::*;
-
-#[derive(Debug, Deserialize)]
-struct WebhookEvent {
-    customer: String,
-    #[serde(rename = "type")]
-    kind: String,
-    #[serde(default)]
-    data: serde_json::Value,
-}
 
 /// The body the endpoint receives.
 #[derive(Debug, Serialize)]

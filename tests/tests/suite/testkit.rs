@@ -269,7 +269,7 @@ async fn inventory_keeper_announces_low_and_out_once_and_invalidates_the_product
     let reserve = |id: &str, n: i64| {
         TestMessage::json(
             "inventory.updated",
-            &json!({ "product": "a", "reserved": n }),
+            &json!({ "product": "a", "reserved": n, "order": format!("o-{id}") }),
         )
         .id(id)
     };
