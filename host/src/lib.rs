@@ -21,6 +21,8 @@
 //! - [`metrics`]: the Prometheus metrics `/metrics` exposes.
 //! - [`watch`]: the plugins directory and `host.toml`, watched.
 //! - [`platform`]: everything above, started together; reload and graceful stop.
+//! - [`schedules`]: `[schedules.<name>]`, messages published on the clock, once per
+//!   tick across hosts.
 //! - [`stand_ins`]: local stand-ins for a mail provider, a payment gateway and a
 //!   webhook endpoint (`[stand_ins]`: the demo, `cargo xtask run`, tests).
 //! - [`admin`]: the HTTP endpoint (health, plugins, publish, dead letters) and the
@@ -38,6 +40,7 @@ pub mod platform;
 pub mod plugins;
 pub mod registry;
 pub mod runtime;
+pub mod schedules;
 pub mod stand_ins;
 pub mod watch;
 

@@ -264,6 +264,13 @@ impl Platform {
             platform.stopping.clone(),
         );
         platform.background_tasks().push(warmer);
+        // After the plugins, so that a tick's message finds their queues bound.
+        let scheduler = crate::schedules::spawn(
+            platform.services.clone(),
+            platform.config.clone(),
+            platform.stopping.clone(),
+        );
+        platform.background_tasks().push(scheduler);
         platform.warn_about_config().await;
         Ok(platform)
     }
@@ -407,52 +414,64 @@ impl Platform {
         payload: Vec<u8>,
         message: OperatorMessage,
     ) -> anyhow::Result<String> {
-        crate::capability::messaging::routing::validate_routing_key(routing_key)
-            .map_err(anyhow::Error::msg)?;
-        anyhow::ensure!(
-            payload.len() <= self.config.load().host.max_message_bytes,
-            "payload larger than host.max_message_bytes"
-        );
-        crate::capability::messaging::check_options(
-            &crate::bindings::techub::platform::messaging::PublishOptions {
-                priority: message.priority,
-                persistent: true,
-                expiration_ms: None,
-                delay_ms: None,
-                correlation_id: message.correlation_id.clone(),
-                reply_to: None,
-                headers: message.headers.clone(),
-                message_id: message.message_id.clone(),
-            },
-        )
-        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-        let id = message
-            .message_id
-            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-        let priority = message.priority;
-        let envelope = Envelope {
-            id: id.clone(),
-            routing_key: routing_key.to_string(),
-            payload,
-            headers: message.headers,
-            correlation_id: message.correlation_id,
-            reply_to: None,
-            priority: priority
-                .map_or_else(|| self.services.priorities.of(routing_key), priority_level),
+        let max_bytes = self.config.load().host.max_message_bytes;
+        publish_operator(&self.services, max_bytes, routing_key, payload, message).await
+    }
+}
+
+/// Publishes as the operator (the admin endpoint, schedules): persistent, checked as a
+/// plugin's publish would be, with the routing key's default priority unless given.
+pub(crate) async fn publish_operator(
+    services: &Services,
+    max_message_bytes: usize,
+    routing_key: &str,
+    payload: Vec<u8>,
+    message: OperatorMessage,
+) -> anyhow::Result<String> {
+    crate::capability::messaging::routing::validate_routing_key(routing_key)
+        .map_err(anyhow::Error::msg)?;
+    anyhow::ensure!(
+        payload.len() <= max_message_bytes,
+        "payload larger than host.max_message_bytes"
+    );
+    crate::capability::messaging::check_options(
+        &crate::bindings::techub::platform::messaging::PublishOptions {
+            priority: message.priority,
             persistent: true,
             expiration_ms: None,
-            published_at_ms: now_ms(),
-            attempt: 1,
-            parked: None,
-        };
-        // Pending before the publish: a fast consumer may otherwise mark it done first.
-        self.services.tracker.published(&id, None);
-        if let Err(error) = self.services.broker.publish(envelope, None).await {
-            self.services.tracker.forget(&id);
-            return Err(error).context("could not publish");
-        }
-        Ok(id)
+            delay_ms: None,
+            correlation_id: message.correlation_id.clone(),
+            reply_to: None,
+            headers: message.headers.clone(),
+            message_id: message.message_id.clone(),
+        },
+    )
+    .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let id = message
+        .message_id
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let priority = message.priority;
+    let envelope = Envelope {
+        id: id.clone(),
+        routing_key: routing_key.to_string(),
+        payload,
+        headers: message.headers,
+        correlation_id: message.correlation_id,
+        reply_to: None,
+        priority: priority.map_or_else(|| services.priorities.of(routing_key), priority_level),
+        persistent: true,
+        expiration_ms: None,
+        published_at_ms: now_ms(),
+        attempt: 1,
+        parked: None,
+    };
+    // Pending before the publish: a fast consumer may otherwise mark it done first.
+    services.tracker.published(&id, None);
+    if let Err(error) = services.broker.publish(envelope, None).await {
+        services.tracker.forget(&id);
+        return Err(error).context("could not publish");
     }
+    Ok(id)
 }
 
 async fn reload(

@@ -21,6 +21,7 @@ impl Default for HostConfig {
             lock: LockConfig::default(),
             http: HttpConfig::default(),
             plugins: BTreeMap::new(),
+            schedules: BTreeMap::new(),
             stand_ins: None,
         }
     }

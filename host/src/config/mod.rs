@@ -17,6 +17,7 @@ mod http;
 mod live;
 mod merge;
 mod redact;
+mod schedules;
 mod stand_ins;
 mod suggest;
 mod validate;
@@ -30,6 +31,7 @@ pub use http::{
     in_network,
 };
 pub use redact::{redact_url, redacted};
+pub use schedules::{ScheduleConfig, Timing};
 pub use stand_ins::StandInsConfig;
 pub use validate::{ConfigError, MIN_LOCK_TTL_MS, validate_name};
 
@@ -66,6 +68,9 @@ pub struct HostConfig {
     pub http: HttpConfig,
     /// Grants, settings and limit overrides per plugin, keyed by plugin name.
     pub plugins: BTreeMap<String, PluginConfig>,
+    /// Messages the host publishes on the clock, by schedule name.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub schedules: BTreeMap<String, ScheduleConfig>,
     /// Local stand-ins for providers (the demo's; absent in production).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stand_ins: Option<StandInsConfig>,

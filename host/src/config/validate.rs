@@ -421,6 +421,9 @@ impl HostConfig {
             300_000,
         )?;
         check("lock.max_retries", self.lock.max_retries, 0, 10)?;
+        for (name, schedule) in &self.schedules {
+            schedule.validate(name)?;
+        }
         if let Some(stand_ins) = &self.stand_ins {
             if (stand_ins.mail.is_some() || stand_ins.gateway.is_some()) && stand_ins.key.is_none()
             {

@@ -22,6 +22,7 @@ mod queue_types;
 mod read_through;
 mod request_reply;
 mod reuse;
+mod schedules;
 mod status_page;
 mod store_plugins;
 mod testkit;
