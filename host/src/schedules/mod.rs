@@ -37,8 +37,10 @@ use tokio_util::sync::CancellationToken;
 pub const CATCH_UP: Duration = Duration::from_secs(3600);
 /// How often the loop looks at the configuration when no tick is due sooner.
 const LOOK: Duration = Duration::from_secs(1);
-/// How long a tick's claim is kept (a tick is never claimed again after it).
-const CLAIM_TTL: Duration = Duration::from_secs(2 * 86_400);
+/// How long a tick's claim is kept: past the oldest tick a starting host may still
+/// claim ([`CATCH_UP`]), and no longer, so that a frequent schedule keeps about an
+/// hour of claims (3 900 keys for `every = "1s"`), not days of them.
+const CLAIM_TTL: Duration = Duration::from_secs(CATCH_UP.as_secs() + 300);
 
 /// Runs the schedules of `config` (as reloaded) until `stopping`.
 pub fn spawn(

@@ -191,32 +191,44 @@ async fn cpu_time_is_the_guest_s_own_not_the_wall_clock_of_a_crowded_machine() {
         l.timeout_ms = 600_000;
     })
     .await;
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // The crowd must actually slow the plugin's wall clock past the budget for the
+    // test to show anything; on a machine whose scheduler shares differently at that
+    // moment, try again with a larger crowd (up to three times) before saying so.
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let crowd: Vec<_> = (0..cores * 6)
-        .map(|_| {
-            let stop = stop.clone();
-            std::thread::spawn(move || {
-                // Bounded: stops with the invocation, or after 60 s at most.
-                let started = std::time::Instant::now();
-                while !stop.load(std::sync::atomic::Ordering::Relaxed)
-                    && started.elapsed() < std::time::Duration::from_secs(60)
-                {
-                    std::hint::black_box(0u64);
-                }
+    let mut crowded = None;
+    for round in 1..=3 {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let crowd: Vec<_> = (0..cores * 6 * round)
+            .map(|_| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    // Bounded: stops with the invocation, or after 60 s at most.
+                    let started = std::time::Instant::now();
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed)
+                        && started.elapsed() < std::time::Duration::from_secs(60)
+                    {
+                        std::hint::black_box(0u64);
+                    }
+                })
             })
-        })
-        .collect();
-    let crowded = runtime
-        .invoke(
-            &plugin.pre,
-            plugin.context.clone(),
-            &delivery("burn", rounds),
-            5,
-        )
-        .await;
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    crowd.into_iter().for_each(|t| t.join().unwrap());
+            .collect();
+        let report = runtime
+            .invoke(
+                &plugin.pre,
+                plugin.context.clone(),
+                &delivery("burn", rounds),
+                5,
+            )
+            .await;
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        crowd.into_iter().for_each(|t| t.join().unwrap());
+        let slowed = report.elapsed > burn * 3;
+        crowded = Some(report);
+        if slowed {
+            break;
+        }
+    }
+    let crowded = crowded.expect("at least one round");
     assert!(
         crowded.elapsed > burn * 3,
         "the machine was crowded: {:?} of wall time vs {burn:?} of CPU",
