@@ -3,10 +3,11 @@
 //! shared and noisy. Names: `instantiate`, `cache-get`, `messages`, `prefetch`,
 //! `swap`, `start`, `swap-throughput`, `metrics-overhead`, `stats-overhead`,
 //! `store-atomic`, `cas-contention`, `request-reply`, `read-through`, `l1`, `neighbours`,
-//! `http`.
+//! `http`, `email`.
 
 mod cache;
 mod consumers;
+mod email;
 mod http;
 mod l1;
 mod live;
@@ -76,6 +77,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if run("http") {
         http::http().await?;
+    }
+    if run("email") {
+        email::email_throughput().await?;
     }
     if run("l1") {
         l1::gets().await?;
