@@ -133,7 +133,13 @@ struct Event {{
 #[handler(queue = "{queue}", routing_keys = ["{routing_key}"])]
 fn handle(message: Message) -> Result<(), Failure> {{
     let event: Event = message.json()?; // malformed JSON: rejected, not retried
-    log::info(greeting(&event.id));
+    // Deliveries are at-least-once: a side effect that must happen once per message
+    // goes inside `store::once`, which skips it on a redelivery after it succeeded
+    // (and lets a retry run it again if it failed).
+    store::once(message.id(), 86_400_000, || -> Result<(), Failure> {{
+        log::info(greeting(&event.id));
+        Ok(())
+    }})?;
     Ok(())
 }}
 

@@ -741,6 +741,10 @@ fn a_scaffolded_plugin_builds_outside_the_repository_passes_its_test_and_checks(
         String::from_utf8_lossy(&output.stderr)
     );
     let root = outside.path().join("hello-plugin");
+    // Its handler shows the first thing a consumer needs: its side effect once per
+    // message, whatever the redeliveries.
+    let lib = std::fs::read_to_string(root.join("src/lib.rs")).unwrap();
+    assert!(lib.contains("store::once(message.id(),"), "{lib}");
     // A target directory of its own (the suite's is locked by `cargo test`), kept
     // across runs so that only the first builds the dependencies.
     let target = techub_tests::repo_root().join("target/scaffold-test");
