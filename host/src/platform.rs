@@ -55,8 +55,20 @@ pub struct Platform {
     pub stand_ins: Option<crate::stand_ins::StandIns>,
 }
 
-/// Longest the shutdown waits for one background task to finish its last round.
+/// Longest the shutdown waits for one background task to finish its last round, or
+/// for one of its last calls to a service.
 const BACKGROUND_STOP: Duration = Duration::from_secs(5);
+
+/// Awaits `step` of the shutdown for at most [`BACKGROUND_STOP`], saying so if it did
+/// not finish.
+async fn bounded(step: &str, future: impl std::future::Future<Output = ()>) {
+    if tokio::time::timeout(BACKGROUND_STOP, future).await.is_err() {
+        tracing::warn!(
+            "shutdown: {step} did not finish within {} s; going on without it",
+            BACKGROUND_STOP.as_secs()
+        );
+    }
+}
 
 /// Connects the backends `config` selects; a connection failure names the URL.
 pub async fn connect_services(config: &HostConfig) -> anyhow::Result<Services> {
@@ -367,12 +379,14 @@ impl Platform {
             }
         }
         self.services.cache_events.stop();
-        // What this host counted since the last flush reaches Redis before it goes.
-        self.services.cache_stats.flush().await;
+        // What this host counted since the last flush reaches Redis before it goes,
+        // and the broker connection closes cleanly; each bounded, since a service that
+        // stopped answering must not hold the exit.
+        bounded("the cache statistics flush", self.services.cache_stats.flush()).await;
         if let Some(shared) = self.services.tracker.shared() {
-            shared.flush().await;
+            bounded("the message status flush", shared.flush()).await;
         }
-        self.services.broker.close().await;
+        bounded("closing the broker connection", self.services.broker.close()).await;
         report
     }
 

@@ -1000,3 +1000,33 @@ async fn a_webhook_is_delivered_signed_after_a_retry() {
     })
     .await;
 }
+
+/// A host whose Redis and RabbitMQ stop answering (connections open, nothing
+/// delivered) still stops: each last call of the shutdown (the statistics and status
+/// flushes, closing the broker connection) is bounded.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_host_stops_even_when_its_services_stop_answering() {
+    init_tracing();
+    let redis_proxy = techub_tests::TcpProxy::start("127.0.0.1:6379").await;
+    let amqp_proxy = techub_tests::TcpProxy::start("127.0.0.1:5672").await;
+    let dir = PluginDir::with(&[]);
+    let mut config = on_services(&dir);
+    config.redis.url = format!("redis://127.0.0.1:{}", redis_proxy.port);
+    config.amqp.url = format!("amqp://guest:guest@127.0.0.1:{}/%2f", amqp_proxy.port);
+    let platform = start(config).await;
+    platform
+        .publish("nothing.bound", b"{}".to_vec(), None)
+        .await
+        .unwrap();
+    redis_proxy.stall();
+    amqp_proxy.stall();
+    let started = std::time::Instant::now();
+    let stopped = tokio::time::timeout(Duration::from_secs(60), platform.shutdown()).await;
+    assert!(
+        stopped.is_ok(),
+        "the shutdown hung on services that stopped answering"
+    );
+    println!("stopped in {:?} with both services stalled", started.elapsed());
+    redis_proxy.flow();
+    amqp_proxy.flow();
+}
