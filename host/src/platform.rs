@@ -382,11 +382,19 @@ impl Platform {
         // What this host counted since the last flush reaches Redis before it goes,
         // and the broker connection closes cleanly; each bounded, since a service that
         // stopped answering must not hold the exit.
-        bounded("the cache statistics flush", self.services.cache_stats.flush()).await;
+        bounded(
+            "the cache statistics flush",
+            self.services.cache_stats.flush(),
+        )
+        .await;
         if let Some(shared) = self.services.tracker.shared() {
             bounded("the message status flush", shared.flush()).await;
         }
-        bounded("closing the broker connection", self.services.broker.close()).await;
+        bounded(
+            "closing the broker connection",
+            self.services.broker.close(),
+        )
+        .await;
         report
     }
 

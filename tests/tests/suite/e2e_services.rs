@@ -1026,7 +1026,10 @@ async fn a_host_stops_even_when_its_services_stop_answering() {
         stopped.is_ok(),
         "the shutdown hung on services that stopped answering"
     );
-    println!("stopped in {:?} with both services stalled", started.elapsed());
+    println!(
+        "stopped in {:?} with both services stalled",
+        started.elapsed()
+    );
     redis_proxy.flow();
     amqp_proxy.flow();
 }
