@@ -37,28 +37,9 @@ pub enum Behaviour {
     HugeHeader,
 }
 
-/// One request a server received.
-#[derive(Debug, Clone)]
-pub struct Received {
-    /// The method.
-    pub method: String,
-    /// Path and query.
-    pub path: String,
-    /// Header fields, names lower case.
-    pub headers: Vec<(String, String)>,
-    /// The body.
-    pub body: Vec<u8>,
-}
-
-impl Received {
-    /// The first value of header `name`.
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    }
-}
+/// One request a server received: the same record the host's provider stand-ins keep
+/// (`techub_host::stand_ins::Request`).
+pub use techub_host::stand_ins::Request as Received;
 
 /// A running server; stops when dropped.
 pub struct TestServer {

@@ -64,7 +64,14 @@ pub fn spawn(
                 let since = fired.entry(name.clone()).or_insert(now);
                 while let Some(tick) = ticks::next_after(&timing, *since).filter(|t| *t <= now) {
                     *since = tick;
-                    fire(&services, &current, name, tick).await;
+                    fire(
+                        &services,
+                        &current,
+                        name,
+                        tick,
+                        ticks::next_after(&timing, tick),
+                    )
+                    .await;
                 }
                 if let Some(next) = ticks::next_after(&timing, *since) {
                     let until = (next - Utc::now()).to_std().unwrap_or_default();
@@ -113,7 +120,14 @@ async fn catch_up(
             tracing::warn!(schedule = %name, tick = %missed.to_rfc3339(), "a tick missed while no host ran is older than {} s: skipped", CATCH_UP.as_secs());
             continue;
         }
-        fire(services, config, name, missed).await;
+        fire(
+            services,
+            config,
+            name,
+            missed,
+            ticks::next_after(&timing, missed),
+        )
+        .await;
     }
 }
 
@@ -121,8 +135,15 @@ fn last_key(config: &HostConfig, name: &str) -> String {
     format!("{}schedule:{name}:last", config.host.key_prefix)
 }
 
-/// Claims `tick` of schedule `name` and, if this host won it, publishes its message.
-async fn fire(services: &Services, config: &HostConfig, name: &str, tick: DateTime<Utc>) {
+/// Claims `tick` of schedule `name` and, if this host won it, publishes its message,
+/// retrying a refused publish until the schedule's `next` tick.
+async fn fire(
+    services: &Services,
+    config: &HostConfig,
+    name: &str,
+    tick: DateTime<Utc>,
+    next: Option<DateTime<Utc>>,
+) {
     let Some(schedule) = config.schedules.get(name) else {
         return;
     };
@@ -158,10 +179,6 @@ async fn fire(services: &Services, config: &HostConfig, name: &str, tick: DateTi
             ("scheduled-for".into(), tick.to_rfc3339()),
         ],
     };
-    let next = schedule
-        .timing(name)
-        .ok()
-        .and_then(|t| ticks::next_after(&t, tick));
     loop {
         match publish_operator(
             services,

@@ -11,11 +11,13 @@ use std::sync::{Arc, Mutex};
 /// A request a stand-in received.
 #[derive(Debug, Clone)]
 pub struct Request {
+    /// The method.
     pub method: String,
     /// Path and query.
     pub path: String,
     /// Header fields, names in lower case.
     pub headers: Vec<(String, String)>,
+    /// The body.
     pub body: Vec<u8>,
 }
 
