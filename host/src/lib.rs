@@ -23,6 +23,8 @@
 //! - [`platform`]: everything above, started together; reload and graceful stop.
 //! - [`schedules`]: `[schedules.<name>]`, messages published on the clock, once per
 //!   tick across hosts.
+//! - [`webhooks`]: `[webhooks]`, providers' webhooks verified and published, on
+//!   their own listener.
 //! - [`stand_ins`]: local stand-ins for a mail provider, a payment gateway and a
 //!   webhook endpoint (`[stand_ins]`: the demo, `cargo xtask run`, tests).
 //! - [`admin`]: the HTTP endpoint (health, plugins, publish, dead letters) and the
@@ -43,6 +45,7 @@ pub mod runtime;
 pub mod schedules;
 pub mod stand_ins;
 pub mod watch;
+pub mod webhooks;
 
 pub use config::HostConfig;
 pub use platform::Platform;

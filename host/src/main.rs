@@ -343,6 +343,16 @@ async fn run(path: PathBuf) -> anyhow::Result<()> {
             println!("  {} consumes {queue} via {keys:?}", plugin.name);
         }
     }
+    if let Some(addr) = platform.webhooks_addr() {
+        for (name, route) in &platform.config().webhooks.routes {
+            println!(
+                "  webhook {name}: POST http://{addr}{} ({}) publishes {}",
+                route.path,
+                route.verify.name(),
+                route.routing_key
+            );
+        }
+    }
     println!(
         "publish a message:  cargo run -p techub-host -- publish user.created '{{\"id\":\"42\",\"email\":\"ada@example.com\",\"name\":\"Ada\"}}'"
     );

@@ -53,6 +53,8 @@ pub struct Platform {
     stopping: tokio_util::sync::CancellationToken,
     /// `[stand_ins]`'s local providers, serving while the platform lives.
     pub stand_ins: Option<crate::stand_ins::StandIns>,
+    /// Where `[webhooks]` are served, once bound.
+    webhooks_addr: Option<std::net::SocketAddr>,
 }
 
 /// Longest the shutdown waits for one background task to finish its last round, or
@@ -203,6 +205,8 @@ impl Platform {
     /// Connects the backends, loads the plugins directory, starts consuming, and
     /// watches the directory for plugins dropped, replaced or removed.
     pub async fn start(config: HostConfig) -> anyhow::Result<Self> {
+        // First: a port conflict must stop the start before anything is consumed.
+        let webhooks = crate::webhooks::bind(&config).await?;
         // Before the plugins: their first messages may call them.
         let stand_ins = match &config.stand_ins {
             Some(section) => Some(crate::stand_ins::StandIns::start(section).await?),
@@ -253,6 +257,7 @@ impl Platform {
             background: Mutex::new(background),
             stopping,
             stand_ins,
+            webhooks_addr: webhooks.as_ref().and_then(|l| l.local_addr().ok()),
         };
         // Watch first, so that nothing dropped while the directory loads is missed
         // (a file seen twice is loaded once: its hash is the version).
@@ -283,6 +288,16 @@ impl Platform {
             platform.stopping.clone(),
         );
         platform.background_tasks().push(scheduler);
+        // Last: a webhook's message must find the plugins' queues bound.
+        if let Some(listener) = webhooks {
+            let server = crate::webhooks::serve(
+                listener,
+                platform.services.clone(),
+                platform.config.clone(),
+                platform.stopping.clone(),
+            );
+            platform.background_tasks().push(server);
+        }
         platform.warn_about_config().await;
         Ok(platform)
     }
@@ -413,6 +428,11 @@ impl Platform {
         }
     }
 
+    /// Where `[webhooks]` are served (the port bound when `webhooks.addr` asked for 0).
+    pub fn webhooks_addr(&self) -> Option<std::net::SocketAddr> {
+        self.webhooks_addr
+    }
+
     /// Publishes a message as the operator (no grant applies); returns its id. Without
     /// a priority it takes the default of the queue types that bind the routing key.
     pub async fn publish(
@@ -450,6 +470,26 @@ pub(crate) async fn publish_operator(
     payload: Vec<u8>,
     message: OperatorMessage,
 ) -> anyhow::Result<String> {
+    let envelope = operator_envelope(services, max_message_bytes, routing_key, payload, message)?;
+    let id = envelope.id.clone();
+    // Pending before the publish: a fast consumer may otherwise mark it done first.
+    services.tracker.published(&id, None);
+    if let Err(error) = services.broker.publish(envelope, None).await {
+        services.tracker.forget(&id);
+        return Err(error).context("could not publish");
+    }
+    Ok(id)
+}
+
+/// The envelope of an operator's message, checked as a plugin's publish would be
+/// (the routing key, the size, the options); the error says what is wrong with it.
+pub(crate) fn operator_envelope(
+    services: &Services,
+    max_message_bytes: usize,
+    routing_key: &str,
+    payload: Vec<u8>,
+    message: OperatorMessage,
+) -> anyhow::Result<Envelope> {
     crate::capability::messaging::routing::validate_routing_key(routing_key)
         .map_err(anyhow::Error::msg)?;
     anyhow::ensure!(
@@ -473,8 +513,8 @@ pub(crate) async fn publish_operator(
         .message_id
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     let priority = message.priority;
-    let envelope = Envelope {
-        id: id.clone(),
+    Ok(Envelope {
+        id,
         routing_key: routing_key.to_string(),
         payload,
         headers: message.headers,
@@ -486,14 +526,7 @@ pub(crate) async fn publish_operator(
         published_at_ms: now_ms(),
         attempt: 1,
         parked: None,
-    };
-    // Pending before the publish: a fast consumer may otherwise mark it done first.
-    services.tracker.published(&id, None);
-    if let Err(error) = services.broker.publish(envelope, None).await {
-        services.tracker.forget(&id);
-        return Err(error).context("could not publish");
-    }
-    Ok(id)
+    })
 }
 
 async fn reload(

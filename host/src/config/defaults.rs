@@ -22,6 +22,7 @@ impl Default for HostConfig {
             http: HttpConfig::default(),
             plugins: BTreeMap::new(),
             schedules: BTreeMap::new(),
+            webhooks: Default::default(),
             stand_ins: None,
         }
     }

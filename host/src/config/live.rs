@@ -1,7 +1,7 @@
 //! What a reload of `host.toml` changes, and what only a restart can.
 //!
 //! Fixed at start: the backends and their connections (`[backends]`, `[redis]`,
-//! `[amqp]`), the admin endpoint and its token, the pool (`host.max_instances`,
+//! `[amqp]`), the admin endpoint and its token, the webhook listener's address, the pool (`host.max_instances`,
 //! `host.pooling`, and the slot size the largest memory limit set), the key prefix,
 //! the plugins and cache directories, the embedded backends' memory budgets, metrics
 //! on or off and their poll interval, and the cache statistics' retention and flush
@@ -55,6 +55,7 @@ impl HostConfig {
         keep!(cache.stats_flush_ms, "cache.stats_flush_ms");
         keep!(messaging.status_ttl_ms, "messaging.status_ttl_ms");
         keep!(stand_ins, "stand_ins");
+        keep!(webhooks.addr, "webhooks.addr");
         let Some(slot) = slot_mib else {
             return Ok((self, ignored));
         };

@@ -21,6 +21,7 @@ mod schedules;
 mod stand_ins;
 mod suggest;
 mod validate;
+mod webhooks;
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -34,6 +35,7 @@ pub use redact::{redact_url, redacted};
 pub use schedules::{ScheduleConfig, Timing};
 pub use stand_ins::StandInsConfig;
 pub use validate::{ConfigError, MIN_LOCK_TTL_MS, validate_name};
+pub use webhooks::{DEFAULT_TOLERANCE, Verify, WebhookRoute, WebhooksConfig};
 
 /// The whole of `host.toml`.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -71,9 +73,16 @@ pub struct HostConfig {
     /// Messages the host publishes on the clock, by schedule name.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub schedules: BTreeMap<String, ScheduleConfig>,
+    /// Providers' webhooks taken in: the listener and a route per provider.
+    #[serde(skip_serializing_if = "webhooks_absent")]
+    pub webhooks: WebhooksConfig,
     /// Local stand-ins for providers (the demo's; absent in production).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stand_ins: Option<StandInsConfig>,
+}
+
+fn webhooks_absent(webhooks: &WebhooksConfig) -> bool {
+    *webhooks == WebhooksConfig::default()
 }
 
 /// `[host]`.
@@ -643,6 +652,7 @@ impl HostConfig {
                 secret.resolve_path(base);
             }
         }
+        self.webhooks.resolve_paths(base);
         if let Some(stand_ins) = &mut self.stand_ins {
             for secret in [&mut stand_ins.key, &mut stand_ins.webhook_secret]
                 .into_iter()
@@ -665,6 +675,7 @@ impl HostConfig {
                 secret.load(&format!("plugins.{name}.secrets.{key}"))?;
             }
         }
+        self.webhooks.read_secrets()?;
         if let Some(stand_ins) = &mut self.stand_ins {
             if let Some(key) = &mut stand_ins.key {
                 key.load("stand_ins.key")?;

@@ -424,6 +424,7 @@ impl HostConfig {
         for (name, schedule) in &self.schedules {
             schedule.validate(name)?;
         }
+        self.webhooks.validate(self.host.max_message_bytes)?;
         if let Some(stand_ins) = &self.stand_ins {
             if (stand_ins.mail.is_some() || stand_ins.gateway.is_some()) && stand_ins.key.is_none()
             {

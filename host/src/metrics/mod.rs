@@ -83,6 +83,17 @@ struct HttpOriginLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WebhookLabels {
+    route: String,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabel {
+    route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DomainLabel {
     domain: String,
 }
@@ -224,6 +235,8 @@ pub struct Metrics {
     cache_stats_flush_failures: Counter,
     http_requests: Family<HttpLabels, Counter>,
     http_seconds: Family<HttpOriginLabels, Histogram>,
+    webhooks: Family<WebhookLabels, Counter>,
+    webhook_seconds: Family<RouteLabel, Histogram>,
     plugins: Mutex<HashMap<String, Arc<PluginMetrics>>>,
     /// Each cache domain's counters, in `CacheEvent` order.
     domains: std::sync::RwLock<HashMap<String, Arc<[Counter; 6]>>>,
@@ -296,6 +309,8 @@ impl Metrics {
             cache_stats_flush_failures: Counter::default(),
             http_requests: Family::default(),
             http_seconds: Family::new_with_constructor(duration_buckets),
+            webhooks: Family::default(),
+            webhook_seconds: Family::new_with_constructor(duration_buckets),
             plugins: Mutex::default(),
             domains: Default::default(),
         };
@@ -521,6 +536,16 @@ impl Metrics {
             "Time from an outbound HTTP request sent to its response's headers, by origin",
             m.http_seconds.clone(),
         );
+        r.register(
+            "webhooks",
+            "Incoming webhooks by route (\"(none)\" for a path no route serves) and outcome: published, bad_signature, stale, malformed, too_large, unrouted, broker_unavailable, ...",
+            m.webhooks.clone(),
+        );
+        r.register(
+            "webhook_seconds",
+            "Time from an incoming webhook's request to its confirmed publish, by route",
+            m.webhook_seconds.clone(),
+        );
         Self {
             registry,
             ..metrics
@@ -737,6 +762,29 @@ impl Metrics {
                 .get_or_create(&HttpOriginLabels {
                     plugin: plugin.clone(),
                     origin: origin.to_string(),
+                })
+                .observe(elapsed.as_secs_f64());
+        }
+    }
+
+    /// Counts one incoming webhook on `route` that ended `outcome`.
+    pub fn webhook(&self, route: &str, outcome: &'static str) {
+        if self.enabled {
+            self.webhooks
+                .get_or_create(&WebhookLabels {
+                    route: route.to_string(),
+                    outcome,
+                })
+                .inc();
+        }
+    }
+
+    /// Times one published webhook on `route`, from its request to its confirm.
+    pub fn webhook_seconds(&self, route: &str, elapsed: Duration) {
+        if self.enabled {
+            self.webhook_seconds
+                .get_or_create(&RouteLabel {
+                    route: route.to_string(),
                 })
                 .observe(elapsed.as_secs_f64());
         }

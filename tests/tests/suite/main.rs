@@ -26,3 +26,4 @@ mod schedules;
 mod status_page;
 mod store_plugins;
 mod testkit;
+mod webhooks;

@@ -169,7 +169,8 @@ impl Shared {
     /// Routes `envelope` to every bound queue; the queues that refused it (full, with
     /// `reject-publish`), whose refusal fails the publish as RabbitMQ's nack does
     /// (the queues that took it keep it).
-    fn route(&self, envelope: Envelope) -> Result<(), Refused> {
+    /// Puts `envelope` in every queue bound to its key; how many those were.
+    fn route(&self, envelope: Envelope) -> Result<usize, Refused> {
         let targets: Vec<String> = self
             .lock()
             .queues
@@ -178,6 +179,7 @@ impl Shared {
             .map(|(name, _)| name.clone())
             .collect();
         let mut refused = Vec::new();
+        let count = targets.len();
         for queue in targets {
             if self
                 .put(&queue, envelope.clone(), Entering::Published)
@@ -187,7 +189,7 @@ impl Shared {
             }
         }
         match refused.is_empty() {
-            true => Ok(()),
+            true => Ok(count),
             false => Err(Refused(refused)),
         }
     }
@@ -303,13 +305,21 @@ impl Broker for MemoryBroker {
                 });
                 Ok(())
             }
-            _ => self.shared.route(envelope).map_err(|Refused(queues)| {
+            _ => self.publish_routed(envelope).await.map(|_| ()),
+        }
+    }
+
+    async fn publish_routed(&self, mut envelope: Envelope) -> BackendResult<bool> {
+        envelope.attempt = 1;
+        self.shared
+            .route(envelope)
+            .map(|queues| queues > 0)
+            .map_err(|Refused(queues)| {
                 BackendError::Unavailable(format!(
                     "the broker refused the message: queue {} is full (max_length)",
                     queues.join(", ")
                 ))
-            }),
-        }
+            })
     }
 
     async fn declare_queue(&self, spec: &QueueSpec) -> BackendResult<()> {
@@ -448,7 +458,7 @@ impl Broker for MemoryBroker {
                         ReplayTo::RoutingKey(key) => {
                             envelope.routing_key = key;
                             match shared.route(envelope) {
-                                Ok(()) => done.replayed.push((id, None)),
+                                Ok(_) => done.replayed.push((id, None)),
                                 Err(Refused(queues)) => {
                                     done.errors.push(format!(
                                         "{id}: queue {} is full; the letter stays",

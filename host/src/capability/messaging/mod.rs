@@ -171,6 +171,10 @@ pub trait Broker: Send + Sync {
     /// Routes `envelope` to every queue bound to its routing key, after `delay` if any;
     /// returns once the broker has it (publisher confirm).
     async fn publish(&self, envelope: Envelope, delay: Option<Duration>) -> BackendResult<()>;
+    /// Routes `envelope` now and says whether any queue took it (a mandatory publish;
+    /// one no queue takes is dropped and `false` returned): for a publisher that must
+    /// not answer "taken" for a message nobody will read, such as an incoming webhook.
+    async fn publish_routed(&self, envelope: Envelope) -> BackendResult<bool>;
     /// Declares a queue and its bindings, idempotently (bindings it has already stay),
     /// and sets its limits (those of an existing queue change to `spec.limits`).
     async fn declare_queue(&self, spec: &QueueSpec) -> BackendResult<()>;

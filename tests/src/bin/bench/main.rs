@@ -3,7 +3,7 @@
 //! shared and noisy. Names: `instantiate`, `cache-get`, `messages`, `prefetch`,
 //! `swap`, `start`, `swap-throughput`, `metrics-overhead`, `stats-overhead`,
 //! `store-atomic`, `cas-contention`, `request-reply`, `read-through`, `l1`, `neighbours`,
-//! `http`, `email`.
+//! `http`, `email`, `webhooks`.
 
 mod cache;
 mod consumers;
@@ -14,6 +14,7 @@ mod live;
 mod neighbours;
 mod ops;
 mod rpc;
+mod webhooks;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -80,6 +81,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if run("email") {
         email::email_throughput().await?;
+    }
+    if run("webhooks") {
+        webhooks::webhooks().await?;
     }
     if run("l1") {
         l1::gets().await?;

@@ -90,6 +90,19 @@ async fn broker_conforms(broker: &dyn Broker) {
         next(&mut others).await.ack().await.unwrap();
     }
 
+    // A mandatory publish says whether a queue took the message.
+    let routed = envelope(&format!("{topic}.order.created"), "routed");
+    assert!(broker.publish_routed(routed.clone()).await.unwrap());
+    let got = next(&mut consumer).await;
+    assert_eq!(got.envelope().id, routed.id);
+    got.ack().await.unwrap();
+    next(&mut others).await.ack().await.unwrap();
+    let unrouted = envelope(&format!("nobody.{topic}.order.created"), "lost");
+    assert!(
+        !broker.publish_routed(unrouted).await.unwrap(),
+        "no queue is bound to this key"
+    );
+
     // Retry reaches only this queue, with the attempt counted.
     let failing = envelope(&format!("{topic}.order.created"), "retry me");
     broker.publish(failing.clone(), None).await.unwrap();

@@ -207,6 +207,25 @@ async fn reachable(raw_url: &str, shown: &str, timeout: Duration) -> anyhow::Res
 
 #[async_trait::async_trait]
 impl Broker for AmqpBroker {
+    async fn publish_routed(&self, envelope: Envelope) -> BackendResult<bool> {
+        let props = convert::properties(&envelope, &[]);
+        let exchange = &self.shared.names.main_exchange;
+        match self
+            .send(
+                exchange,
+                &envelope.routing_key,
+                &envelope.payload,
+                props,
+                true,
+            )
+            .await?
+        {
+            publish::Sent::Routed => Ok(true),
+            publish::Sent::Returned => Ok(false),
+            publish::Sent::Nacked => Err(self.nacked()),
+        }
+    }
+
     async fn publish(&self, envelope: Envelope, delay: Option<Duration>) -> BackendResult<()> {
         let names = &self.shared.names;
         match delay.map(|d| (d.as_millis() as u64).max(1)) {
