@@ -95,6 +95,9 @@ impl Default for AmqpConfig {
     fn default() -> Self {
         Self {
             url: "amqp://guest:guest@127.0.0.1:5672/%2f".to_string(),
+            urls: Vec::new(),
+            queue_kind: QueueKind::Classic,
+            delivery_limit: 20,
             connection_timeout_ms: 10_000,
             main_exchange: "techub.main".to_string(),
             dead_letter_exchange: "techub.dlx".to_string(),
@@ -164,6 +167,7 @@ impl Default for QueuePolicy {
             message_ttl_ms: None,
             max_length: None,
             overflow: Overflow::RejectPublish,
+            kind: None,
         }
     }
 }

@@ -56,6 +56,15 @@ impl HostConfig {
         keep!(messaging.status_ttl_ms, "messaging.status_ttl_ms");
         keep!(stand_ins, "stand_ins");
         keep!(webhooks.addr, "webhooks.addr");
+        // A queue cannot change kind in place (RabbitMQ refuses the declaration).
+        for (name, policy) in &mut self.queues {
+            if let Some(old) = running.queues.get(name)
+                && old.kind != policy.kind
+            {
+                ignored.push(format!("queues.{name}.kind"));
+                policy.kind = old.kind;
+            }
+        }
         let Some(slot) = slot_mib else {
             return Ok((self, ignored));
         };
@@ -98,6 +107,15 @@ mod tests {
         assert_eq!(effective.backends, running.backends);
         assert_eq!(effective.host.max_instances, running.host.max_instances);
         assert_eq!(effective.limits.cpu_ms, 20, "limits apply live");
+    }
+
+    #[test]
+    fn a_queue_type_keeps_its_kind_until_a_restart() {
+        let running = HostConfig::default();
+        let new = HostConfig::parse("[queues.order]\nkind = \"quorum\"\n").unwrap();
+        let (effective, ignored) = new.for_reload(&running, None).unwrap();
+        assert_eq!(ignored, ["queues.order.kind"]);
+        assert_eq!(effective.queues["order"].kind, None);
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! `[queues.email] max_retries = 5` must keep email's seed delay and priority.
 
 use super::defaults::{seed_domains, seed_queues};
-use super::{ConfigError, Overflow, QueuePolicy, QueuePriority};
+use super::{ConfigError, Overflow, QueueKind, QueuePolicy, QueuePriority};
 use serde::{Deserialize, Deserializer};
 use std::collections::BTreeMap;
 
@@ -30,6 +30,7 @@ struct QueueOverride {
     message_ttl_ms: Option<u64>,
     max_length: Option<u32>,
     overflow: Option<Overflow>,
+    kind: Option<QueueKind>,
 }
 
 /// The seed's queue types, each section applied over its seed policy (or over the
@@ -50,6 +51,7 @@ pub(super) fn queues<'de, D: Deserializer<'de>>(
             message_ttl_ms: o.message_ttl_ms.or(base.message_ttl_ms),
             max_length: o.max_length.or(base.max_length),
             overflow: o.overflow.unwrap_or(base.overflow),
+            kind: o.kind.or(base.kind),
         };
         merged.insert(name, policy);
     }

@@ -294,6 +294,19 @@ pub struct RedisConfig {
 pub struct AmqpConfig {
     /// `amqp://user:pass@host:port/vhost`.
     pub url: String,
+    /// The nodes of a cluster, each such a URL; when set, used instead of `url`. Each
+    /// host tries them in its own shuffled order and moves to the next when the one it
+    /// is on fails.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub urls: Vec<String>,
+    /// The kind of every queue the host declares (plugin, retry, delay and
+    /// dead-letter queues) unless `[queues.<type>] kind` says otherwise. `quorum` for
+    /// a cluster; `classic` (the default) keeps a one-node broker as it was.
+    pub queue_kind: QueueKind,
+    /// Quorum queues: deliveries of one message the broker makes before it
+    /// dead-letters it (reason `delivery_limit`), a guard against a message that
+    /// kills its consumer before it can settle it.
+    pub delivery_limit: u32,
     /// Connect timeout, in ms.
     pub connection_timeout_ms: u64,
     /// The topic exchange every publish goes to (seed: `techub.main`).
@@ -319,6 +332,16 @@ pub struct AmqpConfig {
     /// share a dead-letter queue must share this key.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dead_letter_key: Option<SecretRef>,
+}
+
+impl AmqpConfig {
+    /// The broker's nodes: `urls`, or `url` alone.
+    pub fn nodes(&self) -> Vec<String> {
+        match self.urls.is_empty() {
+            true => vec![self.url.clone()],
+            false => self.urls.clone(),
+        }
+    }
 }
 
 /// `[cache]`.
@@ -504,6 +527,23 @@ pub struct QueuePolicy {
     pub max_length: Option<u32>,
     /// What a full queue does with one more message.
     pub overflow: Overflow,
+    /// On RabbitMQ, a classic or a quorum queue (none: `amqp.queue_kind`). A queue
+    /// cannot change kind in place: a change needs a restart and a queue that is
+    /// gone or empty.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kind: Option<QueueKind>,
+}
+
+/// What a RabbitMQ queue is.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum QueueKind {
+    /// On one node: lost with that node's disk.
+    #[default]
+    Classic,
+    /// Replicated over the cluster (Raft): a confirmed message is on a majority of
+    /// the nodes and survives the loss of a minority.
+    Quorum,
 }
 
 /// What a queue at its `max_length` does with one more message.

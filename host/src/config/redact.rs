@@ -31,6 +31,7 @@ pub fn redacted(config: &HostConfig) -> HostConfig {
     let mut shown = config.clone();
     shown.redis.url = redact_url(&shown.redis.url);
     shown.amqp.url = redact_url(&shown.amqp.url);
+    shown.amqp.urls = shown.amqp.urls.iter().map(|u| redact_url(u)).collect();
     shown.amqp.management_url = shown.amqp.management_url.as_deref().map(redact_url);
     if shown.host.admin_token.is_some() {
         shown.host.admin_token = Some("***".to_string());

@@ -241,6 +241,36 @@ impl HostConfig {
                 format!("must start with amqp://, got {:?}", redact_url(&a.url)),
             ));
         }
+        for (i, url) in a.urls.iter().enumerate() {
+            if !url.starts_with("amqp://") && !url.starts_with("amqps://") {
+                return Err(invalid(
+                    format!("amqp.urls[{i}]"),
+                    format!("must start with amqp://, got {:?}", redact_url(url)),
+                ));
+            }
+        }
+        check("amqp.delivery_limit", a.delivery_limit, 1, 1_000)?;
+        for (name, policy) in &self.queues {
+            if policy.kind.unwrap_or(a.queue_kind) != super::QueueKind::Quorum {
+                continue;
+            }
+            let field = |f: &str| match policy.kind {
+                Some(_) => format!("queues.{name}.{f}"),
+                None => format!("queues.{name}.{f} (with amqp.queue_kind = \"quorum\")"),
+            };
+            if policy.overflow != super::Overflow::RejectPublish {
+                return Err(invalid(
+                    field("overflow"),
+                    "a quorum queue dead-letters at least once only with overflow = \"reject-publish\"; drop-head could lose a dropped message",
+                ));
+            }
+            if !policy.durable {
+                return Err(invalid(
+                    field("durable"),
+                    "a quorum queue is always durable: set durable = true or kind = \"classic\"",
+                ));
+            }
+        }
         if let Some(url) = &a.management_url
             && !url.starts_with("http://")
         {
@@ -665,6 +695,30 @@ mod tests {
     fn a_bad_url_is_named_without_its_password() {
         let err = HostConfig::parse("[redis]\nurl = \"http://:hunter2@h\"\n").unwrap_err();
         assert!(!err.to_string().contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn quorum_queues_need_reject_publish_and_durability() {
+        let ok = HostConfig::parse(
+            "[amqp]\nurls = [\"amqp://a:5672\", \"amqp://b:5672\"]\nqueue_kind = \"quorum\"\n[queues.analytics]\nkind = \"classic\"\ndurable = false\n",
+        )
+        .unwrap();
+        assert_eq!(ok.amqp.nodes().len(), 2);
+        for (text, field) in [
+            (
+                "[amqp]\nqueue_kind = \"quorum\"\n[queues.order]\noverflow = \"drop-head\"\n",
+                "queues.order.overflow (with amqp.queue_kind = \"quorum\")",
+            ),
+            (
+                "[queues.order]\nkind = \"quorum\"\ndurable = false\n",
+                "queues.order.durable",
+            ),
+            ("[amqp]\nurls = [\"http://a\"]\n", "amqp.urls[0]"),
+            ("[amqp]\ndelivery_limit = 0\n", "amqp.delivery_limit"),
+        ] {
+            let error = HostConfig::parse(text).unwrap_err().to_string();
+            assert!(error.contains(field), "{text}: {error}");
+        }
     }
 
     #[test]

@@ -93,6 +93,9 @@ pub struct QueueLimits {
     pub max_length: Option<u32>,
     /// What a full queue does with one more message.
     pub overflow: Overflow,
+    /// On RabbitMQ, classic or quorum (none: `amqp.queue_kind`); the embedded broker
+    /// has one kind.
+    pub kind: Option<crate::config::QueueKind>,
 }
 
 impl QueueLimits {
@@ -102,6 +105,7 @@ impl QueueLimits {
             message_ttl_ms: policy.message_ttl_ms,
             max_length: policy.max_length,
             overflow: policy.overflow,
+            kind: policy.kind,
         }
     }
 
@@ -208,6 +212,11 @@ pub trait Broker: Send + Sync {
     /// Closes the connection cleanly (at shutdown, after the consumers drained);
     /// unsettled deliveries go back to their queues.
     async fn close(&self) {}
+    /// The node the broker's connection is on (its URL, password hidden), for a
+    /// broker of several nodes; `None` in process.
+    fn connected_node(&self) -> Option<String> {
+        None
+    }
     /// Whether the broker is a server (RabbitMQ) rather than in process.
     fn is_remote(&self) -> bool {
         false

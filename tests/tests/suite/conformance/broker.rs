@@ -36,7 +36,8 @@ async fn next(consumer: &mut Box<dyn Consumer>) -> Box<dyn Delivery> {
         .expect("consumer open")
 }
 
-async fn broker_conforms(broker: &dyn Broker) {
+/// Runs the body on `broker`; the plugin queues it declared.
+async fn broker_conforms(broker: &dyn Broker) -> [String; 2] {
     let topic = unique("conf");
     let queue = format!("{topic}.q");
     let other = format!("{topic}.other");
@@ -176,6 +177,7 @@ async fn broker_conforms(broker: &dyn Broker) {
     assert_eq!(back.envelope().id, dropped.id);
     assert!(back.redelivered());
     back.ack().await.unwrap();
+    [queue, other]
 }
 
 async fn priorities_are_honoured(broker: &dyn Broker) {
@@ -326,7 +328,7 @@ async fn dead_letter_tooling_works(broker: &dyn Broker) {
 #[tokio::test]
 async fn memory_broker_conforms() {
     let broker = MemoryBroker::new(dead_letter_config());
-    broker_conforms(&broker).await;
+    let _ = broker_conforms(&broker).await;
     priorities_are_honoured(&broker).await;
 }
 
@@ -376,7 +378,7 @@ async fn amqp() -> AmqpBroker {
 #[tokio::test]
 async fn amqp_broker_conforms() {
     let broker = amqp().await;
-    broker_conforms(&broker).await;
+    let _ = broker_conforms(&broker).await;
     priorities_are_honoured(&broker).await;
 }
 
@@ -456,4 +458,102 @@ async fn amqp_delayed_publish_survives_its_delay_queue_expiring() {
     let got = next(&mut consumer).await;
     assert_eq!(got.envelope().payload, b"2");
     got.ack().await.unwrap();
+}
+
+/// The queues RabbitMQ has of each kind: name → type (`classic`, `quorum`).
+fn queue_types() -> std::collections::HashMap<String, String> {
+    let out = std::process::Command::new("rabbitmqctl")
+        .args(["-q", "list_queues", "name", "type", "--no-table-headers"])
+        .output()
+        .expect("rabbitmqctl (apt-get install rabbitmq-server)");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_once('\t'))
+        .map(|(n, t)| (n.to_string(), t.trim().to_string()))
+        .collect()
+}
+
+/// The same body on quorum queues (a one-node quorum queue on the shared broker):
+/// routing, properties, retries, dead letters (read again and again without being
+/// dropped: the dead-letter queue has no delivery limit), delayed publishes,
+/// redelivery. Every queue the host declared is a quorum queue. The documented
+/// difference: RabbitMQ before 4.0 delivers a quorum queue in publish order, whatever
+/// the priorities.
+#[tokio::test]
+async fn amqp_broker_conforms_on_quorum_queues() {
+    let (config, broker) = amqp_quorum().await;
+    let queues = broker_conforms(&broker).await;
+    // A dead-letter queue of its own: the body above left a letter in that one.
+    let (tooling_config, tooling) = amqp_quorum().await;
+    dead_letter_tooling_works(&tooling).await;
+    tooling
+        .delete_queue(&tooling_config.dead_letter_queue)
+        .await
+        .unwrap();
+    let fifo = in_publish_order_on_quorum(&broker).await;
+    let types = queue_types();
+    for queue in queues.iter().chain([&config.dead_letter_queue, &fifo]) {
+        assert_eq!(
+            types.get(queue).map(String::as_str),
+            Some("quorum"),
+            "{queue}: {types:?}"
+        );
+    }
+    let retry = format!("{}.retry.200", queues[0]);
+    assert_eq!(
+        types.get(&retry).map(String::as_str),
+        Some("quorum"),
+        "{retry}"
+    );
+    for queue in queues
+        .iter()
+        .chain([&config.dead_letter_queue, &fifo, &retry])
+    {
+        broker.delete_queue(queue).await.unwrap();
+    }
+}
+
+/// A broker on the shared node whose queues are quorum queues, with names of its own.
+async fn amqp_quorum() -> (techub_host::config::AmqpConfig, AmqpBroker) {
+    let mut config = services::amqp_config();
+    config.queue_kind = techub_host::config::QueueKind::Quorum;
+    let broker = AmqpBroker::connect(
+        &config,
+        dead_letter_config(),
+        Default::default(),
+        Default::default(),
+        techub_host::capability::messaging::amqp::seal::DeathSeal::with_key(b"test key"),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{}", services::rabbitmq_hint(&e)));
+    (config, broker)
+}
+
+/// Priorities on a quorum queue of RabbitMQ 3.x: delivered in publish order.
+async fn in_publish_order_on_quorum(broker: &dyn Broker) -> String {
+    let topic = unique("prio-quorum");
+    let queue = format!("{topic}.q");
+    broker
+        .declare_queue(&QueueSpec {
+            name: queue.clone(),
+            bindings: vec![format!("{topic}.#")],
+            durable: true,
+            limits: Default::default(),
+        })
+        .await
+        .unwrap();
+    for (priority, body) in [(1, "low"), (10, "urgent"), (5, "normal"), (8, "high")] {
+        let mut e = envelope(&format!("{topic}.x"), body);
+        e.priority = priority;
+        broker.publish(e, None).await.unwrap();
+    }
+    let mut consumer = broker.consume(&queue, 1).await.unwrap();
+    let mut order = Vec::new();
+    for _ in 0..4 {
+        let d = next(&mut consumer).await;
+        order.push(String::from_utf8(d.envelope().payload.clone()).unwrap());
+        d.ack().await.unwrap();
+    }
+    assert_eq!(order, ["low", "urgent", "normal", "high"]);
+    queue
 }

@@ -132,12 +132,21 @@ async fn reconnect(broker: &AmqpBroker, generation: u64) -> bool {
     let timeout = Duration::from_millis(shared.names.connection_timeout_ms);
     let mut delay = RECONNECT_MIN_DELAY;
     let started = std::time::Instant::now();
+    let mut attempts = 0;
     loop {
+        // The next node first (the one the link was on just failed), and each in
+        // turn; a pause only once a whole round of them failed.
+        attempts += 1;
+        let count = shared.nodes.len().max(1);
+        let index = (shared.node.load(Ordering::Acquire) + 1) % count;
+        shared.node.store(index, Ordering::Release);
+        let node = &shared.nodes[index];
         // Closed, or dropped by everyone but this supervisor: stop trying.
         if shared.closing.load(Ordering::Acquire) || Arc::strong_count(shared) <= 1 {
             return false;
         }
-        match Link::open(&shared.names.url, &shared.url, timeout, generation).await {
+        let shown = crate::config::redact_url(node);
+        match Link::open(node, &shown, timeout, generation).await {
             Ok(link) => {
                 shared.link.store(Arc::new(link));
                 // On-demand queues (retry, delay) may be gone with a broker that
@@ -150,7 +159,7 @@ async fn reconnect(broker: &AmqpBroker, generation: u64) -> bool {
                 match broker.redeclare().await {
                     Ok(()) => {
                         shared.metrics.amqp(AmqpEvent::Reconnect);
-                        tracing::info!(url = %shared.url, generation, after_ms = started.elapsed().as_millis() as u64, "reconnected to RabbitMQ");
+                        tracing::info!(url = %shown, generation, after_ms = started.elapsed().as_millis() as u64, "reconnected to RabbitMQ");
                         shared.ready.send_replace(generation);
                         return true;
                     }
@@ -167,7 +176,9 @@ async fn reconnect(broker: &AmqpBroker, generation: u64) -> bool {
             }
             Err(error) => tracing::debug!(%error, "reconnection attempt failed"),
         }
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(RECONNECT_MAX_DELAY);
+        if attempts % count == 0 {
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(RECONNECT_MAX_DELAY);
+        }
     }
 }

@@ -34,6 +34,7 @@
 mod consumer;
 mod convert;
 mod dead_letters;
+mod kind;
 mod link;
 pub mod policies;
 mod publish;
@@ -43,7 +44,7 @@ mod topology;
 
 use super::{Broker, Consumer, DeadLetter, DeadLetterPicker, Envelope, QueueSpec, Reworked};
 use crate::capability::{BackendError, BackendResult};
-use crate::config::{AmqpConfig, DeadLetterConfig, MessagingConfig};
+use crate::config::{AmqpConfig, DeadLetterConfig, MessagingConfig, QueueKind};
 use crate::metrics::Metrics;
 use arc_swap::ArcSwap;
 use convert::{string, table};
@@ -51,7 +52,7 @@ use lapin::options::QueueBindOptions;
 use lapin::types::{AMQPValue, FieldTable};
 use link::Link;
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -81,8 +82,12 @@ pub(crate) struct Shared {
     /// `[dead_letter]` as last set: the queue's limits (declared again on a new
     /// connection) and how long a refused letter waits.
     dead_letter: Mutex<DeadLetterConfig>,
-    /// The URL as it may be shown (no password).
+    /// The URL as it may be shown (no password); the list, for a cluster.
     url: String,
+    /// The broker's nodes (`amqp.urls`, or `amqp.url`), in this host's own order.
+    nodes: Vec<String>,
+    /// The node of `nodes` the link is on (or was last tried).
+    node: AtomicUsize,
     confirm_timeout: Duration,
     declared: Mutex<HashSet<String>>,
     names: AmqpConfig,
@@ -115,12 +120,39 @@ impl AmqpBroker {
         metrics: Arc<Metrics>,
         seal: seal::DeathSeal,
     ) -> anyhow::Result<Self> {
-        let url = crate::config::redact_url(&config.url);
+        let mut nodes = config.nodes();
+        // Each host its own order, so that the hosts of a deployment spread over the
+        // nodes of a cluster.
+        nodes.sort_by_cached_key(|_| uuid::Uuid::new_v4());
+        let url = shown_nodes(&nodes);
         let timeout = Duration::from_millis(config.connection_timeout_ms);
-        reachable(&config.url, &url, timeout).await?;
-        // One attempt here: a broker that is not there at start is an error to report.
-        let link = Link::open(&config.url, &url, timeout, 1).await?;
-        let policies = match policies::Management::new(config) {
+        // One attempt per node here: a broker none of whose nodes is there at start
+        // is an error to report.
+        let mut failures = Vec::new();
+        let mut opened = None;
+        for (index, node) in nodes.iter().enumerate() {
+            let shown = crate::config::redact_url(node);
+            let attempt = async {
+                reachable(node, &shown, timeout).await?;
+                Link::open(node, &shown, timeout, 1).await
+            };
+            match attempt.await {
+                Ok(link) => {
+                    opened = Some((index, link));
+                    break;
+                }
+                Err(error) => failures.push(format!("{error:#}")),
+            }
+        }
+        let Some((node, link)) = opened else {
+            anyhow::bail!("{}", failures.join("; "));
+        };
+        // The management API of the node connected to (any node's manages them all).
+        let on_node = AmqpConfig {
+            url: nodes[node].clone(),
+            ..config.clone()
+        };
+        let policies = match policies::Management::new(&on_node) {
             Err(error) => anyhow::bail!("{error}"),
             Ok(api) => match api.probe().await {
                 Ok(()) => Some(api),
@@ -139,6 +171,8 @@ impl AmqpBroker {
                 queues: Mutex::default(),
                 dead_letter: Mutex::new(dead_letter),
                 url,
+                nodes,
+                node: AtomicUsize::new(node),
                 confirm_timeout: Duration::from_millis(messaging.confirm_timeout_ms),
                 declared: Mutex::default(),
                 names: config.clone(),
@@ -166,6 +200,25 @@ impl AmqpBroker {
         Ok(())
     }
 
+    /// The kind of a queue: `chosen` (its queue type's), else `amqp.queue_kind`; a
+    /// queue that does not survive a restart is classic (a quorum queue is durable).
+    pub(super) fn kind_of(&self, chosen: Option<QueueKind>, durable: bool) -> QueueKind {
+        match durable {
+            true => chosen.unwrap_or(self.shared.names.queue_kind),
+            false => QueueKind::Classic,
+        }
+    }
+
+    /// The kind of plugin queue `queue`, as it was declared (its retry queues follow
+    /// it).
+    pub(super) fn kind_of_queue(&self, queue: &str) -> QueueKind {
+        let declared = self.queues().get(queue).map(|s| (s.limits.kind, s.durable));
+        match declared {
+            Some((kind, durable)) => self.kind_of(kind, durable),
+            None => self.shared.names.queue_kind,
+        }
+    }
+
     /// `[dead_letter]` as last set.
     pub(super) fn dead_letter_config(&self) -> DeadLetterConfig {
         *self
@@ -178,6 +231,15 @@ impl AmqpBroker {
     fn queues(&self) -> std::sync::MutexGuard<'_, HashMap<String, QueueSpec>> {
         self.shared.queues.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// Nodes as they may be shown: passwords hidden, several joined.
+fn shown_nodes(nodes: &[String]) -> String {
+    nodes
+        .iter()
+        .map(|n| crate::config::redact_url(n))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// What RabbitMQ shows for the connection of the host process `pid` (`rabbitmqctl
@@ -247,7 +309,9 @@ impl Broker for AmqpBroker {
             }
             Some(delay_ms) => {
                 let delay_queue = format!("{}delayed.{delay_ms}", names.queue_prefix);
-                let args = table(&[
+                let mut args =
+                    kind::arguments(names.queue_kind, kind::Role::Waiting, names.delivery_limit);
+                args.extend([
                     ("x-message-ttl", AMQPValue::LongLongInt(delay_ms as i64)),
                     ("x-dead-letter-exchange", string(&names.main_exchange)),
                     (
@@ -255,6 +319,7 @@ impl Broker for AmqpBroker {
                         AMQPValue::LongLongInt((delay_ms + IDLE_QUEUE_EXPIRY_MS) as i64),
                     ),
                 ]);
+                let args = table(&args);
                 let binding = table(&[
                     ("x-match", string("all")),
                     (DELAY_HEADER, string(&delay_ms.to_string())),
@@ -279,9 +344,11 @@ impl Broker for AmqpBroker {
 
     async fn declare_queue(&self, spec: &QueueSpec) -> BackendResult<()> {
         let url = &self.shared.url;
-        // Expired messages dead-letter like rejected ones; priorities 0..=10 (the seed's).
-        let fixed = vec![
-            ("x-max-priority", AMQPValue::ShortShortUInt(10)),
+        let kind = self.kind_of(spec.limits.kind, spec.durable);
+        let mut fixed =
+            kind::arguments(kind, kind::Role::Consumed, self.shared.names.delivery_limit);
+        // Expired messages dead-letter like rejected ones.
+        fixed.extend([
             (
                 "x-dead-letter-exchange",
                 string(&self.shared.names.dead_letter_exchange),
@@ -290,8 +357,8 @@ impl Broker for AmqpBroker {
                 "x-dead-letter-routing-key",
                 string(&format!("dlx.{}", spec.name)),
             ),
-        ];
-        let limits = policies::Limits::of_queue(spec.limits);
+        ]);
+        let limits = policies::Limits::of_queue(spec.limits, kind);
         let ch = &self
             .declare_limited(&spec.name, spec.durable, fixed, limits)
             .await?;
@@ -381,6 +448,12 @@ impl Broker for AmqpBroker {
 
     fn is_remote(&self) -> bool {
         true
+    }
+
+    fn connected_node(&self) -> Option<String> {
+        let node = self.shared.node.load(Ordering::Acquire);
+        let url = self.shared.nodes.get(node)?;
+        Some(crate::config::redact_url(url))
     }
 
     fn health(&self) -> Result<(), String> {

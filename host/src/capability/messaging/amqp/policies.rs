@@ -14,7 +14,7 @@
 
 use crate::capability::messaging::{Overflow, QueueLimits};
 use crate::capability::{BackendError, BackendResult};
-use crate::config::{AmqpConfig, redact_url};
+use crate::config::{AmqpConfig, QueueKind, redact_url};
 use base64::Engine;
 use http_body_util::Full;
 use std::time::Duration;
@@ -38,13 +38,17 @@ impl Limits {
     /// A plugin queue's: a full queue with `reject-publish` dead-letters what it
     /// refuses (`reject-publish-dlx`), so that a retry coming back to it through the
     /// retry queue is parked rather than dropped.
-    pub fn of_queue(limits: QueueLimits) -> Self {
+    pub fn of_queue(limits: QueueLimits, kind: QueueKind) -> Self {
         Self {
             message_ttl_ms: limits.message_ttl_ms,
             max_length: limits.max_length,
-            overflow: match limits.overflow {
-                Overflow::RejectPublish => "reject-publish-dlx",
-                Overflow::DropHead => Overflow::DropHead.as_str(),
+            overflow: match (limits.overflow, kind) {
+                // A classic queue parks a copy of what it refuses in the dead-letter
+                // queue; a quorum queue cannot (and dead-letters at least once only
+                // with plain reject-publish).
+                (Overflow::RejectPublish, QueueKind::Classic) => "reject-publish-dlx",
+                (Overflow::RejectPublish, QueueKind::Quorum) => "reject-publish",
+                (Overflow::DropHead, _) => Overflow::DropHead.as_str(),
             },
         }
     }
@@ -328,7 +332,7 @@ mod tests {
         assert_eq!(definition["message-ttl"], 60_000);
         assert!(definition.get("overflow").is_none());
         assert!(
-            Limits::of_queue(QueueLimits::default())
+            Limits::of_queue(QueueLimits::default(), QueueKind::Classic)
                 .definition()
                 .is_none()
         );

@@ -131,7 +131,13 @@ impl AmqpBroker {
     ) -> BackendResult<()> {
         let delay_ms = (delay.as_millis() as u64).max(1);
         let retry_queue = format!("{queue}.retry.{delay_ms}");
-        let args = table(&[
+        let names = &self.shared.names;
+        let mut args = super::kind::arguments(
+            self.kind_of_queue(queue),
+            super::kind::Role::Waiting,
+            names.delivery_limit,
+        );
+        args.extend([
             ("x-message-ttl", AMQPValue::LongLongInt(delay_ms as i64)),
             ("x-dead-letter-exchange", string("")),
             ("x-dead-letter-routing-key", string(queue)),
@@ -140,6 +146,7 @@ impl AmqpBroker {
                 AMQPValue::LongLongInt((delay_ms + IDLE_QUEUE_EXPIRY_MS) as i64),
             ),
         ]);
+        let args = table(&args);
         let declared = Declared {
             name: &retry_queue,
             args,

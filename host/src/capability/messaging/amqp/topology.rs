@@ -37,7 +37,7 @@ impl AmqpBroker {
             .declare_limited(
                 &n.dead_letter_queue,
                 true,
-                Vec::new(),
+                super::kind::arguments(n.queue_kind, super::kind::Role::DeadLetters, 0),
                 dead_letter_limits(dead_letter),
             )
             .await?;
