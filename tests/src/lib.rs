@@ -15,6 +15,8 @@
 /// The test kit's real HTTP/HTTPS servers (one implementation for the kit's users and
 /// these suites).
 pub use techub_testkit::http_server;
+pub mod rabbit_cluster;
+pub use rabbit_cluster::RabbitCluster;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -4,6 +4,7 @@ mod admin;
 mod binary;
 mod boundary;
 mod cache_events;
+mod cluster;
 mod conformance;
 mod dashboard;
 mod delivery;

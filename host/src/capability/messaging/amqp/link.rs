@@ -30,7 +30,8 @@ const HEALTH_POLL: Duration = Duration::from_millis(50);
 /// One connection and the channel the host publishes on, replaced whole.
 pub(crate) struct Link {
     pub connection: Connection,
-    pub publisher: Channel,
+    /// Replaced on the same connection after a nack (see `publish.rs`).
+    pub publisher: arc_swap::ArcSwap<Channel>,
     /// 1 for the first connection, one more for each replacement.
     pub generation: u64,
 }
@@ -59,7 +60,7 @@ impl Link {
                 .map_err(|e| anyhow::anyhow!("could not enable publisher confirms: {e}"))?;
             anyhow::Ok(Self {
                 connection,
-                publisher,
+                publisher: arc_swap::ArcSwap::from_pointee(publisher),
                 generation,
             })
         };
@@ -73,7 +74,7 @@ impl Link {
 
     /// Whether the connection and the publisher channel still work.
     pub fn healthy(&self) -> bool {
-        self.connection.status().connected() && self.publisher.status().connected()
+        self.connection.status().connected() && self.publisher.load().status().connected()
     }
 }
 

@@ -434,7 +434,7 @@ impl Broker for AmqpBroker {
     async fn close(&self) {
         self.shared.closing.store(true, Ordering::Release);
         let link = self.shared.link.load_full();
-        let _ = link.publisher.close(200, "shutdown".into()).await;
+        let _ = link.publisher.load().close(200, "shutdown".into()).await;
         if let Err(error) = link.connection.close(200, "shutdown".into()).await {
             tracing::warn!(%error, "closing the RabbitMQ connection");
         }

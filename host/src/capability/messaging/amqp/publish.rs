@@ -23,6 +23,35 @@ pub(crate) enum Sent {
 }
 
 impl AmqpBroker {
+    /// Replaces `nacked`, the publisher channel of `link`, with a new one on the same
+    /// connection, once: publishes nacked together renew it once. A failure leaves
+    /// the channel as it is, and a broken link to the supervisor.
+    async fn renew_publisher(
+        &self,
+        link: &super::link::Link,
+        nacked: &std::sync::Arc<lapin::Channel>,
+    ) {
+        if !std::sync::Arc::ptr_eq(&link.publisher.load(), nacked) {
+            return;
+        }
+        let Ok(channel) = link.connection.create_channel().await else {
+            return;
+        };
+        if channel
+            .confirm_select(lapin::options::ConfirmSelectOptions::default())
+            .await
+            .is_err()
+        {
+            return;
+        }
+        let previous = link
+            .publisher
+            .compare_and_swap(nacked, std::sync::Arc::new(channel));
+        if std::sync::Arc::ptr_eq(&previous, nacked) {
+            let _ = nacked.close(200, "renewed after a nack".into()).await;
+        }
+    }
+
     pub(super) fn nacked(&self) -> crate::capability::BackendError {
         unavailable(
             &self.shared.url,
@@ -51,8 +80,8 @@ impl AmqpBroker {
         let confirm = async {
             metrics.amqp(AmqpEvent::Publish);
             let link = shared.link.load_full();
-            let pending = link
-                .publisher
+            let channel = link.publisher.load_full();
+            let pending = channel
                 .basic_publish(exchange.into(), routing_key.into(), options, payload, props)
                 .await
                 .map_err(|e| unavailable(&shared.url, "publish", e))?;
@@ -61,6 +90,10 @@ impl AmqpBroker {
                 .map_err(|e| unavailable(&shared.url, "confirm a publish", e))?;
             if confirmation.is_nack() {
                 metrics.amqp(AmqpEvent::Nack);
+                // A quorum queue's channel was seen to nack every publish after a
+                // node of the cluster died (RabbitMQ 3.10): the next publish gets a
+                // channel of its own.
+                self.renew_publisher(&link, &channel).await;
                 return Ok(Sent::Nacked);
             }
             metrics.amqp(AmqpEvent::Confirm);

@@ -17,7 +17,7 @@ impl AmqpBroker {
         dead_letter: DeadLetterConfig,
     ) -> BackendResult<()> {
         let link = self.shared.link.load_full();
-        let ch = &link.publisher;
+        let ch = &**link.publisher.load();
         let url = &self.shared.url;
         let n = &self.shared.names;
         let durable = ExchangeDeclareOptions {
