@@ -220,6 +220,44 @@ impl RabbitCluster {
             .expect("a node of this cluster")
     }
 
+    /// The node that leads the quorum queue `queue`, asked of node `via`.
+    pub fn leader_of(&self, queue: &str, via: usize) -> Option<&RabbitNode> {
+        let out = self.nodes[via].ctl(&["list_queues", "name", "leader", "--no-table-headers"]);
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let leader = text
+            .lines()
+            .filter_map(|l| l.split_once('\t'))
+            .find(|(name, _)| *name == queue)
+            .map(|(_, leader)| leader.trim().to_string())?;
+        self.nodes.iter().find(|n| n.name == leader)
+    }
+
+    /// The node a client connection named `name` (its `connection_name`) is on,
+    /// asked of node `via`.
+    pub fn node_of_connection(&self, name: &str, via: usize) -> Option<&RabbitNode> {
+        let out = self.nodes[via].ctl(&[
+            "list_connections",
+            "port",
+            "client_properties",
+            "--no-table-headers",
+        ]);
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let port: u16 = text
+            .lines()
+            .find(|l| l.contains(name))?
+            .split('\t')
+            .next()?
+            .trim()
+            .parse()
+            .ok()?;
+        self.nodes.iter().find(|n| n.port == port)
+    }
+
+    /// Stops node `index` gracefully (`rabbitmqctl stop`).
+    pub fn stop(&self, index: usize) {
+        let _ = self.nodes[index].ctl(&["stop"]);
+    }
+
     /// `rabbitmqctl list_queues` of node `via`: name, type, leader, members, online.
     pub fn queues_report(&self, via: usize) -> String {
         let out = self.nodes[via].ctl(&[

@@ -114,6 +114,15 @@ impl HostProcess {
         })
     }
 
+    /// Points the host (and the suite's publisher) at a cluster's nodes, with quorum
+    /// queues (rewrites the file; takes effect on start).
+    pub fn use_cluster(&mut self, urls: Vec<String>) -> anyhow::Result<()> {
+        self.config.amqp.urls = urls;
+        self.config.amqp.queue_kind = techub_host::config::QueueKind::Quorum;
+        std::fs::write(&self.file, toml::to_string(&self.config)?)?;
+        Ok(())
+    }
+
     /// Points the host at another Redis (rewrites the file; takes effect on start).
     pub fn use_redis(&mut self, url: &str) -> anyhow::Result<()> {
         self.config.redis.url = url.to_string();

@@ -52,8 +52,28 @@ async fn main() -> anyhow::Result<()> {
     // `--only <text>`: the scenarios whose name contains it.
     let only = option("--only").unwrap_or_default();
     let mut rows = Vec::new();
-    for fault in Fault::ALL.into_iter().filter(|f| f.name().contains(&only)) {
-        rows.push(print(stream::scenario(fault, messages).await?));
+    let faults: Vec<Fault> = Fault::ALL
+        .into_iter()
+        .filter(|f| f.name().contains(&only))
+        .collect();
+    // One three-node cluster for all of its scenarios (about 18 s to start).
+    let cluster = match faults.iter().any(|f| f.on_cluster()) {
+        true => {
+            let started = std::time::Instant::now();
+            let cluster =
+                tokio::task::spawn_blocking(|| techub_tests::RabbitCluster::start(3)).await?;
+            println!(
+                "a three-node RabbitMQ cluster started in {:.1} s",
+                started.elapsed().as_secs_f64()
+            );
+            Some(cluster)
+        }
+        false => None,
+    };
+    for fault in faults {
+        rows.push(print(
+            stream::scenario(fault, messages, cluster.as_ref()).await?,
+        ));
     }
     if fence::NAME.contains(&only) {
         rows.push(print(fence::scenario(messages).await?));

@@ -6,7 +6,7 @@ use crate::host::{HostProcess, LEDGER};
 use crate::ledger::{Ledger, Publisher};
 use std::time::{Duration, Instant};
 use techub_host::capability::messaging::amqp::{connection_name, policies::Management};
-use techub_tests::{OwnRedis, TcpProxy};
+use techub_tests::{OwnRedis, RabbitCluster, TcpProxy};
 
 /// One scenario's fault.
 #[derive(Debug, Clone, Copy)]
@@ -30,10 +30,19 @@ pub enum Fault {
     /// The network drops every connection and refuses new ones for 5 s, then comes
     /// back: the broker is gone from the host's view, and returns.
     NetworkDrop,
+    /// A three-node RabbitMQ cluster with quorum queues: `kill -9` of the node that
+    /// leads the plugin's queue (started again after the scenario).
+    ClusterLeaderKilled,
+    /// The cluster: `kill -9` of the node the host is connected to.
+    ClusterHostNodeKilled,
+    /// The cluster: the host's node stopped gracefully, started again 3 s later.
+    ClusterNodeRestarted,
+    /// The cluster, two hosts: `kill -9` of the node the first is connected to.
+    ClusterTwoHosts,
 }
 
 impl Fault {
-    pub const ALL: [Fault; 7] = [
+    pub const ALL: [Fault; 11] = [
         Fault::Kill,
         Fault::Term,
         Fault::KillOneOfTwo,
@@ -41,7 +50,22 @@ impl Fault {
         Fault::ConnectionsClosed,
         Fault::NetworkStall,
         Fault::NetworkDrop,
+        Fault::ClusterLeaderKilled,
+        Fault::ClusterHostNodeKilled,
+        Fault::ClusterNodeRestarted,
+        Fault::ClusterTwoHosts,
     ];
+
+    /// Whether it runs on the three-node cluster.
+    pub fn on_cluster(self) -> bool {
+        matches!(
+            self,
+            Fault::ClusterLeaderKilled
+                | Fault::ClusterHostNodeKilled
+                | Fault::ClusterNodeRestarted
+                | Fault::ClusterTwoHosts
+        )
+    }
 
     pub fn name(self) -> &'static str {
         match self {
@@ -52,6 +76,10 @@ impl Fault {
             Fault::ConnectionsClosed => "RabbitMQ closes the connection twice",
             Fault::NetworkStall => "network to RabbitMQ stalls 5 s",
             Fault::NetworkDrop => "network to RabbitMQ drops 5 s",
+            Fault::ClusterLeaderKilled => "cluster: the queue's leader node killed",
+            Fault::ClusterHostNodeKilled => "cluster: the host's node killed",
+            Fault::ClusterNodeRestarted => "cluster: the host's node stopped, restarted",
+            Fault::ClusterTwoHosts => "cluster: two hosts, one's node killed",
         }
     }
 }
@@ -62,10 +90,20 @@ struct Rig {
     own_redis: Option<OwnRedis>,
     sibling: Option<HostProcess>,
     proxy: Option<TcpProxy>,
+    /// The cluster's node this scenario killed or stopped, to start again after it.
+    downed: Option<usize>,
 }
 
-pub async fn scenario(fault: Fault, messages: usize) -> anyhow::Result<Row> {
+pub async fn scenario(
+    fault: Fault,
+    messages: usize,
+    cluster: Option<&RabbitCluster>,
+) -> anyhow::Result<Row> {
     let mut host = HostProcess::configure(fault.name(), LEDGER)?;
+    if fault.on_cluster() {
+        let cluster = cluster.ok_or_else(|| anyhow::anyhow!("no cluster started"))?;
+        host.use_cluster(cluster.urls())?;
+    }
     let data = tempfile::tempdir()?;
     let mut rig = Rig::default();
     match fault {
@@ -85,7 +123,7 @@ pub async fn scenario(fault: Fault, messages: usize) -> anyhow::Result<Row> {
             host.use_redis(&redis.url())?;
             rig.own_redis = Some(redis);
         }
-        Fault::KillOneOfTwo => rig.sibling = Some(host.sibling()?),
+        Fault::KillOneOfTwo | Fault::ClusterTwoHosts => rig.sibling = Some(host.sibling()?),
         Fault::NetworkStall | Fault::NetworkDrop => {
             // Only the host goes through the proxy; the publisher and the ledger
             // talk to the broker and Redis directly.
@@ -118,7 +156,7 @@ pub async fn scenario(fault: Fault, messages: usize) -> anyhow::Result<Row> {
     while ledger.unfinished().await? <= 0 && waiting.elapsed() < Duration::from_secs(2) {
         tokio::task::yield_now().await;
     }
-    inject(fault, &mut host, &mut rig).await?;
+    inject(fault, &mut host, &mut rig, cluster).await?;
     // The fault is over. Recovered: a delivery started after it (the fixture counts
     // each one as it starts, so deliveries that were in flight do not count), or (the
     // stream having ended) everything handled.
@@ -158,6 +196,10 @@ pub async fn scenario(fault: Fault, messages: usize) -> anyhow::Result<Row> {
     if let Some(sibling) = &mut rig.sibling {
         sibling.terminate(Duration::from_secs(30))?;
     }
+    if let (Some(node), Some(cluster)) = (rig.downed, cluster) {
+        let node = &cluster.nodes[node];
+        tokio::task::block_in_place(|| node.restart());
+    }
     Ok(Row {
         scenario: fault.name(),
         published,
@@ -174,8 +216,17 @@ pub async fn scenario(fault: Fault, messages: usize) -> anyhow::Result<Row> {
     })
 }
 
-/// Injects `fault`; returns when it is over.
-async fn inject(fault: Fault, host: &mut HostProcess, rig: &mut Rig) -> anyhow::Result<()> {
+/// Injects `fault`; returns when it is over (a node killed: at once).
+async fn inject(
+    fault: Fault,
+    host: &mut HostProcess,
+    rig: &mut Rig,
+    cluster: Option<&RabbitCluster>,
+) -> anyhow::Result<()> {
+    if fault.on_cluster() {
+        let cluster = cluster.ok_or_else(|| anyhow::anyhow!("no cluster started"))?;
+        return inject_on_cluster(fault, host, rig, cluster).await;
+    }
     match fault {
         Fault::Kill => {
             host.kill();
@@ -222,6 +273,62 @@ async fn inject(fault: Fault, host: &mut HostProcess, rig: &mut Rig) -> anyhow::
             tokio::time::sleep(Duration::from_secs(5)).await;
             proxy.restore();
         }
+        _ => anyhow::bail!("{} runs on the cluster", fault.name()),
+    }
+    Ok(())
+}
+
+/// The cluster's faults: which node goes, and how.
+async fn inject_on_cluster(
+    fault: Fault,
+    host: &HostProcess,
+    rig: &mut Rig,
+    cluster: &RabbitCluster,
+) -> anyhow::Result<()> {
+    let host_node = || -> anyhow::Result<usize> {
+        let name = connection_name_of(host)?;
+        (0..cluster.nodes.len())
+            .find_map(|via| cluster.node_of_connection(&name, via))
+            .and_then(|node| cluster.nodes.iter().position(|n| n.name == node.name))
+            .ok_or_else(|| anyhow::anyhow!("no node shows the host's connection {name:?}"))
+    };
+    let index = match fault {
+        Fault::ClusterLeaderKilled => {
+            let prefix = &host.config.amqp.queue_prefix;
+            // The ledger subscribes as queue type `order` (see `fixtures/ledger`).
+            let queue = format!("{prefix}order.{}", LEDGER.plugin);
+            // `rabbitmqctl` sometimes answers without the queue: ask again (10 s).
+            let find = || (0..cluster.nodes.len()).find_map(|via| cluster.leader_of(&queue, via));
+            let mut leader = find();
+            for _ in 0..20 {
+                if leader.is_some() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                leader = find();
+            }
+            let leader = leader.ok_or_else(|| {
+                anyhow::anyhow!("no leader for {queue}: {}", cluster.queues_report(0))
+            })?;
+            cluster
+                .nodes
+                .iter()
+                .position(|n| n.name == leader.name)
+                .unwrap_or(0)
+        }
+        _ => host_node()?,
+    };
+    rig.downed = Some(index);
+    let node = &cluster.nodes[index];
+    println!("  {}: {}", fault.name(), node.name);
+    match fault {
+        Fault::ClusterNodeRestarted => {
+            tokio::task::block_in_place(|| cluster.stop(index));
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            tokio::task::block_in_place(|| node.restart());
+            rig.downed = None;
+        }
+        _ => node.kill(),
     }
     Ok(())
 }

@@ -19,6 +19,8 @@ use lapin::{Channel, ErrorKind};
 
 /// Most letters one pass looks at (the specification's dead-letter queue holds 10 000).
 const MAX_PASS: usize = 100_000;
+/// How long a pass waits for the letters it left to be back in the queue.
+const RETURN_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl AmqpBroker {
     /// The next letter of the dead-letter queue on `channel`, unacknowledged.
@@ -79,6 +81,7 @@ impl AmqpBroker {
         offset: usize,
         limit: usize,
     ) -> BackendResult<Vec<DeadLetter>> {
+        let before = self.dead_letter_ready().await?;
         let channel = self.open_channel().await?;
         let mut letters = Vec::new();
         let mut seen = 0;
@@ -93,6 +96,7 @@ impl AmqpBroker {
         }
         // Closing puts every letter back where it was.
         let _ = channel.close(200, "peek done".into()).await;
+        self.letters_returned(before).await;
         Ok(letters)
     }
 
@@ -148,7 +152,31 @@ impl AmqpBroker {
             }
         }
         let _ = channel.close(200, "dead-letter pass done".into()).await;
+        let removed = done.purged + done.replayed.len() as u64;
+        self.letters_returned(present.saturating_sub(removed)).await;
         Ok(done)
+    }
+
+    /// Letters ready in the dead-letter queue.
+    async fn dead_letter_ready(&self) -> BackendResult<u64> {
+        let queue = &self.shared.names.dead_letter_queue;
+        Ok(self.depth(queue).await?.unwrap_or(0))
+    }
+
+    /// Waits (at most [`RETURN_WAIT`]) until at least `count` letters are ready
+    /// again. A quorum queue takes back the letters of a closed channel
+    /// asynchronously: a pass that starts right after another could otherwise miss
+    /// the ones still on their way back (seen in CI).
+    async fn letters_returned(&self, count: u64) {
+        let deadline = tokio::time::Instant::now() + RETURN_WAIT;
+        while tokio::time::Instant::now() < deadline {
+            match self.dead_letter_ready().await {
+                Ok(ready) if ready < count => {
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                }
+                _ => return,
+            }
+        }
     }
 
     /// Publishes `letter` again as a first attempt and waits for the confirm; the

@@ -219,6 +219,15 @@ impl AmqpBroker {
         }
     }
 
+    /// Whether any queue the host declares is a quorum queue.
+    pub(super) fn uses_quorum(&self) -> bool {
+        self.shared.names.queue_kind == QueueKind::Quorum
+            || self
+                .queues()
+                .values()
+                .any(|s| self.kind_of(s.limits.kind, s.durable) == QueueKind::Quorum)
+    }
+
     /// `[dead_letter]` as last set.
     pub(super) fn dead_letter_config(&self) -> DeadLetterConfig {
         *self

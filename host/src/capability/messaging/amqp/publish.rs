@@ -31,7 +31,9 @@ impl AmqpBroker {
         link: &super::link::Link,
         nacked: &std::sync::Arc<lapin::Channel>,
     ) {
-        if !std::sync::Arc::ptr_eq(&link.publisher.load(), nacked) {
+        // Only where quorum queues are: a classic queue's nack (a full queue) is
+        // what it says, and its channel is fine.
+        if !self.uses_quorum() || !std::sync::Arc::ptr_eq(&link.publisher.load(), nacked) {
             return;
         }
         let Ok(channel) = link.connection.create_channel().await else {
@@ -48,7 +50,12 @@ impl AmqpBroker {
             .publisher
             .compare_and_swap(nacked, std::sync::Arc::new(channel));
         if std::sync::Arc::ptr_eq(&previous, nacked) {
-            let _ = nacked.close(200, "renewed after a nack".into()).await;
+            // Closed once the publishes still waiting on it have their confirms.
+            let (nacked, wait) = (nacked.clone(), self.shared.confirm_timeout);
+            tokio::spawn(async move {
+                tokio::time::sleep(wait).await;
+                let _ = nacked.close(200, "renewed after a nack".into()).await;
+            });
         }
     }
 
