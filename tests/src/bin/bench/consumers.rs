@@ -234,3 +234,56 @@ pub fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     values[values.len() / 2]
 }
+
+/// `bench quorum`: the no-op plugin (a fresh instance per message) and the native
+/// consumer on a quorum queue against a classic one, on a three-node cluster of the
+/// bench's own (the classic queue on one of its nodes), at prefetch 10 and 50.
+/// Alternating rounds, medians.
+pub async fn quorum_vs_classic() -> anyhow::Result<()> {
+    use techub_host::config::QueueKind;
+    const ROUNDS: usize = 3;
+    let cluster = tokio::task::spawn_blocking(|| techub_tests::RabbitCluster::start(3)).await?;
+    for prefetch in [10u16, 50] {
+        let run = async |kind: QueueKind, through_plugin: bool| {
+            let plugin = unique("noop");
+            let dir = PluginDir::with(&[(&plugin, "fixture_noop")]);
+            let mut config = config(&dir);
+            config.backends.messaging = BrokerBackend::Amqp;
+            config.amqp = services::amqp_config();
+            config.amqp.urls = cluster.urls();
+            config.amqp.queue_kind = kind;
+            match through_plugin {
+                true => through_platform(&config, &plugin, prefetch, 1).await,
+                false => native(&config, prefetch).await,
+            }
+        };
+        let kinds = [QueueKind::Classic, QueueKind::Quorum];
+        // rates[kind][plugin = 0, native = 1]
+        let mut rates = [[Vec::new(), Vec::new()], [Vec::new(), Vec::new()]];
+        for round in 0..ROUNDS {
+            let mut order: Vec<(usize, usize)> = vec![(0, 0), (1, 0), (0, 1), (1, 1)];
+            if round % 2 == 1 {
+                order.reverse();
+            }
+            for (kind, side) in order {
+                let result = run(kinds[kind], side == 0).await?;
+                rates[kind][side].push(result.rate);
+            }
+        }
+        let m = |v: &Vec<f64>| median(v.clone());
+        let (cp, cn, qp, qn) = (
+            m(&rates[0][0]),
+            m(&rates[0][1]),
+            m(&rates[1][0]),
+            m(&rates[1][1]),
+        );
+        println!(
+            "no-op x{MESSAGES}, prefetch {prefetch}, three-node cluster: classic queue: plugin {cp:.0} msg/s, native {cn:.0} msg/s; quorum queue: plugin {qp:.0} msg/s, native {qn:.0} msg/s (medians of {ROUNDS}); quorum/classic: plugin {:.2}, native {:.2}; plugin/native: classic {:.2}, quorum {:.2}",
+            qp / cp,
+            qn / cn,
+            cp / cn,
+            qp / qn
+        );
+    }
+    Ok(())
+}

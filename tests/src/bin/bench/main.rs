@@ -3,7 +3,7 @@
 //! shared and noisy. Names: `instantiate`, `cache-get`, `messages`, `prefetch`,
 //! `swap`, `start`, `swap-throughput`, `metrics-overhead`, `stats-overhead`,
 //! `store-atomic`, `cas-contention`, `request-reply`, `read-through`, `l1`, `neighbours`,
-//! `http`, `email`, `webhooks`.
+//! `http`, `email`, `webhooks`, `quorum`.
 
 mod cache;
 mod consumers;
@@ -81,6 +81,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if run("email") {
         email::email_throughput().await?;
+    }
+    if run("quorum") {
+        consumers::quorum_vs_classic().await?;
     }
     if run("webhooks") {
         webhooks::webhooks().await?;
