@@ -275,6 +275,22 @@ pub mod services {
         let _ = connection.close(200, "done".into()).await;
     }
 
+    /// Deletes the quorum queues of the shared broker whose names start with one of
+    /// `prefixes`: a quorum queue never expires, and each keeps a Raft log, so the
+    /// tests that make them on the shared broker remove them.
+    pub async fn delete_quorum_queues(prefixes: &[&str]) {
+        let out = std::process::Command::new("rabbitmqctl")
+            .args(["-q", "list_queues", "name", "type", "--no-table-headers"])
+            .output()
+            .expect("rabbitmqctl (apt-get install rabbitmq-server)");
+        let listed = String::from_utf8_lossy(&out.stdout).to_string();
+        for (name, kind) in listed.lines().filter_map(|l| l.split_once('\t')) {
+            if kind.trim() == "quorum" && prefixes.iter().any(|p| name.starts_with(p)) {
+                delete_queue(name).await;
+            }
+        }
+    }
+
     /// The panic message when RabbitMQ is down.
     pub fn rabbitmq_hint(error: &anyhow::Error) -> String {
         format!(

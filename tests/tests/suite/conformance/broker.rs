@@ -486,10 +486,6 @@ async fn amqp_broker_conforms_on_quorum_queues() {
     // A dead-letter queue of its own: the body above left a letter in that one.
     let (tooling_config, tooling) = amqp_quorum().await;
     dead_letter_tooling_works(&tooling).await;
-    tooling
-        .delete_queue(&tooling_config.dead_letter_queue)
-        .await
-        .unwrap();
     let fifo = in_publish_order_on_quorum(&broker).await;
     let types = queue_types();
     for queue in queues.iter().chain([&config.dead_letter_queue, &fifo]) {
@@ -511,6 +507,13 @@ async fn amqp_broker_conforms_on_quorum_queues() {
     {
         broker.delete_queue(queue).await.unwrap();
     }
+    // The dead-letter tooling's (`dlq-<id>.<letter>.q`, quorum here only) and its
+    // broker's dead-letter queue.
+    tooling
+        .delete_queue(&tooling_config.dead_letter_queue)
+        .await
+        .unwrap();
+    services::delete_quorum_queues(&["dlq-"]).await;
 }
 
 /// A broker on the shared node whose queues are quorum queues, with names of its own.
