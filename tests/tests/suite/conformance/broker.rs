@@ -181,6 +181,13 @@ async fn broker_conforms(broker: &dyn Broker) -> [String; 2] {
 }
 
 async fn priorities_are_honoured(broker: &dyn Broker) {
+    let (_, order) = delivery_order(broker).await;
+    assert_eq!(order, ["urgent", "high", "normal", "low"]);
+}
+
+/// Four messages of each priority queued before anyone consumes (low, urgent,
+/// normal, high), then read back: the queue, and the order they came in.
+async fn delivery_order(broker: &dyn Broker) -> (String, Vec<String>) {
     let topic = unique("prio");
     let queue = format!("{topic}.q");
     broker
@@ -192,7 +199,6 @@ async fn priorities_are_honoured(broker: &dyn Broker) {
         })
         .await
         .unwrap();
-    // Queue them before anyone consumes, then read them back in priority order.
     for (priority, body) in [(1, "low"), (10, "urgent"), (5, "normal"), (8, "high")] {
         let mut e = envelope(&format!("{topic}.x"), body);
         e.priority = priority;
@@ -206,7 +212,7 @@ async fn priorities_are_honoured(broker: &dyn Broker) {
         order.push(String::from_utf8(d.envelope().payload.clone()).unwrap());
         d.ack().await.unwrap();
     }
-    assert_eq!(order, ["urgent", "high", "normal", "low"]);
+    (queue, order)
 }
 
 fn dead_letter_config() -> DeadLetterConfig {
@@ -534,29 +540,7 @@ async fn amqp_quorum() -> (techub_host::config::AmqpConfig, AmqpBroker) {
 
 /// Priorities on a quorum queue of RabbitMQ 3.x: delivered in publish order.
 async fn in_publish_order_on_quorum(broker: &dyn Broker) -> String {
-    let topic = unique("prio-quorum");
-    let queue = format!("{topic}.q");
-    broker
-        .declare_queue(&QueueSpec {
-            name: queue.clone(),
-            bindings: vec![format!("{topic}.#")],
-            durable: true,
-            limits: Default::default(),
-        })
-        .await
-        .unwrap();
-    for (priority, body) in [(1, "low"), (10, "urgent"), (5, "normal"), (8, "high")] {
-        let mut e = envelope(&format!("{topic}.x"), body);
-        e.priority = priority;
-        broker.publish(e, None).await.unwrap();
-    }
-    let mut consumer = broker.consume(&queue, 1).await.unwrap();
-    let mut order = Vec::new();
-    for _ in 0..4 {
-        let d = next(&mut consumer).await;
-        order.push(String::from_utf8(d.envelope().payload.clone()).unwrap());
-        d.ack().await.unwrap();
-    }
+    let (queue, order) = delivery_order(broker).await;
     assert_eq!(order, ["low", "urgent", "normal", "high"]);
     queue
 }
