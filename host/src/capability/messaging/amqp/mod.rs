@@ -24,8 +24,13 @@
 //! consumers subscribe again and carry on. Deliveries unsettled at the drop are
 //! redelivered by the broker.
 //!
+//! Several nodes (`amqp.urls`, a cluster): each host tries them in its own shuffled
+//! order, and a reconnect moves to the next node at once. Queues are classic or
+//! quorum (`amqp.queue_kind`, `[queues.<type>] kind`; `kind.rs`).
+//!
 //! Files: `mod.rs` (the `Broker` impl), `link.rs` (the connection and its
-//! replacement), `topology.rs` (declarations),
+//! replacement), `topology.rs` (declarations), `kind.rs` (classic or quorum: the
+//! arguments each needs),
 //! `publish.rs` (confirmed and mandatory publishes), `consumer.rs` (deliveries and
 //! settling), `convert.rs` (envelope ⇄ AMQP properties), `dead_letters.rs` (reading,
 //! replaying and purging the dead-letter queue; queue depths), `policies.rs` (queue
