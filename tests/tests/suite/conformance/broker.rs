@@ -370,8 +370,13 @@ async fn amqp_replay_into_a_deleted_queue_keeps_the_letter() {
 }
 
 async fn amqp() -> AmqpBroker {
+    connect(&services::amqp_config()).await
+}
+
+/// A broker on the shared node with `config`'s names.
+async fn connect(config: &techub_host::config::AmqpConfig) -> AmqpBroker {
     AmqpBroker::connect(
-        &services::amqp_config(),
+        config,
         dead_letter_config(),
         Default::default(),
         Default::default(),
@@ -424,15 +429,7 @@ async fn amqp_retry_survives_its_retry_queue_expiring() {
 #[tokio::test]
 async fn amqp_delayed_publish_survives_its_delay_queue_expiring() {
     let config = services::amqp_config();
-    let broker = AmqpBroker::connect(
-        &config,
-        dead_letter_config(),
-        Default::default(),
-        Default::default(),
-        techub_host::capability::messaging::amqp::seal::DeathSeal::with_key(b"test key"),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("{}", services::rabbitmq_hint(&e)));
+    let broker = connect(&config).await;
     let topic = unique("later");
     let queue = format!("{topic}.q");
     broker
@@ -526,15 +523,7 @@ async fn amqp_broker_conforms_on_quorum_queues() {
 async fn amqp_quorum() -> (techub_host::config::AmqpConfig, AmqpBroker) {
     let mut config = services::amqp_config();
     config.queue_kind = techub_host::config::QueueKind::Quorum;
-    let broker = AmqpBroker::connect(
-        &config,
-        dead_letter_config(),
-        Default::default(),
-        Default::default(),
-        techub_host::capability::messaging::amqp::seal::DeathSeal::with_key(b"test key"),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("{}", services::rabbitmq_hint(&e)));
+    let broker = connect(&config).await;
     (config, broker)
 }
 
