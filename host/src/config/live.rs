@@ -56,15 +56,6 @@ impl HostConfig {
         keep!(messaging.status_ttl_ms, "messaging.status_ttl_ms");
         keep!(stand_ins, "stand_ins");
         keep!(webhooks.addr, "webhooks.addr");
-        // A queue cannot change kind in place (RabbitMQ refuses the declaration).
-        for (name, policy) in &mut self.queues {
-            if let Some(old) = running.queues.get(name)
-                && old.kind != policy.kind
-            {
-                ignored.push(format!("queues.{name}.kind"));
-                policy.kind = old.kind;
-            }
-        }
         let Some(slot) = slot_mib else {
             return Ok((self, ignored));
         };

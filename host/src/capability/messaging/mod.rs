@@ -96,6 +96,10 @@ pub struct QueueLimits {
     /// On RabbitMQ, classic or quorum (none: `amqp.queue_kind`); the embedded broker
     /// has one kind.
     pub kind: Option<crate::config::QueueKind>,
+    /// The longest a retry of this queue waits (`max_retry_delay_ms`): a queue that
+    /// changes kind keeps its old queue at least this long, for the retries still on
+    /// their way back to it.
+    pub longest_retry_ms: u64,
 }
 
 impl QueueLimits {
@@ -106,6 +110,7 @@ impl QueueLimits {
             max_length: policy.max_length,
             overflow: policy.overflow,
             kind: policy.kind,
+            longest_retry_ms: policy.max_retry_delay_ms,
         }
     }
 

@@ -295,8 +295,10 @@ async fn inject_on_cluster(
     let index = match fault {
         Fault::ClusterLeaderKilled => {
             let prefix = &host.config.amqp.queue_prefix;
-            // The ledger subscribes as queue type `order` (see `fixtures/ledger`).
-            let queue = format!("{prefix}order.{}", LEDGER.plugin);
+            // The ledger subscribes as queue type `order` (see `fixtures/ledger`), whose
+            // messages (priority `high`) are in the quorum queue's high lane on
+            // RabbitMQ 3.x (`amqp/physical.rs`).
+            let queue = format!("{prefix}order.{}.quorum.high", LEDGER.plugin);
             // `rabbitmqctl` sometimes answers without the queue: ask again (10 s).
             let find = || (0..cluster.nodes.len()).find_map(|via| cluster.leader_of(&queue, via));
             let mut leader = find();

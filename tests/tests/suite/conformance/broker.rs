@@ -205,7 +205,10 @@ async fn delivery_order(broker: &dyn Broker) -> (String, Vec<String>) {
         broker.publish(e, None).await.unwrap();
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let mut consumer = broker.consume(&queue, 1).await.unwrap();
+    // A window that holds them all, as a busy consumer's would, filled before the
+    // first is taken: priorities order what is waiting, not what arrives later.
+    let mut consumer = broker.consume(&queue, 10).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let mut order = Vec::new();
     for _ in 0..4 {
         let d = next(&mut consumer).await;
@@ -381,6 +384,7 @@ async fn connect(config: &techub_host::config::AmqpConfig) -> AmqpBroker {
         Default::default(),
         Default::default(),
         techub_host::capability::messaging::amqp::seal::DeathSeal::with_key(b"test key"),
+        false,
     )
     .await
     .unwrap_or_else(|e| panic!("{}", services::rabbitmq_hint(&e)))
@@ -479,9 +483,9 @@ fn queue_types() -> std::collections::HashMap<String, String> {
 /// The same body on quorum queues (a one-node quorum queue on the shared broker):
 /// routing, properties, retries, dead letters (read again and again without being
 /// dropped: the dead-letter queue has no delivery limit), delayed publishes,
-/// redelivery. Every queue the host declared is a quorum queue. The documented
-/// difference: RabbitMQ before 4.0 delivers a quorum queue in publish order, whatever
-/// the priorities.
+/// redelivery. Every queue the host declared is a quorum queue: each plugin queue
+/// two, its lanes (`<name>.quorum` and `<name>.quorum.high`). The documented
+/// difference: two priority levels instead of ten.
 #[tokio::test]
 async fn amqp_broker_conforms_on_quorum_queues() {
     let (config, broker) = amqp_quorum().await;
@@ -489,24 +493,27 @@ async fn amqp_broker_conforms_on_quorum_queues() {
     // A dead-letter queue of its own: the body above left a letter in that one.
     let (tooling_config, tooling) = amqp_quorum().await;
     dead_letter_tooling_works(&tooling).await;
-    let fifo = in_publish_order_on_quorum(&broker).await;
+    let two_levels = two_priority_levels_on_quorum(&broker).await;
     let types = queue_types();
-    for queue in queues.iter().chain([&config.dead_letter_queue, &fifo]) {
+    let lanes = |q: &String| [format!("{q}.quorum"), format!("{q}.quorum.high")];
+    let physical: Vec<String> = queues.iter().chain([&two_levels]).flat_map(lanes).collect();
+    for queue in physical.iter().chain([&config.dead_letter_queue]) {
         assert_eq!(
             types.get(queue).map(String::as_str),
             Some("quorum"),
             "{queue}: {types:?}"
         );
     }
-    let retry = format!("{}.retry.200", queues[0]);
+    // The body's messages are of priority 5: the high lane's, retried in it.
+    let retry = format!("{}.quorum.high.retry.200", queues[0]);
     assert_eq!(
         types.get(&retry).map(String::as_str),
         Some("quorum"),
-        "{retry}"
+        "{retry}: {types:?}"
     );
     for queue in queues
         .iter()
-        .chain([&config.dead_letter_queue, &fifo, &retry])
+        .chain([&config.dead_letter_queue, &two_levels, &retry])
     {
         broker.delete_queue(queue).await.unwrap();
     }
@@ -527,9 +534,10 @@ async fn amqp_quorum() -> (techub_host::config::AmqpConfig, AmqpBroker) {
     (config, broker)
 }
 
-/// Priorities on a quorum queue of RabbitMQ 3.x: delivered in publish order.
-async fn in_publish_order_on_quorum(broker: &dyn Broker) -> String {
+/// Priorities on quorum queues: two levels, as RabbitMQ 4 has them (5 and above
+/// first, in publish order among themselves); on RabbitMQ 3.x the host's lanes.
+async fn two_priority_levels_on_quorum(broker: &dyn Broker) -> String {
     let (queue, order) = delivery_order(broker).await;
-    assert_eq!(order, ["low", "urgent", "normal", "high"]);
+    assert_eq!(order, ["urgent", "normal", "high", "low"]);
     queue
 }

@@ -1,4 +1,5 @@
-//! Consuming a queue: deliveries with manual ack, settled by ack, retry or dead letter.
+//! Consuming one RabbitMQ queue (one of those behind a plugin queue, `merged.rs`):
+//! deliveries with manual ack, settled by ack, retry or dead letter.
 
 use super::{AmqpBroker, convert, unavailable};
 use crate::capability::BackendResult;
@@ -15,7 +16,10 @@ use std::time::Duration;
 
 pub(super) struct AmqpConsumer {
     broker: AmqpBroker,
+    /// The RabbitMQ queue consumed.
     queue: String,
+    /// The plugin queue it is behind: retries and dead letters go by its name.
+    logical: String,
     prefetch: u16,
     tag: String,
     stream: lapin::Consumer,
@@ -58,6 +62,7 @@ impl AmqpConsumer {
     pub(super) async fn start(
         broker: AmqpBroker,
         queue: &str,
+        logical: &str,
         prefetch: u16,
     ) -> BackendResult<Self> {
         let tag = format!("techub-{}", uuid::Uuid::new_v4().simple());
@@ -66,6 +71,7 @@ impl AmqpConsumer {
         Ok(Self {
             broker,
             queue: queue.to_string(),
+            logical: logical.to_string(),
             prefetch,
             tag,
             stream,
@@ -74,9 +80,15 @@ impl AmqpConsumer {
         })
     }
 
+    /// The RabbitMQ queue it consumes.
+    pub(super) fn queue(&self) -> &str {
+        &self.queue
+    }
+
     /// Consumes again on the newest healthy link (after a reconnect, or on a new
-    /// channel when only this one failed). `false` once the broker is closed.
-    async fn resubscribe(&mut self) -> bool {
+    /// channel when only this one failed, or after [`Consumer::stop`]). `false` once
+    /// the broker is closed.
+    pub(super) async fn resubscribe(&mut self) -> bool {
         loop {
             let Some(link) = self.broker.healthy_link().await else {
                 return false;
@@ -173,6 +185,7 @@ impl AmqpConsumer {
         Box::new(AmqpDelivery {
             broker: self.broker.clone(),
             queue: self.queue.clone(),
+            logical: self.logical.clone(),
             envelope,
             redelivered: delivery.redelivered,
             acker: Some(delivery.acker),
@@ -182,7 +195,10 @@ impl AmqpConsumer {
 
 struct AmqpDelivery {
     broker: AmqpBroker,
+    /// The RabbitMQ queue it came from.
     queue: String,
+    /// The plugin queue: retried into its lane now, dead-lettered under its name.
+    logical: String,
     envelope: Envelope,
     redelivered: bool,
     acker: Option<Acker>,
@@ -226,7 +242,7 @@ impl Delivery for AmqpDelivery {
         next.attempt += 1;
         next.expiration_ms = None;
         // Confirmed copy first, then ack: a crash in between duplicates, never loses.
-        self.broker.send_retry(&self.queue, &next, delay).await?;
+        self.broker.send_retry(&self.logical, &next, delay).await?;
         AmqpDelivery::ack(&mut self).await
     }
 
@@ -235,7 +251,7 @@ impl Delivery for AmqpDelivery {
         self.envelope.parked = None;
         let stored = self
             .broker
-            .send_dead_letter(&self.queue, &self.envelope, reason)
+            .send_dead_letter(&self.logical, &self.envelope, reason)
             .await;
         let parked = match stored {
             Ok(true) => {
@@ -249,7 +265,7 @@ impl Delivery for AmqpDelivery {
                 // attempt it died at, marked to be dead-lettered again on return.
                 self.envelope.parked = Some(reason.to_string());
                 self.broker
-                    .send_retry(&self.queue, &self.envelope, when_full)
+                    .send_retry(&self.logical, &self.envelope, when_full)
                     .await
             }
             Err(error) => Err(error),

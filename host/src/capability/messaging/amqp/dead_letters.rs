@@ -47,16 +47,14 @@ impl AmqpBroker {
         // The host's headers when it dead-lettered the message; RabbitMQ's `x-death`
         // when the broker did (a TTL ran out, a full queue).
         let by_broker = convert::broker_death(props);
+        // A plugin queue dead-letters under `dlx.<its name>` whichever queue behind it
+        // the message was in (`physical.rs`); `x-death` names that queue.
+        let routed_as = delivery.routing_key.as_str().strip_prefix("dlx.");
         let mut letter = DeadLetter {
             queue: convert::header(props, DEATH_QUEUE_HEADER)
+                .or_else(|| routed_as.map(str::to_string))
                 .or_else(|| by_broker.as_ref().map(|(_, queue)| queue.clone()))
-                .unwrap_or_else(|| {
-                    delivery
-                        .routing_key
-                        .as_str()
-                        .trim_start_matches("dlx.")
-                        .to_string()
-                }),
+                .unwrap_or_else(|| delivery.routing_key.to_string()),
             reason: convert::header(props, DEATH_REASON_HEADER)
                 .or_else(|| by_broker.map(|(reason, _)| reason))
                 .unwrap_or_else(|| "dead-lettered by the broker".to_string()),
@@ -188,7 +186,17 @@ impl AmqpBroker {
         let (exchange, routing_key, mandatory, queue) = match to {
             // The default exchange reaches exactly that queue (and the routing-key
             // header keeps the original key for the handler).
-            ReplayTo::Queue => ("", letter.queue.clone(), true, Some(letter.queue.clone())),
+            // (The queue behind the plugin queue that takes its priority.)
+            ReplayTo::Queue => (
+                "",
+                self.resolve(&letter.queue)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .lane(envelope.priority)
+                    .to_string(),
+                true,
+                Some(letter.queue.clone()),
+            ),
             ReplayTo::RoutingKey(key) => {
                 envelope.routing_key = key.clone();
                 (
@@ -221,6 +229,12 @@ impl AmqpBroker {
 
     /// Messages ready in `queue` (a passive declare); `None` when it does not exist.
     pub(super) async fn depth(&self, queue: &str) -> BackendResult<Option<u64>> {
+        Ok(self.queue_state(queue).await?.map(|(ready, _)| ready))
+    }
+
+    /// Messages ready in `queue` and its consumers (a passive declare); `None` when it
+    /// does not exist.
+    pub(super) async fn queue_state(&self, queue: &str) -> BackendResult<Option<(u64, u32)>> {
         // A passive declare of a missing queue closes its channel: use a fresh one.
         let channel = self.open_channel().await?;
         let options = QueueDeclareOptions {
@@ -231,7 +245,7 @@ impl AmqpBroker {
             .queue_declare(queue.into(), options, FieldTable::default())
             .await;
         let depth = match declared {
-            Ok(q) => Some(u64::from(q.message_count())),
+            Ok(q) => Some((u64::from(q.message_count()), q.consumer_count())),
             Err(error) => match error.kind() {
                 ErrorKind::ProtocolError(e) if e.get_id() == 404 => None,
                 _ => {

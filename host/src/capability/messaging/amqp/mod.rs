@@ -30,7 +30,9 @@
 //!
 //! Files: `mod.rs` (the `Broker` impl), `link.rs` (the connection and its
 //! replacement), `topology.rs` (declarations), `kind.rs` (classic or quorum: the
-//! arguments each needs),
+//! arguments each needs; does the broker have quorum priorities), `physical.rs` (the
+//! queues behind one plugin queue: kinds and priority lanes), `merged.rs` (consuming
+//! them as one), `migrate.rs` (a queue type changing kind, the old queue drained),
 //! `publish.rs` (confirmed and mandatory publishes), `consumer.rs` (deliveries and
 //! settling), `convert.rs` (envelope ⇄ AMQP properties), `dead_letters.rs` (reading,
 //! replaying and purging the dead-letter queue; queue depths), `policies.rs` (queue
@@ -41,6 +43,9 @@ mod convert;
 mod dead_letters;
 mod kind;
 mod link;
+mod merged;
+mod migrate;
+mod physical;
 pub mod policies;
 mod publish;
 mod replies;
@@ -56,6 +61,7 @@ use convert::{string, table};
 use lapin::options::QueueBindOptions;
 use lapin::types::{AMQPValue, FieldTable};
 use link::Link;
+use physical::Physical;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -63,6 +69,8 @@ use std::time::Duration;
 
 /// Header that routes a delayed publish to its delay queue.
 const DELAY_HEADER: &str = "x-techub-delay-ms";
+/// The same for a message of the high lane (with priority lanes).
+const DELAY_HIGH_HEADER: &str = "x-techub-delay-high-ms";
 /// Unused delay and retry queues delete themselves after this long.
 const IDLE_QUEUE_EXPIRY_MS: u64 = 3_600_000;
 
@@ -104,6 +112,15 @@ pub(crate) struct Shared {
     policies: Option<policies::Management>,
     /// Seals the dead letters the host writes; a replay trusts only those.
     seal: seal::DeathSeal,
+    /// Whether quorum queues get priority lanes (`physical.rs`), decided once the
+    /// host has a quorum queue (at connect, or when a reload brings the first): the
+    /// high lane's exchange, or `None` where the broker has quorum priorities.
+    lanes: tokio::sync::OnceCell<Option<String>>,
+    /// Plugin queues changing kind: the old queues each drains (`migrate.rs`).
+    migrations: Mutex<HashMap<String, migrate::Migration>>,
+    /// Bumped whenever the queues behind a plugin queue change (a kind changed, an
+    /// old queue drained): consumers take up the new set.
+    layout: tokio::sync::watch::Sender<u64>,
 }
 
 /// Broker on a RabbitMQ server.
@@ -118,12 +135,15 @@ fn unavailable(url: &str, what: &str, error: impl std::fmt::Display) -> BackendE
 
 impl AmqpBroker {
     /// Connects, enables publisher confirms and declares the fixed topology.
+    /// `quorum_types`: some `[queues.<type>]` asks for quorum queues (beside
+    /// `amqp.queue_kind`), which decides whether the host needs priority lanes.
     pub async fn connect(
         config: &AmqpConfig,
         dead_letter: DeadLetterConfig,
         messaging: MessagingConfig,
         metrics: Arc<Metrics>,
         seal: seal::DeathSeal,
+        quorum_types: bool,
     ) -> anyhow::Result<Self> {
         let mut nodes = config.nodes();
         // Each host its own order, so that the hosts of a deployment spread over the
@@ -185,8 +205,14 @@ impl AmqpBroker {
                 metrics,
                 policies,
                 seal,
+                lanes: tokio::sync::OnceCell::new(),
+                migrations: Mutex::default(),
+                layout: tokio::sync::watch::Sender::new(0),
             }),
         };
+        if config.queue_kind == QueueKind::Quorum || quorum_types {
+            broker.decide_lanes().await;
+        }
         broker
             .declare_topology(dead_letter)
             .await
@@ -233,6 +259,60 @@ impl AmqpBroker {
                 .any(|s| self.kind_of(s.limits.kind, s.durable) == QueueKind::Quorum)
     }
 
+    /// The queues behind plugin queue `logical`, as it is declared now.
+    pub(super) fn physical(&self, logical: &str) -> Physical {
+        Physical::of(
+            logical,
+            self.kind_of_queue(logical),
+            self.high_exchange().is_some(),
+        )
+    }
+
+    /// The high lane's exchange, with priority lanes.
+    pub(super) fn high_exchange(&self) -> Option<&str> {
+        self.shared.lanes.get().and_then(|lanes| lanes.as_deref())
+    }
+
+    /// The queues behind plugin queue `logical`, also where this host did not declare
+    /// it (the dead-letter tooling, another process): those that exist.
+    pub(super) async fn resolve(&self, logical: &str) -> BackendResult<Physical> {
+        let declared = self.queues().contains_key(logical);
+        if declared {
+            return Ok(self.physical(logical));
+        }
+        let quorum = Physical::of(logical, QueueKind::Quorum, true);
+        if self.depth(&quorum.normal).await?.is_none() {
+            return Ok(Physical::of(logical, QueueKind::Classic, false));
+        }
+        let high = quorum.high.as_deref().unwrap_or_default();
+        let lanes = self.depth(high).await?.is_some();
+        Ok(Physical::of(logical, QueueKind::Quorum, lanes))
+    }
+
+    /// The exchange a message of `priority` is published to (with lanes, the high
+    /// lane's from [`physical::HIGH_LANE_FROM`] up).
+    pub(super) fn exchange_for(&self, priority: u8) -> &str {
+        match self.high_exchange() {
+            Some(high) if priority >= physical::HIGH_LANE_FROM => high,
+            _ => &self.shared.names.main_exchange,
+        }
+    }
+
+    /// Where the routing-key patterns of the queues `physical` are bound, as (queue,
+    /// exchange): the normal one on the main exchange and, with lanes, the high lane
+    /// (a classic queue: itself) on the high lane's exchange.
+    pub(super) fn binding_targets(&self, physical: &Physical) -> Vec<(String, String)> {
+        let mut targets = vec![(
+            physical.normal.clone(),
+            self.shared.names.main_exchange.clone(),
+        )];
+        if let Some(high_exchange) = self.high_exchange() {
+            let high = physical.high.as_ref().unwrap_or(&physical.normal);
+            targets.push((high.clone(), high_exchange.to_string()));
+        }
+        targets
+    }
+
     /// `[dead_letter]` as last set.
     pub(super) fn dead_letter_config(&self) -> DeadLetterConfig {
         *self
@@ -242,7 +322,7 @@ impl AmqpBroker {
             .unwrap_or_else(|e| e.into_inner())
     }
 
-    fn queues(&self) -> std::sync::MutexGuard<'_, HashMap<String, QueueSpec>> {
+    pub(super) fn queues(&self) -> std::sync::MutexGuard<'_, HashMap<String, QueueSpec>> {
         self.shared.queues.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -285,7 +365,7 @@ async fn reachable(raw_url: &str, shown: &str, timeout: Duration) -> anyhow::Res
 impl Broker for AmqpBroker {
     async fn publish_routed(&self, envelope: Envelope) -> BackendResult<bool> {
         let props = convert::properties(&envelope, &[]);
-        let exchange = &self.shared.names.main_exchange;
+        let exchange = self.exchange_for(envelope.priority);
         match self
             .send(
                 exchange,
@@ -309,7 +389,7 @@ impl Broker for AmqpBroker {
                 let props = convert::properties(&envelope, &[]);
                 match self
                     .send(
-                        &names.main_exchange,
+                        self.exchange_for(envelope.priority),
                         &envelope.routing_key,
                         &envelope.payload,
                         props,
@@ -322,12 +402,20 @@ impl Broker for AmqpBroker {
                 }
             }
             Some(delay_ms) => {
-                let delay_queue = format!("{}delayed.{delay_ms}", names.queue_prefix);
+                // A lane of its own for the high lane's messages: a delay queue
+                // dead-letters into one exchange, and the header that routes to it
+                // differs, so that neither lane's binding matches the other's.
+                let exchange = self.exchange_for(envelope.priority);
+                let (lane, header) = match exchange == names.main_exchange {
+                    true => ("", DELAY_HEADER),
+                    false => ("high.", DELAY_HIGH_HEADER),
+                };
+                let delay_queue = format!("{}delayed.{lane}{delay_ms}", names.queue_prefix);
                 let mut args =
                     kind::arguments(names.queue_kind, kind::Role::Waiting, names.delivery_limit);
                 args.extend([
                     ("x-message-ttl", AMQPValue::LongLongInt(delay_ms as i64)),
-                    ("x-dead-letter-exchange", string(&names.main_exchange)),
+                    ("x-dead-letter-exchange", string(exchange)),
                     (
                         "x-expires",
                         AMQPValue::LongLongInt((delay_ms + IDLE_QUEUE_EXPIRY_MS) as i64),
@@ -336,14 +424,14 @@ impl Broker for AmqpBroker {
                 let args = table(&args);
                 let binding = table(&[
                     ("x-match", string("all")),
-                    (DELAY_HEADER, string(&delay_ms.to_string())),
+                    (header, string(&delay_ms.to_string())),
                 ]);
                 let declared = Declared {
                     name: &delay_queue,
                     args,
                     bind: Some((&names.delayed_exchange, binding)),
                 };
-                let props = convert::properties(&envelope, &[(DELAY_HEADER, delay_ms.to_string())]);
+                let props = convert::properties(&envelope, &[(header, delay_ms.to_string())]);
                 self.send_via(
                     &declared,
                     &names.delayed_exchange,
@@ -359,36 +447,53 @@ impl Broker for AmqpBroker {
     async fn declare_queue(&self, spec: &QueueSpec) -> BackendResult<()> {
         let url = &self.shared.url;
         let kind = self.kind_of(spec.limits.kind, spec.durable);
-        let mut fixed =
-            kind::arguments(kind, kind::Role::Consumed, self.shared.names.delivery_limit);
-        // Expired messages dead-letter like rejected ones.
-        fixed.extend([
-            (
-                "x-dead-letter-exchange",
-                string(&self.shared.names.dead_letter_exchange),
-            ),
-            (
-                "x-dead-letter-routing-key",
-                string(&format!("dlx.{}", spec.name)),
-            ),
-        ]);
+        if kind == QueueKind::Quorum && self.shared.lanes.get().is_none() {
+            self.decide_lanes().await;
+            self.bind_high_lanes().await?;
+        }
+        let physical = Physical::of(&spec.name, kind, self.high_exchange().is_some());
         let limits = policies::Limits::of_queue(spec.limits, kind);
-        let ch = &self
-            .declare_limited(&spec.name, spec.durable, fixed, limits)
-            .await?;
-        for binding in &spec.bindings {
-            ch.queue_bind(
-                spec.name.as_str().into(),
-                self.shared.names.main_exchange.as_str().into(),
-                binding.as_str().into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .map_err(|e| unavailable(url, &format!("bind queue {} to {binding}", spec.name), e))?;
+        for queue in physical.all() {
+            let mut fixed =
+                kind::arguments(kind, kind::Role::Consumed, self.shared.names.delivery_limit);
+            // Expired messages dead-letter like rejected ones, under the plugin
+            // queue's name whichever lane they were in.
+            fixed.extend([
+                (
+                    "x-dead-letter-exchange",
+                    string(&self.shared.names.dead_letter_exchange),
+                ),
+                (
+                    "x-dead-letter-routing-key",
+                    string(&format!("dlx.{}", spec.name)),
+                ),
+            ]);
+            let ch = self
+                .declare_limited(&queue, spec.durable, fixed, limits)
+                .await?;
+            let _ = ch.close(200, "declared".into()).await;
+        }
+        let ch = &self.open_channel().await?;
+        for (queue, exchange) in self.binding_targets(&physical) {
+            for binding in &spec.bindings {
+                ch.queue_bind(
+                    queue.as_str().into(),
+                    exchange.as_str().into(),
+                    binding.as_str().into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+                .map_err(|e| unavailable(url, &format!("bind queue {queue} to {binding}"), e))?;
+            }
         }
         let _ = ch.close(200, "declared".into()).await;
         self.queues().insert(spec.name.clone(), spec.clone());
+        // A queue of the other kind under this name drains into this one.
+        self.begin_migration(spec, kind).await?;
+        self.shared
+            .layout
+            .send_modify(|generation| *generation += 1);
         Ok(())
     }
 
@@ -409,26 +514,34 @@ impl Broker for AmqpBroker {
 
     async fn delete_queue(&self, queue: &str) -> BackendResult<()> {
         let ch = self.open_channel().await?;
-        ch.queue_delete(queue.into(), lapin::options::QueueDeleteOptions::default())
+        for name in &Physical::every(queue) {
+            ch.queue_delete(
+                name.as_str().into(),
+                lapin::options::QueueDeleteOptions::default(),
+            )
             .await
-            .map_err(|e| unavailable(&self.shared.url, &format!("delete queue {queue}"), e))?;
+            .map_err(|e| unavailable(&self.shared.url, &format!("delete queue {name}"), e))?;
+        }
         let _ = ch.close(200, "deleted".into()).await;
         self.queues().remove(queue);
+        self.end_migration(queue);
         Ok(())
     }
 
     async fn unbind(&self, queue: &str, bindings: &[String]) -> BackendResult<()> {
         let url = &self.shared.url;
         let ch = &self.open_channel().await?;
-        for binding in bindings {
-            ch.queue_unbind(
-                queue.into(),
-                self.shared.names.main_exchange.as_str().into(),
-                binding.as_str().into(),
-                FieldTable::default(),
-            )
-            .await
-            .map_err(|e| unavailable(url, &format!("unbind {binding} from {queue}"), e))?;
+        for (physical, exchange) in self.binding_targets(&self.physical(queue)) {
+            for binding in bindings {
+                ch.queue_unbind(
+                    physical.as_str().into(),
+                    exchange.as_str().into(),
+                    binding.as_str().into(),
+                    FieldTable::default(),
+                )
+                .await
+                .map_err(|e| unavailable(url, &format!("unbind {binding} from {physical}"), e))?;
+            }
         }
         let _ = ch.close(200, "unbound".into()).await;
         if let Some(spec) = self.queues().get_mut(queue) {
@@ -456,7 +569,7 @@ impl Broker for AmqpBroker {
 
     async fn consume(&self, queue: &str, prefetch: u16) -> BackendResult<Box<dyn Consumer>> {
         Ok(Box::new(
-            consumer::AmqpConsumer::start(self.clone(), queue, prefetch).await?,
+            merged::MergedConsumer::start(self.clone(), queue, prefetch).await?,
         ))
     }
 
@@ -499,10 +612,24 @@ impl Broker for AmqpBroker {
 
     async fn dead_letter_depth(&self) -> BackendResult<u64> {
         let queue = self.shared.names.dead_letter_queue.clone();
-        Ok(self.queue_depth(&queue).await?.unwrap_or(0))
+        Ok(self.depth(&queue).await?.unwrap_or(0))
     }
 
     async fn queue_depth(&self, queue: &str) -> BackendResult<Option<u64>> {
-        self.depth(queue).await
+        // Every queue behind it: both lanes, and an old queue still draining (for a
+        // queue this host did not declare, every queue either kind would have).
+        let declared = self.queues().contains_key(queue);
+        let mut physical = match declared {
+            true => self.physical(queue).all(),
+            false => Physical::every(queue),
+        };
+        physical.extend(self.migration_sources(queue));
+        let mut total = None;
+        for name in &physical {
+            if let Some(depth) = self.depth(name).await? {
+                total = Some(total.unwrap_or(0) + depth);
+            }
+        }
+        Ok(total)
     }
 }

@@ -162,18 +162,22 @@ impl AmqpBroker {
         ))
     }
 
-    /// Sends `envelope` to `queue` again after `delay`, through its retry queue.
+    /// Sends `envelope` to plugin queue `logical` again after `delay`, through the
+    /// retry queue of the queue behind it that takes its priority now (an old queue
+    /// being drained gets no retries: they come back to the new one).
     pub(crate) async fn send_retry(
         &self,
-        queue: &str,
+        logical: &str,
         envelope: &Envelope,
         delay: Duration,
     ) -> BackendResult<()> {
         let delay_ms = (delay.as_millis() as u64).max(1);
+        let physical = self.physical(logical);
+        let queue = physical.lane(envelope.priority);
         let retry_queue = format!("{queue}.retry.{delay_ms}");
         let names = &self.shared.names;
         let mut args = super::kind::arguments(
-            self.kind_of_queue(queue),
+            self.kind_of_queue(logical),
             super::kind::Role::Waiting,
             names.delivery_limit,
         );
