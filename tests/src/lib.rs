@@ -275,18 +275,27 @@ pub mod services {
         let _ = connection.close(200, "done".into()).await;
     }
 
-    /// Deletes the quorum queues of the shared broker whose names start with one of
-    /// `prefixes`: a quorum queue never expires, and each keeps a Raft log, so the
-    /// tests that make them on the shared broker remove them.
-    pub async fn delete_quorum_queues(prefixes: &[&str]) {
+    /// The queues of the shared broker and their kinds: name → type (`classic`,
+    /// `quorum`).
+    pub fn queue_types() -> std::collections::HashMap<String, String> {
         let out = std::process::Command::new("rabbitmqctl")
             .args(["-q", "list_queues", "name", "type", "--no-table-headers"])
             .output()
             .expect("rabbitmqctl (apt-get install rabbitmq-server)");
-        let listed = String::from_utf8_lossy(&out.stdout).to_string();
-        for (name, kind) in listed.lines().filter_map(|l| l.split_once('\t')) {
-            if kind.trim() == "quorum" && prefixes.iter().any(|p| name.starts_with(p)) {
-                delete_queue(name).await;
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split_once('\t'))
+            .map(|(n, t)| (n.to_string(), t.trim().to_string()))
+            .collect()
+    }
+
+    /// Deletes the quorum queues of the shared broker whose names start with one of
+    /// `prefixes`: a quorum queue never expires, and each keeps a Raft log, so the
+    /// tests that make them on the shared broker remove them.
+    pub async fn delete_quorum_queues(prefixes: &[&str]) {
+        for (name, kind) in queue_types() {
+            if kind == "quorum" && prefixes.iter().any(|p| name.starts_with(p)) {
+                delete_queue(&name).await;
             }
         }
     }

@@ -527,9 +527,10 @@ pub struct QueuePolicy {
     pub max_length: Option<u32>,
     /// What a full queue does with one more message.
     pub overflow: Overflow,
-    /// On RabbitMQ, a classic or a quorum queue (none: `amqp.queue_kind`). A queue
-    /// cannot change kind in place: a change needs a restart and a queue that is
-    /// gone or empty.
+    /// On RabbitMQ, a classic or a quorum queue (none: `amqp.queue_kind`). A change
+    /// applies on a reload: the queue type's new queues take the new messages and
+    /// the old ones drain into them, then go (RabbitMQ cannot change a queue's kind
+    /// in place).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kind: Option<QueueKind>,
 }

@@ -18,6 +18,7 @@ mod live;
 mod operations;
 mod outbound_http;
 mod plugins_dir;
+mod queue_kinds;
 mod queue_settings;
 mod queue_types;
 mod read_through;

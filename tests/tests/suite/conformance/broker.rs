@@ -467,19 +467,6 @@ async fn amqp_delayed_publish_survives_its_delay_queue_expiring() {
     got.ack().await.unwrap();
 }
 
-/// The queues RabbitMQ has of each kind: name → type (`classic`, `quorum`).
-fn queue_types() -> std::collections::HashMap<String, String> {
-    let out = std::process::Command::new("rabbitmqctl")
-        .args(["-q", "list_queues", "name", "type", "--no-table-headers"])
-        .output()
-        .expect("rabbitmqctl (apt-get install rabbitmq-server)");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.split_once('\t'))
-        .map(|(n, t)| (n.to_string(), t.trim().to_string()))
-        .collect()
-}
-
 /// The same body on quorum queues (a one-node quorum queue on the shared broker):
 /// routing, properties, retries, dead letters (read again and again without being
 /// dropped: the dead-letter queue has no delivery limit), delayed publishes,
@@ -494,7 +481,7 @@ async fn amqp_broker_conforms_on_quorum_queues() {
     let (tooling_config, tooling) = amqp_quorum().await;
     dead_letter_tooling_works(&tooling).await;
     let two_levels = two_priority_levels_on_quorum(&broker).await;
-    let types = queue_types();
+    let types = services::queue_types();
     let lanes = |q: &String| [format!("{q}.quorum"), format!("{q}.quorum.high")];
     let physical: Vec<String> = queues.iter().chain([&two_levels]).flat_map(lanes).collect();
     for queue in physical.iter().chain([&config.dead_letter_queue]) {

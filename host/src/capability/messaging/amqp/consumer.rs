@@ -27,6 +27,10 @@ pub(super) struct AmqpConsumer {
     channel: Channel,
     /// The generation of the link it consumes on.
     generation: u64,
+    /// Its stream failed and it must consume again before it reads: kept here so
+    /// that a `next` dropped while it waits for the connection (the merged consumer
+    /// drops those of the queues that did not deliver first) does not forget it.
+    broken: bool,
 }
 
 /// A channel with the prefetch window, consuming `queue` as `tag`.
@@ -77,6 +81,7 @@ impl AmqpConsumer {
             stream,
             channel,
             generation: link.generation,
+            broken: false,
         })
     }
 
@@ -131,6 +136,12 @@ const RESUBSCRIBE_PAUSE: Duration = Duration::from_millis(200);
 impl Consumer for AmqpConsumer {
     async fn next(&mut self) -> Option<Box<dyn Delivery>> {
         loop {
+            if self.broken {
+                if !self.resubscribe().await {
+                    return None;
+                }
+                self.broken = false;
+            }
             match self.stream.next().await {
                 Some(Ok(delivery)) => return Some(self.wrap(delivery)),
                 Some(Err(error)) => {
@@ -141,9 +152,7 @@ impl Consumer for AmqpConsumer {
                 }
                 None => return None,
             }
-            if !self.resubscribe().await {
-                return None;
-            }
+            self.broken = true;
         }
     }
 

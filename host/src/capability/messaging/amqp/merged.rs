@@ -143,7 +143,9 @@ impl MergedConsumer {
         }
     }
 
-    /// One look at each old queue being drained (at most every [`DRAIN_CHECK`]).
+    /// One look at each old queue being drained (at most every [`DRAIN_CHECK`]),
+    /// made while the consumer waits for deliveries, as the host's dispatcher always
+    /// does.
     async fn check_drains(&mut self) {
         if Instant::now() < self.next_drain_check {
             return;

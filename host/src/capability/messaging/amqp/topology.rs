@@ -108,6 +108,13 @@ impl AmqpBroker {
                 // The refusal closed that channel.
                 self.open_channel().await?
             }
+            Err(error) if differs_in_kind(&error) => {
+                // The dead-letter queue, declared by a host of the other kind: its
+                // letters stay where they are, and it keeps serving.
+                tracing::warn!(queue = %name, %error,
+                    "this queue exists as the other kind (classic or quorum) and keeps it: RabbitMQ cannot change a queue's kind; to move it, let it empty and delete it");
+                self.open_channel().await?
+            }
             Err(error) => return Err(unavailable(url, &format!("declare queue {name}"), error)),
         };
         if let Some(api) = api {
@@ -134,17 +141,28 @@ impl AmqpBroker {
             return Ok(());
         }
         let url = &self.shared.url;
-        let ch = &self.open_channel().await?;
-        ch.queue_declare(
-            name.into(),
-            QueueDeclareOptions {
-                durable: true,
-                ..QueueDeclareOptions::default()
-            },
-            args,
-        )
-        .await
-        .map_err(|e| unavailable(url, &format!("declare queue {name}"), e))?;
+        let mut ch = self.open_channel().await?;
+        let declared = ch
+            .queue_declare(
+                name.into(),
+                QueueDeclareOptions {
+                    durable: true,
+                    ..QueueDeclareOptions::default()
+                },
+                args,
+            )
+            .await;
+        match declared {
+            Ok(_) => {}
+            // A delay queue a host of the other kind declared (they are shared by
+            // delay): it works as it is, and expires once idle.
+            Err(error) if differs_in_kind(&error) => {
+                tracing::debug!(queue = %name, %error, "using the queue as the other kind declared it");
+                ch = self.open_channel().await?;
+            }
+            Err(error) => return Err(unavailable(url, &format!("declare queue {name}"), error)),
+        }
+        let ch = &ch;
         if let Some((exchange, binding)) = bind {
             ch.queue_bind(
                 name.into(),
@@ -213,4 +231,11 @@ fn differs_in_limits_only(error: &lapin::Error) -> bool {
         && ["x-message-ttl", "x-max-length", "x-overflow"]
             .iter()
             .any(|arg| text.contains(&format!("inequivalent arg '{arg}'")))
+}
+
+/// Whether a refused declaration is about the queue's kind: it exists as a classic
+/// queue and a quorum one was asked for, or the other way round.
+fn differs_in_kind(error: &lapin::Error) -> bool {
+    let text = error.to_string();
+    text.contains("PRECONDITION_FAILED") && text.contains("inequivalent arg 'x-queue-type'")
 }
