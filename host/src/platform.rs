@@ -127,10 +127,6 @@ pub async fn connect_services(config: &HostConfig) -> anyhow::Result<Services> {
                 config.messaging,
                 metrics.clone(),
                 crate::capability::messaging::amqp::seal::DeathSeal::for_config(config)?,
-                config
-                    .queues
-                    .values()
-                    .any(|q| q.kind == Some(crate::config::QueueKind::Quorum)),
             )
             .await?,
         ),

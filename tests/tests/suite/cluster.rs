@@ -37,7 +37,6 @@ async fn a_node_killed_under_a_confirmed_stream_loses_nothing_on_quorum_queues()
         messaging,
         Default::default(),
         techub_host::capability::messaging::amqp::seal::DeathSeal::with_key(b"test key"),
-        false,
     )
     .await
     .unwrap();

@@ -564,7 +564,6 @@ async fn a_webhook_during_a_broker_outage_is_answered_503_and_taken_on_retry() {
         Default::default(),
         Default::default(),
         techub_host::capability::messaging::amqp::seal::DeathSeal::with_key(b"test key"),
-        false,
     )
     .await
     .unwrap();

@@ -83,7 +83,6 @@ async fn through_platform(
         config.messaging,
         Default::default(),
         techub_host::capability::messaging::amqp::seal::DeathSeal::with_key(b"test key"),
-        false,
     )
     .await?;
     let queue = queue_name(&config.amqp.queue_prefix, "analytics", plugin);
@@ -124,7 +123,6 @@ async fn native(config: &HostConfig, prefetch: u16) -> anyhow::Result<Run> {
         config.messaging,
         Default::default(),
         techub_host::capability::messaging::amqp::seal::DeathSeal::with_key(b"test key"),
-        false,
     )
     .await?;
     let queue = unique("native");

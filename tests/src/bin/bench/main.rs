@@ -410,7 +410,6 @@ async fn messages() -> anyhow::Result<()> {
         config.messaging,
         Default::default(),
         techub_host::capability::messaging::amqp::seal::DeathSeal::with_key(b"test key"),
-        false,
     )
     .await?;
     let ids: Vec<String> = (0..MESSAGES)
@@ -432,7 +431,6 @@ async fn messages() -> anyhow::Result<()> {
         config.messaging,
         Default::default(),
         techub_host::capability::messaging::amqp::seal::DeathSeal::with_key(b"test key"),
-        false,
     )
     .await?;
     let cache = RedisCache::new(services::redis().await, &config.host.key_prefix);

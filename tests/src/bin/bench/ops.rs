@@ -42,7 +42,6 @@ pub async fn metrics_overhead() -> anyhow::Result<()> {
         base.messaging,
         Default::default(),
         techub_host::capability::messaging::amqp::seal::DeathSeal::with_key(b"test key"),
-        false,
     )
     .await?;
     let run = |metrics: bool| {

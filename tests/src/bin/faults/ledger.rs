@@ -25,7 +25,6 @@ impl Publisher {
             config.messaging,
             Default::default(),
             techub_host::capability::messaging::amqp::seal::DeathSeal::with_key(b"test key"),
-            false,
         )
         .await?;
         Ok(Self {

@@ -409,7 +409,6 @@ async fn connect(config: &AmqpConfig) -> AmqpBroker {
         Default::default(),
         Default::default(),
         techub_host::capability::messaging::amqp::seal::DeathSeal::with_key(b"test key"),
-        false,
     )
     .await
     .unwrap_or_else(|e| panic!("{}", services::rabbitmq_hint(&e)))

@@ -38,6 +38,14 @@ pub fn properties(envelope: &Envelope, extra: &[(&str, String)]) -> BasicPropert
             AMQPValue::LongString(LongString::from(reason.as_str())),
         );
     }
+    // Which lane of a quorum queue takes it, where the host gives them lanes
+    // (`physical.rs`); every publish carries it, whoever consumes.
+    if envelope.priority >= super::physical::HIGH_LANE_FROM {
+        headers.insert(
+            super::physical::LANE_HEADER.into(),
+            AMQPValue::LongString(LongString::from(super::physical::HIGH_LANE)),
+        );
+    }
     for (name, value) in extra {
         headers.insert(
             (*name).into(),
@@ -140,6 +148,8 @@ pub fn envelope(
                 PUBLISHED_HEADER => published_at_ms = number(value),
                 ROUTING_KEY_HEADER if trusted => original_key = text(value),
                 PARKED_HEADER if trusted => parked = text(value),
+                // The host's routing, not the publisher's header.
+                super::physical::LANE_HEADER => {}
                 n if n.starts_with("x-") => {}
                 n => {
                     if let Some(v) = text(value) {

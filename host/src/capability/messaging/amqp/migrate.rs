@@ -24,12 +24,11 @@
 //! longer does keeps feeding it: the old queue then stays, consumed, and an operator
 //! unbinds it).
 
+use super::AmqpBroker;
 use super::physical::Physical;
-use super::{AmqpBroker, unavailable};
 use crate::capability::BackendResult;
 use crate::capability::messaging::QueueSpec;
 use crate::config::QueueKind;
-use lapin::types::FieldTable;
 use std::time::{Duration, Instant};
 
 /// How long an old queue must have been empty, without a consumer anywhere and with
@@ -105,37 +104,23 @@ impl AmqpBroker {
         Ok(())
     }
 
-    /// Unbinds `bindings` from `queue` on the main exchange and the high lane's, each
-    /// on a channel of its own (an exchange that does not exist closes it).
+    /// Unbinds `bindings` from old queue `queue`: from the main exchange, and (a
+    /// quorum queue with lanes) its lane router's, each on a channel of its own (what
+    /// is not there closes only its own channel).
     async fn unbind_everywhere(&self, queue: &str, bindings: &[String]) -> BackendResult<()> {
-        let names = &self.shared.names;
-        let high = super::physical::high_exchange(&names.main_exchange);
-        for exchange in [names.main_exchange.as_str(), high.as_str()] {
-            let ch = self.open_channel().await?;
-            for binding in bindings {
-                let unbound = ch
-                    .queue_unbind(
-                        queue.into(),
-                        exchange.into(),
-                        binding.as_str().into(),
-                        FieldTable::default(),
-                    )
-                    .await;
-                if let Err(error) = unbound {
-                    match error.kind() {
-                        lapin::ErrorKind::ProtocolError(e) if e.get_id() == 404 => break,
-                        _ => {
-                            return Err(unavailable(
-                                &self.shared.url,
-                                &format!("unbind {binding} from {queue}"),
-                                error,
-                            ));
-                        }
-                    }
-                }
-            }
-            if ch.status().connected() {
-                let _ = ch.close(200, "unbound".into()).await;
+        let direct = Physical {
+            normal: queue.to_string(),
+            high: None,
+        };
+        let routed = Physical {
+            normal: queue.to_string(),
+            high: Some(format!("{queue}.high")),
+        };
+        for physical in [direct, routed] {
+            if let Err(error) = self.unroute(&physical, bindings).await
+                && !error.to_string().contains("NOT_FOUND")
+            {
+                return Err(error);
             }
         }
         Ok(())

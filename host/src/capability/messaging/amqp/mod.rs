@@ -58,7 +58,6 @@ use crate::config::{AmqpConfig, DeadLetterConfig, MessagingConfig, QueueKind};
 use crate::metrics::Metrics;
 use arc_swap::ArcSwap;
 use convert::{string, table};
-use lapin::options::QueueBindOptions;
 use lapin::types::{AMQPValue, FieldTable};
 use link::Link;
 use physical::Physical;
@@ -69,8 +68,6 @@ use std::time::Duration;
 
 /// Header that routes a delayed publish to its delay queue.
 const DELAY_HEADER: &str = "x-techub-delay-ms";
-/// The same for a message of the high lane (with priority lanes).
-const DELAY_HIGH_HEADER: &str = "x-techub-delay-high-ms";
 /// Unused delay and retry queues delete themselves after this long.
 const IDLE_QUEUE_EXPIRY_MS: u64 = 3_600_000;
 
@@ -112,10 +109,10 @@ pub(crate) struct Shared {
     policies: Option<policies::Management>,
     /// Seals the dead letters the host writes; a replay trusts only those.
     seal: seal::DeathSeal,
-    /// Whether quorum queues get priority lanes (`physical.rs`), decided once the
-    /// host has a quorum queue (at connect, or when a reload brings the first): the
-    /// high lane's exchange, or `None` where the broker has quorum priorities.
-    lanes: tokio::sync::OnceCell<Option<String>>,
+    /// Whether quorum queues get priority lanes (`physical.rs`): where the broker
+    /// has no quorum priorities; found out when the host declares its first quorum
+    /// queue.
+    lanes: tokio::sync::OnceCell<bool>,
     /// Plugin queues changing kind: the old queues each drains (`migrate.rs`).
     migrations: Mutex<HashMap<String, migrate::Migration>>,
     /// Bumped whenever the queues behind a plugin queue change (a kind changed, an
@@ -135,15 +132,12 @@ fn unavailable(url: &str, what: &str, error: impl std::fmt::Display) -> BackendE
 
 impl AmqpBroker {
     /// Connects, enables publisher confirms and declares the fixed topology.
-    /// `quorum_types`: some `[queues.<type>]` asks for quorum queues (beside
-    /// `amqp.queue_kind`), which decides whether the host needs priority lanes.
     pub async fn connect(
         config: &AmqpConfig,
         dead_letter: DeadLetterConfig,
         messaging: MessagingConfig,
         metrics: Arc<Metrics>,
         seal: seal::DeathSeal,
-        quorum_types: bool,
     ) -> anyhow::Result<Self> {
         let mut nodes = config.nodes();
         // Each host its own order, so that the hosts of a deployment spread over the
@@ -210,9 +204,6 @@ impl AmqpBroker {
                 layout: tokio::sync::watch::Sender::new(0),
             }),
         };
-        if config.queue_kind == QueueKind::Quorum || quorum_types {
-            broker.decide_lanes().await;
-        }
         broker
             .declare_topology(dead_letter)
             .await
@@ -261,16 +252,7 @@ impl AmqpBroker {
 
     /// The queues behind plugin queue `logical`, as it is declared now.
     pub(super) fn physical(&self, logical: &str) -> Physical {
-        Physical::of(
-            logical,
-            self.kind_of_queue(logical),
-            self.high_exchange().is_some(),
-        )
-    }
-
-    /// The high lane's exchange, with priority lanes.
-    pub(super) fn high_exchange(&self) -> Option<&str> {
-        self.shared.lanes.get().and_then(|lanes| lanes.as_deref())
+        Physical::of(logical, self.kind_of_queue(logical), self.lanes())
     }
 
     /// The queues behind plugin queue `logical`, also where this host did not declare
@@ -289,28 +271,9 @@ impl AmqpBroker {
         Ok(Physical::of(logical, QueueKind::Quorum, lanes))
     }
 
-    /// The exchange a message of `priority` is published to (with lanes, the high
-    /// lane's from [`physical::HIGH_LANE_FROM`] up).
-    pub(super) fn exchange_for(&self, priority: u8) -> &str {
-        match self.high_exchange() {
-            Some(high) if priority >= physical::HIGH_LANE_FROM => high,
-            _ => &self.shared.names.main_exchange,
-        }
-    }
-
-    /// Where the routing-key patterns of the queues `physical` are bound, as (queue,
-    /// exchange): the normal one on the main exchange and, with lanes, the high lane
-    /// (a classic queue: itself) on the high lane's exchange.
-    pub(super) fn binding_targets(&self, physical: &Physical) -> Vec<(String, String)> {
-        let mut targets = vec![(
-            physical.normal.clone(),
-            self.shared.names.main_exchange.clone(),
-        )];
-        if let Some(high_exchange) = self.high_exchange() {
-            let high = physical.high.as_ref().unwrap_or(&physical.normal);
-            targets.push((high.clone(), high_exchange.to_string()));
-        }
-        targets
+    /// Whether quorum queues have priority lanes here.
+    pub(super) fn lanes(&self) -> bool {
+        self.shared.lanes.get().copied().unwrap_or(false)
     }
 
     /// `[dead_letter]` as last set.
@@ -365,7 +328,7 @@ async fn reachable(raw_url: &str, shown: &str, timeout: Duration) -> anyhow::Res
 impl Broker for AmqpBroker {
     async fn publish_routed(&self, envelope: Envelope) -> BackendResult<bool> {
         let props = convert::properties(&envelope, &[]);
-        let exchange = self.exchange_for(envelope.priority);
+        let exchange = &self.shared.names.main_exchange;
         match self
             .send(
                 exchange,
@@ -389,7 +352,7 @@ impl Broker for AmqpBroker {
                 let props = convert::properties(&envelope, &[]);
                 match self
                     .send(
-                        self.exchange_for(envelope.priority),
+                        &names.main_exchange,
                         &envelope.routing_key,
                         &envelope.payload,
                         props,
@@ -402,20 +365,12 @@ impl Broker for AmqpBroker {
                 }
             }
             Some(delay_ms) => {
-                // A lane of its own for the high lane's messages: a delay queue
-                // dead-letters into one exchange, and the header that routes to it
-                // differs, so that neither lane's binding matches the other's.
-                let exchange = self.exchange_for(envelope.priority);
-                let (lane, header) = match exchange == names.main_exchange {
-                    true => ("", DELAY_HEADER),
-                    false => ("high.", DELAY_HIGH_HEADER),
-                };
-                let delay_queue = format!("{}delayed.{lane}{delay_ms}", names.queue_prefix);
+                let delay_queue = format!("{}delayed.{delay_ms}", names.queue_prefix);
                 let mut args =
                     kind::arguments(names.queue_kind, kind::Role::Waiting, names.delivery_limit);
                 args.extend([
                     ("x-message-ttl", AMQPValue::LongLongInt(delay_ms as i64)),
-                    ("x-dead-letter-exchange", string(exchange)),
+                    ("x-dead-letter-exchange", string(&names.main_exchange)),
                     (
                         "x-expires",
                         AMQPValue::LongLongInt((delay_ms + IDLE_QUEUE_EXPIRY_MS) as i64),
@@ -424,14 +379,14 @@ impl Broker for AmqpBroker {
                 let args = table(&args);
                 let binding = table(&[
                     ("x-match", string("all")),
-                    (header, string(&delay_ms.to_string())),
+                    (DELAY_HEADER, string(&delay_ms.to_string())),
                 ]);
                 let declared = Declared {
                     name: &delay_queue,
                     args,
                     bind: Some((&names.delayed_exchange, binding)),
                 };
-                let props = convert::properties(&envelope, &[(header, delay_ms.to_string())]);
+                let props = convert::properties(&envelope, &[(DELAY_HEADER, delay_ms.to_string())]);
                 self.send_via(
                     &declared,
                     &names.delayed_exchange,
@@ -445,13 +400,11 @@ impl Broker for AmqpBroker {
     }
 
     async fn declare_queue(&self, spec: &QueueSpec) -> BackendResult<()> {
-        let url = &self.shared.url;
         let kind = self.kind_of(spec.limits.kind, spec.durable);
-        if kind == QueueKind::Quorum && self.shared.lanes.get().is_none() {
+        if kind == QueueKind::Quorum {
             self.decide_lanes().await;
-            self.bind_high_lanes().await?;
         }
-        let physical = Physical::of(&spec.name, kind, self.high_exchange().is_some());
+        let physical = Physical::of(&spec.name, kind, self.lanes());
         let limits = policies::Limits::of_queue(spec.limits, kind);
         for queue in physical.all() {
             let mut fixed =
@@ -473,21 +426,7 @@ impl Broker for AmqpBroker {
                 .await?;
             let _ = ch.close(200, "declared".into()).await;
         }
-        let ch = &self.open_channel().await?;
-        for (queue, exchange) in self.binding_targets(&physical) {
-            for binding in &spec.bindings {
-                ch.queue_bind(
-                    queue.as_str().into(),
-                    exchange.as_str().into(),
-                    binding.as_str().into(),
-                    QueueBindOptions::default(),
-                    FieldTable::default(),
-                )
-                .await
-                .map_err(|e| unavailable(url, &format!("bind queue {queue} to {binding}"), e))?;
-            }
-        }
-        let _ = ch.close(200, "declared".into()).await;
+        self.route(&physical, &spec.bindings).await?;
         self.queues().insert(spec.name.clone(), spec.clone());
         // A queue of the other kind under this name drains into this one.
         self.begin_migration(spec, kind).await?;
@@ -523,27 +462,14 @@ impl Broker for AmqpBroker {
             .map_err(|e| unavailable(&self.shared.url, &format!("delete queue {name}"), e))?;
         }
         let _ = ch.close(200, "deleted".into()).await;
+        self.delete_lane_router(queue).await;
         self.queues().remove(queue);
         self.end_migration(queue);
         Ok(())
     }
 
     async fn unbind(&self, queue: &str, bindings: &[String]) -> BackendResult<()> {
-        let url = &self.shared.url;
-        let ch = &self.open_channel().await?;
-        for (physical, exchange) in self.binding_targets(&self.physical(queue)) {
-            for binding in bindings {
-                ch.queue_unbind(
-                    physical.as_str().into(),
-                    exchange.as_str().into(),
-                    binding.as_str().into(),
-                    FieldTable::default(),
-                )
-                .await
-                .map_err(|e| unavailable(url, &format!("unbind {binding} from {physical}"), e))?;
-            }
-        }
-        let _ = ch.close(200, "unbound".into()).await;
+        self.unroute(&self.physical(queue), bindings).await?;
         if let Some(spec) = self.queues().get_mut(queue) {
             spec.bindings.retain(|b| !bindings.contains(b));
         }

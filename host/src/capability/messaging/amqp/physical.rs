@@ -11,23 +11,39 @@
 //!
 //! **Priority lanes.** RabbitMQ before 4.0 has no priorities on quorum queues (it
 //! refuses `x-max-priority` on them); 4.0 and later give them two levels, priority 5
-//! and above before the rest. Where the broker has none (probed at connect,
-//! `kind::quorum_priorities`) and quorum queues are configured, the host gives them
-//! the same two levels itself: messages of priority 5 and above (`normal`, `high`,
-//! `urgent`) are published to `<main exchange>.high`, the rest to the main exchange;
-//! every plugin queue binds its patterns on both (a classic queue with itself, a
-//! quorum queue with its high lane), and the consumer takes the high lane first
-//! (`merged.rs`), without starving the other.
+//! and above before the rest. Where the broker has none (found out when the first
+//! quorum queue is declared, `kind::quorum_priorities`), the host gives quorum queues
+//! the same two levels itself. Every publish of priority 5 and above carries the
+//! header `techub-lane: high` (whoever consumes it, so that publishers need not
+//! know), and a quorum queue with lanes is reached through a router of its own:
+//!
+//! ```text
+//! techub.main ──(its patterns)──▶ <name>.quorum.lanes (headers)
+//!     techub-lane = high ──▶ <name>.quorum.high
+//!     anything else ──(alternate exchange)──▶ <name>.quorum.lanes.rest (fanout) ──▶ <name>.quorum
+//! ```
+//!
+//! so a message without the header (another publisher, an older host) goes to the
+//! normal lane, and nothing depends on which hosts know about lanes. The consumer
+//! takes the high lane first (`merged.rs`), without starving the other.
 
+use super::convert::{string, table};
 use super::{AmqpBroker, unavailable};
 use crate::capability::BackendResult;
 use crate::config::QueueKind;
 use lapin::ExchangeKind;
-use lapin::options::{ExchangeDeclareOptions, QueueBindOptions};
+use lapin::options::{
+    ExchangeBindOptions, ExchangeDeclareOptions, ExchangeDeleteOptions, ExchangeUnbindOptions,
+    QueueBindOptions,
+};
 use lapin::types::FieldTable;
 
 /// The first priority of the high lane (RabbitMQ 4's first "high" priority).
 pub(super) const HIGH_LANE_FROM: u8 = 5;
+/// The header that sends a message to the high lane, and its value. Not `x-`: a
+/// headers exchange leaves those out of its matching (RabbitMQ 3.x).
+pub(super) const LANE_HEADER: &str = "techub-lane";
+pub(super) const HIGH_LANE: &str = "high";
 
 /// The queues of one plugin queue of one kind.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,6 +96,15 @@ impl Physical {
             .collect()
     }
 
+    /// With lanes, the router's exchanges: the headers exchange the patterns are
+    /// bound to, and its alternate (the normal lane's way in).
+    pub fn router(&self) -> Option<(String, String)> {
+        self.high.as_ref()?;
+        let lanes = format!("{}.lanes", self.normal);
+        let rest = format!("{lanes}.rest");
+        Some((lanes, rest))
+    }
+
     /// The queue a message of `priority` goes to (and is retried in).
     pub fn lane(&self, priority: u8) -> &str {
         match &self.high {
@@ -89,17 +114,11 @@ impl Physical {
     }
 }
 
-/// The exchange of the high lane, beside `main_exchange`.
-pub(super) fn high_exchange(main_exchange: &str) -> String {
-    format!("{main_exchange}.high")
-}
-
 impl AmqpBroker {
     /// Decides once whether quorum queues get priority lanes: where the broker has no
     /// priorities of its own on them.
     pub(super) async fn decide_lanes(&self) {
         let url = &self.shared.url;
-        let main = &self.shared.names.main_exchange;
         self.shared
             .lanes
             .get_or_init(|| async {
@@ -107,59 +126,160 @@ impl AmqpBroker {
                 match super::kind::quorum_priorities(connection).await {
                     Ok(true) => {
                         tracing::info!(%url, "quorum queues have priorities on this broker (RabbitMQ 4 or later): two levels, 5 and above first");
-                        None
+                        false
                     }
                     answer => {
                         if let Err(error) = answer {
                             tracing::warn!(%url, %error, "could not find out whether quorum queues have priorities here; giving them priority lanes");
                         }
                         tracing::info!(%url, "quorum queues have no priorities on this broker (RabbitMQ before 4.0): priority lanes, 5 and above first");
-                        Some(high_exchange(main))
+                        true
                     }
                 }
             })
             .await;
     }
 
-    /// Declares the high lane's exchange and binds every plugin queue declared so far
-    /// on it too (lanes decided after they were declared, by a reload that brought
-    /// the first quorum queue).
-    pub(super) async fn bind_high_lanes(&self) -> BackendResult<()> {
-        let Some(exchange) = self.high_exchange() else {
+    /// Routes `patterns` of the main exchange to the queues `physical`: straight to
+    /// the queue, or through its lane router (declared here).
+    pub(super) async fn route(
+        &self,
+        physical: &Physical,
+        patterns: &[String],
+    ) -> BackendResult<()> {
+        let url = &self.shared.url;
+        let main = self.shared.names.main_exchange.as_str();
+        let ch = self.open_channel().await?;
+        let failed = |what: String| move |e| unavailable(url, &what, e);
+        let Some((lanes, rest)) = physical.router() else {
+            for pattern in patterns {
+                ch.queue_bind(
+                    physical.normal.as_str().into(),
+                    main.into(),
+                    pattern.as_str().into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+                .map_err(failed(format!(
+                    "bind queue {} to {pattern}",
+                    physical.normal
+                )))?;
+            }
+            let _ = ch.close(200, "bound".into()).await;
             return Ok(());
         };
-        let url = &self.shared.url;
-        let ch = self.open_channel().await?;
         let durable = ExchangeDeclareOptions {
             durable: true,
             ..ExchangeDeclareOptions::default()
         };
         ch.exchange_declare(
-            exchange.into(),
-            ExchangeKind::Topic,
+            rest.as_str().into(),
+            ExchangeKind::Fanout,
             durable,
             FieldTable::default(),
         )
         .await
-        .map_err(|e| unavailable(url, &format!("declare exchange {exchange}"), e))?;
-        let specs: Vec<_> = self.queues().values().cloned().collect();
-        for spec in specs {
-            // Declared before lanes, each is one queue: bound on the high exchange too.
-            let queue = self.physical(&spec.name).normal;
-            for binding in &spec.bindings {
-                ch.queue_bind(
-                    queue.as_str().into(),
-                    exchange.into(),
-                    binding.as_str().into(),
-                    QueueBindOptions::default(),
-                    FieldTable::default(),
-                )
-                .await
-                .map_err(|e| unavailable(url, &format!("bind queue {queue} to {binding}"), e))?;
-            }
+        .map_err(failed(format!("declare exchange {rest}")))?;
+        let alternate = table(&[("alternate-exchange", string(&rest))]);
+        ch.exchange_declare(
+            lanes.as_str().into(),
+            ExchangeKind::Headers,
+            durable,
+            alternate,
+        )
+        .await
+        .map_err(failed(format!("declare exchange {lanes}")))?;
+        ch.queue_bind(
+            physical.normal.as_str().into(),
+            rest.as_str().into(),
+            "".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .map_err(failed(format!("bind queue {}", physical.normal)))?;
+        let high = physical.high.as_deref().unwrap_or_default();
+        let high_only = table(&[("x-match", string("all")), (LANE_HEADER, string(HIGH_LANE))]);
+        ch.queue_bind(
+            high.into(),
+            lanes.as_str().into(),
+            "".into(),
+            QueueBindOptions::default(),
+            high_only,
+        )
+        .await
+        .map_err(failed(format!("bind queue {high}")))?;
+        for pattern in patterns {
+            ch.exchange_bind(
+                lanes.as_str().into(),
+                main.into(),
+                pattern.as_str().into(),
+                ExchangeBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(failed(format!("bind {lanes} to {pattern}")))?;
         }
         let _ = ch.close(200, "bound".into()).await;
         Ok(())
+    }
+
+    /// Undoes [`Self::route`] for `patterns`.
+    pub(super) async fn unroute(
+        &self,
+        physical: &Physical,
+        patterns: &[String],
+    ) -> BackendResult<()> {
+        let url = &self.shared.url;
+        let main = self.shared.names.main_exchange.as_str();
+        let ch = self.open_channel().await?;
+        for pattern in patterns {
+            let unbound = match physical.router() {
+                None => {
+                    ch.queue_unbind(
+                        physical.normal.as_str().into(),
+                        main.into(),
+                        pattern.as_str().into(),
+                        FieldTable::default(),
+                    )
+                    .await
+                }
+                Some((lanes, _)) => {
+                    ch.exchange_unbind(
+                        lanes.as_str().into(),
+                        main.into(),
+                        pattern.as_str().into(),
+                        ExchangeUnbindOptions::default(),
+                        FieldTable::default(),
+                    )
+                    .await
+                }
+            };
+            unbound.map_err(|e| unavailable(url, &format!("unbind {pattern}"), e))?;
+        }
+        let _ = ch.close(200, "unbound".into()).await;
+        Ok(())
+    }
+
+    /// Deletes the lane router of plugin queue `logical`, if it has one (with the
+    /// queue: an exchange that is not there closes only its own channel).
+    pub(super) async fn delete_lane_router(&self, logical: &str) {
+        let quorum = Physical::of(logical, QueueKind::Quorum, true);
+        let Some((lanes, rest)) = quorum.router() else {
+            return;
+        };
+        for exchange in [lanes, rest] {
+            let Ok(ch) = self.open_channel().await else {
+                return;
+            };
+            let _ = ch
+                .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
+                .await;
+            if ch.status().connected() {
+                let _ = ch.close(200, "deleted".into()).await;
+            }
+        }
     }
 }
 

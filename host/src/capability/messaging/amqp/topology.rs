@@ -24,17 +24,11 @@ impl AmqpBroker {
             durable: true,
             ..ExchangeDeclareOptions::default()
         };
-        let high_lane = self.high_exchange().map(str::to_string);
-        let high_lane = high_lane.as_ref();
-        let exchanges = [
+        for (name, kind) in [
             (&n.main_exchange, ExchangeKind::Topic),
             (&n.dead_letter_exchange, ExchangeKind::Topic),
             (&n.delayed_exchange, ExchangeKind::Headers),
-        ];
-        for (name, kind) in exchanges
-            .into_iter()
-            .chain(high_lane.map(|name| (name, ExchangeKind::Topic)))
-        {
+        ] {
             ch.exchange_declare(name.as_str().into(), kind, durable, FieldTable::default())
                 .await
                 .map_err(|e| unavailable(url, &format!("declare exchange {name}"), e))?;
