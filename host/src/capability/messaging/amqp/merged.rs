@@ -54,6 +54,9 @@ pub(super) struct MergedConsumer {
     /// High-lane deliveries handed out in a row.
     streak: u32,
     layout: tokio::sync::watch::Receiver<u64>,
+    /// The layout changed and is not taken up yet (a wait that `changed` ended has
+    /// marked the new value seen already).
+    relayout: bool,
     next_drain_check: Instant,
 }
 
@@ -72,6 +75,7 @@ impl MergedConsumer {
             permits: Arc::new(Semaphore::new(prefetch.max(1).into())),
             streak: 0,
             layout,
+            relayout: false,
             next_drain_check: Instant::now(),
         };
         merged.take_up_layout().await?;
@@ -210,10 +214,14 @@ impl MergedConsumer {
 impl Consumer for MergedConsumer {
     async fn next(&mut self) -> Option<Box<dyn Delivery>> {
         loop {
-            if self.layout.has_changed().unwrap_or(false)
-                && let Err(error) = self.take_up_layout().await
-            {
-                tracing::warn!(queue = %self.logical, %error, "could not consume the queue's new queues yet");
+            if self.relayout || self.layout.has_changed().unwrap_or(false) {
+                match self.take_up_layout().await {
+                    Ok(()) => self.relayout = false,
+                    Err(error) => {
+                        self.relayout = true;
+                        tracing::warn!(queue = %self.logical, %error, "could not consume the queue's new queues yet");
+                    }
+                }
             }
             if self.draining() {
                 self.check_drains().await;
@@ -241,7 +249,8 @@ impl Consumer for MergedConsumer {
                 continue;
             }
             // Else the first to send one, a change of layout, or a drain check.
-            let check = match self.draining() {
+            // (A layout not taken up yet is tried again as soon.)
+            let check = match self.draining() || self.relayout {
                 true => DRAIN_CHECK,
                 false => Duration::from_secs(3600),
             };
@@ -262,7 +271,10 @@ impl Consumer for MergedConsumer {
                 };
                 tokio::select! {
                     (next, position, _) = any => Some((indices[position], next)),
-                    _ = self.layout.changed() => None,
+                    _ = self.layout.changed() => {
+                        self.relayout = true;
+                        None
+                    }
                     _ = tokio::time::sleep(check) => None,
                 }
             };

@@ -70,7 +70,7 @@ impl AmqpBroker {
     ) -> BackendResult<()> {
         let mut found = Vec::new();
         for name in Physical::of_other_kind(&spec.name, kind) {
-            if self.depth(&name).await?.is_some() {
+            if self.exists(&name).await? {
                 found.push(name);
             }
         }
@@ -124,6 +124,17 @@ impl AmqpBroker {
             }
         }
         Ok(())
+    }
+
+    /// Whether queue `name` exists: through the management API where it answers (a
+    /// passive declare of a missing queue makes lapin log an error).
+    pub(super) async fn exists(&self, name: &str) -> BackendResult<bool> {
+        if let Some(api) = &self.shared.policies
+            && let Ok(exists) = api.queue_exists(name).await
+        {
+            return Ok(exists);
+        }
+        Ok(self.depth(name).await?.is_some())
     }
 
     /// The old queues plugin queue `logical` still drains.

@@ -263,11 +263,11 @@ impl AmqpBroker {
             return Ok(self.physical(logical));
         }
         let quorum = Physical::of(logical, QueueKind::Quorum, true);
-        if self.depth(&quorum.normal).await?.is_none() {
+        if !self.exists(&quorum.normal).await? {
             return Ok(Physical::of(logical, QueueKind::Classic, false));
         }
         let high = quorum.high.as_deref().unwrap_or_default();
-        let lanes = self.depth(high).await?.is_some();
+        let lanes = self.exists(high).await?;
         Ok(Physical::of(logical, QueueKind::Quorum, lanes))
     }
 

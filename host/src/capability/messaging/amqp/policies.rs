@@ -162,6 +162,22 @@ impl Management {
         }
     }
 
+    /// Whether `queue` exists. The host asks here rather than by a passive declare
+    /// where it expects the answer to be no (the queues of another kind): a refused
+    /// passive declare closes its channel, which lapin logs as an error.
+    pub async fn queue_exists(&self, queue: &str) -> Result<bool, String> {
+        let path = format!(
+            "/api/queues/{}/{}?columns=name",
+            self.vhost,
+            percent_encode(queue)
+        );
+        match self.call(hyper::Method::GET, &path, None).await? {
+            (404, _) => Ok(false),
+            (200, _) => Ok(true),
+            (status, body) => Err(format!("answered {status}: {}", snippet(&body))),
+        }
+    }
+
     /// The broker's client connections: each one's name (what closing it needs) and
     /// the `connection_name` its client gave (the host's: [`super::connection_name`]).
     /// The host itself never needs this; the fault suite does, to close its hosts'
