@@ -220,11 +220,21 @@ impl AmqpDelivery {
             .acker
             .take()
             .expect("a delivery is settled once: settling consumes it");
-        acker
-            .ack(BasicAckOptions::default())
-            .await
-            .map_err(|e| unavailable(url, "ack", e))?;
-        Ok(())
+        // Bounded: lapin resolves an ack once its frame is written, and an ack sent
+        // as the connection broke was seen to wait for ever, holding the consumer
+        // (and with a window of one, the plugin) before it could notice the break.
+        let wait = self.broker.shared.confirm_timeout;
+        match tokio::time::timeout(wait, acker.ack(BasicAckOptions::default())).await {
+            Ok(acked) => acked.map(|_| ()).map_err(|e| unavailable(url, "ack", e)),
+            Err(_) => Err(unavailable(
+                url,
+                "ack",
+                format!(
+                    "no answer within {} ms; the broker redelivers the message",
+                    wait.as_millis()
+                ),
+            )),
+        }
     }
 }
 
