@@ -1,15 +1,18 @@
 //! The broker on RabbitMQ.
 //!
 //! Topology, declared idempotently at start (names from `[amqp]`, seed defaults):
-//! - `techub.main` (topic): every publish; plugin queues bind to it.
+//! - `techub.main` (topic): every publish; plugin queues bind to it. A plugin queue
+//!   is the classic queue of its name, or `<name>.quorum` (and its high lane
+//!   `<name>.quorum.high`, reached through the router `<name>.quorum.lanes`, where
+//!   the broker has no quorum priorities): `physical.rs`.
 //! - `techub.dlx` (topic) → `dead.letter.queue` (bound `dlx.#`, 24 h TTL, 10 000 max):
 //!   rejected and exhausted messages, and messages that expire in a plugin queue.
 //! - `techub.delayed` (headers) → `techub.delayed.<ms>` queues whose TTL dead-letters
 //!   into `techub.main` with the original routing key: delayed publishes (Debian's
 //!   RabbitMQ has no delayed-message plugin).
-//! - `<queue>.retry.<ms>`: a TTL queue per queue and delay that dead-letters straight
-//!   back to `<queue>` through the default exchange, so a retry reaches only the
-//!   plugin that failed.
+//! - `<queue>.retry.<ms>`: a TTL queue per queue (the one behind the plugin queue
+//!   that a message is in) and delay that dead-letters straight back to `<queue>`
+//!   through the default exchange, so a retry reaches only the plugin that failed.
 //!
 //! Queue limits (TTL, length bound, overflow) of plugin queues and of the dead-letter
 //! queue are policies the host keeps through the management API (`policies.rs`), so
