@@ -300,6 +300,23 @@ pub mod services {
         }
     }
 
+    /// A broker on the shared RabbitMQ with `config`'s names and `dead_letter`, its
+    /// dead letters sealed with a test key; panics saying how to start RabbitMQ.
+    pub async fn amqp_broker(
+        config: &AmqpConfig,
+        dead_letter: techub_host::config::DeadLetterConfig,
+    ) -> techub_host::capability::messaging::amqp::AmqpBroker {
+        techub_host::capability::messaging::amqp::AmqpBroker::connect(
+            config,
+            dead_letter,
+            Default::default(),
+            Default::default(),
+            techub_host::capability::messaging::amqp::seal::DeathSeal::with_key(b"test key"),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{}", rabbitmq_hint(&e)))
+    }
+
     /// The panic message when RabbitMQ is down.
     pub fn rabbitmq_hint(error: &anyhow::Error) -> String {
         format!(

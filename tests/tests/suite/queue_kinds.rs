@@ -15,15 +15,7 @@ use techub_tests::{PluginDir, grant, init_tracing, services, unique, wait_for};
 const LIMIT: Duration = Duration::from_secs(20);
 
 async fn connect(config: &AmqpConfig, dead_letter: DeadLetterConfig) -> AmqpBroker {
-    AmqpBroker::connect(
-        config,
-        dead_letter,
-        Default::default(),
-        Default::default(),
-        techub_host::capability::messaging::amqp::seal::DeathSeal::with_key(b"test key"),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("{}", services::rabbitmq_hint(&e)))
+    services::amqp_broker(config, dead_letter).await
 }
 
 async fn next(consumer: &mut Box<dyn Consumer>) -> Box<dyn Delivery> {

@@ -378,15 +378,7 @@ async fn amqp() -> AmqpBroker {
 
 /// A broker on the shared node with `config`'s names.
 async fn connect(config: &techub_host::config::AmqpConfig) -> AmqpBroker {
-    AmqpBroker::connect(
-        config,
-        dead_letter_config(),
-        Default::default(),
-        Default::default(),
-        techub_host::capability::messaging::amqp::seal::DeathSeal::with_key(b"test key"),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("{}", services::rabbitmq_hint(&e)))
+    services::amqp_broker(config, dead_letter_config()).await
 }
 
 #[tokio::test]

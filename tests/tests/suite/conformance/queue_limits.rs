@@ -403,13 +403,5 @@ async fn amqp_without_the_management_api_limits_are_arguments() {
 }
 
 async fn connect(config: &AmqpConfig) -> AmqpBroker {
-    AmqpBroker::connect(
-        config,
-        DeadLetterConfig::default(),
-        Default::default(),
-        Default::default(),
-        techub_host::capability::messaging::amqp::seal::DeathSeal::with_key(b"test key"),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("{}", services::rabbitmq_hint(&e)))
+    services::amqp_broker(config, DeadLetterConfig::default()).await
 }
