@@ -299,6 +299,10 @@ async fn a_reload_that_changes_a_queue_types_kind_moves_its_queue_live() {
     })
     .await;
     eprintln!("{waiting} messages were in the classic queue at the reload");
+    // The quorum queues never expire: removed with their lane router, through a
+    // broker of the same names (the platform's is closed by its shutdown).
     platform.shutdown().await;
+    let cleaner = services::amqp_broker(&config.amqp, DeadLetterConfig::default()).await;
+    cleaner.delete_queue(&queue).await.unwrap();
     services::delete_quorum_queues(&[&queue]).await;
 }
