@@ -640,7 +640,13 @@ pub fn once_atomic(
     ttl_ms: u64,
     mut effects: Vec<Op>,
 ) -> Result<bool, StoreError> {
-    let key = format!("once:{}", id.as_ref());
+    // On a Redis Cluster a transaction keeps its keys in one hash slot: effects that
+    // share a `{tag}` get a claim with the same tag, so claim and effects commit
+    // together there too.
+    let key = match effects.first().and_then(|op| hash_tag(op.key())) {
+        Some(tag) => format!("once:{{{tag}}}:{}", id.as_ref()),
+        None => format!("once:{}", id.as_ref()),
+    };
     if !claim(&key, ttl_ms)? {
         return skip_or_wait(&key, id.as_ref()).map(|()| false);
     }
@@ -650,6 +656,14 @@ pub fn once_atomic(
         return Err(error);
     }
     Ok(true)
+}
+
+/// The text between `key`'s first `{` and the next `}`, when not empty: what decides
+/// its hash slot on a Redis Cluster.
+fn hash_tag(key: &str) -> Option<&str> {
+    let open = key.find('{')?;
+    let close = key[open..].find('}')?;
+    (close > 1).then(|| &key[open + 1..open + close])
 }
 
 /// `Ok` when the claim `key` of `id` is done; a retry while it is pending.

@@ -161,8 +161,13 @@ async fn take_round(
     round: Duration,
 ) -> bool {
     let prefix = &config.host.key_prefix;
-    let name = format!("{prefix}cache-warm:{domain}");
-    let fence = format!("{prefix}cache-warm-fence");
+    let layout = services
+        .redis
+        .as_ref()
+        .map(|r| r.layout())
+        .unwrap_or_default();
+    let name = format!("{prefix}cache-warm:{}", layout.group(domain));
+    let fence = layout.counter(&format!("{prefix}cache-warm-fence"), domain);
     let token = uuid::Uuid::new_v4().to_string();
     match services
         .locks

@@ -152,6 +152,10 @@ pub async fn connect_services(config: &HostConfig) -> anyhow::Result<Services> {
         cache_stats.clone(),
         metrics.clone(),
         prefix,
+        redis_client
+            .as_ref()
+            .map(|r| r.layout())
+            .unwrap_or_default(),
     ));
     Ok(Services {
         cache_events,

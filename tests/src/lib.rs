@@ -16,6 +16,7 @@
 /// these suites).
 pub use techub_testkit::http_server;
 pub mod rabbit_cluster;
+pub mod redis_nodes;
 pub use rabbit_cluster::RabbitCluster;
 
 use std::path::{Path, PathBuf};

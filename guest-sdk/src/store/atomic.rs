@@ -56,6 +56,24 @@ pub enum Op {
     SortedAdd(String, Vec<(Vec<u8>, f64)>),
 }
 
+impl Op {
+    /// The key it works on.
+    pub fn key(&self) -> &str {
+        match self {
+            Self::Get(k)
+            | Self::Set(k, ..)
+            | Self::Delete(k)
+            | Self::IncrBy(k, _)
+            | Self::Expire(k, _)
+            | Self::HashSet(k, _)
+            | Self::HashIncrBy(k, ..)
+            | Self::ListPush(k, ..)
+            | Self::SetAdd(k, _)
+            | Self::SortedAdd(k, _) => k,
+        }
+    }
+}
+
 /// What one operation answered.
 ///
 /// ```no_run
@@ -104,6 +122,11 @@ fn to_wit(op: Op) -> wit::StoreOp {
 /// Runs `ops` as one transaction (at most [`MAX_ATOMIC_OPS`]); one result per op, in
 /// order. An op that fails does not undo the others (as in Redis); the call fails as a
 /// whole only for an invalid argument (nothing ran) or an unavailable backend.
+///
+/// On a host whose store is a Redis Cluster, a batch keeps its keys in one hash slot:
+/// give them one `{tag}` (`stock:{p-1}` and `reservation:{p-1}:o-1`); a batch across
+/// slots fails with `invalid-argument` saying so, and nothing runs. Elsewhere any keys
+/// may go together.
 ///
 /// ```no_run
 /// # use techub_guest::prelude::*;

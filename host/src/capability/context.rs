@@ -29,7 +29,8 @@ pub struct PluginContext {
     pub store_prefix: String,
     /// Prefix of its lock names: `<key_prefix>lock:<name>:`.
     pub lock_prefix: String,
-    /// The fencing counter of its locks: `<key_prefix>lock-fence:<name>`.
+    /// The fencing counter of its locks: `<key_prefix>lock-fence:<name>` (on a Redis
+    /// Cluster `<name>` is `{<name>}`, as in its lock keys: one slot).
     pub lock_fence: String,
     /// The configuration it was built from.
     pub config: Arc<HostConfig>,
@@ -59,6 +60,11 @@ impl PluginContext {
         let publish = patterns(&plugin.publish);
         let subscribe = patterns(&plugin.subscribe);
         let prefix = &config.host.key_prefix;
+        let layout = services
+            .redis
+            .as_ref()
+            .map(|r| r.layout())
+            .unwrap_or_default();
         Self {
             name: name.to_string(),
             limits: config.limits_of(name),
@@ -72,9 +78,12 @@ impl PluginContext {
                 .map(|(key, secret)| (key, secret.value))
                 .collect(),
             http: services.http.plugin(name, &config),
+            // A plugin's store keys hash whole (or by their own `{tag}`), so they spread
+            // over a cluster; its locks share the slot of its fencing counter, which
+            // every acquire increments in the same script.
             store_prefix: format!("{prefix}store:{name}:"),
-            lock_prefix: format!("{prefix}lock:{name}:"),
-            lock_fence: format!("{prefix}lock-fence:{name}"),
+            lock_prefix: format!("{prefix}lock:{}:", layout.group(name)),
+            lock_fence: format!("{prefix}lock-fence:{}", layout.group(name)),
             config: config.clone(),
             metrics: services.metrics.plugin(name),
             log_rate: services.log_rate(name),

@@ -81,7 +81,11 @@ impl Default for Limits {
 impl Default for RedisConfig {
     fn default() -> Self {
         Self {
+            mode: RedisMode::Single,
             url: "redis://127.0.0.1:6379".to_string(),
+            urls: Vec::new(),
+            sentinels: Vec::new(),
+            master_name: "mymaster".to_string(),
             max_retries: 3,
             retry_delay_ms: 100,
             connection_timeout_ms: 10_000,

@@ -21,6 +21,7 @@ mod schedules;
 mod stand_ins;
 mod suggest;
 mod validate;
+mod validate_redis;
 mod webhooks;
 
 use serde::{Deserialize, Serialize};
@@ -274,8 +275,21 @@ pub struct Backends {
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct RedisConfig {
-    /// `redis://host:port/db`.
+    /// How the host reaches Redis: one server at `url`, a Redis Cluster through its
+    /// seed nodes `urls`, or the primary that `sentinels` name `master_name`.
+    pub mode: RedisMode,
+    /// `redis://host:port/db`. With `mode = "sentinel"`, only its user, password,
+    /// database and scheme are read: they are those of the primary the sentinels name.
     pub url: String,
+    /// `mode = "cluster"`: seed nodes of the cluster, each `redis://[:pass@]host:port`;
+    /// the client learns the rest of the cluster from the first that answers.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub urls: Vec<String>,
+    /// `mode = "sentinel"`: the sentinels, each `redis://[:pass@]host:port`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub sentinels: Vec<String>,
+    /// `mode = "sentinel"`: the name the sentinels monitor the primary under.
+    pub master_name: String,
     /// Attempts after a failed command (seed: 3).
     pub max_retries: u32,
     /// Wait between attempts, in ms (seed: 100).
@@ -286,6 +300,19 @@ pub struct RedisConfig {
     pub command_timeout_ms: u64,
     /// Commands slower than this are logged and counted (seed: 100).
     pub slow_command_ms: u64,
+}
+
+/// `[redis] mode`.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum RedisMode {
+    /// One server at `url`.
+    #[default]
+    Single,
+    /// A Redis Cluster: keys sharded over primaries by hash slot, each with replicas.
+    Cluster,
+    /// One primary with replicas, found and followed through failovers by sentinels.
+    Sentinel,
 }
 
 /// `[amqp]`.

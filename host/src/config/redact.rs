@@ -30,6 +30,13 @@ pub fn redact_url(url: &str) -> String {
 pub fn redacted(config: &HostConfig) -> HostConfig {
     let mut shown = config.clone();
     shown.redis.url = redact_url(&shown.redis.url);
+    shown.redis.urls = shown.redis.urls.iter().map(|u| redact_url(u)).collect();
+    shown.redis.sentinels = shown
+        .redis
+        .sentinels
+        .iter()
+        .map(|u| redact_url(u))
+        .collect();
     shown.amqp.url = redact_url(&shown.amqp.url);
     shown.amqp.urls = shown.amqp.urls.iter().map(|u| redact_url(u)).collect();
     shown.amqp.management_url = shown.amqp.management_url.as_deref().map(redact_url);

@@ -133,11 +133,12 @@ impl HostConfig {
         if h.key_prefix.is_empty()
             || h.key_prefix
                 .bytes()
-                .any(|b| b.is_ascii_control() || b"*?[]\\".contains(&b))
+                .any(|b| b.is_ascii_control() || b"*?[]\\{}".contains(&b))
         {
+            // `{}` would make the prefix the hash tag of every key on a Redis Cluster.
             return Err(invalid(
                 "host.key_prefix",
-                "must be non-empty, without control or glob characters",
+                "must be non-empty, without control, glob or hash-tag ({}) characters",
             ));
         }
         let Ok(admin) = h.admin_addr.parse::<std::net::SocketAddr>() else {
@@ -213,26 +214,7 @@ impl HostConfig {
                 }
             }
         }
-        let r = &self.redis;
-        if !r.url.starts_with("redis://")
-            && !r.url.starts_with("rediss://")
-            && !r.url.starts_with("unix://")
-        {
-            return Err(invalid(
-                "redis.url",
-                format!("must start with redis://, got {:?}", redact_url(&r.url)),
-            ));
-        }
-        check("redis.max_retries", r.max_retries, 0, 10)?;
-        check("redis.retry_delay_ms", r.retry_delay_ms, 0, 60_000)?;
-        check(
-            "redis.connection_timeout_ms",
-            r.connection_timeout_ms,
-            1,
-            600_000,
-        )?;
-        check("redis.command_timeout_ms", r.command_timeout_ms, 1, 600_000)?;
-        check("redis.slow_command_ms", r.slow_command_ms, 1, 600_000)?;
+        super::validate_redis::validate(&self.redis)?;
 
         let a = &self.amqp;
         if !a.url.starts_with("amqp://") && !a.url.starts_with("amqps://") {

@@ -24,8 +24,9 @@ use techub_host::capability::messaging::MessagingView;
 use techub_host::capability::messaging::routing::TopicPattern;
 use techub_host::capability::store::{SetCondition, StoreView};
 use techub_host::capability::{PluginContext, Services, Usage};
-use techub_host::config::{HostConfig, KvBackend};
+use techub_host::config::{HostConfig, KvBackend, RedisMode};
 use techub_host::platform::connect_services;
+use techub_tests::redis_nodes::RedisCluster;
 use techub_tests::{PluginDir, config, grant, unique};
 use wasmtime::component::ResourceTable;
 
@@ -103,13 +104,24 @@ struct Boundary {
     context: Arc<PluginContext>,
     services: Arc<Services>,
     prefix: String,
+    /// Keys are grouped by hash tag (a Redis Cluster).
+    grouped: bool,
+    _cluster: Option<RedisCluster>,
     _dir: PluginDir,
 }
 
-fn boundary(on_redis: bool) -> Boundary {
+/// Where the backends of a [`Boundary`] live.
+#[derive(PartialEq)]
+enum On {
+    Embedded,
+    Redis,
+    RedisCluster,
+}
+
+fn boundary(on: On) -> Boundary {
     let dir = PluginDir::with(&[]);
     let mut config: HostConfig = config(&dir);
-    if on_redis {
+    if on != On::Embedded {
         config.backends.cache = KvBackend::Redis;
         config.backends.store = KvBackend::Redis;
         config.backends.lock = KvBackend::Redis;
@@ -117,6 +129,15 @@ fn boundary(on_redis: bool) -> Boundary {
     config.host.key_prefix = format!("{}:", unique("techub-prop"));
     grant(&mut config, PLUGIN, &[GRANTED_DOMAIN], &[GRANTED_PUBLISH]);
     let runtime = tokio::runtime::Runtime::new().unwrap();
+    let cluster = match on {
+        On::RedisCluster => {
+            let cluster = runtime.block_on(RedisCluster::start());
+            config.redis.mode = RedisMode::Cluster;
+            config.redis.urls = cluster.urls();
+            Some(cluster)
+        }
+        _ => None,
+    };
     let config = Arc::new(config);
     let services = runtime.block_on(async {
         let services = Arc::new(connect_services(&config).await.expect("services connect"));
@@ -131,8 +152,10 @@ fn boundary(on_redis: bool) -> Boundary {
     Boundary {
         context: Arc::new(PluginContext::new(PLUGIN, config.clone(), services.clone())),
         prefix: config.host.key_prefix.clone(),
+        grouped: cluster.is_some(),
         services,
         runtime,
+        _cluster: cluster,
         _dir: dir,
     }
 }
@@ -303,14 +326,20 @@ impl Boundary {
     /// Keys in the backend's key space under this test's prefix that belong to
     /// neither the plugin, its granted domain, nor the seeded neighbour.
     async fn outside_the_namespace(&self) -> Vec<String> {
+        // On a cluster the host's groups are hash tags: `{prop}`, `{users}`.
+        let group = |name: &str| match self.grouped {
+            true => format!("{{{name}}}"),
+            false => name.to_string(),
+        };
+        let (plugin, domain) = (group(PLUGIN), group(GRANTED_DOMAIN));
         let allowed: Vec<String> = [
             format!("store:{PLUGIN}:"),
-            format!("lock:{PLUGIN}:"),
-            format!("lock-fence:{PLUGIN}"),
-            format!("cache:{GRANTED_DOMAIN}:"),
-            format!("cache-meta:{GRANTED_DOMAIN}:"),
-            format!("cache-tag:{GRANTED_DOMAIN}:"),
-            format!("cache-prio:{GRANTED_DOMAIN}:"),
+            format!("lock:{plugin}:"),
+            format!("lock-fence:{plugin}"),
+            format!("cache:{domain}:"),
+            format!("cache-meta:{domain}:"),
+            format!("cache-tag:{domain}:"),
+            format!("cache-prio:{domain}:"),
             NEIGHBOUR_KEY.to_string(),
         ]
         .iter()
@@ -319,7 +348,7 @@ impl Boundary {
         let mut keys = Vec::new();
         let mut cursor: Option<String> = None;
         // On Redis the store's SCAN walks the server's key space (every backend's keys
-        // share it); the embedded store walks its own.
+        // share it; on a cluster, every primary's); the embedded store walks its own.
         let pattern = format!("{}*", techub_host::capability::glob::escape(&self.prefix));
         loop {
             let (page, next) = self
@@ -371,7 +400,7 @@ fn cases() -> ProptestConfig {
 
 #[test]
 fn the_capability_views_hold_on_the_embedded_backends() {
-    let boundary = boundary(false);
+    let boundary = boundary(On::Embedded);
     proptest!(cases(), |(input in input())| {
         let violations = boundary.exercise(&input);
         prop_assert!(violations.is_empty(), "{violations:#?}");
@@ -380,7 +409,16 @@ fn the_capability_views_hold_on_the_embedded_backends() {
 
 #[test]
 fn the_capability_views_hold_on_redis() {
-    let boundary = boundary(true);
+    let boundary = boundary(On::Redis);
+    proptest!(cases(), |(input in input())| {
+        let violations = boundary.exercise(&input);
+        prop_assert!(violations.is_empty(), "{violations:#?}");
+    });
+}
+
+#[test]
+fn the_capability_views_hold_on_a_redis_cluster() {
+    let boundary = boundary(On::RedisCluster);
     proptest!(cases(), |(input in input())| {
         let violations = boundary.exercise(&input);
         prop_assert!(violations.is_empty(), "{violations:#?}");
@@ -426,7 +464,7 @@ fn plugin_bytes(real: Vec<u8>) -> impl Strategy<Value = Vec<u8>> {
 /// (not even one the host catches on its compile thread).
 #[test]
 fn a_plugin_file_of_any_bytes_is_refused_with_a_typed_error_or_loads() {
-    let boundary = boundary(false);
+    let boundary = boundary(On::Embedded);
     let config = boundary.context.config.clone();
     let runtime = Arc::new(techub_host::runtime::Runtime::new(&config).unwrap());
     let real = std::fs::read(techub_tests::fixture("fixture_noop")).unwrap();

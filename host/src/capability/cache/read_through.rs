@@ -121,6 +121,8 @@ pub struct ReadThrough {
     flights: Mutex<Flights>,
     lease_prefix: String,
     lease_fence: String,
+    /// On a Redis Cluster a domain's leases and their fencing counter share its slot.
+    layout: crate::capability::redis_client::KeyLayout,
     loader_calls: AtomicU64,
     keys_loaded: AtomicU64,
     coalesced: AtomicU64,
@@ -139,8 +141,10 @@ impl ReadThrough {
         stats: Arc<super::CacheStats>,
         metrics: Arc<crate::metrics::Metrics>,
         key_prefix: &str,
+        layout: crate::capability::redis_client::KeyLayout,
     ) -> Self {
         Self {
+            layout,
             cache,
             locks,
             stats,
@@ -486,7 +490,12 @@ impl ReadThrough {
         let name = self.lease_name(domain, key);
         Ok(self
             .locks
-            .try_acquire(&name, &self.lease_fence, &token, ttl)
+            .try_acquire(
+                &name,
+                &self.layout.counter(&self.lease_fence, domain),
+                &token,
+                ttl,
+            )
             .await?
             .map(|_| Lease(Some(token))))
     }
@@ -506,7 +515,7 @@ impl ReadThrough {
     }
 
     fn lease_name(&self, domain: &str, key: &str) -> String {
-        format!("{}{domain}:{key}", self.lease_prefix)
+        format!("{}{}:{key}", self.lease_prefix, self.layout.group(domain))
     }
 }
 

@@ -8,6 +8,10 @@
 //! - `cache-prio:<domain>:<key>`: the entry's priority when it is not medium, so that
 //!   an L1 copy is evicted in its turn.
 //!
+//! On a Redis Cluster `<domain>` is `{<domain>}`: a domain's keys share a hash slot, so
+//! that the scripts below may touch them together (the price: one domain lives on one
+//! shard; domains spread over the shards).
+//!
 //! Writes and deletes are Lua scripts, so an entry and its filings change together,
 //! and each publishes the keys it changed on `cache-l1` in the same step (for the
 //! hosts' L1s, `l1.rs`).
@@ -15,7 +19,7 @@
 use super::{CacheBackend, CacheWrite, Invalidated, Priority};
 use crate::capability::BackendResult;
 use crate::capability::glob;
-use crate::capability::redis_client::{RedisClient, Retry};
+use crate::capability::redis_client::{KeyLayout, RedisClient, Retry};
 use redis::Script;
 use std::sync::LazyLock;
 use std::time::Duration;
@@ -155,6 +159,9 @@ const SCAN_COUNT: u32 = 500;
 pub struct RedisCache {
     redis: RedisClient,
     prefix: String,
+    /// On a cluster, a domain's keys share its hash tag: its scripts change an entry,
+    /// its filings and its tag sets together.
+    layout: KeyLayout,
     /// Names this host in its invalidation messages, so that its L1 can skip its own
     /// (it dropped those copies when Redis answered; the echo would only refuse
     /// copies read after the change).
@@ -214,6 +221,7 @@ impl RedisCache {
     /// A cache on `redis` under `prefix` (e.g. `techub:`).
     pub fn new(redis: RedisClient, prefix: &str) -> Self {
         Self {
+            layout: redis.layout(),
             redis,
             prefix: prefix.to_string(),
             origin: uuid::Uuid::new_v4().simple().to_string(),
@@ -240,18 +248,18 @@ impl RedisCache {
     }
 
     fn entry_prefix(&self, domain: &str) -> String {
-        format!("{}cache:{domain}:", self.prefix)
+        format!("{}cache:{}:", self.prefix, self.layout.group(domain))
     }
     fn meta_prefix(&self, domain: &str) -> String {
-        format!("{}cache-meta:{domain}:", self.prefix)
+        format!("{}cache-meta:{}:", self.prefix, self.layout.group(domain))
     }
     /// Where an entry written with a priority other than medium keeps it, for the
     /// L1s that copy the entry.
     fn priority_prefix(&self, domain: &str) -> String {
-        format!("{}cache-prio:{domain}:", self.prefix)
+        format!("{}cache-prio:{}:", self.prefix, self.layout.group(domain))
     }
     fn tag_prefix(&self, domain: &str) -> String {
-        format!("{}cache-tag:{domain}:", self.prefix)
+        format!("{}cache-tag:{}:", self.prefix, self.layout.group(domain))
     }
     fn tag_key(&self, domain: &str, tag: &str) -> String {
         format!("{}{tag}", self.tag_prefix(domain))
@@ -461,27 +469,19 @@ impl CacheBackend for RedisCache {
     async fn invalidate_pattern(&self, domain: &str, pattern: &str) -> BackendResult<u64> {
         let prefix = self.entry_prefix(domain);
         let full_pattern = format!("{}{pattern}", glob::escape(&prefix));
-        let mut cursor = 0u64;
+        let mut cursor: Option<String> = None;
         let mut removed = 0;
         loop {
-            let (next, keys): (u64, Vec<String>) = self
+            // The domain is one slot on a cluster: the scan asks only its primary.
+            let (keys, next) = self
                 .redis
-                .run("SCAN", Retry::Idempotent, |mut c| {
-                    let cmd = redis::cmd("SCAN")
-                        .arg(cursor)
-                        .arg("MATCH")
-                        .arg(&full_pattern)
-                        .arg("COUNT")
-                        .arg(SCAN_COUNT)
-                        .clone();
-                    async move { cmd.query_async(&mut c).await }
-                })
+                .scan_page(&full_pattern, cursor.as_deref(), SCAN_COUNT)
                 .await?;
             removed += self.delete_entries(domain, &keys).await?;
-            if next == 0 {
-                return Ok(removed);
+            match next {
+                None => return Ok(removed),
+                next => cursor = next,
             }
-            cursor = next;
         }
     }
 }

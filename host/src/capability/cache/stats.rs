@@ -156,7 +156,7 @@ impl CacheStats {
             return;
         }
         let ttl_s = (self.retention_ms / 1000 + BUCKET_MS / 1000) as i64;
-        let mut pipe = redis::pipe();
+        let mut commands = Vec::new();
         for (domain, minute, s) in pending
             .iter()
             .flat_map(|(d, minutes)| minutes.iter().map(move |(m, s)| (d, m, s)))
@@ -169,17 +169,16 @@ impl CacheStats {
                 ("deletes", s.deletes),
             ] {
                 if n > 0 {
-                    pipe.hincr(&key, field, n).ignore();
+                    commands.push(redis::cmd("HINCRBY").arg(&key).arg(field).arg(n).clone());
                 }
             }
-            pipe.expire(&key, ttl_s).ignore();
+            commands.push(redis::cmd("EXPIRE").arg(&key).arg(ttl_s).clone());
         }
         // Not retried: HINCRBY twice would count twice; a failed flush is merged back.
+        // (On a cluster, one pipeline per slot: a failure of one after another
+        // succeeded counts that part twice at worst, the price of not losing it.)
         let result = redis
-            .run("cache-stats-flush", Retry::Never, |mut conn| {
-                let pipe = pipe.clone();
-                async move { pipe.query_async::<()>(&mut conn).await }
-            })
+            .pipeline("cache-stats-flush", Retry::Never, &commands)
             .await;
         if let Err(error) = result {
             self.metrics.cache_stats_flush_failed();
@@ -226,15 +225,20 @@ async fn read_buckets(
     redis: &RedisClient,
     keys: Vec<String>,
 ) -> crate::capability::BackendResult<Vec<DomainStats>> {
-    let maps: Vec<BTreeMap<String, u64>> = redis
-        .run("cache-stats-read", Retry::Idempotent, |mut conn| {
-            let mut pipe = redis::pipe();
-            for key in &keys {
-                pipe.hgetall(key);
-            }
-            async move { pipe.query_async(&mut conn).await }
-        })
+    let commands: Vec<redis::Cmd> = keys
+        .iter()
+        .map(|key| redis::cmd("HGETALL").arg(key).clone())
+        .collect();
+    let answers = redis
+        .pipeline("cache-stats-read", Retry::Idempotent, &commands)
         .await?;
+    let maps = answers
+        .into_iter()
+        .map(redis::from_redis_value::<BTreeMap<String, u64>>)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| {
+            crate::capability::BackendError::Unavailable(format!("cache statistics: {e}"))
+        })?;
     Ok(maps
         .into_iter()
         .map(|m| {

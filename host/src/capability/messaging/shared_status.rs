@@ -127,16 +127,26 @@ impl SharedStatuses {
             return;
         }
         let ttl_ms = self.ttl.as_millis() as u64;
-        let mut pipe = redis::pipe();
+        let mut commands = Vec::new();
         for update in &updates {
             match update {
                 Update::Published { id, publisher } => {
                     let key = format!("{}{id}", self.prefix);
-                    pipe.hset_nx(&key, "publisher", publisher).ignore();
-                    pipe.pexpire(&key, ttl_ms as i64).ignore();
+                    commands.push(
+                        redis::cmd("HSETNX")
+                            .arg(&key)
+                            .arg("publisher")
+                            .arg(publisher)
+                            .clone(),
+                    );
+                    commands.push(redis::cmd("PEXPIRE").arg(&key).arg(ttl_ms).clone());
                 }
                 Update::Forget { id } => {
-                    pipe.del(format!("{}{id}", self.prefix)).ignore();
+                    commands.push(
+                        redis::cmd("DEL")
+                            .arg(format!("{}{id}", self.prefix))
+                            .clone(),
+                    );
                 }
                 Update::Delivered {
                     id,
@@ -146,17 +156,21 @@ impl SharedStatuses {
                 } => {
                     let key = format!("{}{id}", self.prefix);
                     let value = format!("{}|{plugin}", status_text(*status));
-                    pipe.hset(&key, format!("q:{queue}"), value).ignore();
-                    pipe.pexpire(&key, ttl_ms as i64).ignore();
+                    commands.push(
+                        redis::cmd("HSET")
+                            .arg(&key)
+                            .arg(format!("q:{queue}"))
+                            .arg(value)
+                            .clone(),
+                    );
+                    commands.push(redis::cmd("PEXPIRE").arg(&key).arg(ttl_ms).clone());
                 }
             }
         }
+        // A pipeline per slot on a cluster keeps each key's updates in order.
         let sent = self
             .redis
-            .run("msg-status-flush", Retry::Idempotent, |mut c| {
-                let pipe = pipe.clone();
-                async move { pipe.query_async::<()>(&mut c).await }
-            })
+            .pipeline("msg-status-flush", Retry::Idempotent, &commands)
             .await;
         if let Err(error) = sent {
             tracing::warn!(%error, dropped = updates.len(), "could not share message statuses through Redis");

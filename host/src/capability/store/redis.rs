@@ -2,7 +2,7 @@
 
 use super::{AtomicOp, AtomicResult, KeyTtl, ListEnd, ScoreRange, SetCondition, StoreBackend};
 use crate::capability::redis_client::map_error;
-use crate::capability::redis_client::{RedisClient, Retry};
+use crate::capability::redis_client::{RedisClient, Retry, same_slot};
 use crate::capability::{BackendError, BackendResult};
 use std::time::Duration;
 
@@ -31,6 +31,9 @@ impl RedisStore {
             .await
     }
 }
+
+/// Why an atomic batch was refused on a Redis Cluster, and how to fix it.
+const CROSS_SLOT_BATCH: &str = "on a Redis Cluster an atomic batch keeps its keys in one hash slot: give them one {hash tag}, as in `order:{42}:total` and `order:{42}:items` (only the text between the first { and } decides the slot)";
 
 fn ms(ttl: Duration) -> u64 {
     (ttl.as_millis() as u64).max(1)
@@ -464,6 +467,9 @@ impl StoreBackend for RedisStore {
     }
 
     async fn atomic(&self, ops: &[AtomicOp]) -> BackendResult<Vec<AtomicResult>> {
+        if self.redis.layout().cluster && !same_slot(ops.iter().map(AtomicOp::key)) {
+            return Err(BackendError::InvalidArgument(CROSS_SLOT_BATCH.to_string()));
+        }
         let mut pipe = redis::pipe();
         // MULTI ... EXEC, each command's answer kept (a failed one does not hide the rest).
         pipe.atomic().ignore_errors();
@@ -525,25 +531,7 @@ impl StoreBackend for RedisStore {
         cursor: Option<&str>,
         n: u32,
     ) -> BackendResult<(Vec<String>, Option<String>)> {
-        let cursor: u64 = match cursor {
-            None => 0,
-            Some(c) => c.parse().map_err(|_| {
-                BackendError::InvalidArgument(format!("cursor {c:?} did not come from scan"))
-            })?,
-        };
-        let (next, keys): (u64, Vec<String>) = self
-            .cmd(
-                "SCAN",
-                Retry::Idempotent,
-                redis::cmd("SCAN")
-                    .arg(cursor)
-                    .arg("MATCH")
-                    .arg(pattern)
-                    .arg("COUNT")
-                    .arg(n)
-                    .clone(),
-            )
-            .await?;
-        Ok((keys, (next != 0).then(|| next.to_string())))
+        // On a cluster it walks every primary: a plugin's keys spread over them.
+        self.redis.scan_page(pattern, cursor, n).await
     }
 }

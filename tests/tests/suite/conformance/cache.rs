@@ -18,7 +18,7 @@ fn keys(names: &[&str]) -> Vec<String> {
     names.iter().map(|k| k.to_string()).collect()
 }
 
-async fn cache_conforms(cache: &dyn CacheBackend) {
+pub(super) async fn cache_conforms(cache: &dyn CacheBackend) {
     let hour = Duration::from_secs(3600);
     let (d, other) = ("users", "products");
 
@@ -186,7 +186,7 @@ async fn cache_conforms(cache: &dyn CacheBackend) {
 
 /// Keys and tags removed in one call (the specification's `CacheInvalidationDto`):
 /// each entry once, its filings with it, other domains untouched.
-async fn invalidation_in_one_call_conforms(cache: &dyn CacheBackend) {
+pub(super) async fn invalidation_in_one_call_conforms(cache: &dyn CacheBackend) {
     let hour = Duration::from_secs(3600);
     // Domains of their own: the body above leaves entries in the seeded ones.
     let (d, other) = ("inv-products", "inv-users");

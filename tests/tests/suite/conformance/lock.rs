@@ -6,7 +6,7 @@ use techub_host::capability::lock::memory::MemoryLocks;
 use techub_host::capability::lock::redis::RedisLocks;
 use techub_tests::{services, unique};
 
-async fn locks_conform(locks: &dyn LockBackend, key: &str) {
+pub(super) async fn locks_conform(locks: &dyn LockBackend, key: &str) {
     let fence = format!("{key}-fence");
     let other = format!("{key}-other");
     let ttl = Duration::from_secs(30);

@@ -6,4 +6,5 @@ mod broker;
 mod cache;
 mod lock;
 mod queue_limits;
+mod redis_modes;
 mod store;

@@ -9,7 +9,7 @@ use techub_host::capability::store::{
 };
 use techub_tests::{services, unique};
 
-async fn store_conforms(store: &dyn StoreBackend, ns: &str) {
+pub(super) async fn store_conforms(store: &dyn StoreBackend, ns: &str) {
     let k = |name: &str| format!("{ns}{name}");
 
     // Strings with NX / XX / TTL.
@@ -301,7 +301,7 @@ fn pairs(list: &[(&str, f64)]) -> Vec<(String, f64)> {
 /// Sorted sets with Redis's semantics: order by score then member, ranks with negative
 /// indexes, score ranges with exclusive bounds, REV, LIMIT, infinities; and
 /// compare-and-swap.
-async fn sorted_sets_and_cas_conform(store: &dyn StoreBackend, ns: &str) {
+pub(super) async fn sorted_sets_and_cas_conform(store: &dyn StoreBackend, ns: &str) {
     let k = |name: &str| format!("{ns}{name}");
     let board = k("board");
     let scores = [
@@ -446,7 +446,7 @@ async fn sorted_sets_and_cas_conform(store: &dyn StoreBackend, ns: &str) {
 
 /// A transaction: every op answers on its own, a failing op (WRONGTYPE) leaves the
 /// others done.
-async fn atomic_batches_conform(store: &dyn StoreBackend, ns: &str) {
+pub(super) async fn atomic_batches_conform(store: &dyn StoreBackend, ns: &str) {
     let k = |name: &str| format!("{ns}atomic:{name}");
     let ops = vec![
         AtomicOp::Set(k("a"), m("1"), None),

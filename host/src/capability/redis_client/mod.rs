@@ -1,10 +1,26 @@
-//! The one Redis connection the Redis backends share: a `ConnectionManager`
-//! (multiplexed, reconnecting, cloned per call), the seed's retry policy, the command
-//! timeout, slow-command accounting, and error mapping onto [`BackendError`].
+//! The one Redis connection the Redis backends share, on one server, a Redis Cluster
+//! or a primary followed through sentinels (`[redis] mode`): the seed's retry policy,
+//! the command timeout, slow-command accounting, and error mapping onto
+//! [`BackendError`].
+//!
+//! # Layout
+//! - `mod.rs`: [`RedisClient`]: connect per mode, `run` a command, pub/sub, errors.
+//! - `connection.rs`: [`RedisConnection`], one connection type over the modes.
+//! - `sentinel.rs`: following the primary the sentinels name.
+//! - `slots.rs`: what a cluster changes: hash slots, keys grouped by `{tag}`, scans
+//!   over every primary, pipelines split per slot.
+
+mod connection;
+mod sentinel;
+mod slots;
+
+pub use connection::RedisConnection;
+pub use slots::{KeyLayout, same_slot};
 
 use super::{BackendError, BackendResult};
-use crate::config::RedisConfig;
+use crate::config::{RedisConfig, RedisMode};
 use crate::metrics::Metrics;
+use connection::Nodes;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use std::future::Future;
 use std::sync::Arc;
@@ -14,10 +30,12 @@ use std::time::{Duration, Instant};
 /// A shared, cheap-to-clone Redis client.
 #[derive(Clone)]
 pub struct RedisClient {
-    conn: ConnectionManager,
-    /// For connections of their own (pub/sub); holds the unredacted URL, so it is
-    /// never formatted.
-    client: redis::Client,
+    nodes: Nodes,
+    /// For pub/sub connections of their own, the clients to try in turn (one server;
+    /// a cluster's seed nodes, as any node hears every `PUBLISH`); they hold
+    /// unredacted URLs, so they are never formatted. Empty with sentinels: the
+    /// primary's client is asked for then.
+    pubsub_clients: Arc<[redis::Client]>,
     connect_timeout: Duration,
     url: Arc<str>,
     command_timeout: Duration,
@@ -42,13 +60,9 @@ pub enum Retry {
 }
 
 impl RedisClient {
-    /// Connects to `config.url`, failing with an error naming the URL.
+    /// Connects as `config.mode` says, failing with an error naming the URLs
+    /// (passwords redacted).
     pub async fn connect(config: &RedisConfig, metrics: Arc<Metrics>) -> anyhow::Result<Self> {
-        // Only the redacted form is kept: it goes into errors and logs.
-        let url = crate::config::redact_url(&config.url);
-        let url = url.as_str();
-        let client = redis::Client::open(config.url.as_str())
-            .map_err(|e| anyhow::anyhow!("invalid redis.url {url:?}: {:?}", e.kind()))?;
         let connect_timeout = Duration::from_millis(config.connection_timeout_ms);
         let command_timeout = Duration::from_millis(config.command_timeout_ms);
         let manager_config = ConnectionManagerConfig::new()
@@ -56,26 +70,41 @@ impl RedisClient {
             .set_response_timeout(Some(command_timeout))
             .set_number_of_retries(config.max_retries as usize)
             .set_min_delay(Duration::from_millis(config.retry_delay_ms.max(1)));
-        let conn = tokio::time::timeout(
-            connect_timeout,
-            ConnectionManager::new_with_config(client.clone(), manager_config),
-        )
-        .await
-        .map_err(|_| {
-            anyhow::anyhow!(
-                "could not connect to Redis at {url}: no answer within {} ms",
-                connect_timeout.as_millis()
-            )
-        })?
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "could not connect to Redis at {url}: {}",
-                scrub(&e, &config.url)
-            )
-        })?;
+        // Only redacted forms are kept: they go into errors and logs.
+        let (nodes, pubsub_clients, url) = match config.mode {
+            RedisMode::Single => {
+                let url = crate::config::redact_url(&config.url);
+                let client = redis::Client::open(config.url.as_str())
+                    .map_err(|e| anyhow::anyhow!("invalid redis.url {url:?}: {:?}", e.kind()))?;
+                let manager = tokio::time::timeout(
+                    connect_timeout,
+                    ConnectionManager::new_with_config(client.clone(), manager_config),
+                )
+                .await
+                .map_err(|_| {
+                    anyhow::anyhow!(
+                        "could not connect to Redis at {url}: no answer within {} ms",
+                        connect_timeout.as_millis()
+                    )
+                })?
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "could not connect to Redis at {url}: {}",
+                        scrub(&e, &config.url)
+                    )
+                })?;
+                (Nodes::Single(manager), vec![client], url)
+            }
+            RedisMode::Cluster => slots::connect_cluster(config).await?,
+            RedisMode::Sentinel => {
+                let follow = sentinel::FollowPrimary::connect(config, manager_config).await?;
+                let url = format!("sentinel primary {:?}", config.master_name);
+                (Nodes::Sentinel(Arc::new(follow)), Vec::new(), url)
+            }
+        };
         Ok(Self {
-            conn,
-            client,
+            nodes,
+            pubsub_clients: pubsub_clients.into(),
             connect_timeout,
             url: url.into(),
             command_timeout,
@@ -88,9 +117,16 @@ impl RedisClient {
         })
     }
 
+    /// How keys are laid out on this Redis (hash tags on a cluster).
+    pub fn layout(&self) -> KeyLayout {
+        KeyLayout {
+            cluster: self.nodes.cluster().is_some(),
+        }
+    }
+
     /// `PING`, answered within `within`; the reason when not.
     pub async fn ping(&self, within: Duration) -> Result<(), String> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.nodes.connection();
         let command = redis::cmd("PING");
         let ping = command.query_async::<String>(&mut conn);
         match tokio::time::timeout(within, ping).await {
@@ -105,25 +141,38 @@ impl RedisClient {
     }
 
     /// A pub/sub connection of its own (a subscribed connection runs no other
-    /// commands), within the connect timeout; the reason, URL redacted, when not.
+    /// commands), within the connect timeout; the reason, URL redacted, when not. On a
+    /// cluster, to the first seed node that accepts (classic pub/sub reaches every
+    /// node); with sentinels, to the primary as last known.
     pub async fn pubsub(&self) -> Result<redis::aio::PubSub, String> {
-        match tokio::time::timeout(self.connect_timeout, self.client.get_async_pubsub()).await {
-            Ok(Ok(pubsub)) => Ok(pubsub),
-            Ok(Err(error)) => Err(format!(
-                "could not open a pub/sub connection to Redis at {}: {}",
-                self.url,
+        let clients: Vec<(redis::Client, String)> = match &self.nodes {
+            Nodes::Sentinel(follow) => vec![(follow.client(), follow.address())],
+            _ => self
+                .pubsub_clients
+                .iter()
+                .map(|c| (c.clone(), c.get_connection_info().addr().to_string()))
+                .collect(),
+        };
+        let mut reasons = Vec::new();
+        for (client, address) in clients {
+            match tokio::time::timeout(self.connect_timeout, client.get_async_pubsub()).await {
+                Ok(Ok(pubsub)) => return Ok(pubsub),
                 // An I/O error's text names no URL; other texts might, so only their kind.
-                match error.is_io_error() {
-                    true => error.to_string(),
-                    false => format!("{:?}", error.kind()),
-                }
-            )),
-            Err(_) => Err(format!(
-                "Redis at {} did not accept a pub/sub connection within {} ms",
-                self.url,
-                self.connect_timeout.as_millis()
-            )),
+                Ok(Err(error)) => reasons.push(match error.is_io_error() {
+                    true => format!("{address}: {error}"),
+                    false => format!("{address}: {:?}", error.kind()),
+                }),
+                Err(_) => reasons.push(format!(
+                    "{address}: no answer within {} ms",
+                    self.connect_timeout.as_millis()
+                )),
+            }
         }
+        Err(format!(
+            "could not open a pub/sub connection to Redis at {}: {}",
+            self.url,
+            reasons.join("; ")
+        ))
     }
 
     /// The server's URL, password redacted (for error texts).
@@ -146,14 +195,14 @@ impl RedisClient {
         command: F,
     ) -> BackendResult<T>
     where
-        F: Fn(ConnectionManager) -> Fut,
+        F: Fn(RedisConnection) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
         let started = Instant::now();
         let attempts = async {
             let mut attempt = 0;
             loop {
-                match command(self.conn.clone()).await {
+                match command(self.nodes.connection()).await {
                     Ok(value) => {
                         if self.disconnected.swap(false, Ordering::Relaxed) {
                             self.metrics.redis_reconnected();
@@ -169,7 +218,17 @@ impl RedisClient {
                         if transient {
                             self.disconnected.store(true, Ordering::Relaxed);
                         }
-                        if retry == Retry::Idempotent && transient && attempt < self.retries {
+                        self.nodes.after_failure(&error).await;
+                        // Refused before it ran (a failover in progress): safe to
+                        // send again whatever the command is.
+                        let not_run = matches!(
+                            error.code(),
+                            Some(
+                                "READONLY" | "MASTERDOWN" | "LOADING" | "CLUSTERDOWN" | "TRYAGAIN"
+                            )
+                        );
+                        let again = not_run || (retry == Retry::Idempotent && transient);
+                        if again && attempt < self.retries {
                             attempt += 1;
                             tokio::time::sleep(self.retry_delay).await;
                             continue;
@@ -212,6 +271,11 @@ pub(crate) fn map_error(url: &str, op: &str, error: redis::RedisError) -> Backen
     let text = error.to_string();
     if error.code() == Some("WRONGTYPE") || text.contains("not an integer") {
         return BackendError::WrongType;
+    }
+    if error.code() == Some("CROSSSLOT") || text.contains("crossed slots") {
+        return BackendError::InvalidArgument(format!(
+            "{op}: keys in different hash slots of the Redis Cluster; give them one {{hash tag}} (e.g. `order:{{42}}:total` and `order:{{42}}:items`)"
+        ));
     }
     if text.contains("overflow") {
         return BackendError::Overflow;

@@ -1,0 +1,86 @@
+//! One connection type over the three `[redis] mode`s, so that every backend runs the
+//! same commands and scripts whatever Redis it is on:
+//! - `single`: a `ConnectionManager` (multiplexed, reconnecting);
+//! - `cluster`: redis-rs's async cluster connection, which routes each command by the
+//!   hash slot of its first key and follows `MOVED`/`ASK` and failovers by itself;
+//! - `sentinel`: a `ConnectionManager` to the primary the sentinels name, replaced
+//!   when they name another ([`super::sentinel::FollowPrimary`]).
+
+use super::sentinel::FollowPrimary;
+use redis::aio::{ConnectionLike, ConnectionManager};
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, Pipeline, RedisFuture, Value};
+use std::sync::Arc;
+
+/// A connection handed to one command (cloned per call: all variants multiplex).
+#[derive(Clone)]
+pub enum RedisConnection {
+    /// One server.
+    Single(ConnectionManager),
+    /// A Redis Cluster.
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for RedisConnection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Self::Single(c) => c.req_packed_command(cmd),
+            Self::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Self::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Self::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Single(c) => c.get_db(),
+            Self::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// Where connections come from, per mode.
+#[derive(Clone)]
+pub(super) enum Nodes {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+    Sentinel(Arc<FollowPrimary>),
+}
+
+impl Nodes {
+    /// A connection for one command.
+    pub(super) fn connection(&self) -> RedisConnection {
+        match self {
+            Self::Single(c) => RedisConnection::Single(c.clone()),
+            Self::Cluster(c) => RedisConnection::Cluster(c.clone()),
+            Self::Sentinel(follow) => RedisConnection::Single(follow.current()),
+        }
+    }
+
+    /// After a failed command: with sentinels, asks them whether the primary moved
+    /// (a refused connection, or `READONLY` from a demoted primary), so that the next
+    /// attempt goes to the new one. The other modes reconnect by themselves.
+    pub(super) async fn after_failure(&self, error: &redis::RedisError) {
+        if let Self::Sentinel(follow) = self {
+            follow.after_failure(error).await;
+        }
+    }
+
+    /// The cluster connection, in cluster mode.
+    pub(super) fn cluster(&self) -> Option<&ClusterConnection> {
+        match self {
+            Self::Cluster(c) => Some(c),
+            _ => None,
+        }
+    }
+}
