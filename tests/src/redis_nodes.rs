@@ -107,6 +107,9 @@ fn spawn(port: u16, dir: &Path, extra: &[String]) -> RedisNode {
         &dir.to_string_lossy(),
         "--logfile",
         &dir.join(format!("{port}.log")).to_string_lossy(),
+        // A new replica syncs at once (the default waits 5 s for more replicas).
+        "--repl-diskless-sync-delay",
+        "0",
     ]
     .iter()
     .map(|a| a.to_string())
@@ -182,11 +185,18 @@ impl RedisCluster {
         for node in &cluster.nodes {
             wait_for(
                 Duration::from_secs(30),
-                &format!("node {} to report cluster_state:ok", node.port),
+                &format!(
+                    "node {} to report cluster_state:ok and, if a replica, to be in sync",
+                    node.port
+                ),
                 || async {
-                    node.cli(&["CLUSTER", "INFO"])
-                        .contains("cluster_state:ok")
-                        .then_some(())
+                    let ok = node.cli(&["CLUSTER", "INFO"]).contains("cluster_state:ok");
+                    // A replica that has not synced yet refuses to take over (its data
+                    // is too old), so a failover test must not start before.
+                    let replication = node.cli(&["INFO", "replication"]);
+                    let synced = replication.contains("role:master")
+                        || replication.contains("master_link_status:up");
+                    (ok && synced).then_some(())
                 },
             )
             .await;

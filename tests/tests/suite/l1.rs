@@ -16,8 +16,9 @@ use techub_host::capability::BackendError;
 use techub_host::capability::Services;
 use techub_host::capability::cache::l1::TwoLayerCache;
 use techub_host::capability::cache::{CacheWrite, Invalidated, Priority};
-use techub_host::config::{HostConfig, KvBackend, L1Config};
+use techub_host::config::{HostConfig, KvBackend, L1Config, RedisMode};
 use techub_host::platform::connect_services;
+use techub_tests::redis_nodes::{MASTER_NAME, RedisCluster, RedisSentinels};
 use techub_tests::{PluginDir, config, services, unique, wait_for};
 
 const DOMAIN: &str = "products";
@@ -145,8 +146,45 @@ async fn l1_answers_repeated_reads_from_process_memory() {
 async fn a_change_on_one_host_is_never_followed_by_a_stale_read_on_another_after_the_bound() {
     let dir = PluginDir::with(&[]);
     let config = layered(&dir);
-    let (a, b) = (host(&config).await, host(&config).await);
-    for round in 0..40 {
+    changes_reach_the_other_host(&config, &config, 40).await;
+}
+
+/// The same on a Redis Cluster, host B subscribed to a node that is not the primary
+/// of the domain's slot (where A's scripts publish): classic pub/sub reaches every
+/// node.
+#[tokio::test]
+async fn on_a_redis_cluster_a_change_reaches_a_host_subscribed_to_another_node() {
+    let cluster = RedisCluster::start().await;
+    let dir = PluginDir::with(&[]);
+    let mut a = layered(&dir);
+    a.redis.mode = RedisMode::Cluster;
+    a.redis.urls = cluster.urls();
+    let domain_primary = cluster.primary_of(&format!("{}cache:{{{DOMAIN}}}:k0", a.host.key_prefix));
+    let mut b = a.clone();
+    let elsewhere = (0..cluster.nodes.len())
+        .find(|i| *i != domain_primary)
+        .expect("six nodes");
+    b.redis.urls = vec![cluster.nodes[elsewhere].url()];
+    changes_reach_the_other_host(&a, &b, 10).await;
+}
+
+/// The same with the primary found through sentinels.
+#[tokio::test]
+async fn through_sentinels_a_change_reaches_the_other_host() {
+    let set = RedisSentinels::start().await;
+    let dir = PluginDir::with(&[]);
+    let mut config = layered(&dir);
+    config.redis.mode = RedisMode::Sentinel;
+    config.redis.sentinels = set.urls();
+    config.redis.master_name = MASTER_NAME.into();
+    changes_reach_the_other_host(&config, &config, 10).await;
+}
+
+/// `rounds` changes of five kinds on host A (of `config_a`), each after host B (of
+/// `config_b`) holds a copy: B's read `BOUND_MS` after A's call returned sees it.
+async fn changes_reach_the_other_host(config_a: &HostConfig, config_b: &HostConfig, rounds: usize) {
+    let (a, b) = (host(config_a).await, host(config_b).await);
+    for round in 0..rounds {
         let key = format!("k{round}");
         set(&a, &key, "old", &["t", &format!("tag-{round}")]).await;
         assert_eq!(copied(&b, &key).await.as_deref(), Some("old"));

@@ -22,6 +22,7 @@ mod queue_kinds;
 mod queue_settings;
 mod queue_types;
 mod read_through;
+mod redis_failover;
 mod request_reply;
 mod reuse;
 mod schedules;

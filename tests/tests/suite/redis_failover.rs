@@ -1,0 +1,150 @@
+//! A Redis primary killed (`kill -9`) under a stream of writes, on a cluster and
+//! behind sentinels: while the replica is promoted every failed write is a typed
+//! `unavailable` (what the guest sees, and retries), never a hang past the command
+//! timeout; then writes succeed again, on the promoted replica. The time from the kill
+//! to the first write that succeeds again is printed (the fault suite reports it too).
+
+use std::time::{Duration, Instant};
+use techub_host::capability::BackendError;
+use techub_host::capability::redis_client::RedisClient;
+use techub_host::capability::store::redis::RedisStore;
+use techub_host::capability::store::{SetCondition, StoreBackend};
+use techub_host::config::{RedisConfig, RedisMode};
+use techub_tests::redis_nodes::{MASTER_NAME, RedisCluster, RedisSentinels};
+use techub_tests::unique;
+
+/// What a stream of writes to `key` saw after the kill.
+struct AfterKill {
+    /// From the kill to the first write that succeeded.
+    recovered_after: Duration,
+    /// Writes that failed in between, each with a typed `unavailable`.
+    unavailable: usize,
+}
+
+/// Writes `key` every 20 ms from the kill on, until one succeeds (at most 30 s).
+async fn writes_until_one_succeeds(
+    store: &RedisStore,
+    key: &str,
+    command_timeout: Duration,
+) -> AfterKill {
+    let killed = Instant::now();
+    let mut unavailable = 0;
+    loop {
+        let started = Instant::now();
+        let written = store.set(key, b"after", None, SetCondition::Always).await;
+        // The client's own bound: a write that hangs past it would stall a guest.
+        assert!(
+            started.elapsed() < command_timeout + Duration::from_secs(1),
+            "a write took {:?}, past the command timeout {command_timeout:?}",
+            started.elapsed()
+        );
+        match written {
+            Ok(_) => {
+                return AfterKill {
+                    recovered_after: killed.elapsed(),
+                    unavailable,
+                };
+            }
+            Err(BackendError::Unavailable(reason)) => {
+                if unavailable % 20 == 0 {
+                    eprintln!("{:?} after the kill: {reason}", killed.elapsed());
+                }
+                unavailable += 1
+            }
+            Err(other) => {
+                panic!("a write during the failover failed with {other:?}, not `unavailable`")
+            }
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(30),
+            "no recovery within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn config(mode: RedisMode) -> RedisConfig {
+    RedisConfig {
+        mode,
+        // Short, so that the test sees several attempts during the failover.
+        command_timeout_ms: 1_000,
+        connection_timeout_ms: 1_000,
+        max_retries: 2,
+        retry_delay_ms: 100,
+        ..RedisConfig::default()
+    }
+}
+
+#[tokio::test]
+async fn a_killed_cluster_primary_gives_unavailable_then_its_promoted_replica_serves() {
+    let mut cluster = RedisCluster::start().await;
+    let mut redis_config = config(RedisMode::Cluster);
+    redis_config.urls = cluster.urls();
+    let redis = RedisClient::connect(&redis_config, Default::default())
+        .await
+        .unwrap();
+    let store = RedisStore::new(redis);
+    let key = format!("{}:store:p:failover", unique("techub-test"));
+    store
+        .set(&key, b"before", None, SetCondition::Always)
+        .await
+        .unwrap();
+    let primary = cluster.primary_of(&key);
+    let old_port = cluster.nodes[primary].port;
+    cluster.nodes[primary].kill();
+    let seen = writes_until_one_succeeds(&store, &key, Duration::from_millis(1_000)).await;
+    eprintln!(
+        "cluster: writes back {:?} after kill -9 of the primary, {} typed `unavailable` before",
+        seen.recovered_after, seen.unavailable
+    );
+    let now = cluster.primary_of(&key);
+    assert_ne!(cluster.nodes[now].port, old_port, "a replica was promoted");
+    assert_eq!(
+        store.get(&key).await.unwrap().as_deref(),
+        Some(&b"after"[..])
+    );
+}
+
+#[tokio::test]
+async fn a_killed_sentinel_primary_gives_unavailable_then_the_client_follows_the_new_one() {
+    let mut set = RedisSentinels::start().await;
+    let mut redis_config = config(RedisMode::Sentinel);
+    redis_config.sentinels = set.urls();
+    redis_config.master_name = MASTER_NAME.into();
+    let redis = RedisClient::connect(&redis_config, Default::default())
+        .await
+        .unwrap();
+    let store = RedisStore::new(redis);
+    let key = format!("{}:store:p:failover", unique("techub-test"));
+    store
+        .set(&key, b"before", None, SetCondition::Always)
+        .await
+        .unwrap();
+    let old_port = set.data[0].port;
+    set.data[0].kill();
+    let seen = writes_until_one_succeeds(&store, &key, Duration::from_millis(1_000)).await;
+    eprintln!(
+        "sentinel: writes back {:?} after kill -9 of the primary, {} typed `unavailable` before",
+        seen.recovered_after, seen.unavailable
+    );
+    assert_eq!(
+        set.primary_port(),
+        Some(set.data[1].port),
+        "the sentinels promoted the replica"
+    );
+    assert_ne!(set.primary_port(), Some(old_port));
+    assert_eq!(
+        store.get(&key).await.unwrap().as_deref(),
+        Some(&b"after"[..])
+    );
+
+    // The old primary comes back as a replica of the new one; the client stays on the
+    // primary (a write sent to the demoted node would fail with READONLY).
+    set.data[0].restart().await;
+    for i in 0..50 {
+        store
+            .set(&key, format!("{i}").as_bytes(), None, SetCondition::Always)
+            .await
+            .unwrap_or_else(|e| panic!("write {i} after the old primary returned: {e:?}"));
+    }
+}
