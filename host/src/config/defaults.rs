@@ -86,6 +86,8 @@ impl Default for RedisConfig {
             urls: Vec::new(),
             sentinels: Vec::new(),
             master_name: "mymaster".to_string(),
+            wait_replicas: 0,
+            wait_timeout_ms: 100,
             max_retries: 3,
             retry_delay_ms: 100,
             connection_timeout_ms: 10_000,

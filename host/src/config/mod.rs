@@ -290,6 +290,14 @@ pub struct RedisConfig {
     pub sentinels: Vec<String>,
     /// `mode = "sentinel"`: the name the sentinels monitor the primary under.
     pub master_name: String,
+    /// Claims, fencing counters, compare-and-swaps and atomic batches wait until this
+    /// many replicas have the write (`WAIT`), so that a failover right after cannot
+    /// lose it; 0 (the default): they return when the primary has it. A write fewer
+    /// replicas confirmed within `wait_timeout_ms` is `unavailable` (it did happen on
+    /// the primary).
+    pub wait_replicas: u32,
+    /// How long such a write waits for its replicas, in ms.
+    pub wait_timeout_ms: u64,
     /// Attempts after a failed command (seed: 3).
     pub max_retries: u32,
     /// Wait between attempts, in ms (seed: 100).

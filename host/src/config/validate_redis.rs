@@ -87,6 +87,8 @@ pub(super) fn validate(r: &RedisConfig) -> Result<(), ConfigError> {
             }
         }
     }
+    check("redis.wait_replicas", r.wait_replicas, 0, 16)?;
+    check("redis.wait_timeout_ms", r.wait_timeout_ms, 1, 60_000)?;
     check("redis.max_retries", r.max_retries, 0, 10)?;
     check("redis.retry_delay_ms", r.retry_delay_ms, 0, 60_000)?;
     check(

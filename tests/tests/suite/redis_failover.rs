@@ -148,3 +148,82 @@ async fn a_killed_sentinel_primary_gives_unavailable_then_the_client_follows_the
             .unwrap_or_else(|e| panic!("write {i} after the old primary returned: {e:?}"));
     }
 }
+
+/// `[redis] wait_replicas = 1`: a claim returns once the replica has it; with the
+/// replica gone it is a typed `unavailable` naming the shortfall, not a silent claim
+/// that a failover could lose. Prints the cost per claim against no waiting.
+#[tokio::test]
+async fn with_wait_replicas_a_claim_needs_the_replica_and_says_so_without_it() {
+    let mut set = RedisSentinels::start().await;
+    let mut waiting = config(RedisMode::Sentinel);
+    waiting.sentinels = set.urls();
+    waiting.master_name = MASTER_NAME.into();
+    waiting.wait_replicas = 1;
+    waiting.wait_timeout_ms = 200;
+    let plain = RedisConfig {
+        wait_replicas: 0,
+        ..waiting.clone()
+    };
+    let durable = RedisStore::new(
+        RedisClient::connect(&waiting, Default::default())
+            .await
+            .unwrap(),
+    );
+    let fast = RedisStore::new(
+        RedisClient::connect(&plain, Default::default())
+            .await
+            .unwrap(),
+    );
+    let ns = unique("techub-test");
+    // Cost: claims (SET NX) alternating between the two clients, medians.
+    let mut times = [Vec::new(), Vec::new()];
+    for i in 0..200 {
+        for (side, store) in [&fast, &durable].into_iter().enumerate() {
+            let started = Instant::now();
+            let claimed = store
+                .set(
+                    &format!("{ns}:claim:{side}:{i}"),
+                    b"pending",
+                    None,
+                    SetCondition::IfAbsent,
+                )
+                .await
+                .unwrap();
+            times[side].push(started.elapsed());
+            assert!(claimed);
+        }
+    }
+    for t in &mut times {
+        t.sort();
+    }
+    eprintln!(
+        "claim median: {:?} without WAIT, {:?} with WAIT 1 (one local replica)",
+        times[0][100], times[1][100]
+    );
+    set.data[1].kill();
+    let refused = durable
+        .set(
+            &format!("{ns}:claim:after"),
+            b"pending",
+            None,
+            SetCondition::IfAbsent,
+        )
+        .await;
+    match refused {
+        Err(BackendError::Unavailable(reason)) => {
+            assert!(reason.contains("0 of 1 replicas"), "{reason}")
+        }
+        other => panic!("a claim no replica confirmed must be `unavailable`, got {other:?}"),
+    }
+    // Without waiting, the same claim succeeds on the primary alone.
+    assert!(
+        fast.set(
+            &format!("{ns}:claim:plain"),
+            b"pending",
+            None,
+            SetCondition::IfAbsent
+        )
+        .await
+        .unwrap()
+    );
+}

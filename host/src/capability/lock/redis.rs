@@ -74,6 +74,10 @@ impl LockBackend for RedisLocks {
                 async move { invocation.invoke_async(&mut c).await }
             })
             .await?;
+        // A fencing token lost in a failover would be handed out twice.
+        if granted > 0 {
+            self.redis.replicated(key).await?;
+        }
         Ok((granted > 0).then_some(granted as u64))
     }
 

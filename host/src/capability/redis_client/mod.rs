@@ -44,6 +44,8 @@ pub struct RedisClient {
     slow: Duration,
     slow_commands: Arc<AtomicU64>,
     metrics: Arc<Metrics>,
+    /// `[redis] wait_replicas` and `wait_timeout_ms`, when replicas are waited for.
+    wait: Option<(u32, u64)>,
     /// The last command failed for want of a connection (a success after it counts as
     /// a reconnect: the `ConnectionManager` reconnects by itself and says nothing).
     disconnected: Arc<AtomicBool>,
@@ -113,6 +115,8 @@ impl RedisClient {
             slow: Duration::from_millis(config.slow_command_ms),
             slow_commands: Arc::default(),
             metrics,
+            wait: (config.wait_replicas > 0)
+                .then_some((config.wait_replicas, config.wait_timeout_ms)),
             disconnected: Arc::default(),
         })
     }

@@ -221,6 +221,27 @@ impl RedisClient {
         Ok((keys, next))
     }
 
+    /// With `[redis] wait_replicas`, waits until that many replicas of the primary
+    /// that holds `key` have every write this host sent it so far (`WAIT`, on the same
+    /// multiplexed connection as the write): `unavailable` when fewer confirmed within
+    /// `wait_timeout_ms`. Without it, returns at once.
+    pub async fn replicated(&self, key: &str) -> BackendResult<()> {
+        let Some((replicas, timeout_ms)) = self.wait else {
+            return Ok(());
+        };
+        let wait = redis::cmd("WAIT").arg(replicas).arg(timeout_ms).clone();
+        let confirmed: i64 = self
+            .run("WAIT", Retry::Never, |c| on_key(c, key, wait.clone()))
+            .await?;
+        match confirmed >= i64::from(replicas) {
+            true => Ok(()),
+            false => Err(BackendError::Unavailable(format!(
+                "Redis at {}: the write happened on the primary, but {confirmed} of {replicas} replicas confirmed it within {timeout_ms} ms",
+                self.url
+            ))),
+        }
+    }
+
     /// Runs `commands` as pipelines (not transactions): one on a single Redis, one
     /// per slot of their first keys on a cluster, sent together. The answers in the
     /// order of `commands`.

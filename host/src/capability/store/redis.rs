@@ -169,6 +169,11 @@ impl StoreBackend for RedisStore {
             Retry::Never
         };
         let reply: Option<String> = self.cmd("SET", retry, cmd).await?;
+        // A conditional set is a claim: kept through a failover when replicas are
+        // waited for.
+        if reply.is_some() && condition != SetCondition::Always {
+            self.redis.replicated(key).await?;
+        }
         Ok(reply.is_some())
     }
 
@@ -463,6 +468,9 @@ impl StoreBackend for RedisStore {
                 async move { invocation.invoke_async(&mut c).await }
             })
             .await?;
+        if swapped == 1 {
+            self.redis.replicated(key).await?;
+        }
         Ok(swapped == 1)
     }
 
@@ -514,6 +522,9 @@ impl StoreBackend for RedisStore {
                 async move { pipe.query_async(&mut c).await }
             })
             .await?;
+        if let Some(op) = ops.first() {
+            self.redis.replicated(op.key()).await?;
+        }
         let url = self.redis.url();
         Ok(ops
             .iter()
