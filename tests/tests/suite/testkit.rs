@@ -364,7 +364,7 @@ async fn once_retries_while_a_dead_attempt_claim_is_pending_and_skips_a_done_one
         .await
         .expect("the kit starts");
     let store = kit.services().store.clone();
-    let claim = kit.store_key("once:m-1").await;
+    let claim = kit.store_key("once:{ledger}:m-1").await;
     let lapse = std::time::Duration::from_millis(300);
     store
         .set(
@@ -382,26 +382,29 @@ async fn once_retries_while_a_dead_attempt_claim_is_pending_and_skips_a_done_one
         "{early:?}"
     );
     assert_eq!(
-        kit.store_get("effects").await,
+        kit.store_get("{ledger}effects").await,
         None,
         "no effect while pending"
     );
     tokio::time::sleep(lapse + std::time::Duration::from_millis(100)).await;
     let late = kit.deliver(message("m-1").attempt(2)).await;
     assert_eq!(late.outcome, Outcome::Ok, "{late:?}");
-    assert_eq!(kit.store_get("effects").await.as_deref(), Some(&b"1"[..]));
     assert_eq!(
-        kit.store_get("once:m-1").await.as_deref(),
+        kit.store_get("{ledger}effects").await.as_deref(),
+        Some(&b"1"[..])
+    );
+    assert_eq!(
+        kit.store_get("once:{ledger}:m-1").await.as_deref(),
         Some(&b"done"[..])
     );
 
     for (id, value) in [("m-2", &b"done"[..]), ("m-3", &b""[..])] {
-        kit.store_set(&format!("once:{id}"), value).await;
+        kit.store_set(&format!("once:{{ledger}}:{id}"), value).await;
         let skipped = kit.deliver(message(id)).await;
         assert_eq!(skipped.outcome, Outcome::Ok, "{skipped:?}");
     }
     assert_eq!(
-        kit.store_get("effects").await.as_deref(),
+        kit.store_get("{ledger}effects").await.as_deref(),
         Some(&b"1"[..]),
         "skipped"
     );

@@ -6,6 +6,7 @@
 //! - `sentinel`: a `ConnectionManager` to the primary the sentinels name, replaced
 //!   when they name another ([`super::sentinel::FollowPrimary`]).
 
+use super::cluster::ClusterNodes;
 use super::sentinel::FollowPrimary;
 use redis::aio::{ConnectionLike, ConnectionManager};
 use redis::cluster_async::ClusterConnection;
@@ -53,7 +54,7 @@ impl ConnectionLike for RedisConnection {
 #[derive(Clone)]
 pub(super) enum Nodes {
     Single(ConnectionManager),
-    Cluster(ClusterConnection),
+    Cluster(Arc<ClusterNodes>),
     Sentinel(Arc<FollowPrimary>),
 }
 
@@ -62,25 +63,32 @@ impl Nodes {
     pub(super) fn connection(&self) -> RedisConnection {
         match self {
             Self::Single(c) => RedisConnection::Single(c.clone()),
-            Self::Cluster(c) => RedisConnection::Cluster(c.clone()),
+            Self::Cluster(nodes) => RedisConnection::Cluster(nodes.current()),
             Self::Sentinel(follow) => RedisConnection::Single(follow.current()),
         }
     }
 
     /// After a failed command: with sentinels, asks them whether the primary moved
     /// (a refused connection, or `READONLY` from a demoted primary), so that the next
-    /// attempt goes to the new one. The other modes reconnect by themselves.
+    /// attempt goes to the new one; on a cluster, rebuilds a connection that answers
+    /// nothing but failures. One server: its `ConnectionManager` reconnects by itself.
     pub(super) async fn after_failure(&self, error: &redis::RedisError) {
-        if let Self::Sentinel(follow) = self {
-            follow.after_failure(error).await;
+        match self {
+            Self::Sentinel(follow) => follow.after_failure(error).await,
+            Self::Cluster(nodes) => nodes.after_failure(error),
+            Self::Single(_) => {}
         }
     }
 
-    /// The cluster connection, in cluster mode.
-    pub(super) fn cluster(&self) -> Option<&ClusterConnection> {
-        match self {
-            Self::Cluster(c) => Some(c),
-            _ => None,
+    /// A command succeeded.
+    pub(super) fn succeeded(&self) {
+        if let Self::Cluster(nodes) = self {
+            nodes.succeeded();
         }
+    }
+
+    /// Whether this is a cluster.
+    pub(super) fn is_cluster(&self) -> bool {
+        matches!(self, Self::Cluster(_))
     }
 }

@@ -7,9 +7,11 @@
 //! - `mod.rs`: [`RedisClient`]: connect per mode, `run` a command, pub/sub, errors.
 //! - `connection.rs`: [`RedisConnection`], one connection type over the modes.
 //! - `sentinel.rs`: following the primary the sentinels name.
+//! - `cluster.rs`: the cluster connection, rebuilt when it stays silent.
 //! - `slots.rs`: what a cluster changes: hash slots, keys grouped by `{tag}`, scans
 //!   over every primary, pipelines split per slot.
 
+mod cluster;
 mod connection;
 mod sentinel;
 mod slots;
@@ -124,7 +126,7 @@ impl RedisClient {
     /// How keys are laid out on this Redis (hash tags on a cluster).
     pub fn layout(&self) -> KeyLayout {
         KeyLayout {
-            cluster: self.nodes.cluster().is_some(),
+            cluster: self.nodes.is_cluster(),
         }
     }
 
@@ -208,6 +210,7 @@ impl RedisClient {
             loop {
                 match command(self.nodes.connection()).await {
                     Ok(value) => {
+                        self.nodes.succeeded();
                         if self.disconnected.swap(false, Ordering::Relaxed) {
                             self.metrics.redis_reconnected();
                             tracing::info!(url = %self.url, "Redis connection works again");

@@ -14,6 +14,7 @@
 //!   pattern names;
 //! - [`RedisClient::pipeline`]: a non-atomic pipeline is split per slot.
 
+use super::cluster::ClusterNodes;
 use super::connection::{Nodes, RedisConnection};
 use super::{RedisClient, Retry};
 use crate::capability::{BackendError, BackendResult, glob};
@@ -91,7 +92,7 @@ pub(super) async fn connect_cluster(
         .min_retry_wait(config.retry_delay_ms.max(1))
         .build()
         .map_err(|e| anyhow::anyhow!("invalid redis.urls {shown:?}: {:?}", e.kind()))?;
-    let connection = tokio::time::timeout(connect_timeout, client.get_async_connection())
+    let connection = tokio::time::timeout(connect_timeout, client.clone().get_async_connection())
         .await
         .map_err(|_| {
             anyhow::anyhow!(
@@ -113,7 +114,13 @@ pub(super) async fn connect_cluster(
             })?,
         );
     }
-    Ok((Nodes::Cluster(connection), pubsub, url))
+    let nodes = ClusterNodes::new(
+        client,
+        connection,
+        Duration::from_millis(config.command_timeout_ms),
+        connect_timeout,
+    );
+    Ok((Nodes::Cluster(std::sync::Arc::new(nodes)), pubsub, url))
 }
 
 /// The lowest slot of each primary, in order: a primary is addressed by one of its
@@ -181,8 +188,8 @@ impl RedisClient {
                 .arg(count)
                 .clone()
         };
-        let tagged = tag_of_pattern(pattern).filter(|_| self.nodes.cluster().is_some());
-        if self.nodes.cluster().is_none() || tagged.is_some() {
+        let tagged = tag_of_pattern(pattern).filter(|_| self.nodes.is_cluster());
+        if !self.nodes.is_cluster() || tagged.is_some() {
             // One node holds every match: its own cursor is the cursor.
             let at: u64 = match cursor {
                 None => 0,
@@ -253,12 +260,12 @@ impl RedisClient {
     ) -> BackendResult<Vec<Value>> {
         let mut groups: HashMap<Option<Slot>, Vec<usize>> = HashMap::new();
         for (i, cmd) in commands.iter().enumerate() {
-            let slot = match self.nodes.cluster() {
-                Some(_) => match cmd.args_iter().nth(1) {
+            let slot = match self.nodes.is_cluster() {
+                true => match cmd.args_iter().nth(1) {
                     Some(redis::Arg::Simple(key)) => Some(Slot::for_key(key)),
                     _ => None,
                 },
-                None => None,
+                false => None,
             };
             groups.entry(slot).or_default().push(i);
         }

@@ -130,6 +130,17 @@ impl HostProcess {
         Ok(())
     }
 
+    /// Points the host (and the suite's ledger) at a Redis of another mode (rewrites
+    /// the file; takes effect on start).
+    pub fn use_redis_config(
+        &mut self,
+        redis: techub_host::config::RedisConfig,
+    ) -> anyhow::Result<()> {
+        self.config.redis = redis;
+        std::fs::write(&self.file, toml::to_string(&self.config)?)?;
+        Ok(())
+    }
+
     /// Starts `techub-host run` on the file (its log appended to `target/faults/`).
     pub fn start(&mut self) -> anyhow::Result<()> {
         let log = std::fs::OpenOptions::new()

@@ -102,13 +102,25 @@ impl Ledger {
         key: &str,
     ) -> anyhow::Result<T> {
         let key = format!("{}{key}", self.prefix);
-        self.redis
-            .run(command, Retry::Idempotent, |mut c| {
-                let cmd = redis::cmd(command).arg(&key).clone();
-                async move { cmd.query_async(&mut c).await }
-            })
-            .await
-            .map_err(anyhow::Error::msg)
+        // Asked again for up to 30 s: a scenario may take the ledger's Redis primary
+        // away, and the ledger is read while a replica takes over.
+        let asked = std::time::Instant::now();
+        loop {
+            let answer = self
+                .redis
+                .run(command, Retry::Idempotent, |mut c| {
+                    let cmd = redis::cmd(command).arg(&key).clone();
+                    async move { cmd.query_async(&mut c).await }
+                })
+                .await;
+            match answer {
+                Ok(answer) => return Ok(answer),
+                Err(error) if asked.elapsed() > std::time::Duration::from_secs(30) => {
+                    return Err(anyhow::Error::msg(error));
+                }
+                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
+            }
+        }
     }
 
     /// Ids whose handling finished (the ledger fixture's `handled` set).
@@ -149,6 +161,6 @@ impl Ledger {
 
     /// Effects made through the idempotency helper.
     pub async fn effects(&self) -> anyhow::Result<i64> {
-        self.number("effects").await
+        self.number("{ledger}effects").await
     }
 }

@@ -6,7 +6,19 @@ use crate::host::{HostProcess, LEDGER};
 use crate::ledger::{Ledger, Publisher};
 use std::time::{Duration, Instant};
 use techub_host::capability::messaging::amqp::{connection_name, policies::Management};
+use techub_host::config::{RedisConfig, RedisMode};
+use techub_tests::redis_nodes::{MASTER_NAME, RedisCluster, RedisSentinels};
 use techub_tests::{OwnRedis, RabbitCluster, TcpProxy};
+
+/// The Redis settings of the failover scenarios: commands time out in 1 s so that a
+/// guest hears `unavailable` (and retries) well within its own limits.
+fn durable_redis() -> RedisConfig {
+    RedisConfig {
+        command_timeout_ms: 1_000,
+        connection_timeout_ms: 1_000,
+        ..RedisConfig::default()
+    }
+}
 
 /// One scenario's fault.
 #[derive(Debug, Clone, Copy)]
@@ -39,10 +51,17 @@ pub enum Fault {
     ClusterNodeRestarted,
     /// The cluster, two hosts: `kill -9` of the node the first is connected to.
     ClusterTwoHosts,
+    /// The store on a six-node Redis Cluster (`[redis] mode = "cluster"`, claims
+    /// waiting for one replica): `kill -9` of the primary that holds the ledger's
+    /// claims and effects (its `{ledger}` slot).
+    RedisClusterPrimaryKilled,
+    /// The store on a primary behind three sentinels (`mode = "sentinel"`, claims
+    /// waiting for one replica): `kill -9` of the primary.
+    RedisSentinelPrimaryKilled,
 }
 
 impl Fault {
-    pub const ALL: [Fault; 11] = [
+    pub const ALL: [Fault; 13] = [
         Fault::Kill,
         Fault::Term,
         Fault::KillOneOfTwo,
@@ -54,6 +73,8 @@ impl Fault {
         Fault::ClusterHostNodeKilled,
         Fault::ClusterNodeRestarted,
         Fault::ClusterTwoHosts,
+        Fault::RedisClusterPrimaryKilled,
+        Fault::RedisSentinelPrimaryKilled,
     ];
 
     /// Whether it runs on the three-node cluster.
@@ -80,6 +101,8 @@ impl Fault {
             Fault::ClusterHostNodeKilled => "cluster: the host's node killed",
             Fault::ClusterNodeRestarted => "cluster: the host's node stopped, restarted",
             Fault::ClusterTwoHosts => "cluster: two hosts, one's node killed",
+            Fault::RedisClusterPrimaryKilled => "Redis Cluster: the claims' primary killed",
+            Fault::RedisSentinelPrimaryKilled => "Redis Sentinel: the primary killed",
         }
     }
 }
@@ -92,6 +115,8 @@ struct Rig {
     proxy: Option<TcpProxy>,
     /// The cluster's node this scenario killed or stopped, to start again after it.
     downed: Option<usize>,
+    redis_cluster: Option<RedisCluster>,
+    sentinels: Option<RedisSentinels>,
 }
 
 pub async fn scenario(
@@ -124,6 +149,25 @@ pub async fn scenario(
             rig.own_redis = Some(redis);
         }
         Fault::KillOneOfTwo | Fault::ClusterTwoHosts => rig.sibling = Some(host.sibling()?),
+        Fault::RedisClusterPrimaryKilled => {
+            let cluster = RedisCluster::start().await;
+            host.use_redis_config(RedisConfig {
+                mode: RedisMode::Cluster,
+                urls: cluster.urls(),
+                ..durable_redis()
+            })?;
+            rig.redis_cluster = Some(cluster);
+        }
+        Fault::RedisSentinelPrimaryKilled => {
+            let set = RedisSentinels::start().await;
+            host.use_redis_config(RedisConfig {
+                mode: RedisMode::Sentinel,
+                sentinels: set.urls(),
+                master_name: MASTER_NAME.into(),
+                ..durable_redis()
+            })?;
+            rig.sentinels = Some(set);
+        }
         Fault::NetworkStall | Fault::NetworkDrop => {
             // Only the host goes through the proxy; the publisher and the ledger
             // talk to the broker and Redis directly.
@@ -160,8 +204,10 @@ pub async fn scenario(
     // The fault is over. Recovered: a delivery started after it (the fixture counts
     // each one as it starts, so deliveries that were in flight do not count), or (the
     // stream having ended) everything handled.
-    let before = ledger.deliveries().await?;
+    // The clock starts before the ledger is read: when the fault took the ledger's
+    // own Redis primary, that read waits for the failover, which then counts.
     let ended = Instant::now();
+    let before = ledger.deliveries().await?;
     let recovery = loop {
         let handled = ledger.handled().await?;
         let all =
@@ -272,6 +318,21 @@ async fn inject(
             proxy.cut();
             tokio::time::sleep(Duration::from_secs(5)).await;
             proxy.restore();
+        }
+        Fault::RedisClusterPrimaryKilled => {
+            let cluster = rig.redis_cluster.as_mut().expect("started for this fault");
+            let claims = format!(
+                "{}store:{}:{{ledger}}effects",
+                host.config.host.key_prefix, LEDGER.plugin
+            );
+            let primary = cluster.primary_of(&claims);
+            println!("  {}: node {}", fault.name(), cluster.nodes[primary].port);
+            cluster.nodes[primary].kill();
+        }
+        Fault::RedisSentinelPrimaryKilled => {
+            let set = rig.sentinels.as_mut().expect("started for this fault");
+            println!("  {}: node {}", fault.name(), set.data[0].port);
+            set.data[0].kill();
         }
         _ => anyhow::bail!("{} runs on the cluster", fault.name()),
     }

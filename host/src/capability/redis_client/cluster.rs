@@ -1,0 +1,121 @@
+//! `[redis] mode = "cluster"`: redis-rs's async cluster connection, and a new one when
+//! it stops answering.
+//!
+//! The cluster connection follows `MOVED`, refreshes its slot map and reconnects by
+//! itself. Under a host's load, a primary killed mid-stream was seen (redis-rs 1.8,
+//! Redis 7.0, the fault suite) to leave it answering nothing but timeouts long after
+//! the replica took over, for the slots that primary held (commands to the other
+//! primaries went on working). So when commands have gone on failing with timeouts
+//! or lost connections for `stale` (twice the command timeout), the connection is
+//! built again from the seed nodes, at most once per `stale`.
+
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+/// The cluster connection, rebuilt when it stays silent.
+pub struct ClusterNodes {
+    client: ClusterClient,
+    current: RwLock<ClusterConnection>,
+    /// Milliseconds since `epoch` of the first failure of the current run of
+    /// failures (`u64::MAX`: none), and of the last rebuild.
+    failing_since: AtomicU64,
+    last_rebuild: AtomicU64,
+    epoch: Instant,
+    rebuilding: Arc<tokio::sync::Mutex<()>>,
+    stale: Duration,
+    connect_timeout: Duration,
+}
+
+impl ClusterNodes {
+    pub(super) fn new(
+        client: ClusterClient,
+        connection: ClusterConnection,
+        command_timeout: Duration,
+        connect_timeout: Duration,
+    ) -> Self {
+        Self {
+            client,
+            current: RwLock::new(connection),
+            failing_since: AtomicU64::new(u64::MAX),
+            last_rebuild: AtomicU64::new(0),
+            epoch: Instant::now(),
+            rebuilding: Arc::default(),
+            stale: command_timeout * 2,
+            connect_timeout,
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// The connection for one command.
+    pub(super) fn current(&self) -> ClusterConnection {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// A command succeeded on a connection built after the current run of failures
+    /// began: the run is over. (A success on another primary does not end it: one
+    /// primary's slots can stay silent while the others answer.)
+    pub(super) fn succeeded(&self) {
+        let since = self.failing_since.load(Ordering::Relaxed);
+        if since != u64::MAX && self.last_rebuild.load(Ordering::Relaxed) > since {
+            self.failing_since.store(u64::MAX, Ordering::Relaxed);
+        }
+    }
+
+    /// A command failed with `error`: when timeouts or lost connections have gone on
+    /// for `stale`, builds the connection again, in a task of its own (the failed
+    /// command's own timeout would cancel it half-way otherwise).
+    pub(super) fn after_failure(self: &Arc<Self>, error: &redis::RedisError) {
+        let silent = error.is_timeout() || error.is_io_error() || error.is_connection_dropped();
+        if !silent {
+            return;
+        }
+        let now = self.now_ms();
+        let _ = self.failing_since.compare_exchange(
+            u64::MAX,
+            now,
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
+        let stale = self.stale.as_millis() as u64;
+        let quiet_for = |mark: &AtomicU64| now.saturating_sub(mark.load(Ordering::Relaxed));
+        if quiet_for(&self.failing_since) < stale || quiet_for(&self.last_rebuild) < stale {
+            return;
+        }
+        let Ok(only) = self.rebuilding.clone().try_lock_owned() else {
+            return;
+        };
+        self.last_rebuild.store(now, Ordering::Relaxed);
+        let failing_ms = quiet_for(&self.failing_since);
+        let this = self.clone();
+        tokio::spawn(async move {
+            let _only = only;
+            let built =
+                tokio::time::timeout(this.connect_timeout, this.client.get_async_connection())
+                    .await;
+            match built {
+                Ok(Ok(connection)) => {
+                    tracing::warn!(
+                        failing_ms,
+                        "commands to the Redis Cluster went on failing; built a new connection from the seed nodes"
+                    );
+                    *this.current.write().unwrap_or_else(|e| e.into_inner()) = connection;
+                }
+                Ok(Err(error)) => {
+                    tracing::warn!(kind = ?error.kind(), "could not build a new Redis Cluster connection yet")
+                }
+                Err(_) => tracing::warn!(
+                    "no seed node of the Redis Cluster answered within the connect timeout"
+                ),
+            }
+        });
+    }
+}
