@@ -48,7 +48,14 @@ fn apt_install(package: &str) -> Result<()> {
 /// `prometheus` package) checks the alert rules and the metrics exposition, and
 /// `chromium` loads the status page.
 pub fn ensure_test_tools() -> Result<()> {
-    for (binary, package) in [("promtool", "prometheus"), ("chromium", "chromium")] {
+    // redis-server and redis-cli start the Redis Cluster and Sentinel tests' own nodes,
+    // also where the shared Redis runs elsewhere (a container).
+    for (binary, package) in [
+        ("promtool", "prometheus"),
+        ("chromium", "chromium"),
+        ("redis-server", "redis-server"),
+        ("redis-cli", "redis-tools"),
+    ] {
         if !installed(binary) {
             // --no-install-recommends: only the tool, not the exporters and fonts the
             // packages recommend.

@@ -150,17 +150,17 @@ fn primaries(slots: Value) -> BackendResult<Vec<u16>> {
     Ok(lowest)
 }
 
-/// `cmd` sent to the primary that holds `slot`.
-async fn on_slot<T: redis::FromRedisValue>(
+/// `cmd` sent to the primary that `route` names on a cluster; elsewhere to the one
+/// server.
+async fn routed<T: redis::FromRedisValue>(
     connection: RedisConnection,
-    slot: u16,
+    route: Route,
     cmd: Cmd,
 ) -> redis::RedisResult<T> {
     match connection {
         RedisConnection::Cluster(mut c) => {
-            let route = SingleNodeRoutingInfo::SpecificNode(Route::new(slot, SlotAddr::Master));
-            let value = c.route_command(cmd, RoutingInfo::SingleNode(route)).await?;
-            Ok(redis::from_redis_value(value)?)
+            let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route));
+            Ok(redis::from_redis_value(c.route_command(cmd, route).await?)?)
         }
         mut single => cmd.query_async(&mut single).await,
     }
@@ -197,7 +197,9 @@ impl RedisClient {
             };
             let key = tagged.unwrap_or_default();
             let (next, keys): (u64, Vec<String>) = self
-                .run("SCAN", Retry::Idempotent, |c| on_key(c, &key, scan(at)))
+                .run("SCAN", Retry::Idempotent, |c| {
+                    routed(c, Route::with_key(&key, SlotAddr::Master), scan(at))
+                })
                 .await?;
             return Ok((keys, (next != 0).then(|| next.to_string())));
         }
@@ -216,7 +218,9 @@ impl RedisClient {
             }
         };
         let (next, keys): (u64, Vec<String>) = self
-            .run("SCAN", Retry::Idempotent, |c| on_slot(c, slot, scan(at)))
+            .run("SCAN", Retry::Idempotent, |c| {
+                routed(c, Route::new(slot, SlotAddr::Master), scan(at))
+            })
             .await?;
         let next = match next {
             0 => primaries
@@ -238,7 +242,9 @@ impl RedisClient {
         };
         let wait = redis::cmd("WAIT").arg(replicas).arg(timeout_ms).clone();
         let confirmed: i64 = self
-            .run("WAIT", Retry::Never, |c| on_key(c, key, wait.clone()))
+            .run("WAIT", Retry::Never, |c| {
+                routed(c, Route::with_key(key, SlotAddr::Master), wait.clone())
+            })
             .await?;
         match confirmed >= i64::from(replicas) {
             true => Ok(()),
@@ -289,22 +295,6 @@ impl RedisClient {
             }
         }
         Ok(answers)
-    }
-}
-
-/// `cmd` sent to the primary that holds `key`'s slot (on one server: to it).
-async fn on_key<T: redis::FromRedisValue>(
-    connection: RedisConnection,
-    key: &str,
-    cmd: Cmd,
-) -> redis::RedisResult<T> {
-    match connection {
-        RedisConnection::Cluster(mut c) => {
-            let route = SingleNodeRoutingInfo::SpecificNode(Route::with_key(key, SlotAddr::Master));
-            let value = c.route_command(cmd, RoutingInfo::SingleNode(route)).await?;
-            Ok(redis::from_redis_value(value)?)
-        }
-        mut single => cmd.query_async(&mut single).await,
     }
 }
 

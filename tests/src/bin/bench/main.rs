@@ -13,6 +13,7 @@ mod l1;
 mod live;
 mod neighbours;
 mod ops;
+mod redis_cluster;
 mod rpc;
 mod webhooks;
 
@@ -87,6 +88,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if run("webhooks") {
         webhooks::webhooks().await?;
+    }
+    if run("redis-cluster") {
+        redis_cluster::redis_cluster().await?;
     }
     if run("l1") {
         l1::gets().await?;

@@ -1,0 +1,232 @@
+//! `bench redis-cluster`, on a six-node Redis Cluster of the bench's own:
+//! - cache gets from a plugin (cache-reader, through the host import) against native
+//!   redis-rs with its async cluster client reading the same keys, at concurrency 1
+//!   and 8; alternating rounds, medians;
+//! - cache sets of the host backend (the script that files an entry, no wasm)
+//!   against native `SET PX` on the cluster client;
+//! - tag invalidation of 1 000 entries (filed under one tag, then invalidated by it)
+//!   on the shared single Redis against the cluster, alternating rounds, medians.
+
+use crate::consumers::median;
+use crate::{cache_reader, fill_bench_entries, plugin_gets_per_s};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use techub_host::capability::cache::redis::RedisCache;
+use techub_host::capability::cache::{CacheBackend, CacheWrite, Priority};
+use techub_host::capability::redis_client::RedisClient;
+use techub_host::config::{RedisConfig, RedisMode};
+use techub_host::platform::connect_services;
+use techub_host::plugins::load_plugin;
+use techub_host::runtime::Runtime;
+use techub_tests::redis_nodes::RedisCluster;
+use techub_tests::{services, unique};
+
+const ROUNDS: usize = 7;
+
+pub async fn redis_cluster() -> anyhow::Result<()> {
+    let cluster = RedisCluster::start().await;
+    let cluster_config = RedisConfig {
+        mode: RedisMode::Cluster,
+        urls: cluster.urls(),
+        ..RedisConfig::default()
+    };
+    gets(&cluster_config).await?;
+    sets(&cluster_config).await?;
+    tag_invalidation(&cluster_config).await?;
+    Ok(())
+}
+
+/// Plugin gets on the cluster ÷ native cluster-client gets.
+async fn gets(cluster_config: &RedisConfig) -> anyhow::Result<()> {
+    const GETS: u32 = 10_000;
+    let (dir, mut config) = cache_reader(GETS);
+    config.redis = cluster_config.clone();
+    let config = Arc::new(config);
+    let services = Arc::new(connect_services(&config).await?);
+    fill_bench_entries(services.cache.as_ref()).await?;
+    let runtime = Arc::new(Runtime::new(&config)?);
+    let plugin = Arc::new(
+        load_plugin(
+            &runtime,
+            &dir.path().join("cache-reader.wasm"),
+            config.clone(),
+            services,
+        )
+        .await?,
+    );
+    let native = redis::cluster::ClusterClient::new(cluster_config.urls.clone())?
+        .get_async_connection()
+        .await?;
+    let prefix = config.host.key_prefix.clone();
+    let native_gets = async |concurrency: u32| -> anyhow::Result<f64> {
+        let started = Instant::now();
+        let tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>> = (0..concurrency)
+            .map(|_| {
+                let (mut conn, prefix) = (native.clone(), prefix.clone());
+                tokio::spawn(async move {
+                    for i in 0..GETS / concurrency {
+                        let value: Option<Vec<u8>> = redis::cmd("GET")
+                            .arg(format!("{prefix}cache:{{users}}:bench:{}", i % 100))
+                            .query_async(&mut conn)
+                            .await?;
+                        anyhow::ensure!(value.is_some(), "missing bench key");
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await??;
+        }
+        Ok(GETS as f64 / started.elapsed().as_secs_f64())
+    };
+    // Warm-up, not counted.
+    plugin_gets_per_s(&runtime, &plugin, GETS, 8).await?;
+    native_gets(8).await?;
+    for concurrency in [1u32, 8] {
+        let (mut wasm, mut baseline, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+        for round in 0..ROUNDS {
+            let (w, n) = match round % 2 {
+                0 => {
+                    let w = plugin_gets_per_s(&runtime, &plugin, GETS, concurrency).await?;
+                    (w, native_gets(concurrency).await?)
+                }
+                _ => {
+                    let n = native_gets(concurrency).await?;
+                    (
+                        plugin_gets_per_s(&runtime, &plugin, GETS, concurrency).await?,
+                        n,
+                    )
+                }
+            };
+            wasm.push(w);
+            baseline.push(n);
+            ratios.push(w / n);
+        }
+        println!(
+            "redis cluster: cache get x{GETS}, concurrency {concurrency}, median of {ROUNDS} alternating rounds: plugin {:.0} ops/s, native redis-rs cluster client {:.0} ops/s; plugin/native = {:.2} (per-round {:.2} to {:.2})",
+            median(wasm),
+            median(baseline),
+            median(ratios.clone()),
+            ratios.iter().copied().fold(f64::INFINITY, f64::min),
+            ratios.iter().copied().fold(0.0, f64::max),
+        );
+    }
+    Ok(())
+}
+
+/// Host backend sets (entry, filings and L1 message in one script) ÷ native `SET PX`.
+async fn sets(cluster_config: &RedisConfig) -> anyhow::Result<()> {
+    const SETS: usize = 5_000;
+    let redis = RedisClient::connect(cluster_config, Default::default()).await?;
+    let prefix = format!("{}:", unique("techub-bench"));
+    let cache = Arc::new(RedisCache::new(redis, &prefix));
+    let native = redis::cluster::ClusterClient::new(cluster_config.urls.clone())?
+        .get_async_connection()
+        .await?;
+    let write = CacheWrite {
+        ttl: Duration::from_secs(600),
+        tags: vec![],
+        priority: Priority::Medium,
+    };
+    let (mut host, mut plain, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..ROUNDS {
+        let run_host = async || -> anyhow::Result<f64> {
+            let started = Instant::now();
+            for i in 0..SETS {
+                cache
+                    .set_many("users", &[(format!("s:{i}"), vec![b'x'; 256])], &write)
+                    .await
+                    .map_err(anyhow::Error::msg)?;
+            }
+            Ok(SETS as f64 / started.elapsed().as_secs_f64())
+        };
+        let run_native = async || -> anyhow::Result<f64> {
+            let mut conn = native.clone();
+            let started = Instant::now();
+            for i in 0..SETS {
+                let _: () = redis::cmd("SET")
+                    .arg(format!("{prefix}native:{{users}}:s:{i}"))
+                    .arg(vec![b'x'; 256])
+                    .arg("PX")
+                    .arg(600_000)
+                    .query_async(&mut conn)
+                    .await?;
+            }
+            Ok(SETS as f64 / started.elapsed().as_secs_f64())
+        };
+        let (h, n) = match round % 2 {
+            0 => (run_host().await?, run_native().await?),
+            _ => {
+                let n = run_native().await?;
+                (run_host().await?, n)
+            }
+        };
+        host.push(h);
+        plain.push(n);
+        ratios.push(h / n);
+    }
+    println!(
+        "redis cluster: cache set x{SETS} one at a time, median of {ROUNDS} alternating rounds: host backend (no wasm) {:.0} ops/s, native SET PX {:.0} ops/s; host/native = {:.2}",
+        median(host),
+        median(plain),
+        median(ratios)
+    );
+    Ok(())
+}
+
+/// Filing 1 000 entries under one tag and invalidating them by it: single ÷ cluster.
+async fn tag_invalidation(cluster_config: &RedisConfig) -> anyhow::Result<()> {
+    const ENTRIES: usize = 1_000;
+    let single = RedisCache::new(
+        services::redis().await,
+        &format!("{}:", unique("techub-bench")),
+    );
+    let cluster = RedisCache::new(
+        RedisClient::connect(cluster_config, Default::default()).await?,
+        &format!("{}:", unique("techub-bench")),
+    );
+    let write = CacheWrite {
+        ttl: Duration::from_secs(600),
+        tags: vec!["bulk".into()],
+        priority: Priority::Medium,
+    };
+    let entries: Vec<(String, Vec<u8>)> = (0..ENTRIES)
+        .map(|i| (format!("t:{i}"), vec![b'x'; 64]))
+        .collect();
+    let invalidate = async |cache: &RedisCache| -> anyhow::Result<Duration> {
+        for chunk in entries.chunks(100) {
+            cache
+                .set_many("users", chunk, &write)
+                .await
+                .map_err(anyhow::Error::msg)?;
+        }
+        let started = Instant::now();
+        let removed = cache
+            .invalidate_tag("users", "bulk")
+            .await
+            .map_err(anyhow::Error::msg)?;
+        let took = started.elapsed();
+        anyhow::ensure!(
+            removed == ENTRIES as u64,
+            "invalidated {removed} of {ENTRIES}"
+        );
+        Ok(took)
+    };
+    let (mut on_single, mut on_cluster) = (Vec::new(), Vec::new());
+    for round in 0..ROUNDS {
+        if round % 2 == 0 {
+            on_single.push(invalidate(&single).await?.as_secs_f64() * 1e3);
+            on_cluster.push(invalidate(&cluster).await?.as_secs_f64() * 1e3);
+        } else {
+            on_cluster.push(invalidate(&cluster).await?.as_secs_f64() * 1e3);
+            on_single.push(invalidate(&single).await?.as_secs_f64() * 1e3);
+        }
+    }
+    let (s, c) = (median(on_single), median(on_cluster));
+    println!(
+        "redis cluster: invalidating a tag of {ENTRIES} entries, median of {ROUNDS} alternating rounds: single Redis {s:.1} ms, cluster {c:.1} ms; cluster/single = {:.2}",
+        c / s
+    );
+    Ok(())
+}
