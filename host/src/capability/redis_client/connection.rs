@@ -72,9 +72,9 @@ impl Nodes {
     /// (a refused connection, or `READONLY` from a demoted primary), so that the next
     /// attempt goes to the new one; on a cluster, rebuilds a connection that answers
     /// nothing but failures. One server: its `ConnectionManager` reconnects by itself.
-    pub(super) async fn after_failure(&self, error: &redis::RedisError) {
+    pub(super) fn after_failure(&self, error: &redis::RedisError) {
         match self {
-            Self::Sentinel(follow) => follow.after_failure(error).await,
+            Self::Sentinel(follow) => follow.after_failure(error),
             Self::Cluster(nodes) => nodes.after_failure(error),
             Self::Single(_) => {}
         }

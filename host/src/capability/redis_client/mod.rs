@@ -225,7 +225,7 @@ impl RedisClient {
                         if transient {
                             self.disconnected.store(true, Ordering::Relaxed);
                         }
-                        self.nodes.after_failure(&error).await;
+                        self.nodes.after_failure(&error);
                         // Refused before it ran (a failover in progress): safe to
                         // send again whatever the command is.
                         let not_run = matches!(

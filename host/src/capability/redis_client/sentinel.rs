@@ -11,7 +11,7 @@ use crate::config::{RedisConfig, redact_url};
 use redis::IntoConnectionInfo;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType};
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 /// The primary's connection, following failovers.
@@ -144,13 +144,13 @@ impl FollowPrimary {
     }
 
     /// After `error`: when the primary may have moved, asks the sentinels (at most
-    /// once per `ask_every`; a task that finds another asking waits for its answer)
-    /// and switches to the primary they name if it is another.
-    pub(super) async fn after_failure(&self, error: &redis::RedisError) {
+    /// once per `ask_every`) and switches to the primary they name if it is another.
+    /// In a task of its own: the failed command's timeout would otherwise cancel the
+    /// question half-way, and the next attempt picks up whatever it found.
+    pub(super) fn after_failure(self: &Arc<Self>, error: &redis::RedisError) {
         if !primary_may_have_moved(error) {
             return;
         }
-        let mut sentinels = self.sentinels.lock().await;
         {
             let mut asked = self.asked.lock().unwrap_or_else(|e| e.into_inner());
             if asked.elapsed() < self.ask_every {
@@ -158,6 +158,13 @@ impl FollowPrimary {
             }
             *asked = Instant::now();
         }
+        let this = self.clone();
+        tokio::spawn(async move { this.follow().await });
+    }
+
+    /// Asks the sentinels for the primary; connects to it when it moved.
+    async fn follow(&self) {
+        let mut sentinels = self.sentinels.lock().await;
         let known = self.address();
         // Ask first, connect only when the answer differs: the common failure is a
         // blip of the same primary, which its ConnectionManager rides out.
