@@ -3,7 +3,7 @@
 //! - [`RedisCluster`]: six nodes, three primaries with a replica each, made with
 //!   `redis-cli --cluster create --cluster-replicas 1`;
 //! - [`RedisSentinels`]: one primary, one replica and three sentinels (quorum 2) that
-//!   monitor it as `mymaster`, failing over after 1 s of silence.
+//!   monitor it as `mymaster`, failing over after 0.5 s of silence.
 //!
 //! Every node runs on a free port (a cluster node also on its bus port, port + 10000)
 //! with its files in a temporary directory; dropping the deployment kills its nodes by
@@ -254,9 +254,9 @@ fn slot_owner_port(node: &RedisNode, slot: u16) -> Option<u16> {
     None
 }
 
-/// One primary, one replica, three sentinels.
+/// One primary, its replicas (one unless asked), three sentinels.
 pub struct RedisSentinels {
-    /// The first primary (index 0) and its replica (index 1).
+    /// The first primary (index 0) and its replicas (1..).
     pub data: Vec<RedisNode>,
     /// The sentinels.
     pub sentinels: Vec<RedisNode>,
@@ -270,21 +270,29 @@ impl RedisSentinels {
     /// Starts them and waits until every sentinel names the primary and sees its
     /// replica.
     pub async fn start() -> Self {
+        Self::start_with_replicas(1).await
+    }
+
+    /// The same with `replicas` replicas (`data[1..]`).
+    pub async fn start_with_replicas(replicas: usize) -> Self {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let primary_port = free_port();
-        let primary = spawn(primary_port, dir.path(), &[]);
+        let mut data = vec![spawn(primary_port, dir.path(), &[])];
         answers(primary_port).await;
-        let replica_port = free_port();
-        let replica = spawn(
-            replica_port,
-            dir.path(),
-            &[
-                "--replicaof".into(),
-                "127.0.0.1".into(),
-                primary_port.to_string(),
-            ],
-        );
-        answers(replica_port).await;
+        for _ in 0..replicas {
+            let port = free_port();
+            let replica = spawn(
+                port,
+                dir.path(),
+                &[
+                    "--replicaof".into(),
+                    "127.0.0.1".into(),
+                    primary_port.to_string(),
+                ],
+            );
+            answers(port).await;
+            data.push(replica);
+        }
         let mut sentinels = Vec::new();
         for _ in 0..3 {
             let port = free_port();
@@ -292,7 +300,7 @@ impl RedisSentinels {
             std::fs::write(
                 &file,
                 format!(
-                    "port {port}\nbind 127.0.0.1\nsentinel monitor {MASTER_NAME} 127.0.0.1 {primary_port} 2\nsentinel down-after-milliseconds {MASTER_NAME} 1000\nsentinel failover-timeout {MASTER_NAME} 5000\nsentinel parallel-syncs {MASTER_NAME} 1\n"
+                    "port {port}\nbind 127.0.0.1\nsentinel monitor {MASTER_NAME} 127.0.0.1 {primary_port} 2\nsentinel down-after-milliseconds {MASTER_NAME} 500\nsentinel failover-timeout {MASTER_NAME} 5000\nsentinel parallel-syncs {MASTER_NAME} 1\n"
                 ),
             )
             .unwrap();
@@ -315,20 +323,24 @@ impl RedisSentinels {
             answers(sentinel.port).await;
         }
         let set = Self {
-            data: vec![primary, replica],
+            data,
             sentinels,
             _dir: dir,
         };
         wait_for(
             Duration::from_secs(30),
-            "the replica to be in sync and every sentinel to know it",
+            "the replicas to be in sync and every sentinel to know them",
             || async {
-                let synced = set.data[1]
-                    .cli(&["INFO", "replication"])
-                    .contains("master_link_status:up");
+                let replicas = &set.data[1..];
+                let synced = replicas.iter().all(|r| {
+                    r.cli(&["INFO", "replication"])
+                        .contains("master_link_status:up")
+                });
                 let known = set.sentinels.iter().all(|s| {
-                    s.cli(&["SENTINEL", "REPLICAS", MASTER_NAME])
-                        .contains(&replica_port.to_string())
+                    let listed = s.cli(&["SENTINEL", "REPLICAS", MASTER_NAME]);
+                    replicas
+                        .iter()
+                        .all(|r| listed.contains(&r.port.to_string()))
                         && s.cli(&["SENTINEL", "SENTINELS", MASTER_NAME])
                             .matches("name")
                             .count()

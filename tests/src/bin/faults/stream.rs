@@ -51,17 +51,19 @@ pub enum Fault {
     ClusterNodeRestarted,
     /// The cluster, two hosts: `kill -9` of the node the first is connected to.
     ClusterTwoHosts,
-    /// The store on a six-node Redis Cluster (`[redis] mode = "cluster"`, claims
-    /// waiting for one replica): `kill -9` of the primary that holds the ledger's
-    /// claims and effects (its `{ledger}` slot).
+    /// The store on a six-node Redis Cluster (`[redis] mode = "cluster"`): `kill -9`
+    /// of the primary that holds the ledger's claims and effects (its `{ledger}` slot).
     RedisClusterPrimaryKilled,
-    /// The store on a primary behind three sentinels (`mode = "sentinel"`, claims
-    /// waiting for one replica): `kill -9` of the primary.
+    /// The store on a primary behind three sentinels (`mode = "sentinel"`): `kill -9`
+    /// of the primary.
     RedisSentinelPrimaryKilled,
+    /// The same with two replicas and `wait_replicas = 1`: claims, fencing and atomic
+    /// batches wait for a replica, so the failover cannot lose them.
+    RedisSentinelPrimaryKilledWaiting,
 }
 
 impl Fault {
-    pub const ALL: [Fault; 13] = [
+    pub const ALL: [Fault; 14] = [
         Fault::Kill,
         Fault::Term,
         Fault::KillOneOfTwo,
@@ -75,6 +77,7 @@ impl Fault {
         Fault::ClusterTwoHosts,
         Fault::RedisClusterPrimaryKilled,
         Fault::RedisSentinelPrimaryKilled,
+        Fault::RedisSentinelPrimaryKilledWaiting,
     ];
 
     /// Whether it runs on the three-node cluster.
@@ -103,6 +106,9 @@ impl Fault {
             Fault::ClusterTwoHosts => "cluster: two hosts, one's node killed",
             Fault::RedisClusterPrimaryKilled => "Redis Cluster: the claims' primary killed",
             Fault::RedisSentinelPrimaryKilled => "Redis Sentinel: the primary killed",
+            Fault::RedisSentinelPrimaryKilledWaiting => {
+                "Redis Sentinel, wait_replicas 1: primary killed"
+            }
         }
     }
 }
@@ -158,12 +164,16 @@ pub async fn scenario(
             })?;
             rig.redis_cluster = Some(cluster);
         }
-        Fault::RedisSentinelPrimaryKilled => {
-            let set = RedisSentinels::start().await;
+        Fault::RedisSentinelPrimaryKilled | Fault::RedisSentinelPrimaryKilledWaiting => {
+            let waiting = matches!(fault, Fault::RedisSentinelPrimaryKilledWaiting);
+            // Waiting for one replica needs one left after the failover: two.
+            let set = RedisSentinels::start_with_replicas(1 + usize::from(waiting)).await;
             host.use_redis_config(RedisConfig {
                 mode: RedisMode::Sentinel,
                 sentinels: set.urls(),
                 master_name: MASTER_NAME.into(),
+                wait_replicas: u32::from(waiting),
+                wait_timeout_ms: 500,
                 ..durable_redis()
             })?;
             rig.sentinels = Some(set);
@@ -329,7 +339,7 @@ async fn inject(
             println!("  {}: node {}", fault.name(), cluster.nodes[primary].port);
             cluster.nodes[primary].kill();
         }
-        Fault::RedisSentinelPrimaryKilled => {
+        Fault::RedisSentinelPrimaryKilled | Fault::RedisSentinelPrimaryKilledWaiting => {
             let set = rig.sentinels.as_mut().expect("started for this fault");
             println!("  {}: node {}", fault.name(), set.data[0].port);
             set.data[0].kill();
