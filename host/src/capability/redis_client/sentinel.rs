@@ -60,14 +60,13 @@ impl FollowPrimary {
             .map_err(|e| anyhow::anyhow!("invalid redis.url: {:?}", e.kind()))?;
         let node = SentinelNodeConnectionInfo::default()
             .set_redis_connection_info(primary.redis_settings().clone());
-        let client = SentinelClient::build(
+        let mut client = SentinelClient::build(
             config.sentinels.clone(),
             config.master_name.clone(),
             Some(node),
             SentinelServerType::Master,
         )
         .map_err(|e| anyhow::anyhow!("invalid redis.sentinels {sentinels:?}: {:?}", e.kind()))?;
-        let mut client = client;
         let connect_timeout = Duration::from_millis(config.connection_timeout_ms);
         let current = Self::open(&mut client, &manager_config, connect_timeout)
             .await
