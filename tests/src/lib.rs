@@ -10,6 +10,8 @@
 //! - [`wait_for`]: polling with a deadline, for asynchronous outcomes.
 //! - [`http_server`]: real HTTP/HTTPS servers on loopback (and a CA made at test
 //!   time) for the outbound HTTP tests.
+//! - [`rabbit_cluster`]: a local three-node RabbitMQ cluster; [`redis_nodes`]: a local
+//!   six-node Redis Cluster and a primary with replicas behind three sentinels.
 //! - `bin/bench.rs`: the benchmarks (`cargo xtask bench`).
 
 /// The test kit's real HTTP/HTTPS servers (one implementation for the kit's users and
