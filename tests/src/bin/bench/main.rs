@@ -180,6 +180,19 @@ pub async fn plugin_gets_per_s(
     Ok(gets as f64 / started.elapsed().as_secs_f64())
 }
 
+/// The cache-reader of `dir` loaded under `config`, with its 100 entries written.
+pub async fn loaded_cache_reader(
+    dir: &PluginDir,
+    config: &Arc<HostConfig>,
+) -> anyhow::Result<(Arc<Runtime>, Arc<techub_host::plugins::LoadedPlugin>)> {
+    let services = Arc::new(connect_services(config).await?);
+    fill_bench_entries(services.cache.as_ref()).await?;
+    let runtime = Arc::new(Runtime::new(config)?);
+    let wasm = dir.path().join("cache-reader.wasm");
+    let plugin = load_plugin(&runtime, &wasm, config.clone(), services).await?;
+    Ok((runtime, Arc::new(plugin)))
+}
+
 /// The 100 entries `bench:0` .. `bench:99` the cache-reader fixture reads.
 pub async fn fill_bench_entries(cache: &dyn CacheBackend) -> anyhow::Result<()> {
     let entries: Vec<(String, Vec<u8>)> = (0..100)
@@ -268,18 +281,7 @@ async fn cache_get() -> anyhow::Result<()> {
     const ROUNDS: usize = 7;
     let (dir, config) = cache_reader(GETS);
     let config = Arc::new(config);
-    let services = Arc::new(connect_services(&config).await?);
-    fill_bench_entries(services.cache.as_ref()).await?;
-    let runtime = Arc::new(Runtime::new(&config)?);
-    let plugin = Arc::new(
-        load_plugin(
-            &runtime,
-            &dir.path().join("cache-reader.wasm"),
-            config.clone(),
-            services,
-        )
-        .await?,
-    );
+    let (runtime, plugin) = loaded_cache_reader(&dir, &config).await?;
     let redis = services::redis().await;
     let native = Arc::new(RedisCache::new(redis.clone(), &config.host.key_prefix));
     let raw = redis::Client::open(config.redis.url.as_str())?

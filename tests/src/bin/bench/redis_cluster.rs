@@ -8,16 +8,13 @@
 //!   on the shared single Redis against the cluster, alternating rounds, medians.
 
 use crate::consumers::median;
-use crate::{cache_reader, fill_bench_entries, plugin_gets_per_s};
+use crate::{cache_reader, loaded_cache_reader, plugin_gets_per_s};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use techub_host::capability::cache::redis::RedisCache;
 use techub_host::capability::cache::{CacheBackend, CacheWrite, Priority};
 use techub_host::capability::redis_client::RedisClient;
 use techub_host::config::{RedisConfig, RedisMode};
-use techub_host::platform::connect_services;
-use techub_host::plugins::load_plugin;
-use techub_host::runtime::Runtime;
 use techub_tests::redis_nodes::RedisCluster;
 use techub_tests::{services, unique};
 
@@ -42,18 +39,7 @@ async fn gets(cluster_config: &RedisConfig) -> anyhow::Result<()> {
     let (dir, mut config) = cache_reader(GETS);
     config.redis = cluster_config.clone();
     let config = Arc::new(config);
-    let services = Arc::new(connect_services(&config).await?);
-    fill_bench_entries(services.cache.as_ref()).await?;
-    let runtime = Arc::new(Runtime::new(&config)?);
-    let plugin = Arc::new(
-        load_plugin(
-            &runtime,
-            &dir.path().join("cache-reader.wasm"),
-            config.clone(),
-            services,
-        )
-        .await?,
-    );
+    let (runtime, plugin) = loaded_cache_reader(&dir, &config).await?;
     let native = redis::cluster::ClusterClient::new(cluster_config.urls.clone())?
         .get_async_connection()
         .await?;
