@@ -53,7 +53,7 @@ pub async fn warm(
         ));
     }
     for key in keys {
-        crate::capability::check_name(key, config.host.max_key_length)
+        crate::names::check_name(key, config.host.max_key_length)
             .map_err(|m| format!("key {key:?} {m}"))?;
     }
     let limits = LoadLimits::of(config, domain_ttl);

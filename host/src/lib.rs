@@ -19,6 +19,8 @@
 //! - [`cache_events`]: `[[cache.invalidate]]` rules, consumed by the host itself.
 //! - [`cache_warm`]: `[cache.warm.<domain>]`, loaded at start and in rounds.
 //! - [`metrics`]: the Prometheus metrics `/metrics` exposes.
+//! - [`names`]: glob and routing-key patterns, key templates, name checks, queue
+//!   names: a leaf shared by the configuration and the capabilities.
 //! - [`watch`]: the plugins directory and `host.toml`, watched.
 //! - [`platform`]: everything above, started together; reload and graceful stop.
 //! - [`schedules`]: `[schedules.<name>]`, messages published on the clock, once per
@@ -38,6 +40,7 @@ pub mod capability;
 pub mod config;
 pub mod dispatch;
 pub mod metrics;
+pub mod names;
 pub mod platform;
 pub mod plugins;
 pub mod registry;

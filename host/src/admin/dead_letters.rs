@@ -191,7 +191,7 @@ pub(super) async fn replay(
     }
     let to = match &selection.routing_key {
         Some(key) => {
-            if let Err(message) = crate::capability::messaging::routing::validate_routing_key(key) {
+            if let Err(message) = crate::names::routing::validate_routing_key(key) {
                 return refuse(&message);
             }
             ReplayTo::RoutingKey(key.clone())

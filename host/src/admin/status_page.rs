@@ -5,7 +5,7 @@
 use crate::Platform;
 use crate::capability::cache::Window;
 use crate::capability::messaging::{DeadLetterFill, now_ms};
-use crate::dispatch::queue_name;
+use crate::names::topology::queue_name;
 use axum::extract::State;
 use axum::response::Html;
 use std::fmt::Write;

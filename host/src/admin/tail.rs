@@ -10,8 +10,8 @@
 
 use super::dead_letters::payload_preview;
 use crate::Platform;
-use crate::capability::messaging::routing::TopicPattern;
 use crate::capability::messaging::{Broker, Envelope, QueueSpec};
+use crate::names::routing::TopicPattern;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;

@@ -2,8 +2,8 @@
 //! and the namespaces its keys live in. Built from `host.toml` at load (and reload).
 
 use super::Services;
-use super::messaging::routing::TopicPattern;
 use crate::config::{HostConfig, Limits};
+use crate::names::routing::TopicPattern;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 

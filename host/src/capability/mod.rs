@@ -6,7 +6,6 @@
 pub mod cache;
 pub mod config;
 mod context;
-pub mod glob;
 pub mod http;
 pub mod lock;
 pub mod log;
@@ -86,8 +85,8 @@ impl Usage {
     }
 
     /// Host calls made, per (interface, function).
-    pub fn calls(&self) -> impl Iterator<Item = (&'static str, &'static str, u32)> + '_ {
-        self.calls.iter().copied()
+    pub fn calls(&self) -> &[(&'static str, &'static str, u32)] {
+        &self.calls
     }
 }
 
@@ -181,21 +180,4 @@ pub(crate) fn truncate(text: &mut String, max: usize) -> usize {
     let removed = text.len() - cut;
     text.truncate(cut);
     removed
-}
-
-/// Why a name (key, tag, lock name) was refused; shared by the capabilities.
-pub(crate) fn check_name(name: &str, max_len: usize) -> Result<(), String> {
-    if name.is_empty() {
-        return Err("must not be empty".to_string());
-    }
-    if name.len() > max_len {
-        return Err(format!(
-            "is {} bytes, more than the limit of {max_len}",
-            name.len()
-        ));
-    }
-    if name.chars().any(char::is_control) {
-        return Err("must not contain control characters".to_string());
-    }
-    Ok(())
 }

@@ -50,7 +50,7 @@ pub fn create(request: &NewPlugin) -> anyhow::Result<PathBuf> {
             "{queue:?} is not one of the specification's queue types (email, sms, notification, order, payment, inventory, export, import, analytics, webhook); declare others in [queues.<type>]"
         );
     }
-    techub_host::capability::messaging::routing::validate_pattern(routing_key)
+    techub_host::names::routing::validate_pattern(routing_key)
         .map_err(|e| anyhow::anyhow!("--routing-key {e}"))?;
     let sdk = request.sdk.clone().unwrap_or_else(default_sdk);
     let sdk = sdk.canonicalize().with_context(|| {

@@ -24,38 +24,7 @@ impl HostConfig {
         running: &HostConfig,
         slot_mib: Option<u32>,
     ) -> Result<(Self, Vec<String>), ConfigError> {
-        let mut ignored = Vec::new();
-        macro_rules! keep {
-            ($($field:ident).+, $name:literal) => {
-                if self.$($field).+ != running.$($field).+ {
-                    ignored.push($name.to_string());
-                    self.$($field).+ = running.$($field).+.clone();
-                }
-            };
-        }
-        keep!(backends, "backends");
-        keep!(redis, "redis");
-        keep!(amqp, "amqp");
-        keep!(host.plugins_dir, "host.plugins_dir");
-        keep!(host.admin_addr, "host.admin_addr");
-        keep!(host.admin_token, "host.admin_token");
-        keep!(host.admin_token_env, "host.admin_token_env");
-        keep!(host.key_prefix, "host.key_prefix");
-        keep!(host.max_instances, "host.max_instances");
-        keep!(host.loader_instances, "host.loader_instances");
-        keep!(host.pooling, "host.pooling");
-        keep!(host.keep_resident_mib, "host.keep_resident_mib");
-        keep!(host.cache_dir, "host.cache_dir");
-        keep!(host.compile_cache, "host.compile_cache");
-        keep!(cache.memory_budget_mib, "cache.memory_budget_mib");
-        keep!(store.memory_budget_mib, "store.memory_budget_mib");
-        keep!(host.metrics, "host.metrics");
-        keep!(host.metrics_poll_ms, "host.metrics_poll_ms");
-        keep!(cache.stats_retention_s, "cache.stats_retention_s");
-        keep!(cache.stats_flush_ms, "cache.stats_flush_ms");
-        keep!(messaging.status_ttl_ms, "messaging.status_ttl_ms");
-        keep!(stand_ins, "stand_ins");
-        keep!(webhooks.addr, "webhooks.addr");
+        let ignored = keep_fixed_fields(&mut self, running);
         let Some(slot) = slot_mib else {
             return Ok((self, ignored));
         };
@@ -79,6 +48,135 @@ impl HostConfig {
         }
         Ok((self, ignored))
     }
+}
+
+/// Sets every field of `new` fixed at start to its value in `running`; the names of
+/// those that differed. Every field of the configuration is named here, fixed or live
+/// (`_`): a field added to a section does not compile until it is classified.
+fn keep_fixed_fields(new: &mut HostConfig, running: &HostConfig) -> Vec<String> {
+    let mut ignored = Vec::new();
+    let mut keep = |name: &str, differs: bool| {
+        if differs {
+            ignored.push(name.to_string());
+        }
+    };
+    macro_rules! fixed {
+        ($new:expr, $running:expr, $name:literal) => {
+            keep($name, *$new != $running);
+            *$new = $running.clone();
+        };
+    }
+    let HostConfig {
+        host,
+        limits: _,
+        backends,
+        redis,
+        amqp,
+        cache,
+        store,
+        messaging,
+        queues: _,
+        dead_letter: _,
+        lock: _,
+        http: _,
+        plugins: _,
+        schedules: _,
+        webhooks,
+        stand_ins,
+    } = new;
+    fixed!(backends, running.backends, "backends");
+    fixed!(redis, running.redis, "redis");
+    fixed!(amqp, running.amqp, "amqp");
+    let super::HostSection {
+        plugins_dir,
+        admin_addr,
+        key_prefix,
+        max_instances,
+        loader_instances,
+        max_key_length: _,
+        max_message_bytes: _,
+        pooling,
+        admin_token,
+        admin_token_env,
+        cache_dir,
+        compile_cache,
+        drain_timeout_ms: _,
+        keep_resident_mib,
+        metrics,
+        metrics_poll_ms,
+        max_plugin_bytes: _,
+    } = host;
+    let was = &running.host;
+    fixed!(plugins_dir, was.plugins_dir, "host.plugins_dir");
+    fixed!(admin_addr, was.admin_addr, "host.admin_addr");
+    fixed!(admin_token, was.admin_token, "host.admin_token");
+    fixed!(admin_token_env, was.admin_token_env, "host.admin_token_env");
+    fixed!(key_prefix, was.key_prefix, "host.key_prefix");
+    fixed!(max_instances, was.max_instances, "host.max_instances");
+    fixed!(
+        loader_instances,
+        was.loader_instances,
+        "host.loader_instances"
+    );
+    fixed!(pooling, was.pooling, "host.pooling");
+    fixed!(
+        keep_resident_mib,
+        was.keep_resident_mib,
+        "host.keep_resident_mib"
+    );
+    fixed!(cache_dir, was.cache_dir, "host.cache_dir");
+    fixed!(compile_cache, was.compile_cache, "host.compile_cache");
+    fixed!(metrics, was.metrics, "host.metrics");
+    fixed!(metrics_poll_ms, was.metrics_poll_ms, "host.metrics_poll_ms");
+    let super::CacheConfig {
+        max_entry_bytes: _,
+        max_bulk_keys: _,
+        max_tags: _,
+        memory_budget_mib,
+        stats_retention_s,
+        stats_flush_ms,
+        domains: _,
+        invalidate: _,
+        loaders: _,
+        load_wait_ms: _,
+        warm: _,
+        l1: _,
+        l1_max_stale_ms: _,
+    } = cache;
+    let was = &running.cache;
+    fixed!(
+        memory_budget_mib,
+        was.memory_budget_mib,
+        "cache.memory_budget_mib"
+    );
+    fixed!(
+        stats_retention_s,
+        was.stats_retention_s,
+        "cache.stats_retention_s"
+    );
+    fixed!(stats_flush_ms, was.stats_flush_ms, "cache.stats_flush_ms");
+    let super::StoreConfig {
+        memory_budget_mib,
+        max_value_bytes: _,
+    } = store;
+    fixed!(
+        memory_budget_mib,
+        running.store.memory_budget_mib,
+        "store.memory_budget_mib"
+    );
+    let super::MessagingConfig {
+        confirm_timeout_ms: _,
+        status_ttl_ms,
+    } = messaging;
+    fixed!(
+        status_ttl_ms,
+        running.messaging.status_ttl_ms,
+        "messaging.status_ttl_ms"
+    );
+    fixed!(stand_ins, running.stand_ins, "stand_ins");
+    let super::webhooks::WebhooksConfig { addr, routes: _ } = webhooks;
+    fixed!(addr, running.webhooks.addr, "webhooks.addr");
+    ignored
 }
 
 #[cfg(test)]

@@ -21,6 +21,8 @@ mod schedules;
 mod stand_ins;
 mod suggest;
 mod validate;
+mod validate_amqp;
+mod validate_cache;
 mod validate_redis;
 mod webhooks;
 
@@ -485,6 +487,43 @@ pub struct InvalidationRule {
     /// A glob of keys to remove.
     #[serde(default)]
     pub pattern: Option<String>,
+}
+
+/// An [`InvalidationRule`]'s pattern and templates, parsed.
+#[derive(Debug, Clone)]
+pub struct ParsedRule {
+    /// Which events it applies to.
+    pub on: crate::names::routing::TopicPattern,
+    /// Keys to remove.
+    pub keys: Vec<crate::names::template::Template>,
+    /// Tags whose entries to remove.
+    pub tags: Vec<crate::names::template::Template>,
+    /// A glob of keys to remove.
+    pub pattern: Option<crate::names::template::Template>,
+}
+
+impl InvalidationRule {
+    /// The rule parsed; the reason when it is malformed (named by the caller).
+    pub fn parse(&self) -> Result<ParsedRule, String> {
+        use crate::names::template::Template;
+        let on =
+            crate::names::routing::TopicPattern::parse(&self.on).map_err(|e| format!("on: {e}"))?;
+        if self.keys.is_empty() && self.tags.is_empty() && self.pattern.is_none() {
+            return Err("names no keys, tags or pattern to invalidate".into());
+        }
+        let templates = |texts: &[String]| {
+            texts
+                .iter()
+                .map(|t| Template::parse(t))
+                .collect::<Result<Vec<_>, _>>()
+        };
+        Ok(ParsedRule {
+            on,
+            keys: templates(&self.keys)?,
+            tags: templates(&self.tags)?,
+            pattern: self.pattern.as_deref().map(Template::parse).transpose()?,
+        })
+    }
 }
 
 /// `[store]`.

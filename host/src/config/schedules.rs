@@ -86,7 +86,7 @@ impl ScheduleConfig {
             ));
         }
         self.timing(name)?;
-        crate::capability::messaging::routing::validate_routing_key(&self.routing_key)
+        crate::names::routing::validate_routing_key(&self.routing_key)
             .map_err(|e| invalid(format!("schedules.{name}.routing_key"), e))?;
         Ok(())
     }

@@ -70,14 +70,6 @@ pub(super) fn invalid(field: impl Into<String>, message: impl Into<String>) -> C
 /// The shortest lease a plugin may ask for (the specification's 1 s).
 pub const MIN_LOCK_TTL_MS: u32 = 1_000;
 
-fn valid_queue_prefix(prefix: &str) -> bool {
-    !prefix.is_empty()
-        && prefix.len() <= 64
-        && prefix
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
-}
-
 /// Whether `name` is a valid plugin, domain or queue name.
 ///
 /// Plugin, domain and queue names become parts of keys and queue names: keep them to
@@ -91,9 +83,97 @@ pub fn validate_name(name: &str) -> bool {
 }
 
 impl HostConfig {
-    /// Checks every range; the first failure names its field.
+    /// Checks every section; the first failure names its field.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let h = &self.host;
+        self.host.validate()?;
+        self.limits.validate("limits")?;
+        self.http.validate()?;
+        self.validate_plugins()?;
+        super::validate_redis::validate(&self.redis)?;
+        super::validate_amqp::validate(&self.amqp, &self.queues)?;
+        self.messaging.validate()?;
+        super::validate_cache::validate(
+            &self.cache,
+            self.backends.cache,
+            self.host.max_key_length,
+        )?;
+        self.store.validate()?;
+        for (queue, policy) in &self.queues {
+            policy.validate(queue)?;
+        }
+        self.dead_letter.validate()?;
+        self.lock.validate()?;
+        for (name, schedule) in &self.schedules {
+            schedule.validate(name)?;
+        }
+        self.webhooks.validate(self.host.max_message_bytes)?;
+        if let Some(stand_ins) = &self.stand_ins {
+            stand_ins.validate()?;
+        }
+        Ok(())
+    }
+
+    /// `[plugins.<name>]`: names, limits, grants of declared domains, patterns,
+    /// outbound grants, secrets.
+    fn validate_plugins(&self) -> Result<(), ConfigError> {
+        for (name, plugin) in &self.plugins {
+            if !validate_name(name) {
+                return Err(invalid(
+                    format!("plugins.{name}"),
+                    "plugin names use a-z, 0-9, - and _ (at most 64)",
+                ));
+            }
+            self.limits_of(name)
+                .validate(&format!("plugins.{name}.limits"))?;
+            for domain in &plugin.cache_domains {
+                if !self.cache.domains.contains_key(domain) {
+                    return Err(invalid(
+                        format!("plugins.{name}.cache_domains"),
+                        format!(
+                            "names the undeclared domain {domain:?}; declare it in [cache.domains]"
+                        ),
+                    ));
+                }
+            }
+            for pattern in &plugin.publish {
+                crate::names::routing::validate_pattern(pattern)
+                    .map_err(|e| invalid(format!("plugins.{name}.publish"), e))?;
+            }
+            for pattern in &plugin.subscribe {
+                crate::names::routing::validate_pattern(pattern)
+                    .map_err(|e| invalid(format!("plugins.{name}.subscribe"), e))?;
+            }
+            for grant in &plugin.outbound {
+                OutboundGrant::parse(grant).map_err(|e| {
+                    invalid(
+                        format!("plugins.{name}.outbound"),
+                        format!("{grant:?}: {e}"),
+                    )
+                })?;
+            }
+            for secret in plugin.secrets.keys() {
+                if plugin.settings.contains_key(secret) {
+                    return Err(invalid(
+                        format!("plugins.{name}.secrets.{secret}"),
+                        "is also a setting: `config` would serve one of them; rename one",
+                    ));
+                }
+                if secret.is_empty() || secret.len() > 128 {
+                    return Err(invalid(
+                        format!("plugins.{name}.secrets"),
+                        "a secret's name is 1 to 128 bytes",
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl HostSection {
+    /// `[host]`.
+    fn validate(&self) -> Result<(), ConfigError> {
+        let h = self;
         check("host.max_instances", h.max_instances, 1, 100_000)?;
         check("host.loader_instances", h.loader_instances, 1, 10_000)?;
         check("host.drain_timeout_ms", h.drain_timeout_ms, 0, 3_600_000)?;
@@ -104,24 +184,6 @@ impl HostConfig {
             h.max_plugin_bytes,
             1024,
             4 * 1024 * 1024 * 1024,
-        )?;
-        check(
-            "cache.stats_retention_s",
-            self.cache.stats_retention_s,
-            60,
-            7 * 86_400,
-        )?;
-        check(
-            "cache.stats_flush_ms",
-            self.cache.stats_flush_ms,
-            10,
-            60_000,
-        )?;
-        check(
-            "messaging.status_ttl_ms",
-            self.messaging.status_ttl_ms,
-            60_000,
-            30 * 86_400_000,
         )?;
         check("host.max_key_length", h.max_key_length, 16, 64 * 1024)?;
         check(
@@ -162,295 +224,121 @@ impl HostConfig {
                 ),
             ));
         }
-        self.limits.validate("limits")?;
-        self.http.validate()?;
-        for (name, plugin) in &self.plugins {
-            if !validate_name(name) {
-                return Err(invalid(
-                    format!("plugins.{name}"),
-                    "plugin names use a-z, 0-9, - and _ (at most 64)",
-                ));
-            }
-            self.limits_of(name)
-                .validate(&format!("plugins.{name}.limits"))?;
-            for domain in &plugin.cache_domains {
-                if !self.cache.domains.contains_key(domain) {
-                    return Err(invalid(
-                        format!("plugins.{name}.cache_domains"),
-                        format!(
-                            "names the undeclared domain {domain:?}; declare it in [cache.domains]"
-                        ),
-                    ));
-                }
-            }
-            for pattern in &plugin.publish {
-                crate::capability::messaging::routing::validate_pattern(pattern)
-                    .map_err(|e| invalid(format!("plugins.{name}.publish"), e))?;
-            }
-            for pattern in &plugin.subscribe {
-                crate::capability::messaging::routing::validate_pattern(pattern)
-                    .map_err(|e| invalid(format!("plugins.{name}.subscribe"), e))?;
-            }
-            for grant in &plugin.outbound {
-                OutboundGrant::parse(grant).map_err(|e| {
-                    invalid(
-                        format!("plugins.{name}.outbound"),
-                        format!("{grant:?}: {e}"),
-                    )
-                })?;
-            }
-            for secret in plugin.secrets.keys() {
-                if plugin.settings.contains_key(secret) {
-                    return Err(invalid(
-                        format!("plugins.{name}.secrets.{secret}"),
-                        "is also a setting: `config` would serve one of them; rename one",
-                    ));
-                }
-                if secret.is_empty() || secret.len() > 128 {
-                    return Err(invalid(
-                        format!("plugins.{name}.secrets"),
-                        "a secret's name is 1 to 128 bytes",
-                    ));
-                }
-            }
-        }
-        super::validate_redis::validate(&self.redis)?;
+        Ok(())
+    }
+}
 
-        let a = &self.amqp;
-        if !a.url.starts_with("amqp://") && !a.url.starts_with("amqps://") {
-            return Err(invalid(
-                "amqp.url",
-                format!("must start with amqp://, got {:?}", redact_url(&a.url)),
-            ));
-        }
-        for (i, url) in a.urls.iter().enumerate() {
-            if !url.starts_with("amqp://") && !url.starts_with("amqps://") {
-                return Err(invalid(
-                    format!("amqp.urls[{i}]"),
-                    format!("must start with amqp://, got {:?}", redact_url(url)),
-                ));
-            }
-        }
-        check("amqp.delivery_limit", a.delivery_limit, 1, 1_000)?;
-        for (name, policy) in &self.queues {
-            if policy.kind.unwrap_or(a.queue_kind) != super::QueueKind::Quorum {
-                continue;
-            }
-            let field = |f: &str| match policy.kind {
-                Some(_) => format!("queues.{name}.{f}"),
-                None => format!("queues.{name}.{f} (with amqp.queue_kind = \"quorum\")"),
-            };
-            if policy.overflow != super::Overflow::RejectPublish {
-                return Err(invalid(
-                    field("overflow"),
-                    "a quorum queue dead-letters at least once only with overflow = \"reject-publish\"; drop-head could lose a dropped message",
-                ));
-            }
-            if !policy.durable {
-                return Err(invalid(
-                    field("durable"),
-                    "a quorum queue is always durable: set durable = true or kind = \"classic\"",
-                ));
-            }
-        }
-        if let Some(url) = &a.management_url
-            && !url.starts_with("http://")
-        {
-            return Err(invalid(
-                "amqp.management_url",
-                format!(
-                    "must start with http:// (the host speaks plain HTTP to RabbitMQ's management API), got {:?}",
-                    redact_url(url)
-                ),
-            ));
-        }
-        if !valid_queue_prefix(&a.queue_prefix) {
-            return Err(invalid(
-                "amqp.queue_prefix",
-                "must be 1 to 64 characters of a-z, 0-9, '.', '-' and '_'",
-            ));
-        }
+impl MessagingConfig {
+    /// `[messaging]`.
+    fn validate(&self) -> Result<(), ConfigError> {
         check(
             "messaging.confirm_timeout_ms",
-            self.messaging.confirm_timeout_ms,
+            self.confirm_timeout_ms,
             1,
             600_000,
         )?;
         check(
-            "amqp.connection_timeout_ms",
-            a.connection_timeout_ms,
-            1,
-            600_000,
-        )?;
-        let c = &self.cache;
-        check(
-            "cache.max_entry_bytes",
-            c.max_entry_bytes,
-            1,
-            512 * 1024 * 1024,
-        )?;
-        check("cache.max_bulk_keys", c.max_bulk_keys, 1, 100_000)?;
-        check("cache.max_tags", c.max_tags, 0, 1_000)?;
-        check("cache.memory_budget_mib", c.memory_budget_mib, 1, 1 << 20)?;
+            "messaging.status_ttl_ms",
+            self.status_ttl_ms,
+            60_000,
+            30 * 86_400_000,
+        )
+    }
+}
+
+impl StoreConfig {
+    /// `[store]`.
+    fn validate(&self) -> Result<(), ConfigError> {
         check(
             "store.memory_budget_mib",
-            self.store.memory_budget_mib,
+            self.memory_budget_mib,
             1,
             1 << 20,
         )?;
         check(
             "store.max_value_bytes",
-            self.store.max_value_bytes,
+            self.max_value_bytes,
             1,
             512 * 1024 * 1024,
-        )?;
-        for (domain, ttl) in &c.domains {
-            if !validate_name(domain) {
-                return Err(invalid(
-                    format!("cache.domains.{domain}"),
-                    "domain names use a-z, 0-9, - and _",
-                ));
-            }
-            check(format!("cache.domains.{domain}"), *ttl, 1, 365 * 86_400)?;
+        )
+    }
+}
+
+impl QueuePolicy {
+    /// `[queues.<queue>]`.
+    fn validate(&self, queue: &str) -> Result<(), ConfigError> {
+        let policy = self;
+        if !validate_name(queue) {
+            return Err(invalid(
+                format!("queues.{queue}"),
+                "queue names use a-z, 0-9, - and _",
+            ));
         }
-        check("cache.load_wait_ms", c.load_wait_ms, 10, 600_000)?;
-        for (domain, plugin) in &c.loaders {
-            let field = format!("cache.loaders.{domain}");
-            if !c.domains.contains_key(domain) {
-                return Err(invalid(
-                    field,
-                    format!(
-                        "{domain:?} is not a declared cache domain; declare it in [cache.domains]"
-                    ),
-                ));
-            }
-            if !validate_name(plugin) {
-                return Err(invalid(
-                    field,
-                    "a plugin name (its file stem: a-z, 0-9, - and _)",
-                ));
-            }
-        }
-        for (domain, warm) in &c.warm {
-            let field = |f: &str| format!("cache.warm.{domain}.{f}");
-            if !c.loaders.contains_key(domain) {
-                return Err(invalid(
-                    format!("cache.warm.{domain}"),
-                    format!("{domain:?} has no loader; name one in [cache.loaders]"),
-                ));
-            }
-            check(field("interval_s"), warm.interval_s, 1, 86_400)?;
-            if let Some(ttl) = warm.ttl_s {
-                check(field("ttl_s"), ttl, 1, 365 * 86_400)?;
-            }
-            for key in &warm.keys {
-                crate::capability::check_name(key, h.max_key_length)
-                    .map_err(|m| invalid(field("keys"), format!("key {key:?} {m}")))?;
-            }
-        }
-        check("cache.l1_max_stale_ms", c.l1_max_stale_ms, 10, 60_000)?;
-        for (domain, l1) in &c.l1 {
-            let field = |f: &str| format!("cache.l1.{domain}.{f}");
-            if !c.domains.contains_key(domain) {
-                return Err(invalid(
-                    format!("cache.l1.{domain}"),
-                    format!(
-                        "{domain:?} is not a declared cache domain; declare it in [cache.domains]"
-                    ),
-                ));
-            }
-            if self.backends.cache != KvBackend::Redis {
-                return Err(invalid(
-                    format!("cache.l1.{domain}"),
-                    "an L1 sits in front of the cache on Redis; the embedded cache is in process already (set backends.cache = \"redis\" or remove it)",
-                ));
-            }
-            check(field("ttl_s"), l1.ttl_s, 1, 86_400)?;
-            check(field("budget_mib"), l1.budget_mib, 1, 1 << 16)?;
-        }
-        for (i, rule) in self.cache.invalidate.iter().enumerate() {
-            let field = format!("cache.invalidate[{i}]");
-            if !self.cache.domains.contains_key(&rule.domain) {
-                return Err(invalid(
-                    format!("{field}.domain"),
-                    format!("{:?} is not a declared cache domain", rule.domain),
-                ));
-            }
-            crate::cache_events::Rule::parse(rule).map_err(|e| invalid(field, e))?;
-        }
-        for (queue, policy) in &self.queues {
-            if !validate_name(queue) {
-                return Err(invalid(
-                    format!("queues.{queue}"),
-                    "queue names use a-z, 0-9, - and _",
-                ));
-            }
-            let f = |field: &str| format!("queues.{queue}.{field}");
-            check(f("max_retries"), policy.max_retries, 1, 10)?;
-            check(f("retry_delay_ms"), policy.retry_delay_ms, 100, 86_400_000)?;
-            check(
-                f("backoff_multiplier"),
-                policy.backoff_multiplier,
-                1.0,
-                10.0,
-            )?;
-            check(
-                f("max_retry_delay_ms"),
-                policy.max_retry_delay_ms,
-                1_000,
-                86_400_000,
-            )?;
-            if let Some(ttl) = policy.message_ttl_ms {
-                // RabbitMQ's bound on a TTL (2^32 - 1 ms).
-                check(f("message_ttl_ms"), ttl, 1, u64::from(u32::MAX))?;
-            }
-            if let Some(length) = policy.max_length {
-                check(f("max_length"), length, 1, 10_000_000)?;
-            }
-        }
+        let f = |field: &str| format!("queues.{queue}.{field}");
+        check(f("max_retries"), policy.max_retries, 1, 10)?;
+        check(f("retry_delay_ms"), policy.retry_delay_ms, 100, 86_400_000)?;
         check(
-            "dead_letter.ttl_ms",
-            self.dead_letter.ttl_ms,
+            f("backoff_multiplier"),
+            policy.backoff_multiplier,
+            1.0,
+            10.0,
+        )?;
+        check(
+            f("max_retry_delay_ms"),
+            policy.max_retry_delay_ms,
             1_000,
-            30 * 86_400_000,
+            86_400_000,
         )?;
-        check(
-            "dead_letter.max_length",
-            self.dead_letter.max_length,
-            1,
-            10_000_000,
-        )?;
+        if let Some(ttl) = policy.message_ttl_ms {
+            // RabbitMQ's bound on a TTL (2^32 - 1 ms).
+            check(f("message_ttl_ms"), ttl, 1, u64::from(u32::MAX))?;
+        }
+        if let Some(length) = policy.max_length {
+            check(f("max_length"), length, 1, 10_000_000)?;
+        }
+        Ok(())
+    }
+}
+
+impl DeadLetterConfig {
+    /// `[dead_letter]`.
+    fn validate(&self) -> Result<(), ConfigError> {
+        check("dead_letter.ttl_ms", self.ttl_ms, 1_000, 30 * 86_400_000)?;
+        check("dead_letter.max_length", self.max_length, 1, 10_000_000)?;
         check(
             "dead_letter.retry_when_full_ms",
-            self.dead_letter.retry_when_full_ms,
+            self.retry_when_full_ms,
             100,
             3_600_000,
         )?;
-        check(
-            "lock.max_ttl_ms",
-            self.lock.max_ttl_ms,
-            MIN_LOCK_TTL_MS,
-            300_000,
-        )?;
-        check("lock.max_retries", self.lock.max_retries, 0, 10)?;
-        for (name, schedule) in &self.schedules {
-            schedule.validate(name)?;
+        Ok(())
+    }
+}
+
+impl LockConfig {
+    /// `[lock]`.
+    fn validate(&self) -> Result<(), ConfigError> {
+        check("lock.max_ttl_ms", self.max_ttl_ms, MIN_LOCK_TTL_MS, 300_000)?;
+        check("lock.max_retries", self.max_retries, 0, 10)?;
+        Ok(())
+    }
+}
+
+impl super::stand_ins::StandInsConfig {
+    /// `[stand_ins]`.
+    fn validate(&self) -> Result<(), ConfigError> {
+        let stand_ins = self;
+        if (stand_ins.mail.is_some() || stand_ins.gateway.is_some()) && stand_ins.key.is_none() {
+            return Err(invalid(
+                "stand_ins.key",
+                "is required with stand_ins.mail or stand_ins.gateway: the key they accept, e.g. { file = \"ops/demo/api-key\" }",
+            ));
         }
-        self.webhooks.validate(self.host.max_message_bytes)?;
-        if let Some(stand_ins) = &self.stand_ins {
-            if (stand_ins.mail.is_some() || stand_ins.gateway.is_some()) && stand_ins.key.is_none()
-            {
-                return Err(invalid(
-                    "stand_ins.key",
-                    "is required with stand_ins.mail or stand_ins.gateway: the key they accept, e.g. { file = \"ops/demo/api-key\" }",
-                ));
-            }
-            if stand_ins.webhooks.is_some() && stand_ins.webhook_secret.is_none() {
-                return Err(invalid(
-                    "stand_ins.webhook_secret",
-                    "is required with stand_ins.webhooks: the whsec_ secret it verifies with",
-                ));
-            }
+        if stand_ins.webhooks.is_some() && stand_ins.webhook_secret.is_none() {
+            return Err(invalid(
+                "stand_ins.webhook_secret",
+                "is required with stand_ins.webhooks: the whsec_ secret it verifies with",
+            ));
         }
         Ok(())
     }

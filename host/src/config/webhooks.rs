@@ -180,7 +180,7 @@ impl WebhooksConfig {
                     format!("{:?} is also webhooks.{other}'s path", route.path),
                 ));
             }
-            crate::capability::messaging::routing::validate_routing_key(&route.routing_key)
+            crate::names::routing::validate_routing_key(&route.routing_key)
                 .map_err(|e| invalid(field("routing_key"), e))?;
             if route.verify != Verify::None && route.secret.is_none() {
                 return Err(invalid(

@@ -22,7 +22,7 @@ pub const LONGEST_PAUSE: Duration = Duration::from_secs(5);
 pub fn violated(report: &InvocationReport) -> bool {
     use crate::metrics::InvocationOutcome as O;
     let over = &report.usage.over;
-    let outcome = O::of(&report.result);
+    let outcome = crate::runtime::outcome_of(&report.result);
     matches!(outcome, O::Trap | O::CpuLimit | O::Timeout | O::MemoryLimit)
         || over.host_calls
         || over.publishes

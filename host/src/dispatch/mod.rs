@@ -38,19 +38,6 @@ use tracing::Instrument;
 /// The versions of one plugin: the current one is swapped atomically on a reload.
 pub type Versions = Arc<ArcSwap<LoadedPlugin>>;
 
-/// The routing key every subscription to `queue_type` binds besides its own keys: a
-/// message published with it (`messaging::send(queue_type, ..)` in the SDK, or
-/// `techub-host publish queue.<type>`) reaches every plugin subscribed to the type,
-/// whatever routing keys they bind. No other binding may match it (checked at load).
-pub fn queue_type_key(queue_type: &str) -> String {
-    format!("queue.{queue_type}")
-}
-
-/// The queue name of `plugin`'s subscription to `queue_type`.
-pub fn queue_name(prefix: &str, queue_type: &str, plugin: &str) -> String {
-    format!("{prefix}{queue_type}.{plugin}")
-}
-
 /// A running consumer of one subscription.
 pub struct ConsumerHandle {
     /// The queue type it consumes.
@@ -315,13 +302,14 @@ impl Worker {
             .await;
         version.context.mask_outcome(&mut report.result);
         drop(in_flight);
-        metrics.invocation(&report);
+        let outcome = crate::runtime::outcome_of(&report.result);
+        report.record(metrics, outcome);
         self.record_violations(&report, version.context.limits.backoff_after_violations);
         // The payload goes back for a retry or a dead letter: moved, never copied.
         delivery.envelope_mut().payload = message.payload;
         let envelope = delivery.envelope();
         // One line per handled message at the default level: what an author watches.
-        let outcome = crate::metrics::InvocationOutcome::of(&report.result).label();
+        let outcome = outcome.label();
         tracing::info!(plugin = %self.plugin, id = %envelope.id, attempt = envelope.attempt,
             outcome, elapsed_us = report.elapsed.as_micros() as u64,
             host_us = report.host_time.as_micros() as u64,

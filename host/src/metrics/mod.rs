@@ -18,13 +18,15 @@
 //! - `mod.rs`: [`Metrics`], its families, and the recorders of the cache, queues and
 //!   backends.
 //! - `plugin.rs`: [`PluginMetrics`], one plugin's handles, and [`InvocationOutcome`].
-//! - `poll.rs`: gauges read at an interval (queue depths, pool slots, cache bytes).
+//! - `polled.rs`: the gauges the platform's poller sets (queue depths, pool slots,
+//!   cache bytes), from plain figures.
+//!
+//! A leaf: metrics record figures handed to them and import nothing of the host.
 
 mod plugin;
-mod poll;
+mod polled;
 
-pub use plugin::{InvocationOutcome, PluginMetrics};
-pub use poll::spawn_poller;
+pub use plugin::{InvocationFigures, InvocationOutcome, PluginMetrics, QuotaKind};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -805,9 +807,10 @@ mod tests {
     #[test]
     fn the_exposition_names_every_family_with_the_techub_prefix() {
         let metrics = Arc::new(Metrics::new(true));
-        metrics
-            .plugin("p")
-            .invocation(&crate::metrics::plugin::tests::report_ok());
+        metrics.plugin("p").finished(
+            &crate::metrics::plugin::tests::figures_ok(),
+            InvocationOutcome::Ok,
+        );
         metrics.cache("users", CacheEvent::Hit, 2);
         let text = metrics.encode();
         assert!(
@@ -826,9 +829,10 @@ mod tests {
     #[test]
     fn disabled_metrics_record_nothing() {
         let metrics = Arc::new(Metrics::new(false));
-        metrics
-            .plugin("p")
-            .invocation(&crate::metrics::plugin::tests::report_ok());
+        metrics.plugin("p").finished(
+            &crate::metrics::plugin::tests::figures_ok(),
+            InvocationOutcome::Ok,
+        );
         metrics.cache("users", CacheEvent::Hit, 2);
         let text = metrics.encode();
         assert!(!text.contains("plugin=\"p\""), "{text}");

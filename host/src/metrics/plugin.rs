@@ -2,11 +2,11 @@
 //! atomic operations and no label lookups.
 
 use super::{HostCallLabels, Metrics, Name, OutcomeLabels, PartLabels, PluginLabel, QuotaLabels};
-use crate::runtime::{InvocationError, InvocationReport};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// How an invocation ended, as the `outcome` label says it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,27 +48,6 @@ impl InvocationOutcome {
             Self::CpuLimit => "cpu_limit",
             Self::Timeout => "timeout",
             Self::MemoryLimit => "memory_limit",
-        }
-    }
-
-    /// The outcome of a `handle` call.
-    pub fn of(result: &Result<crate::bindings::Outcome, InvocationError>) -> Self {
-        use crate::bindings::Outcome;
-        match result {
-            Ok(Outcome::Ok) => Self::Ok,
-            Ok(Outcome::Retry(_)) => Self::Retry,
-            Ok(Outcome::Reject(_)) => Self::Reject,
-            Err(error) => Self::of_error(error),
-        }
-    }
-
-    /// The outcome of a call that failed.
-    pub fn of_error(error: &InvocationError) -> Self {
-        match error {
-            InvocationError::Trap(_) => Self::Trap,
-            InvocationError::CpuLimit(_) => Self::CpuLimit,
-            InvocationError::Timeout(_) => Self::Timeout,
-            InvocationError::MemoryLimit(..) => Self::MemoryLimit,
         }
     }
 }
@@ -118,6 +97,24 @@ impl QuotaKind {
             Self::HttpRequests => "http_requests",
         }
     }
+}
+
+/// What one invocation used, in plain figures (the runtime reads them off its report).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct InvocationFigures<'a> {
+    /// CPU time of the guest's own code.
+    pub guest_cpu: Duration,
+    /// Time spent in host calls.
+    pub host_time: Duration,
+    /// Wall time of the whole invocation.
+    pub elapsed: Duration,
+    /// Largest linear memory the instance reached, in bytes.
+    pub memory_peak: usize,
+    /// Host calls per (interface, function).
+    pub calls: &'a [(&'static str, &'static str, u32)],
+    /// The per-message quotas it ran into, besides those its outcome says (CPU,
+    /// memory, timeout).
+    pub quotas: &'a [QuotaKind],
 }
 
 /// The metric handles of one plugin (shared by its versions).
@@ -249,25 +246,21 @@ impl PluginMetrics {
         }
     }
 
-    /// Records a finished invocation of `handle`: outcome, times, host calls, quotas.
-    pub fn invocation(&self, report: &InvocationReport) {
-        self.finished(report, InvocationOutcome::of(&report.result));
-    }
-
-    /// Records a finished invocation that ended `outcome`.
-    pub fn finished<T>(&self, report: &InvocationReport<T>, outcome: InvocationOutcome) {
+    /// Records a finished invocation that ended `outcome`: times, memory, host calls
+    /// and the quotas it ran into.
+    pub fn finished(&self, figures: &InvocationFigures<'_>, outcome: InvocationOutcome) {
         if !self.metrics.enabled {
             return;
         }
         self.outcomes[outcome as usize].inc();
-        self.guest.observe(report.guest_cpu.as_secs_f64());
-        self.host.observe(report.host_time.as_secs_f64());
-        self.total.observe(report.elapsed.as_secs_f64());
-        let peak = i64::try_from(report.memory_peak).unwrap_or(i64::MAX);
+        self.guest.observe(figures.guest_cpu.as_secs_f64());
+        self.host.observe(figures.host_time.as_secs_f64());
+        self.total.observe(figures.elapsed.as_secs_f64());
+        let peak = i64::try_from(figures.memory_peak).unwrap_or(i64::MAX);
         if peak > self.memory_peak.get() {
             self.memory_peak.set(peak);
         }
-        for (interface, function, count) in report.usage.calls() {
+        for &(interface, function, count) in figures.calls {
             self.metrics
                 .host_calls
                 .get_or_create(&HostCallLabels {
@@ -277,31 +270,14 @@ impl PluginMetrics {
                 })
                 .inc_by(count.into());
         }
-        let usage = &report.usage;
-        let mut quotas = Vec::new();
-        if usage.over.host_calls {
-            quotas.push(QuotaKind::HostCalls);
-        }
-        if usage.over.publishes {
-            quotas.push(QuotaKind::Publishes);
-        }
-        if usage.over.leases {
-            quotas.push(QuotaKind::Leases);
-        }
-        if usage.over.http_requests {
-            quotas.push(QuotaKind::HttpRequests);
-        }
-        if report.output.dropped > 0 {
-            quotas.push(QuotaKind::Output);
-        }
-        match outcome {
-            InvocationOutcome::CpuLimit => quotas.push(QuotaKind::Cpu),
-            InvocationOutcome::MemoryLimit => quotas.push(QuotaKind::Memory),
-            InvocationOutcome::Timeout => quotas.push(QuotaKind::Timeout),
-            _ => {}
-        }
-        for kind in quotas {
-            self.quotas[kind as usize].inc();
+        let by_outcome = match outcome {
+            InvocationOutcome::CpuLimit => Some(QuotaKind::Cpu),
+            InvocationOutcome::MemoryLimit => Some(QuotaKind::Memory),
+            InvocationOutcome::Timeout => Some(QuotaKind::Timeout),
+            _ => None,
+        };
+        for kind in figures.quotas.iter().chain(&by_outcome) {
+            self.quotas[*kind as usize].inc();
         }
     }
 }
@@ -322,19 +298,17 @@ impl Drop for InFlight {
 
 #[cfg(test)]
 pub(crate) mod tests {
-    use crate::bindings::Outcome;
-    use crate::runtime::InvocationReport;
+    use super::InvocationFigures;
     use std::time::Duration;
 
-    pub(crate) fn report_ok() -> InvocationReport {
-        InvocationReport {
-            result: Ok(Outcome::Ok),
-            elapsed: Duration::from_millis(2),
-            host_time: Duration::from_millis(1),
+    pub(crate) fn figures_ok() -> InvocationFigures<'static> {
+        InvocationFigures {
             guest_cpu: Duration::from_micros(500),
-            usage: Default::default(),
-            output: Default::default(),
+            host_time: Duration::from_millis(1),
+            elapsed: Duration::from_millis(2),
             memory_peak: 65536,
+            calls: &[],
+            quotas: &[],
         }
     }
 }

@@ -10,9 +10,9 @@ pub use crate::capability::PluginContext;
 
 use crate::bindings::Subscription;
 use crate::capability::Services;
-use crate::capability::messaging::routing::{TopicPattern, validate_pattern};
 use crate::config::{HostConfig, validate_name};
-use crate::dispatch::queue_type_key;
+use crate::names::routing::{TopicPattern, validate_pattern};
+use crate::names::topology::queue_type_key;
 use crate::runtime::{ComponentPre, InvocationError, Runtime, content_hash};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -38,9 +38,9 @@ impl Loaders for Registry {
         let outcome = match &report.result {
             Ok(Ok(_)) => InvocationOutcome::Ok,
             Ok(Err(_)) => InvocationOutcome::Reject,
-            Err(error) => InvocationOutcome::of_error(error),
+            Err(error) => error.outcome(),
         };
-        version.context.metrics.finished(&report, outcome);
+        report.record(&version.context.metrics, outcome);
         tracing::info!(plugin = %plugin, %domain, keys = keys.len(), outcome = outcome.label(),
             elapsed_us = report.elapsed.as_micros() as u64, "loaded");
         match report.result {

@@ -278,6 +278,11 @@ impl Registry {
         );
     }
 
+    /// Whether [`Registry::shutdown`] has begun.
+    pub async fn is_stopped(&self) -> bool {
+        self.state.lock().await.stopped
+    }
+
     /// Applies a new configuration to every plugin: each gets a context built from it
     /// (limits, grants, settings, queue policies, cache domains), swapped in as a new
     /// version; a plugin whose subscriptions the new grants no longer cover, or that
@@ -288,31 +293,7 @@ impl Registry {
         if state.stopped {
             return;
         }
-        let running = self.config.swap(config.clone());
-        if running.dead_letter != config.dead_letter
-            && let Err(error) = self
-                .services
-                .broker
-                .set_dead_letter_limits(config.dead_letter)
-                .await
-        {
-            tracing::error!(%error, "host.toml: could not apply [dead_letter]; the dead-letter queue keeps its limits");
-        }
-        if running.cache.invalidate != config.cache.invalidate
-            && let Err(error) = self
-                .services
-                .cache_events
-                .apply(&config.cache.invalidate)
-                .await
-        {
-            tracing::error!(%error, "host.toml: could not apply [[cache.invalidate]]; the previous rules stay bound");
-        }
-        if let Some(l1) = &self.services.l1
-            && (running.cache.l1 != config.cache.l1
-                || running.cache.l1_max_stale_ms != config.cache.l1_max_stale_ms)
-        {
-            l1.configure(&config.cache);
-        }
+        self.config.store(config.clone());
         let names: Vec<String> = state.serving.keys().cloned().collect();
         for name in names {
             if !enabled(&config, &name) {

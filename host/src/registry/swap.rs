@@ -2,9 +2,10 @@
 
 use super::{Entry, Registry, State};
 use crate::bindings::Subscription;
-use crate::capability::messaging::routing::TopicPattern;
 use crate::capability::messaging::{QueueLimits, QueueSpec};
-use crate::dispatch::{self, ConsumerHandle, Versions, queue_name};
+use crate::dispatch::{self, ConsumerHandle, Versions};
+use crate::names::routing::TopicPattern;
+use crate::names::topology::queue_name;
 use crate::plugins::LoadedPlugin;
 use arc_swap::ArcSwap;
 use std::sync::Arc;

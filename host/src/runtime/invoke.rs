@@ -9,6 +9,7 @@ use crate::bindings::{Delivery, Loaded, Outcome, Subscription};
 use crate::capability::PluginContext;
 use crate::capability::Usage;
 use crate::capability::messaging::Answering;
+use crate::metrics::{InvocationFigures, InvocationOutcome, PluginMetrics, QuotaKind};
 use std::sync::Arc;
 use std::time::Duration;
 use wasmtime::component::Instance;
@@ -31,6 +32,28 @@ pub enum InvocationError {
     Trap(String),
 }
 
+impl InvocationError {
+    /// How the metrics and the log name this ending.
+    pub fn outcome(&self) -> InvocationOutcome {
+        match self {
+            Self::Trap(_) => InvocationOutcome::Trap,
+            Self::CpuLimit(_) => InvocationOutcome::CpuLimit,
+            Self::Timeout(_) => InvocationOutcome::Timeout,
+            Self::MemoryLimit(..) => InvocationOutcome::MemoryLimit,
+        }
+    }
+}
+
+/// How the metrics and the log name the ending of a `handle` call.
+pub fn outcome_of(result: &Result<Outcome, InvocationError>) -> InvocationOutcome {
+    match result {
+        Ok(Outcome::Ok) => InvocationOutcome::Ok,
+        Ok(Outcome::Retry(_)) => InvocationOutcome::Retry,
+        Ok(Outcome::Reject(_)) => InvocationOutcome::Reject,
+        Err(error) => error.outcome(),
+    }
+}
+
 /// What an invocation did, for logs and metrics.
 #[derive(Debug, Clone)]
 pub struct InvocationReport<T = Outcome> {
@@ -48,6 +71,34 @@ pub struct InvocationReport<T = Outcome> {
     pub output: OutputCounts,
     /// Largest linear memory the instance reached, in bytes.
     pub memory_peak: usize,
+}
+
+impl<T> InvocationReport<T> {
+    /// Records this invocation, which ended `outcome`, in its plugin's metrics.
+    pub fn record(&self, metrics: &PluginMetrics, outcome: InvocationOutcome) {
+        let over = &self.usage.over;
+        let quotas: Vec<QuotaKind> = [
+            (over.host_calls, QuotaKind::HostCalls),
+            (over.publishes, QuotaKind::Publishes),
+            (over.leases, QuotaKind::Leases),
+            (over.http_requests, QuotaKind::HttpRequests),
+            (self.output.dropped > 0, QuotaKind::Output),
+        ]
+        .into_iter()
+        .filter_map(|(hit, kind)| hit.then_some(kind))
+        .collect();
+        metrics.finished(
+            &InvocationFigures {
+                guest_cpu: self.guest_cpu,
+                host_time: self.host_time,
+                elapsed: self.elapsed,
+                memory_peak: self.memory_peak,
+                calls: self.usage.calls(),
+                quotas: &quotas,
+            },
+            outcome,
+        );
+    }
 }
 
 /// An instance that has answered, and its pool slot: both are released when this is

@@ -21,10 +21,10 @@ use techub_host::bindings::techub::platform::store::{
 use techub_host::capability::cache::CacheView;
 use techub_host::capability::lock::LockView;
 use techub_host::capability::messaging::MessagingView;
-use techub_host::capability::messaging::routing::TopicPattern;
 use techub_host::capability::store::{SetCondition, StoreView};
 use techub_host::capability::{PluginContext, Services, Usage};
 use techub_host::config::{HostConfig, KvBackend, RedisMode};
+use techub_host::names::routing::TopicPattern;
 use techub_host::platform::connect_services;
 use techub_tests::redis_nodes::RedisCluster;
 use techub_tests::{PluginDir, config, grant, unique};
@@ -349,7 +349,7 @@ impl Boundary {
         let mut cursor: Option<String> = None;
         // On Redis the store's SCAN walks the server's key space (every backend's keys
         // share it; on a cluster, every primary's); the embedded store walks its own.
-        let pattern = format!("{}*", techub_host::capability::glob::escape(&self.prefix));
+        let pattern = format!("{}*", techub_host::names::glob::escape(&self.prefix));
         loop {
             let (page, next) = self
                 .services

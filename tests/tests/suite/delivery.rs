@@ -569,7 +569,7 @@ async fn a_forged_dead_letter_is_not_replayed() {
     let dir = PluginDir::with(&[(&plugin, "fixture_caller")]);
     let config = crate::e2e_services::on_services(&dir);
     let amqp = config.amqp.clone();
-    let queue = techub_host::dispatch::queue_name(&amqp.queue_prefix, "webhook", &plugin);
+    let queue = techub_host::names::topology::queue_name(&amqp.queue_prefix, "webhook", &plugin);
     let platform = std::sync::Arc::new(Platform::start(config).await.expect("the platform starts"));
     let admin = crate::admin::serve(&platform).await;
 

@@ -5,10 +5,9 @@ use super::{CacheWrite, DomainStats, Window};
 use crate::bindings::techub::platform::cache::{
     CacheError, DomainStats as WitStats, EntryOptions, Host, Invalidation, StatsWindow,
 };
-use crate::capability::{
-    BackendError, Failure, PluginContext, Usage, check_name, glob, unavailable_for_guest,
-};
+use crate::capability::{BackendError, Failure, PluginContext, Usage, unavailable_for_guest};
 use crate::metrics::CacheEvent;
+use crate::names::{check_name, glob};
 use std::time::Duration;
 use wasmtime::component::HasData;
 

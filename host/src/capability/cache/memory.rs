@@ -4,7 +4,8 @@
 //! oldest first.
 
 use super::{CacheBackend, CacheWrite, Priority};
-use crate::capability::{BackendResult, glob};
+use crate::capability::BackendResult;
+use crate::names::glob;
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};

@@ -11,9 +11,10 @@
 //! loader call per key, two when a lease ran out mid-load.
 
 use super::{CacheBackend, CacheWrite, Priority};
+use crate::capability::BackendError;
 use crate::capability::lock::LockBackend;
-use crate::capability::{BackendError, check_name};
 use crate::metrics::CacheEvent;
+use crate::names::check_name;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};

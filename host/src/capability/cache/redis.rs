@@ -18,8 +18,8 @@
 
 use super::{CacheBackend, CacheWrite, Invalidated, Priority};
 use crate::capability::BackendResult;
-use crate::capability::glob;
 use crate::capability::redis_client::{KeyLayout, RedisClient, Retry};
+use crate::names::glob;
 use redis::Script;
 use std::sync::LazyLock;
 use std::time::Duration;

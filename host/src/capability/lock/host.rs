@@ -4,10 +4,9 @@ use super::LeaseState;
 use crate::bindings::techub::platform::lock::{
     Host, HostLease, LockError, LockOptions, LockStatus,
 };
-use crate::capability::{
-    BackendError, Failure, PluginContext, Usage, check_name, unavailable_for_guest,
-};
+use crate::capability::{BackendError, Failure, PluginContext, Usage, unavailable_for_guest};
 use crate::config::MIN_LOCK_TTL_MS;
+use crate::names::check_name;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 use wasmtime::component::{HasData, Resource, ResourceTable};

@@ -1,12 +1,12 @@
 //! The WIT `messaging` interface: grants, validation and quotas over the broker.
 
 use super::request::Answering;
-use super::routing::validate_routing_key;
 use super::{Envelope, MessageStatus, now_ms};
 use crate::bindings::techub::platform::messaging::{
     Host, MessagingError, Priority, PublishOptions, Response,
 };
 use crate::capability::{Failure, PluginContext, Usage, unavailable_for_guest};
+use crate::names::routing::validate_routing_key;
 use std::time::Duration;
 use wasmtime::component::HasData;
 

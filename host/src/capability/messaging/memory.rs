@@ -7,13 +7,13 @@
 //! message entered it; at its length bound it refuses a publish or dead-letters its
 //! head (`overflow`), as RabbitMQ's `reject-publish` and `drop-head` do.
 
-use super::routing::TopicPattern;
 use super::{
     Broker, Buried, Consumer, DeadLetter, DeadLetterAction, DeadLetterPicker, Delivery, Envelope,
     Overflow, QueueLimits, QueueSpec, ReplayTo, ReplyInbox, Reworked,
 };
 use crate::capability::{BackendError, BackendResult};
 use crate::config::DeadLetterConfig;
+use crate::names::routing::TopicPattern;
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};

@@ -11,7 +11,6 @@ pub mod memory;
 mod priorities;
 pub mod replies;
 mod request;
-pub mod routing;
 pub mod shared_status;
 mod tracker;
 

@@ -2,7 +2,7 @@
 //! of the queue types whose subscriptions bind its routing key (the highest, when
 //! several do), or `normal`.
 
-use super::routing::TopicPattern;
+use crate::names::routing::TopicPattern;
 use std::collections::BTreeMap;
 use std::sync::RwLock;
 

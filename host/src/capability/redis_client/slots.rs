@@ -17,8 +17,9 @@
 use super::cluster::ClusterNodes;
 use super::connection::{Nodes, RedisConnection};
 use super::{RedisClient, Retry};
-use crate::capability::{BackendError, BackendResult, glob};
+use crate::capability::{BackendError, BackendResult};
 use crate::config::{RedisConfig, redact_url};
+use crate::names::glob;
 use redis::cluster::ClusterClientBuilder;
 use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, Slot, SlotAddr};
 use redis::{Cmd, Value};

@@ -5,9 +5,8 @@ use crate::bindings::techub::platform::store::{
     Host, KeyTtl, ListEnd, OpResult, ScanPage, ScoreRange, Scored, SetCondition, SetOptions,
     StoreError, StoreOp,
 };
-use crate::capability::{
-    BackendError, Failure, PluginContext, Usage, check_name, glob, unavailable_for_guest,
-};
+use crate::capability::{BackendError, Failure, PluginContext, Usage, unavailable_for_guest};
+use crate::names::{check_name, glob};
 use std::sync::Arc;
 use std::time::Duration;
 use wasmtime::component::HasData;

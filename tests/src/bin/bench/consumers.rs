@@ -11,7 +11,7 @@ use techub_host::Platform;
 use techub_host::capability::messaging::amqp::AmqpBroker;
 use techub_host::capability::messaging::{Broker, MessageStatus, QueueSpec};
 use techub_host::config::{BrokerBackend, HostConfig};
-use techub_host::dispatch::queue_name;
+use techub_host::names::topology::queue_name;
 use techub_tests::{PluginDir, config, services, unique};
 
 const MESSAGES: usize = 5_000;

@@ -109,10 +109,7 @@ async fn the_suites_conform_on_a_redis_cluster() {
     let holders: std::collections::BTreeSet<usize> =
         written.iter().map(|k| cluster.primary_of(k)).collect();
     assert_eq!(holders.len(), 3, "60 keys hash onto every primary");
-    let pattern = format!(
-        "{}:store:p:spread:*",
-        techub_host::capability::glob::escape(&ns)
-    );
+    let pattern = format!("{}:store:p:spread:*", techub_host::names::glob::escape(&ns));
     let mut found = Vec::new();
     let mut cursor: Option<String> = None;
     loop {

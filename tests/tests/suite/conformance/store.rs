@@ -240,7 +240,7 @@ pub(super) async fn store_conforms(store: &dyn StoreBackend, ns: &str) {
         .set(&k("other:1"), b"1", None, SetCondition::Always)
         .await
         .unwrap();
-    let pattern = format!("{}scan:*", techub_host::capability::glob::escape(ns));
+    let pattern = format!("{}scan:*", techub_host::names::glob::escape(ns));
     // SCAN walks the whole keyspace whatever the pattern, so allow for a busy server.
     let mut found = Vec::new();
     let mut cursor: Option<String> = None;
@@ -261,7 +261,7 @@ pub(super) async fn store_conforms(store: &dyn StoreBackend, ns: &str) {
     assert_eq!(found, expected);
 
     // Leave nothing behind on a shared server.
-    let all = format!("{}*", techub_host::capability::glob::escape(ns));
+    let all = format!("{}*", techub_host::names::glob::escape(ns));
     let mut cursor: Option<String> = None;
     loop {
         let (keys, next) = store.scan(&all, cursor.as_deref(), 1000).await.unwrap();

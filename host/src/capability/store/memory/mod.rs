@@ -3,7 +3,8 @@
 
 use super::sorted::{in_range, rank_span, redis_order};
 use super::{AtomicOp, AtomicResult, KeyTtl, ListEnd, ScoreRange, SetCondition, StoreBackend};
-use crate::capability::{BackendError, BackendResult, glob};
+use crate::capability::{BackendError, BackendResult};
+use crate::names::glob;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::ops::Bound;
 use std::sync::Mutex;

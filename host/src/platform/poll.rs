@@ -3,10 +3,10 @@
 //! dead-letter queue), pool slots in use, the embedded cache's bytes and evictions,
 //! and dead letters refused.
 
-use super::{BackendLabel, DomainLabel, Metrics, QueueNameLabel};
 use crate::capability::Services;
 use crate::capability::messaging::DeadLetterFill;
-use crate::dispatch::queue_name;
+use crate::metrics::Metrics;
+use crate::names::topology::queue_name;
 use crate::registry::Registry;
 use crate::runtime::Runtime;
 use std::collections::{HashMap, HashSet};
@@ -22,7 +22,7 @@ struct Seen {
 }
 
 /// Polls every `interval` until `stopping` is cancelled.
-pub fn spawn_poller(
+pub(super) fn spawn_poller(
     registry: Arc<Registry>,
     runtime: Arc<Runtime>,
     services: Arc<Services>,
@@ -55,36 +55,23 @@ async fn poll(
     seen: &mut Seen,
 ) {
     let (total, free) = runtime.slots.counts();
-    metrics.slots_total.set(total as i64);
-    metrics.slots_in_use.set(total.saturating_sub(free) as i64);
+    metrics.instance_slots(total, total.saturating_sub(free));
 
     for usage in services.cache.usage() {
-        let label = DomainLabel {
-            domain: usage.domain.clone(),
-        };
-        metrics
-            .cache_bytes
-            .get_or_create(&label)
-            .set(usage.bytes as i64);
         let before = seen
             .evictions
-            .insert(usage.domain, usage.evictions)
+            .insert(usage.domain.clone(), usage.evictions)
             .unwrap_or(0);
-        metrics
-            .cache_evictions
-            .get_or_create(&label)
-            .inc_by(usage.evictions.saturating_sub(before));
+        let new = usage.evictions.saturating_sub(before);
+        metrics.cache_domain_usage(&usage.domain, usage.bytes, new);
     }
 
     if let Some(redis) = &services.redis {
         let up = redis.ping(Duration::from_secs(1)).await.is_ok();
-        let label = BackendLabel { backend: "redis" };
-        metrics.backend_up.get_or_create(&label).set(i64::from(up));
+        metrics.set_backend_up("redis", up);
     }
     if services.broker.is_remote() {
-        let up = services.broker.health().is_ok();
-        let label = BackendLabel { backend: "amqp" };
-        metrics.backend_up.get_or_create(&label).set(i64::from(up));
+        metrics.set_backend_up("amqp", services.broker.health().is_ok());
     }
 
     let refused = services.broker.dead_letters_refused();
@@ -95,12 +82,7 @@ async fn poll(
 
     let dead_letter = registry.config().dead_letter;
     match DeadLetterFill::read(services.broker.as_ref(), &dead_letter).await {
-        Ok(fill) => {
-            metrics.dead_letter_depth.set(fill.depth as i64);
-            metrics
-                .dead_letter_queue_full
-                .set(i64::from(fill.is_full()));
-        }
+        Ok(fill) => metrics.dead_letter_fill(fill.depth, fill.is_full()),
         Err(error) => tracing::debug!(%error, "could not read the dead-letter queue's depth"),
     }
     let prefix = registry.queue_prefix();
@@ -111,12 +93,7 @@ async fn poll(
             let queue = queue_name(&prefix, queue_type, &plugin.name);
             queues.insert(queue.clone());
             match services.broker.queue_depth(&queue).await {
-                Ok(Some(depth)) => {
-                    metrics
-                        .queue_depth
-                        .get_or_create(&QueueNameLabel { queue })
-                        .set(depth as i64);
-                }
+                Ok(Some(depth)) => metrics.set_queue_depth(&queue, depth),
                 Ok(None) => {}
                 Err(error) => tracing::debug!(%queue, %error, "could not read a queue's depth"),
             }
@@ -124,9 +101,7 @@ async fn poll(
     }
     // Queues of plugins no longer serving drop out of the exposition.
     for gone in seen.queues.difference(&queues) {
-        metrics.queue_depth.remove(&QueueNameLabel {
-            queue: gone.clone(),
-        });
+        metrics.forget_queue(gone);
     }
     seen.queues = queues;
 }

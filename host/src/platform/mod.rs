@@ -1,28 +1,26 @@
 //! The running platform: backends selected by `host.toml`, the runtime, the loaded
 //! plugins and their consumers. `main` and the end-to-end tests both start this.
+//!
+//! # Layout
+//! - `mod.rs`: [`Platform`]: start, watch, shutdown (one stopping token; background
+//!   tasks told to stop and awaited, bounded).
+//! - `services.rs`: [`connect_services`], the backends `host.toml` selects.
+//! - `reload.rs`: a new `host.toml` applied to the services, then to the registry.
+//! - `poll.rs`: the gauges read at an interval (queue depths, pool slots, backends up).
+//! - `publish.rs`: messages published as the operator.
 
-use crate::cache_events::CacheEvents;
+mod poll;
+mod publish;
+mod reload;
+mod services;
+
+pub use publish::OperatorMessage;
+pub(crate) use publish::{operator_envelope, publish_operator};
+pub use services::connect_services;
+
 use crate::capability::Services;
-use crate::capability::cache::l1::TwoLayerCache;
-use crate::capability::cache::memory::MemoryCache;
-use crate::capability::cache::redis::RedisCache;
-use crate::capability::cache::{CacheBackend, CacheStats, Loaders, ReadThrough};
-use crate::capability::lock::LockBackend;
-use crate::capability::lock::memory::MemoryLocks;
-use crate::capability::lock::redis::RedisLocks;
-use crate::capability::messaging::amqp::AmqpBroker;
-use crate::capability::messaging::memory::MemoryBroker;
-use crate::capability::messaging::replies::Replies;
-use crate::capability::messaging::shared_status::SharedStatuses;
-use crate::capability::messaging::{
-    Broker, DefaultPriorities, Envelope, MessageTracker, now_ms, priority_level,
-};
-use crate::capability::redis_client::RedisClient;
-use crate::capability::store::StoreBackend;
-use crate::capability::store::memory::MemoryStore;
-use crate::capability::store::redis::RedisStore;
-use crate::config::{BrokerBackend, ConfigError, HostConfig, KvBackend};
-use crate::metrics::Metrics;
+use crate::capability::cache::Loaders;
+use crate::config::{ConfigError, HostConfig};
 use crate::registry::{DrainReport, PluginInfo, Registry};
 use crate::runtime::Runtime;
 use crate::watch::Watcher;
@@ -31,9 +29,6 @@ use arc_swap::ArcSwap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-
-/// How many message statuses the tracker remembers.
-const TRACKED_MESSAGES: usize = 100_000;
 
 /// A running host.
 pub struct Platform {
@@ -44,6 +39,7 @@ pub struct Platform {
     /// The backends.
     pub services: Arc<Services>,
     registry: Arc<Registry>,
+    reloader: reload::Reloader,
     watcher: Mutex<Option<Watcher>>,
     /// The metrics poller, the statistics and status flushers and the warmer: told to
     /// stop by `stopping` at shutdown (the flushers flush once more) and awaited.
@@ -72,117 +68,6 @@ async fn bounded(step: &str, future: impl std::future::Future<Output = ()>) {
     }
 }
 
-/// Connects the backends `config` selects; a connection failure names the URL.
-pub async fn connect_services(config: &HostConfig) -> anyhow::Result<Services> {
-    let uses_redis = [
-        config.backends.cache,
-        config.backends.store,
-        config.backends.lock,
-    ]
-    .contains(&KvBackend::Redis);
-    let metrics = Arc::new(Metrics::new(config.host.metrics));
-    let redis = match uses_redis {
-        true => Some(RedisClient::connect(&config.redis, metrics.clone()).await?),
-        false => None,
-    };
-    let redis_client = redis.clone();
-    let redis = || {
-        redis
-            .clone()
-            .expect("connected above when a capability selects redis")
-    };
-    let prefix = &config.host.key_prefix;
-    let mut l1 = None;
-    let cache: Arc<dyn CacheBackend> = match config.backends.cache {
-        KvBackend::Memory => Arc::new(MemoryCache::new(
-            (config.cache.memory_budget_mib * 1024 * 1024) as usize,
-        )),
-        KvBackend::Redis => {
-            let layered = TwoLayerCache::new(
-                RedisCache::new(redis(), prefix),
-                &config.cache,
-                &config.redis,
-                metrics.clone(),
-            );
-            l1 = Some(layered.clone());
-            layered
-        }
-    };
-    let store: Arc<dyn StoreBackend> = match config.backends.store {
-        KvBackend::Memory => Arc::new(MemoryStore::new(
-            (config.store.memory_budget_mib * 1024 * 1024) as usize,
-        )),
-        KvBackend::Redis => Arc::new(RedisStore::new(redis())),
-    };
-    let locks: Arc<dyn LockBackend> = match config.backends.lock {
-        KvBackend::Memory => Arc::new(MemoryLocks::new()),
-        KvBackend::Redis => Arc::new(RedisLocks::new(redis())),
-    };
-    let broker: Arc<dyn Broker> = match config.backends.messaging {
-        BrokerBackend::Memory => Arc::new(MemoryBroker::new(config.dead_letter)),
-        BrokerBackend::Amqp => Arc::new(
-            AmqpBroker::connect(
-                &config.amqp,
-                config.dead_letter,
-                config.messaging,
-                metrics.clone(),
-                crate::capability::messaging::amqp::seal::DeathSeal::for_config(config)?,
-            )
-            .await?,
-        ),
-    };
-    let replies = Replies::open(broker.as_ref(), &config.amqp.queue_prefix, metrics.clone())
-        .await
-        .context("could not open the reply queue")?;
-    let retention = Duration::from_secs(config.cache.stats_retention_s);
-    let cache_stats = Arc::new(match config.backends.cache {
-        KvBackend::Redis => CacheStats::on_redis(metrics.clone(), retention, redis(), prefix),
-        KvBackend::Memory => CacheStats::in_process(metrics.clone(), retention),
-    });
-    let cache_events = Arc::new(CacheEvents::new(
-        broker.clone(),
-        cache.clone(),
-        cache_stats.clone(),
-        metrics.clone(),
-        &config.amqp.queue_prefix,
-    ));
-    let read_through = Arc::new(ReadThrough::new(
-        cache.clone(),
-        locks.clone(),
-        cache_stats.clone(),
-        metrics.clone(),
-        prefix,
-        redis_client
-            .as_ref()
-            .map(|r| r.layout())
-            .unwrap_or_default(),
-    ));
-    Ok(Services {
-        cache_events,
-        read_through,
-        cache,
-        l1,
-        cache_stats,
-        http: crate::capability::http::HttpService::new(metrics.clone()),
-        metrics,
-        store,
-        locks,
-        broker,
-        replies,
-        tracker: {
-            let tracker = MessageTracker::new(TRACKED_MESSAGES);
-            if let Some(redis) = &redis_client {
-                let ttl = Duration::from_millis(config.messaging.status_ttl_ms);
-                tracker.share_through(Arc::new(SharedStatuses::new(redis.clone(), prefix, ttl)));
-            }
-            tracker
-        },
-        priorities: DefaultPriorities::default(),
-        redis: redis_client,
-        log_rates: Default::default(),
-    })
-}
-
 impl Drop for Platform {
     fn drop(&mut self) {
         // Dropped without `shutdown` (a test, a failed start): nothing to drain for.
@@ -190,19 +75,6 @@ impl Drop for Platform {
         self.background_tasks().iter().for_each(|task| task.abort());
         self.services.cache_events.stop();
     }
-}
-
-/// What an operator's publish may set besides the routing key and payload.
-#[derive(Debug, Clone, Default)]
-pub struct OperatorMessage {
-    /// Queue priority; `None`: the queue types that bind the key decide.
-    pub priority: Option<crate::bindings::techub::platform::messaging::Priority>,
-    /// The message id (a plugin's idempotency key); `None`: a fresh one.
-    pub message_id: Option<String>,
-    /// The correlation id.
-    pub correlation_id: Option<String>,
-    /// Application headers (names starting with `x-` are refused).
-    pub headers: Vec<(String, String)>,
 }
 
 impl Platform {
@@ -231,7 +103,7 @@ impl Platform {
         let background = {
             let config = config.load();
             vec![
-                crate::metrics::spawn_poller(
+                poll::spawn_poller(
                     registry.clone(),
                     runtime.clone(),
                     services.clone(),
@@ -252,10 +124,12 @@ impl Platform {
             )
             .collect()
         };
+        let reloader = reload::Reloader::new(registry.clone(), services.clone(), config.clone());
         let platform = Self {
             config,
             runtime,
             services,
+            reloader,
             registry,
             watcher: Mutex::new(None),
             background: Mutex::new(background),
@@ -310,16 +184,12 @@ impl Platform {
     /// it is reloaded as [`Platform::reload_config_file`] does.
     pub fn watch(&self, config_file: Option<PathBuf>) -> anyhow::Result<()> {
         let dir = self.config.load().host.plugins_dir.clone();
-        let (registry, config, file) = (
-            self.registry.clone(),
-            self.config.clone(),
-            config_file.clone(),
-        );
+        let (reloader, file) = (self.reloader.clone(), config_file.clone());
         let on_config = move || -> futures::future::BoxFuture<'static, ()> {
-            let (registry, config, file) = (registry.clone(), config.clone(), file.clone());
+            let (reloader, file) = (reloader.clone(), file.clone());
             Box::pin(async move {
                 if let Some(file) = file {
-                    let _ = reload_file(&registry, &config, &file).await;
+                    let _ = reloader.reload_file(&file).await;
                 }
             })
         };
@@ -359,13 +229,13 @@ impl Platform {
     /// their running values and are named in the answer), to every plugin's next
     /// invocation. An invalid configuration changes nothing.
     pub async fn reload_config(&self, new: HostConfig) -> Result<Vec<String>, ConfigError> {
-        reload(&self.registry, &self.config, new).await
+        self.reloader.reload(new).await
     }
 
     /// Reads, validates and applies the configuration file at `path`; on an error
     /// (logged with the field's name) the running configuration stays.
     pub async fn reload_config_file(&self, path: &Path) -> Result<Vec<String>, ConfigError> {
-        reload_file(&self.registry, &self.config, path).await
+        self.reloader.reload_file(path).await
     }
 
     fn background_tasks(&self) -> std::sync::MutexGuard<'_, Vec<tokio::task::JoinHandle<()>>> {
@@ -463,137 +333,4 @@ impl Platform {
         let max_bytes = self.config.load().host.max_message_bytes;
         publish_operator(&self.services, max_bytes, routing_key, payload, message).await
     }
-}
-
-/// Publishes as the operator (the admin endpoint, schedules): persistent, checked as a
-/// plugin's publish would be, with the routing key's default priority unless given.
-pub(crate) async fn publish_operator(
-    services: &Services,
-    max_message_bytes: usize,
-    routing_key: &str,
-    payload: Vec<u8>,
-    message: OperatorMessage,
-) -> anyhow::Result<String> {
-    let envelope = operator_envelope(services, max_message_bytes, routing_key, payload, message)?;
-    let id = envelope.id.clone();
-    // Pending before the publish: a fast consumer may otherwise mark it done first.
-    services.tracker.published(&id, None);
-    if let Err(error) = services.broker.publish(envelope, None).await {
-        services.tracker.forget(&id);
-        return Err(error).context("could not publish");
-    }
-    Ok(id)
-}
-
-/// The envelope of an operator's message, checked as a plugin's publish would be
-/// (the routing key, the size, the options); the error says what is wrong with it.
-pub(crate) fn operator_envelope(
-    services: &Services,
-    max_message_bytes: usize,
-    routing_key: &str,
-    payload: Vec<u8>,
-    message: OperatorMessage,
-) -> anyhow::Result<Envelope> {
-    crate::capability::messaging::routing::validate_routing_key(routing_key)
-        .map_err(anyhow::Error::msg)?;
-    anyhow::ensure!(
-        payload.len() <= max_message_bytes,
-        "payload larger than host.max_message_bytes"
-    );
-    crate::capability::messaging::check_options(
-        &crate::bindings::techub::platform::messaging::PublishOptions {
-            priority: message.priority,
-            persistent: true,
-            expiration_ms: None,
-            delay_ms: None,
-            correlation_id: message.correlation_id.clone(),
-            reply_to: None,
-            headers: message.headers.clone(),
-            message_id: message.message_id.clone(),
-        },
-    )
-    .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-    let id = message
-        .message_id
-        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    let priority = message.priority;
-    Ok(Envelope {
-        id,
-        routing_key: routing_key.to_string(),
-        payload,
-        headers: message.headers,
-        correlation_id: message.correlation_id,
-        reply_to: None,
-        priority: priority.map_or_else(|| services.priorities.of(routing_key), priority_level),
-        persistent: true,
-        expiration_ms: None,
-        published_at_ms: now_ms(),
-        attempt: 1,
-        parked: None,
-    })
-}
-
-async fn reload(
-    registry: &Registry,
-    config: &ArcSwap<HostConfig>,
-    new: HostConfig,
-) -> Result<Vec<String>, ConfigError> {
-    let running = config.load_full();
-    let (effective, ignored) = new.for_reload(&running, registry.slot_memory_mib())?;
-    for field in &ignored {
-        tracing::warn!(%field, "host.toml: this field changes only with a restart; the running value stays");
-    }
-    registry.reconfigure(Arc::new(effective)).await;
-    tracing::info!("host.toml reloaded");
-    Ok(ignored)
-}
-
-/// The text of `path` once two reads 50 ms apart agree: an editor or `cp` writing
-/// the file (truncate, then write) must not be caught half-way.
-async fn read_settled(path: &Path) -> Result<String, ConfigError> {
-    let read = || async {
-        tokio::fs::read_to_string(path)
-            .await
-            .map_err(|e| ConfigError::Read {
-                path: path.to_path_buf(),
-                message: e.to_string(),
-            })
-    };
-    let mut text = read().await?;
-    for _ in 0..20 {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        let again = read().await?;
-        if again == text {
-            break;
-        }
-        text = again;
-    }
-    Ok(text)
-}
-
-async fn reload_file(
-    registry: &Registry,
-    config: &ArcSwap<HostConfig>,
-    path: &Path,
-) -> Result<Vec<String>, ConfigError> {
-    let parsed = match read_settled(path).await {
-        // Valid at start (every default), but on a reload an empty file is a write
-        // caught half-way far more often than a wish to drop every setting.
-        Ok(text) if text.trim().is_empty() => Err(ConfigError::Invalid {
-            field: path.display().to_string(),
-            message:
-                "is empty; not applied (write host.toml with a rename to change it atomically)"
-                    .into(),
-        }),
-        Ok(text) => HostConfig::from_file_text(path, &text),
-        Err(error) => Err(error),
-    };
-    let result = match parsed {
-        Ok(new) => reload(registry, config, new).await,
-        Err(error) => Err(error),
-    };
-    if let Err(error) = &result {
-        tracing::error!(%error, "host.toml not reloaded; the running configuration stays");
-    }
-    result
 }
