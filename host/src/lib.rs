@@ -10,8 +10,9 @@
 //! - [`bindings`]: the one `bindgen!` of the world.
 //! - [`runtime`]: engine (pooling allocator, epochs), compilation, per-message
 //!   instances and their limits, captured guest output.
-//! - [`capability`]: one directory per imported interface: backend trait, WIT `Host`
-//!   impl, the memory backend, and the Redis (`redis_client`) or RabbitMQ ones.
+//! - [`capability`]: one directory per imported interface: its backend trait and
+//!   backends, `connect` (the backend `host.toml` selects), its per-plugin grant (all
+//!   its view may reach), its WIT `Host` impl on that view, and `link`.
 //! - [`plugins`]: a `.wasm` file into a plugin version; each plugin's grants and
 //!   namespaces.
 //! - [`registry`]: each plugin's lifecycle: load, swap, drain; what `/plugins` shows.
@@ -22,7 +23,8 @@
 //! - [`names`]: glob and routing-key patterns, key templates, name checks, queue
 //!   names: a leaf shared by the configuration and the capabilities.
 //! - [`watch`]: the plugins directory and `host.toml`, watched.
-//! - [`platform`]: everything above, started together; reload and graceful stop.
+//! - [`platform`]: everything above, started together: services, reload, the
+//!   metrics poller, graceful stop.
 //! - [`schedules`]: `[schedules.<name>]`, messages published on the clock, once per
 //!   tick across hosts.
 //! - [`webhooks`]: `[webhooks]`, providers' webhooks verified and published, on
@@ -31,6 +33,37 @@
 //!   webhook endpoint (`[stand_ins]`: the demo, `cargo xtask run`, tests).
 //! - [`admin`]: the HTTP endpoint (health, plugins, publish, dead letters) and the
 //!   client the `techub-host` subcommands use.
+//!
+//! Leaves: [`config`], [`metrics`] and [`names`] import nothing of the host above them.
+//!
+//! # The path of a message
+//! 1. The broker (`capability/messaging/amqp/` or `memory.rs`) delivers it to the
+//!    consumer of one plugin's subscription (`dispatch/mod.rs`, started by
+//!    `registry/swap.rs`).
+//! 2. `dispatch` pins the plugin's version current at arrival (`registry`'s
+//!    `Versions`: a swap does not touch a delivery in flight) and its queue policy.
+//! 3. `runtime/invoke.rs` runs it through an instance (fresh, or kept for reuse) in a
+//!    pool slot, with the payload moved into the guest, under the version's limits.
+//! 4. Each import the guest calls goes to its capability's view (`runtime/state.rs`
+//!    hands out `CacheView`, `StoreView`, ...), which holds only that capability's
+//!    grant from the plugin's context (`capability/context.rs`) and the invocation's
+//!    usage.
+//! 5. The outcome settles the delivery (`dispatch/settle.rs`): ack, retry through the
+//!    queue type's retry queue with back-off, or dead-letter with the reason; the
+//!    report goes to the metrics (`runtime::InvocationReport::record`).
+//!
+//! # How to add a capability
+//! 1. A folder `capability/<name>/` with: its backend trait and backends; `connect`
+//!    (the backend `host.toml` selects); a `<Name>Grant` with `new(plugin, config,
+//!    service)` holding all a plugin's view may reach (its grants, limits, backend,
+//!    prefix); a `<Name>View` over that grant and the invocation's `Usage`, with the
+//!    WIT `Host` impl; and `link(linker, view)`. `cache/`, `store/`, `lock/` and
+//!    `messaging/` are the models.
+//! 2. Its configuration section in `config/` (one `validate` per section), and its
+//!    fields classified fixed or live in `config/live.rs` (the compiler asks).
+//! 3. One line in `runtime/engine.rs`'s `link_capabilities`, one field and view
+//!    method in `runtime/state.rs`, and one line each in `platform/services.rs`
+//!    (connect) and `capability/context.rs` (the grant).
 
 pub mod admin;
 pub mod bindings;

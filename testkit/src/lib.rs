@@ -194,7 +194,7 @@ impl TestKit {
     /// [`TestKit::services`] the helpers do not cover: hashes, sorted sets...).
     pub async fn store_key(&self, key: &str) -> String {
         let plugin = self.platform.registry().version(&self.name).await;
-        let prefix = &plugin.expect("the plugin serves").context.store_prefix;
+        let prefix = &plugin.expect("the plugin serves").context.store.prefix;
         format!("{prefix}{key}")
     }
 
@@ -224,11 +224,11 @@ impl TestKit {
     pub async fn lock_held(&self, name: &str) -> bool {
         let plugin = self.platform.registry().version(&self.name).await;
         let context = plugin.expect("the plugin serves").context.clone();
-        let key = format!("{}{name}", context.lock_prefix);
+        let key = format!("{}{name}", context.lock.prefix);
         let token = uuid::Uuid::new_v4().to_string();
         let locks = &self.services().locks;
         let taken = locks
-            .try_acquire(&key, &context.lock_fence, &token, Duration::from_secs(1))
+            .try_acquire(&key, &context.lock.fence, &token, Duration::from_secs(1))
             .await
             .expect("the embedded locks answer");
         if taken.is_some() {

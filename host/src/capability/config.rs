@@ -1,21 +1,48 @@
 //! `config`: the plugin's own settings from `host.toml`.
 
-use super::{PluginContext, Usage};
+use super::Usage;
+use super::context::Secrets;
 use crate::bindings::techub::platform::config::Host;
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use wasmtime::component::HasData;
 
-/// What the `config` interface reaches of an instance: the plugin's settings (from the
-/// configuration its version was built with) and this invocation's quotas.
+/// What one plugin's `config` view serves: its settings and secrets from the
+/// configuration its version was built with.
+pub struct ConfigGrant {
+    /// Its settings.
+    settings: BTreeMap<String, String>,
+    /// Its secrets (served beside the settings; never printed).
+    secrets: Arc<Secrets>,
+}
+
+impl ConfigGrant {
+    /// The grant of a plugin with `settings` and `secrets`.
+    pub fn new(settings: BTreeMap<String, String>, secrets: Arc<Secrets>) -> Self {
+        Self { settings, secrets }
+    }
+}
+
+/// What the `config` interface reaches of an instance: the plugin's settings and
+/// secrets, and this invocation's quotas.
 pub struct ConfigView<'a> {
-    plugin: &'a PluginContext,
+    plugin: &'a ConfigGrant,
     usage: &'a mut Usage,
 }
 
 impl<'a> ConfigView<'a> {
     /// The view of one instance.
-    pub fn new(plugin: &'a PluginContext, usage: &'a mut Usage) -> Self {
+    pub fn new(plugin: &'a ConfigGrant, usage: &'a mut Usage) -> Self {
         Self { plugin, usage }
     }
+}
+
+/// Links `config` with [`ConfigView`], the view `view` takes of an instance's state.
+pub fn link<T: Send + 'static>(
+    linker: &mut wasmtime::component::Linker<T>,
+    view: fn(&mut T) -> ConfigView<'_>,
+) -> wasmtime::Result<()> {
+    crate::bindings::techub::platform::config::add_to_linker::<T, HasConfig>(linker, view)
 }
 
 /// Links `config` with [`ConfigView`].
@@ -27,7 +54,7 @@ impl HasData for HasConfig {
 
 impl Host for ConfigView<'_> {
     async fn get(&mut self, key: String) -> wasmtime::Result<Option<String>> {
-        self.usage.charge_or_trap(self.plugin, "config", "get")?;
+        self.usage.charge_or_trap("config", "get")?;
         let plugin = self.plugin;
         Ok(plugin
             .settings
@@ -37,8 +64,7 @@ impl Host for ConfigView<'_> {
     }
 
     async fn get_all(&mut self) -> wasmtime::Result<Vec<(String, String)>> {
-        self.usage
-            .charge_or_trap(self.plugin, "config", "get_all")?;
+        self.usage.charge_or_trap("config", "get_all")?;
         Ok(self
             .plugin
             .settings

@@ -1,108 +1,122 @@
-//! What the host knows of one plugin while it runs: its name, grants, settings, limits
-//! and the namespaces its keys live in. Built from `host.toml` at load (and reload).
+//! What the host knows of one plugin while it runs: its name and limits, and one grant
+//! per capability (built by the capability's own `mod.rs`), each holding only what
+//! that capability's view may reach. Built from `host.toml` at load (and reload).
 
 use super::Services;
-use crate::config::{HostConfig, Limits};
-use crate::names::routing::TopicPattern;
+use super::cache::{CacheGrant, CacheService};
+use super::config::ConfigGrant;
+use super::lock::LockGrant;
+use super::log::LogGrant;
+use super::messaging::{MessagingGrant, MessagingService};
+use super::store::StoreGrant;
+use crate::config::{HostConfig, Limits, SecretValue};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-/// One plugin's grants, limits and namespaces.
+/// One plugin's limits and grants.
 pub struct PluginContext {
     /// The plugin's name (its file stem).
     pub name: String,
     /// Its effective per-message limits.
     pub limits: Limits,
-    /// Cache domain → default TTL in seconds, for the granted domains only.
-    pub cache_domains: BTreeMap<String, u32>,
-    /// Routing-key patterns it may publish to.
-    pub publish: Vec<TopicPattern>,
-    /// Routing-key patterns its subscriptions may bind.
-    pub subscribe: Vec<TopicPattern>,
-    /// Its settings.
-    pub settings: BTreeMap<String, String>,
-    /// Its secrets (served by `config` beside the settings; never printed).
-    pub secrets: BTreeMap<String, crate::config::SecretValue>,
+    /// Its cache domains, and the cache.
+    pub cache: CacheGrant,
+    /// Its store namespace, and the store.
+    pub store: StoreGrant,
+    /// Its lock namespace, and the locks.
+    pub lock: LockGrant,
+    /// Its publish and subscribe grants, and the broker.
+    pub messaging: MessagingGrant,
+    /// Its settings and secrets.
+    pub settings: ConfigGrant,
+    /// Its log name and rate.
+    pub log: LogGrant,
     /// Its outbound HTTP: grants, limits, pooled client.
     pub http: Arc<super::http::PluginHttp>,
-    /// Prefix of its `store` keys: `<key_prefix>store:<name>:`.
-    pub store_prefix: String,
-    /// Prefix of its lock names: `<key_prefix>lock:<name>:`.
-    pub lock_prefix: String,
-    /// The fencing counter of its locks: `<key_prefix>lock-fence:<name>` (on a Redis
-    /// Cluster `<name>` is `{<name>}`, as in its lock keys: one slot).
-    pub lock_fence: String,
-    /// The configuration it was built from.
-    pub config: Arc<HostConfig>,
-    /// The backends.
-    pub services: Arc<Services>,
     /// Its metric handles (shared by its versions).
     pub metrics: Arc<crate::metrics::PluginMetrics>,
-    /// Its guest log rate (shared by its versions).
-    pub log_rate: Arc<super::log::LogRate>,
+    /// Its secrets, masked in what it writes.
+    secrets: Arc<Secrets>,
 }
 
 impl PluginContext {
-    /// The context of `name` under `config`.
-    pub fn new(name: &str, config: Arc<HostConfig>, services: Arc<Services>) -> Self {
+    /// The context of `name` under `config`, over the connected `services`.
+    pub fn new(name: &str, config: &HostConfig, services: &Services) -> Self {
         let plugin = config.plugins.get(name).cloned().unwrap_or_default();
-        let cache_domains = plugin
-            .cache_domains
-            .iter()
-            .filter_map(|d| config.cache.domains.get(d).map(|ttl| (d.clone(), *ttl)))
-            .collect();
-        // Patterns were validated with the config; an invalid one cannot reach here.
-        let patterns = |list: &[String]| {
-            list.iter()
-                .filter_map(|p| TopicPattern::parse(p).ok())
-                .collect::<Vec<_>>()
-        };
-        let publish = patterns(&plugin.publish);
-        let subscribe = patterns(&plugin.subscribe);
-        let prefix = &config.host.key_prefix;
+        let limits = config.limits_of(name);
+        let metrics = services.metrics.plugin(name);
+        let secrets = Arc::new(Secrets(
+            plugin
+                .secrets
+                .into_iter()
+                .map(|(key, secret)| (key, secret.value))
+                .collect(),
+        ));
         let layout = services
             .redis
             .as_ref()
             .map(|r| r.layout())
             .unwrap_or_default();
+        let cache = CacheService {
+            backend: services.cache.clone(),
+            l1: services.l1.clone(),
+            stats: services.cache_stats.clone(),
+            read_through: services.read_through.clone(),
+        };
+        let messaging = MessagingService {
+            broker: services.broker.clone(),
+            replies: services.replies.clone(),
+            tracker: services.tracker.clone(),
+            priorities: services.priorities.clone(),
+            metrics: services.metrics.clone(),
+        };
         Self {
             name: name.to_string(),
-            limits: config.limits_of(name),
-            cache_domains,
-            publish,
-            subscribe,
-            settings: plugin.settings,
-            secrets: plugin
-                .secrets
-                .into_iter()
-                .map(|(key, secret)| (key, secret.value))
-                .collect(),
-            http: services.http.plugin(name, &config),
-            // A plugin's store keys hash whole (or by their own `{tag}`), so they spread
-            // over a cluster; its locks share the slot of its fencing counter, which
-            // every acquire increments in the same script.
-            store_prefix: format!("{prefix}store:{name}:"),
-            lock_prefix: format!("{prefix}lock:{}:", layout.group(name)),
-            lock_fence: format!("{prefix}lock-fence:{}", layout.group(name)),
-            config: config.clone(),
-            metrics: services.metrics.plugin(name),
-            log_rate: services.log_rate(name),
-            services,
+            limits,
+            cache: CacheGrant::new(name, config, cache),
+            store: StoreGrant::new(name, config, services.store.clone()),
+            lock: LockGrant::new(name, config, layout, services.locks.clone()),
+            messaging: MessagingGrant::new(name, config, messaging),
+            settings: ConfigGrant::new(plugin.settings, secrets.clone()),
+            log: LogGrant::new(
+                name,
+                services.log_rate(name),
+                limits.max_log_records_per_s,
+                metrics.clone(),
+                secrets.clone(),
+            ),
+            http: services.http.plugin(name, config),
+            metrics,
+            secrets,
         }
     }
 }
 
+/// A plugin's secrets by name (served by `config` beside the settings; never printed).
+#[derive(Default)]
+pub struct Secrets(BTreeMap<String, SecretValue>);
+
 /// Shortest secret value masked: shorter ones would mask ordinary words.
 const MIN_MASKED_SECRET: usize = 4;
 
-impl PluginContext {
+impl Secrets {
+    /// The secret `name`.
+    pub fn get(&self, name: &str) -> Option<&SecretValue> {
+        self.0.get(name)
+    }
+
+    /// Every secret, by name.
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &SecretValue)> {
+        self.0.iter()
+    }
+
     /// `text` (something the plugin wrote: a log record, its output, a failure
-    /// reason) with the value of each of its secrets replaced by `[secret <name>]`,
-    /// so that a plugin's own mistake does not put a credential into the host's log or
-    /// a dead letter. (What it sends over HTTP or publishes is its own business.)
+    /// reason) with the value of each secret replaced by `[secret <name>]`, so that a
+    /// plugin's own mistake does not put a credential into the host's log or a dead
+    /// letter. (What it sends over HTTP or publishes is its own business.)
     pub fn mask<'t>(&self, text: &'t str) -> std::borrow::Cow<'t, str> {
         let mut masked = std::borrow::Cow::Borrowed(text);
-        for (name, secret) in &self.secrets {
+        for (name, secret) in &self.0 {
             let value = secret.expose();
             if value.len() >= MIN_MASKED_SECRET && masked.contains(value) {
                 masked =
@@ -110,6 +124,13 @@ impl PluginContext {
             }
         }
         masked
+    }
+}
+
+impl PluginContext {
+    /// [`Secrets::mask`] of this plugin's secrets.
+    pub fn mask<'t>(&self, text: &'t str) -> std::borrow::Cow<'t, str> {
+        self.secrets.mask(text)
     }
 
     /// [`Self::mask`] applied to a handler's failure reason.
@@ -119,7 +140,7 @@ impl PluginContext {
     ) {
         use crate::bindings::Outcome;
         use crate::runtime::InvocationError;
-        if self.secrets.is_empty() {
+        if self.secrets.0.is_empty() {
             return;
         }
         let reason = match result {

@@ -1,21 +1,65 @@
 //! `log`: guest records into the host's log, tagged with the plugin's name.
 
-use super::{PluginContext, Usage, truncate};
+use super::context::Secrets;
+use super::{Usage, truncate};
 use crate::bindings::techub::platform::log::{Host, Level};
+use std::sync::Arc;
 use wasmtime::component::HasData;
 
-/// What the `log` interface reaches of an instance: the plugin's name and this
+/// What one plugin's `log` view reaches: its name, its record rate and the secrets
+/// to mask in what it writes.
+pub struct LogGrant {
+    /// The plugin's name, on every record.
+    name: String,
+    /// Its guest log rate (shared by its versions).
+    rate: Arc<LogRate>,
+    /// The plugin's `limits.max_log_records_per_s`.
+    max_per_s: u32,
+    /// Counts the records dropped past the rate.
+    metrics: Arc<crate::metrics::PluginMetrics>,
+    /// Masked in what it writes.
+    secrets: Arc<Secrets>,
+}
+
+impl LogGrant {
+    /// The grant of plugin `name`.
+    pub fn new(
+        name: &str,
+        rate: Arc<LogRate>,
+        max_per_s: u32,
+        metrics: Arc<crate::metrics::PluginMetrics>,
+        secrets: Arc<Secrets>,
+    ) -> Self {
+        Self {
+            name: name.to_string(),
+            rate,
+            max_per_s,
+            metrics,
+            secrets,
+        }
+    }
+}
+
+/// What the `log` interface reaches of an instance: the plugin's log grant and this
 /// invocation's quotas.
 pub struct LogView<'a> {
-    plugin: &'a PluginContext,
+    plugin: &'a LogGrant,
     usage: &'a mut Usage,
 }
 
 impl<'a> LogView<'a> {
     /// The view of one instance.
-    pub fn new(plugin: &'a PluginContext, usage: &'a mut Usage) -> Self {
+    pub fn new(plugin: &'a LogGrant, usage: &'a mut Usage) -> Self {
         Self { plugin, usage }
     }
+}
+
+/// Links `log` with [`LogView`], the view `view` takes of an instance's state.
+pub fn link<T: Send + 'static>(
+    linker: &mut wasmtime::component::Linker<T>,
+    view: fn(&mut T) -> LogView<'_>,
+) -> wasmtime::Result<()> {
+    crate::bindings::techub::platform::log::add_to_linker::<T, HasLog>(linker, view)
 }
 
 /// Links `log` with [`LogView`].
@@ -71,24 +115,20 @@ impl Host for LogView<'_> {
         fields: Vec<(String, String)>,
     ) -> wasmtime::Result<()> {
         // Records count as host calls: past the quota they are dropped, not an error.
-        if self.usage.charge(self.plugin, "log", "write").is_err() {
+        if self.usage.charge("log", "write").is_err() {
             return Ok(());
         }
-        if !self
-            .plugin
-            .log_rate
-            .allow(self.plugin.limits.max_log_records_per_s)
-        {
+        if !self.plugin.rate.allow(self.plugin.max_per_s) {
             self.plugin.metrics.log_dropped();
             return Ok(());
         }
         let plugin = self.plugin.name.as_str();
-        let mut message = self.plugin.mask(&message).into_owned();
+        let mut message = self.plugin.secrets.mask(&message).into_owned();
         truncate(&mut message, MAX_MESSAGE_BYTES);
         let mut fields = fields
             .iter()
             .take(32)
-            .map(|(k, v)| format!("{k}={}", self.plugin.mask(v)))
+            .map(|(k, v)| format!("{k}={}", self.plugin.secrets.mask(v)))
             .collect::<Vec<_>>()
             .join(" ");
         truncate(&mut fields, MAX_MESSAGE_BYTES);

@@ -1,7 +1,12 @@
-//! The four capabilities plugins import, plus `log` and `config`.
+//! The capabilities plugins import: `cache`, `store`, `lock`, `messaging`, outbound
+//! `http`, plus `log` and `config`.
 //!
-//! Each capability has a directory: `mod.rs` with its backend trait, `host.rs` with the
-//! WIT `Host` impl (validation, namespacing, quotas), and one file per backend.
+//! Each capability has a directory whose `mod.rs` owns its wiring: the backend trait,
+//! `connect` (the backend `host.toml` selects), the per-plugin grant its view holds
+//! (its grants, limits, namespace and backend: nothing of another capability, nor the
+//! whole configuration), and `link`; `host.rs` has the WIT `Host` impl on the view
+//! (validation, namespacing, quotas), and one file per backend. `context.rs` puts one
+//! plugin's grants together; `redis_client/` is the Redis connection they share.
 
 pub mod cache;
 pub mod config;
@@ -15,11 +20,14 @@ pub mod store;
 
 use std::sync::Arc;
 
-pub use context::PluginContext;
+pub use context::{PluginContext, Secrets};
 
 /// What one invocation used of its quotas, checked against the plugin's limits.
-#[derive(Debug, Default, Clone)]
+/// (No `Default`: a usage without its plugin's limit would refuse every call.)
+#[derive(Debug, Clone)]
 pub struct Usage {
+    /// `limits.max_host_calls` of the plugin: every import is charged against it.
+    max_host_calls: u32,
     /// Host calls made (every import counts).
     pub host_calls: u32,
     /// Messages published.
@@ -46,11 +54,22 @@ pub struct QuotasHit {
 }
 
 impl Usage {
-    /// Counts one host call of `plugin` to `interface.function`; `Err` with the reason
-    /// once over its quota.
+    /// Nothing used yet, of at most `max_host_calls` host calls.
+    pub fn within(max_host_calls: u32) -> Self {
+        Self {
+            max_host_calls,
+            host_calls: 0,
+            publishes: 0,
+            leases: 0,
+            over: QuotasHit::default(),
+            calls: Vec::new(),
+        }
+    }
+
+    /// Counts one host call to `interface.function`; `Err` with the reason once over
+    /// the quota.
     pub(crate) fn charge(
         &mut self,
-        plugin: &PluginContext,
         interface: &'static str,
         function: &'static str,
     ) -> Result<(), String> {
@@ -64,7 +83,7 @@ impl Usage {
             Some((_, _, count)) => *count += 1,
             None => self.calls.push((interface, function, 1)),
         }
-        let max = plugin.limits.max_host_calls;
+        let max = self.max_host_calls;
         if self.host_calls > max {
             self.over.host_calls = true;
             return Err(format!("more than {max} host calls for one message"));
@@ -76,11 +95,10 @@ impl Usage {
     /// the instance traps (a runaway plugin, stopped like one over its CPU).
     pub(crate) fn charge_or_trap(
         &mut self,
-        plugin: &PluginContext,
         interface: &'static str,
         function: &'static str,
     ) -> wasmtime::Result<()> {
-        self.charge(plugin, interface, function)
+        self.charge(interface, function)
             .map_err(wasmtime::Error::msg)
     }
 
@@ -148,9 +166,9 @@ pub struct Services {
     /// The consumer of `[[cache.invalidate]]` events.
     pub cache_events: Arc<crate::cache_events::CacheEvents>,
     /// Status per message and queue.
-    pub tracker: messaging::MessageTracker,
+    pub tracker: Arc<messaging::MessageTracker>,
     /// The priority of publishes that name none, from the queue types that bind them.
-    pub priorities: messaging::DefaultPriorities,
+    pub priorities: Arc<messaging::DefaultPriorities>,
     /// The Redis connection, when a capability uses Redis (for readiness).
     pub redis: Option<redis_client::RedisClient>,
     /// Plugins' outbound HTTP: TLS roots and a pooled client per plugin.

@@ -115,7 +115,7 @@ mod tests {
         result: Result<crate::bindings::Outcome, crate::runtime::InvocationError>,
         over: impl FnOnce(&mut crate::capability::QuotasHit),
     ) -> InvocationReport {
-        let mut usage = crate::capability::Usage::default();
+        let mut usage = crate::capability::Usage::within(u32::MAX);
         over(&mut usage.over);
         InvocationReport {
             result,

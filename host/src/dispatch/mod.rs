@@ -259,7 +259,6 @@ impl Worker {
         // a swap in the meantime does not touch this delivery.
         let version = self.versions.load_full();
         let policy = version
-            .context
             .config
             .queues
             .get(&self.queue_type)
@@ -269,7 +268,7 @@ impl Worker {
         self.track(&delivery.envelope().id, MessageStatus::Processing);
         let (size, max) = (
             delivery.envelope().payload.len(),
-            version.context.config.host.max_message_bytes,
+            version.config.host.max_message_bytes,
         );
         if size > max {
             settle::dead_letter_oversize(self, delivery, size, max).await;

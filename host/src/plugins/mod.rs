@@ -36,6 +36,9 @@ pub struct LoadedPlugin {
     pub hash: String,
     /// When this version was loaded.
     pub loaded_at: SystemTime,
+    /// The configuration it was built under (its queue policies; the grants in its
+    /// context came from it).
+    pub config: Arc<HostConfig>,
     /// Grants, limits and namespaces.
     pub context: Arc<PluginContext>,
     /// Ready to instantiate, once per message.
@@ -52,13 +55,14 @@ impl LoadedPlugin {
         config: Arc<HostConfig>,
         services: Arc<Services>,
     ) -> Result<Self, PluginError> {
-        let context = Arc::new(PluginContext::new(&self.name, config.clone(), services));
+        let context = Arc::new(PluginContext::new(&self.name, &config, &services));
         check_subscriptions(&self.path, &self.subscriptions, &config, &context)?;
         Ok(Self {
             name: self.name.clone(),
             path: self.path.clone(),
             hash: self.hash.clone(),
             loaded_at: self.loaded_at,
+            config,
             context,
             pre: self.pre.clone(),
             subscriptions: self.subscriptions.clone(),
@@ -158,7 +162,7 @@ pub async fn load_bytes(
         path: shown.clone(),
     })?;
     let pre = runtime.prepare(path, bytes, &hash).await?;
-    let context = Arc::new(PluginContext::new(&name, config.clone(), services));
+    let context = Arc::new(PluginContext::new(&name, &config, &services));
     let subscriptions = runtime
         .subscriptions(&pre, context.clone())
         .await
@@ -179,6 +183,7 @@ pub async fn load_bytes(
         path: path.to_path_buf(),
         hash,
         loaded_at: SystemTime::now(),
+        config,
         context,
         pre,
         subscriptions,
@@ -254,7 +259,12 @@ pub fn check_subscriptions(
                     queue_type_key(other)
                 )));
             }
-            if !context.subscribe.iter().any(|grant| grant.covers(&binding)) {
+            if !context
+                .messaging
+                .subscribe
+                .iter()
+                .any(|grant| grant.covers(&binding))
+            {
                 return Err(bad(format!(
                     "binds {key:?} to {:?}, which no pattern of [plugins.{name}].subscribe grants: add {key:?} to it in host.toml",
                     subscription.queue

@@ -32,7 +32,7 @@ impl Registry {
                 }
             }
         }
-        if !version.context.config.plugins.contains_key(&version.name) {
+        if !version.config.plugins.contains_key(&version.name) {
             tracing::warn!(plugin = %version.name,
                 "no [plugins.{}] section in host.toml: the plugin has no grants (cache_domains, subscribe, publish); add one", version.name);
         }
@@ -154,7 +154,7 @@ impl Registry {
     }
 
     fn spec(&self, version: &LoadedPlugin, subscription: &Subscription) -> QueueSpec {
-        let config = &version.context.config;
+        let config = &version.config;
         let policy = config.queues.get(&subscription.queue);
         QueueSpec {
             name: queue_name(
@@ -202,7 +202,7 @@ pub(super) fn short(hash: &str) -> &str {
 
 /// What `plugin`'s subscriptions bind, each with its queue type's priority.
 fn default_priorities(plugin: &LoadedPlugin) -> Vec<(TopicPattern, u8)> {
-    let config = &plugin.context.config;
+    let config = &plugin.config;
     plugin
         .subscriptions
         .iter()

@@ -116,8 +116,6 @@ impl Runtime {
             .map_err(|e| anyhow::anyhow!("could not link WASI: {e:#}"))?;
         link_capabilities(&mut linker)
             .map_err(|e| anyhow::anyhow!("could not link the techub imports: {e:#}"))?;
-        crate::capability::http::link(&mut linker)
-            .map_err(|e| anyhow::anyhow!("could not link wasi:http: {e:#}"))?;
 
         let ticker_stop = Arc::new(AtomicBool::new(false));
         let (weak, stop) = (engine.weak(), ticker_stop.clone());
@@ -202,16 +200,17 @@ impl Runtime {
     }
 }
 
-/// Links each capability's interface with its view of the instance's state.
+/// Links each capability's interface with its view of the instance's state: one line
+/// per capability (a new one adds its `link` here).
 fn link_capabilities(linker: &mut Linker<PluginState>) -> wasmtime::Result<()> {
-    use crate::bindings::techub::platform as wit;
-    use crate::capability::{cache, config, lock, log, messaging, store};
-    wit::cache::add_to_linker::<_, cache::HasCache>(linker, PluginState::cache)?;
-    wit::store::add_to_linker::<_, store::HasStore>(linker, PluginState::store)?;
-    wit::lock::add_to_linker::<_, lock::HasLock>(linker, PluginState::lock)?;
-    wit::messaging::add_to_linker::<_, messaging::HasMessaging>(linker, PluginState::messaging)?;
-    wit::config::add_to_linker::<_, config::HasConfig>(linker, PluginState::config)?;
-    wit::log::add_to_linker::<_, log::HasLog>(linker, PluginState::log)?;
+    use crate::capability::{cache, config, http, lock, log, messaging, store};
+    cache::link(linker, PluginState::cache)?;
+    store::link(linker, PluginState::store)?;
+    lock::link(linker, PluginState::lock)?;
+    messaging::link(linker, PluginState::messaging)?;
+    config::link(linker, PluginState::config)?;
+    log::link(linker, PluginState::log)?;
+    http::link(linker)?;
     Ok(())
 }
 

@@ -373,7 +373,11 @@ impl Runtime {
         let (elapsed, host_time, guest_cpu) =
             (clock.started.elapsed(), clock.host_time, clock.guest_cpu());
         state.usage.over.http_requests |= state.http.over;
-        let (usage, memory_peak) = (std::mem::take(&mut state.usage), state.limits.peak);
+        let fresh = Usage::within(limits.max_host_calls);
+        let (usage, memory_peak) = (
+            std::mem::replace(&mut state.usage, fresh),
+            state.limits.peak,
+        );
         let report = InvocationReport {
             result,
             elapsed,

@@ -60,7 +60,7 @@ impl PluginState {
         let memory_bytes = limits.memory_mib as usize * 1024 * 1024;
         Self {
             plugin,
-            usage: Usage::default(),
+            usage: Usage::within(limits.max_host_calls),
             limits: MemoryLimits {
                 inner: StoreLimitsBuilder::new()
                     .memory_size(memory_bytes)
@@ -89,26 +89,27 @@ impl PluginState {
     /// its clock and its request are forgotten. (Leases, claims and output were
     /// settled when it ended.)
     pub(crate) fn next_message(&mut self) {
-        self.usage = Usage::default();
+        self.usage = Usage::within(self.plugin.limits.max_host_calls);
         self.clock = Clock::start();
         self.answering = None;
         self.limits.refused = false;
         self.http.next_message();
     }
 
-    // The views each capability is linked with: each borrows only what it needs.
+    // The views each capability is linked with: each borrows its own grant from the
+    // plugin's context, and only what else of this instance it needs.
 
     pub(crate) fn cache(&mut self) -> CacheView<'_> {
-        CacheView::new(&self.plugin, &mut self.usage, self.in_loader)
+        CacheView::new(&self.plugin.cache, &mut self.usage, self.in_loader)
     }
 
     pub(crate) fn store(&mut self) -> StoreView<'_> {
-        StoreView::new(&self.plugin, &mut self.usage, &mut self.claims)
+        StoreView::new(&self.plugin.store, &mut self.usage, &mut self.claims)
     }
 
     pub(crate) fn lock(&mut self) -> LockView<'_> {
         LockView::new(
-            &self.plugin,
+            &self.plugin.lock,
             &mut self.usage,
             &mut self.table,
             &mut self.held_leases,
@@ -116,15 +117,15 @@ impl PluginState {
     }
 
     pub(crate) fn messaging(&mut self) -> MessagingView<'_> {
-        MessagingView::new(&self.plugin, &mut self.usage, &mut self.answering)
+        MessagingView::new(&self.plugin.messaging, &mut self.usage, &mut self.answering)
     }
 
     pub(crate) fn config(&mut self) -> ConfigView<'_> {
-        ConfigView::new(&self.plugin, &mut self.usage)
+        ConfigView::new(&self.plugin.settings, &mut self.usage)
     }
 
     pub(crate) fn log(&mut self) -> LogView<'_> {
-        LogView::new(&self.plugin, &mut self.usage)
+        LogView::new(&self.plugin.log, &mut self.usage)
     }
 }
 

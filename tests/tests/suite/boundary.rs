@@ -102,6 +102,7 @@ fn input() -> impl Strategy<Value = Input> {
 struct Boundary {
     runtime: tokio::runtime::Runtime,
     context: Arc<PluginContext>,
+    config: Arc<techub_host::HostConfig>,
     services: Arc<Services>,
     prefix: String,
     /// Keys are grouped by hash tag (a Redis Cluster).
@@ -150,7 +151,8 @@ fn boundary(on: On) -> Boundary {
         services
     });
     Boundary {
-        context: Arc::new(PluginContext::new(PLUGIN, config.clone(), services.clone())),
+        context: Arc::new(PluginContext::new(PLUGIN, &config, &services)),
+        config: config.clone(),
         prefix: config.host.key_prefix.clone(),
         grouped: cluster.is_some(),
         services,
@@ -184,12 +186,12 @@ impl Boundary {
 
     async fn calls(&self, input: &Input) -> Vec<String> {
         let mut v = Vec::new();
-        let mut usage = Usage::default();
+        let mut usage = Usage::within(u32::MAX);
         let plugin = &*self.context;
 
         // cache: what a set accepted, a get reads back; only a granted domain accepts.
         {
-            let mut cache = CacheView::new(plugin, &mut usage, false);
+            let mut cache = CacheView::new(&plugin.cache, &mut usage, false);
             let options = EntryOptions {
                 ttl_seconds: Some(60),
                 tags: input.tags.clone(),
@@ -239,7 +241,7 @@ impl Boundary {
         // store: set/get round trip; a scan sees only the plugin's own keys.
         {
             let mut claims = Vec::new();
-            let mut store = StoreView::new(plugin, &mut usage, &mut claims);
+            let mut store = StoreView::new(&plugin.store, &mut usage, &mut claims);
             for key in &input.keys {
                 let options = SetOptions {
                     ttl_ms: Some(60_000),
@@ -284,7 +286,7 @@ impl Boundary {
         {
             let mut table = ResourceTable::new();
             let mut held = HashMap::new();
-            let mut locks = LockView::new(plugin, &mut usage, &mut table, &mut held);
+            let mut locks = LockView::new(&plugin.lock, &mut usage, &mut table, &mut held);
             let options = LockOptions {
                 ttl_ms: 1_000,
                 max_retries: 0,
@@ -297,7 +299,7 @@ impl Boundary {
         // messaging: a publish goes out only when the grant matches its routing key.
         {
             let mut answering = None;
-            let mut messaging = MessagingView::new(plugin, &mut usage, &mut answering);
+            let mut messaging = MessagingView::new(&plugin.messaging, &mut usage, &mut answering);
             let options = PublishOptions {
                 priority: None,
                 persistent: false,
@@ -465,7 +467,7 @@ fn plugin_bytes(real: Vec<u8>) -> impl Strategy<Value = Vec<u8>> {
 #[test]
 fn a_plugin_file_of_any_bytes_is_refused_with_a_typed_error_or_loads() {
     let boundary = boundary(On::Embedded);
-    let config = boundary.context.config.clone();
+    let config = boundary.config.clone();
     let runtime = Arc::new(techub_host::runtime::Runtime::new(&config).unwrap());
     let real = std::fs::read(techub_tests::fixture("fixture_noop")).unwrap();
     let path = std::path::Path::new("prop.wasm");

@@ -79,10 +79,13 @@ async fn an_instance_that_trapped_or_ran_under_another_configuration_is_not_ente
         .await;
     assert_eq!(answer(&report), "handled=1");
     // Another context (a reload builds one, with its own limits and grants).
+    let services = techub_host::platform::connect_services(&plugin.config)
+        .await
+        .unwrap();
     let other = std::sync::Arc::new(techub_host::capability::PluginContext::new(
         "hostile",
-        plugin.context.config.clone(),
-        plugin.context.services.clone(),
+        &plugin.config,
+        &services,
     ));
     let (report, _) = runtime
         .invoke_held(&plugin.pre, other, &count, 5, Some(instance))

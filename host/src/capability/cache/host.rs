@@ -1,11 +1,12 @@
 //! The WIT `cache` interface: grants, validation, quotas and stats over a backend.
 
-use super::read_through::{LoadFailure, LoadLimits};
+use super::CacheGrant;
+use super::read_through::LoadFailure;
 use super::{CacheWrite, DomainStats, Window};
 use crate::bindings::techub::platform::cache::{
     CacheError, DomainStats as WitStats, EntryOptions, Host, Invalidation, StatsWindow,
 };
-use crate::capability::{BackendError, Failure, PluginContext, Usage, unavailable_for_guest};
+use crate::capability::{BackendError, Failure, Usage, unavailable_for_guest};
 use crate::metrics::CacheEvent;
 use crate::names::{check_name, glob};
 use std::time::Duration;
@@ -17,10 +18,10 @@ type Result<T> = std::result::Result<T, CacheError>;
 pub type CacheFailure = Failure<CacheError>;
 type CacheResult<T> = std::result::Result<T, CacheFailure>;
 
-/// What the `cache` interface reaches of an instance: the plugin's granted domains
-/// and limits (and through them the backend), and this invocation's quotas.
+/// What the `cache` interface reaches of an instance: the plugin's cache grant (its
+/// domains, the limits, the cache), and this invocation's quotas.
 pub struct CacheView<'a> {
-    plugin: &'a PluginContext,
+    grant: &'a CacheGrant,
     usage: &'a mut Usage,
     in_loader: bool,
 }
@@ -28,9 +29,9 @@ pub struct CacheView<'a> {
 impl<'a> CacheView<'a> {
     /// The view of one instance; `in_loader` when it runs a cache loader (which may
     /// not read through another, or it could wait for a slot held by its caller).
-    pub fn new(plugin: &'a PluginContext, usage: &'a mut Usage, in_loader: bool) -> Self {
+    pub fn new(grant: &'a CacheGrant, usage: &'a mut Usage, in_loader: bool) -> Self {
         Self {
-            plugin,
+            grant,
             usage,
             in_loader,
         }
@@ -61,15 +62,15 @@ impl From<BackendError> for CacheError {
 
 impl CacheView<'_> {
     fn charge_call(&mut self, function: &'static str) -> std::result::Result<(), String> {
-        self.usage.charge(self.plugin, "cache", function)
+        self.usage.charge("cache", function)
     }
 
     /// Charges a call and resolves a granted domain to its TTL.
     fn cache_domain(&mut self, function: &'static str, domain: &str) -> Result<u32> {
         self.charge_call(function)
             .map_err(CacheError::QuotaExceeded)?;
-        self.plugin
-            .cache_domains
+        self.grant
+            .granted
             .get(domain)
             .copied()
             .ok_or_else(|| CacheError::UnknownDomain(self.how_to_grant(domain)))
@@ -77,8 +78,8 @@ impl CacheView<'_> {
 
     /// Why `domain` is not reachable, with the `host.toml` line that would make it so.
     fn how_to_grant(&self, domain: &str) -> String {
-        let plugin = &self.plugin.name;
-        match self.plugin.config.cache.domains.contains_key(domain) {
+        let plugin = &self.grant.plugin;
+        match self.grant.declared.contains(domain) {
             true => {
                 format!("{domain}: add {domain:?} to [plugins.{plugin}].cache_domains in host.toml")
             }
@@ -89,12 +90,12 @@ impl CacheView<'_> {
     }
 
     fn cache_key(&self, key: &str) -> Result<()> {
-        check_name(key, self.plugin.config.host.max_key_length)
+        check_name(key, self.grant.limits.max_key_length)
             .map_err(|m| CacheError::InvalidKey(format!("key {m}")))
     }
 
     fn cache_write(&self, domain_ttl: u32, options: EntryOptions) -> Result<CacheWrite> {
-        let cache = &self.plugin.config.cache;
+        let cache = &self.grant.limits;
         if options.ttl_seconds == Some(0) {
             return Err(CacheError::InvalidArgument(
                 "ttl-seconds must not be 0; use delete".into(),
@@ -107,7 +108,7 @@ impl CacheView<'_> {
             )));
         }
         for tag in &options.tags {
-            check_name(tag, self.plugin.config.host.max_key_length)
+            check_name(tag, self.grant.limits.max_key_length)
                 .map_err(|m| CacheError::InvalidKey(format!("tag {m}")))?;
         }
         Ok(CacheWrite {
@@ -118,7 +119,7 @@ impl CacheView<'_> {
     }
 
     fn check_value(&self, value: &[u8]) -> Result<()> {
-        let max = self.plugin.config.cache.max_entry_bytes;
+        let max = self.grant.limits.max_entry_bytes;
         if value.len() > max {
             return Err(CacheError::ValueTooLarge(max as u64));
         }
@@ -126,7 +127,7 @@ impl CacheView<'_> {
     }
 
     fn check_bulk(&self, count: usize) -> Result<()> {
-        let max = self.plugin.config.cache.max_bulk_keys;
+        let max = self.grant.max_bulk_keys;
         if count > max as usize {
             return Err(CacheError::TooManyKeys(max));
         }
@@ -144,12 +145,12 @@ impl CacheView<'_> {
         for key in keys {
             self.cache_key(key)?;
         }
-        let services = self.plugin.services.clone();
-        let values = services.cache.get_many(domain, keys).await?;
+        let service = &self.grant.service;
+        let values = service.backend.get_many(domain, keys).await?;
         let hits = values.iter().filter(|v| v.is_some()).count() as u64;
-        services.cache_stats.record(domain, CacheEvent::Hit, hits);
-        services
-            .cache_stats
+        service.stats.record(domain, CacheEvent::Hit, hits);
+        service
+            .stats
             .record(domain, CacheEvent::Miss, values.len() as u64 - hits);
         Ok(values)
     }
@@ -168,10 +169,10 @@ impl CacheView<'_> {
             self.check_value(value)?;
         }
         let write = self.cache_write(ttl, options)?;
-        let services = self.plugin.services.clone();
-        services.cache.set_many(&domain, &entries, &write).await?;
-        services
-            .cache_stats
+        let service = &self.grant.service;
+        service.backend.set_many(&domain, &entries, &write).await?;
+        service
+            .stats
             .record(&domain, CacheEvent::Set, entries.len() as u64);
         Ok(())
     }
@@ -190,15 +191,15 @@ impl CacheView<'_> {
         }
         let mut values = self.cache_get_many(function, &domain, &keys).await?;
         // Granted: `cache_get_many` checked it.
-        let domain_ttl = self.plugin.cache_domains.get(&domain).copied().unwrap_or(1);
+        let domain_ttl = self.grant.granted.get(&domain).copied().unwrap_or(1);
         let missed: Vec<usize> = (0..values.len()).filter(|i| values[*i].is_none()).collect();
         if missed.is_empty() {
             return Ok(values);
         }
-        let limits = LoadLimits::of(&self.plugin.config, domain_ttl);
+        let limits = self.grant.load_limits(domain_ttl);
         let missed_keys: Vec<String> = missed.iter().map(|i| keys[*i].clone()).collect();
-        let services = self.plugin.services.clone();
-        let loaded = services
+        let service = &self.grant.service;
+        let loaded = service
             .read_through
             .load(&domain, &missed_keys, limits)
             .await;
@@ -226,7 +227,7 @@ impl CacheView<'_> {
             None => {
                 self.charge_call(function)
                     .map_err(CacheError::QuotaExceeded)?;
-                Ok(self.plugin.cache_domains.keys().cloned().collect())
+                Ok(self.grant.granted.keys().cloned().collect())
             }
         }
     }
@@ -257,10 +258,10 @@ impl Host for CacheView<'_> {
     async fn delete(&mut self, domain: String, key: String) -> CacheResult<bool> {
         self.cache_domain("delete", &domain)?;
         self.cache_key(&key)?;
-        let services = self.plugin.services.clone();
-        let existed = services.cache.delete(&domain, &key).await?;
-        services
-            .cache_stats
+        let service = &self.grant.service;
+        let existed = service.backend.delete(&domain, &key).await?;
+        service
+            .stats
             .record(&domain, CacheEvent::DeleteByKey, u64::from(existed));
         Ok(existed)
     }
@@ -268,7 +269,7 @@ impl Host for CacheView<'_> {
     async fn exists(&mut self, domain: String, key: String) -> CacheResult<bool> {
         self.cache_domain("exists", &domain)?;
         self.cache_key(&key)?;
-        Ok(self.plugin.services.cache.exists(&domain, &key).await?)
+        Ok(self.grant.service.backend.exists(&domain, &key).await?)
     }
 
     async fn get_many(
@@ -292,14 +293,14 @@ impl Host for CacheView<'_> {
 
     async fn invalidate_tag(&mut self, domain: Option<String>, tag: String) -> CacheResult<u64> {
         let domains = self.cache_domains_of("invalidate_tag", domain)?;
-        check_name(&tag, self.plugin.config.host.max_key_length)
+        check_name(&tag, self.grant.limits.max_key_length)
             .map_err(|m| CacheError::InvalidKey(format!("tag {m}")))?;
-        let services = self.plugin.services.clone();
+        let service = &self.grant.service;
         let mut removed = 0;
         for domain in domains {
-            let n = services.cache.invalidate_tag(&domain, &tag).await?;
-            services
-                .cache_stats
+            let n = service.backend.invalidate_tag(&domain, &tag).await?;
+            service
+                .stats
                 .record(&domain, CacheEvent::InvalidateByTag, n);
             removed += n;
         }
@@ -309,10 +310,13 @@ impl Host for CacheView<'_> {
     async fn invalidate_pattern(&mut self, domain: String, pattern: String) -> CacheResult<u64> {
         self.cache_domain("invalidate_pattern", &domain)?;
         glob::validate(&pattern).map_err(CacheError::InvalidArgument)?;
-        let services = self.plugin.services.clone();
-        let n = services.cache.invalidate_pattern(&domain, &pattern).await?;
-        services
-            .cache_stats
+        let service = &self.grant.service;
+        let n = service
+            .backend
+            .invalidate_pattern(&domain, &pattern)
+            .await?;
+        service
+            .stats
             .record(&domain, CacheEvent::InvalidateByPattern, n);
         Ok(n)
     }
@@ -323,27 +327,27 @@ impl Host for CacheView<'_> {
         for key in &what.keys {
             self.cache_key(key)?;
         }
-        let max_tags = self.plugin.config.cache.max_tags;
+        let max_tags = self.grant.limits.max_tags;
         if what.tags.len() > max_tags as usize {
             return Err(CacheError::InvalidArgument(format!("more than {max_tags} tags")).into());
         }
         for tag in &what.tags {
-            check_name(tag, self.plugin.config.host.max_key_length)
+            check_name(tag, self.grant.limits.max_key_length)
                 .map_err(|m| CacheError::InvalidKey(format!("tag {m}")))?;
         }
         if let Some(pattern) = &what.pattern {
             glob::validate(pattern).map_err(CacheError::InvalidArgument)?;
         }
-        let services = self.plugin.services.clone();
-        let done = services
-            .cache
+        let service = &self.grant.service;
+        let done = service
+            .backend
             .invalidate(&domain, &what.keys, &what.tags)
             .await?;
-        let stats = &services.cache_stats;
+        let stats = &service.stats;
         stats.record(&domain, CacheEvent::DeleteByKey, done.by_key);
         stats.record(&domain, CacheEvent::InvalidateByTag, done.by_tag);
         let by_pattern = match &what.pattern {
-            Some(pattern) => services.cache.invalidate_pattern(&domain, pattern).await?,
+            Some(pattern) => service.backend.invalidate_pattern(&domain, pattern).await?,
             None => 0,
         };
         stats.record(&domain, CacheEvent::InvalidateByPattern, by_pattern);
@@ -365,7 +369,7 @@ impl Host for CacheView<'_> {
             misses,
             sets,
             deletes,
-        } = self.plugin.services.cache_stats.sum(&domains, window).await;
+        } = self.grant.service.stats.sum(&domains, window).await;
         Ok(WitStats {
             hits,
             misses,

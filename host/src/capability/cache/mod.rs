@@ -6,6 +6,10 @@
 //! fills misses through the domains' loaders, once per key across callers and hosts;
 //! `l1/` keeps in-process copies of chosen domains of the cache on Redis, coherent
 //! across hosts through Redis pub/sub.
+//!
+//! Wiring: [`connect`] builds the cache `host.toml` selects (with its statistics and
+//! read-through); [`CacheGrant`] is what one plugin's view reaches of it; [`link`]
+//! links the interface.
 
 mod host;
 pub mod l1;
@@ -15,6 +19,9 @@ pub mod redis;
 mod stats;
 
 use super::BackendResult;
+use crate::config::{HostConfig, KvBackend};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 pub use crate::bindings::techub::platform::cache::Priority;
@@ -109,4 +116,119 @@ pub struct DomainStats {
     pub sets: u64,
     /// Entries removed.
     pub deletes: u64,
+}
+
+/// The cache, connected: what every plugin's cache view and the host's own cache work
+/// (invalidation events, warming, the admin endpoint) go through.
+#[derive(Clone)]
+pub struct CacheService {
+    /// The entries.
+    pub backend: Arc<dyn CacheBackend>,
+    /// The cache on Redis with its L1s (the same object as `backend`), to reconfigure
+    /// them; `None` on the embedded cache.
+    pub l1: Option<Arc<l1::TwoLayerCache>>,
+    /// Hit/miss counters per domain and minute.
+    pub stats: Arc<CacheStats>,
+    /// Read-through and warming through the domains' loaders.
+    pub read_through: Arc<ReadThrough>,
+}
+
+/// The cache `config` selects: embedded, or on `redis` with the L1s it configures;
+/// statistics kept where the entries are; read-through leasing loads with `locks`.
+pub fn connect(
+    config: &HostConfig,
+    redis: Option<&crate::capability::redis_client::RedisClient>,
+    locks: Arc<dyn crate::capability::lock::LockBackend>,
+    metrics: Arc<crate::metrics::Metrics>,
+) -> CacheService {
+    let prefix = &config.host.key_prefix;
+    let retention = Duration::from_secs(config.cache.stats_retention_s);
+    let (backend, l1, stats): (Arc<dyn CacheBackend>, _, _) = match (config.backends.cache, redis) {
+        (KvBackend::Redis, Some(redis)) => {
+            let layered = l1::TwoLayerCache::new(
+                redis::RedisCache::new(redis.clone(), prefix),
+                &config.cache,
+                &config.redis,
+                metrics.clone(),
+            );
+            let stats = CacheStats::on_redis(metrics.clone(), retention, redis.clone(), prefix);
+            (layered.clone(), Some(layered), stats)
+        }
+        _ => (
+            Arc::new(memory::MemoryCache::new(
+                (config.cache.memory_budget_mib * 1024 * 1024) as usize,
+            )),
+            None,
+            CacheStats::in_process(metrics.clone(), retention),
+        ),
+    };
+    let stats = Arc::new(stats);
+    let read_through = Arc::new(ReadThrough::new(
+        backend.clone(),
+        locks,
+        stats.clone(),
+        metrics,
+        prefix,
+        redis.map(|r| r.layout()).unwrap_or_default(),
+    ));
+    CacheService {
+        backend,
+        l1,
+        stats,
+        read_through,
+    }
+}
+
+/// What one plugin's `cache` view reaches: its granted domains, the cache's limits,
+/// and the cache. Nothing of another capability, nor the rest of the configuration.
+pub struct CacheGrant {
+    /// The plugin's name, for the errors that tell it how to get a grant.
+    plugin: String,
+    /// Granted domain → default TTL in seconds.
+    pub granted: BTreeMap<String, u32>,
+    /// Every declared domain (an ungranted one is told apart from an unknown one).
+    declared: BTreeSet<String>,
+    /// `cache.max_bulk_keys`.
+    max_bulk_keys: u32,
+    /// The limits of entries and of loads (`domain_ttl` set per domain).
+    limits: LoadLimits,
+    /// The cache.
+    pub service: CacheService,
+}
+
+impl CacheGrant {
+    /// `plugin`'s grant under `config`.
+    pub fn new(plugin: &str, config: &HostConfig, service: CacheService) -> Self {
+        let section = config.plugins.get(plugin);
+        let granted = section
+            .map(|p| p.cache_domains.as_slice())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|d| config.cache.domains.get(d).map(|ttl| (d.clone(), *ttl)))
+            .collect();
+        Self {
+            plugin: plugin.to_string(),
+            granted,
+            declared: config.cache.domains.keys().cloned().collect(),
+            max_bulk_keys: config.cache.max_bulk_keys,
+            limits: LoadLimits::of(config, 0),
+            service,
+        }
+    }
+
+    /// The limits of a load into a domain of TTL `domain_ttl`.
+    fn load_limits(&self, domain_ttl: u32) -> LoadLimits {
+        LoadLimits {
+            domain_ttl,
+            ..self.limits
+        }
+    }
+}
+
+/// Links `cache` with [`CacheView`], the view `view` takes of an instance's state.
+pub fn link<T: Send + 'static>(
+    linker: &mut wasmtime::component::Linker<T>,
+    view: fn(&mut T) -> CacheView<'_>,
+) -> wasmtime::Result<()> {
+    crate::bindings::techub::platform::cache::add_to_linker::<T, HasCache>(linker, view)
 }

@@ -1,10 +1,11 @@
 //! The WIT `lock` interface: validation, retries, quotas and lease bookkeeping.
 
 use super::LeaseState;
+use super::LockGrant;
 use crate::bindings::techub::platform::lock::{
     Host, HostLease, LockError, LockOptions, LockStatus,
 };
-use crate::capability::{BackendError, Failure, PluginContext, Usage, unavailable_for_guest};
+use crate::capability::{BackendError, Failure, Usage, unavailable_for_guest};
 use crate::config::MIN_LOCK_TTL_MS;
 use crate::names::check_name;
 use std::collections::HashMap;
@@ -17,11 +18,11 @@ type Result<T> = std::result::Result<T, LockError>;
 pub type LockFailure = Failure<LockError>;
 type LockResult<T> = std::result::Result<T, LockFailure>;
 
-/// What the `lock` interface reaches of an instance: the plugin's lock namespace and
-/// limits (and through them the backend), this invocation's quotas, the resource
-/// table its leases live in, and the leases it still holds.
+/// What the `lock` interface reaches of an instance: the plugin's lock grant (its
+/// namespace, the limits, the locks), this invocation's quotas, the resource table
+/// its leases live in, and the leases it still holds.
 pub struct LockView<'a> {
-    plugin: &'a PluginContext,
+    grant: &'a LockGrant,
     usage: &'a mut Usage,
     table: &'a mut ResourceTable,
     /// Leases not yet released: token → namespaced key.
@@ -31,13 +32,13 @@ pub struct LockView<'a> {
 impl<'a> LockView<'a> {
     /// The view of one instance.
     pub fn new(
-        plugin: &'a PluginContext,
+        grant: &'a LockGrant,
         usage: &'a mut Usage,
         table: &'a mut ResourceTable,
         held: &'a mut HashMap<String, String>,
     ) -> Self {
         Self {
-            plugin,
+            grant,
             usage,
             table,
             held,
@@ -45,7 +46,7 @@ impl<'a> LockView<'a> {
     }
 
     fn charge_call(&mut self, function: &'static str) -> std::result::Result<(), String> {
-        self.usage.charge(self.plugin, "lock", function)
+        self.usage.charge("lock", function)
     }
 }
 
@@ -70,7 +71,7 @@ impl From<BackendError> for LockError {
 
 impl LockView<'_> {
     fn check_lock_options(&self, options: &LockOptions) -> Result<()> {
-        let limits = &self.plugin.config.lock;
+        let limits = &self.grant.limits;
         let bad = |m: String| Err(LockError::InvalidOptions(m));
         if options.ttl_ms < MIN_LOCK_TTL_MS || options.ttl_ms > limits.max_ttl_ms {
             return bad(format!(
@@ -96,27 +97,27 @@ impl LockView<'_> {
     async fn lock_acquire(&mut self, name: String, options: LockOptions) -> Result<LeaseState> {
         self.charge_call("acquire")
             .map_err(LockError::QuotaExceeded)?;
-        check_name(&name, self.plugin.config.host.max_key_length)
+        check_name(&name, self.grant.max_key_length)
             .map_err(|m| LockError::InvalidName(format!("name {m}")))?;
         self.check_lock_options(&options)?;
-        let max_leases = self.plugin.limits.max_leases;
+        let max_leases = self.grant.max_leases;
         if self.usage.leases >= max_leases {
             self.usage.over.leases = true;
             return Err(LockError::QuotaExceeded(format!(
                 "holds {max_leases} leases already"
             )));
         }
-        let key = format!("{}{name}", self.plugin.lock_prefix);
+        let key = format!("{}{name}", self.grant.prefix);
         let token = uuid::Uuid::new_v4().to_string();
         let ttl = Duration::from_millis(options.ttl_ms.into());
-        let locks = self.plugin.services.locks.clone();
+        let locks = self.grant.backend.clone();
         for attempt in 0..=options.max_retries {
             if attempt > 0 {
                 tokio::time::sleep(Duration::from_millis(options.retry_delay_ms.into())).await;
             }
             let started = Instant::now();
             if let Some(fence) = locks
-                .try_acquire(&key, &self.plugin.lock_fence, &token, ttl)
+                .try_acquire(&key, &self.grant.fence, &token, ttl)
                 .await?
             {
                 self.usage.leases += 1;
@@ -142,10 +143,10 @@ impl LockView<'_> {
     /// Releases every lease the instance still holds; called when it ends, trap
     /// included, so that a crashed plugin never keeps a lock until its TTL.
     pub async fn release_all(&mut self) {
-        let locks = self.plugin.services.locks.clone();
+        let locks = self.grant.backend.clone();
         for (token, key) in std::mem::take(self.held) {
             if let Err(error) = locks.release(&key, &token).await {
-                tracing::warn!(plugin = %self.plugin.name, %key, %error, "could not release a lease; it expires by its TTL");
+                tracing::warn!(plugin = %self.grant.plugin, %key, %error, "could not release a lease; it expires by its TTL");
             }
         }
         self.usage.leases = 0;
@@ -173,18 +174,17 @@ impl Host for LockView<'_> {
 
 impl HostLease for LockView<'_> {
     async fn name(&mut self, lease: Resource<LeaseState>) -> wasmtime::Result<String> {
-        self.usage.charge_or_trap(self.plugin, "lock", "name")?;
+        self.usage.charge_or_trap("lock", "name")?;
         Ok(self.table.get(&lease)?.name.clone())
     }
 
     async fn fencing_token(&mut self, lease: Resource<LeaseState>) -> wasmtime::Result<u64> {
-        self.usage
-            .charge_or_trap(self.plugin, "lock", "fencing_token")?;
+        self.usage.charge_or_trap("lock", "fencing_token")?;
         Ok(self.table.get(&lease)?.fence)
     }
 
     async fn status(&mut self, lease: Resource<LeaseState>) -> wasmtime::Result<LockStatus> {
-        self.usage.charge_or_trap(self.plugin, "lock", "status")?;
+        self.usage.charge_or_trap("lock", "status")?;
         let lease = self.table.get(&lease)?;
         Ok(if lease.released {
             LockStatus::Released
@@ -198,7 +198,7 @@ impl HostLease for LockView<'_> {
     async fn extend(&mut self, lease: Resource<LeaseState>, ttl_ms: u32) -> LockResult<()> {
         self.charge_call("extend")
             .map_err(LockError::QuotaExceeded)?;
-        let max = self.plugin.config.lock.max_ttl_ms;
+        let max = self.grant.limits.max_ttl_ms;
         if !(MIN_LOCK_TTL_MS..=max).contains(&ttl_ms) {
             return Err(LockError::InvalidOptions(format!(
                 "ttl-ms must be {MIN_LOCK_TTL_MS} to {max}, got {ttl_ms}"
@@ -215,7 +215,7 @@ impl HostLease for LockView<'_> {
         }
         let ttl = Duration::from_millis(ttl_ms.into());
         let started = Instant::now();
-        if !self.plugin.services.locks.extend(&key, &token, ttl).await? {
+        if !self.grant.backend.extend(&key, &token, ttl).await? {
             return Err(LockError::Expired.into());
         }
         self.table
@@ -235,7 +235,7 @@ impl HostLease for LockView<'_> {
         if released {
             return Err(LockError::Expired.into());
         }
-        let held = self.plugin.services.locks.release(&key, &token).await?;
+        let held = self.grant.backend.release(&key, &token).await?;
         self.table
             .get_mut(&lease)
             .map_err(LockFailure::trap)?
@@ -252,12 +252,7 @@ impl HostLease for LockView<'_> {
         if !lease.released {
             self.forget_lease(&lease.token);
             // An error here leaves the key to expire by its TTL, which is the contract.
-            let _ = self
-                .plugin
-                .services
-                .locks
-                .release(&lease.key, &lease.token)
-                .await;
+            let _ = self.grant.backend.release(&lease.key, &lease.token).await;
         }
         Ok(())
     }

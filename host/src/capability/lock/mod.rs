@@ -4,12 +4,17 @@
 //! token that grows with every grant of the key. The host layer (`host.rs`) namespaces
 //! names, enforces the seed's limits, retries, and releases every lease an instance
 //! still holds when it ends.
+//!
+//! Wiring: [`connect`] opens the locks `host.toml` selects; [`LockGrant`] is what one
+//! plugin's view reaches of them; [`link`] links the interface.
 
 mod host;
 pub mod memory;
 pub mod redis;
 
 use super::BackendResult;
+use crate::config::{HostConfig, KvBackend, LockConfig};
+use std::sync::Arc;
 
 pub use host::{HasLock, LockFailure, LockView};
 use std::time::{Duration, Instant};
@@ -49,4 +54,66 @@ pub struct LeaseState {
     pub expires_at: Instant,
     /// Whether it was released.
     pub released: bool,
+}
+
+/// The locks `config` selects: embedded, or on `redis`.
+pub fn connect(
+    config: &HostConfig,
+    redis: Option<&crate::capability::redis_client::RedisClient>,
+) -> Arc<dyn LockBackend> {
+    match (config.backends.lock, redis) {
+        (KvBackend::Redis, Some(redis)) => Arc::new(redis::RedisLocks::new(redis.clone())),
+        _ => Arc::new(memory::MemoryLocks::new()),
+    }
+}
+
+/// What one plugin's `lock` view reaches: its namespace and fencing counter, the
+/// limits of leases, and the locks. Nothing of another capability, nor the rest of
+/// the configuration.
+pub struct LockGrant {
+    /// The plugin's name, for the log.
+    plugin: String,
+    /// Prefix of its lock names: `<key_prefix>lock:<name>:`.
+    pub prefix: String,
+    /// The fencing counter of its locks: `<key_prefix>lock-fence:<name>`.
+    pub fence: String,
+    /// `host.max_key_length`.
+    max_key_length: usize,
+    /// `[lock]`.
+    limits: LockConfig,
+    /// The plugin's `limits.max_leases`.
+    max_leases: u32,
+    /// The locks.
+    backend: Arc<dyn LockBackend>,
+}
+
+impl LockGrant {
+    /// `plugin`'s grant under `config`; `layout` groups its keys on a Redis Cluster.
+    pub fn new(
+        plugin: &str,
+        config: &HostConfig,
+        layout: crate::capability::redis_client::KeyLayout,
+        backend: Arc<dyn LockBackend>,
+    ) -> Self {
+        let prefix = &config.host.key_prefix;
+        // Its locks share the slot of its fencing counter, which every acquire
+        // increments in the same script (on a cluster `<name>` is `{<name>}`).
+        Self {
+            plugin: plugin.to_string(),
+            prefix: format!("{prefix}lock:{}:", layout.group(plugin)),
+            fence: format!("{prefix}lock-fence:{}", layout.group(plugin)),
+            max_key_length: config.host.max_key_length,
+            limits: config.lock,
+            max_leases: config.limits_of(plugin).max_leases,
+            backend,
+        }
+    }
+}
+
+/// Links `lock` with [`LockView`], the view `view` takes of an instance's state.
+pub fn link<T: Send + 'static>(
+    linker: &mut wasmtime::component::Linker<T>,
+    view: fn(&mut T) -> LockView<'_>,
+) -> wasmtime::Result<()> {
+    crate::bindings::techub::platform::lock::add_to_linker::<T, HasLock>(linker, view)
 }

@@ -1,11 +1,12 @@
 //! The WIT `messaging` interface: grants, validation and quotas over the broker.
 
+use super::MessagingGrant;
 use super::request::Answering;
 use super::{Envelope, MessageStatus, now_ms};
 use crate::bindings::techub::platform::messaging::{
     Host, MessagingError, Priority, PublishOptions, Response,
 };
-use crate::capability::{Failure, PluginContext, Usage, unavailable_for_guest};
+use crate::capability::{Failure, Usage, unavailable_for_guest};
 use crate::names::routing::validate_routing_key;
 use std::time::Duration;
 use wasmtime::component::HasData;
@@ -13,10 +14,10 @@ use wasmtime::component::HasData;
 /// What a messaging host function fails with.
 pub type MessagingFailure = Failure<MessagingError>;
 
-/// What the `messaging` interface reaches of an instance: the plugin's publish grants
-/// and limits (and through them the broker), and this invocation's quotas.
+/// What the `messaging` interface reaches of an instance: the plugin's messaging grant
+/// (its patterns, the limits, the broker), and this invocation's quotas.
 pub struct MessagingView<'a> {
-    pub(super) plugin: &'a PluginContext,
+    pub(super) grant: &'a MessagingGrant,
     pub(super) usage: &'a mut Usage,
     /// The request this invocation handles, if its message asked for a reply.
     pub(super) answering: &'a mut Option<Answering>,
@@ -25,12 +26,12 @@ pub struct MessagingView<'a> {
 impl<'a> MessagingView<'a> {
     /// The view of one instance.
     pub fn new(
-        plugin: &'a PluginContext,
+        grant: &'a MessagingGrant,
         usage: &'a mut Usage,
         answering: &'a mut Option<Answering>,
     ) -> Self {
         Self {
-            plugin,
+            grant,
             usage,
             answering,
         }
@@ -85,12 +86,12 @@ impl MessagingView<'_> {
         &mut self,
         function: &'static str,
     ) -> std::result::Result<(), String> {
-        self.usage.charge(self.plugin, "messaging", function)
+        self.usage.charge("messaging", function)
     }
 
     /// Takes one publish off the invocation's quota.
     pub(super) fn take_publish(&mut self) -> Result<()> {
-        let max_publishes = self.plugin.limits.max_publishes;
+        let max_publishes = self.grant.max_publishes;
         if self.usage.publishes >= max_publishes {
             self.usage.over.publishes = true;
             return Err(MessagingError::QuotaExceeded(format!(
@@ -109,17 +110,17 @@ impl MessagingView<'_> {
         self.take_publish()?;
         validate_routing_key(&routing_key).map_err(MessagingError::InvalidRoutingKey)?;
         if !self
-            .plugin
+            .grant
             .publish
             .iter()
             .any(|grant| grant.matches(&routing_key))
         {
             return Err(MessagingError::NotPermitted(format!(
                 "{routing_key}: add {routing_key:?} (or a pattern covering it) to [plugins.{}].publish in host.toml",
-                self.plugin.name
+                self.grant.plugin
             )));
         }
-        let max = self.plugin.config.host.max_message_bytes;
+        let max = self.grant.max_message_bytes;
         if payload.len() > max {
             return Err(MessagingError::PayloadTooLarge(max as u64));
         }
@@ -128,7 +129,7 @@ impl MessagingView<'_> {
             .message_id
             .clone()
             .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-        let services = self.plugin.services.clone();
+        let services = &self.grant.service;
         let priority = match options.priority {
             Some(priority) => priority_level(priority),
             None => services.priorities.of(&routing_key),
@@ -147,11 +148,11 @@ impl MessagingView<'_> {
             attempt: 1,
             parked: None,
         };
-        let timeout = Duration::from_millis(self.plugin.config.messaging.confirm_timeout_ms);
+        let timeout = self.grant.confirm_timeout;
         let delay = options.delay_ms.map(Duration::from_millis);
         // Pending before the publish: a fast consumer may otherwise mark it done first.
         // An id known already keeps its status and owner.
-        let created = services.tracker.published(&id, Some(&self.plugin.name));
+        let created = services.tracker.published(&id, Some(&self.grant.plugin));
         let failure =
             match tokio::time::timeout(timeout, services.broker.publish(envelope, delay)).await {
                 Ok(Ok(())) => None,
@@ -271,10 +272,9 @@ impl Host for MessagingView<'_> {
     }
 
     async fn status(&mut self, message_id: String) -> wasmtime::Result<Option<MessageStatus>> {
-        self.usage
-            .charge_or_trap(self.plugin, "messaging", "status")?;
+        self.usage.charge_or_trap("messaging", "status")?;
         // Across hosts when statuses are shared through Redis.
-        let known = self.plugin.services.tracker.lookup(&message_id).await;
-        Ok(known.and_then(|snapshot| snapshot.status_for(&self.plugin.name)))
+        let known = self.grant.service.tracker.lookup(&message_id).await;
+        Ok(known.and_then(|snapshot| snapshot.status_for(&self.grant.plugin)))
     }
 }

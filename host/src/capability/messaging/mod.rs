@@ -4,6 +4,10 @@
 //! A [`Broker`] routes [`Envelope`]s by topic to queues, delivers them to one consumer
 //! per queue with a prefetch window, and settles each [`Delivery`] one of three ways:
 //! ack, retry after a delay (to the same queue only, attempt + 1) or dead-letter.
+//!
+//! Wiring: [`connect`] opens the broker `host.toml` selects, this host's reply queue
+//! and the message tracker; [`MessagingGrant`] is what one plugin's view reaches of
+//! them; [`link`] links the interface.
 
 pub mod amqp;
 mod host;
@@ -17,6 +21,7 @@ mod tracker;
 use super::BackendResult;
 use crate::config::DeadLetterConfig;
 pub use crate::config::Overflow;
+use std::sync::Arc;
 use std::time::Duration;
 
 pub use crate::bindings::techub::platform::messaging::MessageStatus;
@@ -322,4 +327,125 @@ pub fn now_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
+}
+
+/// The broker and what publishing needs beside it, connected.
+#[derive(Clone)]
+pub struct MessagingService {
+    /// The message broker.
+    pub broker: Arc<dyn Broker>,
+    /// This host's reply queue and the requests waiting on it.
+    pub replies: Arc<replies::Replies>,
+    /// Status per message and queue.
+    pub tracker: Arc<MessageTracker>,
+    /// The priority of publishes that name none, from the queue types that bind them.
+    pub priorities: Arc<DefaultPriorities>,
+    /// The Prometheus metrics (requests timed out).
+    pub metrics: Arc<crate::metrics::Metrics>,
+}
+
+/// How many message statuses the tracker remembers.
+const TRACKED_MESSAGES: usize = 100_000;
+
+/// The broker `config` selects (embedded, or RabbitMQ), this host's reply queue, and
+/// the tracker (sharing statuses through `redis` when there is one); a connection
+/// failure names the URL without its password.
+pub async fn connect(
+    config: &crate::config::HostConfig,
+    redis: Option<&crate::capability::redis_client::RedisClient>,
+    metrics: Arc<crate::metrics::Metrics>,
+) -> anyhow::Result<MessagingService> {
+    use anyhow::Context;
+    let broker: Arc<dyn Broker> = match config.backends.messaging {
+        crate::config::BrokerBackend::Memory => {
+            Arc::new(memory::MemoryBroker::new(config.dead_letter))
+        }
+        crate::config::BrokerBackend::Amqp => Arc::new(
+            amqp::AmqpBroker::connect(
+                &config.amqp,
+                config.dead_letter,
+                config.messaging,
+                metrics.clone(),
+                amqp::seal::DeathSeal::for_config(config)?,
+            )
+            .await?,
+        ),
+    };
+    let replies =
+        replies::Replies::open(broker.as_ref(), &config.amqp.queue_prefix, metrics.clone())
+            .await
+            .context("could not open the reply queue")?;
+    let tracker = MessageTracker::new(TRACKED_MESSAGES);
+    if let Some(redis) = redis {
+        let ttl = Duration::from_millis(config.messaging.status_ttl_ms);
+        let prefix = &config.host.key_prefix;
+        tracker.share_through(Arc::new(shared_status::SharedStatuses::new(
+            redis.clone(),
+            prefix,
+            ttl,
+        )));
+    }
+    Ok(MessagingService {
+        broker,
+        replies,
+        tracker: Arc::new(tracker),
+        priorities: Arc::default(),
+        metrics,
+    })
+}
+
+/// What one plugin's `messaging` view reaches: its publish and subscribe grants, the
+/// limits of messages, and the broker. Nothing of another capability, nor the rest
+/// of the configuration.
+pub struct MessagingGrant {
+    /// The plugin's name: the owner of what it publishes.
+    plugin: String,
+    /// Routing-key patterns it may publish to.
+    publish: Vec<crate::names::routing::TopicPattern>,
+    /// Routing-key patterns its subscriptions may bind.
+    pub subscribe: Vec<crate::names::routing::TopicPattern>,
+    /// The plugin's `limits.max_publishes`.
+    max_publishes: u32,
+    /// `host.max_message_bytes`.
+    max_message_bytes: usize,
+    /// `messaging.confirm_timeout_ms`.
+    confirm_timeout: Duration,
+    /// The broker.
+    service: MessagingService,
+}
+
+impl MessagingGrant {
+    /// `plugin`'s grant under `config`.
+    pub fn new(
+        plugin: &str,
+        config: &crate::config::HostConfig,
+        service: MessagingService,
+    ) -> Self {
+        let section = config.plugins.get(plugin);
+        // Patterns were validated with the config; an invalid one cannot reach here.
+        let patterns = |list: Option<&Vec<String>>| {
+            list.into_iter()
+                .flatten()
+                .filter_map(|p| crate::names::routing::TopicPattern::parse(p).ok())
+                .collect::<Vec<_>>()
+        };
+        Self {
+            plugin: plugin.to_string(),
+            publish: patterns(section.map(|p| &p.publish)),
+            subscribe: patterns(section.map(|p| &p.subscribe)),
+            max_publishes: config.limits_of(plugin).max_publishes,
+            max_message_bytes: config.host.max_message_bytes,
+            confirm_timeout: Duration::from_millis(config.messaging.confirm_timeout_ms),
+            service,
+        }
+    }
+}
+
+/// Links `messaging` with [`MessagingView`], the view `view` takes of an instance's
+/// state.
+pub fn link<T: Send + 'static>(
+    linker: &mut wasmtime::component::Linker<T>,
+    view: fn(&mut T) -> MessagingView<'_>,
+) -> wasmtime::Result<()> {
+    crate::bindings::techub::platform::messaging::add_to_linker::<T, HasMessaging>(linker, view)
 }

@@ -57,7 +57,7 @@ impl MessagingView<'_> {
                 "timeout-ms must be 1 to {MAX_REQUEST_TIMEOUT_MS}"
             )));
         }
-        let replies = self.plugin.services.replies.clone();
+        let replies = self.grant.service.replies.clone();
         // Waiting before the publish: a fast answer must find its caller.
         let awaited = replies.expect();
         options.reply_to = Some(replies.address().to_string());
@@ -73,7 +73,7 @@ impl MessagingView<'_> {
                 headers: reply.headers,
             }),
             None => {
-                self.plugin.services.metrics.request_timed_out();
+                self.grant.service.metrics.request_timed_out();
                 Err(MessagingError::Timeout(format!(
                     "no reply to {routing_key} within {timeout_ms} ms"
                 )))
@@ -88,7 +88,7 @@ impl MessagingView<'_> {
     ) -> Result<()> {
         self.charge_call("reply")
             .map_err(MessagingError::QuotaExceeded)?;
-        let replies = self.plugin.services.replies.clone();
+        let replies = self.grant.service.replies.clone();
         let Some(answering) = self.answering.clone() else {
             return Err(MessagingError::InvalidOptions(
                 "the message being handled asks for no reply".into(),
@@ -109,7 +109,7 @@ impl MessagingView<'_> {
             ));
         }
         self.take_publish()?;
-        let max = self.plugin.config.host.max_message_bytes;
+        let max = self.grant.max_message_bytes;
         if payload.len() > max {
             return Err(MessagingError::PayloadTooLarge(max as u64));
         }
@@ -139,8 +139,8 @@ impl MessagingView<'_> {
             attempt: 1,
             parked: None,
         };
-        let services = &self.plugin.services;
-        let timeout = Duration::from_millis(self.plugin.config.messaging.confirm_timeout_ms);
+        let services = &self.grant.service;
+        let timeout = self.grant.confirm_timeout;
         let failure =
             match tokio::time::timeout(timeout, services.broker.reply(&to, envelope)).await {
                 Ok(Ok(())) => None,

@@ -1,11 +1,12 @@
 //! The WIT `store` interface: namespacing, validation and quotas over a backend.
 
 use super::StoreBackend;
+use super::StoreGrant;
 use crate::bindings::techub::platform::store::{
     Host, KeyTtl, ListEnd, OpResult, ScanPage, ScoreRange, Scored, SetCondition, SetOptions,
     StoreError, StoreOp,
 };
-use crate::capability::{BackendError, Failure, PluginContext, Usage, unavailable_for_guest};
+use crate::capability::{BackendError, Failure, Usage, unavailable_for_guest};
 use crate::names::{check_name, glob};
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,7 +21,7 @@ type StoreResult<T> = std::result::Result<T, StoreFailure>;
 /// What the `store` interface reaches of an instance: the plugin's namespace and
 /// limits, this invocation's quotas, and the claims it made.
 pub struct StoreView<'a> {
-    plugin: &'a PluginContext,
+    grant: &'a StoreGrant,
     usage: &'a mut Usage,
     claims: &'a mut Vec<Claim>,
 }
@@ -38,13 +39,9 @@ const DONE: &[u8] = b"done";
 
 impl<'a> StoreView<'a> {
     /// The view of one instance.
-    pub fn new(
-        plugin: &'a PluginContext,
-        usage: &'a mut Usage,
-        claims: &'a mut Vec<Claim>,
-    ) -> Self {
+    pub fn new(grant: &'a StoreGrant, usage: &'a mut Usage, claims: &'a mut Vec<Claim>) -> Self {
         Self {
-            plugin,
+            grant,
             usage,
             claims,
         }
@@ -54,19 +51,19 @@ impl<'a> StoreView<'a> {
         &mut self,
         function: &'static str,
     ) -> std::result::Result<(), String> {
-        self.usage.charge(self.plugin, "store", function)
+        self.usage.charge("store", function)
     }
 
     /// Makes the claims of an invocation that ended `ok` final: `done`, for the
     /// lifetime they were asked for.
     pub async fn confirm_claims(&mut self) {
         for claim in std::mem::take(self.claims) {
-            let store = &self.plugin.services.store;
+            let store = &self.grant.backend;
             let confirmed = store
                 .set(&claim.key, DONE, Some(claim.ttl), SetCondition::Always)
                 .await;
             if let Err(error) = confirmed {
-                tracing::warn!(plugin = %self.plugin.name, %error, "could not confirm a claim; it expires with the invocation's timeout and a redelivery does the work again");
+                tracing::warn!(plugin = %self.grant.plugin, %error, "could not confirm a claim; it expires with the invocation's timeout and a redelivery does the work again");
             }
         }
     }
@@ -76,12 +73,12 @@ impl<'a> StoreView<'a> {
     /// (its work finished: `once` does so) stays, or the retry would repeat the work.
     pub async fn release_claims(&mut self) {
         for claim in std::mem::take(self.claims) {
-            let store = &self.plugin.services.store;
+            let store = &self.grant.backend;
             let released = store
                 .compare_and_swap(&claim.key, Some(PENDING), None, None)
                 .await;
             if let Err(error) = released {
-                tracing::warn!(plugin = %self.plugin.name, %error, "could not release the claim of a failed invocation; it lapses with the invocation's timeout");
+                tracing::warn!(plugin = %self.grant.plugin, %error, "could not release the claim of a failed invocation; it lapses with the invocation's timeout");
             }
         }
     }
@@ -146,18 +143,18 @@ impl StoreView<'_> {
         key: &str,
     ) -> Result<(Arc<dyn StoreBackend>, String)> {
         let key = self.store_key(function, key)?;
-        Ok((self.plugin.services.store.clone(), key))
+        Ok((self.grant.backend.clone(), key))
     }
 
     /// The store backend.
     pub(super) fn backend(&self) -> Arc<dyn StoreBackend> {
-        self.plugin.services.store.clone()
+        self.grant.backend.clone()
     }
 
     pub(super) fn namespaced(&self, key: &str) -> Result<String> {
-        check_name(key, self.plugin.config.host.max_key_length)
+        check_name(key, self.grant.max_key_length)
             .map_err(|m| StoreError::InvalidKey(format!("key {m}")))?;
-        Ok(format!("{}{key}", self.plugin.store_prefix))
+        Ok(format!("{}{key}", self.grant.prefix))
     }
 
     pub(super) fn check_items(&self, count: usize) -> Result<()> {
@@ -173,7 +170,7 @@ impl StoreView<'_> {
         &self,
         values: impl IntoIterator<Item = &'a [u8]>,
     ) -> Result<()> {
-        let max = self.plugin.config.store.max_value_bytes;
+        let max = self.grant.max_value_bytes;
         for value in values {
             if value.len() > max {
                 return Err(StoreError::ValueTooLarge(max as u64));
@@ -187,14 +184,11 @@ impl StoreView<'_> {
         self.charge_call(function)
             .map_err(StoreError::QuotaExceeded)?;
         glob::validate(pattern).map_err(StoreError::InvalidArgument)?;
-        Ok(format!(
-            "{}{pattern}",
-            glob::escape(&self.plugin.store_prefix)
-        ))
+        Ok(format!("{}{pattern}", glob::escape(&self.grant.prefix)))
     }
 
     fn strip(&self, keys: Vec<String>) -> Vec<String> {
-        let prefix = &self.plugin.store_prefix;
+        let prefix = &self.grant.prefix;
         keys.into_iter()
             .filter_map(|k| k.strip_prefix(prefix.as_str()).map(str::to_string))
             .collect()
@@ -216,9 +210,8 @@ impl Host for StoreView<'_> {
         self.check_values([value.as_slice()])?;
         let ttl = options.ttl_ms.map(nonzero_ttl).transpose()?;
         Ok(self
-            .plugin
-            .services
-            .store
+            .grant
+            .backend
             .set(&key, &value, ttl, options.condition)
             .await?)
     }
@@ -229,9 +222,9 @@ impl Host for StoreView<'_> {
         // Pending until the invocation ends `ok`, and only as long as it can run: a
         // host that dies mid-invocation leaves a claim that lapses, so the broker's
         // redelivery does the work instead of finding it claimed for good.
-        let timeout = Duration::from_millis(u64::from(self.plugin.limits.timeout_ms));
+        let timeout = self.grant.invocation_timeout;
         let pending = ttl.min(timeout + Duration::from_secs(1));
-        let store = self.plugin.services.store.clone();
+        let store = self.grant.backend.clone();
         let claimed = store
             .set(&key, PENDING, Some(pending), SetCondition::IfAbsent)
             .await?;
@@ -249,7 +242,7 @@ impl Host for StoreView<'_> {
             .iter()
             .map(|k| self.namespaced(k))
             .collect::<Result<Vec<_>>>()?;
-        Ok(self.plugin.services.store.delete(&keys).await?)
+        Ok(self.grant.backend.delete(&keys).await?)
     }
 
     async fn exists(&mut self, key: String) -> StoreResult<bool> {
@@ -260,9 +253,8 @@ impl Host for StoreView<'_> {
     async fn expire(&mut self, key: String, ttl_ms: u64) -> StoreResult<bool> {
         let key = self.store_key("expire", &key)?;
         Ok(self
-            .plugin
-            .services
-            .store
+            .grant
+            .backend
             .expire(&key, nonzero_ttl(ttl_ms)?)
             .await?)
     }
@@ -296,7 +288,7 @@ impl Host for StoreView<'_> {
                 StoreError::InvalidArgument("hash-set needs at least one field".into()).into(),
             );
         }
-        Ok(self.plugin.services.store.hash_set(&key, &fields).await?)
+        Ok(self.grant.backend.hash_set(&key, &fields).await?)
     }
 
     async fn hash_get_all(&mut self, key: String) -> StoreResult<Vec<(String, Vec<u8>)>> {
@@ -307,12 +299,7 @@ impl Host for StoreView<'_> {
     async fn hash_delete(&mut self, key: String, fields: Vec<String>) -> StoreResult<u32> {
         let key = self.store_key("hash_delete", &key)?;
         self.check_items(fields.len())?;
-        Ok(self
-            .plugin
-            .services
-            .store
-            .hash_delete(&key, &fields)
-            .await?)
+        Ok(self.grant.backend.hash_delete(&key, &fields).await?)
     }
 
     async fn hash_incr_by(&mut self, key: String, field: String, delta: i64) -> StoreResult<i64> {
@@ -334,12 +321,7 @@ impl Host for StoreView<'_> {
                 StoreError::InvalidArgument("list-push needs at least one value".into()).into(),
             );
         }
-        Ok(self
-            .plugin
-            .services
-            .store
-            .list_push(&key, end, &values)
-            .await?)
+        Ok(self.grant.backend.list_push(&key, end, &values).await?)
     }
 
     async fn list_pop(
@@ -353,12 +335,7 @@ impl Host for StoreView<'_> {
             return Err(StoreError::InvalidArgument("count must be at least 1".into()).into());
         }
         self.check_items(count as usize)?;
-        Ok(self
-            .plugin
-            .services
-            .store
-            .list_pop(&key, end, count)
-            .await?)
+        Ok(self.grant.backend.list_pop(&key, end, count).await?)
     }
 
     async fn list_range(
@@ -385,7 +362,7 @@ impl Host for StoreView<'_> {
                 StoreError::InvalidArgument("set-add needs at least one member".into()).into(),
             );
         }
-        Ok(self.plugin.services.store.set_add(&key, &members).await?)
+        Ok(self.grant.backend.set_add(&key, &members).await?)
     }
 
     async fn set_remove(&mut self, key: String, members: Vec<Vec<u8>>) -> StoreResult<u32> {
@@ -394,12 +371,7 @@ impl Host for StoreView<'_> {
         if members.is_empty() {
             return Ok(0);
         }
-        Ok(self
-            .plugin
-            .services
-            .store
-            .set_remove(&key, &members)
-            .await?)
+        Ok(self.grant.backend.set_remove(&key, &members).await?)
     }
 
     async fn set_members(&mut self, key: String) -> StoreResult<Vec<Vec<u8>>> {
@@ -487,9 +459,8 @@ impl Host for StoreView<'_> {
         let pattern = self.namespaced_pattern("scan", &pattern)?;
         let count = count.clamp(1, MAX_SCAN_COUNT);
         let (keys, cursor) = self
-            .plugin
-            .services
-            .store
+            .grant
+            .backend
             .scan(&pattern, cursor.as_deref(), count)
             .await?;
         Ok(ScanPage {
@@ -500,7 +471,7 @@ impl Host for StoreView<'_> {
 
     async fn delete_matching(&mut self, pattern: String) -> StoreResult<u64> {
         let pattern = self.namespaced_pattern("delete_matching", &pattern)?;
-        let store = self.plugin.services.store.clone();
+        let store = self.grant.backend.clone();
         let mut deleted = 0u64;
         let mut cursor: Option<String> = None;
         loop {

@@ -5,6 +5,9 @@
 //! from scan results, so a backend knows nothing of plugins and a guest key cannot
 //! leave its namespace.
 //!
+//! Wiring: [`connect`] opens the store `host.toml` selects; [`StoreGrant`] is what one
+//! plugin's view reaches of it; [`link`] links the interface.
+//!
 //! Files: `host.rs` (the WIT `Host` impl), `atomic.rs` (transactions), `sorted.rs` (sorted sets and
 //! compare-and-swap: the host side, and the ordering the embedded store shares),
 //! `memory.rs`, `redis.rs`.
@@ -16,6 +19,8 @@ pub mod redis;
 mod sorted;
 
 use super::BackendResult;
+use crate::config::{HostConfig, KvBackend};
+use std::sync::Arc;
 use std::time::Duration;
 
 pub use crate::bindings::techub::platform::store::{KeyTtl, ListEnd, ScoreRange, SetCondition};
@@ -178,4 +183,60 @@ pub trait StoreBackend: Send + Sync {
         cursor: Option<&str>,
         count: u32,
     ) -> BackendResult<(Vec<String>, Option<String>)>;
+}
+
+/// The store `config` selects: embedded, or on `redis`.
+pub fn connect(
+    config: &HostConfig,
+    redis: Option<&crate::capability::redis_client::RedisClient>,
+) -> Arc<dyn StoreBackend> {
+    match (config.backends.store, redis) {
+        (KvBackend::Redis, Some(redis)) => Arc::new(redis::RedisStore::new(redis.clone())),
+        _ => Arc::new(memory::MemoryStore::new(
+            (config.store.memory_budget_mib * 1024 * 1024) as usize,
+        )),
+    }
+}
+
+/// What one plugin's `store` view reaches: its namespace, the store's limits, and the
+/// store. Nothing of another capability, nor the rest of the configuration.
+pub struct StoreGrant {
+    /// The plugin's name, for the log.
+    plugin: String,
+    /// Prefix of its keys: `<key_prefix>store:<name>:`.
+    pub prefix: String,
+    /// `host.max_key_length`.
+    max_key_length: usize,
+    /// `store.max_value_bytes`.
+    max_value_bytes: usize,
+    /// Longest a claim stays pending: the plugin's `limits.timeout_ms`.
+    invocation_timeout: Duration,
+    /// The store.
+    backend: Arc<dyn StoreBackend>,
+}
+
+impl StoreGrant {
+    /// `plugin`'s grant under `config`.
+    pub fn new(plugin: &str, config: &HostConfig, backend: Arc<dyn StoreBackend>) -> Self {
+        Self {
+            plugin: plugin.to_string(),
+            // A plugin's store keys hash whole (or by their own `{tag}`), so they
+            // spread over a cluster.
+            prefix: format!("{}store:{plugin}:", config.host.key_prefix),
+            max_key_length: config.host.max_key_length,
+            max_value_bytes: config.store.max_value_bytes,
+            invocation_timeout: Duration::from_millis(u64::from(
+                config.limits_of(plugin).timeout_ms,
+            )),
+            backend,
+        }
+    }
+}
+
+/// Links `store` with [`StoreView`], the view `view` takes of an instance's state.
+pub fn link<T: Send + 'static>(
+    linker: &mut wasmtime::component::Linker<T>,
+    view: fn(&mut T) -> StoreView<'_>,
+) -> wasmtime::Result<()> {
+    crate::bindings::techub::platform::store::add_to_linker::<T, HasStore>(linker, view)
 }
