@@ -234,11 +234,11 @@ async fn main() -> anyhow::Result<()> {
                 correlation_id,
                 headers,
             };
-            publish(&admin, &routing_key, payload, &message).await
+            cli::ops::publish(&admin, &routing_key, payload, &message).await
         }
-        Command::Plugins { admin, json: true } => show(&admin, "/plugins").await,
+        Command::Plugins { admin, json: true } => cli::ops::show(&admin, "/plugins").await,
         Command::Plugins { admin, json: false } => cli::ops::plugins(&admin).await,
-        Command::DeadLetters { admin } => show(&admin, "/dead-letters").await,
+        Command::DeadLetters { admin } => cli::ops::show(&admin, "/dead-letters").await,
         Command::Dlq { command, admin } => cli::ops::dlq(&admin, command).await,
         Command::CacheStats {
             domain,
@@ -318,7 +318,7 @@ async fn main() -> anyhow::Result<()> {
             plugin: Some(plugin),
             config,
             name,
-        } => check_plugin(&plugin, &config, name).await,
+        } => cli::check::check_plugin(&plugin, &config, name).await,
     }
 }
 
@@ -412,127 +412,9 @@ async fn reload_on_sighup(platform: Arc<Platform>, path: PathBuf) {
     }
 }
 
-/// `techub-host check <plugin.wasm>`: loads the plugin as the host would, on the
-/// embedded backends, and says what it would be refused.
-async fn check_plugin(
-    plugin: &std::path::Path,
-    config: &std::path::Path,
-    name: Option<String>,
-) -> anyhow::Result<()> {
-    let mut config = HostConfig::load(config)?;
-    // Offline: nothing to connect to, nothing written to the compiled cache.
-    config.backends = Default::default();
-    config.host.compile_cache = false;
-    let name = match name {
-        Some(name) => name,
-        None => techub_host::plugins::plugin_name(plugin).with_context(|| {
-            format!(
-                "{} is not named <name>.wasm with a valid plugin name; pass --name",
-                plugin.display()
-            )
-        })?,
-    };
-    let config = Arc::new(config);
-    let services = Arc::new(techub_host::platform::connect_services(&config).await?);
-    let runtime = Arc::new(techub_host::runtime::Runtime::new(&config)?);
-    let bytes =
-        techub_host::plugins::read_plugin_file(plugin, config.host.max_plugin_bytes).await?;
-    let hash = techub_host::runtime::content_hash(&bytes);
-    let as_named = plugin.with_file_name(format!("{name}.wasm"));
-    match techub_host::plugins::load_bytes(
-        &runtime,
-        &as_named,
-        bytes,
-        hash.clone(),
-        config.clone(),
-        services,
-    )
-    .await
-    {
-        Ok(loaded) => {
-            println!(
-                "{}: ok, plugin {name}, version {}",
-                plugin.display(),
-                &hash[..12]
-            );
-            for s in &loaded.subscriptions {
-                println!("  consumes queue type {} via {:?}", s.queue, s.routing_keys);
-            }
-            let grants = config.plugins.get(&name).cloned().unwrap_or_default();
-            println!("  cache domains granted: {:?}", grants.cache_domains);
-            println!("  may publish to: {:?}", grants.publish);
-            let loads: Vec<&String> = config
-                .cache
-                .loaders
-                .iter()
-                .filter(|(_, plugin)| **plugin == name)
-                .map(|(domain, _)| domain)
-                .collect();
-            match (loaded.pre.has_loader(), loads.is_empty()) {
-                (true, false) => println!("  loads cache domains: {loads:?}"),
-                (true, true) => println!(
-                    "  exports a cache loader; no domain names it (add <domain> = \"{name}\" to [cache.loaders])"
-                ),
-                (false, false) => {
-                    println!(
-                        "  refused as the loader of {loads:?}: it exports no loader (#[loader] in the SDK)"
-                    );
-                    std::process::exit(1);
-                }
-                (false, true) => {}
-            }
-            Ok(())
-        }
-        Err(error) => {
-            println!("{}: refused: {error}", plugin.display());
-            std::process::exit(1);
-        }
-    }
-}
-
 /// `name=value`, for `--header`.
 fn parse_header(text: &str) -> Result<(String, String), String> {
     text.split_once('=')
         .map(|(name, value)| (name.to_string(), value.to_string()))
         .ok_or_else(|| format!("{text:?} is not name=value"))
-}
-
-async fn publish(
-    admin: &Admin,
-    routing_key: &str,
-    payload: String,
-    message: &techub_host::admin::client::Publish,
-) -> anyhow::Result<()> {
-    let (status, body) = techub_host::admin::client::publish_message(
-        &admin.admin,
-        admin.token.as_deref(),
-        routing_key,
-        payload.into_bytes(),
-        message,
-    )
-    .await
-    .with_context(|| {
-        format!(
-            "could not publish through the admin endpoint at {}; is `cargo xtask run` running?",
-            admin.admin
-        )
-    })?;
-    println!("{status}\n{body}");
-    anyhow::ensure!(status == 202, "publish failed");
-    Ok(())
-}
-
-async fn show(admin: &Admin, path: &str) -> anyhow::Result<()> {
-    let (status, body) =
-        techub_host::admin::client::get(&admin.admin, admin.token.as_deref(), path)
-            .await
-            .with_context(|| {
-                format!(
-                    "could not reach the admin endpoint at {}; is the host running?",
-                    admin.admin
-                )
-            })?;
-    println!("{body}");
-    anyhow::ensure!(status == 200, "the admin endpoint answered {status}");
-    Ok(())
 }

@@ -66,7 +66,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use techub_host::Platform;
 use techub_host::capability::cache::{CacheWrite, Priority};
-use techub_host::capability::messaging::{Consumer, QueueSpec};
+use techub_host::capability::messaging::{Consumer, open_watch};
 use techub_host::capability::store::SetCondition;
 use techub_host::config::{HostConfig, LimitOverrides};
 use techub_host::plugins::build::PluginCrate;
@@ -382,19 +382,13 @@ impl Builder {
 
 /// A queue of the kit's own bound to every routing key: what the plugin publishes.
 async fn open_sink(platform: &Platform) -> anyhow::Result<Box<dyn Consumer>> {
-    let spec = QueueSpec {
-        name: format!("testkit.published.{}", uuid::Uuid::new_v4().simple()),
-        bindings: vec!["#".into()],
-        durable: false,
-        limits: Default::default(),
-    };
-    let broker = &platform.services.broker;
-    broker
-        .declare_queue(&spec)
-        .await
-        .map_err(anyhow::Error::msg)?;
-    broker
-        .consume(&spec.name, 100)
-        .await
-        .map_err(anyhow::Error::msg)
+    let name = format!("testkit.published.{}", uuid::Uuid::new_v4().simple());
+    open_watch(
+        platform.services.broker.as_ref(),
+        &name,
+        vec!["#".into()],
+        100,
+    )
+    .await
+    .map_err(anyhow::Error::msg)
 }

@@ -529,21 +529,15 @@ pub async fn sink(
     platform: &techub_host::Platform,
     bindings: &[&str],
 ) -> Box<dyn techub_host::capability::messaging::Consumer> {
-    let spec = techub_host::capability::messaging::QueueSpec {
-        name: unique("sink"),
-        bindings: bindings.iter().map(|b| b.to_string()).collect(),
-        durable: false,
-        limits: Default::default(),
-    };
-    let broker = &platform.services.broker;
-    broker
-        .declare_queue(&spec)
-        .await
-        .expect("the sink queue is declared");
-    broker
-        .consume(&spec.name, 10)
-        .await
-        .expect("the sink queue is consumed")
+    let bindings = bindings.iter().map(|b| b.to_string()).collect();
+    techub_host::capability::messaging::open_watch(
+        platform.services.broker.as_ref(),
+        &unique("sink"),
+        bindings,
+        10,
+    )
+    .await
+    .expect("the sink queue is declared and consumed")
 }
 
 /// Publishes `user.created` for the user `id` as the operator; the message id.

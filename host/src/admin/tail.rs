@@ -10,7 +10,7 @@
 
 use super::dead_letters::payload_preview;
 use crate::Platform;
-use crate::capability::messaging::{Broker, Envelope, QueueSpec};
+use crate::capability::messaging::{Broker, Envelope, open_watch};
 use crate::names::routing::TopicPattern;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
@@ -38,20 +38,10 @@ pub(super) async fn tail(
         platform.config().amqp.queue_prefix,
         uuid::Uuid::new_v4().simple()
     );
-    let spec = QueueSpec {
-        name: queue.clone(),
-        bindings: vec![pattern.clone()],
-        durable: false,
-        limits: Default::default(),
-    };
-    let consumer = match broker.declare_queue(&spec).await {
-        Ok(()) => broker.consume(&queue, 64).await,
-        Err(error) => Err(error),
-    };
-    let mut consumer = match consumer {
+    let opened = open_watch(broker.as_ref(), &queue, vec![pattern.clone()], 64).await;
+    let mut consumer = match opened {
         Ok(consumer) => consumer,
         Err(error) => {
-            let _ = broker.delete_queue(&queue).await;
             let body = json!({ "error": format!("could not tail {pattern:?}: {error}") });
             return (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response();
         }

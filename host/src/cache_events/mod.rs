@@ -10,7 +10,9 @@
 //! invalidations; a backend failure retries it (up to [`MAX_ATTEMPTS`]), and an event
 //! that cannot apply (not JSON, a field missing) is dead-lettered with the reason,
 //! never crashing the consumer. Rules change with `host.toml`: the queue's bindings
-//! follow them.
+//! follow them. The consumer runs on the loop plugins' consumers run on
+//! ([`crate::dispatch::consume`]), one event at a time, and drains like them at
+//! shutdown.
 //!
 //! # Layout
 //! `mod.rs` (the queue, its bindings and consumer), `rules.rs` (rules and templates).
@@ -68,7 +70,7 @@ pub struct CacheEvents {
     rules: ArcSwap<Vec<Rule>>,
     /// The bindings made; also keeps two applies from interleaving.
     bound: tokio::sync::Mutex<Vec<String>>,
-    consumer: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    consumer: Mutex<Option<crate::dispatch::ConsumerHandle>>,
     counters: Counters,
 }
 
@@ -151,30 +153,51 @@ impl CacheEvents {
         if self.lock_consumer().is_some() {
             return Ok(());
         }
-        let mut consumer = self.broker.consume(&self.queue, PREFETCH).await?;
-        let this = self.clone();
-        let task = tokio::spawn(async move {
-            while let Some(delivery) = consumer.next().await {
-                this.handle(delivery).await;
-            }
-            tracing::warn!(queue = %this.queue, "the cache invalidation consumer ended");
-        });
-        *self.lock_consumer() = Some(task);
+        let consumer = self.broker.consume(&self.queue, PREFETCH).await?;
+        // One event at a time, in the order they come: a rule's invalidations of one
+        // entity apply in the order its events were published.
+        let handle = crate::dispatch::ConsumerHandle::spawn(
+            self.clone(),
+            consumer,
+            "cache-invalidation",
+            &self.queue,
+            PREFETCH,
+            true,
+        );
+        *self.lock_consumer() = Some(handle);
         Ok(())
     }
 
-    /// Stops consuming (at shutdown); events in flight go back to the queue.
-    pub fn stop(&self) {
-        if let Some(task) = self.lock_consumer().take() {
-            task.abort();
+    /// Events being applied now.
+    pub fn in_flight(&self) -> usize {
+        self.lock_consumer()
+            .as_ref()
+            .map_or(0, crate::dispatch::ConsumerHandle::in_flight)
+    }
+
+    /// Stops consuming (at shutdown): the event being applied is finished and settled,
+    /// the ones the broker sent ahead go back to the queue.
+    pub async fn stop(&self) {
+        let handle = self.lock_consumer().take();
+        if let Some(handle) = handle {
+            handle.stop();
+            handle.drained().await;
         }
     }
 
-    fn lock_consumer(&self) -> std::sync::MutexGuard<'_, Option<tokio::task::JoinHandle<()>>> {
+    /// Stops taking events, without waiting for the one being applied (a host dropped
+    /// without a shutdown).
+    pub fn cancel(&self) {
+        if let Some(handle) = self.lock_consumer().as_ref() {
+            handle.stop();
+        }
+    }
+
+    fn lock_consumer(&self) -> std::sync::MutexGuard<'_, Option<crate::dispatch::ConsumerHandle>> {
         self.consumer.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    async fn handle(&self, delivery: Box<dyn Delivery>) {
+    async fn handle_event(&self, delivery: Box<dyn Delivery>) {
         if let Some(reason) = delivery.envelope().parked.clone() {
             // Refused by the full dead-letter queue before: dead-lettered again.
             return self.dead_letter(delivery, &reason).await;
@@ -242,5 +265,16 @@ impl CacheEvents {
         if let Err(error) = delivery.dead_letter(reason).await {
             tracing::error!(%error, "could not dead-letter a cache invalidation event; it comes again");
         }
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::dispatch::consume::Handler for CacheEvents {
+    fn name(&self) -> String {
+        self.queue.clone()
+    }
+
+    async fn handle(self: Arc<Self>, delivery: Box<dyn Delivery>) {
+        self.handle_event(delivery).await
     }
 }

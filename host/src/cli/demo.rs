@@ -11,7 +11,7 @@
 use std::path::Path;
 use std::time::Duration;
 use techub_host::Platform;
-use techub_host::capability::messaging::QueueSpec;
+use techub_host::capability::messaging::open_watch;
 use techub_host::config::HostConfig;
 
 /// How long the flow may take before the demo reports what it saw.
@@ -70,21 +70,15 @@ pub async fn run(path: &Path) -> anyhow::Result<()> {
     for error in platform.load_errors().await {
         println!("demo: not loaded: {error}");
     }
-    let spec = QueueSpec {
-        name: format!("demo.watch.{}", uuid::Uuid::new_v4().simple()),
-        bindings: vec!["#".into()],
-        durable: false,
-        limits: Default::default(),
-    };
-    let broker = &platform.services.broker;
-    broker
-        .declare_queue(&spec)
-        .await
-        .map_err(anyhow::Error::msg)?;
-    let mut watch = broker
-        .consume(&spec.name, 100)
-        .await
-        .map_err(anyhow::Error::msg)?;
+    let name = format!("demo.watch.{}", uuid::Uuid::new_v4().simple());
+    let mut watch = open_watch(
+        platform.services.broker.as_ref(),
+        &name,
+        vec!["#".into()],
+        100,
+    )
+    .await
+    .map_err(anyhow::Error::msg)?;
     // Every message on the exchange, as it passes: the plugins' reactions.
     let printer = tokio::spawn(async move {
         while let Some(delivery) = watch.next().await {

@@ -1,6 +1,8 @@
-//! The subcommands that talk to a running host, beyond `publish` and `plugins`; and
-//! `new`, which scaffolds a plugin crate, and `dev`, which builds, runs and reloads it.
+//! The subcommands: those that talk to a running host (`ops`), `check` (a plugin
+//! loaded offline), `new`, which scaffolds a plugin crate, `dev`, which builds, runs
+//! and reloads it, and `demo`.
 
+pub mod check;
 pub mod demo;
 pub mod dev;
 pub mod new;

@@ -1,4 +1,5 @@
-//! The operations subcommands: `cache-stats`, `cache-warm`, `dlq ...`, `status` and `tail`, each a
+//! The operations subcommands: `publish`, `cache-stats`, `cache-warm`, `dlq ...`, `status`,
+//! `tail` and the raw answers (`plugins --json`, `dead-letters`), each a
 //! call to a running host's admin endpoint, printed for people.
 
 use super::Admin;
@@ -331,5 +332,47 @@ pub async fn dlq(admin: &Admin, command: Dlq) -> anyhow::Result<()> {
             println!("purged {}", done["purged"]);
         }
     }
+    Ok(())
+}
+
+/// `techub-host publish`: a message published through the admin endpoint.
+pub async fn publish(
+    admin: &Admin,
+    routing_key: &str,
+    payload: String,
+    message: &client::Publish,
+) -> anyhow::Result<()> {
+    let (status, body) = client::publish_message(
+        &admin.admin,
+        admin.token.as_deref(),
+        routing_key,
+        payload.into_bytes(),
+        message,
+    )
+    .await
+    .with_context(|| {
+        format!(
+            "could not publish through the admin endpoint at {}; is `cargo xtask run` running?",
+            admin.admin
+        )
+    })?;
+    println!("{status}\n{body}");
+    anyhow::ensure!(status == 202, "publish failed");
+    Ok(())
+}
+
+/// The admin endpoint's answer at `path`, printed as it is (`plugins --json`,
+/// `dead-letters`).
+pub async fn show(admin: &Admin, path: &str) -> anyhow::Result<()> {
+    let (status, body) = client::get(&admin.admin, admin.token.as_deref(), path)
+        .await
+        .with_context(|| {
+            format!(
+                "could not reach the admin endpoint at {}; is the host running?",
+                admin.admin
+            )
+        })?;
+    println!("{body}");
+    anyhow::ensure!(status == 200, "the admin endpoint answered {status}");
     Ok(())
 }

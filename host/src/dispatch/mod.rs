@@ -19,6 +19,7 @@
 //! next delivery (`idle.rs`).
 
 pub mod backoff;
+pub mod consume;
 mod idle;
 mod settle;
 
@@ -52,6 +53,33 @@ pub struct ConsumerHandle {
 }
 
 impl ConsumerHandle {
+    /// Runs `consumer` of `queue` into `handler` on the consumer loop ([`consume::run`]).
+    pub fn spawn<H: consume::Handler>(
+        handler: Arc<H>,
+        consumer: Box<dyn Consumer>,
+        queue_type: &str,
+        queue: &str,
+        prefetch: u16,
+        inline: bool,
+    ) -> Self {
+        let (cancel, in_flight) = (CancellationToken::new(), TaskTracker::new());
+        let task = tokio::spawn(consume::run(
+            handler,
+            consumer,
+            inline,
+            cancel.clone(),
+            in_flight.clone(),
+        ));
+        Self {
+            queue_type: queue_type.to_string(),
+            queue: queue.to_string(),
+            prefetch,
+            cancel,
+            in_flight,
+            task: Some(task),
+        }
+    }
+
     /// Deliveries being handled now.
     pub fn in_flight(&self) -> usize {
         self.in_flight.len()
@@ -118,92 +146,52 @@ pub async fn start(
         backoff: Default::default(),
         idle: Default::default(),
     });
-    let (cancel, in_flight) = (CancellationToken::new(), TaskTracker::new());
-    let task = tokio::spawn(run(
+    // With a window of one, the broker sends the next delivery only once this one is
+    // settled: handled in the loop, without a task to spawn and wake.
+    Ok(ConsumerHandle::spawn(
         worker,
         consumer,
+        queue_type,
+        &spec.name,
         prefetch,
-        cancel.clone(),
-        in_flight.clone(),
-    ));
-    Ok(ConsumerHandle {
-        queue_type: queue_type.to_string(),
-        queue: spec.name.clone(),
-        prefetch,
-        cancel,
-        in_flight,
-        task: Some(task),
-    })
+        prefetch <= 1,
+    ))
 }
 
-/// The consumer's loop: each delivery a tracked task, until cancelled; then drain.
-async fn run(
-    worker: Arc<Worker>,
-    mut consumer: Box<dyn Consumer>,
-    prefetch: u16,
-    cancel: CancellationToken,
-    in_flight: TaskTracker,
-) {
-    'deliveries: loop {
-        let next = {
-            let next = consumer.next();
-            tokio::pin!(next);
-            loop {
-                // (No timer to arm for a plugin that keeps no instances.)
-                let keeping = worker.reuses() || !worker.idle.is_empty();
-                let idle_release = worker.idle_release();
-                tokio::select! {
-                    biased;
-                    _ = cancel.cancelled() => break 'deliveries,
-                    next = &mut next => break next,
-                    // No delivery for a while, or another invocation needs a slot: the
-                    // kept instances (if any) free theirs.
-                    _ = tokio::time::sleep(idle_release), if keeping => worker.idle.clear(),
-                    _ = worker.runtime.slots.until_wanted(), if keeping => worker.idle.clear(),
-                }
-            }
-        };
-        let Some(delivery) = next else {
-            tracing::warn!(plugin = %worker.plugin, queue = %worker.queue, "consumer closed");
-            break;
-        };
-        let span = worker.span(delivery.as_ref());
-        let handling = {
-            let worker = worker.clone();
-            async move { worker.handle(delivery).await }.instrument(span)
-        };
-        // Looked at as each delivery arrives, so that the invocations which finished
-        // while it was awaited count.
-        let after = worker
-            .versions
-            .load()
-            .context
-            .limits
-            .backoff_after_violations;
-        match worker.backoff.pause(after) {
-            // With a window of one, the broker sends the next delivery only once this
-            // one is settled: handled here, without a task to spawn and wake.
-            None if prefetch <= 1 => in_flight.track_future(handling).await,
-            // The prefetch window bounds how many of these run at once.
-            None => drop(in_flight.spawn(handling)),
-            // Backed off: a pause, then this one alone. A stop during the pause leaves
-            // it unsettled: back to the queue.
-            Some(pause) => {
-                tokio::select! {
-                    biased;
-                    _ = cancel.cancelled() => break,
-                    _ = tokio::time::sleep(pause) => {}
-                }
-                let _ = in_flight.spawn(handling).await;
-            }
-        }
+#[async_trait::async_trait]
+impl consume::Handler for Worker {
+    fn name(&self) -> String {
+        format!("{} ({})", self.queue, self.plugin)
     }
-    consumer.stop().await;
-    in_flight.close();
-    in_flight.wait().await;
-    worker.idle.clear();
-    consumer.close().await;
-    tracing::info!(plugin = %worker.plugin, queue = %worker.queue, "consumer drained and closed");
+
+    async fn handle(self: Arc<Self>, delivery: Box<dyn Delivery>) {
+        let span = self.span(delivery.as_ref());
+        self.handle_delivery(delivery).instrument(span).await
+    }
+
+    /// Looked at as each delivery arrives, so that the invocations which finished
+    /// while it was awaited count.
+    fn pause(&self) -> Option<std::time::Duration> {
+        let after = self.versions.load().context.limits.backoff_after_violations;
+        self.backoff.pause(after)
+    }
+
+    /// No delivery for a while, or another invocation needs a slot: the kept
+    /// instances (if any) free theirs. (No timer to arm for a plugin that keeps none.)
+    async fn idle(&self) {
+        if !self.reuses() && self.idle.is_empty() {
+            return std::future::pending().await;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(self.idle_release()) => {}
+            _ = self.runtime.slots.until_wanted() => {}
+        }
+        self.idle.clear();
+    }
+
+    fn drained(&self) {
+        self.idle.clear();
+    }
 }
 
 /// Everything one subscription's deliveries need.
@@ -254,7 +242,7 @@ impl Worker {
         )
     }
 
-    async fn handle(&self, mut delivery: Box<dyn Delivery>) {
+    async fn handle_delivery(&self, mut delivery: Box<dyn Delivery>) {
         // The version (and with it the configuration) current as the delivery arrives;
         // a swap in the meantime does not touch this delivery.
         let version = self.versions.load_full();
@@ -264,7 +252,7 @@ impl Worker {
             .get(&self.queue_type)
             .copied()
             .unwrap_or_default();
-        tracing::Span::current().record("version", short_version(&version.hash));
+        tracing::Span::current().record("version", crate::runtime::short_version(&version.hash));
         self.track(&delivery.envelope().id, MessageStatus::Processing);
         let (size, max) = (
             delivery.envelope().payload.len(),
@@ -346,11 +334,6 @@ impl Worker {
             .tracker
             .delivered(id, &self.queue, &self.plugin, status);
     }
-}
-
-/// The first 12 hex digits of a version's hash: enough to tell versions apart in logs.
-fn short_version(hash: &str) -> &str {
-    hash.get(..12).unwrap_or(hash)
 }
 
 /// The guest's view of a delivery; the payload is moved out of the envelope.

@@ -73,7 +73,7 @@ impl Drop for Platform {
         // Dropped without `shutdown` (a test, a failed start): nothing to drain for.
         self.stopping.cancel();
         self.background_tasks().iter().for_each(|task| task.abort());
-        self.services.cache_events.stop();
+        self.services.cache_events.cancel();
     }
 }
 
@@ -267,7 +267,11 @@ impl Platform {
                 abort.abort();
             }
         }
-        self.services.cache_events.stop();
+        bounded(
+            "the cache invalidation consumer's drain",
+            self.services.cache_events.stop(),
+        )
+        .await;
         // What this host counted since the last flush reaches Redis before it goes,
         // and the broker connection closes cleanly; each bounded, since a service that
         // stopped answering must not hold the exit.

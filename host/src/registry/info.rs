@@ -1,6 +1,5 @@
 //! What the registry tells `/plugins` and `techub-host plugins`.
 
-use super::swap::short;
 use super::{Draining, Entry};
 use serde::Serialize;
 use std::time::SystemTime;
@@ -107,7 +106,7 @@ impl PluginInfo {
         Self {
             name: name.to_string(),
             state: Lifecycle::Serving,
-            version: short(&version.hash).to_string(),
+            version: crate::runtime::short_version(&version.hash).to_string(),
             loaded_at_ms: ms(version.loaded_at),
             path: version.path.display().to_string(),
             subscriptions: version

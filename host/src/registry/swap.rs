@@ -7,6 +7,7 @@ use crate::dispatch::{self, ConsumerHandle, Versions};
 use crate::names::routing::TopicPattern;
 use crate::names::topology::queue_name;
 use crate::plugins::LoadedPlugin;
+use crate::runtime::short_version;
 use arc_swap::ArcSwap;
 use std::sync::Arc;
 
@@ -36,7 +37,7 @@ impl Registry {
             tracing::warn!(plugin = %version.name,
                 "no [plugins.{}] section in host.toml: the plugin has no grants (cache_domains, subscribe, publish); add one", version.name);
         }
-        tracing::info!(plugin = %version.name, version = %short(&version.hash),
+        tracing::info!(plugin = %version.name, version = %short_version(&version.hash),
             subscriptions = ?version.subscriptions.iter().map(|s| (&s.queue, &s.routing_keys)).collect::<Vec<_>>(), "plugin serving");
         self.services
             .priorities
@@ -148,7 +149,7 @@ impl Registry {
             .priorities
             .set_plugin(&name, default_priorities(&new));
         if old.hash != new.hash {
-            tracing::info!(plugin = %name, from = %short(&old.hash), to = %short(&new.hash), "new version serving");
+            tracing::info!(plugin = %name, from = %short_version(&old.hash), to = %short_version(&new.hash), "new version serving");
         }
         Ok(())
     }
@@ -193,11 +194,6 @@ fn keys_of(subscriptions: &[Subscription], queue_type: &str) -> Vec<String> {
         .find(|s| s.queue == queue_type)
         .map(|s| s.routing_keys.clone())
         .unwrap_or_default()
-}
-
-/// The first 12 hex digits of a version hash.
-pub(super) fn short(hash: &str) -> &str {
-    &hash[..hash.len().min(12)]
 }
 
 /// What `plugin`'s subscriptions bind, each with its queue type's priority.

@@ -32,6 +32,12 @@ pub fn content_hash(bytes: &[u8]) -> String {
     hex(&Sha256::digest(bytes))
 }
 
+/// The first 12 hex digits of a version's hash ([`content_hash`]): enough to tell
+/// versions apart in logs and listings.
+pub fn short_version(hash: &str) -> &str {
+    hash.get(..12).unwrap_or(hash)
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

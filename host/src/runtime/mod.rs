@@ -19,7 +19,7 @@ mod slots;
 mod state;
 
 pub use crate::capability::Usage;
-pub use cache::{CompiledCache, content_hash};
+pub use cache::{CompiledCache, content_hash, short_version};
 pub use component::ComponentPre;
 pub use engine::{LoadError, Runtime};
 pub use invoke::{InvocationError, InvocationReport, Teardown, outcome_of};

@@ -147,6 +147,55 @@ async fn events_on_rabbitmq_invalidate_the_redis_cache_by_rule() {
     invalidation_events_work(&platform, config).await;
 }
 
+/// An event being applied when the host stops is finished and acked before the
+/// shutdown returns (the consumer drains like a plugin's), not cut off half-way.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_event_being_applied_at_shutdown_is_finished_first() {
+    init_tracing();
+    let dir = PluginDir::with(&[]);
+    let mut config = on_services(&dir);
+    config.cache.invalidate = vec![InvalidationRule {
+        on: "product.purged".to_string(),
+        domain: "products".to_string(),
+        keys: vec![],
+        tags: vec![],
+        pattern: Some("p:*".to_string()),
+    }];
+    let platform = Platform::start(config.clone())
+        .await
+        .unwrap_or_else(|e| panic!("{}", services::rabbitmq_hint(&e)));
+    // Enough entries that the pattern's scan takes a while.
+    let write = CacheWrite {
+        ttl: Duration::from_secs(600),
+        tags: vec![],
+        priority: Priority::Medium,
+    };
+    for batch in 0..40 {
+        let entries: Vec<(String, Vec<u8>)> = (0..1000)
+            .map(|i| (format!("p:{batch}:{i}"), b"v".to_vec()))
+            .collect();
+        platform
+            .services
+            .cache
+            .set_many("products", &entries, &write)
+            .await
+            .unwrap();
+    }
+    publish(&platform, "product.purged", json!({})).await;
+    let events = &platform.services.cache_events;
+    wait_for(LIMIT, "the event being applied", || async {
+        (events.in_flight() == 1).then_some(())
+    })
+    .await;
+    platform.shutdown().await;
+    assert_eq!(
+        events.counts().applied,
+        1,
+        "the shutdown returned before the event in flight was applied"
+    );
+    assert!(!cached(&platform, "p:39:999").await && !cached(&platform, "p:0:0").await);
+}
+
 #[test]
 fn a_rule_for_an_undeclared_domain_or_with_a_broken_template_is_refused() {
     let error = HostConfig::parse(

@@ -28,73 +28,6 @@ pub async fn dead_letter_of(platform: &Platform, id: &str) -> DeadLetter {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn user_created_is_cached_and_followed_by_an_email_request() {
-    init_tracing();
-    let dir = PluginDir::with(&[("user-notifications", "user_notifications")]);
-    let mut config = config(&dir);
-    grant(
-        &mut config,
-        "user-notifications",
-        &["users"],
-        &["notification.*"],
-    )
-    .settings
-    .insert("sender".into(), "hello@techub.test".into());
-    let platform = Platform::start(config).await.expect("host starts");
-    assert_eq!(
-        platform.plugins().await.len(),
-        1,
-        "load errors: {:?}",
-        platform.load_errors().await
-    );
-
-    let mut emails = sink(&platform, &["notification.email"]).await;
-
-    let user = json!({ "id": "u-42", "email": "ada@example.com", "name": "Ada" });
-    let id = platform
-        .publish(
-            "user.created",
-            user.to_string().into_bytes(),
-            Some(Priority::Normal),
-        )
-        .await
-        .unwrap();
-
-    let cached = cached(&platform, "users", "u-42").await;
-    assert_eq!(serde_json::from_slice::<Value>(&cached).unwrap(), user);
-
-    let email = tokio::time::timeout(LIMIT, emails.next())
-        .await
-        .expect("an email request")
-        .expect("consumer open");
-    let request: Value = serde_json::from_slice(&email.envelope().payload).unwrap();
-    assert_eq!(request["to"], "ada@example.com");
-    assert_eq!(
-        request["from"], "hello@techub.test",
-        "the sender comes from the plugin's settings"
-    );
-    assert_eq!(
-        email.envelope().correlation_id.as_deref(),
-        Some(id.as_str()),
-        "the follow-up is correlated with the event"
-    );
-    email.ack().await.unwrap();
-
-    let status = wait_for(LIMIT, "the message to complete", || async {
-        platform
-            .services
-            .tracker
-            .get(&id)
-            .filter(|s| *s == techub_host::capability::messaging::MessageStatus::Completed)
-    })
-    .await;
-    assert_eq!(
-        status,
-        techub_host::capability::messaging::MessageStatus::Completed
-    );
-}
-
-#[tokio::test(flavor = "multi_thread")]
 async fn malformed_message_is_rejected_to_the_dead_letter_queue() {
     init_tracing();
     let dir = PluginDir::with(&[("user-notifications", "user_notifications")]);
@@ -114,52 +47,6 @@ async fn malformed_message_is_rejected_to_the_dead_letter_queue() {
     assert!(letter.reason.starts_with("rejected:"), "{}", letter.reason);
     assert_eq!(letter.envelope.attempt, 1, "a rejection is not retried");
     assert_eq!(letter.queue, "techub.notification.user-notifications");
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn trapping_plugin_is_retried_then_dead_lettered_while_others_keep_serving() {
-    init_tracing();
-    let dir = PluginDir::with(&[
-        ("trap", "fixture_trap"),
-        ("user-notifications", "user_notifications"),
-    ]);
-    let mut config = config(&dir);
-    grant(
-        &mut config,
-        "user-notifications",
-        &["users"],
-        &["notification.*"],
-    );
-    let platform = Platform::start(config).await.unwrap();
-    assert_eq!(
-        platform.plugins().await.len(),
-        2,
-        "load errors: {:?}",
-        platform.load_errors().await
-    );
-
-    let id = platform
-        .publish("fixture.trap.now", b"{}".to_vec(), Some(Priority::Normal))
-        .await
-        .unwrap();
-    let letter = dead_letter_of(&platform, &id).await;
-    assert_eq!(
-        letter.envelope.attempt, 3,
-        "first attempt plus max_retries = 2"
-    );
-    assert!(
-        letter.reason.contains("retries exhausted") && letter.reason.contains("trapped"),
-        "{}",
-        letter.reason
-    );
-    assert!(
-        letter.reason.contains("fixture trap on attempt 3"),
-        "the panic message is kept: {}",
-        letter.reason
-    );
-
-    publish_user(&platform, "after-trap").await;
-    cached(&platform, "users", "after-trap").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -1,8 +1,8 @@
-//! End to end on the real services: the example plugin run by a host configured for
-//! Redis and RabbitMQ, and what happens when a service is missing or goes away.
+//! End to end on the real services (the scenarios that run on both deployments are in
+//! `e2e_scenarios.rs`): a host configured for Redis and RabbitMQ, and what happens
+//! when a service is missing or goes away.
 
 use crate::e2e_embedded::dead_letter_of;
-use redis::AsyncCommands;
 use serde_json::{Value, json};
 use std::time::Duration;
 use techub_host::Platform;
@@ -10,8 +10,7 @@ use techub_host::bindings::techub::platform::messaging::Priority;
 use techub_host::capability::messaging::MessageStatus;
 use techub_host::config::{BrokerBackend, HostConfig, KvBackend};
 use techub_tests::{
-    OwnRedis, PluginDir, config, grant, init_tracing, publish_user, services, sink, unique,
-    wait_for,
+    OwnRedis, PluginDir, config, grant, init_tracing, publish_user, services, unique, wait_for,
 };
 
 const LIMIT: Duration = Duration::from_secs(20);
@@ -47,99 +46,6 @@ async fn start(config: HostConfig) -> Platform {
     Platform::start(config)
         .await
         .unwrap_or_else(|e| panic!("{}", services::rabbitmq_hint(&e)))
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn example_plugin_handles_rabbitmq_messages_and_writes_redis() {
-    init_tracing();
-    let plugin = unique("user-notifications");
-    let dir = PluginDir::with(&[(&plugin, "user_notifications")]);
-    let mut config = on_services(&dir);
-    grant(&mut config, &plugin, &["users"], &["notification.*"]);
-    let prefix = config.host.key_prefix.clone();
-    let platform = start(config).await;
-    assert_eq!(
-        platform.plugins().await.len(),
-        1,
-        "load errors: {:?}",
-        platform.load_errors().await
-    );
-
-    let mut emails = sink(&platform, &["notification.email"]).await;
-
-    let user = json!({ "id": "u-7", "email": "grace@example.com", "name": "Grace" });
-    let id = platform
-        .publish(
-            "user.created",
-            user.to_string().into_bytes(),
-            Some(Priority::High),
-        )
-        .await
-        .unwrap();
-
-    // The cache write is in Redis, under the prefix, the domain and the key.
-    let mut redis = redis::Client::open("redis://127.0.0.1:6379")
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
-    let key = format!("{prefix}cache:users:u-7");
-    let cached: Vec<u8> = wait_for(LIMIT, "the cache entry in Redis", || {
-        let (mut redis, key) = (redis.clone(), key.clone());
-        async move { redis.get::<_, Option<Vec<u8>>>(&key).await.unwrap() }
-    })
-    .await;
-    assert_eq!(serde_json::from_slice::<Value>(&cached).unwrap(), user);
-    let ttl: i64 = redis.ttl(&key).await.unwrap();
-    assert!(
-        ttl > 1_700 && ttl <= 1_800,
-        "the users domain's TTL (30 min) applies: {ttl}"
-    );
-    let tagged: Vec<String> = redis
-        .smembers(format!("{prefix}cache-tag:users:user:u-7"))
-        .await
-        .unwrap();
-    assert_eq!(
-        tagged,
-        vec![key.clone()],
-        "the entry is filed under its tag"
-    );
-
-    // The follow-up publish arrives on a bound RabbitMQ queue, correlated.
-    let email = tokio::time::timeout(LIMIT, emails.next())
-        .await
-        .expect("an email request")
-        .expect("consumer open");
-    let request: Value = serde_json::from_slice(&email.envelope().payload).unwrap();
-    assert_eq!(request["to"], "grace@example.com");
-    assert_eq!(
-        email.envelope().correlation_id.as_deref(),
-        Some(id.as_str())
-    );
-    email.ack().await.unwrap();
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn trapping_plugin_on_rabbitmq_is_retried_then_dead_lettered() {
-    init_tracing();
-    let plugin = unique("trap");
-    let dir = PluginDir::with(&[(&plugin, "fixture_trap")]);
-    let config = on_services(&dir);
-    let prefix = config.amqp.queue_prefix.clone();
-    let platform = start(config).await;
-    let id = platform
-        .publish("fixture.trap.now", b"{}".to_vec(), Some(Priority::Normal))
-        .await
-        .unwrap();
-    let letter = dead_letter_of(&platform, &id).await;
-    assert_eq!(letter.envelope.attempt, 3);
-    assert_eq!(letter.queue, format!("{prefix}email.{plugin}"));
-    assert!(
-        letter.reason.contains("retries exhausted")
-            && letter.reason.contains("fixture trap on attempt 3"),
-        "{}",
-        letter.reason
-    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -9,6 +9,7 @@ mod conformance;
 mod dashboard;
 mod delivery;
 mod e2e_embedded;
+mod e2e_scenarios;
 mod e2e_services;
 mod grants;
 mod hostile;

@@ -329,6 +329,31 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// A watching queue: not durable, named `name`, bound to `bindings`, consumed with a
+/// window of `prefetch`. What `tail`, the demo, the test kit and the tests see the
+/// traffic through. If it cannot be consumed, it is deleted again.
+pub async fn open_watch(
+    broker: &dyn Broker,
+    name: &str,
+    bindings: Vec<String>,
+    prefetch: u16,
+) -> BackendResult<Box<dyn Consumer>> {
+    let spec = QueueSpec {
+        name: name.to_string(),
+        bindings,
+        durable: false,
+        limits: Default::default(),
+    };
+    broker.declare_queue(&spec).await?;
+    match broker.consume(name, prefetch).await {
+        Ok(consumer) => Ok(consumer),
+        Err(error) => {
+            let _ = broker.delete_queue(name).await;
+            Err(error)
+        }
+    }
+}
+
 /// The broker and what publishing needs beside it, connected.
 #[derive(Clone)]
 pub struct MessagingService {

@@ -257,11 +257,14 @@ impl Delivery for AmqpDelivery {
     }
 
     async fn retry(mut self: Box<Self>, delay: Duration) -> BackendResult<()> {
-        let mut next = self.envelope.clone();
-        next.attempt += 1;
-        next.expiration_ms = None;
+        // Changed in place, not copied (the payload may be large): a failed send drops
+        // this delivery unsettled, and the broker delivers the original again.
+        self.envelope.attempt += 1;
+        self.envelope.expiration_ms = None;
         // Confirmed copy first, then ack: a crash in between duplicates, never loses.
-        self.broker.send_retry(&self.logical, &next, delay).await?;
+        self.broker
+            .send_retry(&self.logical, &self.envelope, delay)
+            .await?;
         AmqpDelivery::ack(&mut self).await
     }
 

@@ -209,6 +209,7 @@ impl AmqpBroker {
         };
         let sent = self
             .send(
+                super::link::Lane::Messages,
                 exchange,
                 &routing_key,
                 &envelope.payload,

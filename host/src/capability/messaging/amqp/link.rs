@@ -27,11 +27,25 @@ const RECONNECT_MIN_DELAY: Duration = Duration::from_millis(100);
 /// How often the supervisor looks at the connection's health.
 const HEALTH_POLL: Duration = Duration::from_millis(50);
 
-/// One connection and the channel the host publishes on, replaced whole.
+/// Which publisher channel a publish goes out on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Lane {
+    /// Messages, retries, delays, replies, replays.
+    Messages,
+    /// Dead letters, which a full dead-letter queue nacks (`reject-publish`). Apart:
+    /// RabbitMQ coalesces a channel's confirms, and a nack sent with `multiple` was
+    /// seen to cover an ordinary publish confirmed in the same batch (the operator's
+    /// publish refused while dead letters were being refused).
+    DeadLetters,
+}
+
+/// One connection and the channels the host publishes on, replaced whole.
 pub(crate) struct Link {
     pub connection: Connection,
     /// Replaced on the same connection after a nack (see `publish.rs`).
     pub publisher: arc_swap::ArcSwap<Channel>,
+    /// The channel of dead letters ([`Lane::DeadLetters`]).
+    pub dead_letters: arc_swap::ArcSwap<Channel>,
     /// 1 for the first connection, one more for each replacement.
     pub generation: u64,
 }
@@ -50,17 +64,23 @@ impl Link {
             let connection = Connection::connect(raw_url, properties)
                 .await
                 .map_err(|e| anyhow::anyhow!("could not connect to RabbitMQ at {shown}: {e}"))?;
-            let publisher = connection
-                .create_channel()
-                .await
-                .map_err(|e| anyhow::anyhow!("could not open a channel on {shown}: {e}"))?;
-            publisher
-                .confirm_select(ConfirmSelectOptions::default())
-                .await
-                .map_err(|e| anyhow::anyhow!("could not enable publisher confirms: {e}"))?;
+            let confirming = || async {
+                let channel = connection
+                    .create_channel()
+                    .await
+                    .map_err(|e| anyhow::anyhow!("could not open a channel on {shown}: {e}"))?;
+                channel
+                    .confirm_select(ConfirmSelectOptions::default())
+                    .await
+                    .map_err(|e| anyhow::anyhow!("could not enable publisher confirms: {e}"))?;
+                anyhow::Ok(channel)
+            };
+            let publisher = confirming().await?;
+            let dead_letters = confirming().await?;
             anyhow::Ok(Self {
-                connection,
                 publisher: arc_swap::ArcSwap::from_pointee(publisher),
+                dead_letters: arc_swap::ArcSwap::from_pointee(dead_letters),
+                connection,
                 generation,
             })
         };
@@ -72,9 +92,19 @@ impl Link {
         })?
     }
 
-    /// Whether the connection and the publisher channel still work.
+    /// Whether the connection and the publisher channels still work.
     pub fn healthy(&self) -> bool {
-        self.connection.status().connected() && self.publisher.load().status().connected()
+        self.connection.status().connected()
+            && self.publisher.load().status().connected()
+            && self.dead_letters.load().status().connected()
+    }
+
+    /// The channel of `lane`.
+    pub fn channel(&self, lane: Lane) -> &arc_swap::ArcSwap<Channel> {
+        match lane {
+            Lane::Messages => &self.publisher,
+            Lane::DeadLetters => &self.dead_letters,
+        }
     }
 }
 

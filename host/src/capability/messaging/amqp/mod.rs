@@ -334,6 +334,7 @@ impl Broker for AmqpBroker {
         let exchange = &self.shared.names.main_exchange;
         match self
             .send(
+                link::Lane::Messages,
                 exchange,
                 &envelope.routing_key,
                 &envelope.payload,
@@ -355,6 +356,7 @@ impl Broker for AmqpBroker {
                 let props = convert::properties(&envelope, &[]);
                 match self
                     .send(
+                        link::Lane::Messages,
                         &names.main_exchange,
                         &envelope.routing_key,
                         &envelope.payload,
@@ -491,6 +493,7 @@ impl Broker for AmqpBroker {
         self.shared.closing.store(true, Ordering::Release);
         let link = self.shared.link.load_full();
         let _ = link.publisher.load().close(200, "shutdown".into()).await;
+        let _ = link.dead_letters.load().close(200, "shutdown".into()).await;
         if let Err(error) = link.connection.close(200, "shutdown".into()).await {
             tracing::warn!(%error, "closing the RabbitMQ connection");
         }

@@ -2,6 +2,7 @@
 //! letters are mandatory, so a missing queue is noticed instead of dropping them.
 
 use super::convert::{self, string, table};
+use super::link::Lane;
 use super::{AmqpBroker, Declared, IDLE_QUEUE_EXPIRY_MS, unavailable};
 use crate::capability::BackendResult;
 use crate::capability::messaging::Envelope;
@@ -29,11 +30,13 @@ impl AmqpBroker {
     async fn renew_publisher(
         &self,
         link: &super::link::Link,
+        lane: Lane,
         nacked: &std::sync::Arc<lapin::Channel>,
     ) {
+        let current = link.channel(lane);
         // Only where quorum queues are: a classic queue's nack (a full queue) is
         // what it says, and its channel is fine.
-        if !self.uses_quorum() || !std::sync::Arc::ptr_eq(&link.publisher.load(), nacked) {
+        if !self.uses_quorum() || !std::sync::Arc::ptr_eq(&current.load(), nacked) {
             return;
         }
         let Ok(channel) = link.connection.create_channel().await else {
@@ -46,9 +49,7 @@ impl AmqpBroker {
         {
             return;
         }
-        let previous = link
-            .publisher
-            .compare_and_swap(nacked, std::sync::Arc::new(channel));
+        let previous = current.compare_and_swap(nacked, std::sync::Arc::new(channel));
         if std::sync::Arc::ptr_eq(&previous, nacked) {
             // Closed once the publishes still waiting on it have their confirms.
             let (nacked, wait) = (nacked.clone(), self.shared.confirm_timeout);
@@ -72,6 +73,7 @@ impl AmqpBroker {
     /// publish nobody subscribes to) and counts as routed.
     pub(crate) async fn send(
         &self,
+        lane: Lane,
         exchange: &str,
         routing_key: &str,
         payload: &[u8],
@@ -87,7 +89,7 @@ impl AmqpBroker {
         let confirm = async {
             metrics.amqp(AmqpEvent::Publish);
             let link = shared.link.load_full();
-            let channel = link.publisher.load_full();
+            let channel = link.channel(lane).load_full();
             let pending = channel
                 .basic_publish(exchange.into(), routing_key.into(), options, payload, props)
                 .await
@@ -100,7 +102,7 @@ impl AmqpBroker {
                 // A quorum queue's channel was seen to nack every publish after a
                 // node of the cluster died (RabbitMQ 3.10): the next publish gets a
                 // channel of its own.
-                self.renew_publisher(&link, &channel).await;
+                self.renew_publisher(&link, lane, &channel).await;
                 return Ok(Sent::Nacked);
             }
             metrics.amqp(AmqpEvent::Confirm);
@@ -142,7 +144,14 @@ impl AmqpBroker {
             self.declare_once(queue.name, queue.args.clone(), queue.bind.clone())
                 .await?;
             match self
-                .send(exchange, routing_key, payload, props.clone(), true)
+                .send(
+                    Lane::Messages,
+                    exchange,
+                    routing_key,
+                    payload,
+                    props.clone(),
+                    true,
+                )
                 .await?
             {
                 Sent::Routed => return Ok(()),
@@ -238,6 +247,7 @@ impl AmqpBroker {
         // full (`reject-publish`): counted, and the caller parks the message.
         let sent = self
             .send(
+                Lane::DeadLetters,
                 &self.shared.names.dead_letter_exchange,
                 &format!("dlx.{queue}"),
                 &envelope.payload,

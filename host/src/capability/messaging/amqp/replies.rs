@@ -97,7 +97,17 @@ impl AmqpBroker {
 
     pub(super) async fn send_reply(&self, to: &str, envelope: Envelope) -> BackendResult<()> {
         let props = convert::properties(&envelope, &[]);
-        match self.send("", to, &envelope.payload, props, false).await? {
+        match self
+            .send(
+                super::link::Lane::Messages,
+                "",
+                to,
+                &envelope.payload,
+                props,
+                false,
+            )
+            .await?
+        {
             Sent::Nacked => Err(self.nacked()),
             Sent::Routed | Sent::Returned => Ok(()),
         }
