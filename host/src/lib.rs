@@ -7,7 +7,6 @@
 //!
 //! # Layout
 //! - [`config`]: `host.toml` schema, the specification's defaults, validation.
-//! - [`bindings`]: the one `bindgen!` of the world.
 //! - [`runtime`]: engine (pooling allocator, epochs), compilation, per-message
 //!   instances and their limits, captured guest output.
 //! - [`capability`]: one directory per imported interface: its backend trait and
@@ -33,8 +32,11 @@
 //!   webhook endpoint (`[stand_ins]`: the demo, `cargo xtask run`, tests).
 //! - [`admin`]: the HTTP endpoint (health, plugins, publish, dead letters) and the
 //!   client the `techub-host` subcommands use.
+//! - [`http1`]: one plain HTTP/1.1 request on its own connection (the admin client,
+//!   RabbitMQ's management API).
 //!
-//! Leaves: [`config`], [`metrics`] and [`names`] import nothing of the host above them.
+//! Leaves: [`config`], [`metrics`], [`names`] and [`http1`] import nothing of the host
+//! above them, and no top-level module imports in a circle (`layers.rs` checks both).
 //!
 //! # The path of a message
 //! 1. The broker (`capability/messaging/amqp/` or `memory.rs`) delivers it to the
@@ -66,12 +68,14 @@
 //!    (connect) and `capability/context.rs` (the grant).
 
 pub mod admin;
-pub mod bindings;
 pub mod cache_events;
 pub mod cache_warm;
 pub mod capability;
 pub mod config;
 pub mod dispatch;
+pub mod http1;
+#[cfg(test)]
+mod layers;
 pub mod metrics;
 pub mod names;
 pub mod platform;
@@ -83,5 +87,6 @@ pub mod stand_ins;
 pub mod watch;
 pub mod webhooks;
 
+pub use capability::bindings;
 pub use config::HostConfig;
 pub use platform::Platform;

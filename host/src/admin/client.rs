@@ -1,5 +1,7 @@
 //! The admin endpoint's client: `techub-host publish` and the tests use it.
 
+pub use crate::http1::segment;
+use crate::http1::{request_on_own_connection, send};
 use anyhow::Context;
 use http_body_util::{BodyExt, Full};
 
@@ -143,26 +145,6 @@ pub async fn tail(
     Ok(())
 }
 
-/// Characters that cannot stand as they are in one path segment: `#` would start a
-/// fragment (`tail '#'`), `?` a query, `/` another segment, `%` an escape.
-const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
-    .add(b' ')
-    .add(b'"')
-    .add(b'#')
-    .add(b'%')
-    .add(b'/')
-    .add(b'<')
-    .add(b'>')
-    .add(b'?')
-    .add(b'`')
-    .add(b'{')
-    .add(b'}');
-
-/// `text` as one URL path segment (the admin endpoint decodes it back).
-pub fn segment(text: &str) -> String {
-    percent_encoding::utf8_percent_encode(text, SEGMENT).to_string()
-}
-
 /// Whether a body read failed because the connection ended mid-message (the server
 /// went away), rather than for another reason.
 fn cut_short(error: &hyper::Error) -> bool {
@@ -180,37 +162,4 @@ fn authorized(
         Some(token) => request.header(hyper::header::AUTHORIZATION, format!("Bearer {token}")),
         None => request,
     }
-}
-
-/// Sends `request` to `addr` (`host:port`) on a connection of its own (the admin
-/// endpoint and RabbitMQ's management API are rarely called: no pool is worth having).
-async fn request_on_own_connection(
-    addr: &str,
-    request: hyper::Request<Full<bytes::Bytes>>,
-) -> anyhow::Result<hyper::Response<hyper::body::Incoming>> {
-    let stream = tokio::net::TcpStream::connect(addr)
-        .await
-        .context("could not connect")?;
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .context("could not speak HTTP")?;
-    tokio::spawn(connection);
-    sender.send_request(request).await.context("no answer")
-}
-
-/// One request to `admin` (`host:port`); the HTTP status and the body.
-pub(crate) async fn send(
-    admin: &str,
-    request: hyper::Request<Full<bytes::Bytes>>,
-) -> anyhow::Result<(u16, String)> {
-    let response = request_on_own_connection(admin, request).await?;
-    let status = response.status().as_u16();
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .context("could not read the answer")?
-        .to_bytes();
-    Ok((status, String::from_utf8_lossy(&body).into_owned()))
 }

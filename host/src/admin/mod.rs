@@ -20,7 +20,7 @@ pub use dead_letters::{Selection, payload_preview};
 pub use ops::{parse_duration_ms, status_name};
 
 use crate::Platform;
-use crate::bindings::techub::platform::messaging::Priority;
+use crate::capability::bindings::techub::platform::messaging::Priority;
 use crate::capability::messaging::DeadLetterFill;
 use crate::registry::Lifecycle;
 use axum::body::Bytes;
@@ -225,7 +225,7 @@ async fn publish(
             );
         }
     };
-    let message = crate::platform::OperatorMessage {
+    let message = crate::capability::messaging::operator::OperatorMessage {
         priority,
         message_id: query.message_id,
         correlation_id: query.correlation_id,

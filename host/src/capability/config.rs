@@ -2,7 +2,7 @@
 
 use super::Usage;
 use super::context::Secrets;
-use crate::bindings::techub::platform::config::Host;
+use crate::capability::bindings::techub::platform::config::Host;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use wasmtime::component::HasData;
@@ -42,7 +42,9 @@ pub fn link<T: Send + 'static>(
     linker: &mut wasmtime::component::Linker<T>,
     view: fn(&mut T) -> ConfigView<'_>,
 ) -> wasmtime::Result<()> {
-    crate::bindings::techub::platform::config::add_to_linker::<T, HasConfig>(linker, view)
+    crate::capability::bindings::techub::platform::config::add_to_linker::<T, HasConfig>(
+        linker, view,
+    )
 }
 
 /// Links `config` with [`ConfigView`].

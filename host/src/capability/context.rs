@@ -132,24 +132,4 @@ impl PluginContext {
     pub fn mask<'t>(&self, text: &'t str) -> std::borrow::Cow<'t, str> {
         self.secrets.mask(text)
     }
-
-    /// [`Self::mask`] applied to a handler's failure reason.
-    pub fn mask_outcome(
-        &self,
-        result: &mut Result<crate::bindings::Outcome, crate::runtime::InvocationError>,
-    ) {
-        use crate::bindings::Outcome;
-        use crate::runtime::InvocationError;
-        if self.secrets.0.is_empty() {
-            return;
-        }
-        let reason = match result {
-            Ok(Outcome::Retry(reason) | Outcome::Reject(reason)) => reason,
-            Err(InvocationError::Trap(reason) | InvocationError::MemoryLimit(_, reason)) => reason,
-            _ => return,
-        };
-        if let std::borrow::Cow::Owned(masked) = self.mask(reason) {
-            *reason = masked;
-        }
-    }
 }

@@ -2,7 +2,7 @@
 
 use super::context::Secrets;
 use super::{Usage, truncate};
-use crate::bindings::techub::platform::log::{Host, Level};
+use crate::capability::bindings::techub::platform::log::{Host, Level};
 use std::sync::Arc;
 use wasmtime::component::HasData;
 
@@ -59,7 +59,7 @@ pub fn link<T: Send + 'static>(
     linker: &mut wasmtime::component::Linker<T>,
     view: fn(&mut T) -> LogView<'_>,
 ) -> wasmtime::Result<()> {
-    crate::bindings::techub::platform::log::add_to_linker::<T, HasLog>(linker, view)
+    crate::capability::bindings::techub::platform::log::add_to_linker::<T, HasLog>(linker, view)
 }
 
 /// Links `log` with [`LogView`].

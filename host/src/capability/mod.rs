@@ -6,8 +6,11 @@
 //! (its grants, limits, namespace and backend: nothing of another capability, nor the
 //! whole configuration), and `link`; `host.rs` has the WIT `Host` impl on the view
 //! (validation, namespacing, quotas), and one file per backend. `context.rs` puts one
-//! plugin's grants together; `redis_client/` is the Redis connection they share.
+//! plugin's grants together; `redis_client/` is the Redis connection they share;
+//! `bindings.rs` is the one `bindgen!` of the world, whose imports these implement
+//! (and whose error and resource types name theirs back).
 
+pub mod bindings;
 pub mod cache;
 pub mod config;
 mod context;
@@ -163,8 +166,6 @@ pub struct Services {
     pub broker: Arc<dyn messaging::Broker>,
     /// This host's reply queue and the requests waiting on it.
     pub replies: Arc<messaging::replies::Replies>,
-    /// The consumer of `[[cache.invalidate]]` events.
-    pub cache_events: Arc<crate::cache_events::CacheEvents>,
     /// Status per message and queue.
     pub tracker: Arc<messaging::MessageTracker>,
     /// The priority of publishes that name none, from the queue types that bind them.

@@ -112,7 +112,7 @@ mod tests {
     }
 
     fn report(
-        result: Result<crate::bindings::Outcome, crate::runtime::InvocationError>,
+        result: Result<crate::capability::bindings::Outcome, crate::runtime::InvocationError>,
         over: impl FnOnce(&mut crate::capability::QuotasHit),
     ) -> InvocationReport {
         let mut usage = crate::capability::Usage::within(u32::MAX);
@@ -130,7 +130,7 @@ mod tests {
 
     #[test]
     fn a_violation_is_a_trap_a_limit_or_any_quota_hit() {
-        use crate::bindings::Outcome;
+        use crate::capability::bindings::Outcome;
         use crate::runtime::InvocationError as E;
         let clean = |_: &mut crate::capability::QuotasHit| {};
         for failed in [

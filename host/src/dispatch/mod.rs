@@ -23,8 +23,8 @@ pub mod consume;
 mod idle;
 mod settle;
 
-use crate::bindings::Delivery as WitDelivery;
 use crate::capability::Services;
+use crate::capability::bindings::Delivery as WitDelivery;
 use crate::capability::messaging::{Consumer, Delivery, MessageStatus, QueueSpec};
 use crate::metrics::QueueEvent;
 use crate::plugins::LoadedPlugin;
@@ -287,7 +287,7 @@ impl Worker {
                 reused,
             )
             .await;
-        version.context.mask_outcome(&mut report.result);
+        crate::runtime::mask_outcome(&version.context, &mut report.result);
         drop(in_flight);
         let outcome = crate::runtime::outcome_of(&report.result);
         report.record(metrics, outcome);

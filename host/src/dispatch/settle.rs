@@ -1,7 +1,7 @@
 //! What happens to a delivery after its handler: the seed's retry policy.
 
 use super::Worker;
-use crate::bindings::Outcome;
+use crate::capability::bindings::Outcome;
 use crate::capability::messaging::{Buried, Delivery, MessageStatus};
 use crate::capability::truncate;
 use crate::config::QueuePolicy;

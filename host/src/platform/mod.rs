@@ -7,15 +7,13 @@
 //! - `services.rs`: [`connect_services`], the backends `host.toml` selects.
 //! - `reload.rs`: a new `host.toml` applied to the services, then to the registry.
 //! - `poll.rs`: the gauges read at an interval (queue depths, pool slots, backends up).
-//! - `publish.rs`: messages published as the operator.
 
 mod poll;
-mod publish;
 mod reload;
 mod services;
 
-pub use publish::OperatorMessage;
-pub(crate) use publish::{operator_envelope, publish_operator};
+pub use crate::capability::messaging::operator::OperatorMessage;
+use crate::capability::messaging::operator::publish_operator;
 pub use services::connect_services;
 
 use crate::capability::Services;
@@ -38,6 +36,8 @@ pub struct Platform {
     pub runtime: Arc<Runtime>,
     /// The backends.
     pub services: Arc<Services>,
+    /// The consumer of `[[cache.invalidate]]` events.
+    cache_events: Arc<crate::cache_events::CacheEvents>,
     registry: Arc<Registry>,
     reloader: reload::Reloader,
     watcher: Mutex<Option<Watcher>>,
@@ -73,7 +73,7 @@ impl Drop for Platform {
         // Dropped without `shutdown` (a test, a failed start): nothing to drain for.
         self.stopping.cancel();
         self.background_tasks().iter().for_each(|task| task.abort());
-        self.services.cache_events.cancel();
+        self.cache_events.cancel();
     }
 }
 
@@ -124,12 +124,25 @@ impl Platform {
             )
             .collect()
         };
-        let reloader = reload::Reloader::new(registry.clone(), services.clone(), config.clone());
+        let cache_events = Arc::new(crate::cache_events::CacheEvents::new(
+            services.broker.clone(),
+            services.cache.clone(),
+            services.cache_stats.clone(),
+            services.metrics.clone(),
+            &config.load().amqp.queue_prefix,
+        ));
+        let reloader = reload::Reloader::new(
+            registry.clone(),
+            services.clone(),
+            cache_events.clone(),
+            config.clone(),
+        );
         let platform = Self {
             config,
             runtime,
             services,
             reloader,
+            cache_events,
             registry,
             watcher: Mutex::new(None),
             background: Mutex::new(background),
@@ -147,7 +160,6 @@ impl Platform {
             .with_context(|| format!("could not read the plugins directory {}", dir.display()))?;
         let rules = platform.config.load().cache.invalidate.clone();
         platform
-            .services
             .cache_events
             .apply(&rules)
             .await
@@ -202,6 +214,11 @@ impl Platform {
     /// The configuration in force.
     pub fn config(&self) -> Arc<HostConfig> {
         self.config.load_full()
+    }
+
+    /// The consumer of `[[cache.invalidate]]` events.
+    pub fn cache_events(&self) -> &Arc<crate::cache_events::CacheEvents> {
+        &self.cache_events
     }
 
     /// The registry of plugins.
@@ -269,7 +286,7 @@ impl Platform {
         }
         bounded(
             "the cache invalidation consumer's drain",
-            self.services.cache_events.stop(),
+            self.cache_events.stop(),
         )
         .await;
         // What this host counted since the last flush reaches Redis before it goes,
@@ -317,7 +334,7 @@ impl Platform {
         &self,
         routing_key: &str,
         payload: Vec<u8>,
-        priority: Option<crate::bindings::techub::platform::messaging::Priority>,
+        priority: Option<crate::capability::bindings::techub::platform::messaging::Priority>,
     ) -> anyhow::Result<String> {
         let message = OperatorMessage {
             priority,

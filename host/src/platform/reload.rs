@@ -2,6 +2,7 @@
 //! services take theirs (dead-letter limits, invalidation rules, L1), then the registry
 //! swaps each plugin to a version built from it.
 
+use crate::cache_events::CacheEvents;
 use crate::capability::Services;
 use crate::config::{ConfigError, HostConfig};
 use crate::registry::Registry;
@@ -15,6 +16,7 @@ use std::time::Duration;
 pub(super) struct Reloader {
     pub(super) registry: Arc<Registry>,
     pub(super) services: Arc<Services>,
+    pub(super) cache_events: Arc<CacheEvents>,
     pub(super) config: Arc<ArcSwap<HostConfig>>,
     one_at_a_time: Arc<tokio::sync::Mutex<()>>,
 }
@@ -23,11 +25,13 @@ impl Reloader {
     pub(super) fn new(
         registry: Arc<Registry>,
         services: Arc<Services>,
+        cache_events: Arc<CacheEvents>,
         config: Arc<ArcSwap<HostConfig>>,
     ) -> Self {
         Self {
             registry,
             services,
+            cache_events,
             config,
             one_at_a_time: Arc::default(),
         }
@@ -45,7 +49,7 @@ impl Reloader {
             return Ok(ignored);
         }
         let effective = Arc::new(effective);
-        apply_to_services(&self.services, &running, &effective).await;
+        self.apply_to_services(&running, &effective).await;
         self.registry.reconfigure(effective).await;
         tracing::info!("host.toml reloaded");
         Ok(ignored)
@@ -80,25 +84,28 @@ impl Reloader {
 /// What of `new` the services apply themselves: the broker's dead-letter limits, the
 /// invalidation rules' bindings, the L1s. A failure keeps the running setting and says
 /// so; the rest of the reload goes on.
-async fn apply_to_services(services: &Services, running: &HostConfig, new: &HostConfig) {
-    if running.dead_letter != new.dead_letter
-        && let Err(error) = services
-            .broker
-            .set_dead_letter_limits(new.dead_letter)
-            .await
-    {
-        tracing::error!(%error, "host.toml: could not apply [dead_letter]; the dead-letter queue keeps its limits");
-    }
-    if running.cache.invalidate != new.cache.invalidate
-        && let Err(error) = services.cache_events.apply(&new.cache.invalidate).await
-    {
-        tracing::error!(%error, "host.toml: could not apply [[cache.invalidate]]; the previous rules stay bound");
-    }
-    if let Some(l1) = &services.l1
-        && (running.cache.l1 != new.cache.l1
-            || running.cache.l1_max_stale_ms != new.cache.l1_max_stale_ms)
-    {
-        l1.configure(&new.cache);
+impl Reloader {
+    async fn apply_to_services(&self, running: &HostConfig, new: &HostConfig) {
+        let services = &self.services;
+        if running.dead_letter != new.dead_letter
+            && let Err(error) = services
+                .broker
+                .set_dead_letter_limits(new.dead_letter)
+                .await
+        {
+            tracing::error!(%error, "host.toml: could not apply [dead_letter]; the dead-letter queue keeps its limits");
+        }
+        if running.cache.invalidate != new.cache.invalidate
+            && let Err(error) = self.cache_events.apply(&new.cache.invalidate).await
+        {
+            tracing::error!(%error, "host.toml: could not apply [[cache.invalidate]]; the previous rules stay bound");
+        }
+        if let Some(l1) = &services.l1
+            && (running.cache.l1 != new.cache.l1
+                || running.cache.l1_max_stale_ms != new.cache.l1_max_stale_ms)
+        {
+            l1.configure(&new.cache);
+        }
     }
 }
 

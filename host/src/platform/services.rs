@@ -1,8 +1,7 @@
 //! The backends `host.toml` selects, connected: each capability connects its own
-//! (`<capability>::connect`); this puts them together with what the host itself
-//! runs on them (invalidation events, outbound HTTP, guest log rates).
+//! (`<capability>::connect`); this puts them together, with outbound HTTP and the
+//! guests' log rates.
 
-use crate::cache_events::CacheEvents;
 use crate::capability::redis_client::RedisClient;
 use crate::capability::{Services, cache, lock, messaging, store};
 use crate::config::{HostConfig, KvBackend};
@@ -26,15 +25,7 @@ pub async fn connect_services(config: &HostConfig) -> anyhow::Result<Services> {
     let locks = lock::connect(config, redis.as_ref());
     let cache = cache::connect(config, redis.as_ref(), locks.clone(), metrics.clone());
     let messaging = messaging::connect(config, redis.as_ref(), metrics.clone()).await?;
-    let cache_events = Arc::new(CacheEvents::new(
-        messaging.broker.clone(),
-        cache.backend.clone(),
-        cache.stats.clone(),
-        metrics.clone(),
-        &config.amqp.queue_prefix,
-    ));
     Ok(Services {
-        cache_events,
         read_through: cache.read_through,
         cache: cache.backend,
         l1: cache.l1,

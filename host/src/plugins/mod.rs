@@ -8,8 +8,8 @@ pub use read::{ReadError, read_plugin_file};
 
 pub use crate::capability::PluginContext;
 
-use crate::bindings::Subscription;
 use crate::capability::Services;
+use crate::capability::bindings::Subscription;
 use crate::config::{HostConfig, validate_name};
 use crate::names::routing::{TopicPattern, validate_pattern};
 use crate::names::topology::queue_type_key;

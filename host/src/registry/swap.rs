@@ -1,7 +1,7 @@
 //! Starting a plugin's consumers, and swapping a new version in.
 
 use super::{Entry, Registry, State};
-use crate::bindings::Subscription;
+use crate::capability::bindings::Subscription;
 use crate::capability::messaging::{QueueLimits, QueueSpec};
 use crate::dispatch::{self, ConsumerHandle, Versions};
 use crate::names::routing::TopicPattern;

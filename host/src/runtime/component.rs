@@ -3,7 +3,7 @@
 //! links both worlds and no caller switches on which it got.
 
 use super::state::PluginState;
-use crate::bindings::exports::techub::platform::{handler, loader};
+use crate::capability::bindings::exports::techub::platform::{handler, loader};
 use wasmtime::Store;
 use wasmtime::component::{Instance, InstancePre};
 

@@ -5,9 +5,9 @@ use super::engine::Runtime;
 use super::output::OutputCounts;
 use super::slots::{Slot, Slots};
 use super::state::PluginState;
-use crate::bindings::{Delivery, Loaded, Outcome, Subscription};
 use crate::capability::PluginContext;
 use crate::capability::Usage;
+use crate::capability::bindings::{Delivery, Loaded, Outcome, Subscription};
 use crate::capability::messaging::Answering;
 use crate::metrics::{InvocationFigures, InvocationOutcome, PluginMetrics, QuotaKind};
 use std::sync::Arc;
@@ -51,6 +51,19 @@ pub fn outcome_of(result: &Result<Outcome, InvocationError>) -> InvocationOutcom
         Ok(Outcome::Retry(_)) => InvocationOutcome::Retry,
         Ok(Outcome::Reject(_)) => InvocationOutcome::Reject,
         Err(error) => error.outcome(),
+    }
+}
+
+/// `result` with the plugin's secrets masked in a handler's failure reason (which
+/// goes to the log and into a dead letter).
+pub fn mask_outcome(plugin: &PluginContext, result: &mut Result<Outcome, InvocationError>) {
+    let reason = match result {
+        Ok(Outcome::Retry(reason) | Outcome::Reject(reason)) => reason,
+        Err(InvocationError::Trap(reason) | InvocationError::MemoryLimit(_, reason)) => reason,
+        _ => return,
+    };
+    if let std::borrow::Cow::Owned(masked) = plugin.mask(reason) {
+        *reason = masked;
     }
 }
 

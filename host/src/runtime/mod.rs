@@ -22,7 +22,7 @@ pub use crate::capability::Usage;
 pub use cache::{CompiledCache, content_hash, short_version};
 pub use component::ComponentPre;
 pub use engine::{LoadError, Runtime};
-pub use invoke::{InvocationError, InvocationReport, Teardown, outcome_of};
+pub use invoke::{InvocationError, InvocationReport, Teardown, mask_outcome, outcome_of};
 pub use output::OutputCounts;
 pub use slots::{Slot, Slots};
 pub use state::PluginState;

@@ -23,9 +23,9 @@
 mod ticks;
 
 use crate::capability::Services;
+use crate::capability::messaging::operator::{OperatorMessage, publish_operator};
 use crate::capability::store::SetCondition;
 use crate::config::HostConfig;
-use crate::platform::{OperatorMessage, publish_operator};
 use arc_swap::ArcSwap;
 use chrono::{DateTime, Utc};
 use std::collections::HashMap;

@@ -26,8 +26,8 @@
 mod verify;
 
 use crate::capability::Services;
+use crate::capability::messaging::operator::{OperatorMessage, operator_envelope};
 use crate::config::HostConfig;
-use crate::platform::{OperatorMessage, operator_envelope};
 use arc_swap::ArcSwap;
 use axum::Router;
 use axum::extract::{Request, State};

@@ -51,7 +51,7 @@ async fn cached(platform: &Platform, key: &str) -> bool {
 
 async fn applied(platform: &Platform, count: u64) {
     wait_for(LIMIT, &format!("{count} applied events"), || async {
-        (platform.services.cache_events.counts().applied >= count).then_some(())
+        (platform.cache_events().counts().applied >= count).then_some(())
     })
     .await;
 }
@@ -83,13 +83,13 @@ async fn invalidation_events_work(platform: &Platform, mut config: HostConfig) {
     assert!(!cached(platform, "42").await, "removed by key");
     assert!(!cached(platform, "43").await, "removed by tag");
     assert!(cached(platform, "44").await, "another vendor's entry stays");
-    assert_eq!(platform.services.cache_events.counts().removed, 2);
+    assert_eq!(platform.cache_events().counts().removed, 2);
 
     // A malformed event is dead-lettered with why; the consumer goes on.
     let bad = publish(platform, "product.updated", json!({"sku": 1})).await;
     let letter = dead_letter_of(platform, &bad).await;
     assert!(letter.reason.contains("no field id"), "{}", letter.reason);
-    assert_eq!(letter.queue, platform.services.cache_events.queue());
+    assert_eq!(letter.queue, platform.cache_events().queue());
     publish(
         platform,
         "product.updated",
@@ -121,7 +121,7 @@ async fn invalidation_events_work(platform: &Platform, mut config: HostConfig) {
         cached(platform, "45").await,
         "a key no rule names any more invalidates nothing"
     );
-    assert_eq!(platform.services.cache_events.counts().applied, 3);
+    assert_eq!(platform.cache_events().counts().applied, 3);
     platform.shutdown().await;
 }
 
@@ -182,7 +182,7 @@ async fn an_event_being_applied_at_shutdown_is_finished_first() {
             .unwrap();
     }
     publish(&platform, "product.purged", json!({})).await;
-    let events = &platform.services.cache_events;
+    let events = platform.cache_events().clone();
     wait_for(LIMIT, "the event being applied", || async {
         (events.in_flight() == 1).then_some(())
     })

@@ -3,7 +3,7 @@
 use super::CacheGrant;
 use super::read_through::LoadFailure;
 use super::{CacheWrite, DomainStats, Window};
-use crate::bindings::techub::platform::cache::{
+use crate::capability::bindings::techub::platform::cache::{
     CacheError, DomainStats as WitStats, EntryOptions, Host, Invalidation, StatsWindow,
 };
 use crate::capability::{BackendError, Failure, Usage, unavailable_for_guest};

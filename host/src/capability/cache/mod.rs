@@ -24,7 +24,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use crate::bindings::techub::platform::cache::Priority;
+pub use crate::capability::bindings::techub::platform::cache::Priority;
 pub use host::{CacheFailure, CacheView, HasCache};
 pub use read_through::{LoadCounts, LoadLimits, LoadedEntry, Loaders, ReadThrough};
 pub use stats::{CacheStats, Window};
@@ -230,5 +230,5 @@ pub fn link<T: Send + 'static>(
     linker: &mut wasmtime::component::Linker<T>,
     view: fn(&mut T) -> CacheView<'_>,
 ) -> wasmtime::Result<()> {
-    crate::bindings::techub::platform::cache::add_to_linker::<T, HasCache>(linker, view)
+    crate::capability::bindings::techub::platform::cache::add_to_linker::<T, HasCache>(linker, view)
 }

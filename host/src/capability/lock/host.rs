@@ -2,7 +2,7 @@
 
 use super::LeaseState;
 use super::LockGrant;
-use crate::bindings::techub::platform::lock::{
+use crate::capability::bindings::techub::platform::lock::{
     Host, HostLease, LockError, LockOptions, LockStatus,
 };
 use crate::capability::{BackendError, Failure, Usage, unavailable_for_guest};

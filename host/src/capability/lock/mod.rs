@@ -115,5 +115,5 @@ pub fn link<T: Send + 'static>(
     linker: &mut wasmtime::component::Linker<T>,
     view: fn(&mut T) -> LockView<'_>,
 ) -> wasmtime::Result<()> {
-    crate::bindings::techub::platform::lock::add_to_linker::<T, HasLock>(linker, view)
+    crate::capability::bindings::techub::platform::lock::add_to_linker::<T, HasLock>(linker, view)
 }

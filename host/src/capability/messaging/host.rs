@@ -3,7 +3,7 @@
 use super::MessagingGrant;
 use super::request::Answering;
 use super::{Envelope, MessageStatus, now_ms};
-use crate::bindings::techub::platform::messaging::{
+use crate::capability::bindings::techub::platform::messaging::{
     Host, MessagingError, Priority, PublishOptions, Response,
 };
 use crate::capability::{Failure, Usage, unavailable_for_guest};

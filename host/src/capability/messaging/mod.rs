@@ -12,6 +12,7 @@
 pub mod amqp;
 mod host;
 pub mod memory;
+pub mod operator;
 mod priorities;
 pub mod replies;
 mod request;
@@ -24,7 +25,7 @@ pub use crate::config::Overflow;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use crate::bindings::techub::platform::messaging::MessageStatus;
+pub use crate::capability::bindings::techub::platform::messaging::MessageStatus;
 pub(crate) use host::check_options;
 pub use host::{HasMessaging, MessagingFailure, MessagingView, priority_level, priority_of_level};
 pub use priorities::DefaultPriorities;
@@ -472,5 +473,7 @@ pub fn link<T: Send + 'static>(
     linker: &mut wasmtime::component::Linker<T>,
     view: fn(&mut T) -> MessagingView<'_>,
 ) -> wasmtime::Result<()> {
-    crate::bindings::techub::platform::messaging::add_to_linker::<T, HasMessaging>(linker, view)
+    crate::capability::bindings::techub::platform::messaging::add_to_linker::<T, HasMessaging>(
+        linker, view,
+    )
 }

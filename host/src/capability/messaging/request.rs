@@ -8,8 +8,10 @@
 
 use super::host::{MessagingView, Result, check_options};
 use super::{Envelope, now_ms};
-use crate::bindings::Delivery;
-use crate::bindings::techub::platform::messaging::{MessagingError, PublishOptions, Response};
+use crate::capability::bindings::Delivery;
+use crate::capability::bindings::techub::platform::messaging::{
+    MessagingError, PublishOptions, Response,
+};
 use crate::capability::unavailable_for_guest;
 use std::time::Duration;
 

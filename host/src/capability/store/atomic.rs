@@ -3,7 +3,7 @@
 
 use super::host::{StoreView, nonzero_ttl};
 use super::{AtomicOp, AtomicResult};
-use crate::bindings::techub::platform::store::{OpResult, StoreError, StoreOp};
+use crate::capability::bindings::techub::platform::store::{OpResult, StoreError, StoreOp};
 
 type Result<T> = std::result::Result<T, StoreError>;
 

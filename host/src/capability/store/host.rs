@@ -2,7 +2,7 @@
 
 use super::StoreBackend;
 use super::StoreGrant;
-use crate::bindings::techub::platform::store::{
+use crate::capability::bindings::techub::platform::store::{
     Host, KeyTtl, ListEnd, OpResult, ScanPage, ScoreRange, Scored, SetCondition, SetOptions,
     StoreError, StoreOp,
 };

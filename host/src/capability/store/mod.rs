@@ -23,7 +23,9 @@ use crate::config::{HostConfig, KvBackend};
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use crate::bindings::techub::platform::store::{KeyTtl, ListEnd, ScoreRange, SetCondition};
+pub use crate::capability::bindings::techub::platform::store::{
+    KeyTtl, ListEnd, ScoreRange, SetCondition,
+};
 pub use host::{Claim, HasStore, StoreFailure, StoreView};
 
 /// One operation of an atomic batch, on a full key.
@@ -238,5 +240,5 @@ pub fn link<T: Send + 'static>(
     linker: &mut wasmtime::component::Linker<T>,
     view: fn(&mut T) -> StoreView<'_>,
 ) -> wasmtime::Result<()> {
-    crate::bindings::techub::platform::store::add_to_linker::<T, HasStore>(linker, view)
+    crate::capability::bindings::techub::platform::store::add_to_linker::<T, HasStore>(linker, view)
 }

@@ -4,7 +4,7 @@
 
 use super::ScoreRange;
 use super::host::StoreView;
-use crate::bindings::techub::platform::store::{Scored, StoreError};
+use crate::capability::bindings::techub::platform::store::{Scored, StoreError};
 use std::cmp::Ordering;
 use std::time::Duration;
 

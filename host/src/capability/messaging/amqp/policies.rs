@@ -263,13 +263,10 @@ impl Management {
                 body.map(|b| b.to_string()).unwrap_or_default(),
             )))
             .map_err(|e| e.to_string())?;
-        tokio::time::timeout(
-            self.timeout,
-            crate::admin::client::send(&self.addr, request),
-        )
-        .await
-        .map_err(|_| format!("no answer within {} ms", self.timeout.as_millis()))?
-        .map_err(|e| format!("{e:#}"))
+        tokio::time::timeout(self.timeout, crate::http1::send(&self.addr, request))
+            .await
+            .map_err(|_| format!("no answer within {} ms", self.timeout.as_millis()))?
+            .map_err(|e| format!("{e:#}"))
     }
 }
 

@@ -1,15 +1,15 @@
 //! Messages published as the operator: the admin endpoint, `techub-host publish`,
 //! schedules and webhooks. Checked as a plugin's publish would be.
 
+use super::{Envelope, now_ms, priority_level};
 use crate::capability::Services;
-use crate::capability::messaging::{Envelope, now_ms, priority_level};
 use anyhow::Context;
 
 /// What an operator's publish may set besides the routing key and payload.
 #[derive(Debug, Clone, Default)]
 pub struct OperatorMessage {
     /// Queue priority; `None`: the queue types that bind the key decide.
-    pub priority: Option<crate::bindings::techub::platform::messaging::Priority>,
+    pub priority: Option<crate::capability::bindings::techub::platform::messaging::Priority>,
     /// The message id (a plugin's idempotency key); `None`: a fresh one.
     pub message_id: Option<String>,
     /// The correlation id.
@@ -20,7 +20,7 @@ pub struct OperatorMessage {
 
 /// Publishes as the operator (the admin endpoint, schedules): persistent, checked as a
 /// plugin's publish would be, with the routing key's default priority unless given.
-pub(crate) async fn publish_operator(
+pub async fn publish_operator(
     services: &Services,
     max_message_bytes: usize,
     routing_key: &str,
@@ -40,7 +40,7 @@ pub(crate) async fn publish_operator(
 
 /// The envelope of an operator's message, checked as a plugin's publish would be
 /// (the routing key, the size, the options); the error says what is wrong with it.
-pub(crate) fn operator_envelope(
+pub fn operator_envelope(
     services: &Services,
     max_message_bytes: usize,
     routing_key: &str,
@@ -52,8 +52,8 @@ pub(crate) fn operator_envelope(
         payload.len() <= max_message_bytes,
         "payload larger than host.max_message_bytes"
     );
-    crate::capability::messaging::check_options(
-        &crate::bindings::techub::platform::messaging::PublishOptions {
+    super::check_options(
+        &crate::capability::bindings::techub::platform::messaging::PublishOptions {
             priority: message.priority,
             persistent: true,
             expiration_ms: None,
