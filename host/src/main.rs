@@ -124,6 +124,21 @@ enum Command {
         #[command(flatten)]
         admin: Admin,
     },
+    /// Shows what a plugin stored: `store get <plugin> <key>`, `store scan <plugin>
+    /// [pattern]` (its namespace only; values as UTF-8 or hex).
+    Store {
+        #[command(subcommand)]
+        command: cli::inspect::Store,
+        #[command(flatten)]
+        admin: Admin,
+    },
+    /// Shows what a cache domain holds: `cache get <domain> <key>`.
+    Cache {
+        #[command(subcommand)]
+        command: cli::inspect::Cache,
+        #[command(flatten)]
+        admin: Admin,
+    },
     /// Prints cache hits, misses and hit rate per domain (every host's, when the
     /// cache is on Redis).
     CacheStats {
@@ -240,6 +255,8 @@ async fn main() -> anyhow::Result<()> {
         Command::Plugins { admin, json: false } => cli::ops::plugins(&admin).await,
         Command::DeadLetters { admin } => cli::ops::show(&admin, "/dead-letters").await,
         Command::Dlq { command, admin } => cli::ops::dlq(&admin, command).await,
+        Command::Store { command, admin } => cli::inspect::store(&admin, command).await,
+        Command::Cache { command, admin } => cli::inspect::cache(&admin, command).await,
         Command::CacheStats {
             domain,
             since,

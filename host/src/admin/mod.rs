@@ -12,6 +12,7 @@
 
 pub mod client;
 mod dead_letters;
+pub mod inspect;
 mod ops;
 mod status_page;
 mod tail;
@@ -52,6 +53,9 @@ pub fn router(platform: Arc<Platform>, token: Option<String>) -> Router {
         .route("/metrics", get(ops::metrics))
         .route("/cache/stats", get(ops::cache_stats))
         .route("/cache/warm", post(ops::cache_warm))
+        .route("/cache/{domain}/keys/{key}", get(inspect::cache_get))
+        .route("/store/{plugin}/keys/{key}", get(inspect::store_get))
+        .route("/store/{plugin}/scan/{pattern}", get(inspect::store_scan))
         .route("/messages/{id}", get(ops::message_status))
         .route("/dead-letters", get(dead_letters::list))
         .route("/dead-letters/{id}", get(dead_letters::show))

@@ -5,6 +5,7 @@
 pub mod check;
 pub mod demo;
 pub mod dev;
+pub mod inspect;
 pub mod new;
 pub mod ops;
 

@@ -52,7 +52,7 @@ pub enum Dlq {
     },
 }
 
-async fn get(admin: &Admin, path: &str) -> anyhow::Result<Value> {
+pub(super) async fn get(admin: &Admin, path: &str) -> anyhow::Result<Value> {
     let (status, body) = client::get(&admin.admin, admin.token.as_deref(), path)
         .await
         .with_context(|| unreachable(admin))?;

@@ -13,6 +13,7 @@ mod e2e_scenarios;
 mod e2e_services;
 mod grants;
 mod hostile;
+mod inspect;
 mod l1;
 mod limits;
 mod live;
