@@ -18,10 +18,13 @@ use proc_macro::TokenStream;
 use quote::quote;
 use syn::{ItemFn, LitStr, parse_macro_input};
 
-/// What one `#[handler(...)]` says: its queue type and routing keys.
+/// What one `#[handler(...)]` says: its queue type, routing keys, and the routing
+/// keys it publishes to.
+#[derive(Default)]
 struct HandlerArgs {
     queue: Option<LitStr>,
     routing_keys: Vec<LitStr>,
+    publishes: Vec<LitStr>,
 }
 
 impl HandlerArgs {
@@ -30,15 +33,21 @@ impl HandlerArgs {
             if meta.path.is_ident("queue") {
                 self.queue = Some(meta.value()?.parse()?);
                 Ok(())
-            } else if meta.path.is_ident("routing_keys") {
+            } else if meta.path.is_ident("routing_keys") || meta.path.is_ident("publishes") {
+                let into = match meta.path.is_ident("publishes") {
+                    true => &mut self.publishes,
+                    false => &mut self.routing_keys,
+                };
                 let value = meta.value()?;
                 let content;
                 syn::bracketed!(content in value);
                 let keys = content.parse_terminated(|p| p.parse::<LitStr>(), syn::Token![,])?;
-                self.routing_keys.extend(keys);
+                into.extend(keys);
                 Ok(())
             } else {
-                Err(meta.error("expected `queue = \"...\"` or `routing_keys = [\"...\"]`"))
+                Err(meta.error(
+                    "expected `queue = \"...\"`, `routing_keys = [\"...\"]` or `publishes = [\"...\"]`",
+                ))
             }
         })
     }
@@ -47,15 +56,13 @@ impl HandlerArgs {
 /// See `techub_guest::handler`.
 #[proc_macro_attribute]
 pub fn handler(args: TokenStream, item: TokenStream) -> TokenStream {
-    let mut parsed = HandlerArgs {
-        queue: None,
-        routing_keys: Vec::new(),
-    };
+    let mut parsed = HandlerArgs::default();
     let parser = parsed.parser();
     parse_macro_input!(args with parser);
     let HandlerArgs {
         queue,
         routing_keys,
+        publishes,
     } = parsed;
     let function = parse_macro_input!(item as ItemFn);
 
@@ -77,7 +84,7 @@ pub fn handler(args: TokenStream, item: TokenStream) -> TokenStream {
 
         impl ::techub_guest::__private::exported::Guest for __TechubPlugin {
             fn subscriptions() -> ::std::vec::Vec<::techub_guest::__private::exported::Subscription> {
-                ::std::vec![::techub_guest::message::subscription(#queue, &[#(#routing_keys),*])]
+                ::std::vec![::techub_guest::message::subscription_publishing(#queue, &[#(#routing_keys),*], &[#(#publishes),*])]
             }
 
             fn handle(

@@ -21,7 +21,9 @@ pub fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
         return syn::Error::new_spanned(&module, "#[service] needs a module with a body")
             .to_compile_error();
     };
-    let mut handlers: Vec<(LitStr, Vec<LitStr>, syn::Ident)> = Vec::new();
+    // (queue type, (routing keys, declared publishes), handler function)
+    #[allow(clippy::type_complexity)]
+    let mut handlers: Vec<(LitStr, (Vec<LitStr>, Vec<LitStr>), syn::Ident)> = Vec::new();
     let mut loader: Option<syn::Ident> = None;
     for item in items.iter_mut() {
         let Item::Fn(function) = item else { continue };
@@ -48,10 +50,7 @@ pub fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
             continue;
         };
         let attribute = function.attrs.remove(at);
-        let mut parsed = HandlerArgs {
-            queue: None,
-            routing_keys: Vec::new(),
-        };
+        let mut parsed = HandlerArgs::default();
         if let syn::Meta::List(list) = &attribute.meta
             && let Err(error) = list.parse_args_with(parsed.parser())
         {
@@ -68,7 +67,11 @@ pub fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
             );
             return syn::Error::new_spanned(&queue, message).to_compile_error();
         }
-        handlers.push((queue, parsed.routing_keys, function.sig.ident.clone()));
+        handlers.push((
+            queue,
+            (parsed.routing_keys, parsed.publishes),
+            function.sig.ident.clone(),
+        ));
     }
     let module_name = &module.ident;
     let loader_export = match &loader {
@@ -86,8 +89,8 @@ pub fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
         )
         .to_compile_error();
     }
-    let subscriptions = handlers.iter().map(|(queue, keys, _)| {
-        quote! { ::techub_guest::message::subscription(#queue, &[#(#keys),*]) }
+    let subscriptions = handlers.iter().map(|(queue, (keys, publishes), _)| {
+        quote! { ::techub_guest::message::subscription_publishing(#queue, &[#(#keys),*], &[#(#publishes),*]) }
     });
     let arms = handlers.iter().map(|(queue, _, name)| {
         quote! {

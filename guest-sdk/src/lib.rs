@@ -54,6 +54,12 @@ pub use message::{Failure, Message, MessageBuilder, Outcome};
 /// Into<Failure>` (every SDK error converts: unavailable backends become retries, bad
 /// input becomes a rejection). A panic in the handler traps the instance, which the host
 /// counts as a retry.
+///
+/// `publishes = ["order.confirmed", "notification.email"]` declares the routing keys
+/// the handler publishes to: the host refuses the plugin at load, and `techub-host
+/// check` says why, when one is outside its `[plugins.<name>].publish` grant, instead
+/// of the publish failing mid-handler after earlier effects went out. Publishes not
+/// declared are checked as they are made.
 pub use techub_guest_macros::handler;
 /// Exports a function as the plugin's cache loader: the host calls it on a
 /// [`cache::get_or_load`] miss in a domain `host.toml` names this plugin the loader of

@@ -504,9 +504,20 @@ impl<E: Into<Failure>> IntoOutcome for Result<(), E> {
 /// Builds the exported subscription list; used by the [`handler`](crate::handler) macro.
 #[doc(hidden)]
 pub fn subscription(queue: &str, routing_keys: &[&str]) -> exported::Subscription {
+    subscription_publishing(queue, routing_keys, &[])
+}
+
+/// [`subscription`] with the routing keys its handler declares it publishes to.
+#[doc(hidden)]
+pub fn subscription_publishing(
+    queue: &str,
+    routing_keys: &[&str],
+    publishes: &[&str],
+) -> exported::Subscription {
     exported::Subscription {
         queue: queue.to_string(),
         routing_keys: routing_keys.iter().map(|k| k.to_string()).collect(),
+        publishes: publishes.iter().map(|k| k.to_string()).collect(),
     }
 }
 

@@ -50,6 +50,9 @@ pub async fn check_plugin(
             );
             for s in &loaded.subscriptions {
                 println!("  consumes queue type {} via {:?}", s.queue, s.routing_keys);
+                if !s.publishes.is_empty() {
+                    println!("    and publishes to {:?} (declared, granted)", s.publishes);
+                }
             }
             let grants = config.plugins.get(&name).cloned().unwrap_or_default();
             println!("  cache domains granted: {:?}", grants.cache_domains);

@@ -245,6 +245,22 @@ pub fn check_subscriptions(
                 subscription.queue
             )));
         }
+        if subscription.publishes.len() > MAX_BINDINGS {
+            return Err(bad(format!(
+                "declares {} publishes for {:?}, more than {MAX_BINDINGS}",
+                subscription.publishes.len(),
+                subscription.queue
+            )));
+        }
+        for key in &subscription.publishes {
+            crate::names::routing::validate_routing_key(key)
+                .map_err(|e| bad(format!("declares it publishes {key:?}: {e}")))?;
+            if !context.messaging.may_publish(key) {
+                return Err(bad(format!(
+                    "declares it publishes {key:?}, which no pattern of [plugins.{name}].publish grants: add {key:?} (or a pattern covering it) to it in host.toml"
+                )));
+            }
+        }
         for key in keys {
             validate_pattern(key).map_err(bad)?;
             let binding = TopicPattern::parse(key).map_err(bad)?;

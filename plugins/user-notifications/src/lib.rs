@@ -7,7 +7,11 @@
 use techub_guest::events::{self, EmailRequest, UserCreated};
 use techub_guest::prelude::*;
 
-#[handler(queue = "notification", routing_keys = ["user.created"])]
+#[handler(
+    queue = "notification",
+    routing_keys = ["user.created"],
+    publishes = ["notification.email"]
+)]
 fn welcome(message: Message) -> Result<(), Failure> {
     let user: UserCreated = message.json()?;
     if user.id.is_empty() || !user.email.contains('@') {

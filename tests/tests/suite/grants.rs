@@ -56,6 +56,42 @@ async fn a_subscription_outside_the_subscribe_grant_is_refused_by_name() {
     );
 }
 
+/// A declared publish (`#[handler(.., publishes = [..])]`) outside the publish grant
+/// refuses the plugin at load, by name, before any message could run half its effects;
+/// a reload that grants it takes the plugin.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_declared_publish_outside_the_publish_grant_refuses_the_plugin_at_load() {
+    init_tracing();
+    let (dir, mut config) = techub_tests::user_notifications();
+    config
+        .plugins
+        .get_mut("user-notifications")
+        .unwrap()
+        .publish = vec!["audit.*".into()];
+    let platform = Platform::start(config.clone()).await.unwrap();
+    assert!(platform.plugins().await.is_empty(), "refused, not loaded");
+    let error = platform.load_errors().await[0].to_string();
+    assert!(
+        error.contains("user-notifications.wasm")
+            && error.contains("declares it publishes \"notification.email\"")
+            && error.contains("[plugins.user-notifications].publish"),
+        "{error}"
+    );
+    config
+        .plugins
+        .get_mut("user-notifications")
+        .unwrap()
+        .publish = vec!["notification.*".into()];
+    platform.reload_config(config).await.unwrap();
+    assert_eq!(
+        platform.plugins().await.len(),
+        1,
+        "{:?}",
+        platform.load_errors().await
+    );
+    drop(dir);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn publishing_outside_the_publish_grant_is_not_permitted() {
     let (platform, _dir) = hostile_platform(|_| {}).await;

@@ -62,13 +62,33 @@ async fn user_notifications_caches_the_user_publishes_the_email_and_logs_it() {
 
 #[tokio::test]
 async fn a_publish_the_kit_did_not_grant_fails_the_delivery_and_publishes_nothing() {
-    let kit = TestKit::file(fixture("user_notifications"))
+    // Declared (`publishes = [..]`): refused as the kit starts, naming the key.
+    let refused = TestKit::file(fixture("user_notifications"))
         .name("user-notifications")
         .cache_domains(&["users"])
         .start()
         .await
+        .err()
+        .expect("a declared ungranted publish refuses the plugin");
+    assert!(
+        refused
+            .to_string()
+            .contains("declares it publishes \"notification.email\""),
+        "{refused:#}"
+    );
+    // Not declared: the publish fails as it is made, and nothing goes out.
+    let kit = TestKit::file(fixture("order_processor"))
+        .name("order-processor")
+        .cache_domains(&["orders"])
+        .publish(&["order.*"])
+        .start()
+        .await
         .expect("the kit starts");
-    let handled = kit.deliver(user("42", "ada@example.com")).await;
+    kit.store_set("stock:a", "5").await;
+    let order = json!({ "id": "o-9", "items": [{ "product": "a", "quantity": 1 }] });
+    let handled = kit
+        .deliver(TestMessage::json("order.created", &order))
+        .await;
     assert!(
         matches!(&handled.outcome, Outcome::Reject(reason) | Outcome::Retry(reason) if reason.contains("publish")),
         "{handled:?}"

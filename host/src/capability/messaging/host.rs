@@ -109,12 +109,7 @@ impl MessagingView<'_> {
     ) -> Result<String> {
         self.take_publish()?;
         validate_routing_key(&routing_key).map_err(MessagingError::InvalidRoutingKey)?;
-        if !self
-            .grant
-            .publish
-            .iter()
-            .any(|grant| grant.matches(&routing_key))
-        {
+        if !self.grant.may_publish(&routing_key) {
             return Err(MessagingError::NotPermitted(format!(
                 "{routing_key}: add {routing_key:?} (or a pattern covering it) to [plugins.{}].publish in host.toml",
                 self.grant.plugin

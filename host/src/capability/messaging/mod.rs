@@ -441,6 +441,11 @@ pub struct MessagingGrant {
 }
 
 impl MessagingGrant {
+    /// Whether a publish with `routing_key` is granted.
+    pub fn may_publish(&self, routing_key: &str) -> bool {
+        self.publish.iter().any(|grant| grant.matches(routing_key))
+    }
+
     /// `plugin`'s grant under `config`.
     pub fn new(
         plugin: &str,
