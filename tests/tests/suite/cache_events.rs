@@ -187,7 +187,9 @@ async fn an_event_being_applied_at_shutdown_is_finished_first() {
         (events.in_flight() == 1).then_some(())
     })
     .await;
+    let stopping = std::time::Instant::now();
     platform.shutdown().await;
+    eprintln!("shutdown with the event in flight took {:?}", stopping.elapsed());
     assert_eq!(
         events.counts().applied,
         1,
