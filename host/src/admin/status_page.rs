@@ -1,6 +1,7 @@
 //! `GET /`: a status page for people, rendered on the server (no script, no build
-//! step): plugins with state, version and outcome counts, queues with depth, the
-//! dead-letter queue, and the cache hit rate per domain over the last hour.
+//! step): the host's version, uptime and backends; plugins with state, version,
+//! outcome counts, bindings and last failure; queues with depth, the dead-letter
+//! queue and its latest letters; and the cache hit rate per domain over the last hour.
 
 use crate::Platform;
 use crate::capability::cache::Window;
@@ -42,6 +43,7 @@ pub(super) async fn page(State(platform): State<Arc<Platform>>) -> Html<String> 
         "<!doctype html><html><head><meta charset=\"utf-8\"><meta http-equiv=\"refresh\" content=\"5\">\
          <title>techub status</title><style>{STYLE}</style></head><body><h1>techub</h1>"
     );
+    let _ = write!(html, "<p id=\"about\">{}</p>", escape(&about(&platform)));
 
     html.push_str("<h2>Plugins</h2><table id=\"plugins\"><tr><th>plugin</th><th>state</th><th>version</th><th>outbound</th><th>in flight</th>");
     let outcomes = [
@@ -56,7 +58,7 @@ pub(super) async fn page(State(platform): State<Arc<Platform>>) -> Html<String> 
     for outcome in outcomes {
         let _ = write!(html, "<th>{outcome}</th>");
     }
-    html.push_str("</tr>");
+    html.push_str("<th>bindings</th><th>last failure</th></tr>");
     for plugin in &plugins {
         let state = format!("{:?}", plugin.state).to_lowercase();
         let counts = services.metrics.plugin(&plugin.name).outcome_counts();
@@ -71,12 +73,31 @@ pub(super) async fn page(State(platform): State<Arc<Platform>>) -> Html<String> 
         for (_, count) in counts {
             let _ = write!(html, "<td class=\"n\">{count}</td>");
         }
-        html.push_str("</tr>");
+        let bindings: Vec<String> = plugin
+            .subscriptions
+            .iter()
+            .map(|(queue_type, keys)| format!("{queue_type}: {}", keys.join(" ")))
+            .collect();
+        let failure = services.metrics.plugin(&plugin.name).last_failure();
+        let failure = match (&plugin.last_error, failure) {
+            (Some(error), _) => error.clone(),
+            (None, Some((at_ms, reason))) => {
+                let ago = now_ms().saturating_sub(at_ms) / 1000;
+                format!("{ago} s ago: {reason}")
+            }
+            (None, None) => String::new(),
+        };
+        let _ = write!(
+            html,
+            "<td class=\"bindings\">{}</td><td class=\"failure bad\">{}</td></tr>",
+            escape(&bindings.join("; ")),
+            escape(&failure)
+        );
     }
     for file in &failed {
         let _ = write!(
             html,
-            "<tr><td>{}</td><td class=\"failed\">failed</td><td colspan=\"10\">{}</td></tr>",
+            "<tr><td>{}</td><td class=\"failed\">failed</td><td colspan=\"12\">{}</td></tr>",
             escape(&file.file),
             escape(&file.reason)
         );
@@ -117,6 +138,7 @@ pub(super) async fn page(State(platform): State<Arc<Platform>>) -> Html<String> 
         html,
         "<tr><td>dead letters</td><td></td><td class=\"n\" id=\"dead-letters\">{dead}</td></tr></table>"
     );
+    latest_dead_letters(&platform, &mut html).await;
 
     html.push_str("<h2>Cache, last hour</h2><table id=\"cache\"><tr><th>domain</th><th>hits</th><th>misses</th><th>writes</th><th>hit rate</th></tr>");
     let window = Some(Window {
@@ -147,6 +169,76 @@ pub(super) async fn page(State(platform): State<Arc<Platform>>) -> Html<String> 
     }
     html.push_str("</table><p>Machine-readable: <a href=\"/metrics\">/metrics</a>, <a href=\"/plugins\">/plugins</a>, <a href=\"/dead-letters\">/dead-letters</a>, <a href=\"/cache/stats\">/cache/stats</a>.</p></body></html>");
     Html(html)
+}
+
+/// How many of the newest dead letters the page lists.
+const LATEST_DEAD_LETTERS: usize = 5;
+/// Deepest dead-letter queue whose newest letters the page reads (past it, the oldest).
+const MAX_PEEKED: usize = 500;
+
+/// `techub-host 0.1.0 · up 2 h 5 min · cache redis, store redis, lock redis, messaging
+/// amqp · redis single`.
+fn about(platform: &Platform) -> String {
+    let config = platform.config();
+    let b = &config.backends;
+    let name = |backend: crate::config::KvBackend| format!("{backend:?}").to_lowercase();
+    let uptime = platform.uptime().as_secs();
+    let uptime = match uptime {
+        s if s < 60 => format!("{s} s"),
+        s if s < 3_600 => format!("{} min {} s", s / 60, s % 60),
+        s => format!("{} h {} min", s / 3_600, s % 3_600 / 60),
+    };
+    let mut about = format!(
+        "techub-host {} · up {uptime} · cache {}, store {}, lock {}, messaging {}",
+        env!("CARGO_PKG_VERSION"),
+        name(b.cache),
+        name(b.store),
+        name(b.lock),
+        format!("{:?}", b.messaging).to_lowercase(),
+    );
+    if platform.services.redis.is_some() {
+        about.push_str(&format!(" · redis {:?}", config.redis.mode).to_lowercase());
+    }
+    about
+}
+
+/// The newest dead letters, with their queue and reason.
+async fn latest_dead_letters(platform: &Platform, html: &mut String) {
+    let broker = platform.services.broker.as_ref();
+    let Ok(fill) = DeadLetterFill::read(broker, &platform.config().dead_letter).await else {
+        return;
+    };
+    let depth = usize::try_from(fill.depth).unwrap_or(usize::MAX);
+    // The newest are at the end of the queue: a peek reads every letter before them,
+    // so past a bound the page shows the oldest instead (it refreshes every 5 s).
+    let (offset, title) = match depth <= MAX_PEEKED {
+        true => (
+            depth.saturating_sub(LATEST_DEAD_LETTERS),
+            "Latest dead letters",
+        ),
+        false => (0, "Oldest dead letters"),
+    };
+    let Ok(letters) = broker.dead_letters(offset, LATEST_DEAD_LETTERS).await else {
+        return;
+    };
+    let _ = write!(
+        html,
+        "<h2>{title}</h2><table id=\"latest-dead-letters\"><tr><th>id</th><th>queue</th><th>reason</th></tr>"
+    );
+    let newest_first: Vec<_> = match offset {
+        0 if depth > MAX_PEEKED => letters.iter().collect(),
+        _ => letters.iter().rev().collect(),
+    };
+    for letter in newest_first {
+        let _ = write!(
+            html,
+            "<tr class=\"dead-letter\"><td><code>{}</code></td><td>{}</td><td>{}</td></tr>",
+            escape(&letter.envelope.id),
+            escape(&letter.queue),
+            escape(&letter.reason)
+        );
+    }
+    html.push_str("</table>");
 }
 
 #[cfg(test)]

@@ -288,6 +288,17 @@ impl Worker {
             )
             .await;
         crate::runtime::mask_outcome(&version.context, &mut report.result);
+        let failure = match &report.result {
+            Ok(crate::capability::bindings::Outcome::Ok) => None,
+            Ok(
+                crate::capability::bindings::Outcome::Retry(reason)
+                | crate::capability::bindings::Outcome::Reject(reason),
+            ) => Some(reason.clone()),
+            Err(error) => Some(error.to_string()),
+        };
+        if let Some(reason) = failure {
+            metrics.failed(crate::capability::messaging::now_ms(), &reason);
+        }
         drop(in_flight);
         let outcome = crate::runtime::outcome_of(&report.result);
         report.record(metrics, outcome);

@@ -131,6 +131,9 @@ pub struct PluginMetrics {
     load_failures: Counter,
     quotas: [Counter; 8],
     log_dropped: Counter,
+    /// Why its last handled message did not end `ok`, and when (ms since the epoch):
+    /// the status page shows it (kept even with metrics off: it is not a metric).
+    last_failure: std::sync::Mutex<Option<(u64, String)>>,
 }
 
 impl std::fmt::Debug for PluginMetrics {
@@ -157,6 +160,7 @@ impl PluginMetrics {
                 load_failures: Counter::default(),
                 quotas: Default::default(),
                 log_dropped: Counter::default(),
+                last_failure: Default::default(),
                 name,
                 metrics,
             };
@@ -192,6 +196,7 @@ impl PluginMetrics {
                 })
             }),
             log_dropped: metrics.log_dropped.get_or_create_owned(&label),
+            last_failure: Default::default(),
             name,
             metrics,
         }
@@ -234,6 +239,21 @@ impl PluginMetrics {
         if self.metrics.enabled {
             self.log_dropped.inc();
         }
+    }
+
+    /// A handled message did not end `ok`, for `reason` (already masked), at `at_ms`.
+    pub fn failed(&self, at_ms: u64, reason: &str) {
+        // Bounded: a reason is cut before it reaches a dead letter, but not always here.
+        let reason: String = reason.chars().take(500).collect();
+        *self.last_failure.lock().unwrap_or_else(|e| e.into_inner()) = Some((at_ms, reason));
+    }
+
+    /// Why its last handled message did not end `ok`, and when (ms since the epoch).
+    pub fn last_failure(&self) -> Option<(u64, String)> {
+        self.last_failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// An invocation starts; the guard counts it in flight until dropped.

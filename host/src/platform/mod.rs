@@ -51,6 +51,8 @@ pub struct Platform {
     pub stand_ins: Option<crate::stand_ins::StandIns>,
     /// Where `[webhooks]` are served, once bound.
     webhooks_addr: Option<std::net::SocketAddr>,
+    /// When it started.
+    started: std::time::Instant,
 }
 
 /// Longest the shutdown waits for one background task to finish its last round, or
@@ -149,6 +151,7 @@ impl Platform {
             stopping,
             stand_ins,
             webhooks_addr: webhooks.as_ref().and_then(|l| l.local_addr().ok()),
+            started: std::time::Instant::now(),
         };
         // Watch first, so that nothing dropped while the directory loads is missed
         // (a file seen twice is loaded once: its hash is the version).
@@ -214,6 +217,11 @@ impl Platform {
     /// The configuration in force.
     pub fn config(&self) -> Arc<HostConfig> {
         self.config.load_full()
+    }
+
+    /// How long it has been running.
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
     }
 
     /// The consumer of `[[cache.invalidate]]` events.

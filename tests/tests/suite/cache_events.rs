@@ -189,7 +189,10 @@ async fn an_event_being_applied_at_shutdown_is_finished_first() {
     .await;
     let stopping = std::time::Instant::now();
     platform.shutdown().await;
-    eprintln!("shutdown with the event in flight took {:?}", stopping.elapsed());
+    eprintln!(
+        "shutdown with the event in flight took {:?}",
+        stopping.elapsed()
+    );
     assert_eq!(
         events.counts().applied,
         1,

@@ -1,6 +1,7 @@
-//! The status page at `/`, loaded in a real headless Chromium: the plugin names, their
-//! outcome counts, the queues and the cache hit rate appear; a screenshot is kept in
-//! `target/test-artifacts/status-page.png`.
+//! The status page at `/`, loaded in a real headless Chromium: the host's version,
+//! uptime and backends, the plugin names, their outcome counts, bindings and last
+//! failure, the queues, the latest dead letters and the cache hit rate appear; a
+//! screenshot is kept in `target/test-artifacts/status-page.png`.
 
 use crate::operations::sample;
 use std::process::Command;
@@ -67,6 +68,12 @@ async fn the_status_page_shows_plugins_counts_queues_and_hit_rates_in_a_browser(
         (ok == Some(7.0)).then_some(())
     })
     .await;
+    // One the plugin rejects: its last failure, and the newest dead letter.
+    let rejected = platform
+        .publish("user.created", b"not json".to_vec(), None)
+        .await
+        .unwrap();
+    crate::e2e_embedded::dead_letter_of(&platform, &rejected).await;
     // Reads of the users domain, as the cache counts them: 3 hits, 1 miss.
     let stats = &platform.services.cache_stats;
     stats.record("users", techub_host::metrics::CacheEvent::Hit, 3);
@@ -108,6 +115,42 @@ async fn the_status_page_shows_plugins_counts_queues_and_hit_rates_in_a_browser(
     assert_eq!(cells[1], "serving", "{row}");
     assert_eq!(cells[3], "", "it has no outbound grants: {row}");
     assert_eq!(cells[5], "7", "the ok count: {row}");
+    let bindings = row.split("class=\"bindings\">").nth(1).unwrap_or_default();
+    assert!(
+        bindings.starts_with("notification: user.created"),
+        "its bindings: {row}"
+    );
+    let failure = row
+        .split("class=\"failure bad\">")
+        .nth(1)
+        .unwrap_or_default();
+    assert!(
+        failure.contains("s ago: ") && failure.contains("JSON"),
+        "its last failure: {row}"
+    );
+    let about = dom_text
+        .split("id=\"about\">")
+        .nth(1)
+        .and_then(|rest| rest.split('<').next())
+        .unwrap_or_else(|| panic!("no about line in:\n{dom_text}"));
+    assert!(
+        about.starts_with("techub-host ")
+            && about.contains(" · up ")
+            && about.contains("cache memory, store memory, lock memory, messaging memory"),
+        "{about}"
+    );
+    let latest = dom_text
+        .split("id=\"latest-dead-letters\"")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no latest dead letters in:\n{dom_text}"));
+    let newest = latest
+        .split("class=\"dead-letter\"")
+        .nth(1)
+        .unwrap_or_default();
+    assert!(
+        newest.contains(&rejected) && newest.contains("rejected:"),
+        "the newest dead letter first, with its reason: {latest}"
+    );
     assert!(
         dom_text.contains("not-a-plugin.wasm"),
         "failed files are listed"
