@@ -1,6 +1,7 @@
 //! `GET /`: a status page for people, rendered on the server (no script, no build
 //! step): the host's version, uptime and backends; plugins with state, version,
-//! outcome counts, bindings and last failure; queues with depth, the dead-letter
+//! outcome counts, bindings and last failure; a chart of each plugin's messages/s
+//! and p99 over the last five minutes; queues with depth, the dead-letter
 //! queue and its latest letters; and the cache hit rate per domain over the last hour.
 
 use crate::Platform;
@@ -104,6 +105,8 @@ pub(super) async fn page(State(platform): State<Arc<Platform>>) -> Html<String> 
     }
     html.push_str("</table>");
 
+    recent_chart(&platform, &plugins, &mut html);
+
     html.push_str(
         "<h2>Queues</h2><table id=\"queues\"><tr><th>queue</th><th>plugin</th><th>ready</th></tr>",
     );
@@ -169,6 +172,57 @@ pub(super) async fn page(State(platform): State<Arc<Platform>>) -> Html<String> 
     }
     html.push_str("</table><p>Machine-readable: <a href=\"/metrics\">/metrics</a>, <a href=\"/plugins\">/plugins</a>, <a href=\"/dead-letters\">/dead-letters</a>, <a href=\"/cache/stats\">/cache/stats</a>.</p></body></html>");
     Html(html)
+}
+
+/// Chart size, in CSS pixels.
+const CHART_WIDTH: f64 = 300.0;
+const CHART_HEIGHT: f64 = 48.0;
+
+/// Each serving plugin's messages/s (blue) and p99 (orange) over the last five
+/// minutes, as an inline SVG (the page refreshes itself every 5 s).
+fn recent_chart(platform: &Platform, plugins: &[crate::registry::PluginInfo], html: &mut String) {
+    if !platform.services.metrics.enabled() {
+        return;
+    }
+    let now_s = now_ms() / 1000;
+    html.push_str("<h2>Last 5 minutes</h2><table id=\"recent\"><tr><th>plugin</th><th>messages/s <span style=\"color:#06c\">&#9632;</span> and p99 <span style=\"color:#d70\">&#9632;</span></th><th>now</th></tr>");
+    for plugin in plugins {
+        let points = platform.services.metrics.plugin(&plugin.name).recent(now_s);
+        let max = |value: fn(&crate::metrics::RecentPoint) -> f64| {
+            points.iter().map(value).fold(0.0, f64::max)
+        };
+        let (max_rate, max_p99) = (max(|p| p.per_second), max(|p| p.p99_ms));
+        let line = |value: fn(&crate::metrics::RecentPoint) -> f64, top: f64| {
+            let step = CHART_WIDTH / (points.len().max(2) - 1) as f64;
+            points
+                .iter()
+                .enumerate()
+                .map(|(i, p)| {
+                    let y = match top > 0.0 {
+                        true => CHART_HEIGHT - value(p) / top * (CHART_HEIGHT - 2.0) - 1.0,
+                        false => CHART_HEIGHT - 1.0,
+                    };
+                    format!("{:.1},{y:.1}", i as f64 * step)
+                })
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        let last = points.last().copied();
+        let _ = write!(
+            html,
+            "<tr><td>{name}</td><td><svg class=\"rate\" data-plugin=\"{name}\" data-max-rate=\"{max_rate:.2}\" data-max-p99=\"{max_p99:.1}\" width=\"{CHART_WIDTH}\" height=\"{CHART_HEIGHT}\" viewBox=\"0 0 {CHART_WIDTH} {CHART_HEIGHT}\">\
+             <title>up to {max_rate:.1} messages/s, p99 up to {max_p99:.1} ms</title>\
+             <polyline fill=\"none\" stroke=\"#06c\" stroke-width=\"1.5\" points=\"{rate}\"/>\
+             <polyline fill=\"none\" stroke=\"#d70\" stroke-width=\"1\" points=\"{p99}\"/></svg></td>\
+             <td class=\"n\">{now_rate:.1}/s, p99 {now_p99:.1} ms</td></tr>",
+            name = escape(&plugin.name),
+            rate = line(|p| p.per_second, max_rate),
+            p99 = line(|p| p.p99_ms, max_p99),
+            now_rate = last.map_or(0.0, |p| p.per_second),
+            now_p99 = last.map_or(0.0, |p| p.p99_ms),
+        );
+    }
+    html.push_str("</table>");
 }
 
 /// How many of the newest dead letters the page lists.

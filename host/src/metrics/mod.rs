@@ -18,6 +18,8 @@
 //! - `mod.rs`: [`Metrics`], its families, and the recorders of the cache, queues and
 //!   backends.
 //! - `plugin.rs`: [`PluginMetrics`], one plugin's handles, and [`InvocationOutcome`].
+//! - `recent.rs`: one plugin's messages/s and p99 over the last minutes (the status
+//!   page's chart).
 //! - `polled.rs`: the gauges the platform's poller sets (queue depths, pool slots,
 //!   cache bytes), from plain figures.
 //!
@@ -25,8 +27,10 @@
 
 mod plugin;
 mod polled;
+mod recent;
 
 pub use plugin::{InvocationFigures, InvocationOutcome, PluginMetrics, QuotaKind};
+pub use recent::{Recent, RecentPoint};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;

@@ -134,6 +134,8 @@ pub struct PluginMetrics {
     /// Why its last handled message did not end `ok`, and when (ms since the epoch):
     /// the status page shows it (kept even with metrics off: it is not a metric).
     last_failure: std::sync::Mutex<Option<(u64, String)>>,
+    /// Messages handled and their latency over the last minutes.
+    recent: super::Recent,
 }
 
 impl std::fmt::Debug for PluginMetrics {
@@ -161,6 +163,7 @@ impl PluginMetrics {
                 quotas: Default::default(),
                 log_dropped: Counter::default(),
                 last_failure: Default::default(),
+                recent: Default::default(),
                 name,
                 metrics,
             };
@@ -197,6 +200,7 @@ impl PluginMetrics {
             }),
             log_dropped: metrics.log_dropped.get_or_create_owned(&label),
             last_failure: Default::default(),
+            recent: Default::default(),
             name,
             metrics,
         }
@@ -256,6 +260,11 @@ impl PluginMetrics {
             .clone()
     }
 
+    /// Messages/s and p99 per slot over the last minutes, oldest first, up to `now_s`.
+    pub fn recent(&self, now_s: u64) -> Vec<super::RecentPoint> {
+        self.recent.points(now_s)
+    }
+
     /// An invocation starts; the guard counts it in flight until dropped.
     pub fn start(&self) -> InFlight {
         if self.metrics.enabled {
@@ -273,6 +282,9 @@ impl PluginMetrics {
             return;
         }
         self.outcomes[outcome as usize].inc();
+        if let Ok(now) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+            self.recent.record(now.as_secs(), figures.elapsed);
+        }
         self.guest.observe(figures.guest_cpu.as_secs_f64());
         self.host.observe(figures.host_time.as_secs_f64());
         self.total.observe(figures.elapsed.as_secs_f64());

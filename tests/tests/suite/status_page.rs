@@ -1,6 +1,6 @@
 //! The status page at `/`, loaded in a real headless Chromium: the host's version,
 //! uptime and backends, the plugin names, their outcome counts, bindings and last
-//! failure, the queues, the latest dead letters and the cache hit rate appear; a
+//! failure, a chart of their recent messages/s and p99, the queues, the latest dead letters and the cache hit rate appear; a
 //! screenshot is kept in `target/test-artifacts/status-page.png`.
 
 use crate::operations::sample;
@@ -139,6 +139,23 @@ async fn the_status_page_shows_plugins_counts_queues_and_hit_rates_in_a_browser(
             && about.contains("cache memory, store memory, lock memory, messaging memory"),
         "{about}"
     );
+    // The chart of the last minutes, drawn from the traffic above.
+    let chart = dom_text
+        .split("class=\"rate\" data-plugin=\"user-notifications\"")
+        .nth(1)
+        .and_then(|rest| rest.split("</svg>").next())
+        .unwrap_or_else(|| panic!("no chart for the plugin in:\n{dom_text}"));
+    let attribute = |name: &str| -> f64 {
+        chart
+            .split(&format!("{name}=\""))
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .and_then(|value| value.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {chart}"))
+    };
+    assert!(attribute("data-max-rate") > 0.0, "{chart}");
+    assert!(attribute("data-max-p99") > 0.0, "{chart}");
+    assert_eq!(chart.matches("<polyline").count(), 2, "{chart}");
     let latest = dom_text
         .split("id=\"latest-dead-letters\"")
         .nth(1)
