@@ -111,32 +111,43 @@ pub(super) async fn list(
 }
 
 /// The first letter with message id `id`.
-async fn find(platform: &Platform, id: &str) -> Result<Option<DeadLetter>, String> {
+/// Every dead letter with message id `id` (a redelivered or republished message can
+/// die twice), oldest first.
+async fn find(platform: &Platform, id: &str) -> Result<Vec<DeadLetter>, String> {
     let broker = &platform.services.broker;
-    let mut offset = 0;
+    let (mut found, mut offset) = (Vec::new(), 0);
     loop {
         let page = broker
             .dead_letters(offset, MAX_PAGE)
             .await
             .map_err(|e| e.to_string())?;
-        if let Some(letter) = page.iter().find(|l| l.envelope.id == id) {
-            return Ok(Some(letter.clone()));
-        }
+        found.extend(page.iter().filter(|l| l.envelope.id == id).cloned());
         if page.len() < MAX_PAGE {
-            return Ok(None);
+            return Ok(found);
         }
         offset += page.len();
     }
 }
 
-/// `GET /dead-letters/{id}`: one letter, with up to 64 KiB of its payload.
+/// `GET /dead-letters/{id}`: one letter, with up to 64 KiB of its payload; when
+/// several letters share the id, the oldest, and the others under
+/// `more_with_this_id`.
 pub(super) async fn show(
     State(platform): State<Arc<Platform>>,
     Path(id): Path<String>,
 ) -> (StatusCode, Json<Value>) {
     match find(&platform, &id).await {
-        Ok(Some(letter)) => (StatusCode::OK, Json(letter_json(&letter, MAX_PREVIEW))),
-        Ok(None) => (
+        Ok(letters) if !letters.is_empty() => {
+            let mut shown = letter_json(&letters[0], MAX_PREVIEW);
+            if letters.len() > 1 {
+                shown["more_with_this_id"] = letters[1..]
+                    .iter()
+                    .map(|letter| letter_json(letter, MAX_PREVIEW))
+                    .collect();
+            }
+            (StatusCode::OK, Json(shown))
+        }
+        Ok(_) => (
             StatusCode::NOT_FOUND,
             Json(json!({ "error": format!("no dead letter with id {id}") })),
         ),

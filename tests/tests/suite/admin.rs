@@ -258,6 +258,42 @@ async fn dead_letters_are_paginated_with_bounded_previews_and_binary_shown_as_ba
     assert_eq!(status, 404);
 }
 
+/// Two letters with one message id (the same message published twice, rejected twice):
+/// `/dead-letters/{id}` shows the oldest and the other beside it, not one of them.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dead_letter_id_shared_by_two_letters_shows_both() {
+    init_tracing();
+    let (_dir, config) = techub_tests::user_notifications();
+    let platform = Arc::new(Platform::start(config).await.unwrap());
+    let admin = serve(&platform).await;
+    let id = techub_tests::unique("twice");
+    for payload in ["not json 1", "not json 2"] {
+        let message = techub_host::platform::OperatorMessage {
+            message_id: Some(id.clone()),
+            ..Default::default()
+        };
+        platform
+            .publish_message("user.created", payload.as_bytes().to_vec(), message)
+            .await
+            .unwrap();
+    }
+    let letter = wait_for(Duration::from_secs(30), "both letters", || async {
+        let (status, body) = client::get(&admin, None, &format!("/dead-letters/{id}"))
+            .await
+            .unwrap();
+        let letter: Value = serde_json::from_str(&body).unwrap();
+        (status == 200 && letter["more_with_this_id"].is_array()).then_some(letter)
+    })
+    .await;
+    let others = letter["more_with_this_id"].as_array().unwrap();
+    assert_eq!(others.len(), 1, "{letter}");
+    // (The two may be handled side by side: either may die first.)
+    let mut payloads = [&letter["payload"]["text"], &others[0]["payload"]["text"]]
+        .map(|text| text.as_str().unwrap_or_default().to_string());
+    payloads.sort();
+    assert_eq!(payloads, ["not json 1", "not json 2"], "{letter}");
+}
+
 /// `techub-host publish --message-id --correlation-id --header`: the message carries
 /// them (so an operator can test a plugin's idempotency without a second plugin), and
 /// they are checked as a plugin's would be.
