@@ -81,10 +81,10 @@ impl Reloader {
     }
 }
 
-/// What of `new` the services apply themselves: the broker's dead-letter limits, the
-/// invalidation rules' bindings, the L1s. A failure keeps the running setting and says
-/// so; the rest of the reload goes on.
 impl Reloader {
+    /// What of `new` the services apply themselves: the broker's dead-letter limits,
+    /// the invalidation rules' bindings, the L1s. A failure keeps the running setting
+    /// and says so; the rest of the reload goes on.
     async fn apply_to_services(&self, running: &HostConfig, new: &HostConfig) {
         let services = &self.services;
         if running.dead_letter != new.dead_letter
