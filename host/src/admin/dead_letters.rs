@@ -18,9 +18,18 @@ const MAX_PAGE: usize = 500;
 const DEFAULT_PREVIEW: usize = 256;
 const MAX_PREVIEW: usize = 64 * 1024;
 
-/// A payload as JSON: UTF-8 text as is, anything else base64 (never a lossy decode),
-/// cut to `max` bytes, with its full size.
-pub fn payload_preview(payload: &[u8], max: usize) -> Value {
+/// How bytes that are not UTF-8 text are shown.
+#[derive(Clone, Copy)]
+pub enum Binary {
+    /// `"base64"` (dead-letter payloads: compact).
+    Base64,
+    /// `"hex"` (stored values: byte by byte).
+    Hex,
+}
+
+/// Bytes as JSON: UTF-8 text as is (`"text"`), anything else in the `binary` encoding
+/// (never a lossy decode), cut to `max` bytes, with the full size.
+pub fn bounded_json(payload: &[u8], max: usize, binary: Binary) -> Value {
     let shown = &payload[..payload.len().min(max)];
     let truncated = shown.len() < payload.len();
     // A cut may split a character: text is what decodes up to the last whole one.
@@ -31,14 +40,24 @@ pub fn payload_preview(payload: &[u8], max: usize) -> Value {
         }
         Err(_) => None,
     };
-    match text {
-        Some(text) => json!({ "size": payload.len(), "truncated": truncated, "text": text }),
-        None => json!({
+    match (text, binary) {
+        (Some(text), _) => json!({ "size": payload.len(), "truncated": truncated, "text": text }),
+        (None, Binary::Base64) => json!({
             "size": payload.len(),
             "truncated": truncated,
             "base64": base64::engine::general_purpose::STANDARD.encode(shown),
         }),
+        (None, Binary::Hex) => json!({
+            "size": payload.len(),
+            "truncated": truncated,
+            "hex": shown.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+        }),
     }
+}
+
+/// A payload as JSON: UTF-8 text as is, anything else base64, cut to `max` bytes.
+pub fn payload_preview(payload: &[u8], max: usize) -> Value {
+    bounded_json(payload, max, Binary::Base64)
 }
 
 fn letter_json(letter: &DeadLetter, preview: usize) -> Value {

@@ -5,7 +5,7 @@
 //! Store reads go through the plugin's own `store` view, built from its grant: the
 //! namespace, the key checks and the escaping of patterns are the ones its guest
 //! meets, so an operator's key or pattern cannot reach outside `<prefix>store:<plugin>:`
-//! either. Values are shown as UTF-8 when they are, hex otherwise, cut at
+//! either. Values are shown as UTF-8 text when they are, hex otherwise, cut at
 //! [`MAX_SHOWN_BYTES`]; collections at [`MAX_SHOWN_ITEMS`], scans one page at a time.
 
 use crate::Platform;
@@ -34,23 +34,10 @@ fn refused(status: StatusCode, error: impl std::fmt::Display) -> Answer {
     (status, Json(json!({ "error": error.to_string() })))
 }
 
-/// `bytes` for people: `{"utf8": ..}` or `{"hex": ..}`, cut at [`MAX_SHOWN_BYTES`],
-/// with the whole length.
+/// `bytes` for people: `{"text": ..}` or `{"hex": ..}`, cut at [`MAX_SHOWN_BYTES`],
+/// with the whole size (the dead-letter routes' shape, with hex for binary).
 pub fn shown(bytes: &[u8]) -> Value {
-    let cut = &bytes[..bytes.len().min(MAX_SHOWN_BYTES)];
-    let mut value = match std::str::from_utf8(cut) {
-        Ok(text) => json!({ "utf8": text }),
-        // A cut may split a character: the valid prefix is still text.
-        Err(e) if e.valid_up_to() + 4 > cut.len() && bytes.len() > cut.len() => {
-            json!({ "utf8": std::str::from_utf8(&cut[..e.valid_up_to()]).unwrap_or_default() })
-        }
-        Err(_) => json!({ "hex": cut.iter().map(|b| format!("{b:02x}")).collect::<String>() }),
-    };
-    value["bytes"] = json!(bytes.len());
-    if bytes.len() > cut.len() {
-        value["truncated"] = json!(true);
-    }
-    value
+    super::dead_letters::bounded_json(bytes, MAX_SHOWN_BYTES, super::dead_letters::Binary::Hex)
 }
 
 /// A plugin's store view, as its guest has it, for one read.
@@ -272,12 +259,16 @@ mod tests {
 
     #[test]
     fn values_are_text_when_they_are_and_hex_otherwise_and_cut() {
-        assert_eq!(shown(b"hi"), json!({ "utf8": "hi", "bytes": 2 }));
-        assert_eq!(shown(&[0xff, 0x00]), json!({ "hex": "ff00", "bytes": 2 }));
+        let text = shown(b"hi");
+        assert_eq!(
+            (&text["text"], &text["size"], &text["truncated"]),
+            (&json!("hi"), &json!(2), &json!(false))
+        );
+        assert_eq!(shown(&[0xff, 0x00])["hex"], "ff00");
         let long = "é".repeat(MAX_SHOWN_BYTES);
         let value = shown(long.as_bytes());
         assert_eq!(value["truncated"], true);
-        assert_eq!(value["bytes"], long.len());
-        assert_eq!(value["utf8"].as_str().unwrap().len(), MAX_SHOWN_BYTES);
+        assert_eq!(value["size"], long.len());
+        assert_eq!(value["text"].as_str().unwrap().len(), MAX_SHOWN_BYTES);
     }
 }

@@ -98,14 +98,14 @@ async fn state_is_inspected_inside_its_namespace_only(mut config: techub_host::H
     let (status, value) = json(&admin, &path).await;
     assert_eq!(status, 200, "{value}");
     assert_eq!(value["type"], "string");
-    assert_eq!(value["value"]["utf8"], "héllo");
+    assert_eq!(value["value"]["text"], "héllo");
     let ttl = value["ttl_ms"].as_u64().expect("a TTL");
     assert!(ttl > 50_000 && ttl <= 60_000, "{ttl}");
     let (_, value) = json(&admin, &format!("/store/{plugin}/keys/blob")).await;
     assert_eq!(value["value"]["hex"], "ff007f", "{value}");
     let (_, value) = json(&admin, &format!("/store/{plugin}/keys/order:1")).await;
     assert_eq!(value["type"], "hash", "{value}");
-    assert_eq!(value["value"]["fields"]["state"]["utf8"], "paid");
+    assert_eq!(value["value"]["fields"]["state"]["text"], "paid");
     let (_, value) = json(&admin, &format!("/store/{plugin}/keys/queue")).await;
     assert_eq!(value["type"], "list", "{value}");
     assert_eq!(value["value"]["count"], 2);
@@ -141,7 +141,7 @@ async fn state_is_inspected_inside_its_namespace_only(mut config: techub_host::H
     // The cache: a declared domain's entry; an undeclared domain is not one.
     let (status, value) = json(&admin, "/cache/users/keys/u-1").await;
     assert_eq!(status, 200, "{value}");
-    assert_eq!(value["value"]["utf8"], "{\"id\":1}");
+    assert_eq!(value["value"]["text"], "{\"id\":1}");
     let (status, _) = json(&admin, "/cache/nope/keys/u-1").await;
     assert_eq!(status, 404);
 
@@ -157,7 +157,7 @@ async fn state_is_inspected_inside_its_namespace_only(mut config: techub_host::H
     assert_eq!(printed.lines().next(), Some("greeting"), "{printed}");
     let output = cli(&["cache", "get", "users", "u-1", "--admin", &admin]).await;
     let printed = String::from_utf8_lossy(&output.stdout);
-    assert!(printed.contains(r#""utf8": "{\"id\":1}""#), "{printed}");
+    assert!(printed.contains(r#""text": "{\"id\":1}""#), "{printed}");
     platform.shutdown().await;
 }
 
