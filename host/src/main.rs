@@ -57,7 +57,8 @@ enum Command {
         /// Plugin crate directories; default: the current directory.
         crates: Vec<PathBuf>,
         /// The configuration; default: the first crate's `host.toml` (which
-        /// `techub-host new` writes), else the embedded defaults.
+        /// `techub-host new` writes), else the embedded defaults, with each other
+        /// crate's `[plugins.<name>]` from its own `host.toml`.
         #[arg(long)]
         config: Option<PathBuf>,
         /// Where the built plugins go; default: `target/techub-dev/plugins` of the
@@ -68,6 +69,16 @@ enum Command {
         /// (`127.0.0.1:8080`).
         #[arg(long)]
         admin_addr: Option<String>,
+    },
+    /// Runs a plugin crate's test binary (a wasm32-wasip2 command) in the real runtime,
+    /// as the plugin, on the embedded backends: cargo's runner for `cargo test` in a
+    /// crate `techub-host new` made (its `.cargo/config.toml` names this).
+    TestRunner {
+        /// The test binary cargo built.
+        binary: PathBuf,
+        /// libtest's arguments (`--nocapture`, a test name), passed on.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
     },
     /// Runs the specification's business flow through the example plugins and prints
     /// what passes the exchange and what the plugins keep.
@@ -220,8 +231,14 @@ pub struct Admin {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     // The log goes to stderr; stdout carries what the commands answer.
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    // Under `cargo test`, the host's own info lines would only interleave with
+    // libtest's report: `RUST_LOG=info` shows them (and the plugin's log records).
+    let default_level = match cli.command {
+        Command::TestRunner { .. } => "warn",
+        _ => "info",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| default_level.into());
     // Colours only for a terminal: a log file or a shipper gets plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let log = tracing_subscriber::fmt()
@@ -294,6 +311,10 @@ async fn main() -> anyhow::Result<()> {
                 created.display()
             );
             Ok(())
+        }
+        Command::TestRunner { binary, args } => {
+            let code = cli::test_runner::run(&binary, args).await?;
+            std::process::exit(code)
         }
         Command::Demo { config } => cli::demo::run(&config).await,
         Command::Dev {

@@ -23,7 +23,8 @@ pub struct DevRequest {
     /// Plugin crate directories.
     pub crates: Vec<PathBuf>,
     /// The configuration; default: `host.toml` of the first crate if there is one
-    /// (`techub-host new` writes it), else the embedded defaults.
+    /// (`techub-host new` writes it), else the embedded defaults, with each other
+    /// crate's `[plugins.<name>]` taken from its own `host.toml`.
     pub config: Option<PathBuf>,
     /// Where the built plugins go; default: `target/techub-dev/plugins` of the first
     /// crate.
@@ -65,10 +66,26 @@ pub async fn run(
         .unwrap_or_else(|| first.join("target/techub-dev/plugins"));
     std::fs::create_dir_all(&plugins_dir)
         .with_context(|| format!("could not create {}", plugins_dir.display()))?;
-    config.host.plugins_dir = plugins_dir.clone();
-    if let Some(addr) = &request.admin_addr {
-        config.host.admin_addr = addr.clone();
-    }
+    let plugins_dir_of_run = plugins_dir.clone();
+    // Each crate's grants come from its own host.toml unless --config names one file.
+    let other_grants = match request.config {
+        Some(_) => Vec::new(),
+        None => grants_of_other_crates(&crates[1..])?,
+    };
+    let admin_addr = request.admin_addr.clone();
+    let overrides = move |config: &mut HostConfig| {
+        config.host.plugins_dir = plugins_dir_of_run.clone();
+        if let Some(addr) = &admin_addr {
+            config.host.admin_addr = addr.clone();
+        }
+        for (name, grant) in &other_grants {
+            config
+                .plugins
+                .entry(name.clone())
+                .or_insert_with(|| grant.clone());
+        }
+    };
+    overrides(&mut config);
 
     for krate in &crates {
         println!(
@@ -85,7 +102,9 @@ pub async fn run(
         .await
         .with_context(|| format!("could not listen on {admin_addr} (--admin-addr)"))?;
     let platform = Arc::new(Platform::start(config).await?);
-    platform.watch(config_path.clone())?;
+    // A reload of the file keeps what this command set over it (no false "changes
+    // only with a restart: host.plugins_dir" on every save).
+    platform.watch_overridden(config_path.clone(), overrides)?;
     let serving = platform.plugins().await;
     println!(
         "dev: {} plugin(s) serving from {}, {} failed; admin on http://{admin_addr}",
@@ -136,6 +155,25 @@ pub async fn run(
 
 /// Builds `krate` (on a blocking thread: the host keeps serving while cargo builds),
 /// then copies it beside the plugins directory and renames it into it.
+/// The `[plugins.<name>]` section of each crate's own host.toml (a crate without one,
+/// or without its section, is granted nothing).
+fn grants_of_other_crates(
+    crates: &[PluginCrate],
+) -> anyhow::Result<Vec<(String, techub_host::config::PluginConfig)>> {
+    let mut grants = Vec::new();
+    for krate in crates {
+        let file = krate.dir.join("host.toml");
+        if !file.is_file() {
+            continue;
+        }
+        let config = HostConfig::load(&file)?;
+        if let Some(grant) = config.plugins.get(&krate.name) {
+            grants.push((krate.name.clone(), grant.clone()));
+        }
+    }
+    Ok(grants)
+}
+
 async fn build_and_deploy(krate: &PluginCrate, plugins_dir: &Path) -> anyhow::Result<()> {
     let started = Instant::now();
     let building = krate.clone();

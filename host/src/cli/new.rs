@@ -2,9 +2,11 @@
 //!
 //! It is a workspace of its own (so it builds inside another workspace's tree too),
 //! pins `wasm32-wasip2` in `.cargo/config.toml` (a bare `cargo build` makes the
-//! component), depends on the SDK by path (this host's source tree, or `--sdk`), and
-//! carries a handler, a native unit test of its logic, and the `host.toml` lines that
-//! grant what the handler uses.
+//! component) and names this binary as the target's runner (a bare `cargo test` runs
+//! the tests in a techub host: `cli/test_runner.rs`), depends on the SDK by path (this
+//! host's source tree, or `--sdk`), and carries a handler, a test of its logic and one
+//! of the handler through the SDK, and the `host.toml` lines that grant what the
+//! handler uses.
 
 use anyhow::{Context, bail};
 use std::path::{Path, PathBuf};
@@ -65,7 +67,7 @@ pub fn create(request: &NewPlugin) -> anyhow::Result<PathBuf> {
     }
     let files = [
         ("Cargo.toml", cargo_toml(name, &sdk)),
-        (".cargo/config.toml", CARGO_CONFIG.to_string()),
+        (".cargo/config.toml", cargo_config(&runner_program())),
         (".gitignore", "/target\n".to_string()),
         ("src/lib.rs", lib_rs(queue, routing_key)),
         ("README.md", readme(name, routing_key)),
@@ -115,12 +117,41 @@ strip = true
     )
 }
 
-/// Every `cargo build` makes the component; tests run natively (see the README).
-const CARGO_CONFIG: &str = r#"[build]
+/// Every `cargo build` makes the component, and every `cargo test` runs in a host.
+fn cargo_config(runner: &str) -> String {
+    format!(
+        r#"[build]
 target = "wasm32-wasip2"
-"#;
+
+# `cargo test` builds the tests as a WebAssembly command and runs it in a techub host,
+# as this plugin (the grants of host.toml) on the embedded backends: SDK calls work.
+[target.wasm32-wasip2]
+runner = [{runner:?}, "test-runner"]
+"#
+    )
+}
+
+/// The program cargo runs tests with: this binary, by name when `PATH` finds it there
+/// (so the crate works on another machine with techub-host installed), else by path
+/// (e.g. `target/debug/techub-host` of a source tree).
+fn runner_program() -> String {
+    let Ok(me) = std::env::current_exe().and_then(|exe| exe.canonicalize()) else {
+        return "techub-host".into();
+    };
+    let found_on_path = std::env::var_os("PATH").is_some_and(|path| {
+        std::env::split_paths(&path)
+            .any(|dir| dir.join("techub-host").canonicalize().ok().as_ref() == Some(&me))
+    });
+    match found_on_path {
+        true => "techub-host".into(),
+        false => me.display().to_string(),
+    }
+}
 
 fn lib_rs(queue: &str, routing_key: &str) -> String {
+    // A routing key the handler's binding takes, for its test: the pattern's
+    // wildcards filled in.
+    let example_key = routing_key.replace(['*', '#'], "example");
     format!(
         r#"//! A techub plugin: consumes `{routing_key}` on the `{queue}` queue type.
 use techub_guest::prelude::*;
@@ -137,20 +168,41 @@ fn handle(message: Message) -> Result<(), Failure> {{
     // goes inside `store::once`, which skips it on a redelivery after it succeeded
     // (and lets a retry run it again if it failed).
     store::once(message.id(), 86_400_000, || -> Result<(), Failure> {{
+        store::incr(format!("handled:{{}}", event.id))?;
         log::info(greeting(&event.id));
         Ok(())
     }})?;
     Ok(())
 }}
 
-/// The plugin's own logic, kept apart from the SDK calls so a native test reaches it.
+/// The plugin's own logic, kept apart from the SDK calls.
 fn greeting(id: &str) -> String {{
     format!("handled {{id}}")
 }}
 
-#[test]
-fn greets_by_id() {{
-    assert_eq!(greeting("42"), "handled 42");
+#[cfg(test)]
+mod tests {{
+    use super::*;
+
+    #[test]
+    fn greets_by_id() {{
+        assert_eq!(greeting("42"), "handled 42");
+    }}
+
+    // `cargo test` runs the tests in a techub host (`.cargo/config.toml`'s runner), as
+    // this plugin with the grants of host.toml, on a store and cache of the run's own
+    // (shared by the run's tests: give each its own keys).
+    #[test]
+    #[cfg_attr(not(target_family = "wasm"), ignore = "calls the host: run by plain `cargo test`")]
+    fn a_redelivered_message_is_handled_once() {{
+        let message = Message::builder("{example_key}")
+            .id("redelivered-1")
+            .json(&serde_json::json!({{"id": "7"}}))
+            .build();
+        handle(message.clone()).unwrap();
+        handle(message).unwrap(); // the broker delivered it again
+        assert_eq!(store::get("handled:7").unwrap(), Some(b"1".to_vec()));
+    }}
 }}
 "#
     )
@@ -179,12 +231,21 @@ A techub plugin.
 ```sh
 techub-host dev                              # build, run on a host, rebuild + reload on every edit
 cargo build --release                        # target/wasm32-wasip2/release/{crate_name}.wasm
-cargo test --target "$(rustc -vV | sed -n 's/^host: //p')"   # the unit tests, natively
+cargo test                                   # the tests, in a techub host (SDK calls work)
 techub-host check target/wasm32-wasip2/release/{crate_name}.wasm --name {name} --config host.toml
 # deploy: copy beside the plugins directory, then rename into it (atomic)
 cp target/wasm32-wasip2/release/{crate_name}.wasm /path/to/plugins/.{name}.wasm.partial
 mv /path/to/plugins/.{name}.wasm.partial /path/to/plugins/{name}.wasm
 ```
+
+`cargo test` builds the tests for wasm32-wasip2 and runs them with `techub-host
+test-runner` (the runner `.cargo/config.toml` names): in the real runtime, as this
+plugin with the grants of this `host.toml`, on embedded backends of the run's own, so a
+test may call the handler and any SDK function. On wasm32 a panic aborts: the first
+failing test ends the run (`cargo test <name>` runs one). The plugin's log records show
+with `RUST_LOG=info cargo test`. To test the built `.wasm` from native Rust instead
+(deliver messages, assert on what it published), use the techub repository's
+`techub-testkit` crate in a native test crate (`cargo test --target <host triple>`).
 
 Grant it in the host's `host.toml` (`techub-host dev` reads the crate's own `host.toml`,
 which has these lines):

@@ -24,6 +24,7 @@ use crate::runtime::Runtime;
 use crate::watch::Watcher;
 use anyhow::Context;
 use arc_swap::ArcSwap;
+use reload::FileOverrides;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -198,13 +199,26 @@ impl Platform {
     /// Watches the plugins directory and, with `config_file`, that file: a change to
     /// it is reloaded as [`Platform::reload_config_file`] does.
     pub fn watch(&self, config_file: Option<PathBuf>) -> anyhow::Result<()> {
+        self.watch_overridden(config_file, |_| {})
+    }
+
+    /// [`Platform::watch`], applying `overrides` to each reload of `config_file`: the
+    /// values a command set over the file's at start (`dev`'s plugins directory and
+    /// admin address), which would otherwise be reported as changes that need a
+    /// restart on every reload.
+    pub fn watch_overridden(
+        &self,
+        config_file: Option<PathBuf>,
+        overrides: impl Fn(&mut HostConfig) + Send + Sync + 'static,
+    ) -> anyhow::Result<()> {
         let dir = self.config.load().host.plugins_dir.clone();
+        let overrides: Arc<FileOverrides> = Arc::new(overrides);
         let (reloader, file) = (self.reloader.clone(), config_file.clone());
         let on_config = move || -> futures::future::BoxFuture<'static, ()> {
-            let (reloader, file) = (reloader.clone(), file.clone());
+            let (reloader, file, overrides) = (reloader.clone(), file.clone(), overrides.clone());
             Box::pin(async move {
                 if let Some(file) = file {
-                    let _ = reloader.reload_file(&file).await;
+                    let _ = reloader.reload_file_with(&file, &*overrides).await;
                 }
             })
         };

@@ -11,6 +11,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// What a command sets over its configuration file, applied again to every reload of
+/// it (so that the file's own value is not taken for a change).
+pub(super) type FileOverrides = dyn Fn(&mut HostConfig) + Send + Sync;
+
 /// Applies configurations, one at a time (a file change and a SIGHUP may race).
 #[derive(Clone)]
 pub(super) struct Reloader {
@@ -58,6 +62,16 @@ impl Reloader {
     /// Reads, validates and applies the file at `path`; on an error (logged with the
     /// field's name) the running configuration stays.
     pub(super) async fn reload_file(&self, path: &Path) -> Result<Vec<String>, ConfigError> {
+        self.reload_file_with(path, &|_| {}).await
+    }
+
+    /// [`Reloader::reload_file`], with `overrides` (what the command line set over the
+    /// file at start, e.g. `dev`'s plugins directory) applied to what it read.
+    pub(super) async fn reload_file_with(
+        &self,
+        path: &Path,
+        overrides: &FileOverrides,
+    ) -> Result<Vec<String>, ConfigError> {
         let parsed = match read_settled(path).await {
             // Valid at start (every default), but on a reload an empty file is a write
             // caught half-way far more often than a wish to drop every setting.
@@ -67,7 +81,10 @@ impl Reloader {
                     "is empty; not applied (write host.toml with a rename to change it atomically)"
                         .into(),
             }),
-            Ok(text) => HostConfig::from_file_text(path, &text),
+            Ok(text) => HostConfig::from_file_text(path, &text).map(|mut config| {
+                overrides(&mut config);
+                config
+            }),
             Err(error) => Err(error),
         };
         let result = match parsed {

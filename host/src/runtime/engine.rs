@@ -17,7 +17,7 @@ pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(10);
 /// Compiles and instantiates plugins.
 pub struct Runtime {
     pub(crate) engine: Engine,
-    linker: Linker<PluginState>,
+    pub(super) linker: Linker<PluginState>,
     ticker_stop: Arc<AtomicBool>,
     /// The pool's slots: an invocation waits for one, by priority, instead of failing
     /// when the plugins' prefetch windows together exceed `host.max_instances`.

@@ -5,12 +5,14 @@
 //!
 //! Files: `engine.rs` (engine, linker, compilation), `component.rs` (a linked
 //! component and its exports), `invoke.rs` (one call through a
-//! fresh instance), `state.rs` (what a `Store` carries), `clock.rs` (guest CPU, host
+//! fresh instance), `command.rs` (a command component run as a plugin: `cargo
+//! test`'s runner), `state.rs` (what a `Store` carries), `clock.rs` (guest CPU, host
 //! time), `slots.rs` (pool slots handed out by priority), `output.rs` (captured
 //! stdout/stderr), `cache.rs` (compiled components on disk).
 
 mod cache;
 mod clock;
+mod command;
 mod component;
 mod engine;
 mod invoke;
@@ -20,6 +22,7 @@ mod state;
 
 pub use crate::capability::Usage;
 pub use cache::{CompiledCache, content_hash, short_version};
+pub use command::CommandExit;
 pub use component::ComponentPre;
 pub use engine::{LoadError, Runtime};
 pub use invoke::{InvocationError, InvocationReport, Teardown, mask_outcome, outcome_of};

@@ -45,9 +45,7 @@ pub struct PluginState {
 impl PluginState {
     /// A fresh state for one message of `plugin`.
     pub fn new(plugin: Arc<PluginContext>) -> Self {
-        let limits = plugin.limits;
-        let plugin_http = plugin.http.clone();
-        let output = GuestOutput::new(limits.max_output_bytes as usize);
+        let output = GuestOutput::new(plugin.limits.max_output_bytes as usize);
         // No preopens, no env, no args, no network: WASI grants only clocks, random
         // and the captured stdout/stderr.
         let wasi = WasiCtxBuilder::new()
@@ -57,6 +55,28 @@ impl PluginState {
             .allow_tcp(false)
             .allow_udp(false)
             .build();
+        Self::with_wasi(plugin, wasi, output)
+    }
+
+    /// The state of a command run as `plugin` (a plugin crate's test binary, see
+    /// `Runtime::run_command`): the same grants, plus the host process's stdout and
+    /// stderr and `args`, which a command needs and a handler must not have.
+    pub(crate) fn for_command(plugin: Arc<PluginContext>, args: &[String]) -> Self {
+        let output = GuestOutput::new(0);
+        let wasi = WasiCtxBuilder::new()
+            .inherit_stdout()
+            .inherit_stderr()
+            .args(args)
+            .allow_ip_name_lookup(false)
+            .allow_tcp(false)
+            .allow_udp(false)
+            .build();
+        Self::with_wasi(plugin, wasi, output)
+    }
+
+    fn with_wasi(plugin: Arc<PluginContext>, wasi: WasiCtx, output: GuestOutput) -> Self {
+        let limits = plugin.limits;
+        let plugin_http = plugin.http.clone();
         let memory_bytes = limits.memory_mib as usize * 1024 * 1024;
         Self {
             plugin,

@@ -770,8 +770,14 @@ fn a_scaffolded_plugin_builds_outside_the_repository_passes_its_test_and_checks(
         .lines()
         .find_map(|l| l.strip_prefix("host: ").map(str::to_string))
         .unwrap();
+    // A plain `cargo test` runs the tests in a techub host (the runner the scaffold's
+    // .cargo/config.toml names), where the one that calls the handler and the store
+    // passes.
+    let tested = cargo(&["test", "--quiet"]);
+    assert!(tested.contains("test result: ok. 2 passed"), "{tested}");
+    // Natively, the logic test runs and the SDK one is ignored, saying why.
     let tested = cargo(&["test", "--quiet", "--target", &host_target]);
-    assert!(tested.contains("1 passed"), "{tested}");
+    assert!(tested.contains("1 passed; 0 failed; 1 ignored"), "{tested}");
     // A native build that is not a test stops, naming the command that builds it.
     let native = Command::new(env!("CARGO"))
         .args(["build", "--quiet", "--target", &host_target])
@@ -805,6 +811,80 @@ fn a_scaffolded_plugin_builds_outside_the_repository_passes_its_test_and_checks(
     assert!(printed.contains("consumes queue type email"), "{printed}");
 }
 
+/// `cargo test` in a plugin crate runs as the plugin: with the grants of the crate's
+/// host.toml (a granted publish goes out, another is refused), and a failed assertion
+/// fails the run with its message and libtest's exit code, saying why the rest did
+/// not run.
+#[test]
+fn cargo_test_in_a_plugin_crate_runs_as_the_plugin_and_fails_on_a_failed_assertion() {
+    let outside = tempfile::tempdir().unwrap();
+    let created = Command::new(host_binary())
+        .args(["new", "runner-probe", "--dir"])
+        .arg(outside.path())
+        .status()
+        .unwrap();
+    assert!(created.success());
+    let root = outside.path().join("runner-probe");
+    let config = root.join("host.toml");
+    let granted = std::fs::read_to_string(&config).unwrap() + "publish = [\"order.*\"]\n";
+    std::fs::write(&config, granted).unwrap();
+    let lib = root.join("src/lib.rs");
+    let tests = r#"
+#[cfg(test)]
+mod probes {
+    use super::*;
+
+    #[test]
+    fn publishes_what_host_toml_grants_only() {
+        let options = PublishOptions::default();
+        messaging::publish("order.created", b"{}", &options).expect("granted");
+        let refused = messaging::publish("payment.created", b"{}", &options);
+        assert!(refused.is_err(), "{refused:?}");
+    }
+
+    #[test]
+    fn fails_on_purpose() {
+        assert_eq!(store::incr("probe").unwrap(), 2, "deliberately wrong");
+    }
+}
+"#;
+    let text = std::fs::read_to_string(&lib).unwrap() + tests;
+    std::fs::write(&lib, text).unwrap();
+    let cargo_test = |filter: &str| {
+        Command::new(env!("CARGO"))
+            .args(["test", "--quiet", filter])
+            .current_dir(&root)
+            // Shared with the scaffold test, so the dependencies build once.
+            .env(
+                "CARGO_TARGET_DIR",
+                techub_tests::repo_root().join("target/scaffold-test"),
+            )
+            .output()
+            .unwrap()
+    };
+    let passed = cargo_test("publishes_what_host_toml_grants_only");
+    let shown = format!(
+        "{}{}",
+        String::from_utf8_lossy(&passed.stdout),
+        String::from_utf8_lossy(&passed.stderr)
+    );
+    assert!(passed.status.success(), "{shown}");
+    assert!(shown.contains("test result: ok. 1 passed"), "{shown}");
+
+    let failed = cargo_test("fails_on_purpose");
+    let shown = format!(
+        "{}{}",
+        String::from_utf8_lossy(&failed.stdout),
+        String::from_utf8_lossy(&failed.stderr)
+    );
+    assert_eq!(failed.status.code(), Some(101), "{shown}");
+    assert!(shown.contains("deliberately wrong"), "{shown}");
+    assert!(
+        shown.contains("On wasm32 a panic aborts, so a failed assertion ends the whole run"),
+        "{shown}"
+    );
+}
+
 /// Lines a child process writes to stdout and stderr, gathered by two threads.
 struct Lines {
     seen: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
@@ -830,6 +910,16 @@ impl Lines {
         Self { seen }
     }
 
+    /// Whether a line so far contains `text`.
+    fn any(&self, text: &str) -> bool {
+        self.seen.lock().unwrap().iter().any(|l| l.contains(text))
+    }
+
+    /// Every line so far.
+    fn all(&self) -> String {
+        self.seen.lock().unwrap().join("\n")
+    }
+
     /// Waits (at most `limit`) for a line containing `text`.
     fn wait_for(&self, text: &str, limit: std::time::Duration) {
         let started = std::time::Instant::now();
@@ -845,8 +935,9 @@ impl Lines {
 }
 
 /// `techub-host dev` in a scaffolded crate: builds it, serves it with the crate's
-/// host.toml grants, and after a real edit of its source rebuilds it and hot-reloads
-/// it (the same process handles the next message with the new code).
+/// host.toml grants (and a second crate with its own's), and after a real edit of its
+/// source rebuilds it and hot-reloads it (the same process handles the next message
+/// with the new code); an edit of host.toml reloads without a false restart warning.
 #[test]
 fn dev_rebuilds_and_hot_reloads_a_plugin_when_its_source_changes() {
     use std::time::Duration;
@@ -866,6 +957,21 @@ fn dev_rebuilds_and_hot_reloads_a_plugin_when_its_source_changes() {
         .unwrap();
     assert!(created.success());
     let root = outside.path().join("dev-probe");
+    // A second crate, served beside it with the grants of its own host.toml.
+    let created = Command::new(host_binary())
+        .args([
+            "new",
+            "dev-second",
+            "--queue",
+            "order",
+            "--routing-key",
+            "order.placed",
+            "--dir",
+        ])
+        .arg(outside.path())
+        .status()
+        .unwrap();
+    assert!(created.success());
     let admin = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -873,7 +979,7 @@ fn dev_rebuilds_and_hot_reloads_a_plugin_when_its_source_changes() {
         .to_string();
     let mut dev = Host {
         child: Command::new(host_binary())
-            .args(["dev", "--admin-addr", &admin])
+            .args(["dev", ".", "../dev-second", "--admin-addr", &admin])
             .current_dir(&root)
             // Shared with the scaffold test, so the dependencies build once.
             .env(
@@ -887,12 +993,17 @@ fn dev_rebuilds_and_hot_reloads_a_plugin_when_its_source_changes() {
             .unwrap(),
     };
     let lines = Lines::of(&mut dev.child);
-    lines.wait_for("dev: 1 plugin(s) serving", Duration::from_secs(600));
-    let publish = |id: &str| {
+    lines.wait_for("plugin(s) serving", Duration::from_secs(600));
+    assert!(
+        lines.any("dev: 2 plugin(s) serving") && lines.any(", 0 failed;"),
+        "{}",
+        lines.all()
+    );
+    let publish_to = |routing_key: &str, id: &str| {
         let status = Command::new(host_binary())
             .args([
                 "publish",
-                "user.created",
+                routing_key,
                 &format!("{{\"id\":\"{id}\"}}"),
                 "--admin",
                 &admin,
@@ -902,8 +1013,11 @@ fn dev_rebuilds_and_hot_reloads_a_plugin_when_its_source_changes() {
             .unwrap();
         assert!(status.success());
     };
+    let publish = |id: &str| publish_to("user.created", id);
     publish("1");
     lines.wait_for("handled 1", Duration::from_secs(30));
+    publish_to("order.placed", "second-1");
+    lines.wait_for("handled second-1", Duration::from_secs(30));
 
     let source = root.join("src/lib.rs");
     let text = std::fs::read_to_string(&source).unwrap();
@@ -915,11 +1029,22 @@ fn dev_rebuilds_and_hot_reloads_a_plugin_when_its_source_changes() {
     lines.wait_for("new version serving", Duration::from_secs(300));
     publish("2");
     lines.wait_for("edited 2", Duration::from_secs(30));
+    // A reload of the crate's host.toml does not take dev's own plugins directory and
+    // admin address for changes that need a restart.
+    let config = root.join("host.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, text + "\n[limits]\ncpu_ms = 900\n").unwrap();
+    lines.wait_for("host.toml reloaded", Duration::from_secs(30));
+    assert!(
+        !lines.any("changes only with a restart"),
+        "a false restart warning:\n{}",
+        lines.all()
+    );
     dev.terminate();
     let (status, _) = dev.wait(Duration::from_secs(30));
     assert!(status.success(), "dev stops cleanly on SIGTERM");
     // And says what it drained, as `run` does.
-    lines.wait_for("dev: stopped 1 plugin(s);", Duration::from_secs(10));
+    lines.wait_for("dev: stopped 2 plugin(s);", Duration::from_secs(10));
 }
 
 /// `techub-host demo` with this repository's host.toml: the example plugins take the
