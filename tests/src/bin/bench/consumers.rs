@@ -6,6 +6,7 @@
 //! each run reports this process's CPU time per message (the broker's is not in it):
 //! what the path itself costs, which the machine's neighbours do not move.
 
+use super::harness::{self, Rounds, Sample, process_cpu};
 use std::time::{Duration, Instant};
 use techub_host::Platform;
 use techub_host::capability::messaging::amqp::AmqpBroker;
@@ -16,25 +17,9 @@ use techub_tests::{PluginDir, config, services, unique};
 
 const MESSAGES: usize = 5_000;
 
-/// CPU time of this whole process (every thread) so far.
-fn process_cpu() -> Duration {
-    let t = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
-    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
-}
-
-/// One drain of the queue: messages/s, and this process's CPU µs per message.
-struct Run {
-    rate: f64,
-    cpu_us: f64,
-}
-
-impl Run {
-    fn since(started: Instant, cpu: Duration) -> Self {
-        Self {
-            rate: MESSAGES as f64 / started.elapsed().as_secs_f64(),
-            cpu_us: (process_cpu() - cpu).as_secs_f64() * 1e6 / MESSAGES as f64,
-        }
-    }
+/// One drain of the queue, from its first completion to its last.
+fn since(started: Instant, cpu: Duration) -> Sample {
+    harness::sample_of(MESSAGES as u64, started.elapsed(), process_cpu() - cpu)
 }
 
 /// Publishes `count` messages with `routing_key`, from 8 tasks; their ids.
@@ -76,7 +61,7 @@ async fn through_platform(
     plugin: &str,
     prefetch: u16,
     reuse_instance: u32,
-) -> anyhow::Result<Run> {
+) -> anyhow::Result<Sample> {
     let broker = AmqpBroker::connect(
         &config.amqp,
         config.dead_letter,
@@ -113,10 +98,10 @@ async fn through_platform(
         anyhow::ensure!(Instant::now() < deadline, "the platform did not finish");
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
-    Ok(Run::since(started, cpu))
+    Ok(since(started, cpu))
 }
 
-async fn native(config: &HostConfig, prefetch: u16) -> anyhow::Result<Run> {
+async fn native(config: &HostConfig, prefetch: u16) -> anyhow::Result<Sample> {
     let broker = AmqpBroker::connect(
         &config.amqp,
         config.dead_letter,
@@ -152,51 +137,16 @@ async fn native(config: &HostConfig, prefetch: u16) -> anyhow::Result<Run> {
         done_rx.recv().await;
     }
     let (started, cpu) = started.expect("at least one delivery");
-    Ok(Run::since(started, cpu))
+    Ok(since(started, cpu))
 }
 
 /// Messages one instance handles in the sweep's reusing runs.
 const REUSE: u32 = 1_000;
 
-/// The sweep's rounds of one way of running the plugin against the native consumer.
-#[derive(Default)]
-struct Rounds {
-    ratios: Vec<f64>,
-    rates: Vec<f64>,
-    cpu_us: Vec<f64>,
-}
-
-impl Rounds {
-    fn push(&mut self, plugin: &Run, native: &Run) {
-        self.ratios.push(plugin.rate / native.rate);
-        self.rates.push(plugin.rate);
-        self.cpu_us.push(plugin.cpu_us);
-    }
-
-    fn report(&self, what: &str, prefetch: u16, native: &Rounds) {
-        let shown: Vec<String> = self.ratios.iter().map(|r| format!("{r:.2}")).collect();
-        let (rate, native_rate) = (median(self.rates.clone()), median(native.rates.clone()));
-        let (cpu, native_cpu) = (median(self.cpu_us.clone()), median(native.cpu_us.clone()));
-        println!(
-            "no-op x{MESSAGES}, prefetch {prefetch}, {what}: plugin {rate:.0} msg/s, native consumer {native_rate:.0} msg/s (medians of {}); plugin/native = {:.2} (median of rounds {})",
-            self.ratios.len(),
-            median(self.ratios.clone()),
-            shown.join(" ")
-        );
-        println!(
-            "no-op, prefetch {prefetch}, {what}: this process's CPU per message: plugin {cpu:.1} us, native consumer {native_cpu:.1} us (medians); the path adds {:.1} us",
-            cpu - native_cpu
-        );
-    }
-}
-
 pub async fn prefetch_sweep() -> anyhow::Result<()> {
-    // One run of each is noise on a shared machine (ratios from 0.5 to 1.4 were seen):
-    // alternate ROUNDS triples, each in turn order, and take the median ratio.
+    // One run of each is noise on a shared machine (ratios from 0.5 to 1.4 were seen).
     const ROUNDS: usize = 7;
     for prefetch in [1u16, 10, 50] {
-        let (mut fresh, mut reusing, mut native_runs) =
-            (Rounds::default(), Rounds::default(), Rounds::default());
         // Each run its own plugin (its own queue), on RabbitMQ.
         let run = async |reuse_instance: Option<u32>| {
             let plugin = unique("noop");
@@ -209,30 +159,24 @@ pub async fn prefetch_sweep() -> anyhow::Result<()> {
                 None => native(&config, prefetch).await,
             }
         };
-        for round in 0..ROUNDS {
-            let (one, kept, native) = if round % 2 == 0 {
-                let one = run(Some(1)).await?;
-                let kept = run(Some(REUSE)).await?;
-                (one, kept, run(None).await?)
-            } else {
-                let native = run(None).await?;
-                let kept = run(Some(REUSE)).await?;
-                (run(Some(1)).await?, kept, native)
-            };
-            fresh.push(&one, &native);
-            reusing.push(&kept, &native);
-            native_runs.push(&native, &native);
-        }
-        fresh.report("a fresh instance per message", prefetch, &native_runs);
-        reusing.report(&format!("reuse_instance = {REUSE}"), prefetch, &native_runs);
+        let sides = [
+            "plugin, a fresh instance per message",
+            "plugin, reuse_instance = 1000",
+            "native consumer",
+        ];
+        let rounds = Rounds::alternate(&sides, ROUNDS, async |side| match side {
+            0 => run(Some(1)).await,
+            1 => run(Some(REUSE)).await,
+            _ => run(None).await,
+        })
+        .await?;
+        rounds.report(
+            &format!("no-op x{MESSAGES}, prefetch {prefetch}, RabbitMQ"),
+            "msg",
+            &[(0, 2), (1, 2)],
+        );
     }
     Ok(())
-}
-
-/// The middle value (the upper one of an even count).
-pub fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
 }
 
 /// `bench quorum`: the no-op plugin (a fresh instance per message) and the native
@@ -241,7 +185,7 @@ pub fn median(mut values: Vec<f64>) -> f64 {
 /// Alternating rounds, medians.
 pub async fn quorum_vs_classic() -> anyhow::Result<()> {
     use techub_host::config::QueueKind;
-    const ROUNDS: usize = 3;
+    const ROUNDS: usize = 5;
     let cluster = tokio::task::spawn_blocking(|| techub_tests::RabbitCluster::start(3)).await?;
     for prefetch in [10u16, 50] {
         let run = async |kind: QueueKind, through_plugin: bool| {
@@ -257,32 +201,21 @@ pub async fn quorum_vs_classic() -> anyhow::Result<()> {
                 false => native(&config, prefetch).await,
             }
         };
-        let kinds = [QueueKind::Classic, QueueKind::Quorum];
-        // rates[kind][plugin = 0, native = 1]
-        let mut rates = [[Vec::new(), Vec::new()], [Vec::new(), Vec::new()]];
-        for round in 0..ROUNDS {
-            let mut order: Vec<(usize, usize)> = vec![(0, 0), (1, 0), (0, 1), (1, 1)];
-            if round % 2 == 1 {
-                order.reverse();
-            }
-            for (kind, side) in order {
-                let result = run(kinds[kind], side == 0).await?;
-                rates[kind][side].push(result.rate);
-            }
-        }
-        let m = |v: &Vec<f64>| median(v.clone());
-        let (cp, cn, qp, qn) = (
-            m(&rates[0][0]),
-            m(&rates[0][1]),
-            m(&rates[1][0]),
-            m(&rates[1][1]),
-        );
-        println!(
-            "no-op x{MESSAGES}, prefetch {prefetch}, three-node cluster: classic queue: plugin {cp:.0} msg/s, native {cn:.0} msg/s; quorum queue: plugin {qp:.0} msg/s, native {qn:.0} msg/s (medians of {ROUNDS}); quorum/classic: plugin {:.2}, native {:.2}; plugin/native: classic {:.2}, quorum {:.2}",
-            qp / cp,
-            qn / cn,
-            cp / cn,
-            qp / qn
+        let sides = [
+            "plugin, classic queue",
+            "plugin, quorum queue",
+            "native, classic queue",
+            "native, quorum queue",
+        ];
+        let rounds = Rounds::alternate(&sides, ROUNDS, async |side| {
+            let kind = [QueueKind::Classic, QueueKind::Quorum][side % 2];
+            run(kind, side < 2).await
+        })
+        .await?;
+        rounds.report(
+            &format!("no-op x{MESSAGES}, prefetch {prefetch}, three-node cluster"),
+            "msg",
+            &[(1, 0), (3, 2), (0, 2), (1, 3)],
         );
     }
     Ok(())

@@ -1,18 +1,17 @@
 //! Benchmarks of the live platform: deploying a plugin (cold and from the compiled
-//! cache), starting with 50 plugins (cold and cached), and throughput while a plugin
-//! is replaced over and over, each beside its baseline measured in the same run.
+//! cache) and throughput while a plugin is replaced over and over, each beside its
+//! baseline measured in the same run. (Starting with many plugins: `start.rs`.)
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 use techub_host::Platform;
 use techub_host::capability::messaging::MessageStatus;
 use techub_host::config::HostConfig;
-use techub_host::registry::Lifecycle;
 use techub_tests::{PluginDir, config, fixture};
 
 /// `bytes` of a component with a custom section appended that holds `tag`: the same
 /// code, another file hash (so another compiled-cache entry).
-fn distinct(bytes: &[u8], tag: u64) -> Vec<u8> {
+pub fn distinct(bytes: &[u8], tag: u64) -> Vec<u8> {
     let mut out = bytes.to_vec();
     let name = b"bench";
     let mut payload = vec![name.len() as u8];
@@ -99,46 +98,6 @@ pub async fn swap() -> anyhow::Result<()> {
     println!(
         "deploy (rename -> first handled message), median of {ROUNDS}: cold {cold:?}, from the compiled cache {cached:?}; cached/cold = {:.2}",
         cached.as_secs_f64() / cold.as_secs_f64()
-    );
-    Ok(())
-}
-
-pub async fn start_many() -> anyhow::Result<()> {
-    const PLUGINS: u64 = 50;
-    let noop = std::fs::read(fixture("fixture_noop"))?;
-    let dir = PluginDir::with(&[]);
-    let cache = tempfile::tempdir()?;
-    let names: Vec<String> = (0..PLUGINS).map(|i| format!("noop-{i}")).collect();
-    for (i, name) in names.iter().enumerate() {
-        std::fs::write(
-            dir.path().join(format!("{name}.wasm")),
-            distinct(&noop, i as u64),
-        )?;
-    }
-    let mut config = host_config(&dir, cache.path());
-    grant_all(&mut config, names.clone());
-    let mut times = Vec::new();
-    for run in ["cold", "cached"] {
-        let started = Instant::now();
-        let platform = Platform::start(config.clone()).await?;
-        let took = started.elapsed();
-        let serving = platform
-            .plugins()
-            .await
-            .iter()
-            .filter(|p| p.state == Lifecycle::Serving)
-            .count();
-        anyhow::ensure!(serving == PLUGINS as usize, "{run}: {serving} serving");
-        println!(
-            "start with {PLUGINS} plugins ({run}): {took:?} ({} compiled, {} from the cache)",
-            platform.runtime.cache.compiled(),
-            platform.runtime.cache.hits()
-        );
-        times.push(took);
-    }
-    println!(
-        "start with {PLUGINS} plugins: cached/cold = {:.2}",
-        times[1].as_secs_f64() / times[0].as_secs_f64()
     );
     Ok(())
 }

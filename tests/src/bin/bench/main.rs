@@ -1,20 +1,24 @@
 //! Benchmarks (`cargo xtask bench [name]`): each prints the platform's number beside a
 //! native baseline measured in the same run, and their ratio, because this machine is
-//! shared and noisy. Names: `instantiate`, `cache-get`, `messages`, `prefetch`,
-//! `swap`, `start`, `swap-throughput`, `metrics-overhead`, `stats-overhead`,
+//! shared and noisy. Names: `instantiate`, `cache-get`, `embedded`, `messages`, `prefetch`,
+//! `swap`, `start` (`--plugins N`), `swap-throughput`, `metrics-overhead`, `stats-overhead`,
 //! `store-atomic`, `cas-contention`, `request-reply`, `read-through`, `l1`, `neighbours`,
 //! `http`, `email`, `webhooks`, `quorum`.
 
 mod cache;
 mod consumers;
 mod email;
+mod embedded;
+mod harness;
 mod http;
 mod l1;
 mod live;
+mod messages;
 mod neighbours;
 mod ops;
 mod redis_cluster;
 mod rpc;
+mod start;
 mod webhooks;
 
 use std::sync::Arc;
@@ -23,9 +27,8 @@ use techub_host::Platform;
 use techub_host::bindings::{Delivery, Outcome};
 use techub_host::capability::cache::redis::RedisCache;
 use techub_host::capability::cache::{CacheBackend, CacheWrite};
-use techub_host::capability::messaging::amqp::AmqpBroker;
-use techub_host::capability::messaging::{Broker, MessageStatus, QueueSpec};
-use techub_host::config::{BrokerBackend, HostConfig, KvBackend};
+use techub_host::capability::messaging::MessageStatus;
+use techub_host::config::{HostConfig, KvBackend};
 use techub_host::platform::connect_services;
 use techub_host::plugins::load_plugin;
 use techub_host::runtime::Runtime;
@@ -33,7 +36,27 @@ use techub_tests::{PluginDir, config, grant, services, unique};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let only = std::env::args().nth(1);
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    // `start`'s child process: one host start, measured from inside.
+    if let [child, dir, cache, plugins] = &args[..]
+        && child == "start-child"
+    {
+        return start::child(dir.into(), cache.into(), plugins.parse()?).await;
+    }
+    let option = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+    };
+    let plugin_counts: Vec<u64> = match option("--plugins") {
+        Some(count) => vec![count.parse()?],
+        None => vec![50, 1_000],
+    };
+    let only = args
+        .iter()
+        .enumerate()
+        .find(|(i, a)| !a.starts_with("--") && (*i == 0 || !args[i - 1].starts_with("--")))
+        .map(|(_, a)| a.clone());
     let run = |name: &str| only.as_deref().is_none_or(|o| o == name);
     if run("instantiate") {
         instantiate().await?;
@@ -41,8 +64,11 @@ async fn main() -> anyhow::Result<()> {
     if run("cache-get") {
         cache_get().await?;
     }
+    if run("embedded") {
+        embedded::embedded().await?;
+    }
     if run("messages") {
-        messages().await?;
+        messages::messages().await?;
     }
     if run("prefetch") {
         consumers::prefetch_sweep().await?;
@@ -51,7 +77,7 @@ async fn main() -> anyhow::Result<()> {
         live::swap().await?;
     }
     if run("start") {
-        live::start_many().await?;
+        start::start(&plugin_counts).await?;
     }
     if run("swap-throughput") {
         live::swap_throughput().await?;
@@ -273,9 +299,9 @@ async fn instantiate() -> anyhow::Result<()> {
 
 /// 10,000 cache gets against Redis: from a plugin (through the host import), from
 /// plain redis-rs in this process, and from the host's backend called without wasm,
-/// with the same concurrency. The three alternate in rotating order over `ROUNDS`
-/// rounds and the medians are printed: one run of each was not comparable on this
-/// shared machine (a plugin once measured 2.3x faster than the backend it calls).
+/// with the same concurrency, in alternating rounds ([`harness::Rounds`]). The plugin
+/// does the backend's work and more: faster than it in every round is reported as a
+/// measuring fault (one run of each once gave the plugin 2.3x the backend it calls).
 async fn cache_get() -> anyhow::Result<()> {
     const GETS: u32 = 10_000;
     const ROUNDS: usize = 7;
@@ -289,57 +315,60 @@ async fn cache_get() -> anyhow::Result<()> {
         .await?;
     let prefix = config.host.key_prefix.clone();
 
-    // Gets/s of one side at `concurrency`: 0 the plugin, 1 redis-rs, 2 the backend.
-    let measure = async |side: usize, concurrency: u32| -> anyhow::Result<f64> {
-        let per_task = GETS / concurrency;
-        let started = Instant::now();
-        let tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>> = (0..concurrency)
-            .map(|_| {
-                let (runtime, plugin, native) = (runtime.clone(), plugin.clone(), native.clone());
-                let (mut conn, prefix) = (raw.clone(), prefix.clone());
-                tokio::spawn(async move {
-                    match side {
-                        0 => {
-                            let report = runtime
-                                .invoke(
-                                    &plugin.pre,
-                                    plugin.context.clone(),
-                                    &delivery(per_task.to_string().as_bytes()),
-                                    5,
-                                )
-                                .await;
-                            anyhow::ensure!(
-                                matches!(report.result, Ok(Outcome::Ok)),
-                                "cache-reader failed: {:?}",
-                                report.result
-                            );
-                        }
-                        1 => {
-                            for i in 0..per_task {
-                                let value: Option<Vec<u8>> = redis::cmd("GET")
-                                    .arg(format!("{prefix}cache:users:bench:{}", i % 100))
-                                    .query_async(&mut conn)
-                                    .await?;
-                                anyhow::ensure!(value.is_some(), "missing bench key");
+    // One side at `concurrency`: 0 the plugin, 1 redis-rs, 2 the backend.
+    let measure = async |side: usize, concurrency: u32| {
+        harness::sample(async {
+            let per_task = GETS / concurrency;
+            let tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>> = (0..concurrency)
+                .map(|_| {
+                    let (runtime, plugin, native) =
+                        (runtime.clone(), plugin.clone(), native.clone());
+                    let (mut conn, prefix) = (raw.clone(), prefix.clone());
+                    tokio::spawn(async move {
+                        match side {
+                            0 => {
+                                let report = runtime
+                                    .invoke(
+                                        &plugin.pre,
+                                        plugin.context.clone(),
+                                        &delivery(per_task.to_string().as_bytes()),
+                                        5,
+                                    )
+                                    .await;
+                                anyhow::ensure!(
+                                    matches!(report.result, Ok(Outcome::Ok)),
+                                    "cache-reader failed: {:?}",
+                                    report.result
+                                );
+                            }
+                            1 => {
+                                for i in 0..per_task {
+                                    let value: Option<Vec<u8>> = redis::cmd("GET")
+                                        .arg(format!("{prefix}cache:users:bench:{}", i % 100))
+                                        .query_async(&mut conn)
+                                        .await?;
+                                    anyhow::ensure!(value.is_some(), "missing bench key");
+                                }
+                            }
+                            _ => {
+                                for i in 0..per_task {
+                                    native
+                                        .get_many("users", &[format!("bench:{}", i % 100)])
+                                        .await
+                                        .map_err(anyhow::Error::msg)?;
+                                }
                             }
                         }
-                        _ => {
-                            for i in 0..per_task {
-                                native
-                                    .get_many("users", &[format!("bench:{}", i % 100)])
-                                    .await
-                                    .map_err(anyhow::Error::msg)?;
-                            }
-                        }
-                    }
-                    Ok(())
+                        Ok(())
+                    })
                 })
-            })
-            .collect();
-        for task in tasks {
-            task.await??;
-        }
-        Ok(GETS as f64 / started.elapsed().as_secs_f64())
+                .collect();
+            for task in tasks {
+                task.await??;
+            }
+            Ok(u64::from(per_task * concurrency))
+        })
+        .await
     };
 
     // Warms connections and code paths; not counted.
@@ -347,172 +376,18 @@ async fn cache_get() -> anyhow::Result<()> {
         measure(side, 8).await?;
     }
     for concurrency in [1u32, 8] {
-        let mut rates: [Vec<f64>; 3] = Default::default();
-        let mut ratios = Vec::new();
-        for round in 0..ROUNDS {
-            let mut this_round = [0.0; 3];
-            // Rotating order: each side runs first, second and third in turn.
-            for step in 0..3 {
-                let side = (round + step) % 3;
-                this_round[side] = measure(side, concurrency).await?;
-                rates[side].push(this_round[side]);
-            }
-            ratios.push(this_round[0] / this_round[1]);
-        }
-        let [wasm, baseline, backend] = rates.map(consumers::median);
-        println!(
-            "cache get x{GETS}, concurrency {concurrency}, median of {ROUNDS} rotating rounds: plugin {wasm:.0} ops/s, native redis-rs {baseline:.0} ops/s, host backend without wasm {backend:.0} ops/s; plugin/native = {:.2} (per-round ratios {:.2} to {:.2}), plugin/backend = {:.2}",
-            consumers::median(ratios.clone()),
-            ratios.iter().copied().fold(f64::INFINITY, f64::min),
-            ratios.iter().copied().fold(0.0, f64::max),
-            wasm / backend
-        );
-    }
-    Ok(())
-}
-
-/// Messages/s through the example plugin from RabbitMQ, against a native consumer (the
-/// same lapin channel setup: same prefetch, manual ack) doing the same work per message:
-/// parse the JSON, write the cache entry to Redis, publish the follow-up with a confirm.
-async fn messages() -> anyhow::Result<()> {
-    const MESSAGES: usize = 2_000;
-    const PREFETCH: u16 = 16;
-    let plugin_name = unique("user-notifications");
-    let dir = PluginDir::with(&[(&plugin_name, "user_notifications")]);
-    let mut config: HostConfig = config(&dir);
-    config.backends.cache = KvBackend::Redis;
-    config.backends.messaging = BrokerBackend::Amqp;
-    config.host.key_prefix = format!("{}:", unique("techub-bench"));
-    config.amqp = services::amqp_config();
-    grant(&mut config, &plugin_name, &["users"], &["notification.*"])
-        .limits
-        .prefetch = Some(PREFETCH);
-    let body = |i: usize| {
-        serde_json::json!({ "id": format!("u{i}"), "email": "a@b.c", "name": "A" })
-            .to_string()
-            .into_bytes()
-    };
-
-    // Both runs publish from a task of their own, concurrently with consuming.
-    let publish_all = |publisher: AmqpBroker, routing_key: &'static str, ids: Vec<String>| {
-        tokio::spawn(async move {
-            for (i, id) in ids.into_iter().enumerate() {
-                let mut e = envelope(routing_key, body(i));
-                e.id = id;
-                publisher
-                    .publish(e, None)
-                    .await
-                    .map_err(anyhow::Error::msg)?;
-            }
-            anyhow::Ok(())
+        let sides = ["plugin", "native redis-rs", "host backend without wasm"];
+        let rounds = harness::Rounds::alternate(&sides, ROUNDS, async |side| {
+            measure(side, concurrency).await
         })
-    };
-
-    // Through the platform.
-    let platform = Platform::start(config.clone()).await?;
-    let publisher = AmqpBroker::connect(
-        &config.amqp,
-        config.dead_letter,
-        config.messaging,
-        Default::default(),
-        techub_host::capability::messaging::amqp::seal::DeathSeal::with_key(b"test key"),
-    )
-    .await?;
-    let ids: Vec<String> = (0..MESSAGES)
-        .map(|i| format!("p{i}-{}", unique("m")))
-        .collect();
-    let started = Instant::now();
-    let publishing = publish_all(publisher.clone(), "user.created", ids.clone());
-    // Walk the ids in order, waiting at the first unfinished one: cheap to poll, so
-    // the measurement does not steal the workers' CPU.
-    all_completed(&platform, &ids, started).await?;
-    publishing.await??;
-    let wasm = MESSAGES as f64 / started.elapsed().as_secs_f64();
-    drop(platform);
-
-    // Native consumer, same broker setup and work.
-    let broker = AmqpBroker::connect(
-        &config.amqp,
-        config.dead_letter,
-        config.messaging,
-        Default::default(),
-        techub_host::capability::messaging::amqp::seal::DeathSeal::with_key(b"test key"),
-    )
-    .await?;
-    let cache = RedisCache::new(services::redis().await, &config.host.key_prefix);
-    let queue = unique("native");
-    broker
-        .declare_queue(&QueueSpec {
-            name: queue.clone(),
-            bindings: vec!["native.created".into()],
-            durable: true,
-            limits: Default::default(),
-        })
-        .await
-        .map_err(anyhow::Error::msg)?;
-    let mut consumer = broker
-        .consume(&queue, PREFETCH)
-        .await
-        .map_err(anyhow::Error::msg)?;
-    let started = Instant::now();
-    let publishing = publish_all(
-        publisher,
-        "native.created",
-        (0..MESSAGES).map(|i| format!("n{i}")).collect(),
-    );
-    let cache = Arc::new(cache);
-    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
-    let write = CacheWrite {
-        ttl: Duration::from_secs(1800),
-        tags: vec![],
-        priority: techub_host::capability::cache::Priority::Medium,
-    };
-    let mut received = 0;
-    while received < MESSAGES {
-        let Some(delivery) = consumer.next().await else {
-            anyhow::bail!("consumer closed")
-        };
-        received += 1;
-        let (cache, broker, write, done) = (
-            cache.clone(),
-            broker.clone(),
-            write.clone(),
-            done_tx.clone(),
+        .await?;
+        rounds.report(
+            &format!("cache get x{GETS}, concurrency {concurrency}"),
+            "get",
+            &[(0, 1), (0, 2)],
         );
-        tokio::spawn(async move {
-            let user: serde_json::Value =
-                serde_json::from_slice(&delivery.envelope().payload).expect("bench JSON");
-            let id = user["id"].as_str().unwrap_or_default().to_string();
-            // The same write as the plugin's: the users domain's TTL and the user's tag.
-            let write = CacheWrite {
-                tags: vec![format!("user:{id}")],
-                ..write
-            };
-            cache
-                .set_many(
-                    "users",
-                    &[(id, delivery.envelope().payload.clone())],
-                    &write,
-                )
-                .await
-                .expect("cache write");
-            broker
-                .publish(envelope("notification.email", b"{}".to_vec()), None)
-                .await
-                .expect("follow-up");
-            delivery.ack().await.expect("ack");
-            let _ = done.send(());
-        });
+        rounds.beats_what_it_wraps(0, 2);
     }
-    for _ in 0..MESSAGES {
-        done_rx.recv().await;
-    }
-    publishing.await??;
-    let native = MESSAGES as f64 / started.elapsed().as_secs_f64();
-    println!(
-        "messages x{MESSAGES}, prefetch {PREFETCH}: plugin {wasm:.0} msg/s, native consumer {native:.0} msg/s; plugin/native = {:.2}",
-        wasm / native
-    );
     Ok(())
 }
 

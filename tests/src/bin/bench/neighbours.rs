@@ -1,11 +1,13 @@
 //! `neighbours`: a well-behaved plugin's messages/s alone, and again while hostile
 //! plugins in the same host misbehave without pause: an infinite loop (`spin`), a
 //! memory bomb, a stack overflow, a trap storm (`trap`), a publish flood, a cache
-//! flood and lock hoarding (`hostile`). Alternating rounds, median of 3; the goal is
-//! ≥ 0.9× of solo. Also the host's peak RSS and every violation, per plugin and kind,
+//! flood and lock hoarding (`hostile`). Alternating rounds ([`harness::Rounds`]);
+//! the goal is ≥ 0.9× of solo. Also the host's peak RSS and every violation, per plugin and kind,
 //! from the host's own metrics.
 
 use super::all_completed;
+use super::harness::{self, Rounds};
+use super::start::rss_kib;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -46,17 +48,6 @@ fn host_config(dir: &PluginDir) -> techub_host::config::HostConfig {
     config
 }
 
-fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(0)
-}
-
 /// Messages/s of the good plugin over `MESSAGES` user.created events.
 async fn good_rate(platform: &Platform) -> anyhow::Result<f64> {
     let mut ids = Vec::with_capacity(MESSAGES);
@@ -92,38 +83,34 @@ fn feed_hostile(
     })
 }
 
-/// The good plugin's rate alone and beside the misbehaviours `keys`, alternating
-/// `ROUNDS` times: the medians, and how many hostile messages were fed.
+/// The good plugin alone and beside the misbehaviours `keys`, in alternating rounds;
+/// and how many hostile messages were fed.
 async fn alone_and_crowded(
     platform: &Arc<Platform>,
     keys: &[&'static str],
-) -> anyhow::Result<(f64, f64, u64)> {
-    let (mut solo, mut crowded, mut hostile_sent) = (Vec::new(), Vec::new(), 0);
-    for round in 0..ROUNDS {
-        let alone = async { good_rate(platform).await };
-        let with_neighbours = async {
-            let stop = Arc::new(AtomicBool::new(false));
-            let feeder = feed_hostile(platform.clone(), stop.clone(), keys.to_vec());
-            tokio::time::sleep(Duration::from_millis(500)).await; // let them get going
-            let rate = good_rate(platform).await;
-            stop.store(true, Ordering::Relaxed);
-            let sent = feeder.await?;
-            anyhow::Ok((rate?, sent))
-        };
-        if round % 2 == 0 {
-            solo.push(alone.await?);
-            let (rate, sent) = with_neighbours.await?;
-            crowded.push(rate);
-            hostile_sent += sent;
-        } else {
-            let (rate, sent) = with_neighbours.await?;
-            crowded.push(rate);
-            hostile_sent += sent;
-            solo.push(alone.await?);
+) -> anyhow::Result<(Rounds, u64)> {
+    let good = async || {
+        harness::sample(async {
+            good_rate(platform).await?;
+            Ok(MESSAGES as u64)
+        })
+        .await
+    };
+    let mut hostile_sent = 0;
+    let rounds = Rounds::alternate(&["alone", "crowded"], ROUNDS, async |side| {
+        if side == 0 {
+            return good().await;
         }
-    }
-    let median = super::consumers::median;
-    Ok((median(solo), median(crowded), hostile_sent))
+        let stop = Arc::new(AtomicBool::new(false));
+        let feeder = feed_hostile(platform.clone(), stop.clone(), keys.to_vec());
+        tokio::time::sleep(Duration::from_millis(500)).await; // let them get going
+        let sample = good().await;
+        stop.store(true, Ordering::Relaxed);
+        hostile_sent += feeder.await?;
+        sample
+    })
+    .await?;
+    Ok((rounds, hostile_sent))
 }
 
 /// `techub_invocations_total` and `techub_quota_violations_total` samples of the
@@ -170,16 +157,21 @@ pub async fn neighbours() -> anyhow::Result<()> {
     let start_rss = rss_kib();
     good_rate(&platform).await?; // warm-up
     let all: Vec<&str> = HOSTILE.iter().map(|(_, key)| *key).collect();
-    let (solo, crowded, hostile_sent) = alone_and_crowded(&platform, &all).await?;
-    println!(
-        "neighbours: user-notifications x{MESSAGES} on the embedded backends: alone {solo:.0} msg/s, beside every hostile plugin {crowded:.0} msg/s; crowded/alone = {:.3} (goal >= 0.9, median of {ROUNDS}); {hostile_sent} hostile messages fed",
-        crowded / solo
+    let (rounds, hostile_sent) = alone_and_crowded(&platform, &all).await?;
+    rounds.report(
+        &format!(
+            "neighbours: user-notifications x{MESSAGES} on the embedded backends, alone and beside every hostile plugin ({hostile_sent} hostile messages fed; goal crowded/alone >= 0.9)"
+        ),
+        "msg",
+        &[(1, 0)],
     );
     for (kind, key) in HOSTILE {
-        let (solo, crowded, sent) = alone_and_crowded(&platform, &[key]).await?;
+        let (rounds, sent) = alone_and_crowded(&platform, &[key]).await?;
         println!(
-            "  beside {kind:<15} alone {solo:>6.0} msg/s, crowded {crowded:>6.0} msg/s; crowded/alone = {:.3} ({sent} fed)",
-            crowded / solo
+            "  beside {kind:<15} alone {:>6.0} msg/s, crowded {:>6.0} msg/s; crowded/alone = {:.3} (median of per-round ratios; {sent} fed)",
+            rounds.rate(0),
+            rounds.rate(1),
+            rounds.ratio(1, 0)
         );
     }
     sampler.abort();

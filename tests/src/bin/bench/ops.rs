@@ -1,7 +1,8 @@
 //! What observability costs: messages/s with metrics on against off, and plugin cache
-//! gets/s with statistics kept in Redis against kept in process. Each pair runs
-//! alternately, five rounds, and the medians are compared (the machine is noisy).
+//! gets/s with statistics kept in Redis against kept in process. Each pair runs in
+//! alternating rounds ([`harness::Rounds`]).
 
+use super::harness::{self, Rounds, median};
 use super::{all_completed, cache_reader, envelope, fill_bench_entries, plugin_gets_per_s};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,11 +18,6 @@ use techub_host::runtime::Runtime;
 use techub_tests::{PluginDir, config, grant, services, unique};
 
 const ROUNDS: usize = 5;
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
-}
 
 /// Messages/s of the user-notifications plugin on RabbitMQ and Redis, metrics on vs off.
 pub async fn metrics_overhead() -> anyhow::Result<()> {
@@ -50,39 +46,35 @@ pub async fn metrics_overhead() -> anyhow::Result<()> {
         async move {
             let platform = Platform::start(config).await?;
             let ids: Vec<String> = (0..MESSAGES).map(|_| unique("m")).collect();
-            let started = Instant::now();
-            for (i, id) in ids.iter().enumerate() {
-                let body =
-                    serde_json::json!({ "id": format!("u{i}"), "email": "a@b.c", "name": "A" });
-                let mut e = envelope("user.created", body.to_string().into_bytes());
-                e.id = id.clone();
-                publisher
-                    .publish(e, None)
-                    .await
-                    .map_err(anyhow::Error::msg)?;
-            }
-            all_completed(&platform, &ids, started).await?;
-            let rate = MESSAGES as f64 / started.elapsed().as_secs_f64();
+            let sample = harness::sample(async {
+                let started = Instant::now();
+                for (i, id) in ids.iter().enumerate() {
+                    let body =
+                        serde_json::json!({ "id": format!("u{i}"), "email": "a@b.c", "name": "A" });
+                    let mut e = envelope("user.created", body.to_string().into_bytes());
+                    e.id = id.clone();
+                    publisher
+                        .publish(e, None)
+                        .await
+                        .map_err(anyhow::Error::msg)?;
+                }
+                all_completed(&platform, &ids, started).await?;
+                Ok(MESSAGES as u64)
+            })
+            .await;
             platform.shutdown().await;
-            anyhow::Ok(rate)
+            sample
         }
     };
     run(true).await?; // warm-up: compiles the plugin, declares the queues
-    let (mut on, mut off) = (Vec::new(), Vec::new());
-    for round in 0..ROUNDS {
-        // Alternate which goes first, so that drift on the machine hits both.
-        if round % 2 == 0 {
-            on.push(run(true).await?);
-            off.push(run(false).await?);
-        } else {
-            off.push(run(false).await?);
-            on.push(run(true).await?);
-        }
-    }
-    let (on, off) = (median(on), median(off));
-    println!(
-        "metrics overhead, messages x{MESSAGES} on RabbitMQ + Redis: metrics on {on:.0} msg/s, off {off:.0} msg/s; on/off = {:.3} (median of {ROUNDS})",
-        on / off
+    let rounds = Rounds::alternate(&["metrics on", "metrics off"], ROUNDS, async |side| {
+        run(side == 0).await
+    })
+    .await?;
+    rounds.report(
+        &format!("metrics overhead, messages x{MESSAGES} on RabbitMQ + Redis"),
+        "msg",
+        &[(0, 1)],
     );
     Ok(())
 }
@@ -112,24 +104,28 @@ pub async fn stats_overhead() -> anyhow::Result<()> {
         Arc::new(load_plugin(&runtime, &path, config.clone(), in_process).await?);
     let run = |plugin: Arc<techub_host::plugins::LoadedPlugin>| {
         let runtime = runtime.clone();
-        async move { plugin_gets_per_s(&runtime, &plugin, GETS, CONCURRENCY).await }
+        harness::sample(async move {
+            plugin_gets_per_s(&runtime, &plugin, GETS, CONCURRENCY).await?;
+            Ok(u64::from(GETS))
+        })
     };
     run(with_redis_stats.clone()).await?; // warm-up
-    let (mut redis, mut local) = (Vec::new(), Vec::new());
-    for round in 0..ROUNDS {
-        if round % 2 == 0 {
-            redis.push(run(with_redis_stats.clone()).await?);
-            local.push(run(with_local_stats.clone()).await?);
-        } else {
-            local.push(run(with_local_stats.clone()).await?);
-            redis.push(run(with_redis_stats.clone()).await?);
-        }
-    }
+    let rounds = Rounds::alternate(
+        &["stats in Redis", "stats in process"],
+        ROUNDS,
+        async |side| match side {
+            0 => run(with_redis_stats.clone()).await,
+            _ => run(with_local_stats.clone()).await,
+        },
+    )
+    .await?;
     flusher.abort();
-    let (redis, local) = (median(redis), median(local));
-    println!(
-        "cache statistics overhead, plugin gets x{GETS} on Redis (concurrency {CONCURRENCY}): stats in Redis {redis:.0} ops/s, in process {local:.0} ops/s; redis/in-process = {:.3} (median of {ROUNDS})",
-        redis / local
+    rounds.report(
+        &format!(
+            "cache statistics overhead, plugin gets x{GETS} on Redis (concurrency {CONCURRENCY})"
+        ),
+        "get",
+        &[(0, 1)],
     );
     Ok(())
 }

@@ -7,7 +7,7 @@
 //! - tag invalidation of 1 000 entries (filed under one tag, then invalidated by it)
 //!   on the shared single Redis against the cluster, alternating rounds, medians.
 
-use crate::consumers::median;
+use crate::harness::{self, Rounds, median};
 use crate::{cache_reader, loaded_cache_reader, plugin_gets_per_s};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -44,8 +44,7 @@ async fn gets(cluster_config: &RedisConfig) -> anyhow::Result<()> {
         .get_async_connection()
         .await?;
     let prefix = config.host.key_prefix.clone();
-    let native_gets = async |concurrency: u32| -> anyhow::Result<f64> {
-        let started = Instant::now();
+    let native_gets = async |concurrency: u32| -> anyhow::Result<u64> {
         let tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>> = (0..concurrency)
             .map(|_| {
                 let (mut conn, prefix) = (native.clone(), prefix.clone());
@@ -64,38 +63,28 @@ async fn gets(cluster_config: &RedisConfig) -> anyhow::Result<()> {
         for task in tasks {
             task.await??;
         }
-        Ok(GETS as f64 / started.elapsed().as_secs_f64())
+        Ok(u64::from(GETS / concurrency * concurrency))
     };
     // Warm-up, not counted.
     plugin_gets_per_s(&runtime, &plugin, GETS, 8).await?;
     native_gets(8).await?;
     for concurrency in [1u32, 8] {
-        let (mut wasm, mut baseline, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
-        for round in 0..ROUNDS {
-            let (w, n) = match round % 2 {
-                0 => {
-                    let w = plugin_gets_per_s(&runtime, &plugin, GETS, concurrency).await?;
-                    (w, native_gets(concurrency).await?)
-                }
-                _ => {
-                    let n = native_gets(concurrency).await?;
-                    (
-                        plugin_gets_per_s(&runtime, &plugin, GETS, concurrency).await?,
-                        n,
-                    )
-                }
-            };
-            wasm.push(w);
-            baseline.push(n);
-            ratios.push(w / n);
-        }
-        println!(
-            "redis cluster: cache get x{GETS}, concurrency {concurrency}, median of {ROUNDS} alternating rounds: plugin {:.0} ops/s, native redis-rs cluster client {:.0} ops/s; plugin/native = {:.2} (per-round {:.2} to {:.2})",
-            median(wasm),
-            median(baseline),
-            median(ratios.clone()),
-            ratios.iter().copied().fold(f64::INFINITY, f64::min),
-            ratios.iter().copied().fold(0.0, f64::max),
+        let sides = ["plugin", "native redis-rs cluster client"];
+        let rounds = Rounds::alternate(&sides, ROUNDS, async |side| match side {
+            0 => {
+                harness::sample(async {
+                    plugin_gets_per_s(&runtime, &plugin, GETS, concurrency).await?;
+                    Ok(u64::from(GETS))
+                })
+                .await
+            }
+            _ => harness::sample(native_gets(concurrency)).await,
+        })
+        .await?;
+        rounds.report(
+            &format!("redis cluster: cache get x{GETS}, concurrency {concurrency}"),
+            "get",
+            &[(0, 1)],
         );
     }
     Ok(())

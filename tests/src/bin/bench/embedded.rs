@@ -1,0 +1,188 @@
+//! `bench embedded`: the README's first command, `cargo xtask run`, runs on the
+//! embedded broker and backends. The no-op plugin and user-notifications there,
+//! against a native consumer in the same process doing the same work through the same
+//! `Broker` trait object (the same embedded broker, the same prefetch, a task per
+//! delivery, acks): for the no-op, ack; for user-notifications, parse the JSON, write
+//! the user to the embedded cache with its tag, publish the follow-up. Alternating
+//! rounds ([`super::harness::Rounds`]), with this process's CPU per message. Goal for
+//! the no-op plugin: ≥ 0.5× (it is instantiation-bound: a fresh instance per message).
+
+use super::harness::{self, Rounds, Sample};
+use super::{all_completed, envelope};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use techub_host::Platform;
+use techub_host::capability::cache::CacheWrite;
+use techub_host::capability::messaging::{Broker, QueueSpec};
+use techub_tests::{PluginDir, config, grant, unique};
+
+const MESSAGES: usize = 5_000;
+const ROUNDS: usize = 5;
+
+/// What the messages carry and what the native side does with each.
+#[derive(Clone, Copy)]
+enum Work {
+    Noop,
+    UserNotifications,
+}
+
+impl Work {
+    fn routing_key(self) -> &'static str {
+        match self {
+            Work::Noop => "fixture.noop.bench",
+            Work::UserNotifications => "user.created",
+        }
+    }
+
+    fn body(self, i: usize) -> Vec<u8> {
+        match self {
+            Work::Noop => b"{}".to_vec(),
+            Work::UserNotifications => {
+                serde_json::json!({ "id": format!("u{i}"), "email": "a@b.c", "name": "A" })
+                    .to_string()
+                    .into_bytes()
+            }
+        }
+    }
+}
+
+/// Publishes the messages of `ids` from a task of its own.
+fn publish_all(
+    broker: Arc<dyn Broker>,
+    work: Work,
+    routing_key: String,
+    ids: Vec<String>,
+) -> tokio::task::JoinHandle<anyhow::Result<()>> {
+    tokio::spawn(async move {
+        for (i, id) in ids.into_iter().enumerate() {
+            let mut e = envelope(&routing_key, work.body(i));
+            e.id = id;
+            broker.publish(e, None).await.map_err(anyhow::Error::msg)?;
+        }
+        anyhow::Ok(())
+    })
+}
+
+/// One round through the plugin: published while it consumes, until the last
+/// completed.
+async fn through_plugin(platform: &Platform, work: Work) -> anyhow::Result<Sample> {
+    let ids: Vec<String> = (0..MESSAGES).map(|_| unique("m")).collect();
+    harness::sample(async {
+        let started = Instant::now();
+        let broker = platform.services.broker.clone();
+        let publishing = publish_all(broker, work, work.routing_key().into(), ids.clone());
+        all_completed(platform, &ids, started).await?;
+        publishing.await??;
+        Ok(MESSAGES as u64)
+    })
+    .await
+}
+
+/// One round of the native consumer, on a queue of its own on the same broker.
+async fn native(platform: &Platform, work: Work, prefetch: u16) -> anyhow::Result<Sample> {
+    let broker = platform.services.broker.clone();
+    let queue = unique("native");
+    let routing_key = format!("{queue}.bench");
+    broker
+        .declare_queue(&QueueSpec {
+            name: queue.clone(),
+            bindings: vec![routing_key.clone()],
+            durable: true,
+            limits: Default::default(),
+        })
+        .await
+        .map_err(anyhow::Error::msg)?;
+    let mut consumer = broker
+        .consume(&queue, prefetch)
+        .await
+        .map_err(anyhow::Error::msg)?;
+    let cache = platform.services.cache.clone();
+    let sample = harness::sample(async {
+        let ids = (0..MESSAGES).map(|i| format!("n{i}")).collect();
+        let publishing = publish_all(broker.clone(), work, routing_key, ids);
+        let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
+        for _ in 0..MESSAGES {
+            let Some(delivery) = consumer.next().await else {
+                anyhow::bail!("consumer closed")
+            };
+            let (cache, broker, done) = (cache.clone(), broker.clone(), done_tx.clone());
+            tokio::spawn(async move {
+                if let Work::UserNotifications = work {
+                    let payload = &delivery.envelope().payload;
+                    let user: serde_json::Value =
+                        serde_json::from_slice(payload).expect("bench JSON");
+                    let id = user["id"].as_str().unwrap_or_default().to_string();
+                    // The plugin's write: the users domain's TTL and the user's tag.
+                    let write = CacheWrite {
+                        ttl: Duration::from_secs(1800),
+                        tags: vec![format!("user:{id}")],
+                        priority: techub_host::capability::cache::Priority::Medium,
+                    };
+                    cache
+                        .set_many("users", &[(id, payload.clone())], &write)
+                        .await
+                        .expect("cache write");
+                    broker
+                        .publish(envelope("notification.email", b"{}".to_vec()), None)
+                        .await
+                        .expect("follow-up");
+                }
+                delivery.ack().await.expect("ack");
+                let _ = done.send(());
+            });
+        }
+        for _ in 0..MESSAGES {
+            done_rx.recv().await;
+        }
+        publishing.await??;
+        Ok(MESSAGES as u64)
+    })
+    .await;
+    let _ = broker.delete_queue(&queue).await;
+    sample
+}
+
+pub async fn embedded() -> anyhow::Result<()> {
+    let dir = PluginDir::with(&[
+        ("noop", "fixture_noop"),
+        ("user-notifications", "user_notifications"),
+    ]);
+    let mut config = config(&dir);
+    config.host.key_prefix = format!("{}:", unique("techub-bench"));
+    grant(
+        &mut config,
+        "user-notifications",
+        &["users"],
+        &["notification.*"],
+    );
+    let platform = Platform::start(config.clone()).await?;
+    for (name, work) in [
+        ("noop", Work::Noop),
+        ("user-notifications", Work::UserNotifications),
+    ] {
+        let prefetch = config.limits_of(name).prefetch;
+        // Warm-up, not counted.
+        through_plugin(&platform, work).await?;
+        native(&platform, work, prefetch).await?;
+        let sides = [name, "native consumer"];
+        let rounds = Rounds::alternate(&sides, ROUNDS, async |side| match side {
+            0 => through_plugin(&platform, work).await,
+            _ => native(&platform, work, prefetch).await,
+        })
+        .await?;
+        rounds.report(
+            &format!("embedded backends: {name} x{MESSAGES}, prefetch {prefetch}"),
+            "msg",
+            &[(0, 1)],
+        );
+        if let Work::Noop = work {
+            let ratio = rounds.ratio(0, 1);
+            println!(
+                "  goal for the no-op plugin: >= 0.5x ({})",
+                if ratio >= 0.5 { "met" } else { "NOT met" }
+            );
+        }
+    }
+    platform.shutdown().await;
+    Ok(())
+}
