@@ -44,8 +44,10 @@ enum Task {
         args: Vec<String>,
     },
     /// Runs the benchmarks (release build); each prints its ratio to a native baseline.
+    /// `--quick`: every bench with small counts and one round, on the debug build (CI).
     Bench {
-        /// Extra arguments for the bench binary (e.g. a benchmark name).
+        /// Extra arguments for the bench binary (a benchmark name, `--quick`,
+        /// `--plugins N` for `start`).
         #[arg(trailing_var_arg = true)]
         args: Vec<String>,
     },
@@ -120,6 +122,12 @@ fn main() -> Result<()> {
             plugins::build(&root)?;
             services::ensure_redis()?;
             services::ensure_rabbitmq()?;
+            if args.iter().any(|a| a == "--quick") {
+                // Small counts, one round, figures that mean nothing: the debug build
+                // `test` already made (same feature resolution), no release build.
+                run(Command::new("cargo").args(["build", "--workspace", "--bins"]))?;
+                return run(Command::new(root.join("target/debug/bench")).args(&args));
+            }
             run(Command::new("cargo")
                 .args([
                     "run",

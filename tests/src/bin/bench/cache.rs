@@ -3,6 +3,7 @@
 //! cache-aside reader with redis-rs in the same run, which loads on every miss it sees;
 //! the number that matters is loader calls per 1 000 concurrent misses.
 
+use super::harness::Count;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -12,7 +13,7 @@ use techub_host::capability::cache::{CacheBackend, CacheWrite, Priority};
 use techub_host::config::KvBackend;
 use techub_tests::{PluginDir, config, grant, unique};
 
-const READERS: usize = 1_000;
+static READERS: Count<usize> = Count::new(1_000, 32);
 const KEYS: usize = 10;
 /// How long one load takes (the catalog's `delay_ms`, the native loader's sleep).
 const LOAD_MS: u64 = 50;
@@ -48,7 +49,7 @@ pub async fn read_through() -> anyhow::Result<()> {
 
     let started = Instant::now();
     let mut tasks = Vec::new();
-    for i in 0..READERS {
+    for i in 0..*READERS {
         let host = hosts[i % 2].clone();
         tasks.push(tokio::spawn(async move {
             let reader = host
@@ -101,8 +102,8 @@ pub async fn read_through() -> anyhow::Result<()> {
     );
     println!(
         "  loader calls per 1000 concurrent misses: platform {:.0}, native {:.0} (ratio {:.3})",
-        calls as f64 * 1000.0 / READERS as f64,
-        native_calls as f64 * 1000.0 / READERS as f64,
+        calls as f64 * 1000.0 / *READERS as f64,
+        native_calls as f64 * 1000.0 / *READERS as f64,
         calls as f64 / native_calls.max(1) as f64
     );
     for host in hosts {
@@ -119,7 +120,7 @@ async fn native_cache_aside(host: &Platform) -> anyhow::Result<(u64, Duration)> 
     let domain = format!("native-{}", unique("d"));
     let started = Instant::now();
     let mut tasks = Vec::new();
-    for i in 0..READERS {
+    for i in 0..*READERS {
         let (cache, loads, domain) = (cache.clone(), loads.clone(), domain.clone());
         tasks.push(tokio::spawn(async move {
             let key = vec![format!("k-{}", i % KEYS)];

@@ -6,6 +6,7 @@
 //! each run reports this process's CPU time per message (the broker's is not in it):
 //! what the path itself costs, which the machine's neighbours do not move.
 
+use super::harness::Count;
 use super::harness::{self, Rounds, Sample, process_cpu};
 use std::time::{Duration, Instant};
 use techub_host::Platform;
@@ -15,11 +16,11 @@ use techub_host::config::{BrokerBackend, HostConfig};
 use techub_host::names::topology::queue_name;
 use techub_tests::{PluginDir, config, services, unique};
 
-const MESSAGES: usize = 5_000;
+static MESSAGES: Count<usize> = Count::new(5_000, 112);
 
 /// One drain of the queue, from its first completion to its last.
 fn since(started: Instant, cpu: Duration) -> Sample {
-    harness::sample_of(MESSAGES as u64, started.elapsed(), process_cpu() - cpu)
+    harness::sample_of(*MESSAGES as u64, started.elapsed(), process_cpu() - cpu)
 }
 
 /// Publishes `count` messages with `routing_key`, from 8 tasks; their ids.
@@ -75,7 +76,7 @@ async fn through_platform(
         .declare_queue(&queue_spec(queue, "fixture.noop.#"))
         .await
         .map_err(anyhow::Error::msg)?;
-    let ids = fill(&broker, "fixture.noop.x", MESSAGES).await?;
+    let ids = fill(&broker, "fixture.noop.x", *MESSAGES).await?;
     let mut config = config.clone();
     let limits = &mut config.plugins.get_mut(plugin).expect("granted").limits;
     limits.prefetch = Some(prefetch);
@@ -115,14 +116,14 @@ async fn native(config: &HostConfig, prefetch: u16) -> anyhow::Result<Sample> {
         .declare_queue(&queue_spec(queue.clone(), "native.noop"))
         .await
         .map_err(anyhow::Error::msg)?;
-    fill(&broker, "native.noop", MESSAGES).await?;
+    fill(&broker, "native.noop", *MESSAGES).await?;
     let mut consumer = broker
         .consume(&queue, prefetch)
         .await
         .map_err(anyhow::Error::msg)?;
     let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
     let mut started = None;
-    for _ in 0..MESSAGES {
+    for _ in 0..*MESSAGES {
         let Some(delivery) = consumer.next().await else {
             anyhow::bail!("consumer closed")
         };
@@ -133,7 +134,7 @@ async fn native(config: &HostConfig, prefetch: u16) -> anyhow::Result<Sample> {
             let _ = done.send(());
         });
     }
-    for _ in 0..MESSAGES {
+    for _ in 0..*MESSAGES {
         done_rx.recv().await;
     }
     let (started, cpu) = started.expect("at least one delivery");
@@ -145,7 +146,7 @@ const REUSE: u32 = 1_000;
 
 pub async fn prefetch_sweep() -> anyhow::Result<()> {
     // One run of each is noise on a shared machine (ratios from 0.5 to 1.4 were seen).
-    const ROUNDS: usize = 7;
+    static ROUNDS: Count<usize> = Count::new(7, 1);
     for prefetch in [1u16, 10, 50] {
         // Each run its own plugin (its own queue), on RabbitMQ.
         let run = async |reuse_instance: Option<u32>| {
@@ -164,7 +165,7 @@ pub async fn prefetch_sweep() -> anyhow::Result<()> {
             "plugin, reuse_instance = 1000",
             "native consumer",
         ];
-        let rounds = Rounds::alternate(&sides, ROUNDS, async |side| match side {
+        let rounds = Rounds::alternate(&sides, *ROUNDS, async |side| match side {
             0 => run(Some(1)).await,
             1 => run(Some(REUSE)).await,
             _ => run(None).await,
@@ -185,7 +186,7 @@ pub async fn prefetch_sweep() -> anyhow::Result<()> {
 /// Alternating rounds, medians.
 pub async fn quorum_vs_classic() -> anyhow::Result<()> {
     use techub_host::config::QueueKind;
-    const ROUNDS: usize = 5;
+    static ROUNDS: Count<usize> = Count::new(5, 1);
     let cluster = tokio::task::spawn_blocking(|| techub_tests::RabbitCluster::start(3)).await?;
     for prefetch in [10u16, 50] {
         let run = async |kind: QueueKind, through_plugin: bool| {
@@ -207,7 +208,7 @@ pub async fn quorum_vs_classic() -> anyhow::Result<()> {
             "native, classic queue",
             "native, quorum queue",
         ];
-        let rounds = Rounds::alternate(&sides, ROUNDS, async |side| {
+        let rounds = Rounds::alternate(&sides, *ROUNDS, async |side| {
             let kind = [QueueKind::Classic, QueueKind::Quorum][side % 2];
             run(kind, side < 2).await
         })

@@ -3,6 +3,7 @@
 //! native pooled hyper client posting the same emails (same headers, body and
 //! concurrency) straight to it. Alternating rounds, median of the per-round ratios.
 
+use super::harness::Count;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
@@ -17,8 +18,8 @@ use techub_host::runtime::Runtime;
 use techub_host::stand_ins::MailProvider;
 use techub_tests::{PluginDir, config};
 
-const EMAILS: usize = 2_000;
-const ROUNDS: usize = 5;
+static EMAILS: Count<usize> = Count::new(2_000, 48);
+static ROUNDS: Count<usize> = Count::new(5, 1);
 const CONCURRENCY: usize = 16;
 const KEY: &str = "bench-mail-key";
 
@@ -34,7 +35,7 @@ async fn plugin_round(runtime: &Arc<Runtime>, plugin: &Arc<LoadedPlugin>) -> any
         .map(|_| {
             let (runtime, plugin, payload) = (runtime.clone(), plugin.clone(), payload.clone());
             tokio::spawn(async move {
-                for _ in 0..EMAILS / CONCURRENCY {
+                for _ in 0..*EMAILS / CONCURRENCY {
                     let delivery =
                         techub_tests::delivery("email", "notification.email", payload.as_bytes());
                     let report = runtime
@@ -53,7 +54,7 @@ async fn plugin_round(runtime: &Arc<Runtime>, plugin: &Arc<LoadedPlugin>) -> any
     for task in tasks {
         task.await??;
     }
-    Ok(EMAILS as f64 / started.elapsed().as_secs_f64())
+    Ok(*EMAILS as f64 / started.elapsed().as_secs_f64())
 }
 
 /// Emails/s posted natively to the provider: its limit here.
@@ -67,7 +68,7 @@ async fn native_round(
         .map(|_| {
             let (client, url, body) = (client.clone(), url.to_string(), body.clone());
             tokio::spawn(async move {
-                for _ in 0..EMAILS / CONCURRENCY {
+                for _ in 0..*EMAILS / CONCURRENCY {
                     let request = hyper::Request::post(&url)
                         .header("authorization", format!("Bearer {KEY}"))
                         .header("idempotency-key", uuid::Uuid::new_v4().to_string())
@@ -84,7 +85,7 @@ async fn native_round(
     for task in tasks {
         task.await??;
     }
-    Ok(EMAILS as f64 / started.elapsed().as_secs_f64())
+    Ok(*EMAILS as f64 / started.elapsed().as_secs_f64())
 }
 
 pub async fn email_throughput() -> anyhow::Result<()> {
@@ -120,7 +121,7 @@ pub async fn email_throughput() -> anyhow::Result<()> {
     plugin_round(&runtime, &plugin).await?;
     native_round(&native, &url).await?;
     let (mut ratios, mut plugin_rates, mut native_rates) = (Vec::new(), Vec::new(), Vec::new());
-    for round in 0..ROUNDS {
+    for round in 0..*ROUNDS {
         let (p, n) = if round % 2 == 0 {
             let p = plugin_round(&runtime, &plugin).await?;
             (p, native_round(&native, &url).await?)
@@ -143,10 +144,10 @@ pub async fn email_throughput() -> anyhow::Result<()> {
         median(ratios)
     );
     anyhow::ensure!(
-        provider.emails().len() == EMAILS * (ROUNDS + 1) * 2,
+        provider.emails().len() == *EMAILS * (*ROUNDS + 1) * 2,
         "every email accepted once: {} of {}",
         provider.emails().len(),
-        EMAILS * (ROUNDS + 1) * 2
+        *EMAILS * (*ROUNDS + 1) * 2
     );
     Ok(())
 }

@@ -4,6 +4,7 @@
 //! request gains through the plugin, connections opened per 1000 requests on each side,
 //! and the host's RSS with 16 plugins each holding 16 requests in flight.
 
+use super::harness::Count;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
@@ -17,8 +18,8 @@ use techub_host::runtime::Runtime;
 use techub_tests::http_server::{Behaviour, TestServer};
 use techub_tests::{PluginDir, config};
 
-const REQUESTS: usize = 2_000;
-const ROUNDS: usize = 5;
+static REQUESTS: Count<usize> = Count::new(2_000, 48);
+static ROUNDS: Count<usize> = Count::new(5, 1);
 
 /// One side's round: requests/s and each request's latency.
 struct Round {
@@ -70,8 +71,8 @@ async fn plugin_round(
         .map(|_| {
             let (runtime, plugin, plan) = (runtime.clone(), plugin.clone(), plan.clone());
             tokio::spawn(async move {
-                let mut latencies = Vec::with_capacity(REQUESTS / concurrency);
-                for _ in 0..REQUESTS / concurrency {
+                let mut latencies = Vec::with_capacity(*REQUESTS / concurrency);
+                for _ in 0..*REQUESTS / concurrency {
                     let delivery =
                         techub_tests::delivery("webhook", "fixture.caller.bench", plan.as_bytes());
                     let at = Instant::now();
@@ -110,8 +111,8 @@ async fn native_round(
         .map(|_| {
             let (client, uri) = (client.clone(), uri.clone());
             tokio::spawn(async move {
-                let mut latencies = Vec::with_capacity(REQUESTS / concurrency);
-                for _ in 0..REQUESTS / concurrency {
+                let mut latencies = Vec::with_capacity(*REQUESTS / concurrency);
+                for _ in 0..*REQUESTS / concurrency {
                     let at = Instant::now();
                     let response = client.get(uri.clone()).await?;
                     anyhow::ensure!(response.status() == 200, "status {}", response.status());
@@ -162,7 +163,7 @@ pub async fn http() -> anyhow::Result<()> {
         let (mut ratios, mut plugin_rates, mut native_rates) = (Vec::new(), Vec::new(), Vec::new());
         let (mut plugin_latency, mut native_latency) = (Vec::new(), Vec::new());
         let (mut plugin_connections, mut native_connections) = (0, 0);
-        for round in 0..ROUNDS {
+        for round in 0..*ROUNDS {
             let mut measure_plugin = async || -> anyhow::Result<Round> {
                 let before = server.connections();
                 let r = plugin_round(&runtime, &plugin, Some(&url), concurrency).await?;
@@ -189,7 +190,7 @@ pub async fn http() -> anyhow::Result<()> {
         }
         plugin_latency.sort();
         native_latency.sort();
-        let total = (REQUESTS * ROUNDS) as f64;
+        let total = (*REQUESTS * *ROUNDS) as f64;
         println!(
             "  concurrency {concurrency:>2}: plugin {:>7.0} req/s, native {:>7.0} req/s (medians; rounds {:.0}-{:.0} vs {:.0}-{:.0}), plugin/native {:.2} (median of round ratios; goal >= 0.8)",
             median(plugin_rates.clone()),

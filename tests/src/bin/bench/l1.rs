@@ -3,6 +3,7 @@
 //! native redis-rs `GET` loop in the same run; then how long a write on one host
 //! takes to reach another host's L1 (p50/p99 of 500 writes).
 
+use super::harness::Count;
 use super::{cache_reader, fill_bench_entries, plugin_gets_per_s};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,7 +14,7 @@ use techub_host::platform::connect_services;
 use techub_host::plugins::load_plugin;
 use techub_host::runtime::Runtime;
 
-const ROUNDS: usize = 5;
+static ROUNDS: Count<usize> = Count::new(5, 1);
 
 fn with_l1(mut config: HostConfig, domain: &str) -> HostConfig {
     config.cache.l1.insert(
@@ -45,9 +46,9 @@ fn median(mut values: Vec<f64>) -> f64 {
 }
 
 pub async fn gets() -> anyhow::Result<()> {
-    const GETS: u32 = 40_000;
+    static GETS: Count<u32> = Count::new(40_000, 800);
     const CONCURRENCY: u32 = 8;
-    let (dir, plain) = cache_reader(GETS);
+    let (dir, plain) = cache_reader(*GETS);
     let layered = with_l1(plain.clone(), "users");
     let (plain, layered) = (Arc::new(plain), Arc::new(layered));
     let on_redis = Arc::new(connect_services(&plain).await?);
@@ -59,11 +60,11 @@ pub async fn gets() -> anyhow::Result<()> {
     let redis_reader =
         Arc::new(load_plugin(&runtime, &path, plain.clone(), on_redis.clone()).await?);
     let l1_reader = Arc::new(load_plugin(&runtime, &path, layered.clone(), on_l1.clone()).await?);
-    let run = |plugin| plugin_gets_per_s(&runtime, plugin, GETS, CONCURRENCY);
+    let run = |plugin| plugin_gets_per_s(&runtime, plugin, *GETS, CONCURRENCY);
     run(&redis_reader).await?; // warm-up: compiles, connects
     run(&l1_reader).await?; // warm-up: copies the 100 entries
     let (mut redis, mut l1) = (Vec::new(), Vec::new());
-    for round in 0..ROUNDS {
+    for round in 0..*ROUNDS {
         if round % 2 == 0 {
             redis.push(run(&redis_reader).await?);
             l1.push(run(&l1_reader).await?);
@@ -72,7 +73,7 @@ pub async fn gets() -> anyhow::Result<()> {
             redis.push(run(&redis_reader).await?);
         }
     }
-    let native = native_gets(&plain, GETS, CONCURRENCY).await?;
+    let native = native_gets(&plain, *GETS, CONCURRENCY).await?;
     let (redis, l1) = (median(redis), median(l1));
     let counts = on_l1.l1.as_ref().expect("on Redis").counts();
     println!(
@@ -112,7 +113,7 @@ async fn native_gets(config: &HostConfig, gets: u32, concurrency: u32) -> anyhow
 /// The time from A's write returning to B's first read of the new value is the
 /// propagation delay (B reads in a loop, so it includes up to one read).
 pub async fn propagation() -> anyhow::Result<()> {
-    const WRITES: usize = 500;
+    static WRITES: Count<usize> = Count::new(500, 16);
     let (_dir, config) = cache_reader(1);
     let config = with_l1(config, "products");
     let (a, b) = (
@@ -127,8 +128,8 @@ pub async fn propagation() -> anyhow::Result<()> {
         tags: vec![],
         priority: Priority::Medium,
     };
-    let mut delays = Vec::with_capacity(WRITES);
-    for i in 0..WRITES {
+    let mut delays = Vec::with_capacity(*WRITES);
+    for i in 0..*WRITES {
         let (old, new) = (format!("v{i}"), format!("v{}", i + 1));
         if i == 0 {
             a.cache

@@ -2,6 +2,7 @@
 //! cache) and throughput while a plugin is replaced over and over, each beside its
 //! baseline measured in the same run. (Starting with many plugins: `start.rs`.)
 
+use super::harness::Count;
 use std::path::Path;
 use std::time::{Duration, Instant};
 use techub_host::Platform;
@@ -70,10 +71,10 @@ async fn deploy_to_first_message(
 }
 
 pub async fn swap() -> anyhow::Result<()> {
-    const ROUNDS: u64 = 5;
+    static ROUNDS: Count<u64> = Count::new(5, 1);
     let noop = std::fs::read(fixture("fixture_noop"))?;
     let (mut cold, mut cached) = (Vec::new(), Vec::new());
-    for round in 0..ROUNDS {
+    for round in 0..*ROUNDS {
         let dir = PluginDir::with(&[]);
         let cache = tempfile::tempdir()?;
         let mut config = host_config(&dir, cache.path());
@@ -106,7 +107,7 @@ pub async fn swap() -> anyhow::Result<()> {
 /// replaced every 100 ms (v1, v2, v3 in turn), against the same plugin left alone.
 pub async fn swap_throughput() -> anyhow::Result<()> {
     // Half the tracker's memory, so that no status is forgotten before it is read.
-    const MESSAGES: usize = 50_000;
+    static MESSAGES: Count<usize> = Count::new(50_000, 1008);
     let versions: Vec<Vec<u8>> = [
         "fixture_versioned_v1",
         "fixture_versioned_v2",
@@ -151,8 +152,8 @@ pub async fn swap_throughput() -> anyhow::Result<()> {
             })
         };
         let started = Instant::now();
-        let mut ids = Vec::with_capacity(MESSAGES);
-        for _ in 0..MESSAGES {
+        let mut ids = Vec::with_capacity(*MESSAGES);
+        for _ in 0..*MESSAGES {
             ids.push(
                 platform
                     .publish("fixture.versioned.main", b"noop".to_vec(), None)
@@ -160,7 +161,7 @@ pub async fn swap_throughput() -> anyhow::Result<()> {
             );
         }
         super::all_completed(&platform, &ids, started).await?;
-        let rate = MESSAGES as f64 / started.elapsed().as_secs_f64();
+        let rate = *MESSAGES as f64 / started.elapsed().as_secs_f64();
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         let swaps = swapper.await?;
         println!(

@@ -1,6 +1,9 @@
-//! Benchmarks (`cargo xtask bench [name]`): each prints the platform's number beside a
-//! native baseline measured in the same run, and their ratio, because this machine is
-//! shared and noisy. Names: `instantiate`, `cache-get`, `embedded`, `messages`, `prefetch`,
+//! Benchmarks (`cargo xtask bench [name] [--quick]`): each prints the platform's
+//! number beside a native baseline measured in the same run, and their ratio, because
+//! this machine is shared and noisy (`harness.rs`: alternating rounds, medians, CPU
+//! per unit). `--quick` runs each with small counts and one round: CI's check that
+//! no bench rots; the harness prints no figures then, and no other figure it prints
+//! is a result. Names: `instantiate`, `cache-get`, `embedded`, `messages`, `prefetch`,
 //! `swap`, `start` (`--plugins N`), `swap-throughput`, `metrics-overhead`, `stats-overhead`,
 //! `store-atomic`, `cas-contention`, `request-reply`, `read-through`, `l1`, `neighbours`,
 //! `http`, `email`, `webhooks`, `quorum`.
@@ -21,6 +24,7 @@ mod rpc;
 mod start;
 mod webhooks;
 
+use harness::Count;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use techub_host::Platform;
@@ -48,14 +52,19 @@ async fn main() -> anyhow::Result<()> {
             .position(|a| a == name)
             .and_then(|i| args.get(i + 1))
     };
+    if args.iter().any(|a| a == "--quick") {
+        harness::set_quick();
+    }
     let plugin_counts: Vec<u64> = match option("--plugins") {
         Some(count) => vec![count.parse()?],
+        None if harness::quick() => vec![10],
         None => vec![50, 1_000],
     };
+    // The bench named: the first argument that is neither a flag nor `--plugins`' value.
     let only = args
         .iter()
         .enumerate()
-        .find(|(i, a)| !a.starts_with("--") && (*i == 0 || !args[i - 1].starts_with("--")))
+        .find(|(i, a)| !a.starts_with("--") && (*i == 0 || args[i - 1] != "--plugins"))
         .map(|(_, a)| a.clone());
     let run = |name: &str| only.as_deref().is_none_or(|o| o == name);
     if run("instantiate") {
@@ -242,7 +251,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 /// New store + instantiate from `InstancePre` + one `handle` call + drop, for a no-op
 /// plugin, with the pooling allocator and on demand.
 async fn instantiate() -> anyhow::Result<()> {
-    const CALLS: usize = 10_000;
+    static CALLS: Count<usize> = Count::new(10_000, 208);
     let dir = PluginDir::with(&[("noop", "fixture_noop")]);
     let message = delivery(b"{}");
     let mut p50s = Vec::new();
@@ -271,8 +280,8 @@ async fn instantiate() -> anyhow::Result<()> {
                 .invoke(&plugin.pre, plugin.context.clone(), &message, 5)
                 .await;
         }
-        let mut times = Vec::with_capacity(CALLS);
-        for _ in 0..CALLS {
+        let mut times = Vec::with_capacity(*CALLS);
+        for _ in 0..*CALLS {
             let started = Instant::now();
             let report = runtime
                 .invoke(&plugin.pre, plugin.context.clone(), &message, 5)
@@ -303,9 +312,9 @@ async fn instantiate() -> anyhow::Result<()> {
 /// does the backend's work and more: faster than it in every round is reported as a
 /// measuring fault (one run of each once gave the plugin 2.3x the backend it calls).
 async fn cache_get() -> anyhow::Result<()> {
-    const GETS: u32 = 10_000;
-    const ROUNDS: usize = 7;
-    let (dir, config) = cache_reader(GETS);
+    static GETS: Count<u32> = Count::new(10_000, 208);
+    static ROUNDS: Count<usize> = Count::new(7, 1);
+    let (dir, config) = cache_reader(*GETS);
     let config = Arc::new(config);
     let (runtime, plugin) = loaded_cache_reader(&dir, &config).await?;
     let redis = services::redis().await;
@@ -318,7 +327,7 @@ async fn cache_get() -> anyhow::Result<()> {
     // One side at `concurrency`: 0 the plugin, 1 redis-rs, 2 the backend.
     let measure = async |side: usize, concurrency: u32| {
         harness::sample(async {
-            let per_task = GETS / concurrency;
+            let per_task = *GETS / concurrency;
             let tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>> = (0..concurrency)
                 .map(|_| {
                     let (runtime, plugin, native) =
@@ -377,7 +386,7 @@ async fn cache_get() -> anyhow::Result<()> {
     }
     for concurrency in [1u32, 8] {
         let sides = ["plugin", "native redis-rs", "host backend without wasm"];
-        let rounds = harness::Rounds::alternate(&sides, ROUNDS, async |side| {
+        let rounds = harness::Rounds::alternate(&sides, *ROUNDS, async |side| {
             measure(side, concurrency).await
         })
         .await?;

@@ -4,6 +4,7 @@
 //! the cache entry to Redis, publish the follow-up with a confirm. Alternating
 //! rounds ([`super::harness::Rounds`]); each round publishes while it consumes.
 
+use super::harness::Count;
 use super::harness::{self, Rounds, Sample};
 use super::{all_completed, envelope};
 use std::sync::Arc;
@@ -17,9 +18,9 @@ use techub_host::capability::messaging::{Broker, QueueSpec};
 use techub_host::config::{BrokerBackend, HostConfig, KvBackend};
 use techub_tests::{PluginDir, config, grant, services, unique};
 
-const MESSAGES: usize = 2_000;
+static MESSAGES: Count<usize> = Count::new(2_000, 48);
 const PREFETCH: u16 = 16;
-const ROUNDS: usize = 5;
+static ROUNDS: Count<usize> = Count::new(5, 1);
 
 fn body(i: usize) -> Vec<u8> {
     serde_json::json!({ "id": format!("u{i}"), "email": "a@b.c", "name": "A" })
@@ -62,7 +63,7 @@ async fn connect(config: &HostConfig) -> anyhow::Result<AmqpBroker> {
 /// while it consumes, measured until the last completed.
 async fn through_platform(config: &HostConfig, publisher: &AmqpBroker) -> anyhow::Result<Sample> {
     let platform = Platform::start(config.clone()).await?;
-    let ids: Vec<String> = (0..MESSAGES)
+    let ids: Vec<String> = (0..*MESSAGES)
         .map(|i| format!("p{i}-{}", unique("m")))
         .collect();
     let sample = harness::sample(async {
@@ -70,7 +71,7 @@ async fn through_platform(config: &HostConfig, publisher: &AmqpBroker) -> anyhow
         let publishing = publish_all(publisher.clone(), "user.created".into(), ids.clone());
         all_completed(&platform, &ids, started).await?;
         publishing.await??;
-        Ok(MESSAGES as u64)
+        Ok(*MESSAGES as u64)
     })
     .await;
     platform.shutdown().await;
@@ -105,10 +106,10 @@ async fn native(
         priority: techub_host::capability::cache::Priority::Medium,
     };
     let sample = harness::sample(async {
-        let ids = (0..MESSAGES).map(|i| format!("n{i}")).collect();
+        let ids = (0..*MESSAGES).map(|i| format!("n{i}")).collect();
         let publishing = publish_all(publisher.clone(), routing_key.clone(), ids);
         let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
-        for _ in 0..MESSAGES {
+        for _ in 0..*MESSAGES {
             let Some(delivery) = consumer.next().await else {
                 anyhow::bail!("consumer closed")
             };
@@ -143,11 +144,11 @@ async fn native(
                 let _ = done.send(());
             });
         }
-        for _ in 0..MESSAGES {
+        for _ in 0..*MESSAGES {
             done_rx.recv().await;
         }
         publishing.await??;
-        Ok(MESSAGES as u64)
+        Ok(*MESSAGES as u64)
     })
     .await;
     let _ = broker.delete_queue(&queue).await;
@@ -175,7 +176,7 @@ pub async fn messages() -> anyhow::Result<()> {
     native(&config, &publisher, &cache).await?;
     let rounds = Rounds::alternate(
         &["plugin", "native consumer"],
-        ROUNDS,
+        *ROUNDS,
         async |side| match side {
             0 => through_platform(&config, &publisher).await,
             _ => native(&config, &publisher, &cache).await,

@@ -6,6 +6,7 @@
 //! from the host's own metrics.
 
 use super::all_completed;
+use super::harness::Count;
 use super::harness::{self, Rounds};
 use super::start::rss_kib;
 use std::collections::BTreeMap;
@@ -15,8 +16,8 @@ use std::time::{Duration, Instant};
 use techub_host::Platform;
 use techub_tests::{PluginDir, config, grant, unique};
 
-const MESSAGES: usize = 10_000;
-const ROUNDS: usize = 5;
+static MESSAGES: Count<usize> = Count::new(10_000, 208);
+static ROUNDS: Count<usize> = Count::new(5, 1);
 /// Each misbehaviour: its name in the report, and the routing key that feeds it (the
 /// `hostile` fixture's last word picks one; `spin` and `trap` do one thing each).
 const HOSTILE: [(&str, &str); 7] = [
@@ -50,9 +51,9 @@ fn host_config(dir: &PluginDir) -> techub_host::config::HostConfig {
 
 /// Messages/s of the good plugin over `MESSAGES` user.created events.
 async fn good_rate(platform: &Platform) -> anyhow::Result<f64> {
-    let mut ids = Vec::with_capacity(MESSAGES);
+    let mut ids = Vec::with_capacity(*MESSAGES);
     let started = Instant::now();
-    for i in 0..MESSAGES {
+    for i in 0..*MESSAGES {
         let user = serde_json::json!({ "id": format!("u{i}"), "email": "a@b.c", "name": "A" });
         ids.push(
             platform
@@ -61,7 +62,7 @@ async fn good_rate(platform: &Platform) -> anyhow::Result<f64> {
         );
     }
     all_completed(platform, &ids, started).await?;
-    Ok(MESSAGES as f64 / started.elapsed().as_secs_f64())
+    Ok(*MESSAGES as f64 / started.elapsed().as_secs_f64())
 }
 
 /// Keeps the hostile plugins busy until `stop`: a batch of the misbehaviours `keys`
@@ -92,12 +93,12 @@ async fn alone_and_crowded(
     let good = async || {
         harness::sample(async {
             good_rate(platform).await?;
-            Ok(MESSAGES as u64)
+            Ok(*MESSAGES as u64)
         })
         .await
     };
     let mut hostile_sent = 0;
-    let rounds = Rounds::alternate(&["alone", "crowded"], ROUNDS, async |side| {
+    let rounds = Rounds::alternate(&["alone", "crowded"], *ROUNDS, async |side| {
         if side == 0 {
             return good().await;
         }

@@ -2,6 +2,7 @@
 //! gets/s with statistics kept in Redis against kept in process. Each pair runs in
 //! alternating rounds ([`harness::Rounds`]).
 
+use super::harness::Count;
 use super::harness::{self, Rounds, median};
 use super::{all_completed, cache_reader, envelope, fill_bench_entries, plugin_gets_per_s};
 use std::sync::Arc;
@@ -17,11 +18,11 @@ use techub_host::plugins::load_plugin;
 use techub_host::runtime::Runtime;
 use techub_tests::{PluginDir, config, grant, services, unique};
 
-const ROUNDS: usize = 5;
+static ROUNDS: Count<usize> = Count::new(5, 1);
 
 /// Messages/s of the user-notifications plugin on RabbitMQ and Redis, metrics on vs off.
 pub async fn metrics_overhead() -> anyhow::Result<()> {
-    const MESSAGES: usize = 2_000;
+    static MESSAGES: Count<usize> = Count::new(2_000, 48);
     let name = unique("user-notifications");
     let dir = PluginDir::with(&[(&name, "user_notifications")]);
     let mut base: HostConfig = config(&dir);
@@ -45,7 +46,7 @@ pub async fn metrics_overhead() -> anyhow::Result<()> {
         config.host.metrics = metrics;
         async move {
             let platform = Platform::start(config).await?;
-            let ids: Vec<String> = (0..MESSAGES).map(|_| unique("m")).collect();
+            let ids: Vec<String> = (0..*MESSAGES).map(|_| unique("m")).collect();
             let sample = harness::sample(async {
                 let started = Instant::now();
                 for (i, id) in ids.iter().enumerate() {
@@ -59,7 +60,7 @@ pub async fn metrics_overhead() -> anyhow::Result<()> {
                         .map_err(anyhow::Error::msg)?;
                 }
                 all_completed(&platform, &ids, started).await?;
-                Ok(MESSAGES as u64)
+                Ok(*MESSAGES as u64)
             })
             .await;
             platform.shutdown().await;
@@ -67,7 +68,7 @@ pub async fn metrics_overhead() -> anyhow::Result<()> {
         }
     };
     run(true).await?; // warm-up: compiles the plugin, declares the queues
-    let rounds = Rounds::alternate(&["metrics on", "metrics off"], ROUNDS, async |side| {
+    let rounds = Rounds::alternate(&["metrics on", "metrics off"], *ROUNDS, async |side| {
         run(side == 0).await
     })
     .await?;
@@ -82,9 +83,9 @@ pub async fn metrics_overhead() -> anyhow::Result<()> {
 /// Plugin cache gets/s on Redis with hit/miss statistics in Redis (flushed every
 /// second) vs in process.
 pub async fn stats_overhead() -> anyhow::Result<()> {
-    const GETS: u32 = 40_000;
+    static GETS: Count<u32> = Count::new(40_000, 800);
     const CONCURRENCY: u32 = 8;
-    let (dir, config) = cache_reader(GETS);
+    let (dir, config) = cache_reader(*GETS);
     let config = Arc::new(config);
     let on_redis = Arc::new(connect_services(&config).await?);
     let flusher = on_redis
@@ -105,14 +106,14 @@ pub async fn stats_overhead() -> anyhow::Result<()> {
     let run = |plugin: Arc<techub_host::plugins::LoadedPlugin>| {
         let runtime = runtime.clone();
         harness::sample(async move {
-            plugin_gets_per_s(&runtime, &plugin, GETS, CONCURRENCY).await?;
-            Ok(u64::from(GETS))
+            plugin_gets_per_s(&runtime, &plugin, *GETS, CONCURRENCY).await?;
+            Ok(u64::from(*GETS))
         })
     };
     run(with_redis_stats.clone()).await?; // warm-up
     let rounds = Rounds::alternate(
         &["stats in Redis", "stats in process"],
-        ROUNDS,
+        *ROUNDS,
         async |side| match side {
             0 => run(with_redis_stats.clone()).await,
             _ => run(with_local_stats.clone()).await,
@@ -156,7 +157,7 @@ async fn hostile_on_redis() -> anyhow::Result<(
 
 /// 100 increments from a plugin on Redis: one `store.atomic` batch against 100 calls.
 pub async fn store_atomic() -> anyhow::Result<()> {
-    const RUNS: usize = 20;
+    static RUNS: Count<usize> = Count::new(20, 1);
     let (_dir, runtime, plugin) = hostile_on_redis().await?;
     let run = |mode: &'static str| {
         let (runtime, plugin) = (runtime.clone(), plugin.clone());
@@ -179,7 +180,7 @@ pub async fn store_atomic() -> anyhow::Result<()> {
     run("atomic").await?;
     run("singles").await?;
     let (mut atomic, mut singles) = (Vec::new(), Vec::new());
-    for round in 0..RUNS {
+    for round in 0..*RUNS {
         if round % 2 == 0 {
             atomic.push(run("atomic").await?);
             singles.push(run("singles").await?);
@@ -201,12 +202,12 @@ pub async fn store_atomic() -> anyhow::Result<()> {
 /// Compare-and-swap increments/s of one counter under contention: 16 concurrent
 /// invocations, each looping until its swap lands.
 pub async fn cas_contention() -> anyhow::Result<()> {
-    const INCREMENTS: usize = 400;
+    static INCREMENTS: Count<usize> = Count::new(400, 16);
     const CONCURRENCY: usize = 16;
     let (_dir, runtime, plugin) = hostile_on_redis().await?;
     let started = Instant::now();
     let mut lost = 0u64;
-    for _ in 0..INCREMENTS / CONCURRENCY {
+    for _ in 0..*INCREMENTS / CONCURRENCY {
         let tasks: Vec<_> = (0..CONCURRENCY)
             .map(|_| {
                 let (runtime, plugin) = (runtime.clone(), plugin.clone());
@@ -231,10 +232,10 @@ pub async fn cas_contention() -> anyhow::Result<()> {
             }
         }
     }
-    let rate = INCREMENTS as f64 / started.elapsed().as_secs_f64();
+    let rate = *INCREMENTS as f64 / started.elapsed().as_secs_f64();
     println!(
         "compare-and-swap increments of one counter, {CONCURRENCY} at once: {rate:.0} increments/s, {lost} swaps lost a race ({:.2} per increment)",
-        lost as f64 / INCREMENTS as f64
+        lost as f64 / *INCREMENTS as f64
     );
     Ok(())
 }

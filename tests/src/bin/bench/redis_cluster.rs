@@ -7,6 +7,7 @@
 //! - tag invalidation of 1 000 entries (filed under one tag, then invalidated by it)
 //!   on the shared single Redis against the cluster, alternating rounds, medians.
 
+use super::harness::Count;
 use crate::harness::{self, Rounds, median};
 use crate::{cache_reader, loaded_cache_reader, plugin_gets_per_s};
 use std::sync::Arc;
@@ -18,7 +19,7 @@ use techub_host::config::{RedisConfig, RedisMode};
 use techub_tests::redis_nodes::RedisCluster;
 use techub_tests::{services, unique};
 
-const ROUNDS: usize = 7;
+static ROUNDS: Count<usize> = Count::new(7, 1);
 
 pub async fn redis_cluster() -> anyhow::Result<()> {
     let cluster = RedisCluster::start().await;
@@ -35,8 +36,8 @@ pub async fn redis_cluster() -> anyhow::Result<()> {
 
 /// Plugin gets on the cluster ÷ native cluster-client gets.
 async fn gets(cluster_config: &RedisConfig) -> anyhow::Result<()> {
-    const GETS: u32 = 10_000;
-    let (dir, mut config) = cache_reader(GETS);
+    static GETS: Count<u32> = Count::new(10_000, 208);
+    let (dir, mut config) = cache_reader(*GETS);
     config.redis = cluster_config.clone();
     let config = Arc::new(config);
     let (runtime, plugin) = loaded_cache_reader(&dir, &config).await?;
@@ -49,7 +50,7 @@ async fn gets(cluster_config: &RedisConfig) -> anyhow::Result<()> {
             .map(|_| {
                 let (mut conn, prefix) = (native.clone(), prefix.clone());
                 tokio::spawn(async move {
-                    for i in 0..GETS / concurrency {
+                    for i in 0..*GETS / concurrency {
                         let value: Option<Vec<u8>> = redis::cmd("GET")
                             .arg(format!("{prefix}cache:{{users}}:bench:{}", i % 100))
                             .query_async(&mut conn)
@@ -63,18 +64,18 @@ async fn gets(cluster_config: &RedisConfig) -> anyhow::Result<()> {
         for task in tasks {
             task.await??;
         }
-        Ok(u64::from(GETS / concurrency * concurrency))
+        Ok(u64::from(*GETS / concurrency * concurrency))
     };
     // Warm-up, not counted.
-    plugin_gets_per_s(&runtime, &plugin, GETS, 8).await?;
+    plugin_gets_per_s(&runtime, &plugin, *GETS, 8).await?;
     native_gets(8).await?;
     for concurrency in [1u32, 8] {
         let sides = ["plugin", "native redis-rs cluster client"];
-        let rounds = Rounds::alternate(&sides, ROUNDS, async |side| match side {
+        let rounds = Rounds::alternate(&sides, *ROUNDS, async |side| match side {
             0 => {
                 harness::sample(async {
-                    plugin_gets_per_s(&runtime, &plugin, GETS, concurrency).await?;
-                    Ok(u64::from(GETS))
+                    plugin_gets_per_s(&runtime, &plugin, *GETS, concurrency).await?;
+                    Ok(u64::from(*GETS))
                 })
                 .await
             }
@@ -92,7 +93,7 @@ async fn gets(cluster_config: &RedisConfig) -> anyhow::Result<()> {
 
 /// Host backend sets (entry, filings and L1 message in one script) ÷ native `SET PX`.
 async fn sets(cluster_config: &RedisConfig) -> anyhow::Result<()> {
-    const SETS: usize = 5_000;
+    static SETS: Count<usize> = Count::new(5_000, 112);
     let redis = RedisClient::connect(cluster_config, Default::default()).await?;
     let prefix = format!("{}:", unique("techub-bench"));
     let cache = Arc::new(RedisCache::new(redis, &prefix));
@@ -105,21 +106,21 @@ async fn sets(cluster_config: &RedisConfig) -> anyhow::Result<()> {
         priority: Priority::Medium,
     };
     let (mut host, mut plain, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
-    for round in 0..ROUNDS {
+    for round in 0..*ROUNDS {
         let run_host = async || -> anyhow::Result<f64> {
             let started = Instant::now();
-            for i in 0..SETS {
+            for i in 0..*SETS {
                 cache
                     .set_many("users", &[(format!("s:{i}"), vec![b'x'; 256])], &write)
                     .await
                     .map_err(anyhow::Error::msg)?;
             }
-            Ok(SETS as f64 / started.elapsed().as_secs_f64())
+            Ok(*SETS as f64 / started.elapsed().as_secs_f64())
         };
         let run_native = async || -> anyhow::Result<f64> {
             let mut conn = native.clone();
             let started = Instant::now();
-            for i in 0..SETS {
+            for i in 0..*SETS {
                 let _: () = redis::cmd("SET")
                     .arg(format!("{prefix}native:{{users}}:s:{i}"))
                     .arg(vec![b'x'; 256])
@@ -128,7 +129,7 @@ async fn sets(cluster_config: &RedisConfig) -> anyhow::Result<()> {
                     .query_async(&mut conn)
                     .await?;
             }
-            Ok(SETS as f64 / started.elapsed().as_secs_f64())
+            Ok(*SETS as f64 / started.elapsed().as_secs_f64())
         };
         let (h, n) = match round % 2 {
             0 => (run_host().await?, run_native().await?),
@@ -152,7 +153,7 @@ async fn sets(cluster_config: &RedisConfig) -> anyhow::Result<()> {
 
 /// Filing 1 000 entries under one tag and invalidating them by it: single ÷ cluster.
 async fn tag_invalidation(cluster_config: &RedisConfig) -> anyhow::Result<()> {
-    const ENTRIES: usize = 1_000;
+    static ENTRIES: Count<usize> = Count::new(1_000, 32);
     let single = RedisCache::new(
         services::redis().await,
         &format!("{}:", unique("techub-bench")),
@@ -166,7 +167,7 @@ async fn tag_invalidation(cluster_config: &RedisConfig) -> anyhow::Result<()> {
         tags: vec!["bulk".into()],
         priority: Priority::Medium,
     };
-    let entries: Vec<(String, Vec<u8>)> = (0..ENTRIES)
+    let entries: Vec<(String, Vec<u8>)> = (0..*ENTRIES)
         .map(|i| (format!("t:{i}"), vec![b'x'; 64]))
         .collect();
     let invalidate = async |cache: &RedisCache| -> anyhow::Result<Duration> {
@@ -183,13 +184,13 @@ async fn tag_invalidation(cluster_config: &RedisConfig) -> anyhow::Result<()> {
             .map_err(anyhow::Error::msg)?;
         let took = started.elapsed();
         anyhow::ensure!(
-            removed == ENTRIES as u64,
+            removed == *ENTRIES as u64,
             "invalidated {removed} of {ENTRIES}"
         );
         Ok(took)
     };
     let (mut on_single, mut on_cluster) = (Vec::new(), Vec::new());
-    for round in 0..ROUNDS {
+    for round in 0..*ROUNDS {
         if round % 2 == 0 {
             on_single.push(invalidate(&single).await?.as_secs_f64() * 1e3);
             on_cluster.push(invalidate(&cluster).await?.as_secs_f64() * 1e3);

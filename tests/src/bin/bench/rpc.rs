@@ -5,6 +5,7 @@
 //! priority queue, as plugin queues are, a consumer that acks after its confirmed
 //! reply to an exclusive reply queue), in the same run.
 
+use super::harness::Count;
 use crate::percentile;
 use futures::StreamExt;
 use lapin::options::{
@@ -19,7 +20,7 @@ use techub_host::Platform;
 use techub_host::config::{BrokerBackend, KvBackend};
 use techub_tests::{PluginDir, config, grant, services, sink, unique};
 
-const ROUND_TRIPS: usize = 300;
+static ROUND_TRIPS: Count<usize> = Count::new(300, 16);
 
 pub async fn request_reply() -> anyhow::Result<()> {
     let platform_times = through_plugins().await?;
@@ -53,8 +54,8 @@ async fn through_plugins() -> anyhow::Result<Vec<Duration>> {
         .await
         .map_err(|e| anyhow::anyhow!(services::rabbitmq_hint(&e)))?;
     let mut answers = sink(&platform, &["answers.*"]).await;
-    let mut times = Vec::with_capacity(ROUND_TRIPS);
-    for round in 0..ROUND_TRIPS + 20 {
+    let mut times = Vec::with_capacity(*ROUND_TRIPS);
+    for round in 0..*ROUND_TRIPS + 20 {
         // Transient, as the native request: a request's caller waits in memory, so
         // writing it to disk buys nothing.
         let ask =
@@ -170,8 +171,8 @@ async fn native() -> anyhow::Result<Vec<Duration>> {
             FieldTable::default(),
         )
         .await?;
-    let mut times = Vec::with_capacity(ROUND_TRIPS);
-    for round in 0..ROUND_TRIPS + 20 {
+    let mut times = Vec::with_capacity(*ROUND_TRIPS);
+    for round in 0..*ROUND_TRIPS + 20 {
         let id = uuid::Uuid::new_v4().to_string();
         let started = Instant::now();
         requester

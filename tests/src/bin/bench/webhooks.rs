@@ -4,6 +4,7 @@
 //! straight to the broker as a mandatory, confirmed publish. Alternating rounds; p50
 //! and p99 of each side, and the median of the per-round p50 ratios.
 
+use super::harness::Count;
 use base64::Engine as _;
 use bytes::Bytes;
 use hmac::Mac as _;
@@ -16,8 +17,8 @@ use techub_host::capability::messaging::QueueSpec;
 use techub_host::config::{BrokerBackend, SecretRef, Verify, WebhookRoute, WebhooksConfig};
 use techub_tests::{PluginDir, config, services, unique};
 
-const REQUESTS: usize = 500;
-const ROUNDS: usize = 5;
+static REQUESTS: Count<usize> = Count::new(500, 16);
+static ROUNDS: Count<usize> = Count::new(5, 1);
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
 fn sign(id: &str, timestamp: u64, body: &[u8]) -> String {
@@ -43,8 +44,8 @@ async fn webhook_round(
     url: &str,
     body: &Bytes,
 ) -> anyhow::Result<Vec<Duration>> {
-    let mut times = Vec::with_capacity(REQUESTS);
-    for _ in 0..REQUESTS {
+    let mut times = Vec::with_capacity(*REQUESTS);
+    for _ in 0..*REQUESTS {
         let id = format!("msg_{}", uuid::Uuid::new_v4().simple());
         let timestamp = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)?
@@ -71,8 +72,8 @@ async fn native_round(
     routing_key: &str,
     body: &Bytes,
 ) -> anyhow::Result<Vec<Duration>> {
-    let mut times = Vec::with_capacity(REQUESTS);
-    for _ in 0..REQUESTS {
+    let mut times = Vec::with_capacity(*REQUESTS);
+    for _ in 0..*REQUESTS {
         let envelope = techub_tests::envelope(routing_key, body.to_vec());
         let started = Instant::now();
         let routed = platform.services.broker.publish_routed(envelope).await?;
@@ -141,7 +142,7 @@ pub async fn webhooks() -> anyhow::Result<()> {
     webhook_round(&client, &url, &body).await?;
     native_round(&platform, &routing_key, &body).await?;
     let (mut webhook_all, mut native_all, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
-    for round in 0..ROUNDS {
+    for round in 0..*ROUNDS {
         let (mut w, mut n) = if round % 2 == 0 {
             let w = webhook_round(&client, &url, &body).await?;
             (w, native_round(&platform, &routing_key, &body).await?)
