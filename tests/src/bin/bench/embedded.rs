@@ -9,12 +9,12 @@
 
 use super::harness::Count;
 use super::harness::{self, Rounds, Sample};
+use super::messages::native_consumer;
 use super::{all_completed, envelope};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use techub_host::Platform;
-use techub_host::capability::cache::CacheWrite;
-use techub_host::capability::messaging::{Broker, QueueSpec};
+use techub_host::capability::messaging::Broker;
 use techub_tests::{PluginDir, config, grant, unique};
 
 static MESSAGES: Count<usize> = Count::new(5_000, 112);
@@ -82,65 +82,20 @@ async fn through_plugin(platform: &Platform, work: Work) -> anyhow::Result<Sampl
 /// One round of the native consumer, on a queue of its own on the same broker.
 async fn native(platform: &Platform, work: Work, prefetch: u16) -> anyhow::Result<Sample> {
     let broker = platform.services.broker.clone();
-    let queue = unique("native");
-    let routing_key = format!("{queue}.bench");
-    broker
-        .declare_queue(&QueueSpec {
-            name: queue.clone(),
-            bindings: vec![routing_key.clone()],
-            durable: true,
-            limits: Default::default(),
-        })
-        .await
-        .map_err(anyhow::Error::msg)?;
-    let mut consumer = broker
-        .consume(&queue, prefetch)
-        .await
-        .map_err(anyhow::Error::msg)?;
-    let cache = platform.services.cache.clone();
-    let sample = harness::sample(async {
-        let ids = (0..*MESSAGES).map(|i| format!("n{i}")).collect();
-        let publishing = publish_all(broker.clone(), work, routing_key, ids);
-        let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
-        for _ in 0..*MESSAGES {
-            let Some(delivery) = consumer.next().await else {
-                anyhow::bail!("consumer closed")
-            };
-            let (cache, broker, done) = (cache.clone(), broker.clone(), done_tx.clone());
-            tokio::spawn(async move {
-                if let Work::UserNotifications = work {
-                    let payload = &delivery.envelope().payload;
-                    let user: serde_json::Value =
-                        serde_json::from_slice(payload).expect("bench JSON");
-                    let id = user["id"].as_str().unwrap_or_default().to_string();
-                    // The plugin's write: the users domain's TTL and the user's tag.
-                    let write = CacheWrite {
-                        ttl: Duration::from_secs(1800),
-                        tags: vec![format!("user:{id}")],
-                        priority: techub_host::capability::cache::Priority::Medium,
-                    };
-                    cache
-                        .set_many("users", &[(id, payload.clone())], &write)
-                        .await
-                        .expect("cache write");
-                    broker
-                        .publish(envelope("notification.email", b"{}".to_vec()), None)
-                        .await
-                        .expect("follow-up");
-                }
-                delivery.ack().await.expect("ack");
-                let _ = done.send(());
-            });
-        }
-        for _ in 0..*MESSAGES {
-            done_rx.recv().await;
-        }
-        publishing.await??;
-        Ok(*MESSAGES as u64)
-    })
-    .await;
-    let _ = broker.delete_queue(&queue).await;
-    sample
+    let publisher = broker.clone();
+    let user_notifications = matches!(work, Work::UserNotifications);
+    native_consumer(
+        broker,
+        platform.services.cache.clone(),
+        prefetch,
+        *MESSAGES,
+        user_notifications,
+        move |routing_key| {
+            let ids = (0..*MESSAGES).map(|i| format!("n{i}")).collect();
+            publish_all(publisher, work, routing_key, ids)
+        },
+    )
+    .await
 }
 
 pub async fn embedded() -> anyhow::Result<()> {

@@ -84,7 +84,35 @@ async fn native(
     publisher: &AmqpBroker,
     cache: &Arc<RedisCache>,
 ) -> anyhow::Result<Sample> {
-    let broker = connect(config).await?;
+    let broker: Arc<dyn Broker> = Arc::new(connect(config).await?);
+    let publisher = publisher.clone();
+    native_consumer(
+        broker,
+        cache.clone(),
+        PREFETCH,
+        *MESSAGES,
+        true,
+        move |routing_key| {
+            let ids = (0..*MESSAGES).map(|i| format!("n{i}")).collect();
+            publish_all(publisher, routing_key, ids)
+        },
+    )
+    .await
+}
+
+/// A native consumer's round: `count` messages that `publish` sends to the routing
+/// key it is given (while they are consumed), from a queue of their own on `broker`
+/// at `prefetch`, a task per delivery doing the user-notifications work (when
+/// `user_notifications`, else nothing) and the ack. The baseline of `messages` and
+/// `embedded`.
+pub async fn native_consumer(
+    broker: Arc<dyn Broker>,
+    cache: Arc<dyn CacheBackend>,
+    prefetch: u16,
+    count: usize,
+    user_notifications: bool,
+    publish: impl FnOnce(String) -> tokio::task::JoinHandle<anyhow::Result<()>>,
+) -> anyhow::Result<Sample> {
     let queue = unique("native");
     let routing_key = format!("{queue}.created");
     broker
@@ -97,62 +125,56 @@ async fn native(
         .await
         .map_err(anyhow::Error::msg)?;
     let mut consumer = broker
-        .consume(&queue, PREFETCH)
+        .consume(&queue, prefetch)
         .await
         .map_err(anyhow::Error::msg)?;
-    let write = CacheWrite {
-        ttl: Duration::from_secs(1800),
-        tags: vec![],
-        priority: techub_host::capability::cache::Priority::Medium,
-    };
     let sample = harness::sample(async {
-        let ids = (0..*MESSAGES).map(|i| format!("n{i}")).collect();
-        let publishing = publish_all(publisher.clone(), routing_key.clone(), ids);
+        let publishing = publish(routing_key);
         let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
-        for _ in 0..*MESSAGES {
+        for _ in 0..count {
             let Some(delivery) = consumer.next().await else {
                 anyhow::bail!("consumer closed")
             };
-            let (cache, broker, write, done) = (
-                cache.clone(),
-                broker.clone(),
-                write.clone(),
-                done_tx.clone(),
-            );
+            let (cache, broker, done) = (cache.clone(), broker.clone(), done_tx.clone());
             tokio::spawn(async move {
-                let user: serde_json::Value =
-                    serde_json::from_slice(&delivery.envelope().payload).expect("bench JSON");
-                let id = user["id"].as_str().unwrap_or_default().to_string();
-                // The same write as the plugin's: the users domain's TTL and the user's tag.
-                let write = CacheWrite {
-                    tags: vec![format!("user:{id}")],
-                    ..write
-                };
-                cache
-                    .set_many(
-                        "users",
-                        &[(id, delivery.envelope().payload.clone())],
-                        &write,
-                    )
-                    .await
-                    .expect("cache write");
-                broker
-                    .publish(envelope("notification.email", b"{}".to_vec()), None)
-                    .await
-                    .expect("follow-up");
+                if user_notifications {
+                    let payload = &delivery.envelope().payload;
+                    user_notification(cache.as_ref(), broker.as_ref(), payload).await;
+                }
                 delivery.ack().await.expect("ack");
                 let _ = done.send(());
             });
         }
-        for _ in 0..*MESSAGES {
+        for _ in 0..count {
             done_rx.recv().await;
         }
         publishing.await??;
-        Ok(*MESSAGES as u64)
+        Ok(count as u64)
     })
     .await;
     let _ = broker.delete_queue(&queue).await;
     sample
+}
+
+/// What user-notifications does with a `user.created`, done natively: parse the
+/// JSON, cache the user in the `users` domain with its TTL and the user's tag, publish
+/// the follow-up. The baseline of `messages` and `embedded`.
+pub async fn user_notification(cache: &dyn CacheBackend, broker: &dyn Broker, payload: &[u8]) {
+    let user: serde_json::Value = serde_json::from_slice(payload).expect("bench JSON");
+    let id = user["id"].as_str().unwrap_or_default().to_string();
+    let write = CacheWrite {
+        ttl: Duration::from_secs(1800),
+        tags: vec![format!("user:{id}")],
+        priority: techub_host::capability::cache::Priority::Medium,
+    };
+    cache
+        .set_many("users", &[(id, payload.to_vec())], &write)
+        .await
+        .expect("cache write");
+    broker
+        .publish(envelope("notification.email", b"{}".to_vec()), None)
+        .await
+        .expect("follow-up");
 }
 
 pub async fn messages() -> anyhow::Result<()> {
