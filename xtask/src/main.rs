@@ -48,7 +48,7 @@ enum Task {
     Bench {
         /// Extra arguments for the bench binary (a benchmark name, `--quick`,
         /// `--plugins N` for `start`).
-        #[arg(trailing_var_arg = true)]
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
     /// Builds every plugin for wasm32-wasip2 and copies the examples to plugins/dist.
