@@ -1,9 +1,9 @@
 //! `bench email`: emails per second through the `email-sender` example to the mail
 //! provider stand-in on loopback, against the provider's own limit on this machine: a
 //! native pooled hyper client posting the same emails (same headers, body and
-//! concurrency) straight to it. Alternating rounds, median of the per-round ratios.
+//! concurrency) straight to it. Alternating rounds ([`harness::Rounds`]).
 
-use super::harness::Count;
+use super::harness::{self, Count, Rounds};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
@@ -120,28 +120,24 @@ pub async fn email_throughput() -> anyhow::Result<()> {
     );
     plugin_round(&runtime, &plugin).await?;
     native_round(&native, &url).await?;
-    let (mut ratios, mut plugin_rates, mut native_rates) = (Vec::new(), Vec::new(), Vec::new());
-    for round in 0..*ROUNDS {
-        let (p, n) = if round % 2 == 0 {
-            let p = plugin_round(&runtime, &plugin).await?;
-            (p, native_round(&native, &url).await?)
-        } else {
-            let n = native_round(&native, &url).await?;
-            (plugin_round(&runtime, &plugin).await?, n)
-        };
-        ratios.push(p / n);
-        plugin_rates.push(p);
-        native_rates.push(n);
-    }
-    let median = |mut v: Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
-    println!(
-        "  email-sender {:>6.0} emails/s, the provider's own limit {:>6.0} emails/s (medians), plugin/provider {:.2} (median of round ratios)",
-        median(plugin_rates),
-        median(native_rates),
-        median(ratios)
+    let sides = ["email-sender", "native client (the provider's own limit)"];
+    let rounds = Rounds::alternate(&sides, *ROUNDS, async |side| {
+        harness::sample(async {
+            match side {
+                0 => plugin_round(&runtime, &plugin).await?,
+                _ => native_round(&native, &url).await?,
+            };
+            Ok(*EMAILS as u64)
+        })
+        .await
+    })
+    .await?;
+    rounds.report(
+        &format!(
+            "email: {EMAILS} emails at concurrency {CONCURRENCY} to the mail provider stand-in"
+        ),
+        "email",
+        &[(0, 1)],
     );
     anyhow::ensure!(
         provider.emails().len() == *EMAILS * (*ROUNDS + 1) * 2,

@@ -1,10 +1,10 @@
 //! `bench http`: a plugin making one outbound HTTP request per message to a local
 //! server, against a native pooled hyper client making the same requests at the same
-//! concurrency, in alternating rounds (median of the per-round ratios); the latency a
+//! concurrency, in alternating rounds ([`harness::Rounds`]); the latency a
 //! request gains through the plugin, connections opened per 1000 requests on each side,
 //! and the host's RSS with 16 plugins each holding 16 requests in flight.
 
-use super::harness::Count;
+use super::harness::{self, Count, Rounds, Sample};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
@@ -23,32 +23,24 @@ static ROUNDS: Count<usize> = Count::new(5, 1);
 
 /// One side's round: requests/s and each request's latency.
 struct Round {
-    rate: f64,
+    /// The round's rate and this process's CPU.
+    sample: Sample,
     latencies: Vec<Duration>,
+}
+
+impl Round {
+    fn of(latencies: Vec<Duration>, started: Instant, cpu: Duration) -> Self {
+        let sample = harness::sample_of(
+            latencies.len() as u64,
+            started.elapsed(),
+            harness::process_cpu() - cpu,
+        );
+        Self { sample, latencies }
+    }
 }
 
 fn quantile(sorted: &[Duration], q: f64) -> Duration {
     sorted[((sorted.len() - 1) as f64 * q) as usize]
-}
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
-}
-
-/// This process's resident memory, in MiB (`VmRSS`).
-fn rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))?
-                .split_whitespace()
-                .nth(1)?
-                .parse::<f64>()
-                .ok()
-        })
-        .map_or(0.0, |kib| kib / 1024.0)
 }
 
 /// `count` plugin invocations, `concurrency` at a time, each one request to `url`.
@@ -66,7 +58,7 @@ async fn plugin_round(
     }
     .to_string();
     let expected = if url.is_some() { "#0 200" } else { "rejected" };
-    let started = Instant::now();
+    let (started, cpu) = (Instant::now(), harness::process_cpu());
     let tasks: Vec<_> = (0..concurrency)
         .map(|_| {
             let (runtime, plugin, plan) = (runtime.clone(), plugin.clone(), plan.clone());
@@ -93,10 +85,7 @@ async fn plugin_round(
     for task in tasks {
         latencies.extend(task.await??);
     }
-    Ok(Round {
-        rate: latencies.len() as f64 / started.elapsed().as_secs_f64(),
-        latencies,
-    })
+    Ok(Round::of(latencies, started, cpu))
 }
 
 /// The same requests from a native pooled client.
@@ -106,7 +95,7 @@ async fn native_round(
     concurrency: usize,
 ) -> anyhow::Result<Round> {
     let uri: hyper::Uri = url.parse()?;
-    let started = Instant::now();
+    let (started, cpu) = (Instant::now(), harness::process_cpu());
     let tasks: Vec<_> = (0..concurrency)
         .map(|_| {
             let (client, uri) = (client.clone(), uri.clone());
@@ -127,10 +116,7 @@ async fn native_round(
     for task in tasks {
         latencies.extend(task.await??);
     }
-    Ok(Round {
-        rate: latencies.len() as f64 / started.elapsed().as_secs_f64(),
-        latencies,
-    })
+    Ok(Round::of(latencies, started, cpu))
 }
 
 pub async fn http() -> anyhow::Result<()> {
@@ -160,47 +146,35 @@ pub async fn http() -> anyhow::Result<()> {
         // Warm-up: connections and the compiled plugin.
         plugin_round(&runtime, &plugin, Some(&url), concurrency).await?;
         native_round(&native, &url, concurrency).await?;
-        let (mut ratios, mut plugin_rates, mut native_rates) = (Vec::new(), Vec::new(), Vec::new());
         let (mut plugin_latency, mut native_latency) = (Vec::new(), Vec::new());
         let (mut plugin_connections, mut native_connections) = (0, 0);
-        for round in 0..*ROUNDS {
-            let mut measure_plugin = async || -> anyhow::Result<Round> {
-                let before = server.connections();
-                let r = plugin_round(&runtime, &plugin, Some(&url), concurrency).await?;
-                plugin_connections += server.connections() - before;
-                Ok(r)
+        let sides = ["plugin", "native hyper client"];
+        let rounds = Rounds::alternate(&sides, *ROUNDS, async |side| {
+            let before = server.connections();
+            let round = match side {
+                0 => plugin_round(&runtime, &plugin, Some(&url), concurrency).await?,
+                _ => native_round(&native, &url, concurrency).await?,
             };
-            let (p, n) = if round % 2 == 0 {
-                let p = measure_plugin().await?;
-                let before = server.connections();
-                let n = native_round(&native, &url, concurrency).await?;
-                native_connections += server.connections() - before;
-                (p, n)
-            } else {
-                let before = server.connections();
-                let n = native_round(&native, &url, concurrency).await?;
-                native_connections += server.connections() - before;
-                (measure_plugin().await?, n)
+            let opened = server.connections() - before;
+            let (latency, connections) = match side {
+                0 => (&mut plugin_latency, &mut plugin_connections),
+                _ => (&mut native_latency, &mut native_connections),
             };
-            ratios.push(p.rate / n.rate);
-            plugin_rates.push(p.rate);
-            native_rates.push(n.rate);
-            plugin_latency.extend(p.latencies);
-            native_latency.extend(n.latencies);
-        }
+            latency.extend(round.latencies);
+            *connections += opened;
+            Ok(round.sample)
+        })
+        .await?;
+        rounds.report(
+            &format!(
+                "http: {REQUESTS} requests, concurrency {concurrency} (goal plugin/native >= 0.8)"
+            ),
+            "req",
+            &[(0, 1)],
+        );
         plugin_latency.sort();
         native_latency.sort();
         let total = (*REQUESTS * *ROUNDS) as f64;
-        println!(
-            "  concurrency {concurrency:>2}: plugin {:>7.0} req/s, native {:>7.0} req/s (medians; rounds {:.0}-{:.0} vs {:.0}-{:.0}), plugin/native {:.2} (median of round ratios; goal >= 0.8)",
-            median(plugin_rates.clone()),
-            median(native_rates.clone()),
-            plugin_rates.iter().copied().fold(f64::MAX, f64::min),
-            plugin_rates.iter().copied().fold(0.0, f64::max),
-            native_rates.iter().copied().fold(f64::MAX, f64::min),
-            native_rates.iter().copied().fold(0.0, f64::max),
-            median(ratios),
-        );
         println!(
             "      per request p50 {:?} / p99 {:?} through the plugin, {:?} / {:?} native: the plugin adds {:?} at p50, {:?} at p99",
             quantile(&plugin_latency, 0.5),
@@ -220,7 +194,7 @@ pub async fn http() -> anyhow::Result<()> {
         bare_latency.sort();
         println!(
             "      the same plugin making no request: {:.0} invocations/s, p50 {:?} (instance, JSON and the report: the part of the plugin's time that is not HTTP)",
-            bare.rate,
+            bare.sample.rate(),
             quantile(&bare_latency, 0.5),
         );
     }
@@ -255,7 +229,7 @@ async fn held_in_flight(base: &techub_host::HostConfig) -> anyhow::Result<()> {
             load_plugin(&runtime, &path, config.clone(), services.clone()).await?,
         ));
     }
-    let idle = rss_mib();
+    let idle = super::start::rss_kib() as f64 / 1024.0;
     let plan =
         serde_json::json!({ "requests": [{ "url": format!("{}/held", server.origin(false)) }] })
             .to_string();
@@ -275,7 +249,7 @@ async fn held_in_flight(base: &techub_host::HostConfig) -> anyhow::Result<()> {
         })
         .collect();
     tokio::time::sleep(Duration::from_millis(600)).await;
-    let held = rss_mib();
+    let held = super::start::rss_kib() as f64 / 1024.0;
     let mut ok = 0;
     for task in tasks {
         if matches!(task.await?, Ok(Outcome::Reject(r)) if r.contains("#0 200")) {

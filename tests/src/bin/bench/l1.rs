@@ -1,9 +1,9 @@
 //! `l1`: the two-layer cache. Plugin cache gets/s of one domain on Redis with an L1
-//! against without (alternating, median of 5 rounds; the goal is ≥ 10×), beside a
-//! native redis-rs `GET` loop in the same run; then how long a write on one host
+//! against without, and a native redis-rs `GET` loop, in alternating rounds
+//! ([`harness::Rounds`]; the goal is L1/Redis ≥ 10×); then how long a write on one host
 //! takes to reach another host's L1 (p50/p99 of 500 writes).
 
-use super::harness::Count;
+use super::harness::{self, Count, Rounds};
 use super::{cache_reader, fill_bench_entries, plugin_gets_per_s};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -40,11 +40,6 @@ async fn serving(services: &Services) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
-}
-
 pub async fn gets() -> anyhow::Result<()> {
     static GETS: Count<u32> = Count::new(40_000, 800);
     const CONCURRENCY: u32 = 8;
@@ -60,38 +55,48 @@ pub async fn gets() -> anyhow::Result<()> {
     let redis_reader =
         Arc::new(load_plugin(&runtime, &path, plain.clone(), on_redis.clone()).await?);
     let l1_reader = Arc::new(load_plugin(&runtime, &path, layered.clone(), on_l1.clone()).await?);
-    let run = |plugin| plugin_gets_per_s(&runtime, plugin, *GETS, CONCURRENCY);
-    run(&redis_reader).await?; // warm-up: compiles, connects
-    run(&l1_reader).await?; // warm-up: copies the 100 entries
-    let (mut redis, mut l1) = (Vec::new(), Vec::new());
-    for round in 0..*ROUNDS {
-        if round % 2 == 0 {
-            redis.push(run(&redis_reader).await?);
-            l1.push(run(&l1_reader).await?);
-        } else {
-            l1.push(run(&l1_reader).await?);
-            redis.push(run(&redis_reader).await?);
-        }
-    }
-    let native = native_gets(&plain, *GETS, CONCURRENCY).await?;
-    let (redis, l1) = (median(redis), median(l1));
+    let client = redis::Client::open(plain.redis.url.as_str())?;
+    let conn = client.get_multiplexed_async_connection().await?;
+    let prefix = plain.host.key_prefix.clone();
+    let run = async |side: usize| {
+        harness::sample(async {
+            let reader = match side {
+                0 => &l1_reader,
+                1 => &redis_reader,
+                _ => return native_gets(&conn, &prefix, *GETS, CONCURRENCY).await,
+            };
+            plugin_gets_per_s(&runtime, reader, *GETS, CONCURRENCY).await?;
+            Ok(u64::from(*GETS))
+        })
+        .await
+    };
+    run(1).await?; // warm-up: compiles, connects
+    run(0).await?; // warm-up: copies the 100 entries
+    run(2).await?;
+    let sides = ["plugin, L1", "plugin, Redis", "native redis-rs GET"];
+    let rounds = Rounds::alternate(&sides, *ROUNDS, run).await?;
     let counts = on_l1.l1.as_ref().expect("on Redis").counts();
-    println!(
-        "l1: plugin cache gets x{GETS} (concurrency {CONCURRENCY}): Redis {redis:.0} ops/s, L1 {l1:.0} ops/s; L1/Redis = {:.1} (goal >= 10, median of {ROUNDS}); native redis-rs GET {native:.0} ops/s; L1 {counts:?}",
-        l1 / redis
+    rounds.report(
+        &format!(
+            "l1: cache gets x{GETS} (concurrency {CONCURRENCY}); goal L1/Redis >= 10; L1 {counts:?}"
+        ),
+        "get",
+        &[(0, 1), (1, 2)],
     );
     Ok(())
 }
 
-/// `gets` redis-rs `GET`s of the same entries over `concurrency` tasks.
-async fn native_gets(config: &HostConfig, gets: u32, concurrency: u32) -> anyhow::Result<f64> {
-    let client = redis::Client::open(config.redis.url.as_str())?;
-    let conn = client.get_multiplexed_async_connection().await?;
-    let prefix = config.host.key_prefix.clone();
-    let started = Instant::now();
+/// `gets` redis-rs `GET`s of the same entries over `concurrency` tasks on `conn`; how
+/// many it made.
+async fn native_gets(
+    conn: &redis::aio::MultiplexedConnection,
+    prefix: &str,
+    gets: u32,
+    concurrency: u32,
+) -> anyhow::Result<u64> {
     let tasks: Vec<_> = (0..concurrency)
         .map(|_| {
-            let (mut conn, prefix) = (conn.clone(), prefix.clone());
+            let (mut conn, prefix) = (conn.clone(), prefix.to_string());
             tokio::spawn(async move {
                 for i in 0..gets / concurrency {
                     let key = format!("{prefix}cache:users:bench:{}", i % 100);
@@ -106,7 +111,7 @@ async fn native_gets(config: &HostConfig, gets: u32, concurrency: u32) -> anyhow
     for task in tasks {
         task.await??;
     }
-    Ok(gets as f64 / started.elapsed().as_secs_f64())
+    Ok(u64::from(gets / concurrency * concurrency))
 }
 
 /// Host A writes a key that host B holds a copy of; B reads until it sees the write.
