@@ -433,11 +433,12 @@ impl TcpProxy {
                     };
                     let (from_client, to_client) = inbound.into_split();
                     let (from_server, to_server) = outbound.into_split();
+                    let blocked = blocked_rx.clone();
                     tokio::select! {
                         _ = async {
                             tokio::join!(
-                                pump(from_client, to_server, stalled_rx.clone()),
-                                pump(from_server, to_client, stalled_rx),
+                                pump(from_client, to_server, stalled_rx.clone(), blocked.clone()),
+                                pump(from_server, to_client, stalled_rx, blocked),
                             )
                         } => {}
                         _ = blocked_rx.wait_for(|blocked| *blocked) => {}
@@ -476,10 +477,14 @@ impl TcpProxy {
 }
 
 /// Copies one direction of a proxied connection, holding the bytes while stalled.
+/// Once cut, it forwards nothing more: the connection's task may not have seen the
+/// cut yet when the test goes on, and bytes written after `cut` returned must not
+/// reach the service (a publish would go through and then lose its confirm).
 async fn pump(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
     mut stalled: tokio::sync::watch::Receiver<bool>,
+    blocked: tokio::sync::watch::Receiver<bool>,
 ) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut buffer = vec![0; 64 * 1024];
@@ -488,7 +493,9 @@ async fn pump(
             Ok(0) | Err(_) => return,
             Ok(read) => read,
         };
-        if stalled.wait_for(|stalled| !*stalled).await.is_err()
+        if *blocked.borrow()
+            || stalled.wait_for(|stalled| !*stalled).await.is_err()
+            || *blocked.borrow()
             || to.write_all(&buffer[..read]).await.is_err()
         {
             return;

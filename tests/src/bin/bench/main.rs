@@ -29,14 +29,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use techub_host::Platform;
 use techub_host::bindings::{Delivery, Outcome};
-use techub_host::capability::cache::redis::RedisCache;
 use techub_host::capability::cache::{CacheBackend, CacheWrite};
 use techub_host::capability::messaging::MessageStatus;
 use techub_host::config::{HostConfig, KvBackend};
 use techub_host::platform::connect_services;
 use techub_host::plugins::load_plugin;
 use techub_host::runtime::Runtime;
-use techub_tests::{PluginDir, config, grant, services, unique};
+use techub_tests::{PluginDir, config, grant, unique};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -317,8 +316,9 @@ async fn cache_get() -> anyhow::Result<()> {
     let (dir, config) = cache_reader(*GETS);
     let config = Arc::new(config);
     let (runtime, plugin) = loaded_cache_reader(&dir, &config).await?;
-    let redis = services::redis().await;
-    let native = Arc::new(RedisCache::new(redis.clone(), &config.host.key_prefix));
+    // The very backend object the plugin's imports call (its connection, its client),
+    // called without wasm: the work the plugin side wraps.
+    let native = plugin.context.cache.service.backend.clone();
     let raw = redis::Client::open(config.redis.url.as_str())?
         .get_connection_manager()
         .await?;
