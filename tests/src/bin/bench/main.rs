@@ -75,14 +75,7 @@ async fn main() -> anyhow::Result<()> {
         // run decided the latency (the plugin once beat the backend it calls 1.4-3.4x
         // in every round; with one worker the sides agree). Eight at once on the main
         // runtime, as the host runs.
-        std::thread::spawn(|| {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?
-                .block_on(cache_get(1, "one-thread runtime"))
-        })
-        .join()
-        .map_err(|_| anyhow::anyhow!("the cache-get thread panicked"))??;
+        on_one_thread(|| cache_get(1, "one-thread runtime"))?;
         cache_get(8, "multi-thread runtime").await?;
     }
     if run("embedded") {
@@ -144,6 +137,23 @@ async fn main() -> anyhow::Result<()> {
         l1::propagation().await?;
     }
     Ok(())
+}
+
+/// Runs the future `make` makes on a one-thread runtime of its own, on a thread of its
+/// own: for sides measured one call at a time, whose latency on the main runtime's two
+/// workers depends on where the caller and its connection's task happen to run.
+pub fn on_one_thread<F>(make: impl FnOnce() -> F + Send + 'static) -> anyhow::Result<()>
+where
+    F: std::future::Future<Output = anyhow::Result<()>>,
+{
+    std::thread::spawn(|| {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(make())
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("a one-thread bench panicked"))?
 }
 
 fn delivery(payload: &[u8]) -> Delivery {

@@ -1,14 +1,14 @@
 //! `bench redis-cluster`, on a six-node Redis Cluster of the bench's own:
 //! - cache gets from a plugin (cache-reader, through the host import) against native
 //!   redis-rs with its async cluster client reading the same keys, at concurrency 1
-//!   and 8; alternating rounds, medians;
+//!   (on a one-thread runtime) and 8; alternating rounds ([`harness::Rounds`]);
 //! - cache sets of the host backend (the script that files an entry, no wasm)
 //!   against native `SET PX` on the cluster client;
 //! - tag invalidation of 1 000 entries (filed under one tag, then invalidated by it)
-//!   on the shared single Redis against the cluster, alternating rounds, medians.
+//!   on the shared single Redis against the cluster, alternating rounds.
 
 use super::harness::Count;
-use crate::harness::{self, Rounds, median};
+use crate::harness::{self, Rounds, Sample};
 use crate::{cache_reader, loaded_cache_reader, plugin_gets_per_s};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -28,14 +28,22 @@ pub async fn redis_cluster() -> anyhow::Result<()> {
         urls: cluster.urls(),
         ..RedisConfig::default()
     };
-    gets(&cluster_config).await?;
+    // One at a time on a one-thread runtime, as `cache-get` (see there); eight at once
+    // on the main runtime.
+    let one = cluster_config.clone();
+    crate::on_one_thread(move || async move { gets(&one, 1, "one-thread runtime").await })?;
+    gets(&cluster_config, 8, "multi-thread runtime").await?;
     sets(&cluster_config).await?;
     tag_invalidation(&cluster_config).await?;
     Ok(())
 }
 
-/// Plugin gets on the cluster ÷ native cluster-client gets.
-async fn gets(cluster_config: &RedisConfig) -> anyhow::Result<()> {
+/// Plugin gets on the cluster ÷ native cluster-client gets, `concurrency` at once.
+async fn gets(
+    cluster_config: &RedisConfig,
+    concurrency: u32,
+    runtime_kind: &str,
+) -> anyhow::Result<()> {
     static GETS: Count<u32> = Count::new(10_000, 208);
     let (dir, mut config) = cache_reader(*GETS);
     config.redis = cluster_config.clone();
@@ -69,25 +77,23 @@ async fn gets(cluster_config: &RedisConfig) -> anyhow::Result<()> {
     // Warm-up, not counted.
     plugin_gets_per_s(&runtime, &plugin, *GETS, 8).await?;
     native_gets(8).await?;
-    for concurrency in [1u32, 8] {
-        let sides = ["plugin", "native redis-rs cluster client"];
-        let rounds = Rounds::alternate(&sides, *ROUNDS, async |side| match side {
-            0 => {
-                harness::sample(async {
-                    plugin_gets_per_s(&runtime, &plugin, *GETS, concurrency).await?;
-                    Ok(u64::from(*GETS))
-                })
-                .await
-            }
-            _ => harness::sample(native_gets(concurrency)).await,
-        })
-        .await?;
-        rounds.report(
-            &format!("redis cluster: cache get x{GETS}, concurrency {concurrency}"),
-            "get",
-            &[(0, 1)],
-        );
-    }
+    let sides = ["plugin", "native redis-rs cluster client"];
+    let rounds = Rounds::alternate(&sides, *ROUNDS, async |side| match side {
+        0 => {
+            harness::sample(async {
+                plugin_gets_per_s(&runtime, &plugin, *GETS, concurrency).await?;
+                Ok(u64::from(*GETS))
+            })
+            .await
+        }
+        _ => harness::sample(native_gets(concurrency)).await,
+    })
+    .await?;
+    rounds.report(
+        &format!("redis cluster: cache get x{GETS}, concurrency {concurrency}, {runtime_kind}"),
+        "get",
+        &[(0, 1)],
+    );
     Ok(())
 }
 
@@ -105,48 +111,36 @@ async fn sets(cluster_config: &RedisConfig) -> anyhow::Result<()> {
         tags: vec![],
         priority: Priority::Medium,
     };
-    let (mut host, mut plain, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
-    for round in 0..*ROUNDS {
-        let run_host = async || -> anyhow::Result<f64> {
-            let started = Instant::now();
+    let sides = ["host backend (no wasm)", "native SET PX"];
+    let rounds = Rounds::alternate(&sides, *ROUNDS, async |side| {
+        let mut conn = native.clone();
+        harness::sample(async {
             for i in 0..*SETS {
-                cache
-                    .set_many("users", &[(format!("s:{i}"), vec![b'x'; 256])], &write)
-                    .await
-                    .map_err(anyhow::Error::msg)?;
+                match side {
+                    0 => cache
+                        .set_many("users", &[(format!("s:{i}"), vec![b'x'; 256])], &write)
+                        .await
+                        .map_err(anyhow::Error::msg)?,
+                    _ => {
+                        redis::cmd("SET")
+                            .arg(format!("{prefix}native:{{users}}:s:{i}"))
+                            .arg(vec![b'x'; 256])
+                            .arg("PX")
+                            .arg(600_000)
+                            .query_async(&mut conn)
+                            .await?
+                    }
+                }
             }
-            Ok(*SETS as f64 / started.elapsed().as_secs_f64())
-        };
-        let run_native = async || -> anyhow::Result<f64> {
-            let mut conn = native.clone();
-            let started = Instant::now();
-            for i in 0..*SETS {
-                let _: () = redis::cmd("SET")
-                    .arg(format!("{prefix}native:{{users}}:s:{i}"))
-                    .arg(vec![b'x'; 256])
-                    .arg("PX")
-                    .arg(600_000)
-                    .query_async(&mut conn)
-                    .await?;
-            }
-            Ok(*SETS as f64 / started.elapsed().as_secs_f64())
-        };
-        let (h, n) = match round % 2 {
-            0 => (run_host().await?, run_native().await?),
-            _ => {
-                let n = run_native().await?;
-                (run_host().await?, n)
-            }
-        };
-        host.push(h);
-        plain.push(n);
-        ratios.push(h / n);
-    }
-    println!(
-        "redis cluster: cache set x{SETS} one at a time, median of {ROUNDS} alternating rounds: host backend (no wasm) {:.0} ops/s, native SET PX {:.0} ops/s; host/native = {:.2}",
-        median(host),
-        median(plain),
-        median(ratios)
+            Ok(*SETS as u64)
+        })
+        .await
+    })
+    .await?;
+    rounds.report(
+        &format!("redis cluster: cache set x{SETS}, one at a time"),
+        "set",
+        &[(0, 1)],
     );
     Ok(())
 }
@@ -170,39 +164,39 @@ async fn tag_invalidation(cluster_config: &RedisConfig) -> anyhow::Result<()> {
     let entries: Vec<(String, Vec<u8>)> = (0..*ENTRIES)
         .map(|i| (format!("t:{i}"), vec![b'x'; 64]))
         .collect();
-    let invalidate = async |cache: &RedisCache| -> anyhow::Result<Duration> {
+    // Filing is not timed: the sample is the invalidation alone (entries removed/s).
+    let invalidate = async |cache: &RedisCache| -> anyhow::Result<Sample> {
         for chunk in entries.chunks(100) {
             cache
                 .set_many("users", chunk, &write)
                 .await
                 .map_err(anyhow::Error::msg)?;
         }
-        let started = Instant::now();
+        let (started, cpu) = (Instant::now(), harness::process_cpu());
         let removed = cache
             .invalidate_tag("users", "bulk")
             .await
             .map_err(anyhow::Error::msg)?;
-        let took = started.elapsed();
+        let sample = harness::sample_of(removed, started.elapsed(), harness::process_cpu() - cpu);
         anyhow::ensure!(
             removed == *ENTRIES as u64,
             "invalidated {removed} of {ENTRIES}"
         );
-        Ok(took)
+        Ok(sample)
     };
-    let (mut on_single, mut on_cluster) = (Vec::new(), Vec::new());
-    for round in 0..*ROUNDS {
-        if round % 2 == 0 {
-            on_single.push(invalidate(&single).await?.as_secs_f64() * 1e3);
-            on_cluster.push(invalidate(&cluster).await?.as_secs_f64() * 1e3);
-        } else {
-            on_cluster.push(invalidate(&cluster).await?.as_secs_f64() * 1e3);
-            on_single.push(invalidate(&single).await?.as_secs_f64() * 1e3);
-        }
-    }
-    let (s, c) = (median(on_single), median(on_cluster));
-    println!(
-        "redis cluster: invalidating a tag of {ENTRIES} entries, median of {ROUNDS} alternating rounds: single Redis {s:.1} ms, cluster {c:.1} ms; cluster/single = {:.2}",
-        c / s
+    let rounds = Rounds::alternate(
+        &["cluster", "single Redis"],
+        *ROUNDS,
+        async |side| match side {
+            0 => invalidate(&cluster).await,
+            _ => invalidate(&single).await,
+        },
+    )
+    .await?;
+    rounds.report(
+        &format!("redis cluster: invalidating a tag of {ENTRIES} entries"),
+        "entry",
+        &[(0, 1)],
     );
     Ok(())
 }
