@@ -153,8 +153,6 @@ pub async fn run(
     Ok(())
 }
 
-/// Builds `krate` (on a blocking thread: the host keeps serving while cargo builds),
-/// then copies it beside the plugins directory and renames it into it.
 /// The `[plugins.<name>]` section of each crate's own host.toml (a crate without one,
 /// or without its section, is granted nothing).
 fn grants_of_other_crates(
@@ -174,6 +172,8 @@ fn grants_of_other_crates(
     Ok(grants)
 }
 
+/// Builds `krate` (on a blocking thread: the host keeps serving while cargo builds),
+/// then copies it beside the plugins directory and renames it into it.
 async fn build_and_deploy(krate: &PluginCrate, plugins_dir: &Path) -> anyhow::Result<()> {
     let started = Instant::now();
     let building = krate.clone();

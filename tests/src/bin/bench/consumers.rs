@@ -63,14 +63,7 @@ async fn through_platform(
     prefetch: u16,
     reuse_instance: u32,
 ) -> anyhow::Result<Sample> {
-    let broker = AmqpBroker::connect(
-        &config.amqp,
-        config.dead_letter,
-        config.messaging,
-        Default::default(),
-        techub_host::capability::messaging::amqp::seal::DeathSeal::with_key(b"test key"),
-    )
-    .await?;
+    let broker = super::amqp_broker(config).await?;
     let queue = queue_name(&config.amqp.queue_prefix, "analytics", plugin);
     broker
         .declare_queue(&queue_spec(queue, "fixture.noop.#"))
@@ -103,14 +96,7 @@ async fn through_platform(
 }
 
 async fn native(config: &HostConfig, prefetch: u16) -> anyhow::Result<Sample> {
-    let broker = AmqpBroker::connect(
-        &config.amqp,
-        config.dead_letter,
-        config.messaging,
-        Default::default(),
-        techub_host::capability::messaging::amqp::seal::DeathSeal::with_key(b"test key"),
-    )
-    .await?;
+    let broker = super::amqp_broker(config).await?;
     let queue = unique("native");
     broker
         .declare_queue(&queue_spec(queue.clone(), "native.noop"))

@@ -156,6 +156,22 @@ where
     .map_err(|_| anyhow::anyhow!("a one-thread bench panicked"))?
 }
 
+/// A broker on the shared RabbitMQ with `config`'s names, dead-letter and messaging
+/// settings (the host's own), its dead letters sealed with a test key: the benches'
+/// publishers and native consumers.
+pub async fn amqp_broker(
+    config: &HostConfig,
+) -> anyhow::Result<techub_host::capability::messaging::amqp::AmqpBroker> {
+    techub_host::capability::messaging::amqp::AmqpBroker::connect(
+        &config.amqp,
+        config.dead_letter,
+        config.messaging,
+        Default::default(),
+        techub_host::capability::messaging::amqp::seal::DeathSeal::with_key(b"test key"),
+    )
+    .await
+}
+
 fn delivery(payload: &[u8]) -> Delivery {
     techub_tests::delivery("analytics", "fixture.bench", payload)
 }

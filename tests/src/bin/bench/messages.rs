@@ -13,7 +13,6 @@ use techub_host::Platform;
 use techub_host::capability::cache::redis::RedisCache;
 use techub_host::capability::cache::{CacheBackend, CacheWrite};
 use techub_host::capability::messaging::amqp::AmqpBroker;
-use techub_host::capability::messaging::amqp::seal::DeathSeal;
 use techub_host::capability::messaging::{Broker, QueueSpec};
 use techub_host::config::{BrokerBackend, HostConfig, KvBackend};
 use techub_tests::{PluginDir, config, grant, services, unique};
@@ -47,18 +46,6 @@ fn publish_all(
     })
 }
 
-async fn connect(config: &HostConfig) -> anyhow::Result<AmqpBroker> {
-    AmqpBroker::connect(
-        &config.amqp,
-        config.dead_letter,
-        config.messaging,
-        Default::default(),
-        DeathSeal::with_key(b"test key"),
-    )
-    .await
-    .map_err(anyhow::Error::msg)
-}
-
 /// One round through the platform: a host started for it, the messages published
 /// while it consumes, measured until the last completed.
 async fn through_platform(config: &HostConfig, publisher: &AmqpBroker) -> anyhow::Result<Sample> {
@@ -84,7 +71,7 @@ async fn native(
     publisher: &AmqpBroker,
     cache: &Arc<RedisCache>,
 ) -> anyhow::Result<Sample> {
-    let broker: Arc<dyn Broker> = Arc::new(connect(config).await?);
+    let broker: Arc<dyn Broker> = Arc::new(super::amqp_broker(config).await?);
     let publisher = publisher.clone();
     native_consumer(
         broker,
@@ -188,7 +175,7 @@ pub async fn messages() -> anyhow::Result<()> {
     grant(&mut config, &plugin_name, &["users"], &["notification.*"])
         .limits
         .prefetch = Some(PREFETCH);
-    let publisher = connect(&config).await?;
+    let publisher = super::amqp_broker(&config).await?;
     let cache = Arc::new(RedisCache::new(
         services::redis().await,
         &config.host.key_prefix,

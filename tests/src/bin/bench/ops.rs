@@ -11,7 +11,6 @@ use techub_host::Platform;
 use techub_host::bindings::Outcome;
 use techub_host::capability::cache::CacheStats;
 use techub_host::capability::messaging::Broker;
-use techub_host::capability::messaging::amqp::AmqpBroker;
 use techub_host::config::{BrokerBackend, HostConfig, KvBackend};
 use techub_host::platform::connect_services;
 use techub_host::plugins::load_plugin;
@@ -33,14 +32,7 @@ pub async fn metrics_overhead() -> anyhow::Result<()> {
     grant(&mut base, &name, &["users"], &["notification.*"])
         .limits
         .prefetch = Some(16);
-    let publisher = AmqpBroker::connect(
-        &base.amqp,
-        base.dead_letter,
-        base.messaging,
-        Default::default(),
-        techub_host::capability::messaging::amqp::seal::DeathSeal::with_key(b"test key"),
-    )
-    .await?;
+    let publisher = super::amqp_broker(&base).await?;
     let run = |metrics: bool| {
         let (mut config, publisher) = (base.clone(), publisher.clone());
         config.host.metrics = metrics;
