@@ -1,9 +1,10 @@
 //! `read-through`: a stampede of concurrent misses on two hosts sharing one Redis.
 //! The platform (product-reader reading through the catalog loader) against a native
 //! cache-aside reader with redis-rs in the same run, which loads on every miss it sees;
-//! the number that matters is loader calls per 1 000 concurrent misses.
+//! the number that matters is loader calls per 1 000 concurrent misses. Alternating
+//! rounds ([`harness::Rounds`]), each a stampede on keys no earlier one read.
 
-use super::harness::Count;
+use super::harness::{self, Count, Rounds, Sample};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -14,6 +15,7 @@ use techub_host::config::KvBackend;
 use techub_tests::{PluginDir, config, grant, unique};
 
 static READERS: Count<usize> = Count::new(1_000, 32);
+static ROUNDS: Count<usize> = Count::new(5, 1);
 const KEYS: usize = 10;
 /// How long one load takes (the catalog's `delay_ms`, the native loader's sleep).
 const LOAD_MS: u64 = 50;
@@ -46,79 +48,106 @@ pub async fn read_through() -> anyhow::Result<()> {
         Arc::new(Platform::start(config.clone()).await?),
         Arc::new(Platform::start(config).await?),
     ];
-
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for i in 0..*READERS {
-        let host = hosts[i % 2].clone();
-        tasks.push(tokio::spawn(async move {
-            let reader = host
-                .registry()
-                .version("product-reader")
-                .await
-                .expect("product-reader serves");
-            let keys = format!("[\"k-{}\"]", i % KEYS);
-            let message =
-                techub_tests::delivery("inventory", "fixture.product-reader.read", keys.as_bytes());
-            host.runtime
-                .invoke(&reader.pre, reader.context.clone(), &message, 5)
-                .await
-        }));
-    }
-    for task in tasks {
-        let report = task.await?;
-        anyhow::ensure!(
-            matches!(report.result, Ok(Outcome::Ok)),
-            "a reader failed: {:?}",
-            report.result
-        );
-    }
-    let platform_time = started.elapsed();
     let calls_key = format!("{prefix}store:catalog:calls");
-    let calls = hosts[0]
-        .services
-        .store
-        .get(&calls_key)
-        .await
-        .map_err(anyhow::Error::msg)?
-        .map(|v| String::from_utf8_lossy(&v).parse::<u64>().unwrap_or(0))
-        .unwrap_or(0);
-    let counts: Vec<_> = hosts
-        .iter()
-        .map(|h| h.services.read_through.counts())
-        .collect();
-
-    let (native_calls, native_time) = native_cache_aside(&hosts[0]).await?;
-    println!(
-        "read-through: {READERS} concurrent readers of {KEYS} keys on 2 hosts, loads of {LOAD_MS} ms"
+    let loader_calls = async || -> anyhow::Result<u64> {
+        let value = hosts[0]
+            .services
+            .store
+            .get(&calls_key)
+            .await
+            .map_err(anyhow::Error::msg)?;
+        Ok(value
+            .map(|v| String::from_utf8_lossy(&v).parse::<u64>().unwrap_or(0))
+            .unwrap_or(0))
+    };
+    // Each stampede reads keys no earlier one read, so that every reader starts on a miss.
+    let mut stampede = 0;
+    let sides = ["platform", "native cache-aside"];
+    let mut loads: [Vec<f64>; 2] = Default::default();
+    let rounds = Rounds::alternate(&sides, *ROUNDS, async |side| {
+        stampede += 1;
+        let before = loader_calls().await?;
+        let (sample, native_loads) = match side {
+            0 => (through_platform(&hosts, stampede).await?, 0),
+            _ => native_cache_aside(&hosts[0]).await?,
+        };
+        let made = match side {
+            0 => loader_calls().await? - before,
+            _ => native_loads,
+        };
+        loads[side].push(made as f64 * 1000.0 / *READERS as f64);
+        Ok(sample)
+    })
+    .await?;
+    rounds.report(
+        &format!(
+            "read-through: stampedes of {READERS} concurrent readers of {KEYS} keys on 2 hosts, loads of {LOAD_MS} ms"
+        ),
+        "read",
+        &[(0, 1)],
     );
-    println!(
-        "  platform: {calls} loader calls ({:.1} per key), {platform_time:?}; per host {counts:?}",
-        calls as f64 / KEYS as f64
-    );
-    println!(
-        "  native cache-aside (redis-rs GET, load on miss, SET): {native_calls} loads ({:.1} per key), {native_time:?}",
-        native_calls as f64 / KEYS as f64
-    );
-    println!(
-        "  loader calls per 1000 concurrent misses: platform {:.0}, native {:.0} (ratio {:.3})",
-        calls as f64 * 1000.0 / *READERS as f64,
-        native_calls as f64 * 1000.0 / *READERS as f64,
-        calls as f64 / native_calls.max(1) as f64
-    );
+    if !harness::quick() {
+        let [platform, native] = loads.map(harness::median);
+        println!(
+            "  loader calls per 1000 concurrent misses (median of rounds): platform {platform:.0}, native {native:.0} (ratio {:.3}; the floor is {KEYS} keys = {:.0})",
+            platform / native.max(1.0),
+            KEYS as f64 * 1000.0 / *READERS as f64,
+        );
+        let counts: Vec<_> = hosts
+            .iter()
+            .map(|h| h.services.read_through.counts())
+            .collect();
+        println!("  platform read-through counts per host: {counts:?}");
+    }
     for host in hosts {
         host.shutdown().await;
     }
     Ok(())
 }
 
-/// The same readers as plain tasks over the same Redis cache backend: a miss loads
-/// (sleeps) and writes, with no coalescing.
-async fn native_cache_aside(host: &Platform) -> anyhow::Result<(u64, Duration)> {
+/// One stampede through product-reader on both hosts, on keys of stampede `n`.
+async fn through_platform(hosts: &[Arc<Platform>; 2], n: u32) -> anyhow::Result<Sample> {
+    harness::sample(async {
+        let mut tasks = Vec::new();
+        for i in 0..*READERS {
+            let host = hosts[i % 2].clone();
+            tasks.push(tokio::spawn(async move {
+                let reader = host
+                    .registry()
+                    .version("product-reader")
+                    .await
+                    .expect("product-reader serves");
+                let keys = format!("[\"s{n}-k-{}\"]", i % KEYS);
+                let message = techub_tests::delivery(
+                    "inventory",
+                    "fixture.product-reader.read",
+                    keys.as_bytes(),
+                );
+                host.runtime
+                    .invoke(&reader.pre, reader.context.clone(), &message, 5)
+                    .await
+            }));
+        }
+        for task in tasks {
+            let report = task.await?;
+            anyhow::ensure!(
+                matches!(report.result, Ok(Outcome::Ok)),
+                "a reader failed: {:?}",
+                report.result
+            );
+        }
+        Ok(*READERS as u64)
+    })
+    .await
+}
+
+/// The same readers as plain tasks over the same Redis cache backend, on a domain of
+/// their own: a miss loads (sleeps) and writes, with no coalescing. How many loads.
+async fn native_cache_aside(host: &Platform) -> anyhow::Result<(Sample, u64)> {
     let cache: Arc<dyn CacheBackend> = host.services.cache.clone();
     let loads = Arc::new(AtomicU64::new(0));
     let domain = format!("native-{}", unique("d"));
-    let started = Instant::now();
+    let (started, cpu) = (Instant::now(), harness::process_cpu());
     let mut tasks = Vec::new();
     for i in 0..*READERS {
         let (cache, loads, domain) = (cache.clone(), loads.clone(), domain.clone());
@@ -143,5 +172,10 @@ async fn native_cache_aside(host: &Platform) -> anyhow::Result<(u64, Duration)> 
     for task in tasks {
         task.await?.map_err(anyhow::Error::msg)?;
     }
-    Ok((loads.load(Ordering::Relaxed), started.elapsed()))
+    let sample = harness::sample_of(
+        *READERS as u64,
+        started.elapsed(),
+        harness::process_cpu() - cpu,
+    );
+    Ok((sample, loads.load(Ordering::Relaxed)))
 }

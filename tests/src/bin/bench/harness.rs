@@ -100,6 +100,68 @@ pub fn sample_of(units: u64, wall: Duration, cpu: Duration) -> Sample {
     }
 }
 
+/// A sample of operations done one after another, each timed by itself: the rate is
+/// operations per second of their summed times (what a caller waiting on each one
+/// sees), the CPU what this process spent over them.
+pub fn sample_of_times(times: &[Duration], cpu: Duration) -> Sample {
+    Sample {
+        units: times.len() as f64,
+        wall: times.iter().sum(),
+        cpu,
+    }
+}
+
+/// The `q` quantile (0.5, 0.99) of `sorted`.
+pub fn quantile(sorted: &[Duration], q: f64) -> Duration {
+    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
+}
+
+/// Each side's single-operation latencies, pooled over its rounds, for the p50 and
+/// p99 beside the rates of [`Rounds::report`].
+pub struct Latencies {
+    sides: Vec<Vec<Duration>>,
+}
+
+impl Latencies {
+    pub fn new(sides: usize) -> Self {
+        Self {
+            sides: vec![Vec::new(); sides],
+        }
+    }
+
+    /// Adds one round of `side`'s latencies.
+    pub fn add(&mut self, side: usize, times: &[Duration]) {
+        self.sides[side].extend_from_slice(times);
+    }
+
+    /// `side`'s `q` quantile over every round.
+    pub fn quantile(&self, side: usize, q: f64) -> Duration {
+        let mut sorted = self.sides[side].clone();
+        sorted.sort();
+        quantile(&sorted, q)
+    }
+
+    /// Prints each side's p50 and p99 (named as in the rounds' `sides`).
+    pub fn report(&self, sides: &[&str]) {
+        if quick() {
+            return;
+        }
+        let us = |d: Duration| d.as_secs_f64() * 1e6;
+        let line: Vec<String> = sides
+            .iter()
+            .enumerate()
+            .map(|(side, name)| {
+                format!(
+                    "{name} p50 {:.0} us, p99 {:.0} us",
+                    us(self.quantile(side, 0.5)),
+                    us(self.quantile(side, 0.99))
+                )
+            })
+            .collect();
+        println!("  latency over all rounds: {}", line.join("; "));
+    }
+}
+
 /// The samples of every side over the rounds.
 pub struct Rounds {
     sides: Vec<String>,
@@ -147,6 +209,11 @@ impl Rounds {
         })
     }
 
+    /// How many rounds ran.
+    pub fn rounds(&self) -> usize {
+        self.samples[0].len()
+    }
+
     /// The median rate of `side`.
     pub fn rate(&self, side: usize) -> f64 {
         median(self.samples[side].iter().map(Sample::rate).collect())
@@ -178,7 +245,7 @@ impl Rounds {
             println!("{title}: ran (--quick: one small round, no figures)");
             return;
         }
-        let rounds = self.samples[0].len();
+        let rounds = self.rounds();
         println!("{title} ({rounds} alternating rounds, medians):");
         let width = self.sides.iter().map(String::len).max().unwrap_or(0);
         for (side, name) in self.sides.iter().enumerate() {
@@ -194,7 +261,7 @@ impl Rounds {
             let per_round = self.ratios(side, baseline);
             let (lo, hi) = min_max(&per_round);
             println!(
-                "  {}/{} = {:.2} (median of per-round ratios; ratio of medians {:.2}; rounds {lo:.2}–{hi:.2}); CPU per {unit}: +{:.1} us",
+                "  {}/{} = {:.2} (median of per-round ratios; ratio of medians {:.2}; rounds {lo:.2}–{hi:.2}); CPU per {unit}: {:+.1} us",
                 self.sides[side],
                 self.sides[baseline],
                 self.ratio(side, baseline),
@@ -257,6 +324,19 @@ mod tests {
         assert_eq!(rounds.ratio(0, 1), 2.0);
         // Round 3 was a tie: not faster in every round.
         assert!(!rounds.beats_what_it_wraps(0, 1));
+    }
+
+    #[test]
+    fn timed_operations_rate_over_their_summed_times() {
+        let times = [Duration::from_millis(10), Duration::from_millis(30)];
+        let sample = sample_of_times(&times, Duration::from_millis(4));
+        assert_eq!(sample.rate(), 50.0);
+        assert_eq!(sample.cpu_us(), 2_000.0);
+        let mut latencies = Latencies::new(1);
+        latencies.add(0, &times);
+        latencies.add(0, &[Duration::from_millis(20)]);
+        assert_eq!(latencies.quantile(0, 0.5), Duration::from_millis(20));
+        assert_eq!(latencies.quantile(0, 0.99), Duration::from_millis(30));
     }
 
     #[tokio::test]

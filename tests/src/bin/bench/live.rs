@@ -1,9 +1,12 @@
 //! Benchmarks of the live platform: deploying a plugin (cold and from the compiled
 //! cache) and throughput while a plugin is replaced over and over, each beside its
-//! baseline measured in the same run. (Starting with many plugins: `start.rs`.)
+//! baseline in alternating rounds ([`harness::Rounds`]). (Starting with many
+//! plugins: `start.rs`.)
 
-use super::harness::Count;
+use super::harness::{self, Count, Latencies, Rounds, Sample};
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use techub_host::Platform;
 use techub_host::capability::messaging::MessageStatus;
@@ -70,64 +73,74 @@ async fn deploy_to_first_message(
     }
 }
 
+/// From the rename of a `.wasm` into the watched directory to its first handled
+/// message, on a fresh host each time: a file never compiled (cold) against one whose
+/// compiled form is in the cache already (deployed under another name and removed
+/// first, untimed), in alternating rounds.
 pub async fn swap() -> anyhow::Result<()> {
-    static ROUNDS: Count<u64> = Count::new(5, 1);
+    static ROUNDS: Count<usize> = Count::new(5, 1);
     let noop = std::fs::read(fixture("fixture_noop"))?;
-    let (mut cold, mut cached) = (Vec::new(), Vec::new());
-    for round in 0..*ROUNDS {
+    let mut tag = 0;
+    let sides = ["cold", "from the compiled cache"];
+    let mut latencies = Latencies::new(sides.len());
+    let rounds = Rounds::alternate(&sides, *ROUNDS, async |side| {
+        tag += 1;
         let dir = PluginDir::with(&[]);
         let cache = tempfile::tempdir()?;
         let mut config = host_config(&dir, cache.path());
-        grant_all(&mut config, ["cold".to_string(), "warm".to_string()]);
+        grant_all(&mut config, ["first".to_string(), "measured".to_string()]);
         let platform = Platform::start(config).await?;
-        let bytes = distinct(&noop, round);
-        cold.push(deploy_to_first_message(&platform, dir.path(), "cold", &bytes).await);
-        // The same file under another name: its compiled form is in the cache now.
-        std::fs::remove_file(dir.path().join("cold.wasm"))?;
-        while !platform.plugins().await.is_empty() {
-            tokio::time::sleep(Duration::from_millis(1)).await;
+        let bytes = distinct(&noop, tag);
+        if side == 1 {
+            deploy_to_first_message(&platform, dir.path(), "first", &bytes).await;
+            std::fs::remove_file(dir.path().join("first.wasm"))?;
+            while !platform.plugins().await.is_empty() {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
         }
-        cached.push(deploy_to_first_message(&platform, dir.path(), "warm", &bytes).await);
+        let (hits, cpu) = (platform.runtime.cache.hits(), harness::process_cpu());
+        let took = deploy_to_first_message(&platform, dir.path(), "measured", &bytes).await;
+        let cpu = harness::process_cpu() - cpu;
+        let hit = platform.runtime.cache.hits() > hits;
         anyhow::ensure!(
-            platform.runtime.cache.hits() >= 1,
-            "the second deploy missed the cache"
+            hit == (side == 1),
+            "{}: the deploy {} the compiled cache",
+            sides[side],
+            if hit { "hit" } else { "missed" }
         );
-    }
-    cold.sort();
-    cached.sort();
-    let (cold, cached) = (cold[cold.len() / 2], cached[cached.len() / 2]);
-    println!(
-        "deploy (rename -> first handled message), median of {ROUNDS}: cold {cold:?}, from the compiled cache {cached:?}; cached/cold = {:.2}",
-        cached.as_secs_f64() / cold.as_secs_f64()
+        platform.shutdown().await;
+        latencies.add(side, &[took]);
+        Ok(harness::sample_of_times(&[took], cpu))
+    })
+    .await?;
+    rounds.report(
+        "deploy (rename -> first handled message) on a fresh host",
+        "deploy",
+        &[(1, 0)],
     );
+    latencies.report(&sides);
     Ok(())
 }
 
-/// Messages/s of the versioned plugin doing nothing (payload `noop`) while it is
-/// replaced every 100 ms (v1, v2, v3 in turn), against the same plugin left alone.
-pub async fn swap_throughput() -> anyhow::Result<()> {
-    // Half the tracker's memory, so that no status is forgotten before it is read.
-    static MESSAGES: Count<usize> = Count::new(50_000, 1008);
-    let versions: Vec<Vec<u8>> = [
-        "fixture_versioned_v1",
-        "fixture_versioned_v2",
-        "fixture_versioned_v3",
-    ]
-    .iter()
-    .map(|c| std::fs::read(fixture(c)))
-    .collect::<Result<_, _>>()?;
-    let mut rates = Vec::new();
-    for swapping in [false, true] {
+/// A host serving the versioned plugin as `live`, every version compiled once (so
+/// that swaps measure swapping).
+struct Live {
+    dir: PluginDir,
+    _cache: tempfile::TempDir,
+    platform: Platform,
+}
+
+impl Live {
+    async fn start(versions: &[Vec<u8>]) -> anyhow::Result<Self> {
         let dir = PluginDir::with(&[]);
         let cache = tempfile::tempdir()?;
         let mut config = host_config(&dir, cache.path());
         grant_all(&mut config, ["live".to_string()]);
-        let platform = std::sync::Arc::new(Platform::start(config).await?);
+        let platform = Platform::start(config).await?;
         deploy(dir.path(), "live", &versions[0]);
         while platform.plugins().await.is_empty() {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        // Compile every version once, so that the swaps measure swapping.
         for (i, bytes) in versions.iter().enumerate() {
             deploy(dir.path(), &format!("warm-{i}"), bytes);
         }
@@ -138,12 +151,31 @@ pub async fn swap_throughput() -> anyhow::Result<()> {
         while platform.plugins().await.len() > 1 {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        Ok(Self {
+            dir,
+            _cache: cache,
+            platform,
+        })
+    }
+
+    /// Publishes `count` no-op messages and waits for them all; while `swapping`,
+    /// `live` is replaced every 100 ms (v1, v2, v3 in turn). How many swaps happened.
+    async fn round(
+        &self,
+        count: usize,
+        versions: &[Vec<u8>],
+        swapping: bool,
+    ) -> anyhow::Result<(Sample, usize)> {
+        let stop = Arc::new(AtomicBool::new(false));
         let swapper = {
-            let (path, versions, stop) = (dir.path().to_path_buf(), versions.clone(), stop.clone());
+            let (path, versions, stop) = (
+                self.dir.path().to_path_buf(),
+                versions.to_vec(),
+                stop.clone(),
+            );
             tokio::spawn(async move {
                 let mut swaps = 0;
-                while swapping && !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                while swapping && !stop.load(Ordering::Relaxed) {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     swaps += 1;
                     deploy(&path, "live", &versions[swaps % versions.len()]);
@@ -151,32 +183,57 @@ pub async fn swap_throughput() -> anyhow::Result<()> {
                 swaps
             })
         };
-        let started = Instant::now();
-        let mut ids = Vec::with_capacity(*MESSAGES);
-        for _ in 0..*MESSAGES {
-            ids.push(
-                platform
-                    .publish("fixture.versioned.main", b"noop".to_vec(), None)
-                    .await?,
-            );
-        }
-        super::all_completed(&platform, &ids, started).await?;
-        let rate = *MESSAGES as f64 / started.elapsed().as_secs_f64();
-        stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        let swaps = swapper.await?;
-        println!(
-            "no-op (versioned) plugin x{MESSAGES} ({}): {rate:.0} msg/s",
-            if swapping {
-                format!("replaced {swaps} times")
-            } else {
-                "steady".into()
+        let sample = harness::sample(async {
+            let started = Instant::now();
+            let mut ids = Vec::with_capacity(count);
+            for _ in 0..count {
+                ids.push(
+                    self.platform
+                        .publish("fixture.versioned.main", b"noop".to_vec(), None)
+                        .await?,
+                );
             }
-        );
-        rates.push(rate);
+            super::all_completed(&self.platform, &ids, started).await?;
+            Ok(count as u64)
+        })
+        .await;
+        stop.store(true, Ordering::Relaxed);
+        let swaps = swapper.await?;
+        Ok((sample?, swaps))
     }
-    println!(
-        "throughput during continuous replacement / steady = {:.2}",
-        rates[1] / rates[0]
+}
+
+/// Messages/s of the versioned plugin doing nothing (payload `noop`) while it is
+/// replaced every 100 ms, against the same plugin left alone on a host of its own, in
+/// alternating rounds.
+pub async fn swap_throughput() -> anyhow::Result<()> {
+    // Well under the tracker's memory, so that no status is forgotten before it is read.
+    static MESSAGES: Count<usize> = Count::new(20_000, 1008);
+    static ROUNDS: Count<usize> = Count::new(5, 1);
+    let versions: Vec<Vec<u8>> = [
+        "fixture_versioned_v1",
+        "fixture_versioned_v2",
+        "fixture_versioned_v3",
+    ]
+    .iter()
+    .map(|c| std::fs::read(fixture(c)))
+    .collect::<Result<_, _>>()?;
+    let hosts = [Live::start(&versions).await?, Live::start(&versions).await?];
+    let mut swaps = 0;
+    let sides = ["steady", "replaced every 100 ms"];
+    let rounds = Rounds::alternate(&sides, *ROUNDS, async |side| {
+        let (sample, swapped) = hosts[side].round(*MESSAGES, &versions, side == 1).await?;
+        swaps += swapped;
+        Ok(sample)
+    })
+    .await?;
+    rounds.report(
+        &format!("no-op (versioned) plugin x{MESSAGES} per round ({swaps} swaps in all)"),
+        "msg",
+        &[(1, 0)],
     );
+    for host in hosts {
+        host.platform.shutdown().await;
+    }
     Ok(())
 }

@@ -282,24 +282,21 @@ pub async fn fill_bench_entries(cache: &dyn CacheBackend) -> anyhow::Result<()> 
         .map_err(anyhow::Error::msg)
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
-}
-
 /// New store + instantiate from `InstancePre` + one `handle` call + drop, for a no-op
-/// plugin, with the pooling allocator and on demand.
+/// plugin: pooling with slots kept resident (the default), pooling that decommits
+/// every slot after use (wasmtime's default), and on demand, in alternating rounds.
 async fn instantiate() -> anyhow::Result<()> {
-    static CALLS: Count<usize> = Count::new(10_000, 208);
+    static CALLS: Count<usize> = Count::new(2_000, 208);
+    static ROUNDS: Count<usize> = Count::new(5, 1);
     let dir = PluginDir::with(&[("noop", "fixture_noop")]);
     let message = delivery(b"{}");
-    let mut p50s = Vec::new();
-    // Pooling with slots kept resident (the default), pooling that decommits every
-    // slot after use (wasmtime's default), and on demand.
-    for (label, pooling, keep_resident_mib) in [
-        ("pooling, 16 MiB resident", true, 16),
-        ("pooling, decommitting", true, 0),
-        ("on-demand", false, 0),
-    ] {
+    let sides = [
+        "pooling, 16 MiB resident",
+        "pooling, decommitting",
+        "on-demand",
+    ];
+    let mut loaded = Vec::new();
+    for (pooling, keep_resident_mib) in [(true, 16), (true, 0), (false, 0)] {
         let mut config = config(&dir);
         config.host.pooling = pooling;
         config.host.keep_resident_mib = keep_resident_mib;
@@ -318,6 +315,12 @@ async fn instantiate() -> anyhow::Result<()> {
                 .invoke(&plugin.pre, plugin.context.clone(), &message, 5)
                 .await;
         }
+        loaded.push((runtime, plugin));
+    }
+    let mut latencies = harness::Latencies::new(sides.len());
+    let rounds = harness::Rounds::alternate(&sides, *ROUNDS, async |side| {
+        let (runtime, plugin) = &loaded[side];
+        let cpu = harness::process_cpu();
         let mut times = Vec::with_capacity(*CALLS);
         for _ in 0..*CALLS {
             let started = Instant::now();
@@ -331,16 +334,19 @@ async fn instantiate() -> anyhow::Result<()> {
                 report.result
             );
         }
-        times.sort();
-        let (p50, p99) = (percentile(&times, 0.5), percentile(&times, 0.99));
-        println!("instantiate+call ({label}): p50 {p50:?}  p99 {p99:?}  over {CALLS} calls");
-        p50s.push(p50);
-    }
-    println!(
-        "instantiate+call p50: resident / decommitting = {:.2}, resident / on-demand = {:.2}",
-        p50s[0].as_secs_f64() / p50s[1].as_secs_f64(),
-        p50s[0].as_secs_f64() / p50s[2].as_secs_f64()
+        latencies.add(side, &times);
+        Ok(harness::sample_of_times(
+            &times,
+            harness::process_cpu() - cpu,
+        ))
+    })
+    .await?;
+    rounds.report(
+        &format!("instantiate + call + drop of a no-op plugin, x{CALLS} one at a time"),
+        "call",
+        &[(0, 1), (0, 2)],
     );
+    latencies.report(&sides);
     Ok(())
 }
 

@@ -1,10 +1,11 @@
 //! `bench webhooks`: the time from a provider's webhook request to its answer (the
 //! host answers only after RabbitMQ confirms the publish), one request at a time over
 //! a kept-alive connection, against the native floor: the same message published
-//! straight to the broker as a mandatory, confirmed publish. Alternating rounds; p50
-//! and p99 of each side, and the median of the per-round p50 ratios.
+//! straight to the broker as a mandatory, confirmed publish. Alternating rounds
+//! ([`harness::Rounds`]; a rate is requests per second of their summed times), with
+//! each side's p50 and p99 over every round.
 
-use super::harness::Count;
+use super::harness::{self, Count, Latencies, Rounds};
 use base64::Engine as _;
 use bytes::Bytes;
 use hmac::Mac as _;
@@ -32,10 +33,6 @@ fn sign(id: &str, timestamp: u64, body: &[u8]) -> String {
         "v1,{}",
         base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
     )
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
 /// Each webhook's time from request to answer.
@@ -141,33 +138,27 @@ pub async fn webhooks() -> anyhow::Result<()> {
     );
     webhook_round(&client, &url, &body).await?;
     native_round(&platform, &routing_key, &body).await?;
-    let (mut webhook_all, mut native_all, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
-    for round in 0..*ROUNDS {
-        let (mut w, mut n) = if round % 2 == 0 {
-            let w = webhook_round(&client, &url, &body).await?;
-            (w, native_round(&platform, &routing_key, &body).await?)
-        } else {
-            let n = native_round(&platform, &routing_key, &body).await?;
-            (webhook_round(&client, &url, &body).await?, n)
+    let sides = ["webhook", "broker's own confirmed publish"];
+    let mut latencies = Latencies::new(sides.len());
+    let rounds = Rounds::alternate(&sides, *ROUNDS, async |side| {
+        let cpu = harness::process_cpu();
+        let times = match side {
+            0 => webhook_round(&client, &url, &body).await?,
+            _ => native_round(&platform, &routing_key, &body).await?,
         };
-        w.sort();
-        n.sort();
-        ratios.push(percentile(&n, 0.5).as_secs_f64() / percentile(&w, 0.5).as_secs_f64());
-        webhook_all.extend(w);
-        native_all.extend(n);
-    }
-    webhook_all.sort();
-    native_all.sort();
-    ratios.sort_by(f64::total_cmp);
-    let us = |d: Duration| d.as_secs_f64() * 1e6;
-    println!(
-        "  webhook request to confirmed publish: p50 {:>6.0} µs, p99 {:>6.0} µs; the broker's own confirmed publish: p50 {:>6.0} µs, p99 {:>6.0} µs; broker/webhook {:.2} (median of round p50 ratios)",
-        us(percentile(&webhook_all, 0.5)),
-        us(percentile(&webhook_all, 0.99)),
-        us(percentile(&native_all, 0.5)),
-        us(percentile(&native_all, 0.99)),
-        ratios[ratios.len() / 2]
+        latencies.add(side, &times);
+        Ok(harness::sample_of_times(
+            &times,
+            harness::process_cpu() - cpu,
+        ))
+    })
+    .await?;
+    rounds.report(
+        "webhooks: request to confirmed publish, one at a time",
+        "req",
+        &[(0, 1)],
     );
+    latencies.report(&sides);
     drain.abort();
     broker.delete_queue(&queue).await?;
     platform.shutdown().await;
