@@ -134,6 +134,21 @@ impl Latencies {
         self.sides[side].extend_from_slice(times);
     }
 
+    /// Measures one round of `side` whose `work` times its operations one by one:
+    /// adds their times, and answers the round's sample (rate of their summed times,
+    /// this process's CPU over the whole of `work`).
+    pub async fn timed(
+        &mut self,
+        side: usize,
+        work: impl Future<Output = anyhow::Result<Vec<Duration>>>,
+    ) -> anyhow::Result<Sample> {
+        let cpu = process_cpu();
+        let times = work.await?;
+        anyhow::ensure!(!times.is_empty(), "a measured run did no work");
+        self.add(side, &times);
+        Ok(sample_of_times(&times, process_cpu() - cpu))
+    }
+
     /// `side`'s `q` quantile over every round.
     pub fn quantile(&self, side: usize, q: f64) -> Duration {
         let mut sorted = self.sides[side].clone();

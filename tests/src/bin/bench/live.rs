@@ -98,9 +98,14 @@ pub async fn swap() -> anyhow::Result<()> {
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
         }
-        let (hits, cpu) = (platform.runtime.cache.hits(), harness::process_cpu());
-        let took = deploy_to_first_message(&platform, dir.path(), "measured", &bytes).await;
-        let cpu = harness::process_cpu() - cpu;
+        let hits = platform.runtime.cache.hits();
+        let sample = latencies
+            .timed(side, async {
+                Ok(vec![
+                    deploy_to_first_message(&platform, dir.path(), "measured", &bytes).await,
+                ])
+            })
+            .await?;
         let hit = platform.runtime.cache.hits() > hits;
         anyhow::ensure!(
             hit == (side == 1),
@@ -109,8 +114,7 @@ pub async fn swap() -> anyhow::Result<()> {
             if hit { "hit" } else { "missed" }
         );
         platform.shutdown().await;
-        latencies.add(side, &[took]);
-        Ok(harness::sample_of_times(&[took], cpu))
+        Ok(sample)
     })
     .await?;
     rounds.report(

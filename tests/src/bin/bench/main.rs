@@ -320,25 +320,24 @@ async fn instantiate() -> anyhow::Result<()> {
     let mut latencies = harness::Latencies::new(sides.len());
     let rounds = harness::Rounds::alternate(&sides, *ROUNDS, async |side| {
         let (runtime, plugin) = &loaded[side];
-        let cpu = harness::process_cpu();
-        let mut times = Vec::with_capacity(*CALLS);
-        for _ in 0..*CALLS {
-            let started = Instant::now();
-            let report = runtime
-                .invoke(&plugin.pre, plugin.context.clone(), &message, 5)
-                .await;
-            times.push(started.elapsed());
-            anyhow::ensure!(
-                matches!(report.result, Ok(Outcome::Ok)),
-                "noop failed: {:?}",
-                report.result
-            );
-        }
-        latencies.add(side, &times);
-        Ok(harness::sample_of_times(
-            &times,
-            harness::process_cpu() - cpu,
-        ))
+        latencies
+            .timed(side, async {
+                let mut times = Vec::with_capacity(*CALLS);
+                for _ in 0..*CALLS {
+                    let started = Instant::now();
+                    let report = runtime
+                        .invoke(&plugin.pre, plugin.context.clone(), &message, 5)
+                        .await;
+                    times.push(started.elapsed());
+                    anyhow::ensure!(
+                        matches!(report.result, Ok(Outcome::Ok)),
+                        "noop failed: {:?}",
+                        report.result
+                    );
+                }
+                Ok(times)
+            })
+            .await
     })
     .await?;
     rounds.report(

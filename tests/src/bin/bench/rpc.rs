@@ -3,10 +3,11 @@
 //! invocation, its confirmed reply, the match) against a native lapin request-reply
 //! doing the same broker work (a confirmed request through a topic exchange into a
 //! priority queue, as plugin queues are, a consumer that acks after its confirmed
-//! reply to an exclusive reply queue), in the same run.
+//! reply to an exclusive reply queue), in alternating rounds
+//! ([`super::harness::Rounds`]), with each side's p50 and p99 over every round.
 
 use super::harness::Count;
-use super::harness::{self, Latencies, Rounds};
+use super::harness::{Latencies, Rounds};
 use futures::StreamExt;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions,
@@ -34,16 +35,14 @@ pub async fn request_reply() -> anyhow::Result<()> {
     let sides = ["plugins", "native lapin"];
     let mut latencies = Latencies::new(sides.len());
     let rounds = Rounds::alternate(&sides, *ROUNDS, async |side| {
-        let cpu = harness::process_cpu();
-        let times = match side {
-            0 => plugins.round_trips(*ROUND_TRIPS).await?,
-            _ => native.round_trips(*ROUND_TRIPS).await?,
-        };
-        latencies.add(side, &times);
-        Ok(harness::sample_of_times(
-            &times,
-            harness::process_cpu() - cpu,
-        ))
+        latencies
+            .timed(side, async {
+                match side {
+                    0 => plugins.round_trips(*ROUND_TRIPS).await,
+                    _ => native.round_trips(*ROUND_TRIPS).await,
+                }
+            })
+            .await
     })
     .await?;
     rounds.report(

@@ -2,10 +2,10 @@
 //! host answers only after RabbitMQ confirms the publish), one request at a time over
 //! a kept-alive connection, against the native floor: the same message published
 //! straight to the broker as a mandatory, confirmed publish. Alternating rounds
-//! ([`harness::Rounds`]; a rate is requests per second of their summed times), with
-//! each side's p50 and p99 over every round.
+//! ([`super::harness::Rounds`]; a rate is requests per second of their summed
+//! times), with each side's p50 and p99 over every round.
 
-use super::harness::{self, Count, Latencies, Rounds};
+use super::harness::{Count, Latencies, Rounds};
 use base64::Engine as _;
 use bytes::Bytes;
 use hmac::Mac as _;
@@ -141,16 +141,14 @@ pub async fn webhooks() -> anyhow::Result<()> {
     let sides = ["webhook", "broker's own confirmed publish"];
     let mut latencies = Latencies::new(sides.len());
     let rounds = Rounds::alternate(&sides, *ROUNDS, async |side| {
-        let cpu = harness::process_cpu();
-        let times = match side {
-            0 => webhook_round(&client, &url, &body).await?,
-            _ => native_round(&platform, &routing_key, &body).await?,
-        };
-        latencies.add(side, &times);
-        Ok(harness::sample_of_times(
-            &times,
-            harness::process_cpu() - cpu,
-        ))
+        latencies
+            .timed(side, async {
+                match side {
+                    0 => webhook_round(&client, &url, &body).await,
+                    _ => native_round(&platform, &routing_key, &body).await,
+                }
+            })
+            .await
     })
     .await?;
     rounds.report(
