@@ -294,7 +294,7 @@ impl Rounds {
         let faulty = lowest > 1.0 && !quick();
         if faulty {
             println!(
-                "  MEASURING FAULT: {} beat {} (the work it wraps) in every round (lowest ratio {lowest:.2}): the ratios above are not results",
+                "  MEASURING FAULT: {} beat {} (the work it wraps) in every round (lowest ratio {lowest:.2}): that ratio is not a result",
                 self.sides[side], self.sides[wrapped]
             );
         }

@@ -4,7 +4,7 @@
 //! request gains through the plugin, connections opened per 1000 requests on each side,
 //! and the host's RSS with 16 plugins each holding 16 requests in flight.
 
-use super::harness::{self, Count, Rounds, Sample};
+use super::harness::{self, Count, Rounds, Sample, quantile};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
@@ -37,10 +37,6 @@ impl Round {
         );
         Self { sample, latencies }
     }
-}
-
-fn quantile(sorted: &[Duration], q: f64) -> Duration {
-    sorted[((sorted.len() - 1) as f64 * q) as usize]
 }
 
 /// `count` plugin invocations, `concurrency` at a time, each one request to `url`.
