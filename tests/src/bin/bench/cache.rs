@@ -49,31 +49,20 @@ pub async fn read_through() -> anyhow::Result<()> {
         Arc::new(Platform::start(config).await?),
     ];
     let calls_key = format!("{prefix}store:catalog:calls");
-    let loader_calls = async || -> anyhow::Result<u64> {
-        let value = hosts[0]
-            .services
-            .store
-            .get(&calls_key)
-            .await
-            .map_err(anyhow::Error::msg)?;
-        Ok(value
-            .map(|v| String::from_utf8_lossy(&v).parse::<u64>().unwrap_or(0))
-            .unwrap_or(0))
-    };
+    let loader_calls = || super::stored_count(hosts[0].services.store.as_ref(), &calls_key);
     // Each stampede reads keys no earlier one read, so that every reader starts on a miss.
     let mut stampede = 0;
     let sides = ["platform", "native cache-aside"];
     let mut loads: [Vec<f64>; 2] = Default::default();
     let rounds = Rounds::alternate(&sides, *ROUNDS, async |side| {
         stampede += 1;
-        let before = loader_calls().await?;
-        let (sample, native_loads) = match side {
-            0 => (through_platform(&hosts, stampede).await?, 0),
+        let (sample, made) = match side {
+            0 => {
+                let before = loader_calls().await?;
+                let sample = through_platform(&hosts, stampede).await?;
+                (sample, loader_calls().await? - before)
+            }
             _ => native_cache_aside(&hosts[0]).await?,
-        };
-        let made = match side {
-            0 => loader_calls().await? - before,
-            _ => native_loads,
         };
         loads[side].push(made as f64 * 1000.0 / *READERS as f64);
         Ok(sample)

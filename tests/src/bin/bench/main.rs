@@ -282,6 +282,23 @@ pub async fn fill_bench_entries(cache: &dyn CacheBackend) -> anyhow::Result<()> 
         .map_err(anyhow::Error::msg)
 }
 
+/// A counter's value as plugins write it to the store (decimal text; absent is 0).
+pub fn count_of(value: Option<&[u8]>) -> u64 {
+    value
+        .and_then(|b| std::str::from_utf8(b).ok())
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The counter at the namespaced `key` of `store`.
+pub async fn stored_count(
+    store: &dyn techub_host::capability::store::StoreBackend,
+    key: &str,
+) -> anyhow::Result<u64> {
+    let value = store.get(key).await.map_err(anyhow::Error::msg)?;
+    Ok(count_of(value.as_deref()))
+}
+
 /// New store + instantiate from `InstancePre` + one `handle` call + drop, for a no-op
 /// plugin: pooling with slots kept resident (the default), pooling that decommits
 /// every slot after use (wasmtime's default), and on demand, in alternating rounds.

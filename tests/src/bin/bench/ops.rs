@@ -279,7 +279,7 @@ pub async fn cas_contention() -> anyhow::Result<()> {
         ("plugin", format!("{}store:hostile:counter", hostile.prefix)),
         ("without wasm", native_key),
     ] {
-        let counter = counter(hostile.services.store.as_ref(), &key).await?;
+        let counter = super::stored_count(hostile.services.store.as_ref(), &key).await?;
         anyhow::ensure!(
             counter == made,
             "{name}: the counter is {counter} after {made} increments"
@@ -298,25 +298,12 @@ pub async fn cas_contention() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A counter's value as the fixture writes it (decimal text; absent is 0).
-fn count_of(value: Option<&[u8]>) -> u64 {
-    value
-        .and_then(|b| std::str::from_utf8(b).ok())
-        .and_then(|t| t.parse().ok())
-        .unwrap_or(0)
-}
-
-async fn counter(store: &dyn StoreBackend, key: &str) -> anyhow::Result<u64> {
-    let value = store.get(key).await.map_err(anyhow::Error::msg)?;
-    Ok(count_of(value.as_deref()))
-}
-
 /// The fixture's `cas-incr` loop, natively: how many swaps lost a race.
 async fn cas_incr(store: &dyn StoreBackend, key: &str) -> anyhow::Result<u64> {
     let mut lost = 0;
     loop {
         let current = store.get(key).await.map_err(anyhow::Error::msg)?;
-        let next = (count_of(current.as_deref()) + 1).to_string();
+        let next = (super::count_of(current.as_deref()) + 1).to_string();
         if store
             .compare_and_swap(key, current.as_deref(), Some(next.as_bytes()), None)
             .await
