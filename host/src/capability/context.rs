@@ -23,6 +23,8 @@ pub struct PluginContext {
     pub cache: CacheGrant,
     /// Its store namespace, and the store.
     pub store: StoreGrant,
+    /// Its `wasi:keyvalue` buckets (store namespaces).
+    pub keyvalue: super::keyvalue::KeyValueGrant,
     /// Its lock namespace, and the locks.
     pub lock: LockGrant,
     /// Its publish and subscribe grants, and the broker.
@@ -75,6 +77,7 @@ impl PluginContext {
             limits,
             cache: CacheGrant::new(name, config, cache),
             store: StoreGrant::new(name, config, services.store.clone()),
+            keyvalue: super::keyvalue::KeyValueGrant::new(name, config, &services.store),
             lock: LockGrant::new(name, config, layout, services.locks.clone()),
             messaging: MessagingGrant::new(name, config, messaging),
             settings: ConfigGrant::new(plugin.settings, secrets.clone()),

@@ -1,5 +1,5 @@
 //! The capabilities plugins import: `cache`, `store`, `lock`, `messaging`, outbound
-//! `http`, plus `log` and `config`.
+//! `http`, plus `log` and `config`; and the standard `wasi:keyvalue` over `store`.
 //!
 //! Each capability has a directory whose `mod.rs` owns its wiring: the backend trait,
 //! `connect` (the backend `host.toml` selects), the per-plugin grant its view holds
@@ -15,6 +15,7 @@ pub mod cache;
 pub mod config;
 mod context;
 pub mod http;
+pub mod keyvalue;
 pub mod lock;
 pub mod log;
 pub mod messaging;

@@ -48,6 +48,11 @@ pub async fn check_plugin(
                 plugin.display(),
                 techub_host::runtime::short_version(&hash)
             );
+            if loaded.pre.subscribes_in_config() {
+                println!(
+                    "  a standard consumer (wasmcloud:messaging/handler): host.toml names its queue"
+                );
+            }
             for s in &loaded.subscriptions {
                 println!("  consumes queue type {} via {:?}", s.queue, s.routing_keys);
                 if !s.publishes.is_empty() {

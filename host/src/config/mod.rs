@@ -677,6 +677,10 @@ pub struct LockConfig {
     pub max_retries: u32,
 }
 
+/// The `wasi:keyvalue` bucket every plugin may open: its own store namespace (so no
+/// shared bucket may take the name).
+pub const DEFAULT_BUCKET: &str = "default";
+
 /// `[plugins.<name>]`.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -695,6 +699,13 @@ pub struct PluginConfig {
     /// `https://*.gateway.example:8443`, `http://127.0.0.1:9000`); none: no request
     /// leaves. See [`OutboundGrant`].
     pub outbound: Vec<String>,
+    /// Shared `wasi:keyvalue` buckets the plugin may open besides `default` (its own
+    /// store namespace): every plugin granted a bucket sees the same keys.
+    pub buckets: Vec<String>,
+    /// The queue type a standard consumer (a component exporting
+    /// `wasmcloud:messaging/handler` instead of techub's `handler`) consumes, bound
+    /// with each `subscribe` pattern as given. A techub plugin names its own.
+    pub queue: Option<String>,
     /// `[plugins.<name>.secrets]`: values the plugin reads through `config` like its
     /// settings, taken from the environment or a file and never printed.
     pub secrets: BTreeMap<String, SecretRef>,

@@ -151,6 +151,16 @@ impl HostConfig {
                     )
                 })?;
             }
+            for bucket in &plugin.buckets {
+                if !validate_name(bucket) || bucket == super::DEFAULT_BUCKET {
+                    return Err(invalid(
+                        format!("plugins.{name}.buckets"),
+                        format!(
+                            "{bucket:?}: bucket names use a-z, 0-9, - and _ (at most 64), and \"default\" is every plugin's own"
+                        ),
+                    ));
+                }
+            }
             for secret in plugin.secrets.keys() {
                 if plugin.settings.contains_key(secret) {
                     return Err(invalid(
@@ -435,6 +445,18 @@ mod tests {
         let config = HostConfig::parse(text).unwrap();
         let printed = toml::to_string_pretty(&config).unwrap();
         assert_eq!(HostConfig::parse(&printed).unwrap(), config, "{printed}");
+    }
+
+    #[test]
+    fn buckets_are_named_like_plugins_and_default_is_no_ones_to_grant() {
+        let parsed =
+            |buckets: &str| HostConfig::parse(&format!("[plugins.a]\nbuckets = {buckets}\n"));
+        let config = parsed("[\"orders\", \"shared_state-2\"]").unwrap();
+        assert_eq!(config.plugins["a"].buckets, ["orders", "shared_state-2"]);
+        for bad in ["[\"default\"]", "[\"Orders\"]", "[\"a:b\"]", "[\"\"]"] {
+            let error = parsed(bad).unwrap_err().to_string();
+            assert!(error.contains("plugins.a.buckets"), "{bad}: {error}");
+        }
     }
 
     #[test]

@@ -56,7 +56,14 @@ impl LoadedPlugin {
         services: Arc<Services>,
     ) -> Result<Self, PluginError> {
         let context = Arc::new(PluginContext::new(&self.name, &config, &services));
-        check_subscriptions(&self.path, &self.subscriptions, &config, &context)?;
+        // A standard consumer's subscription is the configuration's, which changed.
+        let subscriptions = if self.pre.subscribes_in_config() {
+            let shown = self.path.display().to_string();
+            with_queue_type_keys(subscription_in_config(&shown, &self.name, &config)?)
+        } else {
+            self.subscriptions.clone()
+        };
+        check_subscriptions(&self.path, &subscriptions, &config, &context)?;
         Ok(Self {
             name: self.name.clone(),
             path: self.path.clone(),
@@ -65,7 +72,7 @@ impl LoadedPlugin {
             config,
             context,
             pre: self.pre.clone(),
-            subscriptions: self.subscriptions.clone(),
+            subscriptions,
         })
     }
 }
@@ -170,14 +177,12 @@ pub async fn load_bytes(
             path: shown.clone(),
             source,
         })?;
+    let subscriptions = match subscriptions {
+        Some(named) => named,
+        None => subscription_in_config(&shown, &name, &config)?,
+    };
     check_subscriptions(path, &subscriptions, &config, &context)?;
-    let mut subscriptions = subscriptions;
-    for subscription in &mut subscriptions {
-        let key = queue_type_key(&subscription.queue);
-        if !subscription.routing_keys.contains(&key) {
-            subscription.routing_keys.push(key);
-        }
-    }
+    let subscriptions = with_queue_type_keys(subscriptions);
     Ok(LoadedPlugin {
         name,
         path: path.to_path_buf(),
@@ -188,6 +193,42 @@ pub async fn load_bytes(
         pre,
         subscriptions,
     })
+}
+
+/// `subscriptions`, each also bound with its queue type's own key (what a send to the
+/// queue type is routed with).
+fn with_queue_type_keys(mut subscriptions: Vec<Subscription>) -> Vec<Subscription> {
+    for subscription in &mut subscriptions {
+        let key = queue_type_key(&subscription.queue);
+        if !subscription.routing_keys.contains(&key) {
+            subscription.routing_keys.push(key);
+        }
+    }
+    subscriptions
+}
+
+/// The subscription `host.toml` gives a standard consumer (one exporting
+/// `wasmcloud:messaging/handler`, which cannot name its own): the queue type
+/// `[plugins.<name>] queue`, bound with each `subscribe` pattern as given.
+fn subscription_in_config(
+    shown: &str,
+    name: &str,
+    config: &HostConfig,
+) -> Result<Vec<Subscription>, PluginError> {
+    let plugin = config.plugins.get(name);
+    let Some(queue) = plugin.and_then(|p| p.queue.clone()) else {
+        return Err(PluginError::BadSubscription {
+            path: shown.to_string(),
+            message: format!(
+                "exports wasmcloud:messaging/handler, whose subscriptions host.toml names, and [plugins.{name}] has no `queue`: set `queue = \"<queue type>\"` and `subscribe = [<routing keys>]`"
+            ),
+        });
+    };
+    Ok(vec![Subscription {
+        queue,
+        routing_keys: plugin.map(|p| p.subscribe.clone()).unwrap_or_default(),
+        publishes: Vec::new(),
+    }])
 }
 
 /// Whether `subscriptions` are acceptable under `config`: within the bounds, of

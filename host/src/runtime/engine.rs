@@ -203,9 +203,10 @@ impl Runtime {
 /// Links each capability's interface with its view of the instance's state: one line
 /// per capability (a new one adds its `link` here).
 fn link_capabilities(linker: &mut Linker<PluginState>) -> wasmtime::Result<()> {
-    use crate::capability::{cache, config, http, lock, log, messaging, store};
+    use crate::capability::{cache, config, http, keyvalue, lock, log, messaging, store};
     cache::link(linker, PluginState::cache)?;
     store::link(linker, PluginState::store)?;
+    keyvalue::link(linker, PluginState::keyvalue)?;
     lock::link(linker, PluginState::lock)?;
     messaging::link(linker, PluginState::messaging)?;
     config::link(linker, PluginState::config)?;

@@ -220,8 +220,7 @@ impl Runtime {
             priority,
             async |instance, store| {
                 store.data_mut().answering = Answering::of(delivery);
-                let handler = pre.handler(store, instance)?;
-                handler.call_handle(store, delivery).await
+                pre.handle(store, instance, delivery).await
             },
             // A claim holds only for an invocation that ended `ok`.
             |outcome| matches!(outcome, Outcome::Ok),
@@ -230,12 +229,13 @@ impl Runtime {
     }
 
     /// Asks a plugin for its subscriptions, in a fresh instance under its limits; the
-    /// `loader` export, if any, is type-checked on the same instance.
+    /// `loader` export, if any, is type-checked on the same instance. `None` for a
+    /// standard consumer, whose subscription is in `host.toml`.
     pub async fn subscriptions(
         &self,
         pre: &ComponentPre,
         context: Arc<PluginContext>,
-    ) -> Result<Vec<Subscription>, InvocationError> {
+    ) -> Result<Option<Vec<Subscription>>, InvocationError> {
         // Loading goes before messages: it is rare, and a plugin waits on it to serve.
         self.call(
             pre,
@@ -243,8 +243,7 @@ impl Runtime {
             u8::MAX,
             async |instance, store| {
                 pre.loader(store, instance)?;
-                let handler = pre.handler(store, instance)?;
-                handler.call_subscriptions(store).await
+                pre.subscriptions(store, instance).await
             },
             |_| false,
         )

@@ -6,6 +6,7 @@ use super::output::GuestOutput;
 use crate::capability::cache::CacheView;
 use crate::capability::config::ConfigView;
 use crate::capability::http::HttpHooks;
+use crate::capability::keyvalue::KeyValueView;
 use crate::capability::lock::LockView;
 use crate::capability::log::LogView;
 use crate::capability::messaging::{Answering, MessagingView};
@@ -125,6 +126,15 @@ impl PluginState {
 
     pub(crate) fn store(&mut self) -> StoreView<'_> {
         StoreView::new(&self.plugin.store, &mut self.usage, &mut self.claims)
+    }
+
+    pub(crate) fn keyvalue(&mut self) -> KeyValueView<'_> {
+        KeyValueView::new(
+            &self.plugin.keyvalue,
+            &mut self.usage,
+            &mut self.claims,
+            &mut self.table,
+        )
     }
 
     pub(crate) fn lock(&mut self) -> LockView<'_> {

@@ -425,11 +425,13 @@ fn check_says_whether_the_host_would_take_a_plugin() {
         ("ungranted", "fixture_versioned_v1"),
         ("catalog", "fixture_catalog"),
         ("not-a-loader", "fixture_noop"),
+        ("standard", "fixture_std_kv_draft2"),
+        ("unserved", "fixture_std_unserved"),
     ]);
     let config = dir.path().join("host.toml");
     std::fs::write(
         &config,
-        "[plugins.good]\nsubscribe = [\"fixture.versioned.*\"]\n[plugins.not-a-loader]\nsubscribe = [\"#\"]\n[cache.loaders]\nproducts = \"catalog\"\nusers = \"not-a-loader\"\n",
+        "[plugins.good]\nsubscribe = [\"fixture.versioned.*\"]\n[plugins.not-a-loader]\nsubscribe = [\"#\"]\n[plugins.standard]\nqueue = \"webhook\"\nsubscribe = [\"fixture.standard.#\"]\nbuckets = [\"orders\"]\n[plugins.unserved]\nqueue = \"webhook\"\nsubscribe = [\"fixture.unserved.#\"]\n[cache.loaders]\nproducts = \"catalog\"\nusers = \"not-a-loader\"\n",
     )
     .unwrap();
     let check = |file: &str| {
@@ -466,6 +468,16 @@ fn check_says_whether_the_host_would_take_a_plugin() {
     let (ok, out) = check("not-a-loader.wasm");
     assert!(!ok, "{out}");
     assert!(out.contains("exports no loader"), "{out}");
+    let (ok, out) = check("standard.wasm");
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("a standard consumer")
+            && out.contains("consumes queue type webhook via [\"fixture.standard.#\""),
+        "{out}"
+    );
+    let (ok, out) = check("unserved.wasm");
+    assert!(!ok);
+    assert!(out.contains("wasmcloud:messaging/consumer@0.2.0"), "{out}");
 }
 
 /// `127.0.0.1:<a port free right now>`, for a host's admin endpoint.

@@ -28,6 +28,7 @@ mod redis_failover;
 mod request_reply;
 mod reuse;
 mod schedules;
+mod standard;
 mod status_page;
 mod store_plugins;
 mod testkit;

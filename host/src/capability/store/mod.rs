@@ -233,6 +233,21 @@ impl StoreGrant {
             backend,
         }
     }
+
+    /// The grant of `plugin` to the shared bucket `bucket` (`wasi:keyvalue`): the keys
+    /// under `<key_prefix>bucket:<bucket>:`, the same for every plugin granted it, with
+    /// the store's limits.
+    pub fn for_bucket(
+        plugin: &str,
+        bucket: &str,
+        config: &HostConfig,
+        backend: Arc<dyn StoreBackend>,
+    ) -> Self {
+        Self {
+            prefix: format!("{}bucket:{bucket}:", config.host.key_prefix),
+            ..Self::new(plugin, config, backend)
+        }
+    }
 }
 
 /// Links `store` with [`StoreView`], the view `view` takes of an instance's state.

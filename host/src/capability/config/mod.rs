@@ -1,8 +1,11 @@
-//! `config`: the plugin's own settings from `host.toml`.
+//! `config`: the plugin's own settings (and secrets) from `host.toml`, through
+//! `techub:platform/config` and the standard `wasi:config/store` (`wasi.rs`).
 
-use super::Usage;
-use super::context::Secrets;
+mod wasi;
+
+use crate::capability::Usage;
 use crate::capability::bindings::techub::platform::config::Host;
+use crate::capability::context::Secrets;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use wasmtime::component::HasData;
@@ -44,7 +47,8 @@ pub fn link<T: Send + 'static>(
 ) -> wasmtime::Result<()> {
     crate::capability::bindings::techub::platform::config::add_to_linker::<T, HasConfig>(
         linker, view,
-    )
+    )?;
+    wasi::link(linker, view)
 }
 
 /// Links `config` with [`ConfigView`].

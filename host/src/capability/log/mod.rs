@@ -1,8 +1,11 @@
-//! `log`: guest records into the host's log, tagged with the plugin's name.
+//! `log`: guest records into the host's log, tagged with the plugin's name, through
+//! `techub:platform/log` and the standard `wasi:logging/logging` (`wasi.rs`).
 
-use super::context::Secrets;
-use super::{Usage, truncate};
+mod wasi;
+
 use crate::capability::bindings::techub::platform::log::{Host, Level};
+use crate::capability::context::Secrets;
+use crate::capability::{Usage, truncate};
 use std::sync::Arc;
 use wasmtime::component::HasData;
 
@@ -59,7 +62,8 @@ pub fn link<T: Send + 'static>(
     linker: &mut wasmtime::component::Linker<T>,
     view: fn(&mut T) -> LogView<'_>,
 ) -> wasmtime::Result<()> {
-    crate::capability::bindings::techub::platform::log::add_to_linker::<T, HasLog>(linker, view)
+    crate::capability::bindings::techub::platform::log::add_to_linker::<T, HasLog>(linker, view)?;
+    wasi::link(linker, view)
 }
 
 /// Links `log` with [`LogView`].
