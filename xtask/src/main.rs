@@ -8,7 +8,10 @@
 //! - `main.rs`: the commands.
 //! - `services.rs`: finding, installing and starting Redis and RabbitMQ.
 //! - `plugins.rs`: the wasm target and the plugin builds.
+//! - `other_languages.rs`: the Python and JavaScript plugins (componentize-py,
+//!   componentize-js), for `test`, `bench` and `build-plugins`.
 
+mod other_languages;
 mod plugins;
 mod services;
 
@@ -51,7 +54,9 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Builds every plugin for wasm32-wasip2 and copies the examples to plugins/dist.
+    /// Builds every plugin for wasm32-wasip2 (the Rust ones, and the Python and
+    /// JavaScript ones with their toolchains, installed if missing) and copies the
+    /// Rust examples to plugins/dist.
     BuildPlugins,
     /// `cargo fmt --check` and `cargo clippy -D warnings` over both workspaces.
     Lint,
@@ -94,6 +99,7 @@ fn main() -> Result<()> {
         }
         Task::Test { args } => {
             plugins::build(&root)?;
+            other_languages::build(&root)?;
             eprintln!(
                 "xtask: building the host and the test suite (the first build takes several minutes)"
             );
@@ -120,6 +126,7 @@ fn main() -> Result<()> {
         }
         Task::Bench { args } => {
             plugins::build(&root)?;
+            other_languages::build(&root)?;
             services::ensure_redis()?;
             services::ensure_rabbitmq()?;
             if args.iter().any(|a| a == "--quick") {
@@ -140,7 +147,10 @@ fn main() -> Result<()> {
                 ])
                 .args(&args))
         }
-        Task::BuildPlugins => plugins::build(&root),
+        Task::BuildPlugins => {
+            plugins::build(&root)?;
+            other_languages::build(&root)
+        }
         Task::Fuzz { seconds } => fuzz(&root, seconds),
         Task::Faults { messages } => {
             plugins::build(&root)?;

@@ -18,6 +18,7 @@ mod l1;
 mod limits;
 mod live;
 mod operations;
+mod other_languages;
 mod outbound_http;
 mod plugins_dir;
 mod queue_kinds;

@@ -6,7 +6,7 @@
 //! is a result. Names: `instantiate`, `cache-get`, `embedded`, `messages`, `prefetch`,
 //! `swap`, `start` (`--plugins N`), `swap-throughput`, `metrics-overhead`, `stats-overhead`,
 //! `store-atomic`, `cas-contention`, `request-reply`, `read-through`, `l1`, `neighbours`,
-//! `http`, `email`, `webhooks`, `quorum`.
+//! `http`, `email`, `webhooks`, `quorum`, `keyvalue`, `languages`.
 
 mod cache;
 mod consumers;
@@ -21,6 +21,7 @@ mod neighbours;
 mod ops;
 mod redis_cluster;
 mod rpc;
+mod standard;
 mod start;
 mod webhooks;
 
@@ -45,6 +46,12 @@ async fn main() -> anyhow::Result<()> {
         && child == "start-child"
     {
         return start::child(dir.into(), cache.into(), plugins.parse()?).await;
+    }
+    // `languages`' child process: one host with one idle plugin, measured from inside.
+    if let [child, component] = &args[..]
+        && child == "languages-child"
+    {
+        return standard::child(component.clone()).await;
     }
     let option = |name: &str| {
         args.iter()
@@ -125,6 +132,12 @@ async fn main() -> anyhow::Result<()> {
     }
     if run("quorum") {
         consumers::quorum_vs_classic().await?;
+    }
+    if run("keyvalue") {
+        standard::keyvalue().await?;
+    }
+    if run("languages") {
+        standard::languages().await?;
     }
     if run("webhooks") {
         webhooks::webhooks().await?;
