@@ -8,10 +8,13 @@
 //! # Layout
 //! - [`config`]: `host.toml` schema, the specification's defaults, validation.
 //! - [`runtime`]: engine (pooling allocator, epochs), compilation, per-message
-//!   instances and their limits, captured guest output.
+//!   instances and their limits, captured guest output; the handler a component
+//!   consumes with (techub's, or `wasmcloud:messaging/handler`).
 //! - [`capability`]: one directory per imported interface: its backend trait and
 //!   backends, `connect` (the backend `host.toml` selects), its per-plugin grant (all
-//!   its view may reach), its WIT `Host` impl on that view, and `link`.
+//!   its view may reach), its WIT `Host` impl on that view, and `link`; the standard
+//!   interfaces (`wasi:keyvalue`, `wasi:config`, `wasi:logging`) are second faces of
+//!   `store`, `config` and `log`, linked by the same `link`s.
 //! - [`plugins`]: a `.wasm` file into a plugin version; each plugin's grants and
 //!   namespaces.
 //! - [`registry`]: each plugin's lifecycle: load, swap, drain; what `/plugins` shows.
