@@ -48,10 +48,10 @@ async fn main() -> anyhow::Result<()> {
         return start::child(dir.into(), cache.into(), plugins.parse()?).await;
     }
     // `languages`' child process: one host with one idle plugin, measured from inside.
-    if let [child, component] = &args[..]
+    if let [child, component, cache] = &args[..]
         && child == "languages-child"
     {
-        return standard::child(component.clone()).await;
+        return standard::child(component.clone(), cache.into()).await;
     }
     let option = |name: &str| {
         args.iter()
