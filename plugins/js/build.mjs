@@ -4,7 +4,7 @@
 // (the `jco componentize` CLI fails on node 20 for any `--wit` path).
 
 import { componentize } from "@bytecodealliance/componentize-js";
-import { readdir, readFile, writeFile, mkdir } from "node:fs/promises";
+import { access, readdir, readFile, writeFile, mkdir } from "node:fs/promises";
 import { join } from "node:path";
 
 const [witPath, outDir] = process.argv.slice(2);
@@ -15,8 +15,9 @@ if (!witPath || !outDir) {
 await mkdir(outDir, { recursive: true });
 const here = new URL(".", import.meta.url).pathname;
 for (const entry of await readdir(here, { withFileTypes: true })) {
-  if (!entry.isDirectory() || entry.name === "node_modules") continue;
-  const source = await readFile(join(here, entry.name, "app.js"), "utf8");
+  const app = join(here, entry.name, "app.js");
+  if (!entry.isDirectory() || !(await access(app).then(() => true, () => false))) continue;
+  const source = await readFile(app, "utf8");
   const { component } = await componentize(source, {
     witPath,
     worldName: "plugin",
