@@ -477,7 +477,7 @@ fn check_says_whether_the_host_would_take_a_plugin() {
     );
     let (ok, out) = check("unserved.wasm");
     assert!(!ok);
-    assert!(out.contains("wasmcloud:messaging/consumer@0.2.0"), "{out}");
+    assert!(out.contains("example:sms/sender@1.0.0"), "{out}");
 }
 
 /// `127.0.0.1:<a port free right now>`, for a host's admin endpoint.

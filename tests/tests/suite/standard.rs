@@ -56,6 +56,7 @@ fn configure(config: &mut HostConfig, plugins: &[(&str, &str)], backends: Backen
         plugin.queue = Some("webhook".into());
         plugin.subscribe = vec![format!("fixture.{name}.#")];
         plugin.buckets = vec!["orders".into(), "listing".into()];
+        plugin.publish = vec!["fixture.forwarded".into(), "rpc.*".into()];
         plugin.settings.insert("greeting".into(), "hi".into());
         plugin.settings.insert("region".into(), "eu".into());
     }
@@ -347,9 +348,40 @@ async fn a_component_importing_an_interface_techub_does_not_serve_is_refused_by_
     assert!(platform.plugins().await.is_empty());
     let errors = platform.load_errors().await;
     assert!(
-        errors.iter().any(
-            |e| e.contains("unserved.wasm") && e.contains("wasmcloud:messaging/consumer@0.2.0")
-        ),
+        errors
+            .iter()
+            .any(|e| e.contains("unserved.wasm") && e.contains("`example:sms/sender@1.0.0`")),
         "{errors:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_wasmcloud_consumer_publishes_and_asks_under_the_plugins_grants() {
+    init_tracing();
+    let dir = PluginDir::with(&[DRAFT, ("answerer", "fixture_answerer")]);
+    let mut config = config(&dir);
+    configure(&mut config, &[DRAFT], Backends::Embedded, "techub:");
+    let platform = Platform::start(config).await.unwrap();
+    assert_eq!(
+        platform.plugins().await.len(),
+        2,
+        "{:?}",
+        platform.load_errors().await
+    );
+    let mut forwarded = techub_tests::sink(&platform, &["fixture.forwarded"]).await;
+
+    send(&platform, DRAFT.0, "forward", "hello").await;
+    let message = tokio::time::timeout(LIMIT, forwarded.next())
+        .await
+        .expect("the forwarded message within the limit")
+        .expect("a message");
+    assert_eq!(message.envelope().payload, b"hello");
+
+    let ungranted = report(&platform, DRAFT.0, "ungranted", "x").await;
+    assert!(
+        ungranted.starts_with("ungranted=Err(\"not-permitted: "),
+        "{ungranted}"
+    );
+    let asked = report(&platform, DRAFT.0, "ask", "ping").await;
+    assert_eq!(asked, "reply=Ok((\"rpc.echo\", \"ping\"))");
 }

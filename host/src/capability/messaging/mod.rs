@@ -7,7 +7,8 @@
 //!
 //! Wiring: [`connect`] opens the broker `host.toml` selects, this host's reply queue
 //! and the message tracker; [`MessagingGrant`] is what one plugin's view reaches of
-//! them; [`link`] links the interface.
+//! them; [`link`] links the interface, and `wasmcloud:messaging/consumer` onto the same
+//! view (`wasmcloud.rs`).
 
 pub mod amqp;
 mod host;
@@ -18,6 +19,7 @@ pub mod replies;
 mod request;
 pub mod shared_status;
 mod tracker;
+mod wasmcloud;
 
 use super::BackendResult;
 use crate::config::DeadLetterConfig;
@@ -480,5 +482,6 @@ pub fn link<T: Send + 'static>(
 ) -> wasmtime::Result<()> {
     crate::capability::bindings::techub::platform::messaging::add_to_linker::<T, HasMessaging>(
         linker, view,
-    )
+    )?;
+    wasmcloud::link(linker, view)
 }
