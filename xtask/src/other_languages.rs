@@ -3,11 +3,13 @@
 //! componentize-js from the npm registry through `plugins/js/build.mjs`), each against
 //! the `plugin` world of `wit/`, into `target/wasm32-wasip2/release/<name>.wasm` beside
 //! the Rust plugins (dashes as underscores). Each toolchain is installed when missing
-//! (pip, `npm ci`); a component is rebuilt only when its source, the WIT or the
+//! (Debian's `python3-pip`, `nodejs` and `npm` with apt-get; componentize-py with pip;
+//! componentize-js with `npm ci`); a component is rebuilt only when its source, the WIT or the
 //! toolchain's pin changed, since each build takes 15 to 30 s.
 
 use crate::run;
-use anyhow::{Context, Result, bail};
+use crate::services::{apt_install, installed};
+use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::SystemTime;
@@ -60,11 +62,13 @@ fn build_js(root: &Path, out: &Path, wit: &Path, wit_changed: SystemTime) -> Res
     {
         return Ok(());
     }
-    for tool in ["node", "npm"] {
-        if !answers(Command::new(tool).arg("--version")) {
-            bail!(
-                "building the JavaScript plugins needs {tool} (Node.js 20 or later with npm): `apt-get install nodejs npm`"
-            );
+    for (tool, package) in [("node", "nodejs"), ("npm", "npm")] {
+        if !installed(tool) {
+            apt_install(package).with_context(|| {
+                format!(
+                    "building the JavaScript plugins needs {tool} (Node.js 20 or later with npm)"
+                )
+            })?;
         }
     }
     if !js
@@ -97,11 +101,10 @@ fn ensure_componentize_py() -> Result<()> {
         return Ok(());
     }
     eprintln!("xtask: installing {COMPONENTIZE_PY} with pip");
-    let pip = if answers(Command::new("pip3").arg("--version")) {
-        "pip3"
-    } else {
-        "pip"
-    };
+    if !installed("pip3") && !installed("pip") {
+        apt_install("python3-pip")?;
+    }
+    let pip = if installed("pip3") { "pip3" } else { "pip" };
     run(Command::new(pip).args(["install", "--quiet", COMPONENTIZE_PY])).context(
         "building the Python plugins needs Python 3.10+ with pip (`apt-get install python3-pip`)",
     )
@@ -157,9 +160,4 @@ fn newest(dir: &Path) -> Result<SystemTime> {
         latest = latest.max(time);
     }
     Ok(latest)
-}
-
-/// Whether `command` runs and succeeds.
-fn answers(command: &mut Command) -> bool {
-    command.output().is_ok_and(|o| o.status.success())
 }

@@ -29,14 +29,16 @@ fn wait_for(addr: &str, what: &str, limit: Duration) -> Result<()> {
     )
 }
 
-fn installed(binary: &str) -> bool {
+/// Whether `binary` is on the PATH.
+pub fn installed(binary: &str) -> bool {
     Command::new("sh")
         .args(["-c", &format!("command -v {binary}")])
         .output()
         .is_ok_and(|o| o.status.success())
 }
 
-fn apt_install(package: &str) -> Result<()> {
+/// Installs a Debian package with apt-get.
+pub fn apt_install(package: &str) -> Result<()> {
     eprintln!("xtask: installing {package} with apt-get");
     run(Command::new("apt-get").arg("update").arg("-qq"))?;
     run(Command::new("apt-get")
