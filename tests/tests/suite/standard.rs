@@ -26,8 +26,8 @@ enum Backends {
 }
 
 /// A platform running `plugins` as standard consumers of the `webhook` queue type,
-/// bound to `fixture.<plugin>.#`, granted the buckets `orders` and `listing`, with a
-/// setting, a 1 KiB value limit and one retry.
+/// bound to `fixture.<plugin>.#`, granted the buckets `orders` and `listing`, with two
+/// settings and a secret, a 1 KiB value limit and one retry.
 async fn standard_platform(
     plugins: &[(&str, &str)],
     backends: Backends,
@@ -59,6 +59,10 @@ fn configure(config: &mut HostConfig, plugins: &[(&str, &str)], backends: Backen
         plugin.publish = vec!["fixture.forwarded".into(), "rpc.*".into()];
         plugin.settings.insert("greeting".into(), "hi".into());
         plugin.settings.insert("region".into(), "eu".into());
+        plugin.secrets.insert(
+            "api_key".into(),
+            techub_host::config::SecretRef::literal("kv-secret-1"),
+        );
     }
     if let Backends::Services = backends {
         config.backends.store = KvBackend::Redis;
@@ -155,7 +159,8 @@ async fn serves_every_function(plugin: (&str, &str), backends: Backends) {
     let config = report(&platform, name, "config", "").await;
     assert_eq!(
         config,
-        "greeting=Ok(Some(\"hi\")) missing=Ok(None) all=Ok([(\"greeting\", \"hi\"), (\"region\", \"eu\")])"
+        "greeting=Ok(Some(\"hi\")) missing=Ok(None) all=Ok([(\"api_key\", \"[secret api_key]\"), (\"greeting\", \"hi\"), (\"region\", \"eu\")])",
+        "the secret is served with the settings, and masked in the dead letter"
     );
 
     // wasi:logging went through techub's log: counted as its host calls.
