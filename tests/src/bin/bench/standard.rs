@@ -11,8 +11,7 @@
 //! (`languages-child`), over a host with none.
 
 use super::harness::{self, Count, Latencies, Rounds};
-use super::start::rss_kib;
-use std::process::Command;
+use super::start::{child_line, rss_kib};
 use std::sync::Arc;
 use std::time::Instant;
 use techub_host::Platform;
@@ -198,16 +197,16 @@ pub async fn languages() -> anyhow::Result<()> {
         })
         .collect();
     println!("  component size: {}", sizes.join(", "));
-    let cache = tempfile_dir("languages-cache")?;
-    let (baseline, _) = idle_rss_kib("none", &cache)?;
+    let cache = tempfile::tempdir()?;
+    let (baseline, _) = idle_rss_kib("none", cache.path())?;
     let (mut compiling, mut cached) = (Vec::new(), Vec::new());
     for (language, _, component) in LANGUAGES {
         let over = |rss: u64| (rss as f64 - baseline as f64) / 1024.0;
         // The first start compiles (and fills the compiled cache); the second loads
         // the compiled code from it, as every later start does.
-        let (rss, seconds) = idle_rss_kib(component, &cache)?;
+        let (rss, seconds) = idle_rss_kib(component, cache.path())?;
         compiling.push(format!("{language} +{:.1} MiB, {seconds:.2} s", over(rss)));
-        let (rss, seconds) = idle_rss_kib(component, &cache)?;
+        let (rss, seconds) = idle_rss_kib(component, cache.path())?;
         cached.push(format!("{language} +{:.1} MiB, {seconds:.2} s", over(rss)));
     }
     println!(
@@ -216,36 +215,18 @@ pub async fn languages() -> anyhow::Result<()> {
         compiling.join("; "),
         cached.join("; ")
     );
-    std::fs::remove_dir_all(&cache)?;
     Ok(())
-}
-
-/// A fresh directory under the system's temporary directory.
-fn tempfile_dir(prefix: &str) -> anyhow::Result<std::path::PathBuf> {
-    let dir = std::env::temp_dir().join(unique(prefix));
-    std::fs::create_dir_all(&dir)?;
-    Ok(dir)
 }
 
 /// The RSS of a host in a child process serving `component` (`none`: nothing) after
 /// one message, with its compiled cache in `cache`, in KiB, and how long it took to
 /// start (loading and compiling, or loading from the cache), in seconds.
 fn idle_rss_kib(component: &str, cache: &std::path::Path) -> anyhow::Result<(u64, f64)> {
-    let output = Command::new(std::env::current_exe()?)
-        .arg("languages-child")
-        .arg(component)
-        .arg(cache)
-        .output()?;
-    let printed = String::from_utf8_lossy(&output.stdout);
-    anyhow::ensure!(
-        output.status.success(),
-        "languages-child failed: {printed}{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let line = printed
-        .lines()
-        .find_map(|l| l.strip_prefix("rss "))
-        .ok_or_else(|| anyhow::anyhow!("languages-child said: {printed}"))?;
+    let line = child_line(
+        "languages-child",
+        &[component.as_ref(), cache.as_os_str()],
+        "rss ",
+    )?;
     let (rss, seconds) = line
         .split_once(' ')
         .ok_or_else(|| anyhow::anyhow!("languages-child said: {line}"))?;

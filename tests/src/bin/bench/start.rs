@@ -85,24 +85,38 @@ pub async fn start(counts: &[u64]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs `bench start-child` on the plugins of `dir`; what it reported.
-fn start_child(dir: &Path, cache: &Path, plugins: u64) -> anyhow::Result<Started> {
+/// Runs this binary as `<subcommand> <args>` (a bench's child process) and answers
+/// the rest of the line of its output that starts with `prefix`.
+pub fn child_line(
+    subcommand: &str,
+    args: &[&std::ffi::OsStr],
+    prefix: &str,
+) -> anyhow::Result<String> {
     let output = Command::new(std::env::current_exe()?)
-        .arg("start-child")
-        .arg(dir)
-        .arg(cache)
-        .arg(plugins.to_string())
+        .arg(subcommand)
+        .args(args)
         .output()?;
     let printed = String::from_utf8_lossy(&output.stdout);
     anyhow::ensure!(
         output.status.success(),
-        "start-child failed: {printed}{}",
+        "{subcommand} failed: {printed}{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let line = printed
+    printed
         .lines()
-        .find_map(|l| l.strip_prefix("started "))
-        .ok_or_else(|| anyhow::anyhow!("start-child said: {printed}"))?;
+        .find_map(|l| l.strip_prefix(prefix))
+        .map(str::to_string)
+        .ok_or_else(|| anyhow::anyhow!("{subcommand} said: {printed}"))
+}
+
+/// Runs `bench start-child` on the plugins of `dir`; what it reported.
+fn start_child(dir: &Path, cache: &Path, plugins: u64) -> anyhow::Result<Started> {
+    let plugins = plugins.to_string();
+    let line = child_line(
+        "start-child",
+        &[dir.as_os_str(), cache.as_os_str(), plugins.as_ref()],
+        "started ",
+    )?;
     let numbers: Vec<f64> = line.split(' ').map(str::parse).collect::<Result<_, _>>()?;
     let [seconds, before, after, compiled, cached] = numbers[..] else {
         anyhow::bail!("start-child said: {line}");
