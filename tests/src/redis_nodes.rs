@@ -140,7 +140,8 @@ async fn answers(port: u16) {
     .await;
 }
 
-/// A Redis Cluster of six nodes: three primaries, a replica each.
+/// A Redis Cluster of three primaries with a replica each (six nodes), or more
+/// replicas each ([`RedisCluster::start_with_replicas`]).
 pub struct RedisCluster {
     /// Its nodes, primaries first as `redis-cli` assigned them.
     pub nodes: Vec<RedisNode>,
@@ -151,9 +152,14 @@ impl RedisCluster {
     /// Starts the nodes, creates the cluster and waits until every node says
     /// `cluster_state:ok`; panics saying how to install Redis when it cannot.
     pub async fn start() -> Self {
+        Self::start_with_replicas(1).await
+    }
+
+    /// The same with `replicas` replicas per primary (`3 × (1 + replicas)` nodes).
+    pub async fn start_with_replicas(replicas: usize) -> Self {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let mut nodes = Vec::new();
-        for _ in 0..6 {
+        for _ in 0..3 * (1 + replicas) {
             let port = free_port();
             let own = dir.path().join(port.to_string());
             std::fs::create_dir_all(&own).unwrap();
@@ -175,7 +181,7 @@ impl RedisCluster {
         let created = Command::new("redis-cli")
             .args(["--cluster", "create"])
             .args(&addresses)
-            .args(["--cluster-replicas", "1", "--cluster-yes"])
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status()
@@ -214,6 +220,21 @@ impl RedisCluster {
         self.nodes
             .iter()
             .filter(|n| n.child.is_some() && n.cli(&["ROLE"]).starts_with("master"))
+            .collect()
+    }
+
+    /// Indices of the running replicas of the node at `primary`.
+    pub fn replicas_of(&self, primary: usize) -> Vec<usize> {
+        let port = format!("master_port:{}", self.nodes[primary].port);
+        (0..self.nodes.len())
+            .filter(|&i| {
+                let node = &self.nodes[i];
+                node.child.is_some()
+                    && node
+                        .cli(&["INFO", "replication"])
+                        .lines()
+                        .any(|l| l.trim() == port)
+            })
             .collect()
     }
 

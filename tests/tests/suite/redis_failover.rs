@@ -200,15 +200,40 @@ async fn a_killed_sentinel_primary_gives_unavailable_then_the_client_follows_the
     }
 }
 
-/// `[redis] wait_replicas = 1`: a claim returns once the replica has it; with the
-/// replica gone it is a typed `unavailable` naming the shortfall, not a silent claim
-/// that a failover could lose. Prints the cost per claim against no waiting.
+/// `[redis] wait_replicas = 1` behind sentinels: a claim returns once the replica
+/// has it; with the replica gone it is a typed `unavailable` naming the shortfall, not
+/// a silent claim that a failover could lose. Prints the cost per claim against no
+/// waiting.
 #[tokio::test]
 async fn with_wait_replicas_a_claim_needs_the_replica_and_says_so_without_it() {
     let mut set = RedisSentinels::start().await;
     let mut waiting = config(RedisMode::Sentinel);
     waiting.sentinels = set.urls();
     waiting.master_name = MASTER_NAME.into();
+    claims_wait_for_a_replica(waiting, |_| set.data[1].kill()).await;
+}
+
+/// The same on a Redis Cluster: the host waits for the replicas of the primary that
+/// holds the claim's slot.
+#[tokio::test]
+async fn with_wait_replicas_a_claim_on_a_cluster_needs_its_primary_s_replica() {
+    let mut cluster = RedisCluster::start().await;
+    let mut waiting = config(RedisMode::Cluster);
+    waiting.urls = cluster.urls();
+    claims_wait_for_a_replica(waiting, |key| {
+        let primary = cluster.primary_of(key);
+        let replicas = cluster.replicas_of(primary);
+        assert_eq!(replicas.len(), 1, "one replica per primary");
+        cluster.nodes[replicas[0]].kill();
+    })
+    .await;
+}
+
+/// Claims through `waiting` with `wait_replicas = 1` and through the same deployment
+/// without waiting, alternating (the medians printed); then `kill_replica(key)`
+/// takes away the only replica of the primary that holds `key`, and a claim of `key`
+/// must be `unavailable` saying "0 of 1 replicas", while one without waiting succeeds.
+async fn claims_wait_for_a_replica(mut waiting: RedisConfig, kill_replica: impl FnOnce(&str)) {
     waiting.wait_replicas = 1;
     waiting.wait_timeout_ms = 200;
     let plain = RedisConfig {
@@ -251,14 +276,11 @@ async fn with_wait_replicas_a_claim_needs_the_replica_and_says_so_without_it() {
         "claim median: {:?} without WAIT, {:?} with WAIT 1 (one local replica)",
         times[0][100], times[1][100]
     );
-    set.data[1].kill();
+    // One hash tag for both claims below: on a cluster they share a primary.
+    let key = format!("{ns}:{{after}}:claim");
+    kill_replica(&key);
     let refused = durable
-        .set(
-            &format!("{ns}:claim:after"),
-            b"pending",
-            None,
-            SetCondition::IfAbsent,
-        )
+        .set(&key, b"pending", None, SetCondition::IfAbsent)
         .await;
     match refused {
         Err(BackendError::Unavailable(reason)) => {
@@ -266,10 +288,10 @@ async fn with_wait_replicas_a_claim_needs_the_replica_and_says_so_without_it() {
         }
         other => panic!("a claim no replica confirmed must be `unavailable`, got {other:?}"),
     }
-    // Without waiting, the same claim succeeds on the primary alone.
+    // Without waiting, a claim on the same primary succeeds on the primary alone.
     assert!(
         fast.set(
-            &format!("{ns}:claim:plain"),
+            &format!("{ns}:{{after}}:plain"),
             b"pending",
             None,
             SetCondition::IfAbsent

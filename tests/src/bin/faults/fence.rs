@@ -157,6 +157,7 @@ pub async fn scenario(messages: usize) -> anyhow::Result<Row> {
         dead_lettered,
         recovery_s: recovery.as_secs_f64(),
         fencing: Some(fencing),
+        tally: None,
     })
 }
 
@@ -202,7 +203,7 @@ async fn hold(ledger: &Ledger, gate: &str, stall: Duration) -> anyhow::Result<()
 }
 
 /// The number in a value `store::set_fenced` wrote (`<token>\n<value>`).
-fn fenced_value(bytes: &[u8]) -> anyhow::Result<i64> {
+pub fn fenced_value(bytes: &[u8]) -> anyhow::Result<i64> {
     let text = std::str::from_utf8(bytes)?;
     let (_token, value) = text
         .split_once('\n')

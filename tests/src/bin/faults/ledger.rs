@@ -59,6 +59,11 @@ impl Publisher {
         })
     }
 
+    /// The broker it publishes through.
+    pub fn broker(&self) -> &AmqpBroker {
+        &self.broker
+    }
+
     /// The ids confirmed so far.
     pub fn confirmed(&self) -> Vec<String> {
         self.confirmed

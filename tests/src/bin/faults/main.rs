@@ -6,13 +6,16 @@
 //! confirmed, handled, redeliveries, duplicate effects, lost, dead-lettered, and the
 //! seconds from the fault's end to the next handled message.
 //! Prints a table, writes `target/faults/report.json`, exits 1 on any loss, any
-//! duplicate effect, a fenced counter that went back, or a recovery over 5 s.
+//! duplicate effect, a fenced counter that went back, an acknowledged fenced write
+//! lost by a Redis failover with `wait_replicas` on, or a recovery over 5 s.
 //! `--only <text>` runs the scenarios whose name contains the text.
 //!
 //! # Layout
 //! - `main.rs`: the scenarios to run and the report.
 //! - `stream.rs`: the ledger scenarios (host, broker, network and Redis faults).
 //! - `fence.rs`: a lock holder stalled past its lease while another host takes it.
+//! - `tally.rs`: the Redis failover scenarios' fenced counter, and the acknowledged
+//!   writes a failover lost.
 //! - `host.rs`: the host process (config file, start, kill, SIGTERM, readiness).
 //! - `ledger.rs`: the publisher and the fixtures' records in Redis.
 
@@ -20,6 +23,7 @@ mod fence;
 mod host;
 mod ledger;
 mod stream;
+mod tally;
 
 use stream::Fault;
 
@@ -41,6 +45,9 @@ pub struct Row {
     /// The stalled-holder scenario's counts.
     #[serde(skip_serializing_if = "Option::is_none")]
     fencing: Option<fence::Fencing>,
+    /// The Redis failover scenarios' fenced counter.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tally: Option<tally::Tally>,
 }
 
 #[tokio::main]
@@ -105,6 +112,9 @@ async fn main() -> anyhow::Result<()> {
     for fencing in rows.iter().filter_map(|r| r.fencing.as_ref()) {
         fencing.check()?;
     }
+    for tally in rows.iter().filter_map(|r| r.tally.as_ref()) {
+        tally.check()?;
+    }
     Ok(())
 }
 
@@ -123,6 +133,9 @@ fn print(row: Row) -> Row {
     );
     if let Some(fencing) = &row.fencing {
         println!("{:<40} {fencing}", "");
+    }
+    if let Some(tally) = &row.tally {
+        println!("{:<40} {tally}", "");
     }
     row
 }

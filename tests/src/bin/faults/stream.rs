@@ -4,6 +4,7 @@
 use crate::Row;
 use crate::host::{HostProcess, LEDGER};
 use crate::ledger::{Ledger, Publisher};
+use crate::tally;
 use std::time::{Duration, Instant};
 use techub_host::capability::messaging::amqp::{connection_name, policies::Management};
 use techub_host::config::{RedisConfig, RedisMode};
@@ -54,6 +55,9 @@ pub enum Fault {
     /// The store on a six-node Redis Cluster (`[redis] mode = "cluster"`): `kill -9`
     /// of the primary that holds the ledger's claims and effects (its `{ledger}` slot).
     RedisClusterPrimaryKilled,
+    /// The same on a cluster of nine nodes (two replicas per primary) with
+    /// `wait_replicas = 1`.
+    RedisClusterPrimaryKilledWaiting,
     /// The store on a primary behind three sentinels (`mode = "sentinel"`): `kill -9`
     /// of the primary.
     RedisSentinelPrimaryKilled,
@@ -63,7 +67,7 @@ pub enum Fault {
 }
 
 impl Fault {
-    pub const ALL: [Fault; 14] = [
+    pub const ALL: [Fault; 15] = [
         Fault::Kill,
         Fault::Term,
         Fault::KillOneOfTwo,
@@ -76,6 +80,7 @@ impl Fault {
         Fault::ClusterNodeRestarted,
         Fault::ClusterTwoHosts,
         Fault::RedisClusterPrimaryKilled,
+        Fault::RedisClusterPrimaryKilledWaiting,
         Fault::RedisSentinelPrimaryKilled,
         Fault::RedisSentinelPrimaryKilledWaiting,
     ];
@@ -88,6 +93,26 @@ impl Fault {
                 | Fault::ClusterHostNodeKilled
                 | Fault::ClusterNodeRestarted
                 | Fault::ClusterTwoHosts
+        )
+    }
+
+    /// Whether it takes a Redis primary away: the ledger then also keeps its fenced
+    /// counter (`tally.rs`).
+    pub fn fails_redis_over(self) -> bool {
+        matches!(
+            self,
+            Fault::RedisClusterPrimaryKilled
+                | Fault::RedisClusterPrimaryKilledWaiting
+                | Fault::RedisSentinelPrimaryKilled
+                | Fault::RedisSentinelPrimaryKilledWaiting
+        )
+    }
+
+    /// Whether claims and fencing wait for a replica in it (`wait_replicas = 1`).
+    pub fn waits_for_replicas(self) -> bool {
+        matches!(
+            self,
+            Fault::RedisClusterPrimaryKilledWaiting | Fault::RedisSentinelPrimaryKilledWaiting
         )
     }
 
@@ -105,6 +130,9 @@ impl Fault {
             Fault::ClusterNodeRestarted => "cluster: the host's node stopped, restarted",
             Fault::ClusterTwoHosts => "cluster: two hosts, one's node killed",
             Fault::RedisClusterPrimaryKilled => "Redis Cluster: the claims' primary killed",
+            Fault::RedisClusterPrimaryKilledWaiting => {
+                "Redis Cluster, wait_replicas 1: claims' primary killed"
+            }
             Fault::RedisSentinelPrimaryKilled => "Redis Sentinel: the primary killed",
             Fault::RedisSentinelPrimaryKilledWaiting => {
                 "Redis Sentinel, wait_replicas 1: primary killed"
@@ -155,17 +183,21 @@ pub async fn scenario(
             rig.own_redis = Some(redis);
         }
         Fault::KillOneOfTwo | Fault::ClusterTwoHosts => rig.sibling = Some(host.sibling()?),
-        Fault::RedisClusterPrimaryKilled => {
-            let cluster = RedisCluster::start().await;
+        Fault::RedisClusterPrimaryKilled | Fault::RedisClusterPrimaryKilledWaiting => {
+            let waiting = fault.waits_for_replicas();
+            // Waiting for one replica needs one left after the failover: two each.
+            let cluster = RedisCluster::start_with_replicas(1 + usize::from(waiting)).await;
             host.use_redis_config(RedisConfig {
                 mode: RedisMode::Cluster,
                 urls: cluster.urls(),
+                wait_replicas: u32::from(waiting),
+                wait_timeout_ms: 500,
                 ..durable_redis()
             })?;
             rig.redis_cluster = Some(cluster);
         }
         Fault::RedisSentinelPrimaryKilled | Fault::RedisSentinelPrimaryKilledWaiting => {
-            let waiting = matches!(fault, Fault::RedisSentinelPrimaryKilledWaiting);
+            let waiting = fault.waits_for_replicas();
             // Waiting for one replica needs one left after the failover: two.
             let set = RedisSentinels::start_with_replicas(1 + usize::from(waiting)).await;
             host.use_redis_config(RedisConfig {
@@ -193,6 +225,9 @@ pub async fn scenario(
         }
         _ => {}
     }
+    if fault.fails_redis_over() {
+        tally::turn_on(&mut host)?;
+    }
     host.start()?;
     host.ready().await?;
     if let Some(sibling) = &mut rig.sibling {
@@ -201,6 +236,10 @@ pub async fn scenario(
     }
     let publisher = Publisher::connect(&host.config).await?;
     let ledger = Ledger::new(&host.config, LEDGER.plugin).await?;
+    let reports = match fault.fails_redis_over() {
+        true => Some(tally::Reports::collect(&publisher).await?),
+        false => None,
+    };
     let stream = publisher.stream("fixture.ledger.m", messages);
     while publisher.confirmed().len() < messages / 2 {
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -213,16 +252,22 @@ pub async fn scenario(
     inject(fault, &mut host, &mut rig, cluster).await?;
     // The fault is over. Recovered: a delivery started after it (the fixture counts
     // each one as it starts, so deliveries that were in flight do not count), or (the
-    // stream having ended) everything handled.
+    // stream having ended) everything handled. When the fault took a Redis primary
+    // away, deliveries start (and fail) during the failover: there, recovered is an
+    // effect made after it (`{ledger}effects` lives on the primary killed).
     // The clock starts before the ledger is read: when the fault took the ledger's
     // own Redis primary, that read waits for the failover, which then counts.
     let ended = Instant::now();
-    let before = ledger.deliveries().await?;
+    let progress = async || match fault.fails_redis_over() {
+        true => ledger.effects().await,
+        false => ledger.deliveries().await,
+    };
+    let before = progress().await?;
     let recovery = loop {
         let handled = ledger.handled().await?;
         let all =
             stream.is_finished() && publisher.confirmed().iter().all(|id| handled.contains(id));
-        if ledger.deliveries().await? > before || all {
+        if progress().await? > before || all {
             break ended.elapsed();
         }
         anyhow::ensure!(
@@ -247,6 +292,17 @@ pub async fn scenario(
     };
     let deliveries = ledger.deliveries().await?;
     let effects = ledger.effects().await?;
+    let tally = match reports {
+        Some(reports) => {
+            let counter = match ledger.bytes("{ledger}tally").await? {
+                None => 0,
+                Some(bytes) => crate::fence::fenced_value(&bytes)?,
+            };
+            let waited = fault.waits_for_replicas();
+            Some(reports.tally(&publisher, &handled, counter, waited).await)
+        }
+        None => None,
+    };
     let dead_lettered = publisher.dead_letter_depth().await?;
     host.terminate(Duration::from_secs(30))?;
     if let Some(sibling) = &mut rig.sibling {
@@ -269,6 +325,7 @@ pub async fn scenario(
         dead_lettered,
         recovery_s: recovery.as_secs_f64(),
         fencing: None,
+        tally,
     })
 }
 
@@ -329,7 +386,7 @@ async fn inject(
             tokio::time::sleep(Duration::from_secs(5)).await;
             proxy.restore();
         }
-        Fault::RedisClusterPrimaryKilled => {
+        Fault::RedisClusterPrimaryKilled | Fault::RedisClusterPrimaryKilledWaiting => {
             let cluster = rig.redis_cluster.as_mut().expect("started for this fault");
             let claims = format!(
                 "{}store:{}:{{ledger}}effects",
