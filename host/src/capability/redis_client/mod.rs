@@ -211,7 +211,9 @@ impl RedisClient {
                 match command(self.nodes.connection()).await {
                     Ok(value) => {
                         self.nodes.succeeded();
-                        if self.disconnected.swap(false, Ordering::Relaxed) {
+                        if self.disconnected.load(Ordering::Relaxed)
+                            && self.disconnected.swap(false, Ordering::Relaxed)
+                        {
                             self.metrics.redis_reconnected();
                             tracing::info!(url = %self.url, "Redis connection works again");
                         }
