@@ -3,8 +3,9 @@
 //!   redis-rs with its async cluster client reading the same keys, and against the
 //!   host's backend called without wasm, at concurrency 1 (on a one-thread runtime)
 //!   and 8; alternating rounds ([`harness::Rounds`]);
-//! - cache sets of the host backend (the script that files an entry, no wasm)
-//!   against native `SET PX` on the cluster client;
+//! - cache sets from a plugin (cache-reader's `set <n>`) and of the host backend
+//!   (the script that files an entry, no wasm) against native `SET PX` on the cluster
+//!   client;
 //! - tag invalidation of 1 000 entries (filed under one tag, then invalidated by it)
 //!   on the shared single Redis against the cluster, alternating rounds.
 
@@ -13,6 +14,7 @@ use crate::harness::{self, Rounds, Sample};
 use crate::{cache_reader, loaded_cache_reader, plugin_gets_per_s};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use techub_host::bindings::Outcome;
 use techub_host::capability::cache::redis::RedisCache;
 use techub_host::capability::cache::{CacheBackend, CacheWrite, Priority};
 use techub_host::capability::redis_client::RedisClient;
@@ -129,9 +131,31 @@ async fn gets(
     Ok(())
 }
 
-/// Host backend sets (entry, filings and L1 message in one script) ÷ native `SET PX`.
+/// Cache sets one at a time, from a plugin (cache-reader's `set <n>`) and from the
+/// host backend without wasm (entry, filings and L1 message in one script), each ÷
+/// native `SET PX`.
 async fn sets(cluster_config: &RedisConfig) -> anyhow::Result<()> {
     static SETS: Count<usize> = Count::new(5_000, 112);
+    let (dir, mut config) = cache_reader(*SETS as u32);
+    config.redis = cluster_config.clone();
+    let config = Arc::new(config);
+    let (runtime, plugin) = loaded_cache_reader(&dir, &config).await?;
+    let plugin_sets = async || -> anyhow::Result<()> {
+        let report = runtime
+            .invoke(
+                &plugin.pre,
+                plugin.context.clone(),
+                &crate::delivery(format!("set {}", *SETS).as_bytes()),
+                5,
+            )
+            .await;
+        anyhow::ensure!(
+            matches!(report.result, Ok(Outcome::Ok)),
+            "cache-reader failed: {:?}",
+            report.result
+        );
+        Ok(())
+    };
     let redis = RedisClient::connect(cluster_config, Default::default()).await?;
     let prefix = format!("{}:", unique("techub-bench"));
     let cache = Arc::new(RedisCache::new(redis, &prefix));
@@ -143,13 +167,17 @@ async fn sets(cluster_config: &RedisConfig) -> anyhow::Result<()> {
         tags: vec![],
         priority: Priority::Medium,
     };
-    let sides = ["host backend (no wasm)", "native SET PX"];
+    let sides = ["plugin", "host backend (no wasm)", "native SET PX"];
     let rounds = Rounds::alternate(&sides, *ROUNDS, async |side| {
         let mut conn = native.clone();
         harness::sample(async {
+            if side == 0 {
+                plugin_sets().await?;
+                return Ok(*SETS as u64);
+            }
             for i in 0..*SETS {
                 match side {
-                    0 => cache
+                    1 => cache
                         .set_many("users", &[(format!("s:{i}"), vec![b'x'; 256])], &write)
                         .await
                         .map_err(anyhow::Error::msg)?,
@@ -172,7 +200,7 @@ async fn sets(cluster_config: &RedisConfig) -> anyhow::Result<()> {
     rounds.report(
         &format!("redis cluster: cache set x{SETS}, one at a time"),
         "set",
-        &[(0, 1)],
+        &[(0, 2), (1, 2), (0, 1)],
     );
     Ok(())
 }
