@@ -294,12 +294,13 @@ pub async fn scenario(
     let effects = ledger.effects().await?;
     let tally = match reports {
         Some(reports) => {
+            reports.settle(&handled).await;
             let counter = match ledger.bytes("{ledger}tally").await? {
                 None => 0,
                 Some(bytes) => crate::fence::fenced_value(&bytes)?,
             };
             let waited = fault.waits_for_replicas();
-            Some(reports.tally(&publisher, &handled, counter, waited).await)
+            Some(reports.tally(&publisher, counter, waited).await)
         }
         None => None,
     };

@@ -29,6 +29,8 @@ pub struct Tally {
     counter: i64,
     /// Acknowledged writes that the failover lost.
     lost_after_acknowledgement: usize,
+    /// Reports that were not `<id> <value>`.
+    malformed_reports: usize,
     /// Whether claims and fencing waited for a replica (`wait_replicas`).
     waited_for_replicas: bool,
 }
@@ -40,6 +42,11 @@ impl Tally {
         anyhow::ensure!(
             self.acknowledged > 0,
             "no fenced write was acknowledged: the scenario tested nothing"
+        );
+        anyhow::ensure!(
+            self.malformed_reports == 0,
+            "{} report(s) of the ledger's fenced writes were not `<id> <value>`",
+            self.malformed_reports
         );
         anyhow::ensure!(
             !self.waited_for_replicas || self.lost_after_acknowledgement == 0,
@@ -82,7 +89,7 @@ pub fn turn_on(host: &mut HostProcess) -> anyhow::Result<()> {
 pub struct Reports {
     /// The watching queue (deleted at the end: it is not durable, but it would stay).
     queue: String,
-    received: Arc<Mutex<Vec<(String, i64)>>>,
+    received: Arc<Mutex<Received>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -93,17 +100,20 @@ impl Reports {
         let mut consumer = open_watch(publisher.broker(), &name, vec![WRITTEN.into()], 200)
             .await
             .map_err(anyhow::Error::msg)?;
-        let received = Arc::<Mutex<Vec<(String, i64)>>>::default();
+        let received = Arc::<Mutex<Received>>::default();
         let into = received.clone();
         let task = tokio::spawn(async move {
             while let Some(delivery) = consumer.next().await {
                 let text = String::from_utf8_lossy(&delivery.envelope().payload).into_owned();
-                if let Some((id, value)) = text.split_once(' ')
-                    && let Ok(value) = value.parse()
+                let report = text
+                    .split_once(' ')
+                    .and_then(|(id, value)| Some((id.to_string(), value.parse().ok()?)));
                 {
-                    into.lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .push((id.to_string(), value));
+                    let mut received = into.lock().unwrap_or_else(|e| e.into_inner());
+                    match report {
+                        Some(report) => received.reports.push(report),
+                        None => received.malformed += 1,
+                    }
                 }
                 let _ = delivery.ack().await;
             }
@@ -115,39 +125,43 @@ impl Reports {
         })
     }
 
-    /// Once every id in `handled` has reported (each reports before it is handled;
-    /// at most 10 s), the figures against the counter's final value.
-    pub async fn tally(
-        self,
-        publisher: &Publisher,
-        handled: &HashSet<String>,
-        counter: i64,
-        waited: bool,
-    ) -> Tally {
+    /// Waits until every id in `handled` has reported (each reports before it is
+    /// handled; at most 10 s). Read the counter after this: a write the wait lets in
+    /// would otherwise count as above the final count.
+    pub async fn settle(&self, handled: &HashSet<String>) {
         let waiting = Instant::now();
-        let reports = loop {
-            let reports = self
-                .received
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone();
-            let reported: HashSet<&String> = reports.iter().map(|(id, _)| id).collect();
-            if handled.iter().all(|id| reported.contains(id))
-                || waiting.elapsed() > Duration::from_secs(10)
-            {
-                break reports;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        let all_reported = || {
+            let received = self.received.lock().unwrap_or_else(|e| e.into_inner());
+            let reported: HashSet<&String> = received.reports.iter().map(|(id, _)| id).collect();
+            handled.iter().all(|id| reported.contains(id))
         };
+        while !all_reported() && waiting.elapsed() < Duration::from_secs(10) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The figures against the counter's final value; deletes the watching queue.
+    pub async fn tally(self, publisher: &Publisher, counter: i64, waited: bool) -> Tally {
         self.task.abort();
         let _ = publisher.broker().delete_queue(&self.queue).await;
+        let received = self.received.lock().unwrap_or_else(|e| e.into_inner());
         Tally {
-            acknowledged: reports.len(),
+            acknowledged: received.reports.len(),
             counter,
-            lost_after_acknowledgement: lost_after_acknowledgement(&reports, counter),
+            lost_after_acknowledgement: lost_after_acknowledgement(&received.reports, counter),
+            malformed_reports: received.malformed,
             waited_for_replicas: waited,
         }
     }
+}
+
+/// What the watching queue received.
+#[derive(Default)]
+struct Received {
+    /// (message id, value written), in arrival order.
+    reports: Vec<(String, i64)>,
+    /// Reports that were not `<id> <value>` (a broken fixture: fails the check).
+    malformed: usize,
 }
 
 /// Acknowledged writes that did not last: a value written a second time (the counter
