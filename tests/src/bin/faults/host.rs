@@ -173,6 +173,25 @@ impl HostProcess {
         )
     }
 
+    /// How the running host's invocations of `plugin` ended so far, by outcome
+    /// (`techub_invocations_total` on its `/metrics`).
+    pub fn invocation_outcomes(
+        &self,
+        plugin: &str,
+    ) -> anyhow::Result<std::collections::BTreeMap<String, u64>> {
+        let (status, body) = admin_get(&self.config.host.admin_addr, "/metrics")
+            .ok_or_else(|| anyhow::anyhow!("the host's /metrics did not answer"))?;
+        anyhow::ensure!(status == 200, "the host's /metrics answered {status}");
+        let series = format!("techub_invocations_total{{plugin=\"{plugin}\",outcome=\"");
+        Ok(body
+            .lines()
+            .filter_map(|line| {
+                let (outcome, count) = line.strip_prefix(&series)?.split_once("\"} ")?;
+                Some((outcome.to_string(), count.trim().parse().ok()?))
+            })
+            .collect())
+    }
+
     /// `kill -9`: no drain, no acks, nothing flushed.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -209,14 +228,24 @@ impl Drop for HostProcess {
 
 /// The status code of `GET /readyz`, if the endpoint answers.
 fn readyz(addr: &str) -> Option<u16> {
+    admin_get(addr, "/readyz").map(|(status, _)| status)
+}
+
+/// `GET path` on the admin endpoint at `addr`: the status code and the body, if it
+/// answers.
+fn admin_get(addr: &str, path: &str) -> Option<(u16, String)> {
     let mut stream = std::net::TcpStream::connect(addr).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
     stream
         .write_all(
-            format!("GET /readyz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+            format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
         )
         .ok()?;
     let mut answer = String::new();
     stream.read_to_string(&mut answer).ok()?;
-    answer.split_whitespace().nth(1)?.parse().ok()
+    let status = answer.split_whitespace().nth(1)?.parse().ok()?;
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())?;
+    Some((status, body))
 }

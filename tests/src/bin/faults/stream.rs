@@ -299,8 +299,9 @@ pub async fn scenario(
                 None => 0,
                 Some(bytes) => crate::fence::fenced_value(&bytes)?,
             };
+            let outcomes = host.invocation_outcomes(LEDGER.plugin)?;
             let waited = fault.waits_for_replicas();
-            Some(reports.tally(&publisher, counter, waited).await)
+            Some(reports.tally(&publisher, counter, &outcomes, waited).await)
         }
         None => None,
     };

@@ -1,5 +1,7 @@
-//! The fenced counter of the Redis failover scenarios, and the writes of it that a
-//! failover lost after Redis acknowledged them.
+//! The fenced counter of the Redis failover scenarios, the writes of it that a
+//! failover lost after Redis acknowledged them, and how the plugin's invocations
+//! ended meanwhile: a failover must reach the guest as a typed error it retries, never
+//! as an instance killed over its CPU or time limit (a hang) or a trap.
 //!
 //! With `tally = "on"` the ledger fixture adds one to `{ledger}tally` per delivery,
 //! under a lock and its fencing token, and publishes `<id> <value written>` once the
@@ -12,7 +14,7 @@
 
 use crate::host::HostProcess;
 use crate::ledger::Publisher;
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use techub_host::capability::messaging::{Broker, open_watch};
@@ -31,6 +33,11 @@ pub struct Tally {
     lost_after_acknowledgement: usize,
     /// Reports that were not `<id> <value>`.
     malformed_reports: usize,
+    /// Invocations that ended asking for a retry (the failover's typed errors among
+    /// them).
+    invocations_retried: u64,
+    /// Invocations that ended trapped, or over their CPU, time or memory limit.
+    invocations_killed: u64,
     /// Whether claims and fencing waited for a replica (`wait_replicas`).
     waited_for_replicas: bool,
 }
@@ -42,6 +49,11 @@ impl Tally {
         anyhow::ensure!(
             self.acknowledged > 0,
             "no fenced write was acknowledged: the scenario tested nothing"
+        );
+        anyhow::ensure!(
+            self.invocations_killed == 0,
+            "{} invocation(s) trapped or ran over a limit during the Redis failover: the guest must get a typed error instead",
+            self.invocations_killed
         );
         anyhow::ensure!(
             self.malformed_reports == 0,
@@ -61,14 +73,16 @@ impl std::fmt::Display for Tally {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "fenced counter: {} writes acknowledged, final count {}, {} acknowledged write(s) lost{}",
+            "fenced counter: {} writes acknowledged, final count {}, {} acknowledged write(s) lost{}; invocations: {} retried, {} killed",
             self.acknowledged,
             self.counter,
             self.lost_after_acknowledgement,
             match self.waited_for_replicas {
                 true => " (wait_replicas 1)",
                 false => " (no waiting: Redis replicates asynchronously)",
-            }
+            },
+            self.invocations_retried,
+            self.invocations_killed
         )
     }
 }
@@ -140,12 +154,25 @@ impl Reports {
         }
     }
 
-    /// The figures against the counter's final value; deletes the watching queue.
-    pub async fn tally(self, publisher: &Publisher, counter: i64, waited: bool) -> Tally {
+    /// The figures against the counter's final value and the invocations' `outcomes`
+    /// (`HostProcess::invocation_outcomes`); deletes the watching queue.
+    pub async fn tally(
+        self,
+        publisher: &Publisher,
+        counter: i64,
+        outcomes: &BTreeMap<String, u64>,
+        waited: bool,
+    ) -> Tally {
         self.task.abort();
         let _ = publisher.broker().delete_queue(&self.queue).await;
         let received = self.received.lock().unwrap_or_else(|e| e.into_inner());
+        let count = |outcome: &str| outcomes.get(outcome).copied().unwrap_or(0);
         Tally {
+            invocations_retried: count("retry"),
+            invocations_killed: ["trap", "cpu_limit", "timeout", "memory_limit"]
+                .into_iter()
+                .map(count)
+                .sum(),
             acknowledged: received.reports.len(),
             counter,
             lost_after_acknowledgement: lost_after_acknowledgement(&received.reports, counter),
