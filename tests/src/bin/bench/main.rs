@@ -244,26 +244,37 @@ pub async fn plugin_gets_per_s(
             let (runtime, plugin) = (runtime.clone(), plugin.clone());
             tokio::spawn(async move {
                 let share = (gets / concurrency).to_string();
-                runtime
-                    .invoke(
-                        &plugin.pre,
-                        plugin.context.clone(),
-                        &delivery(share.as_bytes()),
-                        5,
-                    )
-                    .await
+                cache_reader_runs(&runtime, &plugin, &share).await
             })
         })
         .collect();
     for task in tasks {
-        let report = task.await?;
-        anyhow::ensure!(
-            matches!(report.result, Ok(Outcome::Ok)),
-            "cache-reader failed: {:?}",
-            report.result
-        );
+        task.await??;
     }
     Ok(gets as f64 / started.elapsed().as_secs_f64())
+}
+
+/// One invocation of the loaded cache-reader with `payload` (a number of gets, or
+/// `set <n>`); an error unless it ended `ok`.
+pub async fn cache_reader_runs(
+    runtime: &Runtime,
+    plugin: &techub_host::plugins::LoadedPlugin,
+    payload: &str,
+) -> anyhow::Result<()> {
+    let report = runtime
+        .invoke(
+            &plugin.pre,
+            plugin.context.clone(),
+            &delivery(payload.as_bytes()),
+            5,
+        )
+        .await;
+    anyhow::ensure!(
+        matches!(report.result, Ok(Outcome::Ok)),
+        "cache-reader failed: {:?}",
+        report.result
+    );
+    Ok(())
 }
 
 /// The cache-reader of `dir` loaded under `config`, with its 100 entries written.

@@ -11,10 +11,9 @@
 
 use super::harness::Count;
 use crate::harness::{self, Rounds, Sample};
-use crate::{cache_reader, loaded_cache_reader, plugin_gets_per_s};
+use crate::{cache_reader, cache_reader_runs, loaded_cache_reader, plugin_gets_per_s};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use techub_host::bindings::Outcome;
 use techub_host::capability::cache::redis::RedisCache;
 use techub_host::capability::cache::{CacheBackend, CacheWrite, Priority};
 use techub_host::capability::redis_client::RedisClient;
@@ -59,38 +58,27 @@ async fn gets(
     // The very backend object the plugin's imports call, without wasm: the work the
     // plugin side wraps, so the report splits the cost between the two.
     let backend = plugin.context.cache.service.backend.clone();
-    let backend_gets = async |concurrency: u32| -> anyhow::Result<u64> {
+    // Gets without wasm, `concurrency` tasks at once: side 1 native, side 2 the backend.
+    let gets_without_wasm = async |side: usize, concurrency: u32| -> anyhow::Result<u64> {
         let tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>> = (0..concurrency)
             .map(|_| {
-                let backend = backend.clone();
+                let (mut conn, prefix, backend) = (native.clone(), prefix.clone(), backend.clone());
                 tokio::spawn(async move {
                     for i in 0..*GETS / concurrency {
-                        let values = backend
-                            .get_many("users", &[format!("bench:{}", i % 100)])
-                            .await
-                            .map_err(anyhow::Error::msg)?;
-                        anyhow::ensure!(values[0].is_some(), "missing bench key");
-                    }
-                    Ok(())
-                })
-            })
-            .collect();
-        for task in tasks {
-            task.await??;
-        }
-        Ok(u64::from(*GETS / concurrency * concurrency))
-    };
-    let native_gets = async |concurrency: u32| -> anyhow::Result<u64> {
-        let tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>> = (0..concurrency)
-            .map(|_| {
-                let (mut conn, prefix) = (native.clone(), prefix.clone());
-                tokio::spawn(async move {
-                    for i in 0..*GETS / concurrency {
-                        let value: Option<Vec<u8>> = redis::cmd("GET")
-                            .arg(format!("{prefix}cache:{{users}}:bench:{}", i % 100))
-                            .query_async(&mut conn)
-                            .await?;
-                        anyhow::ensure!(value.is_some(), "missing bench key");
+                        let key = format!("bench:{}", i % 100);
+                        let found = match side {
+                            1 => redis::cmd("GET")
+                                .arg(format!("{prefix}cache:{{users}}:{key}"))
+                                .query_async::<Option<Vec<u8>>>(&mut conn)
+                                .await?
+                                .is_some(),
+                            _ => backend
+                                .get_many("users", &[key])
+                                .await
+                                .map_err(anyhow::Error::msg)?[0]
+                                .is_some(),
+                        };
+                        anyhow::ensure!(found, "missing bench key");
                     }
                     Ok(())
                 })
@@ -103,8 +91,8 @@ async fn gets(
     };
     // Warm-up, not counted.
     plugin_gets_per_s(&runtime, &plugin, *GETS, 8).await?;
-    native_gets(8).await?;
-    backend_gets(8).await?;
+    gets_without_wasm(1, 8).await?;
+    gets_without_wasm(2, 8).await?;
     let sides = [
         "plugin",
         "native redis-rs cluster client",
@@ -118,8 +106,7 @@ async fn gets(
             })
             .await
         }
-        1 => harness::sample(native_gets(concurrency)).await,
-        _ => harness::sample(backend_gets(concurrency)).await,
+        side => harness::sample(gets_without_wasm(side, concurrency)).await,
     })
     .await?;
     rounds.report(
@@ -140,22 +127,7 @@ async fn sets(cluster_config: &RedisConfig) -> anyhow::Result<()> {
     config.redis = cluster_config.clone();
     let config = Arc::new(config);
     let (runtime, plugin) = loaded_cache_reader(&dir, &config).await?;
-    let plugin_sets = async || -> anyhow::Result<()> {
-        let report = runtime
-            .invoke(
-                &plugin.pre,
-                plugin.context.clone(),
-                &crate::delivery(format!("set {}", *SETS).as_bytes()),
-                5,
-            )
-            .await;
-        anyhow::ensure!(
-            matches!(report.result, Ok(Outcome::Ok)),
-            "cache-reader failed: {:?}",
-            report.result
-        );
-        Ok(())
-    };
+    let plugin_sets = format!("set {}", *SETS);
     let redis = RedisClient::connect(cluster_config, Default::default()).await?;
     let prefix = format!("{}:", unique("techub-bench"));
     let cache = Arc::new(RedisCache::new(redis, &prefix));
@@ -172,7 +144,7 @@ async fn sets(cluster_config: &RedisConfig) -> anyhow::Result<()> {
         let mut conn = native.clone();
         harness::sample(async {
             if side == 0 {
-                plugin_sets().await?;
+                cache_reader_runs(&runtime, &plugin, &plugin_sets).await?;
                 return Ok(*SETS as u64);
             }
             for i in 0..*SETS {

@@ -1,7 +1,6 @@
 //! The host under test, as a process: its config file, start, `kill -9`, SIGTERM,
 //! and readiness (`GET /readyz` on its admin endpoint).
 
-use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -162,7 +161,7 @@ impl HostProcess {
     pub async fn ready(&self) -> anyhow::Result<()> {
         let started = Instant::now();
         while started.elapsed() < Duration::from_secs(60) {
-            if readyz(&self.config.host.admin_addr) == Some(200) {
+            if matches!(self.admin_get("/readyz").await, Ok((200, _))) {
                 return Ok(());
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -175,12 +174,11 @@ impl HostProcess {
 
     /// How the running host's invocations of `plugin` ended so far, by outcome
     /// (`techub_invocations_total` on its `/metrics`).
-    pub fn invocation_outcomes(
+    pub async fn invocation_outcomes(
         &self,
         plugin: &str,
     ) -> anyhow::Result<std::collections::BTreeMap<String, u64>> {
-        let (status, body) = admin_get(&self.config.host.admin_addr, "/metrics")
-            .ok_or_else(|| anyhow::anyhow!("the host's /metrics did not answer"))?;
+        let (status, body) = self.admin_get("/metrics").await?;
         anyhow::ensure!(status == 200, "the host's /metrics answered {status}");
         let series = format!("techub_invocations_total{{plugin=\"{plugin}\",outcome=\"");
         Ok(body
@@ -190,6 +188,17 @@ impl HostProcess {
                 Some((outcome.to_string(), count.trim().parse().ok()?))
             })
             .collect())
+    }
+
+    /// `GET path` on its admin endpoint (no token: the suite sets none), within 2 s.
+    async fn admin_get(&self, path: &str) -> anyhow::Result<(u16, String)> {
+        let admin = &self.config.host.admin_addr;
+        tokio::time::timeout(
+            Duration::from_secs(2),
+            techub_host::admin::client::get(admin, None, path),
+        )
+        .await
+        .map_err(|_| anyhow::anyhow!("{path} did not answer within 2 s"))?
     }
 
     /// `kill -9`: no drain, no acks, nothing flushed.
@@ -224,28 +233,4 @@ impl Drop for HostProcess {
     fn drop(&mut self) {
         self.kill();
     }
-}
-
-/// The status code of `GET /readyz`, if the endpoint answers.
-fn readyz(addr: &str) -> Option<u16> {
-    admin_get(addr, "/readyz").map(|(status, _)| status)
-}
-
-/// `GET path` on the admin endpoint at `addr`: the status code and the body, if it
-/// answers.
-fn admin_get(addr: &str, path: &str) -> Option<(u16, String)> {
-    let mut stream = std::net::TcpStream::connect(addr).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    stream
-        .write_all(
-            format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
-        )
-        .ok()?;
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).ok()?;
-    let status = answer.split_whitespace().nth(1)?.parse().ok()?;
-    let body = answer
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_string())?;
-    Some((status, body))
 }

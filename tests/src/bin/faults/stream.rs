@@ -299,7 +299,7 @@ pub async fn scenario(
                 None => 0,
                 Some(bytes) => crate::fence::fenced_value(&bytes)?,
             };
-            let outcomes = host.invocation_outcomes(LEDGER.plugin)?;
+            let outcomes = host.invocation_outcomes(LEDGER.plugin).await?;
             let waited = fault.waits_for_replicas();
             Some(reports.tally(&publisher, counter, &outcomes, waited).await)
         }
