@@ -652,7 +652,11 @@ pub fn once_atomic(
     }
     effects.push(Op::Set(key.clone(), b"done".to_vec(), Some(ttl_ms)));
     if let Err(error) = atomic(effects) {
-        let _ = delete(&[key]);
+        // A failed transaction may still have run (its answer lost with a primary
+        // killed mid-write, or its replicas not confirming it): then the claim is
+        // `done` with the effects, and must stay so that the retry skips them. Only a
+        // claim still pending is released for the retry.
+        let _ = compare_and_swap(&key, Some(PENDING_CLAIM), None, None);
         return Err(error);
     }
     Ok(true)
@@ -666,10 +670,13 @@ fn hash_tag(key: &str) -> Option<&str> {
     (close > 1).then(|| &key[open + 1..open + close])
 }
 
+/// What the host keeps in a claim while the invocation that made it runs.
+const PENDING_CLAIM: &[u8] = b"pending";
+
 /// `Ok` when the claim `key` of `id` is done; a retry while it is pending.
 fn skip_or_wait(key: &str, id: &str) -> Result<(), StoreError> {
     match get(key)? {
-        Some(value) if value != b"pending" => Ok(()),
+        Some(value) if value != PENDING_CLAIM => Ok(()),
         _ => Err(StoreError::Unavailable(format!(
             "{id} is being handled by another attempt, or by one whose host stopped; retry after its claim lapses"
         ))),

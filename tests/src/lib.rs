@@ -408,8 +408,13 @@ pub struct TcpProxy {
     pub port: u16,
     blocked: tokio::sync::watch::Sender<bool>,
     stalled: tokio::sync::watch::Sender<bool>,
+    tripwire: Tripwire,
     accept: tokio::task::JoinHandle<()>,
 }
+
+/// Bytes that, once sent by a client, end that client's connection before the answer
+/// comes back ([`TcpProxy::lose_the_answer_to`]); one use.
+type Tripwire = std::sync::Arc<std::sync::Mutex<Option<&'static [u8]>>>;
 
 impl TcpProxy {
     /// Proxies a free local port to `target` (e.g. `127.0.0.1:5672`).
@@ -420,10 +425,13 @@ impl TcpProxy {
         let port = listener.local_addr().expect("an address").port();
         let (blocked, blocked_rx) = tokio::sync::watch::channel(false);
         let (stalled, stalled_rx) = tokio::sync::watch::channel(false);
+        let tripwire = Tripwire::default();
+        let armed = tripwire.clone();
         let accept = tokio::spawn(async move {
             while let Ok((inbound, _)) = listener.accept().await {
                 let mut blocked_rx = blocked_rx.clone();
                 let stalled_rx = stalled_rx.clone();
+                let armed = armed.clone();
                 if *blocked_rx.borrow() {
                     continue; // dropping `inbound` refuses the connection
                 }
@@ -434,11 +442,24 @@ impl TcpProxy {
                     let (from_client, to_client) = inbound.into_split();
                     let (from_server, to_server) = outbound.into_split();
                     let blocked = blocked_rx.clone();
+                    let tripped = std::sync::Arc::new(tokio::sync::watch::channel(false).0);
+                    let to_service = Pump {
+                        stalled: stalled_rx.clone(),
+                        blocked: blocked.clone(),
+                        tripped: tripped.clone(),
+                        tripwire: Some(armed),
+                    };
+                    let to_client_pump = Pump {
+                        stalled: stalled_rx,
+                        blocked,
+                        tripped,
+                        tripwire: None,
+                    };
                     tokio::select! {
                         _ = async {
                             tokio::join!(
-                                pump(from_client, to_server, stalled_rx.clone(), blocked.clone()),
-                                pump(from_server, to_client, stalled_rx, blocked),
+                                to_service.run(from_client, to_server),
+                                to_client_pump.run(from_server, to_client),
                             )
                         } => {}
                         _ = blocked_rx.wait_for(|blocked| *blocked) => {}
@@ -450,8 +471,25 @@ impl TcpProxy {
             port,
             blocked,
             stalled,
+            tripwire,
             accept,
         }
+    }
+
+    /// The next time a client sends `request` (bytes as they go on the wire), the proxy
+    /// delivers it to the service and then ends that client's connection without a
+    /// byte of the answer: the service did the work, the client saw its connection drop
+    /// (an answer lost in a crash or a failover). Other connections are untouched.
+    pub fn lose_the_answer_to(&self, request: &'static [u8]) {
+        *self.tripwire.lock().unwrap_or_else(|e| e.into_inner()) = Some(request);
+    }
+
+    /// Whether the request armed by [`TcpProxy::lose_the_answer_to`] went by.
+    pub fn answer_lost(&self) -> bool {
+        self.tripwire
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_none()
     }
 
     /// Drops every connection and refuses new ones until [`TcpProxy::restore`].
@@ -476,29 +514,60 @@ impl TcpProxy {
     }
 }
 
-/// Copies one direction of a proxied connection, holding the bytes while stalled.
-/// Once cut, it forwards nothing more: the connection's task may not have seen the
-/// cut yet when the test goes on, and bytes written after `cut` returned must not
-/// reach the service (a publish would go through and then lose its confirm).
-async fn pump(
-    mut from: tokio::net::tcp::OwnedReadHalf,
-    mut to: tokio::net::tcp::OwnedWriteHalf,
-    mut stalled: tokio::sync::watch::Receiver<bool>,
+/// One direction of a proxied connection.
+struct Pump {
+    stalled: tokio::sync::watch::Receiver<bool>,
     blocked: tokio::sync::watch::Receiver<bool>,
-) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut buffer = vec![0; 64 * 1024];
-    loop {
-        let read = match from.read(&mut buffer).await {
-            Ok(0) | Err(_) => return,
-            Ok(read) => read,
-        };
-        if *blocked.borrow()
-            || stalled.wait_for(|stalled| !*stalled).await.is_err()
-            || *blocked.borrow()
-            || to.write_all(&buffer[..read]).await.is_err()
-        {
-            return;
+    /// Set once the armed request went by on this connection: from then on nothing
+    /// more is forwarded either way.
+    tripped: std::sync::Arc<tokio::sync::watch::Sender<bool>>,
+    /// Client to service only: the armed request to look for.
+    tripwire: Option<Tripwire>,
+}
+
+impl Pump {
+    /// Copies `from` to `to`, holding the bytes while stalled. Once cut, it forwards
+    /// nothing more: the connection's task may not have seen the cut yet when the
+    /// test goes on, and bytes written after `cut` returned must not reach the service
+    /// (a publish would go through and then lose its confirm).
+    async fn run(
+        mut self,
+        mut from: tokio::net::tcp::OwnedReadHalf,
+        mut to: tokio::net::tcp::OwnedWriteHalf,
+    ) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut buffer = vec![0; 64 * 1024];
+        loop {
+            let read = match from.read(&mut buffer).await {
+                Ok(0) | Err(_) => return,
+                Ok(read) => read,
+            };
+            let chunk = &buffer[..read];
+            if *self.blocked.borrow()
+                || self.stalled.wait_for(|stalled| !*stalled).await.is_err()
+                || *self.blocked.borrow()
+                || *self.tripped.borrow()
+            {
+                return;
+            }
+            let trips = self.tripwire.as_ref().is_some_and(|wire| {
+                let mut armed = wire.lock().unwrap_or_else(|e| e.into_inner());
+                let found = armed.is_some_and(|request| {
+                    chunk.windows(request.len()).any(|window| window == request)
+                });
+                if found {
+                    *armed = None;
+                }
+                found
+            });
+            // Tripped before the request is written, so that no byte of its answer
+            // can be forwarded by the other direction.
+            if trips {
+                self.tripped.send_replace(true);
+            }
+            if to.write_all(chunk).await.is_err() || trips {
+                return;
+            }
         }
     }
 }

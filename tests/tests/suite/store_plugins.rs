@@ -220,3 +220,67 @@ async fn a_fenced_update_refuses_a_stale_token_and_loses_no_write_landing_mid_up
         "a smaller stored token does not refuse"
     );
 }
+
+/// `store::once_atomic` whose transaction ran on Redis but whose answer never came back
+/// (the connection dropped once `EXEC` had gone out: what a primary killed mid-write
+/// or a failover does): the delivery fails and is retried, and the retry finds the
+/// claim done and skips. The effect happens once. (The SDK used to delete the claim
+/// after any failed transaction, so the retry applied the effect a second time: the
+/// fault suite's one duplicate under a Redis Cluster failover.)
+#[tokio::test(flavor = "multi_thread")]
+async fn once_atomic_whose_answer_was_lost_is_not_applied_twice() {
+    techub_tests::init_tracing();
+    let proxy = techub_tests::TcpProxy::start("127.0.0.1:6379").await;
+    let dir = techub_tests::PluginDir::with(&[("ledger", "fixture_ledger")]);
+    let mut config = techub_tests::config(&dir);
+    config.backends.store = KvBackend::Redis;
+    config.redis.url = format!("redis://127.0.0.1:{}", proxy.port);
+    let prefix = format!("{}:", unique("once-lost"));
+    config.host.key_prefix = prefix.clone();
+    let platform = techub_host::Platform::start(config)
+        .await
+        .unwrap_or_else(|e| panic!("{}", services::rabbitmq_hint(&e)));
+
+    proxy.lose_the_answer_to(b"\r\n$4\r\nEXEC\r\n");
+    let id = platform
+        .publish("fixture.ledger.m", b"x".to_vec(), None)
+        .await
+        .unwrap();
+    let redis = services::redis().await;
+    let read = |command: &'static str, key: String, arg: Option<String>| {
+        let redis = redis.clone();
+        async move {
+            redis
+                .run(
+                    command,
+                    techub_host::capability::redis_client::Retry::Idempotent,
+                    |mut c| {
+                        let mut cmd = redis::cmd(command);
+                        cmd.arg(&key);
+                        if let Some(arg) = &arg {
+                            cmd.arg(arg);
+                        }
+                        async move { cmd.query_async::<Option<String>>(&mut c).await }
+                    },
+                )
+                .await
+                .unwrap()
+        }
+    };
+    let store = |key: &str| format!("{prefix}store:ledger:{key}");
+    techub_tests::wait_for(LIMIT, "the message to be handled", || async {
+        let handled = read("SISMEMBER", store("handled"), Some(id.clone())).await;
+        (handled.as_deref() == Some("1")).then_some(())
+    })
+    .await;
+    assert!(proxy.answer_lost(), "the transaction's answer was not cut");
+    let attempts = read("HGET", store("attempts"), Some(id.clone())).await;
+    assert_eq!(
+        attempts.as_deref(),
+        Some("2"),
+        "one failed attempt, one retry"
+    );
+    let effects = read("GET", store("{ledger}effects"), None).await;
+    assert_eq!(effects.as_deref(), Some("1"), "the effect happened once");
+    platform.shutdown().await;
+}
