@@ -300,3 +300,68 @@ async fn claims_wait_for_a_replica(mut waiting: RedisConfig, kill_replica: impl 
         .unwrap()
     );
 }
+
+/// On a Redis Cluster, a write that may not run twice (a transaction, an `INCRBY`)
+/// whose connection dropped once it had gone out is not sent again: it may have run,
+/// so the caller hears `unavailable` and the counter moved once. (redis-rs's cluster
+/// connection sends a request again after its connection dropped, whatever it is; a
+/// failover under load did that to a transaction that had already run.)
+#[tokio::test(flavor = "multi_thread")]
+async fn on_a_cluster_a_write_whose_answer_was_lost_is_not_sent_again() {
+    let cluster = RedisCluster::start_with_replicas(0).await;
+    let key = format!("{}:{{lost}}:n", unique("techub-test"));
+    // The key's primary behind a proxy: it tells the cluster (and so the client) that
+    // it is at the proxy's port.
+    let primary = &cluster.nodes[cluster.primary_of(&key)];
+    let proxy = techub_tests::TcpProxy::start(Box::leak(primary.address().into_boxed_str())).await;
+    let proxied = proxy.port.to_string();
+    primary.cli(&["CONFIG", "SET", "cluster-announce-port", &proxied]);
+    techub_tests::wait_for(
+        Duration::from_secs(10),
+        "every node to name the proxy's port for the key's primary",
+        || async {
+            cluster
+                .nodes
+                .iter()
+                .all(|n| {
+                    n.cli(&["CLUSTER", "SLOTS"])
+                        .lines()
+                        .any(|l| l.trim() == proxied)
+                })
+                .then_some(())
+        },
+    )
+    .await;
+    let mut redis_config = config(RedisMode::Cluster);
+    redis_config.urls = cluster.urls();
+    let store = RedisStore::new(
+        RedisClient::connect(&redis_config, Default::default())
+            .await
+            .unwrap(),
+    );
+    store.incr_by(&key, 1).await.unwrap();
+
+    for (request, write) in [
+        (&b"\r\n$4\r\nEXEC\r\n"[..], "a transaction"),
+        (&b"\r\n$6\r\nINCRBY\r\n"[..], "an INCRBY"),
+    ] {
+        proxy.lose_the_answer_to(request);
+        let before: i64 = primary.cli(&["GET", &key]).trim().parse().unwrap();
+        let result = match write {
+            "a transaction" => store
+                .atomic(&[AtomicOp::IncrBy(key.clone(), 1)])
+                .await
+                .map(drop),
+            _ => store.incr_by(&key, 1).await.map(drop),
+        };
+        assert!(proxy.answer_lost(), "{write}: its answer was not cut");
+        assert!(
+            matches!(result, Err(BackendError::Unavailable(_))),
+            "{write} whose answer was lost: {result:?}"
+        );
+        let after: i64 = primary.cli(&["GET", &key]).trim().parse().unwrap();
+        assert_eq!(after, before + 1, "{write} ran once");
+    }
+    // The connection serves the next command.
+    assert!(store.incr_by(&key, 1).await.is_ok());
+}

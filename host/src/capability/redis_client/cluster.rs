@@ -8,17 +8,25 @@
 //! primaries went on working). So when commands have gone on failing with timeouts
 //! or lost connections for `stale` (twice the command timeout), the connection is
 //! built again from the seed nodes, at most once per `stale`.
+//!
+//! redis-rs also sends a request again after its connection dropped, whatever the
+//! request: an `INCRBY` or a transaction that ran, whose answer the drop lost, ran
+//! twice. So commands that may not run twice ([`Retry::Never`]) go through a second
+//! connection built with no retries of its own: a drop is the caller's `unavailable`,
+//! and a `MOVED` comes back to [`super::RedisClient::run`], which sends the command
+//! again (it did not run) once the slot map is refreshed.
 
+use super::Retry;
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-/// The cluster connection, rebuilt when it stays silent.
+/// The two cluster connections, rebuilt when they stay silent.
 pub struct ClusterNodes {
-    client: ClusterClient,
-    current: RwLock<ClusterConnection>,
+    clients: Clients,
+    current: RwLock<Connections>,
     /// Milliseconds since `epoch` of the first failure of the current run of
     /// failures (`u64::MAX`: none), and of the last rebuild.
     failing_since: AtomicU64,
@@ -29,16 +37,42 @@ pub struct ClusterNodes {
     connect_timeout: Duration,
 }
 
+/// The cluster clients: one whose requests redis-rs sends again after a failure (for
+/// commands that may run twice), one whose requests it never sends again.
+#[derive(Clone)]
+pub(super) struct Clients {
+    pub replaying: ClusterClient,
+    pub once: ClusterClient,
+}
+
+/// A connection of each client.
+#[derive(Clone)]
+pub(super) struct Connections {
+    replaying: ClusterConnection,
+    once: ClusterConnection,
+}
+
+impl Clients {
+    /// A connection of each, or the first error.
+    pub(super) async fn connect(&self) -> redis::RedisResult<Connections> {
+        let (replaying, once) = tokio::try_join!(
+            self.replaying.get_async_connection(),
+            self.once.get_async_connection()
+        )?;
+        Ok(Connections { replaying, once })
+    }
+}
+
 impl ClusterNodes {
     pub(super) fn new(
-        client: ClusterClient,
-        connection: ClusterConnection,
+        clients: Clients,
+        connections: Connections,
         command_timeout: Duration,
         connect_timeout: Duration,
     ) -> Self {
         Self {
-            client,
-            current: RwLock::new(connection),
+            clients,
+            current: RwLock::new(connections),
             failing_since: AtomicU64::new(u64::MAX),
             last_rebuild: AtomicU64::new(0),
             epoch: Instant::now(),
@@ -52,12 +86,13 @@ impl ClusterNodes {
         self.epoch.elapsed().as_millis() as u64
     }
 
-    /// The connection for one command.
-    pub(super) fn current(&self) -> ClusterConnection {
-        self.current
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+    /// The connection for one command that `retry` allows to run twice or not.
+    pub(super) fn current(&self, retry: Retry) -> ClusterConnection {
+        let current = self.current.read().unwrap_or_else(|e| e.into_inner());
+        match retry {
+            Retry::Idempotent => current.replaying.clone(),
+            Retry::Never => current.once.clone(),
+        }
     }
 
     /// A command succeeded on a connection built after the current run of failures
@@ -98,16 +133,14 @@ impl ClusterNodes {
         let this = self.clone();
         tokio::spawn(async move {
             let _only = only;
-            let built =
-                tokio::time::timeout(this.connect_timeout, this.client.get_async_connection())
-                    .await;
+            let built = tokio::time::timeout(this.connect_timeout, this.clients.connect()).await;
             match built {
-                Ok(Ok(connection)) => {
+                Ok(Ok(connections)) => {
                     tracing::warn!(
                         failing_ms,
-                        "commands to the Redis Cluster went on failing; built a new connection from the seed nodes"
+                        "commands to the Redis Cluster went on failing; built new connections from the seed nodes"
                     );
-                    *this.current.write().unwrap_or_else(|e| e.into_inner()) = connection;
+                    *this.current.write().unwrap_or_else(|e| e.into_inner()) = connections;
                 }
                 Ok(Err(error)) => {
                     tracing::warn!(kind = ?error.kind(), "could not build a new Redis Cluster connection yet")

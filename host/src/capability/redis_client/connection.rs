@@ -1,11 +1,13 @@
 //! One connection type over the three `[redis] mode`s, so that every backend runs the
 //! same commands and scripts whatever Redis it is on:
 //! - `single`: a `ConnectionManager` (multiplexed, reconnecting);
-//! - `cluster`: redis-rs's async cluster connection, which routes each command by the
-//!   hash slot of its first key and follows `MOVED`/`ASK` and failovers by itself;
+//! - `cluster`: redis-rs's async cluster connections, which route each command by the
+//!   hash slot of its first key and follow `MOVED`/`ASK` and failovers by themselves
+//!   (one of them only for commands that may run twice: [`super::cluster`]);
 //! - `sentinel`: a `ConnectionManager` to the primary the sentinels name, replaced
 //!   when they name another ([`super::sentinel::FollowPrimary`]).
 
+use super::Retry;
 use super::cluster::ClusterNodes;
 use super::sentinel::FollowPrimary;
 use redis::aio::{ConnectionLike, ConnectionManager};
@@ -59,11 +61,13 @@ pub(super) enum Nodes {
 }
 
 impl Nodes {
-    /// A connection for one command.
-    pub(super) fn connection(&self) -> RedisConnection {
+    /// A connection for one command that `retry` allows to run twice or not (one
+    /// server and sentinels: the same connection, which never sends a command again
+    /// by itself).
+    pub(super) fn connection(&self, retry: Retry) -> RedisConnection {
         match self {
             Self::Single(c) => RedisConnection::Single(c.clone()),
-            Self::Cluster(nodes) => RedisConnection::Cluster(nodes.current()),
+            Self::Cluster(nodes) => RedisConnection::Cluster(nodes.current(retry)),
             Self::Sentinel(follow) => RedisConnection::Single(follow.current()),
         }
     }

@@ -132,7 +132,7 @@ impl RedisClient {
 
     /// `PING`, answered within `within`; the reason when not.
     pub async fn ping(&self, within: Duration) -> Result<(), String> {
-        let mut conn = self.nodes.connection();
+        let mut conn = self.nodes.connection(Retry::Idempotent);
         let command = redis::cmd("PING");
         let ping = command.query_async::<String>(&mut conn);
         match tokio::time::timeout(within, ping).await {
@@ -208,7 +208,7 @@ impl RedisClient {
         let attempts = async {
             let mut attempt = 0;
             loop {
-                match command(self.nodes.connection()).await {
+                match command(self.nodes.connection(retry)).await {
                     Ok(value) => {
                         self.nodes.succeeded();
                         if self.disconnected.load(Ordering::Relaxed)
@@ -228,12 +228,20 @@ impl RedisClient {
                             self.disconnected.store(true, Ordering::Relaxed);
                         }
                         self.nodes.after_failure(&error);
-                        // Refused before it ran (a failover in progress): safe to
-                        // send again whatever the command is.
+                        // Refused before it ran (a failover in progress, or a slot
+                        // that moved or is moving: the cluster connection of commands
+                        // that may not run twice leaves `MOVED` and `ASK` to this
+                        // loop): safe to send again whatever the command is.
                         let not_run = matches!(
                             error.code(),
                             Some(
-                                "READONLY" | "MASTERDOWN" | "LOADING" | "CLUSTERDOWN" | "TRYAGAIN"
+                                "READONLY"
+                                    | "MASTERDOWN"
+                                    | "LOADING"
+                                    | "CLUSTERDOWN"
+                                    | "TRYAGAIN"
+                                    | "MOVED"
+                                    | "ASK"
                             )
                         );
                         let again = not_run || (retry == Retry::Idempotent && transient);

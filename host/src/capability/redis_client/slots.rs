@@ -14,7 +14,7 @@
 //!   pattern names;
 //! - [`RedisClient::pipeline`]: a non-atomic pipeline is split per slot.
 
-use super::cluster::ClusterNodes;
+use super::cluster::{Clients, ClusterNodes};
 use super::connection::{Nodes, RedisConnection};
 use super::{RedisClient, Retry};
 use crate::capability::{BackendError, BackendResult};
@@ -86,14 +86,20 @@ pub(super) async fn connect_cluster(
     let shown: Vec<String> = config.urls.iter().map(|u| redact_url(u)).collect();
     let url = format!("cluster {}", shown.join(","));
     let connect_timeout = Duration::from_millis(config.connection_timeout_ms);
-    let client = ClusterClientBuilder::new(config.urls.clone())
-        .connection_timeout(connect_timeout)
-        .response_timeout(Duration::from_millis(config.command_timeout_ms))
-        .retries(config.max_retries)
-        .min_retry_wait(config.retry_delay_ms.max(1))
-        .build()
-        .map_err(|e| anyhow::anyhow!("invalid redis.urls {shown:?}: {:?}", e.kind()))?;
-    let connection = tokio::time::timeout(connect_timeout, client.clone().get_async_connection())
+    let client = |retries: u32| {
+        ClusterClientBuilder::new(config.urls.clone())
+            .connection_timeout(connect_timeout)
+            .response_timeout(Duration::from_millis(config.command_timeout_ms))
+            .retries(retries)
+            .min_retry_wait(config.retry_delay_ms.max(1))
+            .build()
+            .map_err(|e| anyhow::anyhow!("invalid redis.urls {shown:?}: {:?}", e.kind()))
+    };
+    let clients = Clients {
+        replaying: client(config.max_retries)?,
+        once: client(0)?,
+    };
+    let connections = tokio::time::timeout(connect_timeout, clients.connect())
         .await
         .map_err(|_| {
             anyhow::anyhow!(
@@ -116,8 +122,8 @@ pub(super) async fn connect_cluster(
         );
     }
     let nodes = ClusterNodes::new(
-        client,
-        connection,
+        clients,
+        connections,
         Duration::from_millis(config.command_timeout_ms),
         connect_timeout,
     );
