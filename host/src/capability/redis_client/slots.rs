@@ -241,7 +241,9 @@ impl RedisClient {
 
     /// With `[redis] wait_replicas`, waits until that many replicas of the primary
     /// that holds `key` have every write this host sent it so far (`WAIT`, on the same
-    /// multiplexed connection as the write): `unavailable` when fewer confirmed within
+    /// multiplexed connection as the write: on a cluster that is the connection of
+    /// [`Retry::Never`], so the write must have been sent as one, as every claim,
+    /// swap, batch and lease is): `unavailable` when fewer confirmed within
     /// `wait_timeout_ms`. Without it, returns at once.
     pub async fn replicated(&self, key: &str) -> BackendResult<()> {
         let Some((replicas, timeout_ms)) = self.wait else {
