@@ -1,8 +1,11 @@
 //! `bench http`: a plugin making one outbound HTTP request per message to a local
 //! server, against a native pooled hyper client making the same requests at the same
-//! concurrency, in alternating rounds ([`harness::Rounds`]); the latency a
-//! request gains through the plugin, connections opened per 1000 requests on each side,
-//! and the host's RSS with 16 plugins each holding 16 requests in flight.
+//! concurrency, and against the plugin's own host client and rules called without wasm
+//! (`send_request` as wasmtime-wasi-http calls it), in alternating rounds
+//! ([`harness::Rounds`]); the latency a request gains through the plugin, connections
+//! opened per 1000 requests, and the host's RSS with 16 plugins each holding 16
+//! requests in flight. The third side splits the plugin's cost: the host's rules and
+//! pool on one side, the guest's instance and the `wasi:http` resources on the other.
 
 use super::harness::{self, Count, Rounds, Sample, quantile};
 use bytes::Bytes;
@@ -115,6 +118,53 @@ async fn native_round(
     Ok(Round::of(latencies, started, cpu))
 }
 
+/// The same requests through the plugin's own host client and rules (grant, quota,
+/// in-flight turn, pool, counted bodies: `send_request` as wasmtime-wasi-http calls
+/// it), without wasm: what the host's HTTP path costs before the guest's.
+async fn host_client_round(
+    http: &Arc<techub_host::capability::http::PluginHttp>,
+    url: &str,
+    concurrency: usize,
+) -> anyhow::Result<Round> {
+    use wasmtime_wasi_http::WasiHttpHooks;
+    let uri: hyper::Uri = url.parse()?;
+    let (started, cpu) = (Instant::now(), harness::process_cpu());
+    let tasks: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let (http, uri) = (http.clone(), uri.clone());
+            tokio::spawn(async move {
+                let mut latencies = Vec::with_capacity(*REQUESTS / concurrency);
+                for _ in 0..*REQUESTS / concurrency {
+                    let at = Instant::now();
+                    // A fresh instance's hooks per request, as a message gets.
+                    let mut hooks = techub_host::capability::http::HttpHooks::new(http.clone());
+                    let body = Empty::<Bytes>::new()
+                        .map_err(|never| match never {})
+                        .boxed_unsync();
+                    let request = hyper::Request::get(uri.clone()).body(body)?;
+                    let sending = hooks.send_request(request, None, Box::new(async { Ok(()) }));
+                    let (response, _io) = std::pin::Pin::from(sending)
+                        .await
+                        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+                    anyhow::ensure!(response.status() == 200, "status {}", response.status());
+                    response
+                        .into_body()
+                        .collect()
+                        .await
+                        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+                    latencies.push(at.elapsed());
+                }
+                Ok(latencies)
+            })
+        })
+        .collect();
+    let mut latencies = Vec::new();
+    for task in tasks {
+        latencies.extend(task.await??);
+    }
+    Ok(Round::of(latencies, started, cpu))
+}
+
 pub async fn http() -> anyhow::Result<()> {
     let server = TestServer::http(Behaviour::Echo).await;
     let url = format!("{}/bench", server.origin(false));
@@ -135,6 +185,7 @@ pub async fn http() -> anyhow::Result<()> {
         .await?,
     );
     let native = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+    let host_client = services.http.plugin("caller", &config);
     println!(
         "bench http: {REQUESTS} requests per round to a local keep-alive server, {ROUNDS} alternating rounds per side"
     );
@@ -144,20 +195,28 @@ pub async fn http() -> anyhow::Result<()> {
         native_round(&native, &url, concurrency).await?;
         let (mut plugin_latency, mut native_latency) = (Vec::new(), Vec::new());
         let (mut plugin_connections, mut native_connections) = (0, 0);
-        let sides = ["plugin", "native hyper client"];
+        host_client_round(&host_client, &url, concurrency).await?;
+        let mut host_latency = Vec::new();
+        let sides = ["plugin", "native hyper client", "host client without wasm"];
         let rounds = Rounds::alternate(&sides, *ROUNDS, async |side| {
             let before = server.connections();
             let round = match side {
                 0 => plugin_round(&runtime, &plugin, Some(&url), concurrency).await?,
-                _ => native_round(&native, &url, concurrency).await?,
+                1 => native_round(&native, &url, concurrency).await?,
+                _ => host_client_round(&host_client, &url, concurrency).await?,
             };
             let opened = server.connections() - before;
-            let (latency, connections) = match side {
-                0 => (&mut plugin_latency, &mut plugin_connections),
-                _ => (&mut native_latency, &mut native_connections),
-            };
-            latency.extend(round.latencies);
-            *connections += opened;
+            match side {
+                0 => {
+                    plugin_latency.extend(round.latencies);
+                    plugin_connections += opened;
+                }
+                1 => {
+                    native_latency.extend(round.latencies);
+                    native_connections += opened;
+                }
+                _ => host_latency.extend(round.latencies),
+            }
             Ok(round.sample)
         })
         .await?;
@@ -166,8 +225,9 @@ pub async fn http() -> anyhow::Result<()> {
                 "http: {REQUESTS} requests, concurrency {concurrency} (goal plugin/native >= 0.8)"
             ),
             "req",
-            &[(0, 1)],
+            &[(0, 1), (2, 1), (0, 2)],
         );
+        host_latency.sort();
         plugin_latency.sort();
         native_latency.sort();
         let total = (*REQUESTS * *ROUNDS) as f64;
@@ -179,6 +239,11 @@ pub async fn http() -> anyhow::Result<()> {
             quantile(&native_latency, 0.99),
             quantile(&plugin_latency, 0.5).saturating_sub(quantile(&native_latency, 0.5)),
             quantile(&plugin_latency, 0.99).saturating_sub(quantile(&native_latency, 0.99)),
+        );
+        println!(
+            "      the host's client and rules without wasm: p50 {:?} / p99 {:?}",
+            quantile(&host_latency, 0.5),
+            quantile(&host_latency, 0.99),
         );
         println!(
             "      connections opened per 1000 requests: plugin {:.2}, native {:.2} (pooled: at most the concurrency, {concurrency}, in all)",
