@@ -42,41 +42,25 @@ impl Round {
     }
 }
 
-/// `count` plugin invocations, `concurrency` at a time, each one request to `url`.
-/// With `url` `None`, the same invocations with no request: what the plugin costs
-/// without HTTP.
-async fn plugin_round(
-    runtime: &Arc<Runtime>,
-    plugin: &Arc<LoadedPlugin>,
-    url: Option<&str>,
-    concurrency: usize,
-) -> anyhow::Result<Round> {
-    let plan = match url {
-        Some(url) => serde_json::json!({ "requests": [{ "url": url }] }),
-        None => serde_json::json!({ "requests": [] }),
-    }
-    .to_string();
-    let expected = if url.is_some() { "#0 200" } else { "rejected" };
+/// [`REQUESTS`] timed calls of `one`, `concurrency` at a time: the round's rate, this
+/// process's CPU and each call's latency.
+async fn timed_round<F, Fut>(concurrency: usize, one: F) -> anyhow::Result<Round>
+where
+    F: Fn() -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<()>> + Send,
+{
     let (started, cpu) = (Instant::now(), harness::process_cpu());
     let tasks: Vec<_> = (0..concurrency)
         .map(|_| {
-            let (runtime, plugin, plan) = (runtime.clone(), plugin.clone(), plan.clone());
+            let one = one.clone();
             tokio::spawn(async move {
                 let mut latencies = Vec::with_capacity(*REQUESTS / concurrency);
                 for _ in 0..*REQUESTS / concurrency {
-                    let delivery =
-                        techub_tests::delivery("webhook", "fixture.caller.bench", plan.as_bytes());
                     let at = Instant::now();
-                    let report = runtime
-                        .invoke(&plugin.pre, plugin.context.clone(), &delivery, 5)
-                        .await;
+                    one().await?;
                     latencies.push(at.elapsed());
-                    match report.result {
-                        Ok(Outcome::Reject(r)) if r.contains(expected) || r.is_empty() => {}
-                        other => anyhow::bail!("the request failed: {other:?}"),
-                    }
                 }
-                Ok(latencies)
+                Ok::<_, anyhow::Error>(latencies)
             })
         })
         .collect();
@@ -87,6 +71,39 @@ async fn plugin_round(
     Ok(Round::of(latencies, started, cpu))
 }
 
+/// Plugin invocations, each one request to `url`. With `url` `None`, the same
+/// invocations with no request: what the plugin costs without HTTP.
+async fn plugin_round(
+    runtime: &Arc<Runtime>,
+    plugin: &Arc<LoadedPlugin>,
+    url: Option<&str>,
+    concurrency: usize,
+) -> anyhow::Result<Round> {
+    let plan: Arc<str> = match url {
+        Some(url) => serde_json::json!({ "requests": [{ "url": url }] }),
+        None => serde_json::json!({ "requests": [] }),
+    }
+    .to_string()
+    .into();
+    let expected = if url.is_some() { "#0 200" } else { "rejected" };
+    let (runtime, plugin) = (runtime.clone(), plugin.clone());
+    timed_round(concurrency, move || {
+        let (runtime, plugin, plan) = (runtime.clone(), plugin.clone(), plan.clone());
+        async move {
+            let delivery =
+                techub_tests::delivery("webhook", "fixture.caller.bench", plan.as_bytes());
+            let report = runtime
+                .invoke(&plugin.pre, plugin.context.clone(), &delivery, 5)
+                .await;
+            match report.result {
+                Ok(Outcome::Reject(r)) if r.contains(expected) || r.is_empty() => Ok(()),
+                other => anyhow::bail!("the request failed: {other:?}"),
+            }
+        }
+    })
+    .await
+}
+
 /// The same requests from a native pooled client.
 async fn native_round(
     client: &Client<hyper_util::client::legacy::connect::HttpConnector, Empty<Bytes>>,
@@ -94,28 +111,17 @@ async fn native_round(
     concurrency: usize,
 ) -> anyhow::Result<Round> {
     let uri: hyper::Uri = url.parse()?;
-    let (started, cpu) = (Instant::now(), harness::process_cpu());
-    let tasks: Vec<_> = (0..concurrency)
-        .map(|_| {
-            let (client, uri) = (client.clone(), uri.clone());
-            tokio::spawn(async move {
-                let mut latencies = Vec::with_capacity(*REQUESTS / concurrency);
-                for _ in 0..*REQUESTS / concurrency {
-                    let at = Instant::now();
-                    let response = client.get(uri.clone()).await?;
-                    anyhow::ensure!(response.status() == 200, "status {}", response.status());
-                    response.into_body().collect().await?;
-                    latencies.push(at.elapsed());
-                }
-                Ok(latencies)
-            })
-        })
-        .collect();
-    let mut latencies = Vec::new();
-    for task in tasks {
-        latencies.extend(task.await??);
-    }
-    Ok(Round::of(latencies, started, cpu))
+    let client = client.clone();
+    timed_round(concurrency, move || {
+        let (client, uri) = (client.clone(), uri.clone());
+        async move {
+            let response = client.get(uri).await?;
+            anyhow::ensure!(response.status() == 200, "status {}", response.status());
+            response.into_body().collect().await?;
+            Ok(())
+        }
+    })
+    .await
 }
 
 /// The same requests through the plugin's own host client and rules (grant, quota,
@@ -128,41 +134,30 @@ async fn host_client_round(
 ) -> anyhow::Result<Round> {
     use wasmtime_wasi_http::WasiHttpHooks;
     let uri: hyper::Uri = url.parse()?;
-    let (started, cpu) = (Instant::now(), harness::process_cpu());
-    let tasks: Vec<_> = (0..concurrency)
-        .map(|_| {
-            let (http, uri) = (http.clone(), uri.clone());
-            tokio::spawn(async move {
-                let mut latencies = Vec::with_capacity(*REQUESTS / concurrency);
-                for _ in 0..*REQUESTS / concurrency {
-                    let at = Instant::now();
-                    // A fresh instance's hooks per request, as a message gets.
-                    let mut hooks = techub_host::capability::http::HttpHooks::new(http.clone());
-                    let body = Empty::<Bytes>::new()
-                        .map_err(|never| match never {})
-                        .boxed_unsync();
-                    let request = hyper::Request::get(uri.clone()).body(body)?;
-                    let sending = hooks.send_request(request, None, Box::new(async { Ok(()) }));
-                    let (response, _io) = std::pin::Pin::from(sending)
-                        .await
-                        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-                    anyhow::ensure!(response.status() == 200, "status {}", response.status());
-                    response
-                        .into_body()
-                        .collect()
-                        .await
-                        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-                    latencies.push(at.elapsed());
-                }
-                Ok(latencies)
-            })
-        })
-        .collect();
-    let mut latencies = Vec::new();
-    for task in tasks {
-        latencies.extend(task.await??);
-    }
-    Ok(Round::of(latencies, started, cpu))
+    let http = http.clone();
+    timed_round(concurrency, move || {
+        let (http, uri) = (http.clone(), uri.clone());
+        async move {
+            // A fresh instance's hooks per request, as a message gets.
+            let mut hooks = techub_host::capability::http::HttpHooks::new(http);
+            let body = Empty::<Bytes>::new()
+                .map_err(|never| match never {})
+                .boxed_unsync();
+            let request = hyper::Request::get(uri).body(body)?;
+            let sending = hooks.send_request(request, None, Box::new(async { Ok(()) }));
+            let (response, _io) = std::pin::Pin::from(sending)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+            anyhow::ensure!(response.status() == 200, "status {}", response.status());
+            response
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+            Ok(())
+        }
+    })
+    .await
 }
 
 pub async fn http() -> anyhow::Result<()> {
