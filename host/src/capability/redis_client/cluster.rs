@@ -13,8 +13,10 @@
 //! request: an `INCRBY` or a transaction that ran, whose answer the drop lost, ran
 //! twice. So commands that may not run twice ([`Retry::Never`]) go through a second
 //! connection built with no retries of its own: a drop is the caller's `unavailable`,
-//! and a `MOVED` comes back to [`super::RedisClient::run`], which sends the command
-//! again (it did not run) once the slot map is refreshed.
+//! and a `MOVED` or `ASK` comes back to [`super::RedisClient::run`], which sends the
+//! command again (it did not run): after a `MOVED` the connection has refreshed its
+//! slot map; an `ASK` (a slot being migrated) is asked again until the migration ends
+//! or the retries run out (`unavailable`).
 
 use super::Retry;
 use redis::cluster::ClusterClient;
