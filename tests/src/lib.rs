@@ -442,7 +442,7 @@ impl TcpProxy {
                     let (from_client, to_client) = inbound.into_split();
                     let (from_server, to_server) = outbound.into_split();
                     let blocked = blocked_rx.clone();
-                    let tripped = std::sync::Arc::new(tokio::sync::watch::channel(false).0);
+                    let tripped = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
                     let to_service = Pump {
                         stalled: stalled_rx.clone(),
                         blocked: blocked.clone(),
@@ -520,7 +520,7 @@ struct Pump {
     blocked: tokio::sync::watch::Receiver<bool>,
     /// Set once the armed request went by on this connection: from then on nothing
     /// more is forwarded either way.
-    tripped: std::sync::Arc<tokio::sync::watch::Sender<bool>>,
+    tripped: std::sync::Arc<std::sync::atomic::AtomicBool>,
     /// Client to service only: the armed request to look for.
     tripwire: Option<Tripwire>,
 }
@@ -546,7 +546,7 @@ impl Pump {
             if *self.blocked.borrow()
                 || self.stalled.wait_for(|stalled| !*stalled).await.is_err()
                 || *self.blocked.borrow()
-                || *self.tripped.borrow()
+                || self.tripped.load(std::sync::atomic::Ordering::SeqCst)
             {
                 return;
             }
@@ -563,7 +563,8 @@ impl Pump {
             // Tripped before the request is written, so that no byte of its answer
             // can be forwarded by the other direction.
             if trips {
-                self.tripped.send_replace(true);
+                self.tripped
+                    .store(true, std::sync::atomic::Ordering::SeqCst);
             }
             if to.write_all(chunk).await.is_err() || trips {
                 return;
