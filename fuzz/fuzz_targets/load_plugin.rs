@@ -6,7 +6,7 @@
 use libfuzzer_sys::fuzz_target;
 use std::path::Path;
 use std::sync::{Arc, LazyLock};
-use techub_host::capability::Services;
+use techub_host::services::Services;
 use techub_host::config::HostConfig;
 use techub_host::runtime::{Runtime, content_hash};
 
@@ -24,7 +24,7 @@ static HOST: LazyLock<Host> = LazyLock::new(|| {
     config.host.compile_cache = false;
     let config = Arc::new(config);
     let services = tokio
-        .block_on(techub_host::platform::connect_services(&config))
+        .block_on(techub_host::services::connect(&config))
         .expect("the embedded services");
     Host {
         runtime: Arc::new(Runtime::new(&config).expect("the runtime")),

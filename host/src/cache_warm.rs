@@ -9,10 +9,10 @@
 //! never released, and hosts look four times a round, so that the next round is taken
 //! by whichever host looks first once the lock has run out.
 
-use crate::capability::Services;
 use crate::capability::cache::LoadLimits;
 use crate::capability::cache::read_through::LoadFailure;
 use crate::config::HostConfig;
+use crate::services::Services;
 use arc_swap::ArcSwap;
 use serde::Serialize;
 use std::collections::HashMap;
@@ -64,6 +64,7 @@ pub async fn warm(
     let batch = (config.cache.max_bulk_keys as usize).max(1);
     for keys in keys.chunks(batch) {
         let answers = services
+            .cache
             .read_through
             .refresh(domain, keys, limits, ttl_seconds)
             .await;

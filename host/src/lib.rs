@@ -25,6 +25,8 @@
 //! - [`names`]: glob and routing-key patterns, key templates, name checks, queue
 //!   names: a leaf shared by the configuration and the capabilities.
 //! - [`watch`]: the plugins directory and `host.toml`, watched.
+//! - [`services`]: the capabilities' services connected (`Services`), and each
+//!   plugin's grants built from them: the capabilities' wiring.
 //! - [`platform`]: everything above, started together: services, reload, the
 //!   metrics poller, graceful stop.
 //! - [`schedules`]: `[schedules.<name>]`, messages published on the clock, once per
@@ -49,26 +51,32 @@
 //!    `Versions`: a swap does not touch a delivery in flight) and its queue policy.
 //! 3. `runtime/invoke.rs` runs it through an instance (fresh, or kept for reuse) in a
 //!    pool slot, with the payload moved into the guest, under the version's limits.
-//! 4. Each import the guest calls goes to its capability's view (`runtime/state.rs`
-//!    hands out `CacheView`, `StoreView`, ...), which holds only that capability's
-//!    grant from the plugin's context (`capability/context.rs`) and the invocation's
-//!    usage.
+//! 4. Each import the guest calls goes to its capability's view, built by the
+//!    capability's `view` from the instance's `InstanceState`
+//!    (`capability/instance.rs`, held by `runtime/state.rs`): the view holds only that
+//!    capability's grant from the plugin's context (`capability/context.rs`) and the
+//!    invocation's usage.
 //! 5. The outcome settles the delivery (`dispatch/settle.rs`): ack, retry through the
 //!    queue type's retry queue with back-off, or dead-letter with the reason; the
 //!    report goes to the metrics (`runtime::InvocationReport::record`).
 //!
 //! # How to add a capability
 //! 1. A folder `capability/<name>/` with: its backend trait and backends; `connect`
-//!    (the backend `host.toml` selects); a `<Name>Grant` with `new(plugin, config,
-//!    service)` holding all a plugin's view may reach (its grants, limits, backend,
-//!    prefix); a `<Name>View` over that grant and the invocation's `Usage`, with the
-//!    WIT `Host` impl; and `link(linker, view)`. `cache/`, `store/`, `lock/` and
-//!    `messaging/` are the models.
+//!    (the backend `host.toml` selects, as a `<Name>Service`); a `<Name>Grant` with
+//!    `new(plugin, config, service)` holding all a plugin's view may reach (its
+//!    grants, limits, backend, prefix); a `<Name>View` over that grant and the
+//!    instance's usage, with the WIT `Host` impl; `view(&mut InstanceState)`, which
+//!    builds that view from an instance; and `link(linker)`. `cache/`, `store/`,
+//!    `lock/`, `messaging/` and `http/` are the models.
 //! 2. Its configuration section in `config/` (one `validate` per section), and its
 //!    fields classified fixed or live in `config/live.rs` (the compiler asks).
-//! 3. One line in `runtime/engine.rs`'s `link_capabilities`, one field and view
-//!    method in `runtime/state.rs`, and one line each in `platform/services.rs`
-//!    (connect) and `capability/context.rs` (the grant).
+//!    `config/` is a leaf, so the section cannot live in the capability's folder.
+//! 3. Its registration: one line in `runtime/engine.rs`'s `link_capabilities`, and
+//!    its wiring in `services/mod.rs` (its service's field and `connect`, its grant
+//!    in `Services::context`) with the grant's field in `PluginContext`
+//!    (`capability/context.rs`). A view that keeps state across one message's host
+//!    calls (as `lock` keeps the leases held) adds it to `InstanceState`
+//!    (`capability/instance.rs`), with its settling in `InstanceState::settle`.
 
 pub mod admin;
 pub mod cache_events;
@@ -86,6 +94,7 @@ pub mod plugins;
 pub mod registry;
 pub mod runtime;
 pub mod schedules;
+pub mod services;
 pub mod stand_ins;
 pub mod watch;
 pub mod webhooks;

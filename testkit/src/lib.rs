@@ -112,7 +112,7 @@ impl TestKit {
 
     /// The host's services (cache, store, locks, broker), for what the helpers
     /// below do not cover.
-    pub fn services(&self) -> &Arc<techub_host::capability::Services> {
+    pub fn services(&self) -> &Arc<techub_host::services::Services> {
         &self.platform.services
     }
 
@@ -162,7 +162,7 @@ impl TestKit {
     /// The entry `key` of cache `domain`.
     pub async fn cache_get(&self, domain: &str, key: &str) -> Option<Vec<u8>> {
         let keys = [key.to_string()];
-        let found = self.services().cache.get_many(domain, &keys).await;
+        let found = self.services().cache.backend.get_many(domain, &keys).await;
         found.expect("the embedded cache answers").pop().flatten()
     }
 
@@ -185,6 +185,7 @@ impl TestKit {
         let written = self
             .services()
             .cache
+            .backend
             .set_many(domain, &entries, &write)
             .await;
         written.expect("the embedded cache answers");
@@ -384,7 +385,7 @@ impl Builder {
 async fn open_sink(platform: &Platform) -> anyhow::Result<Box<dyn Consumer>> {
     let name = format!("testkit.published.{}", uuid::Uuid::new_v4().simple());
     open_watch(
-        platform.services.broker.as_ref(),
+        platform.services.messaging.broker.as_ref(),
         &name,
         vec!["#".into()],
         100,

@@ -590,6 +590,7 @@ pub async fn cached(platform: &techub_host::Platform, domain: &str, key: &str) -
             platform
                 .services
                 .cache
+                .backend
                 .get_many(domain, &keys)
                 .await
                 .expect("the cache answers")
@@ -608,7 +609,7 @@ pub async fn sink(
 ) -> Box<dyn techub_host::capability::messaging::Consumer> {
     let bindings = bindings.iter().map(|b| b.to_string()).collect();
     techub_host::capability::messaging::open_watch(
-        platform.services.broker.as_ref(),
+        platform.services.messaging.broker.as_ref(),
         &unique("sink"),
         bindings,
         10,

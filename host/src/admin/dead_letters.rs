@@ -97,7 +97,7 @@ pub(super) async fn list(
     State(platform): State<Arc<Platform>>,
     Query(query): Query<ListQuery>,
 ) -> (StatusCode, Json<Value>) {
-    let broker = &platform.services.broker;
+    let broker = &platform.services.messaging.broker;
     let offset = query.offset.unwrap_or(0);
     let limit = query.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE);
     let preview = query.preview.unwrap_or(DEFAULT_PREVIEW).min(MAX_PREVIEW);
@@ -133,7 +133,7 @@ pub(super) async fn list(
 /// Every dead letter with message id `id` (a redelivered or republished message can
 /// die twice), oldest first.
 async fn find(platform: &Platform, id: &str) -> Result<Vec<DeadLetter>, String> {
-    let broker = &platform.services.broker;
+    let broker = &platform.services.messaging.broker;
     let (mut found, mut offset) = (Vec::new(), 0);
     loop {
         let page = broker
@@ -242,12 +242,15 @@ pub(super) async fn replay(
         }
         true => {
             // Pending again before it can be delivered (and marked) anew.
-            services.tracker.published(&letter.envelope.id, None);
+            services
+                .messaging
+                .tracker
+                .published(&letter.envelope.id, None);
             DeadLetterAction::Replay(to.clone())
         }
         false => DeadLetterAction::Keep,
     };
-    match services.broker.rework_dead_letters(&pick).await {
+    match services.messaging.broker.rework_dead_letters(&pick).await {
         Ok(done) => {
             let replayed: Vec<&String> = done.replayed.iter().map(|(id, _)| id).collect();
             let untrusted = untrusted.into_inner().unwrap_or_else(|e| e.into_inner());
@@ -278,7 +281,13 @@ pub(super) async fn purge(
         true => DeadLetterAction::Purge,
         false => DeadLetterAction::Keep,
     };
-    match platform.services.broker.rework_dead_letters(&pick).await {
+    match platform
+        .services
+        .messaging
+        .broker
+        .rework_dead_letters(&pick)
+        .await
+    {
         Ok(done) => (
             StatusCode::OK,
             Json(json!({ "purged": done.purged, "kept": done.kept })),

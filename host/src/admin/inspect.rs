@@ -236,6 +236,7 @@ pub(super) async fn cache_get(
     match platform
         .services
         .cache
+        .backend
         .get_many(&domain, std::slice::from_ref(&key))
         .await
     {

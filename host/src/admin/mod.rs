@@ -127,7 +127,7 @@ async fn readyz(State(platform): State<Arc<Platform>>) -> (StatusCode, Json<Valu
     {
         down.push(reason);
     }
-    let broker = platform.services.broker.as_ref();
+    let broker = platform.services.messaging.broker.as_ref();
     let dead_letter = platform.config().dead_letter;
     let fill = match broker.health() {
         Err(reason) => {

@@ -83,7 +83,8 @@ pub(super) async fn cache_stats(
     for domain in domains {
         let stats = platform
             .services
-            .cache_stats
+            .cache
+            .stats
             .sum(std::slice::from_ref(&domain), window)
             .await;
         let reads = stats.hits + stats.misses;
@@ -153,7 +154,7 @@ pub(super) async fn message_status(
     Path(id): Path<String>,
 ) -> (StatusCode, Json<Value>) {
     // Across hosts when statuses are shared through Redis.
-    match platform.services.tracker.lookup(&id).await {
+    match platform.services.messaging.tracker.lookup(&id).await {
         Some(snapshot) => {
             let summary = snapshot.summary();
             let queues: Vec<Value> = snapshot

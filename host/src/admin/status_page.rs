@@ -114,7 +114,7 @@ pub(super) async fn page(State(platform): State<Arc<Platform>>) -> Html<String> 
     for plugin in &plugins {
         for (queue_type, _) in &plugin.subscriptions {
             let queue = queue_name(&prefix, queue_type, &plugin.name);
-            let depth = match services.broker.queue_depth(&queue).await {
+            let depth = match services.messaging.broker.queue_depth(&queue).await {
                 Ok(Some(depth)) => depth.to_string(),
                 Ok(None) => "gone".to_string(),
                 Err(_) => "unavailable".to_string(),
@@ -127,8 +127,11 @@ pub(super) async fn page(State(platform): State<Arc<Platform>>) -> Html<String> 
             );
         }
     }
-    let dead = match DeadLetterFill::read(services.broker.as_ref(), &platform.config().dead_letter)
-        .await
+    let dead = match DeadLetterFill::read(
+        services.messaging.broker.as_ref(),
+        &platform.config().dead_letter,
+    )
+    .await
     {
         Ok(fill) if fill.is_full() => format!(
             "{} <span class=\"bad\" id=\"dead-letters-full\">full: new dead letters wait in their retry queues</span>",
@@ -150,7 +153,8 @@ pub(super) async fn page(State(platform): State<Arc<Platform>>) -> Html<String> 
     });
     for domain in platform.config().cache.domains.keys() {
         let stats = services
-            .cache_stats
+            .cache
+            .stats
             .sum(std::slice::from_ref(domain), window)
             .await;
         let reads = stats.hits + stats.misses;
@@ -258,7 +262,7 @@ fn about(platform: &Platform) -> String {
 
 /// The newest dead letters, with their queue and reason.
 async fn latest_dead_letters(platform: &Platform, html: &mut String) {
-    let broker = platform.services.broker.as_ref();
+    let broker = platform.services.messaging.broker.as_ref();
     let Ok(fill) = DeadLetterFill::read(broker, &platform.config().dead_letter).await else {
         return;
     };

@@ -32,7 +32,7 @@ pub(super) async fn tail(
         let body = json!({ "error": format!("invalid pattern {pattern:?}: {error}") });
         return (StatusCode::BAD_REQUEST, axum::Json(body)).into_response();
     }
-    let broker = platform.services.broker.clone();
+    let broker = platform.services.messaging.broker.clone();
     let queue = format!(
         "{}tail:{}",
         platform.config().amqp.queue_prefix,

@@ -1,15 +1,15 @@
 //! What the host knows of one plugin while it runs: its name and limits, and one grant
 //! per capability (built by the capability's own `mod.rs`), each holding only what
-//! that capability's view may reach. Built from `host.toml` at load (and reload).
+//! that capability's view may reach. Built from `host.toml` at load (and reload) by
+//! `services::Services::context`.
 
-use super::Services;
-use super::cache::{CacheGrant, CacheService};
+use super::cache::CacheGrant;
 use super::config::ConfigGrant;
 use super::lock::LockGrant;
 use super::log::LogGrant;
-use super::messaging::{MessagingGrant, MessagingService};
+use super::messaging::MessagingGrant;
 use super::store::StoreGrant;
-use crate::config::{HostConfig, Limits, SecretValue};
+use crate::config::{Limits, SecretRef, SecretValue};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -38,61 +38,7 @@ pub struct PluginContext {
     /// Its metric handles (shared by its versions).
     pub metrics: Arc<crate::metrics::PluginMetrics>,
     /// Its secrets, masked in what it writes.
-    secrets: Arc<Secrets>,
-}
-
-impl PluginContext {
-    /// The context of `name` under `config`, over the connected `services`.
-    pub fn new(name: &str, config: &HostConfig, services: &Services) -> Self {
-        let plugin = config.plugins.get(name).cloned().unwrap_or_default();
-        let limits = config.limits_of(name);
-        let metrics = services.metrics.plugin(name);
-        let secrets = Arc::new(Secrets(
-            plugin
-                .secrets
-                .into_iter()
-                .map(|(key, secret)| (key, secret.value))
-                .collect(),
-        ));
-        let layout = services
-            .redis
-            .as_ref()
-            .map(|r| r.layout())
-            .unwrap_or_default();
-        let cache = CacheService {
-            backend: services.cache.clone(),
-            l1: services.l1.clone(),
-            stats: services.cache_stats.clone(),
-            read_through: services.read_through.clone(),
-        };
-        let messaging = MessagingService {
-            broker: services.broker.clone(),
-            replies: services.replies.clone(),
-            tracker: services.tracker.clone(),
-            priorities: services.priorities.clone(),
-            metrics: services.metrics.clone(),
-        };
-        Self {
-            name: name.to_string(),
-            limits,
-            cache: CacheGrant::new(name, config, cache),
-            store: StoreGrant::new(name, config, services.store.clone()),
-            keyvalue: super::keyvalue::KeyValueGrant::new(name, config, &services.store),
-            lock: LockGrant::new(name, config, layout, services.locks.clone()),
-            messaging: MessagingGrant::new(name, config, messaging),
-            settings: ConfigGrant::new(plugin.settings, secrets.clone()),
-            log: LogGrant::new(
-                name,
-                services.log_rate(name),
-                limits.max_log_records_per_s,
-                metrics.clone(),
-                secrets.clone(),
-            ),
-            http: services.http.plugin(name, config),
-            metrics,
-            secrets,
-        }
-    }
+    pub secrets: Arc<Secrets>,
 }
 
 /// A plugin's secrets by name (served by `config` beside the settings; never printed).
@@ -103,6 +49,16 @@ pub struct Secrets(BTreeMap<String, SecretValue>);
 const MIN_MASKED_SECRET: usize = 4;
 
 impl Secrets {
+    /// The secrets `[plugins.<name>.secrets]` names, read.
+    pub fn from_config(secrets: BTreeMap<String, SecretRef>) -> Self {
+        Self(
+            secrets
+                .into_iter()
+                .map(|(key, secret)| (key, secret.value))
+                .collect(),
+        )
+    }
+
     /// The secret `name`.
     pub fn get(&self, name: &str) -> Option<&SecretValue> {
         self.0.get(name)

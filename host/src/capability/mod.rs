@@ -4,17 +4,20 @@
 //! Each capability has a directory whose `mod.rs` owns its wiring: the backend trait,
 //! `connect` (the backend `host.toml` selects), the per-plugin grant its view holds
 //! (its grants, limits, namespace and backend: nothing of another capability, nor the
-//! whole configuration), and `link`; `host.rs` has the WIT `Host` impl on the view
-//! (validation, namespacing, quotas), and one file per backend. `context.rs` puts one
-//! plugin's grants together; `redis_client/` is the Redis connection they share;
-//! `bindings.rs` is the one `bindgen!` of the world, whose imports these implement
-//! (and whose error and resource types name theirs back).
+//! whole configuration), `view` (its view of an instance's [`InstanceState`]) and
+//! `link`; `host.rs` has the WIT `Host` impl on the view (validation, namespacing,
+//! quotas), and one file per backend. `context.rs` is one plugin's grants together;
+//! `instance.rs` what the capabilities keep in one instance; `redis_client/` is the
+//! Redis connection they share; `bindings.rs` is the one `bindgen!` of the world,
+//! whose imports these implement (and whose error and resource types name theirs
+//! back). The services connected and the grants built from them are `services/`.
 
 pub mod bindings;
 pub mod cache;
 pub mod config;
 mod context;
 pub mod http;
+mod instance;
 pub mod keyvalue;
 pub mod lock;
 pub mod log;
@@ -22,9 +25,8 @@ pub mod messaging;
 pub mod redis_client;
 pub mod store;
 
-use std::sync::Arc;
-
 pub use context::{PluginContext, Secrets};
+pub use instance::{HoldsInstanceState, InstanceState};
 
 /// What one invocation used of its quotas, checked against the plugin's limits.
 /// (No `Default`: a usage without its plugin's limit would refuse every call.)
@@ -144,48 +146,6 @@ pub(crate) fn unavailable_for_guest(capability: &'static str, detail: &str) -> S
 
 /// Shorthand for backend results.
 pub type BackendResult<T> = Result<T, BackendError>;
-
-/// The backends and shared state every plugin instance reaches through its imports.
-pub struct Services {
-    /// The cache backend.
-    pub cache: Arc<dyn cache::CacheBackend>,
-    /// The cache on Redis with its L1s (the same object as `cache`), to reconfigure
-    /// them; `None` on the embedded cache.
-    pub l1: Option<Arc<cache::l1::TwoLayerCache>>,
-    /// Hit/miss counters per domain and minute, kept by the host for every backend
-    /// alike (in Redis when the cache is on Redis).
-    pub cache_stats: Arc<cache::CacheStats>,
-    /// Read-through and warming through the domains' loaders.
-    pub read_through: Arc<cache::ReadThrough>,
-    /// The Prometheus metrics.
-    pub metrics: Arc<crate::metrics::Metrics>,
-    /// The store backend.
-    pub store: Arc<dyn store::StoreBackend>,
-    /// The lock backend.
-    pub locks: Arc<dyn lock::LockBackend>,
-    /// The message broker.
-    pub broker: Arc<dyn messaging::Broker>,
-    /// This host's reply queue and the requests waiting on it.
-    pub replies: Arc<messaging::replies::Replies>,
-    /// Status per message and queue.
-    pub tracker: Arc<messaging::MessageTracker>,
-    /// The priority of publishes that name none, from the queue types that bind them.
-    pub priorities: Arc<messaging::DefaultPriorities>,
-    /// The Redis connection, when a capability uses Redis (for readiness).
-    pub redis: Option<redis_client::RedisClient>,
-    /// Plugins' outbound HTTP: TLS roots and a pooled client per plugin.
-    pub http: http::HttpService,
-    /// Each plugin's guest log rate, kept across its versions.
-    pub log_rates: std::sync::Mutex<std::collections::HashMap<String, Arc<log::LogRate>>>,
-}
-
-impl Services {
-    /// The log rate of `plugin`, created on first use.
-    pub fn log_rate(&self, plugin: &str) -> Arc<log::LogRate> {
-        let mut rates = self.log_rates.lock().unwrap_or_else(|e| e.into_inner());
-        rates.entry(plugin.to_string()).or_default().clone()
-    }
-}
 
 /// Cuts `text` to at most `max` bytes at a character boundary; how many bytes it cut.
 /// For strings a plugin chooses the length of, on their way into logs and headers.

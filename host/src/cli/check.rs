@@ -26,7 +26,7 @@ pub async fn check_plugin(
         })?,
     };
     let config = Arc::new(config);
-    let services = Arc::new(techub_host::platform::connect_services(&config).await?);
+    let services = Arc::new(techub_host::services::connect(&config).await?);
     let runtime = Arc::new(techub_host::runtime::Runtime::new(&config)?);
     let bytes =
         techub_host::plugins::read_plugin_file(plugin, config.host.max_plugin_bytes).await?;

@@ -72,7 +72,7 @@ pub async fn run(path: &Path) -> anyhow::Result<()> {
     }
     let name = format!("demo.watch.{}", uuid::Uuid::new_v4().simple());
     let mut watch = open_watch(
-        platform.services.broker.as_ref(),
+        platform.services.messaging.broker.as_ref(),
         &name,
         vec!["#".into()],
         100,

@@ -12,7 +12,6 @@ use anyhow::Context;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use techub_host::HostConfig;
-use techub_host::capability::PluginContext;
 use techub_host::config::Backends;
 use techub_host::runtime::{CommandExit, Runtime};
 
@@ -31,8 +30,8 @@ pub async fn run(binary: &Path, args: Vec<String>) -> anyhow::Result<i32> {
         Err(_) => name_from_binary(binary),
     };
     let config = test_config(&crate_dir, &name)?;
-    let services = techub_host::platform::connect_services(&config).await?;
-    let plugin = Arc::new(PluginContext::new(&name, &config, &services));
+    let services = techub_host::services::connect(&config).await?;
+    let plugin = Arc::new(services.context(&name, &config));
     let runtime = Arc::new(Runtime::new(&config)?);
     let mut argv = vec![binary.display().to_string()];
     // libtest keeps a test's output (its panic message too) to print once the test

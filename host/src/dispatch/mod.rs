@@ -23,12 +23,12 @@ pub mod consume;
 mod idle;
 mod settle;
 
-use crate::capability::Services;
 use crate::capability::bindings::Delivery as WitDelivery;
 use crate::capability::messaging::{Consumer, Delivery, MessageStatus, QueueSpec};
 use crate::metrics::QueueEvent;
 use crate::plugins::LoadedPlugin;
 use crate::runtime::Runtime;
+use crate::services::Services;
 use arc_swap::ArcSwap;
 use std::sync::Arc;
 use tokio::task::JoinHandle;
@@ -121,11 +121,13 @@ pub async fn start(
     prefetch: u16,
 ) -> anyhow::Result<ConsumerHandle> {
     services
+        .messaging
         .broker
         .declare_queue(spec)
         .await
         .map_err(|e| anyhow::anyhow!("could not declare queue {}: {e}", spec.name))?;
     let consumer = services
+        .messaging
         .broker
         .consume(&spec.name, prefetch)
         .await
@@ -342,6 +344,7 @@ impl Worker {
     /// Records the status of message `id` in this worker's queue.
     fn track(&self, id: &str, status: MessageStatus) {
         self.services
+            .messaging
             .tracker
             .delivered(id, &self.queue, &self.plugin, status);
     }

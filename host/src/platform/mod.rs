@@ -4,23 +4,20 @@
 //! # Layout
 //! - `mod.rs`: [`Platform`]: start, watch, shutdown (one stopping token; background
 //!   tasks told to stop and awaited, bounded).
-//! - `services.rs`: [`connect_services`], the backends `host.toml` selects.
 //! - `reload.rs`: a new `host.toml` applied to the services, then to the registry.
 //! - `poll.rs`: the gauges read at an interval (queue depths, pool slots, backends up).
 
 mod poll;
 mod reload;
-mod services;
 
 pub use crate::capability::messaging::operator::OperatorMessage;
 use crate::capability::messaging::operator::publish_operator;
-pub use services::connect_services;
 
-use crate::capability::Services;
 use crate::capability::cache::Loaders;
 use crate::config::{ConfigError, HostConfig};
 use crate::registry::{DrainReport, PluginInfo, Registry};
 use crate::runtime::Runtime;
+use crate::services::Services;
 use crate::watch::Watcher;
 use anyhow::Context;
 use arc_swap::ArcSwap;
@@ -91,7 +88,7 @@ impl Platform {
             Some(section) => Some(crate::stand_ins::StandIns::start(section).await?),
             None => None,
         };
-        let services = Arc::new(connect_services(&config).await?);
+        let services = Arc::new(crate::services::connect(&config).await?);
         let runtime = Arc::new(Runtime::new(&config)?);
         let dir = config.host.plugins_dir.clone();
         let config = Arc::new(ArcSwap::from_pointee(config));
@@ -101,7 +98,10 @@ impl Platform {
             config.clone(),
         ));
         let loaders: Arc<dyn Loaders> = registry.clone();
-        services.read_through.set_loaders(Arc::downgrade(&loaders));
+        services
+            .cache
+            .read_through
+            .set_loaders(Arc::downgrade(&loaders));
         let stopping = tokio_util::sync::CancellationToken::new();
         let background = {
             let config = config.load();
@@ -113,7 +113,7 @@ impl Platform {
                     Duration::from_millis(config.host.metrics_poll_ms),
                     stopping.clone(),
                 ),
-                services.cache_stats.spawn_flusher(
+                services.cache.stats.spawn_flusher(
                     Duration::from_millis(config.cache.stats_flush_ms),
                     stopping.clone(),
                 ),
@@ -121,6 +121,7 @@ impl Platform {
             .into_iter()
             .chain(
                 services
+                    .messaging
                     .tracker
                     .shared()
                     .map(|shared| shared.spawn_flusher(stopping.clone())),
@@ -128,9 +129,9 @@ impl Platform {
             .collect()
         };
         let cache_events = Arc::new(crate::cache_events::CacheEvents::new(
-            services.broker.clone(),
-            services.cache.clone(),
-            services.cache_stats.clone(),
+            services.messaging.broker.clone(),
+            services.cache.backend.clone(),
+            services.cache.stats.clone(),
             services.metrics.clone(),
             &config.load().amqp.queue_prefix,
         ));
@@ -316,15 +317,15 @@ impl Platform {
         // stopped answering must not hold the exit.
         bounded(
             "the cache statistics flush",
-            self.services.cache_stats.flush(),
+            self.services.cache.stats.flush(),
         )
         .await;
-        if let Some(shared) = self.services.tracker.shared() {
+        if let Some(shared) = self.services.messaging.tracker.shared() {
             bounded("the message status flush", shared.flush()).await;
         }
         bounded(
             "closing the broker connection",
-            self.services.broker.close(),
+            self.services.messaging.broker.close(),
         )
         .await;
         report
@@ -374,6 +375,13 @@ impl Platform {
         message: OperatorMessage,
     ) -> anyhow::Result<String> {
         let max_bytes = self.config.load().host.max_message_bytes;
-        publish_operator(&self.services, max_bytes, routing_key, payload, message).await
+        publish_operator(
+            &self.services.messaging,
+            max_bytes,
+            routing_key,
+            payload,
+            message,
+        )
+        .await
     }
 }

@@ -3,12 +3,12 @@
 //! dead-letter queue), pool slots in use, the embedded cache's bytes and evictions,
 //! and dead letters refused.
 
-use crate::capability::Services;
 use crate::capability::messaging::DeadLetterFill;
 use crate::metrics::Metrics;
 use crate::names::topology::queue_name;
 use crate::registry::Registry;
 use crate::runtime::Runtime;
+use crate::services::Services;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -57,7 +57,7 @@ async fn poll(
     let (total, free) = runtime.slots.counts();
     metrics.instance_slots(total, total.saturating_sub(free));
 
-    for usage in services.cache.usage() {
+    for usage in services.cache.backend.usage() {
         let before = seen
             .evictions
             .insert(usage.domain.clone(), usage.evictions)
@@ -70,18 +70,18 @@ async fn poll(
         let up = redis.ping(Duration::from_secs(1)).await.is_ok();
         metrics.set_backend_up("redis", up);
     }
-    if services.broker.is_remote() {
-        metrics.set_backend_up("amqp", services.broker.health().is_ok());
+    if services.messaging.broker.is_remote() {
+        metrics.set_backend_up("amqp", services.messaging.broker.health().is_ok());
     }
 
-    let refused = services.broker.dead_letters_refused();
+    let refused = services.messaging.broker.dead_letters_refused();
     for _ in seen.refused..refused {
         metrics.dead_letter_refused();
     }
     seen.refused = refused;
 
     let dead_letter = registry.config().dead_letter;
-    match DeadLetterFill::read(services.broker.as_ref(), &dead_letter).await {
+    match DeadLetterFill::read(services.messaging.broker.as_ref(), &dead_letter).await {
         Ok(fill) => metrics.dead_letter_fill(fill.depth, fill.is_full()),
         Err(error) => tracing::debug!(%error, "could not read the dead-letter queue's depth"),
     }
@@ -92,7 +92,7 @@ async fn poll(
         for (queue_type, _) in &plugin.subscriptions {
             let queue = queue_name(&prefix, queue_type, &plugin.name);
             queues.insert(queue.clone());
-            match services.broker.queue_depth(&queue).await {
+            match services.messaging.broker.queue_depth(&queue).await {
                 Ok(Some(depth)) => metrics.set_queue_depth(&queue, depth),
                 Ok(None) => {}
                 Err(error) => tracing::debug!(%queue, %error, "could not read a queue's depth"),

@@ -3,9 +3,9 @@
 //! swaps each plugin to a version built from it.
 
 use crate::cache_events::CacheEvents;
-use crate::capability::Services;
 use crate::config::{ConfigError, HostConfig};
 use crate::registry::Registry;
+use crate::services::Services;
 use arc_swap::ArcSwap;
 use std::path::Path;
 use std::sync::Arc;
@@ -106,6 +106,7 @@ impl Reloader {
         let services = &self.services;
         if running.dead_letter != new.dead_letter
             && let Err(error) = services
+                .messaging
                 .broker
                 .set_dead_letter_limits(new.dead_letter)
                 .await
@@ -117,7 +118,7 @@ impl Reloader {
         {
             tracing::error!(%error, "host.toml: could not apply [[cache.invalidate]]; the previous rules stay bound");
         }
-        if let Some(l1) = &services.l1
+        if let Some(l1) = &services.cache.l1
             && (running.cache.l1 != new.cache.l1
                 || running.cache.l1_max_stale_ms != new.cache.l1_max_stale_ms)
         {

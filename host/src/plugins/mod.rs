@@ -8,12 +8,12 @@ pub use read::{ReadError, read_plugin_file};
 
 pub use crate::capability::PluginContext;
 
-use crate::capability::Services;
 use crate::capability::bindings::Subscription;
 use crate::config::{HostConfig, validate_name};
 use crate::names::routing::{TopicPattern, validate_pattern};
 use crate::names::topology::queue_type_key;
 use crate::runtime::{ComponentPre, InvocationError, Runtime, content_hash};
+use crate::services::Services;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -55,7 +55,7 @@ impl LoadedPlugin {
         config: Arc<HostConfig>,
         services: Arc<Services>,
     ) -> Result<Self, PluginError> {
-        let context = Arc::new(PluginContext::new(&self.name, &config, &services));
+        let context = Arc::new(services.context(&self.name, &config));
         // A standard consumer's subscription is the configuration's, which changed.
         let subscriptions = if self.pre.subscribes_in_config() {
             let shown = self.path.display().to_string();
@@ -169,7 +169,7 @@ pub async fn load_bytes(
         path: shown.clone(),
     })?;
     let pre = runtime.prepare(path, bytes, &hash).await?;
-    let context = Arc::new(PluginContext::new(&name, &config, &services));
+    let context = Arc::new(services.context(&name, &config));
     let subscriptions = runtime
         .subscriptions(&pre, context.clone())
         .await

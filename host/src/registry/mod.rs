@@ -30,11 +30,11 @@ pub use info::{DrainReport, FailedFile, Lifecycle, PluginInfo};
 
 use info::View;
 
-use crate::capability::Services;
 use crate::config::HostConfig;
 use crate::dispatch::{ConsumerHandle, Versions};
 use crate::plugins::{PluginError, load_bytes, plugin_name};
 use crate::runtime::{Runtime, content_hash};
+use crate::services::Services;
 use arc_swap::ArcSwap;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -243,7 +243,7 @@ impl Registry {
         let Some(entry) = state.serving.remove(name) else {
             return;
         };
-        self.services.priorities.remove_plugin(name);
+        self.services.messaging.priorities.remove_plugin(name);
         tracing::info!(plugin = %name, why, "stopping: draining its deliveries in flight");
         self.drain(name, why, entry.consumers);
     }

@@ -40,6 +40,7 @@ impl Registry {
         tracing::info!(plugin = %version.name, version = %short_version(&version.hash),
             subscriptions = ?version.subscriptions.iter().map(|s| (&s.queue, &s.routing_keys)).collect::<Vec<_>>(), "plugin serving");
         self.services
+            .messaging
             .priorities
             .set_plugin(&version.name, default_priorities(&version));
         state.serving.insert(
@@ -88,7 +89,7 @@ impl Registry {
         entry.versions.store(new.clone());
         entry.last_error = None;
 
-        let broker = &self.services.broker;
+        let broker = &self.services.messaging.broker;
         let mut dropped = Vec::new();
         let mut replaced = Vec::new();
         let mut kept = Vec::new();
@@ -146,6 +147,7 @@ impl Registry {
         self.drain(&name, "a subscription it no longer has", dropped);
         self.drain(&name, "its prefetch changed", replaced);
         self.services
+            .messaging
             .priorities
             .set_plugin(&name, default_priorities(&new));
         if old.hash != new.hash {

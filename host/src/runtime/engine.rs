@@ -204,13 +204,13 @@ impl Runtime {
 /// per capability (a new one adds its `link` here).
 fn link_capabilities(linker: &mut Linker<PluginState>) -> wasmtime::Result<()> {
     use crate::capability::{cache, config, http, keyvalue, lock, log, messaging, store};
-    cache::link(linker, PluginState::cache)?;
-    store::link(linker, PluginState::store)?;
-    keyvalue::link(linker, PluginState::keyvalue)?;
-    lock::link(linker, PluginState::lock)?;
-    messaging::link(linker, PluginState::messaging)?;
-    config::link(linker, PluginState::config)?;
-    log::link(linker, PluginState::log)?;
+    cache::link(linker)?;
+    store::link(linker)?;
+    keyvalue::link(linker)?;
+    lock::link(linker)?;
+    messaging::link(linker)?;
+    config::link(linker)?;
+    log::link(linker)?;
     http::link(linker)?;
     Ok(())
 }

@@ -219,7 +219,7 @@ impl Runtime {
             reused,
             priority,
             async |instance, store| {
-                store.data_mut().answering = Answering::of(delivery);
+                store.data_mut().capabilities.answering = Answering::of(delivery);
                 pre.handle(store, instance, delivery).await
             },
             // A claim holds only for an invocation that ended `ok`.
@@ -269,7 +269,7 @@ impl Runtime {
             u8::MAX,
             async |instance, store| {
                 // A loader reading through a loader could wait for its own slot.
-                store.data_mut().in_loader = true;
+                store.data_mut().capabilities.in_loader = true;
                 match pre.loader(store, instance)? {
                     Some(loader) => loader.call_load(store, domain, keys).await,
                     None => Ok(Err("the plugin does not export a loader".to_string())),
@@ -323,7 +323,8 @@ impl Runtime {
         // and the grants, and every load or reload of a plugin builds its own (so it
         // also names the version, i.e. `pre`): an instance of another one is not
         // used, nor one that did not answer.
-        let reused = reused.filter(|r| r.answered && Arc::ptr_eq(&r.store.data().plugin, &context));
+        let reused =
+            reused.filter(|r| r.answered && Arc::ptr_eq(r.store.data().plugin(), &context));
         let (mut store, mut instance, served, slot) = match reused {
             Some(Teardown {
                 mut store,
@@ -355,11 +356,8 @@ impl Runtime {
             Err(_) => Err(InvocationError::Timeout(limits.timeout_ms)),
         };
         let state = store.data_mut();
-        state.lock().release_all().await;
-        match &result {
-            Ok(answer) if keeps_claims(answer) => state.store().confirm_claims().await,
-            _ => state.store().release_claims().await,
-        }
+        let keep_claims = matches!(&result, Ok(answer) if keeps_claims(answer));
+        state.capabilities.settle(keep_claims).await;
         // A Rust guest's panic message reaches only its stderr: put it in the reason,
         // where the operator looks (the dead letter, the logs).
         if let Err(InvocationError::Trap(reason)) = &mut result {
@@ -380,16 +378,11 @@ impl Runtime {
             ));
         }
         let output = state.output.counts();
-        state.output.flush_to_log(&state.plugin);
+        state.output.flush_to_log(state.plugin());
         let clock = &state.clock;
         let (elapsed, host_time, guest_cpu) =
             (clock.started.elapsed(), clock.host_time, clock.guest_cpu());
-        state.usage.over.http_requests |= state.http.over;
-        let fresh = Usage::within(limits.max_host_calls);
-        let (usage, memory_peak) = (
-            std::mem::replace(&mut state.usage, fresh),
-            state.limits.peak,
-        );
+        let (usage, memory_peak) = (state.capabilities.take_usage(), state.limits.peak);
         let report = InvocationReport {
             result,
             elapsed,

@@ -22,10 +22,10 @@
 
 mod ticks;
 
-use crate::capability::Services;
 use crate::capability::messaging::operator::{OperatorMessage, publish_operator};
 use crate::capability::store::SetCondition;
 use crate::config::HostConfig;
+use crate::services::Services;
 use arc_swap::ArcSwap;
 use chrono::{DateTime, Utc};
 use std::collections::HashMap;
@@ -181,7 +181,7 @@ async fn fire(
     };
     loop {
         match publish_operator(
-            services,
+            &services.messaging,
             config.host.max_message_bytes,
             &schedule.routing_key,
             schedule.payload_json(),

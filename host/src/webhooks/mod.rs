@@ -25,9 +25,9 @@
 
 mod verify;
 
-use crate::capability::Services;
 use crate::capability::messaging::operator::{OperatorMessage, operator_envelope};
 use crate::config::HostConfig;
+use crate::services::Services;
 use arc_swap::ArcSwap;
 use axum::Router;
 use axum::extract::{Request, State};
@@ -175,7 +175,7 @@ async fn receive(State(shared): State<Arc<Shared>>, request: Request) -> Respons
     };
     let services = &shared.services;
     let envelope = match operator_envelope(
-        services,
+        &services.messaging,
         config.host.max_message_bytes,
         &route.routing_key,
         body.to_vec(),
@@ -188,9 +188,9 @@ async fn receive(State(shared): State<Arc<Shared>>, request: Request) -> Respons
     };
     let id = envelope.id.clone();
     // Pending before the publish: a fast consumer may otherwise mark it done first.
-    services.tracker.published(&id, None);
+    services.messaging.tracker.published(&id, None);
     let unavailable = |outcome: &'static str, reason: String| {
-        services.tracker.forget(&id);
+        services.messaging.tracker.forget(&id);
         tracing::warn!(route = %name, webhook_id = %id, %reason, "webhook not taken; the provider is asked to retry");
         metrics.webhook(name, outcome);
         let mut response = refuse(StatusCode::SERVICE_UNAVAILABLE, &reason);
@@ -200,7 +200,7 @@ async fn receive(State(shared): State<Arc<Shared>>, request: Request) -> Respons
         );
         response
     };
-    match services.broker.publish_routed(envelope).await {
+    match services.messaging.broker.publish_routed(envelope).await {
         Ok(true) => {
             metrics.webhook(name, "published");
             metrics.webhook_seconds(name, started.elapsed());

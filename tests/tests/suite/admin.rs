@@ -75,6 +75,7 @@ async fn operators_publish_and_inspect_through_the_admin_endpoint() {
             platform
                 .services
                 .cache
+                .backend
                 .get_many("users", &["via-admin".into()])
                 .await
                 .unwrap()
@@ -411,6 +412,7 @@ async fn tail_shows_matching_messages_as_they_pass_and_cleans_up() {
         || async {
             platform
                 .services
+                .messaging
                 .broker
                 .queue_depth(&queue)
                 .await

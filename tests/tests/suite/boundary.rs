@@ -22,10 +22,10 @@ use techub_host::capability::cache::CacheView;
 use techub_host::capability::lock::LockView;
 use techub_host::capability::messaging::MessagingView;
 use techub_host::capability::store::{SetCondition, StoreView};
-use techub_host::capability::{PluginContext, Services, Usage};
+use techub_host::capability::{PluginContext, Usage};
 use techub_host::config::{HostConfig, KvBackend, RedisMode};
 use techub_host::names::routing::TopicPattern;
-use techub_host::platform::connect_services;
+use techub_host::services::{self, Services};
 use techub_tests::redis_nodes::RedisCluster;
 use techub_tests::{PluginDir, config, grant, unique};
 use wasmtime::component::ResourceTable;
@@ -141,7 +141,7 @@ fn boundary(on: On) -> Boundary {
     };
     let config = Arc::new(config);
     let services = runtime.block_on(async {
-        let services = Arc::new(connect_services(&config).await.expect("services connect"));
+        let services = Arc::new(services::connect(&config).await.expect("services connect"));
         let neighbour = format!("{}{NEIGHBOUR_KEY}", config.host.key_prefix);
         services
             .store
@@ -151,7 +151,7 @@ fn boundary(on: On) -> Boundary {
         services
     });
     Boundary {
-        context: Arc::new(PluginContext::new(PLUGIN, &config, &services)),
+        context: Arc::new(services.context(PLUGIN, &config)),
         config: config.clone(),
         prefix: config.host.key_prefix.clone(),
         grouped: cluster.is_some(),
@@ -370,7 +370,7 @@ impl Boundary {
             .filter(|k| !allowed.iter().any(|a| k.starts_with(a.as_str())))
             .map(|k| format!("key outside the namespace: {k:?}"))
             .collect();
-        for usage in self.services.cache.usage() {
+        for usage in self.services.cache.backend.usage() {
             if usage.domain != GRANTED_DOMAIN {
                 outside.push(format!(
                     "cache domain outside the grant: {:?}",

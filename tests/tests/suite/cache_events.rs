@@ -34,6 +34,7 @@ async fn fill(platform: &Platform, entries: &[(&str, &[&str])]) {
         platform
             .services
             .cache
+            .backend
             .set_many("products", &[(key.to_string(), b"v".to_vec())], &write)
             .await
             .unwrap();
@@ -44,6 +45,7 @@ async fn cached(platform: &Platform, key: &str) -> bool {
     platform
         .services
         .cache
+        .backend
         .exists("products", key)
         .await
         .unwrap()
@@ -177,6 +179,7 @@ async fn an_event_being_applied_at_shutdown_is_finished_first() {
         platform
             .services
             .cache
+            .backend
             .set_many("products", &entries, &write)
             .await
             .unwrap();

@@ -15,7 +15,8 @@ const LIMIT: Duration = Duration::from_secs(20);
 
 async fn completed(platform: &Platform, id: &str) {
     wait_for(LIMIT, &format!("message {id} to complete"), || async {
-        (platform.services.tracker.get(id) == Some(MessageStatus::Completed)).then_some(())
+        (platform.services.messaging.tracker.get(id) == Some(MessageStatus::Completed))
+            .then_some(())
     })
     .await;
 }
@@ -138,7 +139,8 @@ async fn an_order_retried_after_a_contended_lock_reserves_each_product_once() {
         .await
         .unwrap();
     wait_for(LIMIT, "the first attempt to fail on b", || async {
-        (platform.services.tracker.get(&id) == Some(MessageStatus::Retrying)).then_some(())
+        (platform.services.messaging.tracker.get(&id) == Some(MessageStatus::Retrying))
+            .then_some(())
     })
     .await;
     assert_eq!(stock("a").await.as_deref(), Some("7"), "a was reserved");
@@ -175,7 +177,8 @@ async fn a_freed_slot_goes_to_the_higher_priority_queue_type_first() {
         .await
         .unwrap();
     wait_for(LIMIT, "the blocker to run", || async {
-        (platform.services.tracker.get(&block) == Some(MessageStatus::Processing)).then_some(())
+        (platform.services.messaging.tracker.get(&block) == Some(MessageStatus::Processing))
+            .then_some(())
     })
     .await;
     let mut ids = Vec::new();
@@ -233,7 +236,7 @@ async fn a_full_dead_letter_queue_refuses_and_loses_nothing() {
     // The refused letter waits this long in its retry queue between tries.
     config.dead_letter.retry_when_full_ms = 300;
     let platform = Platform::start(config).await.unwrap();
-    let broker = platform.services.broker.clone();
+    let broker = platform.services.messaging.broker.clone();
     let first = platform
         .publish(
             "user.created",
@@ -284,6 +287,7 @@ async fn an_oversize_delivery_is_dead_lettered_without_running_the_plugin(
     let id = envelope.id.clone();
     platform
         .services
+        .messaging
         .broker
         .publish(envelope, None)
         .await
@@ -371,6 +375,7 @@ async fn a_replay_runs_each_letter_once(config: techub_host::HostConfig) {
     };
     let done = platform
         .services
+        .messaging
         .broker
         .rework_dead_letters(&pick)
         .await
@@ -437,7 +442,7 @@ async fn a_full_dead_letter_queue_does_not_stall_good_messages(
     config.host.metrics_poll_ms = 200;
     let platform = std::sync::Arc::new(Platform::start(config).await.expect("the platform starts"));
     let admin = crate::admin::serve(&platform).await;
-    let broker = platform.services.broker.clone();
+    let broker = platform.services.messaging.broker.clone();
     let normal = good_messages_handled(&platform, 20).await;
 
     for i in 0..15 {

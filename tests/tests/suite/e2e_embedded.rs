@@ -17,6 +17,7 @@ pub async fn dead_letter_of(platform: &Platform, id: &str) -> DeadLetter {
         || async {
             let letters = platform
                 .services
+                .messaging
                 .broker
                 .dead_letters(0, 10_000)
                 .await
@@ -175,13 +176,14 @@ async fn messages_wait_for_a_pool_slot_instead_of_failing() {
     let completed = Some(techub_host::capability::messaging::MessageStatus::Completed);
     wait_for(LIMIT, "all 50 messages through 2 pool slots", || async {
         ids.iter()
-            .all(|id| platform.services.tracker.get(id) == completed)
+            .all(|id| platform.services.messaging.tracker.get(id) == completed)
             .then_some(())
     })
     .await;
     assert!(
         platform
             .services
+            .messaging
             .broker
             .dead_letters(0, 100)
             .await
@@ -280,6 +282,7 @@ async fn orders_reserve_stock_once_under_a_lock_and_cancel_when_short() {
     let cached = platform
         .services
         .cache
+        .backend
         .get_many("orders", &["o-1".into()])
         .await
         .unwrap()

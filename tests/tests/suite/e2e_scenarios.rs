@@ -119,6 +119,7 @@ async fn user_created_is_cached_and_followed_by_an_email_request(on: On) {
     let status = wait_for(LIMIT, "the message to complete", || async {
         platform
             .services
+            .messaging
             .tracker
             .get(&id)
             .filter(|s| *s == MessageStatus::Completed)

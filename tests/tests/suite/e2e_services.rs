@@ -138,7 +138,11 @@ async fn redis_dropping_at_run_time_is_a_typed_retry_not_a_hang() {
     // The host's own calls answer (within the command timeout) too.
     let result = tokio::time::timeout(
         Duration::from_secs(10),
-        platform.services.cache.get_many("users", &["x".into()]),
+        platform
+            .services
+            .cache
+            .backend
+            .get_many("users", &["x".into()]),
     )
     .await;
     assert!(
@@ -172,6 +176,7 @@ async fn rabbitmq_dropping_at_run_time_fails_publishes_fast_and_the_host_recover
             platform
                 .services
                 .cache
+                .backend
                 .get_many("users", &["before".into()])
                 .await
                 .unwrap()
@@ -207,6 +212,7 @@ async fn rabbitmq_dropping_at_run_time_fails_publishes_fast_and_the_host_recover
         platform
             .services
             .cache
+            .backend
             .get_many("users", &["before".into()])
             .await
             .unwrap()[0]
@@ -267,6 +273,7 @@ async fn messages_confirmed_before_a_broker_drop_are_all_handled_after_it() {
             let cached = platform
                 .services
                 .cache
+                .backend
                 .get_many("users", &confirmed)
                 .await
                 .unwrap();
@@ -539,6 +546,7 @@ async fn two_deployments_on_one_broker_never_share_a_queue() {
         let stolen = platform
             .services
             .cache
+            .backend
             .get_many("users", &keys)
             .await
             .unwrap();
@@ -600,7 +608,7 @@ async fn the_dead_letter_queue_is_bounded_and_refuses_rather_than_drops() {
     wait_for(
         LIMIT,
         "the full queue to refuse the second letter",
-        || async { (platform.services.broker.dead_letters_refused() > 0).then_some(()) },
+        || async { (platform.services.messaging.broker.dead_letters_refused() > 0).then_some(()) },
     )
     .await;
     // The first expires; the second, waiting in its retry queue meanwhile, then lands.
@@ -710,6 +718,7 @@ async fn two_hosts_share_each_plugin_queue_and_handle_every_message_once() {
         for id in &published {
             let snapshot = wait_for(LIMIT, "a shared status", || async {
                 host.services
+                    .messaging
                     .tracker
                     .lookup(id)
                     .await
@@ -771,7 +780,7 @@ async fn cache_statistics_counted_before_a_stop_reach_redis() {
         config.host.key_prefix = format!("{}:", unique("stats-stop"));
         config.cache.stats_flush_ms = 10;
         let platform = Platform::start(config).await.expect("the platform starts");
-        let stats = platform.services.cache_stats.clone();
+        let stats = platform.services.cache.stats.clone();
         let mut counted = 0u64;
         // Counting while the flusher runs, then the stop at once.
         let until = std::time::Instant::now() + Duration::from_millis(25 + round % 7);
@@ -902,7 +911,8 @@ async fn a_webhook_is_delivered_signed_after_a_retry() {
     assert!(deliveries.iter().all(|d| d.id == id), "{deliveries:?}");
     assert_eq!(deliveries[1].body["data"]["order"], "o-9");
     wait_for(LIMIT, "the message to complete", || async {
-        (platform.services.tracker.get(&id) == Some(MessageStatus::Completed)).then_some(())
+        (platform.services.messaging.tracker.get(&id) == Some(MessageStatus::Completed))
+            .then_some(())
     })
     .await;
 }

@@ -111,10 +111,10 @@ async fn a_plugin_can_neither_read_nor_reset_the_status_of_another_message() {
         .publish("nobody.listens", b"x".to_vec(), Some(Priority::Normal))
         .await
         .unwrap();
-    let before = platform.services.tracker.get(&theirs);
+    let before = platform.services.messaging.tracker.get(&theirs);
     assert_eq!(before, Some(MessageStatus::Pending));
     // Mark it completed in some queue, as a consumer would have.
-    platform.services.tracker.delivered(
+    platform.services.messaging.tracker.delivered(
         &theirs,
         &"somewhere".into(),
         &"someone".into(),
@@ -144,7 +144,7 @@ async fn a_plugin_can_neither_read_nor_reset_the_status_of_another_message() {
         "the message it is handling is readable: {reason}"
     );
     assert_eq!(
-        platform.services.tracker.get(&theirs),
+        platform.services.messaging.tracker.get(&theirs),
         Some(MessageStatus::Completed),
         "the publish with its id did not reset it"
     );

@@ -81,6 +81,7 @@ async fn state_is_inspected_inside_its_namespace_only(mut config: techub_host::H
     platform
         .services
         .cache
+        .backend
         .set_many("users", &[("u-1".into(), b"{\"id\":1}".to_vec())], &write)
         .await
         .unwrap();

@@ -13,11 +13,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 use techub_host::capability::BackendError;
-use techub_host::capability::Services;
 use techub_host::capability::cache::l1::TwoLayerCache;
 use techub_host::capability::cache::{CacheWrite, Invalidated, Priority};
 use techub_host::config::{HostConfig, KvBackend, L1Config, RedisMode};
-use techub_host::platform::connect_services;
+use techub_host::services::Services;
+
 use techub_tests::redis_nodes::{MASTER_NAME, RedisCluster, RedisSentinels};
 use techub_tests::{PluginDir, config, services, unique, wait_for};
 
@@ -43,7 +43,11 @@ fn layered(dir: &PluginDir) -> HostConfig {
 
 /// A host's services, once its L1 serves (its channel is subscribed and fresh).
 async fn host(config: &HostConfig) -> Arc<Services> {
-    let services = Arc::new(connect_services(config).await.expect("services connect"));
+    let services = Arc::new(
+        techub_host::services::connect(config)
+            .await
+            .expect("services connect"),
+    );
     wait_for(Duration::from_secs(10), "the L1 to serve", || async {
         l1(&services).serving().then_some(())
     })
@@ -52,7 +56,7 @@ async fn host(config: &HostConfig) -> Arc<Services> {
 }
 
 fn l1(services: &Services) -> &TwoLayerCache {
-    services.l1.as_deref().expect("the cache is on Redis")
+    services.cache.l1.as_deref().expect("the cache is on Redis")
 }
 
 fn write(tags: &[&str], priority: Priority) -> CacheWrite {
@@ -66,6 +70,7 @@ fn write(tags: &[&str], priority: Priority) -> CacheWrite {
 async fn set(services: &Services, key: &str, value: &str, tags: &[&str]) {
     services
         .cache
+        .backend
         .set_many(
             DOMAIN,
             &[(key.into(), value.into())],
@@ -78,6 +83,7 @@ async fn set(services: &Services, key: &str, value: &str, tags: &[&str]) {
 async fn get(services: &Services, key: &str) -> Result<Option<String>, BackendError> {
     Ok(services
         .cache
+        .backend
         .get_many(DOMAIN, &[key.to_string()])
         .await?
         .pop()
@@ -136,7 +142,7 @@ async fn l1_answers_repeated_reads_from_process_memory() {
     // A domain without an L1 reads Redis every time.
     let mut plain = config.clone();
     plain.cache.l1.clear();
-    let plain = Arc::new(connect_services(&plain).await.unwrap());
+    let plain = Arc::new(techub_host::services::connect(&plain).await.unwrap());
     assert_eq!(get(&plain, "k").await.unwrap().as_deref(), Some("behind"));
 }
 
@@ -194,21 +200,32 @@ async fn changes_reach_the_other_host(config_a: &HostConfig, config_b: &HostConf
                 Some("new")
             }
             1 => {
-                assert!(a.cache.delete(DOMAIN, &key).await.unwrap());
+                assert!(a.cache.backend.delete(DOMAIN, &key).await.unwrap());
                 None
             }
             2 => {
                 let tag = format!("tag-{round}");
-                assert_eq!(a.cache.invalidate_tag(DOMAIN, &tag).await.unwrap(), 1);
+                assert_eq!(
+                    a.cache.backend.invalidate_tag(DOMAIN, &tag).await.unwrap(),
+                    1
+                );
                 None
             }
             3 => {
-                assert_eq!(a.cache.invalidate_pattern(DOMAIN, &key).await.unwrap(), 1);
+                assert_eq!(
+                    a.cache
+                        .backend
+                        .invalidate_pattern(DOMAIN, &key)
+                        .await
+                        .unwrap(),
+                    1
+                );
                 None
             }
             _ => {
                 let removed = a
                     .cache
+                    .backend
                     .invalidate(DOMAIN, &[], &[format!("tag-{round}")])
                     .await
                     .unwrap();
@@ -241,11 +258,21 @@ async fn the_changing_host_reads_its_own_change_at_once() {
     set(&a, "k", "new", &["t"]).await;
     assert_eq!(get(&a, "k").await.unwrap().as_deref(), Some("new"));
     assert_eq!(get(&a, "k").await.unwrap().as_deref(), Some("new")); // copied again
-    assert_eq!(a.cache.invalidate_tag(DOMAIN, "t").await.unwrap(), 1);
+    assert_eq!(
+        a.cache.backend.invalidate_tag(DOMAIN, "t").await.unwrap(),
+        1
+    );
     assert_eq!(get(&a, "k").await.unwrap(), None);
     set(&a, "p:1", "old", &[]).await;
     assert_eq!(get(&a, "p:1").await.unwrap().as_deref(), Some("old"));
-    assert_eq!(a.cache.invalidate_pattern(DOMAIN, "p:*").await.unwrap(), 1);
+    assert_eq!(
+        a.cache
+            .backend
+            .invalidate_pattern(DOMAIN, "p:*")
+            .await
+            .unwrap(),
+        1
+    );
     assert_eq!(get(&a, "p:1").await.unwrap(), None);
 }
 
@@ -306,6 +333,7 @@ async fn l1_evicts_low_priority_copies_before_critical_ones() {
             .map(|k| (k.clone(), value.clone().into_bytes()))
             .collect();
         host.cache
+            .backend
             .set_many(DOMAIN, &entries, &write(&[], priority))
             .await
             .unwrap();

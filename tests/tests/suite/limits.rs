@@ -146,11 +146,7 @@ pub(crate) async fn hostile_in_runtime(
     overrides.timeout_ms = Some(limits.timeout_ms);
     overrides.max_output_bytes = Some(limits.max_output_bytes);
     let config = std::sync::Arc::new(config);
-    let services = std::sync::Arc::new(
-        techub_host::platform::connect_services(&config)
-            .await
-            .unwrap(),
-    );
+    let services = std::sync::Arc::new(techub_host::services::connect(&config).await.unwrap());
     let runtime = std::sync::Arc::new(techub_host::runtime::Runtime::new(&config).unwrap());
     let plugin = load_plugin(&runtime, &dir.path().join("hostile.wasm"), config, services)
         .await

@@ -287,7 +287,8 @@ async fn a_removed_plugin_finishes_its_deliveries_and_takes_no_new_ones() {
     stopped(&platform, PLUGIN).await;
     for id in &slow {
         wait_for(LIMIT, "a delivery in flight to complete", || async {
-            (platform.services.tracker.get(id) == Some(MessageStatus::Completed)).then_some(())
+            (platform.services.messaging.tracker.get(id) == Some(MessageStatus::Completed))
+                .then_some(())
         })
         .await;
     }
@@ -300,7 +301,7 @@ async fn a_removed_plugin_finishes_its_deliveries_and_takes_no_new_ones() {
         "nothing new is handled once removed"
     );
     assert_eq!(
-        platform.services.tracker.get(&late),
+        platform.services.messaging.tracker.get(&late),
         Some(MessageStatus::Pending),
         "it waits in the queue"
     );

@@ -276,7 +276,8 @@ async fn cache_writes_by_plugins_reach_the_statistics() {
     wait_for(LIMIT, "the write counted", || async {
         let stats = platform
             .services
-            .cache_stats
+            .cache
+            .stats
             .sum(&["users".to_string()], None)
             .await;
         (stats.sets == 1).then_some(())
@@ -301,7 +302,8 @@ async fn users_hits_reach(platform: &Platform, hits: u64) {
     wait_for(LIMIT, &format!("{hits} hits of users"), || async {
         let stats = platform
             .services
-            .cache_stats
+            .cache
+            .stats
             .sum(&["users".to_string()], None)
             .await;
         (stats.hits >= hits).then_some(())

@@ -762,13 +762,16 @@ async fn other_plugins_keep_serving_while_a_plugin_waits_on_silent_servers() {
         || async {
             quiet
                 .iter()
-                .all(|id| platform.services.tracker.get(id) == Some(MessageStatus::Completed))
+                .all(|id| {
+                    platform.services.messaging.tracker.get(id) == Some(MessageStatus::Completed)
+                })
                 .then_some(())
         },
     )
     .await;
     let letters = platform
         .services
+        .messaging
         .broker
         .dead_letters(0, 10_000)
         .await

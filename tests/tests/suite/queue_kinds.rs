@@ -257,7 +257,7 @@ async fn a_reload_that_changes_a_queue_types_kind_moves_its_queue_live() {
             .map(|id| techub_tests::publish_user(&platform, id)),
     )
     .await;
-    let broker = platform.services.broker.clone();
+    let broker = platform.services.messaging.broker.clone();
     let waiting = broker.queue_depth(&queue).await.unwrap().unwrap_or(0);
     config.queues.get_mut("notification").unwrap().kind = Some(QueueKind::Quorum);
     let ignored = platform.reload_config(config.clone()).await.unwrap();
@@ -283,6 +283,7 @@ async fn a_reload_that_changes_a_queue_types_kind_moves_its_queue_live() {
         let cached = platform
             .services
             .cache
+            .backend
             .get_many("users", &all)
             .await
             .unwrap();

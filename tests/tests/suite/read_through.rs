@@ -99,6 +99,7 @@ async fn cached(platform: &Platform, key: &str) -> Option<Value> {
     let values = platform
         .services
         .cache
+        .backend
         .get_many("products", &[key.to_string()])
         .await
         .expect("cache");
@@ -151,6 +152,7 @@ async fn read_through_loads_misses_once_and_caches_them(config: HostConfig) {
     let removed = platform
         .services
         .cache
+        .backend
         .invalidate_tag("products", "key:p-2")
         .await
         .unwrap();
@@ -194,8 +196,8 @@ async fn fifty_concurrent_readers_on_two_hosts_cost_one_loader_call() {
     }
     let calls = catalog_count(&host_a, "calls").await;
     let (a, b) = (
-        host_a.services.read_through.counts(),
-        host_b.services.read_through.counts(),
+        host_a.services.cache.read_through.counts(),
+        host_b.services.cache.read_through.counts(),
     );
     eprintln!("loader calls {calls}; host A {a:?}; host B {b:?}");
     // A lease runs out only past `cache.load_wait_ms` (5 s), far beyond this load.
@@ -274,7 +276,7 @@ async fn loader_failures_reach_readers_as_typed_errors_and_are_counted() {
         let record = error_of(reason);
         assert_eq!(record["loader_failed"], true, "{record}");
     }
-    assert_eq!(platform.services.read_through.counts().failures, 4);
+    assert_eq!(platform.services.cache.read_through.counts().failures, 4);
     for key in ["fail", "trap", "spin"] {
         assert_eq!(cached(&platform, key).await, None);
     }

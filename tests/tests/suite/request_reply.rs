@@ -57,7 +57,7 @@ async fn request_reply_works(platform: &Platform, answerer: &str) {
     let answer = ask(platform, "rpc.echo", "hello", 5_000).await;
     assert_eq!(answer, json!({"ok": "hello", "answered_by": answerer}));
 
-    let late_before = platform.services.replies.late();
+    let late_before = platform.services.messaging.replies.late();
     let (slow, patient) = tokio::join!(
         ask(platform, "rpc.slow", "slow body", 200),
         // Still waiting when the first one's late reply comes: it must get its own.
@@ -72,7 +72,7 @@ async fn request_reply_works(platform: &Platform, answerer: &str) {
     );
     assert_eq!(patient["ok"], "patient body");
     wait_for(LIMIT, "the late reply to be counted", || async {
-        (platform.services.replies.late() == late_before + 1).then_some(())
+        (platform.services.messaging.replies.late() == late_before + 1).then_some(())
     })
     .await;
     // Nothing else got the late reply.
@@ -122,8 +122,8 @@ async fn a_request_is_answered_by_a_plugin_on_another_host() {
     let answer = ask(&asking, "rpc.echo", "across", 5_000).await;
     assert_eq!(answer, json!({"ok": "across", "answered_by": answerer}));
     assert_ne!(
-        asking.services.replies.address(),
-        answering.services.replies.address(),
+        asking.services.messaging.replies.address(),
+        answering.services.messaging.replies.address(),
         "each host has its own reply queue"
     );
     asking.shutdown().await;
@@ -169,12 +169,18 @@ async fn replies_are_once_per_request_and_waiting_is_not_cpu() {
         letter.reason
     );
     assert_eq!(
-        platform.services.replies.late(),
+        platform.services.messaging.replies.late(),
         0,
         "no second reply went out"
     );
     assert_eq!(
-        platform.services.broker.dead_letter_depth().await.unwrap(),
+        platform
+            .services
+            .messaging
+            .broker
+            .dead_letter_depth()
+            .await
+            .unwrap(),
         1,
         "only the plain message was rejected"
     );

@@ -79,14 +79,10 @@ async fn an_instance_that_trapped_or_ran_under_another_configuration_is_not_ente
         .await;
     assert_eq!(answer(&report), "handled=1");
     // Another context (a reload builds one, with its own limits and grants).
-    let services = techub_host::platform::connect_services(&plugin.config)
+    let services = techub_host::services::connect(&plugin.config)
         .await
         .unwrap();
-    let other = std::sync::Arc::new(techub_host::capability::PluginContext::new(
-        "hostile",
-        &plugin.config,
-        &services,
-    ));
+    let other = std::sync::Arc::new(services.context("hostile", &plugin.config));
     let (report, _) = runtime
         .invoke_held(&plugin.pre, other, &count, 5, Some(instance))
         .await;
@@ -184,7 +180,7 @@ async fn one_slot_and_a_keeper() -> (Platform, PluginDir) {
 
 async fn completed(platform: &Platform, id: &str, what: &str) {
     wait_for(Duration::from_secs(20), what, || async {
-        (platform.services.tracker.get(id)
+        (platform.services.messaging.tracker.get(id)
             == Some(techub_host::capability::messaging::MessageStatus::Completed))
         .then_some(())
     })
@@ -233,7 +229,7 @@ async fn an_instance_answering_while_a_slot_is_wanted_is_not_kept() {
         Duration::from_secs(10),
         "the keeper to be busy in the slot",
         || async {
-            let processing = platform.services.tracker.get(&busy)
+            let processing = platform.services.messaging.tracker.get(&busy)
                 == Some(techub_host::capability::messaging::MessageStatus::Processing);
             (processing && platform.runtime.pool_slots().1 == 0).then_some(())
         },

@@ -260,7 +260,13 @@ async fn increment_and_cas_add_up_exactly_across_two_hosts() {
     }
     // Nothing was lost on the way: no increment failed into a dead letter.
     for host in [&host_a, &host_b] {
-        let letters = host.services.broker.dead_letters(0, 100).await.unwrap();
+        let letters = host
+            .services
+            .messaging
+            .broker
+            .dead_letters(0, 100)
+            .await
+            .unwrap();
         assert!(letters.is_empty(), "{:?}", letters[0].reason);
     }
 }

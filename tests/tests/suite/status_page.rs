@@ -75,7 +75,7 @@ async fn the_status_page_shows_plugins_counts_queues_and_hit_rates_in_a_browser(
         .unwrap();
     crate::e2e_embedded::dead_letter_of(&platform, &rejected).await;
     // Reads of the users domain, as the cache counts them: 3 hits, 1 miss.
-    let stats = &platform.services.cache_stats;
+    let stats = &platform.services.cache.stats;
     stats.record("users", techub_host::metrics::CacheEvent::Hit, 3);
     stats.record("users", techub_host::metrics::CacheEvent::Miss, 1);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -225,10 +225,18 @@ impl CacheGrant {
     }
 }
 
-/// Links `cache` with [`CacheView`], the view `view` takes of an instance's state.
-pub fn link<T: Send + 'static>(
+/// The view of an instance's `state` this capability's host functions run on.
+pub(crate) fn view(state: &mut crate::capability::InstanceState) -> CacheView<'_> {
+    CacheView::new(&state.plugin.cache, &mut state.usage, state.in_loader)
+}
+
+/// Links `cache` with [`CacheView`], the [`view`] of an instance's state.
+pub fn link<T: crate::capability::HoldsInstanceState>(
     linker: &mut wasmtime::component::Linker<T>,
-    view: fn(&mut T) -> CacheView<'_>,
 ) -> wasmtime::Result<()> {
-    crate::capability::bindings::techub::platform::cache::add_to_linker::<T, HasCache>(linker, view)
+    let of_instance: fn(&mut T) -> CacheView<'_> = |data| view(data.instance_state());
+    crate::capability::bindings::techub::platform::cache::add_to_linker::<T, HasCache>(
+        linker,
+        of_instance,
+    )
 }

@@ -40,15 +40,22 @@ impl<'a> ConfigView<'a> {
     }
 }
 
-/// Links `config` with [`ConfigView`], the view `view` takes of an instance's state.
-pub fn link<T: Send + 'static>(
+/// The view of an instance's `state` this capability's host functions run on.
+pub(crate) fn view(state: &mut crate::capability::InstanceState) -> ConfigView<'_> {
+    ConfigView::new(&state.plugin.settings, &mut state.usage)
+}
+
+/// Links `config`, and both versions of `wasi:config/store`, with [`ConfigView`], the
+/// [`view`] of an instance's state.
+pub fn link<T: crate::capability::HoldsInstanceState>(
     linker: &mut wasmtime::component::Linker<T>,
-    view: fn(&mut T) -> ConfigView<'_>,
 ) -> wasmtime::Result<()> {
+    let of_instance: fn(&mut T) -> ConfigView<'_> = |data| view(data.instance_state());
     crate::capability::bindings::techub::platform::config::add_to_linker::<T, HasConfig>(
-        linker, view,
+        linker,
+        of_instance,
     )?;
-    wasi::link(linker, view)
+    wasi::link(linker, of_instance)
 }
 
 /// Links `config` with [`ConfigView`].

@@ -35,18 +35,33 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use wasmtime::component::Linker;
-use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpHooks};
+use wasmtime_wasi_http::{WasiHttp, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks};
 
 /// Largest response header section a plugin's client reads (hyper's buffer).
 const MAX_RESPONSE_HEAD_BYTES: usize = 64 * 1024;
 /// Most response header fields.
 const MAX_RESPONSE_HEADERS: usize = 100;
 
-/// Links `wasi:http/outgoing-handler` and `wasi:http/types` for state `T`.
-pub fn link<T: wasmtime_wasi_http::WasiHttpView + 'static>(
+/// The view of an instance's `state` wasmtime-wasi-http's host functions run on: its
+/// resource table, and [`HttpHooks`] holding every request to the plugin's grants.
+pub(crate) fn view(state: &mut crate::capability::InstanceState) -> WasiHttpCtxView<'_> {
+    WasiHttpCtxView {
+        ctx: &mut state.http_ctx,
+        table: &mut state.table,
+        hooks: &mut state.http,
+    }
+}
+
+/// Links `wasi:http/outgoing-handler` and `wasi:http/types` with the [`view`] of an
+/// instance's state (what `wasmtime_wasi_http::p2::add_only_http_to_linker_async`
+/// does for a `T: WasiHttpView`).
+pub fn link<T: crate::capability::HoldsInstanceState>(
     linker: &mut Linker<T>,
 ) -> wasmtime::Result<()> {
-    wasmtime_wasi_http::p2::add_only_http_to_linker_async(linker)
+    use wasmtime_wasi_http::p2::bindings::{LinkOptions, http};
+    let of_instance: fn(&mut T) -> WasiHttpCtxView<'_> = |data| view(data.instance_state());
+    http::outgoing_handler::add_to_linker::<T, WasiHttp>(linker, of_instance)?;
+    http::types::add_to_linker::<T, WasiHttp>(linker, &LinkOptions::default().into(), of_instance)
 }
 
 /// Outbound HTTP for the whole platform: the TLS configuration and a client per

@@ -374,12 +374,22 @@ impl HasData for HasKeyValue {
     type Data<'a> = KeyValueView<'a>;
 }
 
-/// Links both versions of `wasi:keyvalue` with [`KeyValueView`], the view `view`
-/// takes of an instance's state.
-pub fn link<T: Send + 'static>(
+/// The view of an instance's `state` this capability's host functions run on.
+pub(crate) fn view(state: &mut crate::capability::InstanceState) -> KeyValueView<'_> {
+    KeyValueView::new(
+        &state.plugin.keyvalue,
+        &mut state.usage,
+        &mut state.claims,
+        &mut state.table,
+    )
+}
+
+/// Links both versions of `wasi:keyvalue` with [`KeyValueView`], the [`view`] of an
+/// instance's state.
+pub fn link<T: crate::capability::HoldsInstanceState>(
     linker: &mut wasmtime::component::Linker<T>,
-    view: fn(&mut T) -> KeyValueView<'_>,
 ) -> wasmtime::Result<()> {
-    draft::link(linker, view)?;
-    draft2::link(linker, view)
+    let of_instance: fn(&mut T) -> KeyValueView<'_> = |data| view(data.instance_state());
+    draft::link(linker, of_instance)?;
+    draft2::link(linker, of_instance)
 }

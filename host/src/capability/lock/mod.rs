@@ -110,10 +110,23 @@ impl LockGrant {
     }
 }
 
-/// Links `lock` with [`LockView`], the view `view` takes of an instance's state.
-pub fn link<T: Send + 'static>(
+/// The view of an instance's `state` this capability's host functions run on.
+pub(crate) fn view(state: &mut crate::capability::InstanceState) -> LockView<'_> {
+    LockView::new(
+        &state.plugin.lock,
+        &mut state.usage,
+        &mut state.table,
+        &mut state.leases,
+    )
+}
+
+/// Links `lock` with [`LockView`], the [`view`] of an instance's state.
+pub fn link<T: crate::capability::HoldsInstanceState>(
     linker: &mut wasmtime::component::Linker<T>,
-    view: fn(&mut T) -> LockView<'_>,
 ) -> wasmtime::Result<()> {
-    crate::capability::bindings::techub::platform::lock::add_to_linker::<T, HasLock>(linker, view)
+    let of_instance: fn(&mut T) -> LockView<'_> = |data| view(data.instance_state());
+    crate::capability::bindings::techub::platform::lock::add_to_linker::<T, HasLock>(
+        linker,
+        of_instance,
+    )
 }

@@ -57,13 +57,22 @@ impl<'a> LogView<'a> {
     }
 }
 
-/// Links `log` with [`LogView`], the view `view` takes of an instance's state.
-pub fn link<T: Send + 'static>(
+/// The view of an instance's `state` this capability's host functions run on.
+pub(crate) fn view(state: &mut crate::capability::InstanceState) -> LogView<'_> {
+    LogView::new(&state.plugin.log, &mut state.usage)
+}
+
+/// Links `log`, and `wasi:logging`, with [`LogView`], the [`view`] of an instance's
+/// state.
+pub fn link<T: crate::capability::HoldsInstanceState>(
     linker: &mut wasmtime::component::Linker<T>,
-    view: fn(&mut T) -> LogView<'_>,
 ) -> wasmtime::Result<()> {
-    crate::capability::bindings::techub::platform::log::add_to_linker::<T, HasLog>(linker, view)?;
-    wasi::link(linker, view)
+    let of_instance: fn(&mut T) -> LogView<'_> = |data| view(data.instance_state());
+    crate::capability::bindings::techub::platform::log::add_to_linker::<T, HasLog>(
+        linker,
+        of_instance,
+    )?;
+    wasi::link(linker, of_instance)
 }
 
 /// Links `log` with [`LogView`].

@@ -474,14 +474,24 @@ impl MessagingGrant {
     }
 }
 
-/// Links `messaging` with [`MessagingView`], the view `view` takes of an instance's
-/// state.
-pub fn link<T: Send + 'static>(
+/// The view of an instance's `state` this capability's host functions run on.
+pub(crate) fn view(state: &mut crate::capability::InstanceState) -> MessagingView<'_> {
+    MessagingView::new(
+        &state.plugin.messaging,
+        &mut state.usage,
+        &mut state.answering,
+    )
+}
+
+/// Links `messaging`, and wasmCloud's `wasmcloud:messaging`, with [`MessagingView`],
+/// the [`view`] of an instance's state.
+pub fn link<T: crate::capability::HoldsInstanceState>(
     linker: &mut wasmtime::component::Linker<T>,
-    view: fn(&mut T) -> MessagingView<'_>,
 ) -> wasmtime::Result<()> {
+    let of_instance: fn(&mut T) -> MessagingView<'_> = |data| view(data.instance_state());
     crate::capability::bindings::techub::platform::messaging::add_to_linker::<T, HasMessaging>(
-        linker, view,
+        linker,
+        of_instance,
     )?;
-    wasmcloud::link(linker, view)
+    wasmcloud::link(linker, of_instance)
 }

@@ -1,8 +1,8 @@
 //! Messages published as the operator: the admin endpoint, `techub-host publish`,
 //! schedules and webhooks. Checked as a plugin's publish would be.
 
+use super::MessagingService;
 use super::{Envelope, now_ms, priority_level};
-use crate::capability::Services;
 use anyhow::Context;
 
 /// What an operator's publish may set besides the routing key and payload.
@@ -21,18 +21,18 @@ pub struct OperatorMessage {
 /// Publishes as the operator (the admin endpoint, schedules): persistent, checked as a
 /// plugin's publish would be, with the routing key's default priority unless given.
 pub async fn publish_operator(
-    services: &Services,
+    messaging: &MessagingService,
     max_message_bytes: usize,
     routing_key: &str,
     payload: Vec<u8>,
     message: OperatorMessage,
 ) -> anyhow::Result<String> {
-    let envelope = operator_envelope(services, max_message_bytes, routing_key, payload, message)?;
+    let envelope = operator_envelope(messaging, max_message_bytes, routing_key, payload, message)?;
     let id = envelope.id.clone();
     // Pending before the publish: a fast consumer may otherwise mark it done first.
-    services.tracker.published(&id, None);
-    if let Err(error) = services.broker.publish(envelope, None).await {
-        services.tracker.forget(&id);
+    messaging.tracker.published(&id, None);
+    if let Err(error) = messaging.broker.publish(envelope, None).await {
+        messaging.tracker.forget(&id);
         return Err(error).context("could not publish");
     }
     Ok(id)
@@ -41,7 +41,7 @@ pub async fn publish_operator(
 /// The envelope of an operator's message, checked as a plugin's publish would be
 /// (the routing key, the size, the options); the error says what is wrong with it.
 pub fn operator_envelope(
-    services: &Services,
+    messaging: &MessagingService,
     max_message_bytes: usize,
     routing_key: &str,
     payload: Vec<u8>,
@@ -76,7 +76,7 @@ pub fn operator_envelope(
         headers: message.headers,
         correlation_id: message.correlation_id,
         reply_to: None,
-        priority: priority.map_or_else(|| services.priorities.of(routing_key), priority_level),
+        priority: priority.map_or_else(|| messaging.priorities.of(routing_key), priority_level),
         persistent: true,
         expiration_ms: None,
         published_at_ms: now_ms(),

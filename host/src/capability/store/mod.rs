@@ -250,10 +250,18 @@ impl StoreGrant {
     }
 }
 
-/// Links `store` with [`StoreView`], the view `view` takes of an instance's state.
-pub fn link<T: Send + 'static>(
+/// The view of an instance's `state` this capability's host functions run on.
+pub(crate) fn view(state: &mut crate::capability::InstanceState) -> StoreView<'_> {
+    StoreView::new(&state.plugin.store, &mut state.usage, &mut state.claims)
+}
+
+/// Links `store` with [`StoreView`], the [`view`] of an instance's state.
+pub fn link<T: crate::capability::HoldsInstanceState>(
     linker: &mut wasmtime::component::Linker<T>,
-    view: fn(&mut T) -> StoreView<'_>,
 ) -> wasmtime::Result<()> {
-    crate::capability::bindings::techub::platform::store::add_to_linker::<T, HasStore>(linker, view)
+    let of_instance: fn(&mut T) -> StoreView<'_> = |data| view(data.instance_state());
+    crate::capability::bindings::techub::platform::store::add_to_linker::<T, HasStore>(
+        linker,
+        of_instance,
+    )
 }

@@ -84,7 +84,7 @@ pub async fn read_through() -> anyhow::Result<()> {
         );
         let counts: Vec<_> = hosts
             .iter()
-            .map(|h| h.services.read_through.counts())
+            .map(|h| h.services.cache.read_through.counts())
             .collect();
         println!("  platform read-through counts per host: {counts:?}");
     }
@@ -133,7 +133,7 @@ async fn through_platform(hosts: &[Arc<Platform>; 2], n: u32) -> anyhow::Result<
 /// The same readers as plain tasks over the same Redis cache backend, on a domain of
 /// their own: a miss loads (sleeps) and writes, with no coalescing. How many loads.
 async fn native_cache_aside(host: &Platform) -> anyhow::Result<(Sample, u64)> {
-    let cache: Arc<dyn CacheBackend> = host.services.cache.clone();
+    let cache: Arc<dyn CacheBackend> = host.services.cache.backend.clone();
     let loads = Arc::new(AtomicU64::new(0));
     let domain = format!("native-{}", unique("d"));
     let (started, cpu) = (Instant::now(), harness::process_cpu());

@@ -77,7 +77,7 @@ async fn through_platform(
     let platform = Platform::start(config).await?;
     let deadline = Instant::now() + Duration::from_secs(300);
     let completed =
-        |id: &String| platform.services.tracker.get(id) == Some(MessageStatus::Completed);
+        |id: &String| platform.services.messaging.tracker.get(id) == Some(MessageStatus::Completed);
     while !ids.iter().take(prefetch.into()).any(completed) {
         anyhow::ensure!(Instant::now() < deadline, "the platform never started");
         tokio::time::sleep(Duration::from_millis(1)).await;

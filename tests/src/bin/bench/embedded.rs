@@ -72,7 +72,7 @@ async fn through_plugin(platform: &Platform, work: Work) -> anyhow::Result<Sampl
     let ids: Vec<String> = (0..*MESSAGES).map(|_| unique("m")).collect();
     harness::sample(async {
         let started = Instant::now();
-        let broker = platform.services.broker.clone();
+        let broker = platform.services.messaging.broker.clone();
         let publishing = publish_all(broker, work, work.routing_key().into(), ids.clone());
         all_completed(platform, &ids, started).await?;
         publishing.await??;
@@ -83,12 +83,12 @@ async fn through_plugin(platform: &Platform, work: Work) -> anyhow::Result<Sampl
 
 /// One round of the native consumer, on a queue of its own on the same broker.
 async fn native(platform: &Platform, work: Work, prefetch: u16) -> anyhow::Result<Sample> {
-    let broker = platform.services.broker.clone();
+    let broker = platform.services.messaging.broker.clone();
     let publisher = broker.clone();
     let user_notifications = matches!(work, Work::UserNotifications);
     native_consumer(
         broker,
-        platform.services.cache.clone(),
+        platform.services.cache.backend.clone(),
         prefetch,
         *MESSAGES,
         user_notifications,

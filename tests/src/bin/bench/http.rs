@@ -15,9 +15,9 @@ use hyper_util::rt::TokioExecutor;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use techub_host::bindings::Outcome;
-use techub_host::platform::connect_services;
 use techub_host::plugins::{LoadedPlugin, load_plugin};
 use techub_host::runtime::Runtime;
+use techub_host::services;
 use techub_tests::http_server::{Behaviour, TestServer};
 use techub_tests::{PluginDir, config};
 
@@ -168,7 +168,7 @@ pub async fn http() -> anyhow::Result<()> {
     let section = config.plugins.entry("caller".into()).or_default();
     section.outbound = vec![server.origin(false)];
     let config = Arc::new(config);
-    let services = Arc::new(connect_services(&config).await?);
+    let services = Arc::new(services::connect(&config).await?);
     let runtime = Arc::new(Runtime::new(&config)?);
     let plugin = Arc::new(
         load_plugin(
@@ -276,7 +276,7 @@ async fn held_in_flight(base: &techub_host::HostConfig) -> anyhow::Result<()> {
         config.plugins.entry(name.clone()).or_default().outbound = vec![server.origin(false)];
     }
     let config = Arc::new(config);
-    let services = Arc::new(connect_services(&config).await?);
+    let services = Arc::new(services::connect(&config).await?);
     let runtime = Arc::new(Runtime::new(&config)?);
     let mut plugins = Vec::new();
     for name in &names {

@@ -7,12 +7,12 @@ use super::harness::{self, Count, Rounds};
 use super::{cache_reader, fill_bench_entries, plugin_gets_per_s};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use techub_host::capability::Services;
 use techub_host::capability::cache::{CacheWrite, Priority};
 use techub_host::config::{HostConfig, L1Config};
-use techub_host::platform::connect_services;
 use techub_host::plugins::load_plugin;
 use techub_host::runtime::Runtime;
+use techub_host::services;
+use techub_host::services::Services;
 
 static ROUNDS: Count<usize> = Count::new(5, 1);
 
@@ -28,7 +28,7 @@ fn with_l1(mut config: HostConfig, domain: &str) -> HostConfig {
 }
 
 async fn serving(services: &Services) -> anyhow::Result<()> {
-    let l1 = services.l1.as_ref().expect("on Redis");
+    let l1 = services.cache.l1.as_ref().expect("on Redis");
     let started = Instant::now();
     while !l1.serving() {
         anyhow::ensure!(
@@ -46,10 +46,10 @@ pub async fn gets() -> anyhow::Result<()> {
     let (dir, plain) = cache_reader(*GETS);
     let layered = with_l1(plain.clone(), "users");
     let (plain, layered) = (Arc::new(plain), Arc::new(layered));
-    let on_redis = Arc::new(connect_services(&plain).await?);
-    let on_l1 = Arc::new(connect_services(&layered).await?);
+    let on_redis = Arc::new(services::connect(&plain).await?);
+    let on_l1 = Arc::new(services::connect(&layered).await?);
     serving(&on_l1).await?;
-    fill_bench_entries(on_redis.cache.as_ref()).await?;
+    fill_bench_entries(on_redis.cache.backend.as_ref()).await?;
     let runtime = Arc::new(Runtime::new(&plain)?);
     let path = dir.path().join("cache-reader.wasm");
     let redis_reader =
@@ -75,7 +75,7 @@ pub async fn gets() -> anyhow::Result<()> {
     run(2).await?;
     let sides = ["plugin, L1", "plugin, Redis", "native redis-rs GET"];
     let rounds = Rounds::alternate(&sides, *ROUNDS, run).await?;
-    let counts = on_l1.l1.as_ref().expect("on Redis").counts();
+    let counts = on_l1.cache.l1.as_ref().expect("on Redis").counts();
     rounds.report(
         &format!(
             "l1: cache gets x{GETS} (concurrency {CONCURRENCY}); goal L1/Redis >= 10; L1 {counts:?}"
@@ -122,8 +122,8 @@ pub async fn propagation() -> anyhow::Result<()> {
     let (_dir, config) = cache_reader(1);
     let config = with_l1(config, "products");
     let (a, b) = (
-        connect_services(&config).await?,
-        connect_services(&config).await?,
+        services::connect(&config).await?,
+        services::connect(&config).await?,
     );
     serving(&a).await?;
     serving(&b).await?;
@@ -138,6 +138,7 @@ pub async fn propagation() -> anyhow::Result<()> {
         let (old, new) = (format!("v{i}"), format!("v{}", i + 1));
         if i == 0 {
             a.cache
+                .backend
                 .set_many(
                     "products",
                     &[(key[0].clone(), old.clone().into_bytes())],
@@ -146,15 +147,22 @@ pub async fn propagation() -> anyhow::Result<()> {
                 .await?;
         }
         // Until B answers the old value from its copy.
-        let hits = || b.l1.as_ref().expect("on Redis").counts().hits;
+        let hits = || b.cache.l1.as_ref().expect("on Redis").counts().hits;
         loop {
             let before = hits();
-            let value = b.cache.get_many("products", &key).await?.pop().flatten();
+            let value = b
+                .cache
+                .backend
+                .get_many("products", &key)
+                .await?
+                .pop()
+                .flatten();
             if value.as_deref() == Some(old.as_bytes()) && hits() > before {
                 break;
             }
         }
         a.cache
+            .backend
             .set_many(
                 "products",
                 &[(key[0].clone(), new.clone().into_bytes())],
@@ -163,7 +171,13 @@ pub async fn propagation() -> anyhow::Result<()> {
             .await?;
         let written = Instant::now();
         loop {
-            let value = b.cache.get_many("products", &key).await?.pop().flatten();
+            let value = b
+                .cache
+                .backend
+                .get_many("products", &key)
+                .await?
+                .pop()
+                .flatten();
             if value.as_deref() == Some(new.as_bytes()) {
                 break;
             }

@@ -64,7 +64,7 @@ async fn deploy_to_first_message(
         probes.push(id);
         if probes
             .iter()
-            .any(|id| platform.services.tracker.get(id) == Some(MessageStatus::Completed))
+            .any(|id| platform.services.messaging.tracker.get(id) == Some(MessageStatus::Completed))
         {
             return started.elapsed();
         }

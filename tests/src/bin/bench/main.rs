@@ -33,9 +33,9 @@ use techub_host::bindings::{Delivery, Outcome};
 use techub_host::capability::cache::{CacheBackend, CacheWrite};
 use techub_host::capability::messaging::MessageStatus;
 use techub_host::config::{HostConfig, KvBackend};
-use techub_host::platform::connect_services;
 use techub_host::plugins::load_plugin;
 use techub_host::runtime::Runtime;
+use techub_host::services;
 use techub_tests::{PluginDir, config, grant, unique};
 
 #[tokio::main]
@@ -199,7 +199,8 @@ pub async fn all_completed(
 ) -> anyhow::Result<()> {
     let mut finished = 0;
     while finished < ids.len() {
-        if platform.services.tracker.get(&ids[finished]) == Some(MessageStatus::Completed) {
+        if platform.services.messaging.tracker.get(&ids[finished]) == Some(MessageStatus::Completed)
+        {
             finished += 1;
             continue;
         }
@@ -282,8 +283,8 @@ pub async fn loaded_cache_reader(
     dir: &PluginDir,
     config: &Arc<HostConfig>,
 ) -> anyhow::Result<(Arc<Runtime>, Arc<techub_host::plugins::LoadedPlugin>)> {
-    let services = Arc::new(connect_services(config).await?);
-    fill_bench_entries(services.cache.as_ref()).await?;
+    let services = Arc::new(services::connect(config).await?);
+    fill_bench_entries(services.cache.backend.as_ref()).await?;
     let runtime = Arc::new(Runtime::new(config)?);
     let wasm = dir.path().join("cache-reader.wasm");
     let plugin = load_plugin(&runtime, &wasm, config.clone(), services).await?;
@@ -342,7 +343,7 @@ async fn instantiate() -> anyhow::Result<()> {
         config.host.pooling = pooling;
         config.host.keep_resident_mib = keep_resident_mib;
         let config = Arc::new(config);
-        let services = Arc::new(connect_services(&config).await?);
+        let services = Arc::new(services::connect(&config).await?);
         let runtime = Arc::new(Runtime::new(&config)?);
         let plugin = load_plugin(
             &runtime,

@@ -14,7 +14,6 @@ use techub_host::capability::cache::CacheStats;
 use techub_host::capability::messaging::Broker;
 use techub_host::capability::store::StoreBackend;
 use techub_host::config::{BrokerBackend, HostConfig, KvBackend};
-use techub_host::platform::connect_services;
 use techub_host::plugins::load_plugin;
 use techub_host::runtime::Runtime;
 use techub_tests::{PluginDir, config, grant, services, unique};
@@ -81,16 +80,16 @@ pub async fn stats_overhead() -> anyhow::Result<()> {
     const CONCURRENCY: u32 = 8;
     let (dir, config) = cache_reader(*GETS);
     let config = Arc::new(config);
-    let on_redis = Arc::new(connect_services(&config).await?);
+    let on_redis = Arc::new(techub_host::services::connect(&config).await?);
     let flusher = on_redis
-        .cache_stats
+        .cache
+        .stats
         .spawn_flusher(Duration::from_secs(1), Default::default());
     let retention = Duration::from_secs(config.cache.stats_retention_s);
-    let in_process = Arc::new(techub_host::capability::Services {
-        cache_stats: Arc::new(CacheStats::in_process(on_redis.metrics.clone(), retention)),
-        ..connect_services(&config).await?
-    });
-    fill_bench_entries(on_redis.cache.as_ref()).await?;
+    let mut in_process = techub_host::services::connect(&config).await?;
+    in_process.cache.stats = Arc::new(CacheStats::in_process(on_redis.metrics.clone(), retention));
+    let in_process = Arc::new(in_process);
+    fill_bench_entries(on_redis.cache.backend.as_ref()).await?;
     let runtime = Arc::new(Runtime::new(&config)?);
     let path = dir.path().join("cache-reader.wasm");
     let with_redis_stats =
@@ -131,7 +130,7 @@ struct Hostile {
     _dir: PluginDir,
     runtime: Arc<Runtime>,
     plugin: Arc<techub_host::plugins::LoadedPlugin>,
-    services: Arc<techub_host::capability::Services>,
+    services: Arc<techub_host::services::Services>,
     prefix: String,
 }
 
@@ -149,7 +148,7 @@ impl Hostile {
             .timeout_ms = Some(60_000);
         let prefix = config.host.key_prefix.clone();
         let config = Arc::new(config);
-        let services = Arc::new(connect_services(&config).await?);
+        let services = Arc::new(techub_host::services::connect(&config).await?);
         let runtime = Arc::new(Runtime::new(&config)?);
         let path = dir.path().join("hostile.wasm");
         let plugin = Arc::new(load_plugin(&runtime, &path, config, services.clone()).await?);

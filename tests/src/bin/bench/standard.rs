@@ -17,10 +17,10 @@ use std::time::Instant;
 use techub_host::Platform;
 use techub_host::bindings::Outcome;
 use techub_host::config::{HostConfig, KvBackend};
-use techub_host::platform::connect_services;
 use techub_host::plugins::{LoadedPlugin, load_plugin};
 use techub_host::registry::Lifecycle;
 use techub_host::runtime::Runtime;
+use techub_host::services;
 use techub_tests::{PluginDir, config, grant, unique};
 
 static ROUNDS: Count<usize> = Count::new(5, 1);
@@ -32,7 +32,7 @@ async fn loaded(
     config: HostConfig,
 ) -> anyhow::Result<(Arc<Runtime>, LoadedPlugin)> {
     let config = Arc::new(config);
-    let services = Arc::new(connect_services(&config).await?);
+    let services = Arc::new(services::connect(&config).await?);
     let runtime = Arc::new(Runtime::new(&config)?);
     let plugin = load_plugin(
         &runtime,

@@ -73,7 +73,12 @@ async fn native_round(
     for _ in 0..*REQUESTS {
         let envelope = techub_tests::envelope(routing_key, body.to_vec());
         let started = Instant::now();
-        let routed = platform.services.broker.publish_routed(envelope).await?;
+        let routed = platform
+            .services
+            .messaging
+            .broker
+            .publish_routed(envelope)
+            .await?;
         times.push(started.elapsed());
         anyhow::ensure!(routed, "the bench queue is bound");
     }
@@ -108,7 +113,7 @@ pub async fn webhooks() -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!(services::rabbitmq_hint(&e)))?;
     // A queue for the messages, emptied as they come so that it does not grow.
     let queue = unique("bench-webhooks-sink");
-    let broker = platform.services.broker.clone();
+    let broker = platform.services.messaging.broker.clone();
     broker
         .declare_queue(&QueueSpec {
             name: queue.clone(),
