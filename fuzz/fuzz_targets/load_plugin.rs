@@ -6,9 +6,9 @@
 use libfuzzer_sys::fuzz_target;
 use std::path::Path;
 use std::sync::{Arc, LazyLock};
-use techub_host::services::Services;
 use techub_host::config::HostConfig;
 use techub_host::runtime::{Runtime, content_hash};
+use techub_host::services::Services;
 
 struct Host {
     tokio: tokio::runtime::Runtime,
