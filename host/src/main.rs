@@ -412,7 +412,9 @@ async fn run(path: PathBuf) -> anyhow::Result<()> {
         })
         .await
         .context("admin endpoint failed")?;
-    reloads.abort();
+    // A reload under way finishes (half applied, it would leave services and plugins
+    // on different configurations); the task then sees `stopping` and ends.
+    let _ = reloads.await;
     println!("techub-host: stopping; draining deliveries in flight");
     let report = platform.shutdown().await;
     println!(
@@ -444,9 +446,18 @@ async fn reload_on_sighup(platform: Arc<Platform>, path: PathBuf) {
     let Ok(mut hangups) = signal(SignalKind::hangup()) else {
         return;
     };
-    while hangups.recv().await.is_some() {
-        tracing::info!(path = %path.display(), "SIGHUP: reloading the configuration");
-        let _ = platform.reload_config_file(&path).await;
+    let stopping = platform.stopping().clone();
+    loop {
+        tokio::select! {
+            _ = stopping.cancelled() => return,
+            hangup = hangups.recv() => {
+                if hangup.is_none() {
+                    return;
+                }
+                tracing::info!(path = %path.display(), "SIGHUP: reloading the configuration");
+                let _ = platform.reload_config_file(&path).await;
+            }
+        }
     }
 }
 

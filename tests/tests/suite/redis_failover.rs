@@ -365,3 +365,57 @@ async fn on_a_cluster_a_write_whose_answer_was_lost_is_not_sent_again() {
     // The connection serves the next command.
     assert!(store.incr_by(&key, 1).await.is_ok());
 }
+
+/// A live resharding: while a slot migrates, a key already moved answers `ASK` from
+/// its old node. Writes that may not run twice (`INCRBY`, a transaction, a script),
+/// which go through the cluster connection without redis-rs's own retries, follow
+/// the `ASK` to the importing node after `ASKING` and run there, once each, as a read
+/// (which redis-rs redirects itself) does.
+#[tokio::test(flavor = "multi_thread")]
+async fn on_a_cluster_writes_to_a_slot_being_migrated_follow_ask() {
+    let cluster = RedisCluster::start_with_replicas(0).await;
+    let key = format!("{}:{{ask}}:n", unique("techub-test"));
+    let mut redis_config = config(RedisMode::Cluster);
+    redis_config.urls = cluster.urls();
+    let store = RedisStore::new(
+        RedisClient::connect(&redis_config, Default::default())
+            .await
+            .unwrap(),
+    );
+    assert_eq!(store.incr_by(&key, 1).await, Ok(1));
+
+    // Migrate the key's slot from its primary to another, and move the key first (as
+    // `redis-cli --cluster reshard` does, key by key), then stop there.
+    let source = &cluster.nodes[cluster.primary_of(&key)];
+    let primaries = cluster.primaries();
+    let target = *primaries.iter().find(|n| n.port != source.port).unwrap();
+    let slot = source.cli(&["CLUSTER", "KEYSLOT", &key]).trim().to_string();
+    let id = |node: &techub_tests::redis_nodes::RedisNode| {
+        node.cli(&["CLUSTER", "MYID"]).trim().to_string()
+    };
+    target.cli(&["CLUSTER", "SETSLOT", &slot, "IMPORTING", &id(source)]);
+    source.cli(&["CLUSTER", "SETSLOT", &slot, "MIGRATING", &id(target)]);
+    let port = target.port.to_string();
+    let migrated = source.cli(&["MIGRATE", "127.0.0.1", &port, &key, "0", "5000"]);
+    assert_eq!(migrated.trim(), "OK", "MIGRATE");
+    assert!(
+        source.cli(&["INCRBY", &key, "1"]).contains("ASK"),
+        "the old node answers ASK for the moved key"
+    );
+
+    assert_eq!(store.incr_by(&key, 1).await, Ok(2), "an INCRBY");
+    let batch = store.atomic(&[AtomicOp::IncrBy(key.clone(), 1)]).await;
+    assert!(batch.is_ok(), "a transaction: {batch:?}");
+    let swapped = store
+        .compare_and_swap(&key, Some(b"3"), Some(b"10"), None)
+        .await;
+    assert_eq!(swapped, Ok(true), "a script");
+    let read = store.get(&key).await;
+    assert_eq!(read, Ok(Some(b"10".to_vec())), "a read");
+
+    // The migration ends; every write ran on the importing node, once.
+    for node in &primaries {
+        node.cli(&["CLUSTER", "SETSLOT", &slot, "NODE", &id(target)]);
+    }
+    assert_eq!(target.cli(&["GET", &key]).trim(), "10");
+}

@@ -15,8 +15,8 @@
 //! connection built with no retries of its own: a drop is the caller's `unavailable`,
 //! and a `MOVED` or `ASK` comes back to [`super::RedisClient::run`], which sends the
 //! command again (it did not run): after a `MOVED` the connection has refreshed its
-//! slot map; an `ASK` (a slot being migrated) is asked again until the migration ends
-//! or the retries run out (`unavailable`).
+//! slot map; after an `ASK` (a key of a slot being migrated, already moved) it goes
+//! to the importing node after `ASKING` ([`super::connection::RedisConnection`]).
 
 use super::Retry;
 use redis::cluster::ClusterClient;

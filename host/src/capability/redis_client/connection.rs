@@ -12,7 +12,8 @@ use super::cluster::ClusterNodes;
 use super::sentinel::FollowPrimary;
 use redis::aio::{ConnectionLike, ConnectionManager};
 use redis::cluster_async::ClusterConnection;
-use redis::{Cmd, Pipeline, RedisFuture, Value};
+use redis::cluster_routing::SingleNodeRoutingInfo;
+use redis::{Cmd, ErrorKind, Pipeline, RedisFuture, Value};
 use std::sync::Arc;
 
 /// A connection handed to one command (cloned per call: all variants multiplex).
@@ -22,6 +23,35 @@ pub enum RedisConnection {
     Single(ConnectionManager),
     /// A Redis Cluster.
     Cluster(ClusterConnection),
+    /// A Redis Cluster node importing a slot that is being migrated, which answered
+    /// `ASK` for a key already moved there: each command or pipeline goes to that
+    /// node after `ASKING`, in one write, so that no other request on the shared
+    /// connection comes between them (and takes the node's one-command permission).
+    Asking {
+        /// The cluster connection, which holds a connection to every primary.
+        cluster: ClusterConnection,
+        /// The importing node.
+        node: SingleNodeRoutingInfo,
+    },
+}
+
+impl RedisConnection {
+    /// This connection asking `address` (`host:port`, from an `ASK` error) instead;
+    /// itself unchanged when it is not to a cluster or the address does not parse.
+    pub(super) fn asking(self, address: &str) -> Self {
+        let node = address.rsplit_once(':').and_then(|(host, port)| {
+            Some(SingleNodeRoutingInfo::ByAddress {
+                host: host.to_string(),
+                port: port.parse().ok()?,
+            })
+        });
+        match (self, node) {
+            (Self::Cluster(cluster) | Self::Asking { cluster, .. }, Some(node)) => {
+                Self::Asking { cluster, node }
+            }
+            (connection, _) => connection,
+        }
+    }
 }
 
 impl ConnectionLike for RedisConnection {
@@ -29,6 +59,18 @@ impl ConnectionLike for RedisConnection {
         match self {
             Self::Single(c) => c.req_packed_command(cmd),
             Self::Cluster(c) => c.req_packed_command(cmd),
+            Self::Asking { cluster, node } => {
+                let mut asking = redis::pipe();
+                asking.cmd("ASKING").add_command(cmd.clone());
+                let node = node.clone();
+                Box::pin(async move {
+                    let mut answers = cluster.route_pipeline(asking, 1, 1, node).await?;
+                    match answers.pop() {
+                        Some(answer) => answer.extract_error(),
+                        None => Err((ErrorKind::Parse, "no answer after ASKING").into()),
+                    }
+                })
+            }
         }
     }
 
@@ -41,15 +83,74 @@ impl ConnectionLike for RedisConnection {
         match self {
             Self::Single(c) => c.req_packed_commands(pipeline, offset, count),
             Self::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+            Self::Asking { cluster, node } => {
+                // `ASKING` first, outside the transaction: inside one, it would be
+                // queued until `EXEC`. The node keeps the permission until `EXEC`.
+                let mut asking = redis::pipe();
+                asking.cmd("ASKING");
+                if pipeline.is_transaction() {
+                    asking.cmd("MULTI");
+                }
+                for cmd in pipeline.cmd_iter() {
+                    asking.add_command(cmd.clone());
+                }
+                if pipeline.is_transaction() {
+                    asking.cmd("EXEC");
+                }
+                Box::pin(cluster.route_pipeline(asking, offset + 1, count, node.clone()))
+            }
         }
     }
 
     fn get_db(&self) -> i64 {
         match self {
             Self::Single(c) => c.get_db(),
-            Self::Cluster(c) => c.get_db(),
+            Self::Cluster(c) | Self::Asking { cluster: c, .. } => c.get_db(),
         }
     }
+}
+
+/// Answers that say the command did not run, so that sending it again is safe whatever
+/// it is: a failover in progress, or a slot that moved or is moving.
+const REFUSED_BEFORE_RUNNING: [&str; 7] = [
+    "READONLY",
+    "MASTERDOWN",
+    "LOADING",
+    "CLUSTERDOWN",
+    "TRYAGAIN",
+    "MOVED",
+    "ASK",
+];
+
+/// Whether `error` refused the command before it ran ([`REFUSED_BEFORE_RUNNING`]);
+/// then `Some`, holding the node to ask next (`host:port`) after an `ASK`. A
+/// transaction aborted at `EXEC` counts when every command it queued was refused so
+/// (an `ASK` for a key already moved refuses the command at queueing).
+pub(super) fn refused_before_running(error: &redis::RedisError) -> Option<Option<String>> {
+    if error.code() == Some("EXECABORT") {
+        let refused = error.clone().into_server_errors()?;
+        let mut ask = None;
+        for (_, refusal) in refused.iter() {
+            if !REFUSED_BEFORE_RUNNING.contains(&refusal.code()) {
+                return None;
+            }
+            if refusal.code() == "ASK" && ask.is_none() {
+                // `ASK <slot> <host:port>`: the details are the slot and the node.
+                ask = refusal
+                    .details()
+                    .and_then(|details| details.split_ascii_whitespace().nth(1))
+                    .map(String::from);
+            }
+        }
+        return (!refused.is_empty()).then_some(ask);
+    }
+    let code = error.code()?;
+    REFUSED_BEFORE_RUNNING.contains(&code).then(|| {
+        error
+            .redirect_node()
+            .filter(|_| code == "ASK")
+            .map(|(node, _)| node.to_string())
+    })
 }
 
 /// Where connections come from, per mode.

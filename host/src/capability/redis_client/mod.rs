@@ -207,8 +207,14 @@ impl RedisClient {
         let started = Instant::now();
         let attempts = async {
             let mut attempt = 0;
+            // The node an `ASK` named: the next attempt goes there, after `ASKING`.
+            let mut asking: Option<String> = None;
             loop {
-                match command(self.nodes.connection(retry)).await {
+                let connection = match asking.take() {
+                    Some(node) => self.nodes.connection(retry).asking(&node),
+                    None => self.nodes.connection(retry),
+                };
+                match command(connection).await {
                     Ok(value) => {
                         self.nodes.succeeded();
                         if self.disconnected.load(Ordering::Relaxed)
@@ -228,26 +234,20 @@ impl RedisClient {
                             self.disconnected.store(true, Ordering::Relaxed);
                         }
                         self.nodes.after_failure(&error);
-                        // Refused before it ran (a failover in progress, or a slot
-                        // that moved or is moving: the cluster connection of commands
-                        // that may not run twice leaves `MOVED` and `ASK` to this
-                        // loop): safe to send again whatever the command is.
-                        let not_run = matches!(
-                            error.code(),
-                            Some(
-                                "READONLY"
-                                    | "MASTERDOWN"
-                                    | "LOADING"
-                                    | "CLUSTERDOWN"
-                                    | "TRYAGAIN"
-                                    | "MOVED"
-                                    | "ASK"
-                            )
-                        );
-                        let again = not_run || (retry == Retry::Idempotent && transient);
+                        // Refused before it ran: safe to send again whatever the
+                        // command is. (The cluster connection of commands that may not
+                        // run twice leaves `MOVED` and `ASK` to this loop.)
+                        let refused = connection::refused_before_running(&error);
+                        let again = refused.is_some() || (retry == Retry::Idempotent && transient);
                         if again && attempt < self.retries {
                             attempt += 1;
-                            tokio::time::sleep(self.retry_delay).await;
+                            // A key of a slot being migrated, already on the node
+                            // importing it: asked there at once (redis-rs follows `ASK`
+                            // itself, except on the connection without retries).
+                            match refused.flatten() {
+                                Some(node) => asking = Some(node),
+                                None => tokio::time::sleep(self.retry_delay).await,
+                            }
                             continue;
                         }
                         return Err(map_error(&self.url, op, error));

@@ -127,6 +127,8 @@ pub async fn propagation() -> anyhow::Result<()> {
     );
     serving(&a).await?;
     serving(&b).await?;
+    // A writes through its cache; B reads through its own, with its L1.
+    let (writer, reader) = (&a.cache.backend, &b.cache.backend);
     let key = vec!["k".to_string()];
     let write = CacheWrite {
         ttl: Duration::from_secs(600),
@@ -137,8 +139,7 @@ pub async fn propagation() -> anyhow::Result<()> {
     for i in 0..*WRITES {
         let (old, new) = (format!("v{i}"), format!("v{}", i + 1));
         if i == 0 {
-            a.cache
-                .backend
+            writer
                 .set_many(
                     "products",
                     &[(key[0].clone(), old.clone().into_bytes())],
@@ -150,19 +151,12 @@ pub async fn propagation() -> anyhow::Result<()> {
         let hits = || b.cache.l1.as_ref().expect("on Redis").counts().hits;
         loop {
             let before = hits();
-            let value = b
-                .cache
-                .backend
-                .get_many("products", &key)
-                .await?
-                .pop()
-                .flatten();
+            let value = reader.get_many("products", &key).await?.pop().flatten();
             if value.as_deref() == Some(old.as_bytes()) && hits() > before {
                 break;
             }
         }
-        a.cache
-            .backend
+        writer
             .set_many(
                 "products",
                 &[(key[0].clone(), new.clone().into_bytes())],
@@ -171,13 +165,7 @@ pub async fn propagation() -> anyhow::Result<()> {
             .await?;
         let written = Instant::now();
         loop {
-            let value = b
-                .cache
-                .backend
-                .get_many("products", &key)
-                .await?
-                .pop()
-                .flatten();
+            let value = reader.get_many("products", &key).await?.pop().flatten();
             if value.as_deref() == Some(new.as_bytes()) {
                 break;
             }
