@@ -156,6 +156,17 @@ async fn a_killed_cluster_primary_gives_unavailable_then_its_promoted_replica_se
     load.iter().for_each(|task| task.abort());
 }
 
+/// A store on `cluster`, with [`config`]'s short timeouts.
+async fn store_on(cluster: &RedisCluster) -> RedisStore {
+    let mut redis_config = config(RedisMode::Cluster);
+    redis_config.urls = cluster.urls();
+    RedisStore::new(
+        RedisClient::connect(&redis_config, Default::default())
+            .await
+            .unwrap(),
+    )
+}
+
 #[tokio::test]
 async fn a_killed_sentinel_primary_gives_unavailable_then_the_client_follows_the_new_one() {
     let mut set = RedisSentinels::start().await;
@@ -332,13 +343,7 @@ async fn on_a_cluster_a_write_whose_answer_was_lost_is_not_sent_again() {
         },
     )
     .await;
-    let mut redis_config = config(RedisMode::Cluster);
-    redis_config.urls = cluster.urls();
-    let store = RedisStore::new(
-        RedisClient::connect(&redis_config, Default::default())
-            .await
-            .unwrap(),
-    );
+    let store = store_on(&cluster).await;
     store.incr_by(&key, 1).await.unwrap();
 
     for (request, write) in [
@@ -375,13 +380,7 @@ async fn on_a_cluster_a_write_whose_answer_was_lost_is_not_sent_again() {
 async fn on_a_cluster_writes_to_a_slot_being_migrated_follow_ask() {
     let cluster = RedisCluster::start_with_replicas(0).await;
     let key = format!("{}:{{ask}}:n", unique("techub-test"));
-    let mut redis_config = config(RedisMode::Cluster);
-    redis_config.urls = cluster.urls();
-    let store = RedisStore::new(
-        RedisClient::connect(&redis_config, Default::default())
-            .await
-            .unwrap(),
-    );
+    let store = store_on(&cluster).await;
     assert_eq!(store.incr_by(&key, 1).await, Ok(1));
 
     // Migrate the key's slot from its primary to another, and move the key first (as
