@@ -125,32 +125,24 @@ const REFUSED_BEFORE_RUNNING: [&str; 7] = [
 /// Whether `error` refused the command before it ran ([`REFUSED_BEFORE_RUNNING`]);
 /// then `Some`, holding the node to ask next (`host:port`) after an `ASK`. A
 /// transaction aborted at `EXEC` counts when every command it queued was refused so
-/// (an `ASK` for a key already moved refuses the command at queueing).
+/// (an `ASK` for a key already moved refuses the command at queueing): redis-rs
+/// gives one server error for a command, and the queued commands' for a transaction.
 pub(super) fn refused_before_running(error: &redis::RedisError) -> Option<Option<String>> {
-    if error.code() == Some("EXECABORT") {
-        let refused = error.clone().into_server_errors()?;
-        let mut ask = None;
-        for (_, refusal) in refused.iter() {
-            if !REFUSED_BEFORE_RUNNING.contains(&refusal.code()) {
-                return None;
-            }
-            if refusal.code() == "ASK" && ask.is_none() {
-                // `ASK <slot> <host:port>`: the details are the slot and the node.
-                ask = refusal
-                    .details()
-                    .and_then(|details| details.split_ascii_whitespace().nth(1))
-                    .map(String::from);
-            }
+    let refusals = error.clone().into_server_errors()?;
+    let mut ask = None;
+    for (_, refusal) in refusals.iter() {
+        if !REFUSED_BEFORE_RUNNING.contains(&refusal.code()) {
+            return None;
         }
-        return (!refused.is_empty()).then_some(ask);
+        if refusal.code() == "ASK" && ask.is_none() {
+            // `ASK <slot> <host:port>`: the details are the slot and the node.
+            ask = refusal
+                .details()
+                .and_then(|details| details.split_ascii_whitespace().nth(1))
+                .map(String::from);
+        }
     }
-    let code = error.code()?;
-    REFUSED_BEFORE_RUNNING.contains(&code).then(|| {
-        error
-            .redirect_node()
-            .filter(|_| code == "ASK")
-            .map(|(node, _)| node.to_string())
-    })
+    (!refusals.is_empty()).then_some(ask)
 }
 
 /// Where connections come from, per mode.
