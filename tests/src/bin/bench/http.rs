@@ -6,6 +6,8 @@
 //! opened per 1000 requests, and the host's RSS with 16 plugins each holding 16
 //! requests in flight. The third side splits the plugin's cost: the host's rules and
 //! pool on one side, the guest's instance and the `wasi:http` resources on the other.
+//! One at a time is measured twice: on the main runtime with the server, and on a
+//! one-thread runtime of the client's own (see [`http`]).
 
 use super::harness::{self, Count, Rounds, Sample, quantile};
 use bytes::Bytes;
@@ -161,7 +163,33 @@ async fn host_client_round(
 }
 
 pub async fn http() -> anyhow::Result<()> {
-    let server = TestServer::http(Behaviour::Echo).await;
+    let server = Arc::new(TestServer::http(Behaviour::Echo).await);
+    println!(
+        "bench http: {REQUESTS} requests per round to a local keep-alive server, {ROUNDS} alternating rounds per side"
+    );
+    // One at a time twice. On the main runtime, as the host runs: there the native
+    // client, its connection's task and the server often share one worker, and a
+    // request costs no thread wake-up at all, which no server in another process
+    // allows. And on a one-thread runtime of the client's own (as `cache-get`), the
+    // server staying on the main runtime's threads: each side then waits for a server
+    // that runs elsewhere, as a real one does. Sixteen at once on the main runtime.
+    at_concurrency(&server, 1, "main runtime, server on the same workers").await?;
+    let one = server.clone();
+    crate::on_one_thread(move || async move {
+        at_concurrency(&one, 1, "one-thread runtime, server on other threads")
+            .await
+            .map(drop)
+    })?;
+    let config = at_concurrency(&server, 16, "main runtime").await?;
+    held_in_flight(&config).await
+}
+
+/// The three sides at `concurrency`, in alternating rounds; the configuration used.
+async fn at_concurrency(
+    server: &TestServer,
+    concurrency: usize,
+    runtime_kind: &str,
+) -> anyhow::Result<Arc<techub_host::HostConfig>> {
     let url = format!("{}/bench", server.origin(false));
     let dir = PluginDir::with(&[("caller", "fixture_caller")]);
     let mut config = config(&dir);
@@ -181,10 +209,7 @@ pub async fn http() -> anyhow::Result<()> {
     );
     let native = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
     let host_client = services.http.plugin("caller", &config);
-    println!(
-        "bench http: {REQUESTS} requests per round to a local keep-alive server, {ROUNDS} alternating rounds per side"
-    );
-    for concurrency in [1, 16] {
+    {
         // Warm-up: connections and the compiled plugin.
         plugin_round(&runtime, &plugin, Some(&url), concurrency).await?;
         native_round(&native, &url, concurrency).await?;
@@ -217,7 +242,7 @@ pub async fn http() -> anyhow::Result<()> {
         .await?;
         rounds.report(
             &format!(
-                "http: {REQUESTS} requests, concurrency {concurrency} (goal plugin/native >= 0.8)"
+                "http: {REQUESTS} requests, concurrency {concurrency}, {runtime_kind} (goal plugin/native >= 0.8)"
             ),
             "req",
             &[(0, 1), (2, 1), (0, 2)],
@@ -254,7 +279,7 @@ pub async fn http() -> anyhow::Result<()> {
             quantile(&bare_latency, 0.5),
         );
     }
-    held_in_flight(&config).await
+    Ok(config)
 }
 
 /// RSS of a host whose 16 plugins each hold 16 requests in flight to a server that
