@@ -27,6 +27,8 @@ pub enum Behaviour {
     Silent,
     /// Answers like `Echo`, after 1 s.
     Slow,
+    /// Answers like `Echo`, after this long (a provider that far away).
+    After(Duration),
     /// Headers at once, then one byte per 100 ms (for 30 s at most).
     Dribble,
     /// Headers, 10 bytes, then nothing (for 30 s at most).
@@ -205,6 +207,13 @@ async fn answer(
         Behaviour::Status(status) => full(status, format!("status {status}")),
         Behaviour::Slow => {
             tokio::time::sleep(Duration::from_secs(1)).await;
+            full(200, summary)
+        }
+        Behaviour::After(delay) => {
+            // A thread's sleep, not tokio's timer: the timer wheel rounds a deadline up
+            // to its next millisecond, so a client a few microseconds later would wait
+            // a whole millisecond more.
+            let _ = tokio::task::spawn_blocking(move || std::thread::sleep(delay)).await;
             full(200, summary)
         }
         Behaviour::Silent => {

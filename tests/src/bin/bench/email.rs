@@ -12,9 +12,8 @@ use std::sync::Arc;
 use std::time::Instant;
 use techub_host::bindings::Outcome;
 use techub_host::config::SecretRef;
-use techub_host::plugins::{LoadedPlugin, load_plugin};
+use techub_host::plugins::LoadedPlugin;
 use techub_host::runtime::Runtime;
-use techub_host::services;
 use techub_host::stand_ins::MailProvider;
 use techub_tests::{PluginDir, config};
 
@@ -102,17 +101,7 @@ pub async fn email_throughput() -> anyhow::Result<()> {
         .secrets
         .insert("api_key".into(), SecretRef::literal(KEY));
     let config = Arc::new(config);
-    let services = Arc::new(services::connect(&config).await?);
-    let runtime = Arc::new(Runtime::new(&config)?);
-    let plugin = Arc::new(
-        load_plugin(
-            &runtime,
-            &dir.path().join("email-sender.wasm"),
-            config.clone(),
-            services.clone(),
-        )
-        .await?,
-    );
+    let (_services, runtime, plugin) = crate::load_alone(&dir, "email-sender", &config).await?;
     let native = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
     let url = format!("{}/emails", provider.origin());
     println!(

@@ -7,7 +7,8 @@
 //! requests in flight. The third side splits the plugin's cost: the host's rules and
 //! pool on one side, the guest's instance and the `wasi:http` resources on the other.
 //! One at a time is measured twice: on the main runtime with the server, and on a
-//! one-thread runtime of the client's own (see [`http`]).
+//! one-thread runtime of the client's own (see [`http`]). Last, plugin and native
+//! against a server that answers after 1 ms: the plugin's cost beside a provider's.
 
 use super::harness::{self, Count, Rounds, Sample, quantile};
 use bytes::Bytes;
@@ -44,9 +45,9 @@ impl Round {
     }
 }
 
-/// [`REQUESTS`] timed calls of `one`, `concurrency` at a time: the round's rate, this
+/// `requests` timed calls of `one`, `concurrency` at a time: the round's rate, this
 /// process's CPU and each call's latency.
-async fn timed_round<F, Fut>(concurrency: usize, one: F) -> anyhow::Result<Round>
+async fn timed_round<F, Fut>(requests: usize, concurrency: usize, one: F) -> anyhow::Result<Round>
 where
     F: Fn() -> Fut + Clone + Send + 'static,
     Fut: std::future::Future<Output = anyhow::Result<()>> + Send,
@@ -56,8 +57,8 @@ where
         .map(|_| {
             let one = one.clone();
             tokio::spawn(async move {
-                let mut latencies = Vec::with_capacity(*REQUESTS / concurrency);
-                for _ in 0..*REQUESTS / concurrency {
+                let mut latencies = Vec::with_capacity(requests / concurrency);
+                for _ in 0..requests / concurrency {
                     let at = Instant::now();
                     one().await?;
                     latencies.push(at.elapsed());
@@ -79,6 +80,7 @@ async fn plugin_round(
     runtime: &Arc<Runtime>,
     plugin: &Arc<LoadedPlugin>,
     url: Option<&str>,
+    requests: usize,
     concurrency: usize,
 ) -> anyhow::Result<Round> {
     let plan: Arc<str> = match url {
@@ -89,7 +91,7 @@ async fn plugin_round(
     .into();
     let expected = if url.is_some() { "#0 200" } else { "rejected" };
     let (runtime, plugin) = (runtime.clone(), plugin.clone());
-    timed_round(concurrency, move || {
+    timed_round(requests, concurrency, move || {
         let (runtime, plugin, plan) = (runtime.clone(), plugin.clone(), plan.clone());
         async move {
             let delivery =
@@ -110,11 +112,12 @@ async fn plugin_round(
 async fn native_round(
     client: &Client<hyper_util::client::legacy::connect::HttpConnector, Empty<Bytes>>,
     url: &str,
+    requests: usize,
     concurrency: usize,
 ) -> anyhow::Result<Round> {
     let uri: hyper::Uri = url.parse()?;
     let client = client.clone();
-    timed_round(concurrency, move || {
+    timed_round(requests, concurrency, move || {
         let (client, uri) = (client.clone(), uri.clone());
         async move {
             let response = client.get(uri).await?;
@@ -132,12 +135,13 @@ async fn native_round(
 async fn host_client_round(
     http: &Arc<techub_host::capability::http::PluginHttp>,
     url: &str,
+    requests: usize,
     concurrency: usize,
 ) -> anyhow::Result<Round> {
     use wasmtime_wasi_http::WasiHttpHooks;
     let uri: hyper::Uri = url.parse()?;
     let http = http.clone();
-    timed_round(concurrency, move || {
+    timed_round(requests, concurrency, move || {
         let (http, uri) = (http.clone(), uri.clone());
         async move {
             // A fresh instance's hooks per request, as a message gets.
@@ -181,7 +185,84 @@ pub async fn http() -> anyhow::Result<()> {
             .map(drop)
     })?;
     let config = at_concurrency(&server, 16, "main runtime").await?;
-    held_in_flight(&config).await
+    held_in_flight(&config).await?;
+    far_server().await
+}
+
+/// Against a server 1 ms away (it answers each request after 1 ms, as a provider
+/// nearby would): plugin ÷ native hyper, one at a time and sixteen at once, on the
+/// main runtime. What the plugin's cost comes to beside a real provider's time.
+async fn far_server() -> anyhow::Result<()> {
+    static FAR: Count<usize> = Count::new(400, 16);
+    let server = TestServer::http(Behaviour::After(Duration::from_millis(1))).await;
+    let url = format!("{}/far", server.origin(false));
+    let caller = Caller::granted(&server).await?;
+    let (runtime, plugin) = (&caller.runtime, &caller.plugin);
+    let native = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+    for concurrency in [1, 16] {
+        let requests = *FAR * concurrency.min(8);
+        // Warm-up: connections.
+        plugin_round(runtime, plugin, Some(&url), concurrency, concurrency).await?;
+        native_round(&native, &url, concurrency, concurrency).await?;
+        let (mut plugin_latency, mut native_latency) = (Vec::new(), Vec::new());
+        let sides = ["plugin", "native hyper client"];
+        let rounds = Rounds::alternate(&sides, *ROUNDS, async |side| {
+            let round = match side {
+                0 => plugin_round(runtime, plugin, Some(&url), requests, concurrency).await?,
+                _ => native_round(&native, &url, requests, concurrency).await?,
+            };
+            match side {
+                0 => plugin_latency.extend(round.latencies),
+                _ => native_latency.extend(round.latencies),
+            }
+            Ok(round.sample)
+        })
+        .await?;
+        rounds.report(
+            &format!(
+                "http: {requests} requests to a server that answers after 1 ms, concurrency {concurrency}, main runtime"
+            ),
+            "req",
+            &[(0, 1)],
+        );
+        plugin_latency.sort();
+        native_latency.sort();
+        println!(
+            "      per request p50 {:?} / p99 {:?} through the plugin, {:?} / {:?} native",
+            quantile(&plugin_latency, 0.5),
+            quantile(&plugin_latency, 0.99),
+            quantile(&native_latency, 0.5),
+            quantile(&native_latency, 0.99),
+        );
+    }
+    Ok(())
+}
+
+/// The caller fixture loaded with a grant to `server`, and what it runs on.
+struct Caller {
+    _dir: PluginDir,
+    config: Arc<techub_host::HostConfig>,
+    services: Arc<services::Services>,
+    runtime: Arc<Runtime>,
+    plugin: Arc<LoadedPlugin>,
+}
+
+impl Caller {
+    async fn granted(server: &TestServer) -> anyhow::Result<Self> {
+        let dir = PluginDir::with(&[("caller", "fixture_caller")]);
+        let mut config = config(&dir);
+        let section = config.plugins.entry("caller".into()).or_default();
+        section.outbound = vec![server.origin(false)];
+        let config = Arc::new(config);
+        let (services, runtime, plugin) = crate::load_alone(&dir, "caller", &config).await?;
+        Ok(Self {
+            _dir: dir,
+            config,
+            services,
+            runtime,
+            plugin,
+        })
+    }
 }
 
 /// The three sides at `concurrency`, in alternating rounds; the configuration used.
@@ -191,39 +272,30 @@ async fn at_concurrency(
     runtime_kind: &str,
 ) -> anyhow::Result<Arc<techub_host::HostConfig>> {
     let url = format!("{}/bench", server.origin(false));
-    let dir = PluginDir::with(&[("caller", "fixture_caller")]);
-    let mut config = config(&dir);
-    let section = config.plugins.entry("caller".into()).or_default();
-    section.outbound = vec![server.origin(false)];
-    let config = Arc::new(config);
-    let services = Arc::new(services::connect(&config).await?);
-    let runtime = Arc::new(Runtime::new(&config)?);
-    let plugin = Arc::new(
-        load_plugin(
-            &runtime,
-            &dir.path().join("caller.wasm"),
-            config.clone(),
-            services.clone(),
-        )
-        .await?,
-    );
+    let Caller {
+        _dir,
+        config,
+        services,
+        runtime,
+        plugin,
+    } = Caller::granted(server).await?;
     let native = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
     let host_client = services.http.plugin("caller", &config);
     {
         // Warm-up: connections and the compiled plugin.
-        plugin_round(&runtime, &plugin, Some(&url), concurrency).await?;
-        native_round(&native, &url, concurrency).await?;
+        plugin_round(&runtime, &plugin, Some(&url), *REQUESTS, concurrency).await?;
+        native_round(&native, &url, *REQUESTS, concurrency).await?;
         let (mut plugin_latency, mut native_latency) = (Vec::new(), Vec::new());
         let (mut plugin_connections, mut native_connections) = (0, 0);
-        host_client_round(&host_client, &url, concurrency).await?;
+        host_client_round(&host_client, &url, *REQUESTS, concurrency).await?;
         let mut host_latency = Vec::new();
         let sides = ["plugin", "native hyper client", "host client without wasm"];
         let rounds = Rounds::alternate(&sides, *ROUNDS, async |side| {
             let before = server.connections();
             let round = match side {
-                0 => plugin_round(&runtime, &plugin, Some(&url), concurrency).await?,
-                1 => native_round(&native, &url, concurrency).await?,
-                _ => host_client_round(&host_client, &url, concurrency).await?,
+                0 => plugin_round(&runtime, &plugin, Some(&url), *REQUESTS, concurrency).await?,
+                1 => native_round(&native, &url, *REQUESTS, concurrency).await?,
+                _ => host_client_round(&host_client, &url, *REQUESTS, concurrency).await?,
             };
             let opened = server.connections() - before;
             match side {
@@ -270,7 +342,7 @@ async fn at_concurrency(
             plugin_connections as f64 * 1000.0 / total,
             native_connections as f64 * 1000.0 / total,
         );
-        let bare = plugin_round(&runtime, &plugin, None, concurrency).await?;
+        let bare = plugin_round(&runtime, &plugin, None, *REQUESTS, concurrency).await?;
         let mut bare_latency = bare.latencies;
         bare_latency.sort();
         println!(

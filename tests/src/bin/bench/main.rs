@@ -279,6 +279,24 @@ pub async fn cache_reader_runs(
 }
 
 /// The cache-reader of `dir` loaded under `config`, with its 100 entries written.
+/// Plugin `<name>.wasm` of `dir` loaded on services and a runtime of its own under
+/// `config`, with no consumer: for benches that invoke it directly.
+pub async fn load_alone(
+    dir: &PluginDir,
+    name: &str,
+    config: &Arc<HostConfig>,
+) -> anyhow::Result<(
+    Arc<services::Services>,
+    Arc<Runtime>,
+    Arc<techub_host::plugins::LoadedPlugin>,
+)> {
+    let services = Arc::new(services::connect(config).await?);
+    let runtime = Arc::new(Runtime::new(config)?);
+    let wasm = dir.path().join(format!("{name}.wasm"));
+    let plugin = load_plugin(&runtime, &wasm, config.clone(), services.clone()).await?;
+    Ok((services, runtime, Arc::new(plugin)))
+}
+
 pub async fn loaded_cache_reader(
     dir: &PluginDir,
     config: &Arc<HostConfig>,
