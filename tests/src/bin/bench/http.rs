@@ -225,17 +225,28 @@ async fn far_server() -> anyhow::Result<()> {
             "req",
             &[(0, 1)],
         );
-        plugin_latency.sort();
-        native_latency.sort();
-        println!(
-            "      per request p50 {:?} / p99 {:?} through the plugin, {:?} / {:?} native",
-            quantile(&plugin_latency, 0.5),
-            quantile(&plugin_latency, 0.99),
-            quantile(&native_latency, 0.5),
-            quantile(&native_latency, 0.99),
-        );
+        print_latencies(&mut plugin_latency, &mut native_latency);
     }
     Ok(())
+}
+
+/// Each side's p50 and p99 over all rounds, and what the plugin adds at each.
+fn print_latencies(plugin: &mut [Duration], native: &mut [Duration]) {
+    plugin.sort();
+    native.sort();
+    let (p50, p99) = (
+        |l: &[Duration]| quantile(l, 0.5),
+        |l: &[Duration]| quantile(l, 0.99),
+    );
+    println!(
+        "      per request p50 {:?} / p99 {:?} through the plugin, {:?} / {:?} native: the plugin adds {:?} at p50, {:?} at p99",
+        p50(plugin),
+        p99(plugin),
+        p50(native),
+        p99(native),
+        p50(plugin).saturating_sub(p50(native)),
+        p99(plugin).saturating_sub(p99(native)),
+    );
 }
 
 /// The caller fixture loaded with a grant to `server`, and what it runs on.
@@ -320,18 +331,8 @@ async fn at_concurrency(
             &[(0, 1), (2, 1), (0, 2)],
         );
         host_latency.sort();
-        plugin_latency.sort();
-        native_latency.sort();
+        print_latencies(&mut plugin_latency, &mut native_latency);
         let total = (*REQUESTS * *ROUNDS) as f64;
-        println!(
-            "      per request p50 {:?} / p99 {:?} through the plugin, {:?} / {:?} native: the plugin adds {:?} at p50, {:?} at p99",
-            quantile(&plugin_latency, 0.5),
-            quantile(&plugin_latency, 0.99),
-            quantile(&native_latency, 0.5),
-            quantile(&native_latency, 0.99),
-            quantile(&plugin_latency, 0.5).saturating_sub(quantile(&native_latency, 0.5)),
-            quantile(&plugin_latency, 0.99).saturating_sub(quantile(&native_latency, 0.99)),
-        );
         println!(
             "      the host's client and rules without wasm: p50 {:?} / p99 {:?}",
             quantile(&host_latency, 0.5),
