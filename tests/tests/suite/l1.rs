@@ -155,9 +155,9 @@ async fn a_change_on_one_host_is_never_followed_by_a_stale_read_on_another_after
     changes_reach_the_other_host(&config, &config, 40).await;
 }
 
-/// The same on a Redis Cluster, host B subscribed to a node that is not the primary
-/// of the domain's slot (where A's scripts publish): classic pub/sub reaches every
-/// node.
+/// The same on a Redis Cluster, host B given only a node that is not the primary of
+/// the domain's slot (where A's scripts publish): B's sharded subscription finds the
+/// domain's shard through the cluster's slot map.
 #[tokio::test]
 async fn on_a_redis_cluster_a_change_reaches_a_host_subscribed_to_another_node() {
     let cluster = RedisCluster::start().await;
@@ -424,4 +424,104 @@ fn an_l1_on_the_embedded_cache_or_an_undeclared_domain_is_refused() {
     );
     let error = undeclared.validate().unwrap_err().to_string();
     assert!(error.contains("cache.l1.nowhere"), "{error}");
+}
+
+/// On a Redis Cluster (Redis 7) a write's invalidation is published sharded, on the
+/// domain's own channel in the domain's slot: it stays on the shard that ran the write.
+/// A classic subscriber to every channel on each other primary hears nothing of a
+/// cache write, where a classic `PUBLISH` (which crosses the cluster bus to every
+/// node) reaches it.
+#[tokio::test]
+async fn on_a_redis_cluster_invalidations_stay_on_the_shard_of_their_domain() {
+    use futures::StreamExt;
+    let cluster = RedisCluster::start().await;
+    let dir = PluginDir::with(&[]);
+    let mut config = layered(&dir);
+    config.redis.mode = RedisMode::Cluster;
+    config.redis.urls = cluster.urls();
+    let a = host(&config).await;
+    assert!(
+        a.redis.as_ref().expect("on Redis").sharded_pubsub(),
+        "Redis 7 runs SPUBLISH"
+    );
+    let prefix = &config.host.key_prefix;
+    let home = cluster.nodes[cluster.primary_of(&format!("{prefix}cache:{{{DOMAIN}}}:k"))].port;
+    let mut listeners = Vec::new();
+    for node in cluster.primaries().into_iter().filter(|n| n.port != home) {
+        let mut pubsub = redis::Client::open(node.url())
+            .unwrap()
+            .get_async_pubsub()
+            .await
+            .unwrap();
+        pubsub.psubscribe("*").await.unwrap();
+        listeners.push((node.port, pubsub.into_on_message()));
+    }
+    assert_eq!(
+        listeners.len(),
+        2,
+        "three primaries, one of them the domain's"
+    );
+
+    set(&a, "k", "v", &["t"]).await;
+    assert!(a.cache.backend.delete(DOMAIN, "k").await.unwrap());
+    for (port, messages) in &mut listeners {
+        let heard = tokio::time::timeout(Duration::from_millis(300), messages.next()).await;
+        assert!(
+            heard.is_err(),
+            "node {port}, not the domain's, heard {:?}",
+            heard.map(|m| m.map(|m| m.get_channel_name().to_string()))
+        );
+    }
+    // The listeners do hear what crosses the bus: a classic publish on the domain's node.
+    let home_node = cluster.nodes.iter().find(|n| n.port == home).unwrap();
+    home_node.cli(&["PUBLISH", &format!("{prefix}probe"), "x"]);
+    for (port, messages) in &mut listeners {
+        let heard = tokio::time::timeout(Duration::from_secs(5), messages.next()).await;
+        assert!(
+            matches!(heard, Ok(Some(_))),
+            "node {port} heard no classic publish"
+        );
+    }
+}
+
+/// On a Redis Cluster each L1 domain's ping travels on its own shard, and the L1
+/// serves only while every shard's ping is fresh: with one domain's primary paused
+/// (`CLIENT PAUSE`, so neither its invalidations nor its pings get through), the L1
+/// stops serving within the bound although the other shard's pings still come, and
+/// serves again once the pause ends.
+#[tokio::test]
+async fn on_a_redis_cluster_l1_is_only_as_fresh_as_its_stalest_shard() {
+    let cluster = RedisCluster::start().await;
+    let dir = PluginDir::with(&[]);
+    let mut config = layered(&dir);
+    config.redis.mode = RedisMode::Cluster;
+    config.redis.urls = cluster.urls();
+    let prefix = config.host.key_prefix.clone();
+    let primary = |domain: &str| cluster.primary_of(&format!("{prefix}cache:{{{domain}}}:k"));
+    let other = config
+        .cache
+        .domains
+        .keys()
+        .find(|d| primary(d) != primary(DOMAIN))
+        .expect("a domain on another shard")
+        .clone();
+    config.cache.l1.insert(
+        other.clone(),
+        L1Config {
+            ttl_s: 600,
+            budget_mib: 16,
+        },
+    );
+    let a = host(&config).await;
+    let paused = &cluster.nodes[primary(&other)];
+    assert_eq!(paused.cli(&["CLIENT", "PAUSE", "3000", "ALL"]).trim(), "OK");
+    tokio::time::sleep(Duration::from_millis(BOUND_MS * 5)).await;
+    assert!(
+        !l1(&a).serving(),
+        "the L1 serves while the pings of {other}'s shard are stuck"
+    );
+    wait_for(Duration::from_secs(20), "the L1 to serve again", || async {
+        l1(&a).serving().then_some(())
+    })
+    .await;
 }

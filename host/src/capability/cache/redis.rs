@@ -14,7 +14,10 @@
 //!
 //! Writes and deletes are Lua scripts, so an entry and its filings change together,
 //! and each publishes the keys it changed on `cache-l1` in the same step (for the
-//! hosts' L1s, `l1.rs`).
+//! hosts' L1s, `l1/`). On a cluster that runs sharded pub/sub the channel is the
+//! domain's own, `cache-l1:{<domain>}`, in the slot of the domain's keys, and the
+//! scripts publish with `SPUBLISH`: the message stays on the shard that ran the write
+//! instead of crossing the cluster bus to every node.
 
 use super::{CacheBackend, CacheWrite, Invalidated, Priority};
 use crate::capability::BackendResult;
@@ -28,8 +31,8 @@ use std::time::Duration;
 /// for medium), invalidation channel, invalidation message, the tag-set keys, then one
 /// value per entry. Publishes the message in the same step as the write, so that a
 /// host's L1 hears of a write before anything that Redis serves after it.
-static SET_MANY: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+static SET_MANY: LazyLock<Publishing> = LazyLock::new(|| {
+    Publishing::new(
         r"
 local ttl = tonumber(ARGV[1])
 local ntags = tonumber(ARGV[2])
@@ -69,8 +72,8 @@ return n
 /// KEYS: entries; ARGV: meta prefix, entry prefix, priority prefix, invalidation
 /// channel, invalidation message. Deletes entries and their filings; returns how many
 /// entries existed.
-static DELETE_MANY: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+static DELETE_MANY: LazyLock<Publishing> = LazyLock::new(|| {
+    Publishing::new(
         r"
 local removed = 0
 for _, entry in ipairs(KEYS) do
@@ -93,8 +96,8 @@ return removed
 /// (`<domain> <origin>`). Deletes the entries and every entry filed under the tags,
 /// with their filings, publishes the keys it named or found (after the header, one
 /// per line); returns {removed by key, removed by tag}.
-static INVALIDATE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+static INVALIDATE: LazyLock<Publishing> = LazyLock::new(|| {
+    Publishing::new(
         r"
 local named = {}
 local function drop(entry)
@@ -152,6 +155,22 @@ return out
     )
 });
 
+/// A script that publishes what it changed, in its two forms: with `PUBLISH`, and with
+/// `SPUBLISH` for a cluster that runs sharded pub/sub.
+struct Publishing {
+    classic: Script,
+    sharded: Script,
+}
+
+impl Publishing {
+    fn new(source: &str) -> Self {
+        Self {
+            classic: Script::new(source),
+            sharded: Script::new(&source.replace("redis.call('PUBLISH'", "redis.call('SPUBLISH'")),
+        }
+    }
+}
+
 /// Entries examined per `SCAN` page of a pattern invalidation.
 const SCAN_COUNT: u32 = 500;
 
@@ -179,13 +198,6 @@ pub struct L1Fill {
     pub priority: Priority,
     /// The tags it is filed under.
     pub tags: Vec<String>,
-}
-
-/// The channel every write, delete and invalidation publishes its keys on, as
-/// `<domain> <origin>\n<key>\n<key>...` (keys hold no control characters, so `\n`
-/// splits; domains no spaces).
-pub fn invalidation_channel(prefix: &str) -> String {
-    format!("{prefix}cache-l1")
 }
 
 fn priority_name(priority: Priority) -> &'static str {
@@ -243,6 +255,41 @@ impl RedisCache {
         &self.origin
     }
 
+    /// The channel every write, delete and invalidation of `domain` publishes its
+    /// keys on, as `<domain> <origin>\n<key>\n<key>...` (keys hold no control
+    /// characters, so `\n` splits; domains no spaces): `cache-l1`, or the domain's
+    /// own in its slot when pub/sub is sharded.
+    pub fn invalidation_channel(&self, domain: &str) -> String {
+        match self.redis.sharded_pubsub() {
+            true => format!("{}cache-l1:{}", self.prefix, self.layout.group(domain)),
+            false => format!("{}cache-l1", self.prefix),
+        }
+    }
+
+    /// The channel this host pings itself on to learn that it hears `domain`'s
+    /// invalidations in time (`l1/channel.rs`): one for the host, or one per domain
+    /// in the domain's slot when pub/sub is sharded (the ping must travel the way the
+    /// domain's invalidations do, to prove they came before it).
+    pub fn ping_channel(&self, domain: &str) -> String {
+        match self.redis.sharded_pubsub() {
+            true => format!(
+                "{}cache-l1-ping:{}:{}",
+                self.prefix,
+                self.layout.group(domain),
+                self.origin
+            ),
+            false => format!("{}cache-l1-ping:{}", self.prefix, self.origin),
+        }
+    }
+
+    /// `publishing` in the form this Redis takes.
+    fn script<'s>(&self, publishing: &'s Publishing) -> &'s Script {
+        match self.redis.sharded_pubsub() {
+            true => &publishing.sharded,
+            false => &publishing.classic,
+        }
+    }
+
     fn message_header(&self, domain: &str) -> String {
         format!("{domain} {}", self.origin)
     }
@@ -271,7 +318,7 @@ impl RedisCache {
         }
         let (meta, entry) = (self.meta_prefix(domain), self.entry_prefix(domain));
         let priority = self.priority_prefix(domain);
-        let channel = invalidation_channel(&self.prefix);
+        let channel = self.invalidation_channel(domain);
         let message = invalidation_message(
             self.message_header(domain),
             entries.iter().map(|e| e.strip_prefix(&entry).unwrap_or(e)),
@@ -279,7 +326,7 @@ impl RedisCache {
         let removed: i64 = self
             .redis
             .run("cache delete", Retry::Idempotent, |mut c| {
-                let mut invocation = DELETE_MANY.prepare_invoke();
+                let mut invocation = self.script(&DELETE_MANY).prepare_invoke();
                 invocation
                     .key(entries)
                     .arg(&meta)
@@ -380,7 +427,7 @@ impl CacheBackend for RedisCache {
         let priority = self.priority_prefix(domain);
         let tags: Vec<String> = write.tags.iter().map(|t| self.tag_key(domain, t)).collect();
         let ttl_ms = (write.ttl.as_millis() as u64).max(1);
-        let channel = invalidation_channel(&self.prefix);
+        let channel = self.invalidation_channel(domain);
         let message = invalidation_message(
             self.message_header(domain),
             entries.iter().map(|(k, _)| k.as_str()),
@@ -388,7 +435,7 @@ impl CacheBackend for RedisCache {
         let _: i64 = self
             .redis
             .run("cache set", Retry::Idempotent, |mut c| {
-                let mut invocation = SET_MANY.prepare_invoke();
+                let mut invocation = self.script(&SET_MANY).prepare_invoke();
                 for (key, _) in entries {
                     invocation
                         .key(format!("{entry}{key}"))
@@ -455,12 +502,12 @@ impl CacheBackend for RedisCache {
         let entries: Vec<String> = keys.iter().map(|k| format!("{entry}{k}")).collect();
         let tag_sets: Vec<String> = tags.iter().map(|t| self.tag_key(domain, t)).collect();
         let priority = self.priority_prefix(domain);
-        let channel = invalidation_channel(&self.prefix);
+        let channel = self.invalidation_channel(domain);
         let header = self.message_header(domain);
         let (by_key, by_tag): (i64, i64) = self
             .redis
             .run("cache invalidate", Retry::Idempotent, |mut c| {
-                let mut invocation = INVALIDATE.prepare_invoke();
+                let mut invocation = self.script(&INVALIDATE).prepare_invoke();
                 invocation
                     .key(&entries)
                     .key(&tag_sets)

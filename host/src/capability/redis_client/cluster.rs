@@ -19,6 +19,7 @@
 //! to the importing node after `ASKING` ([`super::connection::RedisConnection`]).
 
 use super::Retry;
+use super::subscription::ShardSubscriber;
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -37,6 +38,8 @@ pub struct ClusterNodes {
     rebuilding: Arc<tokio::sync::Mutex<()>>,
     stale: Duration,
     connect_timeout: Duration,
+    /// Sharded subscriptions' clients, when the cluster runs `SPUBLISH`.
+    shard_subscriber: Option<ShardSubscriber>,
 }
 
 /// The cluster clients: one whose requests redis-rs sends again after a failure (for
@@ -54,6 +57,13 @@ pub(super) struct Connections {
     once: ClusterConnection,
 }
 
+impl Connections {
+    /// The connection whose requests redis-rs sends again after a failure.
+    pub(super) fn replaying(&self) -> ClusterConnection {
+        self.replaying.clone()
+    }
+}
+
 impl Clients {
     /// A connection of each, or the first error.
     pub(super) async fn connect(&self) -> redis::RedisResult<Connections> {
@@ -69,6 +79,7 @@ impl ClusterNodes {
     pub(super) fn new(
         clients: Clients,
         connections: Connections,
+        shard_subscriber: Option<ShardSubscriber>,
         command_timeout: Duration,
         connect_timeout: Duration,
     ) -> Self {
@@ -81,7 +92,18 @@ impl ClusterNodes {
             rebuilding: Arc::default(),
             stale: command_timeout * 2,
             connect_timeout,
+            shard_subscriber,
         }
+    }
+
+    /// Whether the cluster runs `SPUBLISH`.
+    pub(super) fn shards_pubsub(&self) -> bool {
+        self.shard_subscriber.is_some()
+    }
+
+    /// The clients of sharded subscriptions, when the cluster runs `SPUBLISH`.
+    pub(super) fn shard_subscriber(&self) -> Option<ShardSubscriber> {
+        self.shard_subscriber.clone()
     }
 
     fn now_ms(&self) -> u64 {

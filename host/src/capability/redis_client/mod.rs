@@ -8,6 +8,7 @@
 //! - `connection.rs`: [`RedisConnection`], one connection type over the modes.
 //! - `sentinel.rs`: following the primary the sentinels name.
 //! - `cluster.rs`: the cluster connection, rebuilt when it stays silent.
+//! - `subscription.rs`: subscriptions, sharded on a cluster of Redis 7 (`SPUBLISH`).
 //! - `slots.rs`: what a cluster changes: hash slots, keys grouped by `{tag}`, scans
 //!   over every primary, pipelines split per slot.
 
@@ -15,9 +16,11 @@ mod cluster;
 mod connection;
 mod sentinel;
 mod slots;
+mod subscription;
 
 pub use connection::RedisConnection;
 pub use slots::{KeyLayout, same_slot};
+pub use subscription::Subscription;
 
 use super::{BackendError, BackendResult};
 use crate::config::{RedisConfig, RedisMode};
@@ -150,7 +153,7 @@ impl RedisClient {
     /// commands), within the connect timeout; the reason, URL redacted, when not. On a
     /// cluster, to the first seed node that accepts (classic pub/sub reaches every
     /// node); with sentinels, to the primary as last known.
-    pub async fn pubsub(&self) -> Result<redis::aio::PubSub, String> {
+    async fn pubsub(&self) -> Result<redis::aio::PubSub, String> {
         let clients: Vec<(redis::Client, String)> = match &self.nodes {
             Nodes::Sentinel(follow) => vec![(follow.client(), follow.address())],
             _ => self

@@ -16,6 +16,7 @@
 
 use super::cluster::{Clients, ClusterNodes};
 use super::connection::{Nodes, RedisConnection};
+use super::subscription::{self, ShardSubscriber};
 use super::{RedisClient, Retry};
 use crate::capability::{BackendError, BackendResult};
 use crate::config::{RedisConfig, redact_url};
@@ -121,9 +122,24 @@ pub(super) async fn connect_cluster(
             })?,
         );
     }
+    let urls = config.urls.clone();
+    let response_timeout = Duration::from_millis(config.command_timeout_ms);
+    let subscriber: ShardSubscriber = std::sync::Arc::new(move |pushes| {
+        ClusterClientBuilder::new(urls.clone())
+            .connection_timeout(connect_timeout)
+            .response_timeout(response_timeout)
+            .use_protocol(redis::ProtocolVersion::RESP3)
+            .push_sender(pushes)
+            .build()
+    });
+    let mut probe = connections.replaying();
+    let subscriber = subscription::runs_spublish(&mut probe)
+        .await
+        .then_some(subscriber);
     let nodes = ClusterNodes::new(
         clients,
         connections,
+        subscriber,
         Duration::from_millis(config.command_timeout_ms),
         connect_timeout,
     );

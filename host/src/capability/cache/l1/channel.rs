@@ -1,20 +1,24 @@
 //! The invalidation channel: this host's subscription to `<prefix>cache-l1`, on
 //! which every host's writes, deletes and invalidations publish their keys (from
-//! inside the Redis scripts that make them, so in Redis's own order).
+//! inside the Redis scripts that make them, so in Redis's own order). On a cluster
+//! with sharded pub/sub each L1 domain has its own channel,
+//! `<prefix>cache-l1:{<domain>}`, on the shard that holds the domain.
 //!
 //! How a host knows its L1 is current: it publishes a ping to itself
-//! (`<prefix>cache-l1-ping:<host id>`) every quarter of `cache.l1_max_stale_ms`,
-//! carrying the time it sent it. Redis delivers one connection's messages in the
-//! order it ran their publishes, so when the ping sent at `t` comes back, every
-//! invalidation of a write that returned before `t` has come back before it. The
+//! (`<prefix>cache-l1-ping:<host id>`; sharded, one per L1 domain in the domain's
+//! slot) every quarter of `cache.l1_max_stale_ms`, carrying the time it sent it.
+//! Redis delivers one connection's messages in the order it ran their publishes, so
+//! when the ping sent at `t` comes back, every invalidation of a write that returned
+//! before `t` has come back before it (sharded: of the ping's shard, so L1 counts as
+//! fresh as its stalest domain's ping). The
 //! host serves from L1 only while the latest ping it heard was sent at most
 //! `l1_max_stale_ms` ago; a channel that stalls or breaks therefore turns L1 off
 //! within that bound, without any timeout to tune. A broken channel also drops every
 //! copy (what it missed is unknown), and so does each new subscription.
 
 use super::TwoLayerCache;
-use crate::capability::redis_client::{RedisClient, Retry};
-use futures::StreamExt;
+use crate::capability::redis_client::{RedisClient, Retry, Subscription};
+use std::collections::HashMap;
 use std::sync::Weak;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -64,8 +68,9 @@ impl Freshness {
         self.subscribed.load(Ordering::Acquire)
     }
 
-    fn heard(&self, sent: u64) {
-        self.heard.fetch_max(sent, Ordering::AcqRel);
+    /// The send time of the stalest newest ping over the channels listened to.
+    fn set_heard(&self, sent: u64) {
+        self.heard.store(sent, Ordering::Release);
     }
 
     fn lost(&self) {
@@ -74,27 +79,54 @@ impl Freshness {
     }
 }
 
-/// The channel's names for one host.
-pub(super) struct Names {
-    pub(super) invalidations: String,
-    pub(super) pings: String,
-    /// This host's origin id: its own messages are skipped.
-    pub(super) origin: String,
+/// What a host subscribes to for its L1 domains: pairs of (invalidation channel, ping
+/// channel), one pair for every domain (classic pub/sub) or one per domain (sharded:
+/// each in the domain's slot, so that a domain's ping proves its own shard's
+/// invalidations came before it).
+#[derive(Clone, PartialEq, Eq)]
+pub(super) struct Plan(Vec<(String, String)>);
+
+impl Plan {
+    pub(super) fn of(cache: &TwoLayerCache) -> Self {
+        let mut pairs: Vec<(String, String)> = cache
+            .layers
+            .load()
+            .keys()
+            .map(|domain| {
+                (
+                    cache.redis.invalidation_channel(domain),
+                    cache.redis.ping_channel(domain),
+                )
+            })
+            .collect();
+        pairs.sort();
+        pairs.dedup();
+        Self(pairs)
+    }
+
+    fn groups(&self) -> Vec<Vec<String>> {
+        self.0
+            .iter()
+            .map(|(i, p)| vec![i.clone(), p.clone()])
+            .collect()
+    }
+
+    fn pings(&self) -> impl Iterator<Item = &String> {
+        self.0.iter().map(|(_, ping)| ping)
+    }
 }
 
 /// Subscribes, applies invalidations and pings itself until `cache` is dropped;
-/// reconnects after `retry_delay` when the connection breaks.
-pub(super) async fn run(
-    cache: Weak<TwoLayerCache>,
-    redis: RedisClient,
-    names: Names,
-    retry_delay: Duration,
-) {
-    let pinger = tokio::spawn(ping(cache.clone(), redis.clone(), names.pings.clone()));
+/// reconnects after `retry_delay` when the subscription ends.
+pub(super) async fn run(cache: Weak<TwoLayerCache>, redis: RedisClient, retry_delay: Duration) {
+    let pinger = tokio::spawn(ping(cache.clone(), redis.clone()));
     let _stop_pinger = AbortOnDrop(pinger);
     loop {
-        match subscribe(&redis, &names).await {
-            Ok(stream) => {
+        let Some(plan) = cache.upgrade().map(|this| Plan::of(&this)) else {
+            return;
+        };
+        match redis.subscribe(&plan.groups()).await {
+            Ok(subscription) => {
                 let Some(this) = cache.upgrade() else { return };
                 // Copies from before this subscription may have missed invalidations.
                 this.reset().await;
@@ -102,7 +134,7 @@ pub(super) async fn run(
                 this.metrics.cache_l1_channel(true);
                 tracing::info!("cache L1: invalidation channel subscribed");
                 drop(this);
-                listen(&cache, stream, &names).await;
+                listen(&cache, subscription, plan).await;
                 let Some(this) = cache.upgrade() else { return };
                 this.freshness.lost();
                 this.reset().await;
@@ -122,47 +154,59 @@ pub(super) async fn run(
     }
 }
 
-async fn subscribe(redis: &RedisClient, names: &Names) -> Result<redis::aio::PubSubStream, String> {
-    let mut pubsub = redis.pubsub().await?;
-    pubsub
-        .subscribe(&[names.invalidations.as_str(), names.pings.as_str()])
-        .await
-        .map_err(|e| format!("SUBSCRIBE failed: {:?}", e.kind()))?;
-    Ok(pubsub.into_on_message())
-}
-
-/// Applies messages until the connection breaks, or stays silent for so long
-/// (20 staleness bounds, at least 2 s, while pings come every quarter bound) that it
-/// is taken for broken.
-async fn listen(cache: &Weak<TwoLayerCache>, mut stream: redis::aio::PubSubStream, names: &Names) {
+/// Applies messages until the subscription ends, or stays silent for so long (20
+/// staleness bounds, at least 2 s, while pings come every quarter bound) that it is
+/// taken for broken. When a reload names other L1 domains, subscribes to their
+/// channels too (sharded pub/sub; classic has one channel for all).
+async fn listen(cache: &Weak<TwoLayerCache>, mut subscription: Subscription, mut plan: Plan) {
+    // The newest ping heard on each ping channel; L1 is as fresh as the stalest.
+    let mut heard: HashMap<Vec<u8>, u64> = HashMap::new();
     loop {
-        let Some(silence) = cache
-            .upgrade()
-            .map(|this| (this.freshness.max_stale() * 20).max(Duration::from_secs(2)))
-        else {
+        let Some((silence, replanned)) = cache.upgrade().map(|this| {
+            (
+                (this.freshness.max_stale() * 20).max(Duration::from_secs(2)),
+                this.replanned.clone(),
+            )
+        }) else {
             return;
         };
-        let Ok(Some(message)) = tokio::time::timeout(silence, stream.next()).await else {
+        let next = tokio::select! {
+            next = tokio::time::timeout(silence, subscription.next()) => next,
+            () = replanned.notified() => {
+                let Some(this) = cache.upgrade() else { return };
+                let wanted = Plan::of(&this);
+                for pair in wanted.0.iter().filter(|pair| !plan.0.contains(pair)) {
+                    if subscription.add(&[pair.0.clone(), pair.1.clone()]).await.is_err() {
+                        return;
+                    }
+                }
+                plan = wanted;
+                this.freshness.set_heard(stalest(&plan, &heard));
+                continue;
+            }
+        };
+        let Ok(Some((channel, payload))) = next else {
             return;
         };
         let Some(this) = cache.upgrade() else { return };
-        let payload = message.get_payload_bytes();
-        if message.get_channel_name() == names.pings {
-            if let Some(sent) = std::str::from_utf8(payload)
+        if plan.pings().any(|ping| ping.as_bytes() == channel) {
+            if let Some(sent) = std::str::from_utf8(&payload)
                 .ok()
                 .and_then(|text| text.parse::<u64>().ok())
             {
-                this.freshness.heard(sent);
+                let newest = heard.entry(channel).or_default();
+                *newest = (*newest).max(sent);
+                this.freshness.set_heard(stalest(&plan, &heard));
             }
             continue;
         }
-        let Ok(text) = std::str::from_utf8(payload) else {
+        let Ok(text) = std::str::from_utf8(&payload) else {
             continue;
         };
         let mut parts = text.split('\n');
         let header = parts.next().unwrap_or_default();
         let (domain, origin) = header.split_once(' ').unwrap_or((header, ""));
-        if origin == names.origin {
+        if origin == this.redis.origin() {
             continue;
         }
         if let Some(layer) = this.layer(domain) {
@@ -173,21 +217,39 @@ async fn listen(cache: &Weak<TwoLayerCache>, mut stream: redis::aio::PubSubStrea
     }
 }
 
-/// Publishes the send time to this host's ping channel every quarter of the
-/// staleness bound (re-read each round, so that a reload applies).
-async fn ping(cache: Weak<TwoLayerCache>, redis: RedisClient, channel: String) {
+/// The send time of the stalest newest ping over the plan's ping channels (0 while one
+/// has not been heard).
+fn stalest(plan: &Plan, heard: &HashMap<Vec<u8>, u64>) -> u64 {
+    plan.pings()
+        .map(|ping| heard.get(ping.as_bytes()).copied().unwrap_or(0))
+        .min()
+        .unwrap_or(0)
+}
+
+/// Publishes the send time to this host's ping channels every quarter of the
+/// staleness bound (bound and channels re-read each round, so that a reload applies).
+/// A publish that took longer than a round is given up (its shard's ping is then
+/// late, which is what the staleness bound is for).
+async fn ping(cache: Weak<TwoLayerCache>, redis: RedisClient) {
+    let publish = redis.publish_command();
     loop {
         let Some(this) = cache.upgrade() else { return };
         let interval = (this.freshness.max_stale() / 4).max(Duration::from_millis(2));
         let sent = this.freshness.now();
+        let plan = Plan::of(&this);
         drop(this);
-        let _: Result<i64, _> = redis
-            .run("PUBLISH", Retry::Never, |mut c| {
-                let cmd = redis::cmd("PUBLISH").arg(&channel).arg(sent).clone();
-                async move { cmd.query_async(&mut c).await }
+        // All at once, and none waited for past the round: a shard that does not
+        // answer must not hold back the pings of the others.
+        let pings = futures::future::join_all(plan.pings().map(|channel| {
+            redis.run(publish, Retry::Never, move |mut c| {
+                let cmd = redis::cmd(publish).arg(channel).arg(sent).clone();
+                async move { cmd.query_async::<i64>(&mut c).await }
             })
-            .await;
-        tokio::time::sleep(interval).await;
+        }));
+        let _ = tokio::join!(
+            tokio::time::timeout(interval, pings),
+            tokio::time::sleep(interval)
+        );
     }
 }
 

@@ -17,7 +17,7 @@
 mod channel;
 mod layer;
 
-use super::redis::{RedisCache, invalidation_channel};
+use super::redis::RedisCache;
 use super::{CacheBackend, CacheWrite, DomainUsage, Invalidated};
 use crate::capability::BackendResult;
 use crate::config::{CacheConfig, RedisConfig};
@@ -38,6 +38,8 @@ pub struct TwoLayerCache {
     retry_delay: Duration,
     /// The channel's task, started with the first L1 domain.
     channel: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Told when `[cache.l1]` changed, so that the channel listens to new domains.
+    replanned: Arc<tokio::sync::Notify>,
     counts: L1CountCells,
 }
 
@@ -75,6 +77,7 @@ impl TwoLayerCache {
             metrics,
             retry_delay: Duration::from_millis(redis_config.retry_delay_ms.max(50)),
             channel: Mutex::new(None),
+            replanned: Arc::default(),
             counts: L1CountCells::default(),
         });
         cache.configure(config);
@@ -102,19 +105,14 @@ impl TwoLayerCache {
         self.layers.store(Arc::new(layers));
         let mut task = self.channel.lock().unwrap_or_else(|e| e.into_inner());
         if any && task.is_none() {
-            let prefix = self.redis.prefix();
-            let names = channel::Names {
-                invalidations: invalidation_channel(prefix),
-                pings: format!("{prefix}cache-l1-ping:{}", self.redis.origin()),
-                origin: self.redis.origin().to_string(),
-            };
             *task = Some(tokio::spawn(channel::run(
                 Arc::downgrade(self),
                 self.redis.client().clone(),
-                names,
                 self.retry_delay,
             )));
         }
+        // A running channel subscribes to domains named anew (sharded pub/sub).
+        self.replanned.notify_one();
     }
 
     /// What the L1s did since start.
