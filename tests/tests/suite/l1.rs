@@ -41,6 +41,14 @@ fn layered(dir: &PluginDir) -> HostConfig {
     config
 }
 
+/// [`layered`], on the Redis Cluster `cluster`.
+fn layered_on_cluster(dir: &PluginDir, cluster: &RedisCluster) -> HostConfig {
+    let mut config = layered(dir);
+    config.redis.mode = RedisMode::Cluster;
+    config.redis.urls = cluster.urls();
+    config
+}
+
 /// A host's services, once its L1 serves (its channel is subscribed and fresh).
 async fn host(config: &HostConfig) -> Arc<Services> {
     let services = Arc::new(
@@ -162,9 +170,7 @@ async fn a_change_on_one_host_is_never_followed_by_a_stale_read_on_another_after
 async fn on_a_redis_cluster_a_change_reaches_a_host_subscribed_to_another_node() {
     let cluster = RedisCluster::start().await;
     let dir = PluginDir::with(&[]);
-    let mut a = layered(&dir);
-    a.redis.mode = RedisMode::Cluster;
-    a.redis.urls = cluster.urls();
+    let a = layered_on_cluster(&dir, &cluster);
     let domain_primary = cluster.primary_of(&format!("{}cache:{{{DOMAIN}}}:k0", a.host.key_prefix));
     let mut b = a.clone();
     let elsewhere = (0..cluster.nodes.len())
@@ -436,9 +442,7 @@ async fn on_a_redis_cluster_invalidations_stay_on_the_shard_of_their_domain() {
     use futures::StreamExt;
     let cluster = RedisCluster::start().await;
     let dir = PluginDir::with(&[]);
-    let mut config = layered(&dir);
-    config.redis.mode = RedisMode::Cluster;
-    config.redis.urls = cluster.urls();
+    let config = layered_on_cluster(&dir, &cluster);
     let a = host(&config).await;
     assert!(
         a.redis.as_ref().expect("on Redis").sharded_pubsub(),
@@ -493,9 +497,7 @@ async fn on_a_redis_cluster_invalidations_stay_on_the_shard_of_their_domain() {
 async fn on_a_redis_cluster_l1_is_only_as_fresh_as_its_stalest_shard() {
     let cluster = RedisCluster::start().await;
     let dir = PluginDir::with(&[]);
-    let mut config = layered(&dir);
-    config.redis.mode = RedisMode::Cluster;
-    config.redis.urls = cluster.urls();
+    let mut config = layered_on_cluster(&dir, &cluster);
     let prefix = config.host.key_prefix.clone();
     let primary = |domain: &str| cluster.primary_of(&format!("{prefix}cache:{{{domain}}}:k"));
     let other = config
