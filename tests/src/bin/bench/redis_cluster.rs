@@ -2,7 +2,9 @@
 //! - cache gets from a plugin (cache-reader, through the host import) against native
 //!   redis-rs with its async cluster client reading the same keys, and against the
 //!   host's backend called without wasm, at concurrency 1 (on a one-thread runtime)
-//!   and 8; alternating rounds ([`harness::Rounds`]);
+//!   and 8; alternating rounds ([`harness::Rounds`]). A fourth side is native redis-rs
+//!   with the response timeout the host sets (`redis.command_timeout_ms`), as a
+//!   production client would: what its timer costs, apart from the host's own work;
 //! - cache sets from a plugin (cache-reader's `set <n>`) and of the host backend
 //!   (the script that files an entry, no wasm) against native `SET PX` on the cluster
 //!   client;
@@ -54,6 +56,12 @@ async fn gets(
     let native = redis::cluster::ClusterClient::new(cluster_config.urls.clone())?
         .get_async_connection()
         .await?;
+    // The same client with the response timeout the host's cluster client has.
+    let native_timed = redis::cluster::ClusterClientBuilder::new(cluster_config.urls.clone())
+        .response_timeout(Duration::from_millis(cluster_config.command_timeout_ms))
+        .build()?
+        .get_async_connection()
+        .await?;
     let prefix = config.host.key_prefix.clone();
     // The very backend object the plugin's imports call, without wasm: the work the
     // plugin side wraps, so the report splits the cost between the two.
@@ -62,12 +70,20 @@ async fn gets(
     let gets_without_wasm = async |side: usize, concurrency: u32| -> anyhow::Result<u64> {
         let tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>> = (0..concurrency)
             .map(|_| {
-                let (mut conn, prefix, backend) = (native.clone(), prefix.clone(), backend.clone());
+                let (mut conn, prefix, backend) = (
+                    if side == 3 {
+                        native_timed.clone()
+                    } else {
+                        native.clone()
+                    },
+                    prefix.clone(),
+                    backend.clone(),
+                );
                 tokio::spawn(async move {
                     for i in 0..*GETS / concurrency {
                         let key = format!("bench:{}", i % 100);
                         let found = match side {
-                            1 => redis::cmd("GET")
+                            1 | 3 => redis::cmd("GET")
                                 .arg(format!("{prefix}cache:{{users}}:{key}"))
                                 .query_async::<Option<Vec<u8>>>(&mut conn)
                                 .await?
@@ -97,6 +113,7 @@ async fn gets(
         "plugin",
         "native redis-rs cluster client",
         "host backend without wasm",
+        "native with the host's response timeout",
     ];
     let rounds = Rounds::alternate(&sides, *ROUNDS, async |side| match side {
         0 => {
@@ -112,7 +129,7 @@ async fn gets(
     rounds.report(
         &format!("redis cluster: cache get x{GETS}, concurrency {concurrency}, {runtime_kind}"),
         "get",
-        &[(0, 1), (0, 2), (2, 1)],
+        &[(0, 1), (0, 2), (2, 1), (3, 1), (2, 3)],
     );
     rounds.beats_what_it_wraps(0, 2);
     Ok(())
