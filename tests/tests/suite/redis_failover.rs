@@ -418,3 +418,48 @@ async fn on_a_cluster_writes_to_a_slot_being_migrated_follow_ask() {
     }
     assert_eq!(target.cli(&["GET", &key]).trim(), "10");
 }
+
+/// A command to a cluster primary that does not answer (`CLIENT PAUSE ... ALL`) fails
+/// within the command timeout with `unavailable` saying so, and is counted as a
+/// timeout: the first attempt is bounded by the cluster connection's own response
+/// timeout (the host sets no timer of its own there), the retries by what is left of
+/// the command timeout, not by the 5 s pause.
+#[tokio::test]
+async fn on_a_cluster_a_command_to_a_silent_primary_times_out_within_the_command_timeout() {
+    let cluster = RedisCluster::start().await;
+    let mut redis_config = config(RedisMode::Cluster);
+    redis_config.urls = cluster.urls();
+    let metrics = std::sync::Arc::new(techub_host::metrics::Metrics::new(true));
+    let redis = RedisClient::connect(&redis_config, metrics.clone())
+        .await
+        .unwrap();
+    let store = RedisStore::new(redis);
+    let key = format!("{}:store:p:silent", unique("techub-test"));
+    store
+        .set(&key, b"v", None, SetCondition::Always)
+        .await
+        .unwrap();
+    let primary = &cluster.nodes[cluster.primary_of(&key)];
+    assert_eq!(
+        primary.cli(&["CLIENT", "PAUSE", "5000", "ALL"]).trim(),
+        "OK"
+    );
+    let asked = Instant::now();
+    let error = store.get(&key).await.unwrap_err();
+    let waited = asked.elapsed();
+    assert!(
+        matches!(&error, BackendError::Unavailable(text)
+            if text.contains("did not answer GET within 1000 ms")),
+        "{error:?}"
+    );
+    assert!(
+        waited < Duration::from_millis(2_500),
+        "the command waited {waited:?}, past its 1 s timeout"
+    );
+    let timeouts = metrics
+        .encode()
+        .lines()
+        .find(|l| l.starts_with("techub_redis_timeouts_total{command=\"GET\"}"))
+        .map(|l| l.rsplit(' ').next().unwrap_or_default().to_string());
+    assert_eq!(timeouts.as_deref(), Some("1"), "{}", metrics.encode());
+}
