@@ -498,15 +498,7 @@ async fn on_a_redis_cluster_l1_is_only_as_fresh_as_its_stalest_shard() {
     let cluster = RedisCluster::start().await;
     let dir = PluginDir::with(&[]);
     let mut config = layered_on_cluster(&dir, &cluster);
-    let prefix = config.host.key_prefix.clone();
-    let primary = |domain: &str| cluster.primary_of(&format!("{prefix}cache:{{{domain}}}:k"));
-    let other = config
-        .cache
-        .domains
-        .keys()
-        .find(|d| primary(d) != primary(DOMAIN))
-        .expect("a domain on another shard")
-        .clone();
+    let other = on_another_shard(&config, &cluster);
     config.cache.l1.insert(
         other.clone(),
         L1Config {
@@ -515,7 +507,8 @@ async fn on_a_redis_cluster_l1_is_only_as_fresh_as_its_stalest_shard() {
         },
     );
     let a = host(&config).await;
-    let paused = &cluster.nodes[primary(&other)];
+    let prefix = &config.host.key_prefix;
+    let paused = &cluster.nodes[cluster.primary_of(&format!("{prefix}cache:{{{other}}}:k"))];
     assert_eq!(paused.cli(&["CLIENT", "PAUSE", "3000", "ALL"]).trim(), "OK");
     tokio::time::sleep(Duration::from_millis(BOUND_MS * 5)).await;
     assert!(
@@ -526,4 +519,74 @@ async fn on_a_redis_cluster_l1_is_only_as_fresh_as_its_stalest_shard() {
         l1(&a).serving().then_some(())
     })
     .await;
+}
+
+/// A declared domain whose keys live on another shard than [`DOMAIN`]'s.
+fn on_another_shard(config: &HostConfig, cluster: &RedisCluster) -> String {
+    let prefix = &config.host.key_prefix;
+    let primary = |domain: &str| cluster.primary_of(&format!("{prefix}cache:{{{domain}}}:k"));
+    config
+        .cache
+        .domains
+        .keys()
+        .find(|d| primary(d) != primary(DOMAIN))
+        .expect("a domain on another shard")
+        .clone()
+}
+
+/// On a Redis Cluster, an L1 domain that a reload adds (on another shard) gets its
+/// own channel and ping subscribed on the running subscription: the L1 serves again,
+/// and another host's change of that domain reaches the copy.
+#[tokio::test]
+async fn on_a_redis_cluster_an_l1_domain_added_by_a_reload_hears_its_shard() {
+    let cluster = RedisCluster::start().await;
+    let dir = PluginDir::with(&[]);
+    let config = layered_on_cluster(&dir, &cluster);
+    let other = on_another_shard(&config, &cluster);
+    let (a, b) = (host(&config).await, host(&config).await);
+    let mut wider = config.cache.clone();
+    wider.l1.insert(
+        other.clone(),
+        L1Config {
+            ttl_s: 600,
+            budget_mib: 16,
+        },
+    );
+    b.cache.l1.as_ref().expect("on Redis").configure(&wider);
+    wait_for(Duration::from_secs(10), "B's L1 to serve again", || async {
+        l1(&b).serving().then_some(())
+    })
+    .await;
+    let set_other = async |value: &str| {
+        let entries = [("k".to_string(), value.as_bytes().to_vec())];
+        let options = write(&[], Priority::Medium);
+        a.cache
+            .backend
+            .set_many(&other, &entries, &options)
+            .await
+            .unwrap()
+    };
+    set_other("old").await;
+    let read = || async {
+        b.cache
+            .backend
+            .get_many(&other, &["k".to_string()])
+            .await
+            .unwrap()
+            .pop()
+            .flatten()
+    };
+    wait_for(Duration::from_secs(10), "a copy in B's new L1", || async {
+        let hits = l1(&b).counts().hits;
+        let value = read().await;
+        (l1(&b).counts().hits > hits).then_some(value)
+    })
+    .await;
+    set_other("new").await;
+    tokio::time::sleep(Duration::from_millis(BOUND_MS)).await;
+    assert_eq!(
+        read().await.as_deref(),
+        Some(&b"new"[..]),
+        "B read a stale copy"
+    );
 }

@@ -79,40 +79,61 @@ impl Freshness {
     }
 }
 
-/// What a host subscribes to for its L1 domains: pairs of (invalidation channel, ping
-/// channel), one pair for every domain (classic pub/sub) or one per domain (sharded:
-/// each in the domain's slot, so that a domain's ping proves its own shard's
-/// invalidations came before it).
+/// What a host subscribes to for its L1 domains: for each domain, its invalidation
+/// channel and its ping channel; the same two for every domain (classic pub/sub) or
+/// the domain's own (sharded: each in the domain's slot, so that a domain's ping
+/// proves its own shard's invalidations came before it).
 #[derive(Clone, PartialEq, Eq)]
-pub(super) struct Plan(Vec<(String, String)>);
+pub(super) struct Plan(Vec<Channels>);
+
+/// One L1 domain's channels.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Channels {
+    domain: String,
+    invalidations: String,
+    pings: String,
+}
+
+impl Channels {
+    fn pair(&self) -> Vec<String> {
+        vec![self.invalidations.clone(), self.pings.clone()]
+    }
+}
 
 impl Plan {
     pub(super) fn of(cache: &TwoLayerCache) -> Self {
-        let mut pairs: Vec<(String, String)> = cache
+        let mut channels: Vec<Channels> = cache
             .layers
             .load()
             .keys()
-            .map(|domain| {
-                (
-                    cache.redis.invalidation_channel(domain),
-                    cache.redis.ping_channel(domain),
-                )
+            .map(|domain| Channels {
+                domain: domain.clone(),
+                invalidations: cache.redis.invalidation_channel(domain),
+                pings: cache.redis.ping_channel(domain),
             })
             .collect();
-        pairs.sort();
-        pairs.dedup();
-        Self(pairs)
+        channels.sort();
+        Self(channels)
     }
 
+    /// Whether it listens on `channels`' two channels (for any domain).
+    fn hears(&self, channels: &Channels) -> bool {
+        self.0.iter().any(|c| c.pair() == channels.pair())
+    }
+
+    /// The subscription's groups: each distinct pair, one slot's when sharded.
     fn groups(&self) -> Vec<Vec<String>> {
-        self.0
-            .iter()
-            .map(|(i, p)| vec![i.clone(), p.clone()])
-            .collect()
+        let mut groups: Vec<Vec<String>> = self.0.iter().map(Channels::pair).collect();
+        groups.dedup();
+        groups
     }
 
+    /// The distinct ping channels.
     fn pings(&self) -> impl Iterator<Item = &String> {
-        self.0.iter().map(|(_, ping)| ping)
+        let mut pings: Vec<&String> = self.0.iter().map(|c| &c.pings).collect();
+        pings.sort();
+        pings.dedup();
+        pings.into_iter()
     }
 }
 
@@ -122,9 +143,17 @@ pub(super) async fn run(cache: Weak<TwoLayerCache>, redis: RedisClient, retry_de
     let pinger = tokio::spawn(ping(cache.clone(), redis.clone()));
     let _stop_pinger = AbortOnDrop(pinger);
     loop {
-        let Some(plan) = cache.upgrade().map(|this| Plan::of(&this)) else {
+        let Some((plan, replanned)) = cache
+            .upgrade()
+            .map(|this| (Plan::of(&this), this.replanned.clone()))
+        else {
             return;
         };
+        if plan.0.is_empty() {
+            // A reload removed every L1 domain: nothing to hear until one comes back.
+            replanned.notified().await;
+            continue;
+        }
         match redis.subscribe(&plan.groups()).await {
             Ok(subscription) => {
                 let Some(this) = cache.upgrade() else { return };
@@ -175,9 +204,14 @@ async fn listen(cache: &Weak<TwoLayerCache>, mut subscription: Subscription, mut
             () = replanned.notified() => {
                 let Some(this) = cache.upgrade() else { return };
                 let wanted = Plan::of(&this);
-                for pair in wanted.0.iter().filter(|pair| !plan.0.contains(pair)) {
-                    if subscription.add(&[pair.0.clone(), pair.1.clone()]).await.is_err() {
+                for channels in wanted.0.iter().filter(|c| !plan.hears(c)) {
+                    if subscription.add(&channels.pair()).await.is_err() {
                         return;
+                    }
+                    // Copies the new domain's layer made before its channel was
+                    // subscribed may have missed invalidations.
+                    if let Some(layer) = this.layer(&channels.domain) {
+                        layer.clear().await;
                     }
                 }
                 plan = wanted;
