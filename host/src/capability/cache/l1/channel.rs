@@ -9,12 +9,12 @@
 //! slot) every quarter of `cache.l1_max_stale_ms`, carrying the time it sent it.
 //! Redis delivers one connection's messages in the order it ran their publishes, so
 //! when the ping sent at `t` comes back, every invalidation of a write that returned
-//! before `t` has come back before it (sharded: of the ping's shard, so L1 counts as
-//! fresh as its stalest domain's ping). The
-//! host serves from L1 only while the latest ping it heard was sent at most
-//! `l1_max_stale_ms` ago; a channel that stalls or breaks therefore turns L1 off
-//! within that bound, without any timeout to tune. A broken channel also drops every
-//! copy (what it missed is unknown), and so does each new subscription.
+//! before `t` has come back before it (sharded: every invalidation of the ping's
+//! shard, so L1 is as fresh as its stalest domain's ping). The host serves from L1
+//! only while the latest ping it heard was sent at most `l1_max_stale_ms` ago; a
+//! channel that stalls or breaks therefore turns L1 off within that bound, without
+//! any timeout to tune. A broken channel also drops every copy (what it missed is
+//! unknown), and so does each new subscription.
 
 use super::TwoLayerCache;
 use crate::capability::redis_client::{RedisClient, Retry, Subscription};
