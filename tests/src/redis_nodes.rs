@@ -140,6 +140,45 @@ async fn answers(port: u16) {
     .await;
 }
 
+/// A node that `start` started on a free port, once it answers PING. The port was
+/// free when chosen, but another process may bind it (or its cluster bus port) before
+/// the node does (a RabbitMQ cluster's Erlang distribution takes random ports): a
+/// node that exits before it answers is started again on another port.
+async fn started(start: impl Fn(u16) -> RedisNode) -> RedisNode {
+    for _ in 0..5 {
+        let mut node = start(free_port());
+        if answers_unless_it_exits(&mut node).await {
+            return node;
+        }
+    }
+    panic!("no redis-server of the test's own started, on five free ports in turn");
+}
+
+/// Whether `node` answers PING (within 15 s; panics past them), rather than exits.
+async fn answers_unless_it_exits(node: &mut RedisNode) -> bool {
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let pong = Command::new("redis-cli")
+            .args(["-p", &node.port.to_string(), "PING"])
+            .output()
+            .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).contains("PONG"));
+        if pong {
+            return true;
+        }
+        if let Some(child) = node.child.as_mut()
+            && child.try_wait().ok().flatten().is_some()
+        {
+            return false;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out after 15s waiting for the test's own redis-server on {} to answer",
+            node.port
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// A Redis Cluster of three primaries with a replica each (six nodes), or more
 /// replicas each ([`RedisCluster::start_with_replicas`]).
 pub struct RedisCluster {
@@ -160,22 +199,22 @@ impl RedisCluster {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let mut nodes = Vec::new();
         for _ in 0..3 * (1 + replicas) {
-            let port = free_port();
-            let own = dir.path().join(port.to_string());
-            std::fs::create_dir_all(&own).unwrap();
-            let extra = [
-                "--cluster-enabled",
-                "yes",
-                "--cluster-config-file",
-                "nodes.conf",
-                "--cluster-node-timeout",
-                "1000",
-            ]
-            .map(String::from);
-            nodes.push(spawn(port, &own, &extra));
-        }
-        for node in &nodes {
-            answers(node.port).await;
+            let node = started(|port| {
+                let own = dir.path().join(port.to_string());
+                std::fs::create_dir_all(&own).unwrap();
+                let extra = [
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    "--cluster-node-timeout",
+                    "1000",
+                ]
+                .map(String::from);
+                spawn(port, &own, &extra)
+            })
+            .await;
+            nodes.push(node);
         }
         let addresses: Vec<String> = nodes.iter().map(RedisNode::address).collect();
         let created = Command::new("redis-cli")
@@ -297,22 +336,16 @@ impl RedisSentinels {
     /// The same with `replicas` replicas (`data[1..]`).
     pub async fn start_with_replicas(replicas: usize) -> Self {
         let dir = tempfile::tempdir().expect("a temporary directory");
-        let primary_port = free_port();
-        let mut data = vec![spawn(primary_port, dir.path(), &[])];
-        answers(primary_port).await;
+        let primary = started(|port| spawn(port, dir.path(), &[])).await;
+        let primary_port = primary.port;
+        let mut data = vec![primary];
         for _ in 0..replicas {
-            let port = free_port();
-            let replica = spawn(
-                port,
-                dir.path(),
-                &[
-                    "--replicaof".into(),
-                    "127.0.0.1".into(),
-                    primary_port.to_string(),
-                ],
-            );
-            answers(port).await;
-            data.push(replica);
+            let replicaof = [
+                "--replicaof".to_string(),
+                "127.0.0.1".to_string(),
+                primary_port.to_string(),
+            ];
+            data.push(started(|port| spawn(port, dir.path(), &replicaof)).await);
         }
         let mut sentinels = Vec::new();
         for _ in 0..3 {
