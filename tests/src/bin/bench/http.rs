@@ -5,7 +5,9 @@
 //! ([`harness::Rounds`]); the latency a request gains through the plugin, connections
 //! opened per 1000 requests, and the host's RSS with 16 plugins each holding 16
 //! requests in flight. The third side splits the plugin's cost: the host's rules and
-//! pool on one side, the guest's instance and the `wasi:http` resources on the other.
+//! pool on one side, the guest's instance and the `wasi:http` resources on the other;
+//! a fourth, the plugin reusing its instances (`reuse_instance = 1000`), takes out what
+//! the fresh instance per message costs.
 //! One at a time is measured twice: on the main runtime with the server, and on a
 //! one-thread runtime of the client's own (see [`http`]). Last, plugin and native
 //! against a server that answers after 1 ms: the plugin's cost beside a provider's.
@@ -83,6 +85,44 @@ async fn plugin_round(
     requests: usize,
     concurrency: usize,
 ) -> anyhow::Result<Round> {
+    invocations_round(runtime, plugin, url, requests, concurrency, None).await
+}
+
+/// [`plugin_round`] with instances kept for reuse (`reuse_instance = 1000`, as
+/// `embedded` and `prefetch` measure it): what the fresh instance costs a request.
+async fn reusing_round(
+    runtime: &Arc<Runtime>,
+    plugin: &Arc<LoadedPlugin>,
+    url: &str,
+    requests: usize,
+    concurrency: usize,
+) -> anyhow::Result<Round> {
+    let kept = Arc::new(std::sync::Mutex::new(Vec::new()));
+    invocations_round(
+        runtime,
+        plugin,
+        Some(url),
+        requests,
+        concurrency,
+        Some(kept),
+    )
+    .await
+}
+
+/// Instances kept between the invocations of a round, one per invocation in flight.
+type Kept = Arc<std::sync::Mutex<Vec<techub_host::runtime::Teardown>>>;
+
+/// Timed invocations of the caller, `concurrency` at once, each making the request to
+/// `url` (or none); with `kept`, each takes a kept instance if there is one and puts
+/// its own back after, as a consumer with `reuse_instance` does.
+async fn invocations_round(
+    runtime: &Arc<Runtime>,
+    plugin: &Arc<LoadedPlugin>,
+    url: Option<&str>,
+    requests: usize,
+    concurrency: usize,
+    kept: Option<Kept>,
+) -> anyhow::Result<Round> {
     let plan: Arc<str> = match url {
         Some(url) => serde_json::json!({ "requests": [{ "url": url }] }),
         None => serde_json::json!({ "requests": [] }),
@@ -93,12 +133,19 @@ async fn plugin_round(
     let (runtime, plugin) = (runtime.clone(), plugin.clone());
     timed_round(requests, concurrency, move || {
         let (runtime, plugin, plan) = (runtime.clone(), plugin.clone(), plan.clone());
+        let kept = kept.clone();
         async move {
             let delivery =
                 techub_tests::delivery("webhook", "fixture.caller.bench", plan.as_bytes());
-            let report = runtime
-                .invoke(&plugin.pre, plugin.context.clone(), &delivery, 5)
+            let reused = kept.as_ref().and_then(|k| k.lock().unwrap().pop());
+            let (report, teardown) = runtime
+                .invoke_held(&plugin.pre, plugin.context.clone(), &delivery, 5, reused)
                 .await;
+            if let Some(kept) = &kept
+                && teardown.reusable(1000)
+            {
+                kept.lock().unwrap().push(teardown);
+            }
             match report.result {
                 Ok(Outcome::Reject(r)) if r.contains(expected) || r.is_empty() => Ok(()),
                 other => anyhow::bail!("the request failed: {other:?}"),
@@ -299,14 +346,20 @@ async fn at_concurrency(
         let (mut plugin_latency, mut native_latency) = (Vec::new(), Vec::new());
         let (mut plugin_connections, mut native_connections) = (0, 0);
         host_client_round(&host_client, &url, *REQUESTS, concurrency).await?;
-        let mut host_latency = Vec::new();
-        let sides = ["plugin", "native hyper client", "host client without wasm"];
+        let (mut host_latency, mut reusing_latency) = (Vec::new(), Vec::new());
+        let sides = [
+            "plugin",
+            "native hyper client",
+            "host client without wasm",
+            "plugin reusing its instance",
+        ];
         let rounds = Rounds::alternate(&sides, *ROUNDS, async |side| {
             let before = server.connections();
             let round = match side {
                 0 => plugin_round(&runtime, &plugin, Some(&url), *REQUESTS, concurrency).await?,
                 1 => native_round(&native, &url, *REQUESTS, concurrency).await?,
-                _ => host_client_round(&host_client, &url, *REQUESTS, concurrency).await?,
+                2 => host_client_round(&host_client, &url, *REQUESTS, concurrency).await?,
+                _ => reusing_round(&runtime, &plugin, &url, *REQUESTS, concurrency).await?,
             };
             let opened = server.connections() - before;
             match side {
@@ -318,7 +371,8 @@ async fn at_concurrency(
                     native_latency.extend(round.latencies);
                     native_connections += opened;
                 }
-                _ => host_latency.extend(round.latencies),
+                2 => host_latency.extend(round.latencies),
+                _ => reusing_latency.extend(round.latencies),
             }
             Ok(round.sample)
         })
@@ -328,15 +382,21 @@ async fn at_concurrency(
                 "http: {REQUESTS} requests, concurrency {concurrency}, {runtime_kind} (goal plugin/native >= 0.8)"
             ),
             "req",
-            &[(0, 1), (2, 1), (0, 2)],
+            &[(0, 1), (2, 1), (0, 2), (3, 1)],
         );
         host_latency.sort();
+        reusing_latency.sort();
         print_latencies(&mut plugin_latency, &mut native_latency);
         let total = (*REQUESTS * *ROUNDS) as f64;
         println!(
             "      the host's client and rules without wasm: p50 {:?} / p99 {:?}",
             quantile(&host_latency, 0.5),
             quantile(&host_latency, 0.99),
+        );
+        println!(
+            "      the plugin reusing its instance: p50 {:?} / p99 {:?}",
+            quantile(&reusing_latency, 0.5),
+            quantile(&reusing_latency, 0.99),
         );
         println!(
             "      connections opened per 1000 requests: plugin {:.2}, native {:.2} (pooled: at most the concurrency, {concurrency}, in all)",
